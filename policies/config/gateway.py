@@ -1,0 +1,233 @@
+"""The whole gateway config: every document of a directory, validated as one.
+
+Built from already-read text (the caller does the file I/O), so it stays pure and the same
+function serves `governor config check`, start-up and atomic reload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from policies.config.models import (
+    KINDS,
+    ApiKey,
+    ApiKeysConfig,
+    Budget,
+    BudgetConfig,
+    ModelPrice,
+    PricingCatalog,
+    Provider,
+    ProvidersConfig,
+    RateLimitConfig,
+    RateLimitRule,
+    RoutingConfig,
+    Settings,
+)
+from policies.config.yamlsource import ConfigError, ConfigErrors, YamlDoc, parse_yaml
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    settings: Settings = field(default_factory=Settings)
+    keys_by_hash: dict[str, ApiKey] = field(default_factory=dict)
+    providers: dict[str, Provider] = field(default_factory=dict)
+    virtual_models: dict[str, RoutingConfig] = field(default_factory=dict)
+    prices: dict[str, ModelPrice] = field(default_factory=dict)
+    rate_limits: tuple[RateLimitRule, ...] = ()
+    budgets: tuple[Budget, ...] = ()
+    extra: dict[str, tuple[BaseModel, ...]] = field(default_factory=dict)
+    sources: tuple[str, ...] = ()
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(document)"
+
+
+def validate_doc(doc: YamlDoc, kinds: dict[str, type[BaseModel]]) -> BaseModel:
+    data = doc.data
+    if not isinstance(data, dict):
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    doc.file,
+                    doc.start_line,
+                    None,
+                    "a config document must be a mapping with a `type:` key",
+                )
+            ]
+        )
+    kind = data.get("type")
+    model = kinds.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    doc.file,
+                    doc.line_of(("type",)),
+                    "type",
+                    f"unknown config type {kind!r}; expected one of {', '.join(sorted(kinds))}",
+                )
+            ]
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errs = []
+        for e in exc.errors():
+            loc = tuple(
+                p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-"))
+            )
+            msg = e["msg"].removeprefix("Value error, ")
+            errs.append(ConfigError(doc.file, doc.line_of(loc), _field_name(loc), msg))
+        raise ConfigErrors(errs) from None
+
+
+def build_config(
+    files: Iterable[tuple[str, str]], extra_kinds: dict[str, type[BaseModel]] | None = None
+) -> GatewayConfig:
+    """Validate every document of every (filename, text) pair; raise all errors at once."""
+    kinds = {**KINDS, **(extra_kinds or {})}
+    errors: list[ConfigError] = []
+    parsed: list[tuple[YamlDoc, BaseModel]] = []
+    sources: list[str] = []
+    for name, text in files:
+        sources.append(name)
+        try:
+            docs = parse_yaml(text, name)
+        except ConfigError as exc:
+            errors.append(exc)
+            continue
+        for doc in docs:
+            if doc.data is None:
+                continue
+            try:
+                parsed.append((doc, validate_doc(doc, kinds)))
+            except ConfigErrors as exc:
+                errors.extend(exc.errors)
+    if errors:
+        raise ConfigErrors(errors)
+    return _assemble(parsed, tuple(sources))
+
+
+def _assemble(parsed: list[tuple[YamlDoc, BaseModel]], sources: tuple[str, ...]) -> GatewayConfig:
+    errors: list[ConfigError] = []
+    settings = Settings()
+    keys: dict[str, ApiKey] = {}
+    key_ids: set[str] = set()
+    providers: dict[str, Provider] = {}
+    vms: dict[str, RoutingConfig] = {}
+    prices: dict[str, ModelPrice] = {}
+    rate_rules: list[RateLimitRule] = []
+    budgets: list[Budget] = []
+    extra: dict[str, list[BaseModel]] = {}
+    seen_settings: YamlDoc | None = None
+    where: dict[str, tuple[YamlDoc, tuple[Any, ...]]] = {}
+
+    def dup(doc: YamlDoc, path: tuple[Any, ...], what: str) -> None:
+        errors.append(ConfigError(doc.file, doc.line_of(path), _field_name(path), what))
+
+    for doc, m in parsed:
+        if isinstance(m, Settings):
+            if seen_settings is not None:
+                dup(
+                    doc,
+                    ("type",),
+                    f"second gateway-settings document (first in {seen_settings.file})",
+                )
+            settings, seen_settings = m, doc
+        elif isinstance(m, ApiKeysConfig):
+            for i, k in enumerate(m.keys):
+                if k.id in key_ids or k.hash in keys:
+                    dup(doc, ("keys", i, "id"), f"duplicate api key {k.id!r}")
+                key_ids.add(k.id)
+                keys[k.hash] = k
+        elif isinstance(m, ProvidersConfig):
+            for i, p in enumerate(m.providers):
+                if p.name in providers:
+                    dup(doc, ("providers", i, "name"), f"duplicate provider {p.name!r}")
+                providers[p.name] = p
+        elif isinstance(m, RoutingConfig):
+            if m.name in vms:
+                dup(doc, ("name",), f"duplicate virtual model {m.name!r}")
+            vms[m.name] = m
+            where[f"vm:{m.name}"] = (doc, ())
+        elif isinstance(m, PricingCatalog):
+            for i, p in enumerate(m.models):
+                if p.model in prices:
+                    dup(doc, ("models", i, "model"), f"duplicate price for model {p.model!r}")
+                prices[p.model] = p
+        elif isinstance(m, RateLimitConfig):
+            for i, r in enumerate(m.rules):
+                if any(x.id == r.id for x in rate_rules):
+                    dup(doc, ("rules", i, "id"), f"duplicate rate-limit rule id {r.id!r}")
+                rate_rules.append(r)
+                where[f"rl:{r.id}"] = (doc, ("rules", i))
+        elif isinstance(m, BudgetConfig):
+            for i, b in enumerate(m.budgets):
+                if any(x.id == b.id for x in budgets):
+                    dup(doc, ("budgets", i, "id"), f"duplicate budget id {b.id!r}")
+                budgets.append(b)
+                where[f"b:{b.id}"] = (doc, ("budgets", i))
+        else:
+            kind = str(getattr(m, "type", type(m).__name__))
+            extra.setdefault(kind, []).append(m)
+
+    # Cross-references: a route to nowhere or an unpriced model is a config bug, not a runtime one.
+    for name, vm in vms.items():
+        doc, _ = where[f"vm:{name}"]
+        targets = [(("rules", i, "target"), r.target) for i, r in enumerate(vm.rules)]
+        targets += [(("fallbacks", i), t) for i, t in enumerate(vm.fallbacks)]
+        if vm.cheaper is not None:
+            targets.append((("cheaper",), vm.cheaper))
+        for path, t in targets:
+            if t.provider not in providers:
+                dup(
+                    doc,
+                    (*path, "provider"),
+                    f"provider {t.provider!r} is not defined in any gateway-providers document",
+                )
+            if t.model not in prices:
+                dup(
+                    doc,
+                    (*path, "model"),
+                    f"model {t.model!r} has no price in the gateway-pricing-catalog",
+                )
+    fallback_names = set(vms) | set(prices)
+    for r in rate_rules:
+        if r.on_breach.startswith("fallback_to_") and r.on_breach[12:] not in fallback_names:
+            doc, path = where[f"rl:{r.id}"]
+            dup(
+                doc,
+                (*path, "on_breach"),
+                f"{r.on_breach}: {r.on_breach[12:]!r} names no virtual model or priced model",
+            )
+    for b in budgets:
+        tgt = b.on_exceed[12:]
+        if (
+            b.on_exceed.startswith("fallback_to_")
+            and tgt != "cheaper"
+            and tgt not in fallback_names
+        ):
+            doc, path = where[f"b:{b.id}"]
+            dup(
+                doc,
+                (*path, "on_exceed"),
+                f"{b.on_exceed}: {tgt!r} names no virtual model or priced model",
+            )
+    if errors:
+        raise ConfigErrors(errors)
+    return GatewayConfig(
+        settings=settings,
+        keys_by_hash=keys,
+        providers=providers,
+        virtual_models=vms,
+        prices=prices,
+        rate_limits=tuple(rate_rules),
+        budgets=tuple(budgets),
+        extra={k: tuple(v) for k, v in extra.items()},
+        sources=sources,
+    )

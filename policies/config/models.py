@@ -1,0 +1,280 @@
+"""Pydantic models of every config kind, in the YAML shapes of the seeds.
+
+Each YAML document names its kind with `type:`; a config directory is the union of its documents.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_WINDOW = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+# Identity metadata: canonical short names and every header spelling that means them.
+METADATA_FIELDS = (
+    "project",
+    "team",
+    "user",
+    "session_id",
+    "workflow_tag",
+    "environment",
+    "cost_center",
+)
+_HEADER_SUFFIX = {
+    "project": "project",
+    "team": "team",
+    "user-id": "user",
+    "user": "user",
+    "session-id": "session_id",
+    "workflow-tag": "workflow_tag",
+    "environment": "environment",
+    "cost-center": "cost_center",
+}
+
+
+def canonical_metadata_key(name: str) -> str:
+    """Map `X-TFY-Project`, `X-Governor-Project`, `project` … to `project`."""
+    low = name.strip().lower()
+    for prefix in ("x-governor-", "x-tfy-"):
+        if low.startswith(prefix):
+            low = low[len(prefix) :]
+            break
+    low = low.replace("_", "-")
+    if low in _HEADER_SUFFIX:
+        return _HEADER_SUFFIX[low]
+    raise ValueError(
+        f"unknown metadata key {name!r}; use one of X-Governor-Project, -Team, -User-ID, "
+        "-Session-ID, -Workflow-Tag, -Environment, -Cost-Center (or the X-TFY- aliases)"
+    )
+
+
+def window_seconds(window: str) -> int:
+    m = _WINDOW.match(window.strip())
+    if not m:
+        raise ValueError(f"window {window!r} must look like 30s, 5m, 1h, 1d or 1w")
+    n = int(m.group(1))
+    if n <= 0:
+        raise ValueError("window must be positive")
+    return n * _UNIT_SECONDS[m.group(2)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MetadataMatch(_Strict):
+    """`when:` / `scope:` selectors: every listed metadata value must match."""
+
+    metadata: dict[str, str] = Field(default_factory=dict)
+    subjects: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("metadata")
+    @classmethod
+    def _canonical(cls, v: dict[str, str]) -> dict[str, str]:
+        return {canonical_metadata_key(k): str(val) for k, val in v.items()}
+
+    @field_validator("subjects")
+    @classmethod
+    def _subjects(cls, v: dict[str, str]) -> dict[str, str]:
+        for k in v:
+            if k not in ("type", "user", "team", "role"):
+                raise ValueError(f"unknown subject field {k!r}; use type, user, team or role")
+        if "type" in v and v["type"] not in ("user", "service"):
+            raise ValueError("subjects.type must be 'user' or 'service'")
+        return v
+
+
+BreachAction = Annotated[str, Field(pattern=r"^(hard_block|queue_then_429|fallback_to_[\w.\-]+)$")]
+ExceedAction = Annotated[
+    str, Field(pattern=r"^(hard_block|fallback_to_cheaper|fallback_to_[\w.\-]+)$")
+]
+RateScope = Literal["global", "session", "user", "team", "project", "workflow_tag", "model"]
+
+
+class Limit(_Strict):
+    tokens: int | None = Field(default=None, gt=0)
+    requests: int | None = Field(default=None, gt=0)
+    window: str
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: str) -> str:
+        window_seconds(v)
+        return v
+
+    @model_validator(mode="after")
+    def _one(self) -> Limit:
+        if self.tokens is None and self.requests is None:
+            raise ValueError("limit needs tokens or requests (or both)")
+        return self
+
+    @property
+    def seconds(self) -> int:
+        return window_seconds(self.window)
+
+
+class RateLimitRule(_Strict):
+    id: str
+    when: MetadataMatch = Field(default_factory=MetadataMatch)
+    limit: Limit
+    scope: RateScope = "global"
+    on_breach: BreachAction = "hard_block"
+    queue_timeout_ms: int = Field(default=2000, ge=0, le=60000)
+
+
+class RateLimitConfig(_Strict):
+    type: Literal["gateway-rate-limit-config"]
+    name: str
+    rules: list[RateLimitRule]
+
+
+class BudgetAlert(_Strict):
+    at_pct: float = Field(gt=0, le=1000)
+    notify: list[str] = Field(default_factory=list)
+
+
+class Budget(_Strict):
+    id: str
+    scope: MetadataMatch = Field(default_factory=MetadataMatch)
+    ceiling_usd: float = Field(gt=0)
+    window: Literal["daily", "weekly", "monthly"]
+    alerts: list[BudgetAlert] = Field(default_factory=list)
+    on_exceed: ExceedAction = "hard_block"
+
+
+class BudgetConfig(_Strict):
+    type: Literal["gateway-budget-config"]
+    name: str
+    budgets: list[Budget]
+
+
+class Target(_Strict):
+    provider: str
+    model: str
+    timeout_ms: int = Field(default=60000, gt=0, le=600000)
+
+    @property
+    def key(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+class CircuitBreakerConfig(_Strict):
+    failure_threshold: int = Field(default=5, gt=0)
+    window_seconds: float = Field(default=60, gt=0)
+    cooldown_seconds: float = Field(default=30, gt=0)
+
+
+class RouteRule(_Strict):
+    id: str
+    weight: float = Field(default=1, ge=0)
+    priority: int = 0
+    target: Target
+
+
+class RoutingConfig(_Strict):
+    """A virtual model: `name` is what callers put in `model`."""
+
+    type: Literal["gateway-load-balancing-config"]
+    name: str
+    rule_type: Literal["weight-based", "priority-based"] = "weight-based"
+    rules: list[RouteRule] = Field(min_length=1)
+    fallbacks: list[Target] = Field(default_factory=list)
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+    retries: int = Field(default=1, ge=0, le=5)
+    cheaper: Target | None = None
+    description: str = ""
+
+
+class VersionPrice(_Strict):
+    version: str
+    input_per_mtok: float | None = Field(default=None, ge=0)
+    output_per_mtok: float | None = Field(default=None, ge=0)
+    cache_read_per_mtok: float | None = Field(default=None, ge=0)
+    cache_write_per_mtok: float | None = Field(default=None, ge=0)
+    tokenizer: str | None = None
+
+
+class ModelPrice(_Strict):
+    model: str
+    provider: str | None = None
+    tier: Literal["premium", "standard", "economy"] = "standard"
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+    cache_read_per_mtok: float | None = Field(default=None, ge=0)
+    cache_write_per_mtok: float | None = Field(default=None, ge=0)
+    versions: list[VersionPrice] = Field(default_factory=list)
+
+
+class PricingCatalog(_Strict):
+    type: Literal["gateway-pricing-catalog"]
+    name: str = "pricing"
+    models: list[ModelPrice]
+
+
+Role = Literal["developer", "service", "oncall", "admin"]
+
+
+class ApiKey(_Strict):
+    """A key as stored: only its hash. `project` binds the key; `default_project` only defaults."""
+
+    id: str
+    hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    user: str
+    team: str
+    role: Role = "developer"
+    project: str | None = None
+    default_project: str | None = None
+    environment: str | None = None
+
+    @property
+    def subject_type(self) -> str:
+        return "service" if self.role == "service" else "user"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role in ("admin", "oncall")
+
+
+class ApiKeysConfig(_Strict):
+    type: Literal["gateway-api-keys"]
+    name: str = "keys"
+    keys: list[ApiKey]
+
+
+class Provider(_Strict):
+    name: str
+    protocol: Literal["openai", "anthropic"]
+    base_url: str
+    api_key_env: str | None = None
+    api_key: str | None = None
+    simulated: bool = False
+
+
+class ProvidersConfig(_Strict):
+    type: Literal["gateway-providers"]
+    name: str = "providers"
+    providers: list[Provider]
+
+
+class Settings(_Strict):
+    type: Literal["gateway-settings"] = "gateway-settings"
+    name: str = "settings"
+    require_project_header: bool = False
+    untagged_project: str = "UNTAGGED"
+    store_text: bool = False
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    loop_repeat_threshold: int = Field(default=5, ge=2)
+
+
+KINDS: dict[str, type[BaseModel]] = {
+    "gateway-rate-limit-config": RateLimitConfig,
+    "gateway-budget-config": BudgetConfig,
+    "gateway-load-balancing-config": RoutingConfig,
+    "gateway-pricing-catalog": PricingCatalog,
+    "gateway-api-keys": ApiKeysConfig,
+    "gateway-providers": ProvidersConfig,
+    "gateway-settings": Settings,
+}

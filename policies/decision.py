@@ -1,0 +1,167 @@
+"""The pre-call decision: allow, queue, fall back or refuse, from explicit inputs only.
+
+Refusals are raised as `Refusal`; everything else comes back as a `PreCall` that tells the
+runtime which virtual model (or pinned target) to route and which counters the call will charge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from policies.budgets import BudgetKey, BudgetStatus, budget_statuses
+from policies.config.gateway import GatewayConfig
+from policies.config.models import RoutingConfig, Target
+from policies.identity import Identity
+from policies.ratelimits import RateBreach, RateKey, applicable_keys, check_rate_limits
+from policies.refusals import Refusal
+from policies.routing import cheaper_target
+
+
+@dataclass(slots=True)
+class PreCall:
+    action: Literal["allow", "queue", "fallback"]
+    vm: RoutingConfig
+    pinned: Target | None = None
+    reason: str | None = None
+    retry_after: float = 0.0
+    queue_timeout: float = 0.0
+    rate_keys: list[RateKey] = field(default_factory=list)
+    budgets: list[BudgetStatus] = field(default_factory=list)
+
+    @property
+    def budget_remaining(self) -> float | None:
+        return min((b.remaining for b in self.budgets), default=None)
+
+
+def lookup_model(config: GatewayConfig, model: object) -> RoutingConfig:
+    if not isinstance(model, str) or not model:
+        raise Refusal(
+            400,
+            "invalid_request",
+            "`model` must be a non-empty string naming a virtual model (GET /v1/models lists them)",
+        )
+    vm = config.virtual_models.get(model)
+    if vm is None:
+        names = ", ".join(sorted(config.virtual_models)) or "(none configured)"
+        raise Refusal(
+            404,
+            "model_not_found",
+            f"unknown model {model!r}; this gateway serves the virtual models: {names}",
+        )
+    return vm
+
+
+def resolve_fallback(
+    config: GatewayConfig, name: str
+) -> tuple[RoutingConfig | None, Target | None]:
+    """`fallback_to_X`: X is a virtual model, or a priced model reachable through some route."""
+    if name in config.virtual_models:
+        return config.virtual_models[name], None
+    for vm in config.virtual_models.values():
+        for t in [*(r.target for r in vm.rules), *vm.fallbacks]:
+            if t.model == name:
+                return None, t
+    price = config.prices.get(name)
+    if price is not None and price.provider is not None:
+        return None, Target(provider=price.provider, model=name)
+    return None, None
+
+
+def _fallback(config: GatewayConfig, vm: RoutingConfig, name: str, why: str) -> PreCall:
+    new_vm, pinned = resolve_fallback(config, name)
+    if new_vm is None and pinned is None:
+        raise Refusal(
+            503,
+            "fallback_unavailable",
+            f"{why}, and its fallback {name!r} cannot be routed; fix the gateway config",
+        )
+    return PreCall("fallback", new_vm or vm, pinned=pinned, reason=why)
+
+
+def _breach_text(b: RateBreach) -> str:
+    return (
+        f"rate limit {b.rule.id!r} reached: {b.used} of {b.limit} {b.what} per "
+        f"{b.rule.limit.window} for this {b.rule.scope}"
+    )
+
+
+def decide(
+    config: GatewayConfig,
+    ident: Identity,
+    model: object,
+    rate_counts: Mapping[RateKey, list[int]],
+    spend: Mapping[BudgetKey, float],
+    now: float,
+    est_input_tokens: int,
+    killed: bool = False,
+) -> PreCall:
+    if killed:
+        raise Refusal(
+            403,
+            "session_killed",
+            f"session {ident.session_id!r} was killed by an operator; start a new "
+            "session (GET /gateway/sessions/{id} shows who killed it and why)",
+        )
+    vm = lookup_model(config, model)
+    keyed = applicable_keys(config.rate_limits, ident, vm.name, now)
+    breaches = check_rate_limits(keyed, rate_counts, now, est_input_tokens)
+    result = PreCall("allow", vm)
+    if breaches:
+        for b in breaches:
+            if b.rule.on_breach == "hard_block":
+                raise Refusal(
+                    429,
+                    "rate_limited",
+                    f"{_breach_text(b)}; retry after {b.retry_after:.0f}s",
+                    retry_after=b.retry_after,
+                )
+        queued = [b for b in breaches if b.rule.on_breach == "queue_then_429"]
+        if queued:
+            b = max(queued, key=lambda x: x.retry_after)
+            result = PreCall(
+                "queue",
+                vm,
+                reason=_breach_text(b),
+                retry_after=b.retry_after,
+                queue_timeout=b.rule.queue_timeout_ms / 1000,
+            )
+        else:
+            b = breaches[0]
+            result = _fallback(config, vm, b.rule.on_breach[12:], _breach_text(b))
+    statuses = budget_statuses(config.budgets, ident, spend, now)
+    for st in statuses:
+        if not st.exceeded:
+            continue
+        b = st.budget
+        why = (
+            f"budget {b.id!r} exhausted: ${st.spent:.4f} of ${b.ceiling_usd:.2f} "
+            f"{b.window} ceiling spent"
+        )
+        if b.on_exceed == "hard_block":
+            raise Refusal(
+                429,
+                "budget_exceeded",
+                f"{why}; ask the budget owner to raise it or wait for the next window",
+                retry_after=st.window_end - now,
+            )
+        if result.action == "queue":
+            continue
+        if b.on_exceed == "fallback_to_cheaper":
+            current = result.pinned or result.vm.rules[0].target
+            cheaper = cheaper_target(result.vm, config.prices, current)
+            if cheaper is None:
+                raise Refusal(
+                    429,
+                    "budget_exceeded",
+                    f"{why}, and virtual model {result.vm.name!r} has no cheaper target "
+                    "to fall back to",
+                    retry_after=st.window_end - now,
+                )
+            result = PreCall("fallback", result.vm, pinned=cheaper, reason=why)
+        else:
+            result = _fallback(config, result.vm, b.on_exceed[12:], why)
+    result.rate_keys = [k for _, k, _ in keyed]
+    result.budgets = statuses
+    return result

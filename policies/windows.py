@@ -1,0 +1,30 @@
+"""Window arithmetic: which window a moment falls in, as a function of that moment alone.
+
+Rate windows are fixed, aligned to the Unix epoch (a 1h window is each clock hour, UTC), so every
+replica and every replay agrees on the boundaries. Budget windows are calendar periods in UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+
+def fixed_window(now: float, seconds: int) -> tuple[float, float]:
+    start = (now // seconds) * seconds
+    return start, start + seconds
+
+
+def calendar_window(now: float, period: str) -> tuple[float, float]:
+    t = datetime.fromtimestamp(now, UTC)
+    day = t.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "daily":
+        start, end = day, day + timedelta(days=1)
+    elif period == "weekly":
+        start = day - timedelta(days=day.weekday())
+        end = start + timedelta(days=7)
+    elif period == "monthly":
+        start = day.replace(day=1)
+        end = (start + timedelta(days=32)).replace(day=1)
+    else:
+        raise ValueError(f"unknown calendar window {period!r}")
+    return start.timestamp(), end.timestamp()
