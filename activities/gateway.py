@@ -1,0 +1,190 @@
+"""One governance runtime: config, in-memory counters, router, ledger writer, metrics.
+
+A proxy replica holds one; a Temporal worker holds one for its activities. Both run the same
+governed call (`activities.llm_call`) against it, so there is one implementation of each control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ledger.journal import Journal
+from ledger.writer import LedgerWriter
+
+from activities.metrics import Metrics
+from activities.router import Router
+from activities.state import GovernanceState
+from ledger.store import LedgerStore
+from policies.config.gateway import GatewayConfig
+from policies.config.models import ApiKey
+from policies.identity import Identity
+from policies.refusals import Refusal
+
+log = logging.getLogger("governor.gateway")
+
+KillHook = Callable[[str, str, str], Awaitable[None]]
+
+
+def hash_key(secret: str) -> str:
+    """How API keys are stored: never in clear. Keys are high-entropy, so one sha256 suffices."""
+    return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass
+class Gateway:
+    config: GatewayConfig
+    store: LedgerStore
+    writer: LedgerWriter
+    path: str = "proxy"
+    state: GovernanceState = field(default_factory=GovernanceState)
+    metrics: Metrics = field(default_factory=Metrics)
+    router: Router = field(init=False)
+    kill_hooks: list[KillHook] = field(default_factory=list)
+    config_dir: Path | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _last_kill_id: int = 0
+    _key_cache: dict[str, ApiKey | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.router = Router(self.config.providers)
+
+    @classmethod
+    async def open(
+        cls,
+        config: GatewayConfig,
+        ledger_url: str,
+        journal_dir: str | Path,
+        *,
+        path: str = "proxy",
+        metrics: Metrics | None = None,
+        config_dir: Path | None = None,
+        kill_poll_seconds: float = 0.25,
+    ) -> Gateway:
+        store = await LedgerStore.open(ledger_url)
+        writer = LedgerWriter(store, Journal(Path(journal_dir)))
+        await writer.start()
+        gw = cls(
+            config=config,
+            store=store,
+            writer=writer,
+            path=path,
+            metrics=metrics or Metrics(),
+            config_dir=config_dir,
+        )
+        await gw.router.start()
+        await gw.rebuild()
+        gw._tasks.append(asyncio.create_task(gw._poll_kills(kill_poll_seconds)))
+        return gw
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+        await self.router.close()
+        await self.writer.close()
+        await self.store.close()
+
+    # Identity -------------------------------------------------------------------------------
+
+    def authenticate(self, secret: str | None) -> ApiKey:
+        if not secret:
+            raise Refusal(
+                401,
+                "missing_api_key",
+                "no API key: send `Authorization: Bearer <key>` (or `x-api-key`)",
+            )
+        cache = self._key_cache
+        if secret in cache:
+            key = cache[secret]
+        else:
+            key = self.config.keys_by_hash.get(hash_key(secret))
+            if len(cache) < 10_000:
+                cache[secret] = key
+        if key is None:
+            raise Refusal(
+                401,
+                "invalid_api_key",
+                "this API key is not known to the gateway; check it or ask for one",
+            )
+        return key
+
+    # Config ---------------------------------------------------------------------------------
+
+    def apply_config(self, new: GatewayConfig) -> None:
+        """Atomic swap: calls already past their decision finish on the config they started with."""
+        self.config = new
+        self._key_cache = {}
+        self.router.update_providers(new.providers)
+
+    # Rebuild and kills ------------------------------------------------------------------------
+
+    async def rebuild(self, now: float | None = None) -> None:
+        """Counters back from the ledger, so a restart loses no spend and no rate window."""
+        now = time.time() if now is None else now
+        since = now - 32 * 86400
+        aggs = await self.store.aggregate_calls(since, 60)
+        rows: list[tuple[Identity, str, float, int, int, float]] = []
+        for a in aggs:
+            ident = Identity(
+                key_id="",
+                user=a.user or "",
+                team=a.team or "",
+                role="",
+                subject_type="user",
+                project=a.project or "",
+                session_id=a.session_id,
+                workflow_tag=a.workflow_tag,
+                environment=a.environment,
+                cost_center=a.cost_center,
+            )
+            rows.append(
+                (ident, a.virtual_model or "", a.bucket_start, a.requests, a.tokens, a.cost_usd)
+            )
+        self.state = GovernanceState()
+        self.state.rebuild(self.config, rows)
+        for k in await self.store.kills_after(0):
+            self.state.killed[k.session_id] = k.reason
+            self._last_kill_id = max(self._last_kill_id, k.id or 0)
+
+    async def _poll_kills(self, every: float) -> None:
+        """Kills recorded by any replica reach this one within `every` seconds."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                for k in await self.store.kills_after(self._last_kill_id):
+                    self.state.killed[k.session_id] = k.reason
+                    self._last_kill_id = max(self._last_kill_id, k.id or 0)
+            except Exception as exc:
+                log.warning("kill poll failed: %s", type(exc).__name__)
+            self.metrics.ledger_pending.set(self.writer.pending_count)
+
+    async def kill(self, session_id: str, actor: str, reason: str) -> tuple[Any, bool]:
+        """Record (idempotently) and apply a kill here and, through the hooks, in workflows."""
+        rec, created = await self.store.record_kill(session_id, actor, reason, time.time())
+        self.state.killed[session_id] = rec.reason
+        if created:
+            self.metrics.kills.inc()
+            log.info("session killed", extra={"session_id": session_id, "actor": actor})
+        for hook in self.kill_hooks:
+            try:
+                await hook(session_id, actor, reason)
+            except Exception as exc:
+                log.warning("kill hook failed for a session: %s", type(exc).__name__)
+        return rec, created
+
+
+def new_call_id() -> str:
+    return os.urandom(12).hex()

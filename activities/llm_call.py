@@ -1,0 +1,464 @@
+"""The governed LLM call, once, for both runtimes.
+
+decide (pure policy) → route (router) → account (counters, ledger journal, metrics). The proxy
+calls `governed_call` inline; the Temporal activity calls it too. The ledger row is journaled
+before the caller sees the response's last byte, so an answered call is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import trace
+
+from activities.gateway import Gateway
+from activities.router import UpstreamResult
+from activities.wire.usage import Protocol, Usage, estimate_tokens, request_text
+from ledger.redaction import hash_text
+from policies.config.models import Target
+from policies.decision import PreCall, decide
+from policies.identity import Identity
+from policies.pricing import call_cost
+from policies.refusals import Refusal
+from policies.routing import plan_route
+
+log = logging.getLogger("governor.call")
+tracer = trace.get_tracer("governor")
+
+
+@dataclass(slots=True)
+class CallRequest:
+    protocol: Protocol
+    body: dict[str, Any]
+    ident: Identity
+    call_id: str
+    body_bytes: int
+    stream: bool = False
+    include_usage: bool = True
+    pinned: Target | None = None
+    rand: float | None = None
+
+
+@dataclass(slots=True)
+class Governance:
+    """What governance did to a call: returned to callers as headers and to workflows as data."""
+
+    call_id: str
+    virtual_model: str
+    decision: str = "allowed"
+    provider: str = ""
+    model: str = ""
+    model_version: str = ""
+    fallback_reason: str | None = None
+    attempts: list[str] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    budget_remaining_usd: float | None = None
+    simulated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_tokens
+            + self.cache_write_tokens
+        )
+
+    def route_headers(self) -> list[tuple[bytes, bytes]]:
+        h = [
+            (b"x-governor-call-id", self.call_id.encode()),
+            (b"x-governor-virtual-model", self.virtual_model.encode()),
+            (b"x-governor-decision", self.decision.encode()),
+            (b"x-governor-route", f"{self.provider}/{self.model}".encode()),
+        ]
+        if self.fallback_reason:
+            h.append((b"x-governor-fallback-reason", _ascii(self.fallback_reason)))
+        if self.attempts and len(self.attempts) > 1:
+            h.append((b"x-governor-attempts", _ascii(", ".join(self.attempts))))
+        if self.simulated:
+            h.append((b"x-governor-simulated", b"true"))
+        return h
+
+    def usage_headers(self) -> list[tuple[bytes, bytes]]:
+        h = [
+            (b"x-governor-model-version", self.model_version.encode()),
+            (b"x-governor-tokens-input", str(self.input_tokens).encode()),
+            (b"x-governor-tokens-output", str(self.output_tokens).encode()),
+            (b"x-governor-tokens-cache-read", str(self.cache_read_tokens).encode()),
+            (b"x-governor-tokens-cache-write", str(self.cache_write_tokens).encode()),
+            (b"x-governor-cost-usd", f"{self.cost_usd:.8f}".encode()),
+        ]
+        if self.budget_remaining_usd is not None:
+            h.append(
+                (b"x-governor-budget-remaining-usd", f"{self.budget_remaining_usd:.6f}".encode())
+            )
+        return h
+
+
+def _ascii(s: str) -> bytes:
+    return s.encode("ascii", "replace")[:512]
+
+
+@dataclass(slots=True)
+class CallOutcome:
+    status: int
+    governance: Governance
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+    output_text: str = ""
+
+
+async def _decide(gw: Gateway, req: CallRequest, now: float, est: int) -> PreCall:
+    ident = req.ident
+    killed = ident.session_id is not None and ident.session_id in gw.state.killed
+    pre = decide(
+        gw.config,
+        ident,
+        req.body.get("model"),
+        gw.state.rate_counts,
+        gw.state.spend,
+        now,
+        est,
+        killed,
+    )
+    if pre.action != "queue":
+        return pre
+    deadline = now + pre.queue_timeout
+    while pre.action == "queue":
+        wait = min(pre.retry_after + 0.001, deadline - time.time())
+        if wait <= 0:
+            raise Refusal(
+                429,
+                "rate_limited",
+                f"{pre.reason}; queued for {pre.queue_timeout:.1f}s without capacity "
+                f"freeing up, retry after {pre.retry_after:.0f}s",
+                retry_after=pre.retry_after,
+            )
+        await asyncio.sleep(wait)
+        pre = decide(
+            gw.config,
+            ident,
+            req.body.get("model"),
+            gw.state.rate_counts,
+            gw.state.spend,
+            time.time(),
+            est,
+            killed,
+        )
+    return pre
+
+
+async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
+    """Govern one call. Raises `Refusal` (already recorded) when the call must not proceed."""
+    started = time.perf_counter()
+    now = time.time()
+    est = req.body_bytes // 4
+    gov = Governance(call_id=req.call_id, virtual_model=str(req.body.get("model", "")))
+    try:
+        with tracer.start_as_current_span("governor.policy"):
+            pre = await _decide(gw, req, now, est)
+    except Refusal as r:
+        _record_refusal(gw, req, gov, r, now, started)
+        raise
+    vm = pre.vm
+    gov.virtual_model = vm.name
+    if req.pinned is not None:
+        targets = [req.pinned]
+        gov.decision, gov.fallback_reason = "fallback", "pinned by the session workflow"
+    elif pre.pinned is not None:
+        targets = [pre.pinned]
+    else:
+        rand = req.rand if req.rand is not None else random.random()
+        targets = plan_route(vm, rand, gw.router.allowed(vm, now))
+    if pre.action == "fallback":
+        gov.decision, gov.fallback_reason = "fallback", pre.reason
+    gov.budget_remaining_usd = pre.budget_remaining
+    gw.state.note_request(pre.rate_keys)
+    try:
+        if not targets:
+            raise Refusal(
+                503,
+                "no_healthy_target",
+                f"every target of {vm.name!r} has an open circuit breaker; retry later",
+            )
+        with tracer.start_as_current_span("governor.upstream") as span:
+            res = await gw.router.call(
+                req.protocol, req.body, vm, targets, req.stream, req.include_usage
+            )
+            if span.is_recording():
+                span.set_attribute("gen_ai.system", res.provider.protocol)
+                span.set_attribute("gen_ai.request.model", res.target.model)
+    except Refusal as r:
+        gw.state.release_request(pre.rate_keys)
+        _record_refusal(gw, req, gov, r, now, started)
+        raise
+    gov.provider, gov.model = res.target.provider, res.target.model
+    gov.simulated = res.provider.simulated
+    gov.attempts = [f"{a.target}:{a.outcome}" for a in res.attempts]
+    if res.fallback_used and gov.decision == "allowed":
+        gov.decision = "fallback"
+        failed = [a for a in res.attempts if a.outcome != "ok"]
+        gov.fallback_reason = "; ".join(f"{a.target} {a.outcome}" for a in failed)
+    gw.metrics.child(gw.metrics.upstream, gov.provider, gov.model).observe(res.upstream_ms / 1000)
+    if res.stream is None:
+        _account(gw, req, gov, pre, res, res.usage, res.output_text, now, started, None)
+        return CallOutcome(200, gov, body=res.body, output_text=res.output_text)
+    return CallOutcome(200, gov, stream=_governed_stream(gw, req, gov, pre, res, now, started))
+
+
+async def _governed_stream(
+    gw: Gateway,
+    req: CallRequest,
+    gov: Governance,
+    pre: PreCall,
+    res: UpstreamResult,
+    now: float,
+    started: float,
+) -> AsyncIterator[bytes]:
+    """Relay the upstream stream; account before the terminal event goes out (or on abort)."""
+    assert res.stream is not None
+    done = False
+    try:
+        async for piece in res.stream:
+            if not done and res.finished:
+                done = True
+                _account(
+                    gw,
+                    req,
+                    gov,
+                    pre,
+                    res,
+                    res.usage or _acc_usage(res),
+                    res.output_text or _acc_text(res),
+                    now,
+                    started,
+                    res.stream_error,
+                )
+                piece = piece + _usage_comment(gov)
+            yield piece
+    finally:
+        if not done:
+            # Client went away or the stream broke without a terminal event: charge what we saw.
+            _account(
+                gw,
+                req,
+                gov,
+                pre,
+                res,
+                res.usage or _acc_usage(res),
+                res.output_text or _acc_text(res),
+                now,
+                started,
+                res.stream_error or "client_disconnected",
+            )
+
+
+def _acc_usage(res: UpstreamResult) -> Usage | None:
+    return res.accumulator.usage if res.accumulator is not None else None
+
+
+def _acc_text(res: UpstreamResult) -> str:
+    return res.accumulator.text if res.accumulator is not None else ""
+
+
+def _usage_comment(gov: Governance) -> bytes:
+    """An SSE comment (ignored by SDK parsers) carrying what governance counted."""
+    return (
+        f": governor tokens_in={gov.input_tokens} tokens_out={gov.output_tokens} "
+        f"cost_usd={gov.cost_usd:.8f} route={gov.provider}/{gov.model}\n\n"
+    ).encode()
+
+
+def _base_row(req: CallRequest, gov: Governance, now: float) -> dict[str, Any]:
+    i = req.ident
+    return {
+        "call_id": req.call_id,
+        "ts": now,
+        "path": "proxy",
+        "key_id": i.key_id,
+        "user": i.user,
+        "team": i.team,
+        "project": i.project,
+        "session_id": i.session_id,
+        "workflow_tag": i.workflow_tag,
+        "environment": i.environment,
+        "cost_center": i.cost_center,
+        "protocol": req.protocol,
+        "virtual_model": gov.virtual_model,
+        "stream": req.stream,
+    }
+
+
+def _record_refusal(
+    gw: Gateway, req: CallRequest, gov: Governance, r: Refusal, now: float, started: float
+) -> None:
+    gw.metrics.child(gw.metrics.refusals, r.code).inc()
+    gw.metrics.child(
+        gw.metrics.requests,
+        gov.virtual_model if r.code != "model_not_found" else "(unknown)",
+        "blocked",
+        str(r.status),
+    ).inc()
+    row = _base_row(req, gov, now)
+    row.update(
+        path=gw.path,
+        decision="blocked",
+        status_code=r.status,
+        error_code=r.code,
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )
+    if r.code == "model_not_found":
+        row["virtual_model"] = ""
+    gw.writer.record_call(row)
+
+
+def _account(
+    gw: Gateway,
+    req: CallRequest,
+    gov: Governance,
+    pre: PreCall,
+    res: UpstreamResult,
+    usage: Usage | None,
+    output_text: str,
+    now: float,
+    started: float,
+    error: str | None,
+) -> None:
+    if usage is None or usage.total_tokens == 0:
+        # No usage from the provider (cut stream, old API): count from the text we saw.
+        text_in = request_text(req.protocol, req.body)
+        usage = Usage(
+            input_tokens=estimate_tokens(text_in),
+            output_tokens=estimate_tokens(output_text),
+            model_version=usage.model_version if usage else None,
+        )
+    gov.input_tokens, gov.output_tokens = usage.input_tokens, usage.output_tokens
+    gov.cache_read_tokens, gov.cache_write_tokens = (
+        usage.cache_read_tokens,
+        usage.cache_write_tokens,
+    )
+    gov.model_version = usage.model_version or gov.model
+    price = gw.config.prices.get(gov.model)
+    gov.cost_usd = (
+        call_cost(
+            price,
+            gov.model_version,
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens,
+        )
+        if price
+        else 0.0
+    )
+    tokens = gov.total_tokens
+    st = gw.state
+    crossings = st.charge(
+        req.call_id, pre.rate_keys, pre.budgets, req.ident.session_id, tokens, gov.cost_usd
+    )
+    if pre.budgets:
+        gov.budget_remaining_usd = min(
+            max(0.0, b.budget.ceiling_usd - st.spend.get(b.key, 0.0)) for b in pre.budgets
+        )
+        for b in pre.budgets:
+            gw.metrics.child(gw.metrics.budget_used, b.budget.id, "metadata").set(
+                100.0 * st.spend.get(b.key, 0.0) / b.budget.ceiling_usd
+            )
+    for c in crossings:
+        _budget_alert(
+            gw,
+            c.status.budget.id,
+            c.status.key,
+            c.at_pct,
+            c.spent_after,
+            c.status.budget.ceiling_usd,
+            c.status.budget.alerts,
+            now,
+        )
+    prompt_sha, prompt_len = hash_text(request_text(req.protocol, req.body))
+    comp_sha, comp_len = hash_text(output_text)
+    latency_ms = (time.perf_counter() - started) * 1000
+    row = _base_row(req, gov, now)
+    store_text = gw.config.settings.store_text
+    row.update(
+        path=gw.path,
+        provider=gov.provider,
+        model=gov.model,
+        model_version=gov.model_version,
+        decision=gov.decision if error is None else "error",
+        fallback_reason=gov.fallback_reason,
+        status_code=200 if error is None else 502,
+        error_code=error,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        cost_usd=gov.cost_usd,
+        latency_ms=latency_ms,
+        upstream_ms=res.upstream_ms,
+        prompt_sha256=prompt_sha,
+        prompt_bytes=prompt_len,
+        completion_sha256=comp_sha,
+        completion_bytes=comp_len,
+    )
+    if store_text:
+        row["prompt_text"] = request_text(req.protocol, req.body)
+        row["completion_text"] = output_text
+    gw.writer.record_call(row)
+    m = gw.metrics
+    i = req.ident
+    m.child(m.requests, gov.virtual_model, gov.decision, str(row["status_code"])).inc()
+    for kind, n in (
+        ("input", usage.input_tokens),
+        ("output", usage.output_tokens),
+        ("cache_read", usage.cache_read_tokens),
+        ("cache_write", usage.cache_write_tokens),
+    ):
+        if n:
+            m.child(m.tokens, i.project, i.team, gov.model, gov.model_version, kind).inc(n)
+    if gov.cost_usd:
+        m.child(m.cost, i.project, i.team, gov.model).inc(gov.cost_usd)
+    m.child(m.overhead, gw.path).observe(max(0.0, latency_ms - res.upstream_ms) / 1000)
+
+
+def _budget_alert(
+    gw: Gateway,
+    budget_id: str,
+    key: tuple[str, float],
+    at_pct: float,
+    spent: float,
+    ceiling: float,
+    alerts: Any,
+    now: float,
+) -> None:
+    targets = next((a.notify for a in alerts if a.at_pct == at_pct), [])
+    log.warning(
+        "budget %s crossed %.0f%% ($%.4f of $%.2f); notify %s",
+        budget_id,
+        at_pct,
+        spent,
+        ceiling,
+        ", ".join(targets) or "(nobody configured)",
+    )
+
+    async def persist() -> None:
+        try:
+            await gw.store.record_budget_alert(
+                budget_id, f"{budget_id}@{int(key[1])}", at_pct, spent, ceiling, now
+            )
+        except Exception as exc:
+            log.warning("budget alert not recorded: %s", type(exc).__name__)
+
+    task = asyncio.get_running_loop().create_task(persist())
+    gw._tasks.append(task)  # keep a reference until shutdown
+    task.add_done_callback(lambda t: gw._tasks.remove(t) if t in gw._tasks else None)
