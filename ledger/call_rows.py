@@ -1,0 +1,122 @@
+"""Checking a call row at the moment it is recorded, not when the batch reaches the database.
+
+A row with a typo'd field or a non-numeric token count must fail in the caller's hands with a
+message naming the field: once journaled, a bad row could only be quarantined, never fixed.
+Normalising also fills defaults so every journaled line is a complete, self-describing record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+PATHS = frozenset({"proxy", "workflow"})
+PROTOCOLS = frozenset({"openai", "anthropic"})
+DECISIONS = frozenset({"allowed", "fallback", "blocked", "error"})
+
+_REQUIRED = ("call_id", "ts", "path", "protocol", "decision")
+
+# (field, type, default). Defaults exist for everything a blocked or failed call may not know.
+_FIELDS: tuple[tuple[str, type, Any], ...] = (
+    ("call_id", str, None),
+    ("ts", float, None),
+    ("path", str, None),
+    ("key_id", str, ""),
+    ("user", str, ""),
+    ("team", str, ""),
+    ("project", str, "UNTAGGED"),
+    ("session_id", str, None),
+    ("workflow_tag", str, None),
+    ("environment", str, None),
+    ("cost_center", str, None),
+    ("protocol", str, None),
+    ("virtual_model", str, ""),
+    ("provider", str, ""),
+    ("model", str, ""),
+    ("model_version", str, ""),
+    ("decision", str, None),
+    ("fallback_reason", str, None),
+    ("status_code", int, 0),
+    ("error_code", str, None),
+    ("stream", bool, False),
+    ("input_tokens", int, 0),
+    ("output_tokens", int, 0),
+    ("cache_read_tokens", int, 0),
+    ("cache_write_tokens", int, 0),
+    ("cost_usd", float, 0.0),
+    ("latency_ms", float, 0.0),
+    ("upstream_ms", float, 0.0),
+    ("prompt_sha256", str, ""),
+    ("prompt_bytes", int, 0),
+    ("completion_sha256", str, ""),
+    ("completion_bytes", int, 0),
+    ("prompt_text", str, None),
+    ("completion_text", str, None),
+)
+
+CALL_FIELDS: frozenset[str] = frozenset(name for name, _, _ in _FIELDS)
+TEXT_FIELDS = ("prompt_text", "completion_text")
+
+
+def _coerce(name: str, kind: type, value: Any) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"call row field {name!r} must be a boolean, got {value!r}")
+    if kind is str:
+        raise ValueError(f"call row field {name!r} must be a string, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"call row field {name!r} must be a number, got {value!r}")
+    if kind is int:
+        if value != int(value):
+            raise ValueError(f"call row field {name!r} must be a whole number, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+def normalize_call(row: Mapping[str, Any], *, store_text: bool = False) -> dict[str, Any]:
+    """A complete, typed copy of `row`; raises ValueError naming the first bad field.
+
+    Unless `store_text`, prompt and completion text are dropped here, before the row is
+    journaled, so clear text never reaches disk when the deployment did not opt in.
+    """
+    unknown = row.keys() - CALL_FIELDS
+    if unknown:
+        raise ValueError(f"call row has unknown field(s): {', '.join(sorted(unknown))}")
+    for name in _REQUIRED:
+        if row.get(name) is None:
+            raise ValueError(f"call row is missing required field {name!r}")
+    out: dict[str, Any] = {}
+    for name, kind, default in _FIELDS:
+        value = row.get(name, default)
+        if value is not None and type(value) is not kind:
+            value = _coerce(name, kind, value)
+        out[name] = value
+    if not out["call_id"]:
+        raise ValueError("call row field 'call_id' must not be empty")
+    if out["path"] not in PATHS:
+        raise ValueError(
+            f"call row field 'path' must be one of {sorted(PATHS)}, got {out['path']!r}"
+        )
+    if out["protocol"] not in PROTOCOLS:
+        raise ValueError(
+            f"call row field 'protocol' must be one of {sorted(PROTOCOLS)}, got {out['protocol']!r}"
+        )
+    if out["decision"] not in DECISIONS:
+        raise ValueError(
+            f"call row field 'decision' must be one of {sorted(DECISIONS)}, got {out['decision']!r}"
+        )
+    if not store_text:
+        out["prompt_text"] = None
+        out["completion_text"] = None
+    return out
+
+
+def total_tokens(row: Mapping[str, Any]) -> int:
+    """The token count budgets and session ceilings see: every billed token, cache included."""
+    return (
+        row["input_tokens"]
+        + row["output_tokens"]
+        + row["cache_read_tokens"]
+        + row["cache_write_tokens"]
+    )

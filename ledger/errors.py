@@ -1,0 +1,14 @@
+"""The ledger's exceptions: few, so callers can map them to one HTTP answer each."""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base of every error the ledger raises on purpose."""
+
+
+class LedgerUnavailable(LedgerError):
+    """The ledger database cannot be reached or written right now: answer 503, retry later.
+
+    Wraps driver, pool and OS errors so callers never see (or leak) a SQLAlchemy traceback.
+    """

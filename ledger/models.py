@@ -1,0 +1,126 @@
+"""The ledger's tables, all in one module so the schema is read (and extended) in one place.
+
+Times are float epoch seconds UTC: the same numbers `policies/` computes windows from, so a
+row's `ts` falls in exactly the window the live decision used. Counters that can grow without
+bound (tokens, bytes, calls) are BIGINT so PostgreSQL never overflows where SQLite would not.
+
+To add a table: define it here and append it to `LEDGER_TABLES`; `LedgerStore` creates exactly
+those tables (and nothing else that happens to share `SQLModel.metadata`).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, Table, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def _big(default: int = 0) -> Column[int]:
+    return Column(BigInteger, nullable=False, default=default)
+
+
+class CallRecord(SQLModel, table=True):
+    """One governed LLM call; `call_id` is the idempotency key (written exactly once)."""
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        Index("ix_calls_session_id", "session_id"),
+        Index("ix_calls_ts", "ts"),
+        Index("ix_calls_project_ts", "project", "ts"),
+    )
+
+    call_id: str = Field(primary_key=True)
+    ts: float
+    path: str  # 'proxy' | 'workflow'
+    key_id: str = ""
+    user: str = ""
+    team: str = ""
+    project: str = "UNTAGGED"
+    session_id: str | None = None
+    # Nullable like the identity envelope's optional metadata, so NULL means "not given".
+    workflow_tag: str | None = None
+    environment: str | None = None
+    cost_center: str | None = None
+    protocol: str  # 'openai' | 'anthropic'
+    virtual_model: str = ""
+    provider: str = ""
+    model: str = ""
+    model_version: str = ""
+    decision: str  # 'allowed' | 'fallback' | 'blocked' | 'error'
+    fallback_reason: str | None = None
+    status_code: int = 0
+    error_code: str | None = None
+    stream: bool = False
+    input_tokens: int = Field(default=0, sa_column=_big())
+    output_tokens: int = Field(default=0, sa_column=_big())
+    cache_read_tokens: int = Field(default=0, sa_column=_big())
+    cache_write_tokens: int = Field(default=0, sa_column=_big())
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    upstream_ms: float = 0.0
+    prompt_sha256: str = ""
+    prompt_bytes: int = Field(default=0, sa_column=_big())
+    completion_sha256: str = ""
+    completion_bytes: int = Field(default=0, sa_column=_big())
+    # Only filled when the deployment opts in (store_text); otherwise hashes and sizes only.
+    prompt_text: str | None = None
+    completion_text: str | None = None
+
+
+class SessionRecord(SQLModel, table=True):
+    """Running totals per session, maintained in the same transaction as the calls they count."""
+
+    __tablename__ = "sessions"
+
+    session_id: str = Field(primary_key=True)
+    kind: str = ""  # 'proxy' | 'workflow'; '' while only a kill has named the session
+    user: str = ""
+    team: str = ""
+    project: str = ""
+    workflow_tag: str | None = None
+    status: str = "open"  # 'open' | 'killed' | 'closed'
+    created_ts: float
+    updated_ts: float
+    calls: int = Field(default=0, sa_column=_big())
+    tokens: int = Field(default=0, sa_column=_big())
+    cost_usd: float = 0.0
+
+
+class KillRecord(SQLModel, table=True):
+    """The audit record of a kill: who, when, why. One per session, so a kill is idempotent."""
+
+    __tablename__ = "kills"
+
+    id: int | None = Field(default=None, primary_key=True)
+    session_id: str = Field(unique=True)
+    actor: str
+    reason: str
+    ts: float
+
+
+class BudgetAlertRecord(SQLModel, table=True):
+    """A budget threshold that fired; the unique key makes it fire once per window."""
+
+    __tablename__ = "budget_alerts"
+    __table_args__ = (
+        UniqueConstraint("budget_id", "window_key", "at_pct", name="uq_budget_alert_once"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    budget_id: str
+    window_key: str
+    at_pct: float
+    spent_usd: float
+    ceiling_usd: float
+    ts: float
+
+
+def _table(model: type[SQLModel]) -> Table:
+    return model.__table__  # type: ignore[attr-defined,no-any-return]
+
+
+CALLS = _table(CallRecord)
+SESSIONS = _table(SessionRecord)
+KILLS = _table(KillRecord)
+BUDGET_ALERTS = _table(BudgetAlertRecord)
+
+LEDGER_TABLES: tuple[Table, ...] = (CALLS, SESSIONS, KILLS, BUDGET_ALERTS)

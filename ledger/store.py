@@ -1,0 +1,525 @@
+"""The ledger database: SQLite (one file, embedded) or PostgreSQL (shared by many replicas).
+
+Every write is idempotent by construction (`INSERT ... ON CONFLICT`), because the writer
+replays its journal after a crash and several replicas may race: a row is counted exactly
+once however often it is offered. Session totals move in the same transaction as the calls
+they count, so they can never disagree with the `calls` table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Select,
+    case,
+    cast,
+    event,
+    func,
+    literal,
+    select,
+    text,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+from sqlmodel import SQLModel
+
+from ledger.call_rows import normalize_call, total_tokens
+from ledger.errors import LedgerError, LedgerUnavailable
+from ledger.models import (
+    BUDGET_ALERTS,
+    CALLS,
+    KILLS,
+    LEDGER_TABLES,
+    SESSIONS,
+    CallRecord,
+    KillRecord,
+    SessionRecord,
+)
+
+log = logging.getLogger(__name__)
+
+SESSION_STATUSES = frozenset({"open", "killed", "closed"})
+_SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# pg_advisory_xact_lock keys: serialise schema creation across replicas starting together, and
+# kill inserts so kill ids become visible in id order (kills_after never skips one).
+_LOCK_SCHEMA = 0x6C6564676572  # "ledger"
+_LOCK_KILLS = 0x6B696C6C  # "kill"
+_BUSY_TIMEOUT_MS = 5000
+
+# Errors that mean "the database is not there right now", as opposed to "this row is wrong".
+_UNAVAILABLE = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    OSError,
+    TimeoutError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CallAggregate:
+    """Spend of one identity and model in one time bucket: enough to rebuild live counters."""
+
+    user: str
+    team: str
+    project: str
+    session_id: str | None
+    workflow_tag: str | None
+    environment: str | None
+    cost_center: str | None
+    virtual_model: str
+    model: str
+    bucket_start: float
+    requests: int
+    tokens: int
+    cost_usd: float
+
+
+def _engine_url(url: str) -> tuple[URL, str]:
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError as e:
+        raise ValueError(f"ledger URL {url!r} is not a database URL: {e}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite"), "sqlite"
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg"), "postgresql"
+    raise ValueError(
+        f"ledger URL must start with sqlite:/// or postgresql://, got {backend!r} "
+        f"(e.g. sqlite:///var/governor/ledger.db)"
+    )
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL: readers (kill pollers, the control room) never block the writer. synchronous=NORMAL
+    # in WAL survives a process crash; only an OS crash can lose the last commits, and those
+    # rows are still in the writer's journal.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+class LedgerStore:
+    """Async access to the ledger tables. Create with `await LedgerStore.open(url)`."""
+
+    def __init__(self, engine: AsyncEngine, dialect: str, display_url: str) -> None:
+        self._engine = engine
+        self._dialect = dialect
+        self._display_url = display_url
+        self._insert: Callable[..., Any] = (
+            postgresql.insert if dialect == "postgresql" else sqlite.insert
+        )
+        self._ready = False
+        self._schema: str | None = None
+
+    @property
+    def dialect(self) -> str:
+        """'sqlite' or 'postgresql'."""
+        return self._dialect
+
+    @classmethod
+    async def open(
+        cls, url: str, *, schema: str | None = None, require_reachable: bool = True
+    ) -> LedgerStore:
+        """Connect and create missing tables.
+
+        `schema` (PostgreSQL only) keeps the tables in their own schema, created if absent.
+        With `require_reachable=False` a database that is down does not fail the open: tables
+        are created on the first operation that reaches it (a proxy can start during an outage
+        and let its writer catch up).
+        """
+        engine_url, dialect = _engine_url(url)
+        display = engine_url.render_as_string(hide_password=True)
+        kwargs: dict[str, Any] = {}
+        if dialect == "sqlite":
+            if schema is not None:
+                raise ValueError("ledger schema= applies to PostgreSQL only")
+            database = engine_url.database
+            if not database or database == ":memory:":
+                kwargs["poolclass"] = StaticPool
+            kwargs["connect_args"] = {"timeout": _BUSY_TIMEOUT_MS / 1000}
+        else:
+            connect_args: dict[str, Any] = {"timeout": 5, "command_timeout": 30}
+            if schema is not None:
+                if not _SCHEMA_RE.match(schema):
+                    raise ValueError(f"ledger schema {schema!r} is not a plain SQL identifier")
+                connect_args["server_settings"] = {"search_path": schema}
+            kwargs.update(
+                connect_args=connect_args,
+                pool_pre_ping=True,
+                pool_size=5,
+                max_overflow=5,
+                pool_timeout=10,
+            )
+        engine = create_async_engine(engine_url, **kwargs)
+        if dialect == "sqlite":
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        store = cls(engine, dialect, display)
+        store._schema = schema
+        try:
+            await store._ensure_tables()
+        except LedgerUnavailable:
+            if require_reachable:
+                await engine.dispose()
+                raise
+            log.warning("ledger %s unreachable at start-up; will retry", display)
+        return store
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _unavailable(self, e: BaseException) -> LedgerUnavailable:
+        reason = getattr(e, "orig", None) or e
+        return LedgerUnavailable(f"ledger database {self._display_url} is unavailable: {reason}")
+
+    @asynccontextmanager
+    async def _connect(self, *, write: bool, ddl: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection (in a transaction when writing), with errors mapped to the ledger's own."""
+        if not self._ready and not ddl:
+            await self._ensure_tables()
+        try:
+            conn = await self._engine.connect()
+        except Exception as e:  # any failure to connect (refused, auth, missing db) is an outage
+            raise self._unavailable(e) from e
+        try:
+            if write:
+                async with conn.begin():
+                    yield conn
+            else:
+                yield conn
+        except LedgerError:
+            raise
+        except _UNAVAILABLE as e:
+            raise self._unavailable(e) from e
+        except sa_exc.DBAPIError as e:
+            if e.connection_invalidated:
+                raise self._unavailable(e) from e
+            raise LedgerError(f"ledger rejected the operation: {e.orig}") from e
+        except sa_exc.SQLAlchemyError as e:
+            raise LedgerError(f"ledger rejected the operation: {e}") from e
+        finally:
+            with contextlib.suppress(Exception):  # a dead connection may fail to close
+                await conn.close()
+
+    async def _ensure_tables(self) -> None:
+        def create(sync_conn: Any) -> None:
+            SQLModel.metadata.create_all(sync_conn, tables=list(LEDGER_TABLES))
+
+        async with self._connect(write=True, ddl=True) as conn:
+            if self._dialect == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_SCHEMA})
+                if self._schema is not None:
+                    await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"'))
+            await conn.run_sync(create)
+        self._ready = True
+
+    # -- calls --------------------------------------------------------------------------------
+
+    async def insert_calls(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Insert call rows not already present; returns how many were new.
+
+        One transaction per batch: the new calls and their sessions' totals commit together,
+        and totals grow only by rows this call actually inserted (never by a replayed one).
+        Raises ValueError for a malformed row before touching the database.
+        """
+        if not rows:
+            return 0
+        unique: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            n = normalize_call(r, store_text=True)
+            unique.setdefault(n["call_id"], n)
+        # A fixed key order means two replicas inserting overlapping batches cannot deadlock.
+        batch = [unique[k] for k in sorted(unique)]
+        stmt = (
+            self._insert(CALLS)
+            .on_conflict_do_nothing(index_elements=["call_id"])
+            .returning(CALLS.c.call_id)
+        )
+        async with self._connect(write=True) as conn:
+            result = await conn.execute(stmt, batch)
+            inserted = set(result.scalars().all())
+            sessions = _session_deltas(unique[k] for k in sorted(inserted))
+            if sessions:
+                await conn.execute(self._session_upsert(), sessions)
+        return len(inserted)
+
+    def _session_upsert(self) -> Any:
+        ins = self._insert(SESSIONS)
+        s, ex = SESSIONS.c, ins.excluded
+
+        def fill(col: Any, new: Any) -> Any:
+            return func.coalesce(func.nullif(col, ""), new)
+
+        return ins.on_conflict_do_update(
+            index_elements=["session_id"],
+            set_={
+                "calls": s.calls + ex.calls,
+                "tokens": s.tokens + ex.tokens,
+                "cost_usd": s.cost_usd + ex.cost_usd,
+                "updated_ts": case(
+                    (ex.updated_ts > s.updated_ts, ex.updated_ts), else_=s.updated_ts
+                ),
+                "created_ts": case(
+                    (ex.created_ts < s.created_ts, ex.created_ts), else_=s.created_ts
+                ),
+                # A session first named by a kill learns who it belongs to from its calls.
+                "kind": fill(s.kind, ex.kind),
+                "user": fill(s.user, ex.user),
+                "team": fill(s.team, ex.team),
+                "project": fill(s.project, ex.project),
+                "workflow_tag": func.coalesce(s.workflow_tag, ex.workflow_tag),
+            },
+        )
+
+    async def calls_for_session(self, session_id: str) -> list[CallRecord]:
+        q = (
+            select(CALLS)
+            .where(CALLS.c.session_id == session_id)
+            .order_by(CALLS.c.ts, CALLS.c.call_id)
+        )
+        return [CallRecord(**m) for m in await self._fetch(q)]
+
+    async def aggregate_calls(
+        self, since_ts: float, bucket_seconds: int, *, include_blocked: bool = False
+    ) -> list[CallAggregate]:
+        """Requests, tokens and cost per identity, model and time bucket since `since_ts`.
+
+        Buckets align to the epoch like `policies.windows.fixed_window`, so a live counter's
+        window is a whole number of buckets. Blocked calls are left out by default: they
+        spent nothing, and the live counters never counted them either.
+        """
+        if bucket_seconds <= 0:
+            raise ValueError(f"bucket_seconds must be positive, got {bucket_seconds}")
+        c = CALLS.c
+        width = literal(bucket_seconds, BigInteger)
+        if self._dialect == "postgresql":
+            bucket = func.floor(c.ts / width) * width
+        else:
+            bucket = cast(c.ts / width, Integer) * width
+        dims = (
+            c.user,
+            c.team,
+            c.project,
+            c.session_id,
+            c.workflow_tag,
+            c.environment,
+            c.cost_center,
+            c.virtual_model,
+            c.model,
+        )
+        tokens = c.input_tokens + c.output_tokens + c.cache_read_tokens + c.cache_write_tokens
+        inner = select(
+            *dims, bucket.label("bucket_start"), tokens.label("tokens"), c.cost_usd
+        ).where(c.ts >= since_ts)
+        if not include_blocked:
+            inner = inner.where(c.decision != "blocked")
+        sub = inner.subquery()
+        keys = [sub.c[d.name] for d in dims] + [sub.c.bucket_start]
+        q = (
+            select(
+                *keys,
+                func.count().label("requests"),
+                cast(func.sum(sub.c.tokens), BigInteger).label("tokens"),
+                func.sum(sub.c.cost_usd).label("cost_usd"),
+            )
+            .group_by(*keys)
+            .order_by(sub.c.bucket_start)
+        )
+        out = []
+        for m in await self._fetch(q):
+            out.append(
+                CallAggregate(
+                    **{k: m[k] for k in (d.name for d in dims)},
+                    bucket_start=float(m["bucket_start"]),
+                    requests=int(m["requests"]),
+                    tokens=int(m["tokens"] or 0),
+                    cost_usd=float(m["cost_usd"] or 0.0),
+                )
+            )
+        return out
+
+    # -- sessions and kills -------------------------------------------------------------------
+
+    async def record_kill(
+        self, session_id: str, actor: str, reason: str, ts: float
+    ) -> tuple[KillRecord, bool]:
+        """Kill a session once; a repeated kill returns the original record and False."""
+        if not session_id:
+            raise ValueError("record_kill needs a session_id")
+        kill = (
+            self._insert(KILLS)
+            .values(session_id=session_id, actor=actor, reason=reason, ts=ts)
+            .on_conflict_do_nothing(index_elements=["session_id"])
+            .returning(*KILLS.c)
+        )
+        ins = self._insert(SESSIONS).values(
+            session_id=session_id,
+            kind="",
+            user="",
+            team="",
+            project="",
+            status="killed",
+            created_ts=ts,
+            updated_ts=ts,
+            calls=0,
+            tokens=0,
+            cost_usd=0.0,
+        )
+        mark = ins.on_conflict_do_update(
+            index_elements=["session_id"],
+            set_={
+                "status": "killed",
+                "updated_ts": case(
+                    (ins.excluded.updated_ts > SESSIONS.c.updated_ts, ins.excluded.updated_ts),
+                    else_=SESSIONS.c.updated_ts,
+                ),
+            },
+        )
+        async with self._connect(write=True) as conn:
+            if self._dialect == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KILLS})
+            row = (await conn.execute(kill)).mappings().first()
+            created = row is not None
+            if row is None:
+                q = select(KILLS).where(KILLS.c.session_id == session_id)
+                row = (await conn.execute(q)).mappings().one()
+            await conn.execute(mark)
+        return _kill_record(row), created
+
+    async def kills_after(self, last_id: int) -> list[KillRecord]:
+        """Kills with id > last_id, oldest first: what a replica polling since last_id missed."""
+        q = select(KILLS).where(KILLS.c.id > last_id).order_by(KILLS.c.id)
+        return [_kill_record(m) for m in await self._fetch(q)]
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        rows = await self._fetch(select(SESSIONS).where(SESSIONS.c.session_id == session_id))
+        return SessionRecord(**rows[0]) if rows else None
+
+    async def list_sessions(
+        self, status: str | None = None, project: str | None = None, limit: int = 100
+    ) -> list[SessionRecord]:
+        """Most recently active first."""
+        if status is not None and status not in SESSION_STATUSES:
+            raise ValueError(f"session status must be one of {sorted(SESSION_STATUSES)}")
+        if limit <= 0:
+            raise ValueError(f"limit must be positive, got {limit}")
+        q = select(SESSIONS)
+        if status is not None:
+            q = q.where(SESSIONS.c.status == status)
+        if project is not None:
+            q = q.where(SESSIONS.c.project == project)
+        q = q.order_by(SESSIONS.c.updated_ts.desc(), SESSIONS.c.session_id).limit(limit)
+        return [SessionRecord(**m) for m in await self._fetch(q)]
+
+    async def set_session_status(self, session_id: str, status: str, ts: float) -> bool:
+        """Open or close a session; returns False if it does not exist or was killed.
+
+        A kill is final and audited, so it is made only by `record_kill` and never undone.
+        """
+        if status not in ("open", "closed"):
+            raise ValueError(
+                f"session status can be set to 'open' or 'closed', not {status!r} "
+                "(kills go through record_kill so they are audited)"
+            )
+        q = (
+            SESSIONS.update()
+            .where(SESSIONS.c.session_id == session_id, SESSIONS.c.status != "killed")
+            .values(status=status, updated_ts=ts)
+        )
+        async with self._connect(write=True) as conn:
+            result = await conn.execute(q)
+        return bool(result.rowcount)
+
+    # -- budget alerts ------------------------------------------------------------------------
+
+    async def record_budget_alert(
+        self,
+        budget_id: str,
+        window_key: str,
+        at_pct: float,
+        spent_usd: float,
+        ceiling_usd: float,
+        ts: float,
+    ) -> bool:
+        """True only for the first report of this threshold in this window (across replicas)."""
+        q = (
+            self._insert(BUDGET_ALERTS)
+            .values(
+                budget_id=budget_id,
+                window_key=window_key,
+                at_pct=float(at_pct),
+                spent_usd=float(spent_usd),
+                ceiling_usd=float(ceiling_usd),
+                ts=ts,
+            )
+            .on_conflict_do_nothing(index_elements=["budget_id", "window_key", "at_pct"])
+            .returning(BUDGET_ALERTS.c.id)
+        )
+        async with self._connect(write=True) as conn:
+            first = (await conn.execute(q)).first()
+        return first is not None
+
+    async def _fetch(self, q: Select[Any]) -> list[dict[str, Any]]:
+        async with self._connect(write=False) as conn:
+            result = await conn.execute(q)
+            return [dict(m) for m in result.mappings().all()]
+
+
+def _kill_record(m: Mapping[str, Any]) -> KillRecord:
+    # SQLite's RETURNING hands back a whole-valued REAL as an int; keep ts a float everywhere.
+    return KillRecord(
+        id=m["id"],
+        session_id=m["session_id"],
+        actor=m["actor"],
+        reason=m["reason"],
+        ts=float(m["ts"]),
+    )
+
+
+def _session_deltas(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per-session increments contributed by newly inserted calls, in session_id order."""
+    acc: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        sid = r["session_id"]
+        if sid is None:
+            continue
+        d = acc.get(sid)
+        if d is None:
+            acc[sid] = {
+                "session_id": sid,
+                "kind": r["path"],
+                "user": r["user"],
+                "team": r["team"],
+                "project": r["project"],
+                "workflow_tag": r["workflow_tag"],
+                "status": "open",
+                "created_ts": r["ts"],
+                "updated_ts": r["ts"],
+                "calls": 1,
+                "tokens": total_tokens(r),
+                "cost_usd": r["cost_usd"],
+            }
+            continue
+        d["calls"] += 1
+        d["tokens"] += total_tokens(r)
+        d["cost_usd"] += r["cost_usd"]
+        d["created_ts"] = min(d["created_ts"], r["ts"])
+        d["updated_ts"] = max(d["updated_ts"], r["ts"])
+    return [acc[k] for k in sorted(acc)]

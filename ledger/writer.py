@@ -1,0 +1,206 @@
+"""Getting call rows into the ledger without making any caller wait for the database.
+
+`record_call` costs microseconds (check, journal, enqueue) and is all the hot path pays. A
+background loop batches rows into one transaction every `flush_interval` or `batch_size` rows.
+Rows leave memory only once the database has them, and a journal segment is deleted only once
+every row in it has left memory, so at every moment each row is in the database, or in the
+journal (and in memory), or both; replay is idempotent, so "both" is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ledger.call_rows import normalize_call
+from ledger.errors import LedgerError, LedgerUnavailable
+from ledger.journal import Journal
+from ledger.store import LedgerStore
+
+log = logging.getLogger(__name__)
+
+
+class LedgerWriter:
+    """Journal-backed, batching writer of call rows. It owns (and finally closes) `journal`."""
+
+    def __init__(
+        self,
+        store: LedgerStore,
+        journal: Journal,
+        flush_interval: float = 0.05,
+        batch_size: int = 500,
+        *,
+        store_text: bool = False,
+        max_backoff: float = 5.0,
+    ) -> None:
+        if flush_interval <= 0 or batch_size <= 0 or max_backoff <= 0:
+            raise ValueError("flush_interval, batch_size and max_backoff must be positive")
+        self._store = store
+        self._journal = journal
+        self._interval = flush_interval
+        self._batch_size = batch_size
+        self._store_text = store_text
+        self._max_backoff = max_backoff
+        self._queue: deque[tuple[dict[str, Any], Path]] = deque()
+        self._pending: dict[Path, int] = {}  # rows of each segment not yet in the database
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.flushed_count = 0  # rows the database newly accepted (metrics)
+        self.rejected_count = 0  # rows the database refused, kept in the journal's reject file
+
+    @property
+    def pending_count(self) -> int:
+        """Rows recorded but not yet in the database (grows while the database is down)."""
+        return len(self._queue)
+
+    def record_call(self, row: Mapping[str, Any]) -> None:
+        """Accept one call row; durable against a process crash when this returns.
+
+        Call it from the event loop's thread. Raises ValueError for a malformed row.
+        """
+        if self._closed:
+            raise LedgerError("ledger writer is closed; the call row was not recorded")
+        clean = normalize_call(row, store_text=self._store_text)
+        self._journal.append(clean)
+        segment = self._journal.active
+        assert segment is not None  # append always leaves an active segment
+        self._queue.append((clean, segment))
+        self._pending[segment] = self._pending.get(segment, 0) + 1
+        if len(self._queue) >= self._batch_size:
+            self._wake.set()
+
+    async def start(self) -> None:
+        """Replay rows a previous process journaled but may not have flushed, then run.
+
+        If the database is down the replayed rows wait in memory like any other; start() does
+        not fail, so a proxy can come up during a database outage.
+        """
+        if self._task is not None:
+            return
+        replay: list[tuple[dict[str, Any], Path]] = []
+        for segment in self._journal.segments():
+            if segment == self._journal.active or segment in self._pending:
+                continue
+            count = 0
+            for raw in self._journal.read(segment):
+                try:
+                    clean = normalize_call(raw, store_text=self._store_text)
+                except ValueError as e:
+                    self._reject(raw, str(e))
+                    continue
+                replay.append((clean, segment))
+                count += 1
+            if count:
+                self._pending[segment] = count
+            else:
+                self._journal.remove(segment)
+        if replay:
+            log.info("ledger: replaying %d journaled call rows", len(replay))
+            self._queue.extendleft(reversed(replay))
+        try:
+            await self.flush()
+        except LedgerUnavailable as e:
+            log.warning("ledger: %s; %d rows kept until it is back", e, self.pending_count)
+        self._task = asyncio.create_task(self._run(), name="ledger-writer")
+
+    async def flush(self) -> None:
+        """Write every row recorded so far. Raises LedgerUnavailable if the database is down
+        (the rows stay queued and journaled)."""
+        async with self._lock:
+            remaining = len(self._queue)
+            while remaining:
+                n = min(self._batch_size, remaining)
+                batch = list(itertools.islice(self._queue, n))
+                await self._write([row for row, _ in batch])
+                for _ in range(n):
+                    self._queue.popleft()
+                for _, segment in batch:
+                    self._pending[segment] -= 1
+                remaining -= n
+            self._drop_flushed_segments()
+
+    async def close(self) -> None:
+        """Stop the loop, flush what is left, and close the journal. If the database is down
+        the rows stay in the journal for the next start()."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        try:
+            await self.flush()
+        except LedgerUnavailable as e:
+            log.warning("ledger: %s; %d rows left in the journal", e, self.pending_count)
+        else:
+            self._journal.rotate()  # the active segment is fully flushed: it can go too
+            self._drop_flushed_segments()
+        self._journal.close()
+
+    async def _run(self) -> None:
+        delay = 0.0
+        while not self._stop.is_set():
+            # While backing off, only close() may cut the wait short; otherwise a full batch.
+            event = self._stop if delay else self._wake
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), delay or self._interval)
+            if self._stop.is_set():
+                return
+            self._wake.clear()
+            try:
+                await self.flush()
+            except LedgerUnavailable as e:
+                if not delay:
+                    log.warning("ledger: %s; retrying with backoff", e)
+                delay = min(self._max_backoff, max(self._interval, 2 * delay, 0.1))
+                continue
+            except Exception:  # the loop must outlive any surprise, or rows would pile up
+                log.exception("ledger: unexpected error while flushing; retrying")
+                delay = self._max_backoff
+                continue
+            if delay:
+                log.info("ledger: database reachable again; %d rows pending", self.pending_count)
+            delay = 0.0
+
+    async def _write(self, rows: list[dict[str, Any]]) -> None:
+        try:
+            self.flushed_count += await self._store.insert_calls(rows)
+            return
+        except LedgerUnavailable:
+            raise
+        except (LedgerError, ValueError):
+            pass
+        # Something in the batch is refused: find it row by row, keep it aside, write the rest.
+        for row in rows:
+            try:
+                self.flushed_count += await self._store.insert_calls([row])
+            except LedgerUnavailable:
+                raise
+            except (LedgerError, ValueError) as e:
+                self._reject(row, str(e))
+
+    def _reject(self, row: Mapping[str, Any], error: str) -> None:
+        self.rejected_count += 1
+        log.error(
+            "ledger: call row %r refused (%s); kept in the journal's reject file",
+            row.get("call_id"),
+            error,
+        )
+        self._journal.reject(dict(row), error)
+
+    def _drop_flushed_segments(self) -> None:
+        active = self._journal.active
+        for segment, count in list(self._pending.items()):
+            if count == 0 and segment != active:
+                self._journal.remove(segment)
+                del self._pending[segment]
