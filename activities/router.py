@@ -19,7 +19,7 @@ import aiohttp
 import orjson
 
 from activities.wire import translate
-from activities.wire.errors import parse_upstream_error, stream_error
+from activities.wire.errors import WireError, parse_upstream_error, stream_error
 from activities.wire.sse import SSEParser, encode_sse
 from activities.wire.usage import (
     Protocol,
@@ -228,7 +228,16 @@ class Router:
         include_usage: bool,
     ) -> UpstreamResult:
         assert self._session is not None
-        payload = orjson.dumps(_upstream_body(caller, p, body, t.model, stream))
+        try:
+            payload = orjson.dumps(_upstream_body(caller, p, body, t.model, stream))
+        except WireError as exc:
+            raise Refusal(
+                400, exc.code, f"cannot send this request to {t.key}: {exc.message}"
+            ) from None
+        except TypeError as exc:
+            raise Refusal(
+                400, "invalid_request", f"request body cannot be encoded: {exc}"
+            ) from None
         url = p.base_url.rstrip("/") + (
             "/v1/chat/completions" if p.protocol == "openai" else "/v1/messages"
         )

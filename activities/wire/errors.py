@@ -70,8 +70,9 @@ def _prefixed(code: str, message: str) -> str:
     return message if message.startswith(prefix) else f"{prefix} {message}"
 
 
-def _openai_error(status: int, code: str, message: str, type_: str | None,
-                  param: str | None) -> dict[str, object]:
+def _openai_error(
+    status: int, code: str, message: str, type_: str | None, param: str | None
+) -> dict[str, object]:
     return {
         "error": {
             "message": message,
@@ -93,8 +94,9 @@ def _anthropic_error(status: int, code: str, message: str) -> dict[str, object]:
     }
 
 
-def openai_error_body(status: int, code: str, message: str, type_: str | None = None,
-                      param: str | None = None) -> bytes:
+def openai_error_body(
+    status: int, code: str, message: str, type_: str | None = None, param: str | None = None
+) -> bytes:
     """`{"error": {message, type, param, code}}` as the openai SDK parses it."""
     return orjson.dumps(_openai_error(status, code, message, type_, param))
 
@@ -104,16 +106,16 @@ def anthropic_error_body(status: int, code: str, message: str) -> bytes:
     return orjson.dumps(_anthropic_error(status, code, message))
 
 
-def openai_stream_error(code: str, message: str, status: int = 500,
-                        type_: str | None = None) -> bytes:
+def openai_stream_error(
+    code: str, message: str, status: int = 500, type_: str | None = None
+) -> bytes:
     """A mid-stream error line; the openai SDK raises it as `APIError` with our message."""
     return b"data: " + orjson.dumps(_openai_error(status, code, message, type_, None)) + b"\n\n"
 
 
 def anthropic_stream_error(code: str, message: str, status: int = 500) -> bytes:
     """A mid-stream `event: error`; the anthropic SDK raises it as `APIStatusError`."""
-    return (b"event: error\ndata: " + orjson.dumps(_anthropic_error(status, code, message))
-            + b"\n\n")
+    return b"event: error\ndata: " + orjson.dumps(_anthropic_error(status, code, message)) + b"\n\n"
 
 
 def error_body(protocol: Protocol, status: int, code: str, message: str) -> bytes:
@@ -134,7 +136,7 @@ _MAX_MESSAGE = 500
 
 
 def _text_of(body: bytes) -> str:
-    text = body[:_MAX_MESSAGE * 4].decode("utf-8", "replace").strip()
+    text = body[: _MAX_MESSAGE * 4].decode("utf-8", "replace").strip()
     return text[:_MAX_MESSAGE]
 
 

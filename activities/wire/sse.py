@@ -40,7 +40,7 @@ class SSEParser:
         if last < 0:
             self._buf = buf + b"\r" if held_cr else buf
             return []
-        tail = buf[last + 1:]
+        tail = buf[last + 1 :]
         self._buf = tail + b"\r" if held_cr else tail
         events: list[SSEEvent] = []
         for line in buf[:last].split(b"\n"):

@@ -34,11 +34,20 @@ Json = dict[str, Any]
 class AnthropicToOpenAIStream:
     """Anthropic stream events in, OpenAI `chat.completion.chunk` SSE lines out."""
 
-    __slots__ = ("_created", "_done", "_finish", "_id", "_include_usage", "_model",
-                 "_tool_of_block", "_usage")
+    __slots__ = (
+        "_created",
+        "_done",
+        "_finish",
+        "_id",
+        "_include_usage",
+        "_model",
+        "_tool_of_block",
+        "_usage",
+    )
 
-    def __init__(self, include_usage: bool = False, model: str | None = None,
-                 created: int | None = None) -> None:
+    def __init__(
+        self, include_usage: bool = False, model: str | None = None, created: int | None = None
+    ) -> None:
         self._include_usage = include_usage
         self._model = model or ""
         self._created = int(time.time()) if created is None else created
@@ -53,13 +62,21 @@ class AnthropicToOpenAIStream:
         return self._usage
 
     def _chunk(self, delta: Json, finish: str | None = None) -> bytes:
-        return b"data: " + orjson.dumps({
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }) + b"\n\n"
+        return (
+            b"data: "
+            + orjson.dumps(
+                {
+                    "id": self._id,
+                    "object": "chat.completion.chunk",
+                    "created": self._created,
+                    "model": self._model,
+                    "choices": [
+                        {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                    ],
+                }
+            )
+            + b"\n\n"
+        )
 
     def convert(self, event: str | None, data: dict[str, Any]) -> list[bytes]:
         if self._done:
@@ -76,8 +93,9 @@ class AnthropicToOpenAIStream:
                 part = delta.get("partial_json")
                 if tool is None or not part:
                     return []
-                return [self._chunk({"tool_calls": [
-                    {"index": tool, "function": {"arguments": part}}]})]
+                return [
+                    self._chunk({"tool_calls": [{"index": tool, "function": {"arguments": part}}]})
+                ]
             return []
         if kind == "content_block_start":
             block = data.get("content_block") or {}
@@ -87,9 +105,23 @@ class AnthropicToOpenAIStream:
                 self._tool_of_block[data.get("index", tool)] = tool
                 start_input = block.get("input")
                 args = orjson.dumps(start_input).decode() if start_input else ""
-                return [self._chunk({"tool_calls": [{
-                    "index": tool, "id": block.get("id") or "", "type": "function",
-                    "function": {"name": block.get("name") or "", "arguments": args}}]})]
+                return [
+                    self._chunk(
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": tool,
+                                    "id": block.get("id") or "",
+                                    "type": "function",
+                                    "function": {
+                                        "name": block.get("name") or "",
+                                        "arguments": args,
+                                    },
+                                }
+                            ]
+                        }
+                    )
+                ]
             if btype == "text" and block.get("text"):
                 return [self._chunk({"content": block["text"]})]
             return []
@@ -119,8 +151,13 @@ class AnthropicToOpenAIStream:
             err = data.get("error")
             err = err if isinstance(err, dict) else {}
             code = str(err.get("code") or err.get("type") or "api_error")
-            return [openai_stream_error(code, str(err.get("message") or "upstream stream error"),
-                                        type_=str(err.get("type") or "api_error"))]
+            return [
+                openai_stream_error(
+                    code,
+                    str(err.get("message") or "upstream stream error"),
+                    type_=str(err.get("type") or "api_error"),
+                )
+            ]
         return []  # ping, content_block_stop, unknown future events
 
     def finish(self) -> list[bytes]:
@@ -136,14 +173,20 @@ class AnthropicToOpenAIStream:
             self._finish = "stop"
             out.append(self._chunk({}, "stop"))
         if self._include_usage:
-            out.append(b"data: " + orjson.dumps({
-                "id": self._id,
-                "object": "chat.completion.chunk",
-                "created": self._created,
-                "model": self._model,
-                "choices": [],
-                "usage": openai_usage_dict(self._usage),
-            }) + b"\n\n")
+            out.append(
+                b"data: "
+                + orjson.dumps(
+                    {
+                        "id": self._id,
+                        "object": "chat.completion.chunk",
+                        "created": self._created,
+                        "model": self._model,
+                        "choices": [],
+                        "usage": openai_usage_dict(self._usage),
+                    }
+                )
+                + b"\n\n"
+            )
         out.append(DONE)
         return out
 
@@ -155,8 +198,18 @@ def _event(name: bytes, payload: Json) -> bytes:
 class OpenAIToAnthropicStream:
     """OpenAI chunks in (None for `[DONE]`), the full Anthropic event sequence out."""
 
-    __slots__ = ("_block", "_block_of_tool", "_done", "_finish", "_id", "_model",
-                 "_next_block", "_open_text", "_started", "_usage")
+    __slots__ = (
+        "_block",
+        "_block_of_tool",
+        "_done",
+        "_finish",
+        "_id",
+        "_model",
+        "_next_block",
+        "_open_text",
+        "_started",
+        "_usage",
+    )
 
     def __init__(self, model: str | None = None) -> None:
         self._model = model or ""
@@ -180,17 +233,35 @@ class OpenAIToAnthropicStream:
             self._id = anthropic_message_id(data.get("id"))
             if data.get("model"):
                 self._model = data["model"]
-        out.append(_event(b"message_start", {"type": "message_start", "message": {
-            "id": self._id, "type": "message", "role": "assistant", "model": self._model,
-            "content": [], "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0,
-                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
-        }}))
+        out.append(
+            _event(
+                b"message_start",
+                {
+                    "type": "message_start",
+                    "message": {
+                        "id": self._id,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": self._model,
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": {
+                            "input_tokens": 0,
+                            "output_tokens": 0,
+                            "cache_creation_input_tokens": 0,
+                            "cache_read_input_tokens": 0,
+                        },
+                    },
+                },
+            )
+        )
 
     def _close_block(self, out: list[bytes]) -> None:
         if self._block is not None:
-            out.append(_event(b"content_block_stop",
-                              {"type": "content_block_stop", "index": self._block}))
+            out.append(
+                _event(b"content_block_stop", {"type": "content_block_stop", "index": self._block})
+            )
             self._block = None
             self._open_text = None
 
@@ -200,12 +271,26 @@ class OpenAIToAnthropicStream:
             index = self._next_block
             self._next_block += 1
             self._block = self._open_text = index
-            out.append(_event(b"content_block_start", {
-                "type": "content_block_start", "index": index,
-                "content_block": {"type": "text", "text": ""}}))
-        out.append(_event(b"content_block_delta", {
-            "type": "content_block_delta", "index": self._open_text,
-            "delta": {"type": "text_delta", "text": text}}))
+            out.append(
+                _event(
+                    b"content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": index,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                )
+            )
+        out.append(
+            _event(
+                b"content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": self._open_text,
+                    "delta": {"type": "text_delta", "text": text},
+                },
+            )
+        )
 
     def _tool(self, call: Json, out: list[bytes]) -> None:
         tool = call.get("index", len(self._block_of_tool))
@@ -217,15 +302,33 @@ class OpenAIToAnthropicStream:
             self._next_block += 1
             self._block_of_tool[tool] = index
             self._block = index
-            out.append(_event(b"content_block_start", {
-                "type": "content_block_start", "index": index,
-                "content_block": {"type": "tool_use", "id": call.get("id") or f"toolu_{index}",
-                                  "name": fn.get("name") or "", "input": {}}}))
+            out.append(
+                _event(
+                    b"content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": index,
+                        "content_block": {
+                            "type": "tool_use",
+                            "id": call.get("id") or f"toolu_{index}",
+                            "name": fn.get("name") or "",
+                            "input": {},
+                        },
+                    },
+                )
+            )
         args = fn.get("arguments")
         if isinstance(args, str) and args:
-            out.append(_event(b"content_block_delta", {
-                "type": "content_block_delta", "index": index,
-                "delta": {"type": "input_json_delta", "partial_json": args}}))
+            out.append(
+                _event(
+                    b"content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": args},
+                    },
+                )
+            )
 
     def convert(self, data: dict[str, Any] | None) -> list[bytes]:
         if self._done:
@@ -275,9 +378,15 @@ class OpenAIToAnthropicStream:
             self._start(None, out)
         self._close_block(out)
         usage = anthropic_usage_dict(self._usage or Usage())
-        out.append(_event(b"message_delta", {
-            "type": "message_delta",
-            "delta": {"stop_reason": self._finish or "end_turn", "stop_sequence": None},
-            "usage": usage}))
+        out.append(
+            _event(
+                b"message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": self._finish or "end_turn", "stop_sequence": None},
+                    "usage": usage,
+                },
+            )
+        )
         out.append(_event(b"message_stop", {"type": "message_stop"}))
         return out

@@ -123,8 +123,9 @@ def _anthropic_blocks(content: object, where: str) -> list[Json]:
         elif ptype == "file":
             blocks.append(_file_block(part, at))
         else:
-            raise WireError(f"{at}: content part type {ptype!r} cannot be sent to an "
-                            "Anthropic model")
+            raise WireError(
+                f"{at}: content part type {ptype!r} cannot be sent to an Anthropic model"
+            )
     return blocks
 
 
@@ -149,8 +150,12 @@ def _tool_use_block(call: object, where: str) -> Json:
         raise WireError(f"{where}.function.arguments is not valid JSON") from None
     if not isinstance(args, dict):
         raise WireError(f"{where}.function.arguments must encode a JSON object")
-    return {"type": "tool_use", "id": call.get("id") or f"toolu_{name}", "name": name,
-            "input": args}
+    return {
+        "type": "tool_use",
+        "id": call.get("id") or f"toolu_{name}",
+        "name": name,
+        "input": args,
+    }
 
 
 def _append_turn(messages: list[Json], role: str, blocks: list[Json]) -> None:
@@ -185,8 +190,9 @@ def _anthropic_tools(tools: object) -> list[Json]:
         entry: Json = {"name": name}
         if fn.get("description"):
             entry["description"] = fn["description"]
-        entry["input_schema"] = params if isinstance(params, dict) else {
-            "type": "object", "properties": {}}
+        entry["input_schema"] = (
+            params if isinstance(params, dict) else {"type": "object", "properties": {}}
+        )
         out.append(_with_cache_control(entry, tool))
     return out
 
@@ -243,19 +249,25 @@ def openai_request_to_anthropic(body: dict[str, Any], model: str) -> dict[str, A
             blocks = _anthropic_blocks(msg.get("content"), where)
             calls = msg.get("tool_calls")
             if calls:
-                blocks.extend(_tool_use_block(c, f"{where}.tool_calls[{j}]")
-                              for j, c in enumerate(_require_list(calls, f"{where}.tool_calls")))
+                blocks.extend(
+                    _tool_use_block(c, f"{where}.tool_calls[{j}]")
+                    for j, c in enumerate(_require_list(calls, f"{where}.tool_calls"))
+                )
             _append_turn(messages, "assistant", blocks)
         elif role == "tool":
             call_id = msg.get("tool_call_id")
             if not isinstance(call_id, str) or not call_id:
                 raise WireError(f"{where}.tool_call_id must be a non-empty string")
-            result = {"type": "tool_result", "tool_use_id": call_id,
-                      "content": _tool_result_content(msg.get("content"), where)}
+            result = {
+                "type": "tool_result",
+                "tool_use_id": call_id,
+                "content": _tool_result_content(msg.get("content"), where),
+            }
             _append_turn(messages, "user", [result])
         else:
-            raise WireError(f"{where}.role {role!r} is not one of system, developer, user, "
-                            "assistant, tool")
+            raise WireError(
+                f"{where}.role {role!r} is not one of system, developer, user, assistant, tool"
+            )
     if not messages:
         raise WireError("messages must contain at least one user or assistant message")
 
@@ -412,17 +424,22 @@ def _openai_assistant_message(msg: Json, where: str) -> Json | None:
             name = block.get("name")
             if not isinstance(name, str) or not name:
                 raise WireError(f"{at}.name must be a non-empty string")
-            calls.append({
-                "id": block.get("id") or f"call_{name}",
-                "type": "function",
-                "function": {"name": name,
-                             "arguments": orjson.dumps(block.get("input") or {}).decode()},
-            })
+            calls.append(
+                {
+                    "id": block.get("id") or f"call_{name}",
+                    "type": "function",
+                    "function": {
+                        "name": name,
+                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
+                    },
+                }
+            )
         elif btype in ("thinking", "redacted_thinking"):
             continue
         else:
-            raise WireError(f"{at}: assistant block type {btype!r} cannot be sent to an "
-                            "OpenAI model")
+            raise WireError(
+                f"{at}: assistant block type {btype!r} cannot be sent to an OpenAI model"
+            )
     if not texts and not calls:
         return None
     out: Json = {"role": "assistant", "content": "".join(texts) if texts else None}
@@ -445,8 +462,9 @@ def _openai_tools(tools: object) -> list[Json]:
         if tool.get("description"):
             fn["description"] = tool["description"]
         schema = tool.get("input_schema")
-        fn["parameters"] = schema if isinstance(schema, dict) else {
-            "type": "object", "properties": {}}
+        fn["parameters"] = (
+            schema if isinstance(schema, dict) else {"type": "object", "properties": {}}
+        )
         out.append({"type": "function", "function": fn})
     return out
 
@@ -533,8 +551,9 @@ def anthropic_request_to_openai(body: dict[str, Any], model: str) -> dict[str, A
 # ---------------------------------------------------------------- responses
 
 
-def anthropic_response_to_openai(resp: dict[str, Any], *,
-                                 created: int | None = None) -> dict[str, Any]:
+def anthropic_response_to_openai(
+    resp: dict[str, Any], *, created: int | None = None
+) -> dict[str, Any]:
     """An Anthropic message as an OpenAI chat completion."""
     resp = _require_dict(resp, "response")
     texts: list[str] = []
@@ -546,14 +565,21 @@ def anthropic_response_to_openai(resp: dict[str, Any], *,
         if btype == "text":
             texts.append(str(block.get("text", "")))
         elif btype == "tool_use":
-            calls.append({
-                "id": block.get("id") or "",
-                "type": "function",
-                "function": {"name": block.get("name") or "",
-                             "arguments": orjson.dumps(block.get("input") or {}).decode()},
-            })
-    message: Json = {"role": "assistant", "content": "".join(texts) if texts else None,
-                     "refusal": None}
+            calls.append(
+                {
+                    "id": block.get("id") or "",
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name") or "",
+                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
+                    },
+                }
+            )
+    message: Json = {
+        "role": "assistant",
+        "content": "".join(texts) if texts else None,
+        "refusal": None,
+    }
     if calls:
         message["tool_calls"] = calls
     return {
@@ -561,12 +587,14 @@ def anthropic_response_to_openai(resp: dict[str, Any], *,
         "object": "chat.completion",
         "created": int(time.time()) if created is None else created,
         "model": resp.get("model") or "",
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "logprobs": None,
-            "finish_reason": finish_from_anthropic(resp.get("stop_reason")) or "stop",
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": finish_from_anthropic(resp.get("stop_reason")) or "stop",
+            }
+        ],
         "usage": openai_usage_dict(usage_of_anthropic(resp.get("usage"))),
     }
 
@@ -603,12 +631,14 @@ def openai_response_to_anthropic(resp: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(call, dict):
             continue
         fn = call.get("function") or {}
-        content.append({
-            "type": "tool_use",
-            "id": call.get("id") or "",
-            "name": fn.get("name") or "",
-            "input": _tool_input(fn.get("arguments")),
-        })
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id") or "",
+                "name": fn.get("name") or "",
+                "input": _tool_input(fn.get("arguments")),
+            }
+        )
     finish = choice.get("finish_reason") if isinstance(choice, dict) else None
     return {
         "id": anthropic_message_id(resp.get("id")),

@@ -28,8 +28,12 @@ class Usage:
 
     @property
     def total_tokens(self) -> int:
-        return (self.input_tokens + self.output_tokens + self.cache_read_tokens
-                + self.cache_write_tokens)
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_tokens
+            + self.cache_write_tokens
+        )
 
     @property
     def prompt_tokens(self) -> int:
@@ -97,8 +101,17 @@ def estimate_tokens(text: str) -> int:
 class StreamAccumulator:
     """Watches a relayed stream and keeps what accounting and output guardrails need."""
 
-    __slots__ = ("_parts", "_text", "_tool_index", "_tools", "error", "finish_reason",
-                 "model_version", "protocol", "usage")
+    __slots__ = (
+        "_parts",
+        "_text",
+        "_tool_index",
+        "_tools",
+        "error",
+        "finish_reason",
+        "model_version",
+        "protocol",
+        "usage",
+    )
 
     def __init__(self, protocol: Protocol) -> None:
         self.protocol = protocol
@@ -202,8 +215,7 @@ class StreamAccumulator:
             elif btype in ("tool_use", "server_tool_use"):
                 start_input = block.get("input")
                 args = [orjson.dumps(start_input).decode()] if start_input else []
-                tool = {"id": block.get("id") or "", "name": block.get("name") or "",
-                        "args": args}
+                tool = {"id": block.get("id") or "", "name": block.get("name") or "", "args": args}
                 self._tool_index[data.get("index", len(self._tools))] = tool
                 self._tools.append(tool)
         elif kind == "message_start":

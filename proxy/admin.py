@@ -1,0 +1,156 @@
+"""Admin API: kill a session, look one up, list them, reload config. Admin or on-call keys only."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+from activities.config_source import load_config_dir
+from activities.gateway import Gateway
+from ledger.errors import LedgerUnavailable
+from policies.config.yamlsource import ConfigErrors
+from policies.refusals import Refusal
+from proxy.http import BodyTooLarge, Receive, Scope, Send, header_map, read_body, respond_json
+from proxy.llm_routes import bearer, parse_json_body
+
+log = logging.getLogger("governor.admin")
+_MAX_ADMIN_BODY = 64 * 1024
+
+
+def _admin_error(r: Refusal) -> dict[str, Any]:
+    return {"error": {"code": r.code, "message": r.message}}
+
+
+def require_admin(gw: Gateway, scope: Scope) -> str:
+    key = gw.authenticate(bearer(header_map(scope)))
+    if not key.is_admin:
+        raise Refusal(
+            403,
+            "admin_required",
+            f"key {key.id!r} has role {key.role!r}; this action needs an admin or on-call key",
+        )
+    return key.user
+
+
+async def handle_admin(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    try:
+        await _dispatch(gw, scope, receive, send)
+    except Refusal as r:
+        await respond_json(send, r.status, _admin_error(r))
+    except LedgerUnavailable:
+        await respond_json(
+            send,
+            503,
+            {
+                "error": {
+                    "code": "ledger_unavailable",
+                    "message": "the ledger database is unreachable; nothing changed, retry soon",
+                }
+            },
+        )
+
+
+async def _dispatch(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    method, path = scope["method"], scope["path"]
+    parts = [unquote(p) for p in path.strip("/").split("/")]
+    # /gateway/sessions/{id}/kill, /gateway/sessions/{id}, /gateway/sessions, /gateway/config/reload
+    if len(parts) == 4 and parts[1] == "sessions" and parts[3] == "kill":
+        if method not in ("PUT", "POST"):
+            raise Refusal(405, "method_not_allowed", "use PUT /gateway/sessions/{id}/kill")
+        actor = require_admin(gw, scope)
+        await _kill(gw, parts[2], actor, receive, send)
+    elif len(parts) == 3 and parts[1] == "sessions" and method == "GET":
+        require_admin(gw, scope)
+        await _show(gw, parts[2], send)
+    elif len(parts) == 2 and parts[1] == "sessions" and method == "GET":
+        require_admin(gw, scope)
+        q = parse_qs(scope.get("query_string", b"").decode())
+        rows = await gw.store.list_sessions(
+            status=q.get("status", [None])[0],
+            project=q.get("project", [None])[0],
+            limit=int(q.get("limit", ["100"])[0]) if q.get("limit", ["100"])[0].isdigit() else 100,
+        )
+        await respond_json(send, 200, {"sessions": [r.model_dump() for r in rows]})
+    elif parts[1:] == ["config", "reload"] and method == "POST":
+        require_admin(gw, scope)
+        await respond_json(send, *reload_config(gw))
+    else:
+        raise Refusal(404, "not_found", f"no admin route {method} {path}")
+
+
+async def _kill(gw: Gateway, session_id: str, actor: str, receive: Receive, send: Send) -> None:
+    try:
+        raw = await read_body(receive, _MAX_ADMIN_BODY, None)
+    except BodyTooLarge:
+        raise Refusal(413, "request_too_large", "kill body is too large") from None
+    reason = "(no reason given)"
+    if raw.strip():
+        doc = parse_json_body(raw)
+        r = doc.get("reason")
+        if r is not None and not isinstance(r, str):
+            raise Refusal(400, "invalid_request", "`reason` must be a string")
+        reason = (r or reason)[:1000]
+    if not session_id or len(session_id) > 256:
+        raise Refusal(400, "invalid_request", "session id must be 1-256 characters")
+    rec, created = await gw.kill(session_id, actor, reason)
+    await respond_json(
+        send,
+        200,
+        {
+            "session_id": session_id,
+            "killed": True,
+            "already_killed": not created,
+            "actor": rec.actor,
+            "reason": rec.reason,
+            "ts": rec.ts,
+        },
+    )
+
+
+async def _show(gw: Gateway, session_id: str, send: Send) -> None:
+    rec = await gw.store.get_session(session_id)
+    live = gw.state.sessions.get(session_id)
+    if rec is None and live is None and session_id not in gw.state.killed:
+        raise Refusal(404, "session_not_found", f"no session {session_id!r} is known")
+    doc: dict[str, Any] = {"session_id": session_id}
+    if rec is not None:
+        doc.update(rec.model_dump())
+    if live is not None:
+        doc["live"] = {"calls": live.calls, "tokens": live.tokens, "cost_usd": live.cost_usd}
+    kills = [k for k in await gw.store.kills_after(0) if k.session_id == session_id]
+    if kills:
+        k = kills[0]
+        doc["status"] = "killed"
+        doc["kill"] = {"actor": k.actor, "reason": k.reason, "ts": k.ts}
+    await respond_json(send, 200, doc)
+
+
+def reload_config(gw: Gateway) -> tuple[int, dict[str, Any]]:
+    """Atomic: validate the whole directory first; any error leaves the old config in force."""
+    if gw.config_dir is None:
+        return 409, {
+            "error": {
+                "code": "no_config_dir",
+                "message": "this gateway was not started from a config directory",
+            }
+        }
+    try:
+        new = load_config_dir(gw.config_dir)
+    except ConfigErrors as exc:
+        log.warning("config reload refused: %d error(s); old config stays", len(exc.errors))
+        return 400, {
+            "error": {
+                "code": "invalid_config",
+                "message": "config not applied; the previous config stays in force",
+                "errors": [str(e) for e in exc.errors],
+            }
+        }
+    gw.apply_config(new)
+    log.info("config reloaded from %s at %s", gw.config_dir, time.strftime("%H:%M:%S"))
+    return 200, {
+        "applied": True,
+        "virtual_models": sorted(new.virtual_models),
+        "files": list(new.sources),
+    }

@@ -1,0 +1,151 @@
+"""The proxy's ASGI application: a flat route table over the governed call and the admin API.
+
+No framework: on a path taken thousands of times a second, one dict lookup is the router.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from activities.gateway import Gateway
+from policies.refusals import Refusal
+from proxy.admin import handle_admin, reload_config
+from proxy.errors import send_refusal
+from proxy.http import Receive, Scope, Send, header_map, respond, respond_json
+from proxy.llm_routes import bearer, handle_llm
+
+log = logging.getLogger("governor.proxy")
+
+
+@dataclass
+class ProxySettings:
+    config_dir: Path
+    ledger_url: str
+    journal_dir: Path
+    kill_poll_seconds: float = 0.25
+
+
+class ProxyApp:
+    """ASGI app. Opens its Gateway at lifespan start unless one is handed in (tests, `up`)."""
+
+    def __init__(
+        self, gateway: Gateway | None = None, opener: Callable[[], Awaitable[Gateway]] | None = None
+    ) -> None:
+        self.gw = gateway
+        self._opener = opener
+        self._owns = gateway is None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        t = scope["type"]
+        if t == "http":
+            gw = self.gw
+            if gw is None:
+                await respond_json(send, 503, {"error": {"message": "starting up"}})
+                return
+            path = scope["path"]
+            method = scope["method"]
+            try:
+                if method == "POST" and path == "/v1/chat/completions":
+                    await handle_llm(gw, "openai", scope, receive, send)
+                elif method == "POST" and path == "/v1/messages":
+                    await handle_llm(gw, "anthropic", scope, receive, send)
+                elif path.startswith("/gateway/"):
+                    await handle_admin(gw, scope, receive, send)
+                elif path == "/v1/models" and method == "GET":
+                    await self._models(gw, scope, send)
+                elif path == "/metrics":
+                    await respond(
+                        send,
+                        200,
+                        generate_latest(gw.metrics.registry),
+                        CONTENT_TYPE_LATEST.encode(),
+                    )
+                elif path in ("/healthz", "/"):
+                    await respond_json(send, 200, {"status": "ok", "service": "governor-proxy"})
+                else:
+                    await respond_json(
+                        send,
+                        404,
+                        {"error": {"code": "not_found", "message": f"no route {method} {path}"}},
+                    )
+            except Exception:
+                # Never a traceback to the caller; the log keeps the type, not the payload.
+                log.exception("unhandled error on %s %s", method, path)
+                try:
+                    await respond_json(
+                        send,
+                        500,
+                        {
+                            "error": {
+                                "type": "api_error",
+                                "code": "internal_error",
+                                "message": "the gateway hit an internal error; the call was not "
+                                "forwarded and nothing was charged",
+                            }
+                        },
+                    )
+                except Exception:
+                    pass
+        elif t == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _models(self, gw: Gateway, scope: Scope, send: Send) -> None:
+        try:
+            gw.authenticate(bearer(header_map(scope)))
+        except Refusal as r:
+            await send_refusal(send, "openai", r)
+            return
+        data = [
+            {
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "governor",
+                "targets": [r.target.key for r in vm.rules],
+                "fallbacks": [t.key for t in vm.fallbacks],
+            }
+            for name, vm in sorted(gw.config.virtual_models.items())
+        ]
+        await respond_json(send, 200, {"object": "list", "data": data})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    if self.gw is None and self._opener is not None:
+                        self.gw = await self._opener()
+                    self._install_sighup()
+                except Exception as exc:
+                    log.error("proxy failed to start: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                if self._owns and self.gw is not None:
+                    await self.gw.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _install_sighup(self) -> None:
+        import asyncio
+
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread (in-process tests): reload via the admin API instead
+
+    def _on_sighup(self) -> None:
+        if self.gw is not None:
+            status, doc = reload_config(self.gw)
+            if status == 200:
+                log.warning("SIGHUP: config reloaded")
+            else:
+                for e in doc["error"].get("errors", []):
+                    log.error("SIGHUP: config not applied: %s", e)

@@ -1,0 +1,130 @@
+"""`POST /v1/chat/completions` and `POST /v1/messages`: parse, identify, govern, relay."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from opentelemetry import trace
+
+from activities.gateway import Gateway, new_call_id
+from activities.llm_call import CallRequest, governed_call
+from activities.wire.usage import Protocol
+from policies.identity import resolve_identity
+from policies.refusals import Refusal
+from proxy.errors import send_refusal
+from proxy.http import JSON, SSE, BodyTooLarge, Receive, Scope, Send, header_map, read_body, respond
+
+log = logging.getLogger("governor.proxy")
+tracer = trace.get_tracer("governor")
+
+
+def bearer(headers: dict[str, str]) -> str | None:
+    auth = headers.get("authorization")
+    if auth is not None:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return headers.get("x-api-key") or None
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Refusal(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise Refusal(400, "invalid_request", "request body must be a JSON object")
+    return doc
+
+
+def validate_llm_body(protocol: Protocol, body: dict[str, Any]) -> None:
+    """The checks that let a bad request fail here, clearly, instead of upstream."""
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise Refusal(400, "invalid_request", "`messages` must be a non-empty array")
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise Refusal(
+                400, "invalid_request", f"`messages[{i}]` must be an object with a string `role`"
+            )
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise Refusal(400, "invalid_request", "`stream` must be true or false")
+    if protocol == "anthropic":
+        mt = body.get("max_tokens")
+        if not isinstance(mt, int) or isinstance(mt, bool) or mt <= 0:
+            raise Refusal(400, "invalid_request", "`max_tokens` must be a positive integer")
+    for name in ("max_tokens", "max_completion_tokens"):
+        v = body.get(name)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+            raise Refusal(400, "invalid_request", f"`{name}` must be a positive integer")
+
+
+async def handle_llm(
+    gw: Gateway, protocol: Protocol, scope: Scope, receive: Receive, send: Send
+) -> None:
+    headers = header_map(scope)
+    with tracer.start_as_current_span("governor.request") as span:
+        try:
+            key = gw.authenticate(bearer(headers))
+            with tracer.start_as_current_span("governor.identity"):
+                ident = resolve_identity(key, headers, gw.config.settings)
+            try:
+                raw = await read_body(
+                    receive, gw.config.settings.max_body_bytes, headers.get("content-length")
+                )
+            except BodyTooLarge:
+                raise Refusal(
+                    413,
+                    "request_too_large",
+                    f"request body exceeds {gw.config.settings.max_body_bytes} bytes; "
+                    "send less context",
+                ) from None
+            body = parse_json_body(raw)
+            validate_llm_body(protocol, body)
+            stream = body.get("stream") is True
+            include_usage = True
+            if protocol == "openai" and stream:
+                so = body.get("stream_options")
+                include_usage = isinstance(so, dict) and so.get("include_usage") is True
+            idem = headers.get("idempotency-key")
+            call_id = f"{key.id}:{idem}" if idem else new_call_id()
+            req = CallRequest(protocol, body, ident, call_id, len(raw), stream, include_usage)
+            outcome = await governed_call(gw, req)
+        except Refusal as r:
+            if span.is_recording():
+                span.set_attribute("governor.refusal", r.code)
+            await send_refusal(send, protocol, r)
+            return
+        except ConnectionResetError:
+            return
+        gov = outcome.governance
+        if span.is_recording():
+            span.set_attribute("gen_ai.operation.name", "chat")
+            span.set_attribute("gen_ai.request.model", gov.virtual_model)
+            span.set_attribute("gen_ai.response.model", gov.model)
+            span.set_attribute("gen_ai.provider.name", gov.provider)
+        if outcome.stream is None:
+            await respond(send, 200, outcome.body, JSON, gov.route_headers() + gov.usage_headers())
+            _span_usage(span, gov)
+            return
+        h = [(b"content-type", SSE), (b"cache-control", b"no-cache"), *gov.route_headers()]
+        await send({"type": "http.response.start", "status": 200, "headers": h})
+        agen = outcome.stream
+        try:
+            async for piece in agen:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        except OSError:
+            pass  # client went away; the stream generator's cleanup records the call
+        finally:
+            await agen.aclose()  # type: ignore[attr-defined]
+        _span_usage(span, gov)
+
+
+def _span_usage(span: trace.Span, gov: Any) -> None:
+    if span.is_recording():
+        span.set_attribute("gen_ai.usage.input_tokens", gov.input_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", gov.output_tokens)
+        span.set_attribute("governor.cost_usd", gov.cost_usd)
