@@ -1,0 +1,339 @@
+"""`POST /v1/messages`: the Anthropic messages wire protocol, streaming included."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from simulator.delivery import send_events, send_json, wait_before_headers
+from simulator.errors import BadRequest, anthropic_error, anthropic_status_fault
+from simulator.faults import NO_FAULT, Fault, FaultSpecError, parse_directives
+from simulator.models import ModelSpec
+from simulator.replies import Reply, seed_digest, split_fixed, split_words, text_reply, tool_reply
+from simulator.state import STATE_KEY, SimState
+from simulator.tokenizer import count_tokens
+
+MESSAGE_OVERHEAD = 4
+MEDIA_TOKENS = 85
+_STOP = {"stop": "end_turn", "length": "max_tokens", "tool": "tool_use"}
+
+
+def _block_tokens(block: Any, factor: float) -> tuple[int, str | None, bool]:
+    """(tokens, text usable as seed or None, is tool_result) of one content block."""
+    if not isinstance(block, dict):
+        raise BadRequest("content blocks must be objects", "messages")
+    kind = block.get("type")
+    if kind == "text":
+        text = block.get("text")
+        if not isinstance(text, str):
+            raise BadRequest("text blocks need a string 'text'", "messages")
+        return count_tokens(text, factor), text, False
+    if kind == "tool_result":
+        content = block.get("content")
+        if content is None:
+            return 0, "", True
+        if isinstance(content, str):
+            return count_tokens(content, factor), content, True
+        if not isinstance(content, list):
+            raise BadRequest("tool_result content must be a string or blocks", "messages")
+        tokens = 0
+        texts = []
+        for inner in content:
+            inner_tokens, text, _ = _block_tokens(inner, factor)
+            tokens += inner_tokens
+            if text:
+                texts.append(text)
+        return tokens, "\n".join(texts), True
+    if kind == "tool_use":
+        return count_tokens(orjson.dumps(block.get("input")).decode(), factor) + 4, None, False
+    if kind in ("thinking", "redacted_thinking"):
+        return (
+            count_tokens(str(block.get("thinking") or block.get("data") or ""), factor),
+            None,
+            False,
+        )
+    if kind in ("image", "document"):
+        return MEDIA_TOKENS, None, False
+    return count_tokens(orjson.dumps(block).decode(), factor), None, False
+
+
+class MessagesRequest:
+    """The parts of a messages request the simulator acts on; content is walked once, as
+    cacheable segments (tools, system blocks, message blocks) with running token totals."""
+
+    __slots__ = (
+        "breakpoints",
+        "cum_tokens",
+        "digest",
+        "directives",
+        "input_tokens",
+        "max_tokens",
+        "segments",
+        "stream",
+        "tool",
+    )
+
+    def __init__(self, body: dict[str, Any], spec: ModelSpec) -> None:
+        factor = spec.tokenizer_factor
+        max_tokens = body.get("max_tokens")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise BadRequest("max_tokens: Field required (a positive integer)")
+        self.max_tokens = max_tokens
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("messages: must be a non-empty list")
+        tools = body.get("tools")
+        if tools is not None and not isinstance(tools, list):
+            raise BadRequest("tools: must be a list")
+        self.stream = body.get("stream") is True
+
+        segments: list[Any] = []
+        cum: list[int] = []
+        breakpoints: list[int] = []
+        total = 0
+
+        def add(segment: Any, tokens: int) -> None:
+            nonlocal total
+            total += tokens
+            if isinstance(segment, dict) and segment.get("cache_control"):
+                breakpoints.append(len(segments))
+            segments.append(segment)
+            cum.append(total)
+
+        for tool in tools or ():
+            if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+                raise BadRequest("tools: each tool needs a string 'name'")
+            add(tool, count_tokens(orjson.dumps(tool).decode(), factor))
+        system = body.get("system")
+        if isinstance(system, str):
+            if system:
+                add(system, count_tokens(system, factor) + MESSAGE_OVERHEAD)
+        elif isinstance(system, list):
+            for block in system:
+                add(block, _block_tokens(block, factor)[0])
+        elif system is not None:
+            raise BadRequest("system: must be a string or a list of text blocks")
+
+        last_texts: list[str] = []
+        last_is_tool_result = False
+        role = ""
+        for message in messages:
+            if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+                raise BadRequest("messages: each message needs role 'user' or 'assistant'")
+            role = message["role"]
+            content = message.get("content")
+            last_texts = []
+            last_is_tool_result = False
+            if isinstance(content, str):
+                add(content, count_tokens(content, factor) + MESSAGE_OVERHEAD)
+                last_texts.append(content)
+            elif isinstance(content, list) and content:
+                overhead = MESSAGE_OVERHEAD
+                for block in content:
+                    tokens, text, is_result = _block_tokens(block, factor)
+                    add(block, tokens + overhead)
+                    overhead = 0
+                    if is_result:
+                        last_is_tool_result = True
+                    if text is not None and (is_result or block.get("type") == "text"):
+                        last_texts.append(text)
+            else:
+                raise BadRequest("messages: content must be a string or a non-empty block list")
+        self.segments = segments
+        self.cum_tokens = cum
+        self.breakpoints = breakpoints
+        self.input_tokens = total
+
+        seed = "\n".join(last_texts)
+        self.digest = seed_digest(seed)
+        self.directives = parse_directives(seed) if role == "user" else {}
+        self.tool: tuple[str, Any] | None = None
+        if tools and role == "user" and not last_is_tool_result:
+            self.tool = _chosen_tool(tools, body.get("tool_choice"))
+
+
+def _chosen_tool(tools: list[dict[str, Any]], choice: Any) -> tuple[str, Any] | None:
+    wanted = None
+    if isinstance(choice, dict):
+        if choice.get("type") == "none":
+            return None
+        if choice.get("type") == "tool":
+            wanted = choice.get("name")
+    for tool in tools:
+        if wanted is None or tool["name"] == wanted:
+            return tool["name"], tool.get("input_schema") or {}
+    raise BadRequest(f"tool_choice: unknown tool '{wanted}'")
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    headers = request.headers
+    key = headers.get("x-api-key", "").strip()
+    if not key:
+        auth = headers.get("Authorization", "")
+        key = auth[7:].strip() if auth.startswith("Bearer ") else ""
+    if not key:
+        return anthropic_error(401, "authentication_error", "x-api-key header is required")
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        return anthropic_error(400, "invalid_request_error", f"The request body is not JSON: {exc}")
+    if not isinstance(body, dict):
+        return anthropic_error(400, "invalid_request_error", "The request body must be an object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return anthropic_error(400, "invalid_request_error", "model: Field required")
+    spec = state.index.get(model)
+    if spec is None:
+        return anthropic_error(404, "not_found_error", f"model: {model}")
+    try:
+        req = MessagesRequest(body, spec)
+    except (BadRequest, FaultSpecError) as exc:
+        return anthropic_error(400, "invalid_request_error", str(exc))
+    state.count(spec, "messages")
+
+    fault = state.faults.resolve((spec.name, spec.version), req.directives)
+    if fault is not NO_FAULT:
+        if fault.status is not None or fault.hang or fault.cut_after_chunks is not None:
+            state.faulted[spec.name] += 1
+        await wait_before_headers(fault)
+        if fault.status is not None:
+            return anthropic_status_fault(fault.status, fault.retry_after)
+
+    reply = _reply(state, spec, req, fault)
+    written = read = 0
+    if req.breakpoints:
+        written, read = state.cache.anthropic_usage(
+            spec.version,
+            req.segments,
+            req.cum_tokens,
+            req.breakpoints,
+            state.config.anthropic_cache_min_tokens,
+        )
+    usage = {
+        "input_tokens": req.input_tokens - written - read,
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": read,
+        "cache_creation": {"ephemeral_5m_input_tokens": written, "ephemeral_1h_input_tokens": 0},
+        "output_tokens": reply.output_tokens,
+        "service_tier": "standard",
+    }
+    message_id = state.new_id("msg_")
+    tool_id = state.new_id("toolu_") if reply.tool_name is not None else ""
+    if req.stream:
+        events = _stream_events(state, message_id, tool_id, spec, reply, usage)
+        return await send_events(request, events, fault)
+    content: list[dict[str, Any]]
+    if reply.tool_name is None:
+        content = [{"type": "text", "text": reply.text}]
+    else:
+        content = [
+            {
+                "type": "tool_use",
+                "id": tool_id,
+                "name": reply.tool_name,
+                "input": orjson.loads(reply.arguments),
+            }
+        ]
+    message = {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": spec.version,
+        "content": content,
+        "stop_reason": _STOP[reply.finish],
+        "stop_sequence": None,
+        "usage": usage,
+    }
+    return await send_json(orjson.dumps(message), fault)
+
+
+def _reply(state: SimState, spec: ModelSpec, req: MessagesRequest, fault: Fault) -> Reply:
+    factor = spec.tokenizer_factor
+    if req.tool is not None:
+        return tool_reply(req.digest, req.tool[0], req.tool[1], factor)
+    target = fault.output_tokens or state.config.default_output_tokens
+    return text_reply(req.digest, target, req.max_tokens, factor)
+
+
+def _event(name: bytes, payload: dict[str, Any]) -> bytes:
+    return b"event: " + name + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+_PING = b'event: ping\ndata: {"type":"ping"}\n\n'
+_BLOCK_STOP = _event(b"content_block_stop", {"type": "content_block_stop", "index": 0})
+_MESSAGE_STOP = _event(b"message_stop", {"type": "message_stop"})
+
+
+def _stream_events(
+    state: SimState,
+    message_id: str,
+    tool_id: str,
+    spec: ModelSpec,
+    reply: Reply,
+    usage: dict[str, Any],
+) -> list[bytes]:
+    start_usage = dict(usage, output_tokens=1)
+    events = [
+        _event(
+            b"message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": message_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": spec.version,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": start_usage,
+                },
+            },
+        )
+    ]
+    delta_head = (
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":'
+    )
+    if reply.tool_name is None:
+        block: dict[str, Any] = {"type": "text", "text": ""}
+        pieces = [
+            delta_head + orjson.dumps({"type": "text_delta", "text": piece}) + b"}\n\n"
+            for piece in split_words(reply.text, state.config.stream_chunk_words)
+        ]
+    else:
+        block = {"type": "tool_use", "id": tool_id, "name": reply.tool_name, "input": {}}
+        pieces = [
+            delta_head
+            + orjson.dumps({"type": "input_json_delta", "partial_json": piece})
+            + b"}\n\n"
+            for piece in split_fixed(reply.arguments, 16)
+        ]
+    events.append(
+        _event(
+            b"content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": block},
+        )
+    )
+    events.append(_PING)
+    events.extend(pieces)
+    events.append(_BLOCK_STOP)
+    events.append(
+        _event(
+            b"message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": _STOP[reply.finish], "stop_sequence": None},
+                "usage": {
+                    "input_tokens": usage["input_tokens"],
+                    "cache_creation_input_tokens": usage["cache_creation_input_tokens"],
+                    "cache_read_input_tokens": usage["cache_read_input_tokens"],
+                    "output_tokens": usage["output_tokens"],
+                },
+            },
+        )
+    )
+    events.append(_MESSAGE_STOP)
+    return events

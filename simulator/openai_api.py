@@ -1,0 +1,304 @@
+"""`POST /v1/chat/completions`: the OpenAI chat completions wire protocol, streaming included."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from simulator.delivery import send_events, send_json, wait_before_headers
+from simulator.errors import BadRequest, openai_error, openai_status_fault
+from simulator.faults import NO_FAULT, Fault, FaultSpecError, parse_directives
+from simulator.models import ModelSpec
+from simulator.replies import Reply, seed_digest, split_fixed, split_words, text_reply, tool_reply
+from simulator.state import STATE_KEY, SimState
+from simulator.tokenizer import count_tokens
+
+FINGERPRINT = "governor-simulated"
+MESSAGE_OVERHEAD = 4
+IMAGE_TOKENS = 85
+_FINISH = {"stop": "stop", "length": "length", "tool": "tool_calls"}
+
+
+def content_text(content: Any) -> tuple[str, int]:
+    """(text, extra tokens for non-text parts) of a message's `content`."""
+    if content is None:
+        return "", 0
+    if isinstance(content, str):
+        return content, 0
+    if not isinstance(content, list):
+        raise BadRequest("message content must be a string or an array of parts", "messages")
+    texts = []
+    extra = 0
+    for part in content:
+        if not isinstance(part, dict):
+            raise BadRequest("message content parts must be objects", "messages")
+        kind = part.get("type")
+        if kind == "text" or kind == "refusal":
+            text = part.get(kind)
+            if not isinstance(text, str):
+                raise BadRequest(f"content part of type '{kind}' needs a string '{kind}'")
+            texts.append(text)
+        else:
+            extra += IMAGE_TOKENS
+    return "\n".join(texts), extra
+
+
+class ChatRequest:
+    """The parts of a chat completion request the simulator acts on."""
+
+    __slots__ = (
+        "cum_tokens",
+        "digest",
+        "directives",
+        "include_usage",
+        "max_tokens",
+        "prompt_tokens",
+        "segments",
+        "stream",
+        "tool",
+    )
+
+    def __init__(self, body: dict[str, Any], spec: ModelSpec) -> None:
+        factor = spec.tokenizer_factor
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("'messages' must be a non-empty array", "messages")
+        tools = body.get("tools")
+        if tools is not None and not isinstance(tools, list):
+            raise BadRequest("'tools' must be an array", "tools")
+        self.max_tokens = _max_tokens(body)
+        self.stream = body.get("stream") is True
+        options = body.get("stream_options")
+        self.include_usage = (
+            self.stream and isinstance(options, dict) and options.get("include_usage") is True
+        )
+
+        cum: list[int] = []
+        total = 0
+        if tools:
+            total = count_tokens(orjson.dumps(tools).decode(), factor)
+            cum.append(total)
+        last_text = ""
+        for message in messages:
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                raise BadRequest("each message must be an object with a string 'role'", "messages")
+            last_text, extra = content_text(message.get("content"))
+            total += count_tokens(last_text, factor) + extra + MESSAGE_OVERHEAD
+            calls = message.get("tool_calls")
+            if calls:
+                total += count_tokens(orjson.dumps(calls).decode(), factor)
+            cum.append(total)
+        self.prompt_tokens = total
+        self.cum_tokens = cum
+        self.segments: list[Any] = ([tools] if tools else []) + messages
+
+        last = messages[-1]
+        role = last["role"]
+        self.directives = parse_directives(last_text) if role == "user" else {}
+        self.digest = seed_digest(last_text)
+        self.tool: tuple[str, Any] | None = None
+        if tools and role == "user":
+            self.tool = _chosen_tool(tools, body.get("tool_choice"))
+
+
+def _max_tokens(body: dict[str, Any]) -> int | None:
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BadRequest(f"'{key}' must be a positive integer", key)
+        return value
+    return None
+
+
+def _chosen_tool(tools: list[Any], choice: Any) -> tuple[str, Any] | None:
+    """(name, parameters schema) of the tool to call, or None to answer with text."""
+    if choice == "none":
+        return None
+    wanted = None
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            wanted = function["name"]
+    for tool in tools:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise BadRequest("each tool needs 'function' with a string 'name'", "tools")
+        if wanted is None or function["name"] == wanted:
+            return function["name"], function.get("parameters") or {}
+    raise BadRequest(f"tool_choice names unknown function '{wanted}'", "tool_choice")
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    auth = request.headers.get("Authorization", "")
+    if not auth.startswith("Bearer ") or not auth[7:].strip():
+        return openai_error(
+            401,
+            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
+            "invalid_request_error",
+            "missing_api_key",
+        )
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        return openai_error(400, f"We could not parse the JSON body of your request: {exc}")
+    if not isinstance(body, dict):
+        return openai_error(400, "The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return openai_error(400, "You must provide a model parameter.", param="model")
+    spec = state.index.get(model)
+    if spec is None:
+        return openai_error(
+            404,
+            f"The model `{model}` does not exist or you do not have access to it.",
+            code="model_not_found",
+            param="model",
+        )
+    try:
+        chat = ChatRequest(body, spec)
+    except BadRequest as exc:
+        return openai_error(400, str(exc), param=exc.param)
+    except FaultSpecError as exc:
+        return openai_error(400, str(exc), code="invalid_sim_directive", param="messages")
+    state.count(spec, "chat.completions")
+
+    fault = state.faults.resolve((spec.name, spec.version), chat.directives)
+    if fault is not NO_FAULT:
+        if fault.status is not None or fault.hang or fault.cut_after_chunks is not None:
+            state.faulted[spec.name] += 1
+        await wait_before_headers(fault)
+        if fault.status is not None:
+            return openai_status_fault(fault.status, fault.retry_after)
+
+    reply = _reply(state, spec, chat, fault)
+    cached = 0
+    if chat.prompt_tokens >= state.config.openai_cache_min_tokens:
+        cached = state.cache.openai_cached(
+            spec.version, chat.segments, chat.cum_tokens, state.config.openai_cache_min_tokens
+        )
+    usage = _usage(chat.prompt_tokens, cached, reply.output_tokens)
+    completion_id = state.new_id("chatcmpl-")
+    created = int(time.time())
+    if chat.stream:
+        events = _stream_events(state, completion_id, created, spec, reply, chat, usage)
+        return await send_events(request, events, fault)
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": reply.text if reply.tool_name is None else None,
+        "refusal": None,
+        "annotations": [],
+    }
+    if reply.tool_name is not None:
+        message["tool_calls"] = [
+            {
+                "id": state.new_id("call_"),
+                "type": "function",
+                "function": {"name": reply.tool_name, "arguments": reply.arguments},
+            }
+        ]
+    completion = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": spec.version,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": _FINISH[reply.finish],
+            }
+        ],
+        "usage": usage,
+        "service_tier": "default",
+        "system_fingerprint": FINGERPRINT,
+    }
+    return await send_json(orjson.dumps(completion), fault)
+
+
+def _reply(state: SimState, spec: ModelSpec, chat: ChatRequest, fault: Fault) -> Reply:
+    factor = spec.tokenizer_factor
+    if chat.tool is not None:
+        return tool_reply(chat.digest, chat.tool[0], chat.tool[1], factor)
+    target = fault.output_tokens or state.config.default_output_tokens
+    return text_reply(chat.digest, target, chat.max_tokens, factor)
+
+
+def _usage(prompt: int, cached: int, completion: int) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def _stream_events(
+    state: SimState,
+    completion_id: str,
+    created: int,
+    spec: ModelSpec,
+    reply: Reply,
+    chat: ChatRequest,
+    usage: dict[str, Any],
+) -> list[bytes]:
+    """`chat.completion.chunk` SSE lines; the envelope bytes are built once per response."""
+    envelope = (
+        b'data: {"id":'
+        + orjson.dumps(completion_id)
+        + b',"object":"chat.completion.chunk","created":'
+        + str(created).encode()
+        + b',"model":'
+        + orjson.dumps(spec.version)
+        + b',"service_tier":"default","system_fingerprint":"'
+        + FINGERPRINT.encode()
+        + b'","choices":'
+    )
+    usage_null = b',"usage":null' if chat.include_usage else b""
+    open_choice = envelope + b'[{"index":0,"delta":'
+    close_open = b',"logprobs":null,"finish_reason":null}]' + usage_null + b"}\n\n"
+
+    def delta(payload: dict[str, Any]) -> bytes:
+        return open_choice + orjson.dumps(payload) + close_open
+
+    events = []
+    if reply.tool_name is None:
+        events.append(delta({"role": "assistant", "content": "", "refusal": None}))
+        for piece in split_words(reply.text, state.config.stream_chunk_words):
+            events.append(delta({"content": piece}))
+    else:
+        events.append(delta({"role": "assistant", "content": None, "refusal": None}))
+        call = {
+            "index": 0,
+            "id": state.new_id("call_"),
+            "type": "function",
+            "function": {"name": reply.tool_name, "arguments": ""},
+        }
+        events.append(delta({"tool_calls": [call]}))
+        for piece in split_fixed(reply.arguments, 16):
+            events.append(delta({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+    finish = orjson.dumps(_FINISH[reply.finish])
+    events.append(
+        open_choice
+        + b'{},"logprobs":null,"finish_reason":'
+        + finish
+        + b"}]"
+        + usage_null
+        + b"}\n\n"
+    )
+    if chat.include_usage:
+        events.append(envelope + b'[],"usage":' + orjson.dumps(usage) + b"}\n\n")
+    events.append(b"data: [DONE]\n\n")
+    return events

@@ -1,0 +1,55 @@
+"""Per-app simulator state: catalog index, faults, prompt cache, request counters."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections import Counter
+from typing import Any
+
+from aiohttp import web
+
+from simulator.faults import FaultBook
+from simulator.models import ModelSpec, SimConfig, model_index
+from simulator.prompt_cache import PromptCache
+
+
+class SimState:
+    """Everything a simulator app remembers between requests."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.index: dict[str, ModelSpec] = model_index(config.models)
+        self.faults = FaultBook(config)
+        self.cache = PromptCache()
+        self.requests: Counter[str] = Counter()
+        self.by_endpoint: Counter[str] = Counter()
+        self.faulted: Counter[str] = Counter()
+        self._ids = itertools.count(1)
+        self._prefix = os.urandom(3).hex()
+
+    def new_id(self, prefix: str) -> str:
+        """Unique per process and app: `chatcmpl-sim...`, `msg_sim...`, `toolu_sim...`."""
+        return f"{prefix}sim{self._prefix}{next(self._ids):012x}"
+
+    def count(self, spec: ModelSpec, endpoint: str) -> None:
+        self.requests[spec.name] += 1
+        self.by_endpoint[endpoint] += 1
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "simulated": True,
+            "total": sum(self.requests.values()),
+            "requests": dict(self.requests),
+            "by_endpoint": dict(self.by_endpoint),
+            "faults_injected": dict(self.faulted),
+            "active_fault_rules": [rule.to_json() for rule in self.faults.rules],
+        }
+
+    def reset_stats(self) -> None:
+        self.requests.clear()
+        self.by_endpoint.clear()
+        self.faulted.clear()
+
+
+STATE_KEY: web.AppKey[SimState] = web.AppKey("governor_sim_state", SimState)
