@@ -1,8 +1,9 @@
 """Caller-facing error bodies in each provider's wire format, and tolerant upstream error parsing.
 
-Callers use the official SDKs, which pick the exception class from the HTTP status and read the
-message from the body; so every refusal we send must be shaped exactly as the provider's own, with
-our machine-readable code where the SDK surfaces it (OpenAI: `code`; Anthropic: message prefix).
+Callers use the official SDKs, which pick the exception class from the HTTP status and show only
+the body's message in `str(exc)`; so every refusal is shaped exactly as the provider's own, and
+our machine-readable code rides both in a field (`code`) and as a "[code] " message prefix, so it
+survives into whatever the caller logs.
 """
 
 from __future__ import annotations
@@ -65,7 +66,6 @@ def anthropic_error_type(status: int) -> str:
 
 
 def _prefixed(code: str, message: str) -> str:
-    # Anthropic's SDK shows only the message, so the code travels in it (once).
     prefix = f"[{code}]"
     return message if message.startswith(prefix) else f"{prefix} {message}"
 
@@ -75,7 +75,7 @@ def _openai_error(
 ) -> dict[str, object]:
     return {
         "error": {
-            "message": message,
+            "message": _prefixed(code, message),
             "type": type_ or openai_error_type(status),
             "param": param,
             "code": code,
