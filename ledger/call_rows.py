@@ -7,6 +7,7 @@ Normalising also fills defaults so every journaled line is a complete, self-desc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,20 +59,29 @@ CALL_FIELDS: frozenset[str] = frozenset(name for name, _, _ in _FIELDS)
 TEXT_FIELDS = ("prompt_text", "completion_text")
 
 
-def _coerce(name: str, kind: type, value: Any) -> Any:
-    if kind is bool:
-        if isinstance(value, bool):
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1  # BIGINT: what both databases can store
+
+
+def _checked(name: str, kind: type, value: Any) -> Any:
+    """`value` as `kind`, or ValueError. Only whole numbers convert to int, and NaN/inf are
+    refused because JSON (the journal) cannot carry them."""
+    if kind is str or kind is bool:
+        if type(value) is kind:
             return value
-        raise ValueError(f"call row field {name!r} must be a boolean, got {value!r}")
-    if kind is str:
-        raise ValueError(f"call row field {name!r} must be a string, got {value!r}")
+        what = "a string" if kind is str else "a boolean"
+        raise ValueError(f"call row field {name!r} must be {what}, got {value!r}")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"call row field {name!r} must be a number, got {value!r}")
-    if kind is int:
-        if value != int(value):
-            raise ValueError(f"call row field {name!r} must be a whole number, got {value!r}")
-        return int(value)
-    return float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"call row field {name!r} must be finite, got {value!r}")
+    if kind is float:
+        return float(value)
+    if value != int(value):
+        raise ValueError(f"call row field {name!r} must be a whole number, got {value!r}")
+    value = int(value)
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise ValueError(f"call row field {name!r} is out of range: {value}")
+    return value
 
 
 def normalize_call(row: Mapping[str, Any], *, store_text: bool = False) -> dict[str, Any]:
@@ -88,9 +98,11 @@ def normalize_call(row: Mapping[str, Any], *, store_text: bool = False) -> dict[
             raise ValueError(f"call row is missing required field {name!r}")
     out: dict[str, Any] = {}
     for name, kind, default in _FIELDS:
-        value = row.get(name, default)
-        if value is not None and type(value) is not kind:
-            value = _coerce(name, kind, value)
+        value = row.get(name)
+        if value is None:
+            value = default  # "not known": the column's default (None where nullable)
+        elif type(value) is not kind or kind is not str:
+            value = _checked(name, kind, value)
         out[name] = value
     if not out["call_id"]:
         raise ValueError("call row field 'call_id' must not be empty")

@@ -212,7 +212,7 @@ class LedgerStore:
             if e.connection_invalidated:
                 raise self._unavailable(e) from e
             raise LedgerError(f"ledger rejected the operation: {e.orig}") from e
-        except sa_exc.SQLAlchemyError as e:
+        except Exception as e:  # e.g. a driver refusing a value before it reaches the server
             raise LedgerError(f"ledger rejected the operation: {e}") from e
         finally:
             with contextlib.suppress(Exception):  # a dead connection may fail to close
@@ -482,7 +482,7 @@ class LedgerStore:
             return [dict(m) for m in result.mappings().all()]
 
 
-def _kill_record(m: Mapping[str, Any]) -> KillRecord:
+def _kill_record(m: Mapping[Any, Any]) -> KillRecord:
     # SQLite's RETURNING hands back a whole-valued REAL as an int; keep ts a float everywhere.
     return KillRecord(
         id=m["id"],

@@ -45,7 +45,7 @@ class LedgerWriter:
         self._journal = journal
         self._interval = flush_interval
         self._batch_size = batch_size
-        self._store_text = store_text
+        self.store_text = store_text  # may be changed at run time (config reload)
         self._max_backoff = max_backoff
         self._queue: deque[tuple[dict[str, Any], Path]] = deque()
         self._pending: dict[Path, int] = {}  # rows of each segment not yet in the database
@@ -69,7 +69,7 @@ class LedgerWriter:
         """
         if self._closed:
             raise LedgerError("ledger writer is closed; the call row was not recorded")
-        clean = normalize_call(row, store_text=self._store_text)
+        clean = normalize_call(row, store_text=self.store_text)
         self._journal.append(clean)
         segment = self._journal.active
         assert segment is not None  # append always leaves an active segment
@@ -93,7 +93,7 @@ class LedgerWriter:
             count = 0
             for raw in self._journal.read(segment):
                 try:
-                    clean = normalize_call(raw, store_text=self._store_text)
+                    clean = normalize_call(raw, store_text=self.store_text)
                 except ValueError as e:
                     self._reject(raw, str(e))
                     continue
