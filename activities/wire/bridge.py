@@ -1,0 +1,134 @@
+"""One call between a caller's protocol and a target's protocol, same or different.
+
+The proxy and the LLM activity both need the same three steps around an upstream call: shape the
+request for the target, shape the answer for the caller, and relay a stream while accounting for
+it. Doing them here keeps the "which direction?" branching out of the hot-path callers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+
+from activities.wire.errors import WireError
+from activities.wire.sse import SSEParser, encode_sse
+from activities.wire.stream_translate import AnthropicToOpenAIStream, OpenAIToAnthropicStream
+from activities.wire.translate import (
+    anthropic_request_to_openai,
+    anthropic_response_to_openai,
+    openai_request_to_anthropic,
+    openai_response_to_anthropic,
+)
+from activities.wire.usage import StreamAccumulator
+
+Protocol = Literal["openai", "anthropic"]
+
+
+def caller_wants_usage_chunk(caller: Protocol, body: dict[str, Any]) -> bool:
+    """Whether an OpenAI caller asked for the final usage chunk (Anthropic always gets usage)."""
+    if caller == "anthropic":
+        return True
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def request_for_target(caller: Protocol, target: Protocol, body: dict[str, Any],
+                       model: str) -> dict[str, Any]:
+    """The caller's request body shaped for `target` and its concrete `model`.
+
+    Streaming OpenAI requests always ask for usage: accounting needs it whatever the caller said
+    (the relay drops the extra chunk when the caller did not ask).
+    """
+    if not isinstance(body, dict):
+        raise WireError("request body must be a JSON object")
+    if caller == target:
+        out = dict(body)
+        out["model"] = model
+        if target == "openai" and out.get("stream"):
+            options = out.get("stream_options")
+            out["stream_options"] = {**(options if isinstance(options, dict) else {}),
+                                     "include_usage": True}
+        return out
+    if caller == "openai":
+        return openai_request_to_anthropic(body, model)
+    return anthropic_request_to_openai(body, model)
+
+
+def response_for_caller(caller: Protocol, target: Protocol,
+                        resp: dict[str, Any]) -> dict[str, Any]:
+    """A non-streaming target response shaped for the caller."""
+    if caller == target:
+        return resp
+    if caller == "openai":
+        return anthropic_response_to_openai(resp)
+    return openai_response_to_anthropic(resp)
+
+
+class StreamRelay:
+    """Upstream SSE bytes in, caller-protocol SSE bytes out; `accumulator` sees every event.
+
+    Same protocol: bytes pass through untouched (except an OpenAI usage chunk the caller did not
+    ask for). Different protocols: each event is translated. Call `finish()` at upstream EOF.
+    """
+
+    __slots__ = ("_a2o", "_o2a", "_parser", "_passthrough", "_strip_usage", "accumulator")
+
+    def __init__(self, caller: Protocol, upstream: Protocol, *, include_usage: bool = False,
+                 model: str | None = None) -> None:
+        self._parser = SSEParser()
+        self.accumulator = StreamAccumulator(upstream)
+        self._strip_usage = caller == "openai" and upstream == "openai" and not include_usage
+        self._passthrough = caller == upstream and not self._strip_usage
+        self._a2o = (AnthropicToOpenAIStream(include_usage=include_usage, model=model)
+                     if caller == "openai" and upstream == "anthropic" else None)
+        self._o2a = (OpenAIToAnthropicStream(model=model)
+                     if caller == "anthropic" and upstream == "openai" else None)
+
+    def feed(self, chunk: bytes) -> bytes:
+        events = self._parser.feed(chunk)
+        if self._passthrough:
+            for ev in events:
+                self._observe(ev.event, ev.data)
+            return chunk
+        return b"".join(self._relay(ev.event, ev.data) for ev in events)
+
+    def finish(self) -> bytes:
+        """Flush what upstream left unterminated and close the caller's stream properly."""
+        parts: list[bytes] = []
+        for ev in self._parser.flush():
+            if self._passthrough:
+                self._observe(ev.event, ev.data)  # its bytes were already forwarded
+            else:
+                parts.append(self._relay(ev.event, ev.data))
+        out = b"".join(parts)
+        if self._a2o is not None:
+            out += b"".join(self._a2o.finish())
+        elif self._o2a is not None:
+            out += b"".join(self._o2a.finish())
+        return out
+
+    def _observe(self, event: str | None, data: bytes) -> dict[str, Any] | None:
+        if data == b"[DONE]":
+            return None
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None
+        if isinstance(doc, dict):
+            self.accumulator.observe(doc, event)
+            return doc
+        return None
+
+    def _relay(self, event: str | None, data: bytes) -> bytes:
+        doc = self._observe(event, data)
+        if self._a2o is not None:
+            return b"".join(self._a2o.convert(event, doc)) if doc is not None else b""
+        if self._o2a is not None:
+            if data == b"[DONE]":
+                return b"".join(self._o2a.convert(None))
+            return b"".join(self._o2a.convert(doc)) if doc is not None else b""
+        # Same-protocol OpenAI with the caller's usage chunk stripped.
+        if doc is not None and doc.get("choices") == [] and doc.get("usage") is not None:
+            return b""
+        return encode_sse(data, event)
