@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anthropic
 import openai
@@ -30,6 +30,7 @@ class Canned:
     status: int = 200
     body: bytes = b""
     content_type: str = "application/json"
+    clients: list[openai.AsyncOpenAI | anthropic.AsyncAnthropic] = field(default_factory=list)
 
     async def handle(self, request: web.Request) -> web.Response:
         await request.read()
@@ -48,6 +49,8 @@ async def canned() -> AsyncIterator[Canned]:
     await site.start()
     served.base = f"http://127.0.0.1:{runner.addresses[0][1]}"
     yield served
+    for client in served.clients:
+        await client.close()
     await runner.cleanup()
 
 
@@ -69,6 +72,7 @@ async def test_openai_sdk_raises_typed_error_with_our_code(
     canned.status, canned.content_type = status, "application/json"
     canned.body = openai_error_body(status, code, "Project budget of $50.00/day is spent.")
     client = openai.AsyncOpenAI(base_url=canned.base + "/v1", api_key="k", max_retries=0)
+    canned.clients.append(client)
     with pytest.raises(exc) as info:
         await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
     assert info.value.status_code == status
@@ -96,6 +100,7 @@ async def test_anthropic_sdk_raises_typed_error_with_our_code(
     canned.status, canned.content_type = status, "application/json"
     canned.body = anthropic_error_body(status, code, "Session s-1 was killed by alice.")
     client = anthropic.AsyncAnthropic(base_url=canned.base, api_key="k", max_retries=0)
+    canned.clients.append(client)
     with pytest.raises(exc) as info:
         await client.messages.create(model="m", max_tokens=5,
                                      messages=[{"role": "user", "content": "x"}])
@@ -113,6 +118,7 @@ async def test_openai_stream_error_line_raises_api_error_with_our_code(canned: C
                    b'"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}\n\n'
                    + openai_stream_error("session_killed", "Session s-1 was killed.", 403))
     client = openai.AsyncOpenAI(base_url=canned.base + "/v1", api_key="k", max_retries=0)
+    canned.clients.append(client)
     stream = await client.chat.completions.create(
         model="m", messages=[{"role": "user", "content": "x"}], stream=True)
     with pytest.raises(openai.APIError) as info:
@@ -131,6 +137,7 @@ async def test_anthropic_stream_error_event_raises_with_our_code(canned: Canned)
         b'"stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}}}\n\n'
         + anthropic_stream_error("guardrail_blocked", "Output contained a secret.", 400))
     client = anthropic.AsyncAnthropic(base_url=canned.base, api_key="k", max_retries=0)
+    canned.clients.append(client)
     with pytest.raises(anthropic.APIStatusError) as info:
         async with client.messages.stream(
                 model="m", max_tokens=5, messages=[{"role": "user", "content": "x"}]) as s:

@@ -26,6 +26,7 @@ class Canned:
     body: bytes = b""
     content_type: str = "text/event-stream"
     requests: list[dict[str, Any]] = field(default_factory=list)
+    clients: list[openai.AsyncOpenAI | anthropic.AsyncAnthropic] = field(default_factory=list)
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append(await request.json())
@@ -49,15 +50,21 @@ async def canned() -> AsyncIterator[Canned]:
     port = runner.addresses[0][1]
     served.base = f"http://127.0.0.1:{port}"
     yield served
+    for client in served.clients:
+        await client.close()
     await runner.cleanup()
 
 
 def _openai_client(canned: Canned) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=canned.base + "/v1", api_key="test", max_retries=0)
+    client = openai.AsyncOpenAI(base_url=canned.base + "/v1", api_key="test", max_retries=0)
+    canned.clients.append(client)
+    return client
 
 
 def _anthropic_client(canned: Canned) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(base_url=canned.base, api_key="test", max_retries=0)
+    client = anthropic.AsyncAnthropic(base_url=canned.base, api_key="test", max_retries=0)
+    canned.clients.append(client)
+    return client
 
 
 def _anthropic_wire(events: list[dict[str, Any]]) -> bytes:
