@@ -169,6 +169,14 @@ def _chosen_tool(tools: list[dict[str, Any]], choice: Any) -> tuple[str, Any] | 
 
 async def messages(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
+    state.in_flight += 1
+    try:
+        return await _serve_messages(request, state)
+    finally:
+        state.in_flight -= 1
+
+
+async def _serve_messages(request: web.Request, state: SimState) -> web.StreamResponse:
     headers = request.headers
     key = headers.get("x-api-key", "").strip()
     if not key:

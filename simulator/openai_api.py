@@ -135,6 +135,14 @@ def _chosen_tool(tools: list[Any], choice: Any) -> tuple[str, Any] | None:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
+    state.in_flight += 1
+    try:
+        return await _serve_chat(request, state)
+    finally:
+        state.in_flight -= 1
+
+
+async def _serve_chat(request: web.Request, state: SimState) -> web.StreamResponse:
     auth = request.headers.get("Authorization", "")
     if not auth.startswith("Bearer ") or not auth[7:].strip():
         return openai_error(

@@ -25,6 +25,8 @@ class SimState:
         self.requests: Counter[str] = Counter()
         self.by_endpoint: Counter[str] = Counter()
         self.faulted: Counter[str] = Counter()
+        # Requests being answered right now (a disconnected client's request leaves at once).
+        self.in_flight = 0
         self._ids = itertools.count(1)
         self._prefix = os.urandom(3).hex()
 
@@ -43,6 +45,7 @@ class SimState:
             "requests": dict(self.requests),
             "by_endpoint": dict(self.by_endpoint),
             "faults_injected": dict(self.faulted),
+            "in_flight": self.in_flight,
             "active_fault_rules": [rule.to_json() for rule in self.faults.rules],
         }
 
