@@ -100,7 +100,7 @@ def test_relay_closes_a_stream_cut_off_before_its_last_blank_line() -> None:
 
 
 def test_same_protocol_openai_stream_request_always_asks_for_usage() -> None:
-    body = {"model": "intent-fast", "stream": True, "messages": [],
+    body: dict[str, Any] = {"model": "intent-fast", "stream": True, "messages": [],
             "stream_options": {"include_obfuscation": False}}
     out = request_for_target("openai", "openai", body, "gpt-4o-mini")
     assert out["model"] == "gpt-4o-mini"

@@ -13,7 +13,12 @@ import pytest
 from aiohttp import web
 
 from activities.wire.sse import SSEParser
-from activities.wire.translate import AnthropicToOpenAIStream, OpenAIToAnthropicStream
+from activities.wire.translate import (
+    AnthropicToOpenAIStream,
+    OpenAIToAnthropicStream,
+    anthropic_response_to_openai,
+    openai_response_to_anthropic,
+)
 from activities.wire.usage import StreamAccumulator, Usage
 
 
@@ -326,3 +331,34 @@ def test_stream_that_ends_without_stop_events_is_still_closed_properly() -> None
     names = [e.event for e in SSEParser().feed(b"".join(other.finish()))]
     assert names == ["message_start", "message_delta", "message_stop"]
     assert other.convert(None) == []
+
+
+async def test_sdks_parse_translated_non_streaming_responses(canned: Canned) -> None:
+    anthropic_resp = {
+        "id": "msg_9", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
+        "content": [{"type": "text", "text": "Sure."},
+                    {"type": "tool_use", "id": "toolu_9", "name": "lookup", "input": {"q": 1}}],
+        "stop_reason": "tool_use", "stop_sequence": None,
+        "usage": {"input_tokens": 4, "output_tokens": 6, "cache_read_input_tokens": 10,
+                  "cache_creation_input_tokens": 0}}
+    canned.serve(orjson.dumps(anthropic_response_to_openai(anthropic_resp)),
+                 content_type="application/json")
+    completion = await _openai_client(canned).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "x"}])
+    message = completion.choices[0].message
+    assert message.content == "Sure."
+    assert message.tool_calls is not None
+    call = message.tool_calls[0]
+    assert call.type == "function"
+    assert (call.id, call.function.name, call.function.arguments) == ("toolu_9", "lookup",
+                                                                      '{"q":1}')
+    assert completion.choices[0].finish_reason == "tool_calls"
+    assert completion.usage is not None and completion.usage.prompt_tokens == 14
+
+    canned.serve(orjson.dumps(openai_response_to_anthropic(completion.model_dump())),
+                 content_type="application/json")
+    reply = await _anthropic_client(canned).messages.create(
+        model="m", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert [b.type for b in reply.content] == ["text", "tool_use"]
+    assert reply.stop_reason == "tool_use"
+    assert reply.usage.input_tokens == 4 and reply.usage.cache_read_input_tokens == 10
