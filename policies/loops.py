@@ -1,0 +1,124 @@
+"""Loop detection: is a session burning tokens far faster than sessions like it usually do?
+
+Pure functions over explicit inputs (events, values, thresholds), so the session workflow can run
+them deterministically and the proxy can run the same ones inline. A *rate* is tokens per hour
+measured over a sliding window; a *baseline* is the p95 of per-session rates of one workflow tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+HOUR = 3600.0
+
+
+def token_rate(events: Iterable[tuple[float, int]], now: float, window_seconds: float) -> float:
+    """Tokens per hour over the last `window_seconds` from (timestamp, tokens) events.
+
+    Events older than the window do not count; events "in the future" (clock skew) do.
+    """
+    if window_seconds <= 0:
+        raise ValueError(f"window_seconds must be positive, got {window_seconds}")
+    start = now - window_seconds
+    total = sum(tokens for ts, tokens in events if ts > start)
+    return total * HOUR / window_seconds
+
+
+def window_tokens(events: Iterable[tuple[float, int]], now: float, window_seconds: float) -> int:
+    """Tokens spent in the last `window_seconds` (what a per-session ceiling compares against)."""
+    start = now - window_seconds
+    return sum(tokens for ts, tokens in events if ts > start)
+
+
+def prune_events(
+    events: Sequence[tuple[float, int]], now: float, keep_seconds: float
+) -> list[tuple[float, int]]:
+    """Drop events no window can see any more, so state carried through continue-as-new stays
+    small."""
+    start = now - keep_seconds
+    return [e for e in events if e[0] > start]
+
+
+def p95(values: Sequence[float]) -> float:
+    """95th percentile by the nearest-rank method (an actual observed value, never interpolated)."""
+    if not values:
+        raise ValueError("p95 of no values")
+    ordered = sorted(values)
+    rank = math.ceil(0.95 * len(ordered))
+    return float(ordered[max(rank, 1) - 1])
+
+
+def choose_baseline(
+    observed_p95: float | None, sessions: int, min_sessions: int, default: float
+) -> float:
+    """The observed p95 when enough sessions back it, else the configured default."""
+    if observed_p95 is None or sessions < min_sessions or observed_p95 <= 0:
+        return default
+    return observed_p95
+
+
+def is_loop(rate: float, baseline: float, multiplier: float = 3.0) -> bool:
+    """A session runs away when its rate is strictly above `multiplier` times the baseline."""
+    return baseline > 0 and rate > multiplier * baseline
+
+
+def session_peak_rates(
+    buckets: Iterable[tuple[str, float, int]], bucket_seconds: float
+) -> dict[str, float]:
+    """Peak tokens/hour of each session from (session id, bucket start, tokens) rows.
+
+    The busiest bucket stands for the session, so a burst is compared with bursts, as the live
+    sliding window of the same width would see it.
+    """
+    per: dict[tuple[str, float], int] = {}
+    for sid, start, tokens in buckets:
+        per[(sid, start)] = per.get((sid, start), 0) + tokens
+    peak: dict[str, float] = {}
+    scale = HOUR / bucket_seconds
+    for (sid, _), tokens in per.items():
+        rate = tokens * scale
+        if rate > peak.get(sid, 0.0):
+            peak[sid] = rate
+        else:
+            peak.setdefault(sid, rate)
+    return peak
+
+
+def baselines_by_tag(
+    rates: Mapping[str, float], tags: Mapping[str, str | None]
+) -> dict[str, tuple[float, int]]:
+    """p95 of per-session rates and the number of sessions behind it, per workflow tag."""
+    grouped: dict[str, list[float]] = {}
+    for sid, rate in rates.items():
+        tag = tags.get(sid)
+        if tag:
+            grouped.setdefault(tag, []).append(rate)
+    return {tag: (p95(vals), len(vals)) for tag, vals in grouped.items()}
+
+
+def prompt_fingerprint(body: Mapping[str, Any]) -> str:
+    """A short hash of the newest message: an agent stuck in a loop keeps sending the same one."""
+    messages = body.get("messages")
+    last: Any = messages[-1] if isinstance(messages, list) and messages else body.get("prompt")
+    raw = orjson.dumps(last, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def repeat_run(history: Sequence[str], fingerprint: str) -> int:
+    """How many times in a row `fingerprint` ends `history` (history already includes it)."""
+    n = 0
+    for h in reversed(history):
+        if h != fingerprint:
+            break
+        n += 1
+    return n
+
+
+def is_repeating(history: Sequence[str], threshold: int) -> bool:
+    """The same prompt `threshold` times in a row is a loop signal."""
+    return bool(history) and threshold > 0 and repeat_run(history, history[-1]) >= threshold

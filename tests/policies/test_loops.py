@@ -1,0 +1,91 @@
+"""The loop detector: rates over a sliding window, baselines, repeats."""
+
+from __future__ import annotations
+
+import pytest
+
+from policies.loops import (
+    baselines_by_tag,
+    choose_baseline,
+    is_loop,
+    is_repeating,
+    p95,
+    prompt_fingerprint,
+    prune_events,
+    repeat_run,
+    session_peak_rates,
+    token_rate,
+    window_tokens,
+)
+
+
+def test_token_rate_counts_only_events_inside_the_window() -> None:
+    events = [(100.0, 5000), (900.0, 1000), (1000.0, 500)]
+    # window 600 s ending at 1000: the first event is out; 1500 tokens per 600 s = 9000/h
+    assert token_rate(events, 1000.0, 600) == 9000.0
+    assert window_tokens(events, 1000.0, 600) == 1500
+
+
+def test_token_rate_of_an_idle_session_is_zero() -> None:
+    assert token_rate([], 1000.0, 600) == 0.0
+
+
+def test_token_rate_rejects_a_non_positive_window() -> None:
+    with pytest.raises(ValueError, match="window_seconds"):
+        token_rate([], 0.0, 0)
+
+
+def test_prune_keeps_what_a_window_can_still_see() -> None:
+    assert prune_events([(1.0, 1), (50.0, 2), (99.0, 3)], 100.0, 50) == [(99.0, 3)]
+
+
+def test_p95_is_an_observed_value() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert p95(values) == 95.0
+    assert p95([7.0]) == 7.0
+    assert p95([3.0, 1.0, 2.0]) == 3.0
+
+
+def test_p95_of_nothing_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        p95([])
+
+
+def test_too_few_sessions_use_the_configured_default() -> None:
+    assert choose_baseline(1000.0, sessions=3, min_sessions=5, default=50_000.0) == 50_000.0
+    assert choose_baseline(None, sessions=0, min_sessions=5, default=50_000.0) == 50_000.0
+    assert choose_baseline(1000.0, sessions=5, min_sessions=5, default=50_000.0) == 1000.0
+
+
+def test_loop_is_strictly_above_three_times_the_baseline() -> None:
+    assert not is_loop(3000.0, 1000.0)
+    assert is_loop(3000.1, 1000.0)
+    assert is_loop(2001.0, 1000.0, multiplier=2.0)
+    assert not is_loop(1e9, 0.0)
+
+
+def test_session_peak_rate_is_its_busiest_bucket() -> None:
+    rows = [("a", 0.0, 100), ("a", 0.0, 100), ("a", 600.0, 50), ("b", 0.0, 10)]
+    rates = session_peak_rates(rows, 600)
+    assert rates == {"a": 1200.0, "b": 60.0}
+
+
+def test_baselines_group_sessions_by_workflow_tag() -> None:
+    rates = {"s1": 100.0, "s2": 200.0, "s3": 50.0, "s4": 999.0}
+    tags = {"s1": "triage", "s2": "triage", "s3": "review", "s4": None}
+    assert baselines_by_tag(rates, tags) == {"triage": (200.0, 2), "review": (50.0, 1)}
+
+
+def test_same_last_message_has_the_same_fingerprint() -> None:
+    a = {"messages": [{"role": "user", "content": "one"}, {"role": "user", "content": "go"}]}
+    b = {"messages": [{"role": "user", "content": "other"}, {"content": "go", "role": "user"}]}
+    c = {"messages": [{"role": "user", "content": "stop"}]}
+    assert prompt_fingerprint(a) == prompt_fingerprint(b)
+    assert prompt_fingerprint(a) != prompt_fingerprint(c)
+
+
+def test_repeats_count_only_an_unbroken_run() -> None:
+    assert repeat_run(["x", "y", "y", "y"], "y") == 3
+    assert not is_repeating(["y", "y", "x", "y"], 3)
+    assert is_repeating(["x", "y", "y", "y"], 3)
+    assert not is_repeating([], 3)
