@@ -34,6 +34,8 @@ def scope_value(rule: RateLimitRule, ident: Identity, model: str) -> str | None:
         return "*"
     if s == "model":
         return model
+    if s == "session":
+        return ident.session_id
     return ident.get(s)
 
 

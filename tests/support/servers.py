@@ -105,7 +105,7 @@ class SubprocessProxy:
                "--replica", self.replica]
         if self.ledger_url:
             cmd += ["--ledger", self.ledger_url]
-        self.log = open(self.data_dir / f"{self.replica}.log", "ab")  # noqa: SIM115
+        self.log = open(self.data_dir / f"{self.replica}.log", "ab")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      cwd=REPO)
         deadline = time.monotonic() + timeout
