@@ -206,7 +206,9 @@ class Router:
             and all(a.outcome in ("upstream_timeout", "circuit_open") for a in attempts)
         ):
             raise Refusal(
-                504, "upstream_timeout", f"every target of {vm.name!r} timed out ({last.message}); tried: {tried}"
+                504,
+                "upstream_timeout",
+                f"every target of {vm.name!r} timed out ({last.message}); tried: {tried}",
             )
         if attempts and all(a.outcome == "circuit_open" for a in attempts):
             raise Refusal(
