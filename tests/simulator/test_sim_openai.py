@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import openai
@@ -11,7 +12,7 @@ import pytest
 
 from simulator import SimServer
 
-TOOLS = [
+TOOLS: list[Any] = [
     {
         "type": "function",
         "function": {
@@ -44,7 +45,7 @@ def client(sim: SimServer) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=sim.openai_base_url, api_key="sk-test", max_retries=0)
 
 
-def user(text: str) -> list[dict[str, str]]:
+def user(text: str) -> list[Any]:
     return [{"role": "user", "content": text}]
 
 
@@ -123,7 +124,7 @@ async def test_sdk_stream_helper_accumulates_final_completion(client: openai.Asy
 
 
 async def test_tool_call_round_trip_ends_in_text(client: openai.AsyncOpenAI):
-    messages: list[dict] = user("What's the weather in Paris?")
+    messages: list[Any] = user("What's the weather in Paris?")
     call_reply = await client.chat.completions.create(
         model="gpt-4o", messages=messages, tools=TOOLS
     )
@@ -198,7 +199,7 @@ async def test_output_tokens_directive_sets_reply_length(client: openai.AsyncOpe
 
 
 async def test_repeated_long_prompt_reports_cached_tokens(client: openai.AsyncOpenAI):
-    system = {"role": "system", "content": "You are a careful assistant. " * 200}
+    system: Any = {"role": "system", "content": "You are a careful assistant. " * 200}
     first = await client.chat.completions.create(
         model="gpt-4o", messages=[system, {"role": "user", "content": "first question"}]
     )
@@ -207,8 +208,9 @@ async def test_repeated_long_prompt_reports_cached_tokens(client: openai.AsyncOp
     second = await client.chat.completions.create(
         model="gpt-4o", messages=[system, {"role": "user", "content": "second question"}]
     )
-    cached = second.usage.prompt_tokens_details.cached_tokens  # type: ignore[union-attr]
-    assert 1024 <= cached < second.usage.prompt_tokens  # type: ignore[union-attr]
+    assert second.usage is not None and second.usage.prompt_tokens_details is not None
+    cached = second.usage.prompt_tokens_details.cached_tokens or 0
+    assert 1024 <= cached < second.usage.prompt_tokens
     assert (cached - 1024) % 128 == 0
 
 
