@@ -22,7 +22,9 @@ from activities.wire.mapping import (
 )
 from activities.wire.usage import (
     Usage,
+    index_of,
     merge_anthropic_delta_usage,
+    obj,
     parse_anthropic_usage,
     parse_openai_usage,
 )
@@ -83,13 +85,13 @@ class AnthropicToOpenAIStream:
             return []
         kind = data.get("type", event)
         if kind == "content_block_delta":
-            delta = data.get("delta") or {}
+            delta = obj(data.get("delta"))
             dtype = delta.get("type")
             if dtype == "text_delta":
                 text = delta.get("text")
                 return [self._chunk({"content": text})] if text else []
             if dtype == "input_json_delta":
-                tool = self._tool_of_block.get(data.get("index", -1))
+                tool = self._tool_of_block.get(index_of(data.get("index"), -1))
                 part = delta.get("partial_json")
                 if tool is None or not part:
                     return []
@@ -98,11 +100,11 @@ class AnthropicToOpenAIStream:
                 ]
             return []
         if kind == "content_block_start":
-            block = data.get("content_block") or {}
+            block = obj(data.get("content_block"))
             btype = block.get("type")
             if btype == "tool_use":
                 tool = len(self._tool_of_block)
-                self._tool_of_block[data.get("index", tool)] = tool
+                self._tool_of_block[index_of(data.get("index"), tool)] = tool
                 start_input = block.get("input")
                 args = orjson.dumps(start_input).decode() if start_input else ""
                 return [
@@ -126,7 +128,7 @@ class AnthropicToOpenAIStream:
                 return [self._chunk({"content": block["text"]})]
             return []
         if kind == "message_start":
-            message = data.get("message") or {}
+            message = obj(data.get("message"))
             self._id = openai_completion_id(message.get("id"))
             if message.get("model"):
                 self._model = message["model"]
@@ -135,7 +137,7 @@ class AnthropicToOpenAIStream:
                 self._usage = parse_anthropic_usage(usage, None)
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "message_delta":
-            delta = data.get("delta") or {}
+            delta = obj(data.get("delta"))
             usage = data.get("usage")
             if isinstance(usage, dict):
                 merge_anthropic_delta_usage(self._usage, usage)
@@ -293,8 +295,8 @@ class OpenAIToAnthropicStream:
         )
 
     def _tool(self, call: Json, out: list[bytes]) -> None:
-        tool = call.get("index", len(self._block_of_tool))
-        fn = call.get("function") or {}
+        tool = index_of(call.get("index"), len(self._block_of_tool))
+        fn = obj(call.get("function"))
         index = self._block_of_tool.get(tool)
         if index is None:
             self._close_block(out)

@@ -26,6 +26,7 @@ from activities.wire.mapping import (
     usage_of_openai,
 )
 from activities.wire.stream_translate import AnthropicToOpenAIStream, OpenAIToAnthropicStream
+from activities.wire.usage import obj
 
 __all__ = [
     "AnthropicToOpenAIStream",
@@ -51,6 +52,11 @@ def _require_list(value: object, what: str) -> list[Any]:
     if not isinstance(value, list):
         raise WireError(f"{what} must be an array")
     return value
+
+
+def _list(value: object) -> list[Any]:
+    # For provider responses: tolerate what we cannot use rather than fail the caller's call.
+    return value if isinstance(value, list) else []
 
 
 def _with_cache_control(block: Json, source: Json) -> Json:
@@ -558,7 +564,7 @@ def anthropic_response_to_openai(
     resp = _require_dict(resp, "response")
     texts: list[str] = []
     calls: list[Json] = []
-    for block in resp.get("content") or ():
+    for block in _list(resp.get("content")):
         if not isinstance(block, dict):
             continue
         btype = block.get("type")
@@ -627,10 +633,10 @@ def openai_response_to_anthropic(resp: dict[str, Any]) -> dict[str, Any]:
         content.append({"type": "text", "text": text})
     elif message.get("refusal"):
         content.append({"type": "text", "text": str(message["refusal"])})
-    for call in message.get("tool_calls") or ():
+    for call in _list(message.get("tool_calls")):
         if not isinstance(call, dict):
             continue
-        fn = call.get("function") or {}
+        fn = obj(call.get("function"))
         content.append(
             {
                 "type": "tool_use",

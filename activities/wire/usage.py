@@ -41,6 +41,16 @@ class Usage:
         return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
 
 
+def obj(value: object) -> dict[str, Any]:
+    """`value` if it is a JSON object, else an empty one: provider payloads are not trusted."""
+    return value if isinstance(value, dict) else {}
+
+
+def index_of(value: object, default: int) -> int:
+    """A stream event's block/tool index, or `default` when the provider sent something else."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
 def _int(value: object) -> int:
     # Providers send null, floats or strings in odd places; a bad count must not break accounting.
     if isinstance(value, int) and not isinstance(value, bool):
@@ -179,8 +189,8 @@ class StreamAccumulator:
                 self.finish_reason = reason
 
     def _openai_tool_delta(self, call: dict[str, Any]) -> None:
-        index = call.get("index", len(self._tools))
-        fn = call.get("function") or {}
+        index = index_of(call.get("index"), len(self._tools))
+        fn = obj(call.get("function"))
         tool = self._tool_index.get(index)
         if tool is None:
             tool = {"id": call.get("id") or "", "name": fn.get("name") or "", "args": []}
@@ -198,17 +208,17 @@ class StreamAccumulator:
     def _observe_anthropic(self, data: dict[str, Any], event: str | None) -> None:
         kind = data.get("type", event)
         if kind == "content_block_delta":
-            delta = data.get("delta") or {}
+            delta = obj(data.get("delta"))
             dtype = delta.get("type")
             if dtype == "text_delta":
                 self._add_text(delta.get("text"))
             elif dtype == "input_json_delta":
-                tool = self._tool_index.get(data.get("index", -1))
+                tool = self._tool_index.get(index_of(data.get("index"), -1))
                 part = delta.get("partial_json")
                 if tool is not None and isinstance(part, str) and part:
                     tool["args"].append(part)
         elif kind == "content_block_start":
-            block = data.get("content_block") or {}
+            block = obj(data.get("content_block"))
             btype = block.get("type")
             if btype == "text":
                 self._add_text(block.get("text"))
@@ -216,10 +226,10 @@ class StreamAccumulator:
                 start_input = block.get("input")
                 args = [orjson.dumps(start_input).decode()] if start_input else []
                 tool = {"id": block.get("id") or "", "name": block.get("name") or "", "args": args}
-                self._tool_index[data.get("index", len(self._tools))] = tool
+                self._tool_index[index_of(data.get("index"), len(self._tools))] = tool
                 self._tools.append(tool)
         elif kind == "message_start":
-            message = data.get("message") or {}
+            message = obj(data.get("message"))
             model = message.get("model")
             if isinstance(model, str) and model:
                 self.model_version = model
@@ -227,7 +237,7 @@ class StreamAccumulator:
             if isinstance(usage, dict):
                 self.usage = parse_anthropic_usage(usage, self.model_version)
         elif kind == "message_delta":
-            delta = data.get("delta") or {}
+            delta = obj(data.get("delta"))
             if delta.get("stop_reason"):
                 self.finish_reason = delta["stop_reason"]
             usage = data.get("usage")
