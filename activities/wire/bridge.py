@@ -33,8 +33,9 @@ def caller_wants_usage_chunk(caller: Protocol, body: dict[str, Any]) -> bool:
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
-def request_for_target(caller: Protocol, target: Protocol, body: dict[str, Any],
-                       model: str) -> dict[str, Any]:
+def request_for_target(
+    caller: Protocol, target: Protocol, body: dict[str, Any], model: str
+) -> dict[str, Any]:
     """The caller's request body shaped for `target` and its concrete `model`.
 
     Streaming OpenAI requests always ask for usage: accounting needs it whatever the caller said
@@ -47,16 +48,17 @@ def request_for_target(caller: Protocol, target: Protocol, body: dict[str, Any],
         out["model"] = model
         if target == "openai" and out.get("stream"):
             options = out.get("stream_options")
-            out["stream_options"] = {**(options if isinstance(options, dict) else {}),
-                                     "include_usage": True}
+            out["stream_options"] = {
+                **(options if isinstance(options, dict) else {}),
+                "include_usage": True,
+            }
         return out
     if caller == "openai":
         return openai_request_to_anthropic(body, model)
     return anthropic_request_to_openai(body, model)
 
 
-def response_for_caller(caller: Protocol, target: Protocol,
-                        resp: dict[str, Any]) -> dict[str, Any]:
+def response_for_caller(caller: Protocol, target: Protocol, resp: dict[str, Any]) -> dict[str, Any]:
     """A non-streaming target response shaped for the caller."""
     if caller == target:
         return resp
@@ -74,16 +76,28 @@ class StreamRelay:
 
     __slots__ = ("_a2o", "_o2a", "_parser", "_passthrough", "_strip_usage", "accumulator")
 
-    def __init__(self, caller: Protocol, upstream: Protocol, *, include_usage: bool = False,
-                 model: str | None = None) -> None:
+    def __init__(
+        self,
+        caller: Protocol,
+        upstream: Protocol,
+        *,
+        include_usage: bool = False,
+        model: str | None = None,
+    ) -> None:
         self._parser = SSEParser()
         self.accumulator = StreamAccumulator(upstream)
         self._strip_usage = caller == "openai" and upstream == "openai" and not include_usage
         self._passthrough = caller == upstream and not self._strip_usage
-        self._a2o = (AnthropicToOpenAIStream(include_usage=include_usage, model=model)
-                     if caller == "openai" and upstream == "anthropic" else None)
-        self._o2a = (OpenAIToAnthropicStream(model=model)
-                     if caller == "anthropic" and upstream == "openai" else None)
+        self._a2o = (
+            AnthropicToOpenAIStream(include_usage=include_usage, model=model)
+            if caller == "openai" and upstream == "anthropic"
+            else None
+        )
+        self._o2a = (
+            OpenAIToAnthropicStream(model=model)
+            if caller == "anthropic" and upstream == "openai"
+            else None
+        )
 
     def feed(self, chunk: bytes) -> bytes:
         events = self._parser.feed(chunk)

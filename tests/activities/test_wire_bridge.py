@@ -21,36 +21,78 @@ def _openai_wire(chunks: list[dict[str, Any]]) -> bytes:
 
 
 def _anthropic_wire(events: list[dict[str, Any]]) -> bytes:
-    return b"".join(b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n"
-                    for e in events)
+    return b"".join(
+        b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events
+    )
 
 
-OPENAI_UPSTREAM = _openai_wire([
-    {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
-     "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hello"},
-                  "finish_reason": None}]},
-    {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
-     "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
-    {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
-     "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}},
-])
+OPENAI_UPSTREAM = _openai_wire(
+    [
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "gpt-4o-mini",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": "Hello"},
+                    "finish_reason": None,
+                }
+            ],
+        },
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        },
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "gpt-4o-mini",
+            "choices": [],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11},
+        },
+    ]
+)
 
-ANTHROPIC_UPSTREAM = _anthropic_wire([
-    {"type": "message_start", "message": {
-        "id": "msg_1", "type": "message", "role": "assistant", "content": [],
-        "model": "claude-haiku-4-5", "stop_reason": None, "stop_sequence": None,
-        "usage": {"input_tokens": 9, "output_tokens": 1}}},
-    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}},
-    {"type": "content_block_stop", "index": 0},
-    {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-     "usage": {"output_tokens": 2}},
-    {"type": "message_stop"},
-])
+ANTHROPIC_UPSTREAM = _anthropic_wire(
+    [
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "content": [],
+                "model": "claude-haiku-4-5",
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": 9, "output_tokens": 1},
+            },
+        },
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": "Hello"},
+        },
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": 2},
+        },
+        {"type": "message_stop"},
+    ]
+)
 
 
 def _relay(relay: StreamRelay, upstream: bytes, step: int = 3) -> bytes:
-    out = [relay.feed(upstream[i:i + step]) for i in range(0, len(upstream), step)]
+    out = [relay.feed(upstream[i : i + step]) for i in range(0, len(upstream), step)]
     return b"".join(out) + relay.finish()
 
 
@@ -86,13 +128,15 @@ def test_cross_protocol_relay_translates_and_accounts_in_upstream_terms() -> Non
 
     back = StreamRelay("openai", "anthropic", include_usage=True)
     chunks = _chunks(_relay(back, ANTHROPIC_UPSTREAM))
-    assert "".join(c["choices"][0]["delta"].get("content") or ""
-                   for c in chunks if c["choices"]) == "Hello"
+    assert (
+        "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+        == "Hello"
+    )
     assert chunks[-1]["usage"]["completion_tokens"] == 2
 
 
 def test_relay_closes_a_stream_cut_off_before_its_last_blank_line() -> None:
-    cut = OPENAI_UPSTREAM[:OPENAI_UPSTREAM.index(b"data: [DONE]")].rstrip(b"\n")
+    cut = OPENAI_UPSTREAM[: OPENAI_UPSTREAM.index(b"data: [DONE]")].rstrip(b"\n")
     relay = StreamRelay("anthropic", "openai")
     names = [e.event for e in SSEParser().feed(_relay(relay, cut))]
     assert names[-2:] == ["message_delta", "message_stop"]
@@ -100,8 +144,12 @@ def test_relay_closes_a_stream_cut_off_before_its_last_blank_line() -> None:
 
 
 def test_same_protocol_openai_stream_request_always_asks_for_usage() -> None:
-    body: dict[str, Any] = {"model": "intent-fast", "stream": True, "messages": [],
-            "stream_options": {"include_obfuscation": False}}
+    body: dict[str, Any] = {
+        "model": "intent-fast",
+        "stream": True,
+        "messages": [],
+        "stream_options": {"include_obfuscation": False},
+    }
     out = request_for_target("openai", "openai", body, "gpt-4o-mini")
     assert out["model"] == "gpt-4o-mini"
     assert out["stream_options"] == {"include_obfuscation": False, "include_usage": True}
@@ -113,18 +161,29 @@ def test_same_protocol_openai_stream_request_always_asks_for_usage() -> None:
 
 def test_cross_protocol_request_and_response_pick_the_right_direction() -> None:
     to_anthropic = request_for_target(
-        "openai", "anthropic", {"messages": [{"role": "user", "content": "hi"}]}, "claude")
+        "openai", "anthropic", {"messages": [{"role": "user", "content": "hi"}]}, "claude"
+    )
     assert to_anthropic["max_tokens"] == 1024
     to_openai = request_for_target(
-        "anthropic", "openai",
-        {"max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}, "gpt")
+        "anthropic",
+        "openai",
+        {"max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]},
+        "gpt",
+    )
     assert to_openai["max_completion_tokens"] == 8
 
-    anthropic_resp = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
-                      "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
-                      "usage": {"input_tokens": 1, "output_tokens": 1}}
+    anthropic_resp = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude",
+        "content": [{"type": "text", "text": "hi"}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
     assert response_for_caller("anthropic", "anthropic", anthropic_resp) is anthropic_resp
     as_openai = response_for_caller("openai", "anthropic", anthropic_resp)
     assert as_openai["choices"][0]["message"]["content"] == "hi"
     assert response_for_caller("anthropic", "openai", as_openai)["content"] == [
-        {"type": "text", "text": "hi"}]
+        {"type": "text", "text": "hi"}
+    ]

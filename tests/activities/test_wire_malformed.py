@@ -29,65 +29,153 @@ TRIALS = 400
 OPENAI_REQUEST: dict[str, Any] = {
     "messages": [
         {"role": "system", "content": "s"},
-        {"role": "user", "content": [{"type": "text", "text": "a"}, {
-            "type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "c", "content": "r"}],
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "a"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c", "content": "r"},
+    ],
     "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
     "tool_choice": {"type": "function", "function": {"name": "f"}},
-    "stop": ["x"], "max_tokens": 5, "temperature": 0.5, "stream": True,
+    "stop": ["x"],
+    "max_tokens": 5,
+    "temperature": 0.5,
+    "stream": True,
 }
 
 ANTHROPIC_REQUEST: dict[str, Any] = {
-    "system": [{"type": "text", "text": "s"}], "max_tokens": 5,
+    "system": [{"type": "text", "text": "s"}],
+    "max_tokens": 5,
     "messages": [
-        {"role": "user", "content": [{"type": "text", "text": "a"}, {
-            "type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                        "data": "AA"}}]},
-        {"role": "assistant", "content": [
-            {"type": "tool_use", "id": "t", "name": "f", "input": {"q": 1}}]},
-        {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "t",
-             "content": [{"type": "text", "text": "r"}]}]}],
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "a"},
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/png", "data": "AA"},
+                },
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {"q": 1}}],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "t",
+                    "content": [{"type": "text", "text": "r"}],
+                }
+            ],
+        },
+    ],
     "tools": [{"name": "f", "input_schema": {"type": "object"}}],
-    "tool_choice": {"type": "tool", "name": "f"}, "stream": True,
+    "tool_choice": {"type": "tool", "name": "f"},
+    "stream": True,
 }
 
 ANTHROPIC_RESPONSE: dict[str, Any] = {
-    "id": "msg", "type": "message", "role": "assistant", "model": "claude",
-    "content": [{"type": "text", "text": "a"},
-                {"type": "tool_use", "id": "t", "name": "f", "input": {"q": 1}}],
-    "stop_reason": "tool_use", "usage": {"input_tokens": 1, "output_tokens": 2}}
+    "id": "msg",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude",
+    "content": [
+        {"type": "text", "text": "a"},
+        {"type": "tool_use", "id": "t", "name": "f", "input": {"q": 1}},
+    ],
+    "stop_reason": "tool_use",
+    "usage": {"input_tokens": 1, "output_tokens": 2},
+}
 
 OPENAI_RESPONSE: dict[str, Any] = {
-    "id": "c", "model": "gpt", "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-        "role": "assistant", "content": "a", "tool_calls": [
-            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}],
-    "usage": {"prompt_tokens": 3, "completion_tokens": 2,
-              "prompt_tokens_details": {"cached_tokens": 1}}}
+    "id": "c",
+    "model": "gpt",
+    "choices": [
+        {
+            "index": 0,
+            "finish_reason": "tool_calls",
+            "message": {
+                "role": "assistant",
+                "content": "a",
+                "tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
+            },
+        }
+    ],
+    "usage": {
+        "prompt_tokens": 3,
+        "completion_tokens": 2,
+        "prompt_tokens_details": {"cached_tokens": 1},
+    },
+}
 
 ANTHROPIC_EVENTS: list[dict[str, Any]] = [
-    {"type": "message_start", "message": {"id": "m", "model": "claude", "content": [],
-                                          "usage": {"input_tokens": 3, "output_tokens": 1}}},
+    {
+        "type": "message_start",
+        "message": {
+            "id": "m",
+            "model": "claude",
+            "content": [],
+            "usage": {"input_tokens": 3, "output_tokens": 1},
+        },
+    },
     {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
     {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}},
-    {"type": "content_block_start", "index": 1,
-     "content_block": {"type": "tool_use", "id": "t", "name": "f", "input": {}}},
-    {"type": "content_block_delta", "index": 1,
-     "delta": {"type": "input_json_delta", "partial_json": "{}"}},
+    {
+        "type": "content_block_start",
+        "index": 1,
+        "content_block": {"type": "tool_use", "id": "t", "name": "f", "input": {}},
+    },
+    {
+        "type": "content_block_delta",
+        "index": 1,
+        "delta": {"type": "input_json_delta", "partial_json": "{}"},
+    },
     {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 4}},
     {"type": "message_stop"},
 ]
 
 OPENAI_CHUNKS: list[dict[str, Any]] = [
     {"id": "c", "model": "gpt", "choices": [{"index": 0, "delta": {"content": "hi"}}]},
-    {"id": "c", "model": "gpt", "choices": [{"index": 0, "delta": {"tool_calls": [
-        {"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{}"}}]}}]},
-    {"id": "c", "model": "gpt", "choices": [{"index": 0, "delta": {},
-                                             "finish_reason": "tool_calls"}]},
-    {"id": "c", "model": "gpt", "choices": [], "usage": {"prompt_tokens": 3,
-                                                         "completion_tokens": 2}},
+    {
+        "id": "c",
+        "model": "gpt",
+        "choices": [
+            {
+                "index": 0,
+                "delta": {
+                    "tool_calls": [
+                        {"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{}"}}
+                    ]
+                },
+            }
+        ],
+    },
+    {
+        "id": "c",
+        "model": "gpt",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+    },
+    {
+        "id": "c",
+        "model": "gpt",
+        "choices": [],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+    },
 ]
 
 
@@ -112,17 +200,28 @@ def _mutate(doc: Any, rng: random.Random) -> Any:
     return doc
 
 
-@pytest.mark.parametrize(("base", "translate"), [
-    (OPENAI_REQUEST, lambda b: openai_request_to_anthropic(b, "claude")),
-    (ANTHROPIC_REQUEST, lambda b: anthropic_request_to_openai(b, "gpt")),
-    (OPENAI_REQUEST, lambda b: request_text("openai", b)),
-    (ANTHROPIC_REQUEST, lambda b: request_text("anthropic", b)),
-    (ANTHROPIC_RESPONSE, anthropic_response_to_openai),
-    (OPENAI_RESPONSE, openai_response_to_anthropic),
-], ids=["openai-request", "anthropic-request", "openai-text", "anthropic-text",
-        "anthropic-response", "openai-response"])
-def test_mangled_payloads_raise_only_wire_errors(base: dict[str, Any],
-                                                 translate: Callable[[Any], Any]) -> None:
+@pytest.mark.parametrize(
+    ("base", "translate"),
+    [
+        (OPENAI_REQUEST, lambda b: openai_request_to_anthropic(b, "claude")),
+        (ANTHROPIC_REQUEST, lambda b: anthropic_request_to_openai(b, "gpt")),
+        (OPENAI_REQUEST, lambda b: request_text("openai", b)),
+        (ANTHROPIC_REQUEST, lambda b: request_text("anthropic", b)),
+        (ANTHROPIC_RESPONSE, anthropic_response_to_openai),
+        (OPENAI_RESPONSE, openai_response_to_anthropic),
+    ],
+    ids=[
+        "openai-request",
+        "anthropic-request",
+        "openai-text",
+        "anthropic-text",
+        "anthropic-response",
+        "openai-response",
+    ],
+)
+def test_mangled_payloads_raise_only_wire_errors(
+    base: dict[str, Any], translate: Callable[[Any], Any]
+) -> None:
     rng = random.Random(11)
     for _ in range(TRIALS):
         try:

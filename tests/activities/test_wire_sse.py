@@ -33,14 +33,18 @@ def _bytewise(stream: bytes) -> list[SSEEvent]:
     parser = SSEParser()
     events: list[SSEEvent] = []
     for i in range(len(stream)):
-        events.extend(parser.feed(stream[i:i + 1]))
+        events.extend(parser.feed(stream[i : i + 1]))
     return events
 
 
 def test_anthropic_stream_yields_named_events_and_skips_comments() -> None:
     events = _whole(ANTHROPIC_STREAM)
-    assert [e.event for e in events] == ["message_start", "ping", "content_block_delta",
-                                         "message_stop"]
+    assert [e.event for e in events] == [
+        "message_start",
+        "ping",
+        "content_block_delta",
+        "message_stop",
+    ]
     assert events[1].data == b'{"type": "ping"}'
     assert "héllo" in events[2].data.decode()
 
