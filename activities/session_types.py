@@ -1,0 +1,110 @@
+"""Inputs and outputs of the session activities: what crosses the workflow/activity boundary.
+
+Separate from the activity code so a workflow can import these types without pulling HTTP
+clients or database drivers into its import graph.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+GOVERNED_LLM_CALL = "governed_llm_call"
+RUN_TOOL = "run_tool"
+COMPUTE_BASELINES = "compute_baselines"
+MARK_SESSION = "mark_session"
+
+
+class SessionIdentity(BaseModel):
+    """Who a session acts for; the starter resolved it from an API key (never from the caller)."""
+
+    session_id: str = Field(min_length=1, max_length=256)
+    user: str
+    team: str
+    project: str
+    workflow_tag: str | None = None
+    environment: str | None = None
+    key_id: str = ""
+    role: str = "developer"
+    cost_center: str | None = None
+
+
+class PinnedTarget(BaseModel):
+    provider: str
+    model: str
+
+
+class LlmCallInput(BaseModel):
+    identity: SessionIdentity
+    call_id: str
+    body: dict[str, Any]
+    protocol: Literal["openai", "anthropic"] = "openai"
+    pinned: PinnedTarget | None = None
+    rand: float | None = None
+
+
+class LlmCallOutput(BaseModel):
+    """The response plus everything the workflow needs for its next decision, in one result."""
+
+    response: dict[str, Any]
+    call_id: str
+    virtual_model: str
+    decision: str
+    provider: str
+    model: str
+    model_version: str
+    fallback_reason: str | None = None
+    attempts: list[str] = Field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    total_tokens: int = 0
+    cost_usd: float = 0.0
+    budget_remaining_usd: float | None = None
+    budget_exceeded: bool = False
+    simulated: bool = False
+    # What this worker's counters say about the session (all runtimes, from the ledger on start).
+    session_calls: int = 0
+    session_tokens: int = 0
+    session_cost_usd: float = 0.0
+    # Loop baseline of the session's workflow tag, from the worker's cache (None: not computed).
+    baseline_p95: float | None = None
+    baseline_sessions: int = 0
+
+
+class ToolCallInput(BaseModel):
+    session_id: str
+    call_id: str
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolCallOutput(BaseModel):
+    name: str
+    result: Any = None
+
+
+class BaselinesInput(BaseModel):
+    days: float = 7.0
+    window_seconds: float = 600.0
+
+
+class TagBaseline(BaseModel):
+    p95_tokens_per_hour: float
+    sessions: int
+
+
+class BaselinesOutput(BaseModel):
+    baselines: dict[str, TagBaseline] = Field(default_factory=dict)
+    computed_ts: float = 0.0
+
+
+class SessionMark(BaseModel):
+    """A session's end, made durable in the ledger (kills are audited: who, why)."""
+
+    session_id: str
+    status: Literal["killed", "closed"]
+    actor: str = ""
+    reason: str = ""
