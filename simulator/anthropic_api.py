@@ -75,9 +75,9 @@ class MessagesRequest:
         "tool",
     )
 
-    def __init__(self, body: dict[str, Any], spec: ModelSpec) -> None:
+    def __init__(self, body: dict[str, Any], spec: ModelSpec, counting: bool = False) -> None:
         factor = spec.tokenizer_factor
-        max_tokens = body.get("max_tokens")
+        max_tokens = body.get("max_tokens", 1 if counting else None)
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise BadRequest("max_tokens: Field required (a positive integer)")
         self.max_tokens = max_tokens
@@ -176,7 +176,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
         state.in_flight -= 1
 
 
-async def _serve_messages(request: web.Request, state: SimState) -> web.StreamResponse:
+async def _parse(
+    request: web.Request, state: SimState, counting: bool = False
+) -> tuple[MessagesRequest, ModelSpec] | web.Response:
+    """Auth, JSON and model checks shared by messages and count_tokens."""
     headers = request.headers
     key = headers.get("x-api-key", "").strip()
     if not key:
@@ -197,9 +200,28 @@ async def _serve_messages(request: web.Request, state: SimState) -> web.StreamRe
     if spec is None:
         return anthropic_error(404, "not_found_error", f"model: {model}")
     try:
-        req = MessagesRequest(body, spec)
+        return MessagesRequest(body, spec, counting), spec
     except (BadRequest, FaultSpecError) as exc:
         return anthropic_error(400, "invalid_request_error", str(exc))
+
+
+async def count_message_tokens(request: web.Request) -> web.Response:
+    """`POST /v1/messages/count_tokens`: the input tokens a message would cost, no reply."""
+    state = request.app[STATE_KEY]
+    parsed = await _parse(request, state, counting=True)
+    if isinstance(parsed, web.Response):
+        return parsed
+    state.by_endpoint["count_tokens"] += 1
+    return web.Response(
+        body=orjson.dumps({"input_tokens": parsed[0].input_tokens}), content_type="application/json"
+    )
+
+
+async def _serve_messages(request: web.Request, state: SimState) -> web.StreamResponse:
+    parsed = await _parse(request, state)
+    if isinstance(parsed, web.Response):
+        return parsed
+    req, spec = parsed
     state.count(spec, "messages")
 
     fault = state.faults.resolve((spec.name, spec.version), req.directives)

@@ -67,3 +67,12 @@ def test_reply_text_is_prose_so_it_is_never_counted_as_structured():
         text = reply_text(seed_digest(f"seed {n}"), n, 1.35)
         assert "{" not in text and ";" not in text and "def " not in text
         assert count_tokens(text, 1.35) == n
+
+
+async def test_count_tokens_endpoint_matches_billed_input_tokens(sim: SimServer):
+    client = anthropic.AsyncAnthropic(base_url=sim.base_url, api_key="k", max_retries=0)
+    messages: Any = [{"role": "user", "content": CODE}]
+    for model in ("claude-opus-4-6", "claude-opus-4-7"):
+        counted = await client.messages.count_tokens(model=model, messages=messages)
+        billed = await client.messages.create(model=model, max_tokens=8, messages=messages)
+        assert counted.input_tokens == billed.usage.input_tokens
