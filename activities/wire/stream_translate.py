@@ -81,7 +81,8 @@ class AnthropicToOpenAIStream:
         )
 
     def convert(self, event: str | None, data: dict[str, Any]) -> list[bytes]:
-        if self._done:
+        """SSE lines for one upstream event; non-object data is skipped."""
+        if self._done or not isinstance(data, dict):
             return []
         kind = data.get("type", event)
         if kind == "content_block_delta":
@@ -333,11 +334,14 @@ class OpenAIToAnthropicStream:
             )
 
     def convert(self, data: dict[str, Any] | None) -> list[bytes]:
+        """SSE events for one upstream chunk (None: `[DONE]`); non-object data is skipped."""
         if self._done:
             return []
         out: list[bytes] = []
         if data is None:
             return self._end(out)
+        if not isinstance(data, dict):
+            return out
         err = data.get("error")
         if err:
             self._done = True

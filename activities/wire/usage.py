@@ -154,6 +154,9 @@ class StreamAccumulator:
             self._text = None
 
     def observe(self, data: dict[str, Any], event: str | None = None) -> None:
+        """Take in one parsed stream event; anything but a JSON object is ignored."""
+        if not isinstance(data, dict):
+            return
         if self.protocol == "openai":
             self._observe_openai(data)
         else:

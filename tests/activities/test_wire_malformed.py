@@ -254,3 +254,12 @@ def test_mangled_openai_chunks_never_break_the_relay() -> None:
             conv.convert(data)
         tail = conv.convert(None)
         assert not tail or tail[-1].startswith(b"event: message_stop\n")
+
+
+def test_non_object_stream_payloads_are_skipped() -> None:
+    junk: list[Any] = [[1, 2], "text", 3, None]
+    for data in junk:
+        StreamAccumulator("openai").observe(data, None)
+        StreamAccumulator("anthropic").observe(data, "x")
+        assert AnthropicToOpenAIStream().convert(None, data) == []
+    assert OpenAIToAnthropicStream().convert([1]) == []  # type: ignore[arg-type]
