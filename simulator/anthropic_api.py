@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -297,6 +298,18 @@ _BLOCK_STOP = _event(b"content_block_stop", {"type": "content_block_stop", "inde
 _MESSAGE_STOP = _event(b"message_stop", {"type": "message_stop"})
 
 
+_DELTA_HEAD = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":'
+
+
+@lru_cache(maxsize=4096)
+def _text_delta_events(text: str, words_per_chunk: int) -> tuple[bytes, ...]:
+    """Whole text_delta events (they carry no per-response ids), cached per reply text."""
+    return tuple(
+        _DELTA_HEAD + orjson.dumps({"type": "text_delta", "text": piece}) + b"}\n\n"
+        for piece in split_words(text, words_per_chunk)
+    )
+
+
 def _stream_events(
     state: SimState,
     message_id: str,
@@ -324,19 +337,13 @@ def _stream_events(
             },
         )
     ]
-    delta_head = (
-        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":'
-    )
     if reply.tool_name is None:
         block: dict[str, Any] = {"type": "text", "text": ""}
-        pieces = [
-            delta_head + orjson.dumps({"type": "text_delta", "text": piece}) + b"}\n\n"
-            for piece in split_words(reply.text, state.config.stream_chunk_words)
-        ]
+        pieces = list(_text_delta_events(reply.text, state.config.stream_chunk_words))
     else:
         block = {"type": "tool_use", "id": tool_id, "name": reply.tool_name, "input": {}}
         pieces = [
-            delta_head
+            _DELTA_HEAD
             + orjson.dumps({"type": "input_json_delta", "partial_json": piece})
             + b"}\n\n"
             for piece in split_fixed(reply.arguments, 16)

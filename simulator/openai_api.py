@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -253,6 +254,15 @@ def _usage(prompt: int, cached: int, completion: int) -> dict[str, Any]:
     }
 
 
+_ROLE_DELTA = orjson.dumps({"role": "assistant", "content": "", "refusal": None})
+
+
+@lru_cache(maxsize=4096)
+def _content_deltas(text: str, words_per_chunk: int) -> tuple[bytes, ...]:
+    """Serialized content deltas; replies repeat (same prompt, same text), so cache them."""
+    return tuple(orjson.dumps({"content": piece}) for piece in split_words(text, words_per_chunk))
+
+
 def _stream_events(
     state: SimState,
     completion_id: str,
@@ -283,9 +293,9 @@ def _stream_events(
 
     events = []
     if reply.tool_name is None:
-        events.append(delta({"role": "assistant", "content": "", "refusal": None}))
-        for piece in split_words(reply.text, state.config.stream_chunk_words):
-            events.append(delta({"content": piece}))
+        events.append(open_choice + _ROLE_DELTA + close_open)
+        for payload in _content_deltas(reply.text, state.config.stream_chunk_words):
+            events.append(open_choice + payload + close_open)
     else:
         events.append(delta({"role": "assistant", "content": None, "refusal": None}))
         call = {
