@@ -43,6 +43,8 @@ class SimState:
             "simulated": True,
             "total": sum(self.requests.values()),
             "requests": dict(self.requests),
+            # Same counts under a self-describing name (callers outside this package use it).
+            "requests_by_model": dict(self.requests),
             "by_endpoint": dict(self.by_endpoint),
             "faults_injected": dict(self.faulted),
             "in_flight": self.in_flight,

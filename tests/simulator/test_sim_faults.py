@@ -102,6 +102,7 @@ async def test_stats_count_requests_per_model(
     await claude.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=user("c"))
     counts = await stats(sim)
     assert counts["requests"] == {"gpt-4o-mini": 2, "claude-haiku-4-5": 1}
+    assert counts["requests_by_model"] == counts["requests"]
     assert counts["total"] == 3
     assert counts["by_endpoint"] == {"chat.completions": 2, "messages": 1}
 
