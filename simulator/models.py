@@ -8,7 +8,7 @@ version (tokenizer drift between versions of one family is something the control
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -108,10 +108,6 @@ class SimConfig:
             return cls(models=models, **kwargs)
         except TypeError as exc:
             raise SimConfigError(f"simulator config: {exc}") from None
-
-    def with_faults(self, **changes: Any) -> SimConfig:
-        """A copy with some fields changed (handy in tests)."""
-        return replace(self, **changes)
 
 
 def _model_from_mapping(name: str, entry: Any) -> ModelSpec:
