@@ -1,0 +1,57 @@
+"""Resolving a session's workflow-side policy from the gateway config (done by the starter).
+
+The workflow never reads config itself: the resolved `SessionPolicy` is part of its input, so a
+replay sees exactly the policy the session ran under even after the config changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from activities.session_types import PinnedTarget, SessionIdentity
+from policies.config.gateway import GatewayConfig
+from policies.identity import Identity
+from policies.matching import matches
+from policies.routing import cheaper_target
+from workflows.session_models import SessionPolicy
+
+
+def identity_of(i: SessionIdentity) -> Identity:
+    return Identity(
+        key_id=i.key_id,
+        user=i.user,
+        team=i.team,
+        role=i.role,
+        subject_type="service" if i.role == "service" else "user",
+        project=i.project,
+        session_id=i.session_id,
+        workflow_tag=i.workflow_tag,
+        environment=i.environment,
+        cost_center=i.cost_center,
+    )
+
+
+def session_policy_from_config(
+    config: GatewayConfig, identity: SessionIdentity, **overrides: Any
+) -> SessionPolicy:
+    """Ceiling from the first matching session-scoped token rule, repeat threshold from the
+    settings, cheaper targets of every virtual model; `overrides` win over all of it."""
+    ident = identity_of(identity)
+    fields: dict[str, Any] = {"repeat_threshold": config.settings.loop_repeat_threshold}
+    for rule in config.rate_limits:
+        if rule.scope == "session" and rule.limit.tokens and matches(rule.when, ident):
+            on_breach = rule.on_breach
+            fields.update(
+                token_ceiling=rule.limit.tokens,
+                ceiling_window_seconds=float(rule.limit.seconds),
+                ceiling_on_breach="hard_block" if on_breach == "queue_then_429" else on_breach,
+            )
+            break
+    cheaper: dict[str, PinnedTarget] = {}
+    for name, vm in config.virtual_models.items():
+        t = cheaper_target(vm, config.prices, vm.rules[0].target)
+        if t is not None:
+            cheaper[name] = PinnedTarget(provider=t.provider, model=t.model)
+    fields["cheaper_targets"] = cheaper
+    fields.update(overrides)
+    return SessionPolicy(**fields)
