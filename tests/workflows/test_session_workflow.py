@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Any
+
 import pytest
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
@@ -11,12 +15,18 @@ from wf_helpers import (
     chat,
     ledger_calls,
     new_identity,
+    update_results_in_history,
+    wait_for,
 )
 
+from activities import session_activities
 from activities.gateway import Gateway
+from activities.session_types import BaselinesInput, BaselinesOutput
+from workflows.baseline import BaselineWorkflow
 from workflows.session import SessionWorkflow
 from workflows.session_client import session_handle, start_session
-from workflows.session_models import SessionPolicy
+from workflows.session_models import SessionPolicy, ToolInput
+from workflows.session_policy import session_policy_from_config
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -46,4 +56,205 @@ async def test_chat_turn_is_accounted_exactly_in_ledger_and_status(
     assert st.calls == 1 and st.tokens == g.total_tokens == row.input_tokens + row.output_tokens
     assert st.cost_usd == pytest.approx(row.cost_usd)
     assert st.status == "open"
+    await assert_replays(client, h)
+
+
+async def test_ceiling_refuses_the_next_turn_before_anything_is_recorded(
+    client: Client, gateway: Gateway
+) -> None:
+    ident = new_identity()
+    h = await start_session(client, ident, SessionPolicy(token_ceiling=1000), TASK_QUEUE)
+    h = session_handle(client, ident.session_id)
+    out = await h.execute_update(SessionWorkflow.chat, chat("big [[sim:output_tokens=1000]]"))
+    assert [d.kind for d in out.decisions] == ["ceiling_reached"]
+    with pytest.raises(WorkflowUpdateFailedError) as err:
+        await h.execute_update(SessionWorkflow.chat, chat("one more"))
+    assert refusal_code(err.value) == "session_ceiling_exceeded"
+    assert "1000 ceiling" in str(err.value.cause)
+    rows = await ledger_calls(gateway, ident.session_id, 1)
+    assert len(rows) == 1  # the refused turn reached neither a provider nor the ledger
+    st = await h.query(SessionWorkflow.status)
+    assert st.calls == 1 and st.window_tokens >= 1000
+    await assert_replays(client, h)
+
+
+async def _seed_history(gateway: Gateway, tag: str, sessions: int, tokens: int) -> None:
+    """Past sessions of `tag`, each spending `tokens` in one ten-minute bucket yesterday."""
+    ts = time.time() - 86400
+    rows = [
+        {
+            "call_id": f"seed-{tag}-{i}",
+            "ts": ts,
+            "path": "proxy",
+            "user": "u_dev",
+            "team": "data-platform",
+            "project": "wf-tests",
+            "session_id": f"seed-{tag}-{i}",
+            "workflow_tag": tag,
+            "protocol": "openai",
+            "virtual_model": "support-cheap",
+            "provider": "openai",
+            "model": "gpt-4o-mini",
+            "decision": "allowed",
+            "status_code": 200,
+            "input_tokens": tokens,
+        }
+        for i in range(sessions)
+    ]
+    await gateway.store.insert_calls(rows)
+
+
+async def test_looping_agent_is_detected_and_killed_within_two_calls(
+    client: Client, gateway: Gateway
+) -> None:
+    tag = "loop-tag"
+    await _seed_history(gateway, tag, sessions=6, tokens=1000)  # p95 = 6000 tokens/h
+    result = await client.execute_workflow(
+        BaselineWorkflow.run,
+        BaselinesInput(days=7, window_seconds=600),
+        id="baselines-test",
+        task_queue=TASK_QUEUE,
+        result_type=BaselinesOutput,
+    )
+    assert result.baselines[tag].p95_tokens_per_hour == 6000.0
+    assert result.baselines[tag].sessions == 6
+    assert session_activities.baselines.get(tag) == (6000.0, 6)
+
+    ident = new_identity(tag=tag)
+    policy = SessionPolicy(
+        loop_window_seconds=600, min_sessions=5, default_baseline_tokens_per_hour=1e12
+    )
+    await start_session(client, ident, policy, TASK_QUEUE)
+    h = session_handle(client, ident.session_id)
+    threshold = 3 * 6000.0
+    spent, crossed_at, killed_at = 0, None, None
+    for turn in range(1, 11):
+        try:
+            out = await h.execute_update(
+                SessionWorkflow.chat, chat(f"step {turn} [[sim:output_tokens=700]]")
+            )
+        except WorkflowUpdateFailedError as e:
+            assert refusal_code(e) == "session_killed"
+            break
+        spent += out.governance.total_tokens
+        if crossed_at is None and spent * 6 > threshold:
+            crossed_at = turn
+        if out.status == "killed":
+            killed_at = turn
+            assert [d.kind for d in out.decisions] == ["loop_detected", "killed"]
+            assert "baseline 6000/h" in out.decisions[0].detail
+    assert crossed_at is not None and killed_at is not None
+    assert crossed_at <= killed_at <= crossed_at + 1
+    with pytest.raises(WorkflowUpdateFailedError) as err:
+        await h.execute_update(SessionWorkflow.chat, chat("keep going"))
+    assert refusal_code(err.value) == "session_killed"
+    assert "loop-detector" in str(err.value.cause)
+
+    async def recorded() -> bool:
+        s = await gateway.store.get_session(ident.session_id)
+        return s is not None and s.status == "killed"
+
+    await wait_for(recorded, "the kill in the ledger")
+    st = await h.query(SessionWorkflow.status)
+    assert st.status == "killed" and st.baseline_source == "observed"
+    assert st.baseline_tokens_per_hour == 6000.0
+    await assert_replays(client, h)
+
+
+async def test_repeated_identical_prompts_raise_a_loop_alert(client: Client) -> None:
+    ident = new_identity(tag="repeat-tag")
+    policy = SessionPolicy(repeat_threshold=3, loop_action="alert")
+    await start_session(client, ident, policy, TASK_QUEUE)
+    h = session_handle(client, ident.session_id)
+    kinds = []
+    for _ in range(3):
+        out = await h.execute_update(SessionWorkflow.chat, chat("same again"))
+        kinds.append([d.kind for d in out.decisions])
+    assert kinds == [[], [], ["repeat_detected"]]
+    st = await h.query(SessionWorkflow.status)
+    assert st.status == "open"  # alert only: the session keeps running
+    await assert_replays(client, h)
+
+
+async def test_kill_during_a_slow_call_cancels_it_without_waiting_for_it(
+    client: Client, gateway: Gateway, sim: Any
+) -> None:
+    ident = new_identity()
+    await start_session(client, ident, SessionPolicy(), TASK_QUEUE)
+    h = session_handle(client, ident.session_id)
+    slow = asyncio.create_task(
+        h.execute_update(SessionWorkflow.chat, chat("think hard [[sim:latency_ms=30000]]"))
+    )
+
+    async def llm_in_flight() -> bool:
+        desc = await h.describe()
+        return bool(desc.raw_description.pending_activities)
+
+    await wait_for(llm_in_flight, "the slow LLM activity to start")
+    await asyncio.sleep(0.3)  # let it reach the provider
+    started = time.monotonic()
+    await h.signal(SessionWorkflow.kill, args=["runaway spend", "oncall:alice"])
+    with pytest.raises(WorkflowUpdateFailedError) as err:
+        await asyncio.wait_for(slow, timeout=25)
+    took = time.monotonic() - started
+    print(f"kill -> slow call cancelled and update answered in {took:.2f}s")
+    assert took < 25  # the 30 s call did not run to completion
+    assert refusal_code(err.value) == "session_killed"
+    assert "oncall:alice" in str(err.value.cause)
+    st = await h.query(SessionWorkflow.status)
+    assert (st.status, st.killed_by, st.kill_reason) == ("killed", "oncall:alice", "runaway spend")
+    assert st.calls == 0
+    with pytest.raises(WorkflowUpdateFailedError):
+        await h.execute_update(SessionWorkflow.chat, chat("after the kill"))
+    assert await gateway.store.calls_for_session(ident.session_id) == []
+    await assert_replays(client, h)
+
+
+async def test_budget_fallback_moves_to_the_cheaper_model_and_history_says_why(
+    client: Client, gateway: Gateway
+) -> None:
+    ident = new_identity(project="wf-budget")
+    policy = session_policy_from_config(gateway.config, ident)
+    cheaper = policy.cheaper_targets["code-review-strong"]
+    assert (cheaper.provider, cheaper.model) == ("anthropic", "claude-haiku-4-5")
+    await start_session(client, ident, policy, TASK_QUEUE)
+    h = session_handle(client, ident.session_id)
+    review = "review this [[sim:output_tokens=200]]"
+    first = await h.execute_update(SessionWorkflow.chat, chat(review, "code-review-strong"))
+    assert first.governance.model == "claude-opus-4-7"
+    assert first.governance.budget_remaining_usd == 0.0
+    (decision,) = first.decisions
+    assert decision.kind == "budget_fallback"
+    assert "budget exhausted" in decision.detail and "claude-haiku-4-5" in decision.detail
+    second = await h.execute_update(SessionWorkflow.chat, chat(review + " 2", "code-review-strong"))
+    assert second.governance.model == "claude-haiku-4-5"
+    assert second.governance.decision == "fallback"
+    st = await h.query(SessionWorkflow.status)
+    assert st.pinned["code-review-strong"].model == "claude-haiku-4-5"
+    assert any(d.kind == "budget_fallback" for d in st.decisions)
+    recorded = await update_results_in_history(h)
+    assert [r.governance.model for r in recorded] == ["claude-opus-4-7", "claude-haiku-4-5"]
+    assert recorded[0].decisions[0].detail == decision.detail
+    rows = await ledger_calls(gateway, ident.session_id, 2)
+    assert [r.model for r in rows] == ["claude-opus-4-7", "claude-haiku-4-5"]
+    await assert_replays(client, h)
+
+
+async def test_tool_runs_a_registered_function_as_an_activity(client: Client) -> None:
+    session_activities.register_tool("add", lambda a, b: a + b)
+    ident = new_identity()
+    await start_session(client, ident, SessionPolicy(), TASK_QUEUE)
+    h = session_handle(client, ident.session_id)
+    out = await h.execute_update(
+        SessionWorkflow.tool, ToolInput(name="add", arguments={"a": 2, "b": 3})
+    )
+    assert out.result == 5
+    with pytest.raises(WorkflowUpdateFailedError) as err:
+        await h.execute_update(SessionWorkflow.tool, ToolInput(name="nope"))
+    assert refusal_code(err.value) == "tool_not_found"
+    with pytest.raises(WorkflowUpdateFailedError) as err:
+        await h.execute_update(SessionWorkflow.tool, ToolInput(name="add", arguments={"x": 1}))
+    assert refusal_code(err.value) == "invalid_tool_arguments"
+    st = await h.query(SessionWorkflow.status)
+    assert st.tool_calls == 1
     await assert_replays(client, h)
