@@ -1,0 +1,141 @@
+"""Validators that turn a regex shape into a confident finding.
+
+Shapes alone are noisy (any 16 digits, any 40 base64 chars); checksums, entropy and a short list of
+placeholders are what keep ordinary text quiet.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from collections import Counter
+
+import orjson
+
+
+def luhn_ok(digits: str) -> bool:
+    """Payment card checksum (ISO/IEC 7812)."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i & 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def card_brand_ok(digits: str) -> bool:
+    """Issuer prefix and length of a major card network; random digit runs rarely fit both."""
+    n = len(digits)
+    p2 = int(digits[:2])
+    p4 = int(digits[:4])
+    if digits[0] == "4":
+        return n in (13, 16, 19)
+    if 51 <= p2 <= 55 or 2221 <= p4 <= 2720:
+        return n == 16
+    if p2 in (34, 37):
+        return n == 15
+    if digits.startswith("6011") or p2 == 65 or 644 <= int(digits[:3]) <= 649 or p2 == 62:
+        return 16 <= n <= 19
+    if 3528 <= p4 <= 3589:
+        return 16 <= n <= 19
+    if 300 <= int(digits[:3]) <= 305 or p2 in (36, 38, 39):
+        return 14 <= n <= 19
+    return False
+
+
+# Registry lengths (ISO 13616) of the countries we validate; others are not reported.
+IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
+    "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
+    "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27,
+    "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30,
+    "KZ": 20, "LB": 28, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22,
+    "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29,
+    "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24, "SE": 24, "SI": 19, "SK": 24, "SM": 27,
+    "TN": 24, "TR": 26, "UA": 29, "VG": 24, "XK": 20,
+}  # fmt: skip
+
+
+def iban_ok(compact: str) -> bool:
+    """ISO 7064 mod-97 check of an IBAN without spaces."""
+    if IBAN_LENGTHS.get(compact[:2]) != len(compact):
+        return False
+    moved = compact[4:] + compact[:4]
+    num = "".join(str(int(c, 36)) for c in moved)
+    return int(num) % 97 == 1
+
+
+def ssn_ok(area: str, group: str, serial: str) -> bool:
+    """US SSN ranges never issued: area 000, 666, 900-999; group 00; serial 0000."""
+    return area != "000" and area != "666" and area[0] != "9" and group != "00" and serial != "0000"
+
+
+def entropy(value: str) -> float:
+    """Shannon entropy in bits per character."""
+    n = len(value)
+    if n == 0:
+        return 0.0
+    return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
+
+
+def char_classes(value: str) -> int:
+    """How many of lower, upper, digit, other appear: real credentials mix at least two."""
+    lower = upper = digit = other = 0
+    for ch in value:
+        if "a" <= ch <= "z":
+            lower = 1
+        elif "A" <= ch <= "Z":
+            upper = 1
+        elif "0" <= ch <= "9":
+            digit = 1
+        else:
+            other = 1
+    return lower + upper + digit + other
+
+
+def random_looking(value: str, min_entropy: float = 3.0) -> bool:
+    """A token that looks generated rather than typed as a placeholder (sk-xxxx…, abcabc…)."""
+    return char_classes(value) >= 2 and entropy(value) >= min_entropy
+
+
+_PLACEHOLDER_WORDS = (
+    "example", "placeholder", "your_", "your-", "yourpass", "changeme", "change_me", "change-me",
+    "redacted", "dummy", "sample", "xxxx", "****", "....", "<", ">", "${", "{{", "%(", "%s",
+    "secret_here", "token_here", "key_here", "replace", "insert", "todo", "fixme", "null", "none",
+)  # fmt: skip
+
+
+def placeholder(value: str) -> bool:
+    """Template values people leave in configs and docs; flagging them is noise."""
+    low = value.lower()
+    if low in (
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "pass",
+        "pwd",
+        "undefined",
+        "true",
+        "false",
+    ):
+        return True
+    if low.startswith("$") or low.startswith("%") or low.startswith("@"):
+        return True
+    if len(set(low)) <= 2:
+        return True
+    return any(w in low for w in _PLACEHOLDER_WORDS)
+
+
+def jwt_header_ok(header_b64: str) -> bool:
+    """The first JWT part must decode to a JSON object naming its `alg`."""
+    try:
+        raw = base64.urlsafe_b64decode(header_b64 + "=" * (-len(header_b64) % 4))
+        obj = orjson.loads(raw)
+    except (binascii.Error, ValueError, orjson.JSONDecodeError):
+        return False
+    return isinstance(obj, dict) and "alg" in obj

@@ -1,0 +1,92 @@
+"""Scan text for secrets, PII and prompt injection; redact what was found.
+
+Pure and allocation-light: the proxy calls `scan` on every prompt and completion, so detectors
+share one lower-cased copy of the text and matched values are dropped as soon as they are
+fingerprinted (a Finding can be logged or stored without leaking what it found).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from policies.guardrails.injection import find_injection
+from policies.guardrails.pii import find_pii
+from policies.guardrails.secrets import find_secrets
+from policies.guardrails.spans import Span, lowered
+
+DETECTORS = frozenset({"secrets", "pii", "prompt_injection"})
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One detected span. `fingerprint` identifies the value across events without revealing it."""
+
+    detector: str
+    type: str
+    start: int
+    end: int
+    fingerprint: str
+
+
+def fingerprint(salt: bytes, value: str) -> str:
+    """First 16 hex of HMAC-SHA256(salt, value): stable per salt, useless without it."""
+    return hmac.digest(salt, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hex()[:16]
+
+
+def find_spans(text: str, detectors: frozenset[str]) -> list[Span]:
+    """Non-overlapping detector hits in text order (the unfingerprinted core of `scan`)."""
+    unknown = detectors - DETECTORS
+    if unknown:
+        raise ValueError(
+            f"unknown detector(s) {sorted(unknown)}; use secrets, pii or prompt_injection"
+        )
+    if not text:
+        return []
+    spans: list[Span] = []
+    low = lowered(text) if ("secrets" in detectors or "prompt_injection" in detectors) else ""
+    if "secrets" in detectors:
+        spans.extend(find_secrets(text, low))
+    if "pii" in detectors:
+        spans.extend(find_pii(text))
+    if "prompt_injection" in detectors:
+        spans.extend(find_injection(text, low))
+    if len(spans) > 1:
+        spans = _resolve_overlaps(spans)
+    return spans
+
+
+def _resolve_overlaps(spans: list[Span]) -> list[Span]:
+    """Keep the most specific hit where hits overlap: higher priority, then longer, then earlier."""
+    spans.sort(key=lambda s: (-s.priority, s.start - s.end, s.start))
+    kept: list[Span] = []
+    for s in spans:
+        if all(s.end <= k.start or s.start >= k.end for k in kept):
+            kept.append(s)
+    kept.sort(key=lambda s: s.start)
+    return kept
+
+
+def scan(text: str, detectors: frozenset[str], salt: bytes) -> list[Finding]:
+    """Findings of the named detectors in `text`, in text order, never overlapping."""
+    return [
+        Finding(s.detector, s.type, s.start, s.end, fingerprint(salt, text[s.start : s.end]))
+        for s in find_spans(text, detectors)
+    ]
+
+
+def redact(text: str, findings: list[Finding]) -> str:
+    """Replace each finding's span with `[REDACTED:<type>]` (findings from `scan` of this text)."""
+    if not findings:
+        return text
+    parts: list[str] = []
+    pos = 0
+    for f in sorted(findings, key=lambda f: f.start):
+        if f.start < pos:
+            continue
+        parts.append(text[pos : f.start])
+        parts.append(f"[REDACTED:{f.type}]")
+        pos = f.end
+    parts.append(text[pos:])
+    return "".join(parts)

@@ -1,0 +1,76 @@
+"""Apply a guardrails config at one hook: the decision the proxy and workflows act on.
+
+One event per finding, with the strongest action any matching rule gives it
+(blocked > redacted > flagged > allowed); the hook's action is the strongest event's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from policies.guardrails.config import GuardrailRule, GuardrailsConfig
+from policies.guardrails.engine import Finding, redact, scan
+
+_RANK = {"allowed": 0, "flagged": 1, "redacted": 2, "blocked": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailEvent:
+    hook: str
+    detector: str
+    type: str
+    action: str
+    rule_id: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class HookResult:
+    action: str  # allowed | flagged | redacted | blocked
+    text: str
+    events: list[GuardrailEvent] = field(default_factory=list)
+    blocking_event: GuardrailEvent | None = None
+
+
+def detectors_of(rules: tuple[GuardrailRule, ...]) -> frozenset[str]:
+    return frozenset(d for r in rules for d in r.detectors)
+
+
+def decide(
+    hook: str, rules: tuple[GuardrailRule, ...], findings: list[Finding]
+) -> tuple[list[tuple[Finding, GuardrailEvent]], str]:
+    """Pair each finding a rule covers with its event; return them and the hook's action."""
+    out: list[tuple[Finding, GuardrailEvent]] = []
+    overall = "allowed"
+    for f in findings:
+        best: GuardrailRule | None = None
+        for r in rules:
+            if r.covers(f.detector, f.type) and (
+                best is None or _RANK[r.action] > _RANK[best.action]
+            ):
+                best = r
+        if best is None:
+            continue
+        action = best.action
+        out.append((f, GuardrailEvent(hook, f.detector, f.type, action, best.id, f.fingerprint)))
+        if _RANK[action] > _RANK[overall]:
+            overall = action
+    return out, overall
+
+
+def evaluate(
+    config: GuardrailsConfig, hook: str, text: str, metadata: dict[str, str], salt: bytes
+) -> HookResult:
+    """Run the rules for `hook` and `metadata` (canonical keys: project, workflow_tag, ...)."""
+    rules = config.rules_for(hook, metadata)
+    if not rules:
+        return HookResult("allowed", text)
+    findings = scan(text, detectors_of(rules), salt)
+    if not findings:
+        return HookResult("allowed", text)
+    pairs, action = decide(hook, rules, findings)
+    events = [e for _, e in pairs]
+    to_redact = [f for f, e in pairs if e.action == "redacted"]
+    out_text = redact(text, to_redact) if to_redact else text
+    blocking = next((e for e in events if e.action == "blocked"), None)
+    return HookResult(action, out_text, events, blocking)
