@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.workflow import ActivityCancellationType
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
@@ -155,6 +156,8 @@ class SessionWorkflow:
                     maximum_interval=timedelta(seconds=10),
                     maximum_attempts=self.policy.llm_max_attempts,
                 ),
+                # A kill answers only once the provider call has really stopped.
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
             out: LlmCallOutput = await self._await_activity(handle, "LLM call")
             first_new = len(st.decisions)

@@ -11,7 +11,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from wf_helpers import TASK_QUEUE
+from wf_helpers import TASK_QUEUE, TEMPORAL_BIN
 
 from activities.config_source import load_config_dir
 from activities.gateway import Gateway
@@ -20,7 +20,6 @@ from simulator import SimServer
 from workflows.search_attributes import dev_server_args
 
 ROOT = Path(__file__).resolve().parents[2]
-TEMPORAL_BIN = ROOT / ".venv" / "bin" / "temporal"
 
 # A budget small enough that one premium call exhausts it (the budget-fallback test's project).
 TEST_BUDGET = """

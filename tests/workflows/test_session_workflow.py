@@ -11,6 +11,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from wf_helpers import (
     TASK_QUEUE,
+    TEMPORAL_BIN,
     assert_replays,
     chat,
     ledger_calls,
@@ -258,3 +259,66 @@ async def test_tool_runs_a_registered_function_as_an_activity(client: Client) ->
     st = await h.query(SessionWorkflow.status)
     assert st.tool_calls == 1
     await assert_replays(client, h)
+
+
+async def test_continue_as_new_keeps_totals_ceiling_and_loop_window(
+    client: Client, gateway: Gateway
+) -> None:
+    ident = new_identity()
+    policy = SessionPolicy(max_turns_per_run=2, token_ceiling=2500, repeat_threshold=3)
+    first_run = await start_session(client, ident, policy, TASK_QUEUE)
+    h = session_handle(client, ident.session_id)
+    spent = 0
+    for turn in range(1, 4):
+        out = await h.execute_update(
+            SessionWorkflow.chat, chat(f"t{turn} [[sim:output_tokens=900]]")
+        )
+        spent += out.governance.total_tokens
+    st = await h.query(SessionWorkflow.status)
+    assert st.runs == 2  # rolled over after two turns
+    assert (st.calls, st.tokens) == (3, spent)
+    assert st.window_tokens == spent  # the ceiling's window crossed the run boundary
+    assert st.token_rate_per_hour == pytest.approx(spent * 6)  # and so did the loop window
+    assert [d.kind for d in st.decisions] == ["ceiling_reached"]
+    with pytest.raises(WorkflowUpdateFailedError) as err:
+        await h.execute_update(SessionWorkflow.chat, chat("over the ceiling"))
+    assert refusal_code(err.value) == "session_ceiling_exceeded"
+    rows = await ledger_calls(gateway, ident.session_id, 3)
+    assert [r.call_id for r in rows] == [f"session-{ident.session_id}:{n}" for n in (1, 2, 3)]
+    await assert_replays(client, first_run)
+    await assert_replays(client, h)
+
+
+async def test_sessions_are_listed_by_project_and_status(client: Client) -> None:
+    ident = new_identity(project="wf-listing")
+    await start_session(client, ident, SessionPolicy(), TASK_QUEUE)
+    other = new_identity(project="wf-listing")
+    await start_session(client, other, SessionPolicy(), TASK_QUEUE)
+    await session_handle(client, other.session_id).signal(SessionWorkflow.close)
+
+    def listed(status: str, want: str) -> Any:
+        async def check() -> bool:
+            q = f"GovernorProject='wf-listing' AND GovernorStatus='{status}'"
+            return [w.id async for w in client.list_workflows(q)] == [want]
+
+        return check
+
+    # Visibility is eventually consistent: wait until each query answers exactly its session.
+    await wait_for(listed("open", f"session-{ident.session_id}"), "the open session listed")
+    await wait_for(listed("closed", f"session-{other.session_id}"), "the closed one listed")
+    # The same query through Temporal's own CLI.
+    addr = client.service_client.config.target_host
+    proc = await asyncio.create_subprocess_exec(
+        str(TEMPORAL_BIN),
+        "workflow",
+        "list",
+        "--address",
+        addr,
+        "--query",
+        "GovernorProject='wf-listing' AND GovernorStatus='open'",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    stdout, _ = await proc.communicate()
+    assert proc.returncode == 0
+    assert f"session-{ident.session_id}" in stdout.decode()
+    assert f"session-{other.session_id}" not in stdout.decode()

