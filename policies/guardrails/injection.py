@@ -34,12 +34,15 @@ _ADJ = (
 )
 _NOUN = (
     r"(?:instructions?|prompts?|directions?|directives?|rules|guidelines|guardrails|constraints"
-    r"|context|messages?|commands?|orders|programming|restrictions|policies|policy|training)"
+    r"|restrictions|programming)"
 )
+# Nouns that are ordinary objects of "ignore" unless an adjective makes them the model's own.
+_WEAK_NOUN = r"(?:context|messages?|commands?|orders|policies|policy|training)"
 _DET = r"(?:the|your|my|these|those|its|any|all|every)"
 _IGNORE_TAIL = (
     rf"\s+(?:(?:all|any|every)\s+(?:of\s+)?(?:{_DET}\s+)?(?:{_ADJ}\s+)?|(?:{_DET}\s+)?{_ADJ}\s+)"
     rf"{_NOUN}"
+    rf"|\s+(?:(?:all|any|every)\s+(?:of\s+)?)?(?:{_DET}\s+)?{_ADJ}\s+{_WEAK_NOUN}"
     r"|\s+(?:everything|all|anything)\s+(?:(?:that\s+)?you(?:'ve|\s+have|\s+were|\s+had)?\s+"
     r"(?:been\s+)?(?:told|instructed|given|taught)|(?:said\s+)?(?:above|before|prior|previously"
     r"|so\s+far|up\s+to\s+now))"
@@ -106,8 +109,8 @@ _LEAK = re.compile(
     r"(?:reveal|show|print|output|display|repeat|tell|give|leak|dump|share|expose|recite"
     r"|write\s+out|spell\s+out)\s+(?:me\s+|us\s+)?(?:(?:all|the\s+(?:full|entire|exact|complete))"
     r"\s+(?:of\s+)?)?(?:your|the)\s+(?:full\s+|entire\s+|exact\s+|complete\s+|original\s+|hidden\s+"
-    r"|secret\s+|initial\s+)?(?:system\s+(?:prompt|message|instructions?)|initial\s+(?:prompt"
-    r"|instructions)|hidden\s+(?:prompt|instructions)|pre-?prompt|instructions\s+you\s+were\s+given)"
+    r"|secret\s+|initial\s+)?(?:system\s+(?:prompt|message|instructions?)|(?:initial|original|hidden"
+    r"|secret)\s+(?:prompt|instructions)|pre-?prompt|instructions\s+you\s+were\s+given)"
     r"|what\s+(?:is|are|was|were)\s+your\s+(?:system\s+prompt|(?:initial|original|hidden|secret)"
     r"\s+instructions)"
 )
@@ -121,7 +124,7 @@ _MODE = re.compile(
 )
 _SECRECY = re.compile(
     r"(?:(?:do\s+not|don't|never)\s+(?:tell|inform|mention\s+(?:this\s+)?to|reveal\s+(?:this\s+)?"
-    r"to|notify|alert|show\s+(?:this\s+)?to)|without\s+(?:telling|informing|notifying|asking"
+    r"to|notify|alert|show\s+(?:this\s+)?to)|without\s+(?:telling|informing|notifying"
     r"|alerting))\s+the\s+user"
 )
 _WINDOWED = (

@@ -148,7 +148,10 @@ def _phones(text: str) -> Iterator[Span]:
         for m in _E164.finditer(text):
             s, e = m.span()
             if (s == 0 or text[s - 1] not in _ALNUM) and _free_right(text, e):
-                if _phone_digits_ok(m.group(), 8, 15):
+                value = m.group()
+                if value.count(".") == 1:
+                    continue  # a signed decimal, not a dotted phone number
+                if _phone_digits_ok(value, 8, 15):
                     yield Span(s, e, DETECTOR, "phone")
     for m in _NANP_PAREN.finditer(text):
         s, e = m.span()
@@ -197,6 +200,9 @@ def _emails(text: str) -> Iterator[Span]:
             s += 1
         if s == at or text[s:at] == "git":
             continue
+        token_start = max(text.rfind(" ", 0, s), text.rfind("\n", 0, s)) + 1
+        if "://" in text[token_start:s]:
+            continue  # user:password@host inside a URL, not a mailbox
         domain = m.group(1).lower()
         if domain.endswith(_RESERVED_DOMAINS) or domain.endswith(_RESERVED_TLDS):
             continue

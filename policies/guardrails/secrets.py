@@ -50,7 +50,8 @@ _LLM = (
     (re.compile(r"pplx-[A-Za-z0-9]{40,56}(?![A-Za-z0-9_\-])"), "perplexity_api_key"),
 )
 _JWT = re.compile(r"(ey[JA][A-Za-z0-9_\-]{8,})\.ey[JA][A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{0,2048}")
-_URL_PASSWORD = re.compile(r"://([^\s:@/?#\[\]\"'<>]{0,64}):([^\s@/?#\"'<>]{1,128})@[A-Za-z0-9\[]")
+# `#` is not legal unescaped in a URL password, but people paste such URLs anyway.
+_URL_PASSWORD = re.compile(r"://([^\s:@/?#\[\]\"'<>]{0,64}):([^\s@/?\"'<>]{1,128})@[A-Za-z0-9\[]")
 _AZURE = (
     (re.compile(r"AccountKey=([A-Za-z0-9+/]{40,100}={0,2})"), "azure_storage_key", 4.0),
     (re.compile(r"SharedAccessKey=([A-Za-z0-9+/]{40,46}={0,2})"), "azure_sas_token", 4.0),
@@ -221,8 +222,9 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
             g = v.lastindex or 4
             value = v.group(g).rstrip(".")
             kind = "password" if i < 2 else "generic_secret"
-            if i >= 2 and "aws" in owner and _AWS_SECRET_VALUE.fullmatch(value):
-                if random_looking(value, 4.0):
+            near = low[max(0, k - 40) : m.start()]
+            if i >= 2 and "aws" in near and _AWS_SECRET_VALUE.fullmatch(value):
+                if random_looking(value, 4.0) and "EXAMPLE" not in value:
                     start = v.start(g)
                     yield Span(start, start + 40, DETECTOR, "aws_secret_key", _SPECIFIC)
                 continue
