@@ -135,9 +135,9 @@ class LedgerWriter:
             return
         self._closed = True
         self._stop.set()
+        self._wake.set()
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task  # it exits on its own after the flush it may be in
         try:
             await self.flush()
         except LedgerUnavailable as e:

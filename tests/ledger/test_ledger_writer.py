@@ -1,0 +1,234 @@
+"""LedgerWriter: every recorded row reaches the database exactly once, crash or outage."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+from ledger_testdb import BACKENDS, Outage, Target, call_row, ledger_target
+
+from ledger.errors import LedgerError, LedgerUnavailable
+from ledger.journal import Journal
+from ledger.store import LedgerStore
+from ledger.writer import LedgerWriter
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(params=BACKENDS)
+async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Target]:
+    async with ledger_target(request.param, tmp_path) as t:
+        yield t
+
+
+async def _wait_for(cond: object, what: str, limit: float = 60.0) -> None:
+    """Poll a condition; the generous limit only turns a hang into a failure."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not cond():  # type: ignore[operator]
+        if loop.time() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_recorded_rows_reach_the_database_and_the_journal_is_cleaned(
+    target: Target, tmp_path: Path
+) -> None:
+    store = await target.open()
+    jdir = tmp_path / "journal"
+    writer = LedgerWriter(store, Journal(jdir), flush_interval=0.01)
+    await writer.start()
+    for i in range(10):
+        writer.record_call(call_row(f"c{i}"))
+    assert writer.pending_count == 10
+    await _wait_for(lambda: writer.pending_count == 0, "the background flush")
+    sess = await store.get_session("sess-1")
+    assert sess is not None and sess.calls == 10
+    await writer.close()
+    assert list(jdir.glob("*.jsonl")) == []
+    with pytest.raises(LedgerError, match="closed"):
+        writer.record_call(call_row("late"))
+    await store.close()
+
+
+async def test_a_full_batch_is_written_without_waiting_for_the_interval(
+    target: Target, tmp_path: Path
+) -> None:
+    store = await target.open()
+    writer = LedgerWriter(store, Journal(tmp_path / "j"), flush_interval=3600, batch_size=5)
+    await writer.start()
+    for i in range(5):
+        writer.record_call(call_row(f"c{i}"))
+    await _wait_for(lambda: writer.pending_count == 0, "the batch-size wake-up")
+    assert len(await store.calls_for_session("sess-1")) == 5
+    await writer.close()
+    await store.close()
+
+
+def test_a_bad_row_fails_in_the_callers_hands(tmp_path: Path) -> None:
+    async def run() -> None:
+        store = await LedgerStore.open(f"sqlite:///{tmp_path / 'l.db'}")
+        writer = LedgerWriter(store, Journal(tmp_path / "j"))
+        with pytest.raises(ValueError, match="decision"):
+            writer.record_call(call_row("c1", decision="maybe"))
+        with pytest.raises(ValueError, match="cost_usd"):
+            writer.record_call(call_row("c1", cost_usd=float("nan")))
+        assert writer.pending_count == 0
+        await writer.close()
+        await store.close()
+
+    asyncio.run(run())
+
+
+async def test_prompt_text_is_not_kept_unless_configured(tmp_path: Path) -> None:
+    store = await LedgerStore.open(f"sqlite:///{tmp_path / 'l.db'}")
+    jdir = tmp_path / "j"
+    writer = LedgerWriter(store, Journal(jdir))
+    writer.record_call(call_row("plain", prompt_text="my password is hunter2"))
+    assert b"hunter2" not in b"".join(p.read_bytes() for p in jdir.glob("*.jsonl"))
+    writer.store_text = True
+    writer.record_call(call_row("kept", prompt_text="ok to keep", completion_text="fine"))
+    await writer.flush()
+    texts = {c.call_id: c.prompt_text for c in await store.calls_for_session("sess-1")}
+    assert texts == {"plain": None, "kept": "ok to keep"}
+    await writer.close()
+    await store.close()
+
+
+async def test_rows_of_a_killed_process_are_written_exactly_once_on_restart(
+    target: Target, tmp_path: Path
+) -> None:
+    n = 200
+    jdir = tmp_path / "journal"
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(HERE / "ledger_crash_child.py"),
+        target.url,
+        target.schema or "",
+        str(jdir),
+        str(n),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        line = (await child.stdout.readline()).decode()
+        assert line.split() == ["ready", str(n - n // 2)]
+    finally:
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+    store = await target.open()
+    assert len(await store.calls_for_session("sess-1")) == n // 2  # only the flushed half
+    writer = LedgerWriter(store, Journal(jdir), flush_interval=3600)
+    await writer.start()
+    calls = await store.calls_for_session("sess-1")
+    assert len(calls) == n
+    assert len({c.call_id for c in calls}) == n
+    sess = await store.get_session("sess-1")
+    assert sess is not None and sess.calls == n and sess.tokens == n * 126
+    assert list(jdir.glob("*.jsonl")) == []  # replayed segments are gone
+    await writer.close()
+    await store.close()
+
+
+async def test_rows_wait_out_a_database_outage_and_are_then_written(
+    target: Target, tmp_path: Path
+) -> None:
+    outage = Outage(target, tmp_path)
+    store = await LedgerStore.open(outage.url, schema=target.schema, require_reachable=False)
+    jdir = tmp_path / "journal"
+    writer = LedgerWriter(store, Journal(jdir, max_bytes=1024), flush_interval=0.01)
+    try:
+        await writer.start()  # does not fail while the database is down
+        for i in range(30):
+            writer.record_call(call_row(f"c{i:02d}"))
+        with pytest.raises(LedgerUnavailable):
+            await writer.flush()
+        assert writer.pending_count == 30
+        # Several sealed segments, none deleted: none of their rows is in the database yet.
+        segments = list(jdir.glob("*.jsonl"))
+        assert len(segments) > 2
+        journaled = sum(len(p.read_bytes().splitlines()) for p in segments)
+        assert journaled == 30
+
+        await outage.end()
+        await _wait_for(lambda: writer.pending_count == 0, "the writer to retry after the outage")
+        sess = await store.get_session("sess-1")
+        assert sess is not None and sess.calls == 30
+        assert len(list(jdir.glob("*.jsonl"))) <= 1  # only the active segment may remain
+    finally:
+        await writer.close()
+        await store.close()
+        await outage.close()
+
+
+async def test_closing_during_an_outage_keeps_rows_for_the_next_start(
+    target: Target, tmp_path: Path
+) -> None:
+    outage = Outage(target, tmp_path)
+    down = await LedgerStore.open(outage.url, schema=target.schema, require_reachable=False)
+    jdir = tmp_path / "journal"
+    writer = LedgerWriter(down, Journal(jdir))
+    for i in range(7):
+        writer.record_call(call_row(f"c{i}"))
+    await writer.close()  # logs, does not raise: the rows are in the journal
+    await down.close()
+    await outage.close()
+
+    store = await target.open()
+    again = LedgerWriter(store, Journal(jdir))
+    await again.start()
+    assert len(await store.calls_for_session("sess-1")) == 7
+    await again.close()
+    await store.close()
+
+
+async def test_a_row_the_database_refuses_is_set_aside_and_the_rest_written(
+    target: Target, tmp_path: Path
+) -> None:
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    good = [call_row(f"ok{i}") for i in range(3)]
+    # A journal left by an older version, holding one row this version no longer accepts.
+    lines = [orjson.dumps(r) for r in good[:2]]
+    lines.append(orjson.dumps(call_row("bad", decision="approved")))
+    lines.append(orjson.dumps(good[2]))
+    (jdir / "00000000000000000001-1-000001.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+
+    store = await target.open()
+    writer = LedgerWriter(store, Journal(jdir))
+    await writer.start()
+    assert sorted(c.call_id for c in await store.calls_for_session("sess-1")) == [
+        "ok0",
+        "ok1",
+        "ok2",
+    ]
+    assert writer.rejected_count == 1
+    (kept,) = (jdir / "rejected.ndjson").read_bytes().splitlines()
+    assert orjson.loads(kept)["row"]["call_id"] == "bad"
+    assert list(jdir.glob("*.jsonl")) == []
+    await writer.close()
+    await store.close()
+
+
+async def test_postgres_refusing_a_value_does_not_block_the_batch(
+    target: Target, tmp_path: Path
+) -> None:
+    if target.backend != "postgresql":
+        pytest.skip("SQLite accepts NUL characters in text")
+    store = await target.open()
+    writer = LedgerWriter(store, Journal(tmp_path / "j"), batch_size=10)
+    writer.record_call(call_row("ok1"))
+    writer.record_call(call_row("nul", model="gpt\x00-4o"))
+    writer.record_call(call_row("ok2"))
+    await writer.flush()
+    assert [c.call_id for c in await store.calls_for_session("sess-1")] == ["ok1", "ok2"]
+    assert writer.rejected_count == 1 and writer.pending_count == 0
+    await writer.close()
+    await store.close()
