@@ -97,11 +97,19 @@ def normalize_call(row: Mapping[str, Any], *, store_text: bool = False) -> dict[
         if row.get(name) is None:
             raise ValueError(f"call row is missing required field {name!r}")
     out: dict[str, Any] = {}
+    get = row.get
+    # Exact, in-range values pass with one or two comparisons each; anything else goes
+    # through _checked, which converts it or says what is wrong.
     for name, kind, default in _FIELDS:
-        value = row.get(name)
+        value: Any = get(name)
         if value is None:
             value = default  # "not known": the column's default (None where nullable)
-        elif type(value) is not kind or kind is not str:
+        elif type(value) is not kind:
+            value = _checked(name, kind, value)
+        elif kind is int:
+            if not _INT_MIN <= value <= _INT_MAX:
+                value = _checked(name, kind, value)
+        elif kind is float and value - value != 0.0:  # NaN or infinity
             value = _checked(name, kind, value)
         out[name] = value
     if not out["call_id"]:

@@ -213,6 +213,12 @@ async def test_unreachable_database_raises_ledger_unavailable(
         await outage.end()
         assert await store.insert_calls([call_row("c1")]) == 1
         assert len(await store.kills_after(0)) == 0
+        if target.backend == "postgresql":
+            await outage.close()  # the server goes away under pooled connections
+            with pytest.raises(LedgerUnavailable):
+                await store.insert_calls([call_row("c2")])
+            with pytest.raises(LedgerUnavailable):
+                await store.record_kill("sess-1", "x", "r", 1.0)
         await store.close()
     finally:
         await outage.close()
@@ -235,3 +241,19 @@ def test_unsupported_urls_are_refused_clearly() -> None:
         asyncio.run(LedgerStore.open("not a url"))
     with pytest.raises(ValueError, match="PostgreSQL only"):
         asyncio.run(LedgerStore.open("sqlite:///x.db", schema="s"))
+
+
+async def test_two_replicas_racing_on_overlapping_batches_count_each_call_once(
+    target: Target,
+) -> None:
+    a, b = await target.open(), await target.open()
+    rows = [call_row(f"r{i:03d}", ts=1_700_000_000.0 + i) for i in range(120)]
+    batches = [rows[0:80], rows[40:120], rows[20:100], rows]
+    counts = await asyncio.gather(
+        *(store.insert_calls(batch) for store, batch in zip([a, b, a, b], batches, strict=True))
+    )
+    assert sum(counts) == 120
+    sess = await a.get_session("sess-1")
+    assert sess is not None and sess.calls == 120 and sess.tokens == 120 * 126
+    await a.close()
+    await b.close()

@@ -70,19 +70,16 @@ async def test_a_full_batch_is_written_without_waiting_for_the_interval(
     await store.close()
 
 
-def test_a_bad_row_fails_in_the_callers_hands(tmp_path: Path) -> None:
-    async def run() -> None:
-        store = await LedgerStore.open(f"sqlite:///{tmp_path / 'l.db'}")
-        writer = LedgerWriter(store, Journal(tmp_path / "j"))
-        with pytest.raises(ValueError, match="decision"):
-            writer.record_call(call_row("c1", decision="maybe"))
-        with pytest.raises(ValueError, match="cost_usd"):
-            writer.record_call(call_row("c1", cost_usd=float("nan")))
-        assert writer.pending_count == 0
-        await writer.close()
-        await store.close()
-
-    asyncio.run(run())
+async def test_a_bad_row_fails_in_the_callers_hands(tmp_path: Path) -> None:
+    store = await LedgerStore.open(f"sqlite:///{tmp_path / 'l.db'}")
+    writer = LedgerWriter(store, Journal(tmp_path / "j"))
+    with pytest.raises(ValueError, match="decision"):
+        writer.record_call(call_row("c1", decision="maybe"))
+    with pytest.raises(ValueError, match="cost_usd"):
+        writer.record_call(call_row("c1", cost_usd=float("nan")))
+    assert writer.pending_count == 0
+    await writer.close()
+    await store.close()
 
 
 async def test_prompt_text_is_not_kept_unless_configured(tmp_path: Path) -> None:
