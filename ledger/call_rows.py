@@ -18,7 +18,7 @@ DECISIONS = frozenset({"allowed", "fallback", "blocked", "error"})
 _REQUIRED = ("call_id", "ts", "path", "protocol", "decision")
 
 # (field, type, default). Defaults exist for everything a blocked or failed call may not know.
-_FIELDS: tuple[tuple[str, type, Any], ...] = (
+_FIELDS: tuple[tuple[str, Any, Any], ...] = (
     ("call_id", str, None),
     ("ts", float, None),
     ("path", str, None),
