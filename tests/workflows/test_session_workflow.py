@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -22,8 +23,8 @@ from wf_helpers import (
 
 from activities import session_activities
 from activities.gateway import Gateway
-from activities.session_types import BaselinesInput, BaselinesOutput
-from workflows.baseline import BaselineWorkflow
+from activities.session_types import BaselinesInput
+from workflows.baseline import BASELINE_SCHEDULE_ID, BaselineWorkflow, ensure_baseline_schedule
 from workflows.session import SessionWorkflow
 from workflows.session_client import session_handle, start_session
 from workflows.session_models import SessionPolicy, ToolInput
@@ -115,7 +116,6 @@ async def test_looping_agent_is_detected_and_killed_within_two_calls(
         BaselinesInput(days=7, window_seconds=600),
         id="baselines-test",
         task_queue=TASK_QUEUE,
-        result_type=BaselinesOutput,
     )
     assert result.baselines[tag].p95_tokens_per_hour == 6000.0
     assert result.baselines[tag].sessions == 6
@@ -322,3 +322,18 @@ async def test_sessions_are_listed_by_project_and_status(client: Client) -> None
     assert proc.returncode == 0
     assert f"session-{ident.session_id}" in stdout.decode()
     assert f"session-{other.session_id}" not in stdout.decode()
+
+
+async def test_baseline_schedule_is_created_once_and_runs_the_baseline_workflow(
+    client: Client,
+) -> None:
+    assert await ensure_baseline_schedule(client, TASK_QUEUE, every=timedelta(hours=6))
+    assert not await ensure_baseline_schedule(client, TASK_QUEUE)
+    sched = client.get_schedule_handle(BASELINE_SCHEDULE_ID)
+
+    async def ran() -> bool:
+        desc = await sched.describe()
+        return bool(desc.info.recent_actions)
+
+    await wait_for(ran, "the schedule's first baseline run")
+    await sched.delete()
