@@ -87,9 +87,7 @@ class BaselineCache:
 
     async def refresh(self, gw: Gateway) -> None:
         rows = await load_baselines(gw.store)
-        self.replace(
-            {t: (r.p95_tokens_per_hour, r.sessions) for t, r in rows.items()}, time.time()
-        )
+        self.replace({t: (r.p95_tokens_per_hour, r.sessions) for t, r in rows.items()}, time.time())
 
     async def run(self, gw: Gateway, every: float = 60.0) -> None:
         """Refresh forever (the worker runs this as a task); a failed refresh keeps the old copy."""
@@ -156,9 +154,7 @@ def _identity(inp: LlmCallInput) -> Identity:
 async def governed_llm_call(inp: LlmCallInput) -> LlmCallOutput:
     """One governed LLM call, plus the session's totals, budget status and loop baseline."""
     gw = _gw()
-    pinned = (
-        Target(provider=inp.pinned.provider, model=inp.pinned.model) if inp.pinned else None
-    )
+    pinned = Target(provider=inp.pinned.provider, model=inp.pinned.model) if inp.pinned else None
     req = CallRequest(
         protocol=inp.protocol,
         body=inp.body,
@@ -307,4 +303,9 @@ async def mark_session(inp: SessionMark) -> None:
         await gw.store.set_session_status(inp.session_id, "closed", now)
 
 
-ALL_ACTIVITIES = [governed_llm_call, run_tool, compute_baselines, mark_session]
+ALL_ACTIVITIES: list[Callable[..., Any]] = [
+    governed_llm_call,
+    run_tool,
+    compute_baselines,
+    mark_session,
+]
