@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
 )
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.session_types import SessionIdentity
 from workflows import search_attributes as sa
@@ -46,3 +49,19 @@ def session_handle(
     client: Client, session_id: str
 ) -> WorkflowHandle[SessionWorkflow, SessionStatus]:
     return client.get_workflow_handle_for(SessionWorkflow.run, session_workflow_id(session_id))
+
+
+def workflow_kill_hook(client: Client) -> Callable[[str, str, str], Awaitable[None]]:
+    """A `Gateway.kill_hooks` entry: a kill from the proxy/CLI also reaches the session's
+    workflow (cancelling its in-flight activity). Sessions without a workflow are skipped."""
+
+    async def hook(session_id: str, actor: str, reason: str) -> None:
+        try:
+            await session_handle(client, session_id).signal(
+                SessionWorkflow.kill, args=[reason, actor]
+            )
+        except RPCError as e:
+            if e.status != RPCStatusCode.NOT_FOUND:
+                raise
+
+    return hook

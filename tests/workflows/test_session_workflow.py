@@ -26,7 +26,7 @@ from activities.gateway import Gateway
 from activities.session_types import BaselinesInput
 from workflows.baseline import BASELINE_SCHEDULE_ID, BaselineWorkflow, ensure_baseline_schedule
 from workflows.session import SessionWorkflow
-from workflows.session_client import session_handle, start_session
+from workflows.session_client import session_handle, start_session, workflow_kill_hook
 from workflows.session_models import SessionPolicy, ToolInput
 from workflows.session_policy import session_policy_from_config
 
@@ -337,3 +337,24 @@ async def test_baseline_schedule_is_created_once_and_runs_the_baseline_workflow(
 
     await wait_for(ran, "the schedule's first baseline run")
     await sched.delete()
+
+
+async def test_a_gateway_kill_reaches_the_session_workflow(
+    client: Client, gateway: Gateway
+) -> None:
+    ident = new_identity()
+    await start_session(client, ident, SessionPolicy(), TASK_QUEUE)
+    h = session_handle(client, ident.session_id)
+    await h.execute_update(SessionWorkflow.chat, chat("before"))
+    hook = workflow_kill_hook(client)
+    gateway.kill_hooks.append(hook)
+    try:
+        await gateway.kill(ident.session_id, "oncall:bob", "runaway")
+        await gateway.kill("no-such-session", "oncall:bob", "typo")  # no workflow: no error
+    finally:
+        gateway.kill_hooks.remove(hook)
+    st = await h.query(SessionWorkflow.status)
+    assert (st.status, st.killed_by) == ("killed", "oncall:bob")
+    with pytest.raises(WorkflowUpdateFailedError) as err:
+        await h.execute_update(SessionWorkflow.chat, chat("after"))
+    assert refusal_code(err.value) == "session_killed"
