@@ -167,25 +167,46 @@ def _phrase_hits(low: str) -> Iterator[Span]:
             i = low.find(anchor, i + len(anchor))
 
 
-def _encoded(text: str, long_tokens: list[str]) -> Iterator[Span]:
-    pos = 0
-    for tok in long_tokens:
-        at = text.find(tok, pos)
-        pos = at + len(tok)
-        for m in _B64.finditer(tok):
-            blob = m.group()
-            try:
-                raw = base64.b64decode(blob + "=" * (-len(blob) % 4))
-                decoded = raw.decode("ascii").lower()
-            except (binascii.Error, ValueError):
-                continue
-            if any(n in decoded for n in _B64_NEEDLES) and any(True for _ in _phrase_hits(decoded)):
-                yield Span(at + m.start(), at + m.end(), DETECTOR, "encoded_injection")
+def _decodes_to_injection(blob: str) -> bool:
+    if blob.islower() or blob.isupper():
+        return False  # hex digests and the like: base64 of prose mixes cases
+    try:
+        decoded = base64.b64decode(blob + "=" * (-len(blob) % 4)).decode("ascii").lower()
+    except (binascii.Error, ValueError):
+        return False
+    return any(n in decoded for n in _B64_NEEDLES) and any(True for _ in _phrase_hits(decoded))
+
+
+def _encoded(text: str, mask: bytes, i: int) -> Iterator[Span]:
+    """Blobs of 32+ base64 characters, located on the mask (offsets equal: text is ASCII)."""
+    while i >= 0:
+        j = mask.find(b" ", i)
+        if j < 0:
+            j = len(mask)
+        if _decodes_to_injection(text[i:j]):
+            yield Span(i, j, DETECTOR, "encoded_injection")
+        i = mask.find(_BLOB, j)
 
 
 def find_injection(text: str, low: str) -> list[Span]:
     """All injection spans (`low` is the same-length lower-case copy of `text`)."""
     out = list(set(_phrase_hits(low)))
-    if _BLOB in text.encode("utf-8", "surrogatepass").translate(_B64_MASK):
-        out.extend(_encoded(text, [t for t in text.split() if len(t) >= 32]))
+    raw = text.encode("utf-8", "surrogatepass")
+    mask = raw.translate(_B64_MASK)
+    i = mask.find(_BLOB)
+    if i >= 0:
+        if len(raw) == len(text):
+            out.extend(_encoded(text, mask, i))
+        else:
+            pos = 0
+            for tok in text.split():
+                at = text.find(tok, pos)
+                pos = at + len(tok)
+                if len(tok) >= 32:
+                    for m in _B64.finditer(tok):
+                        if _decodes_to_injection(m.group()):
+                            yield_ = Span(
+                                at + m.start(), at + m.end(), DETECTOR, "encoded_injection"
+                            )
+                            out.append(yield_)
     return out

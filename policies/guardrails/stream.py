@@ -17,7 +17,7 @@ from policies.guardrails.engine import Finding, redact, scan
 from policies.guardrails.evaluate import _RANK, GuardrailEvent, decide, detectors_of
 
 HOLD = 256
-STEP = 64
+STEP = 128
 CONTEXT = 64
 MAX_HOLD = 16384
 

@@ -57,7 +57,9 @@ def test_ordinary_code_logs_and_prose_raise_under_1_percent_false_positives() ->
     flagged = [(line, scan(line, DETECTORS, SALT)) for line in lines]
     flagged = [(line, fs) for line, fs in flagged if fs]
     rate = len(flagged) / len(lines)
-    print(f"\nordinary text: {len(lines)} lines, {len(flagged)} flagged, {rate:.2%} false positives")
+    print(
+        f"\nordinary text: {len(lines)} lines, {len(flagged)} flagged, {rate:.2%} false positives"
+    )
     for line, fs in flagged:
         print(f"  {[f.type for f in fs]} {line[:80]!r}")
     assert rate <= MAX_FALSE_POSITIVES

@@ -98,11 +98,15 @@ def gen_secrets() -> list[tuple[str, list[str]]]:
         ]
         out.append((forms[i % 4], ["aws_secret_key"] + (["aws_access_key"] if i % 4 == 2 else [])))
         out.append((in_context("AIza" + rnd(AL + "_-", 35), i), ["gcp_api_key"]))
-        body = "\\n".join(rnd(B64, 64) for _ in range(6))
-        sa = (
-            '{"type": "service_account", "project_id": "acme-prod-%d", "private_key_id": "%s", '
-            '"private_key": "-----BEGIN PRIVATE KEY-----\\n%s\\n-----END PRIVATE KEY-----\\n", '
-            '"client_email": "deployer@acme-prod.iam.gserviceaccount.com"}' % (i, rnd(HEX, 40), body)
+        body = "\n".join(rnd(B64, 64) for _ in range(6))
+        sa = json.dumps(
+            {
+                "type": "service_account",
+                "project_id": f"acme-prod-{i}",
+                "private_key_id": rnd(HEX, 40),
+                "private_key": f"-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n",
+                "client_email": "deployer@acme-prod.iam.gserviceaccount.com",
+            }
         )
         out.append((sa, ["gcp_service_account_key"]))
         kind = R.choice(["RSA ", "EC ", "OPENSSH ", "", "ENCRYPTED "])
@@ -125,7 +129,9 @@ def gen_secrets() -> list[tuple[str, list[str]]]:
             gh = "github_pat_" + rnd(AL, 22) + "_" + rnd(AL, 59)
         out.append((in_context(gh, i), ["github_token"]))
         out.append((in_context("glpat-" + rnd(AL + "_-", 20), i), ["gitlab_token"]))
-        xox = f"xox{R.choice('bpas')}-{rnd(string.digits, 12)}-{rnd(string.digits, 13)}-{rnd(AL, 24)}"
+        xox = (
+            f"xox{R.choice('bpas')}-{rnd(string.digits, 12)}-{rnd(string.digits, 13)}-{rnd(AL, 24)}"
+        )
         out.append((in_context(xox, i), ["slack_token"]))
         hook = f"https://hooks.slack.com/services/T{rnd(UP, 8)}/B{rnd(UP, 10)}/{rnd(AL, 24)}"
         out.append((f"curl -X POST -d @msg.json {hook}" if i % 2 else in_context(hook, i),
@@ -189,7 +195,7 @@ DOMAINS = ["acme-corp.io", "gmail.com", "outlook.com", "northwind.co.uk", "conto
 PII_CONTEXTS = [
     "Customer: {v}",
     "Please update the record for {v} before Friday.",
-    "{{\"id\": 4411, \"value\": \"{v}\"}}",
+    '{{"id": 4411, "value": "{v}"}}',
     "2024-04-12 09:14:55 INFO lookup ok value={v}",
     "Hi, my details are {v}, thanks!",
     "| Ada | {v} | active |",
@@ -213,7 +219,8 @@ def gen_pii() -> list[tuple[str, list[str]]]:
             f"+44 20 {R.randint(7000, 8999)} {R.randint(1000, 9999)}",
             f"07700 {R.randint(900000, 900999)}",
             f"+49 30 {R.randint(10000000, 99999999)}",
-            f"+33 6 {R.randint(10, 99)} {R.randint(10, 99)} {R.randint(10, 99)} {R.randint(10, 99)}",
+            f"+33 6 {R.randint(10, 99)} {R.randint(10, 99)} "
+            f"{R.randint(10, 99)} {R.randint(10, 99)}",
             f"+919{R.randint(100000000, 999999999)}",
         ]
         out.append((pii_ctx("phone " + phones[i % len(phones)], i), ["phone"]))
@@ -352,7 +359,7 @@ NEAR_MISSES = [
     "card 4111 1111 1111 1112 is Luhn-invalid",
     "order number 5500 0000 0000 0005 was shipped",
     "password=",
-    "password = \"\"",
+    'password = ""',
     "password=changeme",
     "DB_PASSWORD=password",
     'password = os.environ["DB_PASSWORD"]',
