@@ -25,6 +25,8 @@ from ledger.store import LedgerStore
 
 log = logging.getLogger(__name__)
 
+_MEMORY_ONLY = Path()  # stands for "no segment": the journal could not take the row
+
 
 class LedgerWriter:
     """Journal-backed, batching writer of call rows. It owns (and finally closes) `journal`."""
@@ -56,6 +58,7 @@ class LedgerWriter:
         self._closed = False
         self.flushed_count = 0  # rows the database newly accepted (metrics)
         self.rejected_count = 0  # rows the database refused, kept in the journal's reject file
+        self.journal_errors = 0  # appends the journal could not take (disk full, I/O error)
 
     @property
     def pending_count(self) -> int:
@@ -70,9 +73,15 @@ class LedgerWriter:
         if self._closed:
             raise LedgerError("ledger writer is closed; the call row was not recorded")
         clean = normalize_call(row, store_text=self.store_text)
-        self._journal.append(clean)
-        segment = self._journal.active
-        assert segment is not None  # append always leaves an active segment
+        try:
+            self._journal.append(clean)
+            segment = self._journal.active or _MEMORY_ONLY
+        except OSError as e:
+            # A full or vanished disk must not fail the caller's LLM call: keep the row in
+            # memory (it is still written unless this process dies) and say so loudly.
+            self.journal_errors += 1
+            log.error("ledger: journal append failed (%s); row kept in memory only", e)
+            segment = _MEMORY_ONLY
         self._queue.append((clean, segment))
         self._pending[segment] = self._pending.get(segment, 0) + 1
         if len(self._queue) >= self._batch_size:
@@ -201,6 +210,6 @@ class LedgerWriter:
     def _drop_flushed_segments(self) -> None:
         active = self._journal.active
         for segment, count in list(self._pending.items()):
-            if count == 0 and segment != active:
+            if count == 0 and segment != active and segment is not _MEMORY_ONLY:
                 self._journal.remove(segment)
                 del self._pending[segment]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -227,5 +228,21 @@ async def test_postgres_refusing_a_value_does_not_block_the_batch(
     await writer.flush()
     assert [c.call_id for c in await store.calls_for_session("sess-1")] == ["ok1", "ok2"]
     assert writer.rejected_count == 1 and writer.pending_count == 0
+    await writer.close()
+    await store.close()
+
+
+async def test_a_failing_journal_does_not_fail_the_call_and_rows_still_land(
+    tmp_path: Path,
+) -> None:
+    store = await LedgerStore.open(f"sqlite:///{tmp_path / 'l.db'}")
+    jdir = tmp_path / "j"
+    writer = LedgerWriter(store, Journal(jdir, max_bytes=1))
+    writer.record_call(call_row("c1"))
+    shutil.rmtree(jdir)  # the journal's disk goes away: the next segment cannot be created
+    writer.record_call(call_row("c2"))
+    assert writer.journal_errors == 1
+    await writer.flush()
+    assert [c.call_id for c in await store.calls_for_session("sess-1")] == ["c1", "c2"]
     await writer.close()
     await store.close()
