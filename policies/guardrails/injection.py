@@ -136,7 +136,6 @@ _WINDOWED = (
     ("the user", 45, 10, _SECRECY, "hidden_instruction"),
 )
 
-_B64 = re.compile(r"[A-Za-z0-9+/]{32,}={0,2}")
 # Base64 alphabet -> "x", everything else -> " ": a blob is then a plain substring search.
 _B64_MASK = bytes(
     0x78 if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "+/") else 0x20 for c in range(256)
@@ -177,14 +176,18 @@ def _decodes_to_injection(blob: str) -> bool:
     return any(n in decoded for n in _B64_NEEDLES) and any(True for _ in _phrase_hits(decoded))
 
 
-def _encoded(text: str, mask: bytes, i: int) -> Iterator[Span]:
-    """Blobs of 32+ base64 characters, located on the mask (offsets equal: text is ASCII)."""
+def _encoded(text: str, raw: bytes, mask: bytes, i: int) -> Iterator[Span]:
+    """Blobs of 32+ base64 characters, located on the byte mask of the UTF-8 text."""
+    ascii_text = len(raw) == len(text)
     while i >= 0:
         j = mask.find(b" ", i)
         if j < 0:
             j = len(mask)
-        if _decodes_to_injection(text[i:j]):
-            yield Span(i, j, DETECTOR, "encoded_injection")
+        # Blobs are ASCII; only the offset of their start needs mapping from bytes to chars.
+        start = i if ascii_text else len(raw[:i].decode("utf-8", "surrogatepass"))
+        end = start + (j - i)
+        if _decodes_to_injection(text[start:end]):
+            yield Span(start, end, DETECTOR, "encoded_injection")
         i = mask.find(_BLOB, j)
 
 
@@ -195,18 +198,5 @@ def find_injection(text: str, low: str) -> list[Span]:
     mask = raw.translate(_B64_MASK)
     i = mask.find(_BLOB)
     if i >= 0:
-        if len(raw) == len(text):
-            out.extend(_encoded(text, mask, i))
-        else:
-            pos = 0
-            for tok in text.split():
-                at = text.find(tok, pos)
-                pos = at + len(tok)
-                if len(tok) >= 32:
-                    for m in _B64.finditer(tok):
-                        if _decodes_to_injection(m.group()):
-                            yield_ = Span(
-                                at + m.start(), at + m.end(), DETECTOR, "encoded_injection"
-                            )
-                            out.append(yield_)
+        out.extend(_encoded(text, raw, mask, i))
     return out
