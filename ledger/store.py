@@ -8,6 +8,7 @@ they count, so they can never disagree with the `calls` table.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -125,6 +126,7 @@ class LedgerStore:
             postgresql.insert if dialect == "postgresql" else sqlite.insert
         )
         self._ready = False
+        self._ddl_lock = asyncio.Lock()
         self._schema: str | None = None
 
     @property
@@ -178,6 +180,9 @@ class LedgerStore:
                 await engine.dispose()
                 raise
             log.warning("ledger %s unreachable at start-up; will retry", display)
+        except BaseException:
+            await engine.dispose()
+            raise
         return store
 
     async def close(self) -> None:
@@ -222,13 +227,18 @@ class LedgerStore:
         def create(sync_conn: Any) -> None:
             SQLModel.metadata.create_all(sync_conn, tables=list(LEDGER_TABLES))
 
-        async with self._connect(write=True, ddl=True) as conn:
-            if self._dialect == "postgresql":
-                await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_SCHEMA})
-                if self._schema is not None:
-                    await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"'))
-            await conn.run_sync(create)
-        self._ready = True
+        async with self._ddl_lock:  # first operations racing after an outage create once
+            if self._ready:
+                return
+            async with self._connect(write=True, ddl=True) as conn:
+                if self._dialect == "postgresql":
+                    await conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_SCHEMA}
+                    )
+                    if self._schema is not None:
+                        await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"'))
+                await conn.run_sync(create)
+            self._ready = True
 
     # -- calls --------------------------------------------------------------------------------
 
