@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (inline YAML config and fixed payloads read better unwrapped)
 """Governor proxy overhead, side by side with calling the upstream directly, in one run.
 
 Upstream: Debian's nginx answering a fixed OpenAI chat.completion (and a fixed SSE stream), so the
