@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ledger.journal import Journal
-from ledger.writer import LedgerWriter
-
 from activities.metrics import Metrics
 from activities.router import Router
 from activities.state import GovernanceState
+from ledger.journal import Journal
 from ledger.store import LedgerStore
+from ledger.writer import LedgerWriter
 from policies.config.gateway import GatewayConfig
 from policies.config.models import ApiKey
 from policies.identity import Identity
@@ -69,7 +68,16 @@ class Gateway:
         kill_poll_seconds: float = 0.25,
     ) -> Gateway:
         store = await LedgerStore.open(ledger_url)
-        writer = LedgerWriter(store, Journal(Path(journal_dir)))
+        # A longer flush interval means fewer, larger batches: the per-batch cost of the
+        # database round trip is paid a few times a second, not per call. Rows are journaled
+        # (crash-safe) the moment they are recorded, so the interval costs no durability.
+        writer = LedgerWriter(
+            store,
+            Journal(Path(journal_dir)),
+            flush_interval=0.25,
+            batch_size=2000,
+            store_text=config.settings.store_text,
+        )
         await writer.start()
         gw = cls(
             config=config,
@@ -127,6 +135,7 @@ class Gateway:
         """Atomic swap: calls already past their decision finish on the config they started with."""
         self.config = new
         self._key_cache = {}
+        self.writer.store_text = new.settings.store_text
         self.router.update_providers(new.providers)
 
     # Rebuild and kills ------------------------------------------------------------------------

@@ -15,10 +15,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry import trace
-
 from activities.gateway import Gateway
 from activities.router import UpstreamResult
+from activities.tracing import span
 from activities.wire.usage import Protocol, Usage, estimate_tokens, request_text
 from ledger.redaction import hash_text
 from policies.config.models import Target
@@ -29,7 +28,6 @@ from policies.refusals import Refusal
 from policies.routing import plan_route
 
 log = logging.getLogger("governor.call")
-tracer = trace.get_tracer("governor")
 
 
 @dataclass(slots=True)
@@ -165,7 +163,7 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
     est = req.body_bytes // 4
     gov = Governance(call_id=req.call_id, virtual_model=str(req.body.get("model", "")))
     try:
-        with tracer.start_as_current_span("governor.policy"):
+        with span("governor.policy"):
             pre = await _decide(gw, req, now, est)
     except Refusal as r:
         _record_refusal(gw, req, gov, r, now, started)
@@ -191,13 +189,13 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
                 "no_healthy_target",
                 f"every target of {vm.name!r} has an open circuit breaker; retry later",
             )
-        with tracer.start_as_current_span("governor.upstream") as span:
+        with span("governor.upstream") as sp:
             res = await gw.router.call(
                 req.protocol, req.body, vm, targets, req.stream, req.include_usage
             )
-            if span.is_recording():
-                span.set_attribute("gen_ai.system", res.provider.protocol)
-                span.set_attribute("gen_ai.request.model", res.target.model)
+            if sp.is_recording():
+                sp.set_attribute("gen_ai.system", res.provider.protocol)
+                sp.set_attribute("gen_ai.request.model", res.target.model)
     except Refusal as r:
         gw.state.release_request(pre.rate_keys)
         _record_refusal(gw, req, gov, r, now, started)

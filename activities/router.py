@@ -114,8 +114,12 @@ class Router:
     async def start(self) -> None:
         if self._session is None:
             conn = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
+            # Timeouts are ours (asyncio.timeout per target); aiohttp's own would add a timer
+            # handle per request for nothing.
             self._session = aiohttp.ClientSession(
                 connector=conn,
+                timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_read=None,
+                                              sock_connect=None),
                 json_serialize=lambda o: orjson.dumps(o).decode(),
                 skip_auto_headers=("User-Agent",),
                 auto_decompress=True,

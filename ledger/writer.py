@@ -183,7 +183,7 @@ class LedgerWriter:
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
         try:
-            self.flushed_count += await self._store.insert_calls(rows)
+            self.flushed_count += await self._store.insert_calls(rows, normalized=True)
             return
         except LedgerUnavailable:
             raise
@@ -192,7 +192,7 @@ class LedgerWriter:
         # Something in the batch is refused: find it row by row, keep it aside, write the rest.
         for row in rows:
             try:
-                self.flushed_count += await self._store.insert_calls([row])
+                self.flushed_count += await self._store.insert_calls([row], normalized=True)
             except LedgerUnavailable:
                 raise
             except (LedgerError, ValueError) as e:

@@ -7,6 +7,7 @@ replica and every replay agrees on the boundaries. Budget windows are calendar p
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 
 def fixed_window(now: float, seconds: int) -> tuple[float, float]:
@@ -15,7 +16,14 @@ def fixed_window(now: float, seconds: int) -> tuple[float, float]:
 
 
 def calendar_window(now: float, period: str) -> tuple[float, float]:
-    t = datetime.fromtimestamp(now, UTC)
+    return _calendar_window(int(now // 86400), period)
+
+
+@lru_cache(maxsize=64)
+def _calendar_window(day: int, period: str) -> tuple[float, float]:
+    # Calendar windows start at UTC midnight, so the UTC day number determines the window; the
+    # cache makes this a dict lookup on the hot path (still a pure function of its inputs).
+    t = datetime.fromtimestamp(day * 86400, UTC)
     day = t.replace(hour=0, minute=0, second=0, microsecond=0)
     if period == "daily":
         start, end = day, day + timedelta(days=1)

@@ -10,6 +10,7 @@ from opentelemetry import trace
 
 from activities.gateway import Gateway, new_call_id
 from activities.llm_call import CallRequest, governed_call
+from activities.tracing import span
 from activities.wire.usage import Protocol
 from policies.identity import resolve_identity
 from policies.refusals import Refusal
@@ -17,7 +18,6 @@ from proxy.errors import send_refusal
 from proxy.http import JSON, SSE, BodyTooLarge, Receive, Scope, Send, header_map, read_body, respond
 
 log = logging.getLogger("governor.proxy")
-tracer = trace.get_tracer("governor")
 
 
 def bearer(headers: dict[str, str]) -> str | None:
@@ -65,10 +65,10 @@ async def handle_llm(
     gw: Gateway, protocol: Protocol, scope: Scope, receive: Receive, send: Send
 ) -> None:
     headers = header_map(scope)
-    with tracer.start_as_current_span("governor.request") as span:
+    with span("governor.request") as sp:
         try:
             key = gw.authenticate(bearer(headers))
-            with tracer.start_as_current_span("governor.identity"):
+            with span("governor.identity"):
                 ident = resolve_identity(key, headers, gw.config.settings)
             try:
                 raw = await read_body(
@@ -93,21 +93,21 @@ async def handle_llm(
             req = CallRequest(protocol, body, ident, call_id, len(raw), stream, include_usage)
             outcome = await governed_call(gw, req)
         except Refusal as r:
-            if span.is_recording():
-                span.set_attribute("governor.refusal", r.code)
+            if sp.is_recording():
+                sp.set_attribute("governor.refusal", r.code)
             await send_refusal(send, protocol, r)
             return
         except ConnectionResetError:
             return
         gov = outcome.governance
-        if span.is_recording():
-            span.set_attribute("gen_ai.operation.name", "chat")
-            span.set_attribute("gen_ai.request.model", gov.virtual_model)
-            span.set_attribute("gen_ai.response.model", gov.model)
-            span.set_attribute("gen_ai.provider.name", gov.provider)
+        if sp.is_recording():
+            sp.set_attribute("gen_ai.operation.name", "chat")
+            sp.set_attribute("gen_ai.request.model", gov.virtual_model)
+            sp.set_attribute("gen_ai.response.model", gov.model)
+            sp.set_attribute("gen_ai.provider.name", gov.provider)
         if outcome.stream is None:
             await respond(send, 200, outcome.body, JSON, gov.route_headers() + gov.usage_headers())
-            _span_usage(span, gov)
+            _span_usage(sp, gov)
             return
         h = [(b"content-type", SSE), (b"cache-control", b"no-cache"), *gov.route_headers()]
         await send({"type": "http.response.start", "status": 200, "headers": h})
@@ -120,7 +120,7 @@ async def handle_llm(
             pass  # client went away; the stream generator's cleanup records the call
         finally:
             await agen.aclose()  # type: ignore[attr-defined]
-        _span_usage(span, gov)
+        _span_usage(sp, gov)
 
 
 def _span_usage(span: trace.Span, gov: Any) -> None:

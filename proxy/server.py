@@ -36,6 +36,11 @@ def uvicorn_config(app: ProxyApp, host: str, port: int) -> uvicorn.Config:
         log_level="warning",
         timeout_keep_alive=75,
         backlog=2048,
+        # Callers reach the proxy directly; rewriting client addresses from headers is work
+        # we don't need on every request, and Server/Date headers are optional in HTTP/1.1.
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
     )
 
 
