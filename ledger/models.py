@@ -114,6 +114,36 @@ class BudgetAlertRecord(SQLModel, table=True):
     ts: float
 
 
+class GuardrailEventRecord(SQLModel, table=True):
+    """One guardrail finding at one hook of one call: what was found and done, never the value.
+
+    `(call_id, hook, seq)` is the idempotency key: a replayed journal or a retried workflow
+    activity offers the same events again and they are stored once.
+    """
+
+    __tablename__ = "guardrail_events"
+    __table_args__ = (
+        UniqueConstraint("call_id", "hook", "seq", name="uq_guardrail_event_once"),
+        Index("ix_guardrail_events_ts", "ts"),
+        Index("ix_guardrail_events_session_id", "session_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    ts: float
+    call_id: str
+    hook: str  # request-input | request-output | tool-input | tool-output
+    seq: int = 0  # order of the event within its call and hook
+    detector: str  # secrets | pii | prompt_injection
+    type: str  # e.g. aws_access_key, email, instruction_override
+    action: str  # allowed | flagged | redacted | blocked
+    rule_id: str = ""
+    fingerprint: str = ""  # HMAC of the matched value under the deployment's salt
+    session_id: str | None = None
+    project: str = "UNTAGGED"
+    workflow_tag: str | None = None
+    model: str = ""
+
+
 def _table(model: type[SQLModel]) -> Table:
     return model.__table__  # type: ignore[attr-defined,no-any-return]
 
@@ -122,5 +152,6 @@ CALLS = _table(CallRecord)
 SESSIONS = _table(SessionRecord)
 KILLS = _table(KillRecord)
 BUDGET_ALERTS = _table(BudgetAlertRecord)
+GUARDRAIL_EVENTS = _table(GuardrailEventRecord)
 
-LEDGER_TABLES: tuple[Table, ...] = (CALLS, SESSIONS, KILLS, BUDGET_ALERTS)
+LEDGER_TABLES: tuple[Table, ...] = (CALLS, SESSIONS, KILLS, BUDGET_ALERTS, GUARDRAIL_EVENTS)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from policies.guardrails.engine import find_spans
+
 
 def hash_text(text: str) -> tuple[str, int]:
     """(sha256 hex digest, UTF-8 byte length) of `text`."""
@@ -28,3 +30,33 @@ def content_fields(prompt: str, completion: str, *, store_text: bool = False) ->
         "prompt_text": prompt if store_text else None,
         "completion_text": completion if store_text else None,
     }
+
+
+_STORED_DETECTORS = frozenset({"secrets", "pii"})
+
+
+def redact_text(text: str) -> str:
+    """`text` with every secret and personal datum replaced by `[REDACTED:<type>]`.
+
+    Independent of guardrail rules: a finding that a rule only flagged (or that no rule
+    covers) is still not stored in clear when a deployment opts in to storing text.
+    """
+    spans = find_spans(text, _STORED_DETECTORS)
+    if not spans:
+        return text
+    parts: list[str] = []
+    pos = 0
+    for s in spans:
+        parts.append(text[pos : s.start])
+        parts.append(f"[REDACTED:{s.type}]")
+        pos = s.end
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+def redact_stored_text(row: dict[str, Any]) -> None:
+    """Redact a normalized call row's opted-in prompt/completion text in place."""
+    for name in ("prompt_text", "completion_text"):
+        value = row.get(name)
+        if value:
+            row[name] = redact_text(value)

@@ -20,7 +20,10 @@ from typing import Any
 
 from ledger.call_rows import normalize_call
 from ledger.errors import LedgerError, LedgerUnavailable
+from ledger.event_rows import EVENT_KIND, normalize_event
+from ledger.event_store import insert_guardrail_events
 from ledger.journal import Journal
+from ledger.redaction import redact_stored_text
 from ledger.store import LedgerStore
 
 log = logging.getLogger(__name__)
@@ -73,6 +76,23 @@ class LedgerWriter:
         if self._closed:
             raise LedgerError("ledger writer is closed; the call row was not recorded")
         clean = normalize_call(row, store_text=self.store_text)
+        if self.store_text:
+            redact_stored_text(clean)  # opted-in text is kept, but never a secret in clear
+        self._enqueue(clean)
+
+    def record_event(self, row: Mapping[str, Any]) -> None:
+        """Accept one guardrail event row (`ledger.event_rows`), journaled like a call row."""
+        if self._closed:
+            raise LedgerError("ledger writer is closed; the guardrail event was not recorded")
+        clean = normalize_event(row)
+        clean["_kind"] = EVENT_KIND
+        self._enqueue(clean)
+
+    @property
+    def journal_dir(self) -> Path:
+        return self._journal.directory
+
+    def _enqueue(self, clean: dict[str, Any]) -> None:
         try:
             self._journal.append(clean)
             segment = self._journal.active or _MEMORY_ONLY
@@ -102,7 +122,11 @@ class LedgerWriter:
             count = 0
             for raw in self._journal.read(segment):
                 try:
-                    clean = normalize_call(raw, store_text=self.store_text)
+                    if raw.get("_kind") == EVENT_KIND:
+                        clean = normalize_event(raw)
+                        clean["_kind"] = EVENT_KIND
+                    else:
+                        clean = normalize_call(raw, store_text=self.store_text)
                 except ValueError as e:
                     self._reject(raw, str(e))
                     continue
@@ -181,7 +205,31 @@ class LedgerWriter:
                 log.info("ledger: database reachable again; %d rows pending", self.pending_count)
             delay = 0.0
 
-    async def _write(self, rows: list[dict[str, Any]]) -> None:
+    async def _write(self, batch: list[dict[str, Any]]) -> None:
+        events = [r for r in batch if "_kind" in r]
+        rows = [r for r in batch if "_kind" not in r] if events else batch
+        if rows:
+            await self._write_calls(rows)
+        if events:
+            await self._write_events(events)
+
+    async def _write_events(self, events: list[dict[str, Any]]) -> None:
+        try:
+            await insert_guardrail_events(self._store, events, normalized=True)
+            return
+        except LedgerUnavailable:
+            raise
+        except (LedgerError, ValueError):
+            pass
+        for row in events:
+            try:
+                await insert_guardrail_events(self._store, [row], normalized=True)
+            except LedgerUnavailable:
+                raise
+            except (LedgerError, ValueError) as e:
+                self._reject(row, str(e))
+
+    async def _write_calls(self, rows: list[dict[str, Any]]) -> None:
         try:
             self.flushed_count += await self._store.insert_calls(rows, normalized=True)
             return
