@@ -74,8 +74,8 @@ class Gateway:
         writer = LedgerWriter(
             store,
             Journal(Path(journal_dir)),
-            flush_interval=0.25,
-            batch_size=2000,
+            flush_interval=0.1,
+            batch_size=1000,
             store_text=config.settings.store_text,
         )
         await writer.start()

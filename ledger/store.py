@@ -260,6 +260,8 @@ class LedgerStore:
             unique.setdefault(n["call_id"], n)
         # A fixed key order means two replicas inserting overlapping batches cannot deadlock.
         batch = [unique[k] for k in sorted(unique)]
+        if self._dialect == "sqlite":
+            return await self._insert_calls_sqlite(batch)
         stmt = (
             self._insert(CALLS)
             .on_conflict_do_nothing(index_elements=["call_id"])
@@ -272,6 +274,37 @@ class LedgerStore:
             if sessions:
                 await conn.execute(self._session_upsert(), sessions)
         return len(inserted)
+
+    async def _insert_calls_sqlite(self, batch: list[dict[str, Any]]) -> int:
+        """SQLite: plain executemany, no per-row statement compilation.
+
+        The proxy's writer shares one core with request handling; SQLAlchemy's per-row
+        parameter processing for `INSERT .. RETURNING` cost ~15% of its throughput and ms-long
+        stalls. Here the driver loops in C. Which rows are new is read first, in the same
+        transaction, so session totals still grow by new calls only.
+        """
+        ids = [r["call_id"] for r in batch]
+        existing: set[str] = set()
+        async with self._connect(write=True) as conn:
+            # Take the write lock before reading which ids exist, so a second writer on the
+            # same file cannot slip the same call in between (its BEGIN waits, busy_timeout).
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            for i in range(0, len(ids), 500):
+                chunk = tuple(ids[i : i + 500])
+                marks = ",".join("?" * len(chunk))
+                res = await conn.exec_driver_sql(
+                    f"SELECT call_id FROM calls WHERE call_id IN ({marks})", chunk
+                )
+                existing.update(row[0] for row in res.fetchall())
+            new = [r for r in batch if r["call_id"] not in existing]
+            if new:
+                await conn.exec_driver_sql(
+                    _SQLITE_INSERT_CALLS, [tuple(r[c] for c in _CALL_COLUMNS) for r in new]
+                )
+                sessions = _session_deltas(new)
+                if sessions:
+                    await conn.execute(self._session_upsert(), sessions)
+        return len(new)
 
     def _session_upsert(self) -> Any:
         ins = self._insert(SESSIONS)
@@ -504,6 +537,16 @@ def _kill_record(m: Mapping[Any, Any]) -> KillRecord:
         reason=m["reason"],
         ts=float(m["ts"]),
     )
+
+
+_CALL_COLUMNS = tuple(c.name for c in CALLS.columns)
+_SQLITE_INSERT_CALLS = (
+    "INSERT OR IGNORE INTO calls ("
+    + ", ".join(f'"{c}"' for c in _CALL_COLUMNS)
+    + ") VALUES ("
+    + ", ".join("?" * len(_CALL_COLUMNS))
+    + ")"
+)
 
 
 def _session_deltas(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

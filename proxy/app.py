@@ -5,6 +5,7 @@ No framework: on a path taken thousands of times a second, one dict lookup is th
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,19 @@ from proxy.http import Receive, Scope, Send, header_map, respond, respond_json
 from proxy.llm_routes import bearer, handle_llm
 
 log = logging.getLogger("governor.proxy")
+
+
+def tune_gc() -> None:
+    """Move start-up objects (config, modules, pools) out of the collector's sight.
+
+    Every request allocates short-lived objects; with default thresholds the cyclic collector
+    keeps re-walking hundreds of thousands of long-lived objects, which showed up as ~15% of
+    the proxy's CPU under load. Freezing what exists after start-up and collecting the young
+    generation less often removes that cost; reference counting still frees almost everything.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 100)
 
 
 @dataclass
@@ -122,6 +136,7 @@ class ProxyApp:
                     if self.gw is None and self._opener is not None:
                         self.gw = await self._opener()
                     self._install_sighup()
+                    tune_gc()
                 except Exception as exc:
                     log.error("proxy failed to start: %s", exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
