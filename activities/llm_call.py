@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from activities import guardrails
 from activities.gateway import Gateway
 from activities.router import UpstreamResult
 from activities.tracing import span
@@ -183,6 +184,7 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
     gov.budget_remaining_usd = pre.budget_remaining
     gw.state.note_request(pre.rate_keys)
     try:
+        guard = guardrails.guard_request(gw, req)  # input hooks; may redact req.body or refuse
         if not targets:
             raise Refusal(
                 503,
@@ -209,8 +211,15 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
         gov.fallback_reason = "; ".join(f"{a.target} {a.outcome}" for a in failed)
     gw.metrics.child(gw.metrics.upstream, gov.provider, gov.model).observe(res.upstream_ms / 1000)
     if res.stream is None:
-        _account(gw, req, gov, pre, res, res.usage, res.output_text, now, started, None)
+        blocked = guardrails.guard_response(guard, res, gov.model)  # output hooks
+        _account(
+            gw, req, gov, pre, res, res.usage, res.output_text, now, started,
+            blocked.code if blocked else None,
+        )  # fmt: skip
+        if blocked is not None:
+            raise blocked
         return CallOutcome(200, gov, body=res.body, output_text=res.output_text)
+    guardrails.guard_stream(guard, res, gov.model)  # output hooks on the deltas, if any apply
     return CallOutcome(200, gov, stream=_governed_stream(gw, req, gov, pre, res, now, started))
 
 
@@ -395,7 +404,7 @@ def _account(
         model_version=gov.model_version,
         decision=gov.decision if error is None else "error",
         fallback_reason=gov.fallback_reason,
-        status_code=200 if error is None else 502,
+        status_code=200 if error is None else 400 if error == guardrails.GUARDRAIL_BLOCKED else 502,
         error_code=error,
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,

@@ -10,9 +10,23 @@ from aiohttp import web
 
 from simulator.delivery import send_events, send_json, wait_before_headers
 from simulator.errors import BadRequest, anthropic_error, anthropic_status_fault
-from simulator.faults import NO_FAULT, Fault, FaultSpecError, parse_directives
+from simulator.faults import (
+    NO_FAULT,
+    REPLY_CHUNK_CHARS,
+    Fault,
+    FaultSpecError,
+    parse_directives,
+)
 from simulator.models import ModelSpec
-from simulator.replies import Reply, seed_digest, split_fixed, split_words, text_reply, tool_reply
+from simulator.replies import (
+    Reply,
+    scripted_reply,
+    seed_digest,
+    split_fixed,
+    split_words,
+    text_reply,
+    tool_reply,
+)
 from simulator.state import STATE_KEY, SimState
 from simulator.tokenizer import count_tokens
 
@@ -285,6 +299,8 @@ def _reply(state: SimState, spec: ModelSpec, req: MessagesRequest, fault: Fault)
     factor = spec.tokenizer_factor
     if req.tool is not None:
         return tool_reply(req.digest, req.tool[0], req.tool[1], factor)
+    if fault.reply is not None:
+        return scripted_reply(fault.reply, factor, REPLY_CHUNK_CHARS)
     target = fault.output_tokens or state.config.default_output_tokens
     return text_reply(req.digest, target, req.max_tokens, factor)
 
@@ -302,11 +318,14 @@ _DELTA_HEAD = b'event: content_block_delta\ndata: {"type":"content_block_delta",
 
 
 @lru_cache(maxsize=4096)
-def _text_delta_events(text: str, words_per_chunk: int) -> tuple[bytes, ...]:
+def _text_delta_events(
+    text: str, words_per_chunk: int, chunk_chars: int = 0
+) -> tuple[bytes, ...]:
     """Whole text_delta events (they carry no per-response ids), cached per reply text."""
+    pieces = split_fixed(text, chunk_chars) if chunk_chars else split_words(text, words_per_chunk)
     return tuple(
         _DELTA_HEAD + orjson.dumps({"type": "text_delta", "text": piece}) + b"}\n\n"
-        for piece in split_words(text, words_per_chunk)
+        for piece in pieces
     )
 
 
@@ -339,7 +358,9 @@ def _stream_events(
     ]
     if reply.tool_name is None:
         block: dict[str, Any] = {"type": "text", "text": ""}
-        pieces = list(_text_delta_events(reply.text, state.config.stream_chunk_words))
+        pieces = list(_text_delta_events(
+            reply.text, state.config.stream_chunk_words, reply.chunk_chars
+        ))
     else:
         block = {"type": "tool_use", "id": tool_id, "name": reply.tool_name, "input": {}}
         pieces = [

@@ -36,6 +36,7 @@ class Fault:
     hang: bool = False
     output_tokens: int | None = None
     retry_after: int | None = None
+    reply: str | None = None  # exact reply text (streamed in REPLY_CHUNK_CHARS pieces)
 
 
 # Fields a rule or directive may set, with their parser.
@@ -48,7 +49,8 @@ _INT_FIELDS = (
     "output_tokens",
     "retry_after",
 )
-FAULT_FIELDS = (*_INT_FIELDS, "hang")
+FAULT_FIELDS = (*_INT_FIELDS, "hang", "reply")
+REPLY_CHUNK_CHARS = 5  # small enough that any secret in a scripted reply spans several chunks
 NO_FAULT = Fault()
 
 
@@ -76,7 +78,11 @@ def validate_fields(values: dict[str, Any]) -> dict[str, Any]:
             raise FaultSpecError(f"unknown fault field '{name}'; known: {', '.join(FAULT_FIELDS)}")
         if value is None:
             continue
-        if name == "hang":
+        if name == "reply":
+            if not isinstance(value, str) or not value:
+                raise FaultSpecError("fault field 'reply' must be a non-empty string")
+            out[name] = value
+        elif name == "hang":
             if not isinstance(value, bool):
                 raise FaultSpecError(f"fault field 'hang' must be true or false, got {value!r}")
             out[name] = value
@@ -94,6 +100,13 @@ def parse_directives(text: str) -> dict[str, Any]:
         return {}
     raw: dict[str, Any] = {}
     for body in _DIRECTIVE.findall(text):
+        if body.startswith("reply_hex="):
+            # Hex, so a scripted reply (say, a planted secret) is not itself in the prompt.
+            try:
+                raw["reply"] = bytes.fromhex(body[len("reply_hex=") :]).decode("utf-8")
+            except ValueError:
+                raise FaultSpecError("sim directive reply_hex= needs hex of UTF-8 text") from None
+            continue
         for item in body.split(","):
             key, sep, value = item.strip().partition("=")
             key, value = key.strip(), value.strip()

@@ -11,9 +11,23 @@ from aiohttp import web
 
 from simulator.delivery import send_events, send_json, wait_before_headers
 from simulator.errors import BadRequest, openai_error, openai_status_fault
-from simulator.faults import NO_FAULT, Fault, FaultSpecError, parse_directives
+from simulator.faults import (
+    NO_FAULT,
+    REPLY_CHUNK_CHARS,
+    Fault,
+    FaultSpecError,
+    parse_directives,
+)
 from simulator.models import ModelSpec
-from simulator.replies import Reply, seed_digest, split_fixed, split_words, text_reply, tool_reply
+from simulator.replies import (
+    Reply,
+    scripted_reply,
+    seed_digest,
+    split_fixed,
+    split_words,
+    text_reply,
+    tool_reply,
+)
 from simulator.state import STATE_KEY, SimState
 from simulator.tokenizer import count_tokens
 
@@ -235,6 +249,8 @@ def _reply(state: SimState, spec: ModelSpec, chat: ChatRequest, fault: Fault) ->
     factor = spec.tokenizer_factor
     if chat.tool is not None:
         return tool_reply(chat.digest, chat.tool[0], chat.tool[1], factor)
+    if fault.reply is not None:
+        return scripted_reply(fault.reply, factor, REPLY_CHUNK_CHARS)
     target = fault.output_tokens or state.config.default_output_tokens
     return text_reply(chat.digest, target, chat.max_tokens, factor)
 
@@ -258,9 +274,10 @@ _ROLE_DELTA = orjson.dumps({"role": "assistant", "content": "", "refusal": None}
 
 
 @lru_cache(maxsize=4096)
-def _content_deltas(text: str, words_per_chunk: int) -> tuple[bytes, ...]:
+def _content_deltas(text: str, words_per_chunk: int, chunk_chars: int = 0) -> tuple[bytes, ...]:
     """Serialized content deltas; replies repeat (same prompt, same text), so cache them."""
-    return tuple(orjson.dumps({"content": piece}) for piece in split_words(text, words_per_chunk))
+    pieces = split_fixed(text, chunk_chars) if chunk_chars else split_words(text, words_per_chunk)
+    return tuple(orjson.dumps({"content": piece}) for piece in pieces)
 
 
 def _stream_events(
@@ -294,7 +311,9 @@ def _stream_events(
     events = []
     if reply.tool_name is None:
         events.append(open_choice + _ROLE_DELTA + close_open)
-        for payload in _content_deltas(reply.text, state.config.stream_chunk_words):
+        for payload in _content_deltas(
+            reply.text, state.config.stream_chunk_words, reply.chunk_chars
+        ):
             events.append(open_choice + payload + close_open)
     else:
         events.append(delta({"role": "assistant", "content": None, "refusal": None}))

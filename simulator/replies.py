@@ -137,7 +137,7 @@ def _value_for(schema: Any, digest: bytes, counter: list[int]) -> Any:
 class Reply:
     """What the simulated model answers, independent of wire protocol."""
 
-    __slots__ = ("arguments", "finish", "output_tokens", "text", "tool_name")
+    __slots__ = ("arguments", "chunk_chars", "finish", "output_tokens", "text", "tool_name")
 
     def __init__(
         self,
@@ -146,8 +146,10 @@ class Reply:
         finish: str,
         tool_name: str | None = None,
         arguments: str = "",
+        chunk_chars: int = 0,
     ) -> None:
         self.text = text
+        self.chunk_chars = chunk_chars  # stream in pieces of this many characters, not words
         self.output_tokens = output_tokens
         # "stop", "length" or "tool"; each protocol maps it to its own stop reason.
         self.finish = finish
@@ -166,6 +168,11 @@ def tool_reply(digest: bytes, name: str, schema: Any, factor: float) -> Reply:
     arguments = orjson.dumps(arguments_from_schema(schema, digest)).decode()
     tokens = count_tokens(arguments, factor) + count_tokens(name, factor) + 4
     return Reply("", tokens, "tool", name, arguments)
+
+
+def scripted_reply(text: str, factor: float, chunk_chars: int) -> Reply:
+    """The reply a `reply` fault scripts, counted like any reply."""
+    return Reply(text, max(1, count_tokens(text, factor)), "stop", chunk_chars=chunk_chars)
 
 
 def split_fixed(text: str, size: int) -> list[str]:

@@ -1,0 +1,699 @@
+"""Guardrails on the governed call: the four hooks applied to real requests, responses, streams
+and tool calls, with every event journaled in the ledger and counted in Prometheus.
+
+The detection itself is pure (`policies.guardrails`); this module knows the wire shapes (what
+is user content, what is a tool result, where tool-call arguments are) and does the I/O around
+it (salt, ledger, metrics). A request none of whose hooks has a rule for its metadata costs a
+dict lookup and a tuple scan, and no stream is ever wrapped unless an output rule applies.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as _secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from activities.gateway import Gateway
+from activities.router import UpstreamResult
+from activities.wire.errors import stream_error
+from activities.wire.sse import SSEParser, encode_sse
+from activities.wire.usage import Protocol
+from policies.config.gateway import GatewayConfig
+from policies.guardrails import GuardrailEvent, GuardrailsConfig, HookResult, StreamGuard, evaluate
+from policies.guardrails.config import GuardrailRule
+from policies.refusals import Refusal
+
+KIND = "gateway-guardrails-config"
+GUARDRAIL_BLOCKED = "guardrail_blocked"
+SALT_ENV = "GOVERNOR_FINGERPRINT_SALT"
+SALT_FILE = "fingerprint.salt"
+_METADATA_KEYS = (
+    "project",
+    "team",
+    "user",
+    "session_id",
+    "workflow_tag",
+    "environment",
+    "cost_center",
+)
+
+
+# Config and salt ------------------------------------------------------------------------------
+
+_merged: dict[int, tuple[object, GuardrailsConfig | None]] = {}
+
+
+def merged_config(config: GatewayConfig) -> GuardrailsConfig | None:
+    """All guardrails documents of a gateway config as one (None: no rules at all), cached per
+    config object so the hot path does not re-merge."""
+    docs = config.extra.get(KIND)
+    if not docs:
+        return None
+    key = id(docs)
+    hit = _merged.get(key)
+    if hit is not None and hit[0] is docs:
+        return hit[1]
+    rules: list[GuardrailRule] = []
+    for d in docs:
+        assert isinstance(d, GuardrailsConfig)
+        rules.extend(d.rules)
+    merged: GuardrailsConfig | None = None
+    if len(docs) == 1:
+        merged = docs[0] if rules else None  # type: ignore[assignment]
+    elif rules:
+        names = "+".join(d.name for d in docs)  # type: ignore[attr-defined]
+        merged = GuardrailsConfig(type="gateway-guardrails-config", name=names, rules=tuple(rules))
+    if len(_merged) > 64:
+        _merged.clear()
+    _merged[key] = (docs, merged)  # holding `docs` keeps its id from being reused
+    return merged
+
+
+_salts: dict[str, bytes] = {}
+
+
+def fingerprint_salt(data_dir: Path) -> bytes:
+    """The HMAC salt of fingerprints: `GOVERNOR_FINGERPRINT_SALT`, else a random salt kept in
+    `<data_dir>/fingerprint.salt` (created once, mode 0600). Replicas that must agree on
+    fingerprints share the env value or the data dir. Never logged."""
+    env = os.environ.get(SALT_ENV)
+    if env:
+        return env.encode("utf-8")
+    key = str(data_dir)
+    hit = _salts.get(key)
+    if hit is not None:
+        return hit
+    path = Path(data_dir) / SALT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        salt = path.read_bytes().strip()
+    else:
+        salt = _secrets.token_hex(32).encode()
+        with os.fdopen(fd, "wb") as f:
+            f.write(salt)
+    if not salt:
+        raise RuntimeError(f"fingerprint salt file {path} is empty; delete it to get a new one")
+    _salts[key] = salt
+    return salt
+
+
+def gateway_salt(gw: Gateway) -> bytes:
+    return fingerprint_salt(gw.writer.journal_dir.parent)
+
+
+def metadata_of(ident: Any) -> dict[str, str]:
+    """Canonical metadata (project, workflow_tag ...) of an Identity or SessionIdentity."""
+    out: dict[str, str] = {}
+    for k in _METADATA_KEYS:
+        v = getattr(ident, k, None)
+        if v is not None:
+            out[k] = v
+    return out
+
+
+# One call's guard -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CallGuard:
+    """The guardrails of one call: rules per hook for its metadata, and event bookkeeping."""
+
+    gw: Gateway
+    config: GuardrailsConfig
+    metadata: dict[str, str]
+    call_id: str
+    model: str
+    protocol: Protocol = "openai"
+    _active: dict[str, bool] = field(default_factory=dict)
+    _seq: dict[str, int] = field(default_factory=dict)
+    _salt: bytes = b""
+
+    def active(self, hook: str) -> bool:
+        on = self._active.get(hook)
+        if on is None:
+            on = self._active[hook] = bool(self.config.rules_for(hook, self.metadata))
+        return on
+
+    @property
+    def salt(self) -> bytes:
+        if not self._salt:
+            self._salt = gateway_salt(self.gw)
+        return self._salt
+
+    def check(self, hook: str, text: str) -> HookResult:
+        """Evaluate `hook` on `text`, record its events; raises Refusal when it blocks."""
+        res = evaluate(self.config, hook, text, self.metadata, self.salt)
+        if res.events:
+            self.record(res.events)
+        if res.blocking_event is not None:
+            raise blocked_refusal(res.blocking_event)
+        return res
+
+    def stream_guard(self, hook: str) -> StreamGuard:
+        return StreamGuard(self.config, hook, self.metadata, self.salt)
+
+    def record(self, events: list[GuardrailEvent]) -> None:
+        """Journal each event (never its value) and count it; never on the caller's wait."""
+        gw, md = self.gw, self.metadata
+        now = time.time()
+        m = gw.metrics
+        for e in events:
+            seq = self._seq.get(e.hook, 0)
+            self._seq[e.hook] = seq + 1
+            m.child(m.guardrail_events, e.type, e.hook, e.action).inc()
+            gw.writer.record_event(
+                {
+                    "ts": now,
+                    "call_id": self.call_id,
+                    "hook": e.hook,
+                    "seq": seq,
+                    "detector": e.detector,
+                    "type": e.type,
+                    "action": e.action,
+                    "rule_id": e.rule_id,
+                    "fingerprint": e.fingerprint,
+                    "session_id": md.get("session_id"),
+                    "project": md.get("project") or "UNTAGGED",
+                    "workflow_tag": md.get("workflow_tag"),
+                    "model": self.model,
+                }
+            )
+
+
+def call_guard(
+    gw: Gateway, ident: Any, call_id: str, model: str, protocol: Protocol = "openai"
+) -> CallGuard | None:
+    """The guard of one call, or None when the gateway has no guardrail rules at all."""
+    cfg = merged_config(gw.config)
+    if cfg is None:
+        return None
+    return CallGuard(gw, cfg, metadata_of(ident), call_id, model, protocol)
+
+
+def blocked_refusal(e: GuardrailEvent) -> Refusal:
+    """The caller's error: hook, detector and type named; the value never."""
+    return Refusal(
+        400,
+        GUARDRAIL_BLOCKED,
+        f"guardrail rule {e.rule_id!r} blocked this call at hook {e.hook}: detector {e.detector} "
+        f"found {e.type}; remove it and retry (fingerprint {e.fingerprint})",
+    )
+
+
+# Request side: request-input and tool-output -------------------------------------------------
+
+_OPENAI_ROLE_HOOK = {
+    "system": "request-input",
+    "developer": "request-input",
+    "user": "request-input",
+    "tool": "tool-output",
+    "function": "tool-output",
+}
+
+
+def guard_request(gw: Gateway, req: Any) -> CallGuard | None:
+    """Run the input hooks on `req.body` (a CallRequest); a redacted body replaces it, so only
+    the redaction goes upstream (and into any stored text). Raises Refusal when a hook blocks."""
+    g = call_guard(gw, req.ident, req.call_id, str(req.body.get("model", "")), req.protocol)
+    if g is None:
+        return None
+    if not (g.active("request-input") or g.active("tool-output")):
+        return g
+    new = (
+        _openai_request(g, req.body)
+        if req.protocol == "openai"
+        else _anthropic_request(g, req.body)
+    )
+    if new is not None:
+        req.body = new
+    return g
+
+
+_SAME: Any = object()
+
+
+def _text(g: CallGuard, hook: str, text: object) -> Any:
+    """The text after `hook` (redacted under mutate), or _SAME when unchanged."""
+    if not isinstance(text, str) or not text or not g.active(hook):
+        return _SAME
+    res = g.check(hook, text)
+    return res.text if res.text is not text and res.text != text else _SAME
+
+
+def _content(g: CallGuard, hook: str, content: object, anthropic: bool) -> Any:
+    """A message's content (string or parts) after the hooks; _SAME when unchanged."""
+    if isinstance(content, str):
+        return _text(g, hook, content)
+    if not isinstance(content, list):
+        return _SAME
+    out: list[Any] | None = None
+    for i, part in enumerate(content):
+        if not isinstance(part, dict):
+            continue
+        ptype = part.get("type")
+        new: Any = _SAME
+        if ptype in ("text", "input_text"):
+            t = _text(g, hook, part.get("text"))
+            if t is not _SAME:
+                new = {**part, "text": t}
+        elif anthropic and ptype == "tool_result":
+            c = _content(g, "tool-output", part.get("content"), True)
+            if c is not _SAME:
+                new = {**part, "content": c}
+        if new is not _SAME:
+            if out is None:
+                out = list(content)
+            out[i] = new
+    return _SAME if out is None else out
+
+
+def _openai_request(g: CallGuard, body: dict[str, Any]) -> dict[str, Any] | None:
+    msgs = body.get("messages")
+    if not isinstance(msgs, list):
+        return None
+    new_msgs: list[Any] | None = None
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict):
+            continue
+        hook = _OPENAI_ROLE_HOOK.get(m.get("role"))  # type: ignore[arg-type]
+        if hook is None or not g.active(hook):
+            continue
+        c = _content(g, hook, m.get("content"), False)
+        if c is not _SAME:
+            if new_msgs is None:
+                new_msgs = list(msgs)
+            new_msgs[i] = {**m, "content": c}
+    return None if new_msgs is None else {**body, "messages": new_msgs}
+
+
+def _anthropic_request(g: CallGuard, body: dict[str, Any]) -> dict[str, Any] | None:
+    out: dict[str, Any] | None = None
+    system = _content(g, "request-input", body.get("system"), True)
+    if system is not _SAME:
+        out = {**body, "system": system}
+    msgs = body.get("messages")
+    if isinstance(msgs, list):
+        new_msgs: list[Any] | None = None
+        for i, m in enumerate(msgs):
+            if not isinstance(m, dict) or m.get("role") != "user":
+                continue
+            c = _content(g, "request-input", m.get("content"), True)
+            if c is not _SAME:
+                if new_msgs is None:
+                    new_msgs = list(msgs)
+                new_msgs[i] = {**m, "content": c}
+        if new_msgs is not None:
+            out = {**(out or body), "messages": new_msgs}
+    return out
+
+
+# Response side: request-output and tool-input -------------------------------------------------
+
+
+def _arguments(g: CallGuard, args: str) -> Any:
+    """Tool-call arguments (a JSON string) after tool-input; _SAME when unchanged."""
+    new = _text(g, "tool-input", args)
+    if new is _SAME:
+        return _SAME
+    try:
+        orjson.loads(new)
+    except orjson.JSONDecodeError:
+        # A redaction that cut through JSON syntax: hand over no argument values at all.
+        return orjson.dumps({"redacted": "[REDACTED:tool_arguments]"}).decode()
+    return new
+
+
+def guard_response(g: CallGuard | None, res: UpstreamResult, model: str) -> Refusal | None:
+    """Run the output hooks on a non-streamed response; redactions rewrite `res.body` and
+    `res.output_text`. Returns the Refusal to answer with when a hook blocks (the call still
+    happened and is accounted)."""
+    if g is None or not (g.active("request-output") or g.active("tool-input")):
+        return None
+    g.model = model
+    try:
+        doc = orjson.loads(res.body)
+    except orjson.JSONDecodeError:
+        return None
+    try:
+        changed = (
+            _openai_response(g, doc) if g.protocol == "openai" else _anthropic_response(g, doc)
+        )
+    except Refusal as r:
+        return r
+    if changed:
+        res.body = orjson.dumps(doc)
+        res.output_text = _output_text(g.protocol, doc)
+    return None
+
+
+def _openai_response(g: CallGuard, doc: dict[str, Any]) -> bool:
+    changed = False
+    choices = doc.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        msg = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(msg, dict):
+            continue
+        t = _text(g, "request-output", msg.get("content"))
+        if t is not _SAME:
+            msg["content"] = t
+            changed = True
+        calls = msg.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            fn = call.get("function") if isinstance(call, dict) else None
+            if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+                a = _arguments(g, fn["arguments"])
+                if a is not _SAME:
+                    fn["arguments"] = a
+                    changed = True
+    return changed
+
+
+def _anthropic_response(g: CallGuard, doc: dict[str, Any]) -> bool:
+    changed = False
+    content = doc.get("content")
+    for block in content if isinstance(content, list) else ():
+        if not isinstance(block, dict):
+            continue
+        btype = block.get("type")
+        if btype == "text":
+            t = _text(g, "request-output", block.get("text"))
+            if t is not _SAME:
+                block["text"] = t
+                changed = True
+        elif btype in ("tool_use", "server_tool_use") and g.active("tool-input"):
+            a = _arguments(g, orjson.dumps(block.get("input") or {}).decode())
+            if a is not _SAME:
+                block["input"] = orjson.loads(a)
+                changed = True
+    return changed
+
+
+def _output_text(protocol: Protocol, doc: dict[str, Any]) -> str:
+    try:
+        if protocol == "openai":
+            c = doc["choices"][0]["message"].get("content")
+            return c if isinstance(c, str) else ""
+        return "".join(b.get("text", "") for b in doc["content"] if b.get("type") == "text")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return ""
+
+
+# Streams ------------------------------------------------------------------------------------------
+
+
+def guard_stream(g: CallGuard | None, res: UpstreamResult, model: str) -> None:
+    """Wrap `res.stream` so output hooks see every delta before the caller does (only when an
+    output rule applies to this call: otherwise the relay is left untouched)."""
+    if g is None or res.stream is None:
+        return
+    text_on, tools_on = g.active("request-output"), g.active("tool-input")
+    if not (text_on or tools_on):
+        return
+    g.model = model
+    rw: _Rewriter = (
+        _OpenAIRewriter(g, text_on, tools_on)
+        if g.protocol == "openai"
+        else _AnthropicRewriter(g, text_on, tools_on)
+    )
+    res.stream = _guarded(rw, res, res.stream)
+
+
+async def _guarded(
+    rw: _Rewriter, res: UpstreamResult, inner: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
+    try:
+        async for piece in inner:
+            try:
+                out = rw.piece(piece)
+            except Refusal as r:
+                # End the stream with a well-formed error event; the relay is closed below, so
+                # the provider stops generating what nobody will see.
+                res.stream_error = GUARDRAIL_BLOCKED
+                res.finished = True
+                yield rw.pending() + stream_error(rw.g.protocol, r.code, r.message, r.status)
+                return
+            if out:
+                yield out
+    finally:
+        await inner.aclose()  # type: ignore[attr-defined]
+
+
+class _Rewriter:
+    """Re-encodes a caller-protocol SSE stream with guarded text and tool arguments."""
+
+    def __init__(self, g: CallGuard, text_on: bool, tools_on: bool) -> None:
+        self.g = g
+        self.text_on = text_on
+        self.tools_on = tools_on
+        self.parser = SSEParser()
+        self.out: list[bytes] = []
+
+    def pending(self) -> bytes:
+        """What was rewritten before a block in the same piece (safe: already checked)."""
+        data = b"".join(self.out)
+        self.out = []
+        return data
+
+    def piece(self, data: bytes) -> bytes:
+        for ev in self.parser.feed(data):
+            self.event(ev.event, ev.data)
+        return self.pending()
+
+    def event(self, name: str | None, data: bytes) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def feed(self, guard: StreamGuard, text: str, final: bool) -> str:
+        v = guard.feed(text) if text else None
+        out = v.text if v is not None else ""
+        events = list(v.events) if v is not None else []
+        if v is not None and v.blocking_event is not None:
+            self.g.record(events)
+            raise blocked_refusal(v.blocking_event)
+        if final:
+            f = guard.finish()
+            events.extend(f.events)
+            if f.blocking_event is not None:
+                self.g.record(events)
+                raise blocked_refusal(f.blocking_event)
+            out += f.text
+        if events:
+            self.g.record(events)
+        return out
+
+
+class _OpenAIRewriter(_Rewriter):
+    def __init__(self, g: CallGuard, text_on: bool, tools_on: bool) -> None:
+        super().__init__(g, text_on, tools_on)
+        self.guard = g.stream_guard("request-output") if text_on else None
+        self.tools: dict[int, dict[str, Any]] = {}
+        self.flushed = False
+
+    def event(self, name: str | None, data: bytes) -> None:
+        if data == b"[DONE]":
+            self.flush()
+            self.out.append(b"data: [DONE]\n\n")
+            return
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self.out.append(encode_sse(data, name))
+            return
+        choices = doc.get("choices") if isinstance(doc, dict) else None
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(delta, dict):
+            self.out.append(encode_sse(data, name))
+            return
+        finish = choice.get("finish_reason")  # type: ignore[union-attr]
+        changed = False
+        if self.tools_on and delta.get("tool_calls"):
+            self._hold_tools(delta.pop("tool_calls"))
+            changed = True
+        if self.guard is not None and (isinstance(delta.get("content"), str) or finish):
+            text = delta.get("content") or ""
+            out = self.feed(self.guard, text, final=bool(finish))
+            if finish:
+                self.flushed = True
+            if out != text:
+                delta["content"] = out
+                changed = True
+        if finish:
+            self._emit_tools(doc)
+        if changed:
+            if not finish and not delta.get("content") and set(delta) <= {"content"}:
+                return  # nothing left to send in this chunk yet
+            self.out.append(encode_sse(orjson.dumps(doc), name))
+        else:
+            self.out.append(encode_sse(data, name))
+
+    def flush(self) -> None:
+        """At [DONE] without a finish chunk: release the held-back text before the end."""
+        if self.guard is not None and not self.flushed:
+            self.flushed = True
+            text = self.feed(self.guard, "", final=True)
+            if text:
+                chunk = {
+                    "object": "chat.completion.chunk",
+                    "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+                }
+                self.out.append(encode_sse(orjson.dumps(chunk)))
+
+    def _hold_tools(self, calls: object) -> None:
+        for c in calls if isinstance(calls, list) else ():
+            if not isinstance(c, dict):
+                continue
+            idx = c.get("index", len(self.tools))
+            t = self.tools.get(idx)
+            f = c.get("function")
+            fn: dict[str, Any] = f if isinstance(f, dict) else {}
+            if t is None:
+                t = self.tools[idx] = {
+                    "index": idx,
+                    "id": c.get("id"),
+                    "type": c.get("type", "function"),
+                    "function": {"name": fn.get("name"), "arguments": ""},
+                }
+            elif c.get("id"):
+                t["id"] = c["id"]
+            if fn.get("name"):
+                t["function"]["name"] = fn["name"]
+            if isinstance(fn.get("arguments"), str):
+                t["function"]["arguments"] += fn["arguments"]
+
+    def _emit_tools(self, doc: dict[str, Any]) -> None:
+        if not self.tools:
+            return
+        calls = []
+        for t in self.tools.values():
+            a = _arguments(self.g, t["function"]["arguments"] or "{}")
+            if a is not _SAME:
+                t["function"]["arguments"] = a
+            calls.append(t)
+        self.tools = {}
+        head = {k: v for k, v in doc.items() if k not in ("choices", "usage")}
+        head["choices"] = [
+            {"index": 0, "delta": {"tool_calls": calls}, "logprobs": None, "finish_reason": None}
+        ]
+        self.out.append(encode_sse(orjson.dumps(head)))
+
+
+class _AnthropicRewriter(_Rewriter):
+    def __init__(self, g: CallGuard, text_on: bool, tools_on: bool) -> None:
+        super().__init__(g, text_on, tools_on)
+        self.text_guards: dict[int, StreamGuard] = {}
+        self.tools: dict[int, list[Any]] = {}  # index -> [start doc, [partial json]]
+
+    def event(self, name: str | None, data: bytes) -> None:
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self.out.append(encode_sse(data, name))
+            return
+        kind = doc.get("type", name) if isinstance(doc, dict) else None
+        idx = doc.get("index") if isinstance(doc, dict) else None
+        if kind == "content_block_start" and isinstance(idx, int):
+            block = doc.get("content_block") or {}
+            btype = block.get("type")
+            if btype == "text" and self.text_on:
+                guard = self.text_guards[idx] = self.g.stream_guard("request-output")
+                if block.get("text"):
+                    block["text"] = self.feed(guard, block["text"], final=False)
+                    data = orjson.dumps(doc)
+            elif btype in ("tool_use", "server_tool_use") and self.tools_on:
+                start = block.get("input")
+                self.tools[idx] = [doc, [orjson.dumps(start).decode()] if start else []]
+                return
+        elif kind == "content_block_delta" and isinstance(idx, int):
+            delta = doc.get("delta") or {}
+            if idx in self.tools and delta.get("type") == "input_json_delta":
+                part = delta.get("partial_json")
+                if isinstance(part, str):
+                    self.tools[idx][1].append(part)
+                return
+            tg = self.text_guards.get(idx)
+            if tg is not None and delta.get("type") == "text_delta":
+                out = self.feed(tg, delta.get("text") or "", final=False)
+                if not out:
+                    return
+                delta["text"] = out
+                data = orjson.dumps(doc)
+        elif kind == "content_block_stop" and isinstance(idx, int):
+            ending = self.text_guards.pop(idx, None)
+            if ending is not None:
+                tail = self.feed(ending, "", final=True)
+                if tail:
+                    self._text_delta(idx, tail)
+            tool = self.tools.pop(idx, None)
+            if tool is not None:
+                self._emit_tool(idx, tool)
+        elif kind == "message_delta" or kind == "message_stop":
+            for i in list(self.text_guards):
+                guard = self.text_guards.pop(i)
+                tail = self.feed(guard, "", final=True)
+                if tail:
+                    self._text_delta(i, tail)
+        self.out.append(encode_sse(data, name))
+
+    def _text_delta(self, idx: int, text: str) -> None:
+        ev = {"type": "content_block_delta", "index": idx,
+              "delta": {"type": "text_delta", "text": text}}  # fmt: skip
+        self.out.append(encode_sse(orjson.dumps(ev), "content_block_delta"))
+
+    def _emit_tool(self, idx: int, tool: list[Any]) -> None:
+        start, parts = tool
+        args = "".join(parts) or "{}"
+        a = _arguments(self.g, args)
+        if a is not _SAME:
+            args = a
+        block = start.get("content_block") or {}
+        block["input"] = {}
+        self.out.append(encode_sse(orjson.dumps(start), "content_block_start"))
+        ev = {"type": "content_block_delta", "index": idx,
+              "delta": {"type": "input_json_delta", "partial_json": args}}  # fmt: skip
+        self.out.append(encode_sse(orjson.dumps(ev), "content_block_delta"))
+
+
+# Session tools --------------------------------------------------------------------------------
+
+
+def guard_tool_arguments(
+    gw: Gateway, ident: Any, call_id: str, arguments: dict[str, Any]
+) -> dict[str, Any]:
+    """tool-input on a session tool call's arguments, before the tool runs."""
+    g = call_guard(gw, ident, call_id, "")
+    if g is None or not g.active("tool-input"):
+        return arguments
+    new = _arguments(g, orjson.dumps(arguments).decode())
+    if new is _SAME:
+        return arguments
+    out = orjson.loads(new)
+    return out if isinstance(out, dict) else {"redacted": out}
+
+
+def guard_tool_result(gw: Gateway, ident: Any, call_id: str, result: Any) -> Any:
+    """tool-output on what a session tool returned, before the workflow (and model) sees it."""
+    g = call_guard(gw, ident, call_id, "")
+    if g is None or not g.active("tool-output") or result is None:
+        return result
+    if isinstance(result, str):
+        new = _text(g, "tool-output", result)
+        return result if new is _SAME else new
+    try:
+        text = orjson.dumps(result).decode()
+    except TypeError:
+        text = str(result)
+    new = _text(g, "tool-output", text)
+    if new is _SAME:
+        return result
+    try:
+        return orjson.loads(new)
+    except orjson.JSONDecodeError:
+        return new
