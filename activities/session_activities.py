@@ -20,6 +20,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.gateway import Gateway
+from activities.guardrails import guard_tool_arguments, guard_tool_result
 from activities.llm_call import CallRequest, governed_call
 from activities.session_types import (
     COMPUTE_BASELINES,
@@ -218,7 +219,12 @@ def registered_tools() -> list[str]:
 
 @activity.defn(name=RUN_TOOL)
 async def run_tool(inp: ToolCallInput) -> ToolCallOutput:
-    """Run a registered tool (sync tools in a thread), heartbeating so a kill can stop it."""
+    """Run a registered tool (sync tools in a thread), heartbeating so a kill can stop it.
+
+    The tool-input hook sees the arguments before the tool runs and the tool-output hook its
+    result before the workflow does: in this one activity, so guarding costs no extra round
+    trip to the server. A block is a non-retryable `guardrail_blocked` ApplicationError.
+    """
     fn = _tools.get(inp.name)
     if fn is None:
         known = ", ".join(registered_tools()) or "(none registered)"
@@ -227,8 +233,15 @@ async def run_tool(inp: ToolCallInput) -> ToolCallOutput:
             type="tool_not_found",
             non_retryable=True,
         )
+    scope = inp.identity or inp
+    arguments = inp.arguments
+    if _gateway is not None:
+        try:
+            arguments = guard_tool_arguments(_gateway, scope, inp.call_id, arguments)
+        except Refusal as r:
+            raise _refusal_error(r) from None
     try:
-        inspect.signature(fn).bind(**inp.arguments)
+        inspect.signature(fn).bind(**arguments)
     except TypeError as exc:
         raise ApplicationError(
             f"tool {inp.name!r} cannot take these arguments: {exc}",
@@ -236,9 +249,9 @@ async def run_tool(inp: ToolCallInput) -> ToolCallOutput:
             non_retryable=True,
         ) from None
     if inspect.iscoroutinefunction(fn):
-        work: Coroutine[Any, Any, Any] = fn(**inp.arguments)
+        work: Coroutine[Any, Any, Any] = fn(**arguments)
     else:
-        work = asyncio.to_thread(fn, **inp.arguments)
+        work = asyncio.to_thread(fn, **arguments)
     try:
         result = await _heartbeating(work)
     except asyncio.CancelledError:
@@ -249,6 +262,11 @@ async def run_tool(inp: ToolCallInput) -> ToolCallOutput:
             type="tool_failed",
             non_retryable=True,
         ) from None
+    if _gateway is not None:
+        try:
+            result = guard_tool_result(_gateway, scope, inp.call_id, result)
+        except Refusal as r:
+            raise _refusal_error(r) from None
     return ToolCallOutput(name=inp.name, result=result)
 
 

@@ -79,6 +79,8 @@ class ToolCallInput(BaseModel):
     call_id: str
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
+    # Scope of the guardrail hooks around the tool (None: the session id alone).
+    identity: SessionIdentity | None = None
 
 
 class ToolCallOutput(BaseModel):

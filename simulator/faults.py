@@ -107,6 +107,9 @@ def parse_directives(text: str) -> dict[str, Any]:
             except ValueError:
                 raise FaultSpecError("sim directive reply_hex= needs hex of UTF-8 text") from None
             continue
+        if body == "echo":
+            raw["reply"] = text  # answer with the message as it arrived (what a proxy forwarded)
+            continue
         for item in body.split(","):
             key, sep, value = item.strip().partition("=")
             key, value = key.strip(), value.strip()

@@ -364,6 +364,7 @@ class SessionWorkflow:
                 call_id=call_id,
                 name=inp.name,
                 arguments=inp.arguments,
+                identity=self.ident,  # tool-input / tool-output guardrails run around the tool
             ),
             result_type=ToolCallOutput,
             start_to_close_timeout=timedelta(seconds=self.policy.tool_timeout_seconds),
