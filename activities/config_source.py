@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -23,32 +22,6 @@ def extra_kinds() -> dict[str, type]:
     return kinds
 
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def expand_env(text: str, file: str, env: Mapping[str, str]) -> str:
-    """`${NAME}` / `${NAME:-default}` from the environment; an unset NAME without default is an
-    error naming the line, never a silent empty string."""
-    errors: list[ConfigError] = []
-
-    def sub(m: re.Match[str]) -> str:
-        val = env.get(m.group(1))
-        if val is not None and val != "":
-            return val
-        if m.group(2) is not None:
-            return m.group(2)
-        line = text.count("\n", 0, m.start()) + 1
-        errors.append(
-            ConfigError(file, line, None, f"environment variable {m.group(1)} is not set")
-        )
-        return ""
-
-    out = _VAR.sub(sub, text)
-    if errors:
-        raise ConfigErrors(errors)
-    return out
-
-
 def load_config_dir(directory: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
     """Every *.yaml / *.yml file of `directory`, in name order, validated as one config."""
     d = Path(directory)
@@ -63,5 +36,5 @@ def load_config_dir(directory: str | Path, env: Mapping[str, str] | None = None)
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigErrors([ConfigError(str(p), None, None, f"cannot read: {exc}")]) from None
-        texts.append((str(p), expand_env(text, str(p), os.environ if env is None else env)))
-    return build_config(texts, extra_kinds())
+        texts.append((str(p), text))
+    return build_config(texts, extra_kinds(), os.environ if env is None else env)

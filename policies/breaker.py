@@ -46,7 +46,13 @@ def on_attempt(state: BreakerState, cfg: CircuitBreakerConfig, now: float) -> Br
 
 
 def on_success(state: BreakerState) -> BreakerState:
-    return CLOSED if state.opened_at is not None or state.failures else state
+    """A probe's success closes the circuit. While closed, a success forgets nothing: the
+    threshold counts failures within the window, so a flapping upstream still trips it."""
+    if state.opened_at is not None:
+        # Only the half-open probe's success closes it; a late success of a call that started
+        # before the circuit opened says nothing about the upstream now.
+        return CLOSED if state.probing else state
+    return state
 
 
 def on_failure(state: BreakerState, cfg: CircuitBreakerConfig, now: float) -> BreakerState:

@@ -16,7 +16,7 @@ from policies.config.models import RoutingConfig, Target
 from policies.identity import Identity
 from policies.ratelimits import RateBreach, RateKey, applicable_keys, check_rate_limits
 from policies.refusals import Refusal
-from policies.routing import cheaper_target
+from policies.routing import cheaper_target, find_fallback
 
 
 @dataclass(slots=True)
@@ -56,17 +56,7 @@ def lookup_model(config: GatewayConfig, model: object) -> RoutingConfig:
 def resolve_fallback(
     config: GatewayConfig, name: str
 ) -> tuple[RoutingConfig | None, Target | None]:
-    """`fallback_to_X`: X is a virtual model, or a priced model reachable through some route."""
-    if name in config.virtual_models:
-        return config.virtual_models[name], None
-    for vm in config.virtual_models.values():
-        for t in [*(r.target for r in vm.rules), *vm.fallbacks]:
-            if t.model == name:
-                return None, t
-    price = config.prices.get(name)
-    if price is not None and price.provider is not None:
-        return None, Target(provider=price.provider, model=name)
-    return None, None
+    return find_fallback(name, config.virtual_models, config.prices)
 
 
 def _fallback(config: GatewayConfig, vm: RoutingConfig, name: str, why: str) -> PreCall:
@@ -134,12 +124,12 @@ def decide(
     for st in statuses:
         if not st.exceeded:
             continue
-        b = st.budget
+        bud = st.budget
         why = (
-            f"budget {b.id!r} exhausted: ${st.spent:.4f} of ${b.ceiling_usd:.2f} "
-            f"{b.window} ceiling spent"
+            f"budget {bud.id!r} exhausted: ${st.spent:.4f} of ${bud.ceiling_usd:.2f} "
+            f"{bud.window} ceiling spent"
         )
-        if b.on_exceed == "hard_block":
+        if bud.on_exceed == "hard_block":
             raise Refusal(
                 429,
                 "budget_exceeded",
@@ -148,7 +138,7 @@ def decide(
             )
         if result.action == "queue":
             continue
-        if b.on_exceed == "fallback_to_cheaper":
+        if bud.on_exceed == "fallback_to_cheaper":
             current = result.pinned or result.vm.rules[0].target
             cheaper = cheaper_target(result.vm, config.prices, current)
             if cheaper is None:
@@ -161,7 +151,7 @@ def decide(
                 )
             result = PreCall("fallback", result.vm, pinned=cheaper, reason=why)
         else:
-            result = _fallback(config, result.vm, b.on_exceed[12:], why)
+            result = _fallback(config, result.vm, bud.on_exceed[12:], why)
     result.rate_keys = [k for _, k, _ in keyed]
     result.budgets = statuses
     return result

@@ -1,7 +1,8 @@
 """Cost of a call from the catalog, per model version.
 
 A version entry overrides the model's prices field by field. Cache prices default to the input
-price when the catalog leaves them out: we never guess a discount the provider may not give.
+price (of that version) when the catalog leaves them out: we never guess a discount the provider
+may not give.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from policies.config.models import ModelPrice
 
 def rates(price: ModelPrice, version: str | None) -> tuple[float, float, float, float]:
     inp, out = price.input_per_mtok, price.output_per_mtok
-    cr = price.cache_read_per_mtok if price.cache_read_per_mtok is not None else inp
-    cw = price.cache_write_per_mtok if price.cache_write_per_mtok is not None else inp
+    cr, cw = price.cache_read_per_mtok, price.cache_write_per_mtok
     if version:
         for v in price.versions:
             if v.version == version:
@@ -21,7 +21,7 @@ def rates(price: ModelPrice, version: str | None) -> tuple[float, float, float, 
                 cr = v.cache_read_per_mtok if v.cache_read_per_mtok is not None else cr
                 cw = v.cache_write_per_mtok if v.cache_write_per_mtok is not None else cw
                 break
-    return inp, out, cr, cw
+    return inp, out, inp if cr is None else cr, inp if cw is None else cw
 
 
 def call_cost(

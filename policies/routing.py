@@ -57,3 +57,20 @@ def cheaper_target(
         if p is not None and blended_price(p) < best_price:
             best, best_price = t, blended_price(p)
     return best
+
+
+def find_fallback(
+    name: str, vms: dict[str, RoutingConfig], prices: dict[str, ModelPrice]
+) -> tuple[RoutingConfig | None, Target | None]:
+    """What `fallback_to_<name>` routes to: a virtual model, or a model some route already
+    reaches, or a priced model whose provider the catalog names. (None, None): unroutable."""
+    if name in vms:
+        return vms[name], None
+    for vm in vms.values():
+        for t in [*(r.target for r in vm.rules), *vm.fallbacks]:
+            if t.model == name:
+                return None, t
+    price = prices.get(name)
+    if price is not None and price.provider is not None:
+        return None, Target(provider=price.provider, model=name)
+    return None, None

@@ -23,15 +23,14 @@ def calendar_window(now: float, period: str) -> tuple[float, float]:
 def _calendar_window(day: int, period: str) -> tuple[float, float]:
     # Calendar windows start at UTC midnight, so the UTC day number determines the window; the
     # cache makes this a dict lookup on the hot path (still a pure function of its inputs).
-    t = datetime.fromtimestamp(day * 86400, UTC)
-    day = t.replace(hour=0, minute=0, second=0, microsecond=0)
+    midnight = datetime.fromtimestamp(day * 86400, UTC)
     if period == "daily":
-        start, end = day, day + timedelta(days=1)
+        start, end = midnight, midnight + timedelta(days=1)
     elif period == "weekly":
-        start = day - timedelta(days=day.weekday())
+        start = midnight - timedelta(days=midnight.weekday())
         end = start + timedelta(days=7)
     elif period == "monthly":
-        start = day.replace(day=1)
+        start = midnight.replace(day=1)
         end = (start + timedelta(days=32)).replace(day=1)
     else:
         raise ValueError(f"unknown calendar window {period!r}")

@@ -6,7 +6,7 @@ function serves `governor config check`, start-up and atomic reload.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +26,10 @@ from policies.config.models import (
     RateLimitRule,
     RoutingConfig,
     Settings,
+    Target,
 )
 from policies.config.yamlsource import ConfigError, ConfigErrors, YamlDoc, parse_yaml
+from policies.routing import find_fallback
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,9 @@ def validate_doc(doc: YamlDoc, kinds: dict[str, type[BaseModel]]) -> BaseModel:
 
 
 def build_config(
-    files: Iterable[tuple[str, str]], extra_kinds: dict[str, type[BaseModel]] | None = None
+    files: Iterable[tuple[str, str]],
+    extra_kinds: dict[str, type[BaseModel]] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> GatewayConfig:
     """Validate every document of every (filename, text) pair; raise all errors at once."""
     kinds = {**KINDS, **(extra_kinds or {})}
@@ -97,9 +101,12 @@ def build_config(
     for name, text in files:
         sources.append(name)
         try:
-            docs = parse_yaml(text, name)
+            docs = parse_yaml(text, name, env)
         except ConfigError as exc:
             errors.append(exc)
+            continue
+        except ConfigErrors as exc:
+            errors.extend(exc.errors)
             continue
         for doc in docs:
             if doc.data is None:
@@ -156,10 +163,10 @@ def _assemble(parsed: list[tuple[YamlDoc, BaseModel]], sources: tuple[str, ...])
             vms[m.name] = m
             where[f"vm:{m.name}"] = (doc, ())
         elif isinstance(m, PricingCatalog):
-            for i, p in enumerate(m.models):
-                if p.model in prices:
-                    dup(doc, ("models", i, "model"), f"duplicate price for model {p.model!r}")
-                prices[p.model] = p
+            for i, mp in enumerate(m.models):
+                if mp.model in prices:
+                    dup(doc, ("models", i, "model"), f"duplicate price for model {mp.model!r}")
+                prices[mp.model] = mp
         elif isinstance(m, RateLimitConfig):
             for i, r in enumerate(m.rules):
                 if any(x.id == r.id for x in rate_rules):
@@ -179,7 +186,9 @@ def _assemble(parsed: list[tuple[YamlDoc, BaseModel]], sources: tuple[str, ...])
     # Cross-references: a route to nowhere or an unpriced model is a config bug, not a runtime one.
     for name, vm in vms.items():
         doc, _ = where[f"vm:{name}"]
-        targets = [(("rules", i, "target"), r.target) for i, r in enumerate(vm.rules)]
+        targets: list[tuple[tuple[Any, ...], Target]] = [
+            (("rules", i, "target"), r.target) for i, r in enumerate(vm.rules)
+        ]
         targets += [(("fallbacks", i), t) for i, t in enumerate(vm.fallbacks)]
         if vm.cheaper is not None:
             targets.append((("cheaper",), vm.cheaper))
@@ -196,28 +205,23 @@ def _assemble(parsed: list[tuple[YamlDoc, BaseModel]], sources: tuple[str, ...])
                     (*path, "model"),
                     f"model {t.model!r} has no price in the gateway-pricing-catalog",
                 )
-    fallback_names = set(vms) | set(prices)
+
+    def unroutable(name: str) -> bool:
+        return find_fallback(name, vms, prices) == (None, None)
+
+    why = (
+        "names no virtual model, no model on any route, and no priced model with a "
+        "provider, so it cannot be routed"
+    )
     for r in rate_rules:
-        if r.on_breach.startswith("fallback_to_") and r.on_breach[12:] not in fallback_names:
+        if r.on_breach.startswith("fallback_to_") and unroutable(r.on_breach[12:]):
             doc, path = where[f"rl:{r.id}"]
-            dup(
-                doc,
-                (*path, "on_breach"),
-                f"{r.on_breach}: {r.on_breach[12:]!r} names no virtual model or priced model",
-            )
+            dup(doc, (*path, "on_breach"), f"{r.on_breach}: {r.on_breach[12:]!r} {why}")
     for b in budgets:
         tgt = b.on_exceed[12:]
-        if (
-            b.on_exceed.startswith("fallback_to_")
-            and tgt != "cheaper"
-            and tgt not in fallback_names
-        ):
+        if b.on_exceed.startswith("fallback_to_") and tgt != "cheaper" and unroutable(tgt):
             doc, path = where[f"b:{b.id}"]
-            dup(
-                doc,
-                (*path, "on_exceed"),
-                f"{b.on_exceed}: {tgt!r} names no virtual model or priced model",
-            )
+            dup(doc, (*path, "on_exceed"), f"{b.on_exceed}: {tgt!r} {why}")
     if errors:
         raise ConfigErrors(errors)
     return GatewayConfig(

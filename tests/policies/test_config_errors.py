@@ -301,12 +301,6 @@ def test_budget_on_exceed_naming_nothing_is_an_error() -> None:
     assert where(one_error(("b.yaml", text))) == ("b.yaml", 7, "budgets.0.on_exceed")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway._assemble accepts fallback_to_<model> for any priced model, but "
-    "decision.resolve_fallback can only route one that has a catalog provider or is on "
-    "some route: the config loads and every breach is a 503 fallback_unavailable",
-)
 def test_fallback_to_a_priced_model_that_cannot_be_routed_is_a_config_error() -> None:
     pricing = PRICING + "  - {model: orphan, input_per_mtok: 1, output_per_mtok: 1}\n"
     text = y("""

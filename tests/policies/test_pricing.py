@@ -88,12 +88,6 @@ def test_version_with_only_a_tokenizer_note_costs_the_same_as_the_model() -> Non
     assert call_cost(p, "v2", 1234, 567, 89, 10) == call_cost(p, None, 1234, 567, 89, 10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pricing.rates computes the cache-price defaults from the model's input price "
-    "before the version override, so a version that raises input_per_mtok bills cache "
-    "tokens at the old, lower price (a discount the provider may not give)",
-)
 def test_absent_cache_prices_default_to_the_versions_input_price() -> None:
     p = price(versions=[{"version": "v2", "input_per_mtok": 6.0}])
     assert rates(p, "v2") == (6.0, 15.0, 6.0, 6.0)
