@@ -103,6 +103,94 @@ def _print_config_errors(exc: BaseException) -> None:
         click.echo(f"  {e}", err=True)
 
 
+@main.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_DATA,
+    show_default=True,
+    help="ledger, journals and the dev server's SQLite file live here",
+)
+@click.option(
+    "--config",
+    "config_dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="config directory (*.yaml)",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="proxy address")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--temporal-address",
+    envvar="TEMPORAL_ADDRESS",
+    default=None,
+    help="an existing Temporal cluster (host:port); default: start the dev server",
+)
+@click.option("--namespace", envvar="TEMPORAL_NAMESPACE", default="default", show_default=True)
+@click.option("--tls-cert", envvar="TEMPORAL_TLS_CERT", type=click.Path(path_type=Path))
+@click.option("--tls-key", envvar="TEMPORAL_TLS_KEY", type=click.Path(path_type=Path))
+@click.option("--temporal-port", type=click.IntRange(1, 65535), default=7233, show_default=True)
+@click.option("--ui-port", type=click.IntRange(1, 65535), default=8233, show_default=True)
+@click.option(
+    "--sim-url",
+    envvar="GOVERNOR_SIM_URL",
+    default="http://127.0.0.1:8790",
+    show_default=True,
+    help="where the SIMULATED provider listens (started when providers point at it)",
+)
+def up(
+    data_dir: Path,
+    config_dir: Path,
+    host: str,
+    port: int,
+    temporal_address: str | None,
+    namespace: str,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    temporal_port: int,
+    ui_port: int,
+    sim_url: str,
+) -> None:
+    """Start everything on this machine: Temporal dev server, worker, proxy, simulator."""
+    from governor.up import UpError, UpOptions
+    from governor.up import up as run_up
+    from policies.config.yamlsource import ConfigErrors
+
+    opts = UpOptions(
+        data_dir=data_dir,
+        config_dir=config_dir,
+        host=host,
+        port=port,
+        temporal_address=temporal_address or None,
+        namespace=namespace,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        temporal_port=temporal_port,
+        ui_port=ui_port,
+        sim_url=sim_url,
+    )
+    try:
+        run_up(opts)
+    except ConfigErrors as exc:
+        _print_config_errors(exc)
+        sys.exit(2)
+    except UpError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        pass
+
+
+def _register_sessions() -> None:
+    from governor.sessions_cli import sessions
+
+    main.add_command(sessions)
+
+
+_register_sessions()
+
+
 @main.group()
 def keys() -> None:
     """API key commands."""

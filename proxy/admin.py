@@ -112,11 +112,22 @@ async def _kill(gw: Gateway, session_id: str, actor: str, receive: Receive, send
 async def _show(gw: Gateway, session_id: str, send: Send) -> None:
     rec = await gw.store.get_session(session_id)
     live = gw.state.sessions.get(session_id)
-    if rec is None and live is None and session_id not in gw.state.killed:
+    # Optional hooks (set by `governor up`): a workflow session's own `status` query.
+    workflow = None
+    for hook in getattr(gw, "session_status_hooks", ()):
+        try:
+            workflow = await hook(session_id)
+        except Exception as exc:
+            log.warning("session status hook failed: %s", type(exc).__name__)
+        if workflow is not None:
+            break
+    if rec is None and live is None and workflow is None and session_id not in gw.state.killed:
         raise Refusal(404, "session_not_found", f"no session {session_id!r} is known")
     doc: dict[str, Any] = {"session_id": session_id}
     if rec is not None:
         doc.update(rec.model_dump())
+    if workflow is not None:  # the workflow's own state wins over the ledger's copy
+        doc.update(status=workflow["status"], workflow=workflow)
     if live is not None:
         doc["live"] = {"calls": live.calls, "tokens": live.tokens, "cost_usd": live.cost_usd}
     kills = [k for k in await gw.store.kills_after(0) if k.session_id == session_id]
