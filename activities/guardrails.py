@@ -643,8 +643,11 @@ class _AnthropicRewriter(_Rewriter):
         self.out.append(encode_sse(data, name))
 
     def _text_delta(self, idx: int, text: str) -> None:
-        ev = {"type": "content_block_delta", "index": idx,
-              "delta": {"type": "text_delta", "text": text}}  # fmt: skip
+        ev = {
+            "type": "content_block_delta",
+            "index": idx,
+            "delta": {"type": "text_delta", "text": text},
+        }
         self.out.append(encode_sse(orjson.dumps(ev), "content_block_delta"))
 
     def _emit_tool(self, idx: int, tool: list[Any]) -> None:
@@ -656,8 +659,11 @@ class _AnthropicRewriter(_Rewriter):
         block = start.get("content_block") or {}
         block["input"] = {}
         self.out.append(encode_sse(orjson.dumps(start), "content_block_start"))
-        ev = {"type": "content_block_delta", "index": idx,
-              "delta": {"type": "input_json_delta", "partial_json": args}}  # fmt: skip
+        ev = {
+            "type": "content_block_delta",
+            "index": idx,
+            "delta": {"type": "input_json_delta", "partial_json": args},
+        }
         self.out.append(encode_sse(orjson.dumps(ev), "content_block_delta"))
 
 
