@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from activities.loop_guard import LoopGuard, LoopVerdict
 from activities.metrics import Metrics
 from activities.router import Router
 from activities.state import GovernanceState
@@ -47,6 +48,7 @@ class Gateway:
     metrics: Metrics = field(default_factory=Metrics)
     router: Router = field(init=False)
     kill_hooks: list[KillHook] = field(default_factory=list)
+    loop_guard: LoopGuard = field(default_factory=LoopGuard)
     config_dir: Path | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _last_kill_id: int = 0
@@ -90,6 +92,7 @@ class Gateway:
         await gw.router.start()
         await gw.rebuild()
         gw._tasks.append(asyncio.create_task(gw._poll_kills(kill_poll_seconds)))
+        gw._tasks.append(asyncio.create_task(gw.loop_guard.baselines.run(store)))
         return gw
 
     async def close(self) -> None:
@@ -179,6 +182,23 @@ class Gateway:
             except Exception as exc:
                 log.warning("kill poll failed: %s", type(exc).__name__)
             self.metrics.ledger_pending.set(self.writer.pending_count)
+
+    def apply_loop_verdict(self, v: LoopVerdict) -> None:
+        """Alert always; kill through the audited kill path (refused here at once)."""
+        self.metrics.child(self.metrics.loop_detections, v.kind, v.action).inc()
+        log.warning("runaway session detected (%s, action %s): %s", v.kind, v.action, v.reason)
+        if v.action == "kill":
+            self.state.killed[v.session_id] = v.reason
+            task = asyncio.get_running_loop().create_task(
+                self._kill_quietly(v.session_id, "governor:loop-detector", v.reason))
+            self._tasks.append(task)
+            task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    async def _kill_quietly(self, session_id: str, actor: str, reason: str) -> None:
+        try:
+            await self.kill(session_id, actor, reason)
+        except Exception as exc:  # the refusal is already in force; the record retries on poll
+            log.warning("loop kill not recorded: %s", type(exc).__name__)
 
     async def kill(self, session_id: str, actor: str, reason: str) -> tuple[Any, bool]:
         """Record (idempotently) and apply a kill here and, through the hooks, in workflows."""

@@ -119,7 +119,14 @@ class CallOutcome:
 
 async def _decide(gw: Gateway, req: CallRequest, now: float, est: int) -> PreCall:
     ident = req.ident
-    killed = ident.session_id is not None and ident.session_id in gw.state.killed
+    sid = ident.session_id
+    killed = sid is not None and sid in gw.state.killed
+    if sid is not None and gw.loop_guard.throttled and not killed:
+        wait = gw.loop_guard.throttled_for(sid, now)
+        if wait > 0:
+            raise Refusal(429, "session_throttled",
+                          f"session {sid!r} is throttled by the loop detector for {wait:.0f}s "
+                          "more; check the agent for a loop", retry_after=wait)
     pre = decide(
         gw.config,
         ident,
@@ -373,6 +380,13 @@ def _account(
     crossings = st.charge(
         req.call_id, pre.rate_keys, pre.budgets, req.ident.session_id, tokens, gov.cost_usd
     )
+    sid = req.ident.session_id
+    if sid is not None and gw.path == "proxy":  # a session workflow runs the detector itself
+        verdict = gw.loop_guard.observe(
+            gw.config.settings, sid, req.ident.workflow_tag, req.body, tokens, now
+        )
+        if verdict is not None:
+            gw.apply_loop_verdict(verdict)
     if pre.budgets:
         gov.budget_remaining_usd = min(
             max(0.0, b.budget.ceiling_usd - st.spend.get(b.key, 0.0)) for b in pre.budgets

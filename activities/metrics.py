@@ -72,6 +72,9 @@ class Metrics:
             "governor_refusals_total", "Refused calls by code", ["code"], registry=r
         )
         self.kills = Counter("governor_session_kills_total", "Sessions killed", registry=r)
+        self.loop_detections = Counter(
+            "governor_loop_detections_total", "Runaway sessions detected, by signal and action",
+            ["kind", "action"], registry=r)
         self.ledger_pending = Gauge(
             "governor_ledger_pending_rows",
             "Ledger rows journaled but not yet in the database",

@@ -36,7 +36,7 @@ from activities.session_types import (
     ToolCallInput,
     ToolCallOutput,
 )
-from ledger.baselines import BaselineRecord, load_baselines, save_baselines
+from ledger.baselines import BaselineRecord, save_baselines
 from policies.config.models import Target
 from policies.identity import Identity
 from policies.loops import baselines_by_tag, session_peak_rates
@@ -66,41 +66,6 @@ def _gw() -> Gateway:
     return _gateway
 
 
-# Baselines cache ------------------------------------------------------------------------------
-
-
-class BaselineCache:
-    """The worker's copy of the baselines table, so an LLM activity reads it without a query."""
-
-    def __init__(self) -> None:
-        self.by_tag: dict[str, tuple[float, int]] = {}
-        self.loaded_at = 0.0
-
-    def get(self, tag: str | None) -> tuple[float | None, int]:
-        if not tag:
-            return None, 0
-        hit = self.by_tag.get(tag)
-        return (hit[0], hit[1]) if hit else (None, 0)
-
-    def replace(self, values: dict[str, tuple[float, int]], at: float) -> None:
-        self.by_tag = {**self.by_tag, **values}
-        self.loaded_at = at
-
-    async def refresh(self, gw: Gateway) -> None:
-        rows = await load_baselines(gw.store)
-        self.replace({t: (r.p95_tokens_per_hour, r.sessions) for t, r in rows.items()}, time.time())
-
-    async def run(self, gw: Gateway, every: float = 60.0) -> None:
-        """Refresh forever (the worker runs this as a task); a failed refresh keeps the old copy."""
-        while True:
-            try:
-                await self.refresh(gw)
-            except Exception as exc:
-                log.warning("baseline refresh failed: %s", type(exc).__name__)
-            await asyncio.sleep(every)
-
-
-baselines = BaselineCache()
 
 
 # Heartbeats -----------------------------------------------------------------------------------
@@ -171,7 +136,7 @@ async def governed_llm_call(inp: LlmCallInput) -> LlmCallOutput:
         raise _refusal_error(r) from None
     g = out.governance
     totals = gw.state.sessions.get(inp.identity.session_id)
-    p95_rate, n_sessions = baselines.get(inp.identity.workflow_tag)
+    p95_rate, n_sessions = gw.loop_guard.baselines.get(inp.identity.workflow_tag)
     remaining = g.budget_remaining_usd
     return LlmCallOutput(
         response=orjson.loads(out.body) if out.body else {},
@@ -297,7 +262,7 @@ async def compute_baselines(inp: BaselinesInput) -> BaselinesOutput:
             for tag, (p, n) in by_tag.items()
         ),
     )
-    baselines.replace(by_tag, now)
+    gw.loop_guard.baselines.replace(by_tag, now)
     return BaselinesOutput(
         baselines={
             t: TagBaseline(p95_tokens_per_hour=p, sessions=n) for t, (p, n) in by_tag.items()

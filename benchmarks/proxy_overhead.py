@@ -145,6 +145,7 @@ def bench_config(dest: Path, upstream_port: int) -> None:
     (dest / "all.yaml").write_text(f"""
 type: gateway-settings
 name: bench
+loop_action: alert   # wrk repeats one prompt in one session: detect it, don't kill the benchmark
 ---
 type: gateway-api-keys
 keys:

@@ -328,7 +328,6 @@ def _uses_sim(config: Any, sim_url: str) -> bool:
 
 async def run_up(opts: UpOptions, ready: asyncio.Event | None = None) -> None:
     """Start everything, print the banner, run until SIGINT/SIGTERM, stop in reverse order."""
-    from activities import session_activities
     from activities.config_source import load_config_dir
     from activities.gateway import Gateway
     from activities.metrics import Metrics
@@ -412,12 +411,8 @@ async def run_up(opts: UpOptions, ready: asyncio.Event | None = None) -> None:
         register_demo_tools()
         worker = build_worker(client, wgw, opts.task_queue)
         worker_task = asyncio.create_task(worker.run(), name="governor-worker")
-        refresher = asyncio.create_task(session_activities.baselines.run(wgw, 60.0))
 
         async def stop_worker() -> None:
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
             if not worker_task.done():
                 await worker.shutdown()
             with contextlib.suppress(BaseException):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -41,20 +39,8 @@ def build_worker(
 
 
 async def run_worker(
-    client: Client,
-    gateway: Gateway,
-    task_queue: str = DEFAULT_TASK_QUEUE,
-    *,
-    baseline_refresh_seconds: float = 60.0,
+    client: Client, gateway: Gateway, task_queue: str = DEFAULT_TASK_QUEUE
 ) -> None:
-    """Run until cancelled, keeping this worker's baseline cache fresh from the ledger."""
+    """Run until cancelled. The Gateway keeps its baseline cache fresh from the ledger."""
     worker = build_worker(client, gateway, task_queue)
-    refresher = asyncio.create_task(
-        session_activities.baselines.run(gateway, baseline_refresh_seconds)
-    )
-    try:
-        await worker.run()
-    finally:
-        refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
+    await worker.run()

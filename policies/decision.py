@@ -91,8 +91,8 @@ def decide(
         raise Refusal(
             403,
             "session_killed",
-            f"session {ident.session_id!r} was killed by an operator; start a new "
-            "session (GET /gateway/sessions/{id} shows who killed it and why)",
+            f"session {ident.session_id!r} was killed (by an operator or the loop "
+            "detector); start a new session (GET /gateway/sessions/{id} shows who and why)",
         )
     vm = lookup_model(config, model)
     keyed = applicable_keys(config.rate_limits, ident, vm.name, now)

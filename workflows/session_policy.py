@@ -34,10 +34,20 @@ def identity_of(i: SessionIdentity) -> Identity:
 def session_policy_from_config(
     config: GatewayConfig, identity: SessionIdentity, **overrides: Any
 ) -> SessionPolicy:
-    """Ceiling from the first matching session-scoped token rule, repeat threshold from the
+    """Ceiling from the first matching session-scoped token rule, loop detector from the
     settings, cheaper targets of every virtual model; `overrides` win over all of it."""
     ident = identity_of(identity)
-    fields: dict[str, Any] = {"repeat_threshold": config.settings.loop_repeat_threshold}
+    st = config.settings
+    # The loop detector reads the same settings on both paths (proxy and workflow).
+    fields: dict[str, Any] = {
+        "repeat_threshold": st.loop_repeat_threshold,
+        "loop_multiplier": st.loop_multiplier,
+        "loop_window_seconds": st.loop_window_seconds,
+        "default_baseline_tokens_per_hour": st.loop_default_baseline_tokens_per_hour,
+        "min_sessions": st.loop_min_sessions,
+        "loop_action": st.loop_action,
+        "throttle_seconds": st.loop_throttle_seconds,
+    }
     for rule in config.rate_limits:
         if rule.scope == "session" and rule.limit.tokens and matches(rule.when, ident):
             on_breach = rule.on_breach

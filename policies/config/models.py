@@ -267,6 +267,15 @@ class Settings(_Strict):
     store_text: bool = False
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     loop_repeat_threshold: int = Field(default=5, ge=2)
+    # Loop detection (both paths): a session's tokens/hour over `loop_window_seconds` above
+    # `loop_multiplier` x the p95 baseline of its workflow tag (or the default baseline while
+    # fewer than `loop_min_sessions` sessions back it).
+    loop_multiplier: float = Field(default=3.0, gt=1)
+    loop_window_seconds: float = Field(default=600, gt=0)
+    loop_default_baseline_tokens_per_hour: float = Field(default=100_000, gt=0)
+    loop_min_sessions: int = Field(default=5, ge=1)
+    loop_action: Literal["alert", "throttle", "kill"] = "kill"
+    loop_throttle_seconds: float = Field(default=30, ge=0)
 
 
 KINDS: dict[str, type[BaseModel]] = {

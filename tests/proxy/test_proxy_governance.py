@@ -111,9 +111,10 @@ async def test_session_token_ceiling_refuses_the_call_that_would_pass_it(proxy):
     client = oai(proxy, **{"X-Governor-Workflow-Tag": "t-ceiling",
                            "X-Governor-Session-ID": "sess-ceiling-1"})
     refused = None
-    for _ in range(20):
+    for i in range(20):
         try:
-            await client.chat.completions.create(model="support-cheap", messages=MSG,
+            msg = [{"role": "user", "content": f"step {i}: summarise the incident report"}]
+            await client.chat.completions.create(model="support-cheap", messages=msg,
                                                  max_tokens=60)
         except openai.RateLimitError as e:
             refused = e

@@ -119,7 +119,7 @@ async def test_looping_agent_is_detected_and_killed_within_two_calls(
     )
     assert result.baselines[tag].p95_tokens_per_hour == 6000.0
     assert result.baselines[tag].sessions == 6
-    assert session_activities.baselines.get(tag) == (6000.0, 6)
+    assert gateway.loop_guard.baselines.get(tag) == (6000.0, 6)
 
     ident = new_identity(tag=tag)
     policy = SessionPolicy(

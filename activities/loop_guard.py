@@ -1,0 +1,147 @@
+"""Loop detection on the proxy path: the same pure detector the session workflow runs.
+
+Per session, the guard keeps the (timestamp, tokens) events of the detector window and the
+recent prompt fingerprints, in memory; the baselines come from the ledger (computed by the
+baseline workflow) through `BaselineCache`. A verdict tells the caller what to do; the Gateway
+applies it (kill through the audited kill path, or a throttle window).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from policies.config.models import Settings
+from policies.loops import choose_baseline, is_loop, is_repeating, prompt_fingerprint, token_rate
+
+if TYPE_CHECKING:
+    from ledger.store import LedgerStore
+
+log = logging.getLogger("governor.loops")
+
+_HISTORY = 32  # prompt fingerprints kept per session
+
+
+class BaselineCache:
+    """This process's copy of the baselines table, so a call reads it without a query."""
+
+    def __init__(self) -> None:
+        self.by_tag: dict[str, tuple[float, int]] = {}
+        self.loaded_at = 0.0
+
+    def get(self, tag: str | None) -> tuple[float | None, int]:
+        if not tag:
+            return None, 0
+        hit = self.by_tag.get(tag)
+        return (hit[0], hit[1]) if hit else (None, 0)
+
+    def replace(self, values: dict[str, tuple[float, int]], at: float) -> None:
+        self.by_tag = {**self.by_tag, **values}
+        self.loaded_at = at
+
+    async def refresh(self, store: LedgerStore) -> None:
+        from ledger.baselines import load_baselines
+
+        rows = await load_baselines(store)
+        self.replace({t: (r.p95_tokens_per_hour, r.sessions) for t, r in rows.items()}, time.time())
+
+    async def run(self, store: LedgerStore, every: float = 60.0) -> None:
+        """Refresh forever; a failed refresh keeps the old copy."""
+        while True:
+            try:
+                await self.refresh(store)
+            except Exception as exc:  # a down database must not stop the refresh loop
+                log.warning("baseline refresh failed: %s", type(exc).__name__)
+            await asyncio.sleep(every)
+
+
+@dataclass(slots=True)
+class LoopVerdict:
+    session_id: str
+    kind: str  # "rate" | "repeat"
+    action: str  # "alert" | "throttle" | "kill"
+    reason: str
+
+
+@dataclass
+class _SessionTrack:
+    events: deque[tuple[float, int]] = field(default_factory=deque)
+    prompts: deque[str] = field(default_factory=lambda: deque(maxlen=_HISTORY))
+    flagged: bool = False
+
+
+class LoopGuard:
+    def __init__(self, baselines: BaselineCache | None = None) -> None:
+        self.baselines = baselines or BaselineCache()
+        self.sessions: dict[str, _SessionTrack] = {}
+        self.throttled: dict[str, float] = {}  # session id -> until (epoch seconds)
+
+    def observe(
+        self,
+        settings: Settings,
+        session_id: str,
+        workflow_tag: str | None,
+        body: Mapping[str, Any],
+        tokens: int,
+        now: float,
+    ) -> LoopVerdict | None:
+        tr = self.sessions.get(session_id)
+        if tr is None:
+            tr = self.sessions[session_id] = _SessionTrack()
+        ev = tr.events
+        ev.append((now, tokens))
+        start = now - settings.loop_window_seconds
+        while ev and ev[0][0] <= start:
+            ev.popleft()
+        tr.prompts.append(prompt_fingerprint(body))
+        if tr.flagged:
+            return None  # one verdict per session: the action has been taken
+        rate = token_rate(ev, now, settings.loop_window_seconds)
+        p95, n = self.baselines.get(workflow_tag)
+        baseline = choose_baseline(
+            p95, n, settings.loop_min_sessions, settings.loop_default_baseline_tokens_per_hour
+        )
+        verdict = None
+        if is_loop(rate, baseline, settings.loop_multiplier):
+            verdict = LoopVerdict(
+                session_id,
+                "rate",
+                settings.loop_action,
+                f"loop detector: {rate:.0f} tokens/h over {settings.loop_window_seconds:.0f}s "
+                f"is above {settings.loop_multiplier:g}x the p95 baseline {baseline:.0f} "
+                f"tokens/h of workflow tag {workflow_tag or '(none)'}",
+            )
+        elif is_repeating(list(tr.prompts), settings.loop_repeat_threshold):
+            verdict = LoopVerdict(
+                session_id,
+                "repeat",
+                settings.loop_action,
+                f"loop detector: the same prompt {settings.loop_repeat_threshold} times in a row",
+            )
+        if verdict is not None:
+            tr.flagged = True  # one verdict per session (a throttle re-arms when it ends)
+            if verdict.action == "throttle":
+                self.throttled[session_id] = now + settings.loop_throttle_seconds
+        return verdict
+
+    def throttled_for(self, session_id: str, now: float) -> float:
+        until = self.throttled.get(session_id)
+        if until is None:
+            return 0.0
+        if until <= now:
+            del self.throttled[session_id]
+            self.sessions.get(session_id, _SessionTrack()).flagged = False
+            return 0.0
+        return until - now
+
+    def prune(self, now: float, settings: Settings) -> None:
+        """Forget sessions idle for longer than the detector window."""
+        start = now - settings.loop_window_seconds
+        idle = [s for s, tr in self.sessions.items() if not tr.events or tr.events[-1][0] <= start]
+        for s in idle:
+            del self.sessions[s]
