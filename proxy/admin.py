@@ -67,11 +67,15 @@ async def _dispatch(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> 
     elif len(parts) == 2 and parts[1] == "sessions" and method == "GET":
         require_admin(gw, scope)
         q = parse_qs(scope.get("query_string", b"").decode())
-        rows = await gw.store.list_sessions(
-            status=q.get("status", [None])[0],
-            project=q.get("project", [None])[0],
-            limit=int(q.get("limit", ["100"])[0]) if q.get("limit", ["100"])[0].isdigit() else 100,
-        )
+        limit = q.get("limit", ["100"])[0]
+        try:
+            rows = await gw.store.list_sessions(
+                status=q.get("status", [None])[0],
+                project=q.get("project", [None])[0],
+                limit=int(limit) if limit.isdigit() else -1,
+            )
+        except ValueError as exc:
+            raise Refusal(400, "invalid_request", f"bad session query: {exc}") from None
         await respond_json(send, 200, {"sessions": [r.model_dump() for r in rows]})
     elif parts[1:] == ["config", "reload"] and method == "POST":
         require_admin(gw, scope)

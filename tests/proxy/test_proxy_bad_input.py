@@ -108,3 +108,12 @@ async def test_metrics_expose_bounded_labels(proxy):
     assert "governor_upstream_latency_seconds_bucket" in text
     assert "session" not in "".join(line for line in text.splitlines()
                                     if line.startswith("governor_") and "{" in line)
+
+
+async def test_session_listing_with_a_bad_filter_is_a_400(proxy):
+    async with httpx.AsyncClient(base_url=proxy.base_url) as h:
+        auth = {"authorization": f"Bearer {ADMIN_KEY}"}
+        assert (await h.get("/gateway/sessions?status=zombie", headers=auth)).status_code == 400
+        assert (await h.get("/gateway/sessions?limit=abc", headers=auth)).status_code == 400
+        ok = await h.get("/gateway/sessions?status=open&limit=5", headers=auth)
+        assert ok.status_code == 200 and isinstance(ok.json()["sessions"], list)
