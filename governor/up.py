@@ -355,6 +355,7 @@ async def run_up(opts: UpOptions, ready: asyncio.Event | None = None) -> None:
     opts.data_dir.mkdir(parents=True, exist_ok=True)
 
     stop = asyncio.Event()
+    failure = ""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -448,10 +449,13 @@ async def run_up(opts: UpOptions, ready: asyncio.Event | None = None) -> None:
         stopped.cancel()
         for t in (worker_task, server_task):
             if t.done() and not stop.is_set():
-                exc = t.exception() if not t.cancelled() else None
-                log.error("%s stopped unexpectedly: %s", t.get_name(), exc)
+                err = t.exception() if not t.cancelled() else None
+                failure = f"{t.get_name()} stopped unexpectedly: {err!r}"
+                log.error("%s", failure)
         print("stopping: proxy, worker, gateways (ledger flush), dev server ...", flush=True)
     print("stopped.", flush=True)
+    if failure:
+        raise UpError(failure)
 
 
 def up(opts: UpOptions) -> None:
