@@ -130,6 +130,11 @@ async def governed_llm_call(inp: LlmCallInput) -> LlmCallOutput:
         pinned=pinned,
         rand=inp.rand,
     )
+    if activity.info().attempt > 1 and not gw.state.already_charged(inp.call_id):
+        # A retry after a worker crash: if the first attempt reached the ledger, the rebuilt
+        # counters already hold it, so this attempt must not charge it a second time.
+        if await gw.store.get_call(inp.call_id) is not None:
+            gw.state.mark_charged(inp.call_id)
     try:
         out = await _heartbeating(governed_call(gw, req))
     except Refusal as r:

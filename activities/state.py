@@ -57,6 +57,10 @@ class GovernanceState:
             if c is not None and c[0] > 0:
                 c[0] -= 1
 
+    def mark_charged(self, call_id: str) -> None:
+        """A call the ledger already holds (counted by `rebuild`): never charge it again."""
+        self._charged[call_id] = None
+
     def already_charged(self, call_id: str) -> bool:
         return call_id in self._charged
 

@@ -334,6 +334,11 @@ class LedgerStore:
             },
         )
 
+    async def get_call(self, call_id: str) -> CallRecord | None:
+        """One call row by its id (retried activities, admin lookups, auditors)."""
+        rows = await self._fetch(select(CALLS).where(CALLS.c.call_id == call_id))
+        return CallRecord(**rows[0]) if rows else None
+
     async def calls_for_session(self, session_id: str) -> list[CallRecord]:
         q = (
             select(CALLS)
@@ -579,13 +584,3 @@ def _session_deltas(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         d["created_ts"] = min(d["created_ts"], r["ts"])
         d["updated_ts"] = max(d["updated_ts"], r["ts"])
     return [acc[k] for k in sorted(acc)]
-
-
-async def _get_call(self: LedgerStore, call_id: str) -> CallRecord | None:
-    """One call row by its id (admin lookups, tests, auditors)."""
-    rows = await self._fetch(select(CALLS).where(CALLS.c.call_id == call_id))
-    return CallRecord(**rows[0]) if rows else None
-
-
-if not hasattr(LedgerStore, "get_call"):
-    LedgerStore.get_call = _get_call  # type: ignore[attr-defined]
