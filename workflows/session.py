@@ -4,53 +4,31 @@ Shaped like the safe-message-handlers sample: one pydantic state carried through
 a lock so turns apply in order, `ApplicationError` for every refusal. Each chat turn is one
 activity (the governed call, which also returns totals, budget status and the loop baseline);
 the workflow-side controls (ceiling, loop detector, budget fallback, kill) are pure decisions on
-that result, so they are recorded in history and replay identically.
+that result, so they are recorded in history and replay identically. The controls themselves
+live in `workflows.governance`, shared with agent developers' own workflows (governor.sdk).
 """
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
-from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from activities.session_types import (
-        GOVERNED_LLM_CALL,
-        MARK_SESSION,
-        RUN_TOOL,
-        LlmCallInput,
-        LlmCallOutput,
-        SessionMark,
-        ToolCallInput,
-        ToolCallOutput,
-    )
-    from policies.loops import (
-        choose_baseline,
-        is_loop,
-        is_repeating,
-        prompt_fingerprint,
-        prune_events,
-        token_rate,
-        window_tokens,
-    )
+    from activities.session_types import MARK_SESSION, SessionMark
     from workflows import search_attributes as sa
+    from workflows.governance import MAX_DECISIONS, SessionGovernance
     from workflows.session_models import (
         ChatInput,
         ChatOutput,
-        Decision,
         SessionInput,
-        SessionState,
         SessionStatus,
         ToolInput,
         ToolOutput,
-        TurnGovernance,
     )
 
-MAX_DECISIONS = 20
+__all__ = ["MAX_DECISIONS", "SESSION_WORKFLOW_PREFIX", "SessionWorkflow", "session_workflow_id"]
+
 SESSION_WORKFLOW_PREFIX = "session-"
 
 
@@ -58,20 +36,14 @@ def session_workflow_id(session_id: str) -> str:
     return SESSION_WORKFLOW_PREFIX + session_id
 
 
-def _refused(code: str, message: str) -> ApplicationError:
-    return ApplicationError(message, type=code, non_retryable=True)
-
-
 @workflow.defn(name="SessionWorkflow")
 class SessionWorkflow:
     @workflow.init
     def __init__(self, inp: SessionInput) -> None:
-        self.ident = inp.identity
-        self.policy = inp.policy
-        self.state = inp.state or SessionState()
-        self.lock = asyncio.Lock()
-        self.turns_this_run = 0
-        self.inflight: set[workflow.ActivityHandle[object]] = set()
+        self.gov = SessionGovernance(inp.identity, inp.policy, inp.state)
+        self.ident = self.gov.ident
+        self.policy = self.gov.policy
+        self.state = self.gov.state
 
     # Run ------------------------------------------------------------------------------------
 
@@ -118,318 +90,36 @@ class SessionWorkflow:
 
     def _rollover_due(self) -> bool:
         return (
-            self.turns_this_run >= self.policy.max_turns_per_run
+            self.gov.turns >= self.policy.max_turns_per_run
             or workflow.info().is_continue_as_new_suggested()
         )
 
-    # Chat -----------------------------------------------------------------------------------
+    # Handlers -------------------------------------------------------------------------------
 
     @workflow.update
     async def chat(self, inp: ChatInput) -> ChatOutput:
-        async with self.lock:
-            self._check_can_call()
-            await self._wait_throttle()
-            self._check_can_call()
-            st = self.state
-            st.seq += 1
-            seq = st.seq
-            self.turns_this_run += 1
-            body = inp.body
-            if st.model_override and body.get("model") != st.model_override:
-                body = {**body, "model": st.model_override}
-            call_id = f"{workflow.info().workflow_id}:{seq}"
-            handle = workflow.start_activity(
-                GOVERNED_LLM_CALL,
-                LlmCallInput(
-                    identity=self.ident,
-                    call_id=call_id,
-                    body=body,
-                    protocol=inp.protocol,
-                    pinned=st.pinned.get(body["model"]),
-                    rand=workflow.random().random(),
-                ),
-                result_type=LlmCallOutput,
-                start_to_close_timeout=timedelta(seconds=self.policy.llm_timeout_seconds),
-                heartbeat_timeout=timedelta(seconds=self.policy.heartbeat_timeout_seconds),
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(seconds=1),
-                    maximum_interval=timedelta(seconds=10),
-                    maximum_attempts=self.policy.llm_max_attempts,
-                ),
-                # A kill answers only once the provider call has really stopped.
-                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            )
-            out: LlmCallOutput = await self._await_activity(handle, "LLM call")
-            first_new = len(st.decisions)
-            self._govern(seq, body, out)
-            return ChatOutput(
-                response=out.response,
-                governance=TurnGovernance(
-                    call_id=out.call_id,
-                    virtual_model=out.virtual_model,
-                    provider=out.provider,
-                    model=out.model,
-                    model_version=out.model_version,
-                    decision=out.decision,
-                    fallback_reason=out.fallback_reason,
-                    input_tokens=out.input_tokens,
-                    output_tokens=out.output_tokens,
-                    total_tokens=out.total_tokens,
-                    cost_usd=out.cost_usd,
-                    budget_remaining_usd=out.budget_remaining_usd,
-                    simulated=out.simulated,
-                ),
-                session_tokens=st.tokens,
-                session_cost_usd=st.cost_usd,
-                session_calls=st.calls,
-                status=st.status,
-                decisions=st.decisions[first_new:] if first_new < len(st.decisions) else [],
-            )
+        return await self.gov.chat(inp)
 
     @chat.validator
     def validate_chat(self, inp: ChatInput) -> None:
-        self._check_can_call()
-
-    def _check_can_call(self) -> None:
-        st, sid = self.state, self.ident.session_id
-        if st.status == "killed":
-            raise _refused(
-                "session_killed",
-                f"session {sid!r} was killed by {st.killed_by or 'an operator'} "
-                f"({st.kill_reason or 'no reason given'}); start a new session",
-            )
-        if st.status == "closed":
-            raise _refused("session_closed", f"session {sid!r} is closed; start a new session")
-        p = self.policy
-        if p.token_ceiling is not None and p.ceiling_on_breach == "hard_block":
-            used = window_tokens(st.events, self._now(), p.ceiling_window_seconds)
-            if used >= p.token_ceiling:
-                raise _refused(
-                    "session_ceiling_exceeded",
-                    f"session {sid!r} used {used} tokens of its {p.token_ceiling} ceiling per "
-                    f"{p.ceiling_window_seconds:.0f}s window; wait for the window to move on "
-                    "or start a new session",
-                )
-
-    async def _wait_throttle(self) -> None:
-        wait = self.state.throttle_until - self._now()
-        if wait > 0:
-            await workflow.sleep(wait)
-
-    async def _await_activity(self, handle: workflow.ActivityHandle, what: str):  # type: ignore[no-untyped-def,type-arg]
-        self.inflight.add(handle)
-        try:
-            return await handle
-        except ActivityError as e:
-            if self.state.status == "killed" or isinstance(e.cause, CancelledError):
-                self._check_can_call()
-                raise _refused("cancelled", f"the {what} was cancelled") from None
-            cause = e.cause
-            if isinstance(cause, ApplicationError):
-                raise ApplicationError(
-                    cause.message, *cause.details, type=cause.type, non_retryable=True
-                ) from None
-            raise _refused(
-                "call_failed", f"the {what} failed: {cause or e}; the session stays open"
-            ) from None
-        finally:
-            self.inflight.discard(handle)
-
-    # Governance after a call (deterministic: inputs are history and workflow time) -----------
-
-    def _decide(self, turn: int, kind: str, detail: str) -> None:
-        d = self.state.decisions
-        d.append(Decision(at=self._now(), turn=turn, kind=kind, detail=detail))
-        if len(d) > MAX_DECISIONS:
-            del d[: len(d) - MAX_DECISIONS]
-        workflow.logger.info("governance decision %s: %s", kind, detail)
-
-    def _govern(self, turn: int, body: dict[str, object], out: LlmCallOutput) -> None:
-        st, p = self.state, self.policy
-        now = self._now()
-        st.calls += 1
-        st.tokens += out.total_tokens
-        st.cost_usd += out.cost_usd
-        keep = max(p.ceiling_window_seconds, p.loop_window_seconds)
-        st.events = prune_events(st.events, now, keep)
-        st.events.append((now, out.total_tokens))
-        if (
-            out.decision == "fallback"
-            and out.fallback_reason
-            and out.virtual_model not in st.pinned
-        ):
-            self._decide(turn, "route_fallback", f"call {out.call_id}: {out.fallback_reason}")
-        self._budget(turn, out)
-        self._ceiling(turn)
-        self._loops(turn, body, out, now)
-
-    def _budget(self, turn: int, out: LlmCallOutput) -> None:
-        st, p = self.state, self.policy
-        if not out.budget_exceeded:
-            return
-        why = (
-            f"budget exhausted after call {out.call_id} "
-            f"(remaining ${out.budget_remaining_usd or 0.0:.4f})"
-        )
-        vm = out.virtual_model
-        if p.budget_fallback_model and st.model_override != p.budget_fallback_model:
-            st.model_override = p.budget_fallback_model
-            self._decide(turn, "budget_fallback", f"{why}; next calls use {st.model_override!r}")
-        elif vm in p.cheaper_targets and vm not in st.pinned:
-            t = p.cheaper_targets[vm]
-            if t.model != out.model:
-                st.pinned[vm] = t
-                self._decide(
-                    turn,
-                    "budget_fallback",
-                    f"{why}; next {vm!r} calls pinned to the cheaper {t.provider}/{t.model} "
-                    f"(was {out.provider}/{out.model})",
-                )
-
-    def _ceiling(self, turn: int) -> None:
-        st, p = self.state, self.policy
-        if p.token_ceiling is None:
-            return
-        used = window_tokens(st.events, self._now(), p.ceiling_window_seconds)
-        if used < p.token_ceiling:
-            return
-        if p.ceiling_on_breach == "hard_block":
-            if not st.decisions or st.decisions[-1].kind != "ceiling_reached":
-                self._decide(
-                    turn,
-                    "ceiling_reached",
-                    f"{used} of {p.token_ceiling} tokens per {p.ceiling_window_seconds:.0f}s "
-                    "used; further calls are refused until the window moves on",
-                )
-        else:
-            target = p.ceiling_on_breach[len("fallback_to_") :]
-            if st.model_override != target:
-                st.model_override = target
-                self._decide(
-                    turn,
-                    "ceiling_fallback",
-                    f"{used} of {p.token_ceiling} tokens per {p.ceiling_window_seconds:.0f}s "
-                    f"used; next calls use {target!r}",
-                )
-
-    def _loops(self, turn: int, body: dict[str, object], out: LlmCallOutput, now: float) -> None:
-        st, p = self.state, self.policy
-        st.baseline = choose_baseline(
-            out.baseline_p95,
-            out.baseline_sessions,
-            p.min_sessions,
-            p.default_baseline_tokens_per_hour,
-        )
-        observed = (
-            out.baseline_p95 is not None
-            and out.baseline_p95 > 0
-            and out.baseline_sessions >= p.min_sessions
-        )
-        st.baseline_source = "observed" if observed else "default"
-        st.rate = token_rate(st.events, now, p.loop_window_seconds)
-        st.prompts.append(prompt_fingerprint(body))
-        del st.prompts[: max(0, len(st.prompts) - p.repeat_threshold)]
-        signal = None
-        if is_loop(st.rate, st.baseline, p.loop_multiplier):
-            signal = (
-                f"token rate {st.rate:.0f}/h is above {p.loop_multiplier:g}x the "
-                f"{st.baseline_source} baseline {st.baseline:.0f}/h of workflow tag "
-                f"{self.ident.workflow_tag!r}"
-            )
-            self._decide(turn, "loop_detected", signal)
-        if is_repeating(st.prompts, p.repeat_threshold):
-            signal = f"the same prompt {p.repeat_threshold} times in a row"
-            self._decide(turn, "repeat_detected", signal)
-        if signal is None:
-            return
-        st.alerts += 1
-        workflow.logger.warning("runaway session %s: %s", self.ident.session_id, signal)
-        if p.loop_action == "throttle":
-            st.throttle_until = now + p.throttle_seconds
-            self._decide(turn, "throttled", f"next call waits {p.throttle_seconds:g}s")
-        elif p.loop_action == "kill":
-            self._kill("loop-detector", signal, turn)
-
-    # Tools ----------------------------------------------------------------------------------
+        self.gov.check_can_call()
 
     @workflow.update
     async def tool(self, inp: ToolInput) -> ToolOutput:
-        self._check_can_call()
-        self.state.seq += 1
-        call_id = f"{workflow.info().workflow_id}:{self.state.seq}"
-        handle = workflow.start_activity(
-            RUN_TOOL,
-            ToolCallInput(
-                session_id=self.ident.session_id,
-                call_id=call_id,
-                name=inp.name,
-                arguments=inp.arguments,
-                identity=self.ident,  # tool-input / tool-output guardrails run around the tool
-            ),
-            result_type=ToolCallOutput,
-            start_to_close_timeout=timedelta(seconds=self.policy.tool_timeout_seconds),
-            heartbeat_timeout=timedelta(seconds=self.policy.heartbeat_timeout_seconds),
-            retry_policy=RetryPolicy(maximum_attempts=self.policy.llm_max_attempts),
-        )
-        out: ToolCallOutput = await self._await_activity(handle, f"tool {inp.name!r}")
-        self.state.tool_calls += 1
-        return ToolOutput(name=out.name, result=out.result, call_id=call_id)
+        return await self.gov.tool(inp)
 
     @tool.validator
     def validate_tool(self, inp: ToolInput) -> None:
-        self._check_can_call()
-
-    # Kill, close, status --------------------------------------------------------------------
+        self.gov.check_can_call()
 
     @workflow.signal
     def kill(self, reason: str = "killed by an operator", actor: str = "unknown") -> None:
-        if self.state.status == "open":
-            self._kill(actor, reason, self.state.seq)
+        self.gov.kill(actor, reason)
 
     @workflow.signal
     def close(self) -> None:
-        if self.state.status == "open":
-            self.state.status = "closed"
-            self._decide(self.state.seq, "closed", "session closed by its owner")
-            workflow.upsert_search_attributes([sa.STATUS.value_set("closed")])
-
-    def _kill(self, actor: str, reason: str, turn: int) -> None:
-        st = self.state
-        st.status, st.killed_by, st.kill_reason = "killed", actor, reason
-        self._decide(turn, "killed", f"by {actor}: {reason}")
-        for h in list(self.inflight):
-            h.cancel()
-        workflow.upsert_search_attributes([sa.STATUS.value_set("killed")])
+        self.gov.close()
 
     @workflow.query
     def status(self) -> SessionStatus:
-        st, p, i = self.state, self.policy, self.ident
-        now = self._now()
-        return SessionStatus(
-            session_id=i.session_id,
-            status=st.status,
-            project=i.project,
-            team=i.team,
-            user=i.user,
-            workflow_tag=i.workflow_tag,
-            calls=st.calls,
-            tool_calls=st.tool_calls,
-            tokens=st.tokens,
-            cost_usd=st.cost_usd,
-            window_tokens=window_tokens(st.events, now, p.ceiling_window_seconds),
-            token_ceiling=p.token_ceiling,
-            token_rate_per_hour=token_rate(st.events, now, p.loop_window_seconds),
-            baseline_tokens_per_hour=st.baseline or p.default_baseline_tokens_per_hour,
-            baseline_source=st.baseline_source,
-            pinned=st.pinned,
-            model_override=st.model_override,
-            throttled_until=st.throttle_until if st.throttle_until > now else None,
-            killed_by=st.killed_by,
-            kill_reason=st.kill_reason,
-            runs=st.runs,
-            decisions=st.decisions,
-        )
-
-    @staticmethod
-    def _now() -> float:
-        return workflow.now().timestamp()
+        return self.gov.status()
