@@ -122,7 +122,7 @@ def test_the_shipped_example_config_validates() -> None:
         "per-user-burst",
         "classify-intent-soft-cap",
     ]
-    assert {b.id for b in cfg.budgets} == {
+    assert {b.id for b in cfg.budgets} >= {  # the seed's budgets, plus the demo agents' own
         "platform-search-monthly",
         "intern-sandbox-cap",
         "untagged-daily",
