@@ -16,8 +16,8 @@ from policies.guardrails.config import GuardrailsConfig
 from policies.guardrails.engine import Finding, redact, scan
 from policies.guardrails.evaluate import _RANK, GuardrailEvent, decide, detectors_of
 
-HOLD = 256
-STEP = 128
+HOLD = 96
+STEP = 32
 CONTEXT = 64
 MAX_HOLD = 16384
 
