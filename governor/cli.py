@@ -170,16 +170,22 @@ def up(
         ui_port=ui_port,
         sim_url=sim_url,
     )
+    code = 0
     try:
         run_up(opts)
     except ConfigErrors as exc:
         _print_config_errors(exc)
-        sys.exit(2)
+        code = 2
     except UpError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        code = 1
     except KeyboardInterrupt:
         pass
+    # Everything is stopped and flushed; skip interpreter teardown, which Temporal's Rust
+    # runtime threads can abort (temporalio/sdk-python#300).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _register_sessions() -> None:

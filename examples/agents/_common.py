@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
 
 from governor.sdk.client import GovernorClient
@@ -29,3 +31,12 @@ def answer_text(response: dict) -> str:  # type: ignore[type-arg]
         return str(response["choices"][0]["message"]["content"])
     except (KeyError, IndexError, TypeError):
         return ""
+
+
+def run(main: Awaitable[int]) -> None:
+    """Run `main` and exit with its code, skipping interpreter teardown: Temporal's Rust
+    runtime threads can abort a finalizing interpreter (temporalio/sdk-python#300)."""
+    code = asyncio.run(main)  # type: ignore[arg-type]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -8,10 +8,7 @@ the session moves `code-review-strong` to its `cheaper` target. Every turn print
 
 from __future__ import annotations
 
-import asyncio
-import sys
-
-from _common import API_KEY, connect
+from _common import API_KEY, connect, run
 
 MODEL = "code-review-strong"
 PROMPTS = [
@@ -53,4 +50,4 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    run(main())

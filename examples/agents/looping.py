@@ -7,10 +7,7 @@ The session's repeat detector (the config's `loop_repeat_threshold`) and the tok
 
 from __future__ import annotations
 
-import asyncio
-import sys
-
-from _common import API_KEY, connect
+from _common import API_KEY, connect, run
 
 from governor.sdk.client import GovernanceRefused
 
@@ -37,4 +34,4 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    run(main())

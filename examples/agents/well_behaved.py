@@ -5,10 +5,7 @@ Run `governor up` in one terminal, then `python examples/agents/well_behaved.py`
 
 from __future__ import annotations
 
-import asyncio
-import sys
-
-from _common import API_KEY, answer_text, connect
+from _common import API_KEY, answer_text, connect, run
 
 QUESTIONS = [
     "Summarise ticket 4711: the login page times out for EU users.",
@@ -40,4 +37,4 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    run(main())

@@ -155,6 +155,33 @@ class GovernorClient:
         The policy is resolved from the config for this identity; `policy_overrides` (e.g.
         `loop_action="throttle"`) win over it, or pass a whole `policy`.
         """
+        ident, pol = self.resolve(
+            api_key,
+            project=project,
+            workflow_tag=workflow_tag,
+            session_id=session_id,
+            environment=environment,
+            cost_center=cost_center,
+            **policy_overrides,
+        )
+        pol = policy or pol
+        await start_session(self.client, ident, pol, self.task_queue)
+        self.session_id = ident.session_id
+        return ident.session_id
+
+    def resolve(
+        self,
+        api_key: str,
+        *,
+        project: str | None = None,
+        workflow_tag: str | None = None,
+        session_id: str | None = None,
+        environment: str | None = None,
+        cost_center: str | None = None,
+        **policy_overrides: Any,
+    ) -> tuple[SessionIdentity, SessionPolicy]:
+        """Identity and policy for a session, e.g. to start your own agent workflow that uses
+        `governor.sdk.workflow` (pass both in its input)."""
         ident = resolve_identity(
             self.config,
             api_key,
@@ -164,10 +191,7 @@ class GovernorClient:
             environment=environment,
             cost_center=cost_center,
         )
-        pol = policy or session_policy_from_config(self.config, ident, **policy_overrides)
-        await start_session(self.client, ident, pol, self.task_queue)
-        self.session_id = ident.session_id
-        return ident.session_id
+        return ident, session_policy_from_config(self.config, ident, **policy_overrides)
 
     async def chat(
         self,

@@ -246,11 +246,14 @@ def test_sessions_list_and_show_proxy_sessions(up: Up) -> None:
         ("well_behaved.py", "ENDING: closed after 3 calls"),
         ("looping.py", "ENDING: killed by loop-detector"),
         ("budget_fallback.py", "ENDING: moved to the cheaper model claude-haiku-4-5"),
+        ("workflow_agent.py", "ENDING: closed after 2 calls"),
+        ("workflow_agent.py --loop", "killed: by loop-detector: the same prompt 5 times"),
     ],
 )
 def test_each_example_agent_reaches_its_ending(up: Up, script: str, ending: str) -> None:
+    name, *args = script.split()
     run = subprocess.run(
-        [sys.executable, str(EXAMPLES / script)],
+        [sys.executable, str(EXAMPLES / name), *args],
         cwd=REPO,
         env={**up.env(), "PYTHONPATH": str(REPO)},
         capture_output=True,

@@ -1,0 +1,47 @@
+"""Run `agent_workflow.TriageAgentWorkflow` (an agent written as your own workflow).
+
+Run `governor up` in one terminal, then `python examples/agents/workflow_agent.py` (add
+`--loop` for a buggy agent that repeats itself until the loop detector stops it). This process
+runs a worker for the agent's workflow only: the governed activities run on Governor's worker.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+
+from _common import API_KEY, connect, run
+from agent_workflow import AgentInput, AgentResult, TriageAgentWorkflow
+from temporalio.worker import Worker
+
+TASK_QUEUE = "demo-agent-workflows"
+
+
+async def main(loop: bool) -> int:
+    gc = await connect()
+    identity, policy = gc.resolve(API_KEY, project="demo", workflow_tag="demo-workflow-agent")
+    inp = AgentInput(
+        identity=identity,
+        policy=policy,
+        prompts=["Triage: checkout latency doubled after deploy 812.", "Who should look at it?"],
+        repeat_last=20 if loop else 0,
+    )
+    async with Worker(gc.client, task_queue=TASK_QUEUE, workflows=[TriageAgentWorkflow]):
+        res: AgentResult = await gc.client.execute_workflow(
+            TriageAgentWorkflow.run,
+            inp,
+            id=f"demo-agent-{uuid.uuid4().hex[:12]}",
+            task_queue=TASK_QUEUE,
+            result_type=AgentResult,
+        )
+    print(f"session {identity.session_id}: {res.answers} answers, {res.tokens} tokens")
+    for d in res.decisions:
+        print(f"  governance decision: {d}")
+    if res.stopped_by:
+        print(f"  stopped: {res.stopped_by}")
+    print(f"ENDING: {res.status} after {res.calls} calls")
+    return 0 if res.status == ("killed" if loop else "closed") else 1
+
+
+if __name__ == "__main__":
+    run(main("--loop" in sys.argv[1:]))
