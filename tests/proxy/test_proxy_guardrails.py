@@ -11,15 +11,12 @@ from pathlib import Path
 
 import openai
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from activities import tracing
 from ledger.event_store import guardrail_events
 from tests.proxy.conftest import DEV_KEY
 from tests.support.servers import InProcessProxy
+from tests.support.tracing import captured_spans
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -38,17 +35,9 @@ PLANTED = (AWS, GITHUB, SLACK, "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0t
 
 @pytest.fixture(scope="module", autouse=True)
 def spans() -> Iterator[InMemorySpanExporter]:
-    """Spans on for this module, exported in memory (added to a provider set up earlier)."""
-    exporter = InMemorySpanExporter()
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    was = tracing._enabled
-    tracing.enable_tracing(True)
-    yield exporter
-    tracing.enable_tracing(was)
+    """Spans on for this module, exported in memory."""
+    with captured_spans() as exporter:
+        yield exporter
 
 
 class _Keep(logging.Handler):
