@@ -72,7 +72,7 @@ class Up:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
         args = [
             sys.executable, "-m", "governor.cli", "up",
             "--data-dir", str(self.data_dir),
@@ -81,6 +81,7 @@ class Up:
             "--temporal-port", str(self.temporal_port),
             "--ui-port", str(self.ui_port),
             "--sim-url", f"http://127.0.0.1:{self.sim_port}",
+            *extra,
         ]  # fmt: skip
         env = {k: v for k, v in self.env().items() if k != "TEMPORAL_ADDRESS"}
         self._offset = self.log.stat().st_size if self.log.exists() else 0
@@ -287,6 +288,31 @@ def test_a_second_up_on_taken_ports_refuses_with_a_clear_message(up: Up, tmp_pat
     assert run.returncode == 1
     assert f"port {up.port}" in run.stderr and "already in use" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_up_against_an_existing_cluster_starts_no_dev_server(up: Up, tmp_path: Path) -> None:
+    other = Up(tmp_path / "data")
+    args = ["--temporal-address", up.temporal_address]
+    other.start(*args)
+    try:
+        assert "Temporal UI:  (external cluster" in other.output
+        assert f"temporal:     {up.temporal_address}" in other.output
+        assert _pids_with("start-dev", str(other.data_dir)) == []
+        assert not (other.data_dir / "temporal.db").exists()
+        r = httpx.get(f"{other.url}/healthz")
+        assert r.status_code == 200
+    finally:
+        assert other.stop() == 0
+
+
+def test_an_unreachable_cluster_is_a_clear_error(up: Up, tmp_path: Path) -> None:
+    run = up.cli(
+        "up", "--data-dir", str(tmp_path), "--config", str(CONFIG), "--port", str(free_port()),
+        "--sim-url", f"http://127.0.0.1:{free_port()}",
+        "--temporal-address", f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert "cannot reach Temporal at" in run.stderr and "Traceback" not in run.stderr
 
 
 async def test_sigint_stops_everything_and_a_second_up_resumes_open_sessions(up: Up) -> None:
