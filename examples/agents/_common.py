@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from governor.sdk.client import GovernorClient
 
@@ -26,17 +27,17 @@ async def connect() -> GovernorClient:
         )
 
 
-def answer_text(response: dict) -> str:  # type: ignore[type-arg]
+def answer_text(response: dict[str, Any]) -> str:
     try:
         return str(response["choices"][0]["message"]["content"])
     except (KeyError, IndexError, TypeError):
         return ""
 
 
-def run(main: Awaitable[int]) -> None:
+def run(main: Coroutine[Any, Any, int]) -> None:
     """Run `main` and exit with its code, skipping interpreter teardown: Temporal's Rust
     runtime threads can abort a finalizing interpreter (temporalio/sdk-python#300)."""
-    code = asyncio.run(main)  # type: ignore[arg-type]
+    code = asyncio.run(main)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

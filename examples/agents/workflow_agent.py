@@ -32,7 +32,6 @@ async def main(loop: bool) -> int:
             inp,
             id=f"demo-agent-{uuid.uuid4().hex[:12]}",
             task_queue=TASK_QUEUE,
-            result_type=AgentResult,
         )
     print(f"session {identity.session_id}: {res.answers} answers, {res.tokens} tokens")
     for d in res.decisions:
