@@ -362,89 +362,104 @@ async def run_up(opts: UpOptions, ready: asyncio.Event | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
 
     async with contextlib.AsyncExitStack() as stack:
-        if use_sim:
-            sim = SimServer(port=sim_parts.port or 80, host=sim_parts.hostname or "127.0.0.1")
-            await sim.start()
-            stack.push_async_callback(sim.stop)
 
-        ui_url: str | None = None
-        if opts.temporal_address is None:
-            dev = DevServer(opts)
-            dev.start()
-            stack.callback(dev.stop)
-            client = await _wait_for_dev_server(dev)
-            ui_url = dev.ui_url
-        else:
-            try:
-                client = await connect_temporal(
-                    opts.temporal_address, opts.namespace, opts.tls_cert, opts.tls_key
-                )
-            except UpError:
-                raise
-            except Exception as exc:
-                raise UpError(
-                    f"cannot reach Temporal at {opts.temporal_address} "
-                    f"(namespace {opts.namespace}): {exc}"
-                ) from None
+        async def start() -> tuple[str | None, asyncio.Task[None], asyncio.Task[None]]:
+            """Each part registers its own stop on `stack` as soon as it runs."""
+            if use_sim:
+                sim = SimServer(port=sim_parts.port or 80, host=sim_parts.hostname or "127.0.0.1")
+                await sim.start()
+                stack.push_async_callback(sim.stop)
 
-        metrics = Metrics()
-        wgw = await Gateway.open(
-            config,
-            opts.ledger_url,
-            opts.data_dir / "journal-worker",
-            path="workflow",
-            metrics=metrics,
-            config_dir=opts.config_dir,
-        )
-        stack.push_async_callback(wgw.close)
-        pgw = await Gateway.open(
-            config,
-            opts.ledger_url,
-            opts.data_dir / "journal-proxy",
-            path="proxy",
-            metrics=metrics,
-            config_dir=opts.config_dir,
-        )
-        stack.push_async_callback(pgw.close)
-        pgw.kill_hooks.append(workflow_kill_hook(client))
-        pgw.session_status_hooks = [workflow_status_hook(client)]  # type: ignore[attr-defined]
+            ui_url: str | None = None
+            if opts.temporal_address is None:
+                dev = DevServer(opts)
+                dev.start()
+                stack.callback(dev.stop)
+                client = await _wait_for_dev_server(dev)
+                ui_url = dev.ui_url
+            else:
+                try:
+                    client = await connect_temporal(
+                        opts.temporal_address, opts.namespace, opts.tls_cert, opts.tls_key
+                    )
+                except UpError:
+                    raise
+                except Exception as exc:
+                    raise UpError(
+                        f"cannot reach Temporal at {opts.temporal_address} "
+                        f"(namespace {opts.namespace}): {exc}"
+                    ) from None
 
-        register_demo_tools()
-        worker = build_worker(client, wgw, opts.task_queue)
-        worker_task = asyncio.create_task(worker.run(), name="governor-worker")
+            metrics = Metrics()
+            wgw = await Gateway.open(
+                config,
+                opts.ledger_url,
+                opts.data_dir / "journal-worker",
+                path="workflow",
+                metrics=metrics,
+                config_dir=opts.config_dir,
+            )
+            stack.push_async_callback(wgw.close)
+            pgw = await Gateway.open(
+                config,
+                opts.ledger_url,
+                opts.data_dir / "journal-proxy",
+                path="proxy",
+                metrics=metrics,
+                config_dir=opts.config_dir,
+            )
+            stack.push_async_callback(pgw.close)
+            pgw.kill_hooks.append(workflow_kill_hook(client))
+            pgw.session_status_hooks = [workflow_status_hook(client)]  # type: ignore[attr-defined]
 
-        async def stop_worker() -> None:
-            if not worker_task.done():
-                await worker.shutdown()
-            with contextlib.suppress(BaseException):
-                await worker_task
+            register_demo_tools()
+            worker = build_worker(client, wgw, opts.task_queue)
+            worker_task = asyncio.create_task(worker.run(), name="governor-worker")
 
-        stack.push_async_callback(stop_worker)
-        from datetime import timedelta
+            async def stop_worker() -> None:
+                if not worker_task.done():
+                    await worker.shutdown()
+                with contextlib.suppress(BaseException):
+                    await worker_task
 
-        await ensure_baseline_schedule(
-            client, opts.task_queue, every=timedelta(seconds=opts.baseline_every_seconds)
-        )
+            stack.push_async_callback(stop_worker)
+            from datetime import timedelta
 
-        server = _QuietServer(uvicorn_config(ProxyApp(gateway=pgw), opts.host, opts.port))
-        server_task = asyncio.create_task(server.serve(), name="governor-proxy")
+            await ensure_baseline_schedule(
+                client, opts.task_queue, every=timedelta(seconds=opts.baseline_every_seconds)
+            )
 
-        async def stop_server() -> None:
-            server.should_exit = True
-            with contextlib.suppress(BaseException):
-                await server_task
+            server = _QuietServer(uvicorn_config(ProxyApp(gateway=pgw), opts.host, opts.port))
+            server_task = asyncio.create_task(server.serve(), name="governor-proxy")
 
-        stack.push_async_callback(stop_server)
-        while not server.started:
-            if server_task.done():
-                raise UpError(f"the proxy could not start on {opts.host}:{opts.port}")
-            await asyncio.sleep(0.05)
+            async def stop_server() -> None:
+                server.should_exit = True
+                with contextlib.suppress(BaseException):
+                    await server_task
+
+            stack.push_async_callback(stop_server)
+            while not server.started:
+                if server_task.done():
+                    raise UpError(f"the proxy could not start on {opts.host}:{opts.port}")
+                await asyncio.sleep(0.05)
+            return ui_url, worker_task, server_task
+
+        # A Ctrl-C while starting (say, waiting for the dev server) stops what has started.
+        starting = asyncio.create_task(start())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([starting, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            print("stopping before ready ...", flush=True)
+            return
+        ui_url, worker_task, server_task = starting.result()
 
         print(banner(opts, f"http://{opts.host}:{opts.port}", ui_url, use_sim), flush=True)
         print("READY", flush=True)
         if ready is not None:
             ready.set()
-        stopped = asyncio.create_task(stop.wait())
         await asyncio.wait([stopped, worker_task, server_task], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         for t in (worker_task, server_task):
