@@ -120,7 +120,7 @@ def _print_config_errors(exc: BaseException) -> None:
     help="config directory (*.yaml)",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="proxy address")
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 @click.option(
     "--temporal-address",
     envvar="TEMPORAL_ADDRESS",
