@@ -8,7 +8,7 @@ Normalising also fills defaults so every journaled line is a complete, self-desc
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 PATHS = frozenset({"proxy", "workflow"})
@@ -140,3 +140,35 @@ def total_tokens(row: Mapping[str, Any]) -> int:
         + row["cache_read_tokens"]
         + row["cache_write_tokens"]
     )
+
+
+def session_deltas(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per-session increments contributed by newly inserted calls, in session_id order."""
+    acc: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        sid = r["session_id"]
+        if sid is None:
+            continue
+        d = acc.get(sid)
+        if d is None:
+            acc[sid] = {
+                "session_id": sid,
+                "kind": r["path"],
+                "user": r["user"],
+                "team": r["team"],
+                "project": r["project"],
+                "workflow_tag": r["workflow_tag"],
+                "status": "open",
+                "created_ts": r["ts"],
+                "updated_ts": r["ts"],
+                "calls": 1,
+                "tokens": total_tokens(r),
+                "cost_usd": r["cost_usd"],
+            }
+            continue
+        d["calls"] += 1
+        d["tokens"] += total_tokens(r)
+        d["cost_usd"] += r["cost_usd"]
+        d["created_ts"] = min(d["created_ts"], r["ts"])
+        d["updated_ts"] = max(d["updated_ts"], r["ts"])
+    return [acc[k] for k in sorted(acc)]
