@@ -70,13 +70,14 @@ class Gateway:
         kill_poll_seconds: float = 0.25,
     ) -> Gateway:
         store = await LedgerStore.open(ledger_url)
-        # A longer flush interval means fewer, larger batches: the per-batch cost of the
-        # database round trip is paid a few times a second, not per call. Rows are journaled
-        # (crash-safe) the moment they are recorded, so the interval costs no durability.
+        # Small, frequent batches: the database work shares the core with request handling,
+        # and a short burst every 20 ms delays requests less (p99) than a long one every
+        # 100 ms. Rows are journaled (crash-safe) the moment they are recorded, so the
+        # interval costs no durability.
         writer = LedgerWriter(
             store,
             Journal(Path(journal_dir)),
-            flush_interval=0.1,
+            flush_interval=0.02,
             batch_size=1000,
             store_text=config.settings.store_text,
         )
