@@ -42,6 +42,7 @@ class CallRequest:
     include_usage: bool = True
     pinned: Target | None = None
     rand: float | None = None
+    replayable: bool = True  # False for proxy calls with a fresh, gateway-made call id
 
 
 @dataclass(slots=True)
@@ -378,7 +379,8 @@ def _account(
     tokens = gov.total_tokens
     st = gw.state
     crossings = st.charge(
-        req.call_id, pre.rate_keys, pre.budgets, req.ident.session_id, tokens, gov.cost_usd
+        req.call_id, pre.rate_keys, pre.budgets, req.ident.session_id, tokens, gov.cost_usd,
+        replayable=req.replayable,
     )
     sid = req.ident.session_id
     if sid is not None and gw.path == "proxy":  # a session workflow runs the detector itself

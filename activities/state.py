@@ -72,13 +72,19 @@ class GovernanceState:
         session_id: str | None,
         tokens: int,
         cost: float,
+        replayable: bool = True,
     ) -> list[BudgetCrossing]:
-        """Add a finished call's tokens and cost; returns budget alert thresholds it crossed."""
-        if call_id in self._charged:
-            return []
-        self._charged[call_id] = None
-        if len(self._charged) > self._charged_cap:
-            self._charged.popitem(last=False)
+        """Add a finished call's tokens and cost; returns budget alert thresholds it crossed.
+
+        `replayable`: the call id may come back (an activity retry, a client's Idempotency-Key),
+        so remember it and never charge it twice. Fresh proxy call ids never come back; not
+        remembering them keeps memory flat under load."""
+        if replayable:
+            if call_id in self._charged:
+                return []
+            self._charged[call_id] = None
+            if len(self._charged) > self._charged_cap:
+                self._charged.popitem(last=False)
         rc = self.rate_counts
         for k in rate_keys:
             c = rc.get(k)

@@ -90,7 +90,8 @@ async def handle_llm(
                 include_usage = isinstance(so, dict) and so.get("include_usage") is True
             idem = headers.get("idempotency-key")
             call_id = f"{key.id}:{idem}" if idem else new_call_id()
-            req = CallRequest(protocol, body, ident, call_id, len(raw), stream, include_usage)
+            req = CallRequest(protocol, body, ident, call_id, len(raw), stream, include_usage,
+                              replayable=idem is not None)
             outcome = await governed_call(gw, req)
         except Refusal as r:
             if sp.is_recording():
