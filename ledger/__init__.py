@@ -1,18 +1,5 @@
-"""Governor's ledger: one row per governed call, written exactly once, never on the hot path."""
+"""Governor's ledger: one row per governed call, written exactly once, never on the hot path.
 
-from ledger.errors import LedgerError, LedgerUnavailable
-from ledger.journal import Journal
-from ledger.redaction import content_fields, hash_text
-from ledger.store import CallAggregate, LedgerStore
-from ledger.writer import LedgerWriter
-
-__all__ = [
-    "CallAggregate",
-    "Journal",
-    "LedgerError",
-    "LedgerStore",
-    "LedgerUnavailable",
-    "LedgerWriter",
-    "content_fields",
-    "hash_text",
-]
+Import the modules themselves (`ledger.store`, `ledger.writer`, …): this package stays light so
+the SQLite writer process (`ledger.sqlite_fast`) starts without the database stack.
+"""
