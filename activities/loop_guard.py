@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("governor.loops")
 
 _HISTORY = 32  # prompt fingerprints kept per session
+BUCKET = 10.0  # seconds per token-rate bucket
 
 
 class BaselineCache:
@@ -94,7 +95,14 @@ class LoopGuard:
         if tr is None:
             tr = self.sessions[session_id] = _SessionTrack()
         ev = tr.events
-        ev.append((now, tokens))
+        # Events are kept in BUCKET-second buckets: memory per session stays bounded (window /
+        # BUCKET entries) however fast a runaway session calls; the window edge moves in steps
+        # of BUCKET (10 s of a 600 s window).
+        bucket = now - (now % BUCKET)
+        if ev and ev[-1][0] == bucket:
+            ev[-1] = (bucket, ev[-1][1] + tokens)
+        else:
+            ev.append((bucket, tokens))
         start = now - settings.loop_window_seconds
         while ev and ev[0][0] <= start:
             ev.popleft()

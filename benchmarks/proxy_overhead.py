@@ -281,6 +281,15 @@ def ttfb(url: str, n: int) -> list[float]:
     return out
 
 
+def ledger_pending(port: int) -> str:
+    """The proxy's own gauge: a ledger that cannot keep up shows here (and in memory)."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    m = re.search(r"^governor_ledger_pending_rows ([\d.e+]+)$", text, re.M)
+    return f"{float(m.group(1)):.0f}" if m else "?"
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -355,6 +364,8 @@ def main() -> None:
         td = ttfb(f"http://127.0.0.1:{up_port}/s/v1/chat/completions", args.ttfb_samples)
         tp = ttfb(proxy_url, args.ttfb_samples)
         rss = peak_rss_mb(proxy.pid)
+        time.sleep(0.5)  # one flush interval and a kill-poll tick: the backlog must be gone
+        pending = ledger_pending(px_port)
         rows.append(
             (
                 "max requests/s @64 conns",
@@ -388,6 +399,7 @@ def main() -> None:
             )
         )
         rows.append(("proxy peak RSS (MB)", "-", f"{rss:.1f}", ""))
+        rows.append(("ledger rows not yet flushed", "-", pending, "after the load stopped"))
         rows.append(
             (
                 "non-2xx responses",

@@ -3,15 +3,14 @@
 The proxy's event loop and the ledger flush share one core. Through SQLAlchemy + aiosqlite a
 batch cost ~1.5 ms of the loop's time plus a dozen thread hand-offs, which showed up as p99
 latency spikes on every flush. Here the loop hands the whole batch to one thread in one hop;
-that thread runs plain `sqlite3` (which releases the GIL while SQLite works) at the lowest CPU
-priority, so request handling preempts it.
+that thread runs plain `sqlite3`, which releases the GIL while SQLite works. It runs at normal
+priority on purpose: at a lower one, a saturated proxy starved it and the unflushed backlog
+(journaled, but also held in memory) grew without bound.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -65,9 +64,7 @@ class SQLiteBatchWriter:
             + ")"
         )
         self._con: sqlite3.Connection | None = None
-        self.executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="ledger-sqlite", initializer=_lower_priority
-        )
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sqlite")
 
     def _connection(self) -> sqlite3.Connection:
         if self._con is None:
@@ -114,11 +111,3 @@ class SQLiteBatchWriter:
 
         self.executor.submit(_close).result()
         self.executor.shutdown(wait=True)
-
-
-def _lower_priority() -> None:
-    # Linux: nice applies per thread (by native thread id). Elsewhere: not available, no harm.
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):
-        pass
