@@ -25,6 +25,7 @@ from activities.wire.errors import stream_error
 from activities.wire.sse import SSEParser, encode_sse
 from activities.wire.usage import Protocol
 from policies.config.gateway import GatewayConfig
+from policies.config.models import METADATA_FIELDS
 from policies.guardrails import GuardrailEvent, GuardrailsConfig, HookResult, StreamGuard, evaluate
 from policies.guardrails.config import GuardrailRule
 from policies.refusals import Refusal
@@ -33,15 +34,6 @@ KIND = "gateway-guardrails-config"
 GUARDRAIL_BLOCKED = "guardrail_blocked"
 SALT_ENV = "GOVERNOR_FINGERPRINT_SALT"
 SALT_FILE = "fingerprint.salt"
-_METADATA_KEYS = (
-    "project",
-    "team",
-    "user",
-    "session_id",
-    "workflow_tag",
-    "environment",
-    "cost_center",
-)
 
 
 # Config and salt ------------------------------------------------------------------------------
@@ -112,7 +104,7 @@ def gateway_salt(gw: Gateway) -> bytes:
 def metadata_of(ident: Any) -> dict[str, str]:
     """Canonical metadata (project, workflow_tag ...) of an Identity or SessionIdentity."""
     out: dict[str, str] = {}
-    for k in _METADATA_KEYS:
+    for k in METADATA_FIELDS:
         v = getattr(ident, k, None)
         if v is not None:
             out[k] = v

@@ -38,7 +38,6 @@ from activities.session_types import (
 )
 from ledger.baselines import BaselineRecord, save_baselines
 from policies.config.models import Target
-from policies.identity import Identity
 from policies.loops import baselines_by_tag, session_peak_rates
 from policies.refusals import Refusal
 
@@ -100,22 +99,6 @@ def _refusal_error(r: Refusal) -> ApplicationError:
 # LLM call -------------------------------------------------------------------------------------
 
 
-def _identity(inp: LlmCallInput) -> Identity:
-    i = inp.identity
-    return Identity(
-        key_id=i.key_id,
-        user=i.user,
-        team=i.team,
-        role=i.role,
-        subject_type="service" if i.role == "service" else "user",
-        project=i.project,
-        session_id=i.session_id,
-        workflow_tag=i.workflow_tag,
-        environment=i.environment,
-        cost_center=i.cost_center,
-    )
-
-
 @activity.defn(name=GOVERNED_LLM_CALL)
 async def governed_llm_call(inp: LlmCallInput) -> LlmCallOutput:
     """One governed LLM call, plus the session's totals, budget status and loop baseline."""
@@ -124,7 +107,7 @@ async def governed_llm_call(inp: LlmCallInput) -> LlmCallOutput:
     req = CallRequest(
         protocol=inp.protocol,
         body=inp.body,
-        ident=_identity(inp),
+        ident=inp.identity.to_identity(),
         call_id=inp.call_id,
         body_bytes=len(orjson.dumps(inp.body)),
         pinned=pinned,

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from policies.identity import Identity
+
 GOVERNED_LLM_CALL = "governed_llm_call"
 RUN_TOOL = "run_tool"
 COMPUTE_BASELINES = "compute_baselines"
@@ -28,6 +30,21 @@ class SessionIdentity(BaseModel):
     key_id: str = ""
     role: str = "developer"
     cost_center: str | None = None
+
+    def to_identity(self) -> Identity:
+        """The policy core's view of this session's caller."""
+        return Identity(
+            key_id=self.key_id,
+            user=self.user,
+            team=self.team,
+            role=self.role,
+            subject_type="service" if self.role == "service" else "user",
+            project=self.project,
+            session_id=self.session_id,
+            workflow_tag=self.workflow_tag,
+            environment=self.environment,
+            cost_center=self.cost_center,
+        )
 
 
 class PinnedTarget(BaseModel):

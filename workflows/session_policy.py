@@ -10,25 +10,9 @@ from typing import Any
 
 from activities.session_types import PinnedTarget, SessionIdentity
 from policies.config.gateway import GatewayConfig
-from policies.identity import Identity
 from policies.matching import matches
 from policies.routing import cheaper_target
 from workflows.session_models import SessionPolicy
-
-
-def identity_of(i: SessionIdentity) -> Identity:
-    return Identity(
-        key_id=i.key_id,
-        user=i.user,
-        team=i.team,
-        role=i.role,
-        subject_type="service" if i.role == "service" else "user",
-        project=i.project,
-        session_id=i.session_id,
-        workflow_tag=i.workflow_tag,
-        environment=i.environment,
-        cost_center=i.cost_center,
-    )
 
 
 def session_policy_from_config(
@@ -36,7 +20,7 @@ def session_policy_from_config(
 ) -> SessionPolicy:
     """Ceiling from the first matching session-scoped token rule, loop detector from the
     settings, cheaper targets of every virtual model; `overrides` win over all of it."""
-    ident = identity_of(identity)
+    ident = identity.to_identity()
     st = config.settings
     # The loop detector reads the same settings on both paths (proxy and workflow).
     fields: dict[str, Any] = {
