@@ -243,39 +243,23 @@ async def _governed_stream(
     """Relay the upstream stream; account before the terminal event goes out (or on abort)."""
     assert res.stream is not None
     done = False
+
+    def account(error: str | None) -> None:
+        usage = res.usage or _acc_usage(res)
+        _account(gw, req, gov, pre, res, usage, res.output_text or _acc_text(res), now, started,
+                 error)
+
     try:
         async for piece in res.stream:
             if not done and res.finished:
                 done = True
-                _account(
-                    gw,
-                    req,
-                    gov,
-                    pre,
-                    res,
-                    res.usage or _acc_usage(res),
-                    res.output_text or _acc_text(res),
-                    now,
-                    started,
-                    res.stream_error,
-                )
+                account(res.stream_error)
                 piece = piece + _usage_comment(gov)
             yield piece
     finally:
         if not done:
             # Client went away or the stream broke without a terminal event: charge what we saw.
-            _account(
-                gw,
-                req,
-                gov,
-                pre,
-                res,
-                res.usage or _acc_usage(res),
-                res.output_text or _acc_text(res),
-                now,
-                started,
-                res.stream_error or "client_disconnected",
-            )
+            account(res.stream_error or "client_disconnected")
 
 
 def _acc_usage(res: UpstreamResult) -> Usage | None:
