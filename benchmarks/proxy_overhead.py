@@ -281,6 +281,10 @@ def ttfb(url: str, n: int) -> list[float]:
     return out
 
 
+def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
 def ledger_pending(port: int) -> str:
     """The proxy's own gauge: a ledger that cannot keep up shows here (and in memory)."""
     import urllib.request
@@ -301,6 +305,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--ttfb-samples", type=int, default=300)
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="direct/proxy runs interleaved per measure; the median is reported",
+    )
     args = ap.parse_args()
     for tool in ("wrk", "nginx", "taskset"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
@@ -353,14 +363,23 @@ def main() -> None:
         proxy_url = f"http://127.0.0.1:{px_port}/v1/chat/completions"
         run_wrk(proxy_url, script, 8, 2)  # warm-up: connections, caches, JIT-free but allocators
         rows = []
-        d64, p64 = (
-            run_wrk(direct_url, script, 64, args.duration),
-            run_wrk(proxy_url, script, 64, args.duration),
+        # Interleaved rounds, median of each figure: one noisy neighbour burst on this shared
+        # machine should not decide the result.
+        d64 = median_run(
+            [run_wrk(direct_url, script, 64, args.duration) for _ in range(args.rounds)]
         )
-        d1, p1 = (
-            run_wrk(direct_url, script, 1, args.duration),
-            run_wrk(proxy_url, script, 1, args.duration),
+        p64 = median_run(
+            [run_wrk(proxy_url, script, 64, args.duration) for _ in range(args.rounds)]
         )
+        runs1 = [
+            (
+                run_wrk(direct_url, script, 1, args.duration),
+                run_wrk(proxy_url, script, 1, args.duration),
+            )
+            for _ in range(args.rounds)
+        ]
+        d1 = median_run([d for d, _ in runs1])
+        p1 = median_run([p for _, p in runs1])
         td = ttfb(f"http://127.0.0.1:{up_port}/s/v1/chat/completions", args.ttfb_samples)
         tp = ttfb(proxy_url, args.ttfb_samples)
         rss = peak_rss_mb(proxy.pid)
@@ -409,7 +428,8 @@ def main() -> None:
             )
         )
         print(
-            f"\nGovernor proxy vs direct upstream (nginx), {args.duration}s per run, proxy on "
+            f"\nGovernor proxy vs direct upstream (nginx), median of {args.rounds} x {args.duration}s "
+            "runs, proxy on "
             "CPU 0, nginx + wrk on CPU 1\n"
         )
         print(f"{'metric':32} {'direct':>10} {'proxy':>10}  note")
