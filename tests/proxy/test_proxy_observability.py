@@ -92,3 +92,45 @@ async def test_sighup_reloads_atomically_and_a_bad_file_keeps_the_old_config(
     finally:
         extra.unlink(missing_ok=True)
         p.stop()
+
+
+async def test_spans_reach_an_otlp_collector_when_one_is_configured(sim, config_dir, tmp_path):
+    """A real OTLP/HTTP receiver on loopback: the proxy process exports its spans to it."""
+    from aiohttp import web
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    names: list[str] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        req = ExportTraceServiceRequest.FromString(await request.read())
+        for rs in req.resource_spans:
+            for ss in rs.scope_spans:
+                names.extend(s.name for s in ss.spans)
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    p = SubprocessProxy(config_dir, tmp_path, sim.base_url, replica="otlp", env={
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_BSP_SCHEDULE_DELAY": "100"}).start()
+    try:
+        async with httpx.AsyncClient(base_url=p.base_url) as h:
+            r = await h.post("/v1/chat/completions", json={
+                "model": "support-cheap", "messages": [{"role": "user", "content": "otlp"}]},
+                headers={"authorization": f"Bearer {DEV_KEY}"})
+            assert r.status_code == 200
+        for _ in range(100):
+            if "governor.request" in names:
+                break
+            await asyncio.sleep(0.05)
+        assert {"governor.request", "governor.policy", "governor.upstream"} <= set(names)
+    finally:
+        p.stop()
+        await runner.cleanup()

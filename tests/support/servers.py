@@ -87,8 +87,10 @@ class SubprocessProxy:
     """`governor proxy` as a child process (for SIGKILL and multi-replica tests)."""
 
     def __init__(self, config_dir: Path, data_dir: Path, sim_url: str,
-                 ledger_url: str | None = None, replica: str = "proxy") -> None:
+                 ledger_url: str | None = None, replica: str = "proxy",
+                 env: dict[str, str] | None = None) -> None:
         self.config_dir, self.data_dir, self.sim_url = config_dir, data_dir, sim_url
+        self.extra_env = env or {}
         self.ledger_url = ledger_url
         self.replica = replica
         self.port = free_port()
@@ -99,7 +101,7 @@ class SubprocessProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> SubprocessProxy:
-        env = dict(os.environ, GOVERNOR_SIM_URL=self.sim_url)
+        env = dict(os.environ, GOVERNOR_SIM_URL=self.sim_url, **self.extra_env)
         cmd = [sys.executable, "-m", "governor.cli", "proxy", "--config", str(self.config_dir),
                "--port", str(self.port), "--data-dir", str(self.data_dir),
                "--replica", self.replica]
