@@ -122,3 +122,53 @@ async def test_kill_reaches_a_second_replica_sharing_postgresql(sim, config_dir,
         finally:
             a.stop()
             b.stop()
+
+
+@pytest.mark.postgres
+async def test_a_ledger_outage_answers_calls_refuses_kills_clearly_and_loses_nothing(
+    sim, config_dir, tmp_path
+):
+    import asyncpg
+
+    from tests.support.pg import PG_URL
+
+    async with fresh_database() as url:
+        name = url.rsplit("/", 1)[1]
+        p = SubprocessProxy(config_dir, tmp_path, sim.base_url, ledger_url=url,
+                            replica="outage").start()
+        admin = await asyncpg.connect(PG_URL)
+        try:
+            auth = {"authorization": f"Bearer {DEV_KEY}"}
+            body = {"model": "support-cheap", "messages": MSG}
+            answered = []
+            async with httpx.AsyncClient(base_url=p.base_url, timeout=10) as h:
+                r = await h.post("/v1/chat/completions", json=body, headers=auth)
+                answered.append(r.headers["x-governor-call-id"])
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                    "WHERE datname = $1", name)
+                for i in range(5):  # the database is down: calls are still answered
+                    r = await h.post("/v1/chat/completions", headers=auth, json={
+                        "model": "support-cheap",
+                        "messages": [{"role": "user", "content": f"during outage {i}"}]})
+                    assert r.status_code == 200
+                    answered.append(r.headers["x-governor-call-id"])
+                k = await h.put("/gateway/sessions/s-outage/kill", json={"reason": "x"},
+                                headers={"authorization": f"Bearer {ADMIN_KEY}"})
+                assert k.status_code == 503
+                assert k.json()["error"]["code"] == "ledger_unavailable"
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            store = await LedgerStore.open(url)
+            try:
+                for _ in range(200):
+                    missing = [c for c in answered if await store.get_call(c) is None]
+                    if not missing:
+                        break
+                    await asyncio.sleep(0.05)
+                assert missing == [], "answered calls were lost during the outage"
+            finally:
+                await store.close()
+        finally:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            await admin.close()
+            p.stop()
