@@ -1,0 +1,36 @@
+"""`governor config check`: every error with file, line and field; exit status for scripts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "governor.cli", *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=60)
+
+
+def test_the_sample_config_checks_clean() -> None:
+    r = run("config", "check", str(REPO / "examples" / "config"))
+    assert r.returncode == 0, r.stderr
+    assert "intent-fast" in r.stdout and "budget" in r.stdout
+
+
+def test_every_error_of_every_file_is_printed_with_file_line_and_field(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(
+        "type: gateway-budget-config\nname: b\nbudgets:\n"
+        "  - id: x\n    ceiling_usd: lots\n    window: monthly\n")
+    (tmp_path / "b.yaml").write_text("type: gateway-rate-limit-config\nname: r\nrules: [\n")
+    (tmp_path / "c.yaml").write_text("type: gateway-nonsense\n")
+    r = run("config", "check", str(tmp_path))
+    assert r.returncode == 1
+    err = r.stderr
+    assert "3 config error(s)" in err
+    assert f"{tmp_path / 'a.yaml'}:5: budgets.0.ceiling_usd:" in err
+    assert f"{tmp_path / 'b.yaml'}:" in err and "invalid YAML" in err
+    assert f"{tmp_path / 'c.yaml'}:1: type:" in err and "unknown config type" in err
+    assert "Traceback" not in err
