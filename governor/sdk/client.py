@@ -26,6 +26,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.session_types import SessionIdentity
 from governor.up import TASK_QUEUE, connect_temporal
 from policies.config.gateway import GatewayConfig
+from policies.identity import resolve_identity as envelope
+from policies.refusals import Refusal
 from workflows.session import SessionWorkflow
 from workflows.session_client import session_handle, start_session
 from workflows.session_models import (
@@ -73,7 +75,8 @@ def resolve_identity(
     environment: str | None = None,
     cost_center: str | None = None,
 ) -> SessionIdentity:
-    """Who the session acts for, from the key (a bound project is never overridden)."""
+    """Who the session acts for: the same identity envelope as the proxy's (the key binds
+    user, team and role; a metadata value that contradicts the key is refused, never used)."""
     from activities.gateway import hash_key
 
     key = config.keys_by_hash.get(hash_key(api_key))
@@ -81,16 +84,27 @@ def resolve_identity(
         raise GovernanceRefused(
             "invalid_api_key", "this API key is not known to the gateway; check it or ask for one"
         )
+    meta = (
+        ("project", project),
+        ("workflow-tag", workflow_tag),
+        ("environment", environment),
+        ("cost-center", cost_center),
+    )
+    headers = {f"x-governor-{name}": value for name, value in meta if value}
+    try:
+        ident = envelope(key, headers, config.settings)
+    except Refusal as r:
+        raise GovernanceRefused(r.code, r.message) from None
     return SessionIdentity(
         session_id=session_id or f"agent-{uuid.uuid4().hex[:16]}",
-        user=key.user,
-        team=key.team,
-        project=key.project or project or key.default_project or config.settings.untagged_project,
-        workflow_tag=workflow_tag,
-        environment=key.environment or environment,
-        key_id=key.id,
-        role=key.role,
-        cost_center=cost_center,
+        user=ident.user,
+        team=ident.team,
+        project=ident.project,
+        workflow_tag=ident.workflow_tag,
+        environment=ident.environment,
+        key_id=ident.key_id,
+        role=ident.role,
+        cost_center=ident.cost_center,
     )
 
 
