@@ -23,10 +23,12 @@ from activities.state import GovernanceState
 from ledger.journal import Journal
 from ledger.store import LedgerStore
 from ledger.writer import LedgerWriter
+from policies.budgets import BudgetKey, budget_statuses
 from policies.config.gateway import GatewayConfig
 from policies.config.models import ApiKey
 from policies.identity import Identity
 from policies.refusals import Refusal
+from policies.windows import calendar_window
 
 log = logging.getLogger("governor.gateway")
 
@@ -94,6 +96,7 @@ class Gateway:
         await gw.rebuild()
         gw._tasks.append(asyncio.create_task(gw._poll_kills(kill_poll_seconds)))
         gw._tasks.append(asyncio.create_task(gw.loop_guard.baselines.run(store)))
+        gw._tasks.append(asyncio.create_task(gw._sync_spend_forever()))
         return gw
 
     async def close(self) -> None:
@@ -149,28 +152,94 @@ class Gateway:
         now = time.time() if now is None else now
         since = now - 32 * 86400
         aggs = await self.store.aggregate_calls(since, 60)
-        rows: list[tuple[Identity, str, float, int, int, float]] = []
-        for a in aggs:
-            ident = Identity(
-                key_id="",
-                user=a.user or "",
-                team=a.team or "",
-                role="",
-                subject_type="user",
-                project=a.project or "",
-                session_id=a.session_id,
-                workflow_tag=a.workflow_tag,
-                environment=a.environment,
-                cost_center=a.cost_center,
+        rows = [
+            (
+                _ledger_identity(
+                    a.user,
+                    a.team,
+                    a.project,
+                    a.session_id,
+                    a.workflow_tag,
+                    a.environment,
+                    a.cost_center,
+                ),
+                a.virtual_model or "",
+                a.bucket_start,
+                a.requests,
+                a.tokens,
+                a.cost_usd,
             )
-            rows.append(
-                (ident, a.virtual_model or "", a.bucket_start, a.requests, a.tokens, a.cost_usd)
-            )
+            for a in aggs
+        ]
         self.state = GovernanceState()
         self.state.rebuild(self.config, rows)
         for k in await self.store.kills_after(0):
             self.state.killed[k.session_id] = k.reason
             self._last_kill_id = max(self._last_kill_id, k.id or 0)
+
+    async def sync_spend(self, now: float | None = None) -> None:
+        """Budget spend of the current windows = the ledger (every replica's and worker's
+        flushed calls) + this runtime's rows not yet flushed.
+
+        The pending rows are read before the query, so a row flushed meanwhile is counted twice
+        until the next sync: an over-count, the safe direction for a ceiling."""
+        budgets = self.config.budgets
+        if not budgets:
+            return
+        now = time.time() if now is None else now
+        pending = self.writer.pending_rows()
+        since = min(calendar_window(now, b.window)[0] for b in budgets)
+        aggs = await self.store.aggregate_calls(since, 86400)
+        spend: dict[BudgetKey, float] = {}
+        charges = [
+            (
+                (
+                    a.user,
+                    a.team,
+                    a.project,
+                    a.session_id,
+                    a.workflow_tag,
+                    a.environment,
+                    a.cost_center,
+                ),
+                a.bucket_start,
+                a.cost_usd,
+            )
+            for a in aggs
+        ]
+        charges += [
+            (
+                (
+                    r["user"],
+                    r["team"],
+                    r["project"],
+                    r["session_id"],
+                    r["workflow_tag"],
+                    r["environment"],
+                    r["cost_center"],
+                ),
+                r["ts"],
+                r["cost_usd"],
+            )
+            for r in pending
+            if r["decision"] != "blocked"
+        ]
+        for dims, ts, cost in charges:
+            for st in budget_statuses(budgets, _ledger_identity(*dims), {}, ts):
+                if st.window_end > now:  # current windows only
+                    spend[st.key] = spend.get(st.key, 0.0) + cost
+        self.state.spend = spend
+
+    async def _sync_spend_forever(self) -> None:
+        while True:
+            every = self.config.settings.budget_sync_seconds
+            await asyncio.sleep(every or 60.0)
+            if not every:
+                continue
+            try:
+                await self.sync_spend()
+            except Exception as exc:  # a down database must not stop the loop
+                log.warning("budget sync failed: %s", type(exc).__name__)
 
     async def _poll_kills(self, every: float) -> None:
         """Kills recorded by any replica reach this one within `every` seconds."""
@@ -191,7 +260,8 @@ class Gateway:
         if v.action == "kill":
             self.state.killed[v.session_id] = v.reason
             task = asyncio.get_running_loop().create_task(
-                self._kill_quietly(v.session_id, "governor:loop-detector", v.reason))
+                self._kill_quietly(v.session_id, "governor:loop-detector", v.reason)
+            )
             self._tasks.append(task)
             task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
 
@@ -214,6 +284,30 @@ class Gateway:
             except Exception as exc:
                 log.warning("kill hook failed for a session: %s", type(exc).__name__)
         return rec, created
+
+
+def _ledger_identity(
+    user: str | None,
+    team: str | None,
+    project: str | None,
+    session_id: str | None,
+    workflow_tag: str | None,
+    environment: str | None,
+    cost_center: str | None,
+) -> Identity:
+    """The identity a ledger row or aggregate stands for, for re-applying scopes to it."""
+    return Identity(
+        key_id="",
+        user=user or "",
+        team=team or "",
+        role="",
+        subject_type="user",
+        project=project or "",
+        session_id=session_id,
+        workflow_tag=workflow_tag,
+        environment=environment,
+        cost_center=cost_center,
+    )
 
 
 def new_call_id() -> str:

@@ -122,6 +122,7 @@ class LedgerStore:
 
     def __init__(self, engine: AsyncEngine, dialect: str, display_url: str) -> None:
         self._engine = engine
+        self._fast: SQLiteBatchWriter | None = None
         self._dialect = dialect
         self._display_url = display_url
         self._insert: Callable[..., Any] = (
@@ -190,7 +191,7 @@ class LedgerStore:
         return store
 
     async def close(self) -> None:
-        fast = self.__dict__.pop("_fast", None)
+        fast, self._fast = self._fast, None
         if fast is not None:
             await asyncio.get_running_loop().run_in_executor(None, fast.close)
         await self._engine.dispose()
@@ -288,7 +289,7 @@ class LedgerStore:
 
     async def _insert_calls_sqlite(self, batch: list[dict[str, Any]]) -> int:
         """SQLite files: the whole batch in one hop to the ledger's own writer thread."""
-        fast: SQLiteBatchWriter | None = self.__dict__.get("_fast")
+        fast = self._fast
         if fast is None:
             return await self._insert_calls_sqlalchemy(batch)
         if not self._ready:

@@ -63,6 +63,10 @@ class LedgerWriter:
         self.rejected_count = 0  # rows the database refused, kept in the journal's reject file
         self.journal_errors = 0  # appends the journal could not take (disk full, I/O error)
 
+    def pending_rows(self) -> list[dict[str, Any]]:
+        """A snapshot of the rows recorded but not yet in the database (budget re-sync)."""
+        return [row for row, _ in self._queue]
+
     @property
     def pending_count(self) -> int:
         """Rows recorded but not yet in the database (grows while the database is down)."""

@@ -276,6 +276,9 @@ class Settings(_Strict):
     loop_min_sessions: int = Field(default=5, ge=1)
     loop_action: Literal["alert", "throttle", "kill"] = "kill"
     loop_throttle_seconds: float = Field(default=30, ge=0)
+    # Budget spend re-read from the ledger this often (0: only at start). Replicas and the
+    # workflow worker each count in memory; this is how they see each other's spend.
+    budget_sync_seconds: float = Field(default=5, ge=0)
 
 
 KINDS: dict[str, type[BaseModel]] = {

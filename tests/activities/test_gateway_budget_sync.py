@@ -1,0 +1,66 @@
+"""Two runtimes on one ledger (a proxy and a worker, or two replicas) see each other's spend."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from activities.config_source import load_config_dir
+from activities.gateway import Gateway, new_call_id
+from activities.llm_call import CallRequest, governed_call
+from policies.identity import resolve_identity
+from policies.refusals import Refusal
+from simulator.server import SimServer
+from tests.support.servers import make_config_dir
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+BUDGET = """
+type: gateway-budget-config
+name: shared
+budgets:
+  - id: shared-cap
+    scope: {metadata: {X-Governor-Project: shared}}
+    ceiling_usd: 0.0003
+    window: daily
+    on_exceed: hard_block
+"""
+
+
+async def _call(gw: Gateway, i: int) -> None:
+    key = next(k for k in gw.config.keys_by_hash.values() if k.id == "dev-developer")
+    ident = resolve_identity(key, {"x-governor-project": "shared"}, gw.config.settings)
+    body = {"model": "support-cheap", "max_tokens": 200,
+            "messages": [{"role": "user", "content": f"spend {i}"}]}
+    await governed_call(gw, CallRequest("openai", body, ident, new_call_id(), 100))
+
+
+async def test_spend_made_on_one_runtime_counts_against_the_budget_on_the_other(tmp_path: Path):
+    async with SimServer() as sim:
+        os.environ["GOVERNOR_SIM_URL"] = sim.base_url
+        cfg = load_config_dir(make_config_dir(tmp_path / "cfg", {"zz-shared.yaml": BUDGET}))
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+        a = await Gateway.open(cfg, url, tmp_path / "ja")
+        b = await Gateway.open(cfg, url, tmp_path / "jb", path="workflow")
+        try:
+            with pytest.raises(Refusal) as refused_a:
+                for i in range(50):
+                    await _call(a, i)
+            assert refused_a.value.code == "budget_exceeded"
+            await _call(b, 0)  # b has not heard of a's spend yet
+            await a.writer.flush()
+            await b.sync_spend()
+            with pytest.raises(Refusal) as refused_b:
+                await _call(b, 1)
+            assert refused_b.value.code == "budget_exceeded"
+            # a's own view also includes b's unflushed-then-flushed call after its next sync
+            before = sum(v for k, v in a.state.spend.items() if k[0] == "shared-cap")
+            await b.writer.flush()
+            await a.sync_spend()
+            after = sum(v for k, v in a.state.spend.items() if k[0] == "shared-cap")
+            assert after > before
+        finally:
+            await a.close()
+            await b.close()
