@@ -34,6 +34,11 @@ log = logging.getLogger("governor.gateway")
 
 KillHook = Callable[[str, str, str], Awaitable[None]]
 
+SYNC_BUCKET = 10.0  # seconds per bucket of the budget re-sync query
+SYNC_SETTLE = 5.0  # calls older than this are folded into the settled base (other
+# runtimes flush every 20 ms; a later straggler is caught by the next full re-read)
+FULL_SYNC_EVERY = 60  # syncs between full re-reads (5 min at the default interval)
+
 
 def hash_key(secret: str) -> str:
     """How API keys are stored: never in clear. Keys are high-entropy, so one sha256 suffices."""
@@ -55,6 +60,8 @@ class Gateway:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _last_kill_id: int = 0
     _key_cache: dict[str, ApiKey | None] = field(default_factory=dict)
+    _settled: dict[BudgetKey, float] = field(default_factory=dict)
+    _settled_until: float | None = None
 
     def __post_init__(self) -> None:
         self.router = Router(self.config.providers)
@@ -94,6 +101,7 @@ class Gateway:
         )
         await gw.router.start()
         await gw.rebuild()
+        await gw.sync_spend(full=True)
         gw._tasks.append(asyncio.create_task(gw._poll_kills(kill_poll_seconds)))
         gw._tasks.append(asyncio.create_task(gw.loop_guard.baselines.run(store)))
         gw._tasks.append(asyncio.create_task(gw._sync_spend_forever()))
@@ -177,67 +185,74 @@ class Gateway:
             self.state.killed[k.session_id] = k.reason
             self._last_kill_id = max(self._last_kill_id, k.id or 0)
 
-    async def sync_spend(self, now: float | None = None) -> None:
+    async def sync_spend(self, now: float | None = None, full: bool = False) -> None:
         """Budget spend of the current windows = the ledger (every replica's and worker's
         flushed calls) + this runtime's rows not yet flushed.
 
-        The pending rows are read before the query, so a row flushed meanwhile is counted twice
-        until the next sync: an over-count, the safe direction for a ceiling."""
+        Incremental: calls older than `SYNC_SETTLE` seconds are folded once into a settled
+        base; each sync reads only the calls since the last settle point (a few seconds of
+        traffic), so its cost does not grow with the month. `full=True` re-reads the windows
+        from their start (done at start and every `FULL_SYNC_EVERY` syncs, which also picks up
+        rows another replica flushed very late). Pending rows are read before the query, so a
+        row flushed meanwhile is counted twice until the next sync: an over-count, the safe
+        direction for a ceiling."""
         budgets = self.config.budgets
         if not budgets:
             return
         now = time.time() if now is None else now
         pending = self.writer.pending_rows()
-        since = min(calendar_window(now, b.window)[0] for b in budgets)
-        aggs = await self.store.aggregate_calls(since, 86400)
-        spend: dict[BudgetKey, float] = {}
-        charges = [
-            (
-                (
-                    a.user,
-                    a.team,
-                    a.project,
-                    a.session_id,
-                    a.workflow_tag,
-                    a.environment,
-                    a.cost_center,
-                ),
-                a.bucket_start,
-                a.cost_usd,
+        cutoff = (now - SYNC_SETTLE) // SYNC_BUCKET * SYNC_BUCKET
+        if full or self._settled_until is None:
+            since = min(calendar_window(now, b.window)[0] for b in budgets)
+            base: dict[BudgetKey, float] = {}
+        else:
+            since, base = self._settled_until, dict(self._settled)
+        aggs = await self.store.aggregate_calls(since, int(SYNC_BUCKET))
+        recent: dict[BudgetKey, float] = {}
+        for a in aggs:
+            ident = _ledger_identity(
+                a.user,
+                a.team,
+                a.project,
+                a.session_id,
+                a.workflow_tag,
+                a.environment,
+                a.cost_center,
             )
-            for a in aggs
-        ]
-        charges += [
-            (
-                (
-                    r["user"],
-                    r["team"],
-                    r["project"],
-                    r["session_id"],
-                    r["workflow_tag"],
-                    r["environment"],
-                    r["cost_center"],
-                ),
-                r["ts"],
-                r["cost_usd"],
+            into = base if a.bucket_start < cutoff else recent
+            for st in budget_statuses(budgets, ident, {}, a.bucket_start):
+                into[st.key] = into.get(st.key, 0.0) + a.cost_usd
+        self._settled = {k: v for k, v in base.items() if k[1] >= since - 40 * 86400}
+        self._settled_until = cutoff
+        spend = dict(self._settled)
+        for k, v in recent.items():
+            spend[k] = spend.get(k, 0.0) + v
+        for r in pending:
+            if r["decision"] == "blocked":
+                continue
+            ident = _ledger_identity(
+                r["user"],
+                r["team"],
+                r["project"],
+                r["session_id"],
+                r["workflow_tag"],
+                r["environment"],
+                r["cost_center"],
             )
-            for r in pending
-            if r["decision"] != "blocked"
-        ]
-        for dims, ts, cost in charges:
-            for st in budget_statuses(budgets, _ledger_identity(*dims), {}, ts):
-                if st.window_end > now:  # current windows only
-                    spend[st.key] = spend.get(st.key, 0.0) + cost
+            for st in budget_statuses(budgets, ident, {}, r["ts"]):
+                spend[st.key] = spend.get(st.key, 0.0) + r["cost_usd"]
         self.state.spend = spend
 
     async def _sync_spend_forever(self) -> None:
+        n = 0
         while True:
             every = self.config.settings.budget_sync_seconds
             await asyncio.sleep(every or 60.0)
             if not every:
                 continue
+            n += 1
             try:
-                await self.sync_spend()
+                await self.sync_spend(full=n % FULL_SYNC_EVERY == 0)
             except Exception as exc:  # a down database must not stop the loop
                 log.warning("budget sync failed: %s", type(exc).__name__)
 
