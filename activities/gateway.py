@@ -62,6 +62,7 @@ class Gateway:
     _key_cache: dict[str, ApiKey | None] = field(default_factory=dict)
     _settled: dict[BudgetKey, float] = field(default_factory=dict)
     _settled_until: float | None = None
+    _writes_seen: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         self.router = Router(self.config.providers)
@@ -200,6 +201,8 @@ class Gateway:
         if not budgets:
             return
         now = time.time() if now is None else now
+        if not full and await self._only_writer():
+            return  # nobody else wrote calls: the in-memory counters are already exact
         pending = self.writer.pending_rows()
         cutoff = (now - SYNC_SETTLE) // SYNC_BUCKET * SYNC_BUCKET
         if full or self._settled_until is None:
@@ -242,6 +245,19 @@ class Gateway:
             for st in budget_statuses(budgets, ident, {}, r["ts"]):
                 spend[st.key] = spend.get(st.key, 0.0) + r["cost_usd"]
         self.state.spend = spend
+
+    async def _only_writer(self) -> bool:
+        """Did every call row added since the last check come from this runtime's writer?
+
+        One O(1) query instead of a scan, so a lone proxy (the common case, and the embedded
+        default while no workflow runs) pays nothing for the re-sync. Any doubt means False."""
+        written = await self.store.calls_written()
+        flushed = self.writer.flushed_count
+        last = self._writes_seen
+        self._writes_seen = (written, flushed) if written is not None else None
+        if written is None or last is None:
+            return False
+        return written - last[0] == flushed - last[1]
 
     async def _sync_spend_forever(self) -> None:
         n = 0

@@ -338,6 +338,16 @@ class LedgerStore:
             },
         )
 
+    async def calls_written(self) -> int | None:
+        """A counter of call rows ever inserted, for spotting other writers cheaply: SQLite's
+        highest rowid (calls are never deleted, and an ignored duplicate takes no rowid).
+        None where there is no such counter (PostgreSQL)."""
+        if self._dialect != "sqlite":
+            return None
+        async with self._connect(write=False) as conn:
+            value = (await conn.exec_driver_sql("SELECT MAX(rowid) FROM calls")).scalar()
+        return int(value or 0)
+
     async def get_call(self, call_id: str) -> CallRecord | None:
         """One call row by its id (retried activities, admin lookups, auditors)."""
         rows = await self._fetch(select(CALLS).where(CALLS.c.call_id == call_id))

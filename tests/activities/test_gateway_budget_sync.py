@@ -64,3 +64,30 @@ async def test_spend_made_on_one_runtime_counts_against_the_budget_on_the_other(
         finally:
             await a.close()
             await b.close()
+
+
+async def test_a_lone_runtime_skips_the_scan_and_notices_a_second_writer(tmp_path: Path):
+    async with SimServer() as sim:
+        os.environ["GOVERNOR_SIM_URL"] = sim.base_url
+        cfg = load_config_dir(make_config_dir(tmp_path / "cfg", {"zz-shared.yaml": BUDGET}))
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+        a = await Gateway.open(cfg, url, tmp_path / "ja")
+        try:
+            await _call(a, 0)
+            await a.writer.flush()
+            await a.sync_spend()  # first look: scans, remembers the write counter
+            await _call(a, 1)
+            await a.writer.flush()
+            assert await a._only_writer()  # only its own rows were added since
+            b = await Gateway.open(cfg, url, tmp_path / "jb", path="workflow")
+            try:
+                before = sum(v for k, v in a.state.spend.items() if k[0] == "shared-cap")
+                await _call(b, 2)
+                await b.writer.flush()
+                await a.sync_spend()  # the counter moved by more than a wrote: re-read
+                after = sum(v for k, v in a.state.spend.items() if k[0] == "shared-cap")
+                assert after > before
+            finally:
+                await b.close()
+        finally:
+            await a.close()
