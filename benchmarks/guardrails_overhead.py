@@ -29,8 +29,8 @@ from proxy_overhead import (
     REPO,
     bench_config,
     free_port,
-    nginx_conf,
     run_wrk,
+    start_nginx,
     wait_port,
 )
 
@@ -122,20 +122,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="governor-gr-bench-"))
     root.chmod(0o755)
     up_port = free_port()
-    nginx = subprocess.Popen(
-        [
-            "taskset",
-            "-c",
-            "1",
-            shutil.which("nginx") or "/usr/sbin/nginx",
-            "-c",
-            str(nginx_conf(root, up_port)),
-            "-p",
-            str(root),
-            "-g",
-            "daemon off;",
-        ]
-    )
+    nginx = start_nginx(root, up_port)
     off, off_port = start_proxy(root, "off", up_port, False)
     on, on_port = start_proxy(root, "on", up_port, True)
     try:

@@ -140,6 +140,15 @@ http {{
     return conf
 
 
+def start_nginx(root: Path, port: int) -> subprocess.Popen[bytes]:
+    """The static upstream, on CPU 1 beside the load generator."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    conf = str(nginx_conf(root, port))
+    return subprocess.Popen(
+        ["taskset", "-c", "1", nginx, "-c", conf, "-p", str(root), "-g", "daemon off;"]
+    )
+
+
 def bench_config(dest: Path, upstream_port: int) -> None:
     h = "sha256:" + hashlib.sha256(KEY.encode()).hexdigest()
     (dest / "all.yaml").write_text(f"""
@@ -318,20 +327,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="governor-bench-"))
     root.chmod(0o755)  # nginx workers run as www-data and must read stream.txt
     up_port, px_port = free_port(), free_port()
-    nginx = subprocess.Popen(
-        [
-            "taskset",
-            "-c",
-            "1",
-            shutil.which("nginx") or "/usr/sbin/nginx",
-            "-c",
-            str(nginx_conf(root, up_port)),
-            "-p",
-            str(root),
-            "-g",
-            "daemon off;",
-        ]
-    )
+    nginx = start_nginx(root, up_port)
     cfg = root / "config"
     cfg.mkdir()
     bench_config(cfg, up_port)
