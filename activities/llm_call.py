@@ -448,7 +448,7 @@ def _budget_alert(
     alerts: Any,
     now: float,
 ) -> None:
-    targets = next((a.notify for a in alerts if a.at_pct == at_pct), [])
+    targets: list[str] = next((a.notify for a in alerts if a.at_pct == at_pct), [])
     log.warning(
         "budget %s crossed %.0f%% ($%.4f of $%.2f); notify %s",
         budget_id,
