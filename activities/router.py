@@ -18,9 +18,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from activities.wire import translate
+from activities.wire.bridge import StreamRelay, request_for_target, response_for_caller
 from activities.wire.errors import WireError, parse_upstream_error, stream_error
-from activities.wire.sse import SSEParser, encode_sse
 from activities.wire.usage import (
     Protocol,
     StreamAccumulator,
@@ -84,22 +83,6 @@ def _provider_headers(p: Provider) -> dict[str, str]:
     return h
 
 
-def _upstream_body(
-    caller: Protocol, p: Provider, body: dict[str, Any], model: str, stream: bool
-) -> dict[str, Any]:
-    if p.protocol == caller:
-        out = dict(body)
-        out["model"] = model
-        if stream and p.protocol == "openai":
-            so = dict(out.get("stream_options") or {})
-            so["include_usage"] = True
-            out["stream_options"] = so
-        return out
-    if caller == "openai":
-        return translate.openai_request_to_anthropic(body, model)
-    return translate.anthropic_request_to_openai(body, model)
-
-
 class Router:
     def __init__(self, providers: dict[str, Provider]) -> None:
         self.providers = providers
@@ -118,8 +101,9 @@ class Router:
             # handle per request for nothing.
             self._session = aiohttp.ClientSession(
                 connector=conn,
-                timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_read=None,
-                                              sock_connect=None),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=None, sock_read=None, sock_connect=None
+                ),
                 json_serialize=lambda o: orjson.dumps(o).decode(),
                 skip_auto_headers=("User-Agent",),
                 auto_decompress=True,
@@ -235,7 +219,7 @@ class Router:
     ) -> UpstreamResult:
         assert self._session is not None
         try:
-            payload = orjson.dumps(_upstream_body(caller, p, body, t.model, stream))
+            payload = orjson.dumps(request_for_target(caller, p.protocol, body, t.model))
         except WireError as exc:
             raise Refusal(
                 400, exc.code, f"cannot send this request to {t.key}: {exc.message}"
@@ -273,11 +257,15 @@ class Router:
                     resp.release()
                 else:
                     upstream_ms = (time.perf_counter() - started) * 1000
-                    acc = StreamAccumulator(caller)
+                    relay = StreamRelay(caller, p.protocol, include_usage=include_usage)
                     res = UpstreamResult(
-                        target=t, provider=p, status=200, accumulator=acc, upstream_ms=upstream_ms
+                        target=t,
+                        provider=p,
+                        status=200,
+                        accumulator=relay.accumulator,
+                        upstream_ms=upstream_ms,
                     )
-                    res.stream = self._relay(resp, caller, p, t, acc, res, include_usage)
+                    res.stream = self._relay(resp, caller, t, relay, res)
                     return res
         except TimeoutError:
             raise UpstreamFailure(
@@ -306,12 +294,7 @@ class Router:
             usage = usage_from_anthropic(doc)
             text = _anthropic_text(doc)
         if p.protocol != caller:
-            doc = (
-                translate.anthropic_response_to_openai(doc)
-                if caller == "openai"
-                else translate.openai_response_to_anthropic(doc)
-            )
-            raw = orjson.dumps(doc)
+            raw = orjson.dumps(response_for_caller(caller, p.protocol, doc))
         return UpstreamResult(
             target=t,
             provider=p,
@@ -330,82 +313,37 @@ class Router:
         self,
         resp: aiohttp.ClientResponse,
         caller: Protocol,
-        p: Provider,
         t: Target,
-        acc: StreamAccumulator,
+        relay: StreamRelay,
         res: UpstreamResult,
-        include_usage: bool,
     ) -> AsyncIterator[bytes]:
-        """Yield caller-protocol SSE bytes event by event, never buffering the whole stream."""
-        parser = SSEParser()
-        same = p.protocol == caller
-        conv: Any = None
-        if not same:
-            conv = (
-                translate.AnthropicToOpenAIStream(include_usage=include_usage)
-                if caller == "openai"
-                else translate.OpenAIToAnthropicStream()
-            )
-        upstream_acc = acc if same else StreamAccumulator(p.protocol)
-        res.accumulator = upstream_acc  # usage is read from the provider's own events
-        finished = False
+        """Yield caller-protocol SSE bytes as upstream events complete, never buffering the
+        whole stream; `res.finished` turns true just before the piece with the terminal event."""
         try:
             async for chunk in resp.content.iter_any():
-                out: list[bytes] = []
-                for ev in parser.feed(chunk):
-                    data = ev.data
-                    if data == b"[DONE]":
-                        finished = True
-                        if same:
-                            out.append(b"data: [DONE]\n\n")
-                        else:
-                            out.extend(conv.convert(None))
-                        continue
-                    try:
-                        doc = orjson.loads(data)
-                    except orjson.JSONDecodeError:
-                        continue
-                    upstream_acc.observe(doc, ev.event)
-                    if same:
-                        if (
-                            not include_usage
-                            and caller == "openai"
-                            and not doc.get("choices")
-                            and doc.get("usage") is not None
-                        ):
-                            continue  # we asked for usage; the caller did not
-                        out.append(encode_sse(data, ev.event))
-                        if ev.event == "message_stop":
-                            finished = True
-                    else:
-                        for piece in (
-                            conv.convert(ev.event, doc) if caller == "openai" else conv.convert(doc)
-                        ):
-                            out.append(piece)
-                        if ev.event == "message_stop":
-                            finished = True
+                out = relay.feed(chunk)
                 if out:
-                    res.finished = finished
-                    yield b"".join(out)
+                    res.finished = relay.done
+                    yield out
+            if not relay.done:
+                tail = relay.finish()  # an upstream that ended without its last blank line
+                if relay.done and tail:
+                    res.finished = True
+                    yield tail
         except (aiohttp.ClientError, TimeoutError) as exc:
             res.stream_error = f"{type(exc).__name__}"
         finally:
             resp.release()
-        if not same:
-            res.usage = upstream_acc.usage
-            res.output_text = upstream_acc.text
-        else:
-            res.usage = acc.usage
-            res.output_text = acc.text
-        if not finished:
+            res.usage = relay.accumulator.usage
+            res.output_text = relay.accumulator.text
+        if not relay.done:
             res.stream_error = res.stream_error or "stream ended early"
             res.finished = True
-            self_fail = f"{t.key} failed after the first streamed byte ({res.stream_error})"
             yield stream_error(
                 caller,
                 "upstream_stream_interrupted",
-                f"{self_fail}; a fallback is impossible once streaming has begun — retry the "
-                "request",
+                f"{t.key} failed after the first streamed byte ({res.stream_error}); a fallback "
+                "is impossible once streaming has begun — retry the request",
                 502,
             )
 

@@ -70,11 +70,14 @@ def response_for_caller(caller: Protocol, target: Protocol, resp: dict[str, Any]
 class StreamRelay:
     """Upstream SSE bytes in, caller-protocol SSE bytes out; `accumulator` sees every event.
 
-    Same protocol: bytes pass through untouched (except an OpenAI usage chunk the caller did not
-    ask for). Different protocols: each event is translated. Call `finish()` at upstream EOF.
+    Relays event by event, never raw TCP slices: a stream cut mid-event must not leave half an
+    event in front of the error event that ends it. Same protocol: events are re-emitted as they
+    came (except an OpenAI usage chunk the caller did not ask for); different protocols: each
+    event is translated. `done` turns true with the upstream's terminal event (`[DONE]` or
+    `message_stop`). Call `finish()` at upstream EOF.
     """
 
-    __slots__ = ("_a2o", "_o2a", "_parser", "_passthrough", "_strip_usage", "accumulator")
+    __slots__ = ("_a2o", "_o2a", "_parser", "_strip_usage", "accumulator", "done")
 
     def __init__(
         self,
@@ -86,8 +89,8 @@ class StreamRelay:
     ) -> None:
         self._parser = SSEParser()
         self.accumulator = StreamAccumulator(upstream)
+        self.done = False
         self._strip_usage = caller == "openai" and upstream == "openai" and not include_usage
-        self._passthrough = caller == upstream and not self._strip_usage
         self._a2o = (
             AnthropicToOpenAIStream(include_usage=include_usage, model=model)
             if caller == "openai" and upstream == "anthropic"
@@ -100,31 +103,23 @@ class StreamRelay:
         )
 
     def feed(self, chunk: bytes) -> bytes:
-        events = self._parser.feed(chunk)
-        if self._passthrough:
-            for ev in events:
-                self._observe(ev.event, ev.data)
-            return chunk
-        return b"".join(self._relay(ev.event, ev.data) for ev in events)
+        return b"".join([self._relay(ev.event, ev.data) for ev in self._parser.feed(chunk)])
 
     def finish(self) -> bytes:
         """Flush what upstream left unterminated and close the caller's stream properly."""
-        parts: list[bytes] = []
-        for ev in self._parser.flush():
-            if self._passthrough:
-                self._observe(ev.event, ev.data)  # its bytes were already forwarded
-            else:
-                parts.append(self._relay(ev.event, ev.data))
-        out = b"".join(parts)
+        out = b"".join([self._relay(ev.event, ev.data) for ev in self._parser.flush()])
         if self._a2o is not None:
             out += b"".join(self._a2o.finish())
-        elif self._o2a is not None:
+        elif self._o2a is not None and not self.done:
             out += b"".join(self._o2a.finish())
         return out
 
     def _observe(self, event: str | None, data: bytes) -> dict[str, Any] | None:
         if data == b"[DONE]":
+            self.done = True
             return None
+        if event == "message_stop":
+            self.done = True
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -142,7 +137,11 @@ class StreamRelay:
             if data == b"[DONE]":
                 return b"".join(self._o2a.convert(None))
             return b"".join(self._o2a.convert(doc)) if doc is not None else b""
-        # Same-protocol OpenAI with the caller's usage chunk stripped.
-        if doc is not None and doc.get("choices") == [] and doc.get("usage") is not None:
-            return b""
+        if (
+            self._strip_usage
+            and doc is not None
+            and not doc.get("choices")
+            and doc.get("usage") is not None
+        ):
+            return b""  # the gateway asked for usage; the caller did not
         return encode_sse(data, event)
