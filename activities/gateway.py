@@ -16,11 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from activities.idempotency import IdempotencyRecords
 from activities.loop_guard import LoopGuard, LoopVerdict
 from activities.metrics import Metrics
 from activities.router import Router
+from activities.session_owners import SessionOwners
 from activities.state import GovernanceState
+from activities.stream_stop import StreamRegistry
 from ledger.journal import Journal
+from ledger.session_store import unsettled_streams
 from ledger.store import LedgerStore
 from ledger.writer import LedgerWriter
 from policies.budgets import BudgetKey, budget_statuses
@@ -54,6 +58,9 @@ class Gateway:
     state: GovernanceState = field(default_factory=GovernanceState)
     metrics: Metrics = field(default_factory=Metrics)
     router: Router = field(init=False)
+    owners: SessionOwners = field(init=False)
+    streams: StreamRegistry = field(default_factory=StreamRegistry)
+    idempotency: IdempotencyRecords = field(default_factory=IdempotencyRecords)
     kill_hooks: list[KillHook] = field(default_factory=list)
     loop_guard: LoopGuard = field(default_factory=LoopGuard)
     config_dir: Path | None = None
@@ -66,6 +73,7 @@ class Gateway:
 
     def __post_init__(self) -> None:
         self.router = Router(self.config.providers)
+        self.owners = SessionOwners(self.store)
 
     @classmethod
     async def open(
@@ -101,8 +109,10 @@ class Gateway:
             config_dir=config_dir,
         )
         await gw.router.start()
+        await gw.settle_cut_streams()
         await gw.rebuild()
         await gw.sync_spend(full=True)
+        await gw.owners.warm()
         gw._tasks.append(asyncio.create_task(gw._poll_kills(kill_poll_seconds)))
         gw._tasks.append(asyncio.create_task(gw.loop_guard.baselines.run(store)))
         gw._tasks.append(asyncio.create_task(gw._sync_spend_forever()))
@@ -185,6 +195,17 @@ class Gateway:
         for k in await self.store.kills_after(0):
             self.state.killed[k.session_id] = k.reason
             self._last_kill_id = max(self._last_kill_id, k.id or 0)
+
+    async def settle_cut_streams(self) -> int:
+        """Streams this runtime had started when it last died get their call row now, as
+        `stream_interrupted` (their start record stays; the settling row is appended)."""
+        rows = await unsettled_streams(self.store, self.writer.runtime)
+        for r in rows:
+            self.writer.record_call(r)
+        if rows:
+            log.warning("settled %d stream(s) cut by the last stop as interrupted", len(rows))
+            await self.writer.flush()
+        return len(rows)
 
     async def sync_spend(self, now: float | None = None, full: bool = False) -> None:
         """Budget spend of the current windows = the ledger (every replica's and worker's
@@ -278,18 +299,28 @@ class Gateway:
             await asyncio.sleep(every)
             try:
                 for k in await self.store.kills_after(self._last_kill_id):
-                    self.state.killed[k.session_id] = k.reason
+                    self.mark_killed(k.session_id, k.reason)
                     self._last_kill_id = max(self._last_kill_id, k.id or 0)
             except Exception as exc:
                 log.warning("kill poll failed: %s", type(exc).__name__)
+            try:
+                await self.owners.flush_provisional()
+            except Exception as exc:
+                log.warning("session owner claims not recorded yet: %s", type(exc).__name__)
             self.metrics.ledger_pending.set(self.writer.pending_count)
+
+    def mark_killed(self, session_id: str, reason: str) -> None:
+        """Refuse the session's next calls and end its streams in flight on this runtime."""
+        self.state.killed[session_id] = reason
+        if self.streams.kill(session_id, reason):
+            log.info("kill ended in-flight streams", extra={"session_id": session_id})
 
     def apply_loop_verdict(self, v: LoopVerdict) -> None:
         """Alert always; kill through the audited kill path (refused here at once)."""
         self.metrics.child(self.metrics.loop_detections, v.kind, v.action).inc()
         log.warning("runaway session detected (%s, action %s): %s", v.kind, v.action, v.reason)
         if v.action == "kill":
-            self.state.killed[v.session_id] = v.reason
+            self.mark_killed(v.session_id, v.reason)
             task = asyncio.get_running_loop().create_task(
                 self._kill_quietly(v.session_id, "governor:loop-detector", v.reason)
             )
@@ -305,7 +336,7 @@ class Gateway:
     async def kill(self, session_id: str, actor: str, reason: str) -> tuple[Any, bool]:
         """Record (idempotently) and apply a kill here and, through the hooks, in workflows."""
         rec, created = await self.store.record_kill(session_id, actor, reason, time.time())
-        self.state.killed[session_id] = rec.reason
+        self.mark_killed(session_id, rec.reason)
         if created:
             self.metrics.kills.inc()
             log.info("session killed", extra={"session_id": session_id, "actor": actor})

@@ -18,7 +18,9 @@ from typing import Any
 from activities import guardrails
 from activities.gateway import Gateway
 from activities.router import UpstreamResult
+from activities.stream_stop import CLIENT_CLOSED, KILLED, StreamStop
 from activities.tracing import span
+from activities.wire.errors import stream_error
 from activities.wire.usage import Protocol, Usage, estimate_tokens, request_text
 from ledger.redaction import hash_text
 from policies.config.models import Target
@@ -116,6 +118,7 @@ class CallOutcome:
     body: bytes = b""
     stream: AsyncIterator[bytes] | None = None
     output_text: str = ""
+    stop: StreamStop | None = None  # ends the stream early (a kill, the client leaving)
 
 
 async def _decide(gw: Gateway, req: CallRequest, now: float, est: int) -> PreCall:
@@ -228,7 +231,15 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
             raise blocked
         return CallOutcome(200, gov, body=res.body, output_text=res.output_text)
     guardrails.guard_stream(guard, res, gov.model)  # output hooks on the deltas, if any apply
-    return CallOutcome(200, gov, stream=_governed_stream(gw, req, gov, pre, res, now, started))
+    stop = StreamStop()
+    if req.ident.session_id is not None:
+        gw.streams.add(req.ident.session_id, stop)
+    # First byte: the ledger learns of the stream now, so a crash before its end leaves a
+    # record that the next start settles as interrupted.
+    gw.writer.record_stream_start(_interrupted_row(gw, req, gov, now))
+    return CallOutcome(
+        200, gov, stream=_governed_stream(gw, req, gov, pre, res, now, started, stop), stop=stop
+    )
 
 
 async def _governed_stream(
@@ -239,27 +250,98 @@ async def _governed_stream(
     res: UpstreamResult,
     now: float,
     started: float,
+    stop: StreamStop,
 ) -> AsyncIterator[bytes]:
-    """Relay the upstream stream; account before the terminal event goes out (or on abort)."""
-    assert res.stream is not None
+    """Relay the upstream stream; account before the terminal event goes out (or on abort).
+
+    A kill ends it with an error event in the caller's protocol, a client that left ends it
+    silently; either way the upstream request is closed and only what was delivered is charged.
+    """
+    upstream = res.stream
+    assert upstream is not None
     done = False
+    sid = req.ident.session_id
 
     def account(error: str | None) -> None:
         usage = res.usage or _acc_usage(res)
-        _account(gw, req, gov, pre, res, usage, res.output_text or _acc_text(res), now, started,
-                 error)
+        text = res.output_text or _acc_text(res)
+        if error is not None:
+            usage = _delivered_usage(req, usage, text)
+        _account(gw, req, gov, pre, res, usage, text, now, started, error)
 
     try:
-        async for piece in res.stream:
+        while stop.reason is None:
+            try:
+                with stop.reading():
+                    piece = await upstream.__anext__()
+            except StopAsyncIteration:
+                break
+            except asyncio.CancelledError:
+                if not stop.absorb():
+                    raise
+                break
             if not done and res.finished:
                 done = True
                 account(res.stream_error)
                 piece = piece + _usage_comment(gov)
             yield piece
+        if not done and stop.reason == KILLED:
+            done = True
+            account(KILLED)
+            yield stream_error(
+                req.protocol,
+                KILLED,
+                f"session {sid!r} was killed while this response streamed "
+                f"({stop.detail or 'no reason given'}); only the part delivered is charged",
+                403,
+            )
     finally:
+        if sid is not None:
+            gw.streams.discard(sid, stop)
         if not done:
             # Client went away or the stream broke without a terminal event: charge what we saw.
-            account(res.stream_error or "client_disconnected")
+            account(stop.reason or res.stream_error or CLIENT_CLOSED)
+        await upstream.aclose()  # type: ignore[attr-defined]  # closes the upstream request
+
+
+def _delivered_usage(req: CallRequest, usage: Usage | None, text: str) -> Usage:
+    """Tokens of a stream cut short: the prompt, and the output actually delivered."""
+    if usage is None:
+        usage = Usage()
+    return Usage(
+        input_tokens=usage.input_tokens
+        or estimate_tokens(request_text(req.protocol, req.body)),
+        output_tokens=max(usage.output_tokens, estimate_tokens(text)),
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        model_version=usage.model_version,
+    )
+
+
+def _interrupted_row(gw: Gateway, req: CallRequest, gov: Governance, now: float
+                     ) -> dict[str, Any]:
+    """The call row a stream stands for if its runtime dies before the stream ends: the
+    prompt charged, no output known, marked interrupted."""
+    text_in = request_text(req.protocol, req.body)
+    tokens_in = estimate_tokens(text_in)
+    price = gw.config.prices.get(gov.model)
+    prompt_sha, prompt_len = hash_text(text_in)
+    row = _base_row(req, gov, now)
+    row.update(
+        path=gw.path,
+        provider=gov.provider,
+        model=gov.model,
+        model_version=gov.model,
+        decision="error",
+        fallback_reason=gov.fallback_reason,
+        status_code=200,
+        error_code="stream_interrupted",
+        input_tokens=tokens_in,
+        cost_usd=call_cost(price, gov.model, tokens_in, 0, 0, 0) if price else 0.0,
+        prompt_sha256=prompt_sha,
+        prompt_bytes=prompt_len,
+    )
+    return row
 
 
 def _acc_usage(res: UpstreamResult) -> Usage | None:
@@ -296,6 +378,9 @@ def _base_row(req: CallRequest, gov: Governance, now: float) -> dict[str, Any]:
         "virtual_model": gov.virtual_model,
         "stream": req.stream,
     }
+
+
+_ERROR_STATUS = {guardrails.GUARDRAIL_BLOCKED: 400, KILLED: 403, CLIENT_CLOSED: 499}
 
 
 def _record_refusal(
@@ -404,7 +489,7 @@ def _account(
         model_version=gov.model_version,
         decision=gov.decision if error is None else "error",
         fallback_reason=gov.fallback_reason,
-        status_code=200 if error is None else 400 if error == guardrails.GUARDRAIL_BLOCKED else 502,
+        status_code=_ERROR_STATUS.get(error, 502) if error is not None else 200,
         error_code=error,
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,

@@ -269,7 +269,7 @@ async def mark_session(inp: SessionMark) -> None:
     now = time.time()
     if inp.status == "killed":
         rec, _ = await gw.store.record_kill(inp.session_id, inp.actor, inp.reason, now)
-        gw.state.killed[inp.session_id] = rec.reason
+        gw.mark_killed(inp.session_id, rec.reason)
     else:
         await gw.store.set_session_status(inp.session_id, "closed", now)
 

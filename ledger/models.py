@@ -97,6 +97,41 @@ class KillRecord(SQLModel, table=True):
     ts: float
 
 
+class SessionOwnerRecord(SQLModel, table=True):
+    """Who a session belongs to: the key that opened it. The first recorded claim wins.
+
+    `grant_digest` is a digest of the identity and policy the gateway resolved for a workflow
+    session (`POST /gateway/sessions`); a session activity whose input does not match it is
+    refused.
+    Proxy sessions (claimed by their first call) leave it empty. Never a key or a key hash.
+    """
+
+    __tablename__ = "session_owners"
+
+    session_id: str = Field(primary_key=True)
+    key_id: str
+    user: str = ""
+    team: str = ""
+    ts: float
+    grant_digest: str = ""
+
+
+class StreamStartRecord(SQLModel, table=True):
+    """A stream that sent its 200: recorded at the first byte, before the call row exists.
+
+    The call row (appended when the stream ends) settles it; a start with no call row after
+    its runtime restarted is settled then as `interrupted`. Nothing here is ever updated.
+    """
+
+    __tablename__ = "stream_starts"
+    __table_args__ = (Index("ix_stream_starts_runtime", "runtime"),)
+
+    call_id: str = Field(primary_key=True)
+    runtime: str  # the journal directory's name: the replica that served the stream
+    ts: float
+    row: str  # the call row as it would be written if the stream ended now (JSON)
+
+
 class BudgetAlertRecord(SQLModel, table=True):
     """A budget threshold that fired; the unique key makes it fire once per window."""
 
@@ -150,8 +185,18 @@ def _table(model: type[SQLModel]) -> Table:
 
 CALLS = _table(CallRecord)
 SESSIONS = _table(SessionRecord)
+SESSION_OWNERS = _table(SessionOwnerRecord)
+STREAM_STARTS = _table(StreamStartRecord)
 KILLS = _table(KillRecord)
 BUDGET_ALERTS = _table(BudgetAlertRecord)
 GUARDRAIL_EVENTS = _table(GuardrailEventRecord)
 
-LEDGER_TABLES: tuple[Table, ...] = (CALLS, SESSIONS, KILLS, BUDGET_ALERTS, GUARDRAIL_EVENTS)
+LEDGER_TABLES: tuple[Table, ...] = (
+    CALLS,
+    SESSIONS,
+    KILLS,
+    BUDGET_ALERTS,
+    GUARDRAIL_EVENTS,
+    SESSION_OWNERS,
+    STREAM_STARTS,
+)

@@ -13,10 +13,13 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import socket
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from ledger.call_rows import normalize_call
 from ledger.errors import LedgerError, LedgerUnavailable
@@ -24,6 +27,7 @@ from ledger.event_rows import EVENT_KIND, normalize_event
 from ledger.event_store import insert_guardrail_events
 from ledger.journal import Journal
 from ledger.redaction import redact_stored_text
+from ledger.session_store import STREAM_START_KIND, insert_stream_starts
 from ledger.store import LedgerStore
 
 log = logging.getLogger(__name__)
@@ -65,7 +69,7 @@ class LedgerWriter:
 
     def pending_rows(self) -> list[dict[str, Any]]:
         """A snapshot of the rows recorded but not yet in the database (budget re-sync)."""
-        return [row for row, _ in self._queue]
+        return [row for row, _ in self._queue if "_kind" not in row]
 
     @property
     def pending_count(self) -> int:
@@ -91,6 +95,27 @@ class LedgerWriter:
         clean = normalize_event(row)
         clean["_kind"] = EVENT_KIND
         self._enqueue(clean)
+
+    @property
+    def runtime(self) -> str:
+        """Which runtime wrote a row (host and journal directory): stream starts carry it so a
+        restart settles only its own cut streams, never another replica's live ones."""
+        return f"{socket.gethostname()}:{self._journal.directory.resolve()}"
+
+    def record_stream_start(self, row: Mapping[str, Any]) -> None:
+        """Journal a stream's first byte: `row` is the call row it stands for if it is cut."""
+        if self._closed:
+            raise LedgerError("ledger writer is closed; the stream start was not recorded")
+        clean = normalize_call(row, store_text=False)
+        self._enqueue(
+            {
+                "_kind": STREAM_START_KIND,
+                "call_id": clean["call_id"],
+                "runtime": self.runtime,
+                "ts": clean["ts"],
+                "row": orjson.dumps(clean).decode(),
+            }
+        )
 
     @property
     def journal_dir(self) -> Path:
@@ -129,6 +154,8 @@ class LedgerWriter:
                     if raw.get("_kind") == EVENT_KIND:
                         clean = normalize_event(raw)
                         clean["_kind"] = EVENT_KIND
+                    elif raw.get("_kind") == STREAM_START_KIND:
+                        clean = dict(raw)
                     else:
                         clean = normalize_call(raw, store_text=self.store_text)
                 except ValueError as e:
@@ -210,8 +237,12 @@ class LedgerWriter:
             delay = 0.0
 
     async def _write(self, batch: list[dict[str, Any]]) -> None:
-        events = [r for r in batch if "_kind" in r]
-        rows = [r for r in batch if "_kind" not in r] if events else batch
+        kinds = [r for r in batch if "_kind" in r]
+        rows = [r for r in batch if "_kind" not in r] if kinds else batch
+        starts = [r for r in kinds if r["_kind"] == STREAM_START_KIND]
+        events = [r for r in kinds if r["_kind"] == EVENT_KIND]
+        if starts:  # before the calls that may settle them, so a start never trails its end
+            await insert_stream_starts(self._store, starts)
         if rows:
             await self._write_calls(rows)
         if events:

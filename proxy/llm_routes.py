@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -9,7 +10,9 @@ import orjson
 from opentelemetry import trace
 
 from activities.gateway import Gateway, new_call_id
+from activities.idempotency import Slot, StoredResponse
 from activities.llm_call import CallRequest, governed_call
+from activities.stream_stop import CLIENT_CLOSED, StreamStop
 from activities.tracing import span
 from activities.wire.usage import Protocol
 from policies.identity import resolve_identity
@@ -65,11 +68,29 @@ async def handle_llm(
     gw: Gateway, protocol: Protocol, scope: Scope, receive: Receive, send: Send
 ) -> None:
     headers = header_map(scope)
+    try:
+        await _handle_llm(gw, protocol, scope, receive, send, headers)
+    finally:
+        slot: Slot | None = scope.get("governor.idempotency")
+        if slot is not None:
+            gw.idempotency.abandon(slot)  # a no-op once the response was stored
+
+
+async def _handle_llm(
+    gw: Gateway,
+    protocol: Protocol,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    headers: dict[str, str],
+) -> None:
     with span("governor.request") as sp:
         try:
             key = gw.authenticate(bearer(headers))
             with span("governor.identity"):
                 ident = resolve_identity(key, headers, gw.config.settings)
+                if ident.session_id is not None:
+                    await gw.owners.check(ident)
             try:
                 raw = await read_body(
                     receive, gw.config.settings.max_body_bytes, headers.get("content-length")
@@ -89,9 +110,16 @@ async def handle_llm(
                 so = body.get("stream_options")
                 include_usage = isinstance(so, dict) and so.get("include_usage") is True
             idem = headers.get("idempotency-key")
-            call_id = f"{key.id}:{idem}" if idem else new_call_id()
+            slot = None
+            if idem is not None:
+                slot = gw.idempotency.begin(key.id, idem, raw)  # 409 / 422 refusals
+                if slot.replay is not None:
+                    await replay(send, slot.replay)
+                    return
+                scope["governor.idempotency"] = slot
+            call_id = slot.call_id if slot is not None else new_call_id()
             req = CallRequest(protocol, body, ident, call_id, len(raw), stream, include_usage,
-                              replayable=idem is not None)
+                              replayable=slot is not None)
             outcome = await governed_call(gw, req)
         except Refusal as r:
             if sp.is_recording():
@@ -107,21 +135,55 @@ async def handle_llm(
             sp.set_attribute("gen_ai.response.model", gov.model)
             sp.set_attribute("gen_ai.provider.name", gov.provider)
         if outcome.stream is None:
-            await respond(send, 200, outcome.body, JSON, gov.route_headers() + gov.usage_headers())
+            h = gov.route_headers() + gov.usage_headers()
+            await respond(send, 200, outcome.body, JSON, h)
+            if slot is not None:
+                gw.idempotency.finish(slot, StoredResponse(200, h, outcome.body))
             _span_usage(sp, gov)
             return
         h = [(b"content-type", SSE), (b"cache-control", b"no-cache"), *gov.route_headers()]
         await send({"type": "http.response.start", "status": 200, "headers": h})
         agen = outcome.stream
+        stop = outcome.stop
+        # The body is read: the next message is the client leaving, which ends the stream.
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, stop)) if stop else None
+        sent: list[bytes] | None = [] if slot is not None else None
         try:
             async for piece in agen:
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
+                if sent is not None:
+                    sent.append(piece)
             await send({"type": "http.response.body", "body": b""})
+            if slot is not None and sent is not None and stop is not None and stop.reason is None:
+                gw.idempotency.finish(slot, StoredResponse(200, h, chunks=sent))
         except OSError:
-            pass  # client went away; the stream generator's cleanup records the call
+            if stop is not None:
+                stop.stop(CLIENT_CLOSED)
         finally:
+            if watcher is not None:
+                watcher.cancel()
             await agen.aclose()  # type: ignore[attr-defined]
         _span_usage(sp, gov)
+
+
+async def _watch_disconnect(receive: Receive, stop: StreamStop) -> None:
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            stop.stop(CLIENT_CLOSED)
+            return
+
+
+async def replay(send: Send, stored: StoredResponse) -> None:
+    """The stored answer of an Idempotency-Key, as it was first sent (a stream as a stream)."""
+    h = [*stored.headers, (b"idempotent-replayed", b"true")]
+    if stored.chunks is None:
+        await respond(send, stored.status, stored.body, JSON, h)
+        return
+    await send({"type": "http.response.start", "status": stored.status, "headers": h})
+    for piece in stored.chunks:
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
 
 
 def _span_usage(span: trace.Span, gov: Any) -> None:

@@ -7,10 +7,12 @@ All waits are plain asyncio sleeps inside the handler task; the server runs with
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiohttp import web
 
 from simulator.faults import Fault
+from simulator.state import STATE_KEY
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -44,12 +46,20 @@ async def send_events(
     if fault.first_byte_ms:
         await asyncio.sleep(fault.first_byte_ms / 1000)
     delay = fault.chunk_delay_ms / 1000
-    for i, event in enumerate(events):
-        if cut is not None and i >= cut:
-            break
-        if i and delay:
-            await asyncio.sleep(delay)
-        await resp.write(event)
+    sent = 0
+    try:
+        for i, event in enumerate(events):
+            if cut is not None and i >= cut:
+                break
+            if i and delay:
+                await asyncio.sleep(delay)
+            await resp.write(event)
+            sent += 1
+    except (asyncio.CancelledError, ConnectionResetError):
+        # The client (the gateway) closed the request mid-stream: note it, as a real
+        # provider's logs would show a cancelled generation.
+        request.app[STATE_KEY].record_cancel(request.path, sent, len(events), time.time())
+        raise
     if cut is not None and cut < len(events):
         # Drop the connection with no terminating event and no final chunk: the client sees
         # an incomplete body, exactly like a provider connection reset mid-stream.

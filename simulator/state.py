@@ -27,6 +27,8 @@ class SimState:
         self.faulted: Counter[str] = Counter()
         # Requests being answered right now (a disconnected client's request leaves at once).
         self.in_flight = 0
+        # Streams whose client closed the request before the last event (newest last).
+        self.cancelled: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
         self._prefix = os.urandom(3).hex()
 
@@ -38,6 +40,12 @@ class SimState:
         self.requests[spec.name] += 1
         self.by_endpoint[endpoint] += 1
 
+    def record_cancel(self, path: str, events_sent: int, events_total: int, at: float) -> None:
+        self.cancelled.append(
+            {"path": path, "events_sent": events_sent, "events_total": events_total, "at": at}
+        )
+        del self.cancelled[:-100]
+
     def stats(self) -> dict[str, Any]:
         return {
             "simulated": True,
@@ -48,6 +56,8 @@ class SimState:
             "by_endpoint": dict(self.by_endpoint),
             "faults_injected": dict(self.faulted),
             "in_flight": self.in_flight,
+            "cancelled": len(self.cancelled),
+            "cancelled_requests": list(self.cancelled),
             "active_fault_rules": [rule.to_json() for rule in self.faults.rules],
         }
 
@@ -55,6 +65,7 @@ class SimState:
         self.requests.clear()
         self.by_endpoint.clear()
         self.faulted.clear()
+        self.cancelled.clear()
 
 
 STATE_KEY: web.AppKey[SimState] = web.AppKey("governor_sim_state", SimState)

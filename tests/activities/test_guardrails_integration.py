@@ -25,6 +25,7 @@ import pytest
 import pytest_asyncio
 
 from activities.guardrails import fingerprint_salt
+from activities.idempotency import idempotent_call_id
 from activities.wire.usage import request_text
 from ledger.event_store import guardrail_events
 from ledger.journal import Journal
@@ -105,7 +106,7 @@ def ant(p: InProcessProxy, tag: str, idem: str) -> anthropic.AsyncAnthropic:
 async def events_of(p: InProcessProxy, idem: str) -> list[GuardrailEventRecord]:
     assert p.gw is not None
     await p.gw.writer.flush()
-    return await guardrail_events(p.gw.store, call_id=f"{KEY_ID}:{idem}")
+    return await guardrail_events(p.gw.store, call_id=idempotent_call_id(KEY_ID, idem))
 
 
 def say(secret: str) -> str:
@@ -216,7 +217,7 @@ async def test_tool_output_hook_on_openai_tool_messages(gp: InProcessProxy, mode
     if mode == "mutate":
         # What was forwarded (and hashed into the call row) is the redacted tool result.
         assert gp.gw is not None
-        call = await gp.gw.store.get_call(f"{KEY_ID}:{idem}")  # type: ignore[attr-defined]
+        call = await gp.gw.store.get_call(idempotent_call_id(KEY_ID, idem))  # type: ignore[attr-defined]
         result = msgs[2]["content"]
         redacted = redact(result, scan(result, DETECTORS, b"any salt"))
         assert AWS not in redacted and "[REDACTED:aws_access_key]" in redacted
@@ -301,7 +302,7 @@ async def test_blocked_output_is_still_accounted_once(gp: InProcessProxy) -> Non
         )
     assert gp.gw is not None
     await gp.gw.writer.flush()
-    call = await gp.gw.store.get_call(f"{KEY_ID}:{idem}")  # type: ignore[attr-defined]
+    call = await gp.gw.store.get_call(idempotent_call_id(KEY_ID, idem))  # type: ignore[attr-defined]
     assert call.status_code == 400 and call.error_code == "guardrail_blocked"
     assert call.output_tokens > 0  # the provider was paid for it
 

@@ -13,6 +13,7 @@ import openai
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from activities.idempotency import idempotent_call_id
 from ledger.event_store import guardrail_events
 from tests.proxy.conftest import DEV_KEY
 from tests.support.servers import InProcessProxy
@@ -71,7 +72,7 @@ def oai(proxy: InProcessProxy, idem: str, **headers: str) -> openai.AsyncOpenAI:
 async def _events(proxy: InProcessProxy, idem: str) -> list[tuple[str, str, str]]:
     assert proxy.gw is not None
     await proxy.gw.writer.flush()
-    evs = await guardrail_events(proxy.gw.store, call_id=f"dev-developer:{idem}")
+    evs = await guardrail_events(proxy.gw.store, call_id=idempotent_call_id("dev-developer", idem))
     return [(e.hook, e.type, e.action) for e in evs]
 
 

@@ -1,0 +1,109 @@
+"""`Idempotency-Key` semantics (IETF draft-ietf-httpapi-idempotency-key-header).
+
+A key is scoped to the API key that sent it. The first request with a key runs; its answer (a
+JSON body, or the whole event stream) is kept. A later request with the same key and the same
+body gets that answer replayed — no upstream call, no charge; with a different body it is
+refused 422; while the first is still running, 409. A request that was refused, failed or cut
+short keeps nothing, so the client may retry it.
+
+Records live in this runtime's memory (one replica; a key reused on another replica runs there
+again, and the ledger still counts the call once, by its call id). `IdempotencyRecords` is one
+dict keyed by `record_key`, with an expiry per record, so its size and lifetime can be bounded
+in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+from policies.refusals import Refusal
+
+RECORD_TTL_SECONDS = 24 * 3600.0
+
+
+def record_key(key_id: str, idempotency_key: str) -> str:
+    """The one place an Idempotency-Key is hashed: scoped to the API key, fixed length."""
+    return hashlib.sha256(f"{key_id}\0{idempotency_key}".encode()).hexdigest()
+
+
+def idempotent_call_id(key_id: str, idempotency_key: str) -> str:
+    """The call id (ledger key) of a request carrying an Idempotency-Key."""
+    return "idem-" + record_key(key_id, idempotency_key)[:40]
+
+
+def body_fingerprint(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+@dataclass(slots=True)
+class StoredResponse:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes = b""
+    chunks: list[bytes] | None = None  # a stream, event by event as it was sent
+
+
+@dataclass(slots=True)
+class IdempotencyRecord:
+    fingerprint: str
+    expires: float
+    response: StoredResponse | None = None  # None while the first request is in flight
+
+
+@dataclass(slots=True)
+class Slot:
+    """What `begin` hands the request: a stored answer to replay, or the right to run."""
+
+    key: str
+    call_id: str
+    replay: StoredResponse | None = None
+
+
+@dataclass
+class IdempotencyRecords:
+    ttl: float = RECORD_TTL_SECONDS
+    records: dict[str, IdempotencyRecord] = field(default_factory=dict)
+
+    def begin(self, key_id: str, idempotency_key: str, raw: bytes, now: float | None = None
+              ) -> Slot:
+        """Claim the key for this request, or say why not (`Refusal` 409 / 422)."""
+        now = time.time() if now is None else now
+        k = record_key(key_id, idempotency_key)
+        fp = body_fingerprint(raw)
+        call_id = idempotent_call_id(key_id, idempotency_key)
+        rec = self.records.get(k)
+        if rec is not None and rec.expires <= now:
+            del self.records[k]
+            rec = None
+        if rec is None:
+            self.records[k] = IdempotencyRecord(fp, now + self.ttl)
+            return Slot(k, call_id)
+        if rec.fingerprint != fp:
+            raise Refusal(
+                422,
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used with a different request body; use a "
+                "new key for a new request",
+            )
+        if rec.response is None:
+            raise Refusal(
+                409,
+                "idempotency_key_in_flight",
+                "a request with this Idempotency-Key is still being answered; wait for it and "
+                "retry to get its stored response",
+                retry_after=1,
+            )
+        return Slot(k, call_id, replay=rec.response)
+
+    def finish(self, slot: Slot, response: StoredResponse) -> None:
+        rec = self.records.get(slot.key)
+        if rec is not None:
+            rec.response = response
+
+    def abandon(self, slot: Slot) -> None:
+        """The request did not complete: forget the key so a retry runs again."""
+        rec = self.records.get(slot.key)
+        if rec is not None and rec.response is None:
+            del self.records[slot.key]

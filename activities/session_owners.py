@@ -1,0 +1,105 @@
+"""Sessions belong to the key that opened them.
+
+The first call (or `POST /gateway/sessions`) naming a session id claims it for its API key in the
+ledger; every later call naming it must come from that key, or it is refused 403
+`session_not_owned` (on-call and admin keys act on any session and claim nothing). Owners are
+remembered in memory (bounded, least recently used evicted), warmed from the ledger at start, and
+looked up in the ledger on a miss: one round trip per session per replica, never per call.
+
+Race across replicas: the ledger's first recorded claim wins (insert-if-absent, then read back),
+so two replicas claiming the same new id at once agree on one owner; the loser's first call is
+refused. Only while the ledger is unreachable does a replica bind a new session provisionally
+in memory; when the ledger returns the claim is written, and if another replica recorded a
+different owner first, that owner wins here too from then on. The window is the outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+
+from ledger.errors import LedgerUnavailable
+from ledger.session_store import claim_session, recent_owners
+from ledger.store import LedgerStore
+from policies.identity import Identity
+from policies.refusals import Refusal
+
+log = logging.getLogger("governor.owners")
+
+OWNER_CACHE = 100_000  # sessions whose owner a runtime keeps in memory
+WARM_SECONDS = 86_400.0  # owners claimed this recently are loaded at start
+
+
+def not_owned(session_id: str) -> Refusal:
+    return Refusal(
+        403,
+        "session_not_owned",
+        f"session {session_id!r} belongs to another API key; use your own session id "
+        "(on-call and admin keys may act on any session)",
+    )
+
+
+class SessionOwners:
+    def __init__(self, store: LedgerStore, cap: int = OWNER_CACHE) -> None:
+        self._store = store
+        self._cap = cap
+        self._known: OrderedDict[str, str] = OrderedDict()  # session id -> owner key id
+        self._provisional: dict[str, Identity] = {}  # claims made while the ledger was down
+        self._lock = asyncio.Lock()
+
+    def owner(self, session_id: str) -> str | None:
+        """The owner this runtime knows (None: not known here)."""
+        return self._known.get(session_id)
+
+    def _remember(self, session_id: str, key_id: str) -> None:
+        known = self._known
+        known[session_id] = key_id
+        known.move_to_end(session_id)
+        if len(known) > self._cap:
+            known.popitem(last=False)
+
+    async def warm(self, now: float | None = None) -> None:
+        """Load recently claimed owners, so the first calls after a restart need no lookup."""
+        now = time.time() if now is None else now
+        for rec in reversed(await recent_owners(self._store, now - WARM_SECONDS, self._cap)):
+            self._remember(rec.session_id, rec.key_id)
+
+    async def check(self, ident: Identity, grant: str = "") -> None:
+        """Refuse `ident` on a session another key owns; claim an unowned one for it."""
+        sid = ident.session_id
+        if sid is None or ident.role in ("admin", "oncall"):
+            return
+        owner = self._known.get(sid)
+        if owner is None:
+            owner = await self._claim(ident, grant)
+        if owner != ident.key_id:
+            raise not_owned(sid)
+
+    async def _claim(self, ident: Identity, grant: str) -> str:
+        sid = ident.session_id
+        assert sid is not None
+        try:
+            rec = await claim_session(
+                self._store, sid, ident.key_id, ident.user, ident.team, time.time(), grant
+            )
+        except LedgerUnavailable:
+            log.warning("ledger unreachable: session owner bound provisionally in memory")
+            self._provisional[sid] = ident
+            self._remember(sid, ident.key_id)
+            return ident.key_id
+        self._remember(sid, rec.key_id)
+        return rec.key_id
+
+    async def flush_provisional(self) -> None:
+        """Write claims made during an outage; the ledger's first owner wins if they differ."""
+        if not self._provisional:
+            return
+        async with self._lock:
+            for sid, ident in list(self._provisional.items()):
+                rec = await claim_session(
+                    self._store, sid, ident.key_id, ident.user, ident.team, time.time()
+                )
+                self._remember(sid, rec.key_id)
+                del self._provisional[sid]
