@@ -19,6 +19,10 @@ def extra_kinds() -> dict[str, type]:
         kinds["gateway-guardrails-config"] = GuardrailsConfig
     except ImportError:  # pragma: no cover - guardrails not installed in this build
         pass
+    from policies.alerts import KIND, TARGETS_KIND, AlertRulesConfig, NotificationTargetsConfig
+
+    kinds[KIND] = AlertRulesConfig
+    kinds[TARGETS_KIND] = NotificationTargetsConfig
     return kinds
 
 

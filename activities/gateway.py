@@ -266,6 +266,7 @@ class Gateway:
             for st in budget_statuses(budgets, ident, {}, r["ts"]):
                 spend[st.key] = spend.get(st.key, 0.0) + r["cost_usd"]
         self.state.spend = spend
+        self.metrics.set_budgets(budgets, spend, now)
 
     async def _only_writer(self) -> bool:
         """Did every call row added since the last check come from this runtime's writer?

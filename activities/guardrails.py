@@ -24,6 +24,7 @@ from activities.router import UpstreamResult
 from activities.wire.errors import stream_error
 from activities.wire.sse import SSEParser, encode_sse
 from activities.wire.usage import Protocol
+from policies.alerts import guardrail_class
 from policies.config.gateway import GatewayConfig
 from policies.config.models import METADATA_FIELDS
 from policies.guardrails import GuardrailEvent, GuardrailsConfig, HookResult, StreamGuard, evaluate
@@ -160,7 +161,7 @@ class CallGuard:
         for e in events:
             seq = self._seq.get(e.hook, 0)
             self._seq[e.hook] = seq + 1
-            m.child(m.guardrail_events, e.type, e.hook, e.action).inc()
+            m.child(m.guardrail_events, guardrail_class(e.detector), e.type, e.hook, e.action).inc()
             gw.writer.record_event(
                 {
                     "ts": now,

@@ -17,6 +17,7 @@ from typing import Any
 
 from activities import guardrails
 from activities.gateway import Gateway
+from activities.metrics import budget_scope_label
 from activities.router import UpstreamResult
 from activities.stream_stop import CLIENT_CLOSED, KILLED, StreamStop
 from activities.tracing import span
@@ -463,9 +464,10 @@ def _account(
             max(0.0, b.budget.ceiling_usd - st.spend.get(b.key, 0.0)) for b in pre.budgets
         )
         for b in pre.budgets:
-            gw.metrics.child(gw.metrics.budget_used, b.budget.id, "metadata").set(
-                100.0 * st.spend.get(b.key, 0.0) / b.budget.ceiling_usd
-            )
+            pct = 100.0 * st.spend.get(b.key, 0.0) / b.budget.ceiling_usd
+            gw.metrics.child(
+                gw.metrics.budget_used, b.budget.id, budget_scope_label(b.budget)
+            ).set(pct)
     for c in crossings:
         _budget_alert(
             gw,

@@ -6,7 +6,19 @@ session or user ids. Children are cached so the hot path does a dict lookup, not
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from policies.alerts import budget_scope_label as _scope_of_keys
+from policies.budgets import BudgetKey
+from policies.config.models import Budget
+from policies.windows import calendar_window
+
+
+def budget_scope_label(b: Budget) -> str:
+    """`project` for a project budget (what the seed's `scope='project'` selects)."""
+    return _scope_of_keys(tuple(b.scope.metadata) + tuple(b.scope.subjects))
 
 LATENCY_BUCKETS = (
     0.0002,
@@ -82,11 +94,45 @@ class Metrics:
         )
         self.guardrail_events = Counter(
             "governor_guardrail_events_total",
-            "Guardrail events by type, hook and action",
-            ["type", "hook", "action"],
+            "Guardrail events by class (secret, pii, injection), specific kind, hook and action",
+            ["type", "kind", "hook", "action"],
             registry=r,
         )
+        # The one exception to "never a session id on a metric": only the top N sessions above
+        # their baseline (N = settings.alert_top_sessions, default 20), for the runaway_agent
+        # alert in Prometheus; see alerts/README.md.
+        self.session_rate = Gauge(
+            "governor_session_tokens_per_hour",
+            "Token rate of the top-N sessions above their workflow tag's baseline",
+            ["session_id", "workflow_tag"],
+            registry=r,
+        )
+        self.session_baseline = Gauge(
+            "governor_session_baseline_tokens_per_hour",
+            "The loop-detector baseline those sessions are compared with",
+            ["session_id", "workflow_tag"],
+            registry=r,
+        )
+        self.breaker_open = Gauge(
+            "governor_circuit_breaker_open",
+            "1 while a target's circuit breaker is open",
+            ["target"],
+            registry=r,
+        )
+        self.ledger_up = Gauge(
+            "governor_ledger_up", "1 while the ledger database answers", registry=r
+        )
+        self.ledger_up.set(1)
         self._cache: dict[tuple[object, ...], object] = {}
+
+    def set_budgets(self, budgets: Sequence[Budget], spend: Mapping[BudgetKey, float],
+                    now: float) -> None:
+        """Every budget's gauge from the current windows' spend: present from start-up."""
+        for b in budgets:
+            key = (b.id, calendar_window(now, b.window)[0])
+            self.child(self.budget_used, b.id, budget_scope_label(b)).set(
+                100.0 * spend.get(key, 0.0) / b.ceiling_usd
+            )
 
     def child(self, metric: object, *labels: str):  # type: ignore[no-untyped-def]
         key = (id(metric), *labels)

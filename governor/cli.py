@@ -92,8 +92,14 @@ def config_check(directory: Path) -> None:
         f"OK: {len(cfg.sources)} file(s); virtual models: "
         f"{', '.join(sorted(cfg.virtual_models)) or '-'}; {len(cfg.rate_limits)} rate "
         f"limit(s), {len(cfg.budgets)} budget(s), {len(cfg.keys_by_hash)} key(s), "
-        f"{len(cfg.prices)} priced model(s)"
+        f"{len(cfg.prices)} priced model(s), {_alert_rules(cfg)} alert rule(s)"
     )
+
+
+def _alert_rules(cfg: object) -> int:
+    from policies.alerts import KIND
+
+    return sum(len(getattr(d, "alerts", ())) for d in getattr(cfg, "extra", {}).get(KIND, ()))
 
 
 def _print_config_errors(exc: BaseException) -> None:
@@ -189,9 +195,12 @@ def up(
 
 
 def _register_sessions() -> None:
+    from governor.alerts_cli import alerts, overrides
     from governor.sessions_cli import sessions
 
     main.add_command(sessions)
+    main.add_command(alerts)
+    main.add_command(overrides)
 
 
 _register_sessions()

@@ -63,6 +63,8 @@ def validate_doc(doc: YamlDoc, kinds: dict[str, type[BaseModel]]) -> BaseModel:
             ]
         )
     kind = data.get("type")
+    if kind is None and "alerts" in data:
+        kind = "gateway-alert-rules"  # the seed's tfy-ai-alerts.yaml has no `type:`
     model = kinds.get(kind) if isinstance(kind, str) else None
     if model is None:
         raise ConfigErrors(

@@ -1,0 +1,411 @@
+"""Alert rules: the seed's `tfy-ai-alerts.yaml` shape plus machine-executable runbook steps.
+
+A YAML document whose top level is `alerts:` (no `type:`) is this kind, so the seed's file loads
+unchanged. Pure: models, the deduplication key, silence matching, default steps per well-known
+rule, the query translation to Governor's metric names and the Prometheus rule file.
+
+```yaml
+alerts:
+  - name: runaway_agent
+    query: rate(tfy_gateway_tokens_total[5m]) > 3 * quantile(0.95, ...)
+    labels: {severity: critical, team: platform}
+    runbook: |
+      1. ...
+    # Governor extensions (all optional):
+    identify: [session_id]            # labels of the deduplication key (default per rule)
+    notify: [oncall-webhook]          # notification targets (gateway-notification-targets)
+    promql: '...'                     # the Prometheus expression, when the translation will not do
+    for: 1m                           # Prometheus `for:`
+    embedded: {signal: budget_used_pct, threshold: 90}
+    steps:
+      - {action: notify}
+      - {action: kill_session, approval: auto}     # auto: by itself on confident evidence
+      - {action: approve, timeout: 15m, escalate_to: [pagerduty-primary]}
+      - {action: set_guardrail_mode, detector: secrets, mode: mutate}
+      - {action: open_incident}
+```
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from policies.config.models import window_seconds
+
+KIND = "gateway-alert-rules"
+TARGETS_KIND = "gateway-notification-targets"
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+Action = Literal[
+    "notify",
+    "kill_session",
+    "set_guardrail_mode",
+    "set_budget_behaviour",
+    "require_project_header",
+    "open_incident",
+    "acknowledge",
+    "approve",
+]
+HUMAN_ACTIONS = frozenset({"acknowledge", "approve"})
+POLICY_ACTIONS = frozenset({"set_guardrail_mode", "set_budget_behaviour", "require_project_header"})
+Signal = Literal[
+    "loop_detector",
+    "budget_used_pct",
+    "guardrail_allowed",
+    "untagged_spend",
+    "breaker_open",
+    "ledger_unreachable",
+    "journal_backlog",
+    "none",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _duration(v: str | None) -> str | None:
+    if v is not None:
+        window_seconds(v)
+    return v
+
+
+class Step(_Strict):
+    """One runbook step. Action steps run as idempotent activities; `acknowledge`/`approve` wait
+    for a person (an Update carrying the actor) up to `timeout`, then notify `escalate_to` and
+    wait once more; `approval` puts a person in front of an action step."""
+
+    action: Action
+    # approval: none = run at once; required = wait for `approve`; auto = run at once when the
+    # alert's evidence is confident (a repeated prompt or a trusted baseline), else wait.
+    approval: Literal["none", "required", "auto"] = "none"
+    timeout: str = "15m"
+    escalate_to: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()  # notify: these targets (default: the rule's `notify`)
+    detector: Literal["secrets", "pii", "prompt_injection"] = "secrets"
+    mode: Literal["validate", "mutate"] = "mutate"
+    budget: str | None = None  # set_budget_behaviour: budget id (default: the alert's label)
+    on_exceed: str = "fallback_to_cheaper"
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: str) -> str:
+        _duration(v)
+        return v
+
+    @field_validator("on_exceed")
+    @classmethod
+    def _on_exceed(cls, v: str) -> str:
+        if not re.match(r"^(hard_block|fallback_to_cheaper|fallback_to_[\w.\-]+)$", v):
+            raise ValueError("on_exceed must be hard_block, fallback_to_cheaper or fallback_to_X")
+        return v
+
+    @property
+    def timeout_seconds(self) -> int:
+        return window_seconds(self.timeout)
+
+    def needs_person(self, confident: bool) -> bool:
+        if self.action in HUMAN_ACTIONS:
+            return True
+        return self.approval == "required" or (self.approval == "auto" and not confident)
+
+
+class Embedded(_Strict):
+    signal: Signal
+    threshold: float | None = None
+
+
+class AlertRule(_Strict):
+    name: str
+    query: str = Field(min_length=1)
+    labels: dict[str, str] = Field(default_factory=dict)
+    runbook: str = ""
+    annotations: dict[str, str] = Field(default_factory=dict)
+    identify: tuple[str, ...] | None = None
+    notify: tuple[str, ...] = ()
+    promql: str | None = None
+    for_: str | None = Field(default=None, alias="for")
+    embedded: Embedded | None = None
+    steps: tuple[Step, ...] | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"alert name {v!r} must be letters, digits and _ (a Prometheus name)")
+        return v
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, v: object) -> object:
+        if isinstance(v, dict):
+            for k in v:
+                if not isinstance(k, str) or not _LABEL.match(k):
+                    raise ValueError(f"label name {k!r} must be letters, digits and _")
+            return {k: str(val) for k, val in v.items()}
+        return v
+
+    @field_validator("for_")
+    @classmethod
+    def _for(cls, v: str | None) -> str | None:
+        return _duration(v)
+
+    @property
+    def identifying_labels(self) -> tuple[str, ...]:
+        if self.identify is not None:
+            return self.identify
+        return DEFAULT_IDENTIFY.get(self.name, ())
+
+    @property
+    def runbook_steps(self) -> tuple[Step, ...]:
+        if self.steps is not None:
+            return self.steps
+        return DEFAULT_STEPS.get(self.name, (Step(action="notify"), Step(action="acknowledge")))
+
+    @property
+    def embedded_source(self) -> Embedded:
+        if self.embedded is not None:
+            return self.embedded
+        signal = DEFAULT_SIGNAL.get(self.name, "none")
+        return Embedded(signal=signal, threshold=query_threshold(self.query))
+
+
+class AlertRulesConfig(_Strict):
+    type: Literal["gateway-alert-rules"] = "gateway-alert-rules"
+    name: str = "alerts"
+    alerts: tuple[AlertRule, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> AlertRulesConfig:
+        seen: set[str] = set()
+        for r in self.alerts:
+            if r.name in seen:
+                raise ValueError(f"duplicate alert name {r.name!r}")
+            seen.add(r.name)
+        return self
+
+
+class NotificationTarget(_Strict):
+    """A named destination. `url` is an Apprise URL (slack://, pagerduty://, msteams://,
+    json://, mailto://); put secrets in `url_env` (an environment variable holding the URL) or
+    as `${VAR}` inside `url`, never in clear in the repository."""
+
+    name: str = Field(min_length=1)
+    url: str | None = None
+    url_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> NotificationTarget:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("a notification target needs exactly one of url or url_env")
+        return self
+
+
+class NotificationTargetsConfig(_Strict):
+    type: Literal["gateway-notification-targets"]
+    name: str = "notifications"
+    targets: tuple[NotificationTarget, ...]
+
+
+# Well-known rules of the seed: what identifies one alert, which embedded signal raises it, and
+# the runbook steps a machine can take beside the human text.
+DEFAULT_IDENTIFY: dict[str, tuple[str, ...]] = {
+    "runaway_agent": ("session_id",),
+    "budget_near_ceiling": ("budget",),
+    "secret_leaked": ("project",),
+    "untagged_spend_spike": (),
+    "breaker_open": ("target",),
+    "ledger_unreachable": (),
+    "journal_backlog_growing": (),
+}
+DEFAULT_SIGNAL: dict[str, Signal] = {
+    "runaway_agent": "loop_detector",
+    "budget_near_ceiling": "budget_used_pct",
+    "secret_leaked": "guardrail_allowed",
+    "untagged_spend_spike": "untagged_spend",
+    "breaker_open": "breaker_open",
+    "ledger_unreachable": "ledger_unreachable",
+    "journal_backlog_growing": "journal_backlog",
+}
+DEFAULT_STEPS: dict[str, tuple[Step, ...]] = {
+    "runaway_agent": (
+        Step(action="notify"),
+        Step(action="kill_session", approval="auto"),
+        Step(action="open_incident"),
+    ),
+    "budget_near_ceiling": (
+        Step(action="notify"),
+        Step(action="set_budget_behaviour", approval="required"),
+    ),
+    "secret_leaked": (
+        Step(action="notify"),
+        Step(action="set_guardrail_mode", approval="required"),
+        Step(action="open_incident"),
+    ),
+    "untagged_spend_spike": (
+        Step(action="notify"),
+        Step(action="require_project_header", approval="required"),
+    ),
+}
+
+# Self-health rules Governor always has (embedded source), unless the config names them.
+BUILTIN_RULES: tuple[AlertRule, ...] = (
+    AlertRule(
+        name="breaker_open",
+        query="governor_circuit_breaker_open > 0",
+        labels={"severity": "warning", "team": "platform"},
+        runbook="1. Check the provider's status page\n2. Traffic is on the fallbacks meanwhile",
+        embedded=Embedded(signal="breaker_open"),
+    ),
+    AlertRule(
+        name="ledger_unreachable",
+        query="governor_ledger_up == 0",
+        labels={"severity": "critical", "team": "platform"},
+        runbook="1. Check the ledger database\n2. Calls are journaled locally until it is back",
+        embedded=Embedded(signal="ledger_unreachable"),
+    ),
+    AlertRule(
+        name="journal_backlog_growing",
+        query="governor_ledger_pending_rows > 10000",
+        labels={"severity": "warning", "team": "platform"},
+        runbook="1. The ledger is slow or down: check the database",
+        embedded=Embedded(signal="journal_backlog", threshold=10000),
+    ),
+)
+
+
+def effective_rules(configs: Sequence[AlertRulesConfig]) -> tuple[AlertRule, ...]:
+    rules = [r for c in configs for r in c.alerts]
+    names = {r.name for r in rules}
+    return (*rules, *(b for b in BUILTIN_RULES if b.name not in names))
+
+
+_THRESHOLD = re.compile(r">=?\s*([0-9]+(?:\.[0-9]+)?)\s*$")
+
+
+def query_threshold(query: str) -> float | None:
+    """`... > 90` -> 90.0: the number an embedded signal compares against."""
+    m = _THRESHOLD.search(query.strip())
+    return float(m.group(1)) if m else None
+
+
+# Deduplication and silences -------------------------------------------------------------------
+
+
+def dedup_key(rule: AlertRule, labels: Mapping[str, str]) -> str:
+    """The alert's identity in both sources: rule name + its identifying labels (never
+    Alertmanager's fingerprint, which hashes `instance`, `job` and external labels)."""
+    parts = [rule.name]
+    for k in rule.identifying_labels:
+        v = labels.get(k, "")
+        parts.append(f"{k}={v}")
+    key = "alert-" + ",".join(parts)
+    return re.sub(r"[^A-Za-z0-9_=,.:@\-]", "_", key)[:250]
+
+
+class Silence(_Strict):
+    id: int = 0
+    rule: str | None = None  # alert name, or None for any
+    matchers: dict[str, str] = Field(default_factory=dict)
+    expires_ts: float
+    actor: str
+    comment: str = ""
+
+
+def silenced(silences: Sequence[Silence], name: str, labels: Mapping[str, str], now: float) -> (
+    Silence | None
+):
+    for s in silences:
+        if s.expires_ts <= now:
+            continue
+        if s.rule is not None and s.rule != name:
+            continue
+        if all(labels.get(k) == v for k, v in s.matchers.items()):
+            return s
+    return None
+
+
+# Prometheus translation -----------------------------------------------------------------------
+
+# Seed metric -> Governor metric (documented in alerts/README.md).
+METRIC_MAP: dict[str, str] = {
+    "tfy_gateway_tokens_total": "governor_tokens_total",
+    "tfy_budget_used_pct": "governor_budget_used_pct",
+    "tfy_guardrail_events_total": "governor_guardrail_events_total",
+    "tfy_cost_usd_total": "governor_cost_usd_total",
+    "tfy_gateway_requests_total": "governor_requests_total",
+}
+# The literal runaway_agent query compares each labelled series with an unlabelled quantile, so
+# it cannot name a session; Governor exports the top-N sessions above their baseline instead.
+RUNAWAY_PROMQL = (
+    "governor_session_tokens_per_hour > 3 * governor_session_baseline_tokens_per_hour"
+)
+_RUNAWAY_SEED = re.compile(r"quantile\s*\(\s*0\.95\s*,\s*rate\(\s*tfy_gateway_tokens_total")
+_METRIC = re.compile(r"\btfy_[a-z_]+\b")
+
+
+def promql(rule: AlertRule) -> str:
+    if rule.promql:
+        return rule.promql
+    q = " ".join(rule.query.split())
+    if _RUNAWAY_SEED.search(q):
+        m = re.search(r">\s*([0-9.]+)\s*\*", q)
+        mult = m.group(1) if m else "3"
+        return RUNAWAY_PROMQL.replace("> 3 *", f"> {mult} *")
+    return _METRIC.sub(lambda m: METRIC_MAP.get(m.group(0), m.group(0)), q)
+
+
+def prometheus_rules(rules: Sequence[AlertRule], group: str = "governor") -> dict[str, object]:
+    """A Prometheus rule file (as data): one alerting rule per Governor rule."""
+    out = []
+    for r in rules:
+        item: dict[str, object] = {"alert": r.name, "expr": promql(r)}
+        if r.for_:
+            item["for"] = r.for_
+        labels = {**r.labels, "governor_rule": r.name}
+        item["labels"] = labels
+        ann = {**r.annotations}
+        if r.runbook:
+            ann.setdefault("runbook", r.runbook.strip())
+        ann.setdefault("summary", f"Governor alert {r.name}")
+        item["annotations"] = ann
+        out.append(item)
+    return {"groups": [{"name": group, "rules": out}]}
+
+
+def budget_scope_label(metadata_keys: Sequence[str]) -> str:
+    """`scope` label of a budget gauge: `project` for a project budget (the seed's filter),
+    the one metadata key otherwise, `global` for none, keys joined by `+` for several."""
+    keys = sorted(metadata_keys)
+    if not keys:
+        return "global"
+    return "+".join(keys)
+
+
+GUARDRAIL_CLASS = {"secrets": "secret", "pii": "pii", "prompt_injection": "injection"}
+
+
+def guardrail_class(detector: str) -> str:
+    return GUARDRAIL_CLASS.get(detector, detector)
+
+
+def rules_of(extra: Mapping[str, Sequence[BaseModel]]) -> tuple[AlertRule, ...]:
+    """Every alert rule of a config (`GatewayConfig.extra`), plus the built-in self-health rules."""
+    docs = [d for d in extra.get(KIND, ()) if isinstance(d, AlertRulesConfig)]
+    return effective_rules(docs)
+
+
+def targets_of(extra: Mapping[str, Sequence[BaseModel]]) -> dict[str, NotificationTarget]:
+    out: dict[str, NotificationTarget] = {}
+    for d in extra.get(TARGETS_KIND, ()):
+        if isinstance(d, NotificationTargetsConfig):
+            out.update({t.name: t for t in d.targets})
+    return out

@@ -1,0 +1,52 @@
+"""`governor alerts rules`: a Prometheus rule file that promtool accepts."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SEED = REPO.parent / "shared" / "seeds" / "yaml" / "tfy-ai-alerts.yaml"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "governor.cli", *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=60)
+
+
+def test_seed_rules_export_to_a_rule_file_promtool_accepts(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool missing (.ci/run installs the Debian `prometheus` package)")
+    d = tmp_path / "config"
+    shutil.copytree(REPO / "examples" / "config", d)
+    if SEED.exists():
+        shutil.copy(SEED, d / "tfy-ai-alerts.yaml")
+    check = run("config", "check", str(d))
+    assert check.returncode == 0, check.stderr
+    assert "4 alert rule(s)" in check.stdout
+    r = run("alerts", "rules", "--config", str(d))
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "rules.yml"
+    out.write_text(r.stdout)
+    checked = subprocess.run([promtool, "check", "rules", str(out)], capture_output=True,
+                             text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    rules = {x["alert"]: x for x in yaml.safe_load(r.stdout)["groups"][0]["rules"]}
+    assert {"runaway_agent", "budget_near_ceiling", "secret_leaked", "untagged_spend_spike",
+            "ledger_unreachable", "breaker_open", "journal_backlog_growing"} <= set(rules)
+    assert rules["budget_near_ceiling"]["expr"] == "governor_budget_used_pct{scope='project'} > 90"
+    assert rules["runaway_agent"]["labels"]["governor_rule"] == "runaway_agent"
+    assert "PUT /gateway/sessions/{id}/kill" in rules["runaway_agent"]["annotations"]["runbook"]
+
+
+def test_rules_of_a_broken_config_exit_1_with_located_errors(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("alerts:\n  - name: x\n")
+    r = run("alerts", "rules", "--config", str(tmp_path))
+    assert r.returncode == 1
+    assert f"{tmp_path / 'a.yaml'}:2: alerts.0.query:" in r.stderr

@@ -1,0 +1,126 @@
+"""Alert rules: the seed's file loads unchanged, steps validate with file/line/field errors,
+deduplication keys ignore what only Prometheus sees, silences match, queries translate."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from activities.config_source import load_config_dir
+from policies.alerts import (
+    AlertRule,
+    Silence,
+    dedup_key,
+    promql,
+    query_threshold,
+    rules_of,
+    silenced,
+)
+from policies.config.yamlsource import ConfigErrors
+
+REPO = Path(__file__).resolve().parents[2]
+SEED = REPO.parent / "shared" / "seeds" / "yaml" / "tfy-ai-alerts.yaml"
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "config"
+    shutil.copytree(REPO / "examples" / "config", d)
+    return d
+
+
+def test_the_seed_alerts_file_loads_unchanged_beside_the_sample_config(config_dir: Path) -> None:
+    if not SEED.exists():
+        pytest.skip("seed file not present")
+    shutil.copy(SEED, config_dir / "tfy-ai-alerts.yaml")
+    cfg = load_config_dir(config_dir)
+    names = [r.name for r in rules_of(cfg.extra)]
+    assert names[:4] == ["runaway_agent", "budget_near_ceiling", "secret_leaked",
+                         "untagged_spend_spike"]
+    runaway = rules_of(cfg.extra)[0]
+    assert runaway.labels == {"severity": "critical", "team": "platform"}
+    assert "PUT /gateway/sessions/{id}/kill" in runaway.runbook
+    assert [s.action for s in runaway.runbook_steps] == ["notify", "kill_session", "open_incident"]
+    assert runaway.runbook_steps[1].approval == "auto"
+
+
+def test_a_bad_step_is_reported_with_file_line_and_field(config_dir: Path) -> None:
+    (config_dir / "alerts.yaml").write_text(textwrap.dedent("""\
+        alerts:
+          - name: runaway_agent
+            query: governor_session_tokens_per_hour > 1
+            steps:
+              - action: notify
+              - action: reboot_the_world
+              - action: approve
+                timeout: soon
+        """))
+    with pytest.raises(ConfigErrors) as exc:
+        load_config_dir(config_dir)
+    text = [str(e) for e in exc.value.errors]
+    assert any(f"{config_dir / 'alerts.yaml'}:6: alerts.0.steps.1.action:" in t for t in text), text
+    assert any(":8: alerts.0.steps.2.timeout:" in t and "soon" in t for t in text), text
+
+
+def test_duplicate_and_unnamed_rules_are_errors(config_dir: Path) -> None:
+    (config_dir / "alerts.yaml").write_text(
+        "alerts:\n  - {name: a, query: up > 0}\n  - {name: a, query: up > 1}\n")
+    with pytest.raises(ConfigErrors) as exc:
+        load_config_dir(config_dir)
+    assert "duplicate alert name 'a'" in str(exc.value)
+    (config_dir / "alerts.yaml").write_text("alerts:\n  - {name: 'bad name', query: up > 0}\n")
+    with pytest.raises(ConfigErrors) as exc:
+        load_config_dir(config_dir)
+    assert ":2: alerts.0.name:" in str(exc.value) and "bad name" in str(exc.value)
+
+
+def test_dedup_key_is_name_plus_identifying_labels_not_prometheus_labels() -> None:
+    rule = AlertRule(name="runaway_agent", query="x > 1")
+    embedded = {"session_id": "s-1", "workflow_tag": "triage"}
+    from_am = {**embedded, "instance": "10.0.0.7:8080", "job": "governor", "cluster": "eu-1",
+               "alertname": "runaway_agent", "severity": "critical"}
+    assert dedup_key(rule, embedded) == dedup_key(rule, from_am)
+    assert dedup_key(rule, embedded) != dedup_key(rule, {"session_id": "s-2"})
+    budget = AlertRule(name="budget_near_ceiling", query="x > 90")
+    assert "budget=b1" in dedup_key(budget, {"budget": "b1", "scope": "project"})
+
+
+def test_a_silence_matches_by_rule_and_labels_until_it_expires() -> None:
+    s = Silence(rule="runaway_agent", matchers={"workflow_tag": "triage"}, expires_ts=100,
+                actor="u_oncall")
+    assert silenced([s], "runaway_agent", {"workflow_tag": "triage", "x": "y"}, 50) is s
+    assert silenced([s], "runaway_agent", {"workflow_tag": "other"}, 50) is None
+    assert silenced([s], "secret_leaked", {"workflow_tag": "triage"}, 50) is None
+    assert silenced([s], "runaway_agent", {"workflow_tag": "triage"}, 100) is None
+    anyrule = Silence(matchers={"project": "p"}, expires_ts=100, actor="a")
+    assert silenced([anyrule], "secret_leaked", {"project": "p"}, 1) is anyrule
+
+
+def test_seed_queries_translate_to_governor_metrics() -> None:
+    def q(text: str) -> str:
+        return promql(AlertRule(name="r", query=text))
+
+    assert q("tfy_budget_used_pct{scope='project'} > 90") == (
+        "governor_budget_used_pct{scope='project'} > 90")
+    assert q("sum(tfy_cost_usd_total{project='UNTAGGED'}) > 50") == (
+        "sum(governor_cost_usd_total{project='UNTAGGED'}) > 50")
+    assert "governor_guardrail_events_total{type='secret'" in q(
+        "increase(tfy_guardrail_events_total{type='secret',action='allowed'}[1h]) > 0")
+    runaway = q("rate(tfy_gateway_tokens_total[5m]) > 4 * quantile(0.95, "
+                "rate(tfy_gateway_tokens_total[7d]))")
+    assert runaway == ("governor_session_tokens_per_hour > 4 * "
+                       "governor_session_baseline_tokens_per_hour")
+    own = AlertRule(name="r", query="whatever > 1", promql="up == 0")
+    assert promql(own) == "up == 0"
+
+
+def test_threshold_of_a_query_feeds_the_embedded_source() -> None:
+    assert query_threshold("tfy_budget_used_pct{scope='project'} > 90") == 90
+    assert query_threshold("sum(x) >= 50.5") == 50.5
+    assert query_threshold("rate(x[5m])") is None
+    rule = AlertRule(name="budget_near_ceiling", query="tfy_budget_used_pct > 75")
+    assert rule.embedded_source.signal == "budget_used_pct"
+    assert rule.embedded_source.threshold == 75

@@ -1,0 +1,91 @@
+"""Metrics the seed's alert queries select: budget scope `project`, guardrail class as `type`
+with the specific kind beside it, budget gauges present from start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from simulator.server import SimServer
+from tests.support.servers import InProcessProxy, make_config_dir
+
+DEV_KEY = "gk-dev-developer"
+AWS = "AKIAQ4T7W2X9Y3Z5B8C6"
+BUDGET = """
+type: gateway-budget-config
+name: metric-budgets
+budgets:
+  - id: m-project
+    scope: {metadata: {X-TFY-Project: m-project}}
+    ceiling_usd: 100
+    window: monthly
+  - id: m-team
+    scope: {metadata: {X-Governor-Team: m-team}}
+    ceiling_usd: 100
+    window: monthly
+"""
+
+
+async def _metrics(p: InProcessProxy) -> str:
+    async with httpx.AsyncClient() as c:
+        return (await c.get(p.base_url + "/metrics")).text
+
+
+async def _call(p: InProcessProxy, content: str, project: str) -> None:
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(p.base_url + "/v1/chat/completions",
+                         headers={"Authorization": f"Bearer {DEV_KEY}",
+                                  "X-Governor-Project": project},
+                         json={"model": "support-cheap",
+                               "messages": [{"role": "user", "content": content}]})
+        assert r.status_code == 200, r.text
+
+
+def _value(text: str, prefix: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+async def test_budget_gauges_say_project_scope_and_survive_a_restart(tmp_path: Path) -> None:
+    cfg = make_config_dir(tmp_path / "config", {"zz-budgets.yaml": BUDGET})
+    async with SimServer(port=0) as sim:
+        p = InProcessProxy(cfg, tmp_path, sim.base_url)
+        await p.start()
+        try:
+            first = await _metrics(p)
+            # present before any call, each with the scope the seed filters on
+            assert _value(first, 'governor_budget_used_pct{budget="m-project",scope="project"}') \
+                == 0.0
+            assert _value(first, 'governor_budget_used_pct{budget="m-team",scope="team"}') == 0.0
+            await _call(p, "hello there", "m-project")
+            used = _value(await _metrics(p),
+                          'governor_budget_used_pct{budget="m-project",scope="project"}')
+            assert used is not None and used > 0
+        finally:
+            await p.stop()
+        again = InProcessProxy(cfg, tmp_path, sim.base_url)
+        await again.start()
+        try:
+            after = _value(await _metrics(again),
+                           'governor_budget_used_pct{budget="m-project",scope="project"}')
+            assert after == used  # from the ledger at start-up, not after the next call
+        finally:
+            await again.stop()
+
+
+async def test_guardrail_events_carry_class_as_type_and_the_specific_kind(tmp_path: Path) -> None:
+    cfg = make_config_dir(tmp_path / "config")
+    async with SimServer(port=0) as sim:
+        p = InProcessProxy(cfg, tmp_path, sim.base_url)
+        await p.start()
+        try:
+            await _call(p, f"my key is {AWS} please", "m-guard")
+            text = await _metrics(p)
+        finally:
+            await p.stop()
+    line = next(x for x in text.splitlines()
+                if x.startswith("governor_guardrail_events_total{") and 'hook="request-input"' in x)
+    assert 'type="secret"' in line and 'kind="aws_access_key"' in line, line
