@@ -425,15 +425,16 @@ async def test_fingerprint_salt_is_random_per_data_dir_private_and_overridable(
     assert fingerprint_salt(tmp_path / "a") == b"shared-by-replicas"
 
 
-async def test_metrics_count_events_by_type_hook_and_action(gp: InProcessProxy) -> None:
+async def test_metrics_count_events_by_class_kind_hook_and_action(gp: InProcessProxy) -> None:
     assert gp.gw is not None
     m = gp.gw.metrics
-    before = m.guardrail_events.labels("aws_access_key", "request-input", "flagged")._value.get()
+    labels = ("secret", "aws_access_key", "request-input", "flagged")
+    before = m.guardrail_events.labels(*labels)._value.get()
     idem = uuid.uuid4().hex
     await oai(gp, "request-input-flag", idem).chat.completions.create(
         model="support-cheap", messages=[{"role": "user", "content": f"{AWS}"}]
     )
-    after = m.guardrail_events.labels("aws_access_key", "request-input", "flagged")._value.get()
+    after = m.guardrail_events.labels(*labels)._value.get()
     assert after == before + 1
 
 
