@@ -168,10 +168,30 @@ class CircuitBreakerConfig(_Strict):
 
 
 class RouteRule(_Strict):
+    """One weighted/prioritised target. `timeout_ms` may sit on the rule (as in the seed's
+    routing-config.yaml) or inside `target:`; either way it ends up on the target."""
+
     id: str
     weight: float = Field(default=1, ge=0)
     priority: int = 0
     target: Target
+    timeout_ms: int | None = Field(default=None, gt=0, le=600000)
+
+    @model_validator(mode="after")
+    def _timeout_on_target(self) -> RouteRule:
+        if self.timeout_ms is None:
+            return self
+        inner = self.target.timeout_ms if "timeout_ms" in self.target.model_fields_set else None
+        if inner is not None and inner != self.timeout_ms:
+            raise ValueError(
+                f"timeout_ms is set on the rule ({self.timeout_ms}) and inside target ({inner}); "
+                "keep one"
+            )
+        # Frozen model: the one place a validated rule is completed before anyone sees it.
+        object.__setattr__(
+            self, "target", self.target.model_copy(update={"timeout_ms": self.timeout_ms})
+        )
+        return self
 
 
 class RoutingConfig(_Strict):

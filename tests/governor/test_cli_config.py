@@ -34,3 +34,17 @@ def test_every_error_of_every_file_is_printed_with_file_line_and_field(tmp_path:
     assert f"{tmp_path / 'b.yaml'}:" in err and "invalid YAML" in err
     assert f"{tmp_path / 'c.yaml'}:1: type:" in err and "unknown config type" in err
     assert "Traceback" not in err
+
+
+def test_the_seed_gateway_files_check_clean_beside_the_sample_providers_pricing_keys(
+        tmp_path: Path) -> None:
+    seeds = REPO.parent / "shared" / "seeds" / "yaml"
+    if not seeds.is_dir():
+        return
+    for name in ("providers.yaml", "pricing.yaml", "keys.yaml"):
+        (tmp_path / name).write_text((REPO / "examples" / "config" / name).read_text())
+    for name in ("routing-config.yaml", "rate-limit-config.yaml", "budget-config.yaml"):
+        (tmp_path / name).write_text((seeds / name).read_text())
+    r = run("config", "check", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "intent-fast" in r.stdout and "3 rate limit(s), 2 budget(s)" in r.stdout

@@ -84,15 +84,29 @@ def test_same_rand_gives_the_same_plan_on_replay() -> None:
     assert keys(plan_route(v, 0.42, everyone)) == keys(plan_route(v, 0.42, everyone))
 
 
-def test_after_the_chosen_rule_come_the_others_by_weight_then_fallbacks_in_order() -> None:
+def test_on_primary_failure_the_fallbacks_come_in_order_before_the_other_weighted_rules() -> None:
+    # The seed: "fallbacks: tried in order on primary failure"; the 10% secondary is traffic
+    # split, tried only after the fallbacks.
     v = vm(INTENT_FAST)
-    assert keys(plan_route(v, 0.95, everyone)) == [
-        SECONDARY,
+    assert keys(plan_route(v, 0.1, everyone)) == [
         PRIMARY,
         "openai/gpt-4o-mini",
         "vertex/gemini-2.0-flash",
+        SECONDARY,
     ]
-    assert keys(plan_route(v, 0.1, everyone))[:2] == [PRIMARY, SECONDARY]
+    assert keys(plan_route(v, 0.95, everyone)) == [
+        SECONDARY,
+        "openai/gpt-4o-mini",
+        "vertex/gemini-2.0-flash",
+        PRIMARY,
+    ]
+
+
+def test_a_fallback_that_is_also_a_rule_is_tried_once_at_its_fallback_place() -> None:
+    data = yaml.safe_load(INTENT_FAST)
+    data["fallbacks"].insert(0, {"provider": "bedrock", "model": "anthropic.claude-haiku-4-5"})
+    plan = keys(plan_route(RoutingConfig.model_validate(data), 0.1, everyone))
+    assert plan == [PRIMARY, SECONDARY, "openai/gpt-4o-mini", "vertex/gemini-2.0-flash"]
 
 
 def test_a_zero_weight_rule_is_never_chosen_first_but_stays_as_a_backup() -> None:
