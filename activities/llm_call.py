@@ -67,6 +67,7 @@ class Governance:
     cost_usd: float = 0.0
     budget_remaining_usd: float | None = None
     simulated: bool = False
+    usage_estimated: bool = False  # the provider reported no usage: these are Governor's counts
 
     @property
     def total_tokens(self) -> int:
@@ -105,6 +106,8 @@ class Governance:
             h.append(
                 (b"x-governor-budget-remaining-usd", f"{self.budget_remaining_usd:.6f}".encode())
             )
+        if self.usage_estimated:
+            h.append((b"x-governor-usage-estimated", b"true"))
         return h
 
 
@@ -357,7 +360,8 @@ def _usage_comment(gov: Governance) -> bytes:
     """An SSE comment (ignored by SDK parsers) carrying what governance counted."""
     return (
         f": governor tokens_in={gov.input_tokens} tokens_out={gov.output_tokens} "
-        f"cost_usd={gov.cost_usd:.8f} route={gov.provider}/{gov.model}\n\n"
+        f"cost_usd={gov.cost_usd:.8f} route={gov.provider}/{gov.model}"
+        f"{' usage=estimated' if gov.usage_estimated else ''}\n\n"
     ).encode()
 
 
@@ -427,6 +431,8 @@ def _account(
             output_tokens=estimate_tokens(output_text),
             model_version=usage.model_version if usage else None,
         )
+        gov.usage_estimated = True
+    gov.usage_estimated = gov.usage_estimated or res.usage_estimated
     gov.input_tokens, gov.output_tokens = usage.input_tokens, usage.output_tokens
     gov.cache_read_tokens, gov.cache_write_tokens = (
         usage.cache_read_tokens,

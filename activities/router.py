@@ -9,21 +9,29 @@ fallback is possible: a later failure ends the stream with an error event that s
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
 
 import aiohttp
 import orjson
 
 from activities.wire.bridge import StreamRelay, request_for_target, response_for_caller
 from activities.wire.errors import WireError, parse_upstream_error, stream_error
+from activities.wire.mapping import anthropic_usage_dict, openai_usage_dict
 from activities.wire.usage import (
     Protocol,
     StreamAccumulator,
     Usage,
+    estimate_tokens,
+    estimated_usage,
+    mark_estimated,
+    request_text,
     usage_from_anthropic,
     usage_from_openai,
 )
@@ -32,14 +40,63 @@ from policies.config.models import Provider, RoutingConfig, Target
 from policies.refusals import Refusal
 
 _RETRYABLE = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+# The provider refuses the gateway itself (its credential, its account, its model name): the
+# caller's request is fine and another target may serve it, so no retry here but the next target.
+_GATEWAY_FAULT: dict[int, str] = {
+    401: "upstream_auth_failed",
+    402: "upstream_billing_error",
+    403: "upstream_auth_failed",
+    404: "upstream_model_not_found",
+}
+_MAX_RETRY_AFTER = 86400.0
 ANTHROPIC_VERSION = "2023-06-01"
+
+Action = Literal["retry", "next", "fatal"]
 
 
 class UpstreamFailure(Exception):
-    def __init__(self, target: Target, status: int, code: str, message: str, retryable: bool):
+    """One failed attempt. `action`: retry this target, move to the next, or refuse the call
+    (the request itself is wrong: every target would refuse it)."""
+
+    def __init__(
+        self,
+        target: Target,
+        status: int,
+        code: str,
+        message: str,
+        action: Action = "retry",
+        retry_after: float | None = None,
+    ):
         super().__init__(message)
         self.target, self.status, self.code, self.message = target, status, code, message
-        self.retryable = retryable
+        self.action = action
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The provider's wait hint: `retry-after-ms`, else `retry-after` (seconds or HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            v = float(ms) / 1000
+            if math.isfinite(v) and v >= 0:
+                return min(v, _MAX_RETRY_AFTER)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        v = float(raw)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        v = when.timestamp() - time.time()
+    if not math.isfinite(v):
+        return None
+    return min(max(v, 0.0), _MAX_RETRY_AFTER)
 
 
 @dataclass(slots=True)
@@ -63,6 +120,7 @@ class UpstreamResult:
     attempts: list[Attempt] = field(default_factory=list)
     upstream_ms: float = 0.0
     stream_error: str | None = None
+    usage_estimated: bool = False  # the provider reported no usage: Governor's estimate
     finished: bool = False  # set by the relay just before it yields the terminal event
 
     @property
@@ -153,11 +211,16 @@ class Router:
         stream: bool,
         include_usage: bool = True,
     ) -> UpstreamResult:
-        """Try targets in order (with `vm.retries` retries each) until one answers."""
+        """Try targets in order (with `vm.retries` retries each) until one answers.
+
+        Between retries of a target: the provider's Retry-After if it sent one, else exponential
+        backoff with jitter; a wait longer than `vm.retry_max_wait_ms` moves on to the next target.
+        A provider refusing the gateway (401/402/403/404) moves on at once.
+        """
         if self._session is None:
             await self.start()
         attempts: list[Attempt] = []
-        last: UpstreamFailure | None = None
+        failures: list[UpstreamFailure] = []
         for t in targets:
             p = self.providers.get(t.provider)
             if p is None:
@@ -170,43 +233,31 @@ class Router:
                     attempts.append(Attempt(t.key, "circuit_open"))
                     continue
                 self.breakers[t.key] = breaker.on_attempt(st, vm.circuit_breaker, now)
-            for _ in range(vm.retries + 1):
+            for n in range(vm.retries + 1):
                 try:
                     res = await self._once(caller, p, t, body, stream, include_usage)
                 except UpstreamFailure as exc:
-                    last = exc
+                    failures.append(exc)
                     attempts.append(Attempt(t.key, exc.code))
-                    if not exc.retryable:
+                    if exc.action == "fatal":
                         # The request itself is wrong: another target would refuse it too.
                         raise Refusal(exc.status, exc.code, exc.message) from None
                     self._fail(vm, t)
+                    if exc.action == "next" or n == vm.retries:
+                        break
                     if not breaker.allows(self.breakers[t.key], vm.circuit_breaker, time.time()):
                         break
+                    wait = _retry_wait(vm, n, exc.retry_after)
+                    if wait is None:
+                        break  # the provider asks for longer than this call can wait
+                    if wait > 0:
+                        await asyncio.sleep(wait)
                     continue
                 self._ok(t)
                 attempts.append(Attempt(t.key, "ok"))
                 res.attempts = attempts
                 return res
-        tried = ", ".join(f"{a.target} ({a.outcome})" for a in attempts) or "none"
-        if (
-            last is not None
-            and last.code == "upstream_timeout"
-            and all(a.outcome in ("upstream_timeout", "circuit_open") for a in attempts)
-        ):
-            raise Refusal(
-                504,
-                "upstream_timeout",
-                f"every target of {vm.name!r} timed out ({last.message}); tried: {tried}",
-            )
-        if attempts and all(a.outcome == "circuit_open" for a in attempts):
-            raise Refusal(
-                503,
-                "no_healthy_target",
-                f"every target of {vm.name!r} has an open circuit breaker; retry later",
-            )
-        raise Refusal(
-            502, "upstream_error", f"no target of {vm.name!r} answered successfully; tried: {tried}"
-        )
+        raise _exhausted(vm, attempts, failures)
 
     async def _once(
         self,
@@ -233,67 +284,79 @@ class Router:
         )
         timeout_s = t.timeout_ms / 1000
         started = time.perf_counter()
+        headers: Mapping[str, str] = {}
+        resp: aiohttp.ClientResponse | None = None
         try:
-            if not stream:
-                async with asyncio.timeout(timeout_s):
-                    async with self._session.post(
-                        url, data=payload, headers=self._headers[p.name]
-                    ) as resp:
-                        raw = await resp.read()
-                        status = resp.status
-            else:
-                # The timeout bounds the wait for the response head; the body is relayed as it
-                # comes, each read bounded by the same per-target timeout.
-                async with asyncio.timeout(timeout_s):
-                    resp = await self._session.post(
-                        url,
-                        data=payload,
-                        headers=self._headers[p.name],
-                        timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout_s),
-                    )
-                status = resp.status
-                if status != 200:
+            # One deadline for the head and, when streaming, the first event: a provider that
+            # sends its head at once and then stalls has not answered, and a fallback still can.
+            async with asyncio.timeout(timeout_s):
+                resp = await self._session.post(url, data=payload, headers=self._headers[p.name])
+                status, headers = resp.status, resp.headers
+                if not stream or status != 200:
                     raw = await resp.read()
-                    resp.release()
                 else:
-                    upstream_ms = (time.perf_counter() - started) * 1000
-                    relay = StreamRelay(caller, p.protocol, include_usage=include_usage)
-                    res = UpstreamResult(
-                        target=t,
-                        provider=p,
-                        status=200,
-                        accumulator=relay.accumulator,
-                        upstream_ms=upstream_ms,
+                    relay = StreamRelay(
+                        caller,
+                        p.protocol,
+                        include_usage=include_usage,
+                        estimate_input=_input_estimate(caller, body),
                     )
-                    res.stream = self._relay(resp, caller, t, relay, res)
-                    return res
+                    first = await _first_event(resp, relay, t)
         except TimeoutError:
+            if resp is not None:
+                resp.release()
+            what = "sent no stream event" if resp is not None and stream else "did not answer"
             raise UpstreamFailure(
-                t, 504, "upstream_timeout", f"{t.key} did not answer within {t.timeout_ms} ms", True
+                t, 504, "upstream_timeout", f"{t.key} {what} within {t.timeout_ms} ms"
             ) from None
         except aiohttp.ClientError as exc:
+            if resp is not None:
+                resp.release()
             raise UpstreamFailure(
-                t, 502, "upstream_unreachable", f"{t.key} unreachable: {type(exc).__name__}", True
+                t, 502, "upstream_unreachable", f"{t.key} unreachable: {type(exc).__name__}"
             ) from None
+        except UpstreamFailure:
+            if resp is not None:
+                resp.release()
+            raise
         upstream_ms = (time.perf_counter() - started) * 1000
+        if stream and status == 200:
+            res = UpstreamResult(
+                target=t,
+                provider=p,
+                status=200,
+                accumulator=relay.accumulator,
+                upstream_ms=upstream_ms,
+            )
+            res.stream = self._relay(resp, caller, t, relay, res, first)
+            return res
+        resp.release()
         if status != 200:
-            kind, msg = parse_upstream_error(p.protocol, status, raw)
-            retryable = status in _RETRYABLE or status >= 500
-            code = "upstream_error" if retryable else (kind or "upstream_rejected")
-            return self._raise(t, status, code, f"{t.key} answered {status}: {msg}", retryable)
+            raise _failure(t, p.protocol, status, raw, headers)
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise UpstreamFailure(
-                t, 502, "upstream_bad_response", f"{t.key} sent a response that is not JSON", True
+                t, 502, "upstream_bad_response", f"{t.key} sent a response that is not JSON"
             ) from None
+        if not isinstance(doc, dict):
+            raise UpstreamFailure(
+                t, 502, "upstream_bad_response", f"{t.key} sent a response that is not an object"
+            )
         if p.protocol == "openai":
             usage = usage_from_openai(doc)
             text = _openai_text(doc)
         else:
             usage = usage_from_anthropic(doc)
             text = _anthropic_text(doc)
-        if p.protocol != caller:
+        estimated = usage.total_tokens == 0
+        if estimated:
+            # The provider reported no usage: the caller sees what Governor will charge.
+            usage = estimated_usage(_input_estimate(caller, body), text, usage.model_version)
+            doc["usage"] = mark_estimated(
+                openai_usage_dict(usage) if p.protocol == "openai" else anthropic_usage_dict(usage)
+            )
+        if p.protocol != caller or estimated:
             raw = orjson.dumps(response_for_caller(caller, p.protocol, doc))
         return UpstreamResult(
             target=t,
@@ -303,11 +366,8 @@ class Router:
             usage=usage,
             output_text=text,
             upstream_ms=upstream_ms,
+            usage_estimated=estimated,
         )
-
-    @staticmethod
-    def _raise(t: Target, status: int, code: str, msg: str, retryable: bool) -> UpstreamResult:
-        raise UpstreamFailure(t, status if not retryable else 502, code, msg, retryable)
 
     async def _relay(
         self,
@@ -316,36 +376,178 @@ class Router:
         t: Target,
         relay: StreamRelay,
         res: UpstreamResult,
+        first: bytes,
     ) -> AsyncIterator[bytes]:
         """Yield caller-protocol SSE bytes as upstream events complete, never buffering the
-        whole stream; `res.finished` turns true just before the piece with the terminal event."""
+        whole stream; `res.finished` turns true just before the piece with the terminal event.
+
+        Between events the target's `timeout_ms` applies again: a stream that stalls is ended
+        with a well-formed error event (keep-alive comments do not count as events)."""
+        loop = asyncio.get_running_loop()
+        idle = t.timeout_ms / 1000
+        stalled = False
         try:
-            async for chunk in resp.content.iter_any():
+            if first:
+                res.finished = relay.done
+                res.usage_estimated = relay.usage_estimated
+                yield first
+            last_event, seen = loop.time(), relay.events
+            while not relay.done:
+                try:
+                    async with asyncio.timeout_at(last_event + idle):
+                        chunk = await resp.content.readany()
+                except TimeoutError:
+                    stalled = True
+                    res.stream_error = "upstream_stream_stalled"
+                    break
+                if not chunk:
+                    tail = relay.finish()  # an upstream that ended without its last blank line
+                    if relay.done and tail:
+                        res.finished = True
+                        res.usage_estimated = relay.usage_estimated
+                        yield tail
+                    break
                 out = relay.feed(chunk)
+                if relay.events != seen:
+                    last_event, seen = loop.time(), relay.events
                 if out:
                     res.finished = relay.done
+                    res.usage_estimated = relay.usage_estimated
                     yield out
-            if not relay.done:
-                tail = relay.finish()  # an upstream that ended without its last blank line
-                if relay.done and tail:
-                    res.finished = True
-                    yield tail
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except aiohttp.ClientError as exc:
             res.stream_error = f"{type(exc).__name__}"
         finally:
             resp.release()
             res.usage = relay.accumulator.usage
             res.output_text = relay.accumulator.text
+            res.usage_estimated = relay.usage_estimated
         if not relay.done:
-            res.stream_error = res.stream_error or "stream ended early"
             res.finished = True
+            if stalled:
+                yield stream_error(
+                    caller,
+                    "upstream_stream_stalled",
+                    f"{t.key} sent no stream event for {t.timeout_ms} ms after the stream began; "
+                    "it was ended here (a fallback is impossible once streaming has begun) — "
+                    "retry the request",
+                    504,
+                )
+                return
+            res.stream_error = res.stream_error or "stream ended early"
             yield stream_error(
                 caller,
                 "upstream_stream_interrupted",
-                f"{t.key} failed after the first streamed byte ({res.stream_error}); a fallback "
+                f"{t.key} failed after the stream began ({res.stream_error}); a fallback "
                 "is impossible once streaming has begun — retry the request",
                 502,
             )
+
+
+async def _first_event(resp: aiohttp.ClientResponse, relay: StreamRelay, t: Target) -> bytes:
+    """Read until the first upstream event yields caller bytes (the caller's head waits for it).
+
+    An upstream that opens with an error event, or closes before any event, has not served the
+    call: that is a failure the next target can still repair."""
+    out = b""
+    while not out:
+        chunk = await resp.content.readany()
+        if not chunk:
+            if relay.events == 0:
+                raise UpstreamFailure(
+                    t, 502, "upstream_bad_response",
+                    "the stream closed before its first event",
+                )
+            out = relay.finish()
+            break
+        out = relay.feed(chunk)
+    err = relay.accumulator.error
+    if err is not None and not relay.accumulator.text and not relay.accumulator.tool_calls:
+        kind = err.get("type") or err.get("code") or "api_error"
+        raise UpstreamFailure(
+            t, 502, "upstream_error",
+            f"the stream opened with an error event ({kind}): {str(err.get('message'))[:300]}",
+        )
+    return out
+
+
+def _failure(
+    t: Target, protocol: Protocol, status: int, raw: bytes, headers: Mapping[str, str]
+) -> UpstreamFailure:
+    """What an upstream error status means for this call."""
+    kind, msg = parse_upstream_error(protocol, status, raw)
+    text = f"{t.key} answered {status}: {msg}"
+    if status == 429:
+        return UpstreamFailure(
+            t, 429, "upstream_rate_limited", text, "retry", retry_after_seconds(headers)
+        )
+    if status in _GATEWAY_FAULT:
+        return UpstreamFailure(t, status, _GATEWAY_FAULT[status], text, "next")
+    if status in _RETRYABLE or status >= 500:
+        return UpstreamFailure(t, status, "upstream_error", text, "retry",
+                               retry_after_seconds(headers))
+    return UpstreamFailure(t, status, kind or "upstream_rejected", text, "fatal")
+
+
+def _retry_wait(vm: RoutingConfig, n: int, retry_after: float | None) -> float | None:
+    """Seconds to wait before retry `n + 1` of a target, or None: move on to the next target."""
+    cap = vm.retry_max_wait_ms / 1000
+    if retry_after is not None:
+        return retry_after if retry_after <= cap else None
+    backoff = min(cap, vm.retry_backoff_ms / 1000 * (2**n))
+    return backoff * (0.5 + random.random() / 2)
+
+
+def _exhausted(
+    vm: RoutingConfig, attempts: list[Attempt], failures: list[UpstreamFailure]
+) -> Refusal:
+    """The refusal once every target failed: what the caller can act on."""
+    tried = ", ".join(f"{a.target} ({a.outcome})" for a in attempts) or "none"
+    if not failures:
+        if attempts and all(a.outcome == "circuit_open" for a in attempts):
+            return Refusal(
+                503,
+                "no_healthy_target",
+                f"every target of {vm.name!r} has an open circuit breaker; retry later",
+                retry_after=vm.circuit_breaker.cooldown_seconds,
+            )
+        return Refusal(502, "upstream_error", f"no target of {vm.name!r} could be called; "
+                       f"tried: {tried}")
+    hints = [f.retry_after for f in failures if f.retry_after is not None]
+    retry_after = min(hints) if hints else None
+    codes = {f.code for f in failures}
+    if codes == {"upstream_rate_limited"}:
+        wait = f"{math.ceil(retry_after)}s" if retry_after is not None else "a moment"
+        return Refusal(
+            429,
+            "upstream_rate_limited",
+            f"every target of {vm.name!r} is rate limited by its provider; retry after {wait} "
+            f"(tried: {tried})",
+            retry_after=retry_after if retry_after is not None else 1.0,
+        )
+    if codes == {"upstream_timeout"}:
+        return Refusal(
+            504,
+            "upstream_timeout",
+            f"every target of {vm.name!r} timed out ({failures[-1].message}); tried: {tried}",
+        )
+    if codes <= {"upstream_auth_failed", "upstream_billing_error", "upstream_model_not_found"}:
+        return Refusal(
+            502,
+            sorted(codes)[0] if len(codes) == 1 else "upstream_auth_failed",
+            f"the provider(s) of {vm.name!r} refused the gateway's own credentials or model "
+            f"names — your API key is fine; the gateway operator must fix its provider config "
+            f"(tried: {tried}; last: {failures[-1].message})",
+        )
+    return Refusal(
+        502,
+        "upstream_error",
+        f"no target of {vm.name!r} answered successfully; tried: {tried}",
+        retry_after=retry_after,
+    )
+
+
+def _input_estimate(caller: Protocol, body: dict[str, Any]) -> int:
+    return estimate_tokens(request_text(caller, body))
 
 
 def _openai_text(doc: dict[str, Any]) -> str:

@@ -39,7 +39,8 @@ async def send_events(
 ) -> web.StreamResponse:
     """Server-sent events; one write when no fault shapes the timing (the benchmark path)."""
     cut = fault.cut_after_chunks
-    if not fault.first_byte_ms and not fault.chunk_delay_ms and cut is None:
+    stall = fault.stall_after_chunks if fault.stall_ms else None
+    if not fault.first_byte_ms and not fault.chunk_delay_ms and cut is None and stall is None:
         return web.Response(body=b"".join(events), headers=SSE_HEADERS)
     resp = web.StreamResponse(headers=SSE_HEADERS)
     await resp.prepare(request)
@@ -53,6 +54,8 @@ async def send_events(
                 break
             if i and delay:
                 await asyncio.sleep(delay)
+            if i == stall:
+                await asyncio.sleep(fault.stall_ms / 1000)
             await resp.write(event)
             sent += 1
     except (asyncio.CancelledError, ConnectionResetError):

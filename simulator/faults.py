@@ -7,7 +7,10 @@ through a proxy it does not control).
 Timing: `latency_ms` delays the response headers; `first_byte_ms` further delays the first
 body byte (time to first token when streaming); `chunk_delay_ms` separates stream events.
 `cut_after_chunks=N` writes N stream events then drops the connection without a terminating
-event; `hang` never answers. Every wait is a cancellable asyncio sleep.
+event; `stall_after_chunks=N` with `stall_ms=M` writes N stream events, then nothing for M ms,
+then the rest (N=0 with the head already sent: a head-then-stall stream); `hang` never answers.
+`omit_usage` makes the OpenAI endpoint report no usage at all (some OpenAI-compatible servers
+do), stream or not. Every wait is a cancellable asyncio sleep.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ class Fault:
     hang: bool = False
     output_tokens: int | None = None
     retry_after: int | None = None
+    stall_after_chunks: int | None = None
+    stall_ms: int = 0
+    omit_usage: bool = False
     reply: str | None = None  # exact reply text (streamed in REPLY_CHUNK_CHARS pieces)
 
 
@@ -48,8 +54,11 @@ _INT_FIELDS = (
     "cut_after_chunks",
     "output_tokens",
     "retry_after",
+    "stall_after_chunks",
+    "stall_ms",
 )
-FAULT_FIELDS = (*_INT_FIELDS, "hang", "reply")
+_BOOL_FIELDS = ("hang", "omit_usage")
+FAULT_FIELDS = (*_INT_FIELDS, *_BOOL_FIELDS, "reply")
 REPLY_CHUNK_CHARS = 5  # small enough that any secret in a scripted reply spans several chunks
 NO_FAULT = Fault()
 
@@ -82,9 +91,9 @@ def validate_fields(values: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(value, str) or not value:
                 raise FaultSpecError("fault field 'reply' must be a non-empty string")
             out[name] = value
-        elif name == "hang":
+        elif name in _BOOL_FIELDS:
             if not isinstance(value, bool):
-                raise FaultSpecError(f"fault field 'hang' must be true or false, got {value!r}")
+                raise FaultSpecError(f"fault field '{name}' must be true or false, got {value!r}")
             out[name] = value
         else:
             out[name] = _check_int(name, value)
@@ -113,14 +122,14 @@ def parse_directives(text: str) -> dict[str, Any]:
         for item in body.split(","):
             key, sep, value = item.strip().partition("=")
             key, value = key.strip(), value.strip()
-            if key == "hang" and not sep:
-                raw["hang"] = True
+            if key in _BOOL_FIELDS and not sep:
+                raw[key] = True
                 continue
             if not sep or not key:
                 raise FaultSpecError(f"sim directive '{item.strip()}' is not key=value")
-            if key == "hang":
+            if key in _BOOL_FIELDS:
                 if value not in ("true", "false", "1", "0"):
-                    raise FaultSpecError(f"sim directive hang={value}: use true or false")
+                    raise FaultSpecError(f"sim directive {key}={value}: use true or false")
                 raw[key] = value in ("true", "1")
             else:
                 try:

@@ -208,6 +208,8 @@ async def _serve_chat(request: web.Request, state: SimState) -> web.StreamRespon
     usage = _usage(chat.prompt_tokens, cached, reply.output_tokens)
     completion_id = state.new_id("chatcmpl-")
     created = int(time.time())
+    if fault.omit_usage:
+        chat.include_usage = False  # an OpenAI-compatible server that never reports usage
     if chat.stream:
         events = _stream_events(state, completion_id, created, spec, reply, chat, usage)
         return await send_events(request, events, fault)
@@ -242,6 +244,8 @@ async def _serve_chat(request: web.Request, state: SimState) -> web.StreamRespon
         "service_tier": "default",
         "system_fingerprint": FINGERPRINT,
     }
+    if fault.omit_usage:
+        del completion["usage"]
     return await send_json(orjson.dumps(completion), fault)
 
 

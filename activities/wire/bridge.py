@@ -12,6 +12,7 @@ from typing import Any, Literal
 import orjson
 
 from activities.wire.errors import WireError
+from activities.wire.mapping import openai_usage_dict
 from activities.wire.sse import SSEParser, encode_sse
 from activities.wire.stream_translate import AnthropicToOpenAIStream, OpenAIToAnthropicStream
 from activities.wire.translate import (
@@ -20,7 +21,7 @@ from activities.wire.translate import (
     openai_request_to_anthropic,
     openai_response_to_anthropic,
 )
-from activities.wire.usage import StreamAccumulator
+from activities.wire.usage import StreamAccumulator, estimated_usage, mark_estimated
 
 Protocol = Literal["openai", "anthropic"]
 
@@ -74,10 +75,27 @@ class StreamRelay:
     event in front of the error event that ends it. Same protocol: events are re-emitted as they
     came (except an OpenAI usage chunk the caller did not ask for); different protocols: each
     event is translated. `done` turns true with the upstream's terminal event (`[DONE]` or
-    `message_stop`). Call `finish()` at upstream EOF.
+    `message_stop`). Call `finish()` at upstream EOF. `events` counts upstream events seen.
+
+    An OpenAI-protocol upstream that ends without reporting usage gets Governor's estimate
+    (`estimate_input` prompt tokens plus the output counted from the text) in its place, marked
+    `"estimated": true`: the caller's usage chunk or `message_delta` shows what is charged.
     """
 
-    __slots__ = ("_a2o", "_o2a", "_parser", "_strip_usage", "accumulator", "done")
+    __slots__ = (
+        "_a2o",
+        "_chunk_head",
+        "_estimate_input",
+        "_include_usage",
+        "_o2a",
+        "_parser",
+        "_same_openai",
+        "_strip_usage",
+        "accumulator",
+        "done",
+        "events",
+        "usage_estimated",
+    )
 
     def __init__(
         self,
@@ -86,11 +104,18 @@ class StreamRelay:
         *,
         include_usage: bool = False,
         model: str | None = None,
+        estimate_input: int = 0,
     ) -> None:
         self._parser = SSEParser()
         self.accumulator = StreamAccumulator(upstream)
         self.done = False
-        self._strip_usage = caller == "openai" and upstream == "openai" and not include_usage
+        self.events = 0
+        self.usage_estimated = False
+        self._estimate_input = estimate_input
+        self._include_usage = include_usage
+        self._same_openai = caller == "openai" and upstream == "openai"
+        self._chunk_head: dict[str, Any] = {}
+        self._strip_usage = self._same_openai and not include_usage
         self._a2o = (
             AnthropicToOpenAIStream(include_usage=include_usage, model=model)
             if caller == "openai" and upstream == "anthropic"
@@ -111,10 +136,34 @@ class StreamRelay:
         if self._a2o is not None:
             out += b"".join(self._a2o.finish())
         elif self._o2a is not None and not self.done:
+            self._fill_missing_usage()
             out += b"".join(self._o2a.finish())
         return out
 
+    def _fill_missing_usage(self) -> bytes:
+        """At an OpenAI upstream's end: estimate usage it never sent; the usage chunk for an
+        OpenAI caller that asked for one (the Anthropic translator reads the accumulator)."""
+        acc = self.accumulator
+        if acc.protocol != "openai" or (acc.usage is not None and acc.usage.total_tokens):
+            return b""
+        output = acc.text + "".join(c["arguments"] for c in acc.tool_calls)
+        acc.usage = estimated_usage(self._estimate_input, output, acc.model_version)
+        self.usage_estimated = True
+        if self._o2a is not None:
+            self._o2a.set_usage(acc.usage, estimated=True)
+            return b""
+        if not (self._same_openai and self._include_usage):
+            return b""
+        chunk = {
+            **self._chunk_head,
+            "object": "chat.completion.chunk",
+            "choices": [],
+            "usage": mark_estimated(openai_usage_dict(acc.usage)),
+        }
+        return encode_sse(orjson.dumps(chunk))
+
     def _observe(self, event: str | None, data: bytes) -> dict[str, Any] | None:
+        self.events += 1
         if data == b"[DONE]":
             self.done = True
             return None
@@ -135,8 +184,14 @@ class StreamRelay:
             return b"".join(self._a2o.convert(event, doc)) if doc is not None else b""
         if self._o2a is not None:
             if data == b"[DONE]":
+                self._fill_missing_usage()
                 return b"".join(self._o2a.convert(None))
             return b"".join(self._o2a.convert(doc)) if doc is not None else b""
+        if self._same_openai:
+            if data == b"[DONE]":
+                return self._fill_missing_usage() + encode_sse(data, event)
+            if doc is not None and not self._chunk_head and doc.get("id"):
+                self._chunk_head = {k: doc[k] for k in ("id", "created", "model") if k in doc}
         if (
             self._strip_usage
             and doc is not None

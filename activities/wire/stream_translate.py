@@ -205,6 +205,7 @@ class OpenAIToAnthropicStream:
         "_block",
         "_block_of_tool",
         "_done",
+        "_estimated",
         "_finish",
         "_id",
         "_model",
@@ -225,10 +226,17 @@ class OpenAIToAnthropicStream:
         self._block_of_tool: dict[int, int] = {}
         self._finish: str | None = None
         self._usage: Usage | None = None
+        self._estimated = False
 
     @property
     def usage(self) -> Usage | None:
         return self._usage
+
+    def set_usage(self, usage: Usage, estimated: bool = False) -> None:
+        """The usage the final `message_delta` reports (Governor's estimate, flagged as such,
+        when the upstream sent none)."""
+        self._usage = usage
+        self._estimated = estimated
 
     def _start(self, data: Json | None, out: list[bytes]) -> None:
         self._started = True
@@ -384,6 +392,8 @@ class OpenAIToAnthropicStream:
             self._start(None, out)
         self._close_block(out)
         usage = anthropic_usage_dict(self._usage or Usage())
+        if self._estimated:
+            usage["estimated"] = True
         out.append(
             _event(
                 b"message_delta",

@@ -108,6 +108,23 @@ def estimate_tokens(text: str) -> int:
     return (len(text.encode("utf-8")) + 3) // 4
 
 
+def estimated_usage(input_tokens: int, output_text: str, model_version: str | None = None) -> Usage:
+    """What Governor charges when the provider reported no usage: the prompt's estimate and
+    the output counted from the text it sent."""
+    return Usage(
+        input_tokens=input_tokens,
+        output_tokens=estimate_tokens(output_text),
+        model_version=model_version,
+    )
+
+
+def mark_estimated(usage: dict[str, Any]) -> dict[str, Any]:
+    """A caller-facing usage object flagged as Governor's estimate (SDKs keep unknown fields:
+    `usage.model_extra["estimated"]` in openai, `usage.estimated` in anthropic)."""
+    usage["estimated"] = True
+    return usage
+
+
 class StreamAccumulator:
     """Watches a relayed stream and keeps what accounting and output guardrails need."""
 

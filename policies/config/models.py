@@ -204,6 +204,11 @@ class RoutingConfig(_Strict):
     fallbacks: list[Target] = Field(default_factory=list)
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     retries: int = Field(default=1, ge=0, le=5)
+    # Between retries of one target: exponential backoff from `retry_backoff_ms` (with jitter),
+    # or the provider's Retry-After; a wait longer than `retry_max_wait_ms` moves on to the next
+    # target instead.
+    retry_backoff_ms: int = Field(default=100, ge=0, le=10000)
+    retry_max_wait_ms: int = Field(default=3000, ge=0, le=60000)
     cheaper: Target | None = None
     description: str = ""
 

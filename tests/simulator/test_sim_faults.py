@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -240,3 +241,45 @@ async def test_in_process_fault_helpers_match_the_admin_endpoint():
             await client.chat.completions.create(model="gpt-4o", messages=user("x"))
         await client.chat.completions.create(model="gpt-4o", messages=user("x"))
         assert server.stats()["requests"] == {"gpt-4o": 2}
+
+
+async def test_stall_after_chunks_pauses_the_stream_mid_way_then_finishes(
+    oai: openai.AsyncOpenAI
+):
+    loop = asyncio.get_running_loop()
+    stream = await oai.chat.completions.create(
+        model="gpt-4o-mini", stream=True,
+        messages=user("story [[sim:stall_after_chunks=2,stall_ms=400,output_tokens=40]]"))
+    arrivals = [loop.time() async for _ in stream]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert max(gaps) >= 0.35 and gaps.index(max(gaps)) == 1  # after the 2nd event
+    assert len(arrivals) > 3
+
+
+async def test_head_then_stall_sends_the_head_before_the_first_event():
+    # first_byte_ms: the response head goes out at once, the first event after the stall.
+    async with SimServer(port=0) as s, httpx.AsyncClient(timeout=5) as http:
+        s.add_fault(first_byte_ms=500)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        async with http.stream("POST", f"{s.openai_base_url}/chat/completions",
+                               headers={"authorization": "Bearer k"},
+                               json={"model": "gpt-4o", "stream": True,
+                                     "messages": user("hi")}) as r:
+            head = loop.time() - t0
+            async for _ in r.aiter_raw():
+                first = loop.time() - t0
+                break
+    assert head < 0.3 and first >= 0.45
+
+
+async def test_omit_usage_makes_the_openai_endpoint_report_no_usage(
+    sim: SimServer, oai: openai.AsyncOpenAI
+):
+    await post_fault(sim, {"omit_usage": True})
+    resp = await oai.chat.completions.create(model="gpt-4o", messages=user("hi"))
+    assert resp.usage is None and resp.choices[0].message.content
+    stream = await oai.chat.completions.create(
+        model="gpt-4o", messages=user("hi"), stream=True,
+        stream_options={"include_usage": True})
+    assert all(c.usage is None for c in [c async for c in stream])

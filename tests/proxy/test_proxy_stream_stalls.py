@@ -1,0 +1,118 @@
+"""Streams: the caller's response head waits for the upstream's first event (or the target's
+timeout), so a head-then-stall primary still falls back; after the first event, a stream that
+stalls between events is ended by the same timeout with a well-formed error event."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import anthropic
+import httpx
+import openai
+import pytest
+import pytest_asyncio
+
+from simulator.server import SimServer
+from tests.proxy.conftest import DEV_KEY
+from tests.proxy.fidelity import ant, oai, start_fidelity_proxy
+from tests.support.servers import InProcessProxy
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+HI = [{"role": "user", "content": "tell me a story"}]
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def fp(sim: SimServer, tmp_path_factory: pytest.TempPathFactory
+             ) -> AsyncIterator[InProcessProxy]:
+    p = await start_fidelity_proxy(sim, tmp_path_factory.mktemp("fidelity-stalls"))
+    yield p
+    await p.stop()
+
+
+@pytest.fixture(autouse=True)
+def clean_faults(sim: SimServer, fp: InProcessProxy):
+    assert fp.gw is not None
+    sim.clear_faults()
+    fp.gw.router.breakers.clear()
+    yield
+    sim.clear_faults()
+
+
+async def test_head_then_stall_primary_falls_back_for_an_openai_stream(fp, sim):
+    # f-fast: primary claude-sonnet-4-6 with timeout_ms 800; it sends its head at once, then
+    # nothing for 1.5 s. The fallback gpt-4o-mini serves the whole stream.
+    sim.add_fault(model="claude-sonnet-4-6", first_byte_ms=1500)
+    t0 = time.monotonic()
+    raw = await oai(fp).chat.completions.with_raw_response.create(
+        model="f-fast", messages=HI, stream=True, stream_options={"include_usage": True})
+    assert raw.http_response.status_code == 200
+    assert raw.headers["x-governor-route"] == "openai/gpt-4o-mini"
+    assert "anthropic/claude-sonnet-4-6:upstream_timeout" in raw.headers["x-governor-attempts"]
+    chunks = [c async for c in raw.parse()]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert 0.7 < time.monotonic() - t0 < 1.5  # waited the first-event timeout, not the stall
+
+
+async def test_head_then_stall_primary_falls_back_for_an_anthropic_stream(fp, sim):
+    sim.add_fault(model="claude-sonnet-4-6", first_byte_ms=1500)
+    resp = await ant(fp).messages.with_raw_response.create(
+        model="f-fast", max_tokens=64, messages=HI, stream=True)
+    assert resp.headers["x-governor-route"] == "openai/gpt-4o-mini"
+    events = [ev async for ev in await resp.parse()]
+    assert events[0].type == "message_start" and events[-1].type == "message_stop"
+    text = "".join(ev.delta.text for ev in events
+                   if ev.type == "content_block_delta" and ev.delta.type == "text_delta")
+    assert text
+
+
+async def test_a_primary_that_opens_its_stream_with_an_error_event_falls_back(fp, sim):
+    # Simulated as a stream cut before its first event: nothing reached the caller yet.
+    sim.add_fault(model="claude-sonnet-4-6", cut_after_chunks=0)
+    raw = await oai(fp).chat.completions.with_raw_response.create(
+        model="f-fast", messages=HI, stream=True)
+    assert raw.headers["x-governor-route"] == "openai/gpt-4o-mini"
+    assert [c async for c in raw.parse()]
+
+
+async def test_a_stream_stalled_between_events_ends_with_a_well_formed_openai_error(fp, sim):
+    sim.add_fault(model="gpt-4.1", stall_after_chunks=25, stall_ms=2000, output_tokens=200)
+    t0 = time.monotonic()
+    stream = await oai(fp).chat.completions.create(model="f-fast-openai", messages=HI,
+                                                  stream=True)
+    text = ""
+    with pytest.raises(openai.APIError) as e:
+        async for chunk in stream:
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+    assert text  # the first events reached the caller before the stall
+    assert "upstream_stream_stalled" in str(e.value)
+    assert time.monotonic() - t0 < 1.9  # ended by the 800 ms inter-event timeout
+
+
+async def test_a_stream_stalled_between_events_ends_with_an_anthropic_error_event(fp, sim):
+    sim.add_fault(model="gpt-4.1", stall_after_chunks=25, stall_ms=2000, output_tokens=200)
+    async with httpx.AsyncClient(timeout=10) as c:
+        r = await c.post(fp.base_url + "/v1/messages", headers={"x-api-key": DEV_KEY},
+                         json={"model": "f-fast-openai", "max_tokens": 400, "stream": True,
+                               "messages": HI})
+    body = r.text
+    assert r.status_code == 200
+    assert body.startswith("event: message_start")
+    events = [b for b in body.rstrip().split("\n\n") if not b.startswith(":")]
+    assert events[-1].startswith("event: error\ndata: ")
+    assert "upstream_stream_stalled" in body and "message_stop" not in body
+    with pytest.raises(anthropic.APIStatusError):
+        async with ant(fp).messages.stream(model="f-fast-openai", max_tokens=400,
+                                           messages=HI) as s:
+            await s.get_final_message()
+
+
+async def test_a_slow_but_steady_stream_is_not_cut(fp, sim):
+    # 300 ms between events, well under the 800 ms inter-event timeout, 2 s in all.
+    sim.add_fault(model="gpt-4.1", chunk_delay_ms=300, output_tokens=30)
+    stream = await oai(fp).chat.completions.create(model="f-fast-openai", messages=HI,
+                                                  stream=True)
+    chunks = [c async for c in stream]
+    assert chunks[-1].choices[0].finish_reason == "stop"

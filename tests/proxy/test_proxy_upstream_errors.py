@@ -1,0 +1,146 @@
+"""Upstream errors reach the caller as what they mean for the caller: a provider's 429 is a 429
+with its Retry-After (after the fallbacks), a provider refusing the gateway's own credential is
+the gateway's fault (fallbacks, then a 5xx with its own code, never the caller's 401)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import anthropic
+import httpx
+import openai
+import pytest
+import pytest_asyncio
+
+from simulator.server import SimServer
+from tests.proxy.conftest import DEV_KEY
+from tests.proxy.fidelity import ant, oai, start_fidelity_proxy
+from tests.support.servers import InProcessProxy
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+HI = [{"role": "user", "content": "hello"}]
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def fp(sim: SimServer, tmp_path_factory: pytest.TempPathFactory
+             ) -> AsyncIterator[InProcessProxy]:
+    p = await start_fidelity_proxy(sim, tmp_path_factory.mktemp("fidelity-errors"))
+    yield p
+    await p.stop()
+
+
+@pytest.fixture(autouse=True)
+def clean_faults(sim: SimServer, fp: InProcessProxy):
+    # Each case starts with no faults and closed breakers (they would carry over otherwise).
+    assert fp.gw is not None
+    sim.clear_faults()
+    fp.gw.router.breakers.clear()
+    yield
+    sim.clear_faults()
+
+
+async def test_only_target_429_with_retry_after_reaches_openai_caller_as_429_with_retry_after(
+        fp, sim):
+    sim.add_fault(model="claude-haiku-4-5", status=429, retry_after=7)
+    with pytest.raises(openai.RateLimitError) as e:
+        await oai(fp).chat.completions.create(model="haiku", messages=HI)
+    err = e.value
+    assert err.status_code == 429
+    assert err.response.headers["retry-after"] == "7"
+    assert err.body["type"] == "rate_limit_error" and err.body["code"] == "upstream_rate_limited"
+    # 7 s is more than the call can wait (retry_max_wait_ms 3000): no retry on the same target.
+    assert sim.stats()["requests"].get("claude-haiku-4-5", 0) >= 1
+
+
+async def test_only_target_429_reaches_anthropic_caller_streaming_and_not(fp, sim):
+    sim.add_fault(model="claude-haiku-4-5", status=429, retry_after=7)
+    client = ant(fp)
+    with pytest.raises(anthropic.RateLimitError) as e:
+        await client.messages.create(model="haiku", max_tokens=16, messages=HI)
+    assert e.value.response.headers["retry-after"] == "7"
+    assert e.value.body["error"]["type"] == "rate_limit_error"
+    with pytest.raises(anthropic.RateLimitError) as e2:
+        async with client.messages.stream(model="haiku", max_tokens=16, messages=HI) as s:
+            await s.get_final_message()
+    assert e2.value.response.headers["retry-after"] == "7"
+    with pytest.raises(openai.RateLimitError) as e3:
+        await oai(fp).chat.completions.create(model="haiku", messages=HI, stream=True)
+    assert e3.value.response.headers["retry-after"] == "7"
+
+
+async def test_a_429_on_the_primary_is_served_by_the_fallback(fp, sim):
+    sim.add_fault(model="gpt-4o-mini", status=429, retry_after=30)
+    raw = await oai(fp).chat.completions.with_raw_response.create(
+        model="support-cheap", messages=HI)
+    assert raw.http_response.status_code == 200
+    assert raw.headers["x-governor-route"] == "anthropic/claude-haiku-4-5"
+    assert "openai/gpt-4o-mini:upstream_rate_limited" in raw.headers["x-governor-attempts"]
+
+
+async def test_a_short_retry_after_is_honoured_on_the_same_target(fp, sim):
+    sim.add_fault(model="gpt-4o", status=429, retry_after=1, count=1)
+    t0 = time.monotonic()
+    raw = await oai(fp).chat.completions.with_raw_response.create(model="f-retry", messages=HI)
+    elapsed = time.monotonic() - t0
+    assert raw.http_response.status_code == 200
+    assert raw.headers["x-governor-route"] == "openai/gpt-4o"
+    assert raw.headers["x-governor-attempts"] == (
+        "openai/gpt-4o:upstream_rate_limited, openai/gpt-4o:ok")
+    assert elapsed >= 1.0  # waited what the provider asked, not an immediate retry
+
+
+async def test_a_5xx_is_retried_after_a_backoff_then_served(fp, sim):
+    sim.add_fault(model="gpt-4o", status=503, count=2)
+    raw = await oai(fp).chat.completions.with_raw_response.create(model="f-retry", messages=HI)
+    assert raw.http_response.status_code == 200
+    assert raw.headers["x-governor-attempts"].count("upstream_error") == 2
+
+
+async def test_upstream_401_tries_the_fallback_and_never_looks_like_the_callers_bad_key(fp, sim):
+    sim.add_fault(model="gpt-4o-mini", status=401)
+    raw = await oai(fp).chat.completions.with_raw_response.create(
+        model="support-cheap", messages=HI)
+    assert raw.http_response.status_code == 200
+    assert raw.headers["x-governor-route"] == "anthropic/claude-haiku-4-5"
+    assert "openai/gpt-4o-mini:upstream_auth_failed" in raw.headers["x-governor-attempts"]
+    stream = await ant(fp).messages.create(model="support-cheap", max_tokens=16, messages=HI,
+                                           stream=True)
+    kinds = [ev.type async for ev in stream]
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+
+
+async def test_every_target_refusing_the_gateway_credential_is_a_502_of_the_gateway(fp, sim):
+    sim.add_fault(model="gpt-4o-mini", status=401)
+    sim.add_fault(model="claude-haiku-4-5", status=403)
+    with pytest.raises(openai.InternalServerError) as e:
+        await oai(fp).chat.completions.create(model="support-cheap", messages=HI)
+    assert e.value.status_code == 502
+    assert e.value.body["code"] == "upstream_auth_failed"
+    assert "your API key is fine" in e.value.body["message"]
+    with pytest.raises(anthropic.InternalServerError) as e2:
+        await ant(fp).messages.create(model="support-cheap", max_tokens=16, messages=HI)
+    assert e2.value.status_code == 502
+    assert e2.value.body["error"]["code"] == "upstream_auth_failed"
+    # The caller's own key is still good: nothing above was an authentication error.
+    async with httpx.AsyncClient() as c:
+        r = await c.get(fp.base_url + "/v1/models", headers={"authorization": f"Bearer {DEV_KEY}"})
+    assert r.status_code == 200
+
+
+async def test_upstream_404_model_is_the_gateways_config_not_the_callers_model(fp, sim):
+    sim.add_fault(model="claude-haiku-4-5", status=404)
+    with pytest.raises(anthropic.InternalServerError) as e:
+        await ant(fp).messages.create(model="haiku", max_tokens=16, messages=HI)
+    assert e.value.status_code == 502
+    assert e.value.body["error"]["code"] == "upstream_model_not_found"
+
+
+async def test_an_upstream_400_is_the_callers_request_and_is_not_retried(fp, sim):
+    sim.add_fault(model="gpt-4o-mini", status=400)
+    before = sim.stats()["requests"].get("claude-haiku-4-5", 0)
+    with pytest.raises(openai.BadRequestError):
+        await oai(fp).chat.completions.create(model="support-cheap", messages=HI)
+    assert sim.stats()["requests"].get("claude-haiku-4-5", 0) == before
+
+

@@ -1,0 +1,93 @@
+"""An OpenAI-compatible upstream that never reports usage: the caller sees what Governor charges
+(its estimate, marked as estimated), streaming and not, in either caller protocol."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from simulator.server import SimServer
+from tests.proxy.conftest import DEV_KEY
+from tests.proxy.fidelity import ant, oai, start_fidelity_proxy
+from tests.support.servers import InProcessProxy
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+HI = [{"role": "user", "content": "summarise the quarterly report for me please"}]
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def fp(sim: SimServer, tmp_path_factory: pytest.TempPathFactory
+             ) -> AsyncIterator[InProcessProxy]:
+    p = await start_fidelity_proxy(sim, tmp_path_factory.mktemp("fidelity-usage"))
+    yield p
+    await p.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_usage_upstream(sim: SimServer):
+    sim.clear_faults()
+    sim.add_fault(model="gemini-2.0-flash", omit_usage=True)
+    yield
+    sim.clear_faults()
+
+
+def charged(comment_or_headers: str | httpx.Headers) -> tuple[int, int]:
+    if isinstance(comment_or_headers, str):
+        m = re.search(r"tokens_in=(\d+) tokens_out=(\d+)", comment_or_headers)
+        assert m is not None
+        return int(m.group(1)), int(m.group(2))
+    h = comment_or_headers
+    return int(h["x-governor-tokens-input"]), int(h["x-governor-tokens-output"])
+
+
+async def test_openai_caller_without_stream_sees_the_estimate_it_is_charged(fp):
+    raw = await oai(fp).chat.completions.with_raw_response.create(model="f-no-usage",
+                                                                   messages=HI)
+    resp = raw.parse()
+    assert raw.headers["x-governor-usage-estimated"] == "true"
+    assert (resp.usage.prompt_tokens, resp.usage.completion_tokens) == charged(raw.headers)
+    assert resp.usage.completion_tokens > 0 and resp.usage.model_extra["estimated"] is True
+
+
+async def test_openai_stream_with_include_usage_gets_a_usage_chunk_with_the_estimate(fp):
+    async with httpx.AsyncClient(timeout=10) as c:
+        r = await c.post(fp.base_url + "/v1/chat/completions",
+                         headers={"authorization": f"Bearer {DEV_KEY}"},
+                         json={"model": "f-no-usage", "messages": HI, "stream": True,
+                               "stream_options": {"include_usage": True}})
+    assert "usage=estimated" in r.text
+    stream = await oai(fp).chat.completions.create(
+        model="f-no-usage", messages=HI, stream=True, stream_options={"include_usage": True})
+    chunks = [ch async for ch in stream]
+    usage = chunks[-1].usage
+    assert usage is not None and chunks[-1].choices == []
+    assert (usage.prompt_tokens, usage.completion_tokens) == charged(r.text)
+    assert usage.completion_tokens > 0 and usage.model_extra["estimated"] is True
+    # Not asked for: no usage chunk, as usual.
+    stream = await oai(fp).chat.completions.create(model="f-no-usage", messages=HI, stream=True)
+    assert all(ch.usage is None for ch in [c async for c in stream])
+
+
+async def test_anthropic_caller_sees_the_estimate_streaming_and_not(fp):
+    client = ant(fp)
+    raw = await client.messages.with_raw_response.create(model="f-no-usage", max_tokens=200,
+                                                          messages=HI)
+    msg = await raw.parse()
+    assert raw.headers["x-governor-usage-estimated"] == "true"
+    assert (msg.usage.input_tokens, msg.usage.output_tokens) == charged(raw.headers)
+    assert msg.usage.output_tokens > 0
+    async with client.messages.stream(model="f-no-usage", max_tokens=200, messages=HI) as s:
+        final = await s.get_final_message()
+    assert final.usage.output_tokens > 0 and final.usage.input_tokens > 0
+    async with httpx.AsyncClient(timeout=10) as c:
+        r = await c.post(fp.base_url + "/v1/messages", headers={"x-api-key": DEV_KEY},
+                         json={"model": "f-no-usage", "max_tokens": 200, "messages": HI,
+                               "stream": True})
+    delta = next(b for b in r.text.split("\n\n") if b.startswith("event: message_delta"))
+    assert '"estimated":true' in delta
+    m = re.search(r'"input_tokens":(\d+).*"output_tokens":(\d+)', delta)
+    assert m is not None and (int(m.group(1)), int(m.group(2))) == charged(r.text)
