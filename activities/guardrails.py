@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from activities import scan_pool
 from activities.gateway import Gateway
 from activities.router import UpstreamResult
 from activities.wire.errors import stream_error
@@ -30,6 +31,8 @@ from policies.config.models import METADATA_FIELDS
 from policies.guardrails import GuardrailEvent, GuardrailsConfig, HookResult, StreamGuard, evaluate
 from policies.guardrails.config import GuardrailRule
 from policies.refusals import Refusal
+from policies.request_text import Path as BodyPath
+from policies.request_text import RequestText, redacted_pieces, with_texts
 
 KIND = "gateway-guardrails-config"
 GUARDRAIL_BLOCKED = "guardrail_blocked"
@@ -143,7 +146,16 @@ class CallGuard:
 
     def check(self, hook: str, text: str) -> HookResult:
         """Evaluate `hook` on `text`, record its events; raises Refusal when it blocks."""
-        res = evaluate(self.config, hook, text, self.metadata, self.salt)
+        return self._apply(evaluate(self.config, hook, text, self.metadata, self.salt))
+
+    async def check_async(self, hook: str, text: str) -> HookResult:
+        """`check`, with a large text evaluated off the event loop (`scan_pool`)."""
+        if len(text) < scan_pool.OFFLOAD_CHARS:
+            return self.check(hook, text)
+        args = (self.config, hook, text, self.metadata, self.salt)
+        return self._apply(await scan_pool.evaluate_off_loop(*args))
+
+    def _apply(self, res: HookResult) -> HookResult:
         if res.events:
             self.record(res.events)
         if res.blocking_event is not None:
@@ -203,30 +215,25 @@ def blocked_refusal(e: GuardrailEvent) -> Refusal:
 
 # Request side: request-input and tool-output -------------------------------------------------
 
-_OPENAI_ROLE_HOOK = {
-    "system": "request-input",
-    "developer": "request-input",
-    "user": "request-input",
-    "tool": "tool-output",
-    "function": "tool-output",
-}
 
-
-def guard_request(gw: Gateway, req: Any) -> CallGuard | None:
-    """Run the input hooks on `req.body` (a CallRequest); a redacted body replaces it, so only
-    the redaction goes upstream (and into any stored text). Raises Refusal when a hook blocks."""
+async def guard_request(gw: Gateway, req: Any, view: RequestText) -> CallGuard | None:
+    """Run the input hooks on the request's text segments (`view`: the normalised view of
+    `req.body`, each segment's parts joined as the model reads them); a redaction replaces
+    `req.body`, so only the redaction goes upstream (and into any stored text). Raises Refusal
+    when a hook blocks. Large segments are scanned off the event loop (`scan_pool`)."""
     g = call_guard(gw, req.ident, req.call_id, str(req.body.get("model", "")), req.protocol)
     if g is None:
         return None
-    if not (g.active("request-input") or g.active("tool-output")):
-        return g
-    new = (
-        _openai_request(g, req.body)
-        if req.protocol == "openai"
-        else _anthropic_request(g, req.body)
-    )
-    if new is not None:
-        req.body = new
+    texts: dict[BodyPath, str] = {}
+    for seg in view.segments:
+        if not seg.text or not seg.hook or not g.active(seg.hook):
+            continue
+        res = await g.check_async(seg.hook, seg.text)
+        if res.redactions:
+            found = ((f.start, f.end, f.type) for f in res.redactions)
+            texts.update(redacted_pieces(seg, found))
+    if texts:
+        req.body = with_texts(req.body, texts)
     return g
 
 
@@ -239,73 +246,6 @@ def _text(g: CallGuard, hook: str, text: object) -> Any:
         return _SAME
     res = g.check(hook, text)
     return res.text if res.text is not text and res.text != text else _SAME
-
-
-def _content(g: CallGuard, hook: str, content: object, anthropic: bool) -> Any:
-    """A message's content (string or parts) after the hooks; _SAME when unchanged."""
-    if isinstance(content, str):
-        return _text(g, hook, content)
-    if not isinstance(content, list):
-        return _SAME
-    out: list[Any] | None = None
-    for i, part in enumerate(content):
-        if not isinstance(part, dict):
-            continue
-        ptype = part.get("type")
-        new: Any = _SAME
-        if ptype in ("text", "input_text"):
-            t = _text(g, hook, part.get("text"))
-            if t is not _SAME:
-                new = {**part, "text": t}
-        elif anthropic and ptype == "tool_result":
-            c = _content(g, "tool-output", part.get("content"), True)
-            if c is not _SAME:
-                new = {**part, "content": c}
-        if new is not _SAME:
-            if out is None:
-                out = list(content)
-            out[i] = new
-    return _SAME if out is None else out
-
-
-def _openai_request(g: CallGuard, body: dict[str, Any]) -> dict[str, Any] | None:
-    msgs = body.get("messages")
-    if not isinstance(msgs, list):
-        return None
-    new_msgs: list[Any] | None = None
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict):
-            continue
-        hook = _OPENAI_ROLE_HOOK.get(m.get("role"))  # type: ignore[arg-type]
-        if hook is None or not g.active(hook):
-            continue
-        c = _content(g, hook, m.get("content"), False)
-        if c is not _SAME:
-            if new_msgs is None:
-                new_msgs = list(msgs)
-            new_msgs[i] = {**m, "content": c}
-    return None if new_msgs is None else {**body, "messages": new_msgs}
-
-
-def _anthropic_request(g: CallGuard, body: dict[str, Any]) -> dict[str, Any] | None:
-    out: dict[str, Any] | None = None
-    system = _content(g, "request-input", body.get("system"), True)
-    if system is not _SAME:
-        out = {**body, "system": system}
-    msgs = body.get("messages")
-    if isinstance(msgs, list):
-        new_msgs: list[Any] | None = None
-        for i, m in enumerate(msgs):
-            if not isinstance(m, dict) or m.get("role") != "user":
-                continue
-            c = _content(g, "request-input", m.get("content"), True)
-            if c is not _SAME:
-                if new_msgs is None:
-                    new_msgs = list(msgs)
-                new_msgs[i] = {**m, "content": c}
-        if new_msgs is not None:
-            out = {**(out or body), "messages": new_msgs}
-    return out
 
 
 # Response side: request-output and tool-input -------------------------------------------------

@@ -22,13 +22,14 @@ from activities.router import UpstreamResult
 from activities.stream_stop import CLIENT_CLOSED, KILLED, StreamStop
 from activities.tracing import span
 from activities.wire.errors import stream_error
-from activities.wire.usage import Protocol, Usage, estimate_tokens, request_text
+from activities.wire.usage import Protocol, Usage, estimate_tokens
 from ledger.redaction import hash_text
 from policies.config.models import Target
 from policies.decision import PreCall, decide
 from policies.identity import Identity
 from policies.pricing import call_cost
 from policies.refusals import Refusal
+from policies.request_text import request_view
 from policies.routing import plan_route
 
 log = logging.getLogger("governor.call")
@@ -46,6 +47,9 @@ class CallRequest:
     pinned: Target | None = None
     rand: float | None = None
     replayable: bool = True  # False for proxy calls with a fresh, gateway-made call id
+    # The normalised view's text (`policies.request_text`), set once the input hooks ran: what
+    # is hashed, stored and counted.
+    prompt_text: str | None = None
 
 
 @dataclass(slots=True)
@@ -199,7 +203,12 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
     gov.budget_remaining_usd = pre.budget_remaining
     gw.state.note_request(pre.rate_keys)
     try:
-        guard = guardrails.guard_request(gw, req)  # input hooks; may redact req.body or refuse
+        body = req.body
+        view = request_view(req.protocol, body)  # the request's text, walked once per call
+        guard = await guardrails.guard_request(gw, req, view)  # input hooks; may redact or refuse
+        if req.body is not body:
+            view = request_view(req.protocol, req.body)  # the redacted text is what is kept
+        req.prompt_text = view.text
         if not targets:
             raise Refusal(
                 503,
@@ -314,7 +323,7 @@ def _delivered_usage(req: CallRequest, usage: Usage | None, text: str) -> Usage:
         usage = Usage()
     return Usage(
         input_tokens=usage.input_tokens
-        or estimate_tokens(request_text(req.protocol, req.body)),
+        or estimate_tokens(_prompt(req)),
         output_tokens=max(usage.output_tokens, estimate_tokens(text)),
         cache_read_tokens=usage.cache_read_tokens,
         cache_write_tokens=usage.cache_write_tokens,
@@ -326,7 +335,7 @@ def _interrupted_row(gw: Gateway, req: CallRequest, gov: Governance, now: float
                      ) -> dict[str, Any]:
     """The call row a stream stands for if its runtime dies before the stream ends: the
     prompt charged, no output known, marked interrupted."""
-    text_in = request_text(req.protocol, req.body)
+    text_in = _prompt(req)
     tokens_in = estimate_tokens(text_in)
     price = gw.config.prices.get(gov.model)
     prompt_sha, prompt_len = hash_text(text_in)
@@ -411,6 +420,12 @@ def _record_refusal(
     gw.writer.record_call(row)
 
 
+def _prompt(req: CallRequest) -> str:
+    if req.prompt_text is None:  # refused before the input hooks ran
+        req.prompt_text = request_view(req.protocol, req.body).text
+    return req.prompt_text
+
+
 def _account(
     gw: Gateway,
     req: CallRequest,
@@ -425,7 +440,7 @@ def _account(
 ) -> None:
     if usage is None or usage.total_tokens == 0:
         # No usage from the provider (cut stream, old API): count from the text we saw.
-        text_in = request_text(req.protocol, req.body)
+        text_in = _prompt(req)
         usage = Usage(
             input_tokens=estimate_tokens(text_in),
             output_tokens=estimate_tokens(output_text),
@@ -485,7 +500,8 @@ def _account(
             c.status.budget.alerts,
             now,
         )
-    prompt_sha, prompt_len = hash_text(request_text(req.protocol, req.body))
+    prompt = _prompt(req)
+    prompt_sha, prompt_len = hash_text(prompt)
     comp_sha, comp_len = hash_text(output_text)
     latency_ms = (time.perf_counter() - started) * 1000
     row = _base_row(req, gov, now)
@@ -512,7 +528,7 @@ def _account(
         completion_bytes=comp_len,
     )
     if store_text:
-        row["prompt_text"] = request_text(req.protocol, req.body)
+        row["prompt_text"] = prompt
         row["completion_text"] = output_text
     gw.writer.record_call(row)
     m = gw.metrics

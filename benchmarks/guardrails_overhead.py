@@ -1,5 +1,6 @@
 """Guardrails cost: per KB of prompt in-process, and the proxy's added latency with the sample
-guardrails config on, side by side with it off, for a 4 KB prompt, in one run.
+guardrails config on, side by side with it off, for a 4 KB prompt, in one run; and the cost per
+KB of adversarial texts (one worst case per detector family) against prose (target <= 2x).
 
 Part 1 runs the request-input hook of `examples/config/guardrails.yaml` (secrets redact + PII
 flag) on 1/4/16 KB of ordinary prose. Part 2 runs two proxies on the same config (one plus the
@@ -35,6 +36,7 @@ from proxy_overhead import (
 )
 
 from policies.guardrails import evaluate, load_guardrails
+from policies.guardrails.engine import find_spans
 
 SAMPLE = REPO / "examples" / "config" / "guardrails.yaml"
 SALT = b"bench"
@@ -56,6 +58,29 @@ def per_kb() -> list[tuple[str, str, str, str]]:
             )
         )
     return rows
+
+
+# One worst case per detector family: each made a backtracking or per-occurrence rescan before
+# the detectors were made linear (`sk-` alone held the event loop 5.4 s at 3.9 MB).
+ADVERSARIAL = (
+    "sk-", "eyJ", "ghp_", "github_pat_", "AKIAAAAAAAAAAAAAAAAA ", "-----BEGIN PRIVATE KEY-----",
+    "api_key=", "password=", "AccountKey=", "bearer ", "://a:", "01 ", "1", "12-", "+1 ", "a@b.",
+    "::", "system ", "## system\n", " mode", "ignore all ", "you must ", "the user ",
+    "aGVsbG8gd29ybGQ",
+)  # fmt: skip
+
+
+def adversarial(size: int = 256 * 1024) -> tuple[float, list[tuple[str, float]]]:
+    """µs/KB of every detector on `size` of prose, and on each adversarial text (best of 3)."""
+    dets = frozenset({"secrets", "pii", "prompt_injection"})
+
+    def cost(text: str) -> float:
+        best = min(_timings(lambda s: find_spans(s, dets), text, 3)[:1])
+        return best / (size / 1024)
+
+    prose = cost(_prompt(size))
+    rows = [(u, cost((u * (size // len(u) + 1))[:size])) for u in ADVERSARIAL]
+    return prose, rows
 
 
 def script_4kb(root: Path) -> Path:
@@ -111,11 +136,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3, help="alternating off/on runs per proxy")
+    ap.add_argument("--adversarial-only", action="store_true", help="skip the proxy part")
     args = ap.parse_args()
     print("Guardrails request-input hook (sample config: secrets mutate + PII flag), in-process")
     print(f"{'prompt':>7} {'p50 µs':>9} {'p90 µs':>9} {'µs/KB':>8}")
     for r in per_kb():
         print(f"{r[0]:>7} {r[1]:>9} {r[2]:>9} {r[3]:>8}")
+    prose, rows = adversarial()
+    print(f"\nAll detectors, 256 KB texts: prose {prose:.1f} µs/KB; adversarial (target <= 2x):")
+    for unit, c in sorted(rows, key=lambda r: -r[1]):
+        print(f"  {unit!r:<32} {c:>8.1f} µs/KB  {c / prose:>5.2f}x")
+    if args.adversarial_only:
+        return
     for tool in ("wrk", "nginx", "taskset"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             sys.exit(f"{tool} is not installed: apt-get install wrk nginx-light util-linux")

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import orjson
 
+from policies.request_text import request_view
+
 Protocol = Literal["openai", "anthropic"]
 
 
@@ -285,51 +287,7 @@ def merge_anthropic_delta_usage(current: Usage, usage: dict[str, Any]) -> None:
         current.cache_write_tokens = _int(usage["cache_creation_input_tokens"])
 
 
-def _content_text(content: object, out: list[str]) -> None:
-    # Both protocols: a string, or a list of parts/blocks that may nest (tool_result content).
-    if isinstance(content, str):
-        if content:
-            out.append(content)
-        return
-    if not isinstance(content, list):
-        return
-    for part in content:
-        if isinstance(part, str):
-            out.append(part)
-            continue
-        if not isinstance(part, dict):
-            continue
-        ptype = part.get("type")
-        if ptype == "text" or ptype == "input_text":
-            text = part.get("text")
-            if isinstance(text, str) and text:
-                out.append(text)
-        elif ptype == "refusal":
-            text = part.get("refusal")
-            if isinstance(text, str) and text:
-                out.append(text)
-        elif ptype == "tool_result":
-            _content_text(part.get("content"), out)
-        elif ptype == "tool_use":
-            if part.get("input"):
-                out.append(orjson.dumps(part["input"]).decode())
-
-
 def request_text(protocol: Protocol, body: dict[str, Any]) -> str:
-    """All prompt text of a request (system, messages, tool calls and results), newline-joined."""
-    out: list[str] = []
-    if protocol == "anthropic":
-        _content_text(body.get("system"), out)
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        for msg in messages:
-            if not isinstance(msg, dict):
-                continue
-            _content_text(msg.get("content"), out)
-            calls = msg.get("tool_calls")
-            if protocol == "openai" and isinstance(calls, list):
-                for call in calls:
-                    fn = call.get("function") if isinstance(call, dict) else None
-                    if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
-                        out.append(fn["arguments"])
-    return "\n".join(out)
+    """All prompt text of a request (system, messages, tool calls and results): the normalised
+    view's text (`policies.request_text`), for callers that need nothing else of it."""
+    return request_view(protocol, body).text

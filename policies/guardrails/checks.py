@@ -82,18 +82,18 @@ def entropy(value: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
 
 
+_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz")
+_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_DIGIT = frozenset("0123456789")
+
+
 def char_classes(value: str) -> int:
     """How many of lower, upper, digit, other appear: real credentials mix at least two."""
-    lower = upper = digit = other = 0
-    for ch in value:
-        if "a" <= ch <= "z":
-            lower = 1
-        elif "A" <= ch <= "Z":
-            upper = 1
-        elif "0" <= ch <= "9":
-            digit = 1
-        else:
-            other = 1
+    chars = set(value)
+    lower = not chars.isdisjoint(_LOWER)
+    upper = not chars.isdisjoint(_UPPER)
+    digit = not chars.isdisjoint(_DIGIT)
+    other = bool(chars - _LOWER - _UPPER - _DIGIT)
     return lower + upper + digit + other
 
 

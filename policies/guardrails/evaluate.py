@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 
 from policies.guardrails.config import GuardrailRule, GuardrailsConfig
 from policies.guardrails.engine import Finding, redact, scan
+from policies.guardrails.spans import Span
 
 _RANK = {"allowed": 0, "flagged": 1, "redacted": 2, "blocked": 3}
+MAX_EVENTS = 100  # events recorded per hook and text; findings beyond still act, unrecorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,7 @@ class HookResult:
     text: str
     events: list[GuardrailEvent] = field(default_factory=list)
     blocking_event: GuardrailEvent | None = None
+    redactions: tuple[Finding, ...] = ()  # the findings replaced in `text`, in text order
 
 
 def detectors_of(rules: tuple[GuardrailRule, ...]) -> frozenset[str]:
@@ -59,13 +62,20 @@ def decide(
 
 
 def evaluate(
-    config: GuardrailsConfig, hook: str, text: str, metadata: dict[str, str], salt: bytes
+    config: GuardrailsConfig,
+    hook: str,
+    text: str,
+    metadata: dict[str, str],
+    salt: bytes,
+    spans: list[Span] | None = None,
 ) -> HookResult:
-    """Run the rules for `hook` and `metadata` (canonical keys: project, workflow_tag, ...)."""
+    """Run the rules for `hook` and `metadata` (canonical keys: project, workflow_tag, ...).
+
+    `spans`: the detector hits of `text` for this hook's detectors, when already computed."""
     rules = config.rules_for(hook, metadata)
     if not rules:
         return HookResult("allowed", text)
-    findings = scan(text, detectors_of(rules), salt)
+    findings = scan(text, detectors_of(rules), salt, spans)
     if not findings:
         return HookResult("allowed", text)
     pairs, action = decide(hook, rules, findings)
@@ -73,4 +83,10 @@ def evaluate(
     to_redact = [f for f, e in pairs if e.action == "redacted"]
     out_text = redact(text, to_redact) if to_redact else text
     blocking = next((e for e in events if e.action == "blocked"), None)
-    return HookResult(action, out_text, events, blocking)
+    if len(events) > MAX_EVENTS:
+        # A text full of findings must not become a ledger full of events: the action and the
+        # redactions still count every finding, the events record the first ones (and the block).
+        events = events[:MAX_EVENTS]
+        if blocking is not None and blocking not in events:
+            events[-1] = blocking
+    return HookResult(action, out_text, events, blocking, tuple(to_redact))

@@ -100,9 +100,10 @@ _YOU = re.compile(
     r"(?:now\s+|immediately\s+|also\s+)?" + _ACTION + "))"
 )
 _ADDRESSED = re.compile(rf"\b{_ADDRESSEE}\s*[:,]\s*$")
+# At the start of a line (only blanks before it on that line).
 _HEADING = re.compile(
-    r"##{0,5}[ \t]*(?:system|assistant|developer)(?:[ \t]+(?:message|prompt|override"
-    r"|instructions?))?[ \t]*:"
+    r"(?m)^[^\S\n]*+(##{0,5}+[ \t]*+(?:system|assistant|developer)(?:[ \t]++(?:message|prompt"
+    r"|override|instructions?))?[ \t]*+:)"
 )
 # Phrases whose distinctive word is not the first: found by an anchor, matched in a window.
 _LEAK = re.compile(
@@ -154,16 +155,21 @@ def _phrase_hits(low: str) -> Iterator[Span]:
         elif _ADDRESSED.search(low, max(0, m.start() - 40), m.start()):
             yield Span(m.start(), m.end(), DETECTOR, "hidden_instruction")
     for m in _HEADING.finditer(low):
-        line = low.rfind("\n", 0, m.start()) + 1
-        if not low[line : m.start()].strip():
-            yield Span(m.start(), m.end(), DETECTOR, "role_tag")
+        yield Span(m.start(1), m.end(1), DETECTOR, "role_tag")
     for anchor, back, fwd, regex, kind in _WINDOWED:
         i = low.find(anchor)
         while i >= 0:
-            for m in regex.finditer(low, max(0, i - back), i + len(anchor) + fwd):
-                if m.start() <= i < m.end():
+            # Windows of nearby anchors are merged and scanned once (a text dense with anchors
+            # costs one pass, not one per anchor); a hit must still contain an anchor.
+            # The last anchor within reach extends the window; one step spans a whole window.
+            lo, hi = max(0, i - back), i + len(anchor) + fwd
+            while (j := low.rfind(anchor, i + 1, hi + back + len(anchor))) > i:
+                i, hi = j, j + len(anchor) + fwd
+            i = low.find(anchor, hi + back + 1)
+            for m in regex.finditer(low, lo, hi):
+                a = low.find(anchor, m.start(), m.end() + len(anchor) - 1)
+                if 0 <= a < m.end():
                     yield Span(m.start(), m.end(), DETECTOR, kind)
-            i = low.find(anchor, i + len(anchor))
 
 
 def _decodes_to_injection(blob: str) -> bool:
@@ -179,13 +185,18 @@ def _decodes_to_injection(blob: str) -> bool:
 def _encoded(text: str, raw: bytes, mask: bytes, i: int) -> Iterator[Span]:
     """Blobs of 32+ base64 characters, located on the byte mask of the UTF-8 text."""
     ascii_text = len(raw) == len(text)
+    byte_at = char_at = 0  # the last blob's end, in bytes and in chars: offsets map forward only
     while i >= 0:
         j = mask.find(b" ", i)
         if j < 0:
             j = len(mask)
         # Blobs are ASCII; only the offset of their start needs mapping from bytes to chars.
-        start = i if ascii_text else len(raw[:i].decode("utf-8", "surrogatepass"))
+        if ascii_text:
+            start = i
+        else:
+            start = char_at + len(raw[byte_at:i].decode("utf-8", "surrogatepass"))
         end = start + (j - i)
+        byte_at, char_at = j, end
         if _decodes_to_injection(text[start:end]):
             yield Span(start, end, DETECTOR, "encoded_injection")
         i = mask.find(_BLOB, j)

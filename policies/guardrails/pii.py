@@ -55,8 +55,12 @@ _EMAIL_DOMAIN = re.compile(
 _LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
 _RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
 _RESERVED_TLDS = (".example", ".test", ".invalid", ".localhost", ".local")
-# Any IPv6 address has `::` or three groups in a row; times (12:00:03) and ports do not.
-_IPV6_CORE = re.compile(r"::|:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:")
+# An IPv6 address worth reporting has three groups, so three in a row around its `::`, or three
+# colons in a row of groups; times (12:00:03), ports and `std::vector` do not.
+_IPV6_CORE = re.compile(
+    r"[0-9A-Fa-f]{1,4}+::[0-9A-Fa-f]{1,4}+:|:[0-9A-Fa-f]{1,4}+:[0-9A-Fa-f]{1,4}+:"
+    r"|[0-9A-Fa-f]{1,4}+:[0-9A-Fa-f]{1,4}+::[0-9A-Fa-f]"
+)
 _HEXCOLON = frozenset("0123456789abcdefABCDEF:.")
 
 _ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")

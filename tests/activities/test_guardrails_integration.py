@@ -175,6 +175,57 @@ async def test_system_content_is_request_input_too(gp: InProcessProxy) -> None:
         )
 
 
+SPLIT = [AWS[:4], AWS[4:]]  # "AKIA" + the rest: a key only when read the way the model does
+
+
+def _split_parts(extra: str) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": SPLIT[0]}, {"type": "text", "text": SPLIT[1] + extra}]
+
+
+@pytest.mark.parametrize("mode", ["block", "mutate"])
+async def test_secret_split_across_openai_content_parts_is_caught(
+    gp: InProcessProxy, mode: str
+) -> None:
+    idem = uuid.uuid4().hex
+    client = oai(gp, f"request-input-{mode}", idem)
+    msgs: Any = [{"role": "user", "content": _split_parts(" [[sim:echo]]")}]
+    if mode == "block":
+        with pytest.raises(openai.BadRequestError, match="aws_access_key"):
+            await client.chat.completions.create(model="support-cheap", messages=msgs)
+    else:
+        out = await client.chat.completions.create(model="support-cheap", messages=msgs)
+        echoed = out.choices[0].message.content or ""
+        assert SPLIT[1] not in echoed and "[REDACTED:aws_access_key]" in echoed
+    ev = await events_of(gp, idem)
+    assert [(e.hook, e.type, e.action) for e in ev] == [
+        ("request-input", "aws_access_key", ACTION[mode])
+    ]
+
+
+@pytest.mark.parametrize("mode", ["block", "mutate"])
+async def test_secret_split_across_anthropic_content_blocks_is_caught(
+    gp: InProcessProxy, mode: str
+) -> None:
+    idem = uuid.uuid4().hex
+    client = ant(gp, f"request-input-{mode}", idem)
+    msgs: Any = [{"role": "user", "content": _split_parts(" [[sim:echo]]")}]
+    if mode == "block":
+        with pytest.raises(anthropic.BadRequestError, match="aws_access_key"):
+            await client.messages.create(model="haiku", max_tokens=200, messages=msgs)
+    else:
+        out = await client.messages.create(model="haiku", max_tokens=200, messages=msgs)
+        echoed = "".join(b.text for b in out.content if b.type == "text")
+        assert SPLIT[1] not in echoed and "[REDACTED:aws_access_key]" in echoed
+        assert gp.gw is not None
+        await gp.gw.writer.flush()
+        call = await gp.gw.store.get_call(f"{KEY_ID}:{idem}")  # type: ignore[attr-defined]
+        assert call.prompt_bytes == len("[REDACTED:aws_access_key] [[sim:echo]]")
+    ev = await events_of(gp, idem)
+    assert [(e.hook, e.type, e.action) for e in ev] == [
+        ("request-input", "aws_access_key", ACTION[mode])
+    ]
+
+
 # tool-output ------------------------------------------------------------------------------------
 
 
@@ -482,3 +533,42 @@ async def test_request_text_of_a_tool_turn_is_what_the_hash_covers() -> None:
     # Guards the expectation in test_tool_output_hook_on_openai_tool_messages.
     text = request_text("openai", {"messages": _tool_turn("x")})
     assert text == "look it up\n{}\nx"
+
+
+# hostile bodies ---------------------------------------------------------------------------------
+
+ADVERSARIAL = ["sk-", "01 ", "eyJ", "api_key=", "-----BEGIN PRIVATE KEY-----"]
+
+
+@pytest.mark.parametrize("unit", ADVERSARIAL)
+async def test_proxy_stays_responsive_while_a_4mb_adversarial_body_is_scanned(
+    gp: InProcessProxy, unit: str
+) -> None:
+    """Each unit is a worst case of one detector family (a backtracking `sk-` run held the loop
+    5.4 s before). The scan runs off the event loop: /healthz keeps answering meanwhile."""
+    import asyncio
+    import time
+
+    import httpx
+
+    text = (unit * (3_900_000 // len(unit) + 1))[:3_900_000]
+    body = {"model": "support-cheap", "max_tokens": 5,
+            "messages": [{"role": "user", "content": text}]}  # fmt: skip
+    headers = {"Authorization": f"Bearer {KEY}", "X-Governor-Workflow-Tag": "request-input-flag",
+               "X-Governor-Project": "gr-tests"}  # fmt: skip
+    waits: list[float] = []
+    async with httpx.AsyncClient(base_url=gp.base_url, timeout=60) as http:
+        call = asyncio.create_task(http.post("/v1/chat/completions", json=body, headers=headers))
+        started = time.perf_counter()
+        while not call.done():
+            t0 = time.perf_counter()
+            r = await http.get("/healthz")
+            waits.append(time.perf_counter() - t0)
+            assert r.status_code == 200
+            await asyncio.sleep(0.01)
+        took = time.perf_counter() - started
+        resp = await call
+    assert resp.status_code == 200, resp.text
+    assert len(waits) >= 3  # the scan took long enough to be watched
+    print(f"{unit!r}: call {took:.2f}s, /healthz worst {max(waits) * 1000:.0f} ms")
+    assert max(waits) < 0.5

@@ -96,3 +96,17 @@ def test_base64_encoded_injection_is_found_in_non_ascii_text_too() -> None:
     text = f"Übersicht: {blob} ende"
     (f,) = scan(text, DETECTORS, SALT)
     assert (f.type, text[f.start : f.end]) == ("encoded_injection", blob)
+
+
+def test_a_text_full_of_findings_records_at_most_max_events_but_redacts_all() -> None:
+    from policies.guardrails import evaluate, load_guardrails
+    from policies.guardrails.evaluate import MAX_EVENTS
+
+    cfg = load_guardrails(
+        "type: gateway-guardrails-config\nname: t\nrules:\n  - id: r\n"
+        "    hooks: [request-input]\n    detectors: [secrets]\n    mode: mutate\n"
+    )
+    text = " ".join(f"AKIAZ7Q3M4N5P6R2T{i:03d}" for i in range(1000))
+    res = evaluate(cfg, "request-input", text, {}, b"salt")
+    assert res.action == "redacted" and len(res.events) == MAX_EVENTS
+    assert len(res.redactions) == 1000 and "AKIA" not in res.text

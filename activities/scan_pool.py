@@ -1,0 +1,56 @@
+"""Large guardrail evaluations run in a worker process: the event loop never waits on them.
+
+Every detector is linear-time, but a request near the body limit is still megabytes of regex
+work, and CPython's `re` holds the GIL for a whole search call: a thread would stall the event
+loop just the same (measured: up to 1.2 s for a 4 MB body of `01 01 …`). Texts of at least
+`OFFLOAD_CHARS` are therefore evaluated (detectors, fingerprints, rule decisions: the pure
+`policies.guardrails.evaluate`) in one spawned worker process, started on first use; smaller
+texts, nearly every call, are evaluated inline where that costs microseconds.
+Scans queue on the worker: many large bodies at once wait for each other, never the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from policies.guardrails import GuardrailsConfig, HookResult, evaluate
+
+OFFLOAD_CHARS = 64 * 1024
+
+_lock = threading.Lock()
+_pool: ProcessPoolExecutor | None = None
+
+
+def _executor() -> ProcessPoolExecutor:
+    global _pool
+    with _lock:
+        if _pool is None:
+            _pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        return _pool
+
+
+async def evaluate_off_loop(
+    config: GuardrailsConfig, hook: str, text: str, metadata: dict[str, str], salt: bytes
+) -> HookResult:
+    """`evaluate(...)` in the worker process (for texts of at least `OFFLOAD_CHARS`)."""
+    global _pool
+    loop = asyncio.get_running_loop()
+    args = (config, hook, text, metadata, salt)
+    try:
+        return await loop.run_in_executor(_executor(), evaluate, *args)
+    except BrokenProcessPool:
+        with _lock:  # the worker died (killed, out of memory): the next scan starts a new one
+            _pool = None
+        return await loop.run_in_executor(_executor(), evaluate, *args)
+
+
+def shutdown() -> None:
+    global _pool
+    with _lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
