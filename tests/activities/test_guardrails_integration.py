@@ -218,7 +218,7 @@ async def test_secret_split_across_anthropic_content_blocks_is_caught(
         assert SPLIT[1] not in echoed and "[REDACTED:aws_access_key]" in echoed
         assert gp.gw is not None
         await gp.gw.writer.flush()
-        call = await gp.gw.store.get_call(f"{KEY_ID}:{idem}")  # type: ignore[attr-defined]
+        call = await gp.gw.store.get_call(idempotent_call_id(KEY_ID, idem))  # type: ignore[attr-defined]
         assert call.prompt_bytes == len("[REDACTED:aws_access_key] [[sim:echo]]")
     ev = await events_of(gp, idem)
     assert [(e.hook, e.type, e.action) for e in ev] == [
