@@ -23,8 +23,11 @@ from activities.router import Router
 from activities.session_owners import SessionOwners
 from activities.state import GovernanceState
 from activities.stream_stop import StreamRegistry
+from ledger.errors import LedgerUnavailable
 from ledger.journal import Journal
+from ledger.models import KillRecord
 from ledger.session_store import unsettled_streams
+from ledger.snapshot import Snapshot, load_snapshot, save_snapshot
 from ledger.store import LedgerStore
 from ledger.writer import LedgerWriter
 from policies.budgets import BudgetKey, budget_statuses
@@ -87,7 +90,9 @@ class Gateway:
         config_dir: Path | None = None,
         kill_poll_seconds: float = 0.25,
     ) -> Gateway:
-        store = await LedgerStore.open(ledger_url)
+        # A database that is down does not stop the start: the replica serves from its
+        # journal and last known state, and catches up when the database is back.
+        store = await LedgerStore.open(ledger_url, require_reachable=False)
         # Small, frequent batches: the database work shares the core with request handling,
         # and a short burst every 20 ms delays requests less (p99) than a long one every
         # 100 ms. Rows are journaled (crash-safe) the moment they are recorded, so the
@@ -109,14 +114,75 @@ class Gateway:
             config_dir=config_dir,
         )
         await gw.router.start()
-        await gw.settle_cut_streams()
-        await gw.rebuild()
-        await gw.sync_spend(full=True)
-        await gw.owners.warm()
+        for k in writer.pending_kills():  # journaled kills not yet in the database
+            gw.mark_killed(k["session_id"], k["reason"])
+        try:
+            await gw._load_from_ledger()
+        except LedgerUnavailable as exc:
+            log.warning("ledger unreachable at start (%s): serving from the journal and the "
+                        "last known state until it is back", exc)
+            gw._load_last_known_state()
+            gw._tasks.append(asyncio.create_task(gw._recover_when_ledger_returns()))
         gw._tasks.append(asyncio.create_task(gw._poll_kills(kill_poll_seconds)))
+        gw._tasks.append(asyncio.create_task(gw._save_last_known_state_forever()))
         gw._tasks.append(asyncio.create_task(gw.loop_guard.baselines.run(store)))
         gw._tasks.append(asyncio.create_task(gw._sync_spend_forever()))
         return gw
+
+    async def _load_from_ledger(self) -> None:
+        await self.settle_cut_streams()
+        await self.rebuild()
+        await self.sync_spend(full=True)
+        await self.owners.warm()
+
+    def _load_last_known_state(self) -> None:
+        snap = load_snapshot(self.writer.journal_dir)
+        for sid, reason in snap.killed.items():
+            self.state.killed.setdefault(sid, reason)
+        for sid, key_id in snap.owners.items():
+            self.owners.remember(sid, key_id)
+        for key, usd in snap.spend:
+            self.state.spend[key] = max(self.state.spend.get(key, 0.0), usd)  # type: ignore[index]
+
+    async def _recover_when_ledger_returns(self) -> None:
+        """After a start during an outage: once the journal is flushed, rebuild from the
+        ledger like a normal start (kills known only here stay in force meanwhile)."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.writer.flush()
+                killed = dict(self.state.killed)
+                await self._load_from_ledger()
+            except LedgerUnavailable:
+                continue
+            except Exception as exc:
+                log.warning("recovery from the ledger failed: %s", type(exc).__name__)
+                continue
+            for sid, reason in killed.items():
+                self.state.killed.setdefault(sid, reason)
+            log.warning("ledger reachable again: counters rebuilt from it")
+            return
+
+    def last_known_state(self) -> Snapshot:
+        return Snapshot(
+            killed=dict(self.state.killed),
+            owners=self.owners.snapshot(),
+            spend=[(k, v) for k, v in self.state.spend.items()],
+            ts=time.time(),
+        )
+
+    async def _save_last_known_state_forever(self, every: float = 2.0) -> None:
+        last: tuple[int, int, float] | None = None
+        while True:
+            await asyncio.sleep(every)
+            sig = (len(self.state.killed), self.owners.version, sum(self.state.spend.values()))
+            if sig == last:
+                continue
+            try:
+                save_snapshot(self.writer.journal_dir, self.last_known_state())
+                last = sig
+            except OSError as exc:
+                log.warning("last known state not saved: %s", exc)
 
     async def close(self) -> None:
         for t in self._tasks:
@@ -334,11 +400,24 @@ class Gateway:
         except Exception as exc:  # the refusal is already in force; the record retries on poll
             log.warning("loop kill not recorded: %s", type(exc).__name__)
 
-    async def kill(self, session_id: str, actor: str, reason: str) -> tuple[Any, bool]:
-        """Record (idempotently) and apply a kill here and, through the hooks, in workflows."""
-        rec, created = await self.store.record_kill(session_id, actor, reason, time.time())
-        self.mark_killed(session_id, rec.reason)
-        if created:
+    async def kill(self, session_id: str, actor: str, reason: str) -> tuple[Any, bool | None]:
+        """Journal, apply here at once, record (idempotently) in the ledger, and reach the
+        session's workflow through the hooks. With the ledger down the kill still holds here
+        and is written (and so reaches every replica) when it is back: `created` is then None.
+        """
+        ts = time.time()
+        self.writer.record_kill(session_id, actor, reason, ts)  # write-ahead
+        self.mark_killed(session_id, reason)
+        created: bool | None
+        try:
+            rec, created = await self.store.record_kill(session_id, actor, reason, ts)
+        except LedgerUnavailable:
+            log.warning("ledger unreachable: kill journaled, in force here, recorded later")
+            rec = KillRecord(id=None, session_id=session_id, actor=actor, reason=reason, ts=ts)
+            created = None
+        if rec.reason != reason:
+            self.mark_killed(session_id, rec.reason)  # the first kill's record stands
+        if created is not False:
             self.metrics.kills.inc()
             log.info("session killed", extra={"session_id": session_id, "actor": actor})
         for hook in self.kill_hooks:

@@ -48,23 +48,29 @@ class SessionOwners:
         self._known: OrderedDict[str, str] = OrderedDict()  # session id -> owner key id
         self._provisional: dict[str, Identity] = {}  # claims made while the ledger was down
         self._lock = asyncio.Lock()
+        self.version = 0  # grows when an owner is learnt (the last-known-state saver reads it)
 
     def owner(self, session_id: str) -> str | None:
         """The owner this runtime knows (None: not known here)."""
         return self._known.get(session_id)
 
-    def _remember(self, session_id: str, key_id: str) -> None:
+    def remember(self, session_id: str, key_id: str) -> None:
         known = self._known
+        if known.get(session_id) != key_id:
+            self.version += 1
         known[session_id] = key_id
         known.move_to_end(session_id)
         if len(known) > self._cap:
             known.popitem(last=False)
 
+    def snapshot(self) -> dict[str, str]:
+        return dict(self._known)
+
     async def warm(self, now: float | None = None) -> None:
         """Load recently claimed owners, so the first calls after a restart need no lookup."""
         now = time.time() if now is None else now
         for rec in reversed(await recent_owners(self._store, now - WARM_SECONDS, self._cap)):
-            self._remember(rec.session_id, rec.key_id)
+            self.remember(rec.session_id, rec.key_id)
 
     async def check(self, ident: Identity, grant: str = "") -> None:
         """Refuse `ident` on a session another key owns; claim an unowned one for it."""
@@ -87,9 +93,9 @@ class SessionOwners:
         except LedgerUnavailable:
             log.warning("ledger unreachable: session owner bound provisionally in memory")
             self._provisional[sid] = ident
-            self._remember(sid, ident.key_id)
+            self.remember(sid, ident.key_id)
             return ident.key_id
-        self._remember(sid, rec.key_id)
+        self.remember(sid, rec.key_id)
         return rec.key_id
 
     async def flush_provisional(self) -> None:
@@ -101,5 +107,5 @@ class SessionOwners:
                 rec = await claim_session(
                     self._store, sid, ident.key_id, ident.user, ident.team, time.time()
                 )
-                self._remember(sid, rec.key_id)
+                self.remember(sid, rec.key_id)
                 del self._provisional[sid]

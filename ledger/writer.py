@@ -32,6 +32,8 @@ from ledger.store import LedgerStore
 
 log = logging.getLogger(__name__)
 
+KILL_KIND = "kill"  # `_kind` of a journaled kill
+
 _MEMORY_ONLY = Path()  # stands for "no segment": the journal could not take the row
 
 
@@ -102,6 +104,26 @@ class LedgerWriter:
         restart settles only its own cut streams, never another replica's live ones."""
         return f"{socket.gethostname()}:{self._journal.directory.resolve()}"
 
+    def record_kill(self, session_id: str, actor: str, reason: str, ts: float) -> None:
+        """Journal a kill before anything else happens to it: it survives a crash and a
+        database outage, and reaches the ledger (so every replica) when the database can
+        take it. Writing it again is harmless: a session is killed once."""
+        if self._closed:
+            raise LedgerError("ledger writer is closed; the kill was not journaled")
+        self._enqueue(
+            {
+                "_kind": KILL_KIND,
+                "session_id": session_id,
+                "actor": actor,
+                "reason": reason,
+                "ts": float(ts),
+            }
+        )
+
+    def pending_kills(self) -> list[dict[str, Any]]:
+        """Kills journaled but not yet in the database (a start during an outage)."""
+        return [row for row, _ in self._queue if row.get("_kind") == KILL_KIND]
+
     def record_stream_start(self, row: Mapping[str, Any]) -> None:
         """Journal a stream's first byte: `row` is the call row it stands for if it is cut."""
         if self._closed:
@@ -154,7 +176,7 @@ class LedgerWriter:
                     if raw.get("_kind") == EVENT_KIND:
                         clean = normalize_event(raw)
                         clean["_kind"] = EVENT_KIND
-                    elif raw.get("_kind") == STREAM_START_KIND:
+                    elif raw.get("_kind") in (STREAM_START_KIND, KILL_KIND):
                         clean = dict(raw)
                     else:
                         clean = normalize_call(raw, store_text=self.store_text)
@@ -241,6 +263,13 @@ class LedgerWriter:
         rows = [r for r in batch if "_kind" not in r] if kinds else batch
         starts = [r for r in kinds if r["_kind"] == STREAM_START_KIND]
         events = [r for r in kinds if r["_kind"] == EVENT_KIND]
+        for k in (r for r in kinds if r["_kind"] == KILL_KIND):
+            try:
+                await self._store.record_kill(k["session_id"], k["actor"], k["reason"], k["ts"])
+            except LedgerUnavailable:
+                raise
+            except (LedgerError, ValueError, KeyError) as e:
+                self._reject(k, str(e))
         if starts:  # before the calls that may settle them, so a start never trails its end
             await insert_stream_starts(self._store, starts)
         if rows:

@@ -99,18 +99,21 @@ async def _kill(gw: Gateway, session_id: str, actor: str, receive: Receive, send
     if not session_id or len(session_id) > 256:
         raise Refusal(400, "invalid_request", "session id must be 1-256 characters")
     rec, created = await gw.kill(session_id, actor, reason)
-    await respond_json(
-        send,
-        200,
-        {
-            "session_id": session_id,
-            "killed": True,
-            "already_killed": not created,
-            "actor": rec.actor,
-            "reason": rec.reason,
-            "ts": rec.ts,
-        },
-    )
+    doc: dict[str, Any] = {
+        "session_id": session_id,
+        "killed": True,
+        "already_killed": created is False,
+        "actor": rec.actor,
+        "reason": rec.reason,
+        "ts": rec.ts,
+        "recorded": created is not None,
+    }
+    if created is None:  # accepted: in force here, in the ledger (every replica) when it is back
+        doc["message"] = (
+            "the ledger database is unreachable: the kill is journaled and in force on this "
+            "replica; it is written to the ledger and reaches every replica when it returns"
+        )
+    await respond_json(send, 200 if created is not None else 202, doc)
 
 
 async def _show(gw: Gateway, session_id: str, send: Send) -> None:
