@@ -37,8 +37,10 @@ async def post(h: httpx.AsyncClient, base: str, sid: str, text: str) -> httpx.Re
 async def refused_killed(h: httpx.AsyncClient, base: str, sid: str, within: float = 10.0
                          ) -> bool:
     end = time.monotonic() + within
+    n = 0
     while time.monotonic() < end:
-        r = await post(h, base, sid, "still there?")
+        n += 1  # a new prompt each time: repeating one would trip the loop detector itself
+        r = await post(h, base, sid, f"still there? ({n})")
         if r.status_code == 403 and r.json()["error"]["code"] == "session_killed":
             return True
         await asyncio.sleep(0.1)
