@@ -217,7 +217,8 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
             )
         with span("governor.upstream") as sp:
             res = await gw.router.call(
-                req.protocol, req.body, vm, targets, req.stream, req.include_usage
+                req.protocol, req.body, vm, targets, req.stream, req.include_usage,
+                gw.config.prices,
             )
             if sp.is_recording():
                 sp.set_attribute("gen_ai.system", res.provider.protocol)

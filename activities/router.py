@@ -23,7 +23,11 @@ import orjson
 
 from activities.wire.bridge import StreamRelay, request_for_target, response_for_caller
 from activities.wire.errors import WireError, parse_upstream_error, stream_error
-from activities.wire.mapping import anthropic_usage_dict, openai_usage_dict
+from activities.wire.mapping import (
+    RESPONSE_FORMAT_TOOL,
+    anthropic_usage_dict,
+    openai_usage_dict,
+)
 from activities.wire.usage import (
     Protocol,
     StreamAccumulator,
@@ -36,7 +40,8 @@ from activities.wire.usage import (
     usage_from_openai,
 )
 from policies import breaker
-from policies.config.models import Provider, RoutingConfig, Target
+from policies.config.models import ModelPrice, Provider, RoutingConfig, Target
+from policies.pricing import max_output_tokens
 from policies.refusals import Refusal
 
 _RETRYABLE = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
@@ -210,6 +215,7 @@ class Router:
         targets: list[Target],
         stream: bool,
         include_usage: bool = True,
+        prices: Mapping[str, ModelPrice] | None = None,
     ) -> UpstreamResult:
         """Try targets in order (with `vm.retries` retries each) until one answers.
 
@@ -235,7 +241,8 @@ class Router:
                 self.breakers[t.key] = breaker.on_attempt(st, vm.circuit_breaker, now)
             for n in range(vm.retries + 1):
                 try:
-                    res = await self._once(caller, p, t, body, stream, include_usage)
+                    limit = max_output_tokens(prices.get(t.model)) if prices else None
+                    res = await self._once(caller, p, t, body, stream, include_usage, limit)
                 except UpstreamFailure as exc:
                     failures.append(exc)
                     attempts.append(Attempt(t.key, exc.code))
@@ -267,10 +274,13 @@ class Router:
         body: dict[str, Any],
         stream: bool,
         include_usage: bool,
+        max_output: int | None = None,
     ) -> UpstreamResult:
         assert self._session is not None
         try:
-            payload = orjson.dumps(request_for_target(caller, p.protocol, body, t.model))
+            payload = orjson.dumps(
+                request_for_target(caller, p.protocol, body, t.model, max_output)
+            )
         except WireError as exc:
             raise Refusal(
                 400, exc.code, f"cannot send this request to {t.key}: {exc.message}"
@@ -560,6 +570,13 @@ def _openai_text(doc: dict[str, Any]) -> str:
 
 def _anthropic_text(doc: dict[str, Any]) -> str:
     try:
-        return "".join(b.get("text", "") for b in doc["content"] if b.get("type") == "text")
+        return "".join(
+            b.get("text", "")
+            if b.get("type") == "text"
+            else orjson.dumps(b.get("input") or {}).decode()
+            if b.get("type") == "tool_use" and b.get("name") == RESPONSE_FORMAT_TOOL
+            else ""
+            for b in doc["content"]
+        )
     except (KeyError, TypeError, AttributeError):
         return ""

@@ -36,3 +36,14 @@ def call_cost(
     return (
         input_tokens * inp + output_tokens * out + cache_read_tokens * cr + cache_write_tokens * cw
     ) / 1_000_000
+
+
+def max_output_tokens(price: ModelPrice | None, version: str | None = None) -> int | None:
+    """The model's (or that version's) output maximum from the catalog, if it has one."""
+    if price is None:
+        return None
+    if version:
+        for v in price.versions:
+            if v.version == version and v.max_output_tokens is not None:
+                return v.max_output_tokens
+    return price.max_output_tokens

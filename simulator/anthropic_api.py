@@ -29,6 +29,7 @@ from simulator.replies import (
 )
 from simulator.state import STATE_KEY, SimState
 from simulator.tokenizer import count_tokens
+from simulator.validation import check_anthropic
 
 MESSAGE_OVERHEAD = 4
 MEDIA_TOKENS = 85
@@ -96,6 +97,8 @@ class MessagesRequest:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise BadRequest("max_tokens: Field required (a positive integer)")
         self.max_tokens = max_tokens
+        if not counting:
+            check_anthropic(body, spec, max_tokens)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise BadRequest("messages: must be a non-empty list")
@@ -214,6 +217,8 @@ async def _parse(
     spec = state.index.get(model)
     if spec is None:
         return anthropic_error(404, "not_found_error", f"model: {model}")
+    if not counting:
+        state.last_request[spec.name] = body
     try:
         return MessagesRequest(body, spec, counting), spec
     except (BadRequest, FaultSpecError) as exc:

@@ -22,6 +22,8 @@ class ModelSpec:
     tokenizer_factor: float = 1.0
     # Informational: whose model this is. Every model is served on both wire protocols.
     provider: str = "openai"
+    # The model's output maximum: a larger max_tokens is refused, as the real APIs do (0: none).
+    max_output_tokens: int = 0
 
 
 def _catalog(*specs: ModelSpec) -> dict[str, ModelSpec]:
@@ -29,21 +31,36 @@ def _catalog(*specs: ModelSpec) -> dict[str, ModelSpec]:
 
 
 DEFAULT_MODELS: dict[str, ModelSpec] = _catalog(
-    ModelSpec("gpt-4o-mini", "gpt-4o-mini-2024-07-18"),
-    ModelSpec("gpt-4o", "gpt-4o-2024-11-20"),
-    ModelSpec("gpt-4.1", "gpt-4.1-2025-04-14"),
-    ModelSpec("gpt-4.1-mini", "gpt-4.1-mini-2025-04-14"),
-    ModelSpec("claude-haiku-4-5", "claude-haiku-4-5-20251001", provider="anthropic"),
-    ModelSpec("claude-sonnet-4-6", "claude-sonnet-4-6-20260201", provider="anthropic"),
-    ModelSpec("claude-opus-4-6", "claude-opus-4-6-20260105", 1.0, provider="anthropic"),
+    ModelSpec("gpt-4o-mini", "gpt-4o-mini-2024-07-18", max_output_tokens=16384),
+    ModelSpec("gpt-4o", "gpt-4o-2024-11-20", max_output_tokens=16384),
+    ModelSpec("gpt-4.1", "gpt-4.1-2025-04-14", max_output_tokens=32768),
+    ModelSpec("gpt-4.1-mini", "gpt-4.1-mini-2025-04-14", max_output_tokens=32768),
+    ModelSpec(
+        "claude-haiku-4-5", "claude-haiku-4-5-20251001", provider="anthropic",
+        max_output_tokens=64000,
+    ),
+    ModelSpec(
+        "claude-sonnet-4-6", "claude-sonnet-4-6-20260201", provider="anthropic",
+        max_output_tokens=64000,
+    ),
+    ModelSpec(
+        "claude-opus-4-6", "claude-opus-4-6-20260105", 1.0, provider="anthropic",
+        max_output_tokens=128000,
+    ),
     # The "new tokenizer": same text, up to 35% more tokens than claude-opus-4-6.
-    ModelSpec("claude-opus-4-7", "claude-opus-4-7-20260416", 1.35, provider="anthropic"),
+    ModelSpec(
+        "claude-opus-4-7", "claude-opus-4-7-20260416", 1.35, provider="anthropic",
+        max_output_tokens=128000,
+    ),
     ModelSpec(
         "anthropic.claude-haiku-4-5",
         "anthropic.claude-haiku-4-5-20251001-v1:0",
         provider="bedrock",
+        max_output_tokens=64000,
     ),
-    ModelSpec("gemini-2.0-flash", "gemini-2.0-flash-001", provider="google"),
+    ModelSpec(
+        "gemini-2.0-flash", "gemini-2.0-flash-001", provider="google", max_output_tokens=8192
+    ),
 )
 
 

@@ -30,6 +30,7 @@ from simulator.replies import (
 )
 from simulator.state import STATE_KEY, SimState
 from simulator.tokenizer import count_tokens
+from simulator.validation import check_openai
 
 FINGERPRINT = "governor-simulated"
 MESSAGE_OVERHEAD = 4
@@ -85,6 +86,7 @@ class ChatRequest:
         if tools is not None and not isinstance(tools, list):
             raise BadRequest("'tools' must be an array", "tools")
         self.max_tokens = _max_tokens(body)
+        check_openai(body, spec, self.max_tokens)
         self.stream = body.get("stream") is True
         options = body.get("stream_options")
         self.include_usage = (
@@ -183,6 +185,7 @@ async def _serve_chat(request: web.Request, state: SimState) -> web.StreamRespon
             code="model_not_found",
             param="model",
         )
+    state.last_request[spec.name] = body
     try:
         chat = ChatRequest(body, spec)
     except BadRequest as exc:

@@ -29,6 +29,9 @@ class SimState:
         self.in_flight = 0
         # Streams whose client closed the request before the last event (newest last).
         self.cancelled: list[dict[str, Any]] = []
+        # The last request body each model received, as sent (what a proxy forwarded): one per
+        # model, so bounded by the catalog.
+        self.last_request: dict[str, dict[str, Any]] = {}
         self._ids = itertools.count(1)
         self._prefix = os.urandom(3).hex()
 

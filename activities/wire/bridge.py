@@ -35,12 +35,18 @@ def caller_wants_usage_chunk(caller: Protocol, body: dict[str, Any]) -> bool:
 
 
 def request_for_target(
-    caller: Protocol, target: Protocol, body: dict[str, Any], model: str
+    caller: Protocol,
+    target: Protocol,
+    body: dict[str, Any],
+    model: str,
+    max_output_tokens: int | None = None,
 ) -> dict[str, Any]:
     """The caller's request body shaped for `target` and its concrete `model`.
 
     Streaming OpenAI requests always ask for usage: accounting needs it whatever the caller said
-    (the relay drops the extra chunk when the caller did not ask).
+    (the relay drops the extra chunk when the caller did not ask). `max_output_tokens` (the
+    model's catalog maximum) fills an Anthropic target's required max_tokens when the caller
+    set no limit.
     """
     if not isinstance(body, dict):
         raise WireError("request body must be a JSON object")
@@ -55,7 +61,7 @@ def request_for_target(
             }
         return out
     if caller == "openai":
-        return openai_request_to_anthropic(body, model)
+        return openai_request_to_anthropic(body, model, max_output_tokens)
     return anthropic_request_to_openai(body, model)
 
 

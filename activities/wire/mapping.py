@@ -9,6 +9,10 @@ from typing import Any
 
 from activities.wire.usage import Usage, parse_anthropic_usage, parse_openai_usage
 
+# The tool an OpenAI `response_format` becomes for an Anthropic target: its input is the answer,
+# handed back to the caller as the message content.
+RESPONSE_FORMAT_TOOL = "governor_response_format"
+
 # Anthropic stop_reason -> OpenAI finish_reason.
 FINISH_FROM_ANTHROPIC: dict[str, str] = {
     "end_turn": "stop",

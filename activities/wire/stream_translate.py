@@ -13,6 +13,7 @@ import orjson
 
 from activities.wire.errors import anthropic_stream_error, openai_stream_error
 from activities.wire.mapping import (
+    RESPONSE_FORMAT_TOOL,
     anthropic_message_id,
     anthropic_usage_dict,
     finish_from_anthropic,
@@ -37,6 +38,7 @@ class AnthropicToOpenAIStream:
     """Anthropic stream events in, OpenAI `chat.completion.chunk` SSE lines out."""
 
     __slots__ = (
+        "_answer_blocks",
         "_created",
         "_done",
         "_finish",
@@ -56,6 +58,7 @@ class AnthropicToOpenAIStream:
         self._id = "chatcmpl-governor"
         self._usage = Usage()
         self._tool_of_block: dict[int, int] = {}
+        self._answer_blocks: set[int] = set()  # response-format tool blocks: streamed as content
         self._finish: str | None = None
         self._done = False
 
@@ -92,8 +95,11 @@ class AnthropicToOpenAIStream:
                 text = delta.get("text")
                 return [self._chunk({"content": text})] if text else []
             if dtype == "input_json_delta":
-                tool = self._tool_of_block.get(index_of(data.get("index"), -1))
+                index = index_of(data.get("index"), -1)
                 part = delta.get("partial_json")
+                if index in self._answer_blocks:
+                    return [self._chunk({"content": part})] if part else []
+                tool = self._tool_of_block.get(index)
                 if tool is None or not part:
                     return []
                 return [
@@ -103,6 +109,9 @@ class AnthropicToOpenAIStream:
         if kind == "content_block_start":
             block = obj(data.get("content_block"))
             btype = block.get("type")
+            if btype == "tool_use" and block.get("name") == RESPONSE_FORMAT_TOOL:
+                self._answer_blocks.add(index_of(data.get("index"), -1))
+                return []
             if btype == "tool_use":
                 tool = len(self._tool_of_block)
                 self._tool_of_block[index_of(data.get("index"), tool)] = tool
@@ -145,6 +154,8 @@ class AnthropicToOpenAIStream:
             reason = finish_from_anthropic(delta.get("stop_reason"))
             if reason is None:
                 return []
+            if reason == "tool_calls" and not self._tool_of_block:
+                reason = "stop"  # only the response-format tool was used: a plain answer
             self._finish = reason
             return [self._chunk({}, reason)]
         if kind == "message_stop":

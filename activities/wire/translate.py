@@ -4,18 +4,25 @@ A virtual model may send an OpenAI-format caller to an Anthropic target and the 
 direction must keep everything the other side can express: system text, multi-part content,
 images, tool calls and results, tool choice, limits, stop sequences, usage with cache fields.
 What the target cannot express is refused with a `WireError` (a 400 for the caller), never a crash.
-Streams are translated by `activities.wire.stream_translate` (re-exported here).
+Every top-level request field is decided in `activities.wire.fields` (translated, refused or
+ignored, and why); values are normalised to what the target's API validates (image media types,
+tool-call ids, stop-sequence counts, temperature range). Streams are translated by
+`activities.wire.stream_translate` (re-exported here).
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 from typing import Any
 
 import orjson
 
 from activities.wire.errors import WireError
+from activities.wire.fields import ANTHROPIC_TO_OPENAI, OPENAI_TO_ANTHROPIC, admit
 from activities.wire.mapping import (
+    RESPONSE_FORMAT_TOOL,
     anthropic_message_id,
     anthropic_usage_dict,
     finish_from_anthropic,
@@ -38,8 +45,24 @@ __all__ = [
     "openai_response_to_anthropic",
 ]
 
-DEFAULT_MAX_TOKENS = 1024
+# Anthropic requires max_tokens; when neither the caller nor the catalog gives one (every Claude
+# model since 3.0 can write at least this much).
+DEFAULT_MAX_TOKENS = 4096
 Json = dict[str, Any]
+
+# Image media types both APIs accept (Anthropic validates an enum; OpenAI: png, jpeg, gif, webp).
+IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+_MEDIA_ALIASES = {
+    "image/jpg": "image/jpeg",
+    "image/pjpeg": "image/jpeg",
+    "image/x-png": "image/png",
+}
+DOCUMENT_MEDIA_TYPES = frozenset({"application/pdf"})
+_TOOL_ID_OK = re.compile(r"^[a-zA-Z0-9_-]+$")
+OPENAI_MAX_TOOL_ID = 40  # OpenAI refuses longer tool_call ids
+OPENAI_MAX_STOP = 4  # OpenAI refuses more stop sequences
+THINKING_BUDGET = {"low": 1024, "medium": 4096, "high": 16384}
+MIN_THINKING_BUDGET = 1024  # Anthropic's minimum budget_tokens
 
 
 def _require_dict(value: object, what: str) -> Json:
@@ -69,12 +92,47 @@ def _with_cache_control(block: Json, source: Json) -> Json:
 # ---------------------------------------------------------------- OpenAI request -> Anthropic
 
 
-def _data_url_source(url: str, where: str) -> Json:
+def media_type_for(kind: str, media_type: object, where: str) -> str:
+    """`media_type` as the target validates it (`image/jpg` -> `image/jpeg`, case folded), or a
+    WireError naming what is accepted."""
+    mt = media_type.strip().lower() if isinstance(media_type, str) else ""
+    mt = _MEDIA_ALIASES.get(mt, mt)
+    allowed = IMAGE_MEDIA_TYPES if kind == "image" else DOCUMENT_MEDIA_TYPES
+    if mt not in allowed:
+        raise WireError(
+            f"{where}: {kind} media type {media_type!r} is not accepted by the target; use one "
+            f"of {', '.join(sorted(allowed))}"
+        )
+    return mt
+
+
+def _data_url_source(url: str, where: str, kind: str = "image") -> Json:
     header, sep, data = url[5:].partition(",")
     media_type, _, encoding = header.partition(";")
     if not sep or encoding != "base64" or not media_type:
         raise WireError(f"{where}: only base64 data URLs (data:<type>;base64,...) are supported")
-    return {"type": "base64", "media_type": media_type, "data": data}
+    return {"type": "base64", "media_type": media_type_for(kind, media_type, where), "data": data}
+
+
+def anthropic_tool_id(call_id: object, fallback: str) -> str:
+    """A tool-call id as Anthropic validates it (`^[a-zA-Z0-9_-]+$`); the same input always
+    maps to the same id, so a tool_use and its tool_result still pair up."""
+    text = call_id if isinstance(call_id, str) and call_id else fallback
+    if _TOOL_ID_OK.match(text):
+        return text
+    return "toolu_" + re.sub(r"[^a-zA-Z0-9_-]", "_", text)[:48] + "_" + _short_hash(text)
+
+
+def openai_tool_id(call_id: object, fallback: str) -> str:
+    """A tool-call id within OpenAI's 40-character limit; deterministic, like the above."""
+    text = call_id if isinstance(call_id, str) and call_id else fallback
+    if len(text) <= OPENAI_MAX_TOOL_ID:
+        return text
+    return text[: OPENAI_MAX_TOOL_ID - 9] + "_" + _short_hash(text)
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def _image_block(part: Json, where: str) -> Json:
@@ -96,7 +154,8 @@ def _file_block(part: Json, where: str) -> Json:
     data = file.get("file_data") if isinstance(file, dict) else None
     if not isinstance(data, str) or not data.startswith("data:"):
         raise WireError(f"{where}: only inline file_data (a base64 data URL) can be translated")
-    return _with_cache_control({"type": "document", "source": _data_url_source(data, where)}, part)
+    source = _data_url_source(data, where, "document")
+    return _with_cache_control({"type": "document", "source": source}, part)
 
 
 def _anthropic_blocks(content: object, where: str) -> list[Json]:
@@ -158,7 +217,7 @@ def _tool_use_block(call: object, where: str) -> Json:
         raise WireError(f"{where}.function.arguments must encode a JSON object")
     return {
         "type": "tool_use",
-        "id": call.get("id") or f"toolu_{name}",
+        "id": anthropic_tool_id(call.get("id"), f"toolu_{name}"),
         "name": name,
         "input": args,
     }
@@ -182,16 +241,22 @@ def _system_blocks(msg: Json, where: str) -> list[Json]:
     return blocks
 
 
-def _anthropic_tools(tools: object) -> list[Json]:
+def _anthropic_tools(tools: object, what: str = "tools") -> list[Json]:
     out: list[Json] = []
-    for i, tool in enumerate(_require_list(tools, "tools")):
-        tool = _require_dict(tool, f"tools[{i}]")
-        if tool.get("type", "function") != "function":
-            raise WireError(f"tools[{i}]: only function tools can be sent to an Anthropic model")
-        fn = _require_dict(tool.get("function"), f"tools[{i}].function")
+    for i, tool in enumerate(_require_list(tools, what)):
+        tool = _require_dict(tool, f"{what}[{i}]")
+        if what == "functions":
+            fn = tool  # the deprecated list holds the function objects themselves
+        else:
+            if tool.get("type", "function") != "function":
+                raise WireError(f"{what}[{i}]: only function tools can be sent to an Anthropic "
+                                "model")
+            fn = _require_dict(tool.get("function"), f"{what}[{i}].function")
         name = fn.get("name")
         if not isinstance(name, str) or not name:
-            raise WireError(f"tools[{i}].function.name must be a non-empty string")
+            raise WireError(f"{what}[{i}].function.name must be a non-empty string")
+        if name == RESPONSE_FORMAT_TOOL:
+            raise WireError(f"{what}[{i}]: the tool name {name!r} is reserved by the gateway")
         params = fn.get("parameters")
         entry: Json = {"name": name}
         if fn.get("description"):
@@ -212,8 +277,8 @@ def _anthropic_tool_choice(choice: object, parallel: object) -> Json | None:
         return {"type": "none"}
     elif choice == "required":
         result = {"type": "any"}
-    elif isinstance(choice, dict) and choice.get("type") == "function":
-        fn = choice.get("function")
+    elif isinstance(choice, dict) and choice.get("type", "function") == "function":
+        fn = choice.get("function", choice)  # {"name": ...} alone: the deprecated function_call
         name = fn.get("name") if isinstance(fn, dict) else None
         if not isinstance(name, str) or not name:
             raise WireError("tool_choice.function.name must be a non-empty string")
@@ -225,22 +290,97 @@ def _anthropic_tool_choice(choice: object, parallel: object) -> Json | None:
     return result
 
 
-def _stop_sequences(stop: object) -> list[str] | None:
+def _stop_sequences(stop: object, field: str = "stop") -> list[str] | None:
     if stop is None:
         return None
     if isinstance(stop, str):
-        return [stop]
+        return [stop] if stop else None
     if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-        return list(stop)
-    raise WireError("stop must be a string or an array of strings")
+        return [s for s in stop if s] or None
+    raise WireError(f"{field} must be a string or an array of strings")
 
 
-def openai_request_to_anthropic(body: dict[str, Any], model: str) -> dict[str, Any]:
-    """An OpenAI chat completions request as an Anthropic messages request for `model`."""
+def _positive_int(value: object, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise WireError(f"{field} must be a positive integer")
+    return value
+
+
+def _response_format_tool(fmt: object) -> Json | None:
+    """OpenAI `response_format` as the forced tool whose input is the answer (None for text)."""
+    if fmt is None:
+        return None
+    fmt = _require_dict(fmt, "response_format")
+    ftype = fmt.get("type")
+    if ftype == "text":
+        return None
+    if ftype == "json_object":
+        schema: Json = {"type": "object"}
+        description = "Reply with a JSON object: its input is your whole answer."
+    elif ftype == "json_schema":
+        spec = _require_dict(fmt.get("json_schema"), "response_format.json_schema")
+        schema = _require_dict(spec.get("schema", {"type": "object"}), "json_schema.schema")
+        if schema.get("type", "object") != "object":
+            raise WireError("response_format.json_schema.schema must describe an object for an "
+                            "Anthropic target (its answer is a tool input)")
+        description = str(spec.get("description") or "")
+        name = spec.get("name")
+        description = (
+            f"Reply with {name!r}: its input is your whole answer. {description}".strip()
+            if name else f"Reply through this tool: its input is your whole answer. {description}"
+        ).strip()
+    else:
+        raise WireError("response_format.type must be text, json_object or json_schema")
+    return {"name": RESPONSE_FORMAT_TOOL, "description": description, "input_schema": schema}
+
+
+def _apply_response_format(out: Json, tool: Json, choice: object) -> None:
+    """Offer the answer tool: forced when the caller's tools cannot be called this turn, one of
+    the choices ("any") when they can; a caller forcing one of its own tools keeps that."""
+    tools = out.setdefault("tools", [])
+    tools.append(tool)
+    current = out.get("tool_choice")
+    ctype = current.get("type") if isinstance(current, dict) else None
+    if ctype == "tool":
+        return
+    if len(tools) == 1 or ctype == "none" or choice == "none":
+        forced: Json = {"type": "tool", "name": RESPONSE_FORMAT_TOOL}
+    else:
+        forced = {"type": "any"}
+    if isinstance(current, dict) and current.get("disable_parallel_tool_use"):
+        forced["disable_parallel_tool_use"] = True
+    out["tool_choice"] = forced
+
+
+def _thinking(effort: object, max_tokens: int) -> Json | None:
+    if effort is None or effort in ("none", "minimal"):
+        return None
+    budget = THINKING_BUDGET.get(effort) if isinstance(effort, str) else None
+    if budget is None:
+        raise WireError("reasoning_effort must be one of none, minimal, low, medium, high")
+    budget = min(budget, max_tokens - 1)
+    if budget < MIN_THINKING_BUDGET:
+        raise WireError(
+            f"reasoning_effort {effort!r} needs max_completion_tokens above "
+            f"{MIN_THINKING_BUDGET} for an Anthropic target (its thinking budget is at least "
+            f"{MIN_THINKING_BUDGET} tokens and counts within the output limit)"
+        )
+    return {"type": "enabled", "budget_tokens": budget}
+
+
+_SERVICE_TIER_TO_ANTHROPIC = {"auto": "auto", "default": "standard_only"}
+
+
+def openai_request_to_anthropic(
+    body: dict[str, Any], model: str, default_max_tokens: int | None = None
+) -> dict[str, Any]:
+    """An OpenAI chat completions request as an Anthropic messages request for `model`.
+
+    `default_max_tokens` (the model's catalog max_output_tokens) fills Anthropic's required
+    max_tokens when the caller set no limit.
+    """
     body = _require_dict(body, "request body")
-    n = body.get("n")
-    if n not in (None, 1):
-        raise WireError("n > 1 cannot be served by an Anthropic model")
+    admit(body, OPENAI_TO_ANTHROPIC, "Anthropic")
     system: list[Json] = []
     messages: list[Json] = []
     for i, msg in enumerate(_require_list(body.get("messages"), "messages")):
@@ -266,7 +406,7 @@ def openai_request_to_anthropic(body: dict[str, Any], model: str) -> dict[str, A
                 raise WireError(f"{where}.tool_call_id must be a non-empty string")
             result = {
                 "type": "tool_result",
-                "tool_use_id": call_id,
+                "tool_use_id": anthropic_tool_id(call_id, call_id),
                 "content": _tool_result_content(msg.get("content"), where),
             }
             _append_turn(messages, "user", [result])
@@ -274,6 +414,8 @@ def openai_request_to_anthropic(body: dict[str, Any], model: str) -> dict[str, A
             raise WireError(
                 f"{where}.role {role!r} is not one of system, developer, user, assistant, tool"
             )
+    if messages:
+        _strip_final_assistant(messages)
     if not messages:
         raise WireError("messages must contain at least one user or assistant message")
 
@@ -283,34 +425,74 @@ def openai_request_to_anthropic(body: dict[str, Any], model: str) -> dict[str, A
         out["system"] = system[0]["text"] if plain else system
     out["messages"] = [_collapse(m) for m in messages]
     limit = body.get("max_completion_tokens")
+    field = "max_completion_tokens"
     if limit is None:
-        limit = body.get("max_tokens")
+        limit, field = body.get("max_tokens"), "max_tokens"
     if limit is None:
-        limit = DEFAULT_MAX_TOKENS
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise WireError("max_tokens must be a positive integer")
-    out["max_tokens"] = limit
+        limit = default_max_tokens or DEFAULT_MAX_TOKENS
+    out["max_tokens"] = _positive_int(limit, field)
     temperature = body.get("temperature")
     if temperature is not None:
-        if not isinstance(temperature, int | float):
+        if not isinstance(temperature, int | float) or isinstance(temperature, bool):
             raise WireError("temperature must be a number")
-        out["temperature"] = min(float(temperature), 1.0)  # Anthropic's range is 0..1
+        out["temperature"] = max(0.0, min(float(temperature), 1.0))  # Anthropic's range is 0..1
     if body.get("top_p") is not None:
         out["top_p"] = body["top_p"]
     stops = _stop_sequences(body.get("stop"))
     if stops:
         out["stop_sequences"] = stops
-    if body.get("tools"):
-        out["tools"] = _anthropic_tools(body["tools"])
-    choice = _anthropic_tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+    tools = body.get("tools") or body.get("functions")
+    if tools:
+        out["tools"] = _anthropic_tools(tools, "tools" if body.get("tools") else "functions")
+    raw_choice = body.get("tool_choice")
+    if raw_choice is None and body.get("function_call") is not None:
+        fc = body["function_call"]
+        raw_choice = {"type": "function", "function": fc} if isinstance(fc, dict) else fc
+    choice = _anthropic_tool_choice(raw_choice, body.get("parallel_tool_calls"))
     if choice is not None and "tools" in out:
         out["tool_choice"] = choice
+    answer_tool = _response_format_tool(body.get("response_format"))
+    if answer_tool is not None:
+        _apply_response_format(out, answer_tool, raw_choice)
+    thinking = _thinking(body.get("reasoning_effort"), out["max_tokens"])
+    if thinking is not None:
+        forced = out.get("tool_choice", {}).get("type") in ("any", "tool")
+        if forced:
+            raise WireError("reasoning_effort cannot be combined with a forced tool or "
+                            "response_format for an Anthropic target (thinking requires "
+                            "tool_choice auto)")
+        if out.get("temperature") not in (None, 1.0):
+            raise WireError("reasoning_effort with a temperature other than 1 cannot be sent "
+                            "to an Anthropic target (thinking requires temperature 1)")
+        out["thinking"] = thinking
+    tier = body.get("service_tier")
+    if tier is not None:
+        if tier not in _SERVICE_TIER_TO_ANTHROPIC:
+            raise WireError(f"service_tier {tier!r} has no Anthropic equivalent; use auto or "
+                            "default", code="unsupported_field")
+        out["service_tier"] = _SERVICE_TIER_TO_ANTHROPIC[tier]
     user = body.get("user") or body.get("safety_identifier")
     if isinstance(user, str) and user:
         out["metadata"] = {"user_id": user}
     if body.get("stream"):
         out["stream"] = True
     return out
+
+
+def _strip_final_assistant(messages: list[Json]) -> None:
+    # Anthropic refuses a final (prefill) assistant turn that ends with whitespace.
+    last = messages[-1]
+    if last["role"] != "assistant":
+        return
+    blocks = last["content"]
+    if blocks and blocks[-1]["type"] == "text":
+        text = blocks[-1]["text"].rstrip()
+        if text:
+            blocks[-1] = {**blocks[-1], "text": text}
+        else:
+            blocks.pop()
+            if not blocks:
+                messages.pop()
 
 
 def _collapse(msg: Json) -> Json:
@@ -329,7 +511,8 @@ def _openai_image_part(block: Json, where: str) -> Json:
     stype = source.get("type")
     url: object
     if stype == "base64":
-        url = f"data:{source.get('media_type')};base64,{source.get('data')}"
+        media_type = media_type_for("image", source.get("media_type"), f"{where}.source")
+        url = f"data:{media_type};base64,{source.get('data')}"
     elif stype == "url":
         url = source.get("url")
         if not isinstance(url, str):
@@ -341,9 +524,17 @@ def _openai_image_part(block: Json, where: str) -> Json:
 
 def _openai_document_part(block: Json, where: str) -> Json:
     source = _require_dict(block.get("source"), f"{where}.source")
-    if source.get("type") != "base64":
-        raise WireError(f"{where}: only base64 documents can be sent to an OpenAI model")
-    data_url = f"data:{source.get('media_type')};base64,{source.get('data')}"
+    stype = source.get("type")
+    if stype == "text":  # a plain-text document is text to an OpenAI model
+        data = source.get("data")
+        if not isinstance(data, str):
+            raise WireError(f"{where}.source.data must be a string")
+        title = block.get("title")
+        return {"type": "text", "text": f"{title}\n\n{data}" if title else data}
+    if stype != "base64":
+        raise WireError(f"{where}: only base64 and text documents can be sent to an OpenAI model")
+    media_type = media_type_for("document", source.get("media_type"), f"{where}.source")
+    data_url = f"data:{media_type};base64,{source.get('data')}"
     name = block.get("title") or "document.pdf"
     return {"type": "file", "file": {"filename": name, "file_data": data_url}}
 
@@ -378,6 +569,9 @@ def _simple_content(parts: list[Json]) -> str | list[Json]:
     return parts
 
 
+TOOL_ERROR_PREFIX = "[tool error] "
+
+
 def _tool_message(block: Json, where: str, spill: list[Json]) -> Json:
     call_id = block.get("tool_use_id")
     if not isinstance(call_id, str) or not call_id:
@@ -393,7 +587,20 @@ def _tool_message(block: Json, where: str, spill: list[Json]) -> Json:
         spill.extend(p for p in parts if p["type"] != "text")
         texts = [p for p in parts if p["type"] == "text"]
         text = texts[0]["text"] if len(texts) == 1 else texts
-    return {"role": "tool", "tool_call_id": call_id, "content": text}
+    is_error = block.get("is_error")
+    if is_error is not None and not isinstance(is_error, bool):
+        raise WireError(f"{where}.is_error must be true or false")
+    if is_error:
+        # OpenAI tool messages have no error flag: the model reads it in the content.
+        if isinstance(text, str):
+            text = TOOL_ERROR_PREFIX + text
+        else:
+            text = [{"type": "text", "text": TOOL_ERROR_PREFIX.strip()}, *text]
+    return {
+        "role": "tool",
+        "tool_call_id": openai_tool_id(call_id, call_id),
+        "content": text,
+    }
 
 
 def _openai_user_messages(msg: Json, where: str, out: list[Json]) -> None:
@@ -432,7 +639,7 @@ def _openai_assistant_message(msg: Json, where: str) -> Json | None:
                 raise WireError(f"{at}.name must be a non-empty string")
             calls.append(
                 {
-                    "id": block.get("id") or f"call_{name}",
+                    "id": openai_tool_id(block.get("id"), f"call_{name}"),
                     "type": "function",
                     "function": {
                         "name": name,
@@ -507,9 +714,30 @@ def _system_text(system: object) -> str | list[Json] | None:
     return parts[0]["text"] if len(parts) == 1 else parts
 
 
+def _response_format_from_anthropic(body: Json) -> Json | None:
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if fmt is None:
+        fmt = body.get("output_format")
+    if fmt is None:
+        return None
+    fmt = _require_dict(fmt, "output_config.format")
+    if fmt.get("type") != "json_schema":
+        raise WireError("output_config.format.type must be json_schema")
+    schema = _require_dict(fmt.get("schema"), "output_config.format.schema")
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "response", "schema": schema, "strict": True},
+    }
+
+
+_SERVICE_TIER_TO_OPENAI = {"auto": "auto", "standard_only": "default"}
+
+
 def anthropic_request_to_openai(body: dict[str, Any], model: str) -> dict[str, Any]:
     """An Anthropic messages request as an OpenAI chat completions request for `model`."""
     body = _require_dict(body, "request body")
+    admit(body, ANTHROPIC_TO_OPENAI, "OpenAI")
     messages: list[Json] = []
     system = _system_text(body.get("system"))
     if system is not None:
@@ -529,15 +757,16 @@ def anthropic_request_to_openai(body: dict[str, Any], model: str) -> dict[str, A
     out: Json = {"model": model, "messages": messages}
     limit = body.get("max_tokens")
     if limit is not None:
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise WireError("max_tokens must be a positive integer")
-        out["max_completion_tokens"] = limit
+        out["max_completion_tokens"] = _positive_int(limit, "max_tokens")
     for key in ("temperature", "top_p"):
         if body.get(key) is not None:
             out[key] = body[key]
-    stops = body.get("stop_sequences")
+    stops = _stop_sequences(body.get("stop_sequences"), "stop_sequences")
     if stops:
-        out["stop"] = _stop_sequences(stops)
+        if len(stops) > OPENAI_MAX_STOP:
+            raise WireError(f"stop_sequences has {len(stops)} entries; an OpenAI target accepts "
+                            f"at most {OPENAI_MAX_STOP}")
+        out["stop"] = stops
     if body.get("tools"):
         out["tools"] = _openai_tools(body["tools"])
         choice, no_parallel = _openai_tool_choice(body.get("tool_choice"))
@@ -545,6 +774,14 @@ def anthropic_request_to_openai(body: dict[str, Any], model: str) -> dict[str, A
             out["tool_choice"] = choice
         if no_parallel:
             out["parallel_tool_calls"] = False
+    response_format = _response_format_from_anthropic(body)
+    if response_format is not None:
+        out["response_format"] = response_format
+    tier = body.get("service_tier")
+    if tier is not None:
+        if tier not in _SERVICE_TIER_TO_OPENAI:
+            raise WireError("service_tier must be auto or standard_only")
+        out["service_tier"] = _SERVICE_TIER_TO_OPENAI[tier]
     metadata = body.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
         out["user"] = metadata["user_id"]
@@ -570,6 +807,8 @@ def anthropic_response_to_openai(
         btype = block.get("type")
         if btype == "text":
             texts.append(str(block.get("text", "")))
+        elif btype == "tool_use" and block.get("name") == RESPONSE_FORMAT_TOOL:
+            texts = [orjson.dumps(block.get("input") or {}).decode()]  # the structured answer
         elif btype == "tool_use":
             calls.append(
                 {
@@ -586,8 +825,11 @@ def anthropic_response_to_openai(
         "content": "".join(texts) if texts else None,
         "refusal": None,
     }
+    finish = finish_from_anthropic(resp.get("stop_reason")) or "stop"
     if calls:
         message["tool_calls"] = calls
+    elif finish == "tool_calls":
+        finish = "stop"  # only the response-format tool was used: a plain answer
     return {
         "id": openai_completion_id(resp.get("id")),
         "object": "chat.completion",
@@ -598,7 +840,7 @@ def anthropic_response_to_openai(
                 "index": 0,
                 "message": message,
                 "logprobs": None,
-                "finish_reason": finish_from_anthropic(resp.get("stop_reason")) or "stop",
+                "finish_reason": finish,
             }
         ],
         "usage": openai_usage_dict(usage_of_anthropic(resp.get("usage"))),

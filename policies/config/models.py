@@ -219,6 +219,7 @@ class VersionPrice(_Strict):
     output_per_mtok: float | None = Field(default=None, ge=0)
     cache_read_per_mtok: float | None = Field(default=None, ge=0)
     cache_write_per_mtok: float | None = Field(default=None, ge=0)
+    max_output_tokens: int | None = Field(default=None, gt=0)
     tokenizer: str | None = None
 
 
@@ -230,6 +231,9 @@ class ModelPrice(_Strict):
     output_per_mtok: float = Field(ge=0)
     cache_read_per_mtok: float | None = Field(default=None, ge=0)
     cache_write_per_mtok: float | None = Field(default=None, ge=0)
+    # The model's own output maximum: fills max_tokens where the target requires it and the
+    # caller set none (Anthropic). Never a reservation estimate.
+    max_output_tokens: int | None = Field(default=None, gt=0)
     versions: list[VersionPrice] = Field(default_factory=list)
 
 

@@ -161,9 +161,9 @@ def test_same_protocol_openai_stream_request_always_asks_for_usage() -> None:
 
 def test_cross_protocol_request_and_response_pick_the_right_direction() -> None:
     to_anthropic = request_for_target(
-        "openai", "anthropic", {"messages": [{"role": "user", "content": "hi"}]}, "claude"
+        "openai", "anthropic", {"messages": [{"role": "user", "content": "hi"}]}, "claude", 64000
     )
-    assert to_anthropic["max_tokens"] == 1024
+    assert to_anthropic["max_tokens"] == 64000  # the model's own maximum, from the catalog
     to_openai = request_for_target(
         "anthropic",
         "openai",
