@@ -91,3 +91,17 @@ def test_version_with_only_a_tokenizer_note_costs_the_same_as_the_model() -> Non
 def test_absent_cache_prices_default_to_the_versions_input_price() -> None:
     p = price(versions=[{"version": "v2", "input_per_mtok": 6.0}])
     assert rates(p, "v2") == (6.0, 15.0, 6.0, 6.0)
+
+
+def test_max_output_tokens_comes_from_the_version_then_the_model() -> None:
+    from policies.config.models import ModelPrice, VersionPrice
+    from policies.pricing import max_output_tokens
+
+    p = ModelPrice(model="m", input_per_mtok=1, output_per_mtok=2, max_output_tokens=64000,
+                   versions=[VersionPrice(version="m-2", max_output_tokens=128000),
+                             VersionPrice(version="m-1")])
+    assert max_output_tokens(p) == 64000
+    assert max_output_tokens(p, "m-2") == 128000
+    assert max_output_tokens(p, "m-1") == 64000
+    assert max_output_tokens(None) is None
+    assert max_output_tokens(ModelPrice(model="x", input_per_mtok=1, output_per_mtok=1)) is None
