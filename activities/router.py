@@ -221,7 +221,8 @@ class Router:
 
         Between retries of a target: the provider's Retry-After if it sent one, else exponential
         backoff with jitter; a wait longer than `vm.retry_max_wait_ms` moves on to the next target.
-        A provider refusing the gateway (401/402/403/404) moves on at once.
+        A provider refusing the gateway (401/402/403/404), or a target that used its whole
+        `timeout_ms`, moves on at once.
         """
         if self._session is None:
             await self.start()
@@ -316,8 +317,9 @@ class Router:
             if resp is not None:
                 resp.release()
             what = "sent no stream event" if resp is not None and stream else "did not answer"
+            # The target has had its whole timeout: the next target, not the same wait again.
             raise UpstreamFailure(
-                t, 504, "upstream_timeout", f"{t.key} {what} within {t.timeout_ms} ms"
+                t, 504, "upstream_timeout", f"{t.key} {what} within {t.timeout_ms} ms", "next"
             ) from None
         except aiohttp.ClientError as exc:
             if resp is not None:

@@ -116,3 +116,20 @@ async def test_a_slow_but_steady_stream_is_not_cut(fp, sim):
                                                   stream=True)
     chunks = [c async for c in stream]
     assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+async def test_intent_fast_exactly_as_the_seed_head_then_12s_stall_is_served_by_the_fallback(
+        fp, sim):
+    # The case with the sample's intent-fast (8 s timeout_ms, retries 1): whichever
+    # weighted rule is primary sends its head, then nothing for 12 s; the caller's head waits
+    # and gpt-4o-mini (first fallback) serves the stream after the 8 s first-event timeout,
+    # without a second 8 s wait on the stalled target.
+    for model in ("claude-haiku-4-5", "anthropic.claude-haiku-4-5"):
+        sim.add_fault(model=model, first_byte_ms=12000)
+    t0 = time.monotonic()
+    async with ant(fp).messages.stream(model="intent-fast", max_tokens=64, messages=HI) as s:
+        final = await s.get_final_message()
+    elapsed = time.monotonic() - t0
+    assert final.content[0].text and final.usage.output_tokens > 0
+    assert 7.9 < elapsed < 11.5
+    assert final.model.startswith("gpt-4o-mini")

@@ -144,3 +144,17 @@ async def test_an_upstream_400_is_the_callers_request_and_is_not_retried(fp, sim
     assert sim.stats()["requests"].get("claude-haiku-4-5", 0) == before
 
 
+
+
+async def test_on_primary_failure_the_fallbacks_come_before_the_weighted_secondary(fp, sim):
+    # intent-fast: 90/10 between two haiku routes, fallbacks gpt-4o-mini then gemini. Whichever
+    # route is primary fails; the seed says fallbacks are "tried in order on primary failure".
+    for model in ("claude-haiku-4-5", "anthropic.claude-haiku-4-5"):
+        sim.add_fault(model=model, status=503)
+    for _ in range(3):
+        fp.gw.router.breakers.clear()
+        raw = await oai(fp).chat.completions.with_raw_response.create(
+            model="intent-fast", messages=HI)
+        assert raw.headers["x-governor-route"] == "openai/gpt-4o-mini"
+        tried = {a.rsplit(":", 1)[0] for a in raw.headers["x-governor-attempts"].split(", ")}
+        assert len(tried) == 2  # the primary and the first fallback; never the other rule
