@@ -3,10 +3,14 @@ timeouts are short enough to test stalls quickly (seed-shaped: a primary, fallba
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import openai
+import pytest
+import pytest_asyncio
 
 from simulator.server import SimServer
 from tests.proxy.conftest import DEV_KEY
@@ -66,3 +70,26 @@ def oai(proxy: InProcessProxy, **headers: str) -> openai.AsyncOpenAI:
 def ant(proxy: InProcessProxy, **headers: str) -> anthropic.AsyncAnthropic:
     return anthropic.AsyncAnthropic(base_url=proxy.base_url, api_key=DEV_KEY, max_retries=0,
                                     default_headers=headers)
+
+
+def fidelity_fixtures(name: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """(module-scoped proxy fixture, autouse per-test cleanup): a module binds them as
+    `fp, clean = fidelity_fixtures("x")`. Each test starts with no simulator faults and closed
+    breakers (both would carry over from the previous test otherwise)."""
+
+    @pytest_asyncio.fixture(loop_scope="session", scope="module")
+    async def fp(sim: SimServer, tmp_path_factory: pytest.TempPathFactory
+                 ) -> AsyncIterator[InProcessProxy]:
+        p = await start_fidelity_proxy(sim, tmp_path_factory.mktemp(f"fidelity-{name}"))
+        yield p
+        await p.stop()
+
+    @pytest.fixture(autouse=True)
+    def clean(sim: SimServer, fp: InProcessProxy) -> Iterator[None]:
+        assert fp.gw is not None
+        sim.clear_faults()
+        fp.gw.router.breakers.clear()
+        yield
+        sim.clear_faults()
+
+    return fp, clean

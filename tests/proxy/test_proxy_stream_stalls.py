@@ -5,38 +5,20 @@ stalls between events is ended by the same timeout with a well-formed error even
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import anthropic
 import httpx
 import openai
 import pytest
-import pytest_asyncio
 
-from simulator.server import SimServer
 from tests.proxy.conftest import DEV_KEY
-from tests.proxy.fidelity import ant, oai, start_fidelity_proxy
-from tests.support.servers import InProcessProxy
+from tests.proxy.fidelity import ant, fidelity_fixtures, oai
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 HI = [{"role": "user", "content": "tell me a story"}]
 
 
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def fp(sim: SimServer, tmp_path_factory: pytest.TempPathFactory
-             ) -> AsyncIterator[InProcessProxy]:
-    p = await start_fidelity_proxy(sim, tmp_path_factory.mktemp("fidelity-stalls"))
-    yield p
-    await p.stop()
-
-
-@pytest.fixture(autouse=True)
-def clean_faults(sim: SimServer, fp: InProcessProxy):
-    assert fp.gw is not None
-    sim.clear_faults()
-    fp.gw.router.breakers.clear()
-    yield
-    sim.clear_faults()
+fp, clean_faults = fidelity_fixtures("stalls")
 
 
 async def test_head_then_stall_primary_falls_back_for_an_openai_stream(fp, sim):
@@ -52,7 +34,7 @@ async def test_head_then_stall_primary_falls_back_for_an_openai_stream(fp, sim):
     chunks = [c async for c in raw.parse()]
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
-    assert 0.7 < time.monotonic() - t0 < 1.5  # waited the first-event timeout, not the stall
+    assert time.monotonic() - t0 > 0.75  # the head waited for the first-event timeout
 
 
 async def test_head_then_stall_primary_falls_back_for_an_anthropic_stream(fp, sim):
@@ -77,7 +59,7 @@ async def test_a_primary_that_opens_its_stream_with_an_error_event_falls_back(fp
 
 
 async def test_a_stream_stalled_between_events_ends_with_a_well_formed_openai_error(fp, sim):
-    sim.add_fault(model="gpt-4.1", stall_after_chunks=25, stall_ms=2000, output_tokens=200)
+    sim.add_fault(model="gpt-4.1", stall_after_chunks=25, stall_ms=5000, output_tokens=200)
     t0 = time.monotonic()
     stream = await oai(fp).chat.completions.create(model="f-fast-openai", messages=HI,
                                                   stream=True)
@@ -88,7 +70,7 @@ async def test_a_stream_stalled_between_events_ends_with_a_well_formed_openai_er
                 text += chunk.choices[0].delta.content or ""
     assert text  # the first events reached the caller before the stall
     assert "upstream_stream_stalled" in str(e.value)
-    assert time.monotonic() - t0 < 1.9  # ended by the 800 ms inter-event timeout
+    assert time.monotonic() - t0 < 4.5  # ended by the 800 ms inter-event timeout, not the 5 s
 
 
 async def test_a_stream_stalled_between_events_ends_with_an_anthropic_error_event(fp, sim):
@@ -131,5 +113,5 @@ async def test_intent_fast_exactly_as_the_seed_head_then_12s_stall_is_served_by_
         final = await s.get_final_message()
     elapsed = time.monotonic() - t0
     assert final.content[0].text and final.usage.output_tokens > 0
-    assert 7.9 < elapsed < 11.5
+    assert 7.9 < elapsed < 15.5  # one 8 s first-event timeout, not two
     assert final.model.startswith("gpt-4o-mini")

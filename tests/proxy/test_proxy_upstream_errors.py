@@ -5,39 +5,20 @@ the gateway's fault (fallbacks, then a 5xx with its own code, never the caller's
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import anthropic
 import httpx
 import openai
 import pytest
-import pytest_asyncio
 
-from simulator.server import SimServer
 from tests.proxy.conftest import DEV_KEY
-from tests.proxy.fidelity import ant, oai, start_fidelity_proxy
-from tests.support.servers import InProcessProxy
+from tests.proxy.fidelity import ant, fidelity_fixtures, oai
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 HI = [{"role": "user", "content": "hello"}]
 
 
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def fp(sim: SimServer, tmp_path_factory: pytest.TempPathFactory
-             ) -> AsyncIterator[InProcessProxy]:
-    p = await start_fidelity_proxy(sim, tmp_path_factory.mktemp("fidelity-errors"))
-    yield p
-    await p.stop()
-
-
-@pytest.fixture(autouse=True)
-def clean_faults(sim: SimServer, fp: InProcessProxy):
-    # Each case starts with no faults and closed breakers (they would carry over otherwise).
-    assert fp.gw is not None
-    sim.clear_faults()
-    fp.gw.router.breakers.clear()
-    yield
-    sim.clear_faults()
+fp, clean_faults = fidelity_fixtures("errors")
 
 
 async def test_only_target_429_with_retry_after_reaches_openai_caller_as_429_with_retry_after(

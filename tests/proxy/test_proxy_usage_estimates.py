@@ -4,35 +4,24 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import pytest_asyncio
 
 from simulator.server import SimServer
 from tests.proxy.conftest import DEV_KEY
-from tests.proxy.fidelity import ant, oai, start_fidelity_proxy
-from tests.support.servers import InProcessProxy
+from tests.proxy.fidelity import ant, fidelity_fixtures, oai
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 HI = [{"role": "user", "content": "summarise the quarterly report for me please"}]
 
 
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def fp(sim: SimServer, tmp_path_factory: pytest.TempPathFactory
-             ) -> AsyncIterator[InProcessProxy]:
-    p = await start_fidelity_proxy(sim, tmp_path_factory.mktemp("fidelity-usage"))
-    yield p
-    await p.stop()
+fp, clean_faults = fidelity_fixtures("usage")
 
 
 @pytest.fixture(autouse=True)
-def no_usage_upstream(sim: SimServer):
-    sim.clear_faults()
+def no_usage_upstream(sim: SimServer, clean_faults: None) -> None:
     sim.add_fault(model="gemini-2.0-flash", omit_usage=True)
-    yield
-    sim.clear_faults()
 
 
 def charged(comment_or_headers: str | httpx.Headers) -> tuple[int, int]:
