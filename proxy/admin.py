@@ -17,6 +17,7 @@ from proxy.llm_routes import bearer, parse_json_body
 
 log = logging.getLogger("governor.admin")
 _MAX_ADMIN_BODY = 64 * 1024
+_MAX_LIST = 1000
 
 
 def _admin_error(r: Refusal) -> dict[str, Any]:
@@ -66,13 +67,14 @@ async def _dispatch(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> 
         await _show(gw, parts[2], send)
     elif len(parts) == 2 and parts[1] == "sessions" and method == "GET":
         require_admin(gw, scope)
-        q = parse_qs(scope.get("query_string", b"").decode())
-        limit = q.get("limit", ["100"])[0]
+        q = _query(scope, {"limit", "status", "project"})
+        limit = q.get("limit", "100")
+        ok = limit.isascii() and limit.isdigit() and len(limit) <= 6
+        if not ok or not 0 < int(limit) <= _MAX_LIST:
+            raise Refusal(400, "invalid_request", f"`limit` must be an integer 1-{_MAX_LIST}")
         try:
             rows = await gw.store.list_sessions(
-                status=q.get("status", [None])[0],
-                project=q.get("project", [None])[0],
-                limit=int(limit) if limit.isdigit() else -1,
+                status=q.get("status"), project=q.get("project"), limit=int(limit)
             )
         except ValueError as exc:
             raise Refusal(400, "invalid_request", f"bad session query: {exc}") from None
@@ -82,6 +84,27 @@ async def _dispatch(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> 
         await respond_json(send, *reload_config(gw))
     else:
         raise Refusal(404, "not_found", f"no admin route {method} {path}")
+
+
+def _query(scope: Scope, allowed: set[str]) -> dict[str, str]:
+    """A route's query parameters: known names only, each once, each at most 256 characters."""
+    raw = scope.get("query_string", b"")
+    if len(raw) > 4096:
+        raise Refusal(400, "invalid_request", "query string longer than 4096 bytes")
+    try:
+        q = parse_qs(raw.decode("utf-8"), strict_parsing=False, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise Refusal(400, "invalid_request", "query string is not valid UTF-8") from None
+    out: dict[str, str] = {}
+    for name, values in q.items():
+        if name not in allowed:
+            raise Refusal(
+                400, "invalid_request", f"unknown query parameter; use {', '.join(sorted(allowed))}"
+            )
+        if len(values) != 1 or len(values[0]) > 256:
+            raise Refusal(400, "invalid_request", f"`{name}` must be given once, ≤ 256 characters")
+        out[name] = values[0]
+    return out
 
 
 async def _kill(gw: Gateway, session_id: str, actor: str, receive: Receive, send: Send) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -21,18 +22,59 @@ class BodyTooLarge(Exception):
     pass
 
 
+class BodyTimeout(Exception):
+    """The client did not send its whole body within the body timeout."""
+
+
+def headers_too_large(scope: Scope, max_count: int, max_bytes: int) -> str | None:
+    """Why the request's headers exceed the limits (count, total bytes), or None."""
+    hs = scope["headers"]
+    if len(hs) > max_count:
+        return f"{len(hs)} request headers (at most {max_count})"
+    total = sum(len(k) + len(v) for k, v in hs)
+    if total > max_bytes:
+        return f"{total} bytes of request headers (at most {max_bytes})"
+    return None
+
+
+def json_too_deep(doc: Any, limit: int) -> bool:
+    """True when arrays/objects nest deeper than `limit` (iterative: no recursion to exhaust)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, (dict, list)) and child:
+                stack.append((child, depth + 1))
+    return False
+
+
 def header_map(scope: Scope) -> dict[str, str]:
     """Request headers as lower-case str keys (ASGI servers already lower-case names)."""
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-async def read_body(receive: Receive, limit: int, declared: str | None) -> bytes:
+async def read_body(
+    receive: Receive, limit: int, declared: str | None, within: float | None = None
+) -> bytes:
+    """The whole request body: `BodyTooLarge` past `limit` bytes, `BodyTimeout` when it has not
+    all arrived `within` seconds after the first read (a slow or stalled client)."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
+    loop = asyncio.get_running_loop()
+    deadline = None if within is None else loop.time() + within
     while True:
-        msg = await receive()
+        if deadline is None:
+            msg = await receive()
+        else:
+            try:
+                msg = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise BodyTimeout from None
         if msg["type"] == "http.disconnect":
             raise ConnectionResetError("client disconnected")
         part = msg.get("body", b"")

@@ -18,7 +18,20 @@ from activities.wire.usage import Protocol
 from policies.identity import resolve_identity
 from policies.refusals import Refusal
 from proxy.errors import send_refusal
-from proxy.http import JSON, SSE, BodyTooLarge, Receive, Scope, Send, header_map, read_body, respond
+from proxy.http import (
+    JSON,
+    SSE,
+    BodyTimeout,
+    BodyTooLarge,
+    Receive,
+    Scope,
+    Send,
+    header_map,
+    headers_too_large,
+    json_too_deep,
+    read_body,
+    respond,
+)
 
 log = logging.getLogger("governor.proxy")
 
@@ -42,8 +55,15 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
     return doc
 
 
-def validate_llm_body(protocol: Protocol, body: dict[str, Any]) -> None:
+def validate_llm_body(protocol: Protocol, body: dict[str, Any], max_depth: int = 64) -> None:
     """The checks that let a bad request fail here, clearly, instead of upstream."""
+    if json_too_deep(body, max_depth):
+        raise Refusal(
+            400, "invalid_request", f"request JSON nests deeper than {max_depth} levels"
+        )
+    model = body.get("model")
+    if not isinstance(model, str) or not model or len(model) > 256:
+        raise Refusal(400, "invalid_request", "`model` must be a string of 1-256 characters")
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
         raise Refusal(400, "invalid_request", "`messages` must be a non-empty array")
@@ -84,8 +104,13 @@ async def _handle_llm(
     send: Send,
     headers: dict[str, str],
 ) -> None:
+    settings = gw.config.settings
     with span("governor.request") as sp:
         try:
+            too_large = headers_too_large(scope, settings.max_headers, settings.max_header_bytes)
+            if too_large is not None:
+                msg = f"{too_large}; send fewer or smaller headers"
+                raise Refusal(431, "headers_too_large", msg)
             key = gw.authenticate(bearer(headers))
             with span("governor.identity"):
                 ident = resolve_identity(key, headers, gw.config.settings)
@@ -93,8 +118,18 @@ async def _handle_llm(
                     await gw.owners.check(ident)
             try:
                 raw = await read_body(
-                    receive, gw.config.settings.max_body_bytes, headers.get("content-length")
+                    receive,
+                    settings.max_body_bytes,
+                    headers.get("content-length"),
+                    settings.body_timeout_seconds,
                 )
+            except BodyTimeout:
+                raise Refusal(
+                    408,
+                    "request_timeout",
+                    f"the request body did not arrive within {settings.body_timeout_seconds:g} s; "
+                    "send it in one go",
+                ) from None
             except BodyTooLarge:
                 raise Refusal(
                     413,
@@ -103,7 +138,7 @@ async def _handle_llm(
                     "send less context",
                 ) from None
             body = parse_json_body(raw)
-            validate_llm_body(protocol, body)
+            validate_llm_body(protocol, body, settings.max_json_depth)
             stream = body.get("stream") is True
             include_usage = True
             if protocol == "openai" and stream:
@@ -111,6 +146,12 @@ async def _handle_llm(
                 include_usage = isinstance(so, dict) and so.get("include_usage") is True
             idem = headers.get("idempotency-key")
             slot = None
+            if idem is not None and not 0 < len(idem) <= settings.max_idempotency_key_chars:
+                raise Refusal(
+                    400,
+                    "invalid_idempotency_key",
+                    f"Idempotency-Key must be 1-{settings.max_idempotency_key_chars} characters",
+                )
             if idem is not None:
                 slot = gw.idempotency.begin(key.id, idem, raw)  # 409 / 422 refusals
                 if slot.replay is not None:

@@ -6,10 +6,12 @@ import logging
 from pathlib import Path
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from activities.config_source import load_config_dir
 from activities.gateway import Gateway
 from activities.tracing import configure_tracing
+from activities.wire.errors import error_body
 from proxy.app import ProxyApp
 
 
@@ -24,13 +26,51 @@ def make_app(config_dir: Path, ledger_url: str, journal_dir: Path) -> ProxyApp:
     return ProxyApp(opener=opener)
 
 
+MAX_HEAD_BYTES = 64 * 1024
+
+
+class BoundedHttpTools(HttpToolsProtocol):
+    """httptools buffers a request's head without limit (a 10 MB header was accepted): this
+    answers 431 and closes once more than `MAX_HEAD_BYTES` arrived without the head completing.
+    The app's own limits (`max_headers`, `max_header_bytes`) then apply to what got through."""
+
+    _head_bytes = 0
+    _in_head = True
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head, self._head_bytes = True, 0
+
+    def data_received(self, data: bytes) -> None:
+        in_head = self._in_head
+        super().data_received(data)
+        if in_head and self._in_head and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        protocol = "anthropic" if self.url.startswith(b"/v1/messages") else "openai"
+        msg = f"request head larger than {MAX_HEAD_BYTES} bytes; send fewer or smaller headers"
+        body = error_body(protocol, 431, "headers_too_large", msg)
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+        )
+        self.transport.close()
+
+
 def uvicorn_config(app: ProxyApp, host: str, port: int) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=BoundedHttpTools,
         lifespan="on",
         access_log=False,
         log_level="warning",

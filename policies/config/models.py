@@ -308,6 +308,12 @@ class Settings(_Strict):
     # Budget spend re-read from the ledger this often (0: only at start). Replicas and the
     # workflow worker each count in memory; this is how they see each other's spend.
     budget_sync_seconds: float = Field(default=5, ge=0)
+    # Hostile-input bounds (README "Bounds on hostile input"); each breach is a clear 4xx.
+    body_timeout_seconds: float = Field(default=30, gt=0)
+    max_json_depth: int = Field(default=64, ge=4, le=200)
+    max_headers: int = Field(default=100, ge=10)
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    max_idempotency_key_chars: int = Field(default=255, ge=16, le=1024)
 
 
 KINDS: dict[str, type[BaseModel]] = {

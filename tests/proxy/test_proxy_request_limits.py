@@ -1,0 +1,159 @@
+"""Request limits: headers, JSON depth, slow bodies, Idempotency-Key length, admin queries.
+
+Each breach is a clear 4xx in the caller's protocol (OpenAI or Anthropic error JSON), never a 500
+or a connection held open. The proxy here runs the sample config with a 1 s body timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import orjson
+import pytest
+import pytest_asyncio
+
+from simulator.server import SimServer
+from tests.support.servers import EXAMPLES, InProcessProxy, make_config_dir
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+DEV = {"authorization": "Bearer gk-dev-developer", "content-type": "application/json"}
+ADMIN = {"authorization": "Bearer gk-dev-admin"}
+MSGS = [{"role": "user", "content": "hi"}]
+ROUTES = [("/v1/chat/completions", "openai"), ("/v1/messages", "anthropic")]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def lp(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[InProcessProxy]:
+    cfg = make_config_dir(tmp_path_factory.mktemp("limits-config"))
+    settings = (EXAMPLES / "gateway.yaml").read_text() + "body_timeout_seconds: 1\n"
+    (cfg / "gateway.yaml").write_text(settings)
+    async with SimServer(port=0) as sim:
+        p = InProcessProxy(cfg, tmp_path_factory.mktemp("limits-data"), sim.base_url)
+        await p.start()
+        try:
+            yield p
+        finally:
+            await p.stop()
+
+
+def _code(protocol: str, r: httpx.Response) -> str:
+    doc = r.json()
+    if protocol == "anthropic":
+        assert doc["type"] == "error"
+        return str(doc["error"]["message"]).split("]")[0].lstrip("[")
+    return str(doc["error"]["code"])
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b'"x"' + b"]" * depth
+
+
+@pytest.mark.parametrize(("path", "protocol"), ROUTES)
+async def test_deeply_nested_json_is_400_not_a_recursion_error(
+    lp: InProcessProxy, path: str, protocol: str
+) -> None:
+    msgs = orjson.dumps(MSGS)
+    deep_model = b'{"max_tokens": 5, "messages": ' + msgs + b', "model": ' + _nested(1000) + b"}"
+    deep_content = (
+        b'{"model": "intent-fast", "max_tokens": 5, "messages": [{"role": "user", "content": '
+        + _nested(500) + b"}]}"
+    )
+    async with httpx.AsyncClient(base_url=lp.base_url) as h:
+        for body in (deep_model, deep_content):
+            r = await h.post(path, content=body, headers=DEV)
+            assert r.status_code == 400 and _code(protocol, r) == "invalid_request", r.text
+            assert "nests deeper than 64" in r.text
+
+
+async def test_model_that_is_not_a_string_is_400(lp: InProcessProxy) -> None:
+    async with httpx.AsyncClient(base_url=lp.base_url) as h:
+        for model in ({"a": 1}, ["intent-fast"], "", "m" * 300):
+            body = {"model": model, "messages": MSGS}
+            r = await h.post("/v1/chat/completions", content=orjson.dumps(body), headers=DEV)
+            assert r.status_code == 400 and "`model` must be a string" in r.text
+
+
+@pytest.mark.parametrize(("path", "protocol"), ROUTES)
+async def test_a_body_that_never_finishes_is_408_within_the_body_timeout(
+    lp: InProcessProxy, path: str, protocol: str
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", lp.port)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer gk-dev-developer\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+    )
+    started = time.perf_counter()
+    writer.write(head.encode())
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(65536), 10)
+    took = time.perf_counter() - started
+    writer.close()
+    status, _, rest = data.partition(b"\r\n")
+    assert status.startswith(b"HTTP/1.1 408"), data
+    assert b"request_timeout" in rest
+    assert 0.9 <= took < 5  # the configured 1 s, not the 90 s it used to take
+
+
+@pytest.mark.parametrize(("path", "protocol"), ROUTES)
+async def test_too_many_or_too_large_headers_are_431(
+    lp: InProcessProxy, path: str, protocol: str
+) -> None:
+    body = orjson.dumps({"model": "intent-fast", "max_tokens": 5, "messages": MSGS})
+    many = {**DEV, **{f"x-pad-{i}": "1" for i in range(150)}}
+    large = {**DEV, "x-pad": "a" * 40_000}
+    async with httpx.AsyncClient(base_url=lp.base_url) as h:
+        for headers in (many, large):
+            r = await h.post(path, content=body, headers=headers)
+            assert r.status_code == 431 and _code(protocol, r) == "headers_too_large", r.text
+
+
+@pytest.mark.parametrize(("path", "protocol"), ROUTES)
+async def test_idempotency_key_longer_than_255_characters_is_400(
+    lp: InProcessProxy, path: str, protocol: str
+) -> None:
+    body = orjson.dumps({"model": "intent-fast", "max_tokens": 5, "messages": MSGS})
+    async with httpx.AsyncClient(base_url=lp.base_url) as h:
+        r = await h.post(path, content=body, headers={**DEV, "idempotency-key": "k" * 256})
+        assert r.status_code == 400 and _code(protocol, r) == "invalid_idempotency_key"
+        assert "k" * 256 not in r.text and "k" * 256 not in str(r.headers)
+        ok = await h.post(path, content=body, headers={**DEV, "idempotency-key": "k" * 255})
+        assert ok.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["limit=99999999999999999999", "limit=0", "limit=-1", "limit=abc", "limit=1001",
+     "limit=1&limit=2", "color=red", "project=" + "p" * 300, "status=nope"],
+)  # fmt: skip
+async def test_admin_session_list_rejects_bad_query_parameters_with_400(
+    lp: InProcessProxy, query: str
+) -> None:
+    async with httpx.AsyncClient(base_url=lp.base_url) as h:
+        r = await h.get(f"/gateway/sessions?{query}", headers=ADMIN)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "invalid_request"
+
+
+async def test_admin_session_list_accepts_a_limit_within_bounds(lp: InProcessProxy) -> None:
+    async with httpx.AsyncClient(base_url=lp.base_url) as h:
+        r = await h.get("/gateway/sessions?limit=1000&status=open", headers=ADMIN)
+    assert r.status_code == 200 and isinstance(r.json()["sessions"], list)
+
+
+
+
+async def test_a_request_head_past_64_kib_is_431_before_it_is_buffered_whole(
+    lp: InProcessProxy,
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", lp.port)
+    writer.write(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 100_000 + b"\r\n\r\n")
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(65536), 10)
+    writer.close()
+    assert data.startswith(b"HTTP/1.1 431 ")
+    doc = orjson.loads(data.partition(b"\r\n\r\n")[2])
+    assert doc["type"] == "error" and "headers_too_large" in doc["error"]["message"]
