@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from activities.gateway import Gateway
 from policies.refusals import Refusal
-from proxy.admin import handle_admin, reload_config
+from proxy.admin import handle_admin, reload_config_off_loop
 from proxy.errors import send_refusal
 from proxy.http import Receive, Scope, Send, header_map, respond, respond_json
 from proxy.llm_routes import bearer, handle_llm
@@ -158,7 +158,16 @@ class ProxyApp:
 
     def _on_sighup(self) -> None:
         if self.gw is not None:
-            status, doc = reload_config(self.gw)
+            import asyncio
+
+            task = asyncio.get_running_loop().create_task(self._reload())
+            self._reloads = getattr(self, "_reloads", set())
+            self._reloads.add(task)
+            task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self) -> None:
+        if self.gw is not None:
+            status, doc = await reload_config_off_loop(self.gw)
             if status == 200:
                 log.warning("SIGHUP: config reloaded")
             else:

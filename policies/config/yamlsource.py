@@ -2,6 +2,13 @@
 
 Config errors must name file, line and field; PyYAML's composed node tree has the marks, so we
 build plain Python values from it and keep a map from each value's path to its line.
+
+Any file is parsed in bounded time and memory, and every problem is a located `ConfigError`,
+never a traceback: at most `MAX_FILE_CHARS` characters, nesting at most `MAX_DEPTH` levels
+(PyYAML's composer recurses: 500 levels was a RecursionError), at most `MAX_VALUES` values per
+file and `MAX_ALIAS_VALUES` of them reached through aliases (a "billion laughs" file expanded to
+2.5 GB in 20 s), an alias inside its own anchor refused, and a key repeated in one mapping an
+error naming both lines (last-one-wins silently turned `ceiling_usd: 4000` into `40000`).
 """
 
 from __future__ import annotations
@@ -84,34 +91,122 @@ def expand_vars(
     return _VAR.sub(sub, value)
 
 
+MAX_FILE_CHARS = 1024 * 1024
+MAX_DEPTH = 32
+MAX_VALUES = 100_000
+MAX_ALIAS_VALUES = 10_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader whose (recursive) composer stops at `MAX_DEPTH` levels of nesting."""
+
+    _depth = 0
+
+    def fetch_flow_collection_start(self, token_class: type) -> None:
+        # The scanner's simple-key bookkeeping is quadratic in flow depth: stop it early too.
+        if self.flow_level >= MAX_DEPTH:
+            raise yaml.scanner.ScannerError(
+                problem=f"nested deeper than {MAX_DEPTH} levels", problem_mark=self.get_mark()
+            )
+        super().fetch_flow_collection_start(token_class)  # type: ignore[misc]
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.MarkedYAMLError(
+                    problem=f"nested deeper than {MAX_DEPTH} levels",
+                    problem_mark=self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
+
 @dataclass
 class _Ctx:
     loader: yaml.SafeLoader
     file: str
     env: Mapping[str, str] | None
     errors: list[ConfigError]
+    values: int = 0
+    open_nodes: set[int] = field(default_factory=set)
+    seen: set[int] = field(default_factory=set)
+    in_alias: int = 0
+    alias_values: int = 0
+
+
+def _field(path: Path_) -> str | None:
+    return ".".join(str(p) for p in path) or None
 
 
 def _construct(node: yaml.Node, path: Path_, lines: dict[Path_, int], ctx: _Ctx) -> Any:
-    lines[path] = node.start_mark.line + 1
+    line = node.start_mark.line + 1
+    ctx.values += 1
+    if ctx.values > MAX_VALUES:
+        raise ConfigError(
+            ctx.file, line, _field(path), f"the file has more than {MAX_VALUES} values; split it"
+        )
+    if ctx.in_alias:
+        ctx.alias_values += 1
+        if ctx.alias_values > MAX_ALIAS_VALUES:
+            raise ConfigError(
+                ctx.file, line, _field(path),
+                f"aliases expand to more than {MAX_ALIAS_VALUES} values; write the values out",
+            )  # fmt: skip
+    if len(path) > MAX_DEPTH:
+        raise ConfigError(ctx.file, line, None, f"nested deeper than {MAX_DEPTH} levels")
+    lines[path] = line
     loader = ctx.loader
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if isinstance(key, (dict, list)):
-                raise yaml.MarkedYAMLError(
-                    problem="a mapping key must be a scalar", problem_mark=key_node.start_mark
-                )
-            out[key] = _construct(value_node, (*path, key), lines, ctx)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(v, (*path, i), lines, ctx) for i, v in enumerate(node.value)]
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        if id(node) in ctx.open_nodes:
+            raise ConfigError(ctx.file, line, _field(path), "an alias refers to its own anchor")
+        aliased = id(node) in ctx.seen  # built before: this use is an alias's expansion
+        ctx.seen.add(id(node))
+        ctx.open_nodes.add(id(node))
+        ctx.in_alias += aliased
+        try:
+            return _collection(node, path, lines, ctx, loader)
+        finally:
+            ctx.open_nodes.discard(id(node))
+            ctx.in_alias -= aliased
     value = loader.construct_object(node, deep=True)
     if ctx.env is not None and isinstance(value, str) and "${" in value:
         value = expand_vars(value, ctx.env, ctx.file, node.start_mark.line + 1, ctx.errors)
     return value
+
+
+def _collection(
+    node: yaml.Node, path: Path_, lines: dict[Path_, int], ctx: _Ctx, loader: yaml.SafeLoader
+) -> Any:
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(v, (*path, i), lines, ctx) for i, v in enumerate(node.value)]
+    out: dict[Any, Any] = {}
+    key_lines: dict[Any, int] = {}
+    for key_node, value_node in node.value:
+        line = key_node.start_mark.line + 1
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise ConfigError(ctx.file, line, _field(path), "a mapping key must be a scalar")
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            msg = "a mapping key must be a scalar"
+            raise ConfigError(ctx.file, line, _field(path), msg) from None
+        if key in key_lines:
+            raise ConfigError(
+                ctx.file, line, _field((*path, key)),
+                f"duplicate key {key!r} (first on line {key_lines[key]}); keep one",
+            )  # fmt: skip
+        key_lines[key] = line
+        out[key] = _construct(value_node, (*path, key), lines, ctx)
+        lines[(*path, key)] = line
+    return out
+
+
+def _reader_error(file: str, text: str, exc: yaml.reader.ReaderError) -> ConfigError:
+    line = text.count("\n", 0, exc.position) + 1
+    return ConfigError(file, line, None, f"invalid YAML: {exc.reason} (#x{exc.character:04x})")
 
 
 def parse_yaml(text: str, file: str, env: Mapping[str, str] | None = None) -> list[YamlDoc]:
@@ -119,7 +214,13 @@ def parse_yaml(text: str, file: str, env: Mapping[str, str] | None = None) -> li
 
     With `env`, `${NAME}` / `${NAME:-default}` in scalar values are expanded from it; every
     unset variable is reported (ConfigErrors)."""
-    loader = yaml.SafeLoader(text)
+    if len(text) > MAX_FILE_CHARS:
+        line = text.count("\n", 0, MAX_FILE_CHARS) + 1
+        raise ConfigError(file, line, None, f"file larger than {MAX_FILE_CHARS} characters")
+    try:
+        loader = _BoundedLoader(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, ...)
+        raise _reader_error(file, text, exc) from None
     docs: list[YamlDoc] = []
     ctx = _Ctx(loader, file, env, [])
     try:
@@ -136,8 +237,15 @@ def parse_yaml(text: str, file: str, env: Mapping[str, str] | None = None) -> li
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         raise ConfigError(file, line, None, f"invalid YAML: {exc.problem or exc}") from None
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(file, text, exc) from None
     except yaml.YAMLError as exc:
         raise ConfigError(file, None, None, f"invalid YAML: {exc}") from None
+    except (RecursionError, MemoryError, ValueError, OverflowError) as exc:
+        # A shape no check above foresaw: still a located refusal, never a traceback.
+        mark = getattr(loader, "mark", None) or getattr(loader, "get_mark", lambda: None)()
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(file, line, None, f"cannot parse: {type(exc).__name__}") from None
     finally:
         loader.dispose()
     if ctx.errors:

@@ -48,3 +48,30 @@ def test_the_seed_gateway_files_check_clean_beside_the_sample_providers_pricing_
     r = run("config", "check", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert "intent-fast" in r.stdout and "3 rate limit(s), 2 budget(s)" in r.stdout
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n"
+    for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
+def test_hostile_yaml_gets_located_errors_from_config_check_never_a_hang_or_traceback(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "bomb.yaml").write_text(BOMB)  # 9^9 values once expanded
+    (tmp_path / "loop.yaml").write_text("r: &r [*r]\n")
+    (tmp_path / "deep.yaml").write_text("d: " + "[" * 500 + "]" * 500 + "\n")
+    (tmp_path / "dup.yaml").write_text(
+        "type: gateway-budget-config\nname: b\nbudgets:\n  - id: x\n    ceiling_usd: 4000\n"
+        "    ceiling_usd: 40000\n    window: monthly\n"
+    )
+    (tmp_path / "nul.yaml").write_text("type: gateway-settings\nname: \x00\n")
+    r = run("config", "check", str(tmp_path))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    err = r.stderr
+    assert f"{tmp_path / 'bomb.yaml'}:" in err and "aliases expand to more than" in err
+    assert f"{tmp_path / 'loop.yaml'}:1:" in err and "alias refers to its own anchor" in err
+    assert f"{tmp_path / 'deep.yaml'}:1:" in err and "nested deeper than" in err
+    assert f"{tmp_path / 'dup.yaml'}:6: budgets.0.ceiling_usd: duplicate key" in err
+    assert f"{tmp_path / 'nul.yaml'}:2:" in err

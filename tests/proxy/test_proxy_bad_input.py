@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -117,3 +119,31 @@ async def test_session_listing_with_a_bad_filter_is_a_400(proxy):
         assert (await h.get("/gateway/sessions?limit=abc", headers=auth)).status_code == 400
         ok = await h.get("/gateway/sessions?status=open&limit=5", headers=auth)
         assert ok.status_code == 200 and isinstance(ok.json()["sessions"], list)
+
+
+async def test_a_hostile_config_reload_is_refused_located_and_the_proxy_keeps_serving(proxy):
+    from tests.governor.test_cli_config import BOMB
+
+    bomb = proxy.config_dir / "zzz-bomb.yaml"
+    bomb.write_text(BOMB)
+    before = proxy.gw.config
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    try:
+        async with httpx.AsyncClient(base_url=proxy.base_url) as h:
+            reload = asyncio.ensure_future(h.post("/gateway/config/reload", headers=admin))
+            health = await h.get("/healthz")  # served while the reload is being validated
+            r = await reload
+        assert health.status_code == 200
+        assert r.status_code == 400
+        errs = r.json()["error"]["errors"]
+        assert any("zzz-bomb.yaml:" in e and "aliases expand" in e for e in errs), errs
+        assert proxy.gw.config is before
+    finally:
+        bomb.unlink()
+
+
+async def test_config_reload_needs_an_admin_key_not_on_call(proxy):
+    async with httpx.AsyncClient(base_url=proxy.base_url) as h:
+        r = await h.post("/gateway/config/reload",
+                         headers={"authorization": "Bearer gk-dev-oncall"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "admin_required"
