@@ -21,7 +21,8 @@ from activities.loop_guard import LoopGuard, LoopVerdict
 from activities.metrics import Metrics
 from activities.router import Router
 from activities.session_owners import SessionOwners
-from activities.state import GovernanceState
+from activities.shared_limits import SharedLimits
+from activities.state import GovernanceState, OutputEstimates
 from activities.stream_stop import StreamRegistry
 from ledger.errors import LedgerUnavailable
 from ledger.journal import Journal
@@ -45,6 +46,13 @@ SYNC_BUCKET = 10.0  # seconds per bucket of the budget re-sync query
 SYNC_SETTLE = 5.0  # calls older than this are folded into the settled base (other
 # runtimes flush every 20 ms; a later straggler is caught by the next full re-read)
 FULL_SYNC_EVERY = 60  # syncs between full re-reads (5 min at the default interval)
+# A reservation whose call never ended (a stream dropped before its first byte was read) is
+# released after this long, so a leak cannot tighten a limit for good. Longer than any
+# per-target timeout (600 s) and than ordinary streams.
+STALE_RESERVATION_SECONDS = 1800.0
+
+
+_BREAKER_GAUGE = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
 
 def hash_key(secret: str) -> str:
@@ -66,6 +74,8 @@ class Gateway:
     idempotency: IdempotencyRecords = field(default_factory=IdempotencyRecords)
     kill_hooks: list[KillHook] = field(default_factory=list)
     loop_guard: LoopGuard = field(default_factory=LoopGuard)
+    output_estimates: OutputEstimates = field(default_factory=OutputEstimates)
+    shared: SharedLimits | None = None  # PostgreSQL ledgers: ceilings shared by leases
     config_dir: Path | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _last_kill_id: int = 0
@@ -77,6 +87,15 @@ class Gateway:
     def __post_init__(self) -> None:
         self.router = Router(self.config.providers)
         self.owners = SessionOwners(self.store)
+        self.router.on_breaker = self._breaker_moved
+
+    def _breaker_moved(self, vm: str, target: str, phase: str) -> None:
+        """Every circuit breaker transition: a log line, a gauge, a counter."""
+        m = self.metrics
+        m.child(m.breaker_state, vm, target).set(_BREAKER_GAUGE[phase])
+        m.child(m.breaker_open, target).set(1.0 if phase == "open" else 0.0)
+        m.child(m.breaker_transitions, vm, target, phase).inc()
+        log.warning("circuit breaker of %s (virtual model %s) is now %s", target, vm, phase)
 
     @classmethod
     async def open(
@@ -114,6 +133,8 @@ class Gateway:
             config_dir=config_dir,
         )
         await gw.router.start()
+        if store.dialect == "postgresql":
+            gw.shared = gw.state.shared = SharedLimits(store, config)
         for k in writer.pending_kills():  # journaled kills not yet in the database
             gw.mark_killed(k["session_id"], k["reason"])
         try:
@@ -127,6 +148,8 @@ class Gateway:
         gw._tasks.append(asyncio.create_task(gw._save_last_known_state_forever()))
         gw._tasks.append(asyncio.create_task(gw.loop_guard.baselines.run(store)))
         gw._tasks.append(asyncio.create_task(gw._sync_spend_forever()))
+        if gw.shared is not None:
+            gw._tasks.append(asyncio.create_task(gw.shared.run()))
         return gw
 
     async def _load_from_ledger(self) -> None:
@@ -193,6 +216,11 @@ class Gateway:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks.clear()
+        if self.shared is not None:
+            try:  # hand unused headroom back so other replicas can use it
+                await self.shared.return_all()
+            except Exception as exc:
+                log.warning("leases not returned: %s", type(exc).__name__)
         await self.router.close()
         await self.writer.close()
         await self.store.close()
@@ -229,6 +257,8 @@ class Gateway:
         self._key_cache = {}
         self.writer.store_text = new.settings.store_text
         self.router.update_providers(new.providers)
+        if self.shared is not None:
+            self.shared.apply_config(new)
 
     # Rebuild and kills ------------------------------------------------------------------------
 
@@ -247,6 +277,7 @@ class Gateway:
                     a.workflow_tag,
                     a.environment,
                     a.cost_center,
+                    a.key_id,
                 ),
                 a.virtual_model or "",
                 a.bucket_start,
@@ -256,7 +287,12 @@ class Gateway:
             )
             for a in aggs
         ]
-        self.state = GovernanceState()
+        old = self.state
+        self.state = GovernanceState(shared=self.shared)
+        # calls in flight (a rebuild after an outage) keep their reservations
+        self.state.in_flight = old.in_flight
+        self.state.reserved_rates = old.reserved_rates
+        self.state.reserved_spend = old.reserved_spend
         self.state.rebuild(self.config, rows)
         for k in await self.store.kills_after(0):
             self.state.killed[k.session_id] = k.reason
@@ -308,6 +344,7 @@ class Gateway:
                 a.workflow_tag,
                 a.environment,
                 a.cost_center,
+                a.key_id,
             )
             into = base if a.bucket_start < cutoff else recent
             for st in budget_statuses(budgets, ident, {}, a.bucket_start):
@@ -328,6 +365,7 @@ class Gateway:
                 r["workflow_tag"],
                 r["environment"],
                 r["cost_center"],
+                r.get("key_id"),
             )
             for st in budget_statuses(budgets, ident, {}, r["ts"]):
                 spend[st.key] = spend.get(st.key, 0.0) + r["cost_usd"]
@@ -361,9 +399,16 @@ class Gateway:
                 log.warning("budget sync failed: %s", type(exc).__name__)
 
     async def _poll_kills(self, every: float) -> None:
-        """Kills recorded by any replica reach this one within `every` seconds."""
+        """Kills recorded by any replica reach this one within `every` seconds (and, once a
+        minute, reservations of calls that never ended are released)."""
+        last_sweep = time.monotonic()
         while True:
             await asyncio.sleep(every)
+            if time.monotonic() - last_sweep > 60:
+                last_sweep = time.monotonic()
+                n = self.state.release_stale(time.time() - STALE_RESERVATION_SECONDS)
+                if n:
+                    log.warning("released %d reservations of calls that never ended", n)
             try:
                 for k in await self.store.kills_after(self._last_kill_id):
                     self.mark_killed(k.session_id, k.reason)
@@ -436,10 +481,11 @@ def _ledger_identity(
     workflow_tag: str | None,
     environment: str | None,
     cost_center: str | None,
+    key_id: str | None = None,
 ) -> Identity:
     """The identity a ledger row or aggregate stands for, for re-applying scopes to it."""
     return Identity(
-        key_id="",
+        key_id=key_id or "",
         user=user or "",
         team=team or "",
         role="",

@@ -19,13 +19,15 @@ from activities import guardrails
 from activities.gateway import Gateway
 from activities.metrics import budget_scope_label
 from activities.router import UpstreamResult
+from activities.state import Reservation
 from activities.stream_stop import CLIENT_CLOSED, KILLED, StreamStop
 from activities.tracing import span
 from activities.wire.errors import stream_error
 from activities.wire.usage import Protocol, Usage, estimate_tokens
 from ledger.redaction import hash_text
-from policies.config.models import Target
+from policies.config.models import RoutingConfig, Target
 from policies.decision import PreCall, decide
+from policies.estimates import caller_max_tokens, input_tokens_estimate
 from policies.identity import Identity
 from policies.pricing import call_cost
 from policies.refusals import Refusal
@@ -70,6 +72,7 @@ class Governance:
     cache_write_tokens: int = 0
     cost_usd: float = 0.0
     budget_remaining_usd: float | None = None
+    estimated_cost_usd: float = 0.0  # what the call reserved on its budgets
     simulated: bool = False
     usage_estimated: bool = False  # the provider reported no usage: these are Governor's counts
 
@@ -129,62 +132,127 @@ class CallOutcome:
     stop: StreamStop | None = None  # ends the stream early (a kill, the client leaving)
 
 
-async def _decide(gw: Gateway, req: CallRequest, now: float, est: int) -> PreCall:
+QUEUE_POLL = 0.05  # seconds between re-decisions while a queued call waits on calls in flight
+
+
+def output_estimate(gw: Gateway, body: dict[str, Any]) -> int:
+    """The caller's `max_tokens`, else the model's observed p95 output (configured default
+    until enough calls were seen): never a maximum the gateway injects."""
+    cap = caller_max_tokens(body)
+    if cap is not None:
+        return cap
+    st = gw.config.settings
+    model = body.get("model")
+    return gw.output_estimates.estimate(
+        model if isinstance(model, str) else "",
+        st.output_estimate_default_tokens,
+        st.output_estimate_min_samples,
+    )
+
+
+def _decide_once(gw: Gateway, req: CallRequest, now: float, est_in: int, est_out: int,
+                 killed: str | None) -> PreCall:
+    st = gw.state
+    counts: Any = st.rate_counts
+    spend: Any = st.spend
+    r_rates: Any = st.reserved_rates
+    r_spend: Any = st.reserved_spend
+    if gw.shared is not None:
+        counts, spend, r_rates, r_spend = gw.shared.views(counts, spend, r_rates, r_spend)
+    return decide(
+        gw.config,
+        req.ident,
+        req.body.get("model"),
+        counts,
+        spend,
+        now,
+        est_in,
+        killed or False,
+        est_output_tokens=est_out,
+        reserved_rates=r_rates,
+        reserved_spend=r_spend,
+    )
+
+
+_LEASE_CODES = frozenset({"budget_exceeded", "rate_limited"})
+
+
+async def _decide_leased(gw: Gateway, req: CallRequest, now: float, est_in: int, est_out: int,
+                         killed: str | None) -> PreCall:
+    """Decide; with shared limits, a call the leases held cannot admit first leases more
+    headroom (one statement for every short limit) and is decided again."""
+    shared = gw.shared
+    if shared is None:
+        return _decide_once(gw, req, now, est_in, est_out, killed)
+    try:
+        pre = _decide_once(gw, req, now, est_in, est_out, killed)
+        if pre.action == "allow":
+            return pre
+    except Refusal as r:
+        if r.code not in _LEASE_CODES:
+            raise
+    st = gw.state
+    asks = shared.asks(req.ident, req.body.get("model"), now, est_in, est_out,
+                       st.rate_counts, st.spend)
+    if asks:
+        await shared.acquire(asks)
+    return _decide_once(gw, req, time.time(), est_in, est_out, killed)
+
+
+async def _decide(
+    gw: Gateway, req: CallRequest, now: float, est_in: int, est_out: int
+) -> tuple[PreCall, Reservation]:
+    """Decide and reserve in one synchronous step (queued calls re-decide after each wait)."""
     ident = req.ident
     sid = ident.session_id
-    killed = sid is not None and sid in gw.state.killed
-    if sid is not None and gw.loop_guard.throttled and not killed:
+    killed = gw.state.killed.get(sid) if sid is not None else None
+    if sid is not None and gw.loop_guard.throttled and killed is None:
         wait = gw.loop_guard.throttled_for(sid, now)
         if wait > 0:
             raise Refusal(429, "session_throttled",
                           f"session {sid!r} is throttled by the loop detector for {wait:.0f}s "
                           "more; check the agent for a loop", retry_after=wait)
-    pre = decide(
-        gw.config,
-        ident,
-        req.body.get("model"),
-        gw.state.rate_counts,
-        gw.state.spend,
-        now,
-        est,
-        killed,
-    )
-    if pre.action != "queue":
-        return pre
-    deadline = now + pre.queue_timeout
-    while pre.action == "queue":
-        wait = min(pre.retry_after + 0.001, deadline - time.time())
-        if wait <= 0:
-            raise Refusal(
-                429,
-                "rate_limited",
-                f"{pre.reason}; queued for {pre.queue_timeout:.1f}s without capacity "
-                f"freeing up, retry after {pre.retry_after:.0f}s",
-                retry_after=pre.retry_after,
-            )
-        await asyncio.sleep(wait)
-        pre = decide(
-            gw.config,
-            ident,
-            req.body.get("model"),
-            gw.state.rate_counts,
-            gw.state.spend,
-            time.time(),
-            est,
-            killed,
-        )
-    return pre
+    pre = await _decide_leased(gw, req, now, est_in, est_out, killed)
+    if pre.action == "queue":
+        deadline = now + pre.queue_timeout
+        while pre.action == "queue":
+            left = deadline - time.time()
+            if pre.certain and pre.retry_after > left:
+                # Nothing in flight can free capacity and the window outlasts the queue time:
+                # waiting cannot succeed, so say so at once.
+                raise Refusal(
+                    429,
+                    "rate_limited",
+                    f"{pre.reason}; the window frees capacity in {pre.retry_after:.0f}s, "
+                    f"beyond the {pre.queue_timeout:.1f}s queue time, so the call was not "
+                    f"queued; retry after {pre.retry_after:.0f}s",
+                    retry_after=pre.retry_after,
+                )
+            if left <= 0:
+                raise Refusal(
+                    429,
+                    "rate_limited",
+                    f"{pre.reason}; queued for {pre.queue_timeout:.1f}s without capacity "
+                    f"freeing up, retry after {min(pre.retry_after, 1.0):.0f}s",
+                    retry_after=min(pre.retry_after, 1.0),
+                )
+            wait = pre.retry_after + 0.001 if pre.certain else QUEUE_POLL
+            await asyncio.sleep(min(wait, left))
+            pre = await _decide_leased(gw, req, time.time(), est_in, est_out, killed)
+    res = gw.state.reserve(pre.rate_keys, pre.budgets, pre.est_tokens, pre.est_cost, now)
+    return pre, res
 
 
 async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
     """Govern one call. Raises `Refusal` (already recorded) when the call must not proceed."""
     started = time.perf_counter()
     now = time.time()
-    est = req.body_bytes // 4
+    est_in = input_tokens_estimate(req.body_bytes)
+    est_out = output_estimate(gw, req.body)
     gov = Governance(call_id=req.call_id, virtual_model=str(req.body.get("model", "")))
     try:
         with span("governor.policy"):
-            pre = await _decide(gw, req, now, est)
+            pre, held = await _decide(gw, req, now, est_in, est_out)
     except Refusal as r:
         _record_refusal(gw, req, gov, r, now, started)
         raise
@@ -198,10 +266,15 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
     else:
         rand = req.rand if req.rand is not None else random.random()
         targets = plan_route(vm, rand, gw.router.allowed(vm, now))
+        if gw.router.breakers:
+            skipped = _skipped_by_breakers(vm, rand, targets)
+            if skipped:
+                gov.decision = "fallback"
+                gov.fallback_reason = f"circuit breaker open for {', '.join(skipped)}"
     if pre.action == "fallback":
         gov.decision, gov.fallback_reason = "fallback", pre.reason
     gov.budget_remaining_usd = pre.budget_remaining
-    gw.state.note_request(pre.rate_keys)
+    gov.estimated_cost_usd = pre.est_cost
     try:
         body = req.body
         view = request_view(req.protocol, body)  # the request's text, walked once per call
@@ -223,9 +296,10 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
             if sp.is_recording():
                 sp.set_attribute("gen_ai.system", res.provider.protocol)
                 sp.set_attribute("gen_ai.request.model", res.target.model)
-    except Refusal as r:
-        gw.state.release_request(pre.rate_keys)
-        _record_refusal(gw, req, gov, r, now, started)
+    except BaseException as exc:  # refused, failed upstream, or cancelled (kill, disconnect)
+        gw.state.release(held)
+        if isinstance(exc, Refusal):
+            _record_refusal(gw, req, gov, exc, now, started)
         raise
     gov.provider, gov.model = res.target.provider, res.target.model
     gov.simulated = res.provider.simulated
@@ -238,7 +312,7 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
     if res.stream is None:
         blocked = guardrails.guard_response(guard, res, gov.model)  # output hooks
         _account(
-            gw, req, gov, pre, res, res.usage, res.output_text, now, started,
+            gw, req, gov, pre, held, res, res.usage, res.output_text, now, started,
             blocked.code if blocked else None,
         )  # fmt: skip
         if blocked is not None:
@@ -252,8 +326,22 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
     # record that the next start settles as interrupted.
     gw.writer.record_stream_start(_interrupted_row(gw, req, gov, now))
     return CallOutcome(
-        200, gov, stream=_governed_stream(gw, req, gov, pre, res, now, started, stop), stop=stop
+        200, gov, stream=_governed_stream(gw, req, gov, pre, held, res, now, started, stop),
+        stop=stop,
     )
+
+
+def _skipped_by_breakers(vm: RoutingConfig, rand: float, targets: list[Target]) -> list[str]:
+    """Targets the route would have tried before the first one it now tries, skipped because
+    their circuit is open: the call is served elsewhere because of them."""
+    full = plan_route(vm, rand, lambda _t: True)
+    first = targets[0].key if targets else None
+    out = []
+    for t in full:
+        if t.key == first:
+            break
+        out.append(t.key)
+    return out
 
 
 async def _governed_stream(
@@ -261,6 +349,7 @@ async def _governed_stream(
     req: CallRequest,
     gov: Governance,
     pre: PreCall,
+    held: Reservation,
     res: UpstreamResult,
     now: float,
     started: float,
@@ -281,7 +370,7 @@ async def _governed_stream(
         text = res.output_text or _acc_text(res)
         if error is not None:
             usage = _delivered_usage(req, usage, text)
-        _account(gw, req, gov, pre, res, usage, text, now, started, error)
+        _account(gw, req, gov, pre, held, res, usage, text, now, started, error)
 
     try:
         while stop.reason is None:
@@ -432,6 +521,7 @@ def _account(
     req: CallRequest,
     gov: Governance,
     pre: PreCall,
+    held: Reservation,
     res: UpstreamResult,
     usage: Usage | None,
     output_text: str,
@@ -472,8 +562,10 @@ def _account(
     st = gw.state
     crossings = st.charge(
         req.call_id, pre.rate_keys, pre.budgets, req.ident.session_id, tokens, gov.cost_usd,
-        replayable=req.replayable,
+        replayable=req.replayable, reservation=held,
     )
+    if error is None:
+        gw.output_estimates.observe(gov.virtual_model, usage.output_tokens)
     sid = req.ident.session_id
     if sid is not None and gw.path == "proxy":  # a session workflow runs the detector itself
         verdict = gw.loop_guard.observe(

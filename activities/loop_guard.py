@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from policies.config.models import Settings
-from policies.loops import choose_baseline, is_loop, is_repeating, prompt_fingerprint, token_rate
+from policies.loops import (
+    is_loop,
+    is_repeating,
+    prompt_fingerprint,
+    rate_baseline,
+    rate_reason,
+    rate_signal_action,
+    repeat_reason,
+    token_rate,
+)
 
 if TYPE_CHECKING:
     from ledger.store import LedgerStore
@@ -73,7 +82,7 @@ class LoopVerdict:
 class _SessionTrack:
     events: deque[tuple[float, int]] = field(default_factory=deque)
     prompts: deque[str] = field(default_factory=lambda: deque(maxlen=_HISTORY))
-    flagged: bool = False
+    flagged: set[str] = field(default_factory=set)  # signals that already gave a verdict
 
 
 class LoopGuard:
@@ -107,32 +116,41 @@ class LoopGuard:
         while ev and ev[0][0] <= start:
             ev.popleft()
         tr.prompts.append(prompt_fingerprint(body))
-        if tr.flagged:
-            return None  # one verdict per session: the action has been taken
         rate = token_rate(ev, now, settings.loop_window_seconds)
         p95, n = self.baselines.get(workflow_tag)
-        baseline = choose_baseline(
-            p95, n, settings.loop_min_sessions, settings.loop_default_baseline_tokens_per_hour
+        baseline, source = rate_baseline(
+            p95,
+            n,
+            settings.loop_min_sessions,
+            settings.loop_baselines.get(workflow_tag) if workflow_tag else None,
+            settings.loop_default_baseline_tokens_per_hour,
         )
         verdict = None
-        if is_loop(rate, baseline, settings.loop_multiplier):
-            verdict = LoopVerdict(
-                session_id,
-                "rate",
-                settings.loop_action,
-                f"loop detector: {rate:.0f} tokens/h over {settings.loop_window_seconds:.0f}s "
-                f"is above {settings.loop_multiplier:g}x the p95 baseline {baseline:.0f} "
-                f"tokens/h of workflow tag {workflow_tag or '(none)'}",
-            )
-        elif is_repeating(list(tr.prompts), settings.loop_repeat_threshold):
+        # One verdict per signal per session (an alert on the rate does not hide a later
+        # repeat, which still gets its action).
+        if "repeat" not in tr.flagged and is_repeating(
+            list(tr.prompts), settings.loop_repeat_threshold
+        ):
             verdict = LoopVerdict(
                 session_id,
                 "repeat",
                 settings.loop_action,
-                f"loop detector: the same prompt {settings.loop_repeat_threshold} times in a row",
+                "loop detector, "
+                + repeat_reason(settings.loop_repeat_threshold, settings.loop_repeat_threshold),
+            )
+        elif "rate" not in tr.flagged and is_loop(rate, baseline, settings.loop_multiplier):
+            verdict = LoopVerdict(
+                session_id,
+                "rate",
+                rate_signal_action(
+                    source, settings.loop_action, settings.loop_rate_untrusted_action
+                ),
+                "loop detector, "
+                + rate_reason(rate, settings.loop_window_seconds, baseline, source,
+                              settings.loop_multiplier, workflow_tag, n),
             )
         if verdict is not None:
-            tr.flagged = True  # one verdict per session (a throttle re-arms when it ends)
+            tr.flagged.add(verdict.kind)  # a throttle re-arms when it ends
             if verdict.action == "throttle":
                 self.throttled[session_id] = now + settings.loop_throttle_seconds
         return verdict
@@ -143,7 +161,7 @@ class LoopGuard:
             return 0.0
         if until <= now:
             del self.throttled[session_id]
-            self.sessions.get(session_id, _SessionTrack()).flagged = False
+            self.sessions.get(session_id, _SessionTrack()).flagged.clear()
             return 0.0
         return until - now
 

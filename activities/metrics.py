@@ -123,6 +123,19 @@ class Metrics:
             "governor_ledger_up", "1 while the ledger database answers", registry=r
         )
         self.ledger_up.set(1)
+        self.breaker_state = Gauge(
+            "governor_breaker_state",
+            "Circuit breaker of a target as routed by a virtual model: 0 closed, 1 half-open "
+            "(probing), 2 open",
+            ["virtual_model", "target"],
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "governor_breaker_transitions_total",
+            "Circuit breaker transitions, by the phase entered",
+            ["virtual_model", "target", "phase"],
+            registry=r,
+        )
         self._cache: dict[tuple[object, ...], object] = {}
 
     def set_budgets(self, budgets: Sequence[Budget], spend: Mapping[BudgetKey, float],

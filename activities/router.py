@@ -13,7 +13,7 @@ import math
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
@@ -146,10 +146,14 @@ def _provider_headers(p: Provider) -> dict[str, str]:
     return h
 
 
+BreakerHook = Callable[[str, str, str], None]  # (virtual model, target, new phase)
+
+
 class Router:
     def __init__(self, providers: dict[str, Provider]) -> None:
         self.providers = providers
         self.breakers: dict[str, breaker.BreakerState] = {}
+        self.on_breaker: BreakerHook | None = None  # told of every breaker transition
         self._session: aiohttp.ClientSession | None = None
         self._headers = {name: _provider_headers(p) for name, p in providers.items()}
 
@@ -192,18 +196,27 @@ class Router:
     def breaker_phase(self, vm: RoutingConfig, t: Target, now: float) -> str:
         return breaker.phase(self.breakers.get(t.key, breaker.CLOSED), vm.circuit_breaker, now)
 
-    def _ok(self, t: Target) -> None:
+    def _ok(self, vm: RoutingConfig, t: Target) -> None:
         st = self.breakers.get(t.key)
         if st is not None:
             new = breaker.on_success(st)
             if new is breaker.CLOSED:
                 del self.breakers[t.key]
+                if st.opened_at is not None:
+                    self._transition(vm, t, "closed")
             else:
                 self.breakers[t.key] = new
 
     def _fail(self, vm: RoutingConfig, t: Target) -> None:
         st = self.breakers.get(t.key, breaker.CLOSED)
-        self.breakers[t.key] = breaker.on_failure(st, vm.circuit_breaker, time.time())
+        new = breaker.on_failure(st, vm.circuit_breaker, time.time())
+        self.breakers[t.key] = new
+        if new.opened_at is not None and new.opened_at != st.opened_at:
+            self._transition(vm, t, "open")
+
+    def _transition(self, vm: RoutingConfig, t: Target, phase: str) -> None:
+        if self.on_breaker is not None:
+            self.on_breaker(vm.name, t.key, phase)
 
     # Calls ------------------------------------------------------------------------------------
 
@@ -239,7 +252,10 @@ class Router:
                 if not breaker.allows(st, vm.circuit_breaker, now):
                     attempts.append(Attempt(t.key, "circuit_open"))
                     continue
-                self.breakers[t.key] = breaker.on_attempt(st, vm.circuit_breaker, now)
+                probe = breaker.on_attempt(st, vm.circuit_breaker, now)
+                if probe.probing and not st.probing:
+                    self._transition(vm, t, "half_open")
+                self.breakers[t.key] = probe
             for n in range(vm.retries + 1):
                 try:
                     limit = max_output_tokens(prices.get(t.model)) if prices else None
@@ -261,7 +277,7 @@ class Router:
                     if wait > 0:
                         await asyncio.sleep(wait)
                     continue
-                self._ok(t)
+                self._ok(vm, t)
                 attempts.append(Attempt(t.key, "ok"))
                 res.attempts = attempts
                 return res

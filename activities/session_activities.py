@@ -143,7 +143,9 @@ async def governed_llm_call(inp: LlmCallInput) -> LlmCallOutput:
         total_tokens=g.total_tokens,
         cost_usd=g.cost_usd,
         budget_remaining_usd=remaining,
-        budget_exceeded=remaining is not None and remaining <= 0.0,
+        # Exhausted for this session's purposes: another call like this one no longer fits.
+        budget_exceeded=remaining is not None
+        and (remaining <= 0.0 or remaining < g.estimated_cost_usd),
         simulated=g.simulated,
         session_calls=totals.calls if totals else 0,
         session_tokens=totals.tokens if totals else 0,

@@ -80,7 +80,7 @@ class LlmCallOutput(BaseModel):
     total_tokens: int = 0
     cost_usd: float = 0.0
     budget_remaining_usd: float | None = None
-    budget_exceeded: bool = False
+    budget_exceeded: bool = False  # spent, or too little left for another call like this one
     simulated: bool = False
     # What this worker's counters say about the session (all runtimes, from the ledger on start).
     session_calls: int = 0

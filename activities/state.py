@@ -3,18 +3,28 @@
 Everything the pre-call decision reads lives here, in dicts, so the hot path never waits on a
 database. The ledger is the durable truth: on start the counters are rebuilt from it, and
 `charge` is idempotent per call id so a retried activity never counts twice.
+
+Reservations: a call admitted by the decision holds its estimate (one request, its estimated
+tokens, its estimated cost) on every window and budget it touches until it ends; `charge`
+settles it to the actual usage, `release` drops it (refused, failed). The decision reads
+settled + reserved, so concurrent calls cannot all slip under one ceiling.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Iterable
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from policies.budgets import BudgetKey, BudgetStatus, budget_statuses, crossed_alerts
 from policies.config.gateway import GatewayConfig
 from policies.identity import Identity
+from policies.loops import p95
 from policies.ratelimits import RateKey, applicable_keys
+
+if TYPE_CHECKING:
+    from activities.shared_limits import SharedLimits
 
 
 @dataclass(slots=True)
@@ -31,31 +41,97 @@ class BudgetCrossing:
     spent_after: float
 
 
+@dataclass(slots=True)
+class Reservation:
+    """What one call in flight holds: settled by `charge`, dropped by `release`."""
+
+    rate_keys: Sequence[RateKey]
+    budget_keys: Sequence[BudgetKey]
+    tokens: int
+    cost: float
+    at: float
+    open: bool = True
+
+
 @dataclass
 class GovernanceState:
-    rate_counts: dict[RateKey, list[int]] = field(default_factory=dict)
-    spend: dict[BudgetKey, float] = field(default_factory=dict)
+    rate_counts: dict[RateKey, list[int]] = field(default_factory=dict)  # settled [req, tok]
+    spend: dict[BudgetKey, float] = field(default_factory=dict)  # settled USD
+    reserved_rates: dict[RateKey, list[int]] = field(default_factory=dict)  # in flight
+    reserved_spend: dict[BudgetKey, float] = field(default_factory=dict)  # in flight
     sessions: dict[str, SessionTotals] = field(default_factory=dict)
     killed: dict[str, str] = field(default_factory=dict)  # session id -> reason
+    in_flight: dict[int, Reservation] = field(default_factory=dict)
+    shared: SharedLimits | None = None  # leases of limits shared with other replicas
     _charged: OrderedDict[str, None] = field(default_factory=OrderedDict)
     _charged_cap: int = 100_000
 
-    def note_request(self, keys: Iterable[RateKey]) -> None:
-        """Count the request at decision time, so concurrent calls see each other."""
-        rc = self.rate_counts
-        for k in keys:
-            c = rc.get(k)
+    def reserve(
+        self,
+        rate_keys: Sequence[RateKey],
+        budgets: Iterable[BudgetStatus],
+        tokens: int,
+        cost: float,
+        now: float,
+    ) -> Reservation:
+        """Hold one request, `tokens` and `cost` on every key, in the same synchronous step as
+        the decision that admitted the call (no await between), so no other call can decide
+        in between on counts that do not include this one."""
+        rr = self.reserved_rates
+        for k in rate_keys:
+            c = rr.get(k)
             if c is None:
-                rc[k] = [1, 0]
+                rr[k] = [1, tokens]
             else:
                 c[0] += 1
+                c[1] += tokens
+        bkeys = [b.key for b in budgets]
+        rs = self.reserved_spend
+        for bk in bkeys:
+            rs[bk] = rs.get(bk, 0.0) + cost
+        res = Reservation(rate_keys, bkeys, tokens, cost, now)
+        self.in_flight[id(res)] = res
+        if self.shared is not None:
+            self.shared.take(rate_keys, bkeys, tokens, cost)
+        return res
 
-    def release_request(self, keys: Iterable[RateKey]) -> None:
-        """Undo `note_request` for a call that never reached a provider (refused, queued)."""
-        for k in keys:
-            c = self.rate_counts.get(k)
-            if c is not None and c[0] > 0:
+    def release(self, res: Reservation, keep_requests: bool = False) -> None:
+        """Drop a reservation (idempotent). `keep_requests`: the call did reach a provider, so
+        its request is counted as settled (the caller charges its usage separately)."""
+        if not res.open:
+            return
+        res.open = False
+        self.in_flight.pop(id(res), None)
+        if self.shared is not None and not keep_requests:
+            self.shared.release(res.rate_keys, res.budget_keys, res.tokens, res.cost)
+        rr = self.reserved_rates
+        for k in res.rate_keys:
+            c = rr.get(k)
+            if c is not None:
                 c[0] -= 1
+                c[1] -= res.tokens
+                if c[0] <= 0:
+                    del rr[k]
+            if keep_requests:
+                s = self.rate_counts.get(k)
+                if s is None:
+                    self.rate_counts[k] = [1, 0]
+                else:
+                    s[0] += 1
+        rs = self.reserved_spend
+        for bk in res.budget_keys:
+            left = rs.get(bk, 0.0) - res.cost
+            if left <= 1e-12:
+                rs.pop(bk, None)
+            else:
+                rs[bk] = left
+
+    def release_stale(self, older_than: float) -> int:
+        """Drop reservations of calls that never ended (a leak would tighten a limit forever)."""
+        stale = [r for r in self.in_flight.values() if r.at < older_than]
+        for r in stale:
+            self.release(r)
+        return len(stale)
 
     def mark_charged(self, call_id: str) -> None:
         """A call the ledger already holds (counted by `rebuild`): never charge it again."""
@@ -73,12 +149,19 @@ class GovernanceState:
         tokens: int,
         cost: float,
         replayable: bool = True,
+        reservation: Reservation | None = None,
     ) -> list[BudgetCrossing]:
         """Add a finished call's tokens and cost; returns budget alert thresholds it crossed.
 
-        `replayable`: the call id may come back (an activity retry, a client's Idempotency-Key),
-        so remember it and never charge it twice. Fresh proxy call ids never come back; not
-        remembering them keeps memory flat under load."""
+        `reservation`: the call's hold, settled here (its request counted, its estimate
+        dropped). `replayable`: the call id may come back (an activity retry, a client's
+        Idempotency-Key), so remember it and never charge it twice. Fresh proxy call ids never
+        come back; not remembering them keeps memory flat under load."""
+        if reservation is not None:
+            if reservation.open and self.shared is not None:
+                self.shared.settle(reservation.rate_keys, reservation.budget_keys,
+                                   reservation.tokens, reservation.cost, tokens, cost)
+            self.release(reservation, keep_requests=True)
         if replayable:
             if call_id in self._charged:
                 return []
@@ -131,3 +214,33 @@ class GovernanceState:
         old = [k for k in self.rate_counts if k[2] < now - horizon]
         for k in old:
             del self.rate_counts[k]
+
+
+class OutputEstimates:
+    """Per virtual model, the p95 of recent output token counts: the output estimate of a call
+    whose caller set no `max_tokens`. Bounded: the last `keep` outputs per model, for models the
+    config names; the p95 is recomputed every `every` observations, not per call."""
+
+    def __init__(self, keep: int = 512, every: int = 32) -> None:
+        self.keep = keep
+        self.every = every
+        self._seen: dict[str, deque[int]] = {}
+        self._p95: dict[str, int] = {}
+        self._since: dict[str, int] = {}
+
+    def estimate(self, model: str, default: int, min_samples: int) -> int:
+        seen = self._seen.get(model)
+        if seen is None or len(seen) < min_samples:
+            return default
+        return self._p95.get(model, default)
+
+    def observe(self, model: str, output_tokens: int) -> None:
+        seen = self._seen.get(model)
+        if seen is None:
+            seen = self._seen[model] = deque(maxlen=self.keep)
+        seen.append(output_tokens)
+        n = self._since.get(model, 0) + 1
+        if n >= self.every or len(seen) <= 64:
+            self._p95[model] = int(p95(seen))
+            n = 0
+        self._since[model] = n

@@ -179,6 +179,24 @@ class GuardrailEventRecord(SQLModel, table=True):
     model: str = ""
 
 
+class LimitCounterRecord(SQLModel, table=True):
+    """One limit in one window, shared by every replica (PostgreSQL ledgers).
+
+    `used` is what the replicas have spent *or hold as leases* of this limit's headroom; a
+    replica takes a lease with one atomic `UPDATE ... RETURNING`, so the leases of all replicas
+    together never exceed `ceiling`. `last_grant` is what the latest lease statement granted.
+    """
+
+    __tablename__ = "limit_counters"
+    __table_args__ = (Index("ix_limit_counters_expires_at", "expires_at"),)
+
+    limit_key: str = Field(primary_key=True)
+    ceiling: float
+    used: float = 0.0
+    last_grant: float = 0.0
+    expires_at: float  # the window's end: the row can go once it has passed
+
+
 def _table(model: type[SQLModel]) -> Table:
     return model.__table__  # type: ignore[attr-defined,no-any-return]
 
@@ -190,6 +208,7 @@ STREAM_STARTS = _table(StreamStartRecord)
 KILLS = _table(KillRecord)
 BUDGET_ALERTS = _table(BudgetAlertRecord)
 GUARDRAIL_EVENTS = _table(GuardrailEventRecord)
+LIMIT_COUNTERS = _table(LimitCounterRecord)
 
 LEDGER_TABLES: tuple[Table, ...] = (
     CALLS,
@@ -199,4 +218,5 @@ LEDGER_TABLES: tuple[Table, ...] = (
     GUARDRAIL_EVENTS,
     SESSION_OWNERS,
     STREAM_STARTS,
+    LIMIT_COUNTERS,
 )

@@ -88,6 +88,7 @@ class CallAggregate:
     requests: int
     tokens: int
     cost_usd: float
+    key_id: str | None = None  # the API key's id (per-key limits are rebuilt from it)
 
 
 def _engine_url(url: str) -> tuple[URL, str]:
@@ -388,6 +389,7 @@ class LedgerStore:
             c.cost_center,
             c.virtual_model,
             c.model,
+            c.key_id,
         )
         tokens = c.input_tokens + c.output_tokens + c.cache_read_tokens + c.cache_write_tokens
         inner = select(

@@ -19,6 +19,12 @@ class BudgetStatus:
     key: BudgetKey
     spent: float
     window_end: float
+    reserved: float = 0.0  # held by calls in flight
+
+    def fits(self, estimate: float) -> bool:
+        """Settled spend + what calls in flight hold + this call's estimate within the ceiling."""
+        c = self.budget.ceiling_usd
+        return self.spent < c and self.spent + self.reserved + estimate <= c
 
     @property
     def remaining(self) -> float:
@@ -34,15 +40,20 @@ class BudgetStatus:
 
 
 def budget_statuses(
-    budgets: Sequence[Budget], ident: Identity, spend: Mapping[BudgetKey, float], now: float
+    budgets: Sequence[Budget],
+    ident: Identity,
+    spend: Mapping[BudgetKey, float],
+    now: float,
+    reserved: Mapping[BudgetKey, float] | None = None,
 ) -> list[BudgetStatus]:
     out = []
+    res = reserved or {}
     for b in budgets:
         if not matches(b.scope, ident):
             continue
         start, end = calendar_window(now, b.window)
         key = (b.id, start)
-        out.append(BudgetStatus(b, key, spend.get(key, 0.0), end))
+        out.append(BudgetStatus(b, key, spend.get(key, 0.0), end, res.get(key, 0.0)))
     return out
 
 

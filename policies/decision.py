@@ -6,13 +6,14 @@ runtime which virtual model (or pinned target) to route and which counters the c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from policies.budgets import BudgetKey, BudgetStatus, budget_statuses
 from policies.config.gateway import GatewayConfig
 from policies.config.models import RoutingConfig, Target
+from policies.estimates import candidate_targets, estimate_cost
 from policies.identity import Identity
 from policies.ratelimits import RateBreach, RateKey, applicable_keys, check_rate_limits
 from policies.refusals import Refusal
@@ -29,6 +30,9 @@ class PreCall:
     queue_timeout: float = 0.0
     rate_keys: list[RateKey] = field(default_factory=list)
     budgets: list[BudgetStatus] = field(default_factory=list)
+    est_tokens: int = 0  # what the call reserves on every token window it touches
+    est_cost: float = 0.0  # what it reserves on every budget it touches
+    certain: bool = True  # queue: the breach holds even if calls in flight release theirs
 
     @property
     def budget_remaining(self) -> float | None:
@@ -70,10 +74,26 @@ def _fallback(config: GatewayConfig, vm: RoutingConfig, name: str, why: str) -> 
     return PreCall("fallback", new_vm or vm, pinned=pinned, reason=why)
 
 
-def _breach_text(b: RateBreach) -> str:
+def _breach_text(b: RateBreach, est_tokens: int = 0) -> str:
+    held = f" ({b.in_flight} held by calls in flight)" if b.in_flight else ""
+    this = f" and this call's estimate of {est_tokens} would pass it" if b.what == "tokens" else ""
     return (
-        f"rate limit {b.rule.id!r} reached: {b.used} of {b.limit} {b.what} per "
-        f"{b.rule.limit.window} for this {b.rule.scope}"
+        f"rate limit {b.rule.id!r} reached: {b.used} of {b.limit} {b.what}{held} per "
+        f"{b.rule.limit.window} for this {b.rule.scope}{this}"
+    )
+
+
+def _budget_text(st: BudgetStatus, est: float) -> str:
+    bud = st.budget
+    if st.spent >= bud.ceiling_usd:
+        return (
+            f"budget {bud.id!r} exhausted: ${st.spent:.4f} of ${bud.ceiling_usd:.2f} "
+            f"{bud.window} ceiling spent"
+        )
+    held = f" + ${st.reserved:.4f} held by calls in flight" if st.reserved else ""
+    return (
+        f"budget {bud.id!r} would be passed: ${st.spent:.4f} spent{held} + this call's "
+        f"estimate ${est:.4f} is over the ${bud.ceiling_usd:.2f} {bud.window} ceiling"
     )
 
 
@@ -81,22 +101,32 @@ def decide(
     config: GatewayConfig,
     ident: Identity,
     model: object,
-    rate_counts: Mapping[RateKey, list[int]],
+    rate_counts: Mapping[RateKey, Sequence[int]],
     spend: Mapping[BudgetKey, float],
     now: float,
     est_input_tokens: int,
-    killed: bool = False,
+    killed: bool | str = False,
+    *,
+    est_output_tokens: int = 0,
+    reserved_rates: Mapping[RateKey, Sequence[int]] | None = None,
+    reserved_spend: Mapping[BudgetKey, float] | None = None,
 ) -> PreCall:
+    """`rate_counts`/`spend`: settled usage; `reserved_*`: what calls in flight hold. A call is
+    admitted only if settled + reserved + its own estimate (input + output tokens, and their
+    cost at the dearest target it may land on) fits every limit it touches. `killed`: the kill
+    reason (True when unknown)."""
     if killed:
+        why = killed if isinstance(killed, str) else "by an operator or the loop detector"
         raise Refusal(
             403,
             "session_killed",
-            f"session {ident.session_id!r} was killed (by an operator or the loop "
-            "detector); start a new session (GET /gateway/sessions/{id} shows who and why)",
+            f"session {ident.session_id!r} was killed: {why}; start a new session "
+            "(GET /gateway/sessions/{id} shows who and why)",
         )
     vm = lookup_model(config, model)
+    est_tokens = est_input_tokens + est_output_tokens
     keyed = applicable_keys(config.rate_limits, ident, vm.name, now)
-    breaches = check_rate_limits(keyed, rate_counts, now, est_input_tokens)
+    breaches = check_rate_limits(keyed, rate_counts, now, est_tokens, reserved_rates)
     result = PreCall("allow", vm)
     if breaches:
         for b in breaches:
@@ -104,8 +134,8 @@ def decide(
                 raise Refusal(
                     429,
                     "rate_limited",
-                    f"{_breach_text(b)}; retry after {b.retry_after:.0f}s",
-                    retry_after=b.retry_after,
+                    f"{_breach_text(b, est_tokens)}; retry after {_retry(b):.0f}s",
+                    retry_after=_retry(b),
                 )
         queued = [b for b in breaches if b.rule.on_breach == "queue_then_429"]
         if queued:
@@ -113,28 +143,33 @@ def decide(
             result = PreCall(
                 "queue",
                 vm,
-                reason=_breach_text(b),
+                reason=_breach_text(b, est_tokens),
                 retry_after=b.retry_after,
                 queue_timeout=b.rule.queue_timeout_ms / 1000,
+                certain=all(x.certain for x in queued),
             )
         else:
             b = breaches[0]
-            result = _fallback(config, vm, b.rule.on_breach[12:], _breach_text(b))
-    statuses = budget_statuses(config.budgets, ident, spend, now)
+            result = _fallback(config, vm, b.rule.on_breach[12:], _breach_text(b, est_tokens))
+    statuses = budget_statuses(config.budgets, ident, spend, now, reserved_spend)
+    est_cost = estimate_cost(
+        config.prices, candidate_targets(result.vm, result.pinned), est_input_tokens,
+        est_output_tokens,
+    )
     for st in statuses:
-        if not st.exceeded:
+        if st.fits(est_cost):
             continue
         bud = st.budget
-        why = (
-            f"budget {bud.id!r} exhausted: ${st.spent:.4f} of ${bud.ceiling_usd:.2f} "
-            f"{bud.window} ceiling spent"
-        )
+        why = _budget_text(st, est_cost)
         if bud.on_exceed == "hard_block":
+            # Spent alone is over: wait for the window. Calls in flight hold the rest: they
+            # settle (often below their estimate) or release within seconds.
+            wait = st.window_end - now if st.spent + est_cost > bud.ceiling_usd else 1.0
             raise Refusal(
                 429,
                 "budget_exceeded",
                 f"{why}; ask the budget owner to raise it or wait for the next window",
-                retry_after=st.window_end - now,
+                retry_after=wait,
             )
         if result.action == "queue":
             continue
@@ -152,6 +187,18 @@ def decide(
             result = PreCall("fallback", result.vm, pinned=cheaper, reason=why)
         else:
             result = _fallback(config, result.vm, bud.on_exceed[12:], why)
+        # Degraded: the call now reserves what the cheaper route costs.
+        est_cost = estimate_cost(
+            config.prices, candidate_targets(result.vm, result.pinned), est_input_tokens,
+            est_output_tokens,
+        )
     result.rate_keys = [k for _, k, _ in keyed]
     result.budgets = statuses
+    result.est_tokens = est_tokens
+    result.est_cost = est_cost
     return result
+
+
+def _retry(b: RateBreach) -> float:
+    """A breach that only calls in flight cause can clear as soon as they settle or release."""
+    return b.retry_after if b.certain else min(b.retry_after, 1.0)

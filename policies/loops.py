@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 HOUR = 3600.0
+BaselineSource = Literal["observed", "configured", "default"]
+LoopAction = Literal["alert", "throttle", "kill"]
 
 
 def token_rate(events: Iterable[tuple[float, int]], now: float, window_seconds: float) -> float:
@@ -53,13 +55,49 @@ def p95(values: Sequence[float]) -> float:
     return float(ordered[max(rank, 1) - 1])
 
 
-def choose_baseline(
-    observed_p95: float | None, sessions: int, min_sessions: int, default: float
-) -> float:
-    """The observed p95 when enough sessions back it, else the configured default."""
-    if observed_p95 is None or sessions < min_sessions or observed_p95 <= 0:
-        return default
-    return observed_p95
+def rate_baseline(
+    observed_p95: float | None,
+    sessions: int,
+    min_sessions: int,
+    configured: float | None,
+    default: float,
+) -> tuple[float, BaselineSource]:
+    """(baseline, source): a baseline the config sets for the tag ("configured"), else an
+    observed p95 that enough sessions back ("observed"), else the default ("default")."""
+    if configured is not None and configured > 0:
+        return configured, "configured"
+    if observed_p95 is not None and observed_p95 > 0 and sessions >= min_sessions:
+        return observed_p95, "observed"
+    return default, "default"
+
+
+def rate_signal_action(
+    source: str, trusted_action: LoopAction, untrusted_action: LoopAction
+) -> LoopAction:
+    """The rate signal acts (throttle, kill) only against a baseline someone can stand behind:
+    a trusted observed p95 or a configured one. Against the default it alerts (by default),
+    because no real session of the tag set that number."""
+    return untrusted_action if source == "default" else trusted_action
+
+
+def rate_reason(
+    rate: float, window_seconds: float, baseline: float, source: str, multiplier: float,
+    tag: str | None, sessions: int,
+) -> str:
+    """What a rate verdict says: the signal and its figures."""
+    backing = f", {sessions} sessions" if source == "observed" else ""
+    return (
+        f"rate signal: {rate:,.0f} tokens/h over the last {window_seconds:.0f}s "
+        f"is {rate / baseline:.1f}x the {source} p95 baseline {baseline:,.0f} tokens/h of "
+        f"workflow tag {tag or '(none)'}{backing} (limit {multiplier:g}x)"
+    )
+
+
+def repeat_reason(run: int, threshold: int) -> str:
+    return (
+        f"repeat signal: the same prompt {run} times in a row "
+        f"(threshold {threshold})"
+    )
 
 
 def is_loop(rate: float, baseline: float, multiplier: float = 3.0) -> bool:

@@ -7,6 +7,8 @@ from policies.identity import Identity
 
 
 def matches(sel: MetadataMatch, ident: Identity) -> bool:
+    if sel.keys and ident.key_id not in sel.keys:
+        return False
     for name, want in sel.metadata.items():
         if ident.get(name) != want:
             return False

@@ -1,7 +1,8 @@
 """Rate limits: requests and tokens per fixed window, per scope.
 
-A counter key is (rule id, scope value, window start). The caller holds the counters; this module
-only reads them, so the same decision runs in the proxy and, replayed, in a workflow.
+A counter key is (rule id, scope value, window start). The caller holds the counters (settled
+calls) and the reservations (calls in flight); this module only reads them, so the same decision
+runs in the proxy and, replayed, in a workflow.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ class RateBreach:
     rule: RateLimitRule
     key: RateKey
     what: str  # "requests" | "tokens"
-    used: int
+    used: int  # settled, plus what calls in flight hold
     limit: int
     retry_after: float  # seconds until the window rolls over
+    in_flight: int = 0  # of `used`, what calls in flight hold (requests or reserved tokens)
+    certain: bool = True  # the breach holds even if every call in flight released its share
 
 
 def scope_value(rule: RateLimitRule, ident: Identity, model: str) -> str | None:
@@ -36,6 +39,8 @@ def scope_value(rule: RateLimitRule, ident: Identity, model: str) -> str | None:
         return model
     if s == "session":
         return ident.session_id
+    if s == "key":
+        return ident.key_id or None
     return ident.get(s)
 
 
@@ -55,26 +60,34 @@ def applicable_keys(
     return out
 
 
+_NONE = (0, 0)
+
+
 def check_rate_limits(
     keyed: Sequence[tuple[RateLimitRule, RateKey, float]],
-    counters: Mapping[RateKey, list[int]],
+    counters: Mapping[RateKey, Sequence[int]],
     now: float,
-    est_input_tokens: int,
+    est_tokens: int,
+    reserved: Mapping[RateKey, Sequence[int]] | None = None,
 ) -> list[RateBreach]:
     """Every breach, in rule order.
 
-    Requests: this call would be request number used+1. Tokens: the window's tokens so far plus
-    this call's estimated input must stay within the limit, so a ceiling is never passed by more
-    than one call's output.
+    `counters` hold settled [requests, tokens]; `reserved` what calls in flight hold. Requests:
+    this call would be request number settled+in flight+1. Tokens: settled + reserved + this
+    call's estimate (input and output) must stay within the limit.
     """
     breaches = []
+    res = reserved or {}
     for rule, key, end in keyed:
-        req, tok = counters.get(key, (0, 0))
+        req, tok = counters.get(key, _NONE)
+        rreq, rtok = res.get(key, _NONE)
         lim = rule.limit
-        if lim.requests is not None and req + 1 > lim.requests:
-            breaches.append(RateBreach(rule, key, "requests", req, lim.requests, end - now))
-        elif lim.tokens is not None and tok + est_input_tokens > lim.tokens:
-            breaches.append(RateBreach(rule, key, "tokens", tok, lim.tokens, end - now))
-        elif lim.tokens is not None and tok >= lim.tokens:
-            breaches.append(RateBreach(rule, key, "tokens", tok, lim.tokens, end - now))
+        if lim.requests is not None and req + rreq + 1 > lim.requests:
+            breaches.append(RateBreach(rule, key, "requests", req + rreq, lim.requests,
+                                       end - now, rreq, req + 1 > lim.requests))
+        elif lim.tokens is not None and (
+            tok + rtok + est_tokens > lim.tokens or tok + rtok >= lim.tokens
+        ):
+            breaches.append(RateBreach(rule, key, "tokens", tok + rtok, lim.tokens, end - now,
+                                       rtok, tok + est_tokens > lim.tokens or tok >= lim.tokens))
     return breaches

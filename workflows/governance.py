@@ -29,11 +29,14 @@ with workflow.unsafe.imports_passed_through():
         ToolCallOutput,
     )
     from policies.loops import (
-        choose_baseline,
         is_loop,
         is_repeating,
         prompt_fingerprint,
         prune_events,
+        rate_baseline,
+        rate_reason,
+        rate_signal_action,
+        repeat_reason,
         token_rate,
         window_tokens,
     )
@@ -301,40 +304,36 @@ class SessionGovernance:
 
     def _loops(self, turn: int, body: dict[str, Any], out: LlmCallOutput, t: float) -> None:
         st, p = self.state, self.policy
-        st.baseline = choose_baseline(
+        st.baseline, source = rate_baseline(
             out.baseline_p95,
             out.baseline_sessions,
             p.min_sessions,
+            p.configured_baseline_tokens_per_hour,
             p.default_baseline_tokens_per_hour,
         )
-        observed = (
-            out.baseline_p95 is not None
-            and out.baseline_p95 > 0
-            and out.baseline_sessions >= p.min_sessions
-        )
-        st.baseline_source = "observed" if observed else "default"
+        st.baseline_source = source
         st.rate = token_rate(st.events, t, p.loop_window_seconds)
         st.prompts.append(prompt_fingerprint(body))
         del st.prompts[: max(0, len(st.prompts) - p.repeat_threshold)]
-        signal = None
+        signal, action = None, p.loop_action
         if is_loop(st.rate, st.baseline, p.loop_multiplier):
-            signal = (
-                f"token rate {st.rate:.0f}/h is above {p.loop_multiplier:g}x the "
-                f"{st.baseline_source} baseline {st.baseline:.0f}/h of workflow tag "
-                f"{self.ident.workflow_tag!r}"
-            )
+            signal = rate_reason(st.rate, p.loop_window_seconds, st.baseline, source,
+                                 p.loop_multiplier, self.ident.workflow_tag,
+                                 out.baseline_sessions)
+            action = rate_signal_action(source, p.loop_action, p.rate_untrusted_action)
             self.decide(turn, "loop_detected", signal)
         if is_repeating(st.prompts, p.repeat_threshold):
-            signal = f"the same prompt {p.repeat_threshold} times in a row"
+            signal = repeat_reason(p.repeat_threshold, p.repeat_threshold)
+            action = p.loop_action
             self.decide(turn, "repeat_detected", signal)
         if signal is None:
             return
         st.alerts += 1
         workflow.logger.warning("runaway session %s: %s", self.ident.session_id, signal)
-        if p.loop_action == "throttle":
+        if action == "throttle":
             st.throttle_until = t + p.throttle_seconds
             self.decide(turn, "throttled", f"next call waits {p.throttle_seconds:g}s")
-        elif p.loop_action == "kill":
+        elif action == "kill":
             self.kill("loop-detector", signal, turn)
 
     # Kill, close, status --------------------------------------------------------------------

@@ -27,6 +27,11 @@ class SessionPolicy(BaseModel):
     default_baseline_tokens_per_hour: float = Field(default=100_000.0, gt=0)
     min_sessions: int = Field(default=5, ge=1)
     loop_action: Literal["alert", "throttle", "kill"] = "kill"
+    # The rate signal against the default baseline (none observed or configured). Its default
+    # here is the old behaviour, so histories recorded before the field existed replay the same;
+    # `session_policy_from_config` sets it from the settings (alert).
+    rate_untrusted_action: Literal["alert", "throttle", "kill"] = "kill"
+    configured_baseline_tokens_per_hour: float | None = Field(default=None, gt=0)
     throttle_seconds: float = Field(default=30.0, ge=0)
     repeat_threshold: int = Field(default=5, ge=2)
     # On budget exhaustion: a virtual model to move to, else the virtual model's cheaper target.
@@ -62,7 +67,7 @@ class SessionState(BaseModel):
     model_override: str | None = None  # virtual model every call moves to (fallback_to_<vm>)
     throttle_until: float = 0.0
     baseline: float = 0.0
-    baseline_source: Literal["observed", "default"] = "default"
+    baseline_source: Literal["observed", "configured", "default"] = "default"
     rate: float = 0.0
     alerts: int = 0
     killed_by: str | None = None

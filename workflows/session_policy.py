@@ -30,6 +30,10 @@ def session_policy_from_config(
         "default_baseline_tokens_per_hour": st.loop_default_baseline_tokens_per_hour,
         "min_sessions": st.loop_min_sessions,
         "loop_action": st.loop_action,
+        "rate_untrusted_action": st.loop_rate_untrusted_action,
+        "configured_baseline_tokens_per_hour": (
+            st.loop_baselines.get(identity.workflow_tag) if identity.workflow_tag else None
+        ),
         "throttle_seconds": st.loop_throttle_seconds,
     }
     for rule in config.rate_limits:

@@ -215,6 +215,20 @@ def _assemble(parsed: list[tuple[YamlDoc, BaseModel]], sources: tuple[str, ...])
         "names no virtual model, no model on any route, and no priced model with a "
         "provider, so it cannot be routed"
     )
+    def unknown_keys(sel_keys: list[str], doc: YamlDoc, path: tuple[Any, ...]) -> None:
+        for i, k in enumerate(sel_keys):
+            if k not in key_ids:
+                dup(doc, (*path, "keys", i),
+                    f"API key id {k!r} is not defined in any gateway-api-keys document")
+
+    for r in rate_rules:
+        if r.when.keys:
+            doc, path = where[f"rl:{r.id}"]
+            unknown_keys(r.when.keys, doc, (*path, "when"))
+    for b in budgets:
+        if b.scope.keys:
+            doc, path = where[f"b:{b.id}"]
+            unknown_keys(b.scope.keys, doc, (*path, "scope"))
     for r in rate_rules:
         if r.on_breach.startswith("fallback_to_") and unroutable(r.on_breach[12:]):
             doc, path = where[f"rl:{r.id}"]

@@ -70,6 +70,7 @@ class MetadataMatch(_Strict):
 
     metadata: dict[str, str] = Field(default_factory=dict)
     subjects: dict[str, str] = Field(default_factory=dict)
+    keys: list[str] = Field(default_factory=list)  # API key ids (`id` in gateway-api-keys)
 
     @field_validator("metadata")
     @classmethod
@@ -91,7 +92,9 @@ BreachAction = Annotated[str, Field(pattern=r"^(hard_block|queue_then_429|fallba
 ExceedAction = Annotated[
     str, Field(pattern=r"^(hard_block|fallback_to_cheaper|fallback_to_[\w.\-]+)$")
 ]
-RateScope = Literal["global", "session", "user", "team", "project", "workflow_tag", "model"]
+RateScope = Literal[
+    "global", "session", "user", "team", "project", "workflow_tag", "model", "key"
+]
 
 
 class Limit(_Strict):
@@ -288,6 +291,19 @@ class ProvidersConfig(_Strict):
     providers: list[Provider]
 
 
+OutageAction = Literal["serve", "refuse"]
+
+
+class LimitsOutagePolicy(_Strict):
+    """What a replica does, per kind of limit, once the lease it holds is spent and the shared
+    limit store (the ledger's PostgreSQL) cannot be reached. `serve`: decide on the replica's
+    own counters (each replica admits up to the whole limit); `refuse`: 503."""
+
+    budgets: OutageAction = "refuse"  # money: an unverifiable ceiling is not spent blindly
+    tokens: OutageAction = "serve"  # throughput: per-replica enforcement still bounds bursts
+    requests: OutageAction = "serve"
+
+
 class Settings(_Strict):
     type: Literal["gateway-settings"] = "gateway-settings"
     name: str = "settings"
@@ -303,8 +319,31 @@ class Settings(_Strict):
     loop_window_seconds: float = Field(default=600, gt=0)
     loop_default_baseline_tokens_per_hour: float = Field(default=100_000, gt=0)
     loop_min_sessions: int = Field(default=5, ge=1)
+    # Two signals, two defaults. `loop_action` answers repeated identical prompts and a rate
+    # above a trusted baseline (an observed p95 backed by `loop_min_sessions` sessions, or one
+    # set in `loop_baselines`); against the default baseline the rate signal does
+    # `loop_rate_untrusted_action` (alert: no real session of the tag set that number).
     loop_action: Literal["alert", "throttle", "kill"] = "kill"
+    loop_rate_untrusted_action: Literal["alert", "throttle", "kill"] = "alert"
+    loop_baselines: dict[str, float] = Field(default_factory=dict)  # workflow tag -> tokens/h
+
+    @field_validator("loop_baselines")
+    @classmethod
+    def _positive_baselines(cls, v: dict[str, float]) -> dict[str, float]:
+        for tag, val in v.items():
+            if val <= 0:
+                raise ValueError(f"loop_baselines[{tag!r}] must be a positive tokens/hour")
+        return v
     loop_throttle_seconds: float = Field(default=30, ge=0)
+    # Reservations: a call without `max_tokens` reserves this many output tokens until
+    # `output_estimate_min_samples` calls of its virtual model were seen, then their p95.
+    output_estimate_default_tokens: int = Field(default=1024, gt=0, le=1_000_000)
+    output_estimate_min_samples: int = Field(default=20, ge=1)
+    # Shared limits (PostgreSQL ledgers): a lease is at most this fraction of a ceiling and at
+    # most `shared_lease_share` of what is left, never less than the call needs.
+    shared_lease_fraction: float = Field(default=0.05, gt=0, le=1)
+    shared_lease_share: float = Field(default=0.25, gt=0, le=1)
+    limits_outage_policy: LimitsOutagePolicy = Field(default_factory=LimitsOutagePolicy)
     # Budget spend re-read from the ledger this often (0: only at start). Replicas and the
     # workflow worker each count in memory; this is how they see each other's spend.
     budget_sync_seconds: float = Field(default=5, ge=0)

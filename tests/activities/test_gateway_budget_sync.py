@@ -32,7 +32,7 @@ budgets:
 async def _call(gw: Gateway, i: int) -> None:
     key = next(k for k in gw.config.keys_by_hash.values() if k.id == "dev-developer")
     ident = resolve_identity(key, {"x-governor-project": "shared"}, gw.config.settings)
-    body = {"model": "support-cheap", "max_tokens": 200,
+    body = {"model": "support-cheap", "max_tokens": 20,
             "messages": [{"role": "user", "content": f"spend {i}"}]}
     await governed_call(gw, CallRequest("openai", body, ident, new_call_id(), 100))
 

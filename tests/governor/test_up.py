@@ -248,7 +248,8 @@ def test_sessions_list_and_show_proxy_sessions(up: Up) -> None:
         ("looping.py", "ENDING: killed by loop-detector"),
         ("budget_fallback.py", "ENDING: moved to the cheaper model claude-haiku-4-5"),
         ("workflow_agent.py", "ENDING: closed after 2 calls"),
-        ("workflow_agent.py --loop", "killed: by loop-detector: the same prompt 5 times"),
+        ("workflow_agent.py --loop",
+         "killed: by loop-detector: repeat signal: the same prompt 5 times"),
     ],
 )
 def test_each_example_agent_reaches_its_ending(up: Up, script: str, ending: str) -> None:

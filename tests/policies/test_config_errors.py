@@ -424,3 +424,23 @@ def test_error_text_reads_file_line_field_message() -> None:
 def test_empty_documents_are_ignored() -> None:
     cfg = build_config([*BASE, ("empty.yaml", ""), ("comments.yaml", "# nothing\n---\n")])
     assert cfg.rate_limits == ()
+
+
+def test_a_when_keys_selector_naming_an_unknown_key_id_is_located() -> None:
+    keys = y("""
+        type: gateway-api-keys
+        keys:
+          - {id: batch, hash: "sha256:%s", user: u, team: t}
+        """ % ("0" * 64))
+    rules = y("""
+        type: gateway-rate-limit-config
+        name: rl
+        rules:
+          - id: per-key
+            when: {keys: [batch, nobody]}
+            scope: key
+            limit: {requests: 5, window: 1m}
+        """)
+    err = one_error(("keys.yaml", keys), ("rl.yaml", rules))
+    assert err.file == "rl.yaml" and err.line == 5
+    assert err.field == "rules.0.when.keys.1" and "'nobody'" in err.message

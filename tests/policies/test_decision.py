@@ -292,3 +292,54 @@ def test_last_months_spend_does_not_exhaust_this_months_budget() -> None:
     april = datetime(2026, 4, 1, tzinfo=UTC).timestamp()
     p = run(config(budgets=budget("hard_block")), spend={("bud", april): 1000.0})
     assert p.action == "allow"
+
+
+# --- reservations --------------------------------------------------------------------------------
+
+
+def test_a_budget_admits_a_call_only_if_spent_plus_reserved_plus_its_estimate_fits() -> None:
+    cfg = config(budgets=budget("hard_block", ceiling=0.01))
+    spend = {("bud", MONTH): 0.004}
+    # strong: opus is the dearest target: 100 in + 200 out = 0.0005 + 0.005 = $0.0055
+    p = run(cfg, spend=spend, est=100, est_output_tokens=200)
+    assert p.action == "allow" and p.est_cost == pytest.approx(0.0055)
+    assert p.est_tokens == 300
+    r = refused(cfg, spend=spend, est=100, est_output_tokens=200,
+                reserved_spend={("bud", MONTH): 0.001})
+    assert r.code == "budget_exceeded" and "held by calls in flight" in r.message
+    assert r.retry_after == 1.0  # in-flight calls settle soon: not the end of the month
+
+
+def test_a_call_whose_own_estimate_passes_the_ceiling_waits_for_the_window() -> None:
+    cfg = config(budgets=budget("hard_block", ceiling=0.001))
+    r = refused(cfg, est=100, est_output_tokens=200)
+    assert r.retry_after == NEXT_MONTH - NOW and "estimate $0.0055" in r.message
+
+
+def test_fallback_to_cheaper_reserves_at_the_cheaper_price() -> None:
+    cfg = config(budgets=budget("fallback_to_cheaper", ceiling=0.01))
+    p = run(cfg, spend={("bud", MONTH): 0.008}, est=100, est_output_tokens=200)
+    assert p.pinned is not None and p.pinned.model == "haiku"
+    assert p.est_cost == pytest.approx((100 * 1 + 200 * 5) / 1e6)
+
+
+def test_token_window_counts_the_output_estimate_and_calls_in_flight() -> None:
+    cfg = config(rl("t", "hard_block", limit="{tokens: 1000, window: 1h}"))
+    key = ("t", "*", HOUR)
+    assert run(cfg, est=400, est_output_tokens=100,
+               reserved_rates={key: [1, 500]}).action == "allow"
+    r = refused(cfg, est=400, est_output_tokens=101, reserved_rates={key: [1, 500]})
+    assert "held by calls in flight" in r.message and r.retry_after == 1.0
+
+
+def test_queue_breach_caused_only_by_calls_in_flight_is_not_certain() -> None:
+    cfg = config(rl("q", "queue_then_429", limit="{requests: 2, window: 1h}"))
+    key = ("q", "*", HOUR)
+    p = run(cfg, rates={key: [1, 0]}, reserved_rates={key: [1, 0]})
+    assert p.action == "queue" and not p.certain
+    assert run(cfg, rates={key: [2, 0]}).certain
+
+
+def test_a_killed_session_refusal_carries_the_kill_reason() -> None:
+    r = refused(config(), killed="loop detector (repeat signal): the same prompt 5 times")
+    assert "repeat signal" in r.message and "5 times" in r.message

@@ -6,12 +6,13 @@ import pytest
 
 from policies.loops import (
     baselines_by_tag,
-    choose_baseline,
     is_loop,
     is_repeating,
     p95,
     prompt_fingerprint,
     prune_events,
+    rate_baseline,
+    rate_signal_action,
     repeat_run,
     session_peak_rates,
     token_rate,
@@ -52,9 +53,10 @@ def test_p95_of_nothing_is_an_error() -> None:
 
 
 def test_too_few_sessions_use_the_configured_default() -> None:
-    assert choose_baseline(1000.0, sessions=3, min_sessions=5, default=50_000.0) == 50_000.0
-    assert choose_baseline(None, sessions=0, min_sessions=5, default=50_000.0) == 50_000.0
-    assert choose_baseline(1000.0, sessions=5, min_sessions=5, default=50_000.0) == 1000.0
+    assert rate_baseline(1000.0, 3, 5, None, 50_000.0) == (50_000.0, "default")
+    assert rate_baseline(None, 0, 5, None, 50_000.0) == (50_000.0, "default")
+    assert rate_baseline(1000.0, 5, 5, None, 50_000.0) == (1000.0, "observed")
+    assert rate_baseline(1000.0, 5, 5, 7000.0, 50_000.0) == (7000.0, "configured")
 
 
 def test_loop_is_strictly_above_three_times_the_baseline() -> None:
@@ -89,3 +91,9 @@ def test_repeats_count_only_an_unbroken_run() -> None:
     assert not is_repeating(["y", "y", "x", "y"], 3)
     assert is_repeating(["x", "y", "y", "y"], 3)
     assert not is_repeating([], 3)
+
+
+def test_the_rate_signal_acts_only_against_a_trusted_or_configured_baseline() -> None:
+    assert rate_signal_action("observed", "kill", "alert") == "kill"
+    assert rate_signal_action("configured", "kill", "alert") == "kill"
+    assert rate_signal_action("default", "kill", "alert") == "alert"

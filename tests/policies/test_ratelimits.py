@@ -136,6 +136,7 @@ def test_a_call_at_exactly_the_window_end_counts_in_a_fresh_window() -> None:
         ("project", "platform-search"),
         ("workflow_tag", "classify-intent"),
         ("model", "intent-fast"),
+        ("key", "k1"),
     ],
 )
 def test_each_scope_keys_the_counter_on_its_own_value(scope: str, value: str) -> None:
@@ -187,3 +188,42 @@ def test_when_workflow_tag_in_tfy_spelling() -> None:
     r = rule(when={"metadata": {"X-TFY-Workflow-Tag": "classify-intent"}})
     assert len(applicable_keys([r], ident(), "m", NOW)) == 1
     assert applicable_keys([r], ident(workflow_tag="summarise"), "m", NOW) == []
+
+
+def test_a_key_scoped_rule_keeps_one_counter_per_api_key() -> None:
+    r = rule(scope="key")
+    (a,) = applicable_keys([r], ident(key_id="k-a"), "m", NOW)
+    (b,) = applicable_keys([r], ident(key_id="k-b"), "m", NOW)
+    assert a[1][1] == "k-a" and b[1][1] == "k-b"
+
+
+def test_when_keys_limits_the_rule_to_the_listed_api_keys() -> None:
+    r = rule(when={"keys": ["k-batch"]}, scope="key")
+    assert len(applicable_keys([r], ident(key_id="k-batch"), "m", NOW)) == 1
+    assert applicable_keys([r], ident(key_id="k1"), "m", NOW) == []
+
+
+# --- reservations --------------------------------------------------------------------------------
+
+
+def _reserved(r: RateLimitRule, req: int, tok: int, in_req: int, in_tok: int,
+              est: int) -> list[Any]:
+    keyed = applicable_keys([r], ident(), "m", NOW)
+    key = keyed[0][1]
+    return check_rate_limits(keyed, {key: [req, tok]}, NOW, est, {key: [in_req, in_tok]})
+
+
+def test_requests_in_flight_count_against_the_limit() -> None:
+    r = rule(limit={"requests": 3, "window": "1h"})
+    assert _reserved(r, req=1, tok=0, in_req=1, in_tok=0, est=0) == []
+    (b,) = _reserved(r, req=1, tok=0, in_req=2, in_tok=0, est=0)
+    assert (b.used, b.in_flight, b.certain) == (3, 2, False)
+
+
+def test_reserved_tokens_plus_estimate_must_fit_the_token_limit() -> None:
+    r = rule(limit={"tokens": 1000, "window": "1h"})
+    assert _reserved(r, req=0, tok=400, in_req=1, in_tok=300, est=300) == []
+    (b,) = _reserved(r, req=0, tok=400, in_req=1, in_tok=300, est=301)
+    assert b.what == "tokens" and b.used == 700 and not b.certain
+    (c,) = _reserved(r, req=0, tok=800, in_req=1, in_tok=100, est=201)
+    assert c.certain  # settled 800 + 201 is over even with nothing in flight

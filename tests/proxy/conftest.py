@@ -27,6 +27,12 @@ rules:
     scope: workflow_tag
     on_breach: queue_then_429
     queue_timeout_ms: 300
+  - id: t-queue-ok
+    when: {metadata: {X-Governor-Workflow-Tag: t-queue-ok}}
+    limit: {requests: 1, window: 1s}
+    scope: workflow_tag
+    on_breach: queue_then_429
+    queue_timeout_ms: 1500
   - id: t-fallback
     when: {metadata: {X-Governor-Workflow-Tag: t-fallback}}
     limit: {requests: 1, window: 1h}
@@ -50,7 +56,7 @@ budgets:
     on_exceed: hard_block
   - id: t-cheaper
     scope: {metadata: {X-Governor-Project: t-cheaper}}
-    ceiling_usd: 0.0002
+    ceiling_usd: 0.004
     window: monthly
     on_exceed: fallback_to_cheaper
   - id: t-exact

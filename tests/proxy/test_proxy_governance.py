@@ -58,9 +58,11 @@ async def test_budget_hard_block_after_ceiling_is_an_sdk_rate_limit_error(proxy)
     assert blocked is not None, "the $0.0002 daily budget never blocked"
     assert blocked.code == "budget_exceeded"
     assert "t-tiny" in blocked.message
+    # The same call in the other protocol does not fit either (a smaller max_tokens might:
+    # a call is admitted when its own estimate fits what is left).
     with pytest.raises(anthropic.RateLimitError) as e:
         await ant(proxy, **{"X-Governor-Project": "t-tiny"}).messages.create(
-            model="intent-fast", max_tokens=8, messages=MSG)
+            model="support-cheap", max_tokens=200, messages=MSG)
     assert "budget_exceeded" in str(e.value)
 
 
@@ -76,7 +78,7 @@ async def test_budget_fallback_to_cheaper_switches_route_at_the_ceiling(proxy):
             break
     assert routes[0][0] == "anthropic/claude-opus-4-7"
     assert routes[-1][0] == "anthropic/claude-haiku-4-5", routes
-    assert "t-cheaper" in routes[-1][1] and "exhausted" in routes[-1][1]
+    assert "t-cheaper" in routes[-1][1] and "ceiling" in routes[-1][1]
 
 
 async def test_rate_limit_hard_block_then_fallback_then_queue_then_429(proxy):
@@ -96,6 +98,10 @@ async def test_rate_limit_hard_block_then_fallback_then_queue_then_429(proxy):
     assert raw.headers["x-governor-route"] == "anthropic/claude-haiku-4-5"
     assert "t-fallback" in raw.headers["x-governor-fallback-reason"]
 
+
+
+
+async def test_queue_then_429_refuses_at_once_when_the_window_outlasts_the_queue_time(proxy):
     q = oai(proxy, **{"X-Governor-Workflow-Tag": "t-queue"})
     await q.chat.completions.create(model="support-cheap", messages=MSG)
     loop = asyncio.get_running_loop()
@@ -103,8 +109,18 @@ async def test_rate_limit_hard_block_then_fallback_then_queue_then_429(proxy):
     with pytest.raises(openai.RateLimitError) as e3:
         await q.chat.completions.create(model="support-cheap", messages=MSG)
     waited = loop.time() - t0
-    assert waited >= 0.25, "queue_then_429 must queue (300 ms) before refusing"
-    assert "queued" in e3.value.message
+    # 1 request per hour, 300 ms of queue: waiting cannot succeed, so it does not wait.
+    assert waited < 0.25, f"waited {waited:.2f}s for a refusal that was certain"
+    assert "beyond the 0.3s queue time" in e3.value.message
+    assert int(e3.value.response.headers["retry-after"]) > 1
+
+
+async def test_queue_then_429_waits_for_the_window_when_it_rolls_within_the_queue_time(proxy):
+    q = oai(proxy, **{"X-Governor-Workflow-Tag": "t-queue-ok"})
+    await q.chat.completions.create(model="support-cheap", messages=MSG)
+    # 1 request per 1 s window, 1.5 s of queue: the second call waits for the next second.
+    raw = await q.chat.completions.with_raw_response.create(model="support-cheap", messages=MSG)
+    assert raw.headers["x-governor-decision"] == "allowed"
 
 
 async def test_session_token_ceiling_refuses_the_call_that_would_pass_it(proxy):
@@ -127,7 +143,7 @@ async def test_session_token_ceiling_refuses_the_call_that_would_pass_it(proxy):
     await other.chat.completions.create(model="support-cheap", messages=MSG, max_tokens=5)
 
 
-async def test_breaker_opens_after_threshold_and_half_opens_after_cooldown(proxy, sim):
+async def test_breaker_opens_after_threshold_and_half_opens_after_cooldown(proxy, sim, caplog):
     sim.add_fault(model="gpt-4o", status=503)
     client = oai(proxy)
     try:
@@ -142,11 +158,29 @@ async def test_breaker_opens_after_threshold_and_half_opens_after_cooldown(proxy
         after = sim.stats()
         assert _count(after, "gpt-4o") == _count(before, "gpt-4o"), "open breaker still called"
         assert raw.headers["x-governor-route"] == "anthropic/claude-haiku-4-5"
+        # served elsewhere because of the open breaker: the response says so
+        assert raw.headers["x-governor-decision"] == "fallback"
+        assert raw.headers["x-governor-fallback-reason"] == "circuit breaker open for openai/gpt-4o"
+        assert _breaker(proxy, "openai/gpt-4o") == 2.0
     finally:
         sim.clear_faults()
     await asyncio.sleep(1.1)  # cooldown_seconds: 1
     raw = await client.chat.completions.with_raw_response.create(model="t-breaker", messages=MSG)
     assert raw.headers["x-governor-route"] == "openai/gpt-4o", "half-open probe should close it"
+    assert raw.headers["x-governor-decision"] == "allowed"
+    assert _breaker(proxy, "openai/gpt-4o") == 0.0
+    reg = proxy.gw.metrics.registry
+    for phase in ("open", "half_open", "closed"):
+        assert reg.get_sample_value("governor_breaker_transitions_total", {
+            "virtual_model": "t-breaker", "target": "openai/gpt-4o", "phase": phase}) >= 1
+    logged = [r.getMessage() for r in caplog.records if r.name == "governor.gateway"]
+    assert "circuit breaker of openai/gpt-4o (virtual model t-breaker) is now open" in logged
+    assert "circuit breaker of openai/gpt-4o (virtual model t-breaker) is now closed" in logged
+
+
+def _breaker(proxy, target):
+    return proxy.gw.metrics.registry.get_sample_value(
+        "governor_breaker_state", {"virtual_model": "t-breaker", "target": target})
 
 
 def _count(stats, model):

@@ -33,6 +33,9 @@ async def test_repeated_identical_prompts_get_the_session_killed_and_audited(pro
     with pytest.raises(openai.PermissionDeniedError) as e:
         await client.chat.completions.create(model="support-cheap", messages=msg)
     assert e.value.code == "session_killed"
+    # the refusal names the signal and its figures
+    assert "repeat signal" in e.value.message
+    assert f"the same prompt {threshold} times in a row" in e.value.message
     kill = await _wait_kill(proxy, sid)
     assert kill.actor == "governor:loop-detector" and "same prompt" in kill.reason
 

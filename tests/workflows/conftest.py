@@ -30,7 +30,7 @@ budgets:
   - id: wf-budget-daily
     scope:
       metadata: {X-Governor-Project: wf-budget}
-    ceiling_usd: 0.0001
+    ceiling_usd: 0.03
     window: daily
     on_exceed: fallback_to_cheaper
 """

@@ -143,7 +143,7 @@ async def test_looping_agent_is_detected_and_killed_within_two_calls(
         if out.status == "killed":
             killed_at = turn
             assert [d.kind for d in out.decisions] == ["loop_detected", "killed"]
-            assert "baseline 6000/h" in out.decisions[0].detail
+            assert "baseline 6,000 tokens/h" in out.decisions[0].detail
     assert crossed_at is not None and killed_at is not None
     assert crossed_at <= killed_at <= crossed_at + 1
     with pytest.raises(WorkflowUpdateFailedError) as err:
@@ -175,6 +175,35 @@ async def test_repeated_identical_prompts_raise_a_loop_alert(client: Client) -> 
     st = await h.query(SessionWorkflow.status)
     assert st.status == "open"  # alert only: the session keeps running
     await assert_replays(client, h)
+
+
+async def test_rate_above_the_default_baseline_alerts_and_a_configured_one_kills(
+    client: Client, gateway: Gateway
+) -> None:
+    # No history for the tag: the default baseline (tiny here) is nobody's figure, so the rate
+    # signal only alerts (the policy the config gives: loop_rate_untrusted_action: alert).
+    ident = new_identity(tag="untrusted-tag")
+    policy = session_policy_from_config(gateway.config, ident,
+                                        default_baseline_tokens_per_hour=100.0)
+    assert policy.rate_untrusted_action == "alert" and policy.loop_action == "kill"
+    await start_session(client, ident, policy, TASK_QUEUE)
+    h = session_handle(client, ident.session_id)
+    out = await h.execute_update(SessionWorkflow.chat, chat("step one [[sim:output_tokens=200]]"))
+    assert [d.kind for d in out.decisions] == ["loop_detected"]
+    assert "default p95 baseline 100 tokens/h" in out.decisions[0].detail
+    out = await h.execute_update(SessionWorkflow.chat, chat("step two"))
+    assert out.status == "open"
+    await assert_replays(client, h)
+    # The same figure configured for the tag is vouched for: the rate signal kills.
+    ident2 = new_identity(tag="untrusted-tag")
+    policy2 = session_policy_from_config(gateway.config, ident2,
+                                         configured_baseline_tokens_per_hour=100.0)
+    await start_session(client, ident2, policy2, TASK_QUEUE)
+    h2 = session_handle(client, ident2.session_id)
+    out = await h2.execute_update(SessionWorkflow.chat, chat("step one [[sim:output_tokens=200]]"))
+    assert [d.kind for d in out.decisions] == ["loop_detected", "killed"]
+    assert "configured p95 baseline 100 tokens/h" in out.decisions[0].detail
+    assert out.status == "killed"
 
 
 async def test_kill_during_a_slow_call_cancels_it_without_waiting_for_it(
@@ -220,10 +249,13 @@ async def test_budget_fallback_moves_to_the_cheaper_model_and_history_says_why(
     assert (cheaper.provider, cheaper.model) == ("anthropic", "claude-haiku-4-5")
     await start_session(client, ident, policy, TASK_QUEUE)
     h = session_handle(client, ident.session_id)
+    # No max_tokens: the call reserves the default output estimate (1,024 tokens, $0.026 on
+    # opus), which fits the $0.03 ceiling; what is left after it cannot fit another such call.
     review = "review this [[sim:output_tokens=200]]"
     first = await h.execute_update(SessionWorkflow.chat, chat(review, "code-review-strong"))
     assert first.governance.model == "claude-opus-4-7"
-    assert first.governance.budget_remaining_usd == 0.0
+    remaining = first.governance.budget_remaining_usd
+    assert remaining is not None and 0 < remaining < 0.0256
     (decision,) = first.decisions
     assert decision.kind == "budget_fallback"
     assert "budget exhausted" in decision.detail and "claude-haiku-4-5" in decision.detail
