@@ -299,8 +299,11 @@ class LimitsOutagePolicy(_Strict):
     limit store (the ledger's PostgreSQL) cannot be reached. `serve`: decide on the replica's
     own counters (each replica admits up to the whole limit); `refuse`: 503."""
 
-    budgets: OutageAction = "refuse"  # money: an unverifiable ceiling is not spent blindly
-    tokens: OutageAction = "serve"  # throughput: per-replica enforcement still bounds bursts
+    # Default `serve` for all: a database blip must not become an LLM outage (the ledger's
+    # journal and last known state keep the gateway answering), and each replica still
+    # enforces every ceiling on its own counters. `budgets: refuse` trades that for money safety.
+    budgets: OutageAction = "serve"
+    tokens: OutageAction = "serve"
     requests: OutageAction = "serve"
 
 

@@ -8,6 +8,7 @@ own proxy (its own ledger and counters) so earlier tests cannot change the figur
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from policies.config.models import LimitsOutagePolicy
 from simulator.server import SimServer
 from tests.proxy.conftest import DEV_KEY, INTERN_KEY
 from tests.support.servers import InProcessProxy, make_config_dir
@@ -158,9 +160,10 @@ async def test_16_concurrent_large_calls_stay_within_the_session_token_limit(lpr
     hdr = _hdr(**{"x-tfy-environment": "production", "x-governor-session-id": sid})
     big = "[[sim:latency_ms=200]] " + "lorem " * 16_600  # ~25k tokens
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=32)) as h:
+        # a new prompt each (the same one 16 times is the repeat signal: a kill, not this test)
         out = await asyncio.gather(*(
-            _call(h, lproxy.base_url, KINDS[i % 4], big, 50, "support-cheap", hdr)
-            for i in range(16)))
+            _call(h, lproxy.base_url, KINDS[i % 4], f"part {i:02d} {big}", 50, "support-cheap",
+                  hdr) for i in range(16)))
     statuses = [s for s, _ in out]
     assert set(statuses) <= {200, 429}, statuses
     refusals = [r["error"] for s, r in out if s == 429]
@@ -359,8 +362,8 @@ async def test_two_replicas_on_one_postgresql_hold_budget_rate_and_session_limit
                                "x-governor-session-id": sid})
                 big = "[[sim:latency_ms=200]] " + "lorem " * 16_600
                 out = await asyncio.gather(*(
-                    _call(h, (a, b)[i % 2].base_url, KINDS[i % 4], big, 50, "support-cheap",
-                          thdr) for i in range(16)))
+                    _call(h, (a, b)[i % 2].base_url, KINDS[i % 4], f"part {i:02d} {big}", 50,
+                          "support-cheap", thdr) for i in range(16)))
                 assert {s for s, _ in out} == {200, 429}
             assert a.gw is not None and b.gw is not None
             await a.gw.writer.flush()
@@ -415,6 +418,11 @@ async def test_during_a_database_outage_a_replica_spends_its_lease_then_follows_
     async with fresh_database() as url:
         name = url.rsplit("/", 1)[1]
         a, b = await _replicas(sim, tmp_path, url)
+        assert a.gw is not None
+        # budgets: refuse (the default is serve, as for tokens and requests)
+        settings = a.gw.config.settings.model_copy(
+            update={"limits_outage_policy": LimitsOutagePolicy(budgets="refuse")})
+        a.gw.apply_config(dataclasses.replace(a.gw.config, settings=settings))
         admin = await asyncpg.connect(PG_URL)
         try:
             untagged = _hdr(**{"x-tfy-environment": "production",
