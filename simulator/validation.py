@@ -2,7 +2,8 @@
 must pass, with messages shaped like the providers'). A request that breaks one is answered 400
 in the protocol's own error JSON, as the real endpoint would.
 
-Anthropic messages: max_tokens at most the model's output maximum; temperature in 0..1; image
+Anthropic messages: max_tokens at most the model's output maximum; temperature in 0..1, and not
+together with top_p (as for the current Claude models the simulator serves); image
 `media_type` one of image/jpeg, image/png, image/gif, image/webp; document `media_type`
 application/pdf (base64); tool_use ids and tool_result tool_use_ids match ^[a-zA-Z0-9_-]+$;
 thinking budget_tokens >= 1024 and below max_tokens.
@@ -41,6 +42,9 @@ def check_anthropic(body: dict[str, Any], spec: ModelSpec, max_tokens: int) -> N
     if temperature is not None and (not _number(temperature) or not 0 <= temperature <= 1):
         raise BadRequest("temperature: Input should be less than or equal to 1 "
                          "(simulated validation)")
+    if body.get("temperature") is not None and body.get("top_p") is not None:
+        raise BadRequest("`temperature` and `top_p` cannot both be specified for this model. "
+                         "Please use only one. (simulated validation)")
     thinking = body.get("thinking")
     if isinstance(thinking, dict) and thinking.get("type") == "enabled":
         budget = thinking.get("budget_tokens")

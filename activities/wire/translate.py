@@ -61,6 +61,7 @@ DOCUMENT_MEDIA_TYPES = frozenset({"application/pdf"})
 _TOOL_ID_OK = re.compile(r"^[a-zA-Z0-9_-]+$")
 OPENAI_MAX_TOOL_ID = 40  # OpenAI refuses longer tool_call ids
 OPENAI_MAX_STOP = 4  # OpenAI refuses more stop sequences
+OPENAI_MAX_TOOL_NAME = 64  # OpenAI function names: ^[a-zA-Z0-9_-]{1,64}$
 THINKING_BUDGET = {"low": 1024, "medium": 4096, "high": 16384}
 MIN_THINKING_BUDGET = 1024  # Anthropic's minimum budget_tokens
 
@@ -261,9 +262,11 @@ def _anthropic_tools(tools: object, what: str = "tools") -> list[Json]:
         entry: Json = {"name": name}
         if fn.get("description"):
             entry["description"] = fn["description"]
-        entry["input_schema"] = (
-            params if isinstance(params, dict) else {"type": "object", "properties": {}}
-        )
+        if not isinstance(params, dict):
+            params = {"type": "object", "properties": {}}
+        elif "type" not in params:
+            params = {"type": "object", **params}  # Anthropic requires input_schema.type
+        entry["input_schema"] = params
         out.append(_with_cache_control(entry, tool))
     return out
 
@@ -436,8 +439,17 @@ def openai_request_to_anthropic(
         if not isinstance(temperature, int | float) or isinstance(temperature, bool):
             raise WireError("temperature must be a number")
         out["temperature"] = max(0.0, min(float(temperature), 1.0))  # Anthropic's range is 0..1
-    if body.get("top_p") is not None:
-        out["top_p"] = body["top_p"]
+    top_p = body.get("top_p")
+    if top_p is not None:
+        if "temperature" not in out:
+            out["top_p"] = top_p
+        elif top_p != 1 and out["temperature"] != 1.0:
+            # Current Claude models take temperature or top_p, not both.
+            raise WireError("temperature and top_p cannot both be sent to an Anthropic target; "
+                            "set one of them (or leave top_p at 1)")
+        elif top_p != 1:
+            out["top_p"] = top_p
+            del out["temperature"]  # temperature 1 is Anthropic's default: nothing is lost
     stops = _stop_sequences(body.get("stop"))
     if stops:
         out["stop_sequences"] = stops
@@ -671,6 +683,9 @@ def _openai_tools(tools: object) -> list[Json]:
         name = tool.get("name")
         if not isinstance(name, str) or not name:
             raise WireError(f"tools[{i}].name must be a non-empty string")
+        if len(name) > OPENAI_MAX_TOOL_NAME:
+            raise WireError(f"tools[{i}].name is {len(name)} characters; an OpenAI target "
+                            f"accepts at most {OPENAI_MAX_TOOL_NAME}")
         fn: Json = {"name": name}
         if tool.get("description"):
             fn["description"] = tool["description"]

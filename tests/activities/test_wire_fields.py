@@ -52,7 +52,7 @@ class Recording(dict[str, Any]):
 OPENAI_BODIES: list[dict[str, Any]] = [
     {"model": "m", "messages": USER},
     {"model": "m", "messages": USER, "max_completion_tokens": 2000, "temperature": 0.5,
-     "top_p": 0.9, "stop": ["x"], "stream": True, "stream_options": {"include_usage": True},
+     "top_p": 1, "stop": ["x"], "stream": True, "stream_options": {"include_usage": True},
      "tools": [OAI_TOOL], "tool_choice": "auto", "parallel_tool_calls": False, "user": "u",
      "n": 1, "logprobs": False, "seed": 7, "frequency_penalty": 0.1, "presence_penalty": 0.1,
      "verbosity": "low", "store": False, "metadata": {"k": "v"}, "service_tier": "auto",
@@ -382,3 +382,22 @@ def test_the_wire_readme_lists_every_field_with_its_handling() -> None:
         (section,) = [s for s in sections if s.startswith(title)]
         for name, rule in table.items():
             assert f"| `{name}` | {rule.handling} |" in section, name
+
+
+def test_temperature_and_top_p_become_one_of_them_for_anthropic() -> None:
+    both_neutral = openai_request_to_anthropic(
+        {"messages": USER, "temperature": 0.3, "top_p": 1}, "c")
+    assert both_neutral["temperature"] == 0.3 and "top_p" not in both_neutral
+    t1 = openai_request_to_anthropic({"messages": USER, "temperature": 1, "top_p": 0.8}, "c")
+    assert t1["top_p"] == 0.8 and "temperature" not in t1
+    with pytest.raises(WireError, match="temperature and top_p"):
+        openai_request_to_anthropic({"messages": USER, "temperature": 0.3, "top_p": 0.8}, "c")
+
+
+def test_tool_schemas_and_names_fit_the_target() -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"properties": {}}}}
+    out = openai_request_to_anthropic({"messages": USER, "tools": [tool]}, "c")
+    assert out["tools"][0]["input_schema"]["type"] == "object"
+    with pytest.raises(WireError, match="at most 64"):
+        anthropic_request_to_openai({"max_tokens": 5, "messages": USER, "tools": [
+            {"name": "n" * 65, "input_schema": {"type": "object"}}]}, "g")

@@ -305,7 +305,8 @@ def test_sampling_limits_and_stop_map_to_anthropic() -> None:
         "claude",
     )
     assert out["max_tokens"] == 77
-    assert out["temperature"] == 1.0  # clamped to Anthropic's 0..1
+    # 1.7 clamps to Anthropic's 1.0, its default, so only top_p goes (Claude takes one of them)
+    assert "temperature" not in out
     assert out["top_p"] == 0.9
     assert out["stop_sequences"] == ["END"]
     assert out["stream"] is True

@@ -49,8 +49,8 @@ async def test_head_then_stall_primary_falls_back_for_an_anthropic_stream(fp, si
     assert text
 
 
-async def test_a_primary_that_opens_its_stream_with_an_error_event_falls_back(fp, sim):
-    # Simulated as a stream cut before its first event: nothing reached the caller yet.
+async def test_a_primary_whose_stream_closes_before_its_first_event_falls_back(fp, sim):
+    # The head came, then the connection closed: nothing reached the caller yet.
     sim.add_fault(model="claude-sonnet-4-6", cut_after_chunks=0)
     raw = await oai(fp).chat.completions.with_raw_response.create(
         model="f-fast", messages=HI, stream=True)
