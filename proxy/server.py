@@ -36,9 +36,11 @@ class BoundedHttpTools(HttpToolsProtocol):
 
     _head_bytes = 0
     _in_head = True
+    _heads = 0  # heads completed on this connection
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._heads += 1
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -46,9 +48,11 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._in_head, self._head_bytes = True, 0
 
     def data_received(self, data: bytes) -> None:
-        in_head = self._in_head
+        in_head, heads = self._in_head, self._heads
         super().data_received(data)
-        if in_head and self._in_head and not self.transport.is_closing():
+        # Still in the same head: count. (A whole keep-alive request — head and large body —
+        # can arrive in one chunk and leave `_in_head` set again for the next one.)
+        if in_head and self._in_head and self._heads == heads and not self.transport.is_closing():
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._refuse_head()
