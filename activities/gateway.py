@@ -72,6 +72,9 @@ class Gateway:
     owners: SessionOwners = field(init=False)
     streams: StreamRegistry = field(default_factory=StreamRegistry)
     idempotency: IdempotencyRecords = field(default_factory=IdempotencyRecords)
+    # Set where the runtime has a Temporal client (`governor up`): starts and reaches session
+    # workflows for `POST /gateway/sessions` (a `proxy.sessions.SessionWorkflows`).
+    session_workflows: Any = None
     kill_hooks: list[KillHook] = field(default_factory=list)
     loop_guard: LoopGuard = field(default_factory=LoopGuard)
     output_estimates: OutputEstimates = field(default_factory=OutputEstimates)

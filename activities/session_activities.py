@@ -103,6 +103,14 @@ def _refusal_error(r: Refusal) -> ApplicationError:
 async def governed_llm_call(inp: LlmCallInput) -> LlmCallOutput:
     """One governed LLM call, plus the session's totals, budget status and loop baseline."""
     gw = _gw()
+    if not await gw.owners.granted(inp.identity, inp.policy):
+        raise ApplicationError(
+            f"session {inp.identity.session_id!r} was not opened through the gateway with this "
+            "identity and policy; open it with POST /gateway/sessions (GovernorClient)",
+            {"status": 403},
+            type="session_not_granted",
+            non_retryable=True,
+        )
     pinned = Target(provider=inp.pinned.provider, model=inp.pinned.model) if inp.pinned else None
     req = CallRequest(
         protocol=inp.protocol,

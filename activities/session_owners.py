@@ -20,8 +20,9 @@ import logging
 import time
 from collections import OrderedDict
 
+from activities.session_types import SessionIdentity, grant_digest
 from ledger.errors import LedgerUnavailable
-from ledger.session_store import claim_session, recent_owners
+from ledger.session_store import claim_session, recent_owners, session_owner
 from ledger.store import LedgerStore
 from policies.identity import Identity
 from policies.refusals import Refusal
@@ -46,6 +47,7 @@ class SessionOwners:
         self._store = store
         self._cap = cap
         self._known: OrderedDict[str, str] = OrderedDict()  # session id -> owner key id
+        self._grants: OrderedDict[str, str] = OrderedDict()  # session id -> grant digest
         self._provisional: dict[str, Identity] = {}  # claims made while the ledger was down
         self._lock = asyncio.Lock()
         self.version = 0  # grows when an owner is learnt (the last-known-state saver reads it)
@@ -97,6 +99,52 @@ class SessionOwners:
             return ident.key_id
         self.remember(sid, rec.key_id)
         return rec.key_id
+
+    async def require_owner(self, key_id: str, role: str, session_id: str) -> None:
+        """For the per-session routes: the session must exist and be this key's (on-call and
+        admin: any existing session). Never claims."""
+        owner = self._known.get(session_id)
+        if owner is None:
+            rec = await session_owner(self._store, session_id)
+            if rec is None:
+                raise Refusal(404, "session_not_found", f"no session {session_id!r} is known")
+            owner = rec.key_id
+            self.remember(session_id, owner)
+        if owner != key_id and role not in ("admin", "oncall"):
+            raise not_owned(session_id)
+
+    async def claim_grant(self, ident: Identity, grant: str) -> str:
+        """Claim (or re-open) a workflow session for `ident` with `grant`; returns the grant on
+        record (the first one stands). Refuses a session another key owns."""
+        sid = ident.session_id
+        assert sid is not None
+        rec = await claim_session(
+            self._store, sid, ident.key_id, ident.user, ident.team, time.time(), grant
+        )
+        self.remember(sid, rec.key_id)
+        if rec.key_id != ident.key_id:
+            raise not_owned(sid)
+        if rec.grant_digest:
+            self._remember_grant(sid, rec.grant_digest)
+        return rec.grant_digest
+
+    async def granted(self, identity: SessionIdentity, policy: dict[str, object] | None) -> bool:
+        """Does this identity and policy match what the gateway granted the session?"""
+        sid = identity.session_id
+        known = self._grants.get(sid)
+        if known is None:
+            rec = await session_owner(self._store, sid)
+            if rec is None or not rec.grant_digest:
+                return False
+            known = rec.grant_digest
+            self._remember_grant(sid, known)
+        return known == grant_digest(identity, policy)
+
+    def _remember_grant(self, session_id: str, digest: str) -> None:
+        self._grants[session_id] = digest
+        self._grants.move_to_end(session_id)
+        if len(self._grants) > self._cap:
+            self._grants.popitem(last=False)
 
     async def flush_provisional(self) -> None:
         """Write claims made during an outage; the ledger's first owner wins if they differ."""

@@ -6,8 +6,11 @@ clients or database drivers into its import graph.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, Field
 
 from policies.identity import Identity
@@ -47,6 +50,15 @@ class SessionIdentity(BaseModel):
         )
 
 
+def grant_digest(identity: SessionIdentity, policy: Mapping[str, Any] | None) -> str:
+    """What the gateway granted a workflow session: a digest of the identity and the policy
+    (as JSON) it resolved. Stored in the ledger by the gateway, recomputed by the session
+    activities from their input: a session started with any other identity or policy (a
+    crafted workflow input) does not match and is refused. Holds no key and no key hash."""
+    doc = {"identity": identity.model_dump(mode="json"), "policy": dict(policy or {})}
+    return "sha256:" + hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
 class PinnedTarget(BaseModel):
     provider: str
     model: str
@@ -59,6 +71,7 @@ class LlmCallInput(BaseModel):
     protocol: Literal["openai", "anthropic"] = "openai"
     pinned: PinnedTarget | None = None
     rand: float | None = None
+    policy: dict[str, Any] | None = None  # the session policy as JSON, checked with the grant
 
 
 class LlmCallOutput(BaseModel):

@@ -72,7 +72,7 @@ def _pct(values: list[float], p: float) -> float:
 async def main(turns: int, warmup: int, sessions: int) -> None:
     from activities.config_source import load_config_dir
     from activities.gateway import Gateway
-    from activities.session_types import SessionIdentity
+    from activities.session_types import SessionIdentity, grant_digest
     from governor.worker import build_worker
     from simulator import SimServer
     from workflows.search_attributes import dev_server_args
@@ -110,6 +110,13 @@ async def main(turns: int, warmup: int, sessions: int) -> None:
                 workflow_tag="bench",
             )
             policy = SessionPolicy(max_turns_per_run=1900)
+
+            async def grant(si: SessionIdentity) -> None:
+                # What POST /gateway/sessions records before it starts a session workflow.
+                digest = grant_digest(si, policy.model_dump(mode="json"))
+                await gw.owners.claim_grant(si.to_identity(), digest)
+
+            await grant(ident)
             await start_session(client, ident, policy, "bench-governed")
             gh = session_handle(client, ident.session_id)
             bh = await client.start_workflow(
@@ -152,6 +159,7 @@ async def main(turns: int, warmup: int, sessions: int) -> None:
 
             async def one(si: SessionIdentity) -> None:
                 async with sem:
+                    await grant(si)
                     await start_session(client, si, policy, "bench-governed")
                     body = {
                         "model": "support-cheap",

@@ -337,7 +337,7 @@ async def run_up(opts: UpOptions, ready: asyncio.Event | None = None) -> None:
     from proxy.server import uvicorn_config
     from simulator.server import SimServer
     from workflows.baseline import ensure_baseline_schedule
-    from workflows.session_client import workflow_kill_hook
+    from workflows.session_client import TemporalSessions, workflow_kill_hook
 
     os.environ["GOVERNOR_SIM_URL"] = opts.sim_url  # config reloads expand it the same way
     try:
@@ -410,6 +410,7 @@ async def run_up(opts: UpOptions, ready: asyncio.Event | None = None) -> None:
             )
             stack.push_async_callback(pgw.close)
             pgw.kill_hooks.append(workflow_kill_hook(client))
+            pgw.session_workflows = TemporalSessions(client, opts.task_queue)
             pgw.session_status_hooks = [workflow_status_hook(client)]  # type: ignore[attr-defined]
 
             register_demo_tools()

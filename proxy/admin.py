@@ -15,6 +15,7 @@ from policies.config.yamlsource import ConfigErrors
 from policies.refusals import Refusal
 from proxy.http import BodyTooLarge, Receive, Scope, Send, header_map, read_body, respond_json
 from proxy.llm_routes import bearer, parse_json_body
+from proxy.sessions import open_session, session_op
 
 log = logging.getLogger("governor.admin")
 _MAX_ADMIN_BODY = 64 * 1024
@@ -34,6 +35,9 @@ def require_admin(gw: Gateway, scope: Scope) -> str:
             f"key {key.id!r} has role {key.role!r}; this action needs an admin or on-call key",
         )
     return key.user
+
+
+_SESSION_OPS = ("chat", "tool", "close", "status")
 
 
 async def handle_admin(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
@@ -63,6 +67,13 @@ async def _dispatch(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> 
             raise Refusal(405, "method_not_allowed", "use PUT /gateway/sessions/{id}/kill")
         actor = require_admin(gw, scope)
         await _kill(gw, parts[2], actor, receive, send)
+    elif len(parts) == 2 and parts[1] == "sessions" and method == "POST":
+        await open_session(gw, scope, receive, send)
+    elif len(parts) == 4 and parts[1] == "sessions" and parts[3] in _SESSION_OPS:
+        op = parts[3]
+        if method != ("GET" if op == "status" else "POST"):
+            raise Refusal(405, "method_not_allowed", f"wrong method for /gateway/sessions/ID/{op}")
+        await session_op(gw, op, parts[2], scope, receive, send)
     elif len(parts) == 3 and parts[1] == "sessions" and method == "GET":
         require_admin(gw, scope)
         await _show(gw, parts[2], send)

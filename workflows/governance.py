@@ -111,6 +111,7 @@ class SessionGovernance:
                     protocol=inp.protocol,
                     pinned=st.pinned.get(body["model"]),
                     rand=workflow.random().random(),
+                    policy=self.policy.model_dump(mode="json"),
                 ),
                 result_type=LlmCallOutput,
                 task_queue=self.task_queue,

@@ -78,13 +78,13 @@ class SessionWorkflow:
                 start_to_close_timeout=timedelta(seconds=30),
             )
             self.state.ended_recorded = True
-        # Linger so late calls get a clear refusal rather than "workflow already completed".
-        try:
-            await workflow.wait_condition(
-                lambda: False, timeout=timedelta(seconds=self.policy.linger_seconds)
-            )
-        except TimeoutError:
-            pass
+        if self.policy.linger_seconds > 0:  # sessions started before linger defaulted to 0
+            try:
+                await workflow.wait_condition(
+                    lambda: False, timeout=timedelta(seconds=self.policy.linger_seconds)
+                )
+            except TimeoutError:
+                pass
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.status()
 

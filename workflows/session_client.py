@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
 )
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.session_types import SessionIdentity
+from policies.refusals import Refusal
 from workflows import search_attributes as sa
 from workflows.session import SessionWorkflow, session_workflow_id
-from workflows.session_models import SessionInput, SessionPolicy, SessionStatus
+from workflows.session_models import (
+    ChatInput,
+    ChatOutput,
+    SessionInput,
+    SessionPolicy,
+    SessionStatus,
+    ToolInput,
+    ToolOutput,
+)
 
 DEFAULT_TASK_QUEUE = "governor-sessions"
 
@@ -65,3 +81,97 @@ def workflow_kill_hook(client: Client) -> Callable[[str, str, str], Awaitable[No
                 raise
 
     return hook
+
+
+# HTTP status of a workflow-side refusal (activity refusals carry their own in the details).
+_REFUSAL_STATUS = {
+    "session_killed": 403,
+    "session_not_granted": 403,
+    "session_closed": 409,
+    "cancelled": 409,
+    "session_ceiling_exceeded": 429,
+    "call_failed": 502,
+}
+
+
+def _refusal(exc: BaseException) -> Refusal | None:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ApplicationError):
+            status = _REFUSAL_STATUS.get(cause.type or "", 400)
+            details = cause.details[0] if cause.details else None
+            if isinstance(details, dict) and isinstance(details.get("status"), int):
+                status = details["status"]
+            retry = details.get("retry_after") if isinstance(details, dict) else None
+            return Refusal(status, cause.type or "refused", cause.message, retry_after=retry)
+        cause = cause.__cause__
+    return None
+
+
+class TemporalSessions:
+    """The gateway's way into session workflows (`POST /gateway/sessions` and the per-session
+    routes): start one with the identity and policy the gateway resolved, run its turns, close
+    it, read its status. Refusals come back as `Refusal` with the workflow's code."""
+
+    def __init__(self, client: Client, task_queue: str = DEFAULT_TASK_QUEUE) -> None:
+        self.client = client
+        self.task_queue = task_queue
+
+    async def start(self, identity: SessionIdentity, policy: SessionPolicy) -> str:
+        h = await start_session(self.client, identity, policy, self.task_queue)
+        return h.id
+
+    async def chat(self, session_id: str, inp: ChatInput) -> ChatOutput:
+        return await self._update(session_id, SessionWorkflow.chat, inp)
+
+    async def tool(self, session_id: str, inp: ToolInput) -> ToolOutput:
+        return await self._update(session_id, SessionWorkflow.tool, inp)
+
+    async def close(self, session_id: str) -> None:
+        try:
+            await session_handle(self.client, session_id).signal(SessionWorkflow.close)
+        except RPCError as e:
+            raise await self._ended(session_id, e) from None
+
+    async def status(self, session_id: str) -> SessionStatus:
+        h = session_handle(self.client, session_id)
+        try:
+            return await h.query(SessionWorkflow.status)
+        except RPCError as e:
+            if e.status != RPCStatusCode.NOT_FOUND:
+                raise
+            raise Refusal(404, "session_not_found", f"no session workflow {session_id!r}") from None
+
+    async def _update(self, session_id: str, update: Any, inp: Any) -> Any:
+        h = session_handle(self.client, session_id)
+        try:
+            return await h.execute_update(update, inp)
+        except WorkflowUpdateFailedError as e:
+            r = _refusal(e)
+            if r is None:
+                raise Refusal(502, "call_failed", f"the session turn failed: {e}") from None
+            raise r from None
+        except RPCError as e:
+            raise await self._ended(session_id, e) from None
+
+    async def _ended(self, session_id: str, e: RPCError) -> Refusal:
+        """A call on a session whose workflow has completed: say why it ended."""
+        h = session_handle(self.client, session_id)
+        try:
+            desc = await h.describe()
+        except RPCError:
+            return Refusal(404, "session_not_found", f"no session workflow {session_id!r}")
+        if desc.status == WorkflowExecutionStatus.RUNNING:
+            return Refusal(503, "workflow_unavailable", f"session workflow unreachable: {e}")
+        try:
+            st: SessionStatus = await h.result()
+        except Exception:
+            return Refusal(409, "session_ended", f"session {session_id!r} has ended")
+        if st.status == "killed":
+            return Refusal(
+                403,
+                "session_killed",
+                f"session {session_id!r} was killed by {st.killed_by or 'an operator'} "
+                f"({st.kill_reason or 'no reason given'}); start a new session",
+            )
+        return Refusal(409, "session_closed", f"session {session_id!r} is closed; start a new one")

@@ -38,7 +38,9 @@ class SessionPolicy(BaseModel):
     budget_fallback_model: str | None = None
     cheaper_targets: dict[str, PinnedTarget] = Field(default_factory=dict)
     max_turns_per_run: int = Field(default=500, ge=1, le=1900)
-    linger_seconds: float = Field(default=300.0, ge=0)
+    # Kept for old histories; a session now completes as soon as its end is recorded (a late
+    # call is refused from the workflow's result and the ledger, not from a lingering run).
+    linger_seconds: float = Field(default=0.0, ge=0)
     llm_timeout_seconds: float = Field(default=600.0, gt=0)
     llm_max_attempts: int = Field(default=5, ge=1)
     heartbeat_timeout_seconds: float = Field(default=3.0, gt=0)

@@ -1,4 +1,8 @@
-"""What the example agents share: connecting to the `governor up` embedded default."""
+"""What the example agents share: connecting to the `governor up` embedded default.
+
+An agent needs the gateway's URL (GOVERNOR_URL, default the local `governor up`) and its API key
+(GOVERNOR_API_KEY, default the development key); identity and policy come from the gateway.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +10,19 @@ import asyncio
 import os
 import sys
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any
 
-from governor.sdk.client import GovernorClient
+from governor.sdk.client import GovernanceRefused, GovernorClient
 
-CONFIG_DIR = Path(os.environ.get("GOVERNOR_CONFIG_DIR", Path(__file__).parents[1] / "config"))
+GATEWAY_URL = os.environ.get("GOVERNOR_URL", "http://127.0.0.1:8080")
 API_KEY = os.environ.get("GOVERNOR_API_KEY", "gk-dev-developer")
 
 
 async def connect() -> GovernorClient:
-    """TEMPORAL_ADDRESS (default 127.0.0.1:7233) is where `governor up` runs Temporal."""
     try:
-        return await GovernorClient.connect(config_dir=CONFIG_DIR)
-    except Exception as exc:
-        addr = os.environ.get("TEMPORAL_ADDRESS", "127.0.0.1:7233")
-        sys.exit(
-            f"cannot reach Temporal at {addr} ({type(exc).__name__}: {exc}); "
-            "start `governor up` in another terminal first"
-        )
+        return await GovernorClient.connect(GATEWAY_URL, API_KEY)
+    except GovernanceRefused as exc:
+        sys.exit(f"{exc.message}; start `governor up` in another terminal first")
 
 
 def answer_text(response: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ the session moves `code-review-strong` to its `cheaper` target. Every turn print
 
 from __future__ import annotations
 
-from _common import API_KEY, connect, run
+from _common import connect, run
 
 MODEL = "code-review-strong"
 PROMPTS = [
@@ -20,7 +20,7 @@ PROMPTS = [
 
 async def main() -> int:
     gc = await connect()
-    sid = await gc.start_session(API_KEY, project="demo-budget", workflow_tag="demo-review")
+    sid = await gc.start_session(project="demo-budget", workflow_tag="demo-review")
     print(f"session {sid} started (project demo-budget, virtual model {MODEL})")
     models = []
     for i, p in enumerate(PROMPTS, 1):
@@ -34,11 +34,10 @@ async def main() -> int:
         for d in out.decisions:
             print(f"  governance decision: {d.kind}: {d.detail}")
     await gc.close()
-    cheaper = gc.config.virtual_models[MODEL].cheaper
-    target = cheaper.model if cheaper else "?"
-    moved = models[-1] == target
     st = await gc.status()
-    pin = st.pinned.get(MODEL)
+    pin = st.pinned.get(MODEL)  # the cheaper target the session moved to, from the gateway's config
+    target = pin.model if pin else "?"
+    moved = pin is not None and models[-1] == target
     why = next((d.detail for d in st.decisions if d.kind == "budget_fallback"), None)
     print(
         f"ENDING: {'moved to the cheaper model ' + target if moved else 'not moved'} "

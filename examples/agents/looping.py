@@ -7,7 +7,7 @@ The session's repeat detector (the config's `loop_repeat_threshold`) and the tok
 
 from __future__ import annotations
 
-from _common import API_KEY, connect, run
+from _common import connect, run
 
 from governor.sdk.client import GovernanceRefused
 
@@ -17,7 +17,7 @@ MAX_TURNS = 50
 
 async def main() -> int:
     gc = await connect()
-    sid = await gc.start_session(API_KEY, project="demo", workflow_tag="demo-looping")
+    sid = await gc.start_session(project="demo", workflow_tag="demo-looping")
     print(f"session {sid} started (project demo, tag demo-looping)")
     for turn in range(1, MAX_TURNS + 1):
         try:

@@ -5,7 +5,7 @@ Run `governor up` in one terminal, then `python examples/agents/well_behaved.py`
 
 from __future__ import annotations
 
-from _common import API_KEY, answer_text, connect, run
+from _common import answer_text, connect, run
 
 QUESTIONS = [
     "Summarise ticket 4711: the login page times out for EU users.",
@@ -16,7 +16,7 @@ QUESTIONS = [
 
 async def main() -> int:
     gc = await connect()
-    sid = await gc.start_session(API_KEY, project="demo", workflow_tag="demo-support")
+    sid = await gc.start_session(project="demo", workflow_tag="demo-support")
     print(f"session {sid} started (project demo, tag demo-support)")
     last = ""
     for i, q in enumerate(QUESTIONS, 1):

@@ -7,27 +7,35 @@ runs a worker for the agent's workflow only: the governed activities run on Gove
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 
-from _common import API_KEY, connect, run
+from _common import connect, run
 from agent_workflow import AgentInput, AgentResult, TriageAgentWorkflow
 from temporalio.worker import Worker
+
+from governor.up import connect_temporal
 
 TASK_QUEUE = "demo-agent-workflows"
 
 
 async def main(loop: bool) -> int:
     gc = await connect()
-    identity, policy = gc.resolve(API_KEY, project="demo", workflow_tag="demo-workflow-agent")
+    # The gateway resolves (and records) the identity and policy; this process only runs them.
+    identity, policy = await gc.open_session(
+        project="demo", workflow_tag="demo-workflow-agent", start_workflow=False
+    )
+    await gc.aclose()
+    temporal = await connect_temporal(os.environ.get("TEMPORAL_ADDRESS", "127.0.0.1:7233"))
     inp = AgentInput(
         identity=identity,
         policy=policy,
         prompts=["Triage: checkout latency doubled after deploy 812.", "Who should look at it?"],
         repeat_last=20 if loop else 0,
     )
-    async with Worker(gc.client, task_queue=TASK_QUEUE, workflows=[TriageAgentWorkflow]):
-        res: AgentResult = await gc.client.execute_workflow(
+    async with Worker(temporal, task_queue=TASK_QUEUE, workflows=[TriageAgentWorkflow]):
+        res: AgentResult = await temporal.execute_workflow(
             TriageAgentWorkflow.run,
             inp,
             id=f"demo-agent-{uuid.uuid4().hex[:12]}",

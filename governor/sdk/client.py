@@ -1,150 +1,100 @@
-"""`GovernorClient`: a governed agent session for agents that run outside Temporal.
+"""`GovernorClient`: a governed agent session, for agents that run outside Temporal.
 
-The agent's loop stays where it is (a script, a service); each turn is an Update on the session's
-workflow, so the session still gets the ceiling, loop detector, budget fallback and kill switch,
-and survives a worker crash. The identity comes from the agent's Governor API key, resolved
-against the config here, exactly as the proxy resolves it: a caller never names its own user.
+The agent needs the gateway's URL and its own API key, nothing else: the gateway resolves who
+the key is and the session's policy from its own config, starts the session workflow, and runs
+each turn as an Update on it — so the session gets the ceiling, loop detector, budget fallback
+and kill switch, and survives a worker crash. The agent may tighten its policy (a lower
+`token_ceiling`, ...), never loosen it.
 
-    gc = await GovernorClient.connect()                 # TEMPORAL_ADDRESS or 127.0.0.1:7233
-    await gc.start_session(api_key="gk-dev-developer", project="demo", workflow_tag="triage")
-    out = await gc.chat([{"role": "user", "content": "hi"}], model="support-cheap")
-    print(out.response["choices"][0]["message"]["content"], out.governance.model)
-    await gc.close()
+    import asyncio
+    from governor.sdk.client import GovernorClient
+
+    async def main() -> None:
+        gov = await GovernorClient.connect("http://127.0.0.1:8080", "gk-dev-developer")
+        await gov.start_session(project="demo", workflow_tag="triage")
+        out = await gov.chat([{"role": "user", "content": "hi"}], model="support-cheap")
+        print(out.response["choices"][0]["message"]["content"], out.governance.model)
+        await gov.close()
+
+    asyncio.run(main())
+
+`GOVERNOR_URL` and `GOVERNOR_API_KEY` are the defaults of `connect()`.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
-from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
+import httpx
 
 from activities.session_types import SessionIdentity
-from governor.up import TASK_QUEUE, connect_temporal
-from policies.config.gateway import GatewayConfig
-from policies.identity import resolve_identity as envelope
-from policies.refusals import Refusal
-from workflows.session import SessionWorkflow
-from workflows.session_client import session_handle, start_session
-from workflows.session_models import (
-    ChatInput,
-    ChatOutput,
-    SessionPolicy,
-    SessionStatus,
-    ToolInput,
-    ToolOutput,
-)
-from workflows.session_policy import session_policy_from_config
+from workflows.session_models import ChatOutput, SessionPolicy, SessionStatus, ToolOutput
 
-DEFAULT_ADDRESS = "127.0.0.1:7233"
+DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 class GovernanceRefused(Exception):
     """Governance (or the session's state) refused a call: `code` is machine-readable
     (session_killed, session_closed, session_ceiling_exceeded, rate_limited, ...)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, status: int = 0) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
-
-
-def refusal_of(exc: BaseException) -> GovernanceRefused:
-    """The governance refusal inside a failed update, or a generic one naming the failure."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, ApplicationError):
-            return GovernanceRefused(cause.type or "refused", cause.message)
-        cause = cause.__cause__
-    if isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND:
-        return GovernanceRefused("session_not_found", "no running session workflow has this id")
-    return GovernanceRefused("call_failed", str(exc))
-
-
-def resolve_identity(
-    config: GatewayConfig,
-    api_key: str,
-    *,
-    project: str | None = None,
-    workflow_tag: str | None = None,
-    session_id: str | None = None,
-    environment: str | None = None,
-    cost_center: str | None = None,
-) -> SessionIdentity:
-    """Who the session acts for: the same identity envelope as the proxy's (the key binds
-    user, team and role; a metadata value that contradicts the key is refused, never used)."""
-    from activities.gateway import hash_key
-
-    key = config.keys_by_hash.get(hash_key(api_key))
-    if key is None:
-        raise GovernanceRefused(
-            "invalid_api_key", "this API key is not known to the gateway; check it or ask for one"
-        )
-    meta = (
-        ("project", project),
-        ("workflow-tag", workflow_tag),
-        ("environment", environment),
-        ("cost-center", cost_center),
-    )
-    headers = {f"x-governor-{name}": value for name, value in meta if value}
-    try:
-        ident = envelope(key, headers, config.settings)
-    except Refusal as r:
-        raise GovernanceRefused(r.code, r.message) from None
-    return SessionIdentity(
-        session_id=session_id or f"agent-{uuid.uuid4().hex[:16]}",
-        user=ident.user,
-        team=ident.team,
-        project=ident.project,
-        workflow_tag=ident.workflow_tag,
-        environment=ident.environment,
-        key_id=ident.key_id,
-        role=ident.role,
-        cost_center=ident.cost_center,
-    )
+        self.status = status
 
 
 class GovernorClient:
-    """A Temporal client plus the gateway config; one current session at a time (or pass ids)."""
+    """One agent's connection to the gateway; one current session at a time (or pass ids)."""
 
-    def __init__(self, client: Client, config: GatewayConfig, task_queue: str = TASK_QUEUE) -> None:
-        self.client = client
-        self.config = config
-        self.task_queue = task_queue
+    def __init__(self, gateway_url: str, api_key: str, *, timeout: float = 660.0) -> None:
+        self.gateway_url = gateway_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.gateway_url,
+            headers={"authorization": f"Bearer {api_key}"},
+            timeout=timeout,
+        )
         self.session_id: str | None = None
 
     @classmethod
     async def connect(
-        cls,
-        address: str | None = None,
-        *,
-        namespace: str | None = None,
-        config_dir: str | Path | None = None,
-        tls_cert: Path | None = None,
-        tls_key: Path | None = None,
-        task_queue: str = TASK_QUEUE,
+        cls, gateway_url: str | None = None, api_key: str | None = None
     ) -> GovernorClient:
-        """Defaults from TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE / TEMPORAL_TLS_CERT / _KEY and
-        GOVERNOR_CONFIG_DIR (else `examples/config`), the same as `governor up`."""
-        from activities.config_source import load_config_dir
+        """Defaults: GOVERNOR_URL (else the local `governor up`) and GOVERNOR_API_KEY."""
+        key = api_key or os.environ.get("GOVERNOR_API_KEY")
+        if not key:
+            raise GovernanceRefused("missing_api_key", "pass api_key or set GOVERNOR_API_KEY")
+        gc = cls(gateway_url or os.environ.get("GOVERNOR_URL") or DEFAULT_URL, key)
+        try:
+            await gc._http.get("/healthz")
+        except httpx.HTTPError as exc:
+            await gc._http.aclose()
+            raise GovernanceRefused(
+                "gateway_unreachable", f"cannot reach the gateway at {gc.gateway_url}: {exc}"
+            ) from None
+        return gc
 
-        env = os.environ
-        cert = tls_cert or (
-            Path(env["TEMPORAL_TLS_CERT"]) if env.get("TEMPORAL_TLS_CERT") else None
-        )
-        key = tls_key or (Path(env["TEMPORAL_TLS_KEY"]) if env.get("TEMPORAL_TLS_KEY") else None)
-        client = await connect_temporal(
-            address or env.get("TEMPORAL_ADDRESS") or DEFAULT_ADDRESS,
-            namespace or env.get("TEMPORAL_NAMESPACE") or "default",
-            cert,
-            key,
-        )
-        cfg_dir = config_dir or env.get("GOVERNOR_CONFIG_DIR") or "examples/config"
-        return cls(client, load_config_dir(cfg_dir), task_queue)
+    async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        try:
+            r = await self._http.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise GovernanceRefused(
+                "gateway_unreachable", f"{method} {self.gateway_url}{path}: {exc}"
+            ) from None
+        try:
+            doc = r.json()
+        except ValueError:
+            doc = {}
+        if r.status_code >= 400:
+            err = doc.get("error") if isinstance(doc, dict) else None
+            err = err if isinstance(err, dict) else {}
+            raise GovernanceRefused(
+                str(err.get("code") or f"http_{r.status_code}"),
+                str(err.get("message") or r.text[:500]),
+                r.status_code,
+            )
+        return doc if isinstance(doc, dict) else {}
 
     def _sid(self, session_id: str | None) -> str:
         sid = session_id or self.session_id
@@ -152,60 +102,42 @@ class GovernorClient:
             raise GovernanceRefused("no_session", "call start_session(...) first")
         return sid
 
-    async def start_session(
+    async def open_session(
         self,
-        api_key: str,
         *,
         project: str | None = None,
         workflow_tag: str | None = None,
         session_id: str | None = None,
         environment: str | None = None,
         cost_center: str | None = None,
-        policy: SessionPolicy | None = None,
-        **policy_overrides: Any,
-    ) -> str:
-        """Start (or rejoin, same `session_id`) a session; it becomes the current one.
-
-        The policy is resolved from the config for this identity; `policy_overrides` (e.g.
-        `loop_action="throttle"`) win over it, or pass a whole `policy`.
-        """
-        ident, pol = self.resolve(
-            api_key,
-            project=project,
-            workflow_tag=workflow_tag,
-            session_id=session_id,
-            environment=environment,
-            cost_center=cost_center,
-            **policy_overrides,
-        )
-        pol = policy or pol
-        await start_session(self.client, ident, pol, self.task_queue)
-        self.session_id = ident.session_id
-        return ident.session_id
-
-    def resolve(
-        self,
-        api_key: str,
-        *,
-        project: str | None = None,
-        workflow_tag: str | None = None,
-        session_id: str | None = None,
-        environment: str | None = None,
-        cost_center: str | None = None,
-        **policy_overrides: Any,
+        start_workflow: bool = True,
+        **tighten: Any,
     ) -> tuple[SessionIdentity, SessionPolicy]:
-        """Identity and policy for a session, e.g. to start your own agent workflow that uses
-        `governor.sdk.workflow` (pass both in its input)."""
-        ident = resolve_identity(
-            self.config,
-            api_key,
-            project=project,
-            workflow_tag=workflow_tag,
-            session_id=session_id,
-            environment=environment,
-            cost_center=cost_center,
-        )
-        return ident, session_policy_from_config(self.config, ident, **policy_overrides)
+        """Open a session at the gateway: the identity and policy it resolved for this key.
+
+        `start_workflow=False` only registers them, for your own agent workflow that uses
+        `governor.sdk.workflow` (pass both in its input). `tighten`: token_ceiling,
+        loop_multiplier, repeat_threshold, loop_action — stricter than the config only."""
+        body: dict[str, Any] = {
+            "project": project,
+            "workflow_tag": workflow_tag,
+            "session_id": session_id,
+            "environment": environment,
+            "cost_center": cost_center,
+            "start_workflow": start_workflow,
+        }
+        body = {k: v for k, v in body.items() if v is not None}
+        if tighten:
+            body["policy"] = tighten
+        doc = await self._call("POST", "/gateway/sessions", body)
+        return SessionIdentity(**doc["identity"]), SessionPolicy(**doc["policy"])
+
+    async def start_session(self, **kwargs: Any) -> str:
+        """Start (or rejoin, same `session_id`) a session workflow; it becomes the current one.
+        Takes the keyword arguments of `open_session`."""
+        identity, _ = await self.open_session(**kwargs)
+        self.session_id = identity.session_id
+        return identity.session_id
 
     async def chat(
         self,
@@ -217,42 +149,37 @@ class GovernorClient:
         **params: Any,
     ) -> ChatOutput:
         """One governed turn; raises `GovernanceRefused` when governance says no."""
-        body = {"model": model, "messages": messages, **params}
-        inp = ChatInput(body=body, protocol=protocol)  # type: ignore[arg-type]
-        try:
-            return await session_handle(self.client, self._sid(session_id)).execute_update(
-                SessionWorkflow.chat, inp
-            )
-        except (WorkflowUpdateFailedError, RPCError) as exc:
-            raise refusal_of(exc) from None
+        body = {"body": {"model": model, "messages": messages, **params}, "protocol": protocol}
+        doc = await self._call("POST", f"/gateway/sessions/{self._sid(session_id)}/chat", body)
+        return ChatOutput(**doc)
 
     async def tool(
         self, name: str, *, session_id: str | None = None, **arguments: Any
     ) -> ToolOutput:
         """Run a tool registered on the worker, as an activity of the session."""
-        try:
-            return await session_handle(self.client, self._sid(session_id)).execute_update(
-                SessionWorkflow.tool, ToolInput(name=name, arguments=arguments)
-            )
-        except (WorkflowUpdateFailedError, RPCError) as exc:
-            raise refusal_of(exc) from None
+        doc = await self._call(
+            "POST",
+            f"/gateway/sessions/{self._sid(session_id)}/tool",
+            {"name": name, "arguments": arguments},
+        )
+        return ToolOutput(**doc)
 
-    async def kill(self, reason: str, *, actor: str = "sdk", session_id: str | None = None) -> None:
-        """Kill the session (its in-flight call is cancelled). For an audited kill that also
-        reaches proxy sessions, use `governor sessions kill` / the admin API."""
-        await session_handle(self.client, self._sid(session_id)).signal(
-            SessionWorkflow.kill, args=[reason, actor]
+    async def kill(self, reason: str, *, session_id: str | None = None) -> None:
+        """Kill a session (an on-call or admin key): audited, in-flight work cancelled. An
+        agent ends its own session with `close()`."""
+        await self._call(
+            "PUT", f"/gateway/sessions/{self._sid(session_id)}/kill", {"reason": reason}
         )
 
     async def close(self, *, session_id: str | None = None) -> None:
         """End the session normally; later calls are refused as `session_closed`."""
-        await session_handle(self.client, self._sid(session_id)).signal(SessionWorkflow.close)
+        await self._call("POST", f"/gateway/sessions/{self._sid(session_id)}/close")
 
     async def status(self, *, session_id: str | None = None) -> SessionStatus:
         """Tokens, cost, calls, rate vs baseline, state and recent governance decisions."""
-        try:
-            return await session_handle(self.client, self._sid(session_id)).query(
-                SessionWorkflow.status
-            )
-        except RPCError as exc:
-            raise refusal_of(exc) from None
+        doc = await self._call("GET", f"/gateway/sessions/{self._sid(session_id)}/status")
+        return SessionStatus(**doc)
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections (the session itself is left as it is)."""
+        await self._http.aclose()

@@ -16,8 +16,10 @@ fallback and kill are deterministic decisions recorded in your workflow's histor
             n = await governed_tool("word_count", {"text": "..."})
             close_session()
 
-Resolve `identity` and `policy` where you start the workflow (they come from the API key and
-the config: `GovernorClient.resolve(api_key, ...)`), never inside it. The governed activities
+Get `identity` and `policy` from the gateway where you start the workflow
+(`await GovernorClient.open_session(..., start_workflow=False)`: the gateway resolves them from
+its config for your key and records them), never inside it; the governed activities refuse any
+other identity or policy (`session_not_granted`). The governed activities
 run on Governor's worker (task queue `governor-sessions`, served by `governor up`), so your
 worker needs only your workflows. Refusals raise `ApplicationError` (`.type` is the code:
 session_killed, session_ceiling_exceeded, budget_exceeded, ...): catch it to end gracefully.

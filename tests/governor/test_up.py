@@ -68,7 +68,7 @@ class Up:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}
         env["TEMPORAL_ADDRESS"] = self.temporal_address
-        env["GOVERNOR_CONFIG_DIR"] = str(CONFIG)
+        env["GOVERNOR_URL"] = self.url
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
@@ -143,8 +143,8 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     u.stop()
 
 
-async def _client(up: Up) -> GovernorClient:
-    return await GovernorClient.connect(up.temporal_address, config_dir=CONFIG)
+async def _client(up: Up, key: str = "gk-dev-developer") -> GovernorClient:
+    return await GovernorClient.connect(up.url, key)
 
 
 def test_up_prints_where_everything_is_and_that_the_provider_is_simulated(up: Up) -> None:
@@ -179,7 +179,7 @@ def test_the_dev_server_and_ledger_live_in_the_data_directory(up: Up) -> None:
 
 async def test_an_agent_session_runs_through_governor_client(up: Up) -> None:
     gc = await _client(up)
-    sid = await gc.start_session("gk-dev-developer", project="up-test", workflow_tag="up-agent")
+    sid = await gc.start_session(project="up-test", workflow_tag="up-agent")
     out = await gc.chat([{"role": "user", "content": "first turn"}], model="support-cheap")
     assert out.governance.simulated and out.governance.total_tokens > 0
     assert out.session_calls == 1
@@ -195,15 +195,15 @@ async def test_an_agent_session_runs_through_governor_client(up: Up) -> None:
 
 
 async def test_an_unknown_api_key_cannot_start_a_session(up: Up) -> None:
-    gc = await _client(up)
+    gc = await _client(up, "gk-not-a-key")
     with pytest.raises(GovernanceRefused) as refused:
-        await gc.start_session("gk-not-a-key", project="up-test")
+        await gc.start_session(project="up-test")
     assert refused.value.code == "invalid_api_key"
 
 
 async def test_sessions_kill_reaches_a_workflow_session(up: Up) -> None:
     gc = await _client(up)
-    sid = await gc.start_session("gk-dev-developer", project="up-test", workflow_tag="up-kill")
+    sid = await gc.start_session(project="up-test", workflow_tag="up-kill")
     await gc.chat([{"role": "user", "content": "one turn"}], model="support-cheap")
     done = up.cli("sessions", "kill", sid, "--reason", "runaway in test", "--url", up.url)
     assert done.returncode == 0, done.stderr
@@ -318,7 +318,7 @@ def test_an_unreachable_cluster_is_a_clear_error(up: Up, tmp_path: Path) -> None
 
 async def test_sigint_stops_everything_and_a_second_up_resumes_open_sessions(up: Up) -> None:
     gc = await _client(up)
-    sid = await gc.start_session("gk-dev-developer", project="up-test", workflow_tag="up-resume")
+    sid = await gc.start_session(project="up-test", workflow_tag="up-resume")
     await gc.chat([{"role": "user", "content": "before the restart"}], model="support-cheap")
     dev = _pids_with("start-dev", str(up.data_dir))
     assert len(dev) == 1

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import wf_helpers
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -66,6 +67,7 @@ async def gateway(
 ) -> AsyncIterator[Gateway]:
     config = load_config_dir(config_dir, env={**os.environ, "GOVERNOR_SIM_URL": sim.base_url})
     gw = await Gateway.open(config, ledger_url, wf_dir / "journal", path="workflow")
+    wf_helpers._owners[:] = [gw.owners]  # start_granted records grants in this ledger
     yield gw
     await gw.close()
 

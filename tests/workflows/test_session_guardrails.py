@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
-from wf_helpers import TASK_QUEUE, assert_replays, chat, new_identity, wait_for
+from wf_helpers import TASK_QUEUE, assert_replays, chat, new_identity, start_granted, wait_for
 
 from activities import session_activities
 from activities.gateway import Gateway
 from ledger.event_store import guardrail_events
 from ledger.models import GuardrailEventRecord
 from workflows.session import SessionWorkflow
-from workflows.session_client import session_handle, start_session
+from workflows.session_client import session_handle
 from workflows.session_models import SessionPolicy, ToolInput
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -58,7 +58,7 @@ async def test_tool_update_guards_arguments_before_and_results_after_the_tool(
     session_activities.register_tool("lookup", _lookup)
     session_activities.register_tool("push", _push)
     ident = new_identity(project="wf-guardrails", tag="wf-guard")
-    await start_session(client, ident, SessionPolicy(), TASK_QUEUE)
+    await start_granted(client, ident, SessionPolicy(), TASK_QUEUE)
     h = session_handle(client, ident.session_id)
 
     # tool-output, mutate: the secret the tool returned is redacted before the workflow sees it.
@@ -98,7 +98,7 @@ async def test_tool_update_guards_arguments_before_and_results_after_the_tool(
 
 async def test_chat_turn_gets_the_input_and_output_hooks(client: Client, gateway: Gateway) -> None:
     ident = new_identity(project="wf-guardrails", tag="wf-guard-chat")
-    await start_session(client, ident, SessionPolicy(), TASK_QUEUE)
+    await start_granted(client, ident, SessionPolicy(), TASK_QUEUE)
     h = session_handle(client, ident.session_id)
     out = await h.execute_update(SessionWorkflow.chat, chat(f"my key {AWS} [[sim:echo]]"))
     echoed = out.response["choices"][0]["message"]["content"]

@@ -17,6 +17,7 @@ from wf_helpers import (
     chat,
     ledger_calls,
     new_identity,
+    start_granted,
     update_results_in_history,
     wait_for,
 )
@@ -24,9 +25,10 @@ from wf_helpers import (
 from activities import session_activities
 from activities.gateway import Gateway
 from activities.session_types import BaselinesInput
+from policies.refusals import Refusal
 from workflows.baseline import BASELINE_SCHEDULE_ID, BaselineWorkflow, ensure_baseline_schedule
 from workflows.session import SessionWorkflow
-from workflows.session_client import session_handle, start_session, workflow_kill_hook
+from workflows.session_client import TemporalSessions, session_handle, workflow_kill_hook
 from workflows.session_models import SessionPolicy, ToolInput
 from workflows.session_policy import session_policy_from_config
 
@@ -42,7 +44,7 @@ async def test_chat_turn_is_accounted_exactly_in_ledger_and_status(
     client: Client, gateway: Gateway
 ) -> None:
     ident = new_identity()
-    await start_session(client, ident, SessionPolicy(), TASK_QUEUE)
+    await start_granted(client, ident, SessionPolicy(), TASK_QUEUE)
     h = session_handle(client, ident.session_id)
     out = await h.execute_update(SessionWorkflow.chat, chat("hello [[sim:output_tokens=40]]"))
     g = out.governance
@@ -65,7 +67,7 @@ async def test_ceiling_refuses_the_next_turn_before_anything_is_recorded(
     client: Client, gateway: Gateway
 ) -> None:
     ident = new_identity()
-    h = await start_session(client, ident, SessionPolicy(token_ceiling=1000), TASK_QUEUE)
+    h = await start_granted(client, ident, SessionPolicy(token_ceiling=1000), TASK_QUEUE)
     h = session_handle(client, ident.session_id)
     out = await h.execute_update(SessionWorkflow.chat, chat("big [[sim:output_tokens=1000]]"))
     assert [d.kind for d in out.decisions] == ["ceiling_reached"]
@@ -125,7 +127,7 @@ async def test_looping_agent_is_detected_and_killed_within_two_calls(
     policy = SessionPolicy(
         loop_window_seconds=600, min_sessions=5, default_baseline_tokens_per_hour=1e12
     )
-    await start_session(client, ident, policy, TASK_QUEUE)
+    await start_granted(client, ident, policy, TASK_QUEUE)
     h = session_handle(client, ident.session_id)
     threshold = 3 * 6000.0
     spent, crossed_at, killed_at = 0, None, None
@@ -165,7 +167,7 @@ async def test_looping_agent_is_detected_and_killed_within_two_calls(
 async def test_repeated_identical_prompts_raise_a_loop_alert(client: Client) -> None:
     ident = new_identity(tag="repeat-tag")
     policy = SessionPolicy(repeat_threshold=3, loop_action="alert")
-    await start_session(client, ident, policy, TASK_QUEUE)
+    await start_granted(client, ident, policy, TASK_QUEUE)
     h = session_handle(client, ident.session_id)
     kinds = []
     for _ in range(3):
@@ -210,7 +212,7 @@ async def test_kill_during_a_slow_call_cancels_it_without_waiting_for_it(
     client: Client, gateway: Gateway, sim: Any
 ) -> None:
     ident = new_identity()
-    await start_session(client, ident, SessionPolicy(), TASK_QUEUE)
+    await start_granted(client, ident, SessionPolicy(), TASK_QUEUE)
     h = session_handle(client, ident.session_id)
     slow = asyncio.create_task(
         h.execute_update(SessionWorkflow.chat, chat("think hard [[sim:latency_ms=30000]]"))
@@ -234,8 +236,11 @@ async def test_kill_during_a_slow_call_cancels_it_without_waiting_for_it(
     st = await h.query(SessionWorkflow.status)
     assert (st.status, st.killed_by, st.kill_reason) == ("killed", "oncall:alice", "runaway spend")
     assert st.calls == 0
-    with pytest.raises(WorkflowUpdateFailedError):
-        await h.execute_update(SessionWorkflow.chat, chat("after the kill"))
+    # The workflow completes at once (no lingering Running); a late call through the gateway's
+    # client is refused with the reason, read from the completed workflow.
+    with pytest.raises(Refusal) as late:
+        await TemporalSessions(client, TASK_QUEUE).chat(ident.session_id, chat("after the kill"))
+    assert late.value.code == "session_killed" and "runaway spend" in late.value.message
     assert await gateway.store.calls_for_session(ident.session_id) == []
     await assert_replays(client, h)
 
@@ -247,7 +252,7 @@ async def test_budget_fallback_moves_to_the_cheaper_model_and_history_says_why(
     policy = session_policy_from_config(gateway.config, ident)
     cheaper = policy.cheaper_targets["code-review-strong"]
     assert (cheaper.provider, cheaper.model) == ("anthropic", "claude-haiku-4-5")
-    await start_session(client, ident, policy, TASK_QUEUE)
+    await start_granted(client, ident, policy, TASK_QUEUE)
     h = session_handle(client, ident.session_id)
     # No max_tokens: the call reserves the default output estimate (1,024 tokens, $0.026 on
     # opus), which fits the $0.03 ceiling; what is left after it cannot fit another such call.
@@ -276,7 +281,7 @@ async def test_budget_fallback_moves_to_the_cheaper_model_and_history_says_why(
 async def test_tool_runs_a_registered_function_as_an_activity(client: Client) -> None:
     session_activities.register_tool("add", lambda a, b: a + b)
     ident = new_identity()
-    await start_session(client, ident, SessionPolicy(), TASK_QUEUE)
+    await start_granted(client, ident, SessionPolicy(), TASK_QUEUE)
     h = session_handle(client, ident.session_id)
     out = await h.execute_update(
         SessionWorkflow.tool, ToolInput(name="add", arguments={"a": 2, "b": 3})
@@ -298,7 +303,7 @@ async def test_continue_as_new_keeps_totals_ceiling_and_loop_window(
 ) -> None:
     ident = new_identity()
     policy = SessionPolicy(max_turns_per_run=2, token_ceiling=2500, repeat_threshold=3)
-    first_run = await start_session(client, ident, policy, TASK_QUEUE)
+    first_run = await start_granted(client, ident, policy, TASK_QUEUE)
     h = session_handle(client, ident.session_id)
     spent = 0
     for turn in range(1, 4):
@@ -323,9 +328,9 @@ async def test_continue_as_new_keeps_totals_ceiling_and_loop_window(
 
 async def test_sessions_are_listed_by_project_and_status(client: Client) -> None:
     ident = new_identity(project="wf-listing")
-    await start_session(client, ident, SessionPolicy(), TASK_QUEUE)
+    await start_granted(client, ident, SessionPolicy(), TASK_QUEUE)
     other = new_identity(project="wf-listing")
-    await start_session(client, other, SessionPolicy(), TASK_QUEUE)
+    await start_granted(client, other, SessionPolicy(), TASK_QUEUE)
     await session_handle(client, other.session_id).signal(SessionWorkflow.close)
 
     def listed(status: str, want: str) -> Any:
@@ -375,7 +380,7 @@ async def test_a_gateway_kill_reaches_the_session_workflow(
     client: Client, gateway: Gateway
 ) -> None:
     ident = new_identity()
-    await start_session(client, ident, SessionPolicy(), TASK_QUEUE)
+    await start_granted(client, ident, SessionPolicy(), TASK_QUEUE)
     h = session_handle(client, ident.session_id)
     await h.execute_update(SessionWorkflow.chat, chat("before"))
     hook = workflow_kill_hook(client)

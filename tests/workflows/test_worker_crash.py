@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 from temporalio.client import Client
-from wf_helpers import assert_replays, chat, ledger_calls, new_identity, wait_for
+from wf_helpers import assert_replays, chat, ledger_calls, new_identity, start_granted, wait_for
 
 from activities.gateway import Gateway
 from simulator import SimServer
 from workflows.session import SessionWorkflow
-from workflows.session_client import session_handle, start_session
+from workflows.session_client import session_handle
 from workflows.session_models import SessionPolicy
 
 CHILD = Path(__file__).with_name("wf_worker_child.py")
@@ -54,7 +54,7 @@ async def test_sigkilled_worker_restarted_completes_the_session_with_each_call_o
     worker = await _start_worker(client, ledger_url, journal, config_dir, sim)
     try:
         ident = new_identity()
-        await start_session(client, ident, SessionPolicy(), QUEUE)
+        await start_granted(client, ident, SessionPolicy(), QUEUE)
         h = session_handle(client, ident.session_id)
         await h.execute_update(SessionWorkflow.chat, chat("turn one"))
         slow = asyncio.create_task(

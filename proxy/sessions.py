@@ -1,0 +1,190 @@
+"""Workflow sessions through the gateway: the agent brings its key, the gateway brings the rest.
+
+`POST /gateway/sessions` authenticates the bearer key, resolves the identity (the key binds
+user, team, role and maybe project; the body adds project, tag, environment, cost center like
+the metadata headers) and the session policy from the gateway's own config, lets the caller
+tighten (never loosen) that policy, records the session's owner and grant in the ledger, and
+starts the session workflow. The workflow's input holds the identity (a key *id*, never the key
+or its hash) and the policy; the session activities refuse any other identity or policy.
+
+Per-session routes (owner, or an on-call/admin key): `POST /gateway/sessions/{id}/chat`,
+`/tool`, `/close`, `GET /gateway/sessions/{id}/status`. A call after the session ended gets why
+(`session_killed`, `session_closed`) from the completed workflow.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from activities.gateway import Gateway
+from activities.session_types import SessionIdentity, grant_digest
+from policies.config.models import ApiKey
+from policies.identity import resolve_identity
+from policies.refusals import Refusal
+from proxy.http import BodyTooLarge, Receive, Scope, Send, header_map, read_body, respond_json
+from proxy.llm_routes import bearer, parse_json_body
+from workflows.session_models import (
+    ChatInput,
+    ChatOutput,
+    SessionPolicy,
+    SessionStatus,
+    ToolInput,
+    ToolOutput,
+)
+from workflows.session_policy import session_policy_from_config
+
+_MAX_BODY = 4 * 1024 * 1024
+_META = ("project", "workflow_tag", "environment", "cost_center")
+_LOOP_ACTIONS = ("alert", "throttle", "kill")  # weakest to strictest
+
+
+class SessionWorkflows(Protocol):
+    """What the gateway needs from Temporal (`workflows.session_client.TemporalSessions`)."""
+
+    async def start(self, identity: SessionIdentity, policy: SessionPolicy) -> str: ...
+    async def chat(self, session_id: str, inp: ChatInput) -> ChatOutput: ...
+    async def tool(self, session_id: str, inp: ToolInput) -> ToolOutput: ...
+    async def close(self, session_id: str) -> None: ...
+    async def status(self, session_id: str) -> SessionStatus: ...
+
+
+def tightened(base: SessionPolicy, asked: Any) -> SessionPolicy:
+    """`base` with the caller's changes, each of which may only make the policy stricter."""
+    if asked is None:
+        return base
+    if not isinstance(asked, dict):
+        raise Refusal(400, "invalid_request", "`policy` must be an object")
+    changes: dict[str, Any] = {}
+    for name, value in asked.items():
+        if name == "token_ceiling":
+            ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+            looser = ok and base.token_ceiling is not None and value > base.token_ceiling
+        elif name in ("loop_multiplier", "repeat_threshold"):
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+            looser = ok and value > getattr(base, name)
+        elif name == "loop_action":
+            ok = value in _LOOP_ACTIONS
+            looser = ok and _LOOP_ACTIONS.index(value) < _LOOP_ACTIONS.index(base.loop_action)
+        else:
+            raise Refusal(
+                403,
+                "policy_not_tightenable",
+                f"policy field {name!r} cannot be set by the caller; only token_ceiling, "
+                "loop_multiplier, repeat_threshold and loop_action can be tightened",
+            )
+        if not ok:
+            raise Refusal(400, "invalid_request", f"policy {name!r} has an invalid value {value!r}")
+        if looser:
+            raise Refusal(
+                403,
+                "policy_loosening",
+                f"policy {name!r}={value!r} is looser than the gateway's {getattr(base, name)!r} "
+                "for this key; a session may only tighten its policy",
+            )
+        changes[name] = value
+    try:
+        return SessionPolicy(**{**base.model_dump(), **changes})
+    except ValidationError as exc:
+        raise Refusal(400, "invalid_request", f"policy: {exc.errors()[0]['msg']}") from None
+
+
+async def _body(receive: Receive) -> dict[str, Any]:
+    try:
+        raw = await read_body(receive, _MAX_BODY, None)
+    except BodyTooLarge:
+        raise Refusal(413, "request_too_large", f"body exceeds {_MAX_BODY} bytes") from None
+    return parse_json_body(raw) if raw.strip() else {}
+
+
+def _workflows(gw: Gateway) -> SessionWorkflows:
+    wf: SessionWorkflows | None = gw.session_workflows
+    if wf is None:
+        raise Refusal(
+            503,
+            "workflow_sessions_unavailable",
+            "this gateway has no Temporal client, so it cannot run workflow sessions; use "
+            "`governor up` (or a proxy started with TEMPORAL_ADDRESS)",
+        )
+    return wf
+
+
+async def open_session(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    key = gw.authenticate(bearer(header_map(scope)))
+    doc = await _body(receive)
+    headers: dict[str, str] = {}
+    for name in _META:
+        v = doc.get(name)
+        if v is not None:
+            if not isinstance(v, str):
+                raise Refusal(400, "invalid_request", f"`{name}` must be a string")
+            headers["x-governor-" + name.replace("_", "-")] = v
+    sid = doc.get("session_id") or f"agent-{uuid.uuid4().hex[:16]}"
+    if not isinstance(sid, str) or len(sid) > 256:
+        raise Refusal(400, "invalid_request", "`session_id` must be a string of 1-256 characters")
+    headers["x-governor-session-id"] = sid
+    start = doc.get("start_workflow", True)
+    if not isinstance(start, bool):
+        raise Refusal(400, "invalid_request", "`start_workflow` must be true or false")
+    ident = resolve_identity(key, headers, gw.config.settings)
+    identity = SessionIdentity(
+        session_id=sid,
+        user=ident.user,
+        team=ident.team,
+        project=ident.project,
+        workflow_tag=ident.workflow_tag,
+        environment=ident.environment,
+        key_id=ident.key_id,
+        role=ident.role,
+        cost_center=ident.cost_center,
+    )
+    policy = tightened(session_policy_from_config(gw.config, identity), doc.get("policy"))
+    wf = _workflows(gw) if start else None
+    grant = grant_digest(identity, policy.model_dump(mode="json"))
+    recorded = await gw.owners.claim_grant(ident, grant)
+    if recorded != grant:
+        raise Refusal(
+            409,
+            "session_exists",
+            f"session {sid!r} already exists with another identity or policy; use a new id",
+        )
+    workflow_id = await wf.start(identity, policy) if wf is not None else None
+    await respond_json(
+        send,
+        200,
+        {
+            "session_id": sid,
+            "workflow_id": workflow_id,
+            "identity": identity.model_dump(mode="json"),
+            "policy": policy.model_dump(mode="json"),
+        },
+    )
+
+
+async def session_op(
+    gw: Gateway, op: str, session_id: str, scope: Scope, receive: Receive, send: Send
+) -> None:
+    key: ApiKey = gw.authenticate(bearer(header_map(scope)))
+    await gw.owners.require_owner(key.id, key.role, session_id)
+    wf = _workflows(gw)
+    out: Any
+    try:
+        if op == "chat":
+            out = await wf.chat(session_id, ChatInput(**await _body(receive)))
+        elif op == "tool":
+            out = await wf.tool(session_id, ToolInput(**await _body(receive)))
+        elif op == "close":
+            await wf.close(session_id)
+            out = None
+        else:
+            out = await wf.status(session_id)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        where = ".".join(str(x) for x in e["loc"])
+        raise Refusal(400, "invalid_request", f"{where}: {e['msg']}") from None
+    except TypeError as exc:
+        raise Refusal(400, "invalid_request", f"bad {op} body: {exc}") from None
+    doc = {"session_id": session_id, "closed": True} if out is None else out.model_dump(mode="json")
+    await respond_json(send, 200, doc)

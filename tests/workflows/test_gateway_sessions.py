@@ -1,0 +1,169 @@
+"""Workflow sessions opened through the gateway with the SDK: the identity and policy are the
+gateway config's for the key, a crafted workflow input is refused, no key reaches the history,
+and an ended session completes at once yet still refuses late calls clearly."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHistory,
+    WorkflowUpdateFailedError,
+)
+from wf_helpers import TASK_QUEUE, chat
+
+from activities.gateway import hash_key
+from activities.session_types import SessionIdentity
+from governor.sdk.client import GovernanceRefused, GovernorClient
+from simulator import SimServer
+from tests.support.servers import InProcessProxy
+from workflows.session import SessionWorkflow
+from workflows.session_client import (
+    TemporalSessions,
+    session_handle,
+    start_session,
+    workflow_kill_hook,
+)
+from workflows.session_models import SessionPolicy
+
+DEV_KEY = "gk-dev-developer"
+
+
+@pytest.fixture(scope="module")
+async def gateway_url(
+    client: Client, worker: None, config_dir: Path, wf_dir: Path, sim: SimServer, ledger_url: str
+) -> AsyncIterator[str]:
+    p = InProcessProxy(config_dir, wf_dir / "gw-proxy", sim.base_url, ledger_url=ledger_url)
+    (wf_dir / "gw-proxy").mkdir(exist_ok=True)
+    await p.start()
+    assert p.gw is not None
+    p.gw.session_workflows = TemporalSessions(client, TASK_QUEUE)
+    p.gw.kill_hooks.append(workflow_kill_hook(client))
+    yield p.base_url
+    await p.stop()
+
+
+def history_text(history: WorkflowHistory) -> str:
+    """The history as JSON with every payload's data decoded (payloads are base64 there)."""
+    raw = history.to_json()
+    decoded = [
+        base64.b64decode(m).decode("utf-8", "replace")
+        for m in re.findall(r'"data":\s*"([A-Za-z0-9+/=]+)"', raw)
+    ]
+    return raw + "\n".join(decoded)
+
+
+async def completed_within(client: Client, sid: str, seconds: float) -> float | None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        desc = await session_handle(client, sid).describe()
+        if desc.status == WorkflowExecutionStatus.COMPLETED:
+            return time.monotonic() - t0
+        await asyncio.sleep(0.1)
+    return None
+
+
+async def test_a_sdk_session_has_the_identity_and_policy_the_config_gives_its_key(
+    client: Client, gateway_url: str
+) -> None:
+    gc = await GovernorClient.connect(gateway_url, DEV_KEY)
+    try:
+        sid = await gc.start_session(project="wf-gw", workflow_tag="wf-gw-tag", token_ceiling=5000)
+        out = await gc.chat([{"role": "user", "content": "hello"}], model="support-cheap")
+        assert out.session_calls == 1 and out.governance.total_tokens > 0
+        st = await gc.status()
+        assert (st.user, st.team, st.project, st.workflow_tag) == (
+            "u_dev",
+            "data-platform",
+            "wf-gw",
+            "wf-gw-tag",
+        )
+        assert st.token_ceiling == 5000
+        # No key, plaintext or hash, anywhere in the workflow's history.
+        raw = history_text(await session_handle(client, sid).fetch_history())
+        assert "dev-developer" in raw and "u_dev" in raw  # decoded: the key's id is recorded
+        assert DEV_KEY not in raw and hash_key(DEV_KEY) not in raw
+        assert hash_key(DEV_KEY).split(":")[1][:16] not in raw
+
+        # Closing completes the workflow at once; a late call gets a clear refusal.
+        await gc.close()
+        took = await completed_within(client, sid, 10)
+        assert took is not None, "a closed session's workflow is still Running"
+        print(f"closed session completed {1000 * took:.0f} ms after close")
+        with pytest.raises(GovernanceRefused) as late:
+            await gc.chat([{"role": "user", "content": "late"}], model="support-cheap")
+        assert late.value.code == "session_closed"
+    finally:
+        await gc.aclose()
+
+
+async def test_a_killed_session_completes_at_once_and_refuses_late_calls(
+    client: Client, gateway_url: str
+) -> None:
+    gc = await GovernorClient.connect(gateway_url, DEV_KEY)
+    try:
+        sid = await gc.start_session(project="wf-gw", workflow_tag="wf-gw-kill")
+        await gc.chat([{"role": "user", "content": "one"}], model="support-cheap")
+        with pytest.raises(GovernanceRefused) as weak:
+            await gc.kill("not mine to kill")
+        assert weak.value.code == "admin_required"
+        oncall = await GovernorClient.connect(gateway_url, "gk-dev-oncall")
+        try:
+            await oncall.kill("stop it", session_id=sid)
+        finally:
+            await oncall.aclose()
+        assert await completed_within(client, sid, 10) is not None
+        with pytest.raises(GovernanceRefused) as late:
+            await gc.chat([{"role": "user", "content": "late"}], model="support-cheap")
+        assert late.value.code == "session_killed" and "stop it" in late.value.message
+        st = await gc.status()
+        assert st.status == "killed" and st.kill_reason == "stop it"
+    finally:
+        await gc.aclose()
+
+
+async def test_a_crafted_workflow_input_cannot_change_identity_or_policy(
+    client: Client, gateway_url: str
+) -> None:
+    gc = await GovernorClient.connect(gateway_url, DEV_KEY)
+    try:
+        ident, policy = await gc.open_session(
+            project="wf-gw", workflow_tag="wf-gw-craft", start_workflow=False
+        )
+    finally:
+        await gc.aclose()
+    assert policy.token_ceiling is None or policy.token_ceiling > 0
+    forged = [
+        # Someone else's identity on a session nobody opened through the gateway.
+        (
+            SessionIdentity(
+                session_id=f"forged-{uuid.uuid4().hex[:8]}",
+                user="u_admin",
+                team="platform",
+                project="wf-gw",
+                key_id="dev-admin",
+                role="admin",
+            ),
+            SessionPolicy(),
+        ),
+        # The granted session with a richer identity.
+        (ident.model_copy(update={"user": "u_admin", "role": "admin"}), policy),
+        # The granted session and identity with a looser policy.
+        (ident, policy.model_copy(update={"token_ceiling": None, "loop_action": "alert"})),
+    ]
+    for fake_ident, fake_policy in forged:
+        await start_session(client, fake_ident, fake_policy, TASK_QUEUE)
+        h = session_handle(client, fake_ident.session_id)
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await h.execute_update(SessionWorkflow.chat, chat("let me in"))
+        assert getattr(refused.value.cause, "type", None) == "session_not_granted"
+        await h.terminate("test done")
