@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -157,11 +158,15 @@ class TemporalSessions:
     async def _ended(self, session_id: str, e: RPCError) -> Refusal:
         """A call on a session whose workflow has completed: say why it ended."""
         h = session_handle(self.client, session_id)
-        try:
-            desc = await h.describe()
-        except RPCError:
-            return Refusal(404, "session_not_found", f"no session workflow {session_id!r}")
-        if desc.status == WorkflowExecutionStatus.RUNNING:
+        for _ in range(20):  # a workflow that is closing right now: give it a moment
+            try:
+                desc = await h.describe()
+            except RPCError:
+                return Refusal(404, "session_not_found", f"no session workflow {session_id!r}")
+            if desc.status != WorkflowExecutionStatus.RUNNING:
+                break
+            await asyncio.sleep(0.1)
+        else:
             return Refusal(503, "workflow_unavailable", f"session workflow unreachable: {e}")
         try:
             st: SessionStatus = await h.result()

@@ -12,7 +12,7 @@ from temporalio.testing import ActivityEnvironment
 from activities import session_activities
 from activities.config_source import load_config_dir
 from activities.gateway import Gateway
-from activities.session_types import LlmCallInput, SessionIdentity
+from activities.session_types import LlmCallInput, SessionIdentity, grant_digest
 from simulator.server import SimServer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "config"
@@ -36,6 +36,9 @@ async def test_a_retry_of_a_call_already_in_the_ledger_is_not_charged_again(tmp_
             body={"model": "support-cheap", "messages": [{"role": "user", "content": "hi"}]})
 
         gw = await Gateway.open(config, url, tmp_path / "j1", path="workflow")
+        # As POST /gateway/sessions would: the session's owner and grant are in the ledger.
+        await gw.owners.claim_grant(inp.identity.to_identity(),
+                                    grant_digest(inp.identity, inp.policy))
         session_activities.set_gateway(gw)
         first = await _env(1).run(session_activities.governed_llm_call, inp)
         await gw.close()  # the worker dies after the ledger has the row
