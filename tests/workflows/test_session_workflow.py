@@ -187,7 +187,7 @@ async def test_rate_above_the_default_baseline_alerts_and_a_configured_one_kills
     policy = session_policy_from_config(gateway.config, ident,
                                         default_baseline_tokens_per_hour=100.0)
     assert policy.rate_untrusted_action == "alert" and policy.loop_action == "kill"
-    await start_session(client, ident, policy, TASK_QUEUE)
+    await start_granted(client, ident, policy, TASK_QUEUE)
     h = session_handle(client, ident.session_id)
     out = await h.execute_update(SessionWorkflow.chat, chat("step one [[sim:output_tokens=200]]"))
     assert [d.kind for d in out.decisions] == ["loop_detected"]
@@ -199,7 +199,7 @@ async def test_rate_above_the_default_baseline_alerts_and_a_configured_one_kills
     ident2 = new_identity(tag="untrusted-tag")
     policy2 = session_policy_from_config(gateway.config, ident2,
                                          configured_baseline_tokens_per_hour=100.0)
-    await start_session(client, ident2, policy2, TASK_QUEUE)
+    await start_granted(client, ident2, policy2, TASK_QUEUE)
     h2 = session_handle(client, ident2.session_id)
     out = await h2.execute_update(SessionWorkflow.chat, chat("step one [[sim:output_tokens=200]]"))
     assert [d.kind for d in out.decisions] == ["loop_detected", "killed"]
