@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from activities.idempotency import IdempotencyRecords
+from activities.idle_sweep import IdleSweeper
 from activities.loop_guard import LoopGuard, LoopVerdict
 from activities.metrics import Metrics
 from activities.router import Router
@@ -82,7 +83,8 @@ class Gateway:
     config_dir: Path | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _last_kill_id: int = 0
-    _key_cache: dict[str, ApiKey | None] = field(default_factory=dict)
+    _key_cache: dict[str, ApiKey] = field(default_factory=dict)
+    sweeper: IdleSweeper = field(default_factory=IdleSweeper)
     _settled: dict[BudgetKey, float] = field(default_factory=dict)
     _settled_until: float | None = None
     _writes_seen: tuple[int, int] | None = None
@@ -90,6 +92,7 @@ class Gateway:
     def __post_init__(self) -> None:
         self.router = Router(self.config.providers)
         self.owners = SessionOwners(self.store)
+        self._bound_idempotency()
         self.router.on_breaker = self._breaker_moved
 
     def _breaker_moved(self, vm: str, target: str, phase: str) -> None:
@@ -99,6 +102,12 @@ class Gateway:
         m.child(m.breaker_open, target).set(1.0 if phase == "open" else 0.0)
         m.child(m.breaker_transitions, vm, target, phase).inc()
         log.warning("circuit breaker of %s (virtual model %s) is now %s", target, vm, phase)
+
+    def _bound_idempotency(self) -> None:
+        s = self.config.settings
+        self.idempotency.configure(
+            s.idempotency_ttl_seconds, s.idempotency_max_records, s.idempotency_max_response_bytes
+        )
 
     @classmethod
     async def open(
@@ -153,6 +162,7 @@ class Gateway:
         gw._tasks.append(asyncio.create_task(gw._sync_spend_forever()))
         if gw.shared is not None:
             gw._tasks.append(asyncio.create_task(gw.shared.run()))
+        gw._tasks.append(asyncio.create_task(gw.sweeper.run(gw)))
         return gw
 
     async def _load_from_ledger(self) -> None:
@@ -238,11 +248,12 @@ class Gateway:
                 "no API key: send `Authorization: Bearer <key>` (or `x-api-key`)",
             )
         cache = self._key_cache
-        if secret in cache:
-            key = cache[secret]
-        else:
+        key = cache.get(secret)
+        if key is None:
             key = self.config.keys_by_hash.get(hash_key(secret))
-            if len(cache) < 10_000:
+            # Only configured keys are cached (the cache is as big as keys.yaml); an unknown
+            # key is hashed each time, never kept: callers cannot grow this runtime's memory.
+            if key is not None and len(cache) < 10_000:
                 cache[secret] = key
         if key is None:
             raise Refusal(
@@ -258,6 +269,7 @@ class Gateway:
         """Atomic swap: calls already past their decision finish on the config they started with."""
         self.config = new
         self._key_cache = {}
+        self._bound_idempotency()
         self.writer.store_text = new.settings.store_text
         self.router.update_providers(new.providers)
         if self.shared is not None:

@@ -63,8 +63,26 @@ class Slot:
 
 @dataclass
 class IdempotencyRecords:
+    """Bounded: records expire after `ttl`, at most `max_records` are kept (the oldest go
+    first), and an answer over `max_response_bytes` is not kept (a retry runs again)."""
+
     ttl: float = RECORD_TTL_SECONDS
     records: dict[str, IdempotencyRecord] = field(default_factory=dict)
+    max_records: int = 10_000
+    max_response_bytes: int = 1024 * 1024
+
+    def configure(self, ttl: float, max_records: int, max_response_bytes: int) -> None:
+        self.ttl, self.max_records = ttl, max_records
+        self.max_response_bytes = max_response_bytes
+
+    def _evict(self, now: float) -> None:
+        """Records are in insertion order, which is expiry order (one ttl): pop from the front."""
+        records = self.records
+        while records:
+            k, oldest = next(iter(records.items()))
+            if oldest.expires > now and len(records) < self.max_records:
+                return
+            del records[k]
 
     def begin(self, key_id: str, idempotency_key: str, raw: bytes, now: float | None = None
               ) -> Slot:
@@ -78,6 +96,7 @@ class IdempotencyRecords:
             del self.records[k]
             rec = None
         if rec is None:
+            self._evict(now)
             self.records[k] = IdempotencyRecord(fp, now + self.ttl)
             return Slot(k, call_id)
         if rec.fingerprint != fp:
@@ -99,8 +118,14 @@ class IdempotencyRecords:
 
     def finish(self, slot: Slot, response: StoredResponse) -> None:
         rec = self.records.get(slot.key)
-        if rec is not None:
-            rec.response = response
+        if rec is None:
+            return
+        size = len(response.body) + sum(len(c) for c in response.chunks or ())
+        if size > self.max_response_bytes:
+            del self.records[slot.key]  # too large to keep: a retry runs again (the ledger
+            # still counts the call once, by its call id)
+            return
+        rec.response = response
 
     def abandon(self, slot: Slot) -> None:
         """The request did not complete: forget the key so a retry runs again."""

@@ -247,6 +247,7 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
     """Govern one call. Raises `Refusal` (already recorded) when the call must not proceed."""
     started = time.perf_counter()
     now = time.time()
+    gw.sweeper.touch(req.ident.session_id, now)
     est_in = input_tokens_estimate(req.body_bytes)
     est_out = output_estimate(gw, req.body)
     gov = Governance(call_id=req.call_id, virtual_model=str(req.body.get("model", "")))

@@ -65,6 +65,12 @@ class SessionOwners:
         if len(known) > self._cap:
             known.popitem(last=False)
 
+    def forget(self, session_id: str) -> None:
+        """Drop an idle session's cached owner (the ledger keeps it; a claim made while the
+        ledger was down is kept until it is written)."""
+        if session_id not in self._provisional:
+            self._known.pop(session_id, None)
+
     def snapshot(self) -> dict[str, str]:
         return dict(self._known)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -114,6 +115,7 @@ async def _handle_llm(
             key = gw.authenticate(bearer(headers))
             with span("governor.identity"):
                 ident = resolve_identity(key, headers, gw.config.settings)
+                gw.sweeper.touch(ident.session_id, time.time())
                 if ident.session_id is not None:
                     await gw.owners.check(ident)
             try:

@@ -356,6 +356,13 @@ class Settings(_Strict):
     max_headers: int = Field(default=100, ge=10)
     max_header_bytes: int = Field(default=32 * 1024, ge=1024)
     max_idempotency_key_chars: int = Field(default=255, ge=16, le=1024)
+    # Per-caller memory: a session's in-memory state is forgotten after this long without a call
+    # (the ledger keeps everything); Idempotency-Key records are kept this long, at most this
+    # many, and an answer larger than `idempotency_max_response_bytes` is not kept at all.
+    session_idle_seconds: float = Field(default=3600, gt=0)
+    idempotency_ttl_seconds: float = Field(default=24 * 3600, gt=0)
+    idempotency_max_records: int = Field(default=10_000, ge=1)
+    idempotency_max_response_bytes: int = Field(default=1024 * 1024, ge=1024)
 
 
 KINDS: dict[str, type[BaseModel]] = {

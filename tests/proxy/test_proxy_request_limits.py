@@ -157,3 +157,16 @@ async def test_a_request_head_past_64_kib_is_431_before_it_is_buffered_whole(
     assert data.startswith(b"HTTP/1.1 431 ")
     doc = orjson.loads(data.partition(b"\r\n\r\n")[2])
     assert doc["type"] == "error" and "headers_too_large" in doc["error"]["message"]
+
+
+async def test_unknown_api_keys_are_never_cached(lp: InProcessProxy) -> None:
+    assert lp.gw is not None
+    body = orjson.dumps({"model": "intent-fast", "max_tokens": 5, "messages": MSGS})
+    async with httpx.AsyncClient(base_url=lp.base_url) as h:
+        for i in range(200):
+            bad = {**DEV, "authorization": f"Bearer unknown-{i}-" + "k" * 4000}
+            r = await h.post("/v1/chat/completions", content=body, headers=bad)
+            assert r.status_code == 401
+        assert (await h.post("/v1/chat/completions", content=body, headers=DEV)).status_code == 200
+    assert all(not k.startswith("unknown-") for k in lp.gw._key_cache)
+    assert "gk-dev-developer" in lp.gw._key_cache

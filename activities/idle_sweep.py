@@ -1,0 +1,77 @@
+"""Per-session memory is freed once a session has been idle: memory is bounded by configuration
+(`session_idle_seconds`), not by how many session ids callers invent.
+
+Every call touches its session id here (O(1): an ordered dict keeps sessions in last-seen order);
+a pass every `sweep_every` seconds pops sessions idle for longer than `session_idle_seconds`
+from the front and forgets what this runtime holds for them: live totals, the loop detector's
+track, an expired throttle, the cached owner (the ledger keeps it; a later call looks it up
+again). Kills are kept. The same pass drops rate-limit counters of windows that have ended, the
+other structure that grew with every new session under a session-scoped rule. The ledger is the
+durable truth throughout: nothing it holds is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from activities.gateway import Gateway
+
+log = logging.getLogger("governor.sweep")
+
+
+class IdleSweeper:
+    def __init__(self) -> None:
+        self.last_seen: OrderedDict[str, float] = OrderedDict()
+
+    def touch(self, session_id: str | None, now: float) -> None:
+        if session_id is None:
+            return
+        seen = self.last_seen
+        seen[session_id] = now
+        seen.move_to_end(session_id)
+
+    def sweep(self, gw: Gateway, now: float) -> int:
+        """Forget sessions idle since before `now - session_idle_seconds`; returns how many."""
+        settings = gw.config.settings
+        idle_before = now - settings.session_idle_seconds
+        seen = self.last_seen
+        evicted = 0
+        while seen:
+            sid, at = next(iter(seen.items()))
+            if at > idle_before:
+                break
+            seen.popitem(last=False)
+            evicted += 1
+            gw.state.sessions.pop(sid, None)
+            gw.loop_guard.sessions.pop(sid, None)
+            until = gw.loop_guard.throttled.get(sid)
+            if until is not None and until <= now:
+                del gw.loop_guard.throttled[sid]
+            gw.owners.forget(sid)
+        self._drop_ended_windows(gw, now)
+        return evicted
+
+    @staticmethod
+    def _drop_ended_windows(gw: Gateway, now: float) -> None:
+        lengths = {r.id: r.limit.seconds for r in gw.config.rate_limits}
+        counts = gw.state.rate_counts
+        ended = [k for k in counts if k[2] + lengths.get(k[0], 0.0) <= now]
+        for k in ended:
+            del counts[k]
+
+    async def run(self, gw: Gateway) -> None:
+        while True:
+            every = min(60.0, gw.config.settings.session_idle_seconds / 4)
+            await asyncio.sleep(every)
+            try:
+                n = self.sweep(gw, time.time())
+            except Exception as exc:  # a sweep must never end the loop that frees memory
+                log.warning("idle-session sweep failed: %s", type(exc).__name__)
+                continue
+            if n:
+                log.debug("forgot %d idle session(s)", n)
