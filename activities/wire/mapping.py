@@ -5,6 +5,8 @@ Shared by the whole-response and the streaming translators so both map reasons a
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any
 
 from activities.wire.usage import Usage, parse_anthropic_usage, parse_openai_usage
@@ -12,6 +14,9 @@ from activities.wire.usage import Usage, parse_anthropic_usage, parse_openai_usa
 # The tool an OpenAI `response_format` becomes for an Anthropic target: its input is the answer,
 # handed back to the caller as the message content.
 RESPONSE_FORMAT_TOOL = "governor_response_format"
+
+_TOOL_ID_OK = re.compile(r"^[a-zA-Z0-9_-]+$")
+OPENAI_MAX_TOOL_ID = 40  # OpenAI refuses longer tool_call ids
 
 # Anthropic stop_reason -> OpenAI finish_reason.
 FINISH_FROM_ANTHROPIC: dict[str, str] = {
@@ -83,3 +88,24 @@ def anthropic_message_id(openai_id: object) -> str:
 def openai_completion_id(anthropic_id: object) -> str:
     text = anthropic_id if isinstance(anthropic_id, str) and anthropic_id else "governor"
     return text if text.startswith("chatcmpl-") else "chatcmpl-" + text
+
+
+def anthropic_tool_id(call_id: object, fallback: str) -> str:
+    """A tool-call id as Anthropic validates it (`^[a-zA-Z0-9_-]+$`); the same input always
+    maps to the same id, so a tool_use and its tool_result still pair up."""
+    text = call_id if isinstance(call_id, str) and call_id else fallback
+    if _TOOL_ID_OK.match(text):
+        return text
+    return "toolu_" + re.sub(r"[^a-zA-Z0-9_-]", "_", text)[:48] + "_" + _short_hash(text)
+
+
+def openai_tool_id(call_id: object, fallback: str) -> str:
+    """A tool-call id within OpenAI's 40-character limit; deterministic, like the above."""
+    text = call_id if isinstance(call_id, str) and call_id else fallback
+    if len(text) <= OPENAI_MAX_TOOL_ID:
+        return text
+    return text[: OPENAI_MAX_TOOL_ID - 9] + "_" + _short_hash(text)
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]

@@ -15,9 +15,11 @@ from activities.wire.errors import anthropic_stream_error, openai_stream_error
 from activities.wire.mapping import (
     RESPONSE_FORMAT_TOOL,
     anthropic_message_id,
+    anthropic_tool_id,
     anthropic_usage_dict,
     finish_from_anthropic,
     openai_completion_id,
+    openai_tool_id,
     openai_usage_dict,
     stop_from_openai,
 )
@@ -123,7 +125,7 @@ class AnthropicToOpenAIStream:
                             "tool_calls": [
                                 {
                                     "index": tool,
-                                    "id": block.get("id") or "",
+                                    "id": openai_tool_id(block.get("id"), f"call_{tool}"),
                                     "type": "function",
                                     "function": {
                                         "name": block.get("name") or "",
@@ -332,7 +334,7 @@ class OpenAIToAnthropicStream:
                         "index": index,
                         "content_block": {
                             "type": "tool_use",
-                            "id": call.get("id") or f"toolu_{index}",
+                            "id": anthropic_tool_id(call.get("id"), f"toolu_{index}"),
                             "name": fn.get("name") or "",
                             "input": {},
                         },

@@ -12,8 +12,6 @@ tool-call ids, stop-sequence counts, temperature range). Streams are translated 
 
 from __future__ import annotations
 
-import hashlib
-import re
 import time
 from typing import Any
 
@@ -24,9 +22,11 @@ from activities.wire.fields import ANTHROPIC_TO_OPENAI, OPENAI_TO_ANTHROPIC, adm
 from activities.wire.mapping import (
     RESPONSE_FORMAT_TOOL,
     anthropic_message_id,
+    anthropic_tool_id,
     anthropic_usage_dict,
     finish_from_anthropic,
     openai_completion_id,
+    openai_tool_id,
     openai_usage_dict,
     stop_from_openai,
     usage_of_anthropic,
@@ -58,8 +58,6 @@ _MEDIA_ALIASES = {
     "image/x-png": "image/png",
 }
 DOCUMENT_MEDIA_TYPES = frozenset({"application/pdf"})
-_TOOL_ID_OK = re.compile(r"^[a-zA-Z0-9_-]+$")
-OPENAI_MAX_TOOL_ID = 40  # OpenAI refuses longer tool_call ids
 OPENAI_MAX_STOP = 4  # OpenAI refuses more stop sequences
 OPENAI_MAX_TOOL_NAME = 64  # OpenAI function names: ^[a-zA-Z0-9_-]{1,64}$
 THINKING_BUDGET = {"low": 1024, "medium": 4096, "high": 16384}
@@ -113,27 +111,6 @@ def _data_url_source(url: str, where: str, kind: str = "image") -> Json:
     if not sep or encoding != "base64" or not media_type:
         raise WireError(f"{where}: only base64 data URLs (data:<type>;base64,...) are supported")
     return {"type": "base64", "media_type": media_type_for(kind, media_type, where), "data": data}
-
-
-def anthropic_tool_id(call_id: object, fallback: str) -> str:
-    """A tool-call id as Anthropic validates it (`^[a-zA-Z0-9_-]+$`); the same input always
-    maps to the same id, so a tool_use and its tool_result still pair up."""
-    text = call_id if isinstance(call_id, str) and call_id else fallback
-    if _TOOL_ID_OK.match(text):
-        return text
-    return "toolu_" + re.sub(r"[^a-zA-Z0-9_-]", "_", text)[:48] + "_" + _short_hash(text)
-
-
-def openai_tool_id(call_id: object, fallback: str) -> str:
-    """A tool-call id within OpenAI's 40-character limit; deterministic, like the above."""
-    text = call_id if isinstance(call_id, str) and call_id else fallback
-    if len(text) <= OPENAI_MAX_TOOL_ID:
-        return text
-    return text[: OPENAI_MAX_TOOL_ID - 9] + "_" + _short_hash(text)
-
-
-def _short_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def _image_block(part: Json, where: str) -> Json:
@@ -467,6 +444,11 @@ def openai_request_to_anthropic(
     if answer_tool is not None:
         _apply_response_format(out, answer_tool, raw_choice)
     thinking = _thinking(body.get("reasoning_effort"), out["max_tokens"])
+    if thinking is not None and _mid_tool_loop(messages):
+        # Anthropic wants the thinking block that preceded a tool call sent back with it; an
+        # OpenAI caller never saw it, so this turn (tool results going back) runs without
+        # thinking, and thinking resumes with the next user turn.
+        thinking = None
     if thinking is not None:
         forced = out.get("tool_choice", {}).get("type") in ("any", "tool")
         if forced:
@@ -489,6 +471,14 @@ def openai_request_to_anthropic(
     if body.get("stream"):
         out["stream"] = True
     return out
+
+
+def _mid_tool_loop(messages: list[Json]) -> bool:
+    """Whether the latest assistant turn called a tool (its results are being sent back)."""
+    for msg in reversed(messages):
+        if msg["role"] == "assistant":
+            return any(b.get("type") == "tool_use" for b in msg["content"])
+    return False
 
 
 def _strip_final_assistant(messages: list[Json]) -> None:
@@ -827,7 +817,7 @@ def anthropic_response_to_openai(
         elif btype == "tool_use":
             calls.append(
                 {
-                    "id": block.get("id") or "",
+                    "id": openai_tool_id(block.get("id"), f"call_{len(calls)}"),
                     "type": "function",
                     "function": {
                         "name": block.get("name") or "",
@@ -897,7 +887,7 @@ def openai_response_to_anthropic(resp: dict[str, Any]) -> dict[str, Any]:
         content.append(
             {
                 "type": "tool_use",
-                "id": call.get("id") or "",
+                "id": anthropic_tool_id(call.get("id"), f"toolu_{len(content)}"),
                 "name": fn.get("name") or "",
                 "input": _tool_input(fn.get("arguments")),
             }

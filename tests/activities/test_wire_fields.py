@@ -401,3 +401,26 @@ def test_tool_schemas_and_names_fit_the_target() -> None:
     with pytest.raises(WireError, match="at most 64"):
         anthropic_request_to_openai({"max_tokens": 5, "messages": USER, "tools": [
             {"name": "n" * 65, "input_schema": {"type": "object"}}]}, "g")
+
+
+def test_thinking_is_not_enabled_while_tool_results_go_back_to_a_tool_call() -> None:
+    msgs = [{"role": "user", "content": "q"},
+            {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function",
+                                                  "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "r"}]
+    out = openai_request_to_anthropic({"messages": msgs, "reasoning_effort": "high"}, "c", 64000)
+    assert "thinking" not in out  # Anthropic would want the (unseen) thinking block sent back
+    msgs += [{"role": "assistant", "content": "done"}, {"role": "user", "content": "next"}]
+    out2 = openai_request_to_anthropic({"messages": msgs, "reasoning_effort": "high"}, "c", 64000)
+    assert out2["thinking"]["type"] == "enabled"
+
+
+def test_tool_ids_in_responses_are_valid_for_the_callers_next_request_anywhere() -> None:
+    from activities.wire.translate import openai_response_to_anthropic
+
+    resp = {"id": "c1", "choices": [{"message": {"tool_calls": [
+        {"id": "functions.f:0", "type": "function", "function": {"name": "f",
+                                                                 "arguments": "{}"}}]},
+        "finish_reason": "tool_calls"}]}
+    block = openai_response_to_anthropic(resp)["content"][0]
+    assert all(c.isalnum() or c in "_-" for c in block["id"])
