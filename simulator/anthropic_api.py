@@ -274,6 +274,8 @@ async def _serve_messages(request: web.Request, state: SimState) -> web.StreamRe
     tool_id = state.new_id("toolu_") if reply.tool_name is not None else ""
     if req.stream:
         events = _stream_events(state, message_id, tool_id, spec, reply, usage)
+        if fault.omit_usage:
+            events = [_without_usage(e) for e in events]
         return await send_events(request, events, fault)
     content: list[dict[str, Any]]
     if reply.tool_name is None:
@@ -297,6 +299,8 @@ async def _serve_messages(request: web.Request, state: SimState) -> web.StreamRe
         "stop_sequence": None,
         "usage": usage,
     }
+    if fault.omit_usage:
+        del message["usage"]  # an Anthropic-compatible server that never reports usage
     return await send_json(orjson.dumps(message), fault)
 
 
@@ -308,6 +312,18 @@ def _reply(state: SimState, spec: ModelSpec, req: MessagesRequest, fault: Fault)
         return scripted_reply(fault.reply, factor, REPLY_CHUNK_CHARS)
     target = fault.output_tokens or state.config.default_output_tokens
     return text_reply(req.digest, target, req.max_tokens, factor)
+
+
+def _without_usage(event: bytes) -> bytes:
+    """The same SSE event with every `usage` object removed (the omit_usage fault)."""
+    if b'"usage"' not in event:
+        return event
+    head, _, data = event.partition(b"data: ")
+    doc = orjson.loads(data)
+    doc.pop("usage", None)
+    if isinstance(doc.get("message"), dict):
+        doc["message"].pop("usage", None)
+    return head + b"data: " + orjson.dumps(doc) + b"\n\n"
 
 
 def _event(name: bytes, payload: dict[str, Any]) -> bytes:

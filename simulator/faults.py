@@ -9,8 +9,8 @@ body byte (time to first token when streaming); `chunk_delay_ms` separates strea
 `cut_after_chunks=N` writes N stream events then drops the connection without a terminating
 event; `stall_after_chunks=N` with `stall_ms=M` writes N stream events, then nothing for M ms,
 then the rest (N=0 with the head already sent: a head-then-stall stream); `hang` never answers.
-`omit_usage` makes the OpenAI endpoint report no usage at all (some OpenAI-compatible servers
-do), stream or not. Every wait is a cancellable asyncio sleep.
+`omit_usage` makes either endpoint report no usage at all (some OpenAI- or Anthropic-compatible
+servers do), stream or not. Every wait is a cancellable asyncio sleep.
 """
 
 from __future__ import annotations

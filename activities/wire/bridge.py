@@ -12,7 +12,7 @@ from typing import Any, Literal
 import orjson
 
 from activities.wire.errors import WireError
-from activities.wire.mapping import openai_usage_dict
+from activities.wire.mapping import anthropic_usage_dict, openai_usage_dict
 from activities.wire.sse import SSEParser, encode_sse
 from activities.wire.stream_translate import AnthropicToOpenAIStream, OpenAIToAnthropicStream
 from activities.wire.translate import (
@@ -83,7 +83,7 @@ class StreamRelay:
     event is translated. `done` turns true with the upstream's terminal event (`[DONE]` or
     `message_stop`). Call `finish()` at upstream EOF. `events` counts upstream events seen.
 
-    An OpenAI-protocol upstream that ends without reporting usage gets Governor's estimate
+    An upstream that ends without reporting any usage gets Governor's estimate
     (`estimate_input` prompt tokens plus the output counted from the text) in its place, marked
     `"estimated": true`: the caller's usage chunk or `message_delta` shows what is charged.
     """
@@ -146,15 +146,23 @@ class StreamRelay:
             out += b"".join(self._o2a.finish())
         return out
 
+    def _estimate_if_missing(self) -> bool:
+        """Put Governor's estimate where the upstream reported no usage at all."""
+        acc = self.accumulator
+        if acc.usage is not None and acc.usage.total_tokens:
+            return False
+        output = acc.text + "".join(c["arguments"] for c in acc.tool_calls)
+        acc.usage = estimated_usage(self._estimate_input, output, acc.model_version)
+        self.usage_estimated = True
+        return True
+
     def _fill_missing_usage(self) -> bytes:
         """At an OpenAI upstream's end: estimate usage it never sent; the usage chunk for an
         OpenAI caller that asked for one (the Anthropic translator reads the accumulator)."""
         acc = self.accumulator
-        if acc.protocol != "openai" or (acc.usage is not None and acc.usage.total_tokens):
+        if acc.protocol != "openai" or not self._estimate_if_missing():
             return b""
-        output = acc.text + "".join(c["arguments"] for c in acc.tool_calls)
-        acc.usage = estimated_usage(self._estimate_input, output, acc.model_version)
-        self.usage_estimated = True
+        assert acc.usage is not None
         if self._o2a is not None:
             self._o2a.set_usage(acc.usage, estimated=True)
             return b""
@@ -167,6 +175,20 @@ class StreamRelay:
             "usage": mark_estimated(openai_usage_dict(acc.usage)),
         }
         return encode_sse(orjson.dumps(chunk))
+
+    def _anthropic_delta(self, event: str | None, doc: dict[str, Any]) -> bytes | None:
+        """An Anthropic upstream's `message_delta` when it (and message_start) reported no
+        usage: the estimate goes in its place (None: relay the event as it came)."""
+        if not self._estimate_if_missing():
+            return None
+        usage = self.accumulator.usage
+        assert usage is not None
+        if self._a2o is not None:
+            out = b"".join(self._a2o.convert(event, doc))
+            self._a2o.set_usage(usage, estimated=True)
+            return out
+        doc = {**doc, "usage": mark_estimated(anthropic_usage_dict(usage))}
+        return encode_sse(orjson.dumps(doc), event)
 
     def _observe(self, event: str | None, data: bytes) -> dict[str, Any] | None:
         self.events += 1
@@ -186,6 +208,12 @@ class StreamRelay:
 
     def _relay(self, event: str | None, data: bytes) -> bytes:
         doc = self._observe(event, data)
+        if doc is not None and self.accumulator.protocol == "anthropic" and (
+            doc.get("type", event) == "message_delta"
+        ):
+            filled = self._anthropic_delta(event, doc)
+            if filled is not None:
+                return filled
         if self._a2o is not None:
             return b"".join(self._a2o.convert(event, doc)) if doc is not None else b""
         if self._o2a is not None:

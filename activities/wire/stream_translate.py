@@ -43,6 +43,7 @@ class AnthropicToOpenAIStream:
         "_answer_blocks",
         "_created",
         "_done",
+        "_estimated",
         "_finish",
         "_id",
         "_include_usage",
@@ -63,10 +64,17 @@ class AnthropicToOpenAIStream:
         self._answer_blocks: set[int] = set()  # response-format tool blocks: streamed as content
         self._finish: str | None = None
         self._done = False
+        self._estimated = False
 
     @property
     def usage(self) -> Usage:
         return self._usage
+
+    def set_usage(self, usage: Usage, estimated: bool = False) -> None:
+        """The usage the final chunk reports (Governor's estimate, flagged, when the upstream
+        sent none)."""
+        self._usage = usage
+        self._estimated = estimated
 
     def _chunk(self, delta: Json, finish: str | None = None) -> bytes:
         return (
@@ -198,13 +206,19 @@ class AnthropicToOpenAIStream:
                         "created": self._created,
                         "model": self._model,
                         "choices": [],
-                        "usage": openai_usage_dict(self._usage),
+                        "usage": self._usage_dict(),
                     }
                 )
                 + b"\n\n"
             )
         out.append(DONE)
         return out
+
+    def _usage_dict(self) -> Json:
+        usage = openai_usage_dict(self._usage)
+        if self._estimated:
+            usage["estimated"] = True
+        return usage
 
 
 def _event(name: bytes, payload: Json) -> bytes:

@@ -80,3 +80,25 @@ async def test_anthropic_caller_sees_the_estimate_streaming_and_not(fp):
     assert '"estimated":true' in delta
     m = re.search(r'"input_tokens":(\d+).*"output_tokens":(\d+)', delta)
     assert m is not None and (int(m.group(1)), int(m.group(2))) == charged(r.text)
+
+
+async def test_an_anthropic_compatible_upstream_without_usage_is_estimated_for_both_callers(
+        fp, sim):
+    sim.add_fault(model="claude-sonnet-4-6", omit_usage=True)  # f-fast's primary
+    raw = await oai(fp).chat.completions.with_raw_response.create(model="f-fast", messages=HI)
+    resp = raw.parse()
+    assert raw.headers["x-governor-usage-estimated"] == "true"
+    assert (resp.usage.prompt_tokens, resp.usage.completion_tokens) == charged(raw.headers)
+    stream = await oai(fp).chat.completions.create(
+        model="f-fast", messages=HI, stream=True, stream_options={"include_usage": True})
+    last = [c async for c in stream][-1]
+    assert last.usage is not None and last.usage.completion_tokens > 0
+    assert last.usage.model_extra["estimated"] is True
+    async with httpx.AsyncClient(timeout=10) as c:
+        r = await c.post(fp.base_url + "/v1/messages", headers={"x-api-key": DEV_KEY},
+                         json={"model": "f-fast", "max_tokens": 200, "messages": HI,
+                               "stream": True})
+    delta = next(b for b in r.text.split("\n\n") if b.startswith("event: message_delta"))
+    m = re.search(r'"input_tokens":(\d+).*"output_tokens":(\d+)', delta)
+    assert '"estimated":true' in delta
+    assert m is not None and (int(m.group(1)), int(m.group(2))) == charged(r.text)
