@@ -97,6 +97,12 @@ async def test_an_openai_caller_without_max_tokens_gets_the_models_whole_answer(
         model="haiku", messages=[{"role": "user", "content": "write a long essay"}])
     assert resp.usage.completion_tokens == 2000 and resp.choices[0].finish_reason == "stop"
     assert sim.state.last_request["claude-haiku-4-5"]["max_tokens"] == 64000  # the catalog's
+    stream = await oai(proxy).chat.completions.create(
+        model="haiku", stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "write a long essay"}])
+    chunks = [c async for c in stream]
+    assert chunks[-1].usage.completion_tokens == 2000
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
 
 
 async def test_an_image_jpg_data_url_reaches_anthropic_as_image_jpeg(proxy, sim):

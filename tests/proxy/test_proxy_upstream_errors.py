@@ -103,6 +103,9 @@ async def test_every_target_refusing_the_gateway_credential_is_a_502_of_the_gate
         await ant(fp).messages.create(model="support-cheap", max_tokens=16, messages=HI)
     assert e2.value.status_code == 502
     assert e2.value.body["error"]["code"] == "upstream_auth_failed"
+    with pytest.raises(openai.InternalServerError) as e3:
+        await oai(fp).chat.completions.create(model="support-cheap", messages=HI, stream=True)
+    assert e3.value.status_code == 502 and e3.value.body["code"] == "upstream_auth_failed"
     # The caller's own key is still good: nothing above was an authentication error.
     async with httpx.AsyncClient() as c:
         r = await c.get(fp.base_url + "/v1/models", headers={"authorization": f"Bearer {DEV_KEY}"})
