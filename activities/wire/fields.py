@@ -136,3 +136,14 @@ def admit(body: dict[str, Any], table: dict[str, FieldRule], target: str) -> Non
 
 def _is_neutral(value: Any, neutral: tuple[Any, ...]) -> bool:
     return any(value == n and type(value) is type(n) for n in neutral) or value is None
+
+
+def markdown_table(table: dict[str, FieldRule]) -> str:
+    """The table as the Markdown rows of `activities/wire/README.md` (a test keeps them equal)."""
+    rows = ["| field | handling | how / why |", "|---|---|---|"]
+    for name, rule in table.items():
+        how = rule.how.replace("|", "\\|")
+        if rule.handling == "refused" and rule.neutral != _UNSET:
+            how += f" (passes when {', '.join(repr(n) for n in rule.neutral[1:])})"
+        rows.append(f"| `{name}` | {rule.handling} | {how} |")
+    return "\n".join(rows)
