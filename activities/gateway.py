@@ -93,6 +93,7 @@ class Gateway:
         self.router = Router(self.config.providers)
         self.owners = SessionOwners(self.store)
         self._bound_idempotency()
+        self.metrics.bound_to(self.config)
         self.router.on_breaker = self._breaker_moved
 
     def _breaker_moved(self, vm: str, target: str, phase: str) -> None:
@@ -270,6 +271,7 @@ class Gateway:
         self.config = new
         self._key_cache = {}
         self._bound_idempotency()
+        self.metrics.bound_to(new)
         self.writer.store_text = new.settings.store_text
         self.router.update_providers(new.providers)
         if self.shared is not None:

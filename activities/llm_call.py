@@ -494,7 +494,7 @@ def _record_refusal(
     gw.metrics.child(gw.metrics.refusals, r.code).inc()
     gw.metrics.child(
         gw.metrics.requests,
-        gov.virtual_model if r.code != "model_not_found" else "(unknown)",
+        gw.metrics.model(gov.virtual_model) if r.code != "model_not_found" else "(unknown)",
         "blocked",
         str(r.status),
     ).inc()
@@ -635,9 +635,10 @@ def _account(
         ("cache_write", usage.cache_write_tokens),
     ):
         if n:
-            m.child(m.tokens, i.project, i.team, gov.model, gov.model_version, kind).inc(n)
+            version = m.version(gov.model_version)
+            m.child(m.tokens, m.project(i.project), i.team, gov.model, version, kind).inc(n)
     if gov.cost_usd:
-        m.child(m.cost, i.project, i.team, gov.model).inc(gov.cost_usd)
+        m.child(m.cost, m.project(i.project), i.team, gov.model).inc(gov.cost_usd)
     m.child(m.overhead, gw.path).observe(max(0.0, latency_ms - res.upstream_ms) / 1000)
 
 

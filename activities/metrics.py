@@ -1,7 +1,11 @@
 """Prometheus metrics of governed calls, shared by the proxy and the workers.
 
 Label sets are bounded by config (virtual models, targets, projects, teams, budgets), never by
-session or user ids. Children are cached so the hot path does a dict lookup, not a label parse.
+session or user ids. A label value a caller chooses (the project header; the model version an
+upstream reports; a virtual model name) passes only if the config names it (`bound_to`) or the
+settings' `metrics_label_allowlist` lists it; anything else is `other`, so the series count is
+bounded by configuration whatever callers send. Children are cached so the hot path does a dict
+lookup, not a label parse.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from policies.alerts import budget_scope_label as _scope_of_keys
 from policies.budgets import BudgetKey
+from policies.config.gateway import GatewayConfig
 from policies.config.models import Budget
 from policies.windows import calendar_window
 
@@ -19,6 +24,8 @@ from policies.windows import calendar_window
 def budget_scope_label(b: Budget) -> str:
     """`project` for a project budget (what the seed's `scope='project'` selects)."""
     return _scope_of_keys(tuple(b.scope.metadata) + tuple(b.scope.subjects))
+
+MAX_UNLISTED_VERSIONS = 100
 
 LATENCY_BUCKETS = (
     0.0002,
@@ -137,6 +144,47 @@ class Metrics:
             registry=r,
         )
         self._cache: dict[tuple[object, ...], object] = {}
+        self._projects: frozenset[str] | None = None  # None: not bound to a config yet
+        self._models: frozenset[str] = frozenset()
+        self._unlisted: set[str] = set()
+
+    def bound_to(self, config: GatewayConfig) -> None:
+        """The label values callers may put on a series: those `config` names."""
+        s = config.settings
+        projects = {s.untagged_project, *s.metrics_label_allowlist}
+        for k in config.keys_by_hash.values():
+            projects.update(p for p in (k.project, k.default_project) if p)
+        selectors = [b.scope.metadata for b in config.budgets]
+        selectors += [r.when.metadata for r in config.rate_limits]
+        projects.update(m["project"] for m in selectors if "project" in m)
+        for docs in config.extra.values():
+            for doc in docs:
+                for rule in getattr(doc, "rules", ()):
+                    when = getattr(getattr(rule, "when", None), "metadata", None) or {}
+                    projects.update(when.get("project", ()))
+        models = {*config.virtual_models, *s.metrics_label_allowlist}
+        for price in config.prices.values():
+            models.add(price.model)
+            models.update(v.version for v in price.versions)
+        self._projects, self._models = frozenset(projects), frozenset(models)
+
+    def project(self, value: str) -> str:
+        return value if self._projects is None or value in self._projects else "other"
+
+    def model(self, value: str) -> str:
+        """A virtual model: one the config names, else `other`."""
+        return value if not self._models or value in self._models else "other"
+
+    def version(self, value: str) -> str:
+        """A model version an upstream reported: one the pricing catalog names, or one of the
+        first `MAX_UNLISTED_VERSIONS` others seen (new versions appear before the catalog
+        lists them); beyond that `other`."""
+        if not self._models or value in self._models or value in self._unlisted:
+            return value
+        if len(self._unlisted) < MAX_UNLISTED_VERSIONS:
+            self._unlisted.add(value)
+            return value
+        return "other"
 
     def set_budgets(self, budgets: Sequence[Budget], spend: Mapping[BudgetKey, float],
                     now: float) -> None:

@@ -12,14 +12,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
 from activities.gateway import Gateway
 from policies.refusals import Refusal
 from proxy.admin import handle_admin, reload_config_off_loop
 from proxy.errors import send_refusal
-from proxy.http import Receive, Scope, Send, header_map, respond, respond_json
+from proxy.http import Receive, Scope, Send, header_map, respond_json
 from proxy.llm_routes import bearer, handle_llm
+from proxy.metrics_route import MetricsPage, serve_metrics
 
 log = logging.getLogger("governor.proxy")
 
@@ -53,6 +52,7 @@ class ProxyApp:
     ) -> None:
         self.gw = gateway
         self._opener = opener
+        self.metrics_page = MetricsPage()
         self._owns = gateway is None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -74,12 +74,7 @@ class ProxyApp:
                 elif path == "/v1/models" and method == "GET":
                     await self._models(gw, scope, send)
                 elif path == "/metrics":
-                    await respond(
-                        send,
-                        200,
-                        generate_latest(gw.metrics.registry),
-                        CONTENT_TYPE_LATEST.encode(),
-                    )
+                    await serve_metrics(gw, self.metrics_page, scope, send)
                 elif path in ("/healthz", "/"):
                     await respond_json(send, 200, {"status": "ok", "service": "governor-proxy"})
                 else:

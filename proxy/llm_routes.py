@@ -113,6 +113,11 @@ async def _handle_llm(
                 msg = f"{too_large}; send fewer or smaller headers"
                 raise Refusal(431, "headers_too_large", msg)
             key = gw.authenticate(bearer(headers))
+            if key.role == "metrics":
+                raise Refusal(
+                    403, "role_not_allowed",
+                    f"key {key.id!r} has the metrics role: it scrapes /metrics, never calls models",
+                )  # fmt: skip
             with span("governor.identity"):
                 ident = resolve_identity(key, headers, gw.config.settings)
                 gw.sweeper.touch(ident.session_id, time.time())

@@ -246,7 +246,7 @@ class PricingCatalog(_Strict):
     models: list[ModelPrice]
 
 
-Role = Literal["developer", "service", "oncall", "admin"]
+Role = Literal["developer", "service", "metrics", "oncall", "admin"]
 
 
 class ApiKey(_Strict):
@@ -363,6 +363,12 @@ class Settings(_Strict):
     idempotency_ttl_seconds: float = Field(default=24 * 3600, gt=0)
     idempotency_max_records: int = Field(default=10_000, ge=1)
     idempotency_max_response_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # /metrics: a key with the `metrics` (or `admin`) role, or this scrape token (its hash, as
+    # `governor keys hash` prints), unless `metrics_public: true`. Caller-supplied label values
+    # (project) are the ones the config names plus this allow-list; anything else is `other`.
+    metrics_public: bool = False
+    metrics_token_hash: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
+    metrics_label_allowlist: list[str] = Field(default_factory=list, max_length=1000)
 
 
 KINDS: dict[str, type[BaseModel]] = {

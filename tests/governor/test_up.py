@@ -168,7 +168,8 @@ def test_the_proxy_answers_an_openai_sdk_call(up: Up) -> None:
     )
     assert r.choices[0].message.content
     assert r.usage is not None and r.usage.total_tokens > 0
-    metrics = httpx.get(f"{up.url}/metrics").text
+    auth = {"Authorization": "Bearer gk-dev-metrics"}
+    metrics = httpx.get(f"{up.url}/metrics", headers=auth).text
     assert "governor" in metrics
 
 

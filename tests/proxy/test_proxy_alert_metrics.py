@@ -29,7 +29,8 @@ budgets:
 
 async def _metrics(p: InProcessProxy) -> str:
     async with httpx.AsyncClient() as c:
-        return (await c.get(p.base_url + "/metrics")).text
+        auth = {"Authorization": "Bearer gk-dev-metrics"}
+        return (await c.get(p.base_url + "/metrics", headers=auth)).text
 
 
 async def _call(p: InProcessProxy, content: str, project: str) -> None:

@@ -103,7 +103,7 @@ async def test_metrics_expose_bounded_labels(proxy):
     async with httpx.AsyncClient(base_url=proxy.base_url) as h:
         await h.post("/v1/chat/completions", headers=AUTH, json={
             "model": "support-cheap", "messages": [{"role": "user", "content": "m"}]})
-        text = (await h.get("/metrics")).text
+        text = (await h.get("/metrics", headers={"authorization": "Bearer gk-dev-metrics"})).text
     assert "governor_requests_total{" in text
     assert "governor_tokens_total{" in text and "governor_cost_usd_total{" in text
     assert "governor_gateway_overhead_seconds_bucket" in text
