@@ -429,7 +429,7 @@ def _interrupted_row(gw: Gateway, req: CallRequest, gov: Governance, now: float
     text_in = _prompt(req)
     tokens_in = estimate_tokens(text_in)
     price = gw.config.prices.get(gov.model)
-    prompt_sha, prompt_len = hash_text(text_in)
+    prompt_sha, prompt_len = hash_text(text_in, guardrails.gateway_salt(gw))
     row = _base_row(req, gov, now)
     row.update(
         path=gw.path,
@@ -595,8 +595,9 @@ def _account(
             now,
         )
     prompt = _prompt(req)
-    prompt_sha, prompt_len = hash_text(prompt)
-    comp_sha, comp_len = hash_text(output_text)
+    salt = guardrails.gateway_salt(gw)  # hashes keyed like guardrail fingerprints
+    prompt_sha, prompt_len = hash_text(prompt, salt)
+    comp_sha, comp_len = hash_text(output_text, salt)
     latency_ms = (time.perf_counter() - started) * 1000
     row = _base_row(req, gov, now)
     store_text = gw.config.settings.store_text

@@ -91,6 +91,12 @@ class Metrics:
             "governor_refusals_total", "Refused calls by code", ["code"], registry=r
         )
         self.kills = Counter("governor_session_kills_total", "Sessions killed", registry=r)
+        self.auth_refusals = Counter(
+            "governor_auth_refusals_total",
+            "Requests answered 401 or 403, by route and refusal code",
+            ["route", "status", "code"],
+            registry=r,
+        )
         self.loop_detections = Counter(
             "governor_loop_detections_total", "Runaway sessions detected, by signal and action",
             ["kind", "action"], registry=r)

@@ -1,27 +1,32 @@
 """What the ledger keeps of a prompt or completion: a hash and a size, and text only by opt-in.
 
-A sha256 lets an auditor prove two calls sent the same prompt (and the loop detector spot
-repeats) without the ledger ever holding secrets or personal data in clear.
+A hash lets an auditor prove two calls sent the same prompt (and the loop detector spot
+repeats) without the ledger ever holding secrets or personal data in clear. It is keyed with the
+deployment's secret salt (HMAC-SHA256, like guardrail fingerprints): a plain sha256 of a short
+prompt ("yes", a name, a card number) could be found by hashing guesses.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 from typing import Any
 
 from policies.guardrails.engine import find_spans
 
 
-def hash_text(text: str) -> tuple[str, int]:
-    """(sha256 hex digest, UTF-8 byte length) of `text`."""
+def hash_text(text: str, salt: bytes) -> tuple[str, int]:
+    """(HMAC-SHA256(salt, text) hex digest, UTF-8 byte length) of `text`."""
     data = text.encode("utf-8", "surrogatepass")
-    return hashlib.sha256(data).hexdigest(), len(data)
+    return hmac.digest(salt, data, hashlib.sha256).hex(), len(data)
 
 
-def content_fields(prompt: str, completion: str, *, store_text: bool = False) -> dict[str, Any]:
+def content_fields(
+    prompt: str, completion: str, salt: bytes, *, store_text: bool = False
+) -> dict[str, Any]:
     """The call-row fields describing prompt and completion, ready to merge into a row."""
-    p_hash, p_bytes = hash_text(prompt)
-    c_hash, c_bytes = hash_text(completion)
+    p_hash, p_bytes = hash_text(prompt, salt)
+    c_hash, c_bytes = hash_text(completion, salt)
     return {
         "prompt_sha256": p_hash,
         "prompt_bytes": p_bytes,

@@ -6,7 +6,7 @@ contradicts the key is refused rather than silently believed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from policies.config.models import ApiKey, Settings
@@ -35,14 +35,66 @@ class Identity:
         return self.role in ("admin", "oncall")
 
 
+_SUFFIXES = {
+    "project": "Project", "team": "Team", "user-id": "User-ID", "session-id": "Session-ID",
+    "workflow-tag": "Workflow-Tag", "environment": "Environment", "cost-center": "Cost-Center",
+}  # fmt: skip
+_PREFIXES = {"x-governor-": "X-Governor-", "x-tfy-": "X-TFY-"}
+
+
+def header_display(name: str) -> str:
+    """An identity header's name as the caller spelt it (servers lower-case it on the wire)."""
+    low = name.lower()
+    for prefix, shown in _PREFIXES.items():
+        if low.startswith(prefix) and low[len(prefix) :] in _SUFFIXES:
+            return shown + _SUFFIXES[low[len(prefix) :]]
+    return name
+
+
+def _short(value: str) -> str:
+    return repr(value if len(value) <= 64 else value[:61] + "...")
+
+
+def check_identity_headers(pairs: Iterable[tuple[str, str]]) -> None:
+    """Refuse (400) an identity header sent twice, or a Governor header and its X-TFY alias that
+    disagree; the message names the headers as sent. Other headers are not looked at."""
+    seen_names: set[str] = set()
+    by_suffix: dict[str, tuple[str, str]] = {}
+    for name, value in pairs:
+        low = name.lower()
+        if not low.startswith(("x-governor-", "x-tfy-")):
+            continue
+        suffix = low.split("-", 2)[2] if low.startswith("x-governor-") else low[len("x-tfy-") :]
+        if suffix not in _SUFFIXES:
+            continue
+        shown = header_display(low)
+        if low in seen_names:
+            raise Refusal(
+                400, "duplicate_identity_header",
+                f"header {shown} is sent more than once; send it once",
+            )  # fmt: skip
+        seen_names.add(low)
+        prev = by_suffix.get(suffix)
+        if prev is not None and prev[1].strip() != value.strip():
+            raise Refusal(
+                400, "conflicting_identity_headers",
+                f"headers {header_display(prev[0])} ({_short(prev[1])}) and {shown} "
+                f"({_short(value)}) disagree; send one of them",
+            )  # fmt: skip
+        by_suffix[suffix] = (low, value)
+
+
+def _header_named(headers: Mapping[str, str], suffix: str) -> tuple[str | None, str]:
+    """(value, the header name it came from as the caller spelt it)."""
+    for prefix in ("x-governor-", "x-tfy-"):
+        v = headers.get(prefix + suffix)
+        if v is not None:
+            return (v.strip() or None), header_display(prefix + suffix)
+    return None, header_display("x-governor-" + suffix)
+
+
 def _header(headers: Mapping[str, str], suffix: str) -> str | None:
-    v = headers.get("x-governor-" + suffix)
-    if v is None:
-        v = headers.get("x-tfy-" + suffix)
-    if v is None:
-        return None
-    v = v.strip()
-    return v or None
+    return _header_named(headers, suffix)[0]
 
 
 _MAX_META = 256
@@ -52,13 +104,13 @@ def resolve_identity(key: ApiKey, headers: Mapping[str, str], settings: Settings
     """Combine a key with the request's metadata headers (names lower-cased)."""
     project = _header(headers, "project")
     for suffix, bound in (("user-id", key.user), ("team", key.team)):
-        claimed = _header(headers, suffix)
+        claimed, shown = _header_named(headers, suffix)
         if claimed is not None and claimed != bound:
             raise Refusal(
                 403,
                 "identity_conflict",
-                f"header X-Governor-{suffix.title()} says {claimed!r} but this API key is "
-                f"bound to {bound!r}; drop the header or use a key for {claimed!r}",
+                f"header {shown} says {_short(claimed)} but this API key is "
+                f"bound to {bound!r}; drop the header or use a key for {_short(claimed)}",
             )
     if key.project is not None:
         if project is not None and project != key.project:

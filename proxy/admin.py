@@ -13,6 +13,7 @@ from activities.gateway import Gateway
 from ledger.errors import LedgerUnavailable
 from policies.config.yamlsource import ConfigErrors
 from policies.refusals import Refusal
+from proxy.errors import note_refusal
 from proxy.http import BodyTooLarge, Receive, Scope, Send, header_map, read_body, respond_json
 from proxy.llm_routes import bearer, parse_json_body
 from proxy.sessions import open_session, session_op
@@ -44,6 +45,7 @@ async def handle_admin(gw: Gateway, scope: Scope, receive: Receive, send: Send) 
     try:
         await _dispatch(gw, scope, receive, send)
     except Refusal as r:
+        note_refusal(gw, r, "admin", scope)
         await respond_json(send, r.status, _admin_error(r))
     except LedgerUnavailable:
         await respond_json(

@@ -15,7 +15,7 @@ from pathlib import Path
 from activities.gateway import Gateway
 from policies.refusals import Refusal
 from proxy.admin import handle_admin, reload_config_off_loop
-from proxy.errors import send_refusal
+from proxy.errors import note_refusal, send_refusal
 from proxy.http import Receive, Scope, Send, header_map, respond_json
 from proxy.llm_routes import bearer, handle_llm
 from proxy.metrics_route import MetricsPage, serve_metrics
@@ -108,6 +108,7 @@ class ProxyApp:
         try:
             gw.authenticate(bearer(header_map(scope)))
         except Refusal as r:
+            note_refusal(gw, r, "models", scope)
             await send_refusal(send, "openai", r)
             return
         data = [

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import math
+from typing import Any
 
 from activities.wire.errors import Protocol, error_body
 from policies.refusals import Refusal
 from proxy.http import Send, respond
+
+log = logging.getLogger("governor.auth")
+
+
+def note_refusal(gw: Any, r: Refusal, route: str, scope: Any) -> None:
+    """Every 401/403 leaves a log line and a count: status, code, route, client address; never
+    the key or a header value (codes are the gateway's own fixed strings)."""
+    if r.status not in (401, 403):
+        return
+    gw.metrics.child(gw.metrics.auth_refusals, route, str(r.status), r.code).inc()
+    client = scope.get("client") or ("-", 0)
+    log.warning(
+        "refused %d %s on %s %s from %s", r.status, r.code, scope.get("method", "-"), route,
+        client[0],
+    )  # fmt: skip
 
 
 def refusal_headers(r: Refusal) -> list[tuple[bytes, bytes]]:

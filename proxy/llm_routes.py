@@ -16,9 +16,9 @@ from activities.llm_call import CallRequest, governed_call
 from activities.stream_stop import CLIENT_CLOSED, StreamStop
 from activities.tracing import span
 from activities.wire.usage import Protocol
-from policies.identity import resolve_identity
+from policies.identity import check_identity_headers, resolve_identity
 from policies.refusals import Refusal
-from proxy.errors import send_refusal
+from proxy.errors import note_refusal, send_refusal
 from proxy.http import (
     JSON,
     SSE,
@@ -112,6 +112,9 @@ async def _handle_llm(
             if too_large is not None:
                 msg = f"{too_large}; send fewer or smaller headers"
                 raise Refusal(431, "headers_too_large", msg)
+            check_identity_headers(
+                (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
+            )
             key = gw.authenticate(bearer(headers))
             if key.role == "metrics":
                 raise Refusal(
@@ -172,6 +175,7 @@ async def _handle_llm(
         except Refusal as r:
             if sp.is_recording():
                 sp.set_attribute("governor.refusal", r.code)
+            note_refusal(gw, r, "llm", scope)
             await send_refusal(send, protocol, r)
             return
         except ConnectionResetError:

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from activities.gateway import Gateway, hash_key
 from policies.refusals import Refusal
-from proxy.errors import send_refusal
+from proxy.errors import note_refusal, send_refusal
 from proxy.http import Scope, Send, header_map, respond
 from proxy.llm_routes import bearer
 
@@ -64,6 +64,7 @@ async def serve_metrics(gw: Gateway, page: MetricsPage, scope: Scope, send: Send
     try:
         check_scraper(gw, scope)
     except Refusal as r:
+        note_refusal(gw, r, "metrics", scope)
         await send_refusal(send, "openai", r)
         return
     await respond(send, 200, await page.render(gw), CONTENT_TYPE_LATEST.encode())

@@ -10,6 +10,7 @@ a tool argument.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import shutil
 import stat
@@ -24,7 +25,7 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from activities.guardrails import fingerprint_salt
+from activities.guardrails import fingerprint_salt, gateway_salt
 from activities.idempotency import idempotent_call_id
 from activities.wire.usage import request_text
 from ledger.event_store import guardrail_events
@@ -273,7 +274,8 @@ async def test_tool_output_hook_on_openai_tool_messages(gp: InProcessProxy, mode
         redacted = redact(result, scan(result, DETECTORS, b"any salt"))
         assert AWS not in redacted and "[REDACTED:aws_access_key]" in redacted
         sent = f"look it up\n{{}}\n{redacted}"
-        assert call.prompt_sha256 == hashlib.sha256(sent.encode()).hexdigest()
+        salt = gateway_salt(gp.gw)  # keyed like fingerprints: a bare sha256 is guessable
+        assert call.prompt_sha256 == hmac.new(salt, sent.encode(), hashlib.sha256).hexdigest()
 
 
 async def test_tool_output_hook_on_anthropic_tool_result_blocks(gp: InProcessProxy) -> None:
