@@ -49,12 +49,26 @@ class Lease:
     touched: float = 0.0  # monotonic time of the last reservation from it
 
 
+_KEYS: dict[tuple[object, ...], str] = {}  # lease key strings, made once per limit-window
+
+
 def budget_lease_key(key: BudgetKey) -> str:
-    return f"b|{int(key[1])}|{key[0]}"
+    s = _KEYS.get(key)
+    if s is None:
+        if len(_KEYS) > 200_000:
+            _KEYS.clear()
+        s = _KEYS[key] = f"b|{int(key[1])}|{key[0]}"
+    return s
 
 
 def rate_lease_key(key: RateKey, unit: str) -> str:
-    return f"r{unit}|{int(key[2])}|{key[0]}|{key[1]}"
+    k = (*key, unit)
+    s = _KEYS.get(k)
+    if s is None:
+        if len(_KEYS) > 200_000:
+            _KEYS.clear()
+        s = _KEYS[k] = f"r{unit}|{int(key[2])}|{key[0]}|{key[1]}"
+    return s
 
 
 class SharedLimits:
@@ -70,6 +84,7 @@ class SharedLimits:
     def apply_config(self, config: GatewayConfig) -> None:
         self.config = config
         self.rules: dict[str, RateLimitRule] = {r.id: r for r in config.rate_limits}
+        self._unit_cache: dict[RateKey, list[tuple[str, str]]] = {}
         self.budget_ceiling = {b.id: b.ceiling_usd for b in config.budgets}
         st = config.settings
         self.fraction = st.shared_lease_fraction
@@ -97,9 +112,12 @@ class SharedLimits:
         reserved_spend: Mapping[BudgetKey, float],
     ) -> tuple[Any, Any, Any, Any]:
         """(rate counts, spend, reserved rates, reserved spend) as the decision should see them."""
-        local_b = self.serves_locally("budgets")
-        local_t = self.serves_locally("tokens")
-        local_r = self.serves_locally("requests")
+        if self.outage_until and self.in_outage():
+            pol = self.policy
+            local_b, local_t = pol.budgets == "serve", pol.tokens == "serve"
+            local_r = pol.requests == "serve"
+        else:
+            local_b = local_t = local_r = False
         return (
             _RateView(self, rate_counts, local_r, local_t, settled=True),
             spend if local_b else _SpendView(self, spend),
@@ -109,14 +127,20 @@ class SharedLimits:
 
     # Reservations against leases ---------------------------------------------------------------
 
-    def _units(self, key: RateKey) -> Iterator[tuple[str, str]]:
-        rule = self.rules.get(key[0])
-        if rule is None:
-            return
-        if rule.limit.requests is not None:
-            yield rate_lease_key(key, "req"), "requests"
-        if rule.limit.tokens is not None:
-            yield rate_lease_key(key, "tok"), "tokens"
+    def _units(self, key: RateKey) -> list[tuple[str, str]]:
+        """(lease key, kind) of each limited unit of a rate counter (cached per counter)."""
+        units = self._unit_cache.get(key)
+        if units is None:
+            rule = self.rules.get(key[0])
+            units = []
+            if rule is not None and rule.limit.requests is not None:
+                units.append((rate_lease_key(key, "req"), "requests"))
+            if rule is not None and rule.limit.tokens is not None:
+                units.append((rate_lease_key(key, "tok"), "tokens"))
+            if len(self._unit_cache) > 100_000:
+                self._unit_cache.clear()
+            self._unit_cache[key] = units
+        return units
 
     def _add(self, key: str, amount: float, now_mono: float | None = None) -> None:
         lease = self.leases.get(key)

@@ -40,7 +40,7 @@ from policies.identity import Identity
 CONFIG = Path(__file__).resolve().parents[1] / "examples" / "config"
 PG = os.environ.get("GOVERNOR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 N = 20_000
-ROUNDS = 5
+ROUNDS = 7
 IDENT = Identity(key_id="dev-developer", user="u_dev", team="data-platform", role="developer",
                  subject_type="user", project="platform-search", session_id="bench-session",
                  workflow_tag="classify-intent", environment="production")
@@ -70,20 +70,10 @@ def _loop(state: GovernanceState, shared: SharedLimits | None, mode: str) -> flo
     return (time.perf_counter_ns() - t0) / N / 1000
 
 
-def _median(fn: Any) -> float:
-    fn()  # warm up
-    return statistics.median(fn() for _ in range(ROUNDS))
-
-
 state_config = load_config_dir(CONFIG)
 
 
 async def main() -> None:
-    plain = _median(lambda: _loop(GovernanceState(), None, "decide"))
-    reserved = _median(lambda: _loop(GovernanceState(), None, "reserve"))
-    print(f"{'':<28} {'µs/call':>9}")
-    print(f"{'decide only':<28} {plain:>9.2f}")
-    print(f"{'+ reservation':<28} {reserved:>9.2f}   (reservation: {reserved - plain:+.2f} µs)")
     name = f"governor_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(PG)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -103,7 +93,17 @@ async def main() -> None:
                 shared.leases[budget_lease_key(b.key)] = Lease(avail=1e12)
             return _loop(st, shared, "reserve")
 
-        with_leases = _median(leased)
+        # interleaved rounds, so a noisy neighbour slows every variant alike
+        runs: dict[str, list[float]] = {"plain": [], "reserved": [], "leased": []}
+        for _ in range(ROUNDS + 1):
+            runs["plain"].append(_loop(GovernanceState(), None, "decide"))
+            runs["reserved"].append(_loop(GovernanceState(), None, "reserve"))
+            runs["leased"].append(leased())
+        plain, reserved, with_leases = (statistics.median(v[1:]) for v in runs.values())
+        print(f"{'':<28} {'µs/call':>9}")
+        print(f"{'decide only':<28} {plain:>9.2f}")
+        print(f"{'+ reservation':<28} {reserved:>9.2f}   "
+              f"(reservation: {reserved - plain:+.2f} µs)")
         print(f"{'+ shared leases (in hand)':<28} {with_leases:>9.2f}   "
               f"(leases: {with_leases - reserved:+.2f} µs)")
         asks = [LeaseAsk(f"bench|{i}", 1e12, 0.0, 1.0, time.time() + 3600) for i in range(4)]

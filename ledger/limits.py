@@ -90,8 +90,10 @@ async def take_leases(
         "fraction": fraction,
         "share": share,
     }
-    async with store._connect(write=True) as conn:
-        rows = (await conn.execute(_LEASE, params)).all()
+    async with store._connect(write=False) as conn:
+        # One statement: autocommit spares the BEGIN/COMMIT round trips of a transaction.
+        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        rows = (await auto.execute(_LEASE, params)).all()
     out: dict[str, LeaseGrant] = {}
     for k, g, used, c in rows:
         # the UPDATE branch also sees nothing of rows the INSERT branch made: first one wins
@@ -104,8 +106,9 @@ async def adjust_leases(store: LedgerStore, deltas: Sequence[tuple[str, float]])
     if not deltas:
         return
     params = {"keys": [k for k, _ in deltas], "deltas": [d for _, d in deltas]}
-    async with store._connect(write=True) as conn:
-        await conn.execute(_ADJUST, params)
+    async with store._connect(write=False) as conn:
+        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await auto.execute(_ADJUST, params)
 
 
 async def prune_counters(store: LedgerStore, before: float) -> None:
