@@ -276,6 +276,16 @@ class SessionGovernance:
                     f"{why}; next {vm!r} calls pinned to the cheaper {t.provider}/{t.model} "
                     f"(was {out.provider}/{out.model})",
                 )
+            elif out.decision == "fallback" and workflow.patched("pin-gateway-degraded"):
+                # The gateway already moved this call (its estimate did not fit the budget):
+                # the session stays on the cheaper target instead of asking again each turn.
+                st.pinned[vm] = t
+                self.decide(
+                    turn,
+                    "budget_fallback",
+                    f"{why}; the gateway served this call on the cheaper {t.provider}/{t.model} "
+                    f"and next {vm!r} calls are pinned to it",
+                )
 
     def _ceiling(self, turn: int) -> None:
         st, p = self.state, self.policy

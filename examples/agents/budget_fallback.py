@@ -2,8 +2,9 @@
 
 Run `governor up` in one terminal, then `python examples/agents/budget_fallback.py` in another.
 It works under project `demo-budget`, whose sample budget (examples/config/demo-budgets.yaml) is a
-tiny daily ceiling with `on_exceed: fallback_to_cheaper`: the first premium call exhausts it, and
-the session moves `code-review-strong` to its `cheaper` target. Every turn prints why.
+tiny daily ceiling with `on_exceed: fallback_to_cheaper`: no premium call's estimate fits it, so
+the gateway serves the first call on `code-review-strong`'s `cheaper` target and the session pins
+that target for the rest. Every turn prints why.
 """
 
 from __future__ import annotations
