@@ -22,7 +22,8 @@ from workflows.search_attributes import dev_server_args
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# A budget small enough that one premium call exhausts it (the budget-fallback test's project).
+# A budget one premium call (reserving the default 1,024 output tokens) fits, leaving too little
+# for another: the budget-fallback test's project.
 TEST_BUDGET = """
 ---
 name: workflow-test-budgets
