@@ -442,8 +442,15 @@ class Router:
                     res.finished = relay.done
                     res.usage_estimated = relay.usage_estimated
                     yield out
-        except aiohttp.ClientError as exc:
-            res.stream_error = f"{type(exc).__name__}"
+            if relay.done and not resp.content.at_eof():
+                # Read the (normally empty) rest up to EOF, briefly, so the pooled connection
+                # can be reused; an upstream still talking after its terminal event is closed.
+                async with asyncio.timeout(min(idle, 1.0)):
+                    while await resp.content.readany():
+                        pass
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if not relay.done:  # else the stream was complete and only the drain failed
+                res.stream_error = f"{type(exc).__name__}"
         finally:
             resp.release()
             res.usage = relay.accumulator.usage
