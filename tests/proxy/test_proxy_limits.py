@@ -342,8 +342,7 @@ async def test_two_replicas_on_one_postgresql_hold_budget_rate_and_session_limit
                 assert answered == sum(1 for s, _ in first if s == 200)
                 assert spent <= 0.01 + 1e-9, f"${spent:.5f} spent past the $0.01 ceiling"
                 assert spent > 0.01 - 2 * spent / answered
-                both = {(a, b)[i % 2].base_url for i, (s, _) in enumerate(first) if s == 200}
-                assert len(both) == 2, "both replicas should have served part of the burst"
+                # (which replica wins the headroom is a race: only the total is a property)
                 second = await asyncio.gather(*(
                     _call(h, (a, b)[i % 2].base_url, KINDS[i % 4], text, 150, "t-conc", hdr)
                     for i in range(16)))
