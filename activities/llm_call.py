@@ -373,17 +373,20 @@ async def _governed_stream(
             usage = _delivered_usage(req, usage, text)
         _account(gw, req, gov, pre, held, res, usage, text, now, started, error)
 
+    stop.bind()
     try:
         while stop.reason is None:
+            stop.reading = True
             try:
-                with stop.reading():
-                    piece = await upstream.__anext__()
+                piece = await upstream.__anext__()
             except StopAsyncIteration:
                 break
             except asyncio.CancelledError:
                 if not stop.absorb():
                     raise
                 break
+            finally:
+                stop.reading = False
             if not done and res.finished:
                 done = True
                 account(res.stream_error)

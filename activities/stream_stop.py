@@ -10,38 +10,32 @@ delivered. No per-piece cost beyond a flag: nothing races the stream while nobod
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 KILLED = "session_killed"
 CLIENT_CLOSED = "client_closed"
 
 
 class StreamStop:
-    __slots__ = ("_reading", "_task", "detail", "reason")
+    """The relay calls `bind()` once from its task, then sets `reading` True around each await
+    of the next upstream piece (and False after it): a stop cancels exactly that wait."""
+
+    __slots__ = ("_task", "detail", "reading", "reason")
 
     def __init__(self) -> None:
         self.reason: str | None = None  # KILLED | CLIENT_CLOSED once stopped
         self.detail = ""
+        self.reading = False
         self._task: asyncio.Task[object] | None = None
-        self._reading = False
+
+    def bind(self) -> None:
+        self._task = asyncio.current_task()
 
     def stop(self, reason: str, detail: str = "") -> None:
         if self.reason is not None:
             return
         self.reason, self.detail = reason, detail
-        if self._reading and self._task is not None:
+        if self.reading and self._task is not None:
             self._task.cancel()
-
-    @contextmanager
-    def reading(self) -> Iterator[None]:
-        """Around the await of the next upstream piece: a stop cancels exactly that wait."""
-        self._task = asyncio.current_task()
-        self._reading = True
-        try:
-            yield
-        finally:
-            self._reading = False
 
     def absorb(self) -> bool:
         """In an `except CancelledError`: True (and the task un-cancelled) when the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import uvicorn
@@ -19,9 +20,11 @@ def make_app(config_dir: Path, ledger_url: str, journal_dir: Path) -> ProxyApp:
     config = load_config_dir(config_dir)  # fail fast, before binding the port
 
     async def opener() -> Gateway:
-        return await Gateway.open(
+        gw = await Gateway.open(
             config, ledger_url, journal_dir, path="proxy", config_dir=config_dir
         )
+        await attach_workflows(gw)
+        return gw
 
     return ProxyApp(opener=opener)
 
@@ -66,6 +69,29 @@ class BoundedHttpTools(HttpToolsProtocol):
             b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
         )
         self.transport.close()
+
+
+async def attach_workflows(gw: Gateway) -> None:
+    """With TEMPORAL_ADDRESS set (and TEMPORAL_NAMESPACE, GOVERNOR_TASK_QUEUE), this replica
+    starts and reaches session workflows (`POST /gateway/sessions`) and its kills reach them.
+    Temporal being away does not stop the proxy: workflow sessions answer 503 meanwhile."""
+    address = os.environ.get("TEMPORAL_ADDRESS")
+    if not address:
+        return
+    from governor.up import TASK_QUEUE, connect_temporal
+    from workflows.session_client import TemporalSessions, workflow_kill_hook
+
+    try:
+        client = await connect_temporal(address, os.environ.get("TEMPORAL_NAMESPACE", "default"))
+    except Exception as exc:
+        logging.getLogger("governor.proxy").error(
+            "cannot reach Temporal at %s (%s): workflow sessions are unavailable", address, exc
+        )
+        return
+    gw.session_workflows = TemporalSessions(
+        client, os.environ.get("GOVERNOR_TASK_QUEUE", TASK_QUEUE)
+    )
+    gw.kill_hooks.append(workflow_kill_hook(client))
 
 
 def uvicorn_config(app: ProxyApp, host: str, port: int) -> uvicorn.Config:

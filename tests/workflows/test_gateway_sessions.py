@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import (
@@ -25,7 +26,7 @@ from activities.gateway import hash_key
 from activities.session_types import SessionIdentity
 from governor.sdk.client import GovernanceRefused, GovernorClient
 from simulator import SimServer
-from tests.support.servers import InProcessProxy
+from tests.support.servers import InProcessProxy, SubprocessProxy
 from workflows.session import SessionWorkflow
 from workflows.session_client import (
     TemporalSessions,
@@ -167,3 +168,39 @@ async def test_a_crafted_workflow_input_cannot_change_identity_or_policy(
             await h.execute_update(SessionWorkflow.chat, chat("let me in"))
         assert getattr(refused.value.cause, "type", None) == "session_not_granted"
         await h.terminate("test done")
+
+
+async def test_a_standalone_proxy_with_temporal_address_runs_workflow_sessions(
+    temporal_env: Any,
+    worker: None,
+    config_dir: Path,
+    wf_dir: Path,
+    sim: SimServer,
+    ledger_url: str,
+) -> None:
+    data = wf_dir / "standalone-proxy"
+    data.mkdir(exist_ok=True)
+    p = SubprocessProxy(
+        config_dir,
+        data,
+        sim.base_url,
+        ledger_url=ledger_url,
+        env={
+            "TEMPORAL_ADDRESS": temporal_env.client.service_client.config.target_host,
+            "GOVERNOR_TASK_QUEUE": TASK_QUEUE,
+        },
+    ).start()
+    try:
+        gc = await GovernorClient.connect(p.base_url, DEV_KEY)
+        try:
+            await gc.start_session(project="wf-gw", workflow_tag="wf-gw-standalone")
+            out = await gc.chat(
+                [{"role": "user", "content": "via a replica"}], model="support-cheap"
+            )
+            assert out.session_calls == 1
+            assert (await gc.status()).user == "u_dev"
+            await gc.close()
+        finally:
+            await gc.aclose()
+    finally:
+        p.stop()
