@@ -28,7 +28,8 @@ class SimState:
         # Requests being answered right now (a disconnected client's request leaves at once).
         self.in_flight = 0
         # Streams whose client closed the request before the last event (newest last).
-        self.cancelled: list[dict[str, Any]] = []
+        self.cancelled: list[dict[str, Any]] = []  # the last 100
+        self.cancelled_total = 0
         # The last request body each model received, as sent (what a proxy forwarded): one per
         # model, so bounded by the catalog.
         self.last_request: dict[str, dict[str, Any]] = {}
@@ -48,6 +49,7 @@ class SimState:
             {"path": path, "events_sent": events_sent, "events_total": events_total, "at": at}
         )
         del self.cancelled[:-100]
+        self.cancelled_total += 1
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -59,7 +61,7 @@ class SimState:
             "by_endpoint": dict(self.by_endpoint),
             "faults_injected": dict(self.faulted),
             "in_flight": self.in_flight,
-            "cancelled": len(self.cancelled),
+            "cancelled": self.cancelled_total,
             "cancelled_requests": list(self.cancelled),
             "active_fault_rules": [rule.to_json() for rule in self.faults.rules],
         }
@@ -69,6 +71,7 @@ class SimState:
         self.by_endpoint.clear()
         self.faulted.clear()
         self.cancelled.clear()
+        self.cancelled_total = 0
 
 
 STATE_KEY: web.AppKey[SimState] = web.AppKey("governor_sim_state", SimState)
