@@ -21,7 +21,10 @@ PROMPTS = [
 
 async def main() -> int:
     gc = await connect()
-    sid = await gc.start_session(project="demo-budget", workflow_tag="demo-review")
+    ident, policy = await gc.open_session(project="demo-budget", workflow_tag="demo-review")
+    sid = ident.session_id
+    cheaper = policy.cheaper_targets.get(MODEL)  # resolved by the gateway from its config
+    target = cheaper.model if cheaper else "?"
     print(f"session {sid} started (project demo-budget, virtual model {MODEL})")
     models = []
     for i, p in enumerate(PROMPTS, 1):
@@ -36,9 +39,8 @@ async def main() -> int:
             print(f"  governance decision: {d.kind}: {d.detail}")
     await gc.close()
     st = await gc.status()
-    pin = st.pinned.get(MODEL)  # the cheaper target the session moved to, from the gateway's config
-    target = pin.model if pin else "?"
-    moved = pin is not None and models[-1] == target
+    pin = st.pinned.get(MODEL)
+    moved = models[-1] == target
     why = next((d.detail for d in st.decisions if d.kind == "budget_fallback"), None)
     print(
         f"ENDING: {'moved to the cheaper model ' + target if moved else 'not moved'} "

@@ -113,7 +113,8 @@ class GovernorClient:
         start_workflow: bool = True,
         **tighten: Any,
     ) -> tuple[SessionIdentity, SessionPolicy]:
-        """Open a session at the gateway: the identity and policy it resolved for this key.
+        """Open a session at the gateway: the identity and policy it resolved for this key;
+        with the workflow started it becomes the current session.
 
         `start_workflow=False` only registers them, for your own agent workflow that uses
         `governor.sdk.workflow` (pass both in its input). `tighten`: token_ceiling,
@@ -130,13 +131,15 @@ class GovernorClient:
         if tighten:
             body["policy"] = tighten
         doc = await self._call("POST", "/gateway/sessions", body)
-        return SessionIdentity(**doc["identity"]), SessionPolicy(**doc["policy"])
+        identity, policy = SessionIdentity(**doc["identity"]), SessionPolicy(**doc["policy"])
+        if start_workflow:
+            self.session_id = identity.session_id  # the current session from now on
+        return identity, policy
 
     async def start_session(self, **kwargs: Any) -> str:
         """Start (or rejoin, same `session_id`) a session workflow; it becomes the current one.
         Takes the keyword arguments of `open_session`."""
         identity, _ = await self.open_session(**kwargs)
-        self.session_id = identity.session_id
         return identity.session_id
 
     async def chat(
