@@ -31,6 +31,7 @@ from activities.session_types import (
     BaselinesOutput,
     LlmCallInput,
     LlmCallOutput,
+    SessionIdentity,
     SessionMark,
     TagBaseline,
     ToolCallInput,
@@ -87,6 +88,21 @@ async def _heartbeating(work: Coroutine[Any, Any, T]) -> T:
         raise
 
 
+def _not_granted(session_id: str) -> ApplicationError:
+    return ApplicationError(
+        f"session {session_id!r} was not opened through the gateway with this identity and "
+        "policy; open it with POST /gateway/sessions (GovernorClient)",
+        {"status": 403},
+        type="session_not_granted",
+        non_retryable=True,
+    )
+
+
+def _bare_identity(session_id: str) -> SessionIdentity:
+    """A tool call that names only its session: it matches no grant (every grant names one)."""
+    return SessionIdentity(session_id=session_id, user="", team="", project="")
+
+
 def _refusal_error(r: Refusal) -> ApplicationError:
     return ApplicationError(
         r.message,
@@ -104,13 +120,7 @@ async def governed_llm_call(inp: LlmCallInput) -> LlmCallOutput:
     """One governed LLM call, plus the session's totals, budget status and loop baseline."""
     gw = _gw()
     if not await gw.owners.granted(inp.identity, inp.policy):
-        raise ApplicationError(
-            f"session {inp.identity.session_id!r} was not opened through the gateway with this "
-            "identity and policy; open it with POST /gateway/sessions (GovernorClient)",
-            {"status": 403},
-            type="session_not_granted",
-            non_retryable=True,
-        )
+        raise _not_granted(inp.identity.session_id)
     pinned = Target(provider=inp.pinned.provider, model=inp.pinned.model) if inp.pinned else None
     req = CallRequest(
         protocol=inp.protocol,
@@ -188,6 +198,10 @@ async def run_tool(inp: ToolCallInput) -> ToolCallOutput:
     result before the workflow does: in this one activity, so guarding costs no extra round
     trip to the server. A block is a non-retryable `guardrail_blocked` ApplicationError.
     """
+    if _gateway is not None and not await _gateway.owners.granted(
+        inp.identity or _bare_identity(inp.session_id), inp.policy
+    ):
+        raise _not_granted(inp.session_id)
     fn = _tools.get(inp.name)
     if fn is None:
         known = ", ".join(registered_tools()) or "(none registered)"

@@ -111,6 +111,7 @@ class ToolCallInput(BaseModel):
     arguments: dict[str, Any] = Field(default_factory=dict)
     # Scope of the guardrail hooks around the tool (None: the session id alone).
     identity: SessionIdentity | None = None
+    policy: dict[str, Any] | None = None  # with `identity`: checked against the session's grant
 
 
 class ToolCallOutput(BaseModel):

@@ -165,6 +165,7 @@ class SessionGovernance:
                 name=inp.name,
                 arguments=inp.arguments,
                 identity=self.ident,  # tool-input / tool-output guardrails run around the tool
+                policy=self.policy.model_dump(mode="json"),  # checked with the session's grant
             ),
             result_type=ToolCallOutput,
             task_queue=self.task_queue,

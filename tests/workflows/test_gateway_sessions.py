@@ -34,7 +34,7 @@ from workflows.session_client import (
     start_session,
     workflow_kill_hook,
 )
-from workflows.session_models import SessionPolicy
+from workflows.session_models import SessionPolicy, ToolInput
 
 DEV_KEY = "gk-dev-developer"
 
@@ -167,6 +167,11 @@ async def test_a_crafted_workflow_input_cannot_change_identity_or_policy(
         with pytest.raises(WorkflowUpdateFailedError) as refused:
             await h.execute_update(SessionWorkflow.chat, chat("let me in"))
         assert getattr(refused.value.cause, "type", None) == "session_not_granted"
+        with pytest.raises(WorkflowUpdateFailedError) as tool_refused:
+            await h.execute_update(
+                SessionWorkflow.tool, ToolInput(name="word_count", arguments={"text": "a b"})
+            )
+        assert getattr(tool_refused.value.cause, "type", None) == "session_not_granted"
         await h.terminate("test done")
 
 
