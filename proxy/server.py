@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
@@ -35,15 +36,45 @@ MAX_HEAD_BYTES = 64 * 1024
 class BoundedHttpTools(HttpToolsProtocol):
     """httptools buffers a request's head without limit (a 10 MB header was accepted): this
     answers 431 and closes once more than `MAX_HEAD_BYTES` arrived without the head completing.
-    The app's own limits (`max_headers`, `max_header_bytes`) then apply to what got through."""
+    The app's own limits (`max_headers`, `max_header_bytes`) then apply to what got through.
 
+    A head must also arrive within `HEAD_TIMEOUT_SECONDS` of the connection opening or of its
+    first byte (uvicorn has no such timer: a client sending half a head held its connection
+    forever); otherwise 408 and close. Idle keep-alive connections keep uvicorn's own timeout."""
+
+    HEAD_TIMEOUT_SECONDS = 30.0
     _head_bytes = 0
     _in_head = True
     _heads = 0  # heads completed on this connection
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        self._disarm_head_timer()
+        self._head_timer = self.loop.call_later(self.HEAD_TIMEOUT_SECONDS, self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            msg = f"the request head did not arrive within {self.HEAD_TIMEOUT_SECONDS:g} s"
+            self._close_with(408, b"Request Timeout", "request_timeout", msg)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._heads += 1
+        self._disarm_head_timer()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -52,6 +83,8 @@ class BoundedHttpTools(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         in_head, heads = self._in_head, self._heads
+        if in_head and self._head_timer is None:
+            self._arm_head_timer()  # the first byte of a keep-alive connection's next head
         super().data_received(data)
         # Still in the same head: count. (A whole keep-alive request — head and large body —
         # can arrive in one chunk and leave `_in_head` set again for the next one.)
@@ -61,12 +94,18 @@ class BoundedHttpTools(HttpToolsProtocol):
                 self._refuse_head()
 
     def _refuse_head(self) -> None:
-        protocol = "anthropic" if self.url.startswith(b"/v1/messages") else "openai"
         msg = f"request head larger than {MAX_HEAD_BYTES} bytes; send fewer or smaller headers"
-        body = error_body(protocol, 431, "headers_too_large", msg)
+        self._close_with(431, b"Request Header Fields Too Large", "headers_too_large", msg)
+
+    def _close_with(self, status: int, reason: bytes, code: str, msg: str) -> None:
+        self._disarm_head_timer()
+        url = getattr(self, "url", b"") or b""
+        protocol = "anthropic" if url.startswith(b"/v1/messages") else "openai"
+        body = error_body(protocol, status, code, msg)
         self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+            b"HTTP/1.1 " + str(status).encode() + b" " + reason + b"\r\n"
+            b"content-type: application/json\r\ncontent-length: " + str(len(body)).encode()
+            + b"\r\nconnection: close\r\n\r\n" + body
         )
         self.transport.close()
 

@@ -170,3 +170,21 @@ async def test_unknown_api_keys_are_never_cached(lp: InProcessProxy) -> None:
         assert (await h.post("/v1/chat/completions", content=body, headers=DEV)).status_code == 200
     assert all(not k.startswith("unknown-") for k in lp.gw._key_cache)
     assert "gk-dev-developer" in lp.gw._key_cache
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n"])
+async def test_a_head_that_never_finishes_is_408_within_the_head_timeout(
+    lp: InProcessProxy, monkeypatch: pytest.MonkeyPatch, sent: bytes
+) -> None:
+    from proxy.server import BoundedHttpTools
+
+    monkeypatch.setattr(BoundedHttpTools, "HEAD_TIMEOUT_SECONDS", 1.0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", lp.port)
+    started = time.perf_counter()
+    writer.write(sent)
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(65536), 10)
+    took = time.perf_counter() - started
+    writer.close()
+    assert data.startswith(b"HTTP/1.1 408 "), data
+    assert b"request_timeout" in data and 0.9 <= took < 5
