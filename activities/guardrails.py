@@ -131,6 +131,9 @@ class CallGuard:
     _active: dict[str, bool] = field(default_factory=dict)
     _seq: dict[str, int] = field(default_factory=dict)
     _salt: bytes = b""
+    # Large texts of a response, evaluated off the event loop before the walk that applies them.
+    _collect: list[tuple[str, str]] | None = None
+    _pre: dict[tuple[str, str], HookResult] = field(default_factory=dict)
 
     def active(self, hook: str) -> bool:
         on = self._active.get(hook)
@@ -146,7 +149,26 @@ class CallGuard:
 
     def check(self, hook: str, text: str) -> HookResult:
         """Evaluate `hook` on `text`, record its events; raises Refusal when it blocks."""
-        return self._apply(evaluate(self.config, hook, text, self.metadata, self.salt))
+        if self._collect is not None:  # a dry walk: only note which texts there are
+            self._collect.append((hook, text))
+            return HookResult("allowed", text)
+        pre = self._pre.pop((hook, text), None) if self._pre else None
+        if pre is None:
+            pre = evaluate(self.config, hook, text, self.metadata, self.salt)
+        return self._apply(pre)
+
+    async def precompute(self, walk: Any) -> None:
+        """Run `walk()` dry to find the texts it will check; evaluate the large ones off the
+        event loop now, so the real walk only applies their results."""
+        self._collect = []
+        try:
+            walk()
+        finally:
+            texts, self._collect = self._collect, None
+        for hook, text in texts:
+            if len(text) >= scan_pool.OFFLOAD_CHARS and (hook, text) not in self._pre:
+                args = (self.config, hook, text, self.metadata, self.salt)
+                self._pre[(hook, text)] = await scan_pool.evaluate_off_loop(*args)
 
     async def check_async(self, hook: str, text: str) -> HookResult:
         """`check`, with a large text evaluated off the event loop (`scan_pool`)."""
@@ -264,7 +286,9 @@ def _arguments(g: CallGuard, args: str) -> Any:
     return new
 
 
-def guard_response(g: CallGuard | None, res: UpstreamResult, model: str) -> Refusal | None:
+async def guard_response(
+    g: CallGuard | None, res: UpstreamResult, model: str
+) -> Refusal | None:
     """Run the output hooks on a non-streamed response; redactions rewrite `res.body` and
     `res.output_text`. Returns the Refusal to answer with when a hook blocks (the call still
     happened and is accounted)."""
@@ -275,10 +299,11 @@ def guard_response(g: CallGuard | None, res: UpstreamResult, model: str) -> Refu
         doc = orjson.loads(res.body)
     except orjson.JSONDecodeError:
         return None
+    walk = _openai_response if g.protocol == "openai" else _anthropic_response
+    if len(res.body) >= scan_pool.OFFLOAD_CHARS:
+        await g.precompute(lambda: walk(g, doc))
     try:
-        changed = (
-            _openai_response(g, doc) if g.protocol == "openai" else _anthropic_response(g, doc)
-        )
+        changed = walk(g, doc)
     except Refusal as r:
         return r
     if changed:

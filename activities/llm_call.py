@@ -311,7 +311,7 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
         gov.fallback_reason = "; ".join(f"{a.target} {a.outcome}" for a in failed)
     gw.metrics.child(gw.metrics.upstream, gov.provider, gov.model).observe(res.upstream_ms / 1000)
     if res.stream is None:
-        blocked = guardrails.guard_response(guard, res, gov.model)  # output hooks
+        blocked = await guardrails.guard_response(guard, res, gov.model)  # output hooks
         _account(
             gw, req, gov, pre, held, res, res.usage, res.output_text, now, started,
             blocked.code if blocked else None,

@@ -574,3 +574,35 @@ async def test_proxy_stays_responsive_while_a_4mb_adversarial_body_is_scanned(
     assert len(waits) >= 3  # the scan took long enough to be watched
     print(f"{unit!r}: call {took:.2f}s, /healthz worst {max(waits) * 1000:.0f} ms")
     assert max(waits) < 0.5
+
+
+@pytest.mark.parametrize("unit", ["sk-", "01 "])
+async def test_proxy_stays_responsive_while_a_4mb_adversarial_answer_is_scanned(
+    gp: InProcessProxy, unit: str
+) -> None:
+    """The model echoes an adversarial prompt: the request-output hook scans 3.9 MB of it off
+    the event loop."""
+    import asyncio
+    import time
+
+    import httpx
+
+    text = (unit * (3_900_000 // len(unit) + 1))[:3_900_000] + " [[sim:echo]]"
+    body = {"model": "support-cheap", "messages": [{"role": "user", "content": text}]}
+    # Another user than the input-side tests: megabyte prompts fill a user's daily token limit.
+    headers = {"Authorization": "Bearer gk-dev-service",
+               "X-Governor-Workflow-Tag": "request-output-flag",
+               "X-Governor-Project": "gr-tests"}  # fmt: skip
+    waits: list[float] = []
+    async with httpx.AsyncClient(base_url=gp.base_url, timeout=60) as http:
+        call = asyncio.create_task(http.post("/v1/chat/completions", json=body, headers=headers))
+        while not call.done():
+            t0 = time.perf_counter()
+            assert (await http.get("/healthz")).status_code == 200
+            waits.append(time.perf_counter() - t0)
+            await asyncio.sleep(0.01)
+        resp = await call
+    assert resp.status_code == 200, resp.text[:500]
+    assert len(resp.json()["choices"][0]["message"]["content"]) > 3_000_000
+    print(f"{unit!r} answer: /healthz worst {max(waits) * 1000:.0f} ms")
+    assert max(waits) < 0.5
