@@ -20,6 +20,7 @@ from activities.idempotency import IdempotencyRecords
 from activities.idle_sweep import IdleSweeper
 from activities.loop_guard import LoopGuard, LoopVerdict
 from activities.metrics import Metrics
+from activities.overrides import poll_overrides
 from activities.router import Router
 from activities.session_owners import SessionOwners
 from activities.shared_limits import SharedLimits
@@ -36,6 +37,7 @@ from policies.budgets import BudgetKey, budget_statuses
 from policies.config.gateway import GatewayConfig
 from policies.config.models import ApiKey
 from policies.identity import Identity
+from policies.overrides import Override, apply_overrides
 from policies.refusals import Refusal
 from policies.windows import calendar_window
 
@@ -81,6 +83,11 @@ class Gateway:
     output_estimates: OutputEstimates = field(default_factory=OutputEstimates)
     shared: SharedLimits | None = None  # PostgreSQL ledgers: ceilings shared by leases
     config_dir: Path | None = None
+    # Alerts (alerts.hub.AlertHub, set where a Temporal client exists) and the runtime policy
+    # overrides runbooks made: `config` = `base_config` (the repository's) + `overrides`.
+    alerts: Any = None
+    base_config: GatewayConfig | None = None
+    overrides: tuple[Override, ...] = ()
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _last_kill_id: int = 0
     _key_cache: dict[str, ApiKey] = field(default_factory=dict)
@@ -159,6 +166,7 @@ class Gateway:
             gw._tasks.append(asyncio.create_task(gw._recover_when_ledger_returns()))
         gw._tasks.append(asyncio.create_task(gw._poll_kills(kill_poll_seconds)))
         gw._tasks.append(asyncio.create_task(gw._save_last_known_state_forever()))
+        gw._tasks.append(asyncio.create_task(poll_overrides(gw, kill_poll_seconds)))
         gw._tasks.append(asyncio.create_task(gw.loop_guard.baselines.run(store)))
         gw._tasks.append(asyncio.create_task(gw._sync_spend_forever()))
         if gw.shared is not None:
@@ -267,7 +275,10 @@ class Gateway:
     # Config ---------------------------------------------------------------------------------
 
     def apply_config(self, new: GatewayConfig) -> None:
-        """Atomic swap: calls already past their decision finish on the config they started with."""
+        """Atomic swap: calls already past their decision finish on the config they started with.
+        Active runtime overrides stay applied on top of the new config."""
+        self.base_config = new
+        new = apply_overrides(new, self.overrides)
         self.config = new
         self._key_cache = {}
         self._bound_idempotency()
@@ -444,9 +455,11 @@ class Gateway:
         if self.streams.kill(session_id, reason):
             log.info("kill ended in-flight streams", extra={"session_id": session_id})
 
-    def apply_loop_verdict(self, v: LoopVerdict) -> None:
+    def apply_loop_verdict(self, v: LoopVerdict, ident: Identity | None = None) -> None:
         """Alert always; kill through the audited kill path (refused here at once)."""
         self.metrics.child(self.metrics.loop_detections, v.kind, v.action).inc()
+        if self.alerts is not None:
+            self.alerts.on_loop(v, ident)
         log.warning("runaway session detected (%s, action %s): %s", v.kind, v.action, v.reason)
         if v.action == "kill":
             self.mark_killed(v.session_id, v.reason)

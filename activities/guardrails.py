@@ -196,6 +196,8 @@ class CallGuard:
             seq = self._seq.get(e.hook, 0)
             self._seq[e.hook] = seq + 1
             m.child(m.guardrail_events, guardrail_class(e.detector), e.type, e.hook, e.action).inc()
+            if e.action == "allowed" and gw.alerts is not None:
+                gw.alerts.on_guardrail(e.detector, e.type, e.hook, e.action, md)
             gw.writer.record_event(
                 {
                     "ts": now,

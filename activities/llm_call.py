@@ -576,7 +576,7 @@ def _account(
             gw.config.settings, sid, req.ident.workflow_tag, req.body, tokens, now
         )
         if verdict is not None:
-            gw.apply_loop_verdict(verdict)
+            gw.apply_loop_verdict(verdict, req.ident)
     if pre.budgets:
         gov.budget_remaining_usd = min(
             max(0.0, b.budget.ceiling_usd - st.spend.get(b.key, 0.0)) for b in pre.budgets
@@ -586,6 +586,8 @@ def _account(
             gw.metrics.child(
                 gw.metrics.budget_used, b.budget.id, budget_scope_label(b.budget)
             ).set(pct)
+            if gw.alerts is not None:
+                gw.alerts.on_budget(b.budget, b.key[1], pct)
     for c in crossings:
         _budget_alert(
             gw,
@@ -643,6 +645,8 @@ def _account(
             m.child(m.tokens, m.project(i.project), i.team, gov.model, version, kind).inc(n)
     if gov.cost_usd:
         m.child(m.cost, m.project(i.project), i.team, gov.model).inc(gov.cost_usd)
+        if gw.alerts is not None:
+            gw.alerts.on_spend(i.project, gov.cost_usd, now)
     m.child(m.overhead, gw.path).observe(max(0.0, latency_ms - res.upstream_ms) / 1000)
 
 
@@ -667,12 +671,18 @@ def _budget_alert(
     )
 
     async def persist() -> None:
+        window = f"{budget_id}@{int(key[1])}"
         try:
-            await gw.store.record_budget_alert(
-                budget_id, f"{budget_id}@{int(key[1])}", at_pct, spent, ceiling, now
+            first = await gw.store.record_budget_alert(
+                budget_id, window, at_pct, spent, ceiling, now
             )
         except Exception as exc:
             log.warning("budget alert not recorded: %s", type(exc).__name__)
+            return
+        if first and targets:  # once per threshold per window, across replicas
+            from alerts.notify import notify_budget
+
+            await notify_budget(gw, window, at_pct, spent, ceiling, targets)
 
     task = asyncio.get_running_loop().create_task(persist())
     gw._tasks.append(task)  # keep a reference until shutdown

@@ -83,6 +83,7 @@ class _SessionTrack:
     events: deque[tuple[float, int]] = field(default_factory=deque)
     prompts: deque[str] = field(default_factory=lambda: deque(maxlen=_HISTORY))
     flagged: set[str] = field(default_factory=set)  # signals that already gave a verdict
+    workflow_tag: str | None = None  # for the top-N session-rate gauge
 
 
 class LoopGuard:
@@ -102,7 +103,7 @@ class LoopGuard:
     ) -> LoopVerdict | None:
         tr = self.sessions.get(session_id)
         if tr is None:
-            tr = self.sessions[session_id] = _SessionTrack()
+            tr = self.sessions[session_id] = _SessionTrack(workflow_tag=workflow_tag)
         ev = tr.events
         # Events are kept in BUCKET-second buckets: memory per session stays bounded (window /
         # BUCKET entries) however fast a runaway session calls; the window edge moves in steps

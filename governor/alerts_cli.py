@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import click
+import orjson
 import yaml
 
-from governor.sessions_cli import DEFAULT_URL
+from governor.sessions_cli import DEFAULT_URL, _ts, admin_request
 
 _url = click.option("--url", default=DEFAULT_URL, show_default=True, help="Governor proxy URL")
 _key = click.option("--key", envvar="GOVERNOR_ADMIN_KEY", default=None, help="on-call or admin key")
@@ -63,6 +66,144 @@ def _str(dumper: yaml.SafeDumper, s: str) -> yaml.Node:
 _BlockDumper.add_representer(str, _str)
 
 
+def _dump(doc: Any) -> None:
+    click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+
+
+@alerts.command("list")
+@click.option("--status", type=click.Choice(["firing", "waiting", "resolved"]), default=None)
+@_url
+@_key
+@_json
+def alerts_list(status: str | None, url: str, key: str | None, as_json: bool) -> None:
+    """Alerts and their runbooks, newest first."""
+    params = {"status": status} if status else {}
+    rows = admin_request(url, key, "GET", "/gateway/alerts", params=params).get("alerts", [])
+    if as_json:
+        _dump(rows)
+        return
+    if not rows:
+        click.echo("no alerts")
+        return
+    click.echo(f"{'KEY':<58} {'STATUS':<9} {'SEVERITY':<9} {'SOURCES':<22} OPENED")
+    for a in rows:
+        click.echo(f"{str(a.get('alert_key'))[:58]:<58} {a.get('status')!s:<9} "
+                   f"{a.get('severity') or '-'!s:<9} {a.get('sources') or '-'!s:<22} "
+                   f"{_ts(a.get('opened_ts'))}")
+
+
+@alerts.command("show")
+@click.argument("alert_key")
+@_url
+@_key
+@_json
+def alerts_show(alert_key: str, url: str, key: str | None, as_json: bool) -> None:
+    """One alert: its runbook's live state and every step with actor, result and time."""
+    doc = admin_request(url, key, "GET", f"/gateway/alerts/{quote(alert_key, safe='')}")
+    if as_json:
+        _dump(doc)
+        return
+    rb = doc.get("runbook") or {}
+    click.echo(f"alert     {doc.get('key')}")
+    if rb:
+        click.echo(f"runbook   {rb.get('status')}"
+                   + (f", waiting: {rb['waiting_for']}" if rb.get("waiting_for") else ""))
+        click.echo(f"sources   {', '.join(rb.get('sources') or [])}; repeats {rb.get('repeats')}")
+    for run in doc.get("runs", []):
+        click.echo(f"run       {run.get('run_id')} {run.get('status')} opened "
+                   f"{_ts(run.get('opened_ts'))}"
+                   + (f", incident {run['incident']}" if run.get("incident") else ""))
+        for st in run.get("steps", []):
+            click.echo(f"  {_ts(st.get('ts'))} step {st.get('step')} {st.get('action')} "
+                       f"{st.get('phase')} {st.get('actor') or ''}: {st.get('result') or ''}")
+
+
+def _person(what: str, alert_key: str, comment: str, url: str, key: str | None) -> None:
+    doc = admin_request(url, key, "POST",
+                        f"/gateway/alerts/{quote(alert_key, safe='')}/{what}",
+                        content=orjson.dumps({"comment": comment}))
+    rb = doc.get("runbook") or {}
+    click.echo(f"{what}: {doc.get('key')} by {doc.get('actor')}; runbook {rb.get('status')}")
+    for line in (rb.get("log") or [])[-5:]:
+        click.echo(f"  {line}")
+
+
+for _what, _help in (("ack", "Acknowledge an alert (and a waiting acknowledge step)."),
+                     ("approve", "Approve the step the runbook is waiting on."),
+                     ("resolve", "Resolve the alert: its runbook ends.")):
+
+    def _make(what: str) -> Any:
+        @click.argument("alert_key")
+        @click.option("--comment", default="", help="recorded with your key's user")
+        @_url
+        @_key
+        def cmd(alert_key: str, comment: str, url: str, key: str | None) -> None:
+            _person(what, alert_key, comment, url, key)
+
+        return cmd
+
+    alerts.command(_what, help=_help)(_make(_what))
+
+
+@alerts.command("silence")
+@click.option("--rule", default=None, help="alert name to silence")
+@click.option("--match", "matches", multiple=True, help="LABEL=VALUE (repeatable)")
+@click.option("--for", "duration", default="1h", show_default=True, help="e.g. 30m, 2h, 1d")
+@click.option("--comment", default="")
+@_url
+@_key
+def alerts_silence(rule: str | None, matches: tuple[str, ...], duration: str, comment: str,
+                   url: str, key: str | None) -> None:
+    """Suppress a rule or a label match, in both sources, until it expires."""
+    matchers = {}
+    for m in matches:
+        k, sep, v = m.partition("=")
+        if not sep or not k:
+            click.echo(f"error: --match {m!r} must be LABEL=VALUE", err=True)
+            sys.exit(2)
+        matchers[k] = v
+    doc = admin_request(url, key, "POST", "/gateway/alerts/silences",
+                        content=orjson.dumps({"rule": rule, "matchers": matchers,
+                                              "duration": duration, "comment": comment}))
+    s = doc.get("silence", {})
+    click.echo(f"silence #{s.get('id')} by {s.get('actor')} until {_ts(s.get('expires_ts'))}")
+
+
 @click.group()
 def overrides() -> None:
     """Runtime policy overrides made by runbooks: list them, clear them."""
+
+
+@overrides.command("list")
+@_url
+@_key
+@_json
+def overrides_list(url: str, key: str | None, as_json: bool) -> None:
+    """Active overrides, each with the YAML diff that makes it permanent."""
+    rows = admin_request(url, key, "GET", "/gateway/overrides").get("overrides", [])
+    if as_json:
+        _dump(rows)
+        return
+    if not rows:
+        click.echo("no overrides in force")
+        return
+    for o in rows:
+        click.echo(f"#{o['id']} {o['kind']} {o.get('target') or ''}={o['value']} by "
+                   f"{o.get('actor')} at {_ts(o.get('created_ts'))} (alert {o.get('alert_key')})")
+        if o.get("yaml_diff"):
+            click.echo(o["yaml_diff"].rstrip())
+
+
+@overrides.command("clear")
+@click.argument("override_id", required=False, type=int)
+@click.option("--all", "clear_all", is_flag=True, help="clear every active override")
+@_url
+@_key
+def overrides_clear(override_id: int | None, clear_all: bool, url: str, key: str | None) -> None:
+    """Clear one override (or --all): every replica is back on the repository config (admin)."""
+    if (override_id is None) == (not clear_all):
+        click.echo("error: give an override id or --all", err=True)
+        sys.exit(2)
+    path = "/gateway/overrides" + ("" if clear_all else f"/{override_id}")
+    doc = admin_request(url, key, "DELETE", path)
+    click.echo(f"cleared {doc.get('cleared', 0)} override(s)")

@@ -411,6 +411,15 @@ async def run_up(opts: UpOptions, ready: asyncio.Event | None = None) -> None:
             stack.push_async_callback(pgw.close)
             pgw.kill_hooks.append(workflow_kill_hook(client))
             pgw.session_workflows = TemporalSessions(client, opts.task_queue)
+            wgw.kill_hooks.append(workflow_kill_hook(client))  # runbook kills reach workflows
+            from alerts.hub import AlertHub
+
+            # Both runtimes raise embedded alerts (one runbook per alert: Temporal dedups);
+            # the proxy's hub also watches breakers, the ledger and the top-N session gauge.
+            wgw.alerts = AlertHub(wgw, client, opts.task_queue)
+            pgw.alerts = AlertHub(pgw, client, opts.task_queue)
+            pgw.alerts.start()
+            stack.push_async_callback(pgw.alerts.close)
             pgw.session_status_hooks = [workflow_status_hook(client)]  # type: ignore[attr-defined]
 
             register_demo_tools()

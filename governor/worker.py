@@ -7,9 +7,11 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities import runbook as runbook_activities
 from activities import session_activities
 from activities.gateway import Gateway
 from workflows.baseline import BaselineWorkflow
+from workflows.runbook import RunbookWorkflow
 from workflows.session import SessionWorkflow
 
 DEFAULT_TASK_QUEUE = "governor-sessions"
@@ -27,11 +29,12 @@ def build_worker(
     The heartbeat throttle is short so a kill reaches an in-flight LLM activity within a second.
     """
     session_activities.set_gateway(gateway)
+    runbook_activities.set_gateway(gateway)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[SessionWorkflow, BaselineWorkflow],
-        activities=session_activities.ALL_ACTIVITIES,
+        workflows=[SessionWorkflow, BaselineWorkflow, RunbookWorkflow],
+        activities=[*session_activities.ALL_ACTIVITIES, *runbook_activities.ALL_ACTIVITIES],
         max_concurrent_activities=max_concurrent_activities,
         max_heartbeat_throttle_interval=timedelta(seconds=session_activities.HEARTBEAT_EVERY),
         default_heartbeat_throttle_interval=timedelta(seconds=session_activities.HEARTBEAT_EVERY),

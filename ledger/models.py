@@ -195,6 +195,91 @@ class LimitCounterRecord(SQLModel, table=True):
     used: float = 0.0
     last_grant: float = 0.0
     expires_at: float  # the window's end: the row can go once it has passed
+class AlertRecord(SQLModel, table=True):
+    """One runbook run of one alert: `alert_key` is the deduplication key (rule + identifying
+    labels), `run_id` the Temporal run; `summary` ends as who did what."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_key", "alert_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(unique=True)
+    alert_key: str
+    name: str
+    labels: str = "{}"  # JSON
+    sources: str = ""  # comma-separated: embedded, alertmanager
+    severity: str = ""
+    status: str = "firing"  # firing | resolved | closed
+    opened_ts: float
+    updated_ts: float
+    closed_ts: float | None = None
+    repeats: int = 0
+    incident: str | None = None
+    summary: str = ""
+
+
+class RunbookStepRecord(SQLModel, table=True):
+    """One thing that happened in a runbook: a step waiting, approved, done, escalated …"""
+
+    __tablename__ = "runbook_steps"
+    __table_args__ = (
+        UniqueConstraint("run_id", "step", "phase", name="uq_runbook_step_once"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str
+    alert_key: str
+    step: int
+    action: str
+    phase: str  # waiting | approved | acknowledged | escalated | timed_out | done | failed
+    actor: str = ""
+    result: str = ""
+    ts: float
+
+
+class SilenceRecord(SQLModel, table=True):
+    """Suppresses a rule or a label match, in both alert sources, until `expires_ts`."""
+
+    __tablename__ = "silences"
+
+    id: int | None = Field(default=None, primary_key=True)
+    rule: str | None = None
+    matchers: str = "{}"  # JSON
+    expires_ts: float
+    actor: str
+    comment: str = ""
+    created_ts: float
+
+
+class OverrideRecord(SQLModel, table=True):
+    """A runtime policy override a runbook made; every replica applies the active ones."""
+
+    __tablename__ = "overrides"
+
+    id: int | None = Field(default=None, primary_key=True)
+    idem_key: str = Field(unique=True)  # alert run + step: a retried activity adds it once
+    kind: str  # guardrail_mode | budget_behaviour | require_project_header
+    target: str = ""
+    value: str = ""
+    actor: str = ""
+    alert_key: str = ""
+    yaml_diff: str = ""
+    created_ts: float
+    cleared_ts: float | None = None
+    cleared_by: str | None = None
+
+
+class NotificationRecord(SQLModel, table=True):
+    """A delivered notification; `idem_key` (alert run + step + target) makes it recognisable."""
+
+    __tablename__ = "notifications"
+
+    id: int | None = Field(default=None, primary_key=True)
+    idem_key: str = Field(unique=True)
+    target: str
+    ok: bool = True
+    detail: str = ""
+    ts: float
 
 
 def _table(model: type[SQLModel]) -> Table:
@@ -209,6 +294,11 @@ KILLS = _table(KillRecord)
 BUDGET_ALERTS = _table(BudgetAlertRecord)
 GUARDRAIL_EVENTS = _table(GuardrailEventRecord)
 LIMIT_COUNTERS = _table(LimitCounterRecord)
+ALERTS = _table(AlertRecord)
+RUNBOOK_STEPS = _table(RunbookStepRecord)
+SILENCES = _table(SilenceRecord)
+OVERRIDES = _table(OverrideRecord)
+NOTIFICATIONS = _table(NotificationRecord)
 
 LEDGER_TABLES: tuple[Table, ...] = (
     CALLS,
@@ -219,4 +309,9 @@ LEDGER_TABLES: tuple[Table, ...] = (
     SESSION_OWNERS,
     STREAM_STARTS,
     LIMIT_COUNTERS,
+    ALERTS,
+    RUNBOOK_STEPS,
+    SILENCES,
+    OVERRIDES,
+    NOTIFICATIONS,
 )

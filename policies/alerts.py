@@ -201,6 +201,9 @@ class NotificationTarget(_Strict):
     name: str = Field(min_length=1)
     url: str | None = None
     url_env: str | None = None
+    # Alert rules this target hears without the rule naming it (`*`: every rule), so the seed's
+    # rules page someone while its file stays unchanged.
+    alerts: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _one(self) -> NotificationTarget:
@@ -401,6 +404,10 @@ def rules_of(extra: Mapping[str, Sequence[BaseModel]]) -> tuple[AlertRule, ...]:
     """Every alert rule of a config (`GatewayConfig.extra`), plus the built-in self-health rules."""
     docs = [d for d in extra.get(KIND, ()) if isinstance(d, AlertRulesConfig)]
     return effective_rules(docs)
+
+
+def subscribed_targets(extra: Mapping[str, Sequence[BaseModel]], rule: str) -> tuple[str, ...]:
+    return tuple(t.name for t in targets_of(extra).values() if rule in t.alerts or "*" in t.alerts)
 
 
 def targets_of(extra: Mapping[str, Sequence[BaseModel]]) -> dict[str, NotificationTarget]:

@@ -64,7 +64,11 @@ async def _dispatch(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> 
     method, path = scope["method"], scope["path"]
     parts = [unquote(p) for p in path.strip("/").split("/")]
     # /gateway/sessions/{id}/kill, /gateway/sessions/{id}, /gateway/sessions, /gateway/config/reload
-    if len(parts) == 4 and parts[1] == "sessions" and parts[3] == "kill":
+    if len(parts) >= 2 and parts[1] in ("alerts", "overrides"):
+        from proxy.alert_routes import handle_alert_routes
+
+        await handle_alert_routes(gw, parts, scope, receive, send)
+    elif len(parts) == 4 and parts[1] == "sessions" and parts[3] == "kill":
         if method not in ("PUT", "POST"):
             raise Refusal(405, "method_not_allowed", "use PUT /gateway/sessions/{id}/kill")
         actor = require_admin(gw, scope)

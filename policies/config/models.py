@@ -369,6 +369,9 @@ class Settings(_Strict):
     metrics_public: bool = False
     metrics_token_hash: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
     metrics_label_allowlist: list[str] = Field(default_factory=list, max_length=1000)
+    # Sessions on governor_session_tokens_per_hour (top N above their baseline): the one metric
+    # with a session id, bounded by this N (for the runaway_agent rule in Prometheus).
+    alert_top_sessions: int = Field(default=20, ge=0, le=1000)
 
 
 KINDS: dict[str, type[BaseModel]] = {

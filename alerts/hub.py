@@ -1,0 +1,348 @@
+"""Where alerts from both sources meet: silences, deduplication, the runbook workflow.
+
+The embedded source (Governor's own signals: loop detector, budget thresholds, guardrail events,
+untagged spend, breakers, ledger health) calls the `on_*` methods on the request path: each is a
+few dict operations, and any Temporal call happens in a background task. Alertmanager's webhook
+calls `fire_async` / `resolve_async`. Both compute the same deduplication key and
+signal-with-start the `RunbookWorkflow` whose id is that key, so one alert runs one runbook
+however many times and from however many sources it fires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from activities.metrics import budget_scope_label
+from ledger.alert_store import active_silences, add_silence
+from policies.alerts import (
+    AlertRule,
+    Silence,
+    dedup_key,
+    guardrail_class,
+    rules_of,
+    silenced,
+    subscribed_targets,
+)
+from policies.breaker import phase as breaker_phase
+from policies.loops import is_repeating, token_rate
+
+if TYPE_CHECKING:
+    from activities.gateway import Gateway
+    from activities.loop_guard import LoopVerdict
+    from policies.config.models import Budget
+    from policies.identity import Identity
+
+log = logging.getLogger("governor.alerts")
+
+COALESCE_SECONDS = 5.0  # one signal per alert key per this many seconds from the hot path
+_TYPE_FILTER = re.compile(r"""type\s*=\s*['"](\w+)['"]""")
+
+
+@dataclass
+class FireResult:
+    key: str
+    run_id: str | None = None
+    silenced_by: int | None = None
+    rule_known: bool = True
+
+
+@dataclass
+class AlertHub:
+    gw: Gateway
+    client: Any  # temporalio.client.Client
+    task_queue: str
+    auto_resolve_seconds: float = 3600.0
+    silences: list[Silence] = field(default_factory=list)
+    _rules_for: object = None
+    _rules: dict[str, AlertRule] = field(default_factory=dict)
+    _by_signal: dict[str, list[AlertRule]] = field(default_factory=dict)
+    _recent: dict[str, float] = field(default_factory=dict)
+    _budget_fired: set[tuple[str, str, float]] = field(default_factory=set)
+    _untagged: tuple[int, float, bool] = (0, 0.0, False)
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _backlog: list[int] = field(default_factory=list)
+    _gauged: set[tuple[str, str]] = field(default_factory=set)
+    _silences_at: float = -1e9
+
+    # Rules -----------------------------------------------------------------------------------
+
+    def rules(self) -> dict[str, AlertRule]:
+        cfg = self.gw.base_config or self.gw.config
+        if self._rules_for is not cfg.extra:
+            rules = rules_of(cfg.extra)
+            self._rules = {r.name: r for r in rules}
+            by: dict[str, list[AlertRule]] = {}
+            for r in rules:
+                by.setdefault(r.embedded_source.signal, []).append(r)
+            self._by_signal = by
+            self._rules_for = cfg.extra
+        return self._rules
+
+    def _signal(self, name: str) -> list[AlertRule]:
+        self.rules()
+        return self._by_signal.get(name, [])
+
+    # Firing ----------------------------------------------------------------------------------
+
+    def fire(self, name: str, labels: dict[str, str], source: str = "embedded",
+             confident: bool | None = None) -> None:
+        """Non-blocking (request path): coalesced per key, started in the background."""
+        rule = self.rules().get(name)
+        if rule is None:
+            return
+        key = dedup_key(rule, labels)
+        now = time.monotonic()
+        last = self._recent.get(key)
+        if last is not None and now - last < COALESCE_SECONDS:
+            return
+        if len(self._recent) > 10_000:
+            self._recent.clear()
+        self._recent[key] = now
+        self._spawn(self.fire_async(name, labels, source, confident))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, t: asyncio.Task[Any]) -> None:
+        self._tasks.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            log.warning("alert not started: %s", type(t.exception()).__name__)
+
+    async def fire_async(self, name: str, labels: dict[str, str], source: str,
+                         confident: bool | None = None) -> FireResult:
+        from temporalio.common import WorkflowIDReusePolicy
+
+        from workflows.runbook import RunbookWorkflow
+        from workflows.runbook_models import RunbookInput, Seen
+
+        rule = self.rules().get(name)
+        known = rule is not None
+        if rule is None:  # an Alertmanager alert Governor has no rule for: notify + acknowledge
+            rule = AlertRule(name=name if re.match(r"^\w+$", name) else "external",
+                             query="(external)", identify=tuple(sorted(labels)))
+        labels = {k: v for k, v in labels.items() if isinstance(v, str)}
+        key = dedup_key(rule, labels)
+        if time.monotonic() - self._silences_at > 1.0:
+            try:
+                await self.refresh_silences()
+            except Exception as exc:  # the ledger is down: the last known silences hold
+                log.warning("silences not refreshed: %s", type(exc).__name__)
+        s = silenced(self.silences, rule.name, labels, time.time())
+        if s is not None:
+            log.info("alert %s silenced by silence #%d (%s)", key, s.id, s.actor)
+            return FireResult(key, silenced_by=s.id, rule_known=known)
+        if confident is None:
+            confident = self._confidence(rule, labels)
+        if not rule.notify:
+            subscribed = subscribed_targets(self.gw.config.extra, rule.name)
+            if subscribed:
+                rule = rule.model_copy(update={"notify": subscribed})
+        inp = RunbookInput(key=key, rule=rule, labels=labels, source=source, confident=confident,
+                           auto_resolve_seconds=self.auto_resolve_seconds)
+        handle = await self.client.start_workflow(
+            RunbookWorkflow.run, inp, id=key, task_queue=self.task_queue,
+            start_signal="seen", start_signal_args=[Seen(source=source)],
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        )
+        return FireResult(key, run_id=handle.result_run_id, rule_known=known)
+
+    async def resolve_async(self, name: str, labels: dict[str, str], source: str) -> str | None:
+        from temporalio.service import RPCError
+
+        from workflows.runbook import RunbookWorkflow
+        from workflows.runbook_models import Seen
+
+        rule = self.rules().get(name) or AlertRule(
+            name=name if re.match(r"^\w+$", name) else "external", query="(external)",
+            identify=tuple(sorted(labels)))
+        key = dedup_key(rule, labels)
+        try:
+            await self.client.get_workflow_handle(key).signal(RunbookWorkflow.resolved,
+                                                              Seen(source=source))
+        except RPCError:
+            return None  # no runbook running for it: nothing to resolve
+        return key
+
+    def _confidence(self, rule: AlertRule, labels: dict[str, str]) -> bool:
+        """A runaway session's kill runs alone when the evidence is a repeated prompt or a
+        baseline backed by enough sessions (a trusted p95), never on the default baseline."""
+        ev = labels.get("evidence")
+        if ev in ("repeat", "trusted_baseline"):
+            return True
+        sid = labels.get("session_id")
+        settings = self.gw.config.settings
+        tr = self.gw.loop_guard.sessions.get(sid or "")
+        if tr is not None and is_repeating(list(tr.prompts), settings.loop_repeat_threshold):
+            return True
+        _, n = self.gw.loop_guard.baselines.get(labels.get("workflow_tag"))
+        return n >= settings.loop_min_sessions
+
+    # Silences --------------------------------------------------------------------------------
+
+    async def add_silence(self, rule: str | None, matchers: dict[str, str], seconds: float,
+                          actor: str, comment: str) -> Silence:
+        now = time.time()
+        rec = await add_silence(self.gw.store, rule=rule, matchers=matchers,
+                                expires_ts=now + seconds, actor=actor, comment=comment, ts=now)
+        s = _silence(rec)
+        self.silences = [*self.silences, s]
+        return s
+
+    async def refresh_silences(self) -> None:
+        self.silences = [_silence(r) for r in await active_silences(self.gw.store, time.time())]
+        self._silences_at = time.monotonic()
+
+    # Embedded signals (request path: cheap, never blocking) ---------------------------------
+
+    def on_loop(self, v: LoopVerdict, ident: Identity | None) -> None:
+        for rule in self._signal("loop_detector"):
+            labels = {"session_id": v.session_id, "evidence": v.kind}
+            if ident is not None:
+                labels.update(workflow_tag=ident.workflow_tag or "", team=ident.team,
+                              project=ident.project)
+                if v.kind == "rate":
+                    _, n = self.gw.loop_guard.baselines.get(ident.workflow_tag)
+                    trusted = n >= self.gw.config.settings.loop_min_sessions
+                    labels["evidence"] = "trusted_baseline" if trusted else "default_baseline"
+            self.fire(rule.name, labels)
+
+    def on_budget(self, budget: Budget, window_start: float, pct: float) -> None:
+        for rule in self._signal("budget_used_pct"):
+            t = rule.embedded_source.threshold
+            if t is None or pct <= t:
+                continue
+            scope = budget_scope_label(budget)
+            if "scope='project'" in rule.query.replace('"', "'") and scope != "project":
+                continue  # the rule selects project budgets only, as its query does
+            mark = (rule.name, budget.id, window_start)
+            if mark in self._budget_fired:
+                continue
+            self._budget_fired.add(mark)
+            labels = {"budget": budget.id, "scope": scope}
+            project = budget.scope.metadata.get("project")
+            if project:
+                labels["project"] = project
+            self.fire(rule.name, labels)
+
+    def on_guardrail(self, detector: str, kind: str, hook: str, action: str,
+                     metadata: dict[str, Any]) -> None:
+        if action != "allowed":
+            return
+        cls = guardrail_class(detector)
+        for rule in self._signal("guardrail_allowed"):
+            m = _TYPE_FILTER.search(rule.query)
+            if (m.group(1) if m else "secret") != cls:
+                continue
+            self.fire(rule.name, {"project": str(metadata.get("project") or "UNTAGGED"),
+                                  "type": cls, "kind": kind, "hook": hook})
+
+    def on_spend(self, project: str, cost_usd: float, now: float) -> None:
+        if not cost_usd or project != self.gw.config.settings.untagged_project:
+            return
+        day = int(now // 86400)
+        d, total, fired = self._untagged
+        if d != day:
+            total, fired = 0.0, False
+        total += cost_usd
+        self._untagged = (day, total, fired)
+        if fired:
+            return
+        for rule in self._signal("untagged_spend"):
+            t = rule.embedded_source.threshold
+            if t is not None and total > t:
+                self._untagged = (day, total, True)
+                self.fire(rule.name, {"project": project})
+
+    # Background: health, breakers, top-N sessions, silences ----------------------------------
+
+    def start(self) -> None:
+        self._spawn(self._run())
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            try:
+                await t
+            except BaseException:
+                pass
+
+    async def _run(self) -> None:
+        n = 0
+        while True:
+            try:
+                await self.tick(n)
+            except Exception as exc:
+                log.warning("alert health tick failed: %s", type(exc).__name__)
+            n += 1
+            await asyncio.sleep(1.0)
+
+    async def tick(self, n: int) -> None:
+        gw = self.gw
+        now = time.time()
+        try:
+            await self.refresh_silences()
+            gw.metrics.ledger_up.set(1)
+        except Exception:
+            gw.metrics.ledger_up.set(0)
+            for rule in self._signal("ledger_unreachable"):
+                self.fire(rule.name, {})
+        for vm in gw.config.virtual_models.values():
+            for r in (*vm.rules, ):
+                t = r.target
+                st = gw.router.breakers.get(t.key)
+                is_open = st is not None and breaker_phase(st, vm.circuit_breaker, now) == "open"
+                gw.metrics.child(gw.metrics.breaker_open, t.key).set(1 if is_open else 0)
+                if is_open:
+                    for rule in self._signal("breaker_open"):
+                        self.fire(rule.name, {"target": t.key})
+        pending = gw.writer.pending_count
+        self._backlog = [*self._backlog[-4:], pending]
+        for rule in self._signal("journal_backlog"):
+            t = rule.embedded_source.threshold or 10_000
+            b = self._backlog
+            if pending > t and len(b) >= 3 and b[-1] > b[-2] > b[-3]:
+                self.fire(rule.name, {})
+        if n % 5 == 0:
+            self.update_session_gauges(now)
+
+    def update_session_gauges(self, now: float) -> None:
+        """Top-N sessions above their baseline, for the runaway_agent rule in Prometheus."""
+        gw, settings = self.gw, self.gw.config.settings
+        rows = []
+        for sid, tr in gw.loop_guard.sessions.items():
+            tag = tr.workflow_tag
+            rate = token_rate(tr.events, now, settings.loop_window_seconds)
+            p95, count = gw.loop_guard.baselines.get(tag)
+            base = p95 if p95 is not None and count >= settings.loop_min_sessions else (
+                settings.loop_default_baseline_tokens_per_hour)
+            if rate > base:
+                rows.append((rate / base, sid, tag or "", rate, base))
+        rows.sort(reverse=True)
+        top = rows[: settings.alert_top_sessions]
+        keep = {(sid, tag): (rate, base) for _, sid, tag, rate, base in top}
+        m = gw.metrics
+        for labels in self._gauged - set(keep):
+            for g in (m.session_rate, m.session_baseline):
+                try:
+                    g.remove(*labels)
+                except KeyError:
+                    pass
+        for (sid, tag), (rate, base) in keep.items():
+            m.session_rate.labels(sid, tag).set(rate)
+            m.session_baseline.labels(sid, tag).set(base)
+        self._gauged = set(keep)
+
+
+def _silence(rec: Any) -> Silence:
+    return Silence(id=rec.id or 0, rule=rec.rule, matchers=orjson.loads(rec.matchers),
+                   expires_ts=rec.expires_ts, actor=rec.actor, comment=rec.comment)

@@ -1,0 +1,242 @@
+"""Alerts, runbook steps, silences, runtime overrides and notifications in the ledger database.
+
+Every write is idempotent on a natural key (a run id, run+step+phase, an idempotency key), so a
+retried Temporal activity or a second replica writes each fact once. Kept beside `LedgerStore`,
+whose connection and dialect handling it reuses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+
+from ledger.models import (
+    ALERTS,
+    NOTIFICATIONS,
+    OVERRIDES,
+    RUNBOOK_STEPS,
+    SILENCES,
+    AlertRecord,
+    OverrideRecord,
+    RunbookStepRecord,
+    SilenceRecord,
+)
+from ledger.store import LedgerStore
+
+
+def _json(v: Any) -> str:
+    return orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()
+
+
+async def open_alert(
+    store: LedgerStore,
+    *,
+    run_id: str,
+    alert_key: str,
+    name: str,
+    labels: dict[str, str],
+    source: str,
+    severity: str,
+    ts: float,
+) -> None:
+    """The alert row of one runbook run (first call wins)."""
+    q = (
+        store._insert(ALERTS)
+        .values(
+            run_id=run_id,
+            alert_key=alert_key,
+            name=name,
+            labels=_json(labels),
+            sources=source,
+            severity=severity,
+            status="firing",
+            opened_ts=ts,
+            updated_ts=ts,
+            repeats=0,
+            summary="",
+        )
+        .on_conflict_do_nothing(index_elements=["run_id"])
+    )
+    async with store._connect(write=True) as conn:
+        await conn.execute(q)
+
+
+async def update_alert(store: LedgerStore, run_id: str, ts: float, **values: Any) -> None:
+    allowed = {"status", "closed_ts", "repeats", "incident", "summary", "sources"}
+    bad = set(values) - allowed
+    if bad:
+        raise ValueError(f"cannot update alert columns {sorted(bad)}")
+    q = ALERTS.update().where(ALERTS.c.run_id == run_id).values(updated_ts=ts, **values)
+    async with store._connect(write=True) as conn:
+        await conn.execute(q)
+
+
+async def record_step(
+    store: LedgerStore,
+    *,
+    run_id: str,
+    alert_key: str,
+    step: int,
+    action: str,
+    phase: str,
+    actor: str,
+    result: str,
+    ts: float,
+) -> bool:
+    """True when this (run, step, phase) is new."""
+    q = (
+        store._insert(RUNBOOK_STEPS)
+        .values(
+            run_id=run_id,
+            alert_key=alert_key,
+            step=step,
+            action=action,
+            phase=phase,
+            actor=actor,
+            result=result[:2000],
+            ts=ts,
+        )
+        .on_conflict_do_nothing(index_elements=["run_id", "step", "phase"])
+        .returning(RUNBOOK_STEPS.c.id)
+    )
+    async with store._connect(write=True) as conn:
+        return (await conn.execute(q)).first() is not None
+
+
+async def list_alerts(
+    store: LedgerStore, *, status: str | None = None, key: str | None = None, limit: int = 100
+) -> list[AlertRecord]:
+    q = select(ALERTS)
+    if status is not None:
+        q = q.where(ALERTS.c.status == status)
+    if key is not None:
+        q = q.where(ALERTS.c.alert_key == key)
+    q = q.order_by(ALERTS.c.opened_ts.desc(), ALERTS.c.id.desc()).limit(limit)
+    return [AlertRecord(**m) for m in await store._fetch(q)]
+
+
+async def steps_of(store: LedgerStore, run_id: str) -> list[RunbookStepRecord]:
+    q = (
+        select(RUNBOOK_STEPS)
+        .where(RUNBOOK_STEPS.c.run_id == run_id)
+        .order_by(RUNBOOK_STEPS.c.ts, RUNBOOK_STEPS.c.id)
+    )
+    return [RunbookStepRecord(**m) for m in await store._fetch(q)]
+
+
+# Silences -------------------------------------------------------------------------------------
+
+
+async def add_silence(
+    store: LedgerStore,
+    *,
+    rule: str | None,
+    matchers: dict[str, str],
+    expires_ts: float,
+    actor: str,
+    comment: str,
+    ts: float,
+) -> SilenceRecord:
+    q = (
+        store._insert(SILENCES)
+        .values(
+            rule=rule,
+            matchers=_json(matchers),
+            expires_ts=expires_ts,
+            actor=actor,
+            comment=comment,
+            created_ts=ts,
+        )
+        .returning(*SILENCES.c)
+    )
+    async with store._connect(write=True) as conn:
+        row = (await conn.execute(q)).mappings().one()
+    return SilenceRecord(**row)
+
+
+async def active_silences(store: LedgerStore, now: float) -> list[SilenceRecord]:
+    q = select(SILENCES).where(SILENCES.c.expires_ts > now).order_by(SILENCES.c.id)
+    return [SilenceRecord(**m) for m in await store._fetch(q)]
+
+
+# Overrides ------------------------------------------------------------------------------------
+
+
+async def add_override(
+    store: LedgerStore,
+    *,
+    idem_key: str,
+    kind: str,
+    target: str,
+    value: str,
+    actor: str,
+    alert_key: str,
+    yaml_diff: str,
+    ts: float,
+) -> tuple[OverrideRecord, bool]:
+    """Add once per idempotency key; returns the record and whether it is new."""
+    q = (
+        store._insert(OVERRIDES)
+        .values(
+            idem_key=idem_key,
+            kind=kind,
+            target=target,
+            value=value,
+            actor=actor,
+            alert_key=alert_key,
+            yaml_diff=yaml_diff,
+            created_ts=ts,
+        )
+        .on_conflict_do_nothing(index_elements=["idem_key"])
+        .returning(*OVERRIDES.c)
+    )
+    async with store._connect(write=True) as conn:
+        row = (await conn.execute(q)).mappings().first()
+        created = row is not None
+        if row is None:
+            sel = select(OVERRIDES).where(OVERRIDES.c.idem_key == idem_key)
+            row = (await conn.execute(sel)).mappings().one()
+    return OverrideRecord(**row), created
+
+
+async def active_overrides(store: LedgerStore) -> list[OverrideRecord]:
+    q = select(OVERRIDES).where(OVERRIDES.c.cleared_ts.is_(None)).order_by(OVERRIDES.c.id)
+    return [OverrideRecord(**m) for m in await store._fetch(q)]
+
+
+async def clear_overrides(
+    store: LedgerStore, *, actor: str, ts: float, override_id: int | None = None
+) -> int:
+    """Clear one override (by id) or every active one; returns how many were cleared."""
+    q = OVERRIDES.update().where(OVERRIDES.c.cleared_ts.is_(None))
+    if override_id is not None:
+        q = q.where(OVERRIDES.c.id == override_id)
+    q = q.values(cleared_ts=ts, cleared_by=actor)
+    async with store._connect(write=True) as conn:
+        return int((await conn.execute(q)).rowcount)
+
+
+# Notifications --------------------------------------------------------------------------------
+
+
+async def notification_sent(store: LedgerStore, idem_key: str) -> bool:
+    q = select(NOTIFICATIONS.c.id).where(
+        NOTIFICATIONS.c.idem_key == idem_key, NOTIFICATIONS.c.ok.is_(True)
+    )
+    return bool(await store._fetch(q))
+
+
+async def record_notification(
+    store: LedgerStore, *, idem_key: str, target: str, ok: bool, detail: str, ts: float
+) -> None:
+    ins = store._insert(NOTIFICATIONS).values(
+        idem_key=idem_key, target=target, ok=ok, detail=detail[:500], ts=ts
+    )
+    q = ins.on_conflict_do_update(
+        index_elements=["idem_key"], set_={"ok": ins.excluded.ok, "detail": ins.excluded.detail,
+                                           "ts": ins.excluded.ts}
+    )
+    async with store._connect(write=True) as conn:
+        await conn.execute(q)

@@ -1,0 +1,390 @@
+"""Alerts run their runbooks: the seed's rules, both sources, one RunbookWorkflow per alert.
+
+Real parts throughout: the Temporal dev server, a worker, two proxy replicas on one SQLite ledger
+(one with the alert hub, one without: "every replica"), Apprise delivering to a webhook receiver
+on loopback; the LLM provider is the simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import textwrap
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import runbook as runbook_activities
+from activities.config_source import load_config_dir
+from activities.gateway import Gateway
+from activities.guardrails import merged_config
+from alerts.hub import AlertHub
+from ledger.alert_store import list_alerts, steps_of
+from policies.alerts import AlertRule, dedup_key
+from simulator import SimServer
+from tests.support.servers import InProcessProxy
+from tests.support.webhook import WebhookReceiver
+from workflows.runbook import RunbookWorkflow
+
+REPO = Path(__file__).resolve().parents[2]
+SEED = REPO.parent / "shared" / "seeds" / "yaml" / "tfy-ai-alerts.yaml"
+QUEUE = "governor-runbook-test"
+DEV, ONCALL, ADMIN = "gk-dev-developer", "gk-dev-oncall", "gk-dev-admin"
+AWS = "AKIAQ4T7W2X9Y3Z5B8C6"
+
+GATEWAY = """\
+type: gateway-settings
+name: runbook-test
+loop_repeat_threshold: 3
+loop_action: alert          # the runbook does the kill
+budget_sync_seconds: 1
+"""
+GUARDRAILS = """\
+type: gateway-guardrails-config
+name: audit-only
+rules:
+  - id: secrets-audit-input
+    hooks: [request-input]
+    detectors: [secrets]
+    mode: validate
+    on_match: allow          # the audit-only rollout secret_leaked watches for
+"""
+BUDGETS = """\
+type: gateway-budget-config
+name: runbook-budgets
+budgets:
+  - id: rb-budget
+    scope: {metadata: {X-Governor-Project: rb-budget}}
+    ceiling_usd: 0.0000001
+    window: monthly
+    alerts: [{at_pct: 90, notify: [budget-hook]}]
+    on_exceed: hard_block
+"""
+
+
+def targets(hook: WebhookReceiver) -> str:
+    return textwrap.dedent(f"""\
+        type: gateway-notification-targets
+        targets:
+          - {{name: oncall-hook, url: "{hook.url('oncall')}", alerts: ["*"]}}
+          - {{name: budget-hook, url: "{hook.url('budget')}"}}
+        """)
+
+
+@dataclass
+class Rig:
+    a: InProcessProxy  # replica with the alert hub
+    b: InProcessProxy  # another replica, no hub
+    worker_gw: Gateway
+    client: Client
+    hook: WebhookReceiver
+
+    @property
+    def hub(self) -> AlertHub:
+        assert self.a.gw is not None
+        hub = self.a.gw.alerts
+        assert isinstance(hub, AlertHub)
+        return hub
+
+
+@pytest.fixture(scope="module")
+async def rig(client: Client, sim: SimServer,
+              tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
+    if not SEED.exists():
+        pytest.skip("the seed alerts file is not present")
+    hook = await WebhookReceiver().start()
+    root = tmp_path_factory.mktemp("runbook")
+    cfg = root / "config"
+    shutil.copytree(REPO / "examples" / "config", cfg)
+    (cfg / "gateway.yaml").write_text(GATEWAY)
+    (cfg / "guardrails.yaml").write_text(GUARDRAILS)
+    (cfg / "zz-budgets.yaml").write_text(BUDGETS)
+    (cfg / "notify.yaml").write_text(targets(hook))
+    shutil.copy(SEED, cfg / "tfy-ai-alerts.yaml")
+    os.environ["GOVERNOR_SIM_URL"] = sim.base_url
+    ledger = f"sqlite:///{root / 'ledger.db'}"
+    wgw = await Gateway.open(load_config_dir(cfg), ledger, root / "journal-worker",
+                             path="workflow", config_dir=cfg)
+    runbook_activities.set_gateway(wgw)
+    worker = Worker(client, task_queue=QUEUE, workflows=[RunbookWorkflow],
+                    activities=runbook_activities.ALL_ACTIVITIES)
+    a = await InProcessProxy(cfg, root, sim.base_url, ledger_url=ledger, replica="a").start()
+    b = await InProcessProxy(cfg, root, sim.base_url, ledger_url=ledger, replica="b").start()
+    assert a.gw is not None
+    a.gw.alerts = AlertHub(a.gw, client, QUEUE)
+    a.gw.alerts.start()
+    async with worker:
+        yield Rig(a, b, wgw, client, hook)
+    await a.gw.alerts.close()
+    await a.stop()
+    await b.stop()
+    await wgw.close()
+    await hook.stop()
+
+
+async def chat(p: InProcessProxy, content: str, key: str = DEV, **headers: str) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=30) as c:
+        return await c.post(p.base_url + "/v1/chat/completions",
+                            headers={"Authorization": f"Bearer {key}", **headers},
+                            json={"model": "support-cheap",
+                                  "messages": [{"role": "user", "content": content}]})
+
+
+async def admin(p: InProcessProxy, method: str, path: str, key: str = ONCALL,
+                body: Any = None) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=30) as c:
+        return await c.request(method, p.base_url + path, json=body,
+                               headers={"Authorization": f"Bearer {key}"})
+
+
+async def until(pred: Any, what: str, within: float = 30.0, every: float = 0.05) -> Any:
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        got = await pred()
+        if got:
+            return got
+        await asyncio.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def am_payload(status: str, *alerts: dict[str, str]) -> dict[str, Any]:
+    """Alertmanager's webhook payload, version 4 (labels as Prometheus adds them)."""
+    return {
+        "version": "4", "status": status, "receiver": "governor", "groupKey": "{}:{}",
+        "truncatedAlerts": 0, "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": [{"status": status, "labels": {**a, "instance": "10.0.0.7:8080",
+                                                  "job": "governor", "cluster": "eu-1"},
+                    "annotations": {}, "startsAt": "2026-11-29T00:00:00Z",
+                    "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prom/graph",
+                    "fingerprint": uuid.uuid4().hex[:16]} for a in alerts],
+    }
+
+
+async def test_looping_session_is_killed_by_its_runbook_on_every_replica_and_alertmanager_joins(
+    rig: Rig,
+) -> None:
+    sid = f"rb-loop-{uuid.uuid4().hex[:8]}"
+    h = {"X-Governor-Session-ID": sid, "X-Governor-Project": "rb-loop",
+         "X-Governor-Workflow-Tag": "rb-tag"}
+    for _ in range(3):  # the same prompt three times: the repeat evidence
+        r = await chat(rig.a, "summarise the ticket again", **h)
+        assert r.status_code == 200, r.text
+
+    async def refused_on_b() -> bool:
+        r = await chat(rig.b, "one more", **h)
+        return r.status_code == 403 and "session_killed" in r.text
+
+    await until(refused_on_b, "the runbook's kill to reach the other replica")
+    key = dedup_key(AlertRule(name="runaway_agent", query="x"), {"session_id": sid})
+    assert rig.a.gw is not None
+    rows = await list_alerts(rig.a.gw.store, key=key)
+    assert len(rows) == 1 and rows[0].name == "runaway_agent"
+    steps = await until(lambda: _steps_done(rig, rows[0].run_id, 3), "three steps done")
+    kill = next(s for s in steps if s.action == "kill_session" and s.phase == "done")
+    assert kill.actor == "governor:runbook" and sid in kill.result  # auto: repeated prompt
+    killed = [k for k in await rig.a.gw.store.kills_after(0) if k.session_id == sid]
+    assert len(killed) == 1 and killed[0].actor == "governor:runbook"
+
+    # The same alert from Alertmanager (with instance/job/cluster labels and its own
+    # fingerprint) reaches the same runbook: no second run.
+    r = await admin(rig.a, "POST", "/gateway/alerts/alertmanager",
+                    body=am_payload("firing", {"alertname": "runaway_agent", "session_id": sid,
+                                               "workflow_tag": "rb-tag", "severity": "critical"}))
+    assert r.status_code == 200, r.text
+    (res,) = r.json()["results"]
+    assert res["key"] == key and res["run_id"] == rows[0].run_id
+    assert len(await list_alerts(rig.a.gw.store, key=key)) == 1
+    st = await rig.client.get_workflow_handle(key).query(RunbookWorkflow.status)
+    assert st.sources == ["alertmanager", "embedded"] and st.repeats >= 1
+
+    # Resolved by Alertmanager: the run ends with who did what.
+    r = await admin(rig.a, "POST", "/gateway/alerts/alertmanager",
+                    body=am_payload("resolved", {"alertname": "runaway_agent", "session_id": sid}))
+    assert r.json()["results"][0]["status"] == "resolved"
+    final = await rig.client.get_workflow_handle_for(RunbookWorkflow.run, key).result()
+    assert final.status == "resolved" and final.resolved_by == "alertmanager"
+    assert any("kill_session by governor:runbook" in line for line in final.log)
+    row = (await list_alerts(rig.a.gw.store, key=key))[0]
+    assert row.status == "resolved" and "kill_session" in row.summary
+
+
+async def _steps_done(rig: Rig, run_id: str, n: int) -> Any:
+    assert rig.a.gw is not None
+    steps = await steps_of(rig.a.gw.store, run_id)
+    return steps if sum(s.phase == "done" for s in steps) >= n else None
+
+
+async def test_budget_crossing_90_pct_reaches_the_webhook_once_per_idempotency_key(
+    rig: Rig,
+) -> None:
+    r = await chat(rig.a, "price this", **{"X-Governor-Project": "rb-budget"})
+    assert r.status_code == 200, r.text
+    budget = await rig.hook.wait_for(lambda x: x.path == "/budget")
+    assert "rb-budget crossed 90%" in budget[0].body["message"]
+    runbook = await rig.hook.wait_for(
+        lambda x: x.path == "/oncall" and "budget_near_ceiling" in x.body["title"])
+    assert "budget=rb-budget" in runbook[0].body["message"]
+    for _ in range(2):  # further calls (now refused) cross nothing again
+        await chat(rig.a, "price this", **{"X-Governor-Project": "rb-budget"})
+    await asyncio.sleep(1.0)
+    keys = Counter(rig.hook.idempotency_keys())
+    assert all(n == 1 for n in keys.values()), keys
+    assert any(k.startswith("budget-rb-budget@") and k.endswith("-90:budget-hook") for k in keys)
+
+
+async def test_secret_leaked_approved_by_oncall_switches_secrets_to_mutate_everywhere(
+    rig: Rig,
+) -> None:
+    assert rig.a.gw is not None and rig.b.gw is not None
+    r = await chat(rig.a, f"deploy with {AWS}", **{"X-Governor-Project": "rb-secret"})
+    assert r.status_code == 200, r.text  # audit-only: let through, event `allowed`
+    key = dedup_key(AlertRule(name="secret_leaked", query="x"), {"project": "rb-secret"})
+
+    async def waiting() -> Any:
+        r = await admin(rig.a, "GET", f"/gateway/alerts/{key}")
+        rb = r.json().get("runbook") if r.status_code == 200 else None
+        return rb if rb and (rb.get("waiting_for") or "").startswith("approve") else None
+
+    await until(waiting, "secret_leaked waiting for approval")
+    r = await admin(rig.a, "POST", f"/gateway/alerts/{key}/approve", key=DEV)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "oncall_required"
+    assert _modes(rig.b) == {"validate"}
+    t0 = time.monotonic()
+    r = await admin(rig.a, "POST", f"/gateway/alerts/{key}/approve", body={"comment": "rotate"})
+    assert r.status_code == 200, r.text
+    assert r.json()["actor"] == "u_oncall"
+
+    async def mutate_on_b() -> bool:
+        return _modes(rig.b) == {"mutate"}
+
+    await until(mutate_on_b, "secrets in mutate mode on replica b", within=5)
+    assert time.monotonic() - t0 < 3.0
+    m = rig.b.gw.metrics
+    labels = ("secret", "aws_access_key", "request-input", "redacted")
+    before = m.guardrail_events.labels(*labels)._value.get()
+    assert (await chat(rig.b, f"again {AWS}", **{"X-Governor-Project": "rb-s2"})).status_code \
+        == 200
+    assert m.guardrail_events.labels(*labels)._value.get() == before + 1
+
+    r = await admin(rig.a, "GET", "/gateway/overrides")
+    (ov,) = [o for o in r.json()["overrides"] if o["alert_key"] == key]
+    assert ov["kind"] == "guardrail_mode" and ov["actor"] == "u_oncall"
+    diff = ov["yaml_diff"].splitlines()
+    assert "+++ b/gateway-guardrails-config: rule secrets-audit-input" in diff
+    assert {"-mode: validate", "-on_match: allow", "+mode: mutate"} <= set(diff), diff
+    run_id = ov["idem_key"].rsplit(":", 1)[0]  # the run and step that made it
+    steps = await steps_of(rig.a.gw.store, run_id)
+    assert any(s.phase == "approved" and s.actor == "u_oncall" for s in steps)
+
+    # Clearing is admin only; then every replica is back on the repository's config.
+    assert (await admin(rig.a, "DELETE", f"/gateway/overrides/{ov['id']}")).status_code == 403
+    r = await admin(rig.a, "DELETE", f"/gateway/overrides/{ov['id']}", key=ADMIN)
+    assert r.status_code == 200 and r.json()["cleared"] == 1
+
+    async def validate_on_b() -> bool:
+        return _modes(rig.b) == {"validate"}
+
+    await until(validate_on_b, "override cleared on replica b", within=5)
+
+
+def _modes(p: InProcessProxy) -> set[str]:
+    assert p.gw is not None
+    cfg = merged_config(p.gw.config)
+    assert cfg is not None
+    return {r.mode for r in cfg.rules if "secrets" in r.detectors}
+
+
+async def test_a_silence_suppresses_a_repeat_from_both_sources(rig: Rig) -> None:
+    labels = {"alertname": "rb_custom", "service": f"svc-{uuid.uuid4().hex[:6]}"}
+    r = await admin(rig.a, "POST", "/gateway/alerts/alertmanager",
+                    body=am_payload("firing", labels))
+    (first,) = r.json()["results"]
+    assert first["status"] == "runbook" and first["rule_known"] is False
+    r = await admin(rig.a, "POST", f"/gateway/alerts/{first['key']}/resolve")
+    assert r.status_code == 200 and r.json()["runbook"]["resolved_by"] == "u_oncall"
+    await rig.client.get_workflow_handle_for(RunbookWorkflow.run, first["key"]).result()
+
+    r = await admin(rig.a, "POST", "/gateway/alerts/silences", key=DEV,
+                    body={"rule": "rb_custom", "duration": "1h"})
+    assert r.status_code == 403
+    r = await admin(rig.a, "POST", "/gateway/alerts/silences",
+                    body={"rule": "rb_custom", "matchers": {"service": labels["service"]},
+                          "duration": "1h", "comment": "deploy in progress"})
+    assert r.status_code == 200, r.text
+    assert r.json()["silence"]["actor"] == "u_oncall"
+    r = await admin(rig.a, "POST", "/gateway/alerts/alertmanager",
+                    body=am_payload("firing", labels))
+    assert r.json()["results"][0]["status"] == "silenced"
+    embedded = await rig.hub.fire_async("rb_custom", {"service": labels["service"]}, "embedded")
+    assert embedded.silenced_by is not None
+    assert rig.a.gw is not None
+    assert len(await list_alerts(rig.a.gw.store, key=first["key"])) == 1
+
+
+async def test_hostile_webhooks_get_clear_4xx(rig: Rig) -> None:
+    cases: list[tuple[Any, int]] = [
+        ({"version": "3", "alerts": []}, 400),
+        ({"version": "4", "alerts": "nope"}, 400),
+        ({"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": 5}}]}, 400),
+        ({"version": "4", "alerts": [{"status": "weird", "labels": {"alertname": "x"}}]}, 400),
+        ({"version": "4", "alerts": [{}] * 1001}, 400),
+    ]
+    for body, status in cases:
+        r = await admin(rig.a, "POST", "/gateway/alerts/alertmanager", body=body)
+        assert r.status_code == status, (body, r.text)
+        assert "error" in r.json()
+    async with httpx.AsyncClient() as c:
+        r = await c.post(rig.a.base_url + "/gateway/alerts/alertmanager", content=b"{",
+                         headers={"Authorization": f"Bearer {ONCALL}"})
+        assert r.status_code == 400
+        r = await c.post(rig.a.base_url + "/gateway/alerts/alertmanager", json={"version": "4"})
+        assert r.status_code == 401
+    r = await admin(rig.b, "POST", "/gateway/alerts/alertmanager",
+                    body=am_payload("firing", {"alertname": "x"}))
+    assert r.status_code == 503  # replica b runs no hub: it says so
+
+
+async def governor_cli(*args: str) -> tuple[int, str, str]:
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "governor.cli", *args, cwd=REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_cli_lists_shows_and_acks_alerts_with_an_oncall_key_only(rig: Rig) -> None:
+    labels = {"alertname": "rb_cli", "service": f"svc-{uuid.uuid4().hex[:6]}"}
+    r = await admin(rig.a, "POST", "/gateway/alerts/alertmanager",
+                    body=am_payload("firing", labels))
+    key = r.json()["results"][0]["key"]
+    url = ["--url", rig.a.base_url]
+    code, _, err = await governor_cli("alerts", "list", *url, "--key", DEV)
+    assert code == 1 and "403" in err
+    code, out, err = await governor_cli("alerts", "ack", key, *url, "--key", ONCALL,
+                                        "--comment", "looking")
+    assert code == 0, err
+    assert "by u_oncall" in out
+    code, out, err = await governor_cli("alerts", "list", *url, "--key", ONCALL)
+    assert code == 0 and key[:58] in out, err
+    code, out, err = await governor_cli("alerts", "show", key, *url, "--key", ONCALL)
+    assert code == 0, err
+    assert f"alert     {key}" in out and "sources   alertmanager" in out
+    code, out, err = await governor_cli("alerts", "resolve", key, *url, "--key", ONCALL)
+    assert code == 0 and "resolve" in out, err
+    code, out, err = await governor_cli("overrides", "list", *url, "--key", ONCALL)
+    assert code == 0, err
+    code, out, err = await governor_cli("overrides", "clear", "--all", *url, "--key", ONCALL)
+    assert code == 1 and "admin" in err

@@ -1,0 +1,84 @@
+"""Payloads of the runbook workflow and its activities (pydantic, through the data converter)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from policies.alerts import AlertRule, Step
+
+
+class RunbookInput(BaseModel):
+    key: str  # deduplication key = workflow id
+    rule: AlertRule
+    labels: dict[str, str] = Field(default_factory=dict)
+    source: str = "embedded"  # embedded | alertmanager
+    confident: bool = False  # evidence strong enough for `approval: auto` steps to run alone
+    auto_resolve_seconds: float = 3600.0  # closes after this long without a repeat
+
+
+class Seen(BaseModel):
+    source: str = "embedded"
+
+
+class Person(BaseModel):
+    actor: str
+    comment: str = ""
+
+
+class StepInput(BaseModel):
+    run_id: str
+    key: str
+    index: int
+    step: Step
+    rule_name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    targets: tuple[str, ...] = ()
+    summary: str = ""
+    actor: str = "governor:runbook"
+
+
+class StepResult(BaseModel):
+    ok: bool = True
+    result: str = ""
+    incident: str | None = None
+
+
+class RecordInput(BaseModel):
+    run_id: str
+    key: str
+    index: int
+    action: str
+    phase: str
+    actor: str = ""
+    result: str = ""
+
+
+class AlertOpen(BaseModel):
+    run_id: str
+    key: str
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    source: str = ""
+    severity: str = ""
+
+
+class AlertClose(BaseModel):
+    run_id: str
+    status: str
+    sources: str
+    repeats: int
+    summary: str
+
+
+class RunbookStatus(BaseModel):
+    key: str
+    name: str
+    run_id: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    status: str = "firing"  # firing | waiting | resolved | closed
+    waiting_for: str | None = None  # e.g. "approve step 2 (set_guardrail_mode)"
+    sources: list[str] = Field(default_factory=list)
+    repeats: int = 0
+    log: list[str] = Field(default_factory=list)
+    acknowledged_by: str | None = None
+    resolved_by: str | None = None
