@@ -195,6 +195,8 @@ class LimitCounterRecord(SQLModel, table=True):
     used: float = 0.0
     last_grant: float = 0.0
     expires_at: float  # the window's end: the row can go once it has passed
+
+
 class AlertRecord(SQLModel, table=True):
     """One runbook run of one alert: `alert_key` is the deduplication key (rule + identifying
     labels), `run_id` the Temporal run; `summary` ends as who did what."""
