@@ -1,0 +1,116 @@
+"""SIGKILL of the worker in the middle of a runbook: a restarted worker finishes it and each
+action's effect happened once (one kill, one notification per key, one override, one incident)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from temporalio.client import Client
+
+from ledger.alert_store import active_overrides, list_alerts, steps_of
+from ledger.store import LedgerStore
+from policies.alerts import AlertRule, Step
+from simulator import SimServer
+from tests.support.webhook import WebhookReceiver
+from workflows.runbook import RunbookWorkflow
+from workflows.runbook_models import Person, RunbookInput, Seen
+
+REPO = Path(__file__).resolve().parents[2]
+CHILD = Path(__file__).with_name("runbook_worker_child.py")
+QUEUE = "governor-runbook-crash"
+
+
+async def _worker(client: Client, ledger: str, journal: Path, cfg: Path,
+                  sim: SimServer) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(CHILD), client.service_client.config.target_host, QUEUE, ledger,
+        str(journal), str(cfg), stdout=asyncio.subprocess.PIPE, cwd=REPO,
+        env={**os.environ, "GOVERNOR_SIM_URL": sim.base_url, "PYTHONPATH": str(REPO)})
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
+    assert line.strip() == b"ready", line
+    return proc
+
+
+async def test_sigkilled_worker_mid_runbook_restarts_and_each_effect_happens_once(
+    client: Client, sim: SimServer, tmp_path: Path,
+) -> None:
+    hook = await WebhookReceiver().start()
+    cfg = tmp_path / "config"
+    shutil.copytree(REPO / "examples" / "config", cfg)
+    (cfg / "notify.yaml").write_text(
+        "type: gateway-notification-targets\n"
+        f"targets:\n  - {{name: crash-hook, url: \"{hook.url('crash')}\"}}\n")
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    sid = f"crash-{uuid.uuid4().hex[:8]}"
+    rule = AlertRule(name="crash_drill", query="up == 0", notify=("crash-hook",), steps=(
+        Step(action="notify"),
+        Step(action="kill_session"),
+        Step(action="set_guardrail_mode", approval="required", timeout="5m"),
+        Step(action="open_incident"),
+        Step(action="notify"),
+    ))
+    key = f"alert-crash_drill,session_id={sid}"
+    worker = await _worker(client, ledger, tmp_path / "j1", cfg, sim)
+    store = await LedgerStore.open(ledger)
+    try:
+        h = await client.start_workflow(
+            RunbookWorkflow.run,
+            RunbookInput(key=key, rule=rule, labels={"session_id": sid}, source="embedded"),
+            id=key, task_queue=QUEUE, start_signal="seen", start_signal_args=[Seen()])
+
+        async def waiting() -> bool:
+            st = await h.query(RunbookWorkflow.status)
+            return bool(st and st.waiting_for)
+
+        for _ in range(600):
+            if await waiting():
+                break
+            await asyncio.sleep(0.05)
+        assert await waiting()
+        worker.send_signal(signal.SIGKILL)  # mid-runbook: two actions done, one waiting
+        await worker.wait()
+        worker = await _worker(client, ledger, tmp_path / "j2", cfg, sim)
+        await h.execute_update(RunbookWorkflow.approve, Person(actor="u_oncall"))
+
+        async def all_steps_ran() -> bool:
+            st = await h.query(RunbookWorkflow.status)
+            return bool(st and any(line.startswith("step 4 ") for line in st.log))
+
+        for _ in range(600):
+            if await all_steps_ran():
+                break
+            await asyncio.sleep(0.05)
+        await h.signal(RunbookWorkflow.resolved, Seen(source="alertmanager"))
+        final = await asyncio.wait_for(h.result(), timeout=120)
+        assert final.status == "resolved" and final.resolved_by == "alertmanager"
+        expected = ["step 0 notify by governor:runbook", "step 1 kill_session by governor:runbook",
+                    "step 2 set_guardrail_mode: approved by u_oncall",
+                    "step 2 set_guardrail_mode by u_oncall", "step 3 open_incident by governor",
+                    "step 4 notify by governor:runbook"]
+        assert len(final.log) >= len(expected)
+        for line, want in zip(final.log, expected, strict=False):
+            assert line.startswith(want), (line, want)
+
+        kills = [k for k in await store.kills_after(0) if k.session_id == sid]
+        assert len(kills) == 1
+        keys = Counter(hook.idempotency_keys())
+        assert len(keys) == 2 and set(keys.values()) == {1}, keys
+        overrides = [o for o in await active_overrides(store) if o.alert_key == key]
+        assert len(overrides) == 1 and overrides[0].actor == "u_oncall"
+        (row,) = await list_alerts(store, key=key)
+        assert row.incident and row.status == "resolved"
+        done = Counter(s.step for s in await steps_of(store, row.run_id) if s.phase == "done")
+        assert done == {0: 1, 1: 1, 2: 1, 3: 1, 4: 1}
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        await worker.wait()
+        await store.close()
+        await hook.stop()
