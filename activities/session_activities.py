@@ -294,6 +294,8 @@ async def mark_session(inp: SessionMark) -> None:
     if inp.status == "killed":
         rec, _ = await gw.store.record_kill(inp.session_id, inp.actor, inp.reason, now)
         gw.mark_killed(inp.session_id, rec.reason)
+        if inp.actor == "loop-detector" and gw.alerts is not None:
+            gw.alerts.on_workflow_loop(inp.session_id, inp.reason)  # runaway_agent's runbook
     else:
         await gw.store.set_session_status(inp.session_id, "closed", now)
 

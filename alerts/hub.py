@@ -215,6 +215,30 @@ class AlertHub:
                     labels["evidence"] = "trusted_baseline" if trusted else "default_baseline"
             self.fire(rule.name, labels)
 
+    def on_workflow_loop(self, session_id: str, reason: str) -> None:
+        """A session workflow's own loop detector killed it: raise runaway_agent the same way
+        (its runbook's kill step then finds the session already killed)."""
+        rules = self._signal("loop_detector")
+        if not rules:
+            return
+        evidence = ("repeat" if "same prompt" in reason
+                    else "trusted_baseline" if "observed baseline" in reason
+                    else "default_baseline")
+
+        async def go() -> None:
+            labels = {"session_id": session_id, "evidence": evidence}
+            try:
+                rec = await self.gw.store.get_session(session_id)
+            except Exception:
+                rec = None
+            if rec is not None:
+                labels.update(workflow_tag=rec.workflow_tag or "", team=rec.team,
+                              project=rec.project)
+            for rule in rules:
+                await self.fire_async(rule.name, labels, "embedded")
+
+        self._spawn(go())
+
     def on_budget(self, budget: Budget, window_start: float, pct: float) -> None:
         for rule in self._signal("budget_used_pct"):
             t = rule.embedded_source.threshold

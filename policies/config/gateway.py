@@ -135,6 +135,7 @@ def _assemble(parsed: list[tuple[YamlDoc, BaseModel]], sources: tuple[str, ...])
     extra: dict[str, list[BaseModel]] = {}
     seen_settings: YamlDoc | None = None
     where: dict[str, tuple[YamlDoc, tuple[Any, ...]]] = {}
+    alert_names: dict[str, YamlDoc] = {}
 
     def dup(doc: YamlDoc, path: tuple[Any, ...], what: str) -> None:
         errors.append(ConfigError(doc.file, doc.line_of(path), _field_name(path), what))
@@ -184,6 +185,12 @@ def _assemble(parsed: list[tuple[YamlDoc, BaseModel]], sources: tuple[str, ...])
         else:
             kind = str(getattr(m, "type", type(m).__name__))
             extra.setdefault(kind, []).append(m)
+            rules = getattr(m, "alerts", ()) if kind == "gateway-alert-rules" else ()
+            for i, r in enumerate(rules):
+                first = alert_names.setdefault(r.name, doc)
+                if first is not doc:
+                    dup(doc, ("alerts", i, "name"),
+                        f"duplicate alert name {r.name!r} (first in {first.file})")
 
     # Cross-references: a route to nowhere or an unpriced model is a config bug, not a runtime one.
     for name, vm in vms.items():

@@ -6,6 +6,7 @@ second one on the same data directory.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -266,6 +267,25 @@ def test_each_example_agent_reaches_its_ending(up: Up, script: str, ending: str)
     assert run.returncode == 0, run.stdout + run.stderr
     assert ending in run.stdout
     assert "Traceback" not in run.stderr
+
+
+def test_the_looping_agent_fires_runaway_agent_and_its_runbook_runs(up: Up) -> None:
+    run = subprocess.run([sys.executable, str(EXAMPLES / "looping.py")], cwd=REPO,
+                         env={**up.env(), "PYTHONPATH": str(REPO)}, capture_output=True,
+                         text=True, timeout=180)
+    assert "ENDING: killed by loop-detector" in run.stdout, run.stdout + run.stderr
+    deadline = time.monotonic() + 30
+    while True:
+        listed = up.cli("alerts", "list", "--json", "--url", up.url)
+        assert listed.returncode == 0, listed.stderr
+        rows = [a for a in json.loads(listed.stdout) if a["name"] == "runaway_agent"]
+        shown = up.cli("alerts", "show", rows[0]["alert_key"], "--url", up.url) if rows else None
+        if shown is not None and "kill_session done" in shown.stdout:
+            break
+        assert time.monotonic() < deadline, (listed.stdout, shown.stdout if shown else "")
+        time.sleep(0.5)
+    assert "already killed by loop-detector" in shown.stdout
+    assert up.cli("alerts", "list", "--url", up.url, key="gk-dev-developer").returncode == 1
 
 
 def test_cli_says_clearly_when_the_proxy_is_down_or_the_key_is_wrong(up: Up) -> None:

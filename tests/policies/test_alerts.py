@@ -35,6 +35,7 @@ def config_dir(tmp_path: Path) -> Path:
 def test_the_seed_alerts_file_loads_unchanged_beside_the_sample_config(config_dir: Path) -> None:
     if not SEED.exists():
         pytest.skip("seed file not present")
+    (config_dir / "alerts.yaml").unlink()  # the sample's copy of the seed
     shutil.copy(SEED, config_dir / "tfy-ai-alerts.yaml")
     cfg = load_config_dir(config_dir)
     names = [r.name for r in rules_of(cfg.extra)]
@@ -63,6 +64,16 @@ def test_a_bad_step_is_reported_with_file_line_and_field(config_dir: Path) -> No
     text = [str(e) for e in exc.value.errors]
     assert any(f"{config_dir / 'alerts.yaml'}:6: alerts.0.steps.1.action:" in t for t in text), text
     assert any(":8: alerts.0.steps.2.timeout:" in t and "soon" in t for t in text), text
+
+
+def test_a_rule_defined_in_two_files_is_an_error_naming_both(config_dir: Path) -> None:
+    (config_dir / "more-alerts.yaml").write_text(
+        "alerts:\n  - {name: other, query: up > 0}\n  - {name: runaway_agent, query: up > 0}\n")
+    with pytest.raises(ConfigErrors) as exc:
+        load_config_dir(config_dir)
+    (err,) = exc.value.errors
+    assert str(err).startswith(f"{config_dir / 'more-alerts.yaml'}:3: alerts.1.name:")
+    assert "duplicate alert name 'runaway_agent'" in str(err) and "alerts.yaml" in str(err)
 
 
 def test_duplicate_and_unnamed_rules_are_errors(config_dir: Path) -> None:

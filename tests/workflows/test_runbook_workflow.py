@@ -110,6 +110,7 @@ async def rig(client: Client, sim: SimServer,
     (cfg / "guardrails.yaml").write_text(GUARDRAILS)
     (cfg / "zz-budgets.yaml").write_text(BUDGETS)
     (cfg / "notify.yaml").write_text(targets(hook))
+    (cfg / "alerts.yaml").unlink()  # the sample's copy of the seed; the seed itself instead
     shutil.copy(SEED, cfg / "tfy-ai-alerts.yaml")
     os.environ["GOVERNOR_SIM_URL"] = sim.base_url
     ledger = f"sqlite:///{root / 'ledger.db'}"
