@@ -109,6 +109,8 @@ class Gateway:
         m.child(m.breaker_state, vm, target).set(_BREAKER_GAUGE[phase])
         m.child(m.breaker_open, target).set(1.0 if phase == "open" else 0.0)
         m.child(m.breaker_transitions, vm, target, phase).inc()
+        if phase == "open" and self.alerts is not None:
+            self.alerts.on_breaker(vm, target)
         log.warning("circuit breaker of %s (virtual model %s) is now %s", target, vm, phase)
 
     def _bound_idempotency(self) -> None:

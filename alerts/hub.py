@@ -30,7 +30,6 @@ from policies.alerts import (
     silenced,
     subscribed_targets,
 )
-from policies.breaker import phase as breaker_phase
 from policies.loops import is_repeating, token_rate
 
 if TYPE_CHECKING:
@@ -269,6 +268,10 @@ class AlertHub:
             self.fire(rule.name, {"project": str(metadata.get("project") or "UNTAGGED"),
                                   "type": cls, "kind": kind, "hook": hook})
 
+    def on_breaker(self, virtual_model: str, target: str) -> None:
+        for rule in self._signal("breaker_open"):
+            self.fire(rule.name, {"target": target, "virtual_model": virtual_model})
+
     def on_spend(self, project: str, cost_usd: float, now: float) -> None:
         if not cost_usd or project != self.gw.config.settings.untagged_project:
             return
@@ -320,15 +323,6 @@ class AlertHub:
             gw.metrics.ledger_up.set(0)
             for rule in self._signal("ledger_unreachable"):
                 self.fire(rule.name, {})
-        for vm in gw.config.virtual_models.values():
-            for r in (*vm.rules, ):
-                t = r.target
-                st = gw.router.breakers.get(t.key)
-                is_open = st is not None and breaker_phase(st, vm.circuit_breaker, now) == "open"
-                gw.metrics.child(gw.metrics.breaker_open, t.key).set(1 if is_open else 0)
-                if is_open:
-                    for rule in self._signal("breaker_open"):
-                        self.fire(rule.name, {"target": t.key})
         pending = gw.writer.pending_count
         self._backlog = [*self._backlog[-4:], pending]
         for rule in self._signal("journal_backlog"):

@@ -68,7 +68,21 @@ budgets:
     ceiling_usd: 0.0000001
     window: monthly
     alerts: [{at_pct: 90, notify: [budget-hook]}]
-    on_exceed: hard_block
+    on_exceed: fallback_to_cheaper   # answered (by the cheaper model) and charged: it crosses
+"""
+DEAD_ROUTE = """\
+type: gateway-providers
+name: dead-providers
+providers:
+  - {name: dead, protocol: openai, base_url: "http://127.0.0.1:9"}
+---
+name: rb-dead
+type: gateway-load-balancing-config
+retries: 0
+rules:
+  - id: dead
+    target: {provider: dead, model: gpt-4o-mini, timeout_ms: 500}
+circuit_breaker: {failure_threshold: 1, window_seconds: 60, cooldown_seconds: 600}
 """
 
 
@@ -110,6 +124,7 @@ async def rig(client: Client, sim: SimServer,
     (cfg / "guardrails.yaml").write_text(GUARDRAILS)
     (cfg / "zz-budgets.yaml").write_text(BUDGETS)
     (cfg / "notify.yaml").write_text(targets(hook))
+    (cfg / "zz-dead.yaml").write_text(DEAD_ROUTE)
     (cfg / "alerts.yaml").unlink()  # the sample's copy of the seed; the seed itself instead
     shutil.copy(SEED, cfg / "tfy-ai-alerts.yaml")
     os.environ["GOVERNOR_SIM_URL"] = sim.base_url
@@ -133,11 +148,12 @@ async def rig(client: Client, sim: SimServer,
     await hook.stop()
 
 
-async def chat(p: InProcessProxy, content: str, key: str = DEV, **headers: str) -> httpx.Response:
+async def chat(p: InProcessProxy, content: str, key: str = DEV, model: str = "support-cheap",
+               **headers: str) -> httpx.Response:
     async with httpx.AsyncClient(timeout=30) as c:
         return await c.post(p.base_url + "/v1/chat/completions",
                             headers={"Authorization": f"Bearer {key}", **headers},
-                            json={"model": "support-cheap",
+                            json={"model": model,
                                   "messages": [{"role": "user", "content": content}]})
 
 
@@ -229,7 +245,9 @@ async def _steps_done(rig: Rig, run_id: str, n: int) -> Any:
 async def test_budget_crossing_90_pct_reaches_the_webhook_once_per_idempotency_key(
     rig: Rig,
 ) -> None:
-    r = await chat(rig.a, "price this", **{"X-Governor-Project": "rb-budget"})
+    # A budget that falls back to the cheaper model still answers and charges the call.
+    r = await chat(rig.a, "price this", model="code-review-strong",
+                   **{"X-Governor-Project": "rb-budget"})
     assert r.status_code == 200, r.text
     budget = await rig.hook.wait_for(lambda x: x.path == "/budget")
     assert "rb-budget crossed 90%" in budget[0].body["message"]
@@ -237,7 +255,8 @@ async def test_budget_crossing_90_pct_reaches_the_webhook_once_per_idempotency_k
         lambda x: x.path == "/oncall" and "budget_near_ceiling" in x.body["title"])
     assert "budget=rb-budget" in runbook[0].body["message"]
     for _ in range(2):  # further calls (now refused) cross nothing again
-        await chat(rig.a, "price this", **{"X-Governor-Project": "rb-budget"})
+        await chat(rig.a, "price this", model="code-review-strong",
+                   **{"X-Governor-Project": "rb-budget"})
     await asyncio.sleep(1.0)
     keys = Counter(rig.hook.idempotency_keys())
     assert all(n == 1 for n in keys.values()), keys
@@ -389,3 +408,34 @@ async def test_cli_lists_shows_and_acks_alerts_with_an_oncall_key_only(rig: Rig)
     assert code == 0, err
     code, out, err = await governor_cli("overrides", "clear", "--all", *url, "--key", ONCALL)
     assert code == 1 and "admin" in err
+
+
+async def test_an_opened_breaker_and_untagged_spend_start_their_runbooks(rig: Rig) -> None:
+    assert rig.a.gw is not None
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(rig.a.base_url + "/v1/chat/completions",
+                         headers={"Authorization": f"Bearer {DEV}"},
+                         json={"model": "rb-dead", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code in (502, 503, 504), r.text
+    key = dedup_key(AlertRule(name="breaker_open", query="x"), {"target": "dead/gpt-4o-mini"})
+
+    async def recorded() -> Any:
+        assert rig.a.gw is not None
+        return await list_alerts(rig.a.gw.store, key=key)
+
+    (row,) = await until(recorded, "the breaker_open runbook")
+    assert row.name == "breaker_open" and row.severity == "warning"
+
+    # Untagged spend above the seed rule's threshold ($50) in the current day.
+    rig.hub.on_spend("UNTAGGED", 30.0, time.time())
+    rig.hub.on_spend("UNTAGGED", 30.0, time.time())
+    key = dedup_key(AlertRule(name="untagged_spend_spike", query="x"), {})
+    (row,) = await until(lambda: _alerts(rig, key), "the untagged_spend_spike runbook")
+    rig.hub.on_spend("UNTAGGED", 30.0, time.time())  # once per day, not per call
+    await asyncio.sleep(0.5)
+    assert len(await _alerts(rig, key)) == 1
+
+
+async def _alerts(rig: Rig, key: str) -> Any:
+    assert rig.a.gw is not None
+    return await list_alerts(rig.a.gw.store, key=key)
