@@ -194,7 +194,7 @@ class AlertRulesConfig(_Strict):
 
 
 class NotificationTarget(_Strict):
-    """A named destination. `url` is an Apprise URL (slack://, pagerduty://, msteams://,
+    """A named destination. `url` is an Apprise URL (slack://, pagerduty://, workflows:// for Teams,
     json://, mailto://); put secrets in `url_env` (an environment variable holding the URL) or
     as `${VAR}` inside `url`, never in clear in the repository."""
 

@@ -131,6 +131,12 @@ async def attach_workflows(gw: Gateway) -> None:
         client, os.environ.get("GOVERNOR_TASK_QUEUE", TASK_QUEUE)
     )
     gw.kill_hooks.append(workflow_kill_hook(client))
+    from alerts.hub import AlertHub
+
+    # Alerts too: embedded alerts, Alertmanager's webhook and the alert commands on this
+    # replica; the runbooks run on the cluster's workers.
+    gw.alerts = AlertHub(gw, client, os.environ.get("GOVERNOR_TASK_QUEUE", TASK_QUEUE))
+    gw.alerts.start()
 
 
 def uvicorn_config(app: ProxyApp, host: str, port: int) -> uvicorn.Config:

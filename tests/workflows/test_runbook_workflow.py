@@ -439,3 +439,30 @@ async def test_an_opened_breaker_and_untagged_spend_start_their_runbooks(rig: Ri
 async def _alerts(rig: Rig, key: str) -> Any:
     assert rig.a.gw is not None
     return await list_alerts(rig.a.gw.store, key=key)
+
+
+async def test_a_kill_on_unconfident_evidence_waits_for_an_oncall_approval(rig: Rig) -> None:
+    sid = f"rb-unsure-{uuid.uuid4().hex[:8]}"
+    h = {"X-Governor-Session-ID": sid, "X-Governor-Project": "rb-unsure"}
+    assert (await chat(rig.a, "a single ordinary call", **h)).status_code == 200
+    # Prometheus's view (rate above a default baseline): no repeated prompt, no trusted p95.
+    r = await admin(rig.a, "POST", "/gateway/alerts/alertmanager",
+                    body=am_payload("firing", {"alertname": "runaway_agent", "session_id": sid}))
+    key = r.json()["results"][0]["key"]
+
+    async def waiting() -> Any:
+        st = await rig.client.get_workflow_handle(key).query(RunbookWorkflow.status)
+        return st if st and st.waiting_for == "approve step 1 (kill_session)" else None
+
+    await until(waiting, "the kill step waiting for approval")
+    assert (await chat(rig.b, "still allowed", **h)).status_code == 200
+    r = await admin(rig.a, "POST", f"/gateway/alerts/{key}/approve", key=ADMIN)
+    assert r.status_code == 200 and r.json()["actor"] == "u_admin"
+
+    async def refused() -> bool:
+        return (await chat(rig.b, "now?", **h)).status_code == 403
+
+    await until(refused, "the approved kill on replica b")
+    assert rig.a.gw is not None
+    (k,) = [k for k in await rig.a.gw.store.kills_after(0) if k.session_id == sid]
+    assert k.actor == "u_admin"
