@@ -20,10 +20,20 @@ from policies.config.gateway import GatewayConfig
 from policies.config.models import Budget
 from policies.windows import calendar_window
 
+_SCOPES: dict[int, tuple[Budget, str]] = {}
+
 
 def budget_scope_label(b: Budget) -> str:
-    """`project` for a project budget (what the seed's `scope='project'` selects)."""
-    return _scope_of_keys(tuple(b.scope.metadata) + tuple(b.scope.subjects))
+    """`project` for a project budget (what the seed's `scope='project'` selects). Cached per
+    budget object: it is read on every governed call."""
+    hit = _SCOPES.get(id(b))
+    if hit is not None and hit[0] is b:
+        return hit[1]
+    label = _scope_of_keys(tuple(b.scope.metadata) + tuple(b.scope.subjects))
+    if len(_SCOPES) > 4096:
+        _SCOPES.clear()
+    _SCOPES[id(b)] = (b, label)  # holding `b` keeps its id from being reused
+    return label
 
 MAX_UNLISTED_VERSIONS = 100
 

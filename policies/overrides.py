@@ -93,9 +93,9 @@ def yaml_diff(before: GatewayConfig, after: GatewayConfig) -> str:
     pairs: list[tuple[str, BaseModel, BaseModel]] = []
     if before.settings != after.settings:
         pairs.append(("gateway-settings", before.settings, after.settings))
-    for b, a in zip(before.budgets, after.budgets, strict=False):
-        if b != a:
-            pairs.append((f"gateway-budget-config: budget {b.id}", b, a))
+    for bb, ab in zip(before.budgets, after.budgets, strict=False):
+        if bb != ab:
+            pairs.append((f"gateway-budget-config: budget {bb.id}", bb, ab))
     for b_doc, a_doc in zip(
         before.extra.get(GUARDRAILS_KIND, ()), after.extra.get(GUARDRAILS_KIND, ()), strict=False
     ):

@@ -30,9 +30,9 @@ with workflow.unsafe.imports_passed_through():
         StepInput,
     )
 
-RECORD = {"start_to_close_timeout": timedelta(seconds=30),
-          "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1),
-                                      maximum_interval=timedelta(seconds=30))}
+RECORD_TIMEOUT = timedelta(seconds=30)
+RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1),
+                           maximum_interval=timedelta(seconds=30))
 ESCALATION = 1000  # escalation notifications of step i are recorded as step 1000 + i
 ACTION_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -137,7 +137,7 @@ class RunbookWorkflow:
             acts.runbook_open,
             AlertOpen(run_id=run_id, key=inp.key, name=inp.rule.name, labels=inp.labels,
                       source=inp.source, severity=inp.rule.labels.get("severity", "")),
-            **RECORD,  # type: ignore[arg-type]
+            start_to_close_timeout=RECORD_TIMEOUT, retry_policy=RECORD_RETRY,
         )
         for i, step in enumerate(inp.rule.runbook_steps):
             if self.st.resolved_by is not None:
@@ -161,7 +161,7 @@ class RunbookWorkflow:
             acts.runbook_close,
             AlertClose(run_id=run_id, status="resolved", sources=",".join(sorted(self.sources)),
                        repeats=max(0, self.times_seen - 1), summary="\n".join(self.st.log)),
-            **RECORD,  # type: ignore[arg-type]
+            start_to_close_timeout=RECORD_TIMEOUT, retry_policy=RECORD_RETRY,
         )
         return self._snapshot()
 
@@ -184,7 +184,7 @@ class RunbookWorkflow:
             acts.runbook_record,
             RecordInput(run_id=run_id, key=inp.key, index=i, action=action, phase=phase,
                         actor=actor, result=result),
-            **RECORD,  # type: ignore[arg-type]
+            start_to_close_timeout=RECORD_TIMEOUT, retry_policy=RECORD_RETRY,
         )
 
     async def _act(self, inp: RunbookInput, run_id: str, i: int, step: Step, actor: str) -> None:
