@@ -134,6 +134,7 @@ async def stack(client: Client, sim: SimServer, tmp_path: Path) -> AsyncIterator
           alertmanagers: [{{static_configs: [{{targets: ['127.0.0.1:{am_port}']}}]}}]
         scrape_configs:
           - job_name: governor
+            authorization: {{credentials: gk-dev-metrics}}
             static_configs: [{{targets: ['127.0.0.1:{proxy.port}']}}]
         """))
     log = open(tmp_path / "prom-am.log", "wb")  # noqa: ASYNC230 - test set-up
