@@ -29,8 +29,8 @@ from activities.config_source import load_config_dir
 from activities.gateway import Gateway
 from activities.guardrails import merged_config
 from alerts.hub import AlertHub
-from ledger.alert_store import list_alerts, steps_of
-from policies.alerts import AlertRule, dedup_key
+from ledger.alert_store import active_overrides, list_alerts, steps_of
+from policies.alerts import AlertRule, Step, dedup_key
 from simulator import SimServer
 from tests.support.servers import InProcessProxy
 from tests.support.webhook import WebhookReceiver
@@ -466,3 +466,31 @@ async def test_a_kill_on_unconfident_evidence_waits_for_an_oncall_approval(rig: 
     assert rig.a.gw is not None
     (k,) = [k for k in await rig.a.gw.store.kills_after(0) if k.session_id == sid]
     assert k.actor == "u_admin"
+
+
+async def test_an_unanswered_approval_escalates_then_times_out_and_the_run_says_so(
+    rig: Rig,
+) -> None:
+    from workflows.runbook_models import RunbookInput, Seen
+
+    rule = AlertRule(name="rb_escalate", query="up == 0", steps=(
+        Step(action="approve", timeout="2s", escalate_to=("oncall-hook",)),
+        Step(action="require_project_header", approval="required", timeout="1s"),
+    ))
+    key = f"alert-rb_escalate,run={uuid.uuid4().hex[:8]}"
+    h = await rig.client.start_workflow(
+        RunbookWorkflow.run, RunbookInput(key=key, rule=rule, labels={}, auto_resolve_seconds=1),
+        id=key, task_queue=QUEUE, start_signal="seen", start_signal_args=[Seen()])
+    final = await asyncio.wait_for(h.result(), timeout=60)
+    log = "\n".join(final.log)
+    assert "step 0 approve: no approve in 2s, escalated to oncall-hook" in log
+    assert "step 0 approve: not done (timed out after escalation)" in log
+    assert "step 1 require_project_header: not done" in log  # never applied without a person
+    esc = await rig.hook.wait_for(lambda x: "rb_escalate" in x.body["title"])
+    assert esc[0].headers["X-Governor-Idempotency-Key"].endswith(":1000:oncall-hook")
+    assert rig.a.gw is not None
+    assert not [o for o in await active_overrides(rig.a.gw.store) if o.alert_key == key]
+    (row,) = await list_alerts(rig.a.gw.store, key=key)
+    phases = [(s.step, s.phase) for s in await steps_of(rig.a.gw.store, row.run_id)]
+    assert (0, "escalated") in phases and (0, "timed_out") in phases
+    assert (1, "escalated") in phases and (1, "timed_out") in phases
