@@ -1,4 +1,4 @@
-"""`governor proxy --temporal-address` (a standalone replica) receives Alertmanager's webhook and
+"""A standalone `governor proxy` replica with TEMPORAL_ADDRESS receives Alertmanager's webhook and
 starts the runbook on the cluster; without it the replica says alerting is unavailable."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ async def test_a_standalone_replica_with_temporal_starts_runbooks(
     cfg = make_config_dir(tmp_path / "config")
     address = client.service_client.config.target_host
     with_t = SubprocessProxy(cfg, tmp_path, sim.base_url, replica="t",
-                             env={"GOVERNOR_ALERTS_TEMPORAL": address}).start()
+                             env={"TEMPORAL_ADDRESS": address}).start()
     without = SubprocessProxy(cfg, tmp_path, sim.base_url, replica="n").start()
     try:
         sid = f"replica-{uuid.uuid4().hex[:8]}"
