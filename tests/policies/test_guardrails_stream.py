@@ -92,3 +92,23 @@ def test_without_matching_rules_deltas_pass_straight_through() -> None:
     cfg = _cfg("mutate")
     guard = StreamGuard(cfg, "tool-input", {}, SALT)  # type: ignore[arg-type]
     assert guard.feed(SECRET).text == SECRET
+
+
+def test_a_stream_that_is_one_long_token_is_scanned_a_bounded_number_of_times(
+    monkeypatch: object,
+) -> None:
+    import policies.guardrails.stream as stream
+
+    calls = []
+    real = stream.scan
+
+    def counting(text, detectors, salt, spans=None):  # type: ignore[no-untyped-def]
+        calls.append(len(text))
+        return real(text, detectors, salt, spans)
+
+    monkeypatch.setattr(stream, "scan", counting)  # type: ignore[attr-defined]
+    text = "sk-" * 22_000  # 66,000 characters, no whitespace: nothing can be emitted early
+    out, _, blocked = _run(_cfg("mutate"), [text[i : i + 16] for i in range(0, len(text), 16)])
+    assert out == text and not blocked
+    # One scan per 32 characters (~2,000 scans of up to 16 KiB) before; doubling: a few dozen.
+    assert len(calls) < 100 and sum(calls) < 8 * len(text), (len(calls), sum(calls))
