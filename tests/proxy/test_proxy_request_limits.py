@@ -188,3 +188,40 @@ async def test_a_head_that_never_finishes_is_408_within_the_head_timeout(
     writer.close()
     assert data.startswith(b"HTTP/1.1 408 "), data
     assert b"request_timeout" in data and 0.9 <= took < 5
+
+
+@pytest.mark.parametrize(
+    "ledger", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+async def test_a_255_character_idempotency_key_is_stored_as_a_fixed_length_id_in_either_ledger(
+    tmp_path_factory: pytest.TempPathFactory, ledger: str
+) -> None:
+    """On PostgreSQL a ~2,700-character key broke the call-id index and the row ended up only
+    in a rejects file; keys are now at most 255 characters and the ledger holds a hash."""
+    from contextlib import AsyncExitStack
+
+    from activities.idempotency import idempotent_call_id
+    from tests.support.pg import fresh_database
+
+    key = "k" * 255
+    body = orjson.dumps({"model": "intent-fast", "max_tokens": 5, "messages": MSGS})
+    async with AsyncExitStack() as stack:
+        url = None
+        if ledger == "postgresql":
+            url = await stack.enter_async_context(fresh_database())
+        sim = await stack.enter_async_context(SimServer(port=0))
+        cfg = make_config_dir(tmp_path_factory.mktemp("idem-config"))
+        p = await InProcessProxy(cfg, tmp_path_factory.mktemp("idem-data"), sim.base_url,
+                                 ledger_url=url).start()  # fmt: skip
+        try:
+            async with httpx.AsyncClient(base_url=p.base_url) as h:
+                r = await h.post("/v1/chat/completions", content=body,
+                                 headers={**DEV, "idempotency-key": key})  # fmt: skip
+            assert r.status_code == 200, r.text
+            assert p.gw is not None
+            await p.gw.writer.flush()
+            call_id = idempotent_call_id("dev-developer", key)
+            row = await p.gw.store.get_call(call_id)  # type: ignore[attr-defined]
+            assert row is not None and len(call_id) < 64 and key not in call_id
+        finally:
+            await p.stop()
