@@ -19,6 +19,7 @@ from activities import guardrails
 from activities.gateway import Gateway
 from activities.metrics import budget_scope_label
 from activities.router import UpstreamResult
+from activities.shared_limits import across_replicas
 from activities.state import Reservation
 from activities.stream_stop import CLIENT_CLOSED, KILLED, StreamStop
 from activities.tracing import span
@@ -194,9 +195,13 @@ async def _decide_leased(gw: Gateway, req: CallRequest, now: float, est_in: int,
     st = gw.state
     asks = shared.asks(req.ident, req.body.get("model"), now, est_in, est_out,
                        st.rate_counts, st.spend)
-    if asks:
-        await shared.acquire(asks)
-    return _decide_once(gw, req, time.time(), est_in, est_out, killed)
+    short = await shared.acquire(asks) if asks else []
+    try:
+        return _decide_once(gw, req, time.time(), est_in, est_out, killed)
+    except Refusal as r:
+        if short and r.code in _LEASE_CODES:  # say what the shared rows hold, not the lease
+            r.message = f"{r.message} ({across_replicas(short)})"
+        raise
 
 
 async def _decide(

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.limits import LeaseAsk, adjust_leases, prune_counters, take_leases
+from ledger.limits import LeaseAsk, LeaseGrant, adjust_leases, prune_counters, take_leases
 from ledger.store import LedgerStore
 from policies.budgets import BudgetKey, budget_statuses
 from policies.config.gateway import GatewayConfig
@@ -218,9 +218,11 @@ class SharedLimits:
                                                     end)))
         return out
 
-    async def acquire(self, asks: Sequence[tuple[str, LeaseAsk]]) -> None:
-        """Lease what `asks` need (one statement). Refuses with 503 when the database cannot
-        be reached and one of the short limits is of a kind whose outage policy is `refuse`."""
+    async def acquire(self, asks: Sequence[tuple[str, LeaseAsk]]) -> list[LeaseGrant]:
+        """Lease what `asks` need (one statement); returns the limits that granted nothing (the
+        call does not fit them across replicas). Refuses with 503 when the database cannot be
+        reached and one of the short limits is of a kind whose outage policy is `refuse`."""
+        refused: list[LeaseGrant] = []
         async with self._lock:
             # Another call's lease may have covered us while we waited for the lock; ask only
             # for what is still short (`need` is the call's whole estimate).
@@ -230,10 +232,10 @@ class SharedLimits:
                 for kind, a in asks if self._avail(a.key) < a.need
             ]
             if not todo:
-                return
+                return refused
             if self.in_outage():
                 self._outage_refusal([k for k, _ in todo])
-                return
+                return refused
             try:
                 for _ in range(2):  # a row created by another replica this instant: ask again
                     self.lease_round_trips += 1
@@ -245,6 +247,8 @@ class SharedLimits:
                             lease = self.leases.setdefault(a.key, Lease())
                             lease.avail += g.granted
                             lease.ceiling, lease.expires_at = g.ceiling, a.expires_at
+                            if g.granted <= 0:
+                                refused.append(g)
                     todo = [(k, a) for k, a in todo if a.key not in grants]
                     if not todo:
                         break
@@ -253,6 +257,7 @@ class SharedLimits:
                 log.warning("shared limits unreachable (%s): serving from leases held, then "
                             "per limits_outage_policy", type(exc).__name__)
                 self._outage_refusal([k for k, _ in todo])
+        return refused
 
     def _outage_refusal(self, kinds: Sequence[str]) -> None:
         refusing = sorted({k for k in kinds if getattr(self.policy, k) == "refuse"})
@@ -390,3 +395,15 @@ class _RateView(Mapping[RateKey, Sequence[int]]):
 
     def __len__(self) -> int:
         return len(self.base)
+
+
+def across_replicas(grants: Sequence[LeaseGrant]) -> str:
+    """What the shared rows said about the limits a call did not fit, for its refusal."""
+    parts = []
+    for g in grants:
+        kind = g.key.split("|", 1)[0]
+        name = g.key.rsplit("|", 1)[-1] if kind == "b" else g.key.split("|", 3)[2]
+        amount = (f"${g.used:.4f} of ${g.ceiling:.2f}" if kind == "b"
+                  else f"{g.used:.0f} of {g.ceiling:.0f}")
+        parts.append(f"{name!r}: {amount} spent or held by calls in flight on all replicas")
+    return "; ".join(parts)

@@ -181,7 +181,9 @@ async def test_16_concurrent_large_calls_stay_within_the_session_token_limit(lpr
 
 async def test_a_fallback_to_cheaper_burst_sends_only_what_fits_to_the_premium_model(lproxy):
     hdr = _hdr(**{"x-governor-project": "conc-cheaper"})
-    text = "[[sim:latency_ms=200]] review this diff for concurrency bugs"
+    # a slow answer, so all 8 are decided before the first premium call settles (a settled call
+    # costs less than its estimate and would leave room for one more)
+    text = "[[sim:latency_ms=1000]] review this diff for concurrency bugs"
     async with httpx.AsyncClient(timeout=30) as h:
         out = await asyncio.gather(*(
             _call(h, lproxy.base_url, KINDS[i % 4], text, 50, "code-review-strong", hdr)
@@ -347,6 +349,8 @@ async def test_two_replicas_on_one_postgresql_hold_budget_rate_and_session_limit
                     _call(h, (a, b)[i % 2].base_url, KINDS[i % 4], text, 150, "t-conc", hdr)
                     for i in range(16)))
                 assert [s for s, _ in second] == [429] * 16
+                msg = second[0][1]["error"]
+                assert "'conc-hard'" in msg and "held by calls in flight on all replicas" in msg
 
                 # a request window shared, not per replica: 10 per hour in all
                 rhdr = _hdr(**{"x-governor-workflow-tag": "t-shared-rate"})
