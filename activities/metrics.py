@@ -146,6 +146,11 @@ class Metrics:
             "governor_ledger_up", "1 while the ledger database answers", registry=r
         )
         self.ledger_up.set(1)
+        self.outage_policy = Gauge(
+            "governor_limits_outage_policy_active",
+            "1 while shared limits are decided by limits_outage_policy (database unreachable)",
+            registry=r,
+        )
         self.breaker_state = Gauge(
             "governor_breaker_state",
             "Circuit breaker of a target as routed by a virtual model: 0 closed, 1 half-open "

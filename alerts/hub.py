@@ -323,6 +323,12 @@ class AlertHub:
             gw.metrics.ledger_up.set(0)
             for rule in self._signal("ledger_unreachable"):
                 self.fire(rule.name, {})
+        shared = getattr(gw, "shared", None)  # PostgreSQL ledgers: limits shared by leases
+        in_outage = shared is not None and shared.in_outage()
+        gw.metrics.outage_policy.set(1 if in_outage else 0)
+        if in_outage:
+            for rule in self._signal("outage_policy"):
+                self.fire(rule.name, {})
         pending = gw.writer.pending_count
         self._backlog = [*self._backlog[-4:], pending]
         for rule in self._signal("journal_backlog"):

@@ -62,6 +62,7 @@ Signal = Literal[
     "breaker_open",
     "ledger_unreachable",
     "journal_backlog",
+    "outage_policy",
     "none",
 ]
 
@@ -228,6 +229,7 @@ DEFAULT_IDENTIFY: dict[str, tuple[str, ...]] = {
     "breaker_open": ("target",),
     "ledger_unreachable": (),
     "journal_backlog_growing": (),
+    "outage_policy_in_force": (),
 }
 DEFAULT_SIGNAL: dict[str, Signal] = {
     "runaway_agent": "loop_detector",
@@ -237,6 +239,7 @@ DEFAULT_SIGNAL: dict[str, Signal] = {
     "breaker_open": "breaker_open",
     "ledger_unreachable": "ledger_unreachable",
     "journal_backlog_growing": "journal_backlog",
+    "outage_policy_in_force": "outage_policy",
 }
 DEFAULT_STEPS: dict[str, tuple[Step, ...]] = {
     "runaway_agent": (
@@ -281,6 +284,14 @@ BUILTIN_RULES: tuple[AlertRule, ...] = (
         labels={"severity": "warning", "team": "platform"},
         runbook="1. The ledger is slow or down: check the database",
         embedded=Embedded(signal="journal_backlog", threshold=10000),
+    ),
+    AlertRule(
+        name="outage_policy_in_force",
+        query="governor_limits_outage_policy_active == 1",
+        labels={"severity": "critical", "team": "platform"},
+        runbook="1. The ledger database is unreachable: shared limits follow "
+        "limits_outage_policy\n2. Restore the database; replicas return to leases by themselves",
+        embedded=Embedded(signal="outage_policy"),
     ),
 )
 
