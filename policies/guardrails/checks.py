@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import math
+import re
 from collections import Counter
 
 import orjson
@@ -104,9 +106,14 @@ def random_looking(value: str, min_entropy: float = 3.0) -> bool:
 
 _PLACEHOLDER_WORDS = (
     "example", "placeholder", "your_", "your-", "yourpass", "changeme", "change_me", "change-me",
-    "redacted", "dummy", "sample", "xxxx", "****", "....", "<", ">", "${", "{{", "%(", "%s",
+    "redacted", "dummy", "sample", "xxxx", "****", "....", "####", "%(", "%s",
     "secret_here", "token_here", "key_here", "replace", "insert", "todo", "fixme", "null", "none",
 )  # fmt: skip
+
+
+_TEMPLATE = re.compile(
+    r"\$\{[a-z0-9_.:\- ]{1,64}+\}|\{\{[a-z0-9_.\-|'\"() ]{1,64}+\}\}|\$[a-z_][a-z0-9_]*+$"
+)
 
 
 def placeholder(value: str) -> bool:
@@ -128,6 +135,10 @@ def placeholder(value: str) -> bool:
         return True
     if len(set(low)) <= 2:
         return True
+    if low.endswith("here"):
+        return True  # `…AccessTokenHere`, `paste_key_here`
+    if low.startswith("<") or ("<" in low and ">" in low) or _TEMPLATE.search(low):
+        return True  # `<your-key>`, `${DB_PASSWORD}`, `{{ secrets.token }}`
     return any(w in low for w in _PLACEHOLDER_WORDS)
 
 
@@ -139,3 +150,27 @@ def jwt_header_ok(header_b64: str) -> bool:
     except (binascii.Error, ValueError, orjson.JSONDecodeError):
         return False
     return isinstance(obj, dict) and "alg" in obj
+
+
+def _ascending_run(value: str, n: int) -> bool:
+    run = 1
+    for a, b in itertools.pairwise(value):
+        run = run + 1 if ord(b) - ord(a) == 1 else 1
+        if run >= n:
+            return True
+    return False
+
+
+def example_value(value: str) -> bool:
+    """Documentation keys: AWS's `…EXAMPLE` ids, or a typed alphabet/counting run
+    (`AIzaSyabcdefghijklmnop…`, `sk-…1234567890`) that no generator produces."""
+    return "EXAMPLE" in value or _ascending_run(value, 8)
+
+
+def json_object_b64(part: str) -> bool:
+    """A base64url JWT part that decodes to a JSON object (an unsigned token's payload)."""
+    try:
+        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        return isinstance(orjson.loads(raw), dict)
+    except (binascii.Error, ValueError, orjson.JSONDecodeError):
+        return False

@@ -21,11 +21,19 @@ after the value they examined; private-key blocks find their END marker from one
 
 from __future__ import annotations
 
+import base64
+import binascii
 import bisect
 import re
 from collections.abc import Callable, Iterator
 
-from policies.guardrails.checks import jwt_header_ok, placeholder, random_looking
+from policies.guardrails.checks import (
+    example_value,
+    json_object_b64,
+    jwt_header_ok,
+    placeholder,
+    random_looking,
+)
 from policies.guardrails.spans import Span, boundary_before
 
 DETECTOR = "secrets"
@@ -41,15 +49,24 @@ _SK = re.compile(
     r"([A-Za-z0-9_\-]{20,}+)"
 )
 _GH = re.compile(r"(?:gh[pousr]_[A-Za-z0-9]{36,}+|github_pat_[A-Za-z0-9_]{50,}+)(?![A-Za-z0-9_])")
-_GL = re.compile(r"gl(?:pat|ptt|dt|rt|cbt)-([A-Za-z0-9_\-]{20,}+)")
+# GitLab's token prefix family (personal, pipeline-trigger, deploy, runner, CI-build, feature-flag
+# client, feed, incoming-mail, agent, OAuth-app, SCIM), legacy runner registration tokens
+# (`GR1348941…`) and the session cookie.
+_GL = re.compile(
+    r"(?:gl(?:pat|ptt|dt|rt|cbt|ffct|ft|imt|agent|oas|soat)-|GR1348941|_gitlab_session=)"
+    r"([A-Za-z0-9_\-]{20,}+)"
+)
 _SLACK_TOKEN = re.compile(r"xox[abposre]-([A-Za-z0-9\-]{10,250})")
 _SLACK_APP = re.compile(r"xapp-([A-Za-z0-9\-]{20,250})")
+# With or without a scheme (`hooks.slack.com/services/…` pasted from a config); boundary checked.
 _SLACK_HOOK = re.compile(
-    r"https://hooks\.slack\.com/(?:services|workflows|triggers)/([A-Za-z0-9_/\-]{20,200})"
+    r"hooks\.slack\.com/(?:services|workflows|triggers)/([A-Za-z0-9_/\-]{20,200})"
 )
-_STRIPE = re.compile(r"k_live_([A-Za-z0-9]{20,}+)(?![A-Za-z0-9])")
+# Secret (`sk_`) and restricted (`rk_`) keys, live and test mode; the `s`/`r` is checked in Python.
+_STRIPE = re.compile(r"k_(?:live|test|prod)_([A-Za-z0-9]{20,}+)(?![A-Za-z0-9])")
 _LLM = (
     (re.compile(r"hf_[A-Za-z]{34,}+(?![A-Za-z0-9_\-])"), "huggingface_token", 3 + 40),
+    (re.compile(r"api_org_[A-Za-z]{34,}+(?![A-Za-z0-9_\-])"), "huggingface_token", 8 + 40),
     (re.compile(r"gsk_[A-Za-z0-9]{48,}+(?![A-Za-z0-9_\-])"), "groq_api_key", 4 + 56),
     (re.compile(r"r8_[A-Za-z0-9]{37,}+(?![A-Za-z0-9_\-])"), "replicate_api_token", 3 + 40),
     (re.compile(r"xai-[A-Za-z0-9]{60,}+(?![A-Za-z0-9_\-])"), "xai_api_key", 4 + 100),
@@ -57,9 +74,7 @@ _LLM = (
 )
 # Always consumes a whole `eyJ…` run (and the two parts after it when present); `_jwt` checks the
 # part lengths, so `eyJeyJeyJ…` is one candidate, not one backtracking scan per `eyJ`.
-_JWT = re.compile(
-    r"(ey[JA][A-Za-z0-9_\-]*+)(?:\.(ey[JA][A-Za-z0-9_\-]*+)(\.[A-Za-z0-9_\-]{0,2048}+)?)?"
-)
+_JWT = re.compile(r"(ey[A-Za-z0-9_\-]*+)(?:\.(ey[A-Za-z0-9_\-]*+)(\.[A-Za-z0-9_\-]{0,2048}+)?)?")
 # `#` is not legal unescaped in a URL password, but people paste such URLs anyway.
 _URL_PASSWORD = re.compile(r"://([^\s:@/?#\[\]\"'<>]{0,64}+):([^\s@/?\"'<>]{1,128}+)@[A-Za-z0-9\[]")
 _AZURE = (
@@ -67,6 +82,18 @@ _AZURE = (
     (re.compile(r"SharedAccessKey=([A-Za-z0-9+/]{40,46}={0,2})"), "azure_sas_token", 4.0),
     (re.compile(r"sig=([A-Za-z0-9%+/]{30,120}(?:%3D|=){0,2})"), "azure_sas_token", 3.5),
 )
+# A 64-byte storage account key is 86 base64 characters and `==`; reported when the text around it
+# names the storage account (`account_key`, `AZURE_STORAGE_KEY`, `-storagekey`).
+_B64_86 = re.compile(r"[A-Za-z0-9+/]{86}")
+_B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+_AZURE_CONTEXT = ("account", "storage", "azure", "blob")
+# Azure AD (Entra) client secrets: three characters, a digit, `Q~`, then 31-34 more.
+_AAD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_~.")
+_AAD_TAIL = re.compile(r"[A-Za-z0-9_~.\-]{31,34}+(?![A-Za-z0-9_~.\-])")
+# `curl -u user:pass` / `--user user:pass`, and `Authorization: Basic <base64 of user:pass>`.
+_CURL_USER = re.compile(r"(?:-u|--user)[ \t]++[\"']?+([^\s\"':]{0,64}+):([^\s\"']{1,128}+)")
+_BASIC = re.compile(r"authorization[\"']?[ \t]*[:=][ \t]*[\"']?basic[ \t]++")
+_BASIC_VALUE = re.compile(r"[A-Za-z0-9+/]{4,1024}+={0,2}+")
 _PEM_BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]++ ){0,3}PRIVATE KEY(?: BLOCK)?-----")
 _PEM_END = re.compile(r"-----END (?:[A-Z0-9]++ ){0,3}PRIVATE KEY(?: BLOCK)?-----")
 _PEM_MAX_BODY = 16384
@@ -76,26 +103,38 @@ _PEM_BODY = re.compile(
 )
 
 # Labelled values, matched on the lower-cased text; one literal-led regex per label ending.
-_OP = r"[\"']?[ \t]*(?::=|=>|[:=])[ \t]*"
+# A label may run on (`secret_key_2`, `todo_secret_do_not_commit`, `mySecretString`); then an
+# optional closing quote or `]`, an optional Go type (`var x string = …`), and one operator of the
+# languages people paste: `=`, `:`, `:=`, `::=`, `:::=`, `?=`, `.=`, `+=`, `=>`, comparisons
+# (`if (key == "…")`), a call's next argument (`setProperty("X_TOKEN", "…")`) or an XML element
+# whose value sits on the next line (`<apiToken>\n  …\n</apiToken>`).
+_OP = (
+    r"[a-z0-9_]{0,32}+[\"'\]]?(?:[ \t]++string)?[ \t]*+"
+    r"(?:(?:[=!]==?+|=>|:{0,3}=|\?=|\.=|\+=|:|(?<=[\"']),)[ \t]*+|>[ \t\r\n]{0,64}+)"
+)
 _ASSIGN = (
     re.compile(r"pass(?:word|wd)" + _OP),
     re.compile(r"pwd" + _OP),
     re.compile(r"secret" + _OP),
     re.compile(r"token" + _OP),
-    re.compile(r"credentials?" + _OP),
+    re.compile(r"cred" + _OP),
     re.compile(r"key" + _OP),
 )
 # What must precede `key` for it to label a secret (`api_key`, `accessKey`, `secret-key` ...).
 _KEY_OWNERS = ("api", "access", "auth", "private", "secret", "client", "master", "signing",
                "encryption", "subscription", "license", "account")  # fmt: skip
 _VALUE = re.compile(
-    r"[brfu]?(?:\"([^\"\s]{1,256})\"|'([^'\s]{1,256})'|`([^`\s]{1,256})`)"
+    r"[brfu@]?(?:\"([^\"\s]{1,256})\"|'([^'\s]{1,256})'|`([^`\s]{1,256})`)"
     r"|([^\s\"'`,;)}\]<>]{1,256})"
 )
-_CODE_REF = re.compile(r"[A-Za-z_$][\w$]*(?:[.\[(:].*)?")
+_CODE_REF = re.compile(r"[A-Za-z_$][\w$]*+(?:\.[A-Za-z_$][\w$]*+)*+(?:[\[(:].*)?")
 _BEARER = re.compile(r"bearer[ \t]+")
 _BEARER_VALUE = re.compile(r"[A-Za-z0-9\-._~+/]{20,2048}+=*+")
 _AWS_SECRET_VALUE = re.compile(r"[A-Za-z0-9/+]{40}")
+# Token body lengths GitLab issues, where fixed (by the prefix's first four characters).
+_GL_LENGTHS = {"glim": (25, 25), "glag": (50, 50), "gloa": (64, 64), "glso": (20, 50),
+               "GR13": (20, 50), "_git": (32, 32)}  # fmt: skip
+_HEX = re.compile(r"[0-9a-f]+")
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-.")
 
 _SPECIFIC = 3
@@ -104,10 +143,11 @@ _GENERIC = 1
 
 def _aws(text: str) -> Iterator[Span]:
     for m in _AWS.finditer(text):
-        if not boundary_before(text, m.start()) or text[m.start() : m.start() + 20].endswith(
-            "EXAMPLE"
-        ):
+        key_id = text[m.start() : m.start() + 20]
+        if not boundary_before(text, m.start()) or key_id.endswith("EXAMPLE"):
             continue
+        if example_value(key_id) or not key_id[4:].strip("X"):
+            continue  # `AKIAXXXXXXXXXXXXXXXX`, documentation keys
         yield Span(m.start(), m.start() + 20, DETECTOR, "aws_access_key", _SPECIFIC)
         sk = m.group(1)
         if sk and random_looking(sk, 4.0) and "EXAMPLE" not in sk:
@@ -123,7 +163,8 @@ def _simple(
             if max_len and len(value) > max_len:
                 continue
             if boundary_before(text, m.start()) and random_looking(value, min_entropy):
-                yield Span(m.start(), m.end(), DETECTOR, kind, _SPECIFIC)
+                if not example_value(m.group(0)):
+                    yield Span(m.start(), m.end(), DETECTOR, kind, _SPECIFIC)
 
     return find
 
@@ -134,6 +175,9 @@ def _sk(text: str) -> Iterator[Span]:
             continue
         if not boundary_before(text, m.start()) or not random_looking(m.group(3), 3.5):
             continue
+        exact = len(m.group(3)) == 95 and m.group(3).endswith("AA")  # api03/admin01: 93 + `AA`
+        if not exact and example_value(m.group(3)):
+            continue  # `sk-ant-api03-abc123xyz-…klmnopqrstuvwx…` of the wrong length
         kind = (
             "anthropic_api_key" if m.group(1) else "openrouter_api_key" if m.group(2)
             else "openai_api_key"
@@ -141,13 +185,37 @@ def _sk(text: str) -> Iterator[Span]:
         yield Span(m.start(), m.end(), DETECTOR, kind, _SPECIFIC)
 
 
+def _gitlab(text: str) -> Iterator[Span]:
+    for m in _GL.finditer(text):
+        body = m.group(1)
+        if len(body) > 64 or not boundary_before(text, m.start()):
+            continue
+        lo, hi = _GL_LENGTHS.get(m.group(0)[:4], (20, 64))
+        if not lo <= len(body) <= hi:
+            continue
+        if m.group(0).startswith("glptt-") and not (len(body) == 40 and _HEX.fullmatch(body)):
+            continue  # pipeline trigger tokens are exactly 40 hex digits
+        if random_looking(body, 3.0):
+            yield Span(m.start(), m.end(), DETECTOR, "gitlab_token", _SPECIFIC)
+
+
 def _slack(text: str) -> Iterator[Span]:
     for regex, kind in ((_SLACK_TOKEN, "slack_token"), (_SLACK_APP, "slack_token"),
                         (_SLACK_HOOK, "slack_webhook")):  # fmt: skip
         for m in regex.finditer(text):
-            body = m.group(1).replace("-", "").replace("/", "")
-            if boundary_before(text, m.start()) and random_looking(body, 3.0):
+            if boundary_before(text, m.start()) and _slack_body_ok(m.group(1)):
                 yield Span(m.start(), m.end(), DETECTOR, kind, _SPECIFIC)
+
+
+def _slack_body_ok(body: str) -> bool:
+    """Random as a whole, or ID segments and a random last part (`xoxa-2-5111…-e039d0…`); numeric
+    IDs are a version digit or 8+ digits, so `xoxb-12345-abcd234` is a made-up example."""
+    parts = body.split("-")
+    if placeholder(body) or any(p.isdigit() and 2 <= len(p) <= 7 for p in parts):
+        return False
+    flat = body.replace("-", "").replace("/", "")
+    last = parts[-1].rsplit("/", 1)[-1]
+    return random_looking(flat, 3.0) or (len(last) >= 10 and random_looking(last, 3.0))
 
 
 def _stripe(text: str) -> Iterator[Span]:
@@ -169,13 +237,26 @@ def _llm(text: str) -> Iterator[Span]:
                 yield Span(m.start(), m.end(), DETECTOR, kind, _SPECIFIC)
 
 
+def _jwt_ok(header: str, payload: str, sig: str | None) -> bool:
+    """Signed or unsigned (`alg: none`, empty or absent signature) JWTs whose header names `alg`;
+    a `ey….ey….` pair that does not decode still counts when both parts are long and random, the
+    shape scanners report (a redacted or truncated token is still a credential leak)."""
+    if jwt_header_ok(header):
+        return sig is not None or json_object_b64(payload)
+    return (
+        sig is not None and not header.startswith("eyJ")
+        and len(header) >= 19 and len(payload) >= 19
+        and header[2:].isalnum() and random_looking(header, 3.0) and random_looking(payload, 3.0)
+    )  # fmt: skip
+
+
 def _jwt(text: str) -> Iterator[Span]:
     pos = 0
     while (m := _JWT.search(text, pos)) is not None:
         header, payload, sig = m.group(1), m.group(2), m.group(3)
-        if len(header) >= 11 and payload is not None and len(payload) >= 11 and sig is not None:
+        if len(header) >= 11 and payload is not None and len(payload) >= 11:
             pos = m.end()
-            if boundary_before(text, m.start()) and jwt_header_ok(header):
+            if boundary_before(text, m.start()) and _jwt_ok(header, payload, sig):
                 yield Span(m.start(), m.end(), DETECTOR, "jwt", _SPECIFIC)
         else:
             pos = m.end(1)  # the next `eyJ` after this run may start a token of its own
@@ -196,6 +277,63 @@ def _azure(text: str) -> Iterator[Span]:
                 yield Span(m.start(1), m.end(1), DETECTOR, kind, _SPECIFIC)
 
 
+def _azure_storage_shape(text: str, low: str) -> Iterator[Span]:
+    pos = 0
+    while (i := text.find("==", pos)) >= 0:
+        pos = i + 2
+        start = i - 86
+        if start < 0 or text[i - 1] not in _B64_CHARS or not _B64_86.fullmatch(text, start, i):
+            continue
+        if (start and text[start - 1] in _B64_CHARS) or text[i + 2 : i + 3] in _B64_CHARS:
+            continue
+        if text[start - 11 : start] == "AccountKey=":
+            continue  # reported by `_azure`
+        near = low[max(0, start - 256) : start]
+        if any(w in near for w in _AZURE_CONTEXT) and random_looking(text[start:i], 4.0):
+            yield Span(start, i + 2, DETECTOR, "azure_storage_key", _SPECIFIC)
+
+
+def _azure_ad(text: str) -> Iterator[Span]:
+    pos = 0
+    while (i := text.find("Q~", pos)) >= 0:
+        pos = i + 2
+        start = i - 4
+        if start < 0 or not text[i - 1].isdigit():
+            continue
+        if not all(c in _AAD_CHARS for c in text[start:i]):
+            continue
+        if start and (text[start - 1] in _AAD_CHARS or text[start - 1] == "-"):
+            continue
+        tail = _AAD_TAIL.match(text, i + 2)
+        if tail and random_looking(text[start : tail.end()], 3.5):
+            pos = tail.end()
+            yield Span(start, tail.end(), DETECTOR, "azure_ad_client_secret", _SPECIFIC)
+
+
+def _curl_user(text: str, low: str) -> Iterator[Span]:
+    for m in _CURL_USER.finditer(text):
+        user, pw = m.group(1), m.group(2)
+        if len(pw) < 6 or pw == user or pw[0] in "$%{[<(" or user[:1] in ("<", "$", "{"):
+            continue
+        if placeholder(pw):
+            continue
+        if random_looking(pw, 2.5):
+            yield Span(m.start(2), m.end(2), DETECTOR, "curl_basic_auth", _SPECIFIC)
+
+
+def _basic_auth(text: str, low: str) -> Iterator[Span]:
+    for m in _BASIC.finditer(low):
+        v = _BASIC_VALUE.match(text, m.end())
+        if v is None:
+            continue
+        try:
+            raw = base64.b64decode(v.group(), validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if b":" in raw and raw.isascii() and raw[:1] != b":":
+            yield Span(v.start(), v.end(), DETECTOR, "http_basic_auth", _SPECIFIC)
+
+
 def _pem(text: str) -> Iterator[Span]:
     if "-----BEGIN " not in text:
         return
@@ -214,6 +352,10 @@ def _pem(text: str) -> Iterator[Span]:
         if k < len(ends) and ends[k] - m.end() <= _PEM_MAX_BODY:
             end = _PEM_END.match(text, ends[k])
             assert end is not None
+            body = text[m.end() : ends[k]].strip()
+            if len(body) < 16 or placeholder(body):
+                pos = end.end()  # `BEGIN PRIVATE KEY` / `anything` / `END`: a placeholder block
+                continue
             if held is not None:
                 yield held
                 held = None
@@ -233,19 +375,20 @@ _FAMILIES: tuple[Callable[[str], Iterator[Span]], ...] = (
     _simple(_GCP, "gcp_api_key"),
     _sk,
     _simple(_GH, "github_token", 0, 11 + 255),
-    _simple(_GL, "gitlab_token", 1, 64),
+    _gitlab,
     _slack,
     _stripe,
     _llm,
     _jwt,
     _url_password,
     _azure,
+    _azure_ad,
     _pem,
 )
 
 
 def _value_ok(value: str, quoted: bool, kind: str) -> bool:
-    if len(value) < 8 or placeholder(value):
+    if len(value) < 8 or placeholder(value) or example_value(value):
         return False
     if not quoted:
         # Unquoted values in code are expressions: `settings.api_key`, `get_token()`, `API_KEY`.
@@ -256,6 +399,32 @@ def _value_ok(value: str, quoted: bool, kind: str) -> bool:
         ):
             return False
     return random_looking(value, 2.5 if kind == "password" else 3.0)
+
+
+_WORD = re.compile(r"[a-z0-9_]*+")
+# A label that names something about the secret, not the secret: `credentialsId`, `secret_name`,
+# `access_token_url`, `TokenFile`, `key_length`.
+_NOT_SECRET_SUFFIX = ("id", "ids", "name", "names", "file", "url", "uri", "path", "type", "len",
+                      "length", "count", "size", "ttl", "expiry", "expires", "header", "prefix",
+                      "ref", "env", "var")  # fmt: skip
+_NOT_SECRET_OWNER = ("public", "csrf", "xsrf", "publishable")
+_CONTINUATIONS = ("", "s", "e", "string", "str", "key", "keys", "value")
+
+
+def _label_ok(label: str, word: str, owner: str) -> bool:
+    """`word` is the matched label with its run-on (`secret_key_2`, `tokenizer`): it may run on
+    only with `_`/digits (`api_token_123`) or a short suffix (`secretKey`, `mySecretString`)."""
+    for stem in ("password", "passwd", "pwd", "secret", "token", "cred", "key"):
+        if word.startswith(stem):
+            rest = word[len(stem) :]
+            if stem == "cred" and rest.startswith(("ential", "s")):
+                rest = rest.split("s", 1)[1] if rest.startswith("s") else rest[6:].lstrip("s")
+            if not (rest in _CONTINUATIONS or rest[0] in "_0123456789"):
+                return False
+            break
+    if label.endswith(_NOT_SECRET_SUFFIX) or owner.rstrip("_-. ").endswith(_NOT_SECRET_OWNER):
+        return False
+    return True
 
 
 def _assignments(text: str, low: str) -> Iterator[Span]:
@@ -269,6 +438,12 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
             owner = low[k : m.start()]
             if i == 5 and not owner.rstrip("_-. ").endswith(_KEY_OWNERS):
                 continue
+            word = _WORD.match(low, m.start())
+            assert word is not None
+            if not _label_ok(owner + word.group(), word.group(), owner):
+                continue
+            if low[m.end() - 1] == ":" and "." in owner:
+                continue  # a dotted coordinate (`io.jsonwebtoken:jjwt`), not an assignment
             v = _VALUE.match(text, m.end())
             if v is None:
                 continue
@@ -302,6 +477,12 @@ def find_secrets(text: str, low: str) -> list[Span]:
     for family in _FAMILIES:
         out.extend(family(text))
     out.extend(_assignments(text, low))
+    if "==" in text:
+        out.extend(_azure_storage_shape(text, low))
+    if "curl" in low:
+        out.extend(_curl_user(text, low))
+    if "basic" in low:
+        out.extend(_basic_auth(text, low))
     if "bearer" in low:
         out.extend(_bearer(text, low))
     return out
