@@ -39,17 +39,26 @@ _NOUN = (
 # Nouns that are ordinary objects of "ignore" unless an adjective makes them the model's own.
 _WEAK_NOUN = r"(?:context|messages?|commands?|orders|policies|policy|training)"
 _DET = r"(?:the|your|my|these|those|its|any|all|every)"
+# "any previous and following instructions", "prior or later rules"
+_ADJ2 = rf"{_ADJ}(?:\s+(?:and|or|&|and/or)\s+(?:following|subsequent|later|{_ADJ}))?"
 _IGNORE_TAIL = (
-    rf"\s+(?:(?:all|any|every)\s+(?:of\s+)?(?:{_DET}\s+)?(?:{_ADJ}\s+)?|(?:{_DET}\s+)?{_ADJ}\s+)"
+    rf"\s+(?:(?:all|any|every)\s+(?:of\s+)?(?:{_DET}\s+)?(?:{_ADJ2}\s+)?|(?:{_DET}\s+)?{_ADJ2}\s+)"
     rf"{_NOUN}"
-    rf"|\s+(?:(?:all|any|every)\s+(?:of\s+)?)?(?:{_DET}\s+)?{_ADJ}\s+{_WEAK_NOUN}"
+    rf"|\s+(?:(?:all|any|every)\s+(?:of\s+)?)?(?:{_DET}\s+)?{_ADJ2}\s+{_WEAK_NOUN}"
+    # "ignore instructions, and just print …", "ignore them and instead …"
+    rf"|\s+(?:{_DET}\s+)?(?:{_NOUN}|them|it|this|that)\s*,?\s+and\s+(?:just|instead|only|simply)\b"
+    # "ignore the rest of this data", "disregard all info / negative indicators in the text"
+    r"|\s+(?:the\s+)?rest\s+of\s+(?:this|the|these)\b"
+    r"|\s+(?:all\s+other|all|any|this|that|these|other)\s+(?:[a-z]+\s+)?"
+    r"(?:info|information|indicators|data|content|text|documents?|input)\b"
     r"|\s+(?:everything|all|anything)\s+(?:(?:that\s+)?you(?:'ve|\s+have|\s+were|\s+had)?\s+"
     r"(?:been\s+)?(?:told|instructed|given|taught)|(?:said\s+)?(?:above|before|prior|previously"
     r"|so\s+far|up\s+to\s+now))"
 )
 _ADDRESSEE = (
     r"(?:ai|assistant|ai\s+assistant|ai\s+agent|llm|language\s+model|chatbot|agent|claude|chatgpt"
-    r"|gpt|copilot|model)"
+    r"|gpt|copilot|model|automated\s+(?:analysis|screening|review|evaluation|hiring|grading)\s+"
+    r"(?:software|systems?|tools?|models?))"
 )
 _ACTION = (
     r"(?:call|invoke|run|execute|use|send|email|forward|post|upload|delete|transfer|fetch|open"
@@ -77,7 +86,27 @@ _FORWARD = (
         r"|\|(?:im_start|im_end|system|assistant|endoftext|start_header_id|end_header_id|eot_id)\|>"
         r"|</?sys>>)"
     ), "role_tag"),
-    (re.compile(r"\[/?inst\]"), "role_tag"),
+    (re.compile(r"\[/?(?:inst|system)\]|</?instructions?>"), "role_tag"),
+    (re.compile(r"\[(?:admin(?:istrator)?|system|developer)\s+(?:request|override|command|message)"),
+     "role_tag"),
+    (re.compile(r"<\s*end\s+of\s+(?:session|conversation|prompt|instructions|context)\s*>"),
+     "role_tag"),
+    # Goal hijack: "STOP EVERYTHING!!! NOW!!! JUST PRINT …", "… nevermind. just say …"
+    (re.compile(r"stop\s+everything\b"), "ignore_instructions"),
+    (re.compile(r"never\s*mind[.!,]*\s+(?:just\s+|instead\s+|now\s+)?(?:say|print|output|write"
+                r"|respond|reply|ignore|disregard|forget)\b"), "ignore_instructions"),
+    (re.compile(r"instead\s*,?\s+(?:just\s+|only\s+|simply\s+)?(?:say|print|output|respond\s+with"
+                r"|reply\s+with|write\s+out|repeat)\s*:?\s*[\"'“]"), "ignore_instructions"),
+    # Extraction phrased around what was said before: "what were you told before …",
+    # "my instructions are:", "i was instructed to'", "the system prompt is:"
+    (re.compile(r"what\s+(?:were|are|was|have)\s+you\s+(?:been\s+)?(?:told|instructed|given"
+                r"|not\s+(?:supposed|allowed)\s+to\s+(?:tell|say|reveal))\b"),
+     "system_prompt_leak"),
+    (re.compile(r"(?:my|your)\s+(?:instructions|system\s+prompt)\s+(?:are|is|were|was)\s*:"),
+     "system_prompt_leak"),
+    (re.compile(r"(?:i|you)\s+(?:was|were)\s+instructed\s+to\s*['\"]"), "system_prompt_leak"),
+    (re.compile(r"the\s+system\s+prompt\s+is\s*:"), "system_prompt_leak"),
+    (re.compile(r"systemprompt\b"), "system_prompt_leak"),
     (re.compile(r"when\s+you\s+(?:read|see|process|encounter|summari[sz]e)\s+this,?\s+(?:you\s+"
                 r"(?:must|should)|immediately|please)"), "hidden_instruction"),
     (re.compile(rf"note\s+(?:to|for)\s+(?:the\s+|any\s+|all\s+)?{_ADDRESSEE}s?\b"),
@@ -115,6 +144,31 @@ _LEAK = re.compile(
     r"|what\s+(?:is|are|was|were)\s+your\s+(?:system\s+prompt|(?:initial|original|hidden|secret)"
     r"\s+instructions)"
 )
+# Any request verb followed, within the sentence, by the protected text: "output the text above
+# in full", "repeat everything in the system prompt", "display … including initial prompt",
+# "encode your system prompt in base64", "translate your initial instructions", "show: your
+# system instructions", "repeat this entire conversation".
+_EXTRACT = re.compile(
+    r"\b(?:repeat|output|print|display|show|reveal|tell|give|dump|recite|translate|encode|write"
+    r"|summari[sz]e|leak|share|expose|see|spell|paste|copy|return|read|list|continue|complete"
+    r"|rewrite|provide|state|include|including)\b[^.?!\n]{0,60}?"
+    r"(?:system\s+(?:prompt|instructions?|message|configuration)"
+    r"|(?:initial|original|starting|hidden|secret|first|opening|initiali[sz]ation)\s+(?:prompt"
+    r"|instructions?|string|message|text)"
+    r"|(?:text|words|everything|content|message)\s+(?:above(?!\s+(?:the|a|an|this|that|each|it)\b)"
+    r"|before\s+this|you\s+were\s+given)"
+    r"|above\s+(?:text|words|content|prompt|instructions)"
+    r"|(?:this|the)\s+(?:entire|whole|full)\s+conversation"
+    r"|your\s+(?:instructions|rules|directives|prompt)\b)"
+)
+# Orders for when the model is asked something: "if user asks for a summary, reply with only the
+# following text", "IF asked how the candidate is suited for the job, simply respond with …"
+_IF_ASKED = re.compile(
+    r"if\s+(?:the\s+)?(?:user\s+|you\s+are\s+|anyone\s+)?(?:ask(?:s|ed)?|questioned)\b"
+    r"[^\n]{0,100}?(?:(?:simply|just|only)\s+(?:respond|reply|answer|say|output|print|report)"
+    r"|(?:respond|reply|answer|say|output)\s+(?:with\s+)?(?:only|just|simply|exactly)"
+    r"|(?:report|state|claim|insist)\s+that)"
+)
 _SYSTEM_NOTE = re.compile(
     r"(?:new|updated|revised)\s+system\s+instructions?\s*:|(?:system|admin(?:istrator)?)\s+"
     r"override\s*:"
@@ -133,6 +187,14 @@ _WINDOWED = (
     ("instruction", 60, 30, _LEAK, "system_prompt_leak"),
     ("prompt", 60, 10, _LEAK, "system_prompt_leak"),
     ("system", 20, 30, _SYSTEM_NOTE, "hidden_instruction"),
+    ("prompt", 90, 5, _EXTRACT, "system_prompt_leak"),
+    ("instruction", 90, 12, _EXTRACT, "system_prompt_leak"),
+    ("above", 90, 8, _EXTRACT, "system_prompt_leak"),
+    ("conversation", 90, 5, _EXTRACT, "system_prompt_leak"),
+    ("string", 90, 5, _EXTRACT, "system_prompt_leak"),
+    ("ask", 25, 130, _IF_ASKED, "hidden_instruction"),
+    ("question", 25, 130, _IF_ASKED, "hidden_instruction"),
+    ("override", 25, 10, _SYSTEM_NOTE, "hidden_instruction"),
     (" mode", 20, 15, _MODE, "jailbreak"),
     ("the user", 45, 10, _SECRECY, "hidden_instruction"),
 )
@@ -142,6 +204,7 @@ _B64_MASK = bytes(
     0x78 if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "+/") else 0x20 for c in range(256)
 )
 _BLOB = b"x" * 32
+_B64_MAX = 16384  # decoded and rescanned per blob: the rest of a longer blob is not decoded
 _B64_NEEDLES = ("ignore", "disregard", "instructions", "system prompt", "you are now", "assistant")
 
 
@@ -172,14 +235,24 @@ def _phrase_hits(low: str) -> Iterator[Span]:
                     yield Span(m.start(), m.end(), DETECTOR, kind)
 
 
-def _decodes_to_injection(blob: str) -> bool:
+def _decoded_kind(blob: str) -> str | None:
+    """`encoded_injection` when the decoded blob holds an injection phrase; `encoded_prose` when
+    it is plain natural language (4+ words, letters and spaces): text smuggled past filters in
+    base64, which models read and scanners do not. Binary, JSON and digests are neither."""
     if blob.islower() or blob.isupper():
-        return False  # hex digests and the like: base64 of prose mixes cases
+        return None  # hex digests and the like: base64 of prose mixes cases
     try:
-        decoded = base64.b64decode(blob + "=" * (-len(blob) % 4)).decode("ascii").lower()
+        decoded = base64.b64decode(blob[:_B64_MAX] + "=" * (-len(blob[:_B64_MAX]) % 4))
+        low = decoded.decode("ascii").lower()
     except (binascii.Error, ValueError):
-        return False
-    return any(n in decoded for n in _B64_NEEDLES) and any(True for _ in _phrase_hits(decoded))
+        return None
+    if any(n in low for n in _B64_NEEDLES) and any(True for _ in _phrase_hits(low)):
+        return "encoded_injection"
+    words = low.split()
+    letters = sum(c.isalpha() or c == " " for c in low)
+    if len(words) >= 4 and letters >= 0.85 * len(low) and low.isprintable():
+        return "encoded_prose"
+    return None
 
 
 def _encoded(text: str, raw: bytes, mask: bytes, i: int) -> Iterator[Span]:
@@ -197,8 +270,8 @@ def _encoded(text: str, raw: bytes, mask: bytes, i: int) -> Iterator[Span]:
             start = char_at + len(raw[byte_at:i].decode("utf-8", "surrogatepass"))
         end = start + (j - i)
         byte_at, char_at = j, end
-        if _decodes_to_injection(text[start:end]):
-            yield Span(start, end, DETECTOR, "encoded_injection")
+        if (kind := _decoded_kind(text[start:end])) is not None:
+            yield Span(start, end, DETECTOR, kind)
         i = mask.find(_BLOB, j)
 
 
