@@ -49,7 +49,7 @@ def card_brand_ok(digits: str) -> bool:
     return False
 
 
-# Registry lengths (ISO 13616) of the countries we validate; others are not reported.
+# Registry lengths (ISO 13616, SWIFT IBAN registry) of every IBAN country; others are not IBANs.
 IBAN_LENGTHS = {
     "AD": 24, "AE": 23, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
     "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
@@ -59,6 +59,9 @@ IBAN_LENGTHS = {
     "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29,
     "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24, "SE": 24, "SI": 19, "SK": 24, "SM": 27,
     "TN": 24, "TR": 26, "UA": 29, "VG": 24, "XK": 20,
+    "AL": 28, "BI": 27, "BY": 28, "DJ": 27, "FK": 18, "HN": 28, "IQ": 23, "LC": 32, "LY": 25,
+    "MN": 20, "NI": 28, "OM": 23, "RU": 33, "SC": 31, "SD": 18, "SO": 23, "ST": 25, "SV": 28,
+    "TL": 23, "VA": 22, "YE": 30,
 }  # fmt: skip
 
 

@@ -130,9 +130,11 @@ _YOU = re.compile(
 )
 _ADDRESSED = re.compile(rf"\b{_ADDRESSEE}\s*[:,]\s*$")
 # At the start of a line (only blanks before it on that line).
+# A `system:` line written as a sentence ("System: focus only on …"), not a YAML key, is a turn.
 _HEADING = re.compile(
     r"(?m)^[^\S\n]*+(##{0,5}+[ \t]*+(?:system|assistant|developer)(?:[ \t]++(?:message|prompt"
-    r"|override|instructions?))?[ \t]*+:)"
+    r"|override|instructions?))?[ \t]*+:"
+    r"|system(?:[ \t]++(?:message|prompt))?[ \t]*+:(?=(?:[ \t]++[a-z]++){3}))"
 )
 # Phrases whose distinctive word is not the first: found by an anchor, matched in a window.
 _LEAK = re.compile(
@@ -191,6 +193,7 @@ _WINDOWED = (
     ("instruction", 90, 12, _EXTRACT, "system_prompt_leak"),
     ("above", 90, 8, _EXTRACT, "system_prompt_leak"),
     ("conversation", 90, 5, _EXTRACT, "system_prompt_leak"),
+    ("system", 90, 25, _EXTRACT, "system_prompt_leak"),
     ("string", 90, 5, _EXTRACT, "system_prompt_leak"),
     ("ask", 25, 130, _IF_ASKED, "hidden_instruction"),
     ("question", 25, 130, _IF_ASKED, "hidden_instruction"),
@@ -204,7 +207,13 @@ _B64_MASK = bytes(
     0x78 if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "+/") else 0x20 for c in range(256)
 )
 _BLOB = b"x" * 32
-_B64_MAX = 16384  # decoded and rescanned per blob: the rest of a longer blob is not decoded
+_B64_MAX = 16384
+# The text asks the model to read an encoded payload: "decode the following BASE64",
+# "Encoded: … Decoded:", "what does this mean?".
+_DECODE_CUE = re.compile(
+    r"decod|base ?64|\bb64\b|\bencoded\b|what\s+does\s+(?:this|it)\s+(?:mean|say)"
+    r"|(?:interpret|translate|read)\s+(?:this|the\s+following)"
+)  # decoded and rescanned per blob: the rest of a longer blob is not decoded
 _B64_NEEDLES = ("ignore", "disregard", "instructions", "system prompt", "you are now", "assistant")
 
 
@@ -251,7 +260,7 @@ def _decoded_kind(blob: str) -> str | None:
     words = low.split()
     letters = sum(c.isalpha() or c == " " for c in low)
     if len(words) >= 4 and letters >= 0.85 * len(low) and low.isprintable():
-        return "encoded_prose"
+        return "encoded_prose"  # reported only when the text asks for it to be read (caller)
     return None
 
 
@@ -270,7 +279,10 @@ def _encoded(text: str, raw: bytes, mask: bytes, i: int) -> Iterator[Span]:
             start = char_at + len(raw[byte_at:i].decode("utf-8", "surrogatepass"))
         end = start + (j - i)
         byte_at, char_at = j, end
-        if (kind := _decoded_kind(text[start:end])) is not None:
+        kind = _decoded_kind(text[start:end])
+        if kind == "encoded_prose" and not _DECODE_CUE.search(text.lower()):
+            kind = None  # a base64 sentence nobody asks the model to read is just data
+        if kind is not None:
             yield Span(start, end, DETECTOR, kind)
         i = mask.find(_BLOB, j)
 

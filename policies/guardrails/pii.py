@@ -32,24 +32,33 @@ DETECTOR = "pii"
 # the alternatives after it dispatch on what that first character was.
 _NUMERIC = re.compile(
     r"[0-9](?:"
-    r"(?P<iban>(?<=[A-Z][A-Z][0-9])[0-9](?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?)"
-    r"|(?P<nino>(?:(?<=[A-Z][A-Z][0-9])|(?<=[A-Z][A-Z] [0-9]))[0-9] ?[0-9]{2} ?[0-9]{2} ?[A-D])"
+    r"(?P<iban>(?<=[A-Za-z][A-Za-z][0-9])[0-9](?:[ \-]?[A-Za-z0-9]{4}){2,7}"
+    r"(?:[ \-]?[A-Za-z0-9]{1,4})?)"
+    r"|(?P<nino>(?:(?<=[A-Za-z][A-Za-z][0-9])|(?<=[A-Za-z][A-Za-z] [0-9]))[0-9] ?[0-9]{2} ?[0-9]{2}"
+    r" ?[A-Da-d])"
     # Every other shape has at least 7 more digits/separators: one cheap look rejects the
     # short numbers that fill code and logs before any alternative is tried.
     r"|(?=[0-9 .\-]{6})(?:"
     r"(?P<ip>[0-9]{0,2}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3})"
-    r"|(?P<ssn>[0-9]{2}(?P<s0>[\- ])[0-9]{2}(?P=s0)[0-9]{4})"
+    r"|(?P<ssn>[0-9]{2}(?P<s0>[\-. ])[0-9]{2}(?P=s0)[0-9]{4})"
     r"|(?P<nanp>[0-9]{2}(?P<s1>[\-. ])[2-9][0-9]{2}(?P=s1)[0-9]{4})"
-    r"|(?P<natl>(?<=0)[0-9]{2,4}[ \-][0-9]{3,4}[ \-]?[0-9]{3,4})"
+    # Trunk-0 national numbers in groups: `020 7946 0958`, `0490 75 40 81`, `0688 872 49 99`.
+    r"|(?P<natl>(?<=0)[0-9]{2,4}(?:[ \-][0-9]{2,7}){1,4})"
     r"|(?P<card>[0-9]{3}(?:[ \-]?[0-9]){9,18})"
     r"))"
 )
 _E164 = re.compile(r"\+[1-9][0-9 ().\-]{6,22}[0-9]")
+# The same numbers dialled with the `00` international prefix, with separators (`001-518-640-0854`).
+_INTL_00 = re.compile(r"00[1-9][0-9]{0,3}[ \-][0-9 \-]{5,20}[0-9]")
+# Groups before a number that make it the tail of an IBAN-like code (`DE89 A704 0044 …`): at
+# least one group mixes letters and digits.
+_GROUPS_BEFORE = re.compile(r"(?:[A-Za-z0-9]{1,4} ){1,8}$")
 _NANP_PAREN = re.compile(r"\([2-9][0-9]{2}\) ?[2-9][0-9]{2}[\-. ][0-9]{4}")
 _NINO_1 = frozenset("ABCEGHJKLMNOPRSTWXYZ")
 _NINO_2 = frozenset("ABCEGHJKLMNPRSTWXYZ")
 _EMAIL_DOMAIN = re.compile(
-    r"@([A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24})"
+    r"@([A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9\-]+)*"
+    r"\.(?:[A-Za-z]{2,24}|xn--[A-Za-z0-9\-]{1,59}))"
     r"(?![A-Za-z0-9\-])"
 )
 _LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
@@ -83,6 +92,32 @@ def _free_right(text: str, j: int) -> bool:
     return True
 
 
+def _extension(text: str, e: int) -> int:
+    """End of a phone number with its extension (`x4587`, `x0135`) if one follows, else `e`."""
+    if e < len(text) and text[e] in "xX":
+        k = e + 1
+        while k < len(text) and k - e <= 6 and text[k].isdigit():
+            k += 1
+        if 2 <= k - e <= 6:
+            return k
+    return e
+
+
+def _in_code_groups(text: str, s: int) -> bool:
+    m = _GROUPS_BEFORE.search(text, max(0, s - 45), s)
+    if m is None:
+        return False
+    return any(
+        any(c.isalpha() for c in g) and any(c.isdigit() for c in g) for g in m.group().split()
+    )
+
+
+def _phone_end(text: str, e: int) -> int:
+    """Where a phone candidate ending at `e` really ends (after an extension), or -1."""
+    e = _extension(text, e)
+    return e if _free_right(text, e) else -1
+
+
 def _ip4(text: str, s: int, e: int) -> bool:
     value = text[s:e]
     if any(len(o) > 1 and o[0] == "0" for o in value.split(".")):
@@ -91,8 +126,8 @@ def _ip4(text: str, s: int, e: int) -> bool:
         addr = ipaddress.IPv4Address(value)
     except ValueError:
         return False
-    if not addr.is_global:
-        return False
+    if not addr.is_global or text[e : e + 9].lower() == ".in-addr.":
+        return False  # reverse-DNS labels (`1.0.0.127.in-addr.arpa`) are the address reversed
     before = text[max(0, s - 9) : s].lower()
     return not (before.endswith("v") or before.rstrip().endswith("version"))
 
@@ -105,16 +140,28 @@ def _phone_digits_ok(value: str, lo: int, hi: int) -> bool:
 
 
 def _card(value: str) -> int:
-    """Length of the card number at the start of `value` (0 if none), trying group prefixes."""
-    seps = {c for c in value if not c.isdigit()}
-    if len(seps) > 1:
+    """Length of the card number at the start of `value` (0 if none): one separator style per
+    number, trying group prefixes, so `4012…1881 4012-8888-…` yields the first card alone."""
+    first = value[0:1]
+    head = value
+    for i, c in enumerate(value):
+        if not c.isdigit():
+            sep = c
+            # The number's own separator is its first; a different one starts the next number.
+            other = "-" if sep == " " else " "
+            cut = value.find(other, i)
+            head = value[:cut] if cut >= 0 else value
+            break
+    else:
+        sep = ""
+    if not first:
         return 0
-    if not seps:
-        digits = value
-        ok = 13 <= len(digits) <= 19 and card_brand_ok(digits) and luhn_ok(digits)
-        return len(value) if ok else 0
-    sep = seps.pop()
-    groups = value.split(sep)
+    lead = head.split(sep)[0] if sep else head
+    if 13 <= len(lead) <= 19 and card_brand_ok(lead) and luhn_ok(lead):
+        return len(lead)  # an unseparated number followed by another
+    if not sep:
+        return 0
+    groups = head.split(sep)
     for k in range(len(groups), 2, -1):
         digits = "".join(groups[:k])
         if 13 <= len(digits) <= 19 and card_brand_ok(digits) and luhn_ok(digits):
@@ -123,7 +170,9 @@ def _card(value: str) -> int:
 
 
 def _numeric(text: str) -> Iterator[Span]:
-    for m in _NUMERIC.finditer(text):
+    pos = 0
+    while (m := _NUMERIC.search(text, pos)) is not None:
+        pos = m.end()
         kind = m.lastgroup
         s, e = m.span()
         if kind == "iban" or kind == "nino":
@@ -139,62 +188,79 @@ def _numeric(text: str) -> Iterator[Span]:
         elif kind == "ssn":
             if _free_right(text, e) and ssn_ok(value[:3], value[4:6], value[7:]):
                 yield Span(s, e, DETECTOR, "us_ssn")
-        elif kind == "nanp":
-            if value[0] in "23456789" and _free_right(text, e):
-                yield Span(s, e, DETECTOR, "phone")
-        elif kind == "natl":
-            if _free_right(text, e) and _phone_digits_ok(value, 10, 11):
-                yield Span(s, e, DETECTOR, "phone")
-        else:
+        elif kind == "nanp" and value[0] in "23456789":
+            if (end := _phone_end(text, e)) > 0:
+                yield Span(s, end, DETECTOR, "phone")
+        elif kind == "natl" or (kind == "nanp" and value[0] == "0"):
+            if _in_code_groups(text, s):
+                continue  # the digits of an IBAN's groups, not a phone
+            if _phone_digits_ok(value, 10, 11) and (end := _phone_end(text, e)) > 0:
+                yield Span(s, end, DETECTOR, "phone")
+        elif kind == "card":
             n = _card(value)
             if n and _free_right(text, s + n):
                 yield Span(s, s + n, DETECTOR, "payment_card")
+                pos = s + n  # the rest of the run may hold the next card
 
 
 def _phones(text: str) -> Iterator[Span]:
     if "+" in text:
         for m in _E164.finditer(text):
             s, e = m.span()
-            if (s == 0 or text[s - 1] not in _ALNUM) and _free_right(text, e):
+            if (s == 0 or text[s - 1] not in _ALNUM) and (end := _phone_end(text, e)) > 0:
                 value = m.group()
                 if value.count(".") == 1:
                     continue  # a signed decimal, not a dotted phone number
                 if _phone_digits_ok(value, 8, 15):
-                    yield Span(s, e, DETECTOR, "phone")
+                    yield Span(s, end, DETECTOR, "phone")
     for m in _NANP_PAREN.finditer(text):
         s, e = m.span()
-        if (s == 0 or text[s - 1] not in _ALNUM) and _free_right(text, e):
-            yield Span(s, e, DETECTOR, "phone")
+        if (s == 0 or text[s - 1] not in _ALNUM) and (end := _phone_end(text, e)) > 0:
+            yield Span(s, end, DETECTOR, "phone")
+    for m in _INTL_00.finditer(text):
+        s, e = m.span()
+        if (
+            _free_left(text, s)
+            and _phone_digits_ok(m.group(), 10, 17)
+            and not _in_code_groups(text, s)
+        ):
+            if (end := _phone_end(text, e)) > 0:
+                yield Span(s, end, DETECTOR, "phone")
 
 
 def _iban_nino(text: str, kind: str | None, s: int, e: int) -> Iterator[Span]:
     """IBANs and NINOs start with two letters, found from the numeric pass's first digit."""
     if s > 0 and text[s - 1] in _ALNUM:
         return
-    value = text[s:e]
+    value = text[s:e].upper()
     if kind == "nino":
         if not _free_right(text, e) or value[:2] in _BAD_NINO:
             return
         if value[0] not in _NINO_1 or value[1] not in _NINO_2:
             return
-        if " " in value and value.count(" ") != 4:
+        if value.count(" ") not in (0, 4) and value.find(" ") != 2:
+            return  # `AB 12 34 56 C`, `AB123456C`, `AB 123456C`
+        if value.count(" ") == 1 and value.find(" ") != 2:
             return
         yield Span(s, e, DETECTOR, "uk_nino")
         return
     want = IBAN_LENGTHS.get(value[:2])
-    if want is None or value[2] == " ":
+    if want is None or value[2] in " -":
         return
+    letters = [c for c in text[s:e] if c.isalpha()]
+    if not (all(c.isupper() for c in letters) or all(c.islower() for c in letters)):
+        return  # `LV80 bANK …`: mixed case is not an IBAN
     count = 0
     end = s
     for i in range(s, e):
-        if text[i] != " ":
+        if text[i] not in " -":
             count += 1
             if count == want:
                 end = i + 1
                 break
     if count != want or not _free_right(text, end):
         return
-    if iban_ok(text[s:end].replace(" ", "")):
+    if iban_ok(text[s:end].replace(" ", "").replace("-", "").upper()):
         yield Span(s, end, DETECTOR, "iban")
 
 
@@ -208,6 +274,9 @@ def _emails(text: str) -> Iterator[Span]:
             s += 1
         if s == at or text[s:at] == "git":
             continue
+        local = text[s:at]
+        if local.count(".") >= 2 and local.replace(".", "").isdigit():
+            continue  # a Message-ID (`<1424802164.20800.165263@host>`), not a mailbox
         token_start = max(text.rfind(" ", 0, s), text.rfind("\n", 0, s)) + 1
         if "://" in text[token_start:s]:
             continue  # user:password@host inside a URL, not a mailbox
@@ -239,6 +308,8 @@ def _ipv6(text: str) -> Iterator[Span]:
             addr = ipaddress.IPv6Address(value)
         except ValueError:
             continue
+        if value.lower().startswith("ffff:ffff:"):
+            continue  # a netmask
         if addr.is_global and (e >= n or text[e] != "/"):
             yield Span(s, s + len(value), DETECTOR, "ip_address")
 

@@ -1,0 +1,82 @@
+"""PII shapes other recognizer suites claim: extensions, trunk-0 national groups, `00` dialling,
+several cards in one string, every IBAN country and lower case, spaced/lower-case NINOs, dotted
+SSNs, punycode domains; each with kind and span, near misses quiet, hostile inputs linear."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from policies.guardrails import scan
+
+SALT = b"salt"
+PII = frozenset({"pii"})
+
+
+def _found(text: str) -> list[tuple[str, str]]:
+    return [(f.type, text[f.start : f.end]) for f in scan(text, PII, SALT)]
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [
+        ("call 345-899-3560x4587 today", "phone", "345-899-3560x4587"),
+        ("tel (898)666-3621x0135.", "phone", "(898)666-3621x0135"),
+        ("mobile +1-604-696-5272x565", "phone", "+1-604-696-5272x565"),
+        ("Phone: 083 564 9312", "phone", "083 564 9312"),
+        ("ring 0490 75 40 81 now", "phone", "0490 75 40 81"),
+        ("at 0688 872 49 99", "phone", "0688 872 49 99"),
+        ("dial 001-518-640-0854", "phone", "001-518-640-0854"),
+        ("iban AL47 2121 1009 0000 0002 3569 8741", "iban", "AL47 2121 1009 0000 0002 3569 8741"),
+        ("iban VA59001123000012345678", "iban", "VA59001123000012345678"),
+        ("iban SC18SSCB11010000000000001497USD", "iban", "SC18SSCB11010000000000001497USD"),
+        ("my iban is gb42nawi04454264788619", "iban", "gb42nawi04454264788619"),
+        ("dash AL47-2121-1009-0000-0002-3569-8741", "iban", "AL47-2121-1009-0000-0002-3569-8741"),
+        ("nino: hh 01 02 03 d", "uk_nino", "hh 01 02 03 d"),
+        ("nino tw987654a", "uk_nino", "tw987654a"),
+        ("nino: PR 123612C", "uk_nino", "PR 123612C"),
+        ("ssn 078.05.1123", "us_ssn", "078.05.1123"),
+        ("write to a@xn--d1acufc.xn--p1ai", "email", "a@xn--d1acufc.xn--p1ai"),
+    ],
+)
+def test_claimed_kind_is_found_with_its_span(text: str, kind: str, value: str) -> None:
+    assert (kind, value) in _found(text)
+
+
+def test_every_card_in_one_string_is_found() -> None:
+    text = "4012888888881881 4012-8888-8888-1881 4012 8888 8888 1881"
+    assert _found(text) == [
+        ("payment_card", "4012888888881881"),
+        ("payment_card", "4012-8888-8888-1881"),
+        ("payment_card", "4012 8888 8888 1881"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "HR12 001 0051 8630 0016 A",  # an invalid IBAN's groups are not a phone
+        "DE89 A704 0044 0532 0130 00",
+        "LV80 bANK 0000 4351 9500 1",  # mixed case
+        "03262 2437 Main St Suite 442",
+        "'1.0.0.127.in-addr.arpa'",
+        "netmask IPv6Address('ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0')",
+        "<142480216486.20800.16526388040877946887@nightshade.la.mastaler.com>",
+        "build 0123456789 finished",
+    ],
+)
+def test_near_misses_are_not_pii(text: str) -> None:
+    assert _found(text) == []
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    ["0", "0 ", "00 ", "0-", "4012 ", "AB12 ", "ab1", "AB 1", "1x", "x1", "0490 75 ", "@xn--"],
+)
+def test_hostile_megabyte_scans_in_linear_time(chunk: str) -> None:
+    text = (chunk * (1_000_000 // len(chunk) + 1))[:1_000_000]
+    t0 = time.perf_counter()
+    scan(text, PII, SALT)
+    # Loose on purpose: it separates linear from quadratic (minutes on 1 MB), not fast from slow.
+    assert time.perf_counter() - t0 < 5.0
