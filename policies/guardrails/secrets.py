@@ -74,7 +74,13 @@ _LLM = (
 )
 # Always consumes a whole `eyJ…` run (and the two parts after it when present); `_jwt` checks the
 # part lengths, so `eyJeyJeyJ…` is one candidate, not one backtracking scan per `eyJ`.
-_JWT = re.compile(r"(ey[A-Za-z0-9_\-]*+)(?:\.(ey[A-Za-z0-9_\-]*+)(\.[A-Za-z0-9_\-]{0,2048}+)?)?")
+_JWT = re.compile(
+    r"(ey[JA][A-Za-z0-9_\-]*+)(?:\.(ey[JA][A-Za-z0-9_\-]*+)(\.[A-Za-z0-9_\-]{0,2048}+)?)?"
+)
+# JWT-shaped pairs whose header does not decode (`ey7q5x….eyKu3r….`), found from the rarer `.ey`
+# (prose is full of `ey`: they, key, money); the header is looked up in a bounded window before.
+_JWT_DOT = re.compile(r"\.(ey[A-Za-z0-9_\-]{17,}+)\.([A-Za-z0-9_\-]{0,2048}+)")
+_JWT_HEAD = re.compile(r"ey[A-Za-z0-9]{17,510}+$")
 # `#` is not legal unescaped in a URL password, but people paste such URLs anyway.
 _URL_PASSWORD = re.compile(r"://([^\s:@/?#\[\]\"'<>]{0,64}+):([^\s@/?\"'<>]{1,128}+)@[A-Za-z0-9\[]")
 _AZURE = (
@@ -262,6 +268,17 @@ def _jwt(text: str) -> Iterator[Span]:
             pos = m.end(1)  # the next `eyJ` after this run may start a token of its own
 
 
+def _jwt_shaped(text: str) -> Iterator[Span]:
+    for m in _JWT_DOT.finditer(text):
+        h = _JWT_HEAD.search(text, max(0, m.start() - 512), m.start())
+        if h is None or h.group().startswith(("eyJ", "eyA")):
+            continue  # `eyJ…` headers must decode (`_jwt`)
+        if not boundary_before(text, h.start()):
+            continue
+        if _jwt_ok(h.group(), m.group(1), "." + m.group(2)):
+            yield Span(h.start(), m.end(), DETECTOR, "jwt", _SPECIFIC)
+
+
 def _url_password(text: str) -> Iterator[Span]:
     for m in _URL_PASSWORD.finditer(text):
         pw = m.group(2)
@@ -380,6 +397,7 @@ _FAMILIES: tuple[Callable[[str], Iterator[Span]], ...] = (
     _stripe,
     _llm,
     _jwt,
+    _jwt_shaped,
     _url_password,
     _azure,
     _azure_ad,
