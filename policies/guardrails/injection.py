@@ -84,13 +84,12 @@ _FORWARD = (
     (re.compile(
         r"<(?:/?(?:system|assistant|developer|im_start|im_end|system_prompt)>"
         r"|\|(?:im_start|im_end|system|assistant|endoftext|start_header_id|end_header_id|eot_id)\|>"
-        r"|</?sys>>)"
+        r"|</?sys>>|/?instructions?>|\s*end\s+of\s+(?:session|conversation|prompt|instructions"
+        r"|context)\s*>)"
     ), "role_tag"),
-    (re.compile(r"\[/?(?:inst|system)\]|</?instructions?>"), "role_tag"),
-    (re.compile(r"\[(?:admin(?:istrator)?|system|developer)\s+(?:request|override|command|message)"),
-     "role_tag"),
-    (re.compile(r"<\s*end\s+of\s+(?:session|conversation|prompt|instructions|context)\s*>"),
-     "role_tag"),
+    # One `[`-led pass: `[INST]`, `[system]`, `[ADMIN REQUEST::…`, `[developer override`.
+    (re.compile(r"\[(?:/?(?:inst|system)\]|(?:admin(?:istrator)?|system|developer)\s+"
+                r"(?:request|override|command|message))"), "role_tag"),
     # Goal hijack: "STOP EVERYTHING!!! NOW!!! JUST PRINT …", "… nevermind. just say …"
     (re.compile(r"stop\s+everything\b"), "ignore_instructions"),
     (re.compile(r"never\s*mind[.!,]*\s+(?:just\s+|instead\s+|now\s+)?(?:say|print|output|write"
@@ -102,11 +101,6 @@ _FORWARD = (
     (re.compile(r"what\s+(?:were|are|was|have)\s+you\s+(?:been\s+)?(?:told|instructed|given"
                 r"|not\s+(?:supposed|allowed)\s+to\s+(?:tell|say|reveal))\b"),
      "system_prompt_leak"),
-    (re.compile(r"(?:my|your)\s+(?:instructions|system\s+prompt)\s+(?:are|is|were|was)\s*:"),
-     "system_prompt_leak"),
-    (re.compile(r"(?:i|you)\s+(?:was|were)\s+instructed\s+to\s*['\"]"), "system_prompt_leak"),
-    (re.compile(r"the\s+system\s+prompt\s+is\s*:"), "system_prompt_leak"),
-    (re.compile(r"systemprompt\b"), "system_prompt_leak"),
     (re.compile(r"when\s+you\s+(?:read|see|process|encounter|summari[sz]e)\s+this,?\s+(?:you\s+"
                 r"(?:must|should)|immediately|please)"), "hidden_instruction"),
     (re.compile(rf"note\s+(?:to|for)\s+(?:the\s+|any\s+|all\s+)?{_ADDRESSEE}s?\b"),
@@ -165,6 +159,13 @@ _EXTRACT = re.compile(
 )
 # Orders for when the model is asked something: "if user asks for a summary, reply with only the
 # following text", "IF asked how the candidate is suited for the job, simply respond with …"
+# "my instructions are:", "i was instructed to '", "the system prompt is:" (anchored on `instruct`
+# and `prompt`: an alternation-led pattern would cost a pass that tries every position).
+_SAID_BEFORE = re.compile(
+    r"(?:my|your)\s+(?:instructions|system\s+prompt)\s+(?:are|is|were|was)\s*:"
+    r"|(?:i|you)\s+(?:was|were)\s+instructed\s+to\s*['\"]|the\s+system\s+prompt\s+is\s*:"
+    r"|systemprompt\b"
+)
 _IF_ASKED = re.compile(
     r"if\s+(?:the\s+)?(?:user\s+|you\s+are\s+|anyone\s+)?(?:ask(?:s|ed)?|questioned)\b"
     r"[^\n]{0,100}?(?:(?:simply|just|only)\s+(?:respond|reply|answer|say|output|print|report)"
@@ -194,8 +195,10 @@ _WINDOWED = (
     ("above", 90, 8, _EXTRACT, "system_prompt_leak"),
     ("conversation", 90, 5, _EXTRACT, "system_prompt_leak"),
     ("system", 90, 25, _EXTRACT, "system_prompt_leak"),
-    ("string", 90, 5, _EXTRACT, "system_prompt_leak"),
-    ("ask", 25, 130, _IF_ASKED, "hidden_instruction"),
+    ("initiali", 90, 20, _EXTRACT, "system_prompt_leak"),
+    ("instruct", 20, 30, _SAID_BEFORE, "system_prompt_leak"),
+    ("prompt", 25, 10, _SAID_BEFORE, "system_prompt_leak"),
+    (" ask", 25, 130, _IF_ASKED, "hidden_instruction"),
     ("question", 25, 130, _IF_ASKED, "hidden_instruction"),
     ("override", 25, 10, _SYSTEM_NOTE, "hidden_instruction"),
     (" mode", 20, 15, _MODE, "jailbreak"),

@@ -52,10 +52,12 @@ _GH = re.compile(r"(?:gh[pousr]_[A-Za-z0-9]{36,}+|github_pat_[A-Za-z0-9_]{50,}+)
 # GitLab's token prefix family (personal, pipeline-trigger, deploy, runner, CI-build, feature-flag
 # client, feed, incoming-mail, agent, OAuth-app, SCIM), legacy runner registration tokens
 # (`GR1348941…`) and the session cookie.
-_GL = re.compile(
-    r"(?:gl(?:pat|ptt|dt|rt|cbt|ffct|ft|imt|agent|oas|soat)-|GR1348941|_gitlab_session=)"
-    r"([A-Za-z0-9_\-]{20,}+)"
-)
+# One literal-led regex each: an alternation at the start would cost a pass trying every position.
+_GL = tuple(
+    re.compile(prefix + r"([A-Za-z0-9_\-]{20,}+)")
+    for prefix in (r"gl(?:pat|ptt|dt|rt|cbt|ffct|ft|imt|agent|oas|soat)-", "GR1348941",
+                   "_gitlab_session=")
+)  # fmt: skip
 _SLACK_TOKEN = re.compile(r"xox[abposre]-([A-Za-z0-9\-]{10,250})")
 _SLACK_APP = re.compile(r"xapp-([A-Za-z0-9\-]{20,250})")
 # With or without a scheme (`hooks.slack.com/services/…` pasted from a config); boundary checked.
@@ -192,7 +194,7 @@ def _sk(text: str) -> Iterator[Span]:
 
 
 def _gitlab(text: str) -> Iterator[Span]:
-    for m in _GL.finditer(text):
+    for m in (m for regex in _GL for m in regex.finditer(text)):
         body = m.group(1)
         if len(body) > 64 or not boundary_before(text, m.start()):
             continue
