@@ -15,11 +15,7 @@ import click
 import orjson
 import yaml
 
-from governor.sessions_cli import DEFAULT_URL, _ts, admin_request
-
-_url = click.option("--url", default=DEFAULT_URL, show_default=True, help="Governor proxy URL")
-_key = click.option("--key", envvar="GOVERNOR_ADMIN_KEY", default=None, help="on-call or admin key")
-_json = click.option("--json", "as_json", is_flag=True, help="print the raw JSON")
+from governor.sessions_cli import _json, _key, _ts, _url, admin_request
 
 
 @click.group()
