@@ -30,6 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "gk-bench-key"
+METRICS_KEY = "gk-bench-metrics"  # /metrics needs a metrics-role key (scrape-only)
 
 COMPLETION = json.dumps(
     {
@@ -151,6 +152,7 @@ def start_nginx(root: Path, port: int) -> subprocess.Popen[bytes]:
 
 def bench_config(dest: Path, upstream_port: int) -> None:
     h = "sha256:" + hashlib.sha256(KEY.encode()).hexdigest()
+    hm = "sha256:" + hashlib.sha256(METRICS_KEY.encode()).hexdigest()
     (dest / "all.yaml").write_text(f"""
 type: gateway-settings
 name: bench
@@ -159,6 +161,7 @@ loop_action: alert   # wrk repeats one prompt in one session: detect it, don't k
 type: gateway-api-keys
 keys:
   - {{id: bench, hash: "{h}", user: u_bench, team: bench-team, role: developer}}
+  - {{id: scraper, hash: "{hm}", user: u_scraper, team: bench-team, role: metrics}}
 ---
 type: gateway-providers
 providers:
@@ -298,7 +301,10 @@ def ledger_pending(port: int) -> str:
     """The proxy's own gauge: a ledger that cannot keep up shows here (and in memory)."""
     import urllib.request
 
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {METRICS_KEY}"}
+    )
+    text = urllib.request.urlopen(req, timeout=5).read().decode()
     m = re.search(r"^governor_ledger_pending_rows ([\d.e+]+)$", text, re.M)
     return f"{float(m.group(1)):.0f}" if m else "?"
 
