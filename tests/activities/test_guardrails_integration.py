@@ -539,6 +539,10 @@ async def test_request_text_of_a_tool_turn_is_what_the_hash_covers() -> None:
 
 # hostile bodies ---------------------------------------------------------------------------------
 
+# Generous on purpose: the failure this guards against held the loop 5.4 s; the in-process test
+# client shares the loop (it encodes the 4 MB body there too), and a loaded CI core adds jitter.
+RESPONSIVE_S = 1.5
+
 ADVERSARIAL = ["sk-", "01 ", "eyJ", "api_key=", "-----BEGIN PRIVATE KEY-----"]
 
 
@@ -573,7 +577,7 @@ async def test_proxy_stays_responsive_while_a_4mb_adversarial_body_is_scanned(
     assert resp.status_code == 200, resp.text
     assert len(waits) >= 3  # the scan took long enough to be watched
     print(f"{unit!r}: call {took:.2f}s, /healthz worst {max(waits) * 1000:.0f} ms")
-    assert max(waits) < 0.5
+    assert max(waits) < RESPONSIVE_S
 
 
 @pytest.mark.parametrize("unit", ["sk-", "01 "])
@@ -605,4 +609,4 @@ async def test_proxy_stays_responsive_while_a_4mb_adversarial_answer_is_scanned(
     assert resp.status_code == 200, resp.text[:500]
     assert len(resp.json()["choices"][0]["message"]["content"]) > 3_000_000
     print(f"{unit!r} answer: /healthz worst {max(waits) * 1000:.0f} ms")
-    assert max(waits) < 0.5
+    assert max(waits) < RESPONSIVE_S
