@@ -18,7 +18,7 @@ from typing import Any
 from activities import guardrails
 from activities.gateway import Gateway
 from activities.metrics import budget_scope_label
-from activities.router import UpstreamResult
+from activities.router import Endpoint, UpstreamResult
 from activities.shared_limits import across_replicas
 from activities.state import Reservation
 from activities.stream_stop import CLIENT_CLOSED, KILLED, StreamStop
@@ -53,6 +53,8 @@ class CallRequest:
     # The normalised view's text (`policies.request_text`), set once the input hooks ran: what
     # is hashed, stored and counted.
     prompt_text: str | None = None
+    beta: str | None = None  # the caller's anthropic-beta header, for Anthropic targets
+    endpoint: Endpoint = "chat"
 
 
 @dataclass(slots=True)
@@ -297,7 +299,7 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
         with span("governor.upstream") as sp:
             res = await gw.router.call(
                 req.protocol, req.body, vm, targets, req.stream, req.include_usage,
-                gw.config.prices,
+                gw.config.prices, req.beta, req.endpoint,
             )
             if sp.is_recording():
                 sp.set_attribute("gen_ai.system", res.provider.protocol)
@@ -487,6 +489,7 @@ def _base_row(req: CallRequest, gov: Governance, now: float) -> dict[str, Any]:
         "workflow_tag": i.workflow_tag,
         "environment": i.environment,
         "cost_center": i.cost_center,
+        "client_tool": i.client,
         "protocol": req.protocol,
         "virtual_model": gov.virtual_model,
         "stream": req.stream,

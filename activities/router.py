@@ -57,6 +57,7 @@ _MAX_RETRY_AFTER = 86400.0
 ANTHROPIC_VERSION = "2023-06-01"
 
 Action = Literal["retry", "next", "fatal"]
+Endpoint = Literal["chat", "embeddings"]  # chat: chat completions / messages
 
 
 class UpstreamFailure(Exception):
@@ -229,6 +230,8 @@ class Router:
         stream: bool,
         include_usage: bool = True,
         prices: Mapping[str, ModelPrice] | None = None,
+        beta: str | None = None,
+        endpoint: Endpoint = "chat",
     ) -> UpstreamResult:
         """Try targets in order (with `vm.retries` retries each) until one answers.
 
@@ -259,7 +262,8 @@ class Router:
             for n in range(vm.retries + 1):
                 try:
                     limit = max_output_tokens(prices.get(t.model)) if prices else None
-                    res = await self._once(caller, p, t, body, stream, include_usage, limit)
+                    res = await self._once(caller, p, t, body, stream, include_usage, limit,
+                                           beta, endpoint)
                 except UpstreamFailure as exc:
                     failures.append(exc)
                     attempts.append(Attempt(t.key, exc.code))
@@ -283,6 +287,37 @@ class Router:
                 return res
         raise _exhausted(vm, attempts, failures)
 
+    async def count_tokens(
+        self, p: Provider, t: Target, body: dict[str, Any], beta: str | None
+    ) -> int | None:
+        """Exact input tokens from an Anthropic-protocol target's `count_tokens` endpoint, or
+        None when it cannot say (unreachable, refused, slow): the caller then estimates."""
+        if p.protocol != "anthropic":
+            return None
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        headers = self._headers[p.name]
+        if _has_mid_system(body):
+            beta = _with_beta(beta, MID_SYSTEM_BETA)
+        if beta:
+            headers = {**headers, "anthropic-beta": beta}
+        payload = {k: v for k, v in body.items() if k not in ("stream", "max_tokens")}
+        payload["model"] = t.model
+        url = p.base_url.rstrip("/") + "/v1/messages/count_tokens"
+        try:
+            async with asyncio.timeout(t.timeout_ms / 1000):
+                async with self._session.post(
+                    url, data=orjson.dumps(payload), headers=headers
+                ) as resp:
+                    if resp.status != 200:
+                        return None
+                    doc = orjson.loads(await resp.read())
+        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError, TypeError):
+            return None
+        n = doc.get("input_tokens") if isinstance(doc, dict) else None
+        return n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else None
+
     async def _once(
         self,
         caller: Protocol,
@@ -292,12 +327,23 @@ class Router:
         stream: bool,
         include_usage: bool,
         max_output: int | None = None,
+        beta: str | None = None,
+        endpoint: Endpoint = "chat",
     ) -> UpstreamResult:
         assert self._session is not None
-        try:
-            payload = orjson.dumps(
-                request_for_target(caller, p.protocol, body, t.model, max_output)
+        if endpoint == "embeddings" and p.protocol != "openai":
+            raise UpstreamFailure(
+                t, 400, "unsupported_endpoint",
+                f"{t.key} speaks the {p.protocol} protocol, which has no embeddings endpoint",
+                "next",
             )
+        try:
+            if endpoint == "embeddings":
+                payload = orjson.dumps({**body, "model": t.model})
+            else:
+                payload = orjson.dumps(
+                    request_for_target(caller, p.protocol, body, t.model, max_output)
+                )
         except WireError as exc:
             raise Refusal(
                 400, exc.code, f"cannot send this request to {t.key}: {exc.message}"
@@ -307,8 +353,15 @@ class Router:
                 400, "invalid_request", f"request body cannot be encoded: {exc}"
             ) from None
         url = p.base_url.rstrip("/") + (
-            "/v1/chat/completions" if p.protocol == "openai" else "/v1/messages"
+            "/v1/embeddings" if endpoint == "embeddings"
+            else "/v1/chat/completions" if p.protocol == "openai" else "/v1/messages"
         )
+        send_headers = self._headers[p.name]
+        if p.protocol == "anthropic" and caller == "anthropic" and _has_mid_system(body):
+            beta = _with_beta(beta, MID_SYSTEM_BETA)
+        if beta and p.protocol == "anthropic":
+            # The caller's betas govern body fields it sends (mid-conversation system, …).
+            send_headers = {**send_headers, "anthropic-beta": beta}
         timeout_s = t.timeout_ms / 1000
         started = time.perf_counter()
         headers: Mapping[str, str] = {}
@@ -317,7 +370,7 @@ class Router:
             # One deadline for the head and, when streaming, the first event: a provider that
             # sends its head at once and then stalls has not answered, and a fallback still can.
             async with asyncio.timeout(timeout_s):
-                resp = await self._session.post(url, data=payload, headers=self._headers[p.name])
+                resp = await self._session.post(url, data=payload, headers=send_headers)
                 status, headers = resp.status, resp.headers
                 if not stream or status != 200:
                     raw = await resp.read()
@@ -550,6 +603,10 @@ def _exhausted(
     hints = [f.retry_after for f in failures if f.retry_after is not None]
     retry_after = min(hints) if hints else None
     codes = {f.code for f in failures}
+    if codes == {"unsupported_endpoint"}:
+        return Refusal(400, "unsupported_endpoint",
+                       f"no target of {vm.name!r} can serve this endpoint ({failures[-1].message})"
+                       "; use a virtual model with an OpenAI-protocol target")
     if codes == {"upstream_rate_limited"}:
         wait = f"{math.ceil(retry_after)}s" if retry_after is not None else "a moment"
         return Refusal(
@@ -579,6 +636,27 @@ def _exhausted(
         f"no target of {vm.name!r} answered successfully; tried: {tried}",
         retry_after=retry_after,
     )
+
+
+# The beta under which Anthropic accepts `{"role": "system"}` messages inside `messages`.
+MID_SYSTEM_BETA = "mid-conversation-system-2026-04-07"
+
+
+def _has_mid_system(body: dict[str, Any]) -> bool:
+    msgs = body.get("messages")
+    return isinstance(msgs, list) and any(
+        isinstance(m, dict) and m.get("role") == "system" for m in msgs
+    )
+
+
+def _with_beta(beta: str | None, name: str) -> str:
+    """The caller's anthropic-beta list with `name` added when no version of it is there:
+    a caller that sends mid-conversation system messages without the beta (Claude Code does,
+    for models it believes take them natively) still reaches a target that needs it."""
+    if not beta:
+        return name
+    family = name.rsplit("-", 3)[0]
+    return beta if family in beta else f"{beta},{name}"
 
 
 def _input_estimate(caller: Protocol, body: dict[str, Any]) -> int:

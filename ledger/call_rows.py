@@ -30,6 +30,7 @@ _FIELDS: tuple[tuple[str, Any, Any], ...] = (
     ("workflow_tag", str, None),
     ("environment", str, None),
     ("cost_center", str, None),
+    ("client_tool", str, None),
     ("protocol", str, None),
     ("virtual_model", str, ""),
     ("provider", str, ""),

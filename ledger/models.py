@@ -40,6 +40,7 @@ class CallRecord(SQLModel, table=True):
     workflow_tag: str | None = None
     environment: str | None = None
     cost_center: str | None = None
+    client_tool: str | None = None  # recognised client (`claude-code`, `codex`, …), or NULL
     protocol: str  # 'openai' | 'anthropic'
     virtual_model: str = ""
     provider: str = ""

@@ -26,6 +26,7 @@ from sqlalchemy import (
     cast,
     event,
     func,
+    inspect,
     literal,
     select,
     text,
@@ -235,6 +236,7 @@ class LedgerStore:
     async def _ensure_tables(self) -> None:
         def create(sync_conn: Any) -> None:
             SQLModel.metadata.create_all(sync_conn, tables=list(LEDGER_TABLES))
+            _add_missing_columns(sync_conn)
 
         async with self._ddl_lock:  # first operations racing after an outage create once
             if self._ready:
@@ -561,6 +563,22 @@ def _kill_record(m: Mapping[Any, Any]) -> KillRecord:
 
 
 _CALL_COLUMNS = tuple(c.name for c in CALLS.columns)
+
+
+def _add_missing_columns(sync_conn: Any) -> None:
+    """A ledger made by an older Governor gains the nullable columns added since (no data is
+    rewritten); `create_all` only creates tables that do not exist yet."""
+    insp = inspect(sync_conn)
+    for table in LEDGER_TABLES:
+        if not insp.has_table(table.name, schema=table.schema):
+            continue
+        have = {c["name"] for c in insp.get_columns(table.name, schema=table.schema)}
+        for col in table.columns:
+            if col.name in have or not col.nullable:
+                continue
+            kind = col.type.compile(dialect=sync_conn.dialect)
+            name = sync_conn.dialect.identifier_preparer.format_table(table)
+            sync_conn.execute(text(f'ALTER TABLE {name} ADD COLUMN "{col.name}" {kind}'))
 _SQLITE_INSERT_CALLS = (
     "INSERT OR IGNORE INTO calls ("
     + ", ".join(f'"{c}"' for c in _CALL_COLUMNS)

@@ -48,6 +48,9 @@ def lookup_model(config: GatewayConfig, model: object) -> RoutingConfig:
         )
     vm = config.virtual_models.get(model)
     if vm is None:
+        alias_of = config.model_aliases.get(model)
+        vm = config.virtual_models.get(alias_of) if alias_of is not None else None
+    if vm is None:
         names = ", ".join(sorted(config.virtual_models)) or "(none configured)"
         raise Refusal(
             404,

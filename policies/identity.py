@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from policies.clients import client_session_id, client_tool
 from policies.config.models import ApiKey, Settings
 from policies.refusals import Refusal
 
@@ -25,6 +26,7 @@ class Identity:
     workflow_tag: str | None = None
     environment: str | None = None
     cost_center: str | None = None
+    client: str | None = None  # the client tool recognised from its headers (`claude-code`, …)
 
     def get(self, name: str) -> str | None:
         """Metadata by canonical name (`project`, `workflow_tag` …), for rule matching."""
@@ -134,6 +136,9 @@ def resolve_identity(key: ApiKey, headers: Mapping[str, str], settings: Settings
     if key.environment is not None:
         environment = key.environment
     session_id = _header(headers, "session-id")
+    if session_id is None:
+        # Coding agents send their own session id; it is the session, bound to this key.
+        session_id = client_session_id(headers, settings.client_session_headers)
     workflow_tag = _header(headers, "workflow-tag")
     cost_center = _header(headers, "cost-center")
     for name, val in (
@@ -158,4 +163,5 @@ def resolve_identity(key: ApiKey, headers: Mapping[str, str], settings: Settings
         workflow_tag=workflow_tag,
         environment=environment,
         cost_center=cost_center,
+        client=client_tool(headers),
     )

@@ -144,7 +144,8 @@ def request_view(protocol: Protocol, body: dict[str, Any]) -> RequestText:
                 continue
             role = msg.get("role")
             if anthropic:
-                hook = INPUT if role == "user" else ""
+                # A mid-conversation system message is system content: the input hook's.
+                hook = INPUT if role in ("user", "system") else ""
             else:
                 hook = _OPENAI_ROLE_HOOK.get(role, "") if isinstance(role, str) else ""
             _content(b, hook, msg.get("content"), ("messages", i, "content"), anthropic)
@@ -156,6 +157,15 @@ def request_view(protocol: Protocol, body: dict[str, Any]) -> RequestText:
                         path: Path = ("messages", i, "tool_calls", j, "function", "arguments")
                         b.add("", path, fn["arguments"])
                         b.cut()
+    elif not anthropic:  # an embeddings request: its `input` strings
+        data = body.get("input")
+        if isinstance(data, str):
+            b.add(INPUT, ("input",), data)
+        elif isinstance(data, list):
+            for k, item in enumerate(data):
+                if isinstance(item, str):
+                    b.add(INPUT, ("input", k), item)
+                    b.cut()
     b.cut()
     return RequestText(tuple(b.segments))
 

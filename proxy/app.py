@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from activities.gateway import Gateway
-from policies.refusals import Refusal
 from proxy.admin import handle_admin, reload_config_off_loop
-from proxy.errors import note_refusal, send_refusal
-from proxy.http import Receive, Scope, Send, header_map, respond_json
-from proxy.llm_routes import bearer, handle_llm
+from proxy.count_tokens_route import handle_count_tokens
+from proxy.http import Receive, Scope, Send, respond_json
+from proxy.llm_routes import handle_llm
 from proxy.metrics_route import MetricsPage, serve_metrics
+from proxy.models_routes import handle_models
+from proxy.responses_routes import handle_embeddings, handle_responses
 
 log = logging.getLogger("governor.proxy")
 
@@ -69,10 +70,16 @@ class ProxyApp:
                     await handle_llm(gw, "openai", scope, receive, send)
                 elif method == "POST" and path == "/v1/messages":
                     await handle_llm(gw, "anthropic", scope, receive, send)
+                elif method == "POST" and path == "/v1/responses":
+                    await handle_responses(gw, scope, receive, send)
+                elif method == "POST" and path == "/v1/messages/count_tokens":
+                    await handle_count_tokens(gw, scope, receive, send)
+                elif method == "POST" and path == "/v1/embeddings":
+                    await handle_embeddings(gw, scope, receive, send)
                 elif path.startswith("/gateway/"):
                     await handle_admin(gw, scope, receive, send)
-                elif path == "/v1/models" and method == "GET":
-                    await self._models(gw, scope, send)
+                elif method == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):
+                    await handle_models(gw, scope, send)
                 elif path == "/metrics":
                     await serve_metrics(gw, self.metrics_page, scope, send)
                 elif path in ("/healthz", "/"):
@@ -103,26 +110,6 @@ class ProxyApp:
                     pass
         elif t == "lifespan":
             await self._lifespan(receive, send)
-
-    async def _models(self, gw: Gateway, scope: Scope, send: Send) -> None:
-        try:
-            gw.authenticate(bearer(header_map(scope)))
-        except Refusal as r:
-            note_refusal(gw, r, "models", scope)
-            await send_refusal(send, "openai", r)
-            return
-        data = [
-            {
-                "id": name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "governor",
-                "targets": [r.target.key for r in vm.rules],
-                "fallbacks": [t.key for t in vm.fallbacks],
-            }
-            for name, vm in sorted(gw.config.virtual_models.items())
-        ]
-        await respond_json(send, 200, {"object": "list", "data": data})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -1,4 +1,5 @@
-"""Refusals as each caller's protocol expects them: status, error JSON, Retry-After."""
+"""Refusals as each caller's protocol expects them: status, error JSON, Retry-After, and
+whether a retry can help (`x-should-retry`, which the official SDKs obey before anything else)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,29 @@ def note_refusal(gw: Any, r: Refusal, route: str, scope: Any) -> None:
     )  # fmt: skip
 
 
+# Statuses a retry may cure (what the SDKs retry by default); anything else it cannot.
+_RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+# Refusals whose cause outlives any client's retry loop, whatever their status.
+_NEVER_CURED = frozenset(
+    {"budget_exceeded", "session_killed", "guardrail_blocked", "fallback_unavailable"}
+)
+# A client that sleeps longer than this on Retry-After looks hung; tell it not to wait.
+MAX_RETRY_WAIT_S = 60.0
+
+
+def retry_can_help(r: Refusal) -> bool:
+    """False for a refusal no retry within a minute can turn into an answer."""
+    if r.status not in _RETRYABLE_STATUS or r.code in _NEVER_CURED:
+        return False
+    return r.retry_after is None or r.retry_after <= MAX_RETRY_WAIT_S
+
+
 def refusal_headers(r: Refusal) -> list[tuple[bytes, bytes]]:
     h = [(b"x-governor-error-code", r.code.encode())]
     if r.retry_after is not None:
         h.append((b"retry-after", str(max(1, math.ceil(r.retry_after))).encode()))
+    if not retry_can_help(r):
+        h.append((b"x-should-retry", b"false"))
     return h
 
 

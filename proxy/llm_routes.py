@@ -1,11 +1,14 @@
-"""`POST /v1/chat/completions` and `POST /v1/messages`: parse, identify, govern, relay."""
+"""`POST /v1/chat/completions` and `POST /v1/messages` (and, through a `CallerShape`, the APIs
+served in their form): parse, identify, govern, relay."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
+from typing import Protocol as TypingProtocol
 
 import orjson
 from opentelemetry import trace
@@ -13,6 +16,7 @@ from opentelemetry import trace
 from activities.gateway import Gateway, new_call_id
 from activities.idempotency import Slot, StoredResponse
 from activities.llm_call import CallRequest, governed_call
+from activities.router import Endpoint
 from activities.stream_stop import CLIENT_CLOSED, StreamStop
 from activities.tracing import span
 from activities.wire.usage import Protocol
@@ -56,12 +60,16 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
     return doc
 
 
-def validate_llm_body(protocol: Protocol, body: dict[str, Any], max_depth: int = 64) -> None:
-    """The checks that let a bad request fail here, clearly, instead of upstream."""
+def check_depth(body: dict[str, Any], max_depth: int) -> None:
     if json_too_deep(body, max_depth):
         raise Refusal(
             400, "invalid_request", f"request JSON nests deeper than {max_depth} levels"
         )
+
+
+def validate_llm_body(protocol: Protocol, body: dict[str, Any], max_depth: int = 64) -> None:
+    """The checks that let a bad request fail here, clearly, instead of upstream."""
+    check_depth(body, max_depth)
     model = body.get("model")
     if not isinstance(model, str) or not model or len(model) > 256:
         raise Refusal(400, "invalid_request", "`model` must be a string of 1-256 characters")
@@ -85,12 +93,30 @@ def validate_llm_body(protocol: Protocol, body: dict[str, Any], max_depth: int =
             raise Refusal(400, "invalid_request", f"`{name}` must be a positive integer")
 
 
+class CallerShape(TypingProtocol):
+    """An API served through the chat form (Responses, embeddings): its request becomes the
+    governed call's body, and the governed answer becomes its own again."""
+
+    endpoint: Endpoint
+
+    def to_chat(self, body: dict[str, Any]) -> dict[str, Any]: ...  # raises Refusal
+
+    def answer(self, body: bytes) -> bytes: ...
+
+    def events(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]: ...
+
+
 async def handle_llm(
-    gw: Gateway, protocol: Protocol, scope: Scope, receive: Receive, send: Send
+    gw: Gateway,
+    protocol: Protocol,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    shape: CallerShape | None = None,
 ) -> None:
     headers = header_map(scope)
     try:
-        await _handle_llm(gw, protocol, scope, receive, send, headers)
+        await _handle_llm(gw, protocol, scope, receive, send, headers, shape)
     finally:
         slot: Slot | None = scope.get("governor.idempotency")
         if slot is not None:
@@ -104,6 +130,7 @@ async def _handle_llm(
     receive: Receive,
     send: Send,
     headers: dict[str, str],
+    shape: CallerShape | None = None,
 ) -> None:
     settings = gw.config.settings
     with span("governor.request") as sp:
@@ -148,7 +175,13 @@ async def _handle_llm(
                     "send less context",
                 ) from None
             body = parse_json_body(raw)
-            validate_llm_body(protocol, body, settings.max_json_depth)
+            if shape is None:
+                validate_llm_body(protocol, body, settings.max_json_depth)
+            else:
+                check_depth(body, settings.max_json_depth)
+                body = shape.to_chat(body)
+                if shape.endpoint == "chat":
+                    validate_llm_body(protocol, body, settings.max_json_depth)
             stream = body.get("stream") is True
             include_usage = True
             if protocol == "openai" and stream:
@@ -169,8 +202,10 @@ async def _handle_llm(
                     return
                 scope["governor.idempotency"] = slot
             call_id = slot.call_id if slot is not None else new_call_id()
+            beta = headers.get("anthropic-beta") if protocol == "anthropic" else None
             req = CallRequest(protocol, body, ident, call_id, len(raw), stream, include_usage,
-                              replayable=slot is not None)
+                              replayable=slot is not None, beta=beta,
+                              endpoint=shape.endpoint if shape is not None else "chat")
             outcome = await governed_call(gw, req)
         except Refusal as r:
             if sp.is_recording():
@@ -188,14 +223,15 @@ async def _handle_llm(
             sp.set_attribute("gen_ai.provider.name", gov.provider)
         if outcome.stream is None:
             h = gov.route_headers() + gov.usage_headers()
-            await respond(send, 200, outcome.body, JSON, h)
+            answer = outcome.body if shape is None else shape.answer(outcome.body)
+            await respond(send, 200, answer, JSON, h)
             if slot is not None:
-                gw.idempotency.finish(slot, StoredResponse(200, h, outcome.body))
+                gw.idempotency.finish(slot, StoredResponse(200, h, answer))
             _span_usage(sp, gov)
             return
         h = [(b"content-type", SSE), (b"cache-control", b"no-cache"), *gov.route_headers()]
         await send({"type": "http.response.start", "status": 200, "headers": h})
-        agen = outcome.stream
+        agen = outcome.stream if shape is None else shape.events(outcome.stream)
         stop = outcome.stop
         # The body is read: the next message is the client leaving, which ends the stream.
         watcher = asyncio.ensure_future(_watch_disconnect(receive, stop)) if stop else None

@@ -20,7 +20,9 @@ from simulator.faults import (
 from simulator.models import ModelSpec
 from simulator.replies import (
     Reply,
+    json_reply,
     scripted_reply,
+    scripted_tool_reply,
     seed_digest,
     split_fixed,
     split_words,
@@ -86,12 +88,20 @@ class MessagesRequest:
         "directives",
         "input_tokens",
         "max_tokens",
+        "output_schema",
         "segments",
         "stream",
         "tool",
+        "tool_names",
     )
 
-    def __init__(self, body: dict[str, Any], spec: ModelSpec, counting: bool = False) -> None:
+    def __init__(
+        self,
+        body: dict[str, Any],
+        spec: ModelSpec,
+        counting: bool = False,
+        mid_system: bool = False,
+    ) -> None:
         factor = spec.tokenizer_factor
         max_tokens = body.get("max_tokens", 1 if counting else None)
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
@@ -137,9 +147,23 @@ class MessagesRequest:
         last_texts: list[str] = []
         last_is_tool_result = False
         role = ""
-        for message in messages:
-            if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-                raise BadRequest("messages: each message needs role 'user' or 'assistant'")
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict):
+                raise BadRequest(f"messages.{i}: Input should be a valid dictionary")
+            if message.get("role") == "system" and mid_system:
+                # Beta mid-conversation-system-*: system text in position; it is not a turn.
+                system_content = message.get("content")
+                if isinstance(system_content, str):
+                    add(system_content, count_tokens(system_content, factor) + MESSAGE_OVERHEAD)
+                elif isinstance(system_content, list):
+                    for block in system_content:
+                        add(block, _block_tokens(block, factor)[0])
+                else:
+                    raise BadRequest(f"messages.{i}.content: must be a string or text blocks")
+                continue
+            if message.get("role") not in ("user", "assistant"):
+                # The real API's wording (clients such as Claude Code key on it).
+                raise BadRequest(f"messages.{i}.role: Input should be 'user' or 'assistant'")
             role = message["role"]
             content = message.get("content")
             last_texts = []
@@ -170,6 +194,21 @@ class MessagesRequest:
         self.tool: tuple[str, Any] | None = None
         if tools and role == "user" and not last_is_tool_result:
             self.tool = _chosen_tool(tools, body.get("tool_choice"))
+        self.output_schema = _output_schema(body)
+        self.tool_names = frozenset(t["name"] for t in tools or ())
+
+
+def _output_schema(body: dict[str, Any]) -> Any:
+    """Structured output: `output_config.format` (or the older beta's `output_format`)."""
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else body.get("output_format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise BadRequest("output_config.format.type: Input should be 'json_schema'")
+    if not isinstance(fmt.get("schema"), dict):
+        raise BadRequest("output_config.format.schema: Field required")
+    return fmt["schema"]
 
 
 def _chosen_tool(tools: list[dict[str, Any]], choice: Any) -> tuple[str, Any] | None:
@@ -220,7 +259,8 @@ async def _parse(
     if not counting:
         state.last_request[spec.name] = body
     try:
-        return MessagesRequest(body, spec, counting), spec
+        beta = headers.get("anthropic-beta", "")
+        return MessagesRequest(body, spec, counting, "mid-conversation-system" in beta), spec
     except (BadRequest, FaultSpecError) as exc:
         return anthropic_error(400, "invalid_request_error", str(exc))
 
@@ -306,10 +346,15 @@ async def _serve_messages(request: web.Request, state: SimState) -> web.StreamRe
 
 def _reply(state: SimState, spec: ModelSpec, req: MessagesRequest, fault: Fault) -> Reply:
     factor = spec.tokenizer_factor
+    scripted = fault.tool_call
+    if scripted is not None and scripted["name"] in req.tool_names:
+        return scripted_tool_reply(scripted["name"], scripted["arguments"], factor)
     if req.tool is not None:
         return tool_reply(req.digest, req.tool[0], req.tool[1], factor)
     if fault.reply is not None:
         return scripted_reply(fault.reply, factor, REPLY_CHUNK_CHARS)
+    if req.output_schema is not None:
+        return json_reply(req.digest, req.output_schema, factor)
     target = fault.output_tokens or state.config.default_output_tokens
     return text_reply(req.digest, target, req.max_tokens, factor)
 

@@ -43,6 +43,9 @@ class Fault:
     stall_ms: int = 0
     omit_usage: bool = False
     reply: str | None = None  # exact reply text (streamed in REPLY_CHUNK_CHARS pieces)
+    # {"name", "arguments"}: call this tool with these arguments whenever the request offers
+    # it, even after a tool result (a scripted agent step, or a loop when the rule never ends).
+    tool_call: dict[str, Any] | None = None
 
 
 # Fields a rule or directive may set, with their parser.
@@ -58,7 +61,7 @@ _INT_FIELDS = (
     "stall_ms",
 )
 _BOOL_FIELDS = ("hang", "omit_usage")
-FAULT_FIELDS = (*_INT_FIELDS, *_BOOL_FIELDS, "reply")
+FAULT_FIELDS = (*_INT_FIELDS, *_BOOL_FIELDS, "reply", "tool_call")
 REPLY_CHUNK_CHARS = 5  # small enough that any secret in a scripted reply spans several chunks
 NO_FAULT = Fault()
 
@@ -87,7 +90,14 @@ def validate_fields(values: dict[str, Any]) -> dict[str, Any]:
             raise FaultSpecError(f"unknown fault field '{name}'; known: {', '.join(FAULT_FIELDS)}")
         if value is None:
             continue
-        if name == "reply":
+        if name == "tool_call":
+            if (not isinstance(value, dict) or not isinstance(value.get("name"), str)
+                    or not value["name"] or not isinstance(value.get("arguments", {}), dict)
+                    or set(value) - {"name", "arguments"}):
+                raise FaultSpecError(
+                    "fault field 'tool_call' must be {name: <tool>, arguments: {...}}")
+            out[name] = {"name": value["name"], "arguments": value.get("arguments", {})}
+        elif name == "reply":
             if not isinstance(value, str) or not value:
                 raise FaultSpecError("fault field 'reply' must be a non-empty string")
             out[name] = value

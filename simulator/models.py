@@ -61,6 +61,9 @@ DEFAULT_MODELS: dict[str, ModelSpec] = _catalog(
     ModelSpec(
         "gemini-2.0-flash", "gemini-2.0-flash-001", provider="google", max_output_tokens=8192
     ),
+    ModelSpec(
+        "text-embedding-3-small", "text-embedding-3-small", max_output_tokens=8191
+    ),
 )
 
 

@@ -21,7 +21,9 @@ from simulator.faults import (
 from simulator.models import ModelSpec
 from simulator.replies import (
     Reply,
+    json_reply,
     scripted_reply,
+    scripted_tool_reply,
     seed_digest,
     split_fixed,
     split_words,
@@ -72,9 +74,11 @@ class ChatRequest:
         "include_usage",
         "max_tokens",
         "prompt_tokens",
+        "response_format",
         "segments",
         "stream",
         "tool",
+        "tool_names",
     )
 
     def __init__(self, body: dict[str, Any], spec: ModelSpec) -> None:
@@ -119,6 +123,30 @@ class ChatRequest:
         self.tool: tuple[str, Any] | None = None
         if tools and role == "user":
             self.tool = _chosen_tool(tools, body.get("tool_choice"))
+        self.response_format = _response_format(body.get("response_format"))
+        self.tool_names = frozenset(
+            t["function"]["name"] for t in tools or ()
+            if isinstance(t, dict) and isinstance(t.get("function"), dict)
+            and isinstance(t["function"].get("name"), str)
+        )
+
+
+def _response_format(fmt: Any) -> tuple[Any] | None:
+    """(schema,) for JSON output — schema None for `json_object` — or None for text."""
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "json_object", "json_schema"):
+        raise BadRequest("'response_format.type' must be 'text', 'json_object' or 'json_schema'",
+                         "response_format")
+    if fmt["type"] == "text":
+        return None
+    if fmt["type"] == "json_object":
+        return (None,)
+    js = fmt.get("json_schema")
+    if not isinstance(js, dict) or not isinstance(js.get("schema", {}), dict):
+        raise BadRequest("'response_format.json_schema' must be an object with a 'schema'",
+                         "response_format.json_schema")
+    return (js.get("schema") or {"type": "object"},)
 
 
 def _max_tokens(body: dict[str, Any]) -> int | None:
@@ -254,10 +282,15 @@ async def _serve_chat(request: web.Request, state: SimState) -> web.StreamRespon
 
 def _reply(state: SimState, spec: ModelSpec, chat: ChatRequest, fault: Fault) -> Reply:
     factor = spec.tokenizer_factor
+    scripted = fault.tool_call
+    if scripted is not None and scripted["name"] in chat.tool_names:
+        return scripted_tool_reply(scripted["name"], scripted["arguments"], factor)
     if chat.tool is not None:
         return tool_reply(chat.digest, chat.tool[0], chat.tool[1], factor)
     if fault.reply is not None:
         return scripted_reply(fault.reply, factor, REPLY_CHUNK_CHARS)
+    if chat.response_format is not None:
+        return json_reply(chat.digest, chat.response_format[0], factor)
     target = fault.output_tokens or state.config.default_output_tokens
     return text_reply(chat.digest, target, chat.max_tokens, factor)
 

@@ -97,14 +97,48 @@ def word_for(digest: bytes, index: int) -> str:
 
 def arguments_from_schema(schema: Any, digest: bytes) -> dict[str, Any]:
     """Tool-call arguments that satisfy a JSON schema's properties, deterministically."""
-    value = _value_for(schema, digest, [0])
+    value = schema_value(schema, digest)
     return value if isinstance(value, dict) else {}
 
 
-def _value_for(schema: Any, digest: bytes, counter: list[int]) -> Any:
+def schema_value(schema: Any, digest: bytes) -> Any:
+    """A value valid under `schema` (local `$ref`s, formats, bounds), deterministically."""
+    return _value_for(schema, digest, [0], schema if isinstance(schema, dict) else {}, 0)
+
+
+_FORMATS = {
+    "date-time": "2026-01-01T00:00:00Z",
+    "date": "2026-01-01",
+    "time": "00:00:00",
+    "email": "user@example.com",
+    "uri": "https://example.com/",
+    "url": "https://example.com/",
+    "uuid": "00000000-0000-4000-8000-000000000000",
+    "ipv4": "192.0.2.1",
+}
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _resolve(ref: str, root: dict[str, Any]) -> Any:
+    node: Any = root
+    for part in ref.removeprefix("#/").split("/") if ref.startswith("#/") else ():
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if ref.startswith("#") else {}
+
+
+def _value_for(schema: Any, digest: bytes, counter: list[int], root: dict[str, Any],
+               depth: int) -> Any:
     if not isinstance(schema, dict):
         counter[0] += 1
         return word_for(digest, counter[0])
+    if depth > 32:  # a recursive schema: stop with the smallest value
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        return _value_for(_resolve(ref, root), digest, counter, root, depth + 1)
     if "const" in schema:
         return schema["const"]
     enum = schema.get("enum")
@@ -113,7 +147,9 @@ def _value_for(schema: Any, digest: bytes, counter: list[int]) -> Any:
     for key in ("anyOf", "oneOf", "allOf"):
         options = schema.get(key)
         if isinstance(options, list) and options:
-            return _value_for(options[0], digest, counter)
+            first = next((o for o in options if not (isinstance(o, dict)
+                                                     and o.get("type") == "null")), options[0])
+            return _value_for(first, digest, counter, root, depth + 1)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
@@ -121,17 +157,42 @@ def _value_for(schema: Any, digest: bytes, counter: list[int]) -> Any:
         props = schema.get("properties")
         if not isinstance(props, dict):
             return {}
-        return {str(name): _value_for(sub, digest, counter) for name, sub in props.items()}
+        return {str(name): _value_for(sub, digest, counter, root, depth + 1)
+                for name, sub in props.items()}
     if kind == "array":
-        return [_value_for(schema.get("items", {"type": "string"}), digest, counter)]
+        n = schema.get("minItems")
+        n = n if isinstance(n, int) and 1 <= n <= 16 else 1
+        item = schema.get("items", {"type": "string"})
+        return [_value_for(item, digest, counter, root, depth + 1) for _ in range(n)]
     if kind in ("integer", "number"):
-        return 1
+        value = 1
+        low, high = schema.get("minimum"), schema.get("maximum")
+        xlow, xhigh = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+        if _num(low) and value < low:
+            value = math.ceil(low)
+        if _num(xlow) and value <= xlow:
+            value = math.floor(xlow) + 1
+        if _num(high) and value > high:
+            value = math.floor(high)
+        if _num(xhigh) and value >= xhigh:
+            value = math.ceil(xhigh) - 1
+        return value
     if kind == "boolean":
         return True
     if kind == "null":
         return None
+    fmt = schema.get("format")
+    if isinstance(fmt, str) and fmt in _FORMATS:
+        return _FORMATS[fmt]
     counter[0] += 1
-    return word_for(digest, counter[0])
+    word = word_for(digest, counter[0])
+    low = schema.get("minLength")
+    if isinstance(low, int) and len(word) < low:
+        word = (word * (low // len(word) + 1))[:low]
+    high = schema.get("maxLength")
+    if isinstance(high, int) and high >= 0:
+        word = word[:high]
+    return word
 
 
 class Reply:
@@ -168,6 +229,23 @@ def tool_reply(digest: bytes, name: str, schema: Any, factor: float) -> Reply:
     arguments = orjson.dumps(arguments_from_schema(schema, digest)).decode()
     tokens = count_tokens(arguments, factor) + count_tokens(name, factor) + 4
     return Reply("", tokens, "tool", name, arguments)
+
+
+def json_reply(digest: bytes, schema: Any, factor: float) -> Reply:
+    """Structured output: JSON valid under `schema` (None: any JSON object) as the reply text."""
+    if schema is None:
+        value: Any = {"answer": reply_text(digest, 12, factor)}
+    else:
+        value = schema_value(schema, digest)
+    text = orjson.dumps(value).decode()
+    return Reply(text, max(1, count_tokens(text, factor)), "stop", chunk_chars=16)
+
+
+def scripted_tool_reply(name: str, arguments: dict[str, Any], factor: float) -> Reply:
+    """The tool call a `tool_call` fault rule scripts, counted like any tool call."""
+    text = orjson.dumps(arguments).decode()
+    return Reply("", count_tokens(text, factor) + count_tokens(name, factor) + 4, "tool", name,
+                 text)
 
 
 def scripted_reply(text: str, factor: float, chunk_chars: int) -> Reply:

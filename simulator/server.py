@@ -16,6 +16,7 @@ from aiohttp import web
 
 from simulator import admin
 from simulator.anthropic_api import count_message_tokens, messages
+from simulator.embeddings_api import embeddings
 from simulator.faults import rule_from_json
 from simulator.models import SimConfig
 from simulator.openai_api import chat_completions
@@ -42,6 +43,7 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     router.add_post("/chat/completions", chat_completions)
     router.add_post("/v1/messages", messages)
     router.add_post("/v1/messages/count_tokens", count_message_tokens)
+    router.add_post("/v1/embeddings", embeddings)
     router.add_get("/v1/models", admin.list_models)
     router.add_get("/v1/models/{model}", admin.get_model)
     router.add_post("/_sim/faults", admin.add_faults)

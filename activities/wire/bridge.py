@@ -46,7 +46,7 @@ def request_for_target(
     Streaming OpenAI requests always ask for usage: accounting needs it whatever the caller said
     (the relay drops the extra chunk when the caller did not ask). `max_output_tokens` (the
     model's catalog maximum) fills an Anthropic target's required max_tokens when the caller
-    set no limit.
+    set no limit, and caps a limit above it.
     """
     if not isinstance(body, dict):
         raise WireError("request body must be a JSON object")
@@ -59,10 +59,31 @@ def request_for_target(
                 **(options if isinstance(options, dict) else {}),
                 "include_usage": True,
             }
-        return out
-    if caller == "openai":
-        return openai_request_to_anthropic(body, model, max_output_tokens)
-    return anthropic_request_to_openai(body, model)
+    elif caller == "openai":
+        out = openai_request_to_anthropic(body, model, max_output_tokens)
+    else:
+        out = anthropic_request_to_openai(body, model)
+    if max_output_tokens:
+        _clamp_output(out, target, max_output_tokens)
+    return out
+
+
+def _clamp_output(out: dict[str, Any], target: Protocol, limit: int) -> None:
+    """A limit above what the target model can produce is lowered to its maximum.
+
+    The caller asked for a model the route serves with another (an alias such as Claude Code's
+    `claude-haiku-5-5`, a fallback): the target's own bound applies, as it would refuse more.
+    """
+    keys = ("max_tokens",) if target == "anthropic" else ("max_completion_tokens", "max_tokens")
+    for key in keys:
+        value = out.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+            out[key] = limit
+    thinking = out.get("thinking") if target == "anthropic" else None
+    if isinstance(thinking, dict):
+        budget = thinking.get("budget_tokens")
+        if isinstance(budget, int) and not isinstance(budget, bool) and budget >= out["max_tokens"]:
+            out["thinking"] = {**thinking, "budget_tokens": max(1024, out["max_tokens"] - 1)}
 
 
 def response_for_caller(caller: Protocol, target: Protocol, resp: dict[str, Any]) -> dict[str, Any]:

@@ -91,7 +91,8 @@ ANTHROPIC_TO_OPENAI: dict[str, FieldRule] = {
     "model": _t("replaced by the target's model"),
     "messages": _t("user/assistant turns -> messages; tool_use -> tool_calls; tool_result -> "
                    "tool messages (is_error kept in the content); images/documents -> "
-                   "image_url/file parts (media types normalised)"),
+                   "image_url/file parts (media types normalised); mid-conversation system "
+                   "messages (beta mid-conversation-system-*) -> system messages in position"),
     "system": _t("-> a leading system message"),
     "max_tokens": _t("-> max_completion_tokens"),
     "temperature": _t("-> temperature"),

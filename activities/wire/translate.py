@@ -757,8 +757,13 @@ def anthropic_request_to_openai(body: dict[str, Any], model: str) -> dict[str, A
             converted = _openai_assistant_message(msg, where)
             if converted is not None:
                 messages.append(converted)
+        elif role == "system":
+            # A mid-conversation system message (beta mid-conversation-system-*): in position.
+            text = _system_text(msg.get("content"))
+            if text is not None:
+                messages.append({"role": "system", "content": text})
         else:
-            raise WireError(f"{where}.role must be 'user' or 'assistant'")
+            raise WireError(f"messages.{i}.role: Input should be 'user' or 'assistant'")
     out: Json = {"model": model, "messages": messages}
     limit = body.get("max_tokens")
     if limit is not None:

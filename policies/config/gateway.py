@@ -38,6 +38,7 @@ class GatewayConfig:
     keys_by_hash: dict[str, ApiKey] = field(default_factory=dict)
     providers: dict[str, Provider] = field(default_factory=dict)
     virtual_models: dict[str, RoutingConfig] = field(default_factory=dict)
+    model_aliases: dict[str, str] = field(default_factory=dict)  # alias -> virtual model name
     prices: dict[str, ModelPrice] = field(default_factory=dict)
     rate_limits: tuple[RateLimitRule, ...] = ()
     budgets: tuple[Budget, ...] = ()
@@ -215,6 +216,18 @@ def _assemble(parsed: list[tuple[YamlDoc, BaseModel]], sources: tuple[str, ...])
                     f"model {t.model!r} has no price in the gateway-pricing-catalog",
                 )
 
+    aliases: dict[str, str] = {}
+    for name, vm in vms.items():
+        doc, _ = where[f"vm:{name}"]
+        for i, alias in enumerate(vm.aliases):
+            if alias in vms and alias != name:
+                dup(doc, ("aliases", i), f"alias {alias!r} is the name of a virtual model")
+            elif alias in aliases and aliases[alias] != name:
+                dup(doc, ("aliases", i),
+                    f"alias {alias!r} already names virtual model {aliases[alias]!r}")
+            elif alias != name:
+                aliases[alias] = name
+
     def unroutable(name: str) -> bool:
         return find_fallback(name, vms, prices) == (None, None)
 
@@ -252,6 +265,7 @@ def _assemble(parsed: list[tuple[YamlDoc, BaseModel]], sources: tuple[str, ...])
         keys_by_hash=keys,
         providers=providers,
         virtual_models=vms,
+        model_aliases=aliases,
         prices=prices,
         rate_limits=tuple(rate_rules),
         budgets=tuple(budgets),

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from policies.clients import DEFAULT_CLIENT_SESSION_HEADERS
+
 _WINDOW = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -214,6 +216,9 @@ class RoutingConfig(_Strict):
     retry_max_wait_ms: int = Field(default=3000, ge=0, le=60000)
     cheaper: Target | None = None
     description: str = ""
+    # Other names callers may use for this virtual model: the provider model ids coding agents
+    # send by default (`claude-haiku-4-5-20251001`, `gpt-5-codex`, …).
+    aliases: list[str] = Field(default_factory=list)
 
 
 class VersionPrice(_Strict):
@@ -372,6 +377,21 @@ class Settings(_Strict):
     # Sessions on governor_session_tokens_per_hour (top N above their baseline): the one metric
     # with a session id, bounded by this N (for the runaway_agent rule in Prometheus).
     alert_top_sessions: int = Field(default=20, ge=0, le=1000)
+    # Used as the session id when no X-Governor-Session-ID (or X-TFY-Session-ID) is sent: the
+    # ids coding agents already send. An empty list turns the fallback off.
+    client_session_headers: tuple[str, ...] = DEFAULT_CLIENT_SESSION_HEADERS
+    # Responses API built-in tools (web_search, file_search, …) no target can run: `refuse`
+    # the call (400 unsupported_tool), or `drop` them from what the model is offered.
+    responses_hosted_tools: Literal["refuse", "drop"] = "refuse"
+
+    @field_validator("client_session_headers")
+    @classmethod
+    def _lower_headers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        out = tuple(h.strip().lower() for h in v)
+        for h in out:
+            if not h or not all(c.isalnum() or c in "-_" for c in h):
+                raise ValueError(f"{h!r} is not an HTTP header name")
+        return out
 
 
 KINDS: dict[str, type[BaseModel]] = {

@@ -187,3 +187,16 @@ def test_cross_protocol_request_and_response_pick_the_right_direction() -> None:
     assert response_for_caller("anthropic", "openai", as_openai)["content"] == [
         {"type": "text", "text": "hi"}
     ]
+
+
+def test_a_limit_above_the_target_models_maximum_is_capped_both_ways() -> None:
+    # Claude Code asks claude-haiku-5-5 for 128k tokens; the alias routes to a 64k model.
+    body = {"model": "x", "max_tokens": 128000, "messages": [{"role": "user", "content": "q"}],
+            "thinking": {"type": "enabled", "budget_tokens": 100000}}
+    same = request_for_target("anthropic", "anthropic", body, "claude-haiku-4-5", 64000)
+    assert same["max_tokens"] == 64000 and same["thinking"]["budget_tokens"] == 63999
+    assert body["max_tokens"] == 128000  # the caller's body is not touched
+    cross = request_for_target("anthropic", "openai", body, "gpt-4.1", 32768)
+    assert cross["max_completion_tokens"] == 32768
+    small = request_for_target("openai", "openai", {"max_tokens": 10, "messages": []}, "m", 100)
+    assert small["max_tokens"] == 10

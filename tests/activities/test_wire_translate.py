@@ -491,7 +491,7 @@ def test_untranslatable_openai_requests_raise_clear_wire_errors(body: Any, needl
     ("body", "needle"),
     [
         ({"messages": None}, "messages must be an array"),
-        ({"messages": [{"role": "system", "content": "x"}]}, "'user' or 'assistant'"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "'user' or 'assistant'"),
         ({"messages": [{"role": "user", "content": [{"type": "tool_result"}]}]}, "tool_use_id"),
         (
             {"messages": [{"role": "user", "content": [{"type": "search_result"}]}]},
@@ -678,3 +678,13 @@ def test_model_emitted_invalid_tool_json_is_kept_not_dropped() -> None:
     }
     out = openai_response_to_anthropic(resp)
     assert out["content"][0]["input"] == {"_raw_arguments": "{bad"}
+
+
+def test_mid_conversation_system_messages_are_translated_in_position() -> None:
+    body = {"model": "m", "max_tokens": 8, "system": "top",
+            "messages": [{"role": "user", "content": "a"},
+                         {"role": "system", "content": [{"type": "text", "text": "mid"}]},
+                         {"role": "user", "content": "b"}]}
+    out = anthropic_request_to_openai(body, "gpt-4o")
+    assert [(m["role"], m["content"]) for m in out["messages"]] == [
+        ("system", "top"), ("user", "a"), ("system", "mid"), ("user", "b")]

@@ -116,7 +116,11 @@ def test_the_shipped_example_config_validates() -> None:
         "code-review-strong",
         "support-cheap",
         "haiku",
+        "code-openai",
+        "embed",
     }
+    assert cfg.model_aliases["claude-haiku-4-5-20251001"] == "haiku"
+    assert cfg.model_aliases["gpt-5-codex"] == "code-openai"
     assert [r.id for r in cfg.rate_limits] == [
         "per-session-loop-guard",
         "per-user-burst",

@@ -38,6 +38,16 @@ rules:
     limit: {requests: 1, window: 1h}
     scope: workflow_tag
     on_breach: fallback_to_haiku
+  - id: t-retry-long
+    when: {metadata: {X-Governor-Workflow-Tag: t-retry-long}}
+    limit: {requests: 1, window: 1d}
+    scope: workflow_tag
+    on_breach: hard_block
+  - id: t-retry-short
+    when: {metadata: {X-Governor-Workflow-Tag: t-retry-short}}
+    limit: {requests: 1, window: 30s}
+    scope: workflow_tag
+    on_breach: hard_block
   - id: t-session-ceiling
     when: {metadata: {X-Governor-Workflow-Tag: t-ceiling}}
     limit: {tokens: 300, window: 1h}
