@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from simulator.errors import openai_error
+from simulator.openai_api import read_openai_request
 from simulator.state import STATE_KEY
 from simulator.tokenizer import count_tokens
 
@@ -37,21 +38,10 @@ def embedding(text: str, dims: int) -> list[float]:
 
 async def embeddings(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    auth = request.headers.get("Authorization", "")
-    if not auth.startswith("Bearer ") or not auth[7:].strip():
-        return openai_error(401, "You didn't provide an API key.", "invalid_request_error",
-                            "missing_api_key")
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError as exc:
-        return openai_error(400, f"We could not parse the JSON body of your request: {exc}")
-    if not isinstance(body, dict):
-        return openai_error(400, "The request body must be a JSON object.")
-    model = body.get("model")
-    spec = state.index.get(model) if isinstance(model, str) else None
-    if spec is None:
-        return openai_error(404, f"The model `{model}` does not exist or you do not have access "
-                            "to it.", code="model_not_found", param="model")
+    parsed = await read_openai_request(request, state)
+    if isinstance(parsed, web.Response):
+        return parsed
+    body, spec = parsed
     data = body.get("input")
     items: list[Any] = [data] if isinstance(data, str) else data if isinstance(data, list) else []
     if not items:

@@ -187,7 +187,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         state.in_flight -= 1
 
 
-async def _serve_chat(request: web.Request, state: SimState) -> web.StreamResponse:
+async def read_openai_request(
+    request: web.Request, state: SimState
+) -> tuple[dict[str, Any], ModelSpec] | web.Response:
+    """Auth, JSON body and model of an OpenAI-protocol request, or the error the API returns."""
     auth = request.headers.get("Authorization", "")
     if not auth.startswith("Bearer ") or not auth[7:].strip():
         return openai_error(
@@ -213,6 +216,14 @@ async def _serve_chat(request: web.Request, state: SimState) -> web.StreamRespon
             code="model_not_found",
             param="model",
         )
+    return body, spec
+
+
+async def _serve_chat(request: web.Request, state: SimState) -> web.StreamResponse:
+    parsed = await read_openai_request(request, state)
+    if isinstance(parsed, web.Response):
+        return parsed
+    body, spec = parsed
     state.last_request[spec.name] = body
     try:
         chat = ChatRequest(body, spec)
