@@ -43,6 +43,11 @@ rules:
     limit: {requests: 1, window: 1d}
     scope: workflow_tag
     on_breach: hard_block
+  - id: t-embed
+    when: {metadata: {X-Governor-Workflow-Tag: t-embed}}
+    limit: {requests: 1, window: 1d}
+    scope: workflow_tag
+    on_breach: hard_block
   - id: t-retry-short
     when: {metadata: {X-Governor-Workflow-Tag: t-retry-short}}
     limit: {requests: 1, window: 30s}

@@ -44,12 +44,8 @@ async def test_embeddings_refusals_are_clear(proxy):
         r = await h.post("/v1/embeddings", headers={"Authorization": "Bearer nope"},
                          json={"model": "embed", "input": "x"})
         assert r.status_code == 401
-    with pytest.raises(openai.RateLimitError):
-        client = oai(proxy, **{"X-Governor-Project": "t-tiny"})
-        for _ in range(60):
-            await client.chat.completions.create(model="support-cheap", max_tokens=200,
-                                                 messages=[{"role": "user", "content": "x"}])
+    limited = oai(proxy, **{"X-Governor-Workflow-Tag": "t-embed"})  # 1 request per day
+    await limited.embeddings.create(model="embed", input="x")
     with pytest.raises(openai.RateLimitError) as e:
-        await oai(proxy, **{"X-Governor-Project": "t-tiny"}).embeddings.create(
-            model="embed", input="x")
-    assert "budget_exceeded" in str(e.value)
+        await limited.embeddings.create(model="embed", input="x")
+    assert "rate_limited" in str(e.value)
