@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from ledger_testdb import BACKENDS, Outage, Target, call_row, ledger_target
+from sqlalchemy import text
 
 from ledger.errors import LedgerUnavailable
 from ledger.store import LedgerStore
@@ -257,3 +258,21 @@ async def test_two_replicas_racing_on_overlapping_batches_count_each_call_once(
     assert sess is not None and sess.calls == 120 and sess.tokens == 120 * 126
     await a.close()
     await b.close()
+
+
+async def test_a_ledger_from_before_client_tool_gains_the_column_and_keeps_its_rows(
+    target: Target,
+) -> None:
+    old = await target.open()
+    await old.insert_calls([call_row("before")])
+    async with old._connect(write=True, ddl=True) as conn:  # the schema of an older Governor
+        await conn.execute(text("ALTER TABLE calls DROP COLUMN client_tool"))
+    await old.close()
+    store = await target.open()
+    try:
+        assert await store.insert_calls([call_row("after", client_tool="codex")]) == 1
+        before, after = await store.get_call("before"), await store.get_call("after")
+        assert before is not None and before.client_tool is None
+        assert after is not None and after.client_tool == "codex"
+    finally:
+        await store.close()
