@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -118,7 +118,7 @@ _FORMATS = {
 }
 
 
-def _num(v: Any) -> bool:
+def _num(v: Any) -> TypeGuard[float]:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 

@@ -24,6 +24,7 @@ import orjson
 
 from activities.wire.errors import WireError
 from activities.wire.sse import SSEParser
+from activities.wire.usage import obj
 
 Json = dict[str, Any]
 
@@ -323,9 +324,7 @@ def response_usage(usage: object) -> Json:
     u = usage if isinstance(usage, dict) else {}
     prompt = int(u.get("prompt_tokens") or 0)
     completion = int(u.get("completion_tokens") or 0)
-    pd = u.get("prompt_tokens_details") if isinstance(u.get("prompt_tokens_details"), dict) else {}
-    cd = (u.get("completion_tokens_details")
-          if isinstance(u.get("completion_tokens_details"), dict) else {})
+    pd, cd = obj(u.get("prompt_tokens_details")), obj(u.get("completion_tokens_details"))
     return {
         "input_tokens": prompt,
         "input_tokens_details": {"cached_tokens": int(pd.get("cached_tokens") or 0)},
@@ -481,7 +480,7 @@ class ChatToResponseStream:
         for choice in doc.get("choices") or []:
             if not isinstance(choice, dict):
                 continue
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            delta = obj(choice.get("delta"))
             content = delta.get("content")
             if isinstance(content, str) and content:
                 self._text_delta(content, out)
@@ -509,7 +508,7 @@ class ChatToResponseStream:
 
     def _call_delta(self, call: Json, out: list[bytes]) -> None:
         index = call.get("index", 0)
-        fn = call.get("function") if isinstance(call.get("function"), dict) else {}
+        fn = obj(call.get("function"))
         item = self.calls.get(index)
         if item is None:
             name = str(fn.get("name") or "")
