@@ -18,48 +18,53 @@ DEFAULT_CLIENT_SESSION_HEADERS: tuple[str, ...] = (
     "session_id",
 )
 
-# (tool, header, lower-case prefix of its value). First match wins, so the specific products
-# come before the SDKs they are built on (Claude Code speaks through the anthropic TS SDK).
-_SIGNATURES: tuple[tuple[str, str, str], ...] = (
+# Product headers that name a client outright (checked first: Claude Code speaks through the
+# anthropic TS SDK, so its User-Agent alone could be mistaken for the SDK's).
+_PRODUCT_HEADERS: tuple[tuple[str, str, str], ...] = (
     ("claude-code", "x-claude-code-session-id", ""),
-    ("claude-code", "user-agent", "claude-cli/"),
-    ("claude-code", "user-agent", "claude-code/"),
     ("codex", "originator", "codex"),
-    ("codex", "user-agent", "codex"),
-    ("openai-agents", "user-agent", "agents/python"),
-    ("vercel-ai-sdk", "user-agent", "ai-sdk/"),
-    ("langchain", "user-agent", "langchain"),
-    ("pydantic-ai", "user-agent", "pydantic-ai"),
-    ("llm", "user-agent", "llm/"),
-    ("cursor", "user-agent", "cursor"),
-    ("aider", "user-agent", "aider"),
-    ("openai-python", "user-agent", "openai/python"),
-    ("openai-js", "user-agent", "openai/js"),
-    ("anthropic-python", "user-agent", "anthropic/python"),
-    ("anthropic-js", "user-agent", "anthropic/js"),
-    ("governor-sdk", "user-agent", "governor"),
 )
-# (The async SDK clients say `AsyncOpenAI/Python …`, `AsyncAnthropic/Python …`.)
+# (tool, lower-case User-Agent prefix), specific products before the SDKs they are built on.
+# The async SDK clients say `AsyncOpenAI/Python …`, `AsyncAnthropic/Python …`: a leading
+# "async" is ignored.
+_UA_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("claude-code", "claude-cli/"),
+    ("claude-code", "claude-code/"),
+    ("codex", "codex"),
+    ("openai-agents", "agents/python"),
+    ("vercel-ai-sdk", "ai-sdk/"),
+    ("langchain", "langchain"),
+    ("pydantic-ai", "pydantic-ai"),
+    ("llm", "llm/"),
+    ("cursor", "cursor"),
+    ("aider", "aider"),
+    ("openai-python", "openai/python"),
+    ("openai-js", "openai/js"),
+    ("anthropic-python", "anthropic/python"),
+    ("anthropic-js", "anthropic/js"),
+    ("governor-sdk", "governor"),
+)
 # The AI SDK names itself inside a longer User-Agent ("... ai-sdk/openai/2.0.0").
 _UA_ANYWHERE: tuple[tuple[str, str], ...] = (("vercel-ai-sdk", " ai-sdk/"),)
-
-MAX_CLIENT_SESSION_ID = 256
 
 
 def client_tool(headers: Mapping[str, str]) -> str | None:
     """The recognised client tool (`claude-code`, `codex`, …) or None: a bounded label set."""
-    for tool, header, prefix in _SIGNATURES:
+    for tool, header, prefix in _PRODUCT_HEADERS:
         value = headers.get(header)
-        if value is not None:
-            low = value.lower()
-            if low.startswith(prefix) or (low.startswith("async") and low[5:].startswith(prefix)):
-                return tool
+        if value is not None and value.lower().startswith(prefix):
+            return tool
     ua = headers.get("user-agent")
-    if ua:
-        low = ua.lower()
-        for tool, needle in _UA_ANYWHERE:
-            if needle in low:
-                return tool
+    if not ua:
+        return None
+    low = ua.lower()
+    bare = low[5:] if low.startswith("async") else low
+    for tool, prefix in _UA_PREFIXES:
+        if bare.startswith(prefix):
+            return tool
+    for tool, needle in _UA_ANYWHERE:
+        if needle in low:
+            return tool
     return None
 
 
