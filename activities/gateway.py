@@ -28,7 +28,7 @@ from activities.state import GovernanceState, OutputEstimates
 from activities.stream_stop import StreamRegistry
 from ledger.errors import LedgerUnavailable
 from ledger.journal import Journal
-from ledger.models import KillRecord
+from ledger.models import CLOSE_ACTOR, KillRecord
 from ledger.session_store import unsettled_streams
 from ledger.snapshot import Snapshot, load_snapshot, save_snapshot
 from ledger.store import LedgerStore
@@ -44,6 +44,8 @@ from policies.windows import calendar_window
 log = logging.getLogger("governor.gateway")
 
 KillHook = Callable[[str, str, str], Awaitable[None]]
+# What `GovernanceState.killed` holds for a closed session (a kill holds its reason there).
+CLOSED = "\x00closed"
 
 SYNC_BUCKET = 10.0  # seconds per bucket of the budget re-sync query
 SYNC_SETTLE = 5.0  # calls older than this are folded into the settled base (other
@@ -325,7 +327,7 @@ class Gateway:
         self.state.reserved_spend = old.reserved_spend
         self.state.rebuild(self.config, rows)
         for k in await self.store.kills_after(0):
-            self.state.killed[k.session_id] = k.reason
+            self.state.killed[k.session_id] = CLOSED if k.actor == CLOSE_ACTOR else k.reason
             self._last_kill_id = max(self._last_kill_id, k.id or 0)
 
     async def settle_cut_streams(self) -> int:
@@ -441,7 +443,7 @@ class Gateway:
                     log.warning("released %d reservations of calls that never ended", n)
             try:
                 for k in await self.store.kills_after(self._last_kill_id):
-                    self.mark_killed(k.session_id, k.reason)
+                    self.mark_ended(k)
                     self._last_kill_id = max(self._last_kill_id, k.id or 0)
             except Exception as exc:
                 log.warning("kill poll failed: %s", type(exc).__name__)
@@ -450,6 +452,18 @@ class Gateway:
             except Exception as exc:
                 log.warning("session owner claims not recorded yet: %s", type(exc).__name__)
             self.metrics.ledger_pending.set(self.writer.pending_count)
+
+    def mark_ended(self, k: KillRecord) -> None:
+        """A kill or close recorded in the ledger (by any replica or worker) holds here."""
+        if k.actor == CLOSE_ACTOR:
+            self.mark_closed(k.session_id)
+        else:
+            self.mark_killed(k.session_id, k.reason)
+
+    def mark_closed(self, session_id: str) -> None:
+        """Refuse the closed session's next calls (`session_closed`); a kill already in force
+        stays. Calls already in flight finish: a close is the owner's, not an emergency stop."""
+        self.state.killed.setdefault(session_id, CLOSED)
 
     def mark_killed(self, session_id: str, reason: str) -> None:
         """Refuse the session's next calls and end its streams in flight on this runtime."""

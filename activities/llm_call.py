@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from activities import guardrails
-from activities.gateway import Gateway
+from activities.gateway import CLOSED, Gateway
 from activities.metrics import budget_scope_label
 from activities.router import Endpoint, UpstreamResult
 from activities.shared_limits import across_replicas
@@ -213,6 +213,9 @@ async def _decide(
     ident = req.ident
     sid = ident.session_id
     killed = gw.state.killed.get(sid) if sid is not None else None
+    if killed == CLOSED:
+        raise Refusal(409, "session_closed",
+                      f"session {sid!r} was closed by its owner; start a new session id")
     if sid is not None and gw.loop_guard.throttled and killed is None:
         wait = gw.loop_guard.throttled_for(sid, now)
         if wait > 0:

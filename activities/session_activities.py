@@ -296,8 +296,9 @@ async def mark_session(inp: SessionMark) -> None:
         gw.mark_killed(inp.session_id, rec.reason)
         if inp.actor == "loop-detector" and gw.alerts is not None:
             gw.alerts.on_workflow_loop(inp.session_id, inp.reason)  # runaway_agent's runbook
-    else:
-        await gw.store.set_session_status(inp.session_id, "closed", now)
+    else:  # every proxy replica refuses the closed session's calls (their kill poll)
+        await gw.store.record_close(inp.session_id, now)
+        gw.mark_closed(inp.session_id)
 
 
 ALL_ACTIVITIES: list[Callable[..., Any]] = [

@@ -86,8 +86,15 @@ class SessionRecord(SQLModel, table=True):
     cost_usd: float = 0.0
 
 
+# A `kills` row with this actor is a close, not a kill: it travels to every replica the same
+# way (their kill poll), and each refuses the session as `session_closed`.
+CLOSE_ACTOR = "governor:close"
+CLOSE_REASON = "closed by its owner"
+
+
 class KillRecord(SQLModel, table=True):
-    """The audit record of a kill: who, when, why. One per session, so a kill is idempotent."""
+    """The audit record of a kill: who, when, why. One per session, so a kill is idempotent.
+    A row whose actor is `CLOSE_ACTOR` records a close (final like a kill)."""
 
     __tablename__ = "kills"
 

@@ -43,6 +43,8 @@ from ledger.errors import LedgerError, LedgerUnavailable
 from ledger.models import (
     BUDGET_ALERTS,
     CALLS,
+    CLOSE_ACTOR,
+    CLOSE_REASON,
     KILLS,
     LEDGER_TABLES,
     SESSIONS,
@@ -471,6 +473,30 @@ class LedgerStore:
                 row = (await conn.execute(q)).mappings().one()
             await conn.execute(mark)
         return _kill_record(row), created
+
+    async def record_close(self, session_id: str, ts: float) -> bool:
+        """Close a session for good: its status becomes 'closed' and a row in `kills` with
+        actor `CLOSE_ACTOR` carries the close to every replica the way a kill travels (the
+        replicas' kill poll), so a proxy call naming it is refused everywhere. A session that
+        was killed stays killed (returns False); closing twice is harmless."""
+        if not session_id:
+            raise ValueError("record_close needs a session_id")
+        mark = (
+            self._insert(KILLS)
+            .values(session_id=session_id, actor=CLOSE_ACTOR, reason=CLOSE_REASON, ts=ts)
+            .on_conflict_do_nothing(index_elements=["session_id"])
+        )
+        q = (
+            SESSIONS.update()
+            .where(SESSIONS.c.session_id == session_id, SESSIONS.c.status != "killed")
+            .values(status="closed", updated_ts=ts)
+        )
+        async with self._connect(write=True) as conn:
+            if self._dialect == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KILLS})
+            await conn.execute(mark)
+            result = await conn.execute(q)
+        return bool(result.rowcount)
 
     async def kills_after(self, last_id: int) -> list[KillRecord]:
         """Kills with id > last_id, oldest first: what a replica polling since last_id missed."""

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, unquote
 from activities.config_source import load_config_dir
 from activities.gateway import Gateway
 from ledger.errors import LedgerUnavailable
+from ledger.models import CLOSE_ACTOR
 from policies.config.yamlsource import ConfigErrors
 from policies.refusals import Refusal
 from proxy.errors import note_refusal
@@ -183,7 +184,10 @@ async def _show(gw: Gateway, session_id: str, send: Send) -> None:
         doc.update(status=workflow["status"], workflow=workflow)
     if live is not None:
         doc["live"] = {"calls": live.calls, "tokens": live.tokens, "cost_usd": live.cost_usd}
-    kills = [k for k in await gw.store.kills_after(0) if k.session_id == session_id]
+    kills = [
+        k for k in await gw.store.kills_after(0)
+        if k.session_id == session_id and k.actor != CLOSE_ACTOR  # a close is no kill
+    ]
     if kills:
         k = kills[0]
         doc["status"] = "killed"

@@ -11,6 +11,7 @@ from ledger_testdb import BACKENDS, Outage, Target, call_row, ledger_target
 from sqlalchemy import text
 
 from ledger.errors import LedgerUnavailable
+from ledger.models import CLOSE_ACTOR
 from ledger.store import LedgerStore
 
 
@@ -142,6 +143,23 @@ async def test_session_status_changes_but_a_kill_is_final(store: LedgerStore) ->
     assert await store.set_session_status("nope", "closed", 1.0) is False
     with pytest.raises(ValueError, match="record_kill"):
         await store.set_session_status("sess-1", "killed", 1.0)
+
+
+async def test_a_close_is_recorded_for_every_replica_and_never_undoes_a_kill(
+    store: LedgerStore,
+) -> None:
+    await store.insert_calls([call_row("c1")])
+    assert await store.record_close("sess-1", 10.0) is True
+    assert await store.record_close("sess-1", 11.0) is True  # closing twice is harmless
+    [k] = await store.kills_after(0)  # what other replicas' kill poll reads
+    assert (k.session_id, k.actor) == ("sess-1", CLOSE_ACTOR)
+    sess = await store.get_session("sess-1")
+    assert sess is not None and sess.status == "closed"
+    await store.record_kill("dead", "oncall", "runaway", 12.0)
+    assert await store.record_close("dead", 13.0) is False
+    sess = await store.get_session("dead")
+    assert sess is not None and sess.status == "killed"
+    assert [x.actor for x in await store.kills_after(0)] == [CLOSE_ACTOR, "oncall"]
 
 
 async def test_list_sessions_filters_and_orders_by_activity(store: LedgerStore) -> None:

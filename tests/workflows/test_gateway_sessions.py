@@ -209,3 +209,44 @@ async def test_a_standalone_proxy_with_temporal_address_runs_workflow_sessions(
             await gc.aclose()
     finally:
         p.stop()
+
+
+async def proxy_call(base_url: str, sid: str) -> Any:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as h:
+        return await h.post(
+            "/v1/chat/completions",
+            json={"model": "support-cheap", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"authorization": f"Bearer {DEV_KEY}", "x-governor-session-id": sid},
+        )
+
+
+async def test_a_closed_session_is_refused_on_the_proxy_path_on_every_replica(
+    gateway_url: str, config_dir: Path, wf_dir: Path, sim: SimServer, ledger_url: str
+) -> None:
+    other_dir = wf_dir / "gw-proxy-other"
+    other_dir.mkdir(exist_ok=True)
+    other = InProcessProxy(config_dir, other_dir, sim.base_url, ledger_url=ledger_url)
+    await other.start()
+    gc = await GovernorClient.connect(gateway_url, DEV_KEY)
+    try:
+        sid = await gc.start_session(project="wf-gw", workflow_tag="wf-gw-close-proxy")
+        # Both replicas serve the open session (and so have it cached as open).
+        assert (await proxy_call(gateway_url, sid)).status_code == 200
+        assert (await proxy_call(other.base_url, sid)).status_code == 200
+        await gc.close()
+        for base in (gateway_url, other.base_url):
+            deadline = time.monotonic() + 5
+            while True:
+                r = await proxy_call(base, sid)
+                if r.status_code != 200 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+            assert r.status_code == 409, (base, r.status_code, r.text)
+            assert r.json()["error"]["code"] == "session_closed"
+        st = await gc.status()
+        assert st.status == "closed"
+    finally:
+        await gc.aclose()
+        await other.stop()
