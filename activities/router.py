@@ -438,7 +438,10 @@ class Router:
                 openai_usage_dict(usage) if p.protocol == "openai" else anthropic_usage_dict(usage)
             )
         if p.protocol != caller or estimated:
-            raw = orjson.dumps(response_for_caller(caller, p.protocol, doc))
+            out = response_for_caller(caller, p.protocol, doc)
+            if estimated and isinstance(out.get("usage"), dict):
+                mark_estimated(out["usage"])  # translation rebuilds usage: keep the flag
+            raw = orjson.dumps(out)
         return UpstreamResult(
             target=t,
             provider=p,

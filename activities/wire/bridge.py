@@ -21,7 +21,13 @@ from activities.wire.translate import (
     openai_request_to_anthropic,
     openai_response_to_anthropic,
 )
-from activities.wire.usage import StreamAccumulator, estimated_usage, mark_estimated
+from activities.wire.usage import (
+    StreamAccumulator,
+    Usage,
+    estimate_tokens,
+    estimated_usage,
+    mark_estimated,
+)
 
 Protocol = Literal["openai", "anthropic"]
 
@@ -149,7 +155,7 @@ class StreamRelay:
             else None
         )
         self._o2a = (
-            OpenAIToAnthropicStream(model=model)
+            OpenAIToAnthropicStream(model=model, input_estimate=estimate_input)
             if caller == "anthropic" and upstream == "openai"
             else None
         )
@@ -197,18 +203,36 @@ class StreamRelay:
         }
         return encode_sse(orjson.dumps(chunk))
 
+    def _anthropic_start(self, event: str | None, doc: dict[str, Any]) -> bytes | None:
+        """An Anthropic upstream's `message_start` without usage: the caller's gets Governor's
+        input estimate (output 0), as the real API always sends one (the Anthropic SDK's
+        stream accumulator needs it). None: relay the event as it came."""
+        message = doc.get("message")
+        if not isinstance(message, dict) or isinstance(message.get("usage"), dict):
+            return None
+        usage = mark_estimated(anthropic_usage_dict(Usage(input_tokens=self._estimate_input)))
+        return encode_sse(orjson.dumps({**doc, "message": {**message, "usage": usage}}), event)
+
     def _anthropic_delta(self, event: str | None, doc: dict[str, Any]) -> bytes | None:
         """An Anthropic upstream's `message_delta` when it (and message_start) reported no
-        usage: the estimate goes in its place (None: relay the event as it came)."""
+        usage, or the delta alone carries none: the estimate goes in its place (None: relay
+        the event as it came)."""
+        acc = self.accumulator
         if not self._estimate_if_missing():
-            return None
-        usage = self.accumulator.usage
+            if isinstance(doc.get("usage"), dict) or acc.usage is None:
+                return None
+            if not acc.usage.output_tokens:  # message_start's input only: count the output
+                output = acc.text + "".join(c["arguments"] for c in acc.tool_calls)
+                acc.usage.output_tokens = estimate_tokens(output)
+                self.usage_estimated = True
+        usage = acc.usage
         assert usage is not None
         if self._a2o is not None:
             out = b"".join(self._a2o.convert(event, doc))
             self._a2o.set_usage(usage, estimated=True)
             return out
-        doc = {**doc, "usage": mark_estimated(anthropic_usage_dict(usage))}
+        out = anthropic_usage_dict(usage)
+        doc = {**doc, "usage": mark_estimated(out) if self.usage_estimated else out}
         return encode_sse(orjson.dumps(doc), event)
 
     def _observe(self, event: str | None, data: bytes) -> dict[str, Any] | None:
@@ -233,6 +257,15 @@ class StreamRelay:
             doc.get("type", event) == "message_delta"
         ):
             filled = self._anthropic_delta(event, doc)
+            if filled is not None:
+                return filled
+        if (
+            doc is not None
+            and self._a2o is None
+            and self.accumulator.protocol == "anthropic"
+            and doc.get("type", event) == "message_start"
+        ):
+            filled = self._anthropic_start(event, doc)
             if filled is not None:
                 return filled
         if self._a2o is not None:

@@ -235,6 +235,7 @@ class OpenAIToAnthropicStream:
         "_estimated",
         "_finish",
         "_id",
+        "_input_estimate",
         "_model",
         "_next_block",
         "_open_text",
@@ -242,8 +243,9 @@ class OpenAIToAnthropicStream:
         "_usage",
     )
 
-    def __init__(self, model: str | None = None) -> None:
+    def __init__(self, model: str | None = None, input_estimate: int = 0) -> None:
         self._model = model or ""
+        self._input_estimate = input_estimate  # message_start's input_tokens (as the real API)
         self._id = "msg_governor"
         self._started = False
         self._done = False
@@ -285,7 +287,7 @@ class OpenAIToAnthropicStream:
                         "stop_reason": None,
                         "stop_sequence": None,
                         "usage": {
-                            "input_tokens": 0,
+                            "input_tokens": self._input_estimate,
                             "output_tokens": 0,
                             "cache_creation_input_tokens": 0,
                             "cache_read_input_tokens": 0,

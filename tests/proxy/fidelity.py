@@ -52,6 +52,12 @@ type: gateway-load-balancing-config
 rules:
   - id: only
     target: {provider: vertex, model: gemini-2.0-flash, timeout_ms: 5000}
+---
+name: f-no-usage-anthropic
+type: gateway-load-balancing-config
+rules:
+  - id: only
+    target: {provider: anthropic, model: claude-haiku-4-5, timeout_ms: 5000}
 """,
 }
 

@@ -102,3 +102,58 @@ async def test_an_anthropic_compatible_upstream_without_usage_is_estimated_for_b
     m = re.search(r'"input_tokens":(\d+).*"output_tokens":(\d+)', delta)
     assert '"estimated":true' in delta
     assert m is not None and (int(m.group(1)), int(m.group(2))) == charged(r.text)
+
+
+# Both upstream protocols without usage: f-no-usage (OpenAI-compatible vertex target) and
+# f-no-usage-anthropic (Anthropic target); every caller protocol, streaming and not.
+NO_USAGE_TARGETS = ["f-no-usage", "f-no-usage-anthropic"]
+
+
+@pytest.mark.parametrize("model", NO_USAGE_TARGETS)
+async def test_anthropic_sdk_stream_accumulates_an_upstream_without_usage(fp, sim, model):
+    sim.add_fault(model="claude-haiku-4-5", omit_usage=True)
+    async with httpx.AsyncClient(timeout=10) as c:
+        r = await c.post(fp.base_url + "/v1/messages", headers={"x-api-key": DEV_KEY},
+                         json={"model": model, "max_tokens": 200, "messages": HI,
+                               "stream": True})
+    start = next(b for b in r.text.split("\n\n") if b.startswith("event: message_start"))
+    # The real API always sends message_start usage, its input counted: Governor's estimate.
+    m = re.search(r'"usage":\{"input_tokens":(\d+),"output_tokens":0', start)
+    assert m is not None and int(m.group(1)) > 0
+    async with ant(fp).messages.stream(model=model, max_tokens=200, messages=HI) as s:
+        final = await s.get_final_message()  # AttributeError on a message_start without usage
+    assert final.usage.input_tokens > 0 and final.usage.output_tokens > 0
+    assert final.content and final.content[0].type == "text"
+
+
+@pytest.mark.parametrize("model", NO_USAGE_TARGETS)
+async def test_every_caller_sees_usage_marked_estimated_streaming_and_not(fp, sim, model):
+    sim.add_fault(model="claude-haiku-4-5", omit_usage=True)
+    # OpenAI caller, not streamed.
+    raw = await oai(fp).chat.completions.with_raw_response.create(model=model, messages=HI)
+    resp = raw.parse()
+    assert raw.headers["x-governor-usage-estimated"] == "true"
+    assert resp.usage.model_extra.get("estimated") is True
+    assert (resp.usage.prompt_tokens, resp.usage.completion_tokens) == charged(raw.headers)
+    # OpenAI caller, streamed with include_usage.
+    stream = await oai(fp).chat.completions.create(
+        model=model, messages=HI, stream=True, stream_options={"include_usage": True})
+    last = [c async for c in stream][-1]
+    assert last.usage is not None and last.usage.model_extra.get("estimated") is True
+    assert last.usage.completion_tokens > 0
+    # Anthropic caller, not streamed.
+    araw = await ant(fp).messages.with_raw_response.create(model=model, max_tokens=200,
+                                                           messages=HI)
+    msg = await araw.parse()
+    assert araw.headers["x-governor-usage-estimated"] == "true"
+    assert (msg.usage.model_extra or {}).get("estimated") is True
+    assert (msg.usage.input_tokens, msg.usage.output_tokens) == charged(araw.headers)
+    # Anthropic caller, streamed: the message_delta carries the estimate, flagged.
+    async with httpx.AsyncClient(timeout=10) as c:
+        r = await c.post(fp.base_url + "/v1/messages", headers={"x-api-key": DEV_KEY},
+                         json={"model": model, "max_tokens": 200, "messages": HI,
+                               "stream": True})
+    delta = next(b for b in r.text.split("\n\n") if b.startswith("event: message_delta"))
+    m = re.search(r'"input_tokens":(\d+).*"output_tokens":(\d+)', delta)
+    assert '"estimated":true' in delta
+    assert m is not None and (int(m.group(1)), int(m.group(2))) == charged(r.text)
