@@ -11,7 +11,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -276,9 +276,10 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
         targets = [pre.pinned]
     else:
         rand = req.rand if req.rand is not None else random.random()
-        targets = plan_route(vm, rand, gw.router.allowed(vm, now))
+        allowed = gw.router.allowed(vm, now)
+        targets = plan_route(vm, rand, allowed)
         if gw.router.breakers:
-            skipped = _skipped_by_breakers(vm, rand, targets)
+            skipped = _skipped_by_breakers(vm, rand, targets, allowed)
             if skipped:
                 gov.decision = "fallback"
                 gov.fallback_reason = f"circuit breaker open for {', '.join(skipped)}"
@@ -298,6 +299,7 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
                 503,
                 "no_healthy_target",
                 f"every target of {vm.name!r} has an open circuit breaker; retry later",
+                retry_after=gw.router.cooldown_left(vm, now),
             )
         with span("governor.upstream") as sp:
             res = await gw.router.call(
@@ -342,16 +344,21 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
     )
 
 
-def _skipped_by_breakers(vm: RoutingConfig, rand: float, targets: list[Target]) -> list[str]:
+def _skipped_by_breakers(
+    vm: RoutingConfig, rand: float, targets: list[Target], allowed: Callable[[Target], bool]
+) -> list[str]:
     """Targets the route would have tried before the first one it now tries, skipped because
-    their circuit is open: the call is served elsewhere because of them."""
+    their circuit is open: the call is served elsewhere because of them. Only open ones are
+    named: with a weighted rule out, the plan reorders, and healthy fallbacks it now puts
+    after the served target were not skipped for a breaker."""
     full = plan_route(vm, rand, lambda _t: True)
     first = targets[0].key if targets else None
     out = []
     for t in full:
         if t.key == first:
             break
-        out.append(t.key)
+        if not allowed(t):
+            out.append(t.key)
     return out
 
 

@@ -14,7 +14,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
@@ -153,7 +153,9 @@ BreakerHook = Callable[[str, str, str], None]  # (virtual model, target, new pha
 class Router:
     def __init__(self, providers: dict[str, Provider]) -> None:
         self.providers = providers
-        self.breakers: dict[str, breaker.BreakerState] = {}
+        # One breaker per (virtual model, target): `circuit_breaker` is configured per virtual
+        # model, and the gauge is labelled {virtual_model, target}.
+        self.breakers: dict[tuple[str, str], breaker.BreakerState] = {}
         self.on_breaker: BreakerHook | None = None  # told of every breaker transition
         self._session: aiohttp.ClientSession | None = None
         self._headers = {name: _provider_headers(p) for name, p in providers.items()}
@@ -187,31 +189,54 @@ class Router:
     def allowed(self, vm: RoutingConfig, now: float):  # type: ignore[no-untyped-def]
         cfg = vm.circuit_breaker
         get = self.breakers.get
+        name = vm.name
 
         def check(t: Target) -> bool:
-            st = get(t.key)
+            st = get((name, t.key))
             return st is None or breaker.allows(st, cfg, now)
 
         return check
 
     def breaker_phase(self, vm: RoutingConfig, t: Target, now: float) -> str:
-        return breaker.phase(self.breakers.get(t.key, breaker.CLOSED), vm.circuit_breaker, now)
+        st = self.breakers.get((vm.name, t.key), breaker.CLOSED)
+        return breaker.phase(st, vm.circuit_breaker, now)
+
+    def cooldown_left(self, vm: RoutingConfig, now: float) -> float:
+        """Seconds until the first open breaker of `vm` turns half-open (a probe may pass):
+        the Retry-After of a refusal because every target's circuit is open."""
+        cfg = vm.circuit_breaker
+        left = [
+            st.opened_at + cfg.cooldown_seconds - now
+            for (name, _), st in self.breakers.items()
+            if name == vm.name and st.opened_at is not None
+        ]
+        return max(1.0, min(left)) if left else cfg.cooldown_seconds
 
     def _ok(self, vm: RoutingConfig, t: Target) -> None:
-        st = self.breakers.get(t.key)
+        key = (vm.name, t.key)
+        st = self.breakers.get(key)
         if st is not None:
             new = breaker.on_success(st)
             if new is breaker.CLOSED:
-                del self.breakers[t.key]
+                del self.breakers[key]
                 if st.opened_at is not None:
                     self._transition(vm, t, "closed")
             else:
-                self.breakers[t.key] = new
+                self.breakers[key] = new
+
+    def _rate_limited(self, vm: RoutingConfig, t: Target) -> None:
+        """An upstream 429 is the provider's rate limit, not a health failure: it counts
+        nothing toward opening the circuit; a half-open probe it answered is given back."""
+        key = (vm.name, t.key)
+        st = self.breakers.get(key)
+        if st is not None and st.probing:
+            self.breakers[key] = replace(st, probing=False)
 
     def _fail(self, vm: RoutingConfig, t: Target) -> None:
-        st = self.breakers.get(t.key, breaker.CLOSED)
+        key = (vm.name, t.key)
+        st = self.breakers.get(key, breaker.CLOSED)
         new = breaker.on_failure(st, vm.circuit_breaker, time.time())
-        self.breakers[t.key] = new
+        self.breakers[key] = new
         if new.opened_at is not None and new.opened_at != st.opened_at:
             self._transition(vm, t, "open")
 
@@ -250,7 +275,8 @@ class Router:
                 attempts.append(Attempt(t.key, "unknown_provider"))
                 continue
             now = time.time()
-            st = self.breakers.get(t.key)
+            key = (vm.name, t.key)
+            st = self.breakers.get(key)
             if st is not None:
                 if not breaker.allows(st, vm.circuit_breaker, now):
                     attempts.append(Attempt(t.key, "circuit_open"))
@@ -258,7 +284,7 @@ class Router:
                 probe = breaker.on_attempt(st, vm.circuit_breaker, now)
                 if probe.probing and not st.probing:
                     self._transition(vm, t, "half_open")
-                self.breakers[t.key] = probe
+                self.breakers[key] = probe
             for n in range(vm.retries + 1):
                 try:
                     limit = max_output_tokens(prices.get(t.model)) if prices else None
@@ -270,10 +296,14 @@ class Router:
                     if exc.action == "fatal":
                         # The request itself is wrong: another target would refuse it too.
                         raise Refusal(exc.status, exc.code, exc.message) from None
-                    self._fail(vm, t)
+                    if exc.code == "upstream_rate_limited":
+                        self._rate_limited(vm, t)
+                    else:
+                        self._fail(vm, t)
                     if exc.action == "next" or n == vm.retries:
                         break
-                    if not breaker.allows(self.breakers[t.key], vm.circuit_breaker, time.time()):
+                    st = self.breakers.get(key, breaker.CLOSED)
+                    if not breaker.allows(st, vm.circuit_breaker, time.time()):
                         break
                     wait = _retry_wait(vm, n, exc.retry_after)
                     if wait is None:
@@ -285,7 +315,7 @@ class Router:
                 attempts.append(Attempt(t.key, "ok"))
                 res.attempts = attempts
                 return res
-        raise _exhausted(vm, attempts, failures)
+        raise _exhausted(vm, attempts, failures, self.cooldown_left(vm, time.time()))
 
     async def count_tokens(
         self, p: Provider, t: Target, body: dict[str, Any], beta: str | None
@@ -589,9 +619,10 @@ def _retry_wait(vm: RoutingConfig, n: int, retry_after: float | None) -> float |
 
 
 def _exhausted(
-    vm: RoutingConfig, attempts: list[Attempt], failures: list[UpstreamFailure]
+    vm: RoutingConfig, attempts: list[Attempt], failures: list[UpstreamFailure], cooldown: float
 ) -> Refusal:
-    """The refusal once every target failed: what the caller can act on."""
+    """The refusal once every target failed: what the caller can act on (`cooldown`: seconds
+    until an open breaker of `vm` lets a probe through)."""
     tried = ", ".join(f"{a.target} ({a.outcome})" for a in attempts) or "none"
     if not failures:
         if attempts and all(a.outcome == "circuit_open" for a in attempts):
@@ -599,7 +630,7 @@ def _exhausted(
                 503,
                 "no_healthy_target",
                 f"every target of {vm.name!r} has an open circuit breaker; retry later",
-                retry_after=vm.circuit_breaker.cooldown_seconds,
+                retry_after=cooldown,
             )
         return Refusal(502, "upstream_error", f"no target of {vm.name!r} could be called; "
                        f"tried: {tried}")

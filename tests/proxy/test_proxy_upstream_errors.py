@@ -142,3 +142,91 @@ async def test_on_primary_failure_the_fallbacks_come_before_the_weighted_seconda
         assert raw.headers["x-governor-route"] == "openai/gpt-4o-mini"
         tried = {a.rsplit(":", 1)[0] for a in raw.headers["x-governor-attempts"].split(", ")}
         assert len(tried) == 2  # the primary and the first fallback; never the other rule
+
+
+async def test_repeated_upstream_429s_stay_429_with_retry_after_and_never_open_the_breaker(
+        fp, sim):
+    # A 429 is the provider's rate limit, not a health failure: 7 calls (more than haiku's
+    # failure_threshold 5) all reach the caller as 429 with the provider's Retry-After.
+    sim.add_fault(model="claude-haiku-4-5", status=429, retry_after=7)
+    for n in range(7):
+        with pytest.raises(openai.RateLimitError) as e:
+            await oai(fp).chat.completions.create(model="haiku", messages=HI)
+        assert e.value.response.headers["retry-after"] == "7", n
+        assert e.value.body["code"] == "upstream_rate_limited", n
+    with pytest.raises(anthropic.RateLimitError) as ea:
+        await ant(fp).messages.create(model="haiku", max_tokens=16, messages=HI)
+    assert ea.value.response.headers["retry-after"] == "7"
+    assert not fp.gw.router.breakers  # nothing counted toward opening any circuit
+    assert fp.gw.metrics.registry.get_sample_value(
+        "governor_breaker_state",
+        {"virtual_model": "haiku", "target": "anthropic/claude-haiku-4-5"}) in (None, 0.0)
+
+
+async def _open_haiku_breaker(fp, sim) -> None:
+    """Open haiku's breaker on anthropic/claude-haiku-4-5 with 5xx answers (threshold 5)."""
+    sim.add_fault(model="claude-haiku-4-5", status=500)
+    for _ in range(5):
+        with pytest.raises(openai.APIStatusError):
+            await oai(fp).chat.completions.create(model="haiku", messages=HI)
+        if fp.gw.router.breaker_phase(fp.gw.config.virtual_models["haiku"],
+                                      fp.gw.config.virtual_models["haiku"].rules[0].target,
+                                      time.time()) == "open":
+            break
+    sim.clear_faults()
+
+
+async def test_every_breaker_open_is_a_503_with_the_remaining_cooldown_in_both_protocols(
+        fp, sim):
+    await _open_haiku_breaker(fp, sim)
+    with pytest.raises(openai.APIStatusError) as e:
+        await oai(fp).chat.completions.create(model="haiku", messages=HI)
+    assert e.value.status_code == 503 and e.value.body["code"] == "no_healthy_target"
+    assert 1 <= int(e.value.response.headers["retry-after"]) <= 30  # haiku's cooldown: 30 s
+    with pytest.raises(anthropic.APIStatusError) as ea:
+        async with ant(fp).messages.stream(model="haiku", max_tokens=16, messages=HI) as s:
+            await s.get_final_message()
+    assert ea.value.status_code == 503
+    assert 1 <= int(ea.value.response.headers["retry-after"]) <= 30
+
+
+async def test_a_breaker_is_per_virtual_model_and_target(fp, sim):
+    # haiku's breaker on anthropic/claude-haiku-4-5 is open; support-cheap's fallback is the
+    # same target, its own breaker closed: support-cheap still reaches it.
+    await _open_haiku_breaker(fp, sim)
+    reg = fp.gw.metrics.registry
+    target = "anthropic/claude-haiku-4-5"
+    assert reg.get_sample_value("governor_breaker_state",
+                                {"virtual_model": "haiku", "target": target}) == 2.0
+    sim.add_fault(model="gpt-4o-mini", status=503)
+    raw = await oai(fp).chat.completions.with_raw_response.create(
+        model="support-cheap", messages=HI)
+    assert raw.headers["x-governor-route"] == target
+    assert f"{target}:ok" in raw.headers["x-governor-attempts"]
+    assert reg.get_sample_value("governor_breaker_state",
+                                {"virtual_model": "support-cheap", "target": target}
+                                ) in (None, 0.0)
+    with pytest.raises(openai.APIStatusError) as e:
+        await oai(fp).chat.completions.create(model="haiku", messages=HI)
+    assert e.value.status_code == 503  # haiku's own breaker is still open
+
+
+async def test_the_fallback_reason_names_only_targets_whose_breaker_is_open(fp, sim):
+    # intent-fast: haiku 90 / bedrock-haiku 10, fallbacks gpt-4o-mini, gemini. Open the primary's
+    # breaker; a call then served by the weighted secondary or a fallback must name only it.
+    sim.add_fault(model="claude-haiku-4-5", status=500)
+    vm = fp.gw.config.virtual_models["intent-fast"]
+    primary = vm.rules[0].target
+    for _ in range(12):
+        if fp.gw.router.breaker_phase(vm, primary, time.time()) == "open":
+            break
+        await oai(fp).chat.completions.with_raw_response.create(model="intent-fast",
+                                                                messages=HI)
+    assert fp.gw.router.breaker_phase(vm, primary, time.time()) == "open"
+    reasons = set()
+    for _ in range(8):
+        raw = await oai(fp).chat.completions.with_raw_response.create(model="intent-fast",
+                                                                      messages=HI)
+        if "x-governor-fallback-reason" in raw.headers:
+            reasons.add(raw.headers["x-governor-fallback-reason"])
+    assert reasons == {"circuit breaker open for anthropic/claude-haiku-4-5"}
