@@ -33,6 +33,7 @@ from ledger.session_store import unsettled_streams
 from ledger.snapshot import Snapshot, load_snapshot, save_snapshot
 from ledger.store import LedgerStore
 from ledger.writer import LedgerWriter
+from policies import breaker
 from policies.budgets import BudgetKey, budget_statuses
 from policies.config.gateway import GatewayConfig
 from policies.config.models import ApiKey
@@ -109,11 +110,23 @@ class Gateway:
         """Every circuit breaker transition: a log line, a gauge, a counter."""
         m = self.metrics
         m.child(m.breaker_state, vm, target).set(_BREAKER_GAUGE[phase])
-        m.child(m.breaker_open, target).set(1.0 if phase == "open" else 0.0)
+        m.child(m.breaker_open, target).set(1.0 if self._open_anywhere(target) else 0.0)
         m.child(m.breaker_transitions, vm, target, phase).inc()
         if phase == "open" and self.alerts is not None:
             self.alerts.on_breaker(vm, target)
         log.warning("circuit breaker of %s (virtual model %s) is now %s", target, vm, phase)
+
+    def _open_anywhere(self, target: str) -> bool:
+        """Whether `target`'s breaker is open for any virtual model (breakers are per virtual
+        model; the per-target gauge says whether any of them is open)."""
+        now = time.time()
+        vms = self.config.virtual_models
+        for (name, key), st in self.router.breakers.items():
+            vm = vms.get(name)
+            if key == target and vm is not None and st.opened_at is not None:
+                if breaker.phase(st, vm.circuit_breaker, now) == "open":
+                    return True
+        return False
 
     def _bound_idempotency(self) -> None:
         s = self.config.settings

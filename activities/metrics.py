@@ -138,7 +138,7 @@ class Metrics:
         )
         self.breaker_open = Gauge(
             "governor_circuit_breaker_open",
-            "1 while a target's circuit breaker is open",
+            "1 while a target's circuit breaker is open for any virtual model",
             ["target"],
             registry=r,
         )

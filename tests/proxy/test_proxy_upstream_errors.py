@@ -209,6 +209,11 @@ async def test_a_breaker_is_per_virtual_model_and_target(fp, sim):
     with pytest.raises(openai.APIStatusError) as e:
         await oai(fp).chat.completions.create(model="haiku", messages=HI)
     assert e.value.status_code == 503  # haiku's own breaker is still open
+    # The per-target gauge: open while any virtual model's breaker on it is open; a transition
+    # of another virtual model's breaker on the same target does not clear it.
+    assert reg.get_sample_value("governor_circuit_breaker_open", {"target": target}) == 1.0
+    fp.gw._breaker_moved("support-cheap", target, "closed")
+    assert reg.get_sample_value("governor_circuit_breaker_open", {"target": target}) == 1.0
 
 
 async def test_the_fallback_reason_names_only_targets_whose_breaker_is_open(fp, sim):
