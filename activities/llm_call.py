@@ -55,6 +55,9 @@ class CallRequest:
     prompt_text: str | None = None
     beta: str | None = None  # the caller's anthropic-beta header, for Anthropic targets
     endpoint: Endpoint = "chat"
+    # Ends a non-streamed call's upstream wait early: its client leaving (the proxy watches
+    # for that) or a kill of its session. None: the call runs to its end (workflow path).
+    stop: StreamStop | None = None
 
 
 @dataclass(slots=True)
@@ -302,10 +305,7 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
                 retry_after=gw.router.cooldown_left(vm, now),
             )
         with span("governor.upstream") as sp:
-            res = await gw.router.call(
-                req.protocol, req.body, vm, targets, req.stream, req.include_usage,
-                gw.config.prices, req.beta, req.endpoint,
-            )
+            res = await _upstream(gw, req, vm, targets)
             if sp.is_recording():
                 sp.set_attribute("gen_ai.system", res.provider.protocol)
                 sp.set_attribute("gen_ai.request.model", res.target.model)
@@ -342,6 +342,44 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
         200, gov, stream=_governed_stream(gw, req, gov, pre, held, res, now, started, stop),
         stop=stop,
     )
+
+
+async def _upstream(gw: Gateway, req: CallRequest, vm: RoutingConfig, targets: list[Target]
+                    ) -> UpstreamResult:
+    """The upstream request; for a non-streamed call with a `stop`, a kill of its session or
+    its client leaving cancels the request (the provider sees it closed) and refuses the call
+    as `session_killed` 403 / `client_closed` 499: nothing is charged for it."""
+    stop = req.stop if not req.stream else None
+    if stop is None:
+        return await gw.router.call(req.protocol, req.body, vm, targets, req.stream,
+                                    req.include_usage, gw.config.prices, req.beta, req.endpoint)
+    sid = req.ident.session_id
+    stop.bind()
+    if sid is not None:
+        gw.streams.add(sid, stop)
+        why = gw.state.killed.get(sid)
+        if why is not None and why != CLOSED:  # killed since the decision
+            stop.stop(KILLED, why)
+    try:
+        if stop.reason is None:
+            stop.reading = True
+            try:
+                return await gw.router.call(req.protocol, req.body, vm, targets, req.stream,
+                                            req.include_usage, gw.config.prices, req.beta,
+                                            req.endpoint)
+            except asyncio.CancelledError:
+                if not stop.absorb():
+                    raise
+            finally:
+                stop.reading = False
+    finally:
+        if sid is not None:
+            gw.streams.discard(sid, stop)
+    if stop.reason == KILLED:
+        raise Refusal(403, KILLED, f"session {sid!r} was killed while this call waited on "
+                      f"its provider ({stop.detail or 'no reason given'}); nothing is charged")
+    raise Refusal(499, CLIENT_CLOSED, "the client closed the request before the provider "
+                  "answered; the provider request was cancelled and nothing is charged")
 
 
 def _skipped_by_breakers(

@@ -31,7 +31,8 @@ def note_refusal(gw: Any, r: Refusal, route: str, scope: Any) -> None:
 _RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 # Refusals whose cause outlives any client's retry loop, whatever their status.
 _NEVER_CURED = frozenset(
-    {"budget_exceeded", "session_killed", "guardrail_blocked", "fallback_unavailable"}
+    {"budget_exceeded", "session_killed", "session_closed", "guardrail_blocked",
+     "fallback_unavailable"}
 )
 # A client that sleeps longer than this on Retry-After looks hung; tell it not to wait.
 MAX_RETRY_WAIT_S = 60.0

@@ -206,7 +206,15 @@ async def _handle_llm(
             req = CallRequest(protocol, body, ident, call_id, len(raw), stream, include_usage,
                               replayable=slot is not None, beta=beta,
                               endpoint=shape.endpoint if shape is not None else "chat")
-            outcome = await governed_call(gw, req)
+            if stream:
+                outcome = await governed_call(gw, req)
+            else:  # the body is read: the next message is the client leaving, ending the call
+                req.stop = StreamStop()
+                leaving = asyncio.ensure_future(_watch_disconnect(receive, req.stop))
+                try:
+                    outcome = await governed_call(gw, req)
+                finally:
+                    leaving.cancel()
         except Refusal as r:
             if sp.is_recording():
                 sp.set_attribute("governor.refusal", r.code)

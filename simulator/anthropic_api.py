@@ -288,7 +288,7 @@ async def _serve_messages(request: web.Request, state: SimState) -> web.StreamRe
     if fault is not NO_FAULT:
         if fault.status is not None or fault.hang or fault.cut_after_chunks is not None:
             state.faulted[spec.name] += 1
-        await wait_before_headers(fault)
+        await wait_before_headers(request, fault)
         if fault.status is not None:
             return anthropic_status_fault(fault.status, fault.retry_after)
 

@@ -20,12 +20,17 @@ SSE_HEADERS = {
 }
 
 
-async def wait_before_headers(fault: Fault) -> None:
-    """Latency before anything is sent; `hang` waits until the client gives up."""
-    if fault.hang:
-        await asyncio.Event().wait()
-    if fault.latency_ms:
-        await asyncio.sleep(fault.latency_ms / 1000)
+async def wait_before_headers(request: web.Request, fault: Fault) -> None:
+    """Latency before anything is sent; `hang` waits until the client gives up. A client that
+    closes the request meanwhile is recorded as a cancel with nothing sent (stream or not)."""
+    try:
+        if fault.hang:
+            await asyncio.Event().wait()
+        if fault.latency_ms:
+            await asyncio.sleep(fault.latency_ms / 1000)
+    except asyncio.CancelledError:
+        request.app[STATE_KEY].record_cancel(request.path, 0, 0, time.time())
+        raise
 
 
 async def send_json(body: bytes, fault: Fault) -> web.Response:

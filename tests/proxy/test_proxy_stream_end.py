@@ -213,3 +213,83 @@ async def test_a_stream_cut_by_sigkill_is_in_the_ledger_after_restart(own_sim, c
             await store.close()
     finally:
         again.stop()
+
+
+def slow_plain_body(protocol: str) -> dict[str, object]:
+    """A non-streamed call the simulator answers only after 5 s."""
+    b = body(protocol)
+    b["stream"] = False
+    b["messages"] = [{"role": "user", "content": "[[sim:latency_ms=5000]] take your time"}]
+    return b
+
+
+async def session_rows(store: LedgerStore, sid: str):  # type: ignore[no-untyped-def]
+    return await wait_for(lambda: store.calls_for_session(sid))
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+async def test_a_client_leaving_a_slow_plain_call_cancels_upstream_and_is_not_charged(
+    own_sim, cfg, tmp_path, protocol
+):
+    own_sim.state.cancelled.clear()
+    p = await InProcessProxy(cfg, tmp_path, own_sim.base_url).start()
+    sid = f"sess-plain-leave-{uuid.uuid4().hex[:8]}"
+    try:
+        hdr = {"authorization": f"Bearer {DEV_KEY}", "x-governor-session-id": sid}
+        async with httpx.AsyncClient(timeout=1.0) as h:
+            with pytest.raises(httpx.ReadTimeout):
+                await h.post(p.base_url + path(protocol), json=slow_plain_body(protocol),
+                             headers=hdr)
+            left = time.time()
+        cancelled = await wait_for(lambda: _async(own_sim.state.cancelled), within=3.0)
+        assert cancelled, "the provider request ran on after its client left"
+        took = cancelled[-1]["at"] - left
+        print(f"{protocol}: disconnect to upstream cancel {1000 * took:.0f} ms")
+        assert cancelled[-1]["at"] - left < 2.0
+        assert p.gw is not None
+        await p.gw.writer.flush()
+        [row] = await session_rows(p.gw.store, sid)
+        assert (row.status_code, row.error_code) == (499, "client_closed")
+        assert row.output_tokens == 0 and row.cost_usd == 0
+    finally:
+        await p.stop()
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+async def test_a_kill_on_another_replica_ends_a_slow_plain_call_with_403(
+    own_sim, cfg, tmp_path, protocol
+):
+    own_sim.state.cancelled.clear()
+    a = await InProcessProxy(cfg, tmp_path, own_sim.base_url, replica="a").start()
+    b = await InProcessProxy(cfg, tmp_path, own_sim.base_url, replica="b").start()
+    sid = f"sess-plain-kill-{uuid.uuid4().hex[:8]}"
+    try:
+        hdr = {"authorization": f"Bearer {DEV_KEY}", "x-governor-session-id": sid}
+        async with httpx.AsyncClient(timeout=30) as h:
+            call = asyncio.ensure_future(
+                h.post(b.base_url + path(protocol), json=slow_plain_body(protocol), headers=hdr)
+            )
+            await asyncio.sleep(1.0)
+            k = await h.put(a.base_url + f"/gateway/sessions/{sid}/kill",
+                            json={"reason": "runaway"},
+                            headers={"authorization": f"Bearer {ADMIN_KEY}"})
+            assert k.status_code == 200
+            killed_at = time.monotonic()
+            r = await call
+            ended = time.monotonic()
+        print(f"{protocol}: kill to plain call end {1000 * (ended - killed_at):.0f} ms")
+        assert r.status_code == 403, r.text
+        assert r.headers["x-governor-error-code"] == "session_killed"
+        assert r.headers["x-should-retry"] == "false"
+        assert "runaway" in r.json()["error"]["message"]  # in the caller's protocol
+        assert ended - killed_at < 2.0
+        cancelled = await wait_for(lambda: _async(own_sim.state.cancelled), within=3.0)
+        assert cancelled, "the provider request ran on after the kill"
+        assert b.gw is not None
+        await b.gw.writer.flush()
+        [row] = await session_rows(b.gw.store, sid)
+        assert (row.status_code, row.error_code) == (403, "session_killed")
+        assert row.output_tokens == 0 and row.cost_usd == 0
+    finally:
+        await a.stop()
+        await b.stop()

@@ -245,6 +245,7 @@ async def test_a_closed_session_is_refused_on_the_proxy_path_on_every_replica(
                 await asyncio.sleep(0.1)
             assert r.status_code == 409, (base, r.status_code, r.text)
             assert r.json()["error"]["code"] == "session_closed"
+            assert r.headers["x-should-retry"] == "false"
         st = await gc.status()
         assert st.status == "closed"
     finally:
