@@ -221,10 +221,11 @@ class StreamRelay:
         if not self._estimate_if_missing():
             if isinstance(doc.get("usage"), dict) or acc.usage is None:
                 return None
-            if not acc.usage.output_tokens:  # message_start's input only: count the output
-                output = acc.text + "".join(c["arguments"] for c in acc.tool_calls)
-                acc.usage.output_tokens = estimate_tokens(output)
-                self.usage_estimated = True
+            # message_start's counts only (its output is the 0 or 1 sent before any text):
+            # the output is counted from the text.
+            output = acc.text + "".join(c["arguments"] for c in acc.tool_calls)
+            acc.usage.output_tokens = max(acc.usage.output_tokens, estimate_tokens(output))
+            self.usage_estimated = True
         usage = acc.usage
         assert usage is not None
         if self._a2o is not None:

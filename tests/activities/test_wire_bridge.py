@@ -200,3 +200,27 @@ def test_a_limit_above_the_target_models_maximum_is_capped_both_ways() -> None:
     assert cross["max_completion_tokens"] == 32768
     small = request_for_target("openai", "openai", {"max_tokens": 10, "messages": []}, "m", 100)
     assert small["max_tokens"] == 10
+
+
+def test_an_anthropic_delta_without_usage_gets_the_output_estimate_the_sdk_needs() -> None:
+    # message_start counted the input; message_delta came without usage (the Anthropic SDK reads
+    # event.usage.output_tokens): the relayed delta carries the output estimate, flagged.
+    wire = _anthropic_wire([
+        {"type": "message_start", "message": {"id": "msg_1", "type": "message",
+                                              "role": "assistant", "content": [],
+                                              "model": "claude-haiku-4-5",
+                                              "usage": {"input_tokens": 9, "output_tokens": 1}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0,
+         "delta": {"type": "text_delta", "text": "twelve bytes"}},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}},
+        {"type": "message_stop"},
+    ])
+    relay = StreamRelay("anthropic", "anthropic", estimate_input=5)
+    out = relay.feed(wire) + relay.finish()
+    events = {ev.event: orjson.loads(ev.data) for ev in SSEParser().feed(out)}
+    usage = events["message_delta"]["usage"]
+    assert usage["output_tokens"] == 3 and usage["estimated"] is True
+    assert usage["input_tokens"] == 9  # the provider's own input count is kept
+    assert relay.usage_estimated
+    assert events["message_start"]["message"]["usage"]["input_tokens"] == 9  # relayed as sent
