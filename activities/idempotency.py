@@ -6,8 +6,11 @@ body gets that answer replayed — no upstream call, no charge; with a different
 refused 422; while the first is still running, 409. A request that was refused, failed or cut
 short keeps nothing, so the client may retry it.
 
-Records live in this runtime's memory (one replica; a key reused on another replica runs there
-again, and the ledger still counts the call once, by its call id). `IdempotencyRecords` is one
+Answers live in this runtime's memory. A key this runtime does not know (after a restart, or
+first seen on another replica) is looked up in the ledger by its call id (`check_ledger`, one
+primary-key read, only for requests that carry the header): a call answered with it is never
+run again; a different body gets 422, the same body 409 `idempotency_key_already_used` (the
+answer itself is not in the ledger). `IdempotencyRecords` is one
 dict keyed by `record_key`, with an expiry per record, so its size and lifetime can be bounded
 in one place.
 """
@@ -15,9 +18,12 @@ in one place.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import time
 from dataclasses import dataclass, field
 
+from ledger.errors import LedgerUnavailable
+from ledger.store import LedgerStore
 from policies.refusals import Refusal
 
 RECORD_TTL_SECONDS = 24 * 3600.0
@@ -33,8 +39,30 @@ def idempotent_call_id(key_id: str, idempotency_key: str) -> str:
     return "idem-" + record_key(key_id, idempotency_key)[:40]
 
 
-def body_fingerprint(raw: bytes) -> str:
-    return hashlib.sha256(raw).hexdigest()
+def body_fingerprint(raw: bytes, salt: bytes) -> str:
+    """HMAC-SHA256 of the request body with the deployment's salt: kept on the call row, so a
+    reused key is checked against it after a restart or on another replica (the salt keeps a
+    short body from being recovered from its digest)."""
+    return hmac.digest(salt, raw, hashlib.sha256).hex()
+
+
+def key_reused() -> Refusal:
+    return Refusal(
+        422,
+        "idempotency_key_reused",
+        "this Idempotency-Key was already used with a different request body; use a "
+        "new key for a new request",
+    )
+
+
+def key_already_used() -> Refusal:
+    return Refusal(
+        409,
+        "idempotency_key_already_used",
+        "a request with this Idempotency-Key and this body was already answered, but its "
+        "answer is not retained here (kept in one replica's memory, lost on restart); "
+        "use a new key to run it again",
+    )
 
 
 @dataclass(slots=True)
@@ -59,6 +87,8 @@ class Slot:
     key: str
     call_id: str
     replay: StoredResponse | None = None
+    fingerprint: str = ""
+    fresh: bool = False  # not known in this runtime's memory: check the ledger before running
 
 
 @dataclass
@@ -84,12 +114,12 @@ class IdempotencyRecords:
                 return
             del records[k]
 
-    def begin(self, key_id: str, idempotency_key: str, raw: bytes, now: float | None = None
-              ) -> Slot:
+    def begin(self, key_id: str, idempotency_key: str, raw: bytes, now: float | None = None,
+              salt: bytes = b"") -> Slot:
         """Claim the key for this request, or say why not (`Refusal` 409 / 422)."""
         now = time.time() if now is None else now
         k = record_key(key_id, idempotency_key)
-        fp = body_fingerprint(raw)
+        fp = body_fingerprint(raw, salt)
         call_id = idempotent_call_id(key_id, idempotency_key)
         rec = self.records.get(k)
         if rec is not None and rec.expires <= now:
@@ -98,14 +128,9 @@ class IdempotencyRecords:
         if rec is None:
             self._evict(now)
             self.records[k] = IdempotencyRecord(fp, now + self.ttl)
-            return Slot(k, call_id)
+            return Slot(k, call_id, fingerprint=fp, fresh=True)
         if rec.fingerprint != fp:
-            raise Refusal(
-                422,
-                "idempotency_key_reused",
-                "this Idempotency-Key was already used with a different request body; use a "
-                "new key for a new request",
-            )
+            raise key_reused()
         if rec.response is None:
             raise Refusal(
                 409,
@@ -132,3 +157,25 @@ class IdempotencyRecords:
         rec = self.records.get(slot.key)
         if rec is not None and rec.response is None:
             del self.records[slot.key]
+
+
+async def check_ledger(store: LedgerStore, slot: Slot) -> None:
+    """For a key this runtime did not know: refuse it if the ledger holds a call answered with
+    it (422 for another body, 409 for the same one). A call that was refused or cut short
+    (status other than 200) may run again, as it may on the replica that saw it.
+    With the ledger unreachable the key cannot be checked: 503, retry later."""
+    try:
+        rec = await store.get_call(slot.call_id)
+    except LedgerUnavailable:
+        raise Refusal(
+            503,
+            "idempotency_unverifiable",
+            "this Idempotency-Key is not known here and the ledger that would say whether it "
+            "was used is unreachable; retry shortly",
+            retry_after=1,
+        ) from None
+    if rec is None or rec.status_code != 200:
+        return
+    if rec.request_fingerprint != slot.fingerprint:
+        raise key_reused()
+    raise key_already_used()

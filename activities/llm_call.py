@@ -58,6 +58,7 @@ class CallRequest:
     # Ends a non-streamed call's upstream wait early: its client leaving (the proxy watches
     # for that) or a kill of its session. None: the call runs to its end (workflow path).
     stop: StreamStop | None = None
+    fingerprint: str | None = None  # the body's salted digest, for calls with an Idempotency-Key
 
 
 @dataclass(slots=True)
@@ -538,6 +539,7 @@ def _base_row(req: CallRequest, gov: Governance, now: float) -> dict[str, Any]:
         "environment": i.environment,
         "cost_center": i.cost_center,
         "client_tool": i.client,
+        "request_fingerprint": req.fingerprint,
         "protocol": req.protocol,
         "virtual_model": gov.virtual_model,
         "stream": req.stream,

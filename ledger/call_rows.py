@@ -31,6 +31,7 @@ _FIELDS: tuple[tuple[str, Any, Any], ...] = (
     ("environment", str, None),
     ("cost_center", str, None),
     ("client_tool", str, None),
+    ("request_fingerprint", str, None),
     ("protocol", str, None),
     ("virtual_model", str, ""),
     ("provider", str, ""),

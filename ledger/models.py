@@ -40,6 +40,9 @@ class CallRecord(SQLModel, table=True):
     workflow_tag: str | None = None
     environment: str | None = None
     cost_center: str | None = None
+    # HMAC (deployment salt) of the request body of a call made with an Idempotency-Key: a
+    # key reused after a restart or on another replica is checked against it. NULL otherwise.
+    request_fingerprint: str | None = None
     client_tool: str | None = None  # recognised client (`claude-code`, `codex`, …), or NULL
     protocol: str  # 'openai' | 'anthropic'
     virtual_model: str = ""

@@ -14,7 +14,8 @@ import orjson
 from opentelemetry import trace
 
 from activities.gateway import Gateway, new_call_id
-from activities.idempotency import Slot, StoredResponse
+from activities.guardrails import gateway_salt
+from activities.idempotency import Slot, StoredResponse, check_ledger
 from activities.llm_call import CallRequest, governed_call
 from activities.router import Endpoint
 from activities.stream_stop import CLIENT_CLOSED, StreamStop
@@ -196,15 +197,20 @@ async def _handle_llm(
                     f"Idempotency-Key must be 1-{settings.max_idempotency_key_chars} characters",
                 )
             if idem is not None:
-                slot = gw.idempotency.begin(key.id, idem, raw)  # 409 / 422 refusals
+                slot = gw.idempotency.begin(  # 409 / 422 refusals
+                    key.id, idem, raw, salt=gateway_salt(gw)
+                )
                 if slot.replay is not None:
                     await replay(send, slot.replay)
                     return
                 scope["governor.idempotency"] = slot
+                if slot.fresh:  # not known here: was it answered before a restart, elsewhere?
+                    await check_ledger(gw.store, slot)
             call_id = slot.call_id if slot is not None else new_call_id()
             beta = headers.get("anthropic-beta") if protocol == "anthropic" else None
             req = CallRequest(protocol, body, ident, call_id, len(raw), stream, include_usage,
                               replayable=slot is not None, beta=beta,
+                              fingerprint=slot.fingerprint if slot is not None else None,
                               endpoint=shape.endpoint if shape is not None else "chat")
             if stream:
                 outcome = await governed_call(gw, req)

@@ -294,3 +294,19 @@ async def test_a_ledger_from_before_client_tool_gains_the_column_and_keeps_its_r
         assert after is not None and after.client_tool == "codex"
     finally:
         await store.close()
+
+
+async def test_a_ledger_from_before_request_fingerprints_gains_the_column(target: Target) -> None:
+    old = await target.open()
+    await old.insert_calls([call_row("before")])
+    async with old._connect(write=True, ddl=True) as conn:  # the schema of an older Governor
+        await conn.execute(text("ALTER TABLE calls DROP COLUMN request_fingerprint"))
+    await old.close()
+    store = await target.open()
+    try:
+        assert await store.insert_calls([call_row("after", request_fingerprint="ab" * 32)]) == 1
+        before, after = await store.get_call("before"), await store.get_call("after")
+        assert before is not None and before.request_fingerprint is None
+        assert after is not None and after.request_fingerprint == "ab" * 32
+    finally:
+        await store.close()

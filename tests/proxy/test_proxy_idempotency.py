@@ -8,7 +8,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.proxy.conftest import DEV_KEY
+from tests.proxy.conftest import DEV_KEY, OVERLAY
+from tests.support.servers import InProcessProxy, make_config_dir
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -135,3 +136,53 @@ async def test_a_refused_request_keeps_no_record_so_a_retry_runs(proxy, sim):
         assert bad.status_code == 404
         ok = await h.post("/v1/chat/completions", json=chat("x"), headers=hdr(DEV_KEY, idem))
         assert ok.status_code == 200
+
+
+async def test_a_key_used_before_a_restart_or_on_another_replica_never_runs_again(
+    sim, tmp_path
+):
+    cfg = make_config_dir(tmp_path / "config", OVERLAY)
+    a = await InProcessProxy(cfg, tmp_path, sim.base_url, replica="a").start()
+    b = await InProcessProxy(cfg, tmp_path, sim.base_url, replica="b").start()
+    restarted = None
+    idem, sid = uuid.uuid4().hex, f"sess-idem-x-{uuid.uuid4().hex[:8]}"
+    try:
+        async with httpx.AsyncClient(timeout=10) as h:
+            first = await h.post(a.base_url + "/v1/chat/completions", json=chat("once"),
+                                 headers=hdr(DEV_KEY, idem, sid))
+            assert first.status_code == 200
+            assert a.gw is not None
+            await a.gw.writer.flush()
+            before = upstream_calls(sim)
+            # Another replica: a new body is refused, the same body is not run again.
+            r = await h.post(b.base_url + "/v1/chat/completions", json=chat("a new prompt"),
+                             headers=hdr(DEV_KEY, idem, sid))
+            assert r.status_code == 422 and r.json()["error"]["code"] == "idempotency_key_reused"
+            r = await h.post(b.base_url + "/v1/chat/completions", json=chat("once"),
+                             headers=hdr(DEV_KEY, idem, sid))
+            assert r.status_code == 409, r.text
+            assert r.json()["error"]["code"] == "idempotency_key_already_used"
+            assert "not retained" in r.json()["error"]["message"]
+            # The first replica restarted: its memory is gone, the ledger still knows.
+            await a.stop()
+            restarted = await InProcessProxy(cfg, tmp_path, sim.base_url, replica="a").start()
+            r = await h.post(restarted.base_url + "/v1/messages",
+                             json=chat("another", max_tokens=20), headers=hdr(DEV_KEY, idem, sid))
+            assert r.status_code == 422 and r.json()["type"] == "error"
+            assert upstream_calls(sim) == before, "a reused key was served upstream"
+            # A new key still runs.
+            r = await h.post(b.base_url + "/v1/chat/completions", json=chat("a new prompt"),
+                             headers=hdr(DEV_KEY, uuid.uuid4().hex, sid))
+            assert r.status_code == 200
+        assert b.gw is not None
+        await b.gw.writer.flush()
+        rows = await b.gw.store.calls_for_session(sid)
+        assert [x.status_code for x in rows if x.status_code == 200] == [200, 200]
+        assert all(x.request_fingerprint for x in rows if x.status_code == 200)
+        assert all("once" not in (x.request_fingerprint or "") for x in rows)
+    finally:
+        await b.stop()
+        if restarted is not None:
+            await restarted.stop()
+        else:
+            await a.stop()
