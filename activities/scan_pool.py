@@ -14,12 +14,16 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import threading
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 from policies.guardrails import GuardrailsConfig, HookResult, evaluate
 
 OFFLOAD_CHARS = 64 * 1024
+
+T = TypeVar("T")
 
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
@@ -33,19 +37,23 @@ def _executor() -> ProcessPoolExecutor:
         return _pool
 
 
+async def run_off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` in the worker process (`fn` a module-level function of pure code)."""
+    global _pool
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(_executor(), fn, *args)
+    except BrokenProcessPool:
+        with _lock:  # the worker died (killed, out of memory): the next call starts a new one
+            _pool = None
+        return await loop.run_in_executor(_executor(), fn, *args)
+
+
 async def evaluate_off_loop(
     config: GuardrailsConfig, hook: str, text: str, metadata: dict[str, str], salt: bytes
 ) -> HookResult:
     """`evaluate(...)` in the worker process (for texts of at least `OFFLOAD_CHARS`)."""
-    global _pool
-    loop = asyncio.get_running_loop()
-    args = (config, hook, text, metadata, salt)
-    try:
-        return await loop.run_in_executor(_executor(), evaluate, *args)
-    except BrokenProcessPool:
-        with _lock:  # the worker died (killed, out of memory): the next scan starts a new one
-            _pool = None
-        return await loop.run_in_executor(_executor(), evaluate, *args)
+    return await run_off_loop(evaluate, config, hook, text, metadata, salt)
 
 
 def shutdown() -> None:

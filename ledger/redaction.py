@@ -59,9 +59,21 @@ def redact_text(text: str) -> str:
     return "".join(parts)
 
 
+STORED_TEXT_FIELDS = ("prompt_text", "completion_text")
+
+
+def redact_texts(texts: tuple[str | None, ...]) -> tuple[str | None, ...]:
+    """`redact_text` of each text (None and "" kept): one call for a row's texts, so a worker
+    process is asked once per row."""
+    return tuple(redact_text(t) if t else t for t in texts)
+
+
+def stored_text_chars(row: dict[str, Any]) -> int:
+    """Characters of opted-in text in a normalized call row (what redaction has to scan)."""
+    return max((len(row.get(n) or "") for n in STORED_TEXT_FIELDS), default=0)
+
+
 def redact_stored_text(row: dict[str, Any]) -> None:
     """Redact a normalized call row's opted-in prompt/completion text in place."""
-    for name in ("prompt_text", "completion_text"):
-        value = row.get(name)
-        if value:
-            row[name] = redact_text(value)
+    texts = redact_texts(tuple(row.get(n) for n in STORED_TEXT_FIELDS))
+    row.update(zip(STORED_TEXT_FIELDS, texts, strict=True))

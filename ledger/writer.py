@@ -21,12 +21,18 @@ from typing import Any
 
 import orjson
 
+from activities import scan_pool
 from ledger.call_rows import normalize_call
 from ledger.errors import LedgerError, LedgerUnavailable
 from ledger.event_rows import EVENT_KIND, normalize_event
 from ledger.event_store import insert_guardrail_events
 from ledger.journal import Journal
-from ledger.redaction import redact_stored_text
+from ledger.redaction import (
+    STORED_TEXT_FIELDS,
+    redact_stored_text,
+    redact_texts,
+    stored_text_chars,
+)
 from ledger.session_store import STREAM_START_KIND, insert_stream_starts
 from ledger.store import LedgerStore
 
@@ -59,6 +65,8 @@ class LedgerWriter:
         self.store_text = store_text  # may be changed at run time (config reload)
         self._max_backoff = max_backoff
         self._queue: deque[tuple[dict[str, Any], Path]] = deque()
+        # rows whose large stored text is being redacted in the worker process
+        self._redacting: dict[asyncio.Task[None], dict[str, Any]] = {}
         self._pending: dict[Path, int] = {}  # rows of each segment not yet in the database
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -71,12 +79,14 @@ class LedgerWriter:
 
     def pending_rows(self) -> list[dict[str, Any]]:
         """A snapshot of the rows recorded but not yet in the database (budget re-sync)."""
-        return [row for row, _ in self._queue if "_kind" not in row]
+        return [row for row, _ in self._queue if "_kind" not in row] + list(
+            self._redacting.values()
+        )
 
     @property
     def pending_count(self) -> int:
         """Rows recorded but not yet in the database (grows while the database is down)."""
-        return len(self._queue)
+        return len(self._queue) + len(self._redacting)
 
     def record_call(self, row: Mapping[str, Any]) -> None:
         """Accept one call row; durable against a process crash when this returns.
@@ -86,8 +96,36 @@ class LedgerWriter:
         if self._closed:
             raise LedgerError("ledger writer is closed; the call row was not recorded")
         clean = normalize_call(row, store_text=self.store_text)
-        if self.store_text:
-            redact_stored_text(clean)  # opted-in text is kept, but never a secret in clear
+        if self.store_text:  # opted-in text is kept, but never a secret in clear
+            if stored_text_chars(clean) >= scan_pool.OFFLOAD_CHARS and self._redact_off_loop(
+                clean
+            ):
+                return
+            redact_stored_text(clean)
+        self._enqueue(clean)
+
+    def _redact_off_loop(self, clean: dict[str, Any]) -> bool:
+        """Redact a row's large stored text in the scan worker process, then journal and queue
+        it: megabytes of detector regexes would hold the event loop (and the GIL) for up to a
+        second. Until then the row is in memory only (counted in `pending_count`, `flush()`
+        waits for it). False when there is no running loop to do it on."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        task = loop.create_task(self._redact_then_enqueue(clean), name="ledger-redact")
+        self._redacting[task] = clean
+        task.add_done_callback(self._redacting.pop)
+        return True
+
+    async def _redact_then_enqueue(self, clean: dict[str, Any]) -> None:
+        texts = tuple(clean.get(n) for n in STORED_TEXT_FIELDS)
+        try:
+            redacted = await scan_pool.run_off_loop(redact_texts, texts)
+        except Exception as e:  # no worker: keep the row, never its text unredacted
+            log.error("ledger: stored text not redacted (%s); row kept without it", e)
+            redacted = (None,) * len(texts)
+        clean.update(zip(STORED_TEXT_FIELDS, redacted, strict=True))
         self._enqueue(clean)
 
     def record_event(self, row: Mapping[str, Any]) -> None:
@@ -201,6 +239,12 @@ class LedgerWriter:
     async def flush(self) -> None:
         """Write every row recorded so far. Raises LedgerUnavailable if the database is down
         (the rows stay queued and journaled)."""
+        if self._redacting:
+            await asyncio.gather(*self._redacting, return_exceptions=True)
+        await self._flush_queued()
+
+    async def _flush_queued(self) -> None:
+        """Write the rows queued so far (not waiting for rows still being redacted)."""
         async with self._lock:
             remaining = len(self._queue)
             while remaining:
@@ -244,7 +288,7 @@ class LedgerWriter:
                 return
             self._wake.clear()
             try:
-                await self.flush()
+                await self._flush_queued()
             except LedgerUnavailable as e:
                 if not delay:
                     log.warning("ledger: %s; retrying with backoff", e)

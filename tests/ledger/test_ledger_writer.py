@@ -246,3 +246,61 @@ async def test_a_failing_journal_does_not_fail_the_call_and_rows_still_land(
     assert [c.call_id for c in await store.calls_for_session("sess-1")] == ["c1", "c2"]
     await writer.close()
     await store.close()
+
+
+async def test_healthz_stays_responsive_while_a_4mb_stored_prompt_is_redacted(
+    tmp_path: Path,
+) -> None:
+    """With store_text on, a 4 MB prompt's stored text is redacted in the scan worker process,
+    not on the event loop at ledger write (inline it held the loop over a second): /healthz
+    keeps answering, and the stored text still has its secret redacted."""
+    import time
+
+    import httpx
+
+    from simulator.server import SimServer
+    from tests.support.servers import EXAMPLES, InProcessProxy
+
+    cfg = tmp_path / "config"
+    shutil.copytree(EXAMPLES, cfg)
+    (cfg / "guardrails.yaml").unlink(missing_ok=True)  # no guardrail scan: only the ledger's
+    gateway = cfg / "gateway.yaml"
+    gateway.write_text(gateway.read_text().replace("store_text: false", "store_text: true"))
+    aws = "AKIAZ7Q3M4N5P6R2T8VW"
+    text = f"use {aws} " + ("01 " * 1_300_000)  # ~3.9 MB, digits at every other position
+    body = {"model": "support-cheap", "max_tokens": 5,
+            "messages": [{"role": "user", "content": text}]}  # fmt: skip
+    headers = {"Authorization": "Bearer gk-dev-developer", "X-Governor-Project": "store-text",
+               "X-Governor-Session-Id": "store-text-4mb"}  # fmt: skip
+    async with SimServer(port=0) as sim:
+        p = await InProcessProxy(cfg, tmp_path / "data", sim.base_url).start()
+        try:
+            writer = p.gw.writer
+            assert writer.store_text
+            waits: list[float] = []
+            async with httpx.AsyncClient(base_url=p.base_url, timeout=60) as http:
+
+                async def call_and_write() -> httpx.Response:
+                    resp = await http.post("/v1/chat/completions", json=body, headers=headers)
+                    await writer.flush()  # the row, redacted, is in the ledger
+                    return resp
+
+                call = asyncio.create_task(call_and_write())
+                # The proxy runs on this test's loop: each round (a 10 ms sleep, then /healthz)
+                # is timed whole, so a stall during the sleep counts too.
+                while not call.done():
+                    t0 = time.perf_counter()
+                    await asyncio.sleep(0.01)
+                    assert (await http.get("/healthz")).status_code == 200
+                    waits.append(time.perf_counter() - t0)
+                resp = await call
+            assert resp.status_code == 200, resp.text[:500]
+            rows = await p.gw.store.calls_for_session("store-text-4mb")
+        finally:
+            await p.stop()
+    stored = rows[0].prompt_text or ""
+    assert len(stored) > 3_800_000
+    assert aws not in stored and "[REDACTED:aws_access_key]" in stored
+    assert len(waits) >= 3
+    print(f"/healthz worst {max(waits) * 1000:.0f} ms over {len(waits)} polls")
+    assert max(waits) < 0.5
