@@ -32,7 +32,7 @@ from policies.estimates import caller_max_tokens, input_tokens_estimate
 from policies.identity import Identity
 from policies.pricing import call_cost
 from policies.refusals import Refusal
-from policies.request_text import request_view
+from policies.request_text import RequestText, request_view
 from policies.routing import plan_route
 
 log = logging.getLogger("governor.call")
@@ -59,6 +59,7 @@ class CallRequest:
     # for that) or a kill of its session. None: the call runs to its end (workflow path).
     stop: StreamStop | None = None
     fingerprint: str | None = None  # the body's salted digest, for calls with an Idempotency-Key
+    view: RequestText | None = None  # the same view, read again by the loop detector
 
 
 @dataclass(slots=True)
@@ -298,6 +299,7 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
         if req.body is not body:
             view = request_view(req.protocol, req.body)  # the redacted text is what is kept
         req.prompt_text = view.text
+        req.view = view
         if not targets:
             raise Refusal(
                 503,
@@ -572,9 +574,15 @@ def _record_refusal(
     gw.writer.record_call(row)
 
 
+def _view(req: CallRequest) -> RequestText:
+    if req.view is None:  # the input hooks did not run
+        req.view = request_view(req.protocol, req.body)
+    return req.view
+
+
 def _prompt(req: CallRequest) -> str:
     if req.prompt_text is None:  # refused before the input hooks ran
-        req.prompt_text = request_view(req.protocol, req.body).text
+        req.prompt_text = _view(req).text
     return req.prompt_text
 
 
@@ -631,7 +639,7 @@ def _account(
     sid = req.ident.session_id
     if sid is not None and gw.path == "proxy":  # a session workflow runs the detector itself
         verdict = gw.loop_guard.observe(
-            gw.config.settings, sid, req.ident.workflow_tag, req.body, tokens, now
+            gw.config.settings, sid, req.ident.workflow_tag, _view(req), tokens, now
         )
         if verdict is not None:
             gw.apply_loop_verdict(verdict, req.ident)

@@ -12,9 +12,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from policies.config.models import Settings
 from policies.loops import (
@@ -27,6 +26,7 @@ from policies.loops import (
     repeat_reason,
     token_rate,
 )
+from policies.request_text import RequestText
 
 if TYPE_CHECKING:
     from ledger.store import LedgerStore
@@ -97,7 +97,7 @@ class LoopGuard:
         settings: Settings,
         session_id: str,
         workflow_tag: str | None,
-        body: Mapping[str, Any],
+        view: RequestText,
         tokens: int,
         now: float,
     ) -> LoopVerdict | None:
@@ -116,7 +116,7 @@ class LoopGuard:
         start = now - settings.loop_window_seconds
         while ev and ev[0][0] <= start:
             ev.popleft()
-        tr.prompts.append(prompt_fingerprint(body))
+        tr.prompts.append(prompt_fingerprint(view))  # the call's view: no walk of the body
         rate = token_rate(ev, now, settings.loop_window_seconds)
         p95, n = self.baselines.get(workflow_tag)
         baseline, source = rate_baseline(

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Literal
 
-import orjson
+from policies.request_text import RequestText
 
 HOUR = 3600.0
 BaselineSource = Literal["observed", "configured", "default"]
@@ -139,12 +139,24 @@ def baselines_by_tag(
     return {tag: (p95(vals), len(vals)) for tag, vals in grouped.items()}
 
 
-def prompt_fingerprint(body: Mapping[str, Any]) -> str:
-    """A short hash of the newest message: an agent stuck in a loop keeps sending the same one."""
-    messages = body.get("messages")
-    last: Any = messages[-1] if isinstance(messages, list) and messages else body.get("prompt")
-    raw = orjson.dumps(last, option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(raw).hexdigest()[:16]
+def prompt_fingerprint(view: RequestText) -> str:
+    """A short hash of the newest message's text, read from the request's normalised view (no
+    walk of its own): an agent stuck in a loop keeps sending the same one. Each segment's hook
+    (which stands for the role: input, tool output, the caller's own assistant turn) is hashed
+    with its text. "" when the newest message has no text (an image alone): never a repeat."""
+    h = hashlib.sha256()
+    for s in view.segments:
+        if s.message == view.last_message and view.last_message >= 0:
+            h.update(s.hook.encode())
+            h.update(b"\0")
+            h.update(s.text.encode("utf-8", "surrogatepass"))
+            h.update(b"\0")
+    if h.digest() == _EMPTY:
+        return ""
+    return h.hexdigest()[:16]
+
+
+_EMPTY = hashlib.sha256().digest()
 
 
 def repeat_run(history: Sequence[str], fingerprint: str) -> int:
@@ -158,5 +170,10 @@ def repeat_run(history: Sequence[str], fingerprint: str) -> int:
 
 
 def is_repeating(history: Sequence[str], threshold: int) -> bool:
-    """The same prompt `threshold` times in a row is a loop signal."""
-    return bool(history) and threshold > 0 and repeat_run(history, history[-1]) >= threshold
+    """The same prompt `threshold` times in a row is a loop signal (a text-less one never)."""
+    return (
+        bool(history)
+        and bool(history[-1])
+        and threshold > 0
+        and repeat_run(history, history[-1]) >= threshold
+    )

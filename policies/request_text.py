@@ -11,7 +11,8 @@ at each part alone). `request_view` walks an OpenAI chat or Anthropic messages b
   `""` for what the caller's own assistant turns said, which no input hook scans);
 - each segment keeps where every part sits in the body (`Piece.path` and its offsets in the
   segment's text), so a redaction found in the joined text is written back part by part;
-- `text` is every segment, newline-joined: what is hashed, stored and counted.
+- `text` is every segment, newline-joined: what is hashed, stored and counted;
+- each segment knows its message, so the loop detector fingerprints the newest one.
 
 Pure: no I/O; malformed shapes are skipped, never raised on.
 """
@@ -53,11 +54,13 @@ class Segment:
     hook: str  # request-input | tool-output | "" (not scanned on the way in)
     text: str
     pieces: tuple[Piece, ...]
+    message: int = -1  # index in `messages` (-1: the Anthropic top-level `system`)
 
 
 @dataclass(frozen=True, slots=True)
 class RequestText:
     segments: tuple[Segment, ...]
+    last_message: int = -1  # index of the newest message (-1: none)
 
     @property
     def text(self) -> str:
@@ -75,6 +78,7 @@ class _Builder:
         self._texts: list[str] = []
         self._pieces: list[Piece] = []
         self._len = 0
+        self.message = -1  # the message the parts being added belong to
 
     def add(self, hook: str, path: Path, text: str, writable: bool = True) -> None:
         if not text:
@@ -90,7 +94,8 @@ class _Builder:
     def cut(self) -> None:
         """End the current segment: the next part is not read together with the previous."""
         if self._texts:
-            self.segments.append(Segment(self._hook, "".join(self._texts), tuple(self._pieces)))
+            text = "".join(self._texts)
+            self.segments.append(Segment(self._hook, text, tuple(self._pieces), self.message))
         self._texts, self._pieces, self._len = [], [], 0
 
 
@@ -138,10 +143,14 @@ def request_view(protocol: Protocol, body: dict[str, Any]) -> RequestText:
     if anthropic:
         _content(b, INPUT, body.get("system"), ("system",), True)
     messages = body.get("messages")
+    last = -1
     if isinstance(messages, list):
+        last = len(messages) - 1
         for i, msg in enumerate(messages):
             if not isinstance(msg, dict):
                 continue
+            b.cut()
+            b.message = i
             role = msg.get("role")
             if anthropic:
                 # A mid-conversation system message is system content: the input hook's.
@@ -167,7 +176,7 @@ def request_view(protocol: Protocol, body: dict[str, Any]) -> RequestText:
                     b.add(INPUT, ("input", k), item)
                     b.cut()
     b.cut()
-    return RequestText(tuple(b.segments))
+    return RequestText(tuple(b.segments), last)
 
 
 def redacted_pieces(segment: Segment, spans: Iterable[tuple[int, int, str]]) -> dict[Path, str]:

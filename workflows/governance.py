@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         token_rate,
         window_tokens,
     )
+    from policies.request_text import Protocol, RequestText, request_view
     from workflows import search_attributes as sa
     from workflows.session_models import (
         ChatInput,
@@ -127,7 +128,7 @@ class SessionGovernance:
             )
             out: LlmCallOutput = await self._await_activity(handle, "LLM call")
             first_new = len(st.decisions)
-            self.govern(seq, body, out)
+            self.govern(seq, body, out, inp.protocol)
             return ChatOutput(
                 response=out.response,
                 governance=TurnGovernance(
@@ -236,7 +237,9 @@ class SessionGovernance:
             del d[: len(d) - MAX_DECISIONS]
         workflow.logger.info("governance decision %s: %s", kind, detail)
 
-    def govern(self, turn: int, body: dict[str, Any], out: LlmCallOutput) -> None:
+    def govern(
+        self, turn: int, body: dict[str, Any], out: LlmCallOutput, protocol: Protocol = "openai"
+    ) -> None:
         st, p = self.state, self.policy
         t = now()
         st.calls += 1
@@ -253,7 +256,7 @@ class SessionGovernance:
             self.decide(turn, "route_fallback", f"call {out.call_id}: {out.fallback_reason}")
         self._budget(turn, out)
         self._ceiling(turn)
-        self._loops(turn, body, out, t)
+        self._loops(turn, request_view(protocol, body), out, t)
 
     def _budget(self, turn: int, out: LlmCallOutput) -> None:
         st, p = self.state, self.policy
@@ -314,7 +317,7 @@ class SessionGovernance:
                     f"used; next calls use {target!r}",
                 )
 
-    def _loops(self, turn: int, body: dict[str, Any], out: LlmCallOutput, t: float) -> None:
+    def _loops(self, turn: int, view: RequestText, out: LlmCallOutput, t: float) -> None:
         st, p = self.state, self.policy
         st.baseline, source = rate_baseline(
             out.baseline_p95,
@@ -325,7 +328,7 @@ class SessionGovernance:
         )
         st.baseline_source = source
         st.rate = token_rate(st.events, t, p.loop_window_seconds)
-        st.prompts.append(prompt_fingerprint(body))
+        st.prompts.append(prompt_fingerprint(view))
         del st.prompts[: max(0, len(st.prompts) - p.repeat_threshold)]
         signal, action = None, p.loop_action
         if is_loop(st.rate, st.baseline, p.loop_multiplier):

@@ -18,6 +18,7 @@ from policies.loops import (
     token_rate,
     window_tokens,
 )
+from policies.request_text import request_view
 
 
 def test_token_rate_counts_only_events_inside_the_window() -> None:
@@ -82,8 +83,30 @@ def test_same_last_message_has_the_same_fingerprint() -> None:
     a = {"messages": [{"role": "user", "content": "one"}, {"role": "user", "content": "go"}]}
     b = {"messages": [{"role": "user", "content": "other"}, {"content": "go", "role": "user"}]}
     c = {"messages": [{"role": "user", "content": "stop"}]}
-    assert prompt_fingerprint(a) == prompt_fingerprint(b)
-    assert prompt_fingerprint(a) != prompt_fingerprint(c)
+    fp = [prompt_fingerprint(request_view("openai", x)) for x in (a, b, c)]
+    assert fp[0] == fp[1]
+    assert fp[0] != fp[2]
+
+
+def test_fingerprint_reads_the_normalised_view_of_the_newest_message() -> None:
+    """Text parts are read joined, as the model reads them (the view, not the body's shape):
+    `go` sent as one string or as two parts is the same prompt, on both protocols; the role
+    still counts, and a newest message with no text (an image) is never a repeat."""
+    one = {"messages": [{"role": "user", "content": "go on"}]}
+    two = [{"type": "text", "text": "go "}, {"type": "text", "text": "on"}]
+    parts = {"messages": [{"role": "user", "content": two}]}
+    as_tool = {"messages": [{"role": "tool", "tool_call_id": "t", "content": "go on"}]}
+    for protocol in ("openai", "anthropic"):
+        fp = prompt_fingerprint(request_view(protocol, one))
+        assert fp == prompt_fingerprint(request_view(protocol, parts)) != ""
+    assert prompt_fingerprint(request_view("openai", as_tool)) != prompt_fingerprint(
+        request_view("openai", one)
+    )
+    image = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
+    only_image = {"messages": [{"role": "user", "content": "go on"}, image]}
+    fp = prompt_fingerprint(request_view("openai", only_image))
+    assert fp == ""
+    assert not is_repeating([fp, fp, fp], 3)
 
 
 def test_repeats_count_only_an_unbroken_run() -> None:
