@@ -37,8 +37,11 @@ _NUMERIC = re.compile(
     r"|(?P<nino>(?:(?<=[A-Za-z][A-Za-z][0-9])|(?<=[A-Za-z][A-Za-z] [0-9]))[0-9] ?[0-9]{2} ?[0-9]{2}"
     r" ?[A-Da-d])"
     # Every other shape has at least 7 more digits/separators: one cheap look rejects the
-    # short numbers that fill code and logs before any alternative is tried.
-    r"|(?=[0-9 .\-]{6})(?:"
+    # short numbers that fill code and logs before any alternative is tried. A second look
+    # needs what each of them starts with: two more digits, or an IP's dot within three. Text
+    # of short groups (`01 01 01 …`, `12-12-…`) passes the first look at every digit and then
+    # failed each alternative in turn (1.8-2.1x the cost of prose); it stops here.
+    r"|(?=[0-9 .\-]{6})(?=[0-9]{2}|[0-9]{0,2}\.)(?:"
     r"(?P<ip>[0-9]{0,2}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3})"
     r"|(?P<ssn>[0-9]{2}(?P<s0>[\-. ])[0-9]{2}(?P=s0)[0-9]{4})"
     r"|(?P<nanp>[0-9]{2}(?P<s1>[\-. ])[2-9][0-9]{2}(?P=s1)[0-9]{4})"
