@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import time
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ from ledger.store import LedgerStore
 from policies.refusals import Refusal
 
 RECORD_TTL_SECONDS = 24 * 3600.0
+IDEM_ID_CHARS = 45  # "idem-" + 40 hex: the call id of a key's first attempt
 
 
 def record_key(key_id: str, idempotency_key: str) -> str:
@@ -36,7 +38,13 @@ def record_key(key_id: str, idempotency_key: str) -> str:
 
 def idempotent_call_id(key_id: str, idempotency_key: str) -> str:
     """The call id (ledger key) of a request carrying an Idempotency-Key."""
-    return "idem-" + record_key(key_id, idempotency_key)[:40]
+    return "idem-" + record_key(key_id, idempotency_key)[: IDEM_ID_CHARS - 5]
+
+
+def retry_call_id(call_id: str) -> str:
+    """The call id of a retry after an attempt that was refused or cut short: the key's id plus
+    a suffix, so the failed attempt's row never hides (dedupes away) the row of the retry."""
+    return f"{call_id}-{secrets.token_hex(4)}"
 
 
 def body_fingerprint(raw: bytes, salt: bytes) -> str:
@@ -78,6 +86,8 @@ class IdempotencyRecord:
     fingerprint: str
     expires: float
     response: StoredResponse | None = None  # None while the first request is in flight
+    call_id: str = ""
+    answered: bool = False  # answered, but the answer was too large to keep
 
 
 @dataclass(slots=True)
@@ -100,6 +110,7 @@ class IdempotencyRecords:
     records: dict[str, IdempotencyRecord] = field(default_factory=dict)
     max_records: int = 10_000
     max_response_bytes: int = 1024 * 1024
+    attempted: dict[str, None] = field(default_factory=dict)  # keys whose attempt was abandoned
 
     def configure(self, ttl: float, max_records: int, max_response_bytes: int) -> None:
         self.ttl, self.max_records = ttl, max_records
@@ -120,17 +131,21 @@ class IdempotencyRecords:
         now = time.time() if now is None else now
         k = record_key(key_id, idempotency_key)
         fp = body_fingerprint(raw, salt)
-        call_id = idempotent_call_id(key_id, idempotency_key)
         rec = self.records.get(k)
         if rec is not None and rec.expires <= now:
             del self.records[k]
             rec = None
         if rec is None:
             self._evict(now)
-            self.records[k] = IdempotencyRecord(fp, now + self.ttl)
+            call_id = idempotent_call_id(key_id, idempotency_key)
+            if k in self.attempted:  # a retry after an attempt that was refused or cut short
+                call_id = retry_call_id(call_id)
+            self.records[k] = IdempotencyRecord(fp, now + self.ttl, call_id=call_id)
             return Slot(k, call_id, fingerprint=fp, fresh=True)
         if rec.fingerprint != fp:
             raise key_reused()
+        if rec.answered:
+            raise key_already_used()
         if rec.response is None:
             raise Refusal(
                 409,
@@ -139,7 +154,7 @@ class IdempotencyRecords:
                 "retry to get its stored response",
                 retry_after=1,
             )
-        return Slot(k, call_id, replay=rec.response)
+        return Slot(k, rec.call_id, replay=rec.response)
 
     def finish(self, slot: Slot, response: StoredResponse) -> None:
         rec = self.records.get(slot.key)
@@ -147,16 +162,19 @@ class IdempotencyRecords:
             return
         size = len(response.body) + sum(len(c) for c in response.chunks or ())
         if size > self.max_response_bytes:
-            del self.records[slot.key]  # too large to keep: a retry runs again (the ledger
-            # still counts the call once, by its call id)
+            rec.answered = True  # too large to keep: a retry is refused, never run again
             return
         rec.response = response
 
     def abandon(self, slot: Slot) -> None:
         """The request did not complete: forget the key so a retry runs again."""
         rec = self.records.get(slot.key)
-        if rec is not None and rec.response is None:
+        if rec is not None and rec.response is None and not rec.answered:
             del self.records[slot.key]
+            # Its row may be in the ledger under the key's call id: a retry takes another.
+            self.attempted[slot.key] = None
+            if len(self.attempted) > self.max_records:
+                del self.attempted[next(iter(self.attempted))]
 
 
 async def check_ledger(store: LedgerStore, slot: Slot) -> None:
@@ -165,7 +183,7 @@ async def check_ledger(store: LedgerStore, slot: Slot) -> None:
     (status other than 200) may run again, as it may on the replica that saw it.
     With the ledger unreachable the key cannot be checked: 503, retry later."""
     try:
-        rec = await store.get_call(slot.call_id)
+        rows = await store.calls_with_prefix(slot.call_id[:IDEM_ID_CHARS])
     except LedgerUnavailable:
         raise Refusal(
             503,
@@ -174,7 +192,10 @@ async def check_ledger(store: LedgerStore, slot: Slot) -> None:
             "was used is unreachable; retry shortly",
             retry_after=1,
         ) from None
-    if rec is None or rec.status_code != 200:
+    rec = next((r for r in rows if r.status_code == 200), None)
+    if rec is None:
+        if rows and slot.call_id in {r.call_id for r in rows}:
+            slot.call_id = retry_call_id(slot.call_id)  # an earlier attempt was cut short
         return
     if rec.request_fingerprint != slot.fingerprint:
         raise key_reused()

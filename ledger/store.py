@@ -358,6 +358,17 @@ class LedgerStore:
         rows = await self._fetch(select(CALLS).where(CALLS.c.call_id == call_id))
         return CallRecord(**rows[0]) if rows else None
 
+    async def calls_with_prefix(self, prefix: str, limit: int = 100) -> list[CallRecord]:
+        """Call rows whose id is `prefix` or starts with `prefix` + '-' (the attempts made
+        with one Idempotency-Key): one range read on the primary key."""
+        q = (
+            select(CALLS)
+            .where(CALLS.c.call_id >= prefix, CALLS.c.call_id <= prefix + "-~")
+            .order_by(CALLS.c.call_id)
+            .limit(limit)
+        )
+        return [CallRecord(**m) for m in await self._fetch(q)]
+
     async def calls_for_session(self, session_id: str) -> list[CallRecord]:
         q = (
             select(CALLS)

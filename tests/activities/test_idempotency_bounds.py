@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from activities.idempotency import IdempotencyRecords, StoredResponse
+from policies.refusals import Refusal
 
 
 def _done(rec: IdempotencyRecords, key: str, now: float, body: bytes = b"{}") -> None:
@@ -27,12 +30,14 @@ def test_expired_records_are_swept_without_being_looked_up() -> None:
     assert len(rec.records) == 1
 
 
-def test_an_answer_larger_than_the_bound_is_not_kept() -> None:
+def test_an_answer_larger_than_the_bound_is_not_kept_and_never_run_again() -> None:
     rec = IdempotencyRecords(max_response_bytes=1024)
     slot = rec.begin("k1", "big", b"body", now=0.0)
     rec.finish(slot, StoredResponse(200, [], chunks=[b"x" * 600, b"y" * 600]))
-    assert rec.records == {}
-    assert rec.begin("k1", "big", b"body", now=1.0).replay is None
+    assert all(r.response is None for r in rec.records.values())
+    with pytest.raises(Refusal) as again:
+        rec.begin("k1", "big", b"body", now=1.0)
+    assert (again.value.status, again.value.code) == (409, "idempotency_key_already_used")
 
 
 def test_records_are_keyed_by_a_fixed_length_hash_never_the_key() -> None:

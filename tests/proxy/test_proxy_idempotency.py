@@ -186,3 +186,35 @@ async def test_a_key_used_before_a_restart_or_on_another_replica_never_runs_agai
             await restarted.stop()
         else:
             await a.stop()
+
+
+async def test_a_retry_after_a_cut_attempt_runs_and_is_charged_on_any_replica(sim, tmp_path):
+    cfg = make_config_dir(tmp_path / "config", OVERLAY)
+    a = await InProcessProxy(cfg, tmp_path, sim.base_url, replica="a").start()
+    b = await InProcessProxy(cfg, tmp_path, sim.base_url, replica="b").start()
+    idem, sid = uuid.uuid4().hex, f"sess-idem-cut-{uuid.uuid4().hex[:8]}"
+    slow = chat("[[sim:latency_ms=3000]] slow one")
+    try:
+        for first, retry, key in ((a, a, idem), (a, b, uuid.uuid4().hex)):
+            async with httpx.AsyncClient(timeout=0.5) as h:
+                with pytest.raises(httpx.ReadTimeout):  # the client leaves: 499, cut short
+                    await h.post(first.base_url + "/v1/chat/completions", json=slow,
+                                 headers=hdr(DEV_KEY, key, sid))
+            assert first.gw is not None
+            await first.gw.writer.flush()
+            async with httpx.AsyncClient(timeout=10) as h:
+                r = await h.post(retry.base_url + "/v1/chat/completions", json=slow,
+                                 headers=hdr(DEV_KEY, key, sid))
+            assert r.status_code == 200, r.text
+            assert retry.gw is not None
+            await retry.gw.writer.flush()
+            rows = await retry.gw.store.calls_for_session(sid)
+            served = [x for x in rows if x.call_id == r.headers["x-governor-call-id"]]
+            assert served and served[0].status_code == 200 and served[0].cost_usd > 0, (
+                "the retry ran upstream but its row was deduplicated away (uncharged)"
+            )
+        rows = await b.gw.store.calls_for_session(sid)  # type: ignore[union-attr]
+        assert sorted(x.status_code for x in rows) == [200, 200, 499, 499]
+    finally:
+        await a.stop()
+        await b.stop()
