@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from activities.gateway import Gateway
+from activities.gateway import CLOSED, Gateway
 from activities.session_types import SessionIdentity, grant_digest
 from policies.config.models import ApiKey
 from policies.identity import resolve_identity
@@ -125,6 +125,9 @@ async def open_session(gw: Gateway, scope: Scope, receive: Receive, send: Send) 
     if not isinstance(sid, str) or len(sid) > 256:
         raise Refusal(400, "invalid_request", "`session_id` must be a string of 1-256 characters")
     headers["x-governor-session-id"] = sid
+    if gw.state.killed.get(sid) == CLOSED:  # a close is final, like a kill: its calls are refused
+        raise Refusal(409, "session_closed",
+                      f"session {sid!r} was closed by its owner; start a new session id")
     start = doc.get("start_workflow", True)
     if not isinstance(start, bool):
         raise Refusal(400, "invalid_request", "`start_workflow` must be true or false")

@@ -248,6 +248,10 @@ async def test_a_closed_session_is_refused_on_the_proxy_path_on_every_replica(
             assert r.headers["x-should-retry"] == "false"
         st = await gc.status()
         assert st.status == "closed"
+        # A close is final: the id cannot be opened again (its calls would be refused).
+        with pytest.raises(GovernanceRefused) as again:
+            await gc.start_session(session_id=sid, project="wf-gw")
+        assert again.value.code == "session_closed"
     finally:
         await gc.aclose()
         await other.stop()
