@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
-from policies.request_text import RequestText
+from policies.request_text import TOOL_OUTPUT, RequestText
 
 HOUR = 3600.0
 BaselineSource = Literal["observed", "configured", "default"]
@@ -140,13 +140,34 @@ def baselines_by_tag(
 
 
 def prompt_fingerprint(view: RequestText) -> str:
-    """A short hash of the newest message's text, read from the request's normalised view (no
-    walk of its own): an agent stuck in a loop keeps sending the same one. Each segment's hook
-    (which stands for the role: input, tool output, the caller's own assistant turn) is hashed
-    with its text. "" when the newest message has no text (an image alone): never a repeat."""
+    """A short hash of what an agent stuck in a loop keeps sending, read from the request's
+    normalised view (no walk of its own). "" when there is nothing to compare (never a repeat).
+
+    - An agent turn (tool results after the model's last call): the model's last call (its
+      assistant segments: text and tool-call arguments) and the tool output since. Agents add
+      volatile text to such turns (Claude Code appends a token count to every one), so the
+      caller's own input text there is left out; the same call answered by the same result,
+      again and again, is the loop.
+    - Otherwise the newest message's text.
+    Each segment's hook (input, tool output, the caller's assistant turn) is hashed with it."""
+    segs = view.segments
+    tool_at = next((i for i in range(len(segs) - 1, -1, -1) if segs[i].hook == TOOL_OUTPUT), -1)
+    call_msg = -1
+    if tool_at >= 0:
+        # The assistant message the tool output answers: the last assistant segment before it.
+        call_msg = next(
+            (segs[i].message for i in range(tool_at - 1, -1, -1) if segs[i].hook == ""), -1
+        )
+        after = any(s.hook == "" and s.message > segs[tool_at].message for s in segs)
+        if after:  # the model spoke after the tool output: not an agent turn any more
+            call_msg = -1
     h = hashlib.sha256()
-    for s in view.segments:
-        if s.message == view.last_message and view.last_message >= 0:
+    for s in segs:
+        if call_msg >= 0:
+            take = s.message >= call_msg and s.hook in ("", TOOL_OUTPUT)
+        else:
+            take = s.message == view.last_message and view.last_message >= 0
+        if take:
             h.update(s.hook.encode())
             h.update(b"\0")
             h.update(s.text.encode("utf-8", "surrogatepass"))

@@ -37,14 +37,7 @@ async def sim() -> AsyncIterator[SimServer]:
 
 @pytest.fixture(scope="session")
 def clients_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = make_config_dir(tmp_path_factory.mktemp("clients-config"))  # the sample config...
-    # ...where a runaway rate against the *default* baseline only alerts (nobody vouched for
-    # that number); a deployment that wants coding agents stopped sets it to kill, as here.
-    settings = (d / "gateway.yaml").read_text()
-    assert "loop_rate_untrusted_action: alert" in settings
-    (d / "gateway.yaml").write_text(settings.replace("loop_rate_untrusted_action: alert",
-                                                     "loop_rate_untrusted_action: kill"))
-    return d
+    return make_config_dir(tmp_path_factory.mktemp("clients-config"))  # the sample config
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

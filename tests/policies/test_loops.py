@@ -120,3 +120,37 @@ def test_the_rate_signal_acts_only_against_a_trusted_or_configured_baseline() ->
     assert rate_signal_action("observed", "kill", "alert") == "kill"
     assert rate_signal_action("configured", "kill", "alert") == "kill"
     assert rate_signal_action("default", "kill", "alert") == "alert"
+
+
+def _agent_turn(protocol: str, result: str, note: str) -> dict:
+    """A coding agent's request: the model asked for a tool, the tool answered, and the agent
+    appended text of its own that changes every turn (Claude Code adds a token count)."""
+    if protocol == "anthropic":
+        return {"messages": [
+            {"role": "user", "content": "read notes.txt"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": f"tu_{note}",
+                                               "name": "Read", "input": {"path": "notes.txt"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": f"tu_{note}",
+                                          "content": result}]},
+            {"role": "user", "content": [{"type": "text", "text": f"<left>{note}</left>"}]},
+        ]}  # fmt: skip
+    return {"messages": [
+        {"role": "user", "content": "read notes.txt"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"call_{note}", "type": "function",
+             "function": {"name": "Read", "arguments": '{"path": "notes.txt"}'}}]},
+        {"role": "tool", "tool_call_id": f"call_{note}", "content": result},
+        {"role": "user", "content": f"<left>{note}</left>"},
+    ]}  # fmt: skip
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+def test_an_agent_repeating_one_tool_call_is_a_repeat_whatever_text_it_appends(
+    protocol: str,
+) -> None:
+    fps = [prompt_fingerprint(request_view(protocol, _agent_turn(protocol, "note 42", n)))
+           for n in ("1000", "941", "882")]  # fmt: skip
+    assert fps[0] == fps[1] == fps[2] != ""
+    assert is_repeating(fps, 3)
+    other = prompt_fingerprint(request_view(protocol, _agent_turn(protocol, "note 43", "1000")))
+    assert other != fps[0]  # another tool result is progress, not a repeat
