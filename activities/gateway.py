@@ -94,6 +94,7 @@ class Gateway:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _last_kill_id: int = 0
     _key_cache: dict[str, ApiKey] = field(default_factory=dict)
+    fingerprint_salt: bytes | None = None  # set by activities.guardrails.gateway_salt
     sweeper: IdleSweeper = field(default_factory=IdleSweeper)
     _settled: dict[BudgetKey, float] = field(default_factory=dict)
     _settled_until: float | None = None

@@ -102,7 +102,11 @@ def fingerprint_salt(data_dir: Path) -> bytes:
 
 
 def gateway_salt(gw: Gateway) -> bytes:
-    return fingerprint_salt(gw.writer.journal_dir.parent)
+    """The deployment's HMAC salt, read once per gateway (it is on every call's path)."""
+    salt = gw.fingerprint_salt
+    if salt is None:
+        salt = gw.fingerprint_salt = fingerprint_salt(gw.writer.journal_dir.parent)
+    return salt
 
 
 def metadata_of(ident: Any) -> dict[str, str]:

@@ -42,15 +42,19 @@ _SUFFIXES = {
     "workflow-tag": "Workflow-Tag", "environment": "Environment", "cost-center": "Cost-Center",
 }  # fmt: skip
 _PREFIXES = {"x-governor-": "X-Governor-", "x-tfy-": "X-TFY-"}
+# Every identity header's lower-case name -> (its suffix, its name as callers spell it): one
+# dict lookup per header on the hot path instead of prefix tests and string building.
+_IDENTITY_HEADERS = {
+    prefix + suffix: (suffix, shown + spelt)
+    for prefix, shown in _PREFIXES.items()
+    for suffix, spelt in _SUFFIXES.items()
+}
 
 
 def header_display(name: str) -> str:
     """An identity header's name as the caller spelt it (servers lower-case it on the wire)."""
-    low = name.lower()
-    for prefix, shown in _PREFIXES.items():
-        if low.startswith(prefix) and low[len(prefix) :] in _SUFFIXES:
-            return shown + _SUFFIXES[low[len(prefix) :]]
-    return name
+    hit = _IDENTITY_HEADERS.get(name.lower())
+    return hit[1] if hit is not None else name
 
 
 def _short(value: str) -> str:
@@ -64,12 +68,10 @@ def check_identity_headers(pairs: Iterable[tuple[str, str]]) -> None:
     by_suffix: dict[str, tuple[str, str]] = {}
     for name, value in pairs:
         low = name.lower()
-        if not low.startswith(("x-governor-", "x-tfy-")):
+        hit = _IDENTITY_HEADERS.get(low)
+        if hit is None:
             continue
-        suffix = low.split("-", 2)[2] if low.startswith("x-governor-") else low[len("x-tfy-") :]
-        if suffix not in _SUFFIXES:
-            continue
-        shown = header_display(low)
+        suffix, shown = hit
         if low in seen_names:
             raise Refusal(
                 400, "duplicate_identity_header",
@@ -89,10 +91,11 @@ def check_identity_headers(pairs: Iterable[tuple[str, str]]) -> None:
 def _header_named(headers: Mapping[str, str], suffix: str) -> tuple[str | None, str]:
     """(value, the header name it came from as the caller spelt it)."""
     for prefix in ("x-governor-", "x-tfy-"):
-        v = headers.get(prefix + suffix)
+        name = prefix + suffix
+        v = headers.get(name)
         if v is not None:
-            return (v.strip() or None), header_display(prefix + suffix)
-    return None, header_display("x-governor-" + suffix)
+            return (v.strip() or None), _IDENTITY_HEADERS[name][1]
+    return None, _IDENTITY_HEADERS["x-governor-" + suffix][1]
 
 
 def _header(headers: Mapping[str, str], suffix: str) -> str | None:

@@ -65,26 +65,24 @@ async def read_body(
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
-    loop = asyncio.get_running_loop()
-    deadline = None if within is None else loop.time() + within
-    while True:
-        if deadline is None:
-            msg = await receive()
-        else:
-            try:
-                msg = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                raise BodyTimeout from None
-        if msg["type"] == "http.disconnect":
-            raise ConnectionResetError("client disconnected")
-        part = msg.get("body", b"")
-        if part:
-            size += len(part)
-            if size > limit:
-                raise BodyTooLarge
-            chunks.append(part)
-        if not msg.get("more_body", False):
-            break
+    # One deadline for the whole body (a timer, not a task per chunk as wait_for makes).
+    deadline = None if within is None else asyncio.get_running_loop().time() + within
+    try:
+        async with asyncio.timeout_at(deadline):
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    raise ConnectionResetError("client disconnected")
+                part = msg.get("body", b"")
+                if part:
+                    size += len(part)
+                    if size > limit:
+                        raise BodyTooLarge
+                    chunks.append(part)
+                if not msg.get("more_body", False):
+                    break
+    except TimeoutError:
+        raise BodyTimeout from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

@@ -46,19 +46,24 @@ class BoundedHttpTools(HttpToolsProtocol):
     _head_bytes = 0
     _in_head = True
     _heads = 0  # heads completed on this connection
+    _head_started: float | None = None  # when the head being read began (None: between heads)
     _head_timer: asyncio.TimerHandle | None = None
 
+    # One timer per connection, not one per request: a head records when it began (a float
+    # store), and the timer, when it fires, refuses a head older than the limit or re-arms for
+    # the one in progress. Arming and cancelling a timer for every keep-alive request cost
+    # measurable throughput.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_head_timer()
+        self._head_started = self.loop.time()
+        self._arm_head_timer(self.HEAD_TIMEOUT_SECONDS)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
         super().connection_lost(exc)
 
-    def _arm_head_timer(self) -> None:
-        self._disarm_head_timer()
-        self._head_timer = self.loop.call_later(self.HEAD_TIMEOUT_SECONDS, self._head_timed_out)
+    def _arm_head_timer(self, delay: float) -> None:
+        self._head_timer = self.loop.call_later(delay, self._head_timed_out)
 
     def _disarm_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -67,14 +72,22 @@ class BoundedHttpTools(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self._in_head and not self.transport.is_closing():
-            msg = f"the request head did not arrive within {self.HEAD_TIMEOUT_SECONDS:g} s"
-            self._close_with(408, b"Request Timeout", "request_timeout", msg)
+        if self.transport.is_closing():
+            return
+        started = self._head_started
+        if started is None:  # between heads (a request being served, or idle keep-alive)
+            return  # the next head's first byte arms the timer again
+        left = started + self.HEAD_TIMEOUT_SECONDS - self.loop.time()
+        if left > 0:
+            self._arm_head_timer(left)
+            return
+        msg = f"the request head did not arrive within {self.HEAD_TIMEOUT_SECONDS:g} s"
+        self._close_with(408, b"Request Timeout", "request_timeout", msg)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._head_started = None
         self._heads += 1
-        self._disarm_head_timer()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -83,8 +96,10 @@ class BoundedHttpTools(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         in_head, heads = self._in_head, self._heads
-        if in_head and self._head_timer is None:
-            self._arm_head_timer()  # the first byte of a keep-alive connection's next head
+        if in_head and self._head_started is None:
+            self._head_started = self.loop.time()  # the first byte of the next head
+            if self._head_timer is None:
+                self._arm_head_timer(self.HEAD_TIMEOUT_SECONDS)
         super().data_received(data)
         # Still in the same head: count. (A whole keep-alive request — head and large body —
         # can arrive in one chunk and leave `_in_head` set again for the next one.)
