@@ -9,16 +9,47 @@ prompt ("yes", a name, a card number) could be found by hashing guesses.
 from __future__ import annotations
 
 import hashlib
-import hmac
 from typing import Any
 
 from policies.guardrails.engine import find_spans
 
 
+class _Hmac256:
+    """HMAC-SHA256 (RFC 2104) with the key's pads hashed once: each digest copies two sha256
+    states. Same digests as `hmac.digest(key, m, "sha256")`, which releases the GIL on every
+    call: with the ledger thread runnable, each of the two per-call hashes then waited for the
+    GIL to come back (measured ~10 us each on the proxy's path). hashlib keeps the GIL below
+    2 KiB of input."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > 64:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def hexdigest(self, data: bytes) -> str:
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
+
+
+_keyed: dict[bytes, _Hmac256] = {}  # one per deployment salt (a process has one or two)
+
+
 def hash_text(text: str, salt: bytes) -> tuple[str, int]:
     """(HMAC-SHA256(salt, text) hex digest, UTF-8 byte length) of `text`."""
     data = text.encode("utf-8", "surrogatepass")
-    return hmac.digest(salt, data, hashlib.sha256).hex(), len(data)
+    h = _keyed.get(salt)
+    if h is None:
+        if len(_keyed) >= 8:
+            _keyed.clear()
+        h = _keyed[salt] = _Hmac256(salt)
+    return h.hexdigest(data), len(data)
 
 
 def content_fields(

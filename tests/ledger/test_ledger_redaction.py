@@ -29,3 +29,16 @@ def test_content_fields_leave_text_out_by_default() -> None:
     assert f["prompt_bytes"] == len("AKIA-secret prompt") and f["completion_bytes"] == 6
     kept = content_fields("p", "c", SALT, store_text=True)
     assert (kept["prompt_text"], kept["completion_text"]) == ("p", "c")
+
+
+def test_hash_text_is_hmac_sha256_for_any_salt_length() -> None:
+    import hashlib
+    import hmac
+
+    from ledger.redaction import hash_text
+
+    for salt in (b"", b"s", b"k" * 64, b"long" * 40):
+        for text in ("", "hello", "é" * 3000):
+            data = text.encode()
+            assert hash_text(text, salt) == (hmac.new(salt, data, hashlib.sha256).hexdigest(),
+                                             len(data))
