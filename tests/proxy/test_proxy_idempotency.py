@@ -201,7 +201,14 @@ async def test_a_retry_after_a_cut_attempt_runs_and_is_charged_on_any_replica(si
                     await h.post(first.base_url + "/v1/chat/completions", json=slow,
                                  headers=hdr(DEV_KEY, key, sid))
             assert first.gw is not None
-            await first.gw.writer.flush()
+            # The server sees the client leave a moment later: the retry is *after* the cut
+            # attempt once its 499 row is in the ledger (a retry racing it is the 409 case).
+            for _ in range(100):
+                await first.gw.writer.flush()
+                cut = await first.gw.store.calls_for_session(sid)
+                if sum(x.status_code == 499 for x in cut) == (1 if first is retry else 2):
+                    break
+                await asyncio.sleep(0.05)
             async with httpx.AsyncClient(timeout=10) as h:
                 r = await h.post(retry.base_url + "/v1/chat/completions", json=slow,
                                  headers=hdr(DEV_KEY, key, sid))
