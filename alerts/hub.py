@@ -30,7 +30,7 @@ from policies.alerts import (
     silenced,
     subscribed_targets,
 )
-from policies.loops import is_repeating, token_rate
+from policies.loops import is_repeating, rate_baseline, token_rate
 
 if TYPE_CHECKING:
     from activities.gateway import Gateway
@@ -209,9 +209,14 @@ class AlertHub:
                 labels.update(workflow_tag=ident.workflow_tag or "", team=ident.team,
                               project=ident.project)
                 if v.kind == "rate":
-                    _, n = self.gw.loop_guard.baselines.get(ident.workflow_tag)
-                    trusted = n >= self.gw.config.settings.loop_min_sessions
-                    labels["evidence"] = "trusted_baseline" if trusted else "default_baseline"
+                    st, tag = self.gw.config.settings, ident.workflow_tag
+                    p95, n = self.gw.loop_guard.baselines.get(tag)
+                    _, source = rate_baseline(  # the detector's own rule, configured ones too
+                        p95, n, st.loop_min_sessions,
+                        st.loop_baselines.get(tag) if tag else None,
+                        st.loop_default_baseline_tokens_per_hour,
+                    )  # fmt: skip
+                    labels["evidence"] = loop_evidence_of_source(source)
             self.fire(rule.name, labels)
 
     def on_workflow_loop(self, session_id: str, reason: str) -> None:
@@ -220,9 +225,7 @@ class AlertHub:
         rules = self._signal("loop_detector")
         if not rules:
             return
-        evidence = ("repeat" if "same prompt" in reason
-                    else "trusted_baseline" if "observed baseline" in reason
-                    else "default_baseline")
+        evidence = loop_evidence(reason)
 
         async def go() -> None:
             labels = {"session_id": session_id, "evidence": evidence}
@@ -370,3 +373,18 @@ class AlertHub:
 def _silence(rec: Any) -> Silence:
     return Silence(id=rec.id or 0, rule=rec.rule, matchers=orjson.loads(rec.matchers),
                    expires_ts=rec.expires_ts, actor=rec.actor, comment=rec.comment)
+
+
+def loop_evidence_of_source(source: str) -> str:
+    """A rate kill's evidence label from its baseline's source (`policies.loops.rate_baseline`):
+    an observed or configured p95 is trusted, the default is not."""
+    return "default_baseline" if source == "default" else "trusted_baseline"
+
+
+def loop_evidence(reason: str) -> str:
+    """The evidence of a session workflow's loop kill, from its recorded reason
+    (`policies.loops.repeat_reason` / `rate_reason`, which name the baseline's source)."""
+    if "same prompt" in reason:
+        return "repeat"
+    m = re.search(r"the (\w+) p95 baseline", reason)
+    return loop_evidence_of_source(m.group(1) if m else "default")

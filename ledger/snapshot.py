@@ -56,6 +56,14 @@ def load_snapshot(directory: Path) -> Snapshot:
         return Snapshot()
     if not isinstance(doc, dict):
         return Snapshot()
+    try:
+        return _snapshot_of(doc)
+    except (TypeError, ValueError) as exc:  # valid JSON, damaged values: start without it
+        log.warning("last known state %s unreadable (%s); starting without it", path, exc)
+        return Snapshot()
+
+
+def _snapshot_of(doc: dict[str, Any]) -> Snapshot:
     killed = doc.get("killed") if isinstance(doc.get("killed"), dict) else {}
     owners = doc.get("owners") if isinstance(doc.get("owners"), dict) else {}
     spend = [

@@ -28,6 +28,7 @@ from sqlalchemy import (
     func,
     inspect,
     literal,
+    or_,
     select,
     text,
 )
@@ -363,7 +364,14 @@ class LedgerStore:
         with one Idempotency-Key): one range read on the primary key."""
         q = (
             select(CALLS)
-            .where(CALLS.c.call_id >= prefix, CALLS.c.call_id <= prefix + "-~")
+            # Not a >=/<= range: under a PostgreSQL locale collation "-" and "~" do not sort
+            # by byte, and the retry ids (prefix + "-" + hex) fell outside it.
+            .where(
+                or_(
+                    CALLS.c.call_id == prefix,
+                    CALLS.c.call_id.startswith(prefix + "-", autoescape=True),
+                )
+            )
             .order_by(CALLS.c.call_id)
             .limit(limit)
         )

@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
+
+import orjson
 
 from policies.request_text import TOOL_OUTPUT, RequestText
 
@@ -178,6 +180,15 @@ def prompt_fingerprint(view: RequestText) -> str:
 
 
 _EMPTY = hashlib.sha256().digest()
+
+
+def legacy_prompt_fingerprint(body: Mapping[str, Any]) -> str:
+    """The fingerprint session workflows used before `prompt_fingerprint(view)` (the raw newest
+    message): kept so their histories replay the decisions they recorded (workflows choose it
+    with `workflow.patched`). Not for new code."""
+    messages = body.get("messages")
+    last: Any = messages[-1] if isinstance(messages, list) and messages else body.get("prompt")
+    return hashlib.sha256(orjson.dumps(last, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
 def repeat_run(history: Sequence[str], fingerprint: str) -> int:

@@ -22,7 +22,7 @@ from policies.refusals import Refusal
 from policies.routing import plan_route
 from proxy.errors import note_refusal, send_refusal
 from proxy.http import BodyTooLarge, Receive, Scope, Send, header_map, read_body, respond_json
-from proxy.llm_routes import bearer, parse_json_body
+from proxy.llm_routes import bearer, parse_json_body, validate_llm_body
 
 
 async def handle_count_tokens(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
@@ -43,9 +43,9 @@ async def handle_count_tokens(gw: Gateway, scope: Scope, receive: Receive, send:
             raise Refusal(413, "request_too_large",
                           f"request body exceeds {limit} bytes; send less context") from None
         body = parse_json_body(raw)
-        msgs = body.get("messages")
-        if not isinstance(msgs, list) or not msgs:
-            raise Refusal(400, "invalid_request", "`messages` must be a non-empty array")
+        # The checks of the LLM routes (depth, model, message shapes): a hostile body is a 400,
+        # not a 500. Their OpenAI flavour, since count_tokens takes no `max_tokens`.
+        validate_llm_body("openai", body, gw.config.settings.max_json_depth)
         vm = lookup_model(gw.config, body.get("model"))
         targets = plan_route(vm, random.random(), gw.router.allowed(vm, time.time()))
         beta = headers.get("anthropic-beta")

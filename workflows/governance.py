@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from policies.loops import (
         is_loop,
         is_repeating,
+        legacy_prompt_fingerprint,
         prompt_fingerprint,
         prune_events,
         rate_baseline,
@@ -40,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
         token_rate,
         window_tokens,
     )
-    from policies.request_text import Protocol, RequestText, request_view
+    from policies.request_text import Protocol, request_view
     from workflows import search_attributes as sa
     from workflows.session_models import (
         ChatInput,
@@ -256,7 +257,10 @@ class SessionGovernance:
             self.decide(turn, "route_fallback", f"call {out.call_id}: {out.fallback_reason}")
         self._budget(turn, out)
         self._ceiling(turn)
-        self._loops(turn, request_view(protocol, body), out, t)
+        # Histories from before the view-based fingerprint replay with the one they recorded.
+        fp = (prompt_fingerprint(request_view(protocol, body))
+              if workflow.patched("prompt-view-fingerprint") else legacy_prompt_fingerprint(body))
+        self._loops(turn, fp, out, t)
 
     def _budget(self, turn: int, out: LlmCallOutput) -> None:
         st, p = self.state, self.policy
@@ -317,7 +321,7 @@ class SessionGovernance:
                     f"used; next calls use {target!r}",
                 )
 
-    def _loops(self, turn: int, view: RequestText, out: LlmCallOutput, t: float) -> None:
+    def _loops(self, turn: int, fingerprint: str, out: LlmCallOutput, t: float) -> None:
         st, p = self.state, self.policy
         st.baseline, source = rate_baseline(
             out.baseline_p95,
@@ -328,7 +332,7 @@ class SessionGovernance:
         )
         st.baseline_source = source
         st.rate = token_rate(st.events, t, p.loop_window_seconds)
-        st.prompts.append(prompt_fingerprint(view))
+        st.prompts.append(fingerprint)
         del st.prompts[: max(0, len(st.prompts) - p.repeat_threshold)]
         signal, action = None, p.loop_action
         if is_loop(st.rate, st.baseline, p.loop_multiplier):

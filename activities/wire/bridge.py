@@ -87,9 +87,10 @@ def _clamp_output(out: dict[str, Any], target: Protocol, limit: int) -> None:
             out[key] = limit
     thinking = out.get("thinking") if target == "anthropic" else None
     if isinstance(thinking, dict):
-        budget = thinking.get("budget_tokens")
-        if isinstance(budget, int) and not isinstance(budget, bool) and budget >= out["max_tokens"]:
-            out["thinking"] = {**thinking, "budget_tokens": max(1024, out["max_tokens"] - 1)}
+        budget, mt = thinking.get("budget_tokens"), out.get("max_tokens")
+        ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (budget, mt))
+        if ints and budget >= mt:  # (the target refuses other shapes with its own 400)
+            out["thinking"] = {**thinking, "budget_tokens": max(1024, mt - 1)}
 
 
 def response_for_caller(caller: Protocol, target: Protocol, resp: dict[str, Any]) -> dict[str, Any]:

@@ -224,3 +224,13 @@ def test_an_anthropic_delta_without_usage_gets_the_output_estimate_the_sdk_needs
     assert usage["input_tokens"] == 9  # the provider's own input count is kept
     assert relay.usage_estimated
     assert events["message_start"]["message"]["usage"]["input_tokens"] == 9  # relayed as sent
+
+
+def test_a_thinking_budget_beside_a_missing_or_malformed_max_tokens_is_left_to_the_target() -> None:
+    from activities.wire.bridge import _clamp_output
+
+    for body in ({"thinking": {"type": "enabled", "budget_tokens": 9000}},
+                 {"thinking": {"type": "enabled", "budget_tokens": 9000}, "max_tokens": "8"}):
+        out = dict(body)
+        _clamp_output(out, "anthropic", 4096)  # no KeyError / TypeError: the target's 400
+        assert out["thinking"]["budget_tokens"] == 9000

@@ -96,3 +96,4 @@ async def test_a_down_target_never_blocks_the_call_and_the_alert_is_kept(tmp_pat
         finally:
             await p.stop()
             await hook.stop()
+

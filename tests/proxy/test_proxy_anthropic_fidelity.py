@@ -142,3 +142,20 @@ async def test_secrets_in_mid_conversation_system_and_embeddings_inputs_are_reda
         evs = await guardrail_events(proxy.gw.store,
                                      call_id=idempotent_call_id("dev-developer", idem))
         assert ("request-input", "redacted") in {(e.hook, e.action) for e in evs}, idem
+
+
+async def test_count_tokens_answers_hostile_bodies_with_400_not_500(proxy):
+    deep: object = "x"
+    for _ in range(500):  # far past max_json_depth (64)
+        deep = [deep]
+    bodies = [
+        {"model": "haiku", "messages": [{"role": "user", "content": "hi"}], "tools": deep},
+        {"model": "haiku", "messages": ["not an object"]},
+        {"model": ["haiku"], "messages": [{"role": "user", "content": "hi"}]},
+    ]
+    async with httpx.AsyncClient(timeout=30) as h:
+        for body in bodies:
+            r = await h.post(proxy.base_url + "/v1/messages/count_tokens",
+                             content=json.dumps(body), headers={"x-api-key": DEV_KEY})
+            assert r.status_code == 400, r.text
+            assert r.json()["type"] == "error"
