@@ -16,6 +16,7 @@ import orjson
 
 from activities.gateway import Gateway
 from activities.wire.usage import estimate_tokens, request_text
+from policies.config.models import NON_CALLING_ROLES
 from policies.decision import lookup_model
 from policies.identity import check_identity_headers, resolve_identity
 from policies.refusals import Refusal
@@ -32,9 +33,9 @@ async def handle_count_tokens(gw: Gateway, scope: Scope, receive: Receive, send:
             (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
         )
         key = gw.authenticate(bearer(headers))
-        if key.role == "metrics":
+        if key.role in NON_CALLING_ROLES:
             raise Refusal(403, "role_not_allowed",
-                          f"key {key.id!r} has the metrics role: it scrapes /metrics only")
+                          f"key {key.id!r} has the {key.role} role: it reads, never calls models")
         resolve_identity(key, headers, gw.config.settings)  # identity conflicts still refused
         limit = gw.config.settings.max_body_bytes
         try:

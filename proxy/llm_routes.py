@@ -21,6 +21,7 @@ from activities.router import Endpoint
 from activities.stream_stop import CLIENT_CLOSED, StreamStop
 from activities.tracing import span
 from activities.wire.usage import Protocol
+from policies.config.models import NON_CALLING_ROLES
 from policies.identity import check_identity_headers, resolve_identity
 from policies.refusals import Refusal
 from proxy.errors import note_refusal, send_refusal
@@ -144,10 +145,10 @@ async def _handle_llm(
                 (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
             )
             key = gw.authenticate(bearer(headers))
-            if key.role == "metrics":
+            if key.role in NON_CALLING_ROLES:
                 raise Refusal(
                     403, "role_not_allowed",
-                    f"key {key.id!r} has the metrics role: it scrapes /metrics, never calls models",
+                    f"key {key.id!r} has the {key.role} role: it reads, never calls models",
                 )  # fmt: skip
             with span("governor.identity"):
                 ident = resolve_identity(key, headers, gw.config.settings)

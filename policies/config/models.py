@@ -251,7 +251,10 @@ class PricingCatalog(_Strict):
     models: list[ModelPrice]
 
 
-Role = Literal["developer", "service", "metrics", "oncall", "admin"]
+Role = Literal["developer", "service", "metrics", "oncall", "admin", "auditor", "viewer"]
+# Roles whose keys read or scrape but never call models: `metrics` scrapes /metrics, `auditor`
+# reads, exports, replays and verifies session records, `viewer` reads the control room.
+NON_CALLING_ROLES: frozenset[str] = frozenset({"metrics", "auditor", "viewer"})
 
 
 class ApiKey(_Strict):
