@@ -67,6 +67,7 @@ class AlertHub:
     _untagged: tuple[int, float, bool] = (0, 0.0, False)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _backlog: list[int] = field(default_factory=list)
+    _health: dict[str, float] = field(default_factory=dict)  # firing self-health rule -> last fire
     _gauged: set[tuple[str, str]] = field(default_factory=set)
     _silences_at: float = -1e9
 
@@ -317,30 +318,51 @@ class AlertHub:
             await asyncio.sleep(1.0)
 
     async def tick(self, n: int) -> None:
+        """Once a second: silences (which doubles as the ledger's health check), the outage
+        policy, the journal backlog and, every other tick, the top-N session gauges."""
         gw = self.gw
         now = time.time()
         try:
             await self.refresh_silences()
-            gw.metrics.ledger_up.set(1)
+            ledger_up = True
         except Exception:
-            gw.metrics.ledger_up.set(0)
-            for rule in self._signal("ledger_unreachable"):
-                self.fire(rule.name, {})
+            ledger_up = False
+        gw.metrics.ledger_up.set(1 if ledger_up else 0)
+        self._self_health("ledger_unreachable", not ledger_up)
         shared = getattr(gw, "shared", None)  # PostgreSQL ledgers: limits shared by leases
         in_outage = shared is not None and shared.in_outage()
         gw.metrics.outage_policy.set(1 if in_outage else 0)
-        if in_outage:
-            for rule in self._signal("outage_policy"):
-                self.fire(rule.name, {})
+        self._self_health("outage_policy", in_outage)
         pending = gw.writer.pending_count
         self._backlog = [*self._backlog[-4:], pending]
+        b = self._backlog
+        growing = len(b) >= 3 and b[-1] > b[-2] > b[-3]
         for rule in self._signal("journal_backlog"):
-            t = rule.embedded_source.threshold or 10_000
-            b = self._backlog
-            if pending > t and len(b) >= 3 and b[-1] > b[-2] > b[-3]:
-                self.fire(rule.name, {})
+            t = rule.embedded_source.threshold
+            t = 10_000 if t is None else t
+            # Fires above the threshold while growing; resolves back at or below it (as the
+            # Prometheus rule `governor_ledger_pending_rows > t` does).
+            firing = rule.name in self._health
+            self._health_rule(rule, pending > t and (growing or firing))
         if n % 2 == 0:  # the top-N session gauges, every 2 s
             self.update_session_gauges(now)
+
+    def _self_health(self, signal: str, bad: bool) -> None:
+        for rule in self._signal(signal):
+            self._health_rule(rule, bad)
+
+    def _health_rule(self, rule: AlertRule, bad: bool) -> None:
+        """Self-health alerts signal the runbook on a change only: fire when the condition
+        starts, resolve when it ends. While it lasts, one keep-alive `seen` every quarter of
+        `auto_resolve_seconds` keeps the runbook from resolving itself for want of repeats."""
+        now = time.monotonic()
+        last = self._health.get(rule.name)
+        if bad and (last is None or now - last >= self.auto_resolve_seconds / 4):
+            self._health[rule.name] = now
+            self._spawn(self.fire_async(rule.name, {}, "embedded"))
+        elif not bad and last is not None:
+            del self._health[rule.name]
+            self._spawn(self.resolve_async(rule.name, {}, "embedded"))
 
     def update_session_gauges(self, now: float) -> None:
         """Top-N sessions above their baseline, for the runaway_agent rule in Prometheus."""

@@ -1,5 +1,7 @@
 """Governor alerts on its own health: shared limits running on their outage policy (a PostgreSQL
-ledger that stopped answering lease statements) starts the outage_policy_in_force runbook."""
+ledger that stopped answering lease statements) starts the outage_policy_in_force runbook; a
+ledger database that stops answering and the journal backlog that grows meanwhile fire their
+runbooks once and resolve them when the database is back."""
 
 from __future__ import annotations
 
@@ -7,8 +9,13 @@ import asyncio
 import os
 import time
 from pathlib import Path
+from typing import Any
 
+import asyncpg
+import httpx
+import pytest
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities import runbook as runbook_activities
@@ -17,8 +24,8 @@ from activities.gateway import Gateway
 from alerts.hub import AlertHub
 from ledger.alert_store import list_alerts
 from simulator import SimServer
-from tests.support.pg import fresh_database
-from tests.support.servers import make_config_dir
+from tests.support.pg import PG_URL, fresh_database
+from tests.support.servers import InProcessProxy, make_config_dir
 from workflows.runbook import RunbookWorkflow
 
 QUEUE = "governor-runbook-health"
@@ -53,3 +60,106 @@ async def test_an_outage_policy_in_force_raises_its_alert(
             await hub.close()
         finally:
             await gw.close()
+
+
+BACKLOG_RULE = """\
+alerts:
+  - name: journal_backlog_growing
+    query: governor_ledger_pending_rows > 3
+    labels: {severity: warning, team: platform}
+    runbook: "1. The ledger is slow or down: check the database"
+"""
+
+
+async def _status(client: Client, key: str) -> Any:
+    try:
+        return await client.get_workflow_handle(key).query(RunbookWorkflow.status)
+    except RPCError:
+        return None
+
+
+async def _until(pred: Any, what: str, within: float = 60.0) -> Any:
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        got = await pred()
+        if got:
+            return got
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.postgres
+async def test_an_unreachable_ledger_and_a_growing_journal_fire_once_and_resolve_when_healthy(
+    client: Client, sim: SimServer, tmp_path: Path,
+) -> None:
+    """A real PostgreSQL ledger stops answering (its database refuses connections and its
+    sessions are cut): `ledger_unreachable` fires, calls served meanwhile pile up in the journal
+    (`journal_backlog_growing`); every later health tick while it lasts signals nothing; once the
+    database is back both runbooks resolve and the ledger records them."""
+    queue = f"{QUEUE}-ledger"
+    cfg = make_config_dir(tmp_path / "config", {"zz-backlog.yaml": BACKLOG_RULE})
+    async with fresh_database() as url:
+        name = url.rsplit("/", 1)[1]
+        p = await InProcessProxy(cfg, tmp_path, sim.base_url, ledger_url=url).start()
+        admin = await asyncpg.connect(PG_URL)
+        assert p.gw is not None
+        gw = p.gw
+        runbook_activities.set_gateway(gw)
+        hub = AlertHub(gw, client, queue)
+        gw.alerts = hub
+        ledger_key = "alert-ledger_unreachable"
+        backlog_key = "alert-journal_backlog_growing"
+        try:
+            async with Worker(client, task_queue=queue, workflows=[RunbookWorkflow],
+                              activities=runbook_activities.ALL_ACTIVITIES), \
+                    httpx.AsyncClient(timeout=30) as h:
+                await hub.tick(1)
+                assert gw.metrics.ledger_up._value.get() == 1
+                assert await _status(client, ledger_key) is None
+
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                    "WHERE datname = $1", name)
+                for i in range(4):  # calls go on; their rows wait in the journal
+                    for j in range(3):
+                        r = await h.post(p.base_url + "/v1/chat/completions", headers={
+                            "Authorization": "Bearer gk-dev-developer"}, json={
+                            "model": "support-cheap",
+                            "messages": [{"role": "user", "content": f"during {i}.{j}"}]})
+                        assert r.status_code == 200, r.text
+                    await hub.tick(2 * i + 1)
+                assert gw.metrics.ledger_up._value.get() == 0
+                assert gw.writer.pending_count >= 12
+                ledger_st = await _until(lambda: _status(client, ledger_key),
+                                         "the ledger_unreachable runbook")
+                await _until(lambda: _status(client, backlog_key),
+                             "the journal_backlog_growing runbook")
+                for i in range(6):  # still down for longer than the hot path's 5 s
+                    await hub.tick(100 + i)  # coalescing: every tick sees it, none signals
+                    await asyncio.sleep(1.0)
+                ledger_st = await _status(client, ledger_key)
+                backlog_st = await _status(client, backlog_key)
+                assert ledger_st.repeats == 0 and ledger_st.resolved_by is None, ledger_st
+                assert backlog_st.repeats == 0 and backlog_st.resolved_by is None, backlog_st
+
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+                async def healthy() -> bool:
+                    await hub.tick(200)
+                    return (gw.metrics.ledger_up._value.get() == 1
+                            and gw.writer.pending_count <= 3)
+
+                await _until(healthy, "the ledger back and the journal drained")
+                await hub.tick(201)
+                for key in (ledger_key, backlog_key):
+                    h_ = client.get_workflow_handle_for(RunbookWorkflow.run, key)
+                    final = await asyncio.wait_for(h_.result(), timeout=90)
+                    assert final.status == "resolved" and final.resolved_by == "embedded", final
+                    assert final.repeats == 0, final
+                    (row,) = await list_alerts(gw.store, key=key)
+                    assert row.status == "resolved", row
+        finally:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            await admin.close()
+            await hub.close()
+            await p.stop()
