@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.runbook_models import (
         AlertClose,
         AlertOpen,
+        Carried,
         Person,
         RecordInput,
         RunbookInput,
@@ -51,6 +52,7 @@ class RunbookWorkflow:
         self.last_seen: float = 0.0
         self.sources: list[str] = []
         self.times_seen = 0  # every fire of this alert, the first included
+        self.early_resolved: str | None = None  # `resolved` before the run set up its status
 
     # Signals, updates, query --------------------------------------------------------------
 
@@ -72,7 +74,9 @@ class RunbookWorkflow:
     @workflow.signal
     def resolved(self, s: Seen) -> None:
         """Alertmanager (or the embedded source) says the condition cleared."""
-        if self.st is not None and self.st.resolved_by is None:
+        if self.st is None:
+            self.early_resolved = s.source
+        elif self.st.resolved_by is None:
             self.st.resolved_by = f"{s.source}"
 
     @workflow.update
@@ -127,11 +131,13 @@ class RunbookWorkflow:
 
     @workflow.run
     async def run(self, inp: RunbookInput) -> RunbookStatus:
+        if inp.carry is not None:  # continued as new: the steps ran in an earlier run
+            return await self._carry_on(inp, inp.carry)
         run_id = workflow.info().run_id
         if inp.source not in self.sources:
             self.sources.append(inp.source)
         self.st = RunbookStatus(key=inp.key, name=inp.rule.name, run_id=run_id,
-                                labels=inp.labels)
+                                labels=inp.labels, resolved_by=self.early_resolved)
         self.last_seen = max(self.last_seen, workflow.time())
         await workflow.execute_activity(
             acts.runbook_open,
@@ -153,7 +159,31 @@ class RunbookWorkflow:
                 actor = person
             await self._act(inp, run_id, i, step, actor)
         self.st.status = "firing"
-        await self._wait_resolved(inp)
+        return await self._until_resolved(inp, run_id, 0)
+
+    async def _carry_on(self, inp: RunbookInput, c: Carried) -> RunbookStatus:
+        for s in c.sources:
+            if s not in self.sources:
+                self.sources.append(s)
+        self.times_seen += c.times_seen  # signals of this run may have arrived first
+        self.last_seen = max(self.last_seen, c.last_seen)
+        self.st = c.status
+        if self.early_resolved is not None and self.st.resolved_by is None:
+            self.st.resolved_by = self.early_resolved
+        return await self._until_resolved(inp, c.run_id, c.continued)
+
+    async def _until_resolved(self, inp: RunbookInput, run_id: str, continued: int) -> (
+        RunbookStatus
+    ):
+        """Wait for the alert to resolve; a long-firing alert's repeats continue the run as
+        new (history bounded) before its history grows past `max_history_events`."""
+        assert self.st is not None
+        if await self._wait_resolved(inp) == "continue":
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            st = self._snapshot()
+            workflow.continue_as_new(inp.model_copy(update={"carry": Carried(
+                run_id=run_id, sources=list(self.sources), times_seen=self.times_seen,
+                last_seen=self.last_seen, status=st, continued=continued + 1)}))
         self.st.status = "resolved"
         how = self.st.resolved_by or "auto (no repeat)"
         self.st.log.append(f"resolved by {how}")
@@ -165,18 +195,29 @@ class RunbookWorkflow:
         )
         return self._snapshot()
 
-    async def _wait_resolved(self, inp: RunbookInput) -> None:
+    def _history_full(self, inp: RunbookInput) -> bool:
+        info = workflow.info()
+        return (info.is_continue_as_new_suggested()
+                or info.get_current_history_length() >= inp.max_history_events)
+
+    async def _wait_resolved(self, inp: RunbookInput) -> str:
+        """"resolved" (by a person, a source, or no repeat for `auto_resolve_seconds`) or
+        "continue" (the history is long: continue as new)."""
         while self.st is not None and self.st.resolved_by is None:
+            if self._history_full(inp):
+                return "continue"
             left = self.last_seen + inp.auto_resolve_seconds - workflow.time()
             if left <= 0:
-                return
+                return "resolved"
             try:
                 await workflow.wait_condition(
-                    lambda: self.st is not None and self.st.resolved_by is not None,
+                    lambda: (self.st is not None and self.st.resolved_by is not None)
+                    or self._history_full(inp),
                     timeout=timedelta(seconds=left),
                 )
             except TimeoutError:
                 continue  # a repeat may have moved last_seen: re-check
+        return "resolved"
 
     async def _record(self, inp: RunbookInput, run_id: str, i: int, action: str, phase: str,
                       actor: str = "", result: str = "") -> None:

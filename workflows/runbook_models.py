@@ -14,6 +14,22 @@ class RunbookInput(BaseModel):
     source: str = "embedded"  # embedded | alertmanager
     confident: bool = False  # evidence strong enough for `approval: auto` steps to run alone
     auto_resolve_seconds: float = 3600.0  # closes after this long without a repeat
+    # Continue-as-new once a run's history passes this many events (or the server suggests it)
+    # while the alert keeps firing after its steps; the next run carries on from `carry`.
+    max_history_events: int = Field(default=5000, ge=50, le=40_000)
+    carry: Carried | None = None
+
+
+class Carried(BaseModel):
+    """What a continued run takes over: the alert's first run id (its ledger row and the
+    idempotency keys of its steps), who saw it, when last, and its status so far."""
+
+    run_id: str
+    sources: list[str]
+    times_seen: int
+    last_seen: float
+    status: RunbookStatus
+    continued: int = 1  # how many times this alert's runbook continued as new
 
 
 class Seen(BaseModel):
@@ -82,3 +98,6 @@ class RunbookStatus(BaseModel):
     log: list[str] = Field(default_factory=list)
     acknowledged_by: str | None = None
     resolved_by: str | None = None
+
+
+RunbookInput.model_rebuild()

@@ -35,6 +35,7 @@ from simulator import SimServer
 from tests.support.servers import InProcessProxy
 from tests.support.webhook import WebhookReceiver
 from workflows.runbook import RunbookWorkflow
+from workflows.runbook_models import Person
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = REPO.parent / "shared" / "seeds" / "yaml" / "tfy-ai-alerts.yaml"
@@ -494,3 +495,42 @@ async def test_an_unanswered_approval_escalates_then_times_out_and_the_run_says_
     phases = [(s.step, s.phase) for s in await steps_of(rig.a.gw.store, row.run_id)]
     assert (0, "escalated") in phases and (0, "timed_out") in phases
     assert (1, "escalated") in phases and (1, "timed_out") in phases
+
+
+async def test_a_long_firing_alert_continues_as_new_and_keeps_its_run_and_counts(
+    rig: Rig,
+) -> None:
+    from workflows.runbook_models import RunbookInput, Seen
+
+    rule = AlertRule(name="rb_long", query="up == 0", notify=("oncall-hook",),
+                     steps=(Step(action="notify"),))
+    key = f"alert-rb_long,run={uuid.uuid4().hex[:8]}"
+    h = await rig.client.start_workflow(
+        RunbookWorkflow.run, RunbookInput(key=key, rule=rule, labels={}, max_history_events=60),
+        id=key, task_queue=QUEUE, start_signal="seen", start_signal_args=[Seen()])
+    first_run = h.result_run_id
+    assert first_run is not None
+    await rig.hook.wait_for(lambda x: "rb_long" in x.body["title"])
+    for i in range(150):  # it keeps firing: repeats from both sources
+        await h.signal(RunbookWorkflow.seen, Seen(source="alertmanager" if i % 2 else "embedded"))
+    latest = rig.client.get_workflow_handle(key)
+
+    async def continued() -> Any:
+        d = await latest.describe()
+        st = await latest.query(RunbookWorkflow.status)
+        return (d, st) if d.run_id != first_run and st and st.repeats == 150 else None
+
+    _, st = await until(continued, "the runbook to continue as new with every repeat")
+    assert st.run_id == first_run and st.sources == ["alertmanager", "embedded"]
+    hist = await latest.fetch_history()
+    assert len(hist.events) < 80  # bounded: the new run does not carry the old history
+    final = await latest.execute_update(RunbookWorkflow.resolve, Person(actor="u_oncall"))
+    assert final.resolved_by == "u_oncall"
+    done = await rig.client.get_workflow_handle_for(RunbookWorkflow.run, key).result()
+    assert done.status == "resolved" and done.repeats == 150 and done.run_id == first_run
+    assert any(line.startswith("step 0 notify") for line in done.log)
+    sent = [r for r in rig.hook.got if "rb_long" in r.body["title"]]
+    assert len(sent) == 1  # the steps ran once, not again in a continued run
+    assert rig.a.gw is not None
+    (row,) = await list_alerts(rig.a.gw.store, key=key)
+    assert row.run_id == first_run and row.status == "resolved" and row.repeats == 150
