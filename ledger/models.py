@@ -295,6 +295,24 @@ class NotificationRecord(SQLModel, table=True):
     ts: float
 
 
+class ArchivedSessionRecord(SQLModel, table=True):
+    """Where a session's archive stands: the ledger's view of `audit.archive`, so the archive
+    job finds sessions that ended (or went idle) and are not archived yet, or gained rows since.
+
+    `seen_updated_ts` is the session row's `updated_ts` when it was last archived; `erased`
+    marks a session whose archive was deleted (retention or erasure): it is never re-archived.
+    """
+
+    __tablename__ = "archived_sessions"
+
+    session_id: str = Field(primary_key=True)
+    archived_ts: float
+    seen_updated_ts: float = 0.0
+    index_version: int = 0
+    objects: int = 0
+    erased: bool = False
+
+
 def _table(model: type[SQLModel]) -> Table:
     return model.__table__  # type: ignore[attr-defined,no-any-return]
 
@@ -312,6 +330,7 @@ RUNBOOK_STEPS = _table(RunbookStepRecord)
 SILENCES = _table(SilenceRecord)
 OVERRIDES = _table(OverrideRecord)
 NOTIFICATIONS = _table(NotificationRecord)
+ARCHIVED_SESSIONS = _table(ArchivedSessionRecord)
 
 LEDGER_TABLES: tuple[Table, ...] = (
     CALLS,
@@ -327,4 +346,5 @@ LEDGER_TABLES: tuple[Table, ...] = (
     SILENCES,
     OVERRIDES,
     NOTIFICATIONS,
+    ARCHIVED_SESSIONS,
 )

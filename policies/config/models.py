@@ -315,6 +315,31 @@ class LimitsOutagePolicy(_Strict):
     requests: OutageAction = "serve"
 
 
+class ArchiveSettings(_Strict):
+    """Where ended sessions' records go (`audit.archive`), how long they stay, whether sealed.
+
+    `url`: None is the embedded default, a directory `archive/` under the data dir; otherwise
+    `s3://bucket/prefix`, `gs://bucket/prefix`, `az://account/container/prefix` or `file:///dir`.
+    Credentials come from the provider's usual environment variables (AWS_ACCESS_KEY_ID, …).
+    `endpoint` names an S3-compatible server (MinIO, Ceph …); `allow_http` permits http:// there.
+    """
+
+    enabled: bool = True
+    url: str | None = Field(default=None, max_length=1024)
+    endpoint: str | None = Field(default=None, max_length=1024)
+    region: str | None = Field(default=None, max_length=64)
+    allow_http: bool = False
+    # Proxy sessions have no end of their own: one idle this long is archived (a later call
+    # adds a linked object). Workflow sessions are archived when their workflow ends.
+    idle_seconds: float = Field(default=3600, gt=0)
+    # Archived sessions older than this are deleted, leaving a tombstone; None keeps them.
+    retention_days: float | None = Field(default=None, gt=0)
+    # AES-256-GCM at rest with the 32-byte key in this environment variable.
+    encrypt: bool = False
+    key_env: str = Field(default="GOVERNOR_ARCHIVE_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    sweep_seconds: float = Field(default=60, gt=0)  # how often the archive job looks
+
+
 class Settings(_Strict):
     type: Literal["gateway-settings"] = "gateway-settings"
     name: str = "settings"
@@ -386,6 +411,7 @@ class Settings(_Strict):
     # Responses API built-in tools (web_search, file_search, …) no target can run: `refuse`
     # the call (400 unsupported_tool), or `drop` them from what the model is offered.
     responses_hosted_tools: Literal["refuse", "drop"] = "refuse"
+    archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
 
     @field_validator("client_session_headers")
     @classmethod
