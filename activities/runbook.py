@@ -7,6 +7,7 @@ retry: a kill is one per session, an override one per (run, step), a notificatio
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from activities.gateway import Gateway
 
 _gateway: Gateway | None = None
+HEARTBEAT_SECONDS = 2.0  # an action step heartbeats this often (the workflow's timeout: 10 s)
 
 
 def set_gateway(gw: Gateway | None) -> None:
@@ -67,6 +69,22 @@ async def runbook_close(c: AlertClose) -> None:
 
 @activity.defn
 async def runbook_step(s: StepInput) -> StepResult:
+    """One action, idempotent. It heartbeats while it runs, so a step whose worker died is
+    retried on another within the heartbeat timeout instead of the step's whole timeout."""
+    beat = asyncio.get_running_loop().create_task(_heartbeat())
+    try:
+        return await _step(s)
+    finally:
+        beat.cancel()
+
+
+async def _heartbeat() -> None:
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+
+
+async def _step(s: StepInput) -> StepResult:
     gw = _gw()
     a = s.step.action
     if a == "notify":

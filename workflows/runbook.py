@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
 RECORD_TIMEOUT = timedelta(seconds=30)
 RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1),
                            maximum_interval=timedelta(seconds=30))
+STEP_HEARTBEAT = timedelta(seconds=10)  # a dead worker's step is retried elsewhere after this
 ESCALATION = 1000  # escalation notifications of step i are recorded as step 1000 + i
 ACTION_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -236,7 +237,7 @@ class RunbookWorkflow:
         try:
             res = await workflow.execute_activity(
                 acts.runbook_step, si, start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=ACTION_RETRY,
+                heartbeat_timeout=STEP_HEARTBEAT, retry_policy=ACTION_RETRY,
             )
         except ActivityError as e:
             cause = getattr(e.cause, "message", None) or str(e.cause or e)

@@ -1,5 +1,7 @@
 """SIGKILL of the worker in the middle of a runbook: a restarted worker finishes it and each
-action's effect happened once (one kill, one notification per key, one override, one incident)."""
+action's effect happened once (one kill, one notification per key, one override, one incident),
+whether it died while a step waited for a person or right after a kill or a notification took
+effect."""
 
 from __future__ import annotations
 
@@ -28,10 +30,12 @@ QUEUE = "governor-runbook-crash"
 
 
 async def _worker(client: Client, ledger: str, journal: Path, cfg: Path,
-                  sim: SimServer) -> asyncio.subprocess.Process:
+                  sim: SimServer, pause_after: int | None = None,
+                  queue: str = QUEUE) -> asyncio.subprocess.Process:
+    pause = [] if pause_after is None else [str(pause_after)]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(CHILD), client.service_client.config.target_host, QUEUE, ledger,
-        str(journal), str(cfg), stdout=asyncio.subprocess.PIPE, cwd=REPO,
+        sys.executable, str(CHILD), client.service_client.config.target_host, queue, ledger,
+        str(journal), str(cfg), *pause, stdout=asyncio.subprocess.PIPE, cwd=REPO,
         env={**os.environ, "GOVERNOR_SIM_URL": sim.base_url, "PYTHONPATH": str(REPO)})
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
@@ -109,6 +113,89 @@ async def test_sigkilled_worker_mid_runbook_restarts_and_each_effect_happens_onc
         assert row.incident and row.status == "resolved"
         done = Counter(s.step for s in await steps_of(store, row.run_id) if s.phase == "done")
         assert done == {0: 1, 1: 1, 2: 1, 3: 1, 4: 1}
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        await worker.wait()
+        await store.close()
+        await hook.stop()
+
+
+async def _effect(worker: asyncio.subprocess.Process, index: int) -> None:
+    """Wait for the child to say step `index`'s effect happened (it then hangs, unreported)."""
+    assert worker.stdout is not None
+    line = await asyncio.wait_for(worker.stdout.readline(), timeout=90)
+    assert line.strip() == f"effect {index}".encode(), line
+
+
+async def test_sigkilled_worker_during_kill_and_notify_steps_each_effect_happens_once(
+    client: Client, sim: SimServer, tmp_path: Path,
+) -> None:
+    """The worker dies right after a notification was delivered and again right after the
+    session was killed, each time before the step reported back: the retried steps find their
+    effect done (one delivery per idempotency key, one kill) and the runbook finishes."""
+    queue = f"{QUEUE}-actions"
+    hook = await WebhookReceiver().start()
+    cfg = tmp_path / "config"
+    shutil.copytree(REPO / "examples" / "config", cfg)
+    (cfg / "notify.yaml").write_text(
+        "type: gateway-notification-targets\n"
+        f"targets:\n  - {{name: crash-hook, url: \"{hook.url('crash')}\"}}\n")
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    sid = f"crash-act-{uuid.uuid4().hex[:8]}"
+    rule = AlertRule(name="crash_actions", query="up == 0", notify=("crash-hook",), steps=(
+        Step(action="notify"),
+        Step(action="kill_session"),
+        Step(action="notify"),
+        Step(action="open_incident"),
+    ))
+    key = f"alert-crash_actions,session_id={sid}"
+    worker = await _worker(client, ledger, tmp_path / "j1", cfg, sim, pause_after=0,
+                           queue=queue)
+    store = await LedgerStore.open(ledger)
+    try:
+        h = await client.start_workflow(
+            RunbookWorkflow.run,
+            RunbookInput(key=key, rule=rule, labels={"session_id": sid}, source="embedded"),
+            id=key, task_queue=queue, start_signal="seen", start_signal_args=[Seen()])
+        await _effect(worker, 0)  # delivered, not yet reported
+        assert len(hook.got) == 1
+        worker.send_signal(signal.SIGKILL)
+        await worker.wait()
+        worker = await _worker(client, ledger, tmp_path / "j2", cfg, sim, pause_after=1,
+                               queue=queue)
+        await _effect(worker, 1)  # step 0 retried here (already delivered); the kill made
+        assert [k.session_id for k in await store.kills_after(0)].count(sid) == 1
+        worker.send_signal(signal.SIGKILL)
+        await worker.wait()
+        worker = await _worker(client, ledger, tmp_path / "j3", cfg, sim, queue=queue)
+
+        async def all_steps_ran() -> bool:
+            st = await h.query(RunbookWorkflow.status)
+            return bool(st and any(line.startswith("step 3 ") for line in st.log))
+
+        for _ in range(1800):
+            if await all_steps_ran():
+                break
+            await asyncio.sleep(0.05)
+        await h.signal(RunbookWorkflow.resolved, Seen(source="alertmanager"))
+        final = await asyncio.wait_for(h.result(), timeout=120)
+        assert final.status == "resolved"
+        expected = ["step 0 notify by governor:runbook: crash-hook: ",
+                    f"step 1 kill_session by governor:runbook: session {sid} ",
+                    "step 2 notify by governor:runbook: crash-hook: sent",
+                    "step 3 open_incident by governor"]
+        for line, want in zip(final.log, expected, strict=False):
+            assert line.startswith(want), (line, want)
+
+        kills = [k for k in await store.kills_after(0) if k.session_id == sid]
+        assert len(kills) == 1 and kills[0].actor == "governor:runbook"
+        keys = Counter(hook.idempotency_keys())
+        assert len(keys) == 2 and set(keys.values()) == {1}, keys  # steps 0 and 2, once each
+        assert sorted(k.rsplit(":", 2)[1] for k in keys) == ["0", "2"]
+        (row,) = await list_alerts(store, key=key)
+        assert row.incident and row.status == "resolved"
+        done = Counter(s.step for s in await steps_of(store, row.run_id) if s.phase == "done")
+        assert done == {0: 1, 1: 1, 2: 1, 3: 1}
     finally:
         worker.send_signal(signal.SIGTERM)
         await worker.wait()
