@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from sqlalchemy import select
 
+from ledger.chain import PUT
 from ledger.models import (
     ALERTS,
     NOTIFICATIONS,
@@ -58,9 +59,12 @@ async def open_alert(
             summary="",
         )
         .on_conflict_do_nothing(index_elements=["run_id"])
+        .returning(*ALERTS.c)
     )
-    async with store._connect(write=True) as conn:
-        await conn.execute(q)
+    async with store._chained() as conn:
+        row = (await conn.execute(q)).mappings().first()
+        if row is not None:
+            await store.chain_append(conn, [(ALERTS.name, dict(row), PUT, "")])
 
 
 async def update_alert(store: LedgerStore, run_id: str, ts: float, **values: Any) -> None:
@@ -69,8 +73,9 @@ async def update_alert(store: LedgerStore, run_id: str, ts: float, **values: Any
     if bad:
         raise ValueError(f"cannot update alert columns {sorted(bad)}")
     q = ALERTS.update().where(ALERTS.c.run_id == run_id).values(updated_ts=ts, **values)
-    async with store._connect(write=True) as conn:
-        await conn.execute(q)
+    async with store._chained() as conn:  # the new state is a new link: never a silent edit
+        if (await conn.execute(q)).rowcount:
+            await store.chain_rows_where(conn, ALERTS, ALERTS.c.run_id == run_id)
 
 
 async def record_step(
@@ -99,10 +104,13 @@ async def record_step(
             ts=ts,
         )
         .on_conflict_do_nothing(index_elements=["run_id", "step", "phase"])
-        .returning(RUNBOOK_STEPS.c.id)
+        .returning(*RUNBOOK_STEPS.c)
     )
-    async with store._connect(write=True) as conn:
-        return (await conn.execute(q)).first() is not None
+    async with store._chained() as conn:
+        row = (await conn.execute(q)).mappings().first()
+        if row is not None:
+            await store.chain_append(conn, [(RUNBOOK_STEPS.name, dict(row), PUT, "")])
+        return row is not None
 
 
 async def list_alerts(
@@ -151,8 +159,9 @@ async def add_silence(
         )
         .returning(*SILENCES.c)
     )
-    async with store._connect(write=True) as conn:
+    async with store._chained() as conn:
         row = (await conn.execute(q)).mappings().one()
+        await store.chain_append(conn, [(SILENCES.name, dict(row), PUT, "")])
     return SilenceRecord(**row)
 
 
@@ -192,12 +201,14 @@ async def add_override(
         .on_conflict_do_nothing(index_elements=["idem_key"])
         .returning(*OVERRIDES.c)
     )
-    async with store._connect(write=True) as conn:
+    async with store._chained() as conn:
         row = (await conn.execute(q)).mappings().first()
         created = row is not None
         if row is None:
             sel = select(OVERRIDES).where(OVERRIDES.c.idem_key == idem_key)
             row = (await conn.execute(sel)).mappings().one()
+        else:
+            await store.chain_append(conn, [(OVERRIDES.name, dict(row), PUT, "")])
     return OverrideRecord(**row), created
 
 
@@ -213,9 +224,11 @@ async def clear_overrides(
     q = OVERRIDES.update().where(OVERRIDES.c.cleared_ts.is_(None))
     if override_id is not None:
         q = q.where(OVERRIDES.c.id == override_id)
-    q = q.values(cleared_ts=ts, cleared_by=actor)
-    async with store._connect(write=True) as conn:
-        return int((await conn.execute(q)).rowcount)
+    q = q.values(cleared_ts=ts, cleared_by=actor).returning(*OVERRIDES.c)
+    async with store._chained() as conn:
+        rows = [dict(m) for m in (await conn.execute(q)).mappings()]
+        await store.chain_append(conn, [(OVERRIDES.name, r, PUT, "") for r in rows])
+        return len(rows)
 
 
 # Notifications --------------------------------------------------------------------------------
@@ -237,6 +250,7 @@ async def record_notification(
     q = ins.on_conflict_do_update(
         index_elements=["idem_key"], set_={"ok": ins.excluded.ok, "detail": ins.excluded.detail,
                                            "ts": ins.excluded.ts}
-    )
-    async with store._connect(write=True) as conn:
-        await conn.execute(q)
+    ).returning(*NOTIFICATIONS.c)
+    async with store._chained() as conn:
+        row = (await conn.execute(q)).mappings().one()
+        await store.chain_append(conn, [(NOTIFICATIONS.name, dict(row), PUT, "")])

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from ledger.chain import PUT
 from ledger.event_rows import normalize_event
 from ledger.models import GUARDRAIL_EVENTS, GuardrailEventRecord
 from ledger.store import LedgerStore
@@ -27,14 +28,18 @@ async def insert_guardrail_events(
         n = {k: v for k, v in r.items() if k != "_kind"} if normalized else normalize_event(r)
         unique.setdefault((n["call_id"], n["hook"], n["seq"]), n)
     batch = [unique[k] for k in sorted(unique)]
+    e = GUARDRAIL_EVENTS.c
     stmt = (
         store._insert(GUARDRAIL_EVENTS)
         .on_conflict_do_nothing(index_elements=["call_id", "hook", "seq"])
-        .returning(GUARDRAIL_EVENTS.c.id)
+        .returning(e.call_id, e.hook, e.seq)
     )
-    async with store._connect(write=True) as conn:
+    async with store._chained() as conn:
         result = await conn.execute(stmt, batch)
-        return len(result.scalars().all())
+        new = sorted((r[0], r[1], int(r[2])) for r in result.all())
+        name = GUARDRAIL_EVENTS.name
+        await store.chain_append(conn, [(name, unique[k], PUT, "") for k in new])
+        return len(new)
 
 
 async def guardrail_events(

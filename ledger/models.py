@@ -313,6 +313,48 @@ class ArchivedSessionRecord(SQLModel, table=True):
     erased: bool = False
 
 
+class ChainRecord(SQLModel, table=True):
+    """One link of a replica's tamper-evident chain over the ledger (`ledger.chain`).
+
+    Appended in the same transaction as the row change it covers, never updated. `id` is global
+    insertion order (the latest state of a row shared by replicas is its highest-id link);
+    `(chain_id, seq)` is the chain's own order. `op` is `put` (the row as it now is: `digest` is
+    SHA-256 of its canonical form) or `tombstone` (the row was deleted on purpose: `note` is
+    the JSON `{"actor", "reason"}`). `hash` = SHA-256 over `prev_hash` and every other field.
+    """
+
+    __tablename__ = "ledger_chain"
+    __table_args__ = (
+        UniqueConstraint("chain_id", "seq", name="uq_ledger_chain_seq"),
+        Index("ix_ledger_chain_record", "tbl", "record_key"),
+        Index("ix_ledger_chain_ts", "ts"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    chain_id: str
+    seq: int = Field(sa_column=_big())
+    ts: float
+    tbl: str
+    record_key: str  # canonical JSON list of the row's key values
+    op: str  # put | tombstone
+    digest: str = ""
+    note: str = ""
+    prev_hash: str
+    hash: str
+
+
+class ChainHeadRecord(SQLModel, table=True):
+    """The checkpointed head of each chain: its last seq and hash, moved with every append, so
+    links cut off the end of a chain are named (`governor audit verify`)."""
+
+    __tablename__ = "chain_heads"
+
+    chain_id: str = Field(primary_key=True)
+    seq: int = Field(sa_column=_big())
+    hash: str
+    ts: float
+
+
 def _table(model: type[SQLModel]) -> Table:
     return model.__table__  # type: ignore[attr-defined,no-any-return]
 
@@ -331,6 +373,8 @@ SILENCES = _table(SilenceRecord)
 OVERRIDES = _table(OverrideRecord)
 NOTIFICATIONS = _table(NotificationRecord)
 ARCHIVED_SESSIONS = _table(ArchivedSessionRecord)
+LEDGER_CHAIN = _table(ChainRecord)
+CHAIN_HEADS = _table(ChainHeadRecord)
 
 LEDGER_TABLES: tuple[Table, ...] = (
     CALLS,
@@ -347,4 +391,6 @@ LEDGER_TABLES: tuple[Table, ...] = (
     OVERRIDES,
     NOTIFICATIONS,
     ARCHIVED_SESSIONS,
+    LEDGER_CHAIN,
+    CHAIN_HEADS,
 )

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from sqlalchemy import select
 
+from ledger.chain import PUT
 from ledger.models import CALLS, SESSION_OWNERS, STREAM_STARTS, SessionOwnerRecord
 from ledger.store import LedgerStore
 
@@ -38,11 +39,13 @@ async def claim_session(
         .on_conflict_do_nothing(index_elements=["session_id"])
         .returning(*SESSION_OWNERS.c)
     )
-    async with store._connect(write=True) as conn:
+    async with store._chained() as conn:
         row = (await conn.execute(ins)).mappings().first()
         if row is None:
             q = select(SESSION_OWNERS).where(SESSION_OWNERS.c.session_id == session_id)
             row = (await conn.execute(q)).mappings().one()
+        else:
+            await store.chain_append(conn, [(SESSION_OWNERS.name, dict(row), PUT, "")])
     return _owner(row)
 
 
@@ -88,9 +91,12 @@ async def insert_stream_starts(store: LedgerStore, rows: Sequence[Mapping[str, A
         .on_conflict_do_nothing(index_elements=["call_id"])
         .returning(STREAM_STARTS.c.call_id)
     )
-    async with store._connect(write=True) as conn:
+    by_id = {r["call_id"]: r for r in batch}
+    async with store._chained() as conn:
         result = await conn.execute(stmt, batch)
-        return len(result.scalars().all())
+        new = sorted(result.scalars().all())
+        await store.chain_append(conn, [(STREAM_STARTS.name, by_id[k], PUT, "") for k in new])
+        return len(new)
 
 
 async def unsettled_streams(store: LedgerStore, runtime: str) -> list[dict[str, Any]]:

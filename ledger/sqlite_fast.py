@@ -11,10 +11,12 @@ priority on purpose: at a lower one, a saturated proxy starved it and the unflus
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ledger import chain
 from ledger.call_rows import session_deltas
 
 _SESSION_COLS = (
@@ -77,9 +79,11 @@ class SQLiteBatchWriter:
             self._con = con
         return self._con
 
-    def insert(self, batch: Sequence[dict[str, Any]]) -> int:
+    def insert(self, batch: Sequence[dict[str, Any]], chain_id: str | None = None) -> int:
         """New calls and their sessions' totals in one IMMEDIATE transaction (so a second writer
-        on the same file cannot slip the same call in between the read and the insert)."""
+        on the same file cannot slip the same call in between the read and the insert), with
+        their chain links (`ledger.chain`) when `chain_id` is given: hashed here, on this
+        thread."""
         con = self._connection()
         con.execute("BEGIN IMMEDIATE")
         try:
@@ -97,6 +101,10 @@ class SQLiteBatchWriter:
                 con.executemany(
                     _SESSION_UPSERT, [tuple(d[c] for c in _SESSION_COLS) for d in sessions]
                 )
+                if chain_id is not None:
+                    items: list[tuple[Any, ...]] = [("calls", r, chain.PUT, "") for r in new]
+                    items += [("sessions", s, chain.PUT, "") for s in _sessions(con, sessions)]
+                    chain.sqlite_append(con, chain_id, time.time(), items)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -111,3 +119,17 @@ class SQLiteBatchWriter:
 
         self.executor.submit(_close).result()
         self.executor.shutdown(wait=True)
+
+
+def _sessions(con: sqlite3.Connection, deltas: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The session rows as they are after the batch's totals moved (for their chain links)."""
+    ids = [d["session_id"] for d in deltas]
+    out: list[dict[str, Any]] = []
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        cur = con.execute(
+            f"SELECT * FROM sessions WHERE session_id IN ({','.join('?' * len(chunk))})", chunk
+        )
+        names = [d[0] for d in cur.description]
+        out += [dict(zip(names, row, strict=True)) for row in cur]
+    return out

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -39,14 +40,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import StaticPool
 from sqlmodel import SQLModel
 
+from ledger import chain
 from ledger.call_rows import normalize_call, session_deltas
 from ledger.errors import LedgerError, LedgerUnavailable
 from ledger.models import (
     BUDGET_ALERTS,
     CALLS,
+    CHAIN_HEADS,
     CLOSE_ACTOR,
     CLOSE_REASON,
     KILLS,
+    LEDGER_CHAIN,
     LEDGER_TABLES,
     SESSIONS,
     CallRecord,
@@ -136,6 +140,10 @@ class LedgerStore:
         self._ready = False
         self._ddl_lock = asyncio.Lock()
         self._schema: str | None = None
+        # The tamper-evident chain this store appends to (`ledger.chain`): a replica's stable
+        # id once its writer attaches it, else a fresh one on the first audited write.
+        self._chain_id: str | None = None
+        self._chain_lock = asyncio.Lock()  # one append at a time: seqs never collide
 
     @property
     def dialect(self) -> str:
@@ -254,6 +262,61 @@ class LedgerStore:
                 await conn.run_sync(create)
             self._ready = True
 
+    # -- the chain ----------------------------------------------------------------------------
+
+    @property
+    def chain_id(self) -> str | None:
+        """The id of the chain this store's audited writes are linked into (None before any)."""
+        return self._chain_id
+
+    def attach_chain(self, chain_id: str) -> None:
+        """Link this store's audited writes into chain `chain_id` (a replica's stable id)."""
+        if not chain_id or len(chain_id) > 64:
+            raise ValueError("a chain id must be 1-64 characters")
+        self._chain_id = chain_id
+
+    @asynccontextmanager
+    async def _chained(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction that may append chain links (`chain_append`): one at a time per
+        store, so the links of concurrent writes never race for a seq."""
+        if self._chain_id is None:
+            self._chain_id = chain.new_chain_id()
+        async with self._chain_lock, self._connect(write=True) as conn:
+            yield conn
+
+    async def chain_append(
+        self, conn: AsyncConnection, items: Sequence[tuple[str, Mapping[str, Any], str, str]]
+    ) -> None:
+        """Append links for `(table name, row, op, note)` items inside a `_chained()`
+        transaction: after the row changes they cover, so a later change of the same row by
+        another replica gets a higher link id. Hashing runs in a worker thread."""
+        if not items:
+            return
+        cid = self._chain_id
+        assert cid is not None and self._chain_lock.locked(), "chain_append outside _chained()"
+        c = LEDGER_CHAIN.c
+        q = select(c.seq, c.hash).where(c.chain_id == cid).order_by(c.seq.desc()).limit(1)
+        got = (await conn.execute(q)).first()
+        head = chain.Head(int(got[0]), str(got[1])) if got else chain.Head()
+        ts = time.time()
+        new = await asyncio.to_thread(chain.links, cid, head, ts, list(items))
+        await conn.execute(LEDGER_CHAIN.insert(), new)
+        up = self._insert(CHAIN_HEADS).values(chain_id=cid, seq=head.seq, hash=head.hash, ts=ts)
+        ex = up.excluded
+        await conn.execute(
+            up.on_conflict_do_update(
+                index_elements=["chain_id"], set_={"seq": ex.seq, "hash": ex.hash, "ts": ex.ts}
+            )
+        )
+
+    async def chain_rows_where(
+        self, conn: AsyncConnection, table: Any, *where: Any
+    ) -> list[dict[str, Any]]:
+        """Re-read the rows matching `where` (after an UPDATE) and link their new state."""
+        rows = [dict(m) for m in (await conn.execute(select(table).where(*where))).mappings()]
+        await self.chain_append(conn, [(table.name, r, chain.PUT, "") for r in rows])
+        return rows
+
     # -- calls --------------------------------------------------------------------------------
 
     async def insert_calls(
@@ -285,12 +348,21 @@ class LedgerStore:
             .returning(CALLS.c.call_id)
         )
         by_id = {r["call_id"]: r for r in batch}
-        async with self._connect(write=True) as conn:
+        async with self._chained() as conn:
             result = await conn.execute(stmt, batch)
             inserted = set(result.scalars().all())
             sessions = session_deltas(by_id[k] for k in sorted(inserted))
             if sessions:
                 await conn.execute(self._session_upsert(), sessions)
+            items: list[tuple[str, Mapping[str, Any], str, str]] = [
+                (CALLS.name, by_id[k], chain.PUT, "") for k in sorted(inserted)
+            ]
+            ids = [d["session_id"] for d in sessions]
+            for i in range(0, len(ids), 500):
+                q = select(SESSIONS).where(SESSIONS.c.session_id.in_(ids[i : i + 500]))
+                items += [(SESSIONS.name, dict(m), chain.PUT, "")
+                          for m in (await conn.execute(q)).mappings()]  # fmt: skip
+            await self.chain_append(conn, items)
         return len(inserted)
 
     async def _insert_calls_sqlite(self, batch: list[dict[str, Any]]) -> int:
@@ -301,8 +373,13 @@ class LedgerStore:
         if not self._ready:
             await self._ensure_tables()
         loop = asyncio.get_running_loop()
+        if self._chain_id is None:
+            self._chain_id = chain.new_chain_id()
         try:
-            return await loop.run_in_executor(fast.executor, fast.insert, batch)
+            async with self._chain_lock:
+                return await loop.run_in_executor(
+                    fast.executor, fast.insert, batch, self._chain_id
+                )
         except sqlite3.OperationalError as e:
             raise self._unavailable(e) from e
         except sqlite3.DatabaseError as e:
@@ -482,7 +559,7 @@ class LedgerStore:
                 ),
             },
         )
-        async with self._connect(write=True) as conn:
+        async with self._chained() as conn:
             if self._dialect == "postgresql":
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KILLS})
             row = (await conn.execute(kill)).mappings().first()
@@ -490,7 +567,10 @@ class LedgerStore:
             if row is None:
                 q = select(KILLS).where(KILLS.c.session_id == session_id)
                 row = (await conn.execute(q)).mappings().one()
+            else:
+                await self.chain_append(conn, [(KILLS.name, dict(row), chain.PUT, "")])
             await conn.execute(mark)
+            await self.chain_rows_where(conn, SESSIONS, SESSIONS.c.session_id == session_id)
         return _kill_record(row), created
 
     async def record_close(self, session_id: str, ts: float) -> bool:
@@ -504,17 +584,22 @@ class LedgerStore:
             self._insert(KILLS)
             .values(session_id=session_id, actor=CLOSE_ACTOR, reason=CLOSE_REASON, ts=ts)
             .on_conflict_do_nothing(index_elements=["session_id"])
+            .returning(*KILLS.c)
         )
         q = (
             SESSIONS.update()
             .where(SESSIONS.c.session_id == session_id, SESSIONS.c.status != "killed")
             .values(status="closed", updated_ts=ts)
         )
-        async with self._connect(write=True) as conn:
+        async with self._chained() as conn:
             if self._dialect == "postgresql":
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KILLS})
-            await conn.execute(mark)
+            closed = (await conn.execute(mark)).mappings().first()
+            if closed is not None:
+                await self.chain_append(conn, [(KILLS.name, dict(closed), chain.PUT, "")])
             result = await conn.execute(q)
+            if result.rowcount:
+                await self.chain_rows_where(conn, SESSIONS, SESSIONS.c.session_id == session_id)
         return bool(result.rowcount)
 
     async def kills_after(self, last_id: int) -> list[KillRecord]:
@@ -557,8 +642,10 @@ class LedgerStore:
             .where(SESSIONS.c.session_id == session_id, SESSIONS.c.status != "killed")
             .values(status=status, updated_ts=ts)
         )
-        async with self._connect(write=True) as conn:
+        async with self._chained() as conn:
             result = await conn.execute(q)
+            if result.rowcount:
+                await self.chain_rows_where(conn, SESSIONS, SESSIONS.c.session_id == session_id)
         return bool(result.rowcount)
 
     # -- budget alerts ------------------------------------------------------------------------
@@ -584,10 +671,12 @@ class LedgerStore:
                 ts=ts,
             )
             .on_conflict_do_nothing(index_elements=["budget_id", "window_key", "at_pct"])
-            .returning(BUDGET_ALERTS.c.id)
+            .returning(*BUDGET_ALERTS.c)
         )
-        async with self._connect(write=True) as conn:
-            first = (await conn.execute(q)).first()
+        async with self._chained() as conn:
+            first = (await conn.execute(q)).mappings().first()
+            if first is not None:
+                await self.chain_append(conn, [(BUDGET_ALERTS.name, dict(first), chain.PUT, "")])
         return first is not None
 
     async def _fetch(self, q: Select[Any]) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ import orjson
 
 from activities import scan_pool
 from ledger.call_rows import normalize_call
+from ledger.chain import chain_id_of
 from ledger.errors import LedgerError, LedgerUnavailable
 from ledger.event_rows import EVENT_KIND, normalize_event
 from ledger.event_store import insert_guardrail_events
@@ -60,6 +61,9 @@ class LedgerWriter:
             raise ValueError("flush_interval, batch_size and max_backoff must be positive")
         self._store = store
         self._journal = journal
+        # This runtime's rows are hash-chained under the stable id kept beside its journal, so a
+        # restart continues the same chain (`ledger.chain`).
+        store.attach_chain(chain_id_of(journal.directory))
         self._interval = flush_interval
         self._batch_size = batch_size
         self.store_text = store_text  # may be changed at run time (config reload)

@@ -1,0 +1,271 @@
+"""Tamper evidence: a hash chain per replica over every audited ledger write.
+
+Each transaction that inserts, changes or deletes a row of an audited table appends, in the
+same transaction, one `ledger_chain` link per row (`ledger.models.ChainRecord`):
+
+    digest = SHA-256(canonical(row))                 the row as it now is (op "put")
+    hash   = SHA-256(prev_hash "\\n" canonical([chain_id, seq, ts, tbl, record_key, op,
+                                                digest, note]))
+
+A change is never silent: a session's totals moving, a kill or an alert state is a new link
+with the row's new digest (the latest link of a row is what the row must look like now), so
+an edit made outside Governor is told apart from a legitimate transition. A deletion on
+purpose (retention, erasure) is a `tombstone` link saying who and why. `audit.verify` walks
+the chains and compares them with the rows.
+
+Canonical form of a row: a JSON object of its columns (sorted keys; NULL columns left out, so a
+nullable column added later does not change old digests), each value coerced by its column's
+type (SQLite hands back 1 for True and 3 for 3.0). A table's own surrogate `id` is left out
+where the row has a natural key (it is not known before the insert returns).
+
+The hashing runs on the caller's thread: the SQLite writer thread, or a worker thread
+(`asyncio.to_thread`) for SQLAlchemy connections, never the event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import Boolean, Float, Integer, Table
+
+from ledger.models import (
+    ALERTS,
+    BUDGET_ALERTS,
+    CALLS,
+    GUARDRAIL_EVENTS,
+    KILLS,
+    LEDGER_TABLES,
+    NOTIFICATIONS,
+    OVERRIDES,
+    RUNBOOK_STEPS,
+    SESSION_OWNERS,
+    SESSIONS,
+    SILENCES,
+    STREAM_STARTS,
+)
+
+GENESIS = "0" * 64  # prev_hash of a chain's first link
+CHAIN_ID_FILE = "chain-id"  # in the journal directory: the replica's stable chain id
+PUT, TOMBSTONE = "put", "tombstone"
+MAX_NOTE = 2000  # characters of a tombstone's actor + reason JSON
+
+# Audited tables and the columns that name a row. Tables added later (config versions,
+# outcomes …) are audited by their primary key unless they register other key columns here.
+_KEYS: dict[str, tuple[str, ...]] = {
+    CALLS.name: ("call_id",),
+    SESSIONS.name: ("session_id",),
+    KILLS.name: ("session_id",),
+    BUDGET_ALERTS.name: ("budget_id", "window_key", "at_pct"),
+    GUARDRAIL_EVENTS.name: ("call_id", "hook", "seq"),
+    SESSION_OWNERS.name: ("session_id",),
+    STREAM_STARTS.name: ("call_id",),
+    ALERTS.name: ("run_id",),
+    RUNBOOK_STEPS.name: ("run_id", "step", "phase"),
+    SILENCES.name: ("id",),
+    OVERRIDES.name: ("idem_key",),
+    NOTIFICATIONS.name: ("idem_key",),
+}
+# Ledger tables that are working state, not audit records: shared limit leases, baselines
+# (recomputed from calls), the archive job's progress, and the chain itself.
+UNAUDITED = frozenset(
+    {"limit_counters", "baselines", "archived_sessions", "ledger_chain", "chain_heads"}
+)
+
+
+def _coercer(col: Any) -> Callable[[Any], Any]:
+    t = col.type
+    if isinstance(t, Boolean):
+        return bool
+    if isinstance(t, Integer):
+        return int
+    if isinstance(t, Float):
+        return float
+    return lambda v: v
+
+
+@dataclass(frozen=True, slots=True)
+class TableShape:
+    """How one audited table's rows are keyed and digested."""
+
+    table: Table
+    key: tuple[str, ...]
+    columns: tuple[tuple[str, Callable[[Any], Any]], ...]  # digested columns and coercions
+
+    def record_key(self, row: Mapping[str, Any]) -> str:
+        by_name = dict(self.columns)
+        return orjson.dumps([_coerce(by_name.get(k), row[k]) for k in self.key]).decode()
+
+    def digest(self, row: Mapping[str, Any]) -> str:
+        doc = {}
+        for name, coerce in self.columns:
+            v = row.get(name)
+            if v is not None:
+                doc[name] = coerce(v)
+        return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _coerce(coerce: Callable[[Any], Any] | None, v: Any) -> Any:
+    return v if v is None or coerce is None else coerce(v)
+
+
+def _shape(table: Table) -> TableShape:
+    key = _KEYS.get(table.name) or tuple(c.name for c in table.primary_key.columns)
+    skip = {"id"} if "id" not in key else set()
+    cols = tuple((c.name, _coercer(c)) for c in table.columns if c.name not in skip)
+    return TableShape(table, key, cols)
+
+
+_SHAPES: dict[str, TableShape] = {}
+
+
+def shape(table: Table | str) -> TableShape:
+    """The shape of an audited table (by Table or name); KeyError for one that is not."""
+    name = table if isinstance(table, str) else table.name
+    got = _SHAPES.get(name)
+    if got is None:
+        t = next((t for t in LEDGER_TABLES if t.name == name), None)
+        if t is None or name in UNAUDITED:
+            raise KeyError(f"{name!r} is not an audited ledger table")
+        got = _SHAPES[name] = _shape(t)
+    return got
+
+
+def audited_tables() -> list[Table]:
+    """Every audited ledger table, in `LEDGER_TABLES` order."""
+    return [t for t in LEDGER_TABLES if t.name not in UNAUDITED]
+
+
+def register_key(table_name: str, key_columns: Sequence[str]) -> None:
+    """Name the columns that identify a row of an audited table (default: its primary key)."""
+    _KEYS[table_name] = tuple(key_columns)
+    _SHAPES.pop(table_name, None)
+
+
+def link_hash(prev_hash: str, link: Mapping[str, Any]) -> str:
+    """The hash of one link over its fields and its predecessor's hash."""
+    body = orjson.dumps(
+        [
+            link["chain_id"],
+            int(link["seq"]),
+            float(link["ts"]),
+            link["tbl"],
+            link["record_key"],
+            link["op"],
+            link["digest"],
+            link["note"],
+        ]
+    )
+    return hashlib.sha256(prev_hash.encode() + b"\n" + body).hexdigest()
+
+
+@dataclass(slots=True)
+class Head:
+    """Where a chain ends: its last seq (0 for none) and that link's hash."""
+
+    seq: int = 0
+    hash: str = GENESIS
+
+
+def links(
+    chain_id: str,
+    head: Head,
+    ts: float,
+    items: Iterable[tuple[str, Mapping[str, Any] | None, str, str]],
+) -> list[dict[str, Any]]:
+    """Links continuing `head` (which advances) for `(table, row, op, note)` items: `put` items
+    carry the row as it now is; `tombstone` items carry the row's key values."""
+    out: list[dict[str, Any]] = []
+    for tbl, row, op, note in items:
+        sh = shape(tbl)
+        assert row is not None
+        link = {
+            "chain_id": chain_id,
+            "seq": head.seq + 1,
+            "ts": ts,
+            "tbl": sh.table.name,
+            "record_key": sh.record_key(row),
+            "op": op,
+            "digest": sh.digest(row) if op == PUT else "",
+            "note": note,
+            "prev_hash": head.hash,
+        }
+        link["hash"] = link_hash(head.hash, link)
+        head.seq, head.hash = link["seq"], link["hash"]
+        out.append(link)
+    return out
+
+
+def put_links(
+    chain_id: str, head: Head, ts: float, table: Table | str, rows: Iterable[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    name = table if isinstance(table, str) else table.name
+    return links(chain_id, head, ts, ((name, r, PUT, "") for r in rows))
+
+
+def tombstone_note(actor: str, reason: str) -> str:
+    """A tombstone's note: who deleted the row and why (bounded)."""
+    note = orjson.dumps({"actor": actor, "reason": reason}, option=orjson.OPT_SORT_KEYS).decode()
+    if not actor or not reason:
+        raise ValueError("a tombstone needs an actor and a reason")
+    if len(note) > MAX_NOTE:
+        raise ValueError(f"tombstone actor + reason must be under {MAX_NOTE} characters")
+    return note
+
+
+# -- the chain id -------------------------------------------------------------------------------
+
+
+def new_chain_id() -> str:
+    return uuid.uuid4().hex
+
+
+def chain_id_of(directory: Path) -> str:
+    """The stable chain id of the runtime whose journal is `directory` (made on first use): a
+    random id kept in a file, so a restart continues the chain and a moved or renamed host
+    does not start a new one."""
+    path = Path(directory) / CHAIN_ID_FILE
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        text = ""
+    if len(text) == 32 and all(c in "0123456789abcdef" for c in text):
+        return text
+    cid = new_chain_id()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(cid + "\n")
+    os.replace(tmp, path)
+    return cid
+
+
+# -- plain sqlite3 (the SQLite writer thread) ---------------------------------------------------
+
+SQLITE_HEAD = "SELECT seq, hash FROM ledger_chain WHERE chain_id = ? ORDER BY seq DESC LIMIT 1"
+_LINK_COLS = ("chain_id", "seq", "ts", "tbl", "record_key", "op", "digest", "note",
+              "prev_hash", "hash")  # fmt: skip
+SQLITE_INSERT_LINK = (
+    f"INSERT INTO ledger_chain ({', '.join(_LINK_COLS)}) VALUES ({', '.join('?' * 10)})"
+)
+SQLITE_HEAD_UPSERT = (
+    "INSERT INTO chain_heads (chain_id, seq, hash, ts) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT(chain_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, ts = excluded.ts"
+)
+
+
+def sqlite_append(con: Any, chain_id: str, ts: float, items: list[tuple[Any, ...]]) -> int:
+    """Append links for `(table, row, op, note)` items on a sqlite3 connection inside the
+    caller's write transaction; returns how many."""
+    if not items:
+        return 0
+    got = con.execute(SQLITE_HEAD, (chain_id,)).fetchone()
+    head = Head(int(got[0]), str(got[1])) if got else Head()
+    new = links(chain_id, head, ts, items)
+    con.executemany(SQLITE_INSERT_LINK, [tuple(n[c] for c in _LINK_COLS) for n in new])
+    con.execute(SQLITE_HEAD_UPSERT, (chain_id, head.seq, head.hash, ts))
+    return len(new)

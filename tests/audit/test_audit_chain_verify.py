@@ -1,0 +1,307 @@
+"""The tamper-evident chain: every audited ledger write is linked, and `verify` names every row
+altered, inserted or deleted behind Governor's back, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+
+from audit.chain import tombstone
+from audit.verify import VerifyReport, verify
+from ledger import alert_store
+from ledger.chain import CHAIN_ID_FILE, chain_id_of
+from ledger.journal import Journal
+from ledger.session_store import claim_session
+from ledger.store import LedgerStore
+from ledger.writer import LedgerWriter
+from tests.ledger.ledger_testdb import BACKENDS, PG_URL, Target, call_row, ledger_target
+
+
+@pytest.fixture(params=BACKENDS)
+async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Target]:
+    async with ledger_target(request.param, tmp_path) as t:
+        yield t
+
+
+async def tamper(target: Target, *statements: str) -> None:
+    """Run SQL on the ledger database with its own client, outside Governor."""
+    if target.backend == "sqlite":
+        con = sqlite3.connect(target.url.removeprefix("sqlite:///"))
+        try:
+            for s in statements:
+                con.execute(s)
+            con.commit()
+        finally:
+            con.close()
+        return
+    assert PG_URL is not None
+    conn = await asyncpg.connect(PG_URL, server_settings={"search_path": target.schema or ""})
+    try:
+        for s in statements:
+            await conn.execute(s)
+    finally:
+        await conn.close()
+
+
+def copy_call(source: str, new_id: str) -> tuple[str, ...]:
+    """SQL that forges call `new_id` as a copy of `source` (every column filled)."""
+    return (
+        f"CREATE TEMP TABLE forged_{new_id} AS SELECT * FROM calls WHERE call_id = '{source}'",
+        f"UPDATE forged_{new_id} SET call_id = '{new_id}', cost_usd = 0.01",
+        f"INSERT INTO calls SELECT * FROM forged_{new_id}",
+    )
+
+
+def event(call_id: str, seq: int = 0) -> dict[str, object]:
+    return {
+        "ts": 1_700_000_001.0,
+        "call_id": call_id,
+        "hook": "request-input",
+        "seq": seq,
+        "detector": "secrets",
+        "type": "aws_access_key",
+        "action": "redacted",
+        "fingerprint": "f" * 16,
+        "session_id": "sess-1",
+        "project": "atlas",
+    }
+
+
+async def populate(store: LedgerStore, jdir: Path, prefix: str = "c", n: int = 6) -> None:
+    """A ledger as a replica leaves it: calls (two sessions), guardrail events, a stream start,
+    a kill, a closed session, an owner, a budget alert, an alert with its steps, an override."""
+    writer = LedgerWriter(store, Journal(jdir), flush_interval=0.01)
+    await writer.start()
+    for i in range(n):
+        sid = "sess-1" if i % 2 else "sess-2"
+        writer.record_call(call_row(f"{prefix}{i}", session_id=sid, cost_usd=0.1 * (i + 1)))
+    writer.record_event(event(f"{prefix}1"))
+    writer.record_event(event(f"{prefix}1", seq=1))
+    writer.record_stream_start(call_row(f"{prefix}-stream", stream=True))
+    writer.record_kill(f"{prefix}-killed", "oncall-1", "runaway loop", 1_700_000_050.0)
+    await writer.flush()
+    await writer.close()
+    await store.set_session_status("sess-2", "closed", 1_700_000_060.0)
+    await store.record_close(f"{prefix}-closing", 1_700_000_061.0)
+    await claim_session(store, f"{prefix}-owned", "k1", "alice", "search", 1_700_000_062.0)
+    await store.record_budget_alert(f"{prefix}-b", "2026-11", 50.0, 5.0, 10.0, 1_700_000_063.0)
+    run = f"{prefix}-run"
+    await alert_store.open_alert(
+        store,
+        run_id=run,
+        alert_key="loop:x",
+        name="loop",
+        labels={"session": "x"},
+        source="embedded",
+        severity="page",
+        ts=1_700_000_064.0,
+    )
+    await alert_store.record_step(
+        store,
+        run_id=run,
+        alert_key="loop:x",
+        step=0,
+        action="kill_session",
+        phase="done",
+        actor="runbook",
+        result="killed",
+        ts=1_700_000_065.0,
+    )
+    await alert_store.update_alert(store, run, 1_700_000_066.0, status="resolved", repeats=1)
+    await alert_store.add_override(
+        store,
+        idem_key=f"{run}:1",
+        kind="guardrail_mode",
+        target="secrets",
+        value="validate",
+        actor="runbook",
+        alert_key="loop:x",
+        yaml_diff="",
+        ts=1_700_000_067.0,
+    )
+    await alert_store.clear_overrides(store, actor="admin-1", ts=1_700_000_068.0)
+
+
+def named(report: VerifyReport) -> set[tuple[str, str, str]]:
+    return {(f.kind, f.table, f.key) for f in report.findings}
+
+
+async def test_a_clean_ledger_verifies(target: Target, tmp_path: Path) -> None:
+    store = await target.open()
+    await populate(store, tmp_path / "j")
+    report = await verify(store)
+    assert report.ok, list(report.lines())
+    assert len(report.chains) == 1 and report.rows >= 19
+    sess = await store.get_session("sess-1")
+    assert sess is not None and sess.calls == 3
+    await store.close()
+
+
+async def test_an_updated_cost_and_a_deleted_row_are_both_named(
+    target: Target, tmp_path: Path
+) -> None:
+    store = await target.open()
+    await populate(store, tmp_path / "j")
+    await tamper(
+        target,
+        "UPDATE calls SET cost_usd = 0.0001 WHERE call_id = 'c3'",
+        "DELETE FROM guardrail_events WHERE call_id = 'c1' AND seq = 1",
+    )
+    report = await verify(store)
+    assert named(report) == {
+        ("altered", "calls", '["c3"]'),
+        ("deleted", "guardrail_events", '["c1","request-input",1]'),
+    }, list(report.lines())
+    text_out = "\n".join(report.lines())
+    assert "NOT verified" in text_out and '["c3"]' in text_out
+    await store.close()
+
+
+async def test_a_forged_row_and_an_edited_session_state_are_named(
+    target: Target, tmp_path: Path
+) -> None:
+    store = await target.open()
+    await populate(store, tmp_path / "j")
+    await tamper(
+        target,
+        *copy_call("c5", "forged"),
+        # a killed session quietly reopened: an edit, not a transition the gateway made
+        "UPDATE sessions SET status = 'open' WHERE session_id = 'c-killed'",
+    )
+    report = await verify(store)
+    assert named(report) == {
+        ("inserted", "calls", '["forged"]'),
+        ("altered", "sessions", '["c-killed"]'),
+    }, list(report.lines())
+    await store.close()
+
+
+async def test_links_cut_from_the_chain_are_named(target: Target, tmp_path: Path) -> None:
+    store = await target.open()
+    await populate(store, tmp_path / "j")
+    cid = store.chain_id
+    # a row deleted together with its link (a gap), and the chain's last link cut off
+    await tamper(
+        target,
+        "DELETE FROM calls WHERE call_id = 'c4'",
+        "DELETE FROM ledger_chain WHERE tbl = 'calls' AND record_key = '[\"c4\"]'",
+        f"DELETE FROM ledger_chain WHERE chain_id = '{cid}' AND seq = "
+        f"(SELECT MAX(seq) FROM ledger_chain WHERE chain_id = '{cid}')",
+    )
+    report = await verify(store)
+    kinds = {(f.kind, f.table) for f in report.findings}
+    assert ("deleted", "ledger_chain") in kinds, list(report.lines())
+    details = " ".join(f.detail for f in report.findings)
+    assert "gap" in details and "cut off" in details
+    await store.close()
+
+
+async def test_an_edited_link_is_named(target: Target, tmp_path: Path) -> None:
+    store = await target.open()
+    await populate(store, tmp_path / "j")
+    # an attacker who edits a row and its link's digest still breaks the link's hash
+    await tamper(
+        target,
+        "UPDATE calls SET cost_usd = 0 WHERE call_id = 'c2'",
+        "UPDATE ledger_chain SET digest = 'x' WHERE record_key = '[\"c2\"]'",
+    )
+    report = await verify(store)
+    assert any(f.kind == "altered" and f.table == "ledger_chain" for f in report.findings)
+    await store.close()
+
+
+async def test_rows_deleted_under_a_tombstone_verify_and_a_return_is_named(
+    target: Target, tmp_path: Path
+) -> None:
+    store = await target.open()
+    await populate(store, tmp_path / "j")
+    n = await tombstone(
+        store,
+        "calls",
+        [{"call_id": "c0"}, {"call_id": "c2"}, {"call_id": "no"}],
+        reason="retention: older than 90 days",
+        actor="governor:retention",
+    )
+    assert n == 2
+    await tombstone(
+        store,
+        "guardrail_events",
+        [{"call_id": "c1", "hook": "request-input", "seq": 0}],
+        reason="erasure request #12",
+        actor="dpo@example.com",
+    )
+    report = await verify(store)
+    assert report.ok and report.tombstones == 3, list(report.lines())
+    with pytest.raises(ValueError, match="reason"):
+        await tombstone(store, "calls", [{"call_id": "c4"}], reason="", actor="x")
+    with pytest.raises(KeyError):
+        await tombstone(store, "limit_counters", [{"limit_key": "x"}], reason="r", actor="a")
+    with pytest.raises(ValueError, match="missing"):
+        await tombstone(store, "guardrail_events", [{"call_id": "c1"}], reason="r", actor="a")
+    # a tombstoned row put back behind Governor's back
+    await tamper(target, *copy_call("c4", "c0"))
+    report = await verify(store)
+    assert named(report) == {("inserted", "calls", '["c0"]')}, list(report.lines())
+    await store.close()
+
+
+async def test_a_restart_continues_the_chain(target: Target, tmp_path: Path) -> None:
+    jdir = tmp_path / "j"
+    store = await target.open()
+    await populate(store, jdir, "a")
+    first = store.chain_id
+    await store.close()
+    assert first == chain_id_of(jdir) and (jdir / CHAIN_ID_FILE).exists()
+    store = await target.open()
+    await populate(store, jdir, "b")
+    assert store.chain_id == first
+    report = await verify(store)
+    assert report.ok, list(report.lines())
+    assert list(report.chains) == [first]
+    async with store._connect(write=False) as conn:
+        seqs = [r[0] for r in await conn.execute(text("SELECT seq FROM ledger_chain ORDER BY seq"))]
+    assert seqs == list(range(1, len(seqs) + 1))
+    await store.close()
+
+
+async def test_since_walks_only_the_recent_links(target: Target, tmp_path: Path) -> None:
+    store = await target.open()
+    await populate(store, tmp_path / "j")
+    async with store._connect(write=False) as conn:
+        mid = (await conn.execute(text("SELECT MAX(ts) FROM ledger_chain"))).scalar()
+    report = await verify(store, since=float(mid) + 1)
+    assert report.ok and sum(report.chains.values()) == 0
+    report = await verify(store, since=0.0)
+    assert report.ok and sum(report.chains.values()) > 20
+    await store.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(PG_URL is None, reason="GOVERNOR_TEST_PG_URL is not set")
+async def test_two_replicas_on_one_postgresql_ledger_keep_separate_chains(
+    tmp_path: Path,
+) -> None:
+    async with ledger_target("postgresql", tmp_path) as target:
+        a, b = await target.open(), await target.open()
+        # both replicas write calls of the same sessions at once: the session rows are shared
+        await asyncio.gather(
+            populate(a, tmp_path / "ja", "a", 40), populate(b, tmp_path / "jb", "b", 40)
+        )
+        assert a.chain_id and b.chain_id and a.chain_id != b.chain_id
+        report = await verify(a)
+        assert report.ok, list(report.lines())
+        assert set(report.chains) == {a.chain_id, b.chain_id}
+        sess = await a.get_session("sess-1")
+        assert sess is not None and sess.calls == 40
+        await tamper(target, "UPDATE calls SET cost_usd = 5 WHERE call_id = 'b7'")
+        report = await verify(b)
+        assert named(report) == {("altered", "calls", '["b7"]')}
+        assert report.findings[0].chain_id == b.chain_id
+        await a.close()
+        await b.close()
