@@ -95,6 +95,7 @@ class Gateway:
     _last_kill_id: int = 0
     _key_cache: dict[str, ApiKey] = field(default_factory=dict)
     fingerprint_salt: bytes | None = None  # set by activities.guardrails.gateway_salt
+    classifiers: Any = None  # activities.classifiers.ClassifierRuntime, made on first use
     sweeper: IdleSweeper = field(default_factory=IdleSweeper)
     _settled: dict[BudgetKey, float] = field(default_factory=dict)
     _settled_until: float | None = None
@@ -256,6 +257,8 @@ class Gateway:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks.clear()
+        if self.classifiers is not None:  # background verdicts recorded, pools closed
+            await self.classifiers.close()
         if self.shared is not None:
             try:  # hand unused headroom back so other replicas can use it
                 await self.shared.return_all()

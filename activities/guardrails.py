@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from activities import scan_pool
+from activities import classifiers, scan_pool
 from activities.gateway import Gateway
 from activities.router import UpstreamResult
 from activities.wire.errors import stream_error
@@ -29,6 +29,7 @@ from policies.alerts import guardrail_class
 from policies.config.gateway import GatewayConfig
 from policies.config.models import METADATA_FIELDS
 from policies.guardrails import GuardrailEvent, GuardrailsConfig, HookResult, StreamGuard, evaluate
+from policies.guardrails.classifiers import NOT_FINDINGS, ClassifierSpec
 from policies.guardrails.config import GuardrailRule
 from policies.refusals import Refusal
 from policies.request_text import Path as BodyPath
@@ -56,15 +57,20 @@ def merged_config(config: GatewayConfig) -> GuardrailsConfig | None:
     if hit is not None and hit[0] is docs:
         return hit[1]
     rules: list[GuardrailRule] = []
+    specs: list[ClassifierSpec] = []
     for d in docs:
         assert isinstance(d, GuardrailsConfig)
         rules.extend(d.rules)
+        specs.extend(d.classifiers)
     merged: GuardrailsConfig | None = None
     if len(docs) == 1:
-        merged = docs[0] if rules else None  # type: ignore[assignment]
-    elif rules:
+        merged = docs[0] if rules or specs else None  # type: ignore[assignment]
+    elif rules or specs:
         names = "+".join(d.name for d in docs)  # type: ignore[attr-defined]
-        merged = GuardrailsConfig(type="gateway-guardrails-config", name=names, rules=tuple(rules))
+        merged = GuardrailsConfig(
+            type="gateway-guardrails-config", name=names, rules=tuple(rules),
+            classifiers=tuple(specs),
+        )  # fmt: skip
     if len(_merged) > 64:
         _merged.clear()
     _merged[key] = (docs, merged)  # holding `docs` keeps its id from being reused
@@ -200,25 +206,26 @@ class CallGuard:
             seq = self._seq.get(e.hook, 0)
             self._seq[e.hook] = seq + 1
             m.child(m.guardrail_events, guardrail_class(e.detector), e.type, e.hook, e.action).inc()
-            if e.action == "allowed" and gw.alerts is not None:
+            if e.action == "allowed" and gw.alerts is not None and e.type not in NOT_FINDINGS:
                 gw.alerts.on_guardrail(e.detector, e.type, e.hook, e.action, md)
-            gw.writer.record_event(
-                {
-                    "ts": now,
-                    "call_id": self.call_id,
-                    "hook": e.hook,
-                    "seq": seq,
-                    "detector": e.detector,
-                    "type": e.type,
-                    "action": e.action,
-                    "rule_id": e.rule_id,
-                    "fingerprint": e.fingerprint,
-                    "session_id": md.get("session_id"),
-                    "project": md.get("project") or "UNTAGGED",
-                    "workflow_tag": md.get("workflow_tag"),
-                    "model": self.model,
-                }
-            )
+            row = {
+                "ts": now,
+                "call_id": self.call_id,
+                "hook": e.hook,
+                "seq": seq,
+                "detector": e.detector,
+                "type": e.type,
+                "action": e.action,
+                "rule_id": e.rule_id,
+                "fingerprint": e.fingerprint,
+                "session_id": md.get("session_id"),
+                "project": md.get("project") or "UNTAGGED",
+                "workflow_tag": md.get("workflow_tag"),
+                "model": self.model,
+            }
+            if e.verdict is not None:
+                row["verdict"] = e.verdict
+            gw.writer.record_event(row)
 
 
 def call_guard(
@@ -253,15 +260,26 @@ async def guard_request(gw: Gateway, req: Any, view: RequestText) -> CallGuard |
     if g is None:
         return None
     texts: dict[BodyPath, str] = {}
+    # Classifier detectors see each input hook's text after the pattern hooks (so redacted).
+    asked: dict[str, list[str]] | None = (
+        {} if g.config.classifiers and classifiers.wanted(g) else None
+    )
     for seg in view.segments:
-        if not seg.text or not seg.hook or not g.active(seg.hook):
+        if not seg.text or not seg.hook:
             continue
-        res = await g.check_async(seg.hook, seg.text)
-        if res.redactions:
-            found = ((f.start, f.end, f.type) for f in res.redactions)
-            texts.update(redacted_pieces(seg, found))
+        text = seg.text
+        if g.active(seg.hook):
+            res = await g.check_async(seg.hook, text)
+            text = res.text
+            if res.redactions:
+                found = ((f.start, f.end, f.type) for f in res.redactions)
+                texts.update(redacted_pieces(seg, found))
+        if asked is not None:
+            asked.setdefault(seg.hook, []).append(text)
     if texts:
         req.body = with_texts(req.body, texts)
+    if asked:
+        await classifiers.classify_request(g, asked)
     return g
 
 

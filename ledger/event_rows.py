@@ -28,10 +28,12 @@ _FIELDS: tuple[tuple[str, type, Any], ...] = (
     ("project", str, "UNTAGGED"),
     ("workflow_tag", str, None),
     ("model", str, ""),
+    ("verdict", str, None),  # a classifier's verdict, compact JSON (never the text it judged)
 )
 EVENT_FIELDS = frozenset(name for name, _, _ in _FIELDS)
-_NULLABLE = frozenset({"session_id", "workflow_tag"})
+_NULLABLE = frozenset({"session_id", "workflow_tag", "verdict"})
 _MAX_LEN = 256  # names and ids only: nothing longer belongs in an event row
+_MAX_VERDICT = 1024  # the verdict's JSON: flags, short category names, a score, timings
 
 
 def normalize_event(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -56,7 +58,7 @@ def normalize_event(row: Mapping[str, Any]) -> dict[str, Any]:
                 raise ValueError(f"guardrail event field {name!r} must be a whole number >= 0")
         elif type(value) is not str:
             raise ValueError(f"guardrail event field {name!r} must be a string, got {value!r}")
-        elif len(value) > _MAX_LEN:
+        elif len(value) > (_MAX_VERDICT if name == "verdict" else _MAX_LEN):
             raise ValueError(f"guardrail event field {name!r} is longer than {_MAX_LEN}")
         out[name] = value
     if out["hook"] not in HOOKS:

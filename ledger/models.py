@@ -188,6 +188,9 @@ class GuardrailEventRecord(SQLModel, table=True):
     project: str = "UNTAGGED"
     workflow_tag: str | None = None
     model: str = ""
+    # A classifier detector's verdict as compact JSON (flagged, categories, score, error,
+    # cached, ms, judge_call_id): read back by audits instead of running the classifier again.
+    verdict: str | None = None
 
 
 class LimitCounterRecord(SQLModel, table=True):

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from simulator.classifier import judge_answer, judge_text
 from simulator.delivery import send_events, send_json, wait_before_headers
 from simulator.errors import BadRequest, anthropic_error, anthropic_status_fault
 from simulator.faults import (
@@ -87,6 +88,7 @@ class MessagesRequest:
         "digest",
         "directives",
         "input_tokens",
+        "judge",
         "max_tokens",
         "output_schema",
         "segments",
@@ -190,6 +192,7 @@ class MessagesRequest:
 
         seed = "\n".join(last_texts)
         self.digest = seed_digest(seed)
+        self.judge = judge_text(body.get("system"), messages)  # a guardrail judge's text
         self.directives = parse_directives(seed) if role == "user" else {}
         self.tool: tuple[str, Any] | None = None
         if tools and role == "user" and not last_is_tool_result:
@@ -353,6 +356,8 @@ def _reply(state: SimState, spec: ModelSpec, req: MessagesRequest, fault: Fault)
         return tool_reply(req.digest, req.tool[0], req.tool[1], factor)
     if fault.reply is not None:
         return scripted_reply(fault.reply, factor, REPLY_CHUNK_CHARS)
+    if req.judge is not None:  # the gateway's guardrail judge asks for a verdict
+        return scripted_reply(judge_answer(req.judge), factor, REPLY_CHUNK_CHARS)
     if req.output_schema is not None:
         return json_reply(req.digest, req.output_schema, factor)
     target = fault.output_tokens or state.config.default_output_tokens

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from simulator.classifier import judge_answer, judge_text
 from simulator.delivery import send_events, send_json, wait_before_headers
 from simulator.errors import BadRequest, openai_error, openai_status_fault
 from simulator.faults import (
@@ -72,6 +73,7 @@ class ChatRequest:
         "digest",
         "directives",
         "include_usage",
+        "judge",
         "max_tokens",
         "prompt_tokens",
         "response_format",
@@ -120,6 +122,7 @@ class ChatRequest:
         role = last["role"]
         self.directives = parse_directives(last_text) if role == "user" else {}
         self.digest = seed_digest(last_text)
+        self.judge = judge_text(None, messages)  # the text a guardrail judge asks about
         self.tool: tuple[str, Any] | None = None
         if tools and role == "user":
             self.tool = _chosen_tool(tools, body.get("tool_choice"))
@@ -300,6 +303,8 @@ def _reply(state: SimState, spec: ModelSpec, chat: ChatRequest, fault: Fault) ->
         return tool_reply(chat.digest, chat.tool[0], chat.tool[1], factor)
     if fault.reply is not None:
         return scripted_reply(fault.reply, factor, REPLY_CHUNK_CHARS)
+    if chat.judge is not None:  # the gateway's guardrail judge asks for a verdict
+        return scripted_reply(judge_answer(chat.judge), factor, REPLY_CHUNK_CHARS)
     if chat.response_format is not None:
         return json_reply(chat.digest, chat.response_format[0], factor)
     target = fault.output_tokens or state.config.default_output_tokens

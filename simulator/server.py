@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from simulator import admin
+from simulator import admin, classifier
 from simulator.anthropic_api import count_message_tokens, messages
 from simulator.embeddings_api import embeddings
 from simulator.faults import rule_from_json
@@ -52,6 +52,7 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     router.add_get("/_sim/stats", admin.get_stats)
     router.add_delete("/_sim/stats", admin.reset_stats)
     router.add_post("/_sim/reset", admin.reset_all)
+    classifier.add_routes(app)  # the simulated guardrail classifier service
     return app
 
 

@@ -19,7 +19,8 @@ rules:
 
 `on_match: allow` records an `allowed` event and lets the text through untouched: an audit-only
 rollout (what the seed's `secret_leaked` alert watches for). `flag` also lets it through but marks
-the event `flagged` for the safety review.
+the event `flagged` for the safety review. `classifiers:` lists classifier detectors (an HTTP
+service or an LLM judge) per hook: `policies.guardrails.classifiers`.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from __future__ import annotations
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from policies.config.models import canonical_metadata_key
+from policies.guardrails.classifiers import ClassifierSpec
+from policies.guardrails.scope import When
 
 Hook = Literal["request-input", "request-output", "tool-input", "tool-output"]
 Detector = Literal["secrets", "pii", "prompt_injection"]
@@ -38,26 +40,6 @@ HOOKS: tuple[str, ...] = ("request-input", "request-output", "tool-input", "tool
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class When(_Strict):
-    """Scope of a rule: every listed metadata value must match (a list means any of them)."""
-
-    metadata: dict[str, tuple[str, ...]] = Field(default_factory=dict)
-
-    @field_validator("metadata", mode="before")
-    @classmethod
-    def _canonical(cls, v: object) -> dict[str, tuple[str, ...]]:
-        if not isinstance(v, dict):
-            raise ValueError("when.metadata must be a mapping of header name to value(s)")
-        out: dict[str, tuple[str, ...]] = {}
-        for k, val in v.items():
-            vals = val if isinstance(val, list | tuple) else [val]
-            out[canonical_metadata_key(str(k))] = tuple(str(x) for x in vals)
-        return out
-
-    def matches(self, metadata: dict[str, str]) -> bool:
-        return all(metadata.get(k) in want for k, want in self.metadata.items())
 
 
 class GuardrailRule(_Strict):
@@ -92,14 +74,16 @@ class GuardrailsConfig(_Strict):
     type: Literal["gateway-guardrails-config"]
     name: str = Field(min_length=1)
     rules: tuple[GuardrailRule, ...] = ()
+    # Classifier detectors (`policies.guardrails.classifiers`): services and LLM judges.
+    classifiers: tuple[ClassifierSpec, ...] = ()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> GuardrailsConfig:
         seen: set[str] = set()
-        for r in self.rules:
-            if r.id in seen:
-                raise ValueError(f"duplicate rule id {r.id!r}")
-            seen.add(r.id)
+        for rid in [r.id for r in self.rules] + [c.id for c in self.classifiers]:
+            if rid in seen:
+                raise ValueError(f"duplicate rule id {rid!r} (rules and classifiers share ids)")
+            seen.add(rid)
         return self
 
     def rules_for(self, hook: str, metadata: dict[str, str]) -> tuple[GuardrailRule, ...]:

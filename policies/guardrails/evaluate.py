@@ -24,6 +24,7 @@ class GuardrailEvent:
     action: str
     rule_id: str
     fingerprint: str
+    verdict: str | None = None  # a classifier's verdict JSON (`policies.guardrails.classifiers`)
 
 
 @dataclass(frozen=True, slots=True)
