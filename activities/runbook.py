@@ -18,7 +18,14 @@ from activities.overrides import refresh_overrides
 from alerts.notify import deliver
 from ledger.alert_store import open_alert, record_step, update_alert
 from policies.overrides import Override, apply_overrides, yaml_diff
-from workflows.runbook_models import AlertClose, AlertOpen, RecordInput, StepInput, StepResult
+from workflows.runbook_models import (
+    AlertClose,
+    AlertOpen,
+    NotifyTarget,
+    RecordInput,
+    StepInput,
+    StepResult,
+)
 
 if TYPE_CHECKING:
     from activities.gateway import Gateway
@@ -148,4 +155,12 @@ async def _override(gw: Gateway, s: StepInput) -> StepResult:
     return StepResult(result=f"{what} {verb} on every replica; make it permanent with:\n{diff}")
 
 
-ALL_ACTIVITIES = [runbook_open, runbook_record, runbook_close, runbook_step]
+@activity.defn
+async def deliver_notification(n: NotifyTarget) -> str:
+    """One target of a NotifyWorkflow, once per idempotency key; raises (retried) while the
+    target refuses or is down."""
+    d = await deliver(_gw(), n.target, n.title, n.body, n.idem_key)
+    return f"{n.target}: {'sent' if d.sent else d.skipped}"
+
+
+ALL_ACTIVITIES = [runbook_open, runbook_record, runbook_close, runbook_step, deliver_notification]

@@ -155,6 +155,36 @@ class AlertHub:
         )
         return FireResult(key, run_id=handle.result_run_id, rule_known=known)
 
+    async def start_notification(self, key: str, title: str, body: str,
+                                 targets: list[str], attempts: int = 8) -> str | None:
+        """Hand a notification to a NotifyWorkflow (id `notify-<key>`: started once however
+        many replicas or retries ask). Retries reaching Temporal with backoff (1 s doubling,
+        `attempts` times); returns the run id, or None when it is already started or Temporal
+        stayed unreachable (logged)."""
+        from temporalio.common import WorkflowIDReusePolicy
+        from temporalio.exceptions import WorkflowAlreadyStartedError
+
+        from workflows.notify import NotifyWorkflow
+        from workflows.runbook_models import NotifyInput
+
+        inp = NotifyInput(key=key, title=title, body=body, targets=tuple(targets))
+        delay = 1.0
+        for n in range(attempts):
+            try:
+                h = await self.client.start_workflow(
+                    NotifyWorkflow.run, inp, id=f"notify-{key}", task_queue=self.task_queue,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+                return h.result_run_id
+            except WorkflowAlreadyStartedError:
+                return None
+            except Exception as exc:
+                log.warning("notification %s not handed to Temporal (attempt %d/%d): %s", key,
+                            n + 1, attempts, type(exc).__name__)
+                if n + 1 < attempts:
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, 60.0)
+        return None
+
     async def resolve_async(self, name: str, labels: dict[str, str], source: str) -> str | None:
         from temporalio.service import RPCError
 

@@ -113,11 +113,18 @@ async def deliver_with_retries(gw: Gateway, target: str, title: str, body: str, 
 
 async def notify_budget(gw: Gateway, window: str, at_pct: float, spent: float, ceiling: float,
                         targets: list[str]) -> None:
-    """A budget threshold's `notify:` targets, each once per (budget window, threshold)."""
+    """A budget threshold's `notify:` targets, each once per (budget window, threshold).
+
+    With Temporal (an alert hub), delivery is a NotifyWorkflow whose activities retry until the
+    target takes it (up to a day); without Temporal, a background retry in this process."""
     budget = window.split("@", 1)[0]
     title = f"Governor budget {budget} at {at_pct:g}%"
     body = f"Budget {budget} crossed {at_pct:g}%: ${spent:.4f} of ${ceiling:.2f} this window."
+    key = f"budget-{window}-{at_pct:g}"
+    hub = getattr(gw, "alerts", None)
+    if hub is not None:
+        await hub.start_notification(key, title, body, targets)
+        return
     await asyncio.gather(*(
-        deliver_with_retries(gw, t, title, body, f"budget-{window}-{at_pct:g}:{t}")
-        for t in targets
+        deliver_with_retries(gw, t, title, body, f"{key}:{t}") for t in targets
     ))

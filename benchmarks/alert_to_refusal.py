@@ -43,7 +43,7 @@ from activities.gateway import Gateway  # noqa: E402
 from alerts.hub import AlertHub  # noqa: E402
 from simulator import SimServer  # noqa: E402
 from tests.support.servers import InProcessProxy  # noqa: E402
-from workflows.runbook import RunbookWorkflow  # noqa: E402
+from workflows.runbook import ALERT_WORKFLOWS  # noqa: E402
 from workflows.search_attributes import dev_server_args  # noqa: E402
 
 QUEUE = "governor-bench-alerts"
@@ -113,7 +113,7 @@ async def main(rounds: int) -> None:
         a.gw.alerts = AlertHub(a.gw, env.client, QUEUE)
         embedded: list[float] = []
         via_am: list[float] = []
-        async with Worker(env.client, task_queue=QUEUE, workflows=[RunbookWorkflow],
+        async with Worker(env.client, task_queue=QUEUE, workflows=ALERT_WORKFLOWS,
                           activities=runbook_activities.ALL_ACTIVITIES):
             async with httpx.AsyncClient(timeout=30) as c:
                 for i in range(rounds):

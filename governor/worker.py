@@ -11,7 +11,7 @@ from activities import runbook as runbook_activities
 from activities import session_activities
 from activities.gateway import Gateway
 from workflows.baseline import BaselineWorkflow
-from workflows.runbook import RunbookWorkflow
+from workflows.runbook import ALERT_WORKFLOWS
 from workflows.session import SessionWorkflow
 
 DEFAULT_TASK_QUEUE = "governor-sessions"
@@ -33,7 +33,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[SessionWorkflow, BaselineWorkflow, RunbookWorkflow],
+        workflows=[SessionWorkflow, BaselineWorkflow, *ALERT_WORKFLOWS],
         activities=[*session_activities.ALL_ACTIVITIES, *runbook_activities.ALL_ACTIVITIES],
         max_concurrent_activities=max_concurrent_activities,
         max_heartbeat_throttle_interval=timedelta(seconds=session_activities.HEARTBEAT_EVERY),

@@ -19,6 +19,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities import runbook as acts
     from policies.alerts import HUMAN_ACTIONS, Step
+    from workflows.notify import NotifyWorkflow
     from workflows.runbook_models import (
         AlertClose,
         AlertOpen,
@@ -286,3 +287,6 @@ class RunbookWorkflow:
         self.st.log.append(f"step {i} {step.action}: {phase} by {person}")
         await self._record(inp, run_id, i, step.action, phase, person)
         return person
+
+
+ALERT_WORKFLOWS = [RunbookWorkflow, NotifyWorkflow]  # what a worker runs for alerts

@@ -53,6 +53,23 @@ class StepInput(BaseModel):
     actor: str = "governor:runbook"
 
 
+class NotifyInput(BaseModel):
+    """A notification outside a runbook (a budget threshold's `notify:`); `key` prefixes each
+    target's idempotency key (`key:target`) and is the NotifyWorkflow's id."""
+
+    key: str
+    title: str
+    body: str
+    targets: tuple[str, ...]
+
+
+class NotifyTarget(BaseModel):
+    target: str
+    title: str
+    body: str
+    idem_key: str
+
+
 class StepResult(BaseModel):
     ok: bool = True
     result: str = ""

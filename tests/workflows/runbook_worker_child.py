@@ -18,7 +18,7 @@ from temporalio.worker import Worker
 from activities import runbook as runbook_activities
 from activities.config_source import load_config_dir
 from activities.gateway import Gateway
-from workflows.runbook import RunbookWorkflow
+from workflows.runbook import ALERT_WORKFLOWS
 from workflows.runbook_models import StepInput, StepResult
 
 
@@ -40,7 +40,7 @@ async def main(address: str, task_queue: str, ledger_url: str, journal: str, con
             return res
 
         acts = [a for a in acts if a is not runbook_activities.runbook_step] + [step_then_pause]
-    worker = Worker(client, task_queue=task_queue, workflows=[RunbookWorkflow], activities=acts)
+    worker = Worker(client, task_queue=task_queue, workflows=ALERT_WORKFLOWS, activities=acts)
     print("ready", flush=True)
     try:
         await worker.run()

@@ -30,7 +30,7 @@ from ledger.alert_store import list_alerts
 from policies.alerts import AlertRule, dedup_key
 from simulator import SimServer
 from tests.support.servers import InProcessProxy, free_port
-from workflows.runbook import RunbookWorkflow
+from workflows.runbook import ALERT_WORKFLOWS, RunbookWorkflow
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -149,7 +149,7 @@ async def stack(client: Client, sim: SimServer, tmp_path: Path) -> AsyncIterator
     try:
         await _ready(f"http://127.0.0.1:{am_port}/-/ready")
         await _ready(f"http://127.0.0.1:{prom_port}/-/ready")
-        async with Worker(client, task_queue=QUEUE, workflows=[RunbookWorkflow],
+        async with Worker(client, task_queue=QUEUE, workflows=ALERT_WORKFLOWS,
                           activities=runbook_activities.ALL_ACTIVITIES):
             yield proxy
     finally:

@@ -26,7 +26,7 @@ from ledger.alert_store import list_alerts
 from simulator import SimServer
 from tests.support.pg import PG_URL, fresh_database
 from tests.support.servers import InProcessProxy, make_config_dir
-from workflows.runbook import RunbookWorkflow
+from workflows.runbook import ALERT_WORKFLOWS, RunbookWorkflow
 
 QUEUE = "governor-runbook-health"
 
@@ -41,7 +41,7 @@ async def test_an_outage_policy_in_force_raises_its_alert(
         try:
             runbook_activities.set_gateway(gw)
             hub = AlertHub(gw, client, QUEUE)
-            async with Worker(client, task_queue=QUEUE, workflows=[RunbookWorkflow],
+            async with Worker(client, task_queue=QUEUE, workflows=ALERT_WORKFLOWS,
                               activities=runbook_activities.ALL_ACTIVITIES):
                 await hub.tick(1)
                 assert gw.metrics.outage_policy._value.get() == 0
@@ -110,7 +110,7 @@ async def test_an_unreachable_ledger_and_a_growing_journal_fire_once_and_resolve
         ledger_key = "alert-ledger_unreachable"
         backlog_key = "alert-journal_backlog_growing"
         try:
-            async with Worker(client, task_queue=queue, workflows=[RunbookWorkflow],
+            async with Worker(client, task_queue=queue, workflows=ALERT_WORKFLOWS,
                               activities=runbook_activities.ALL_ACTIVITIES), \
                     httpx.AsyncClient(timeout=30) as h:
                 await hub.tick(1)

@@ -34,7 +34,7 @@ from policies.alerts import AlertRule, Step, dedup_key
 from simulator import SimServer
 from tests.support.servers import InProcessProxy
 from tests.support.webhook import WebhookReceiver
-from workflows.runbook import RunbookWorkflow
+from workflows.runbook import ALERT_WORKFLOWS, RunbookWorkflow
 from workflows.runbook_models import Person
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,7 +133,7 @@ async def rig(client: Client, sim: SimServer,
     wgw = await Gateway.open(load_config_dir(cfg), ledger, root / "journal-worker",
                              path="workflow", config_dir=cfg)
     runbook_activities.set_gateway(wgw)
-    worker = Worker(client, task_queue=QUEUE, workflows=[RunbookWorkflow],
+    worker = Worker(client, task_queue=QUEUE, workflows=ALERT_WORKFLOWS,
                     activities=runbook_activities.ALL_ACTIVITIES)
     a = await InProcessProxy(cfg, root, sim.base_url, ledger_url=ledger, replica="a").start()
     b = await InProcessProxy(cfg, root, sim.base_url, ledger_url=ledger, replica="b").start()

@@ -1,0 +1,96 @@
+"""A budget threshold's `notify:` is delivered by a NotifyWorkflow's activity, not on the call
+path: with its target down the call is answered at once and the delivery is retried; when the
+target comes up it gets the notification exactly once per idempotency key."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+from sqlalchemy import select
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import runbook as runbook_activities
+from alerts.hub import AlertHub
+from ledger.models import BUDGET_ALERTS, NOTIFICATIONS
+from simulator import SimServer
+from tests.support.servers import InProcessProxy, free_port, make_config_dir
+from tests.support.webhook import WebhookReceiver
+from workflows.notify import NotifyWorkflow
+from workflows.runbook import ALERT_WORKFLOWS
+
+QUEUE = "governor-budget-notify"
+
+
+def _config(tmp: Path, port: int) -> Path:
+    return make_config_dir(tmp / "config", {
+        "zz-notify.yaml": (
+            "type: gateway-notification-targets\ntargets:\n"
+            f"  - {{name: later, url: \"json://127.0.0.1:{port}/budget\"}}\n"),
+        "zz-budget.yaml": (
+            "type: gateway-budget-config\nname: nb\nbudgets:\n"
+            "  - id: nb-later\n    scope: {metadata: {X-Governor-Project: nb-later}}\n"
+            "    ceiling_usd: 0.0000001\n    window: monthly\n"
+            "    alerts: [{at_pct: 50, notify: [later]}, {at_pct: 90, notify: [later]}]\n"
+            "    on_exceed: fallback_to_cheaper\n"),
+    })
+
+
+async def test_a_budget_notification_to_a_down_target_is_delivered_once_when_it_is_back(
+    client: Client, sim: SimServer, tmp_path: Path,
+) -> None:
+    port = free_port()
+    cfg = _config(tmp_path, port)
+    p = await InProcessProxy(cfg, tmp_path, sim.base_url).start()
+    hook: WebhookReceiver | None = None
+    assert p.gw is not None
+    gw = p.gw
+    runbook_activities.set_gateway(gw)
+    gw.alerts = AlertHub(gw, client, QUEUE)
+    try:
+        async with Worker(client, task_queue=QUEUE, workflows=ALERT_WORKFLOWS,
+                          activities=runbook_activities.ALL_ACTIVITIES), \
+                httpx.AsyncClient(timeout=30) as c:
+            for _ in range(2):  # the first crosses 50% and 90%; the second crosses nothing
+                r = await c.post(p.base_url + "/v1/chat/completions", headers={
+                    "Authorization": "Bearer gk-dev-developer",
+                    "X-Governor-Project": "nb-later"}, json={
+                    "model": "code-review-strong",
+                    "messages": [{"role": "user", "content": "hi"}]})
+                assert r.status_code == 200, r.text  # answered while the target is down
+
+            async def failed_attempts() -> list[dict[str, object]]:
+                rows = await gw.store._fetch(select(NOTIFICATIONS))
+                return [x for x in rows if x["target"] == "later" and not x["ok"]]
+
+            end = time.monotonic() + 30
+            while len({x["idem_key"] for x in await failed_attempts()}) < 2:
+                assert time.monotonic() < end, "no delivery attempt while the target was down"
+                await asyncio.sleep(0.1)
+            ids = [f"notify-budget-nb-later@{k}" for k in
+                   {x["window_key"].split("@", 1)[1] for x in
+                    await gw.store._fetch(select(BUDGET_ALERTS))}]
+            assert len(ids) == 1
+            running = [await client.get_workflow_handle(f"{ids[0]}-{pct}").describe()
+                       for pct in (50, 90)]
+            assert all(d.workflow_type == NotifyWorkflow.__name__ for d in running)
+            assert all(d.status is not None and d.status.name == "RUNNING" for d in running)
+
+            hook = await WebhookReceiver(port=port).start()  # the target comes up
+            got = await hook.wait_for(lambda x: len(hook.got) >= 2, within=60)
+            for pct in (50, 90):
+                res = await client.get_workflow_handle(f"{ids[0]}-{pct}").result()
+                assert res == ["later: sent"], res
+            await asyncio.sleep(1.0)
+            keys = Counter(hook.idempotency_keys())
+            assert len(keys) == 2 and set(keys.values()) == {1}, keys
+            assert {k.rsplit("-", 1)[1] for k in keys} == {"50:later", "90:later"}
+            assert all("nb-later" in g.body["title"] for g in got)
+    finally:
+        if hook is not None:
+            await hook.stop()
+        await p.stop()
