@@ -358,6 +358,31 @@ class ChainHeadRecord(SQLModel, table=True):
     ts: float
 
 
+class OutcomeRecord(SQLModel, table=True):
+    """One outcome event (merged PR, closed ticket, resolved incident, eval) joined to one
+    session: an event naming several sessions is one row per session, all with its `event_id`.
+
+    `(event_id, session_id)` is the idempotency key: a webhook redelivered or a POST retried
+    adds nothing. `session_id` is '' for an event that named no session (kept, joins nothing).
+    """
+
+    __tablename__ = "outcomes"
+    __table_args__ = (
+        Index("ix_outcomes_session_id", "session_id"),
+        Index("ix_outcomes_ts", "ts"),
+    )
+
+    event_id: str = Field(primary_key=True)
+    session_id: str = Field(primary_key=True, default="")
+    kind: str  # pr_merged | ticket_closed | incident_resolved | eval
+    source: str = ""  # github | zendesk | jira | api | …
+    url: str = ""
+    ts: float  # when the outcome happened (merged_at, closed_at …), epoch seconds
+    pass_rate: float | None = None  # eval only: 0.0-1.0
+    actor: str = ""  # the key id (API) or webhook name that reported it
+    received_ts: float
+
+
 def _table(model: type[SQLModel]) -> Table:
     return model.__table__  # type: ignore[attr-defined,no-any-return]
 
@@ -378,6 +403,7 @@ NOTIFICATIONS = _table(NotificationRecord)
 ARCHIVED_SESSIONS = _table(ArchivedSessionRecord)
 LEDGER_CHAIN = _table(ChainRecord)
 CHAIN_HEADS = _table(ChainHeadRecord)
+OUTCOMES = _table(OutcomeRecord)
 
 LEDGER_TABLES: tuple[Table, ...] = (
     CALLS,
@@ -396,4 +422,5 @@ LEDGER_TABLES: tuple[Table, ...] = (
     ARCHIVED_SESSIONS,
     LEDGER_CHAIN,
     CHAIN_HEADS,
+    OUTCOMES,
 )

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from policies.clients import DEFAULT_CLIENT_SESSION_HEADERS
+from policies.config.outcomes import OutcomeWebhooks
 
 _WINDOW = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -412,6 +413,13 @@ class Settings(_Strict):
     # the call (400 unsupported_tool), or `drop` them from what the model is offered.
     responses_hosted_tools: Literal["refuse", "drop"] = "refuse"
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
+    # Outcome webhooks (README "Control room"): GitHub and ticketing tools; secrets in env vars.
+    outcome_webhooks: OutcomeWebhooks = Field(default_factory=OutcomeWebhooks)
+    # Tokenizer drift: a virtual model's newer model version using more than this % more input
+    # tokens than the previous version on the same prompts (at least `tokenizer_drift_min_prompts`
+    # prompt fingerprints seen on both) raises the `tokenizer_drift` alert.
+    tokenizer_drift_pct: float = Field(default=10.0, gt=0, le=1000)
+    tokenizer_drift_min_prompts: int = Field(default=20, ge=1)
 
     @field_validator("client_session_headers")
     @classmethod

@@ -1,0 +1,522 @@
+"""The six panels of the second seed, computed from the ledger.
+
+    panels = await compute_panels(store, Filters(since, until, team=…), [1, 3], config=gw.config)
+
+Every surface renders these values (web page, `governor report`, the JSON route), so they
+cannot disagree. `config` (the gateway's `GatewayConfig`) supplies the price catalog (tiers,
+standard-tier alternatives), budgets, loop-detector settings and routing for rollback diffs;
+without it panels 2 and 4 leave budget and tier columns empty. `now` is `filters.until`.
+
+No panel has a user column or orders people: users are counted per team, tool and day.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from controlroom import queries as q
+from controlroom.drift import drift_alerts, rollback_diff, version_drifts
+from controlroom.leverage import ai_leverage_score, by_workflow_tag
+from controlroom.model import Action, Chart, Filters, Panel, Series, Table
+from ledger.store import LedgerStore
+from policies.config.models import ModelPrice, Settings
+from policies.loops import p95, rate_baseline
+from policies.pricing import call_cost, rates
+from policies.windows import calendar_window
+
+PANELS = (1, 2, 3, 4, 5, 6)
+BASELINE_DAYS = 7
+MAX_ROWS = 200  # rows per table: a panel is read by people
+HOOK_ORDER = ("request-input", "tool-output", "request-output", "tool-input")
+_BUDGET_COLUMNS = {"project", "team", "workflow_tag", "environment", "cost_center"}
+
+
+def _r(x: float, n: int = 4) -> float:
+    return round(float(x), n)
+
+
+def _day(d: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(d * 86400))
+
+
+def days_in(f: Filters) -> list[int]:
+    """UTC day numbers the range [since, until) touches."""
+    first, last = int(f.since // 86400), math.ceil(f.until / 86400) - 1
+    return list(range(first, max(first, last) + 1))
+
+
+@dataclass
+class _Ctx:
+    store: LedgerStore
+    f: Filters
+    config: Any  # GatewayConfig | None
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> Settings:
+        return self.config.settings if self.config is not None else Settings()
+
+    @property
+    def prices(self) -> dict[str, ModelPrice]:
+        return dict(self.config.prices) if self.config is not None else {}
+
+    async def baselines(self) -> dict[str | None, tuple[float, str]]:
+        """Per workflow tag: (p95 baseline tokens/h, source) as the loop detector decides it,
+        from the sessions active in the 7 days before `until`."""
+        if "baselines" not in self.cache:
+            st = self.settings
+            until = self.f.until
+            rows = await q.session_rates(self.store, until - BASELINE_DAYS * 86400, until,
+                                         st.loop_window_seconds)
+            by: dict[str | None, list[float]] = defaultdict(list)
+            for tag, rate in rows:
+                by[tag].append(rate)
+            out: dict[str | None, tuple[float, str]] = {}
+            for tag in set(by) | set(st.loop_baselines):
+                vals = by.get(tag, [])
+                out[tag] = rate_baseline(p95(vals) if vals else None, len(vals),
+                                         st.loop_min_sessions,
+                                         st.loop_baselines.get(tag) if tag else None,
+                                         st.loop_default_baseline_tokens_per_hour)
+            self.cache["baselines"] = out
+        return self.cache["baselines"]  # type: ignore[no-any-return]
+
+    async def baseline(self, tag: str | None) -> tuple[float, str]:
+        b = (await self.baselines()).get(tag)
+        if b is not None:
+            return b
+        st = self.settings
+        return rate_baseline(None, 0, st.loop_min_sessions,
+                             st.loop_baselines.get(tag) if tag else None,
+                             st.loop_default_baseline_tokens_per_hour)
+
+    async def prompt_groups(self) -> list[tuple[Any, ...]]:
+        if "groups" not in self.cache:
+            self.cache["groups"] = await q.prompt_groups(self.store, self.f)
+        return self.cache["groups"]  # type: ignore[no-any-return]
+
+
+async def compute_panels(
+    store: LedgerStore,
+    filters: Filters,
+    panels: list[int] | None = None,
+    *,
+    config: Any = None,
+) -> list[Panel]:
+    """The requested panels (all six by default), in number order. ValueError for a panel
+    number outside 1-6 or a range with `until <= since`."""
+    wanted = sorted(set(panels or PANELS))
+    bad = [p for p in wanted if p not in PANELS]
+    if bad:
+        raise ValueError(f"panel numbers are 1-6, got {bad}")
+    if not filters.until > filters.since:
+        raise ValueError("the range must have until > since")
+    await q.ensure_indexes(store)
+    ctx = _Ctx(store, filters, config)
+    build = {1: adoption, 2: burn_rate, 3: runaway, 4: premium, 5: safety, 6: outcome_join}
+    return [await build[n](ctx) for n in wanted]
+
+
+# -- 1. adoption ---------------------------------------------------------------------------------
+
+
+async def adoption(ctx: _Ctx) -> Panel:
+    f = ctx.f
+    rows = await q.active_users_by_day(ctx.store, f)
+    heads = await q.team_headcount(ctx.store, f)
+    days = days_in(f)
+    per: dict[tuple[str, str], int] = defaultdict(int)  # (team, tool) -> sum of daily users
+    daily: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for day, team, tool, n in rows:
+        tool = tool or "(unrecognised)"
+        per[(team, tool)] += int(n)
+        daily[tool][int(day)] += int(n)
+    nd = len(days)
+    table = Table("Adoption by tool x team (mean daily active engineers, % of the team's "
+                  "engineers active in the range)",
+                  ["team", "tool", "avg_daily_active_users", "adoption_pct"])
+    for (team, tool) in sorted(per):
+        avg = per[(team, tool)] / nd
+        table.rows.append([team, tool, _r(avg, 2), _r(100 * avg / heads[team], 2)])
+    total = sum(heads.values())
+    overall = {tool: 100 * sum(d.values()) / nd / total for tool, d in daily.items()} if total \
+        else {}
+    gap = Table("Gap between tools (percentage points below the most adopted tool)",
+                ["tool", "adoption_pct", "gap_pp"])
+    best = max(overall.values(), default=0.0)
+    for tool in sorted(overall):
+        gap.rows.append([tool, _r(overall[tool], 2), _r(best - overall[tool], 2)])
+    chart = Chart("Daily active engineers by tool", "line", "engineers",
+                  [Series(tool, [(_day(d), float(daily[tool].get(d, 0))) for d in days])
+                   for tool in sorted(daily)])
+    actions = []
+    gap_pp = 0.0
+    if len(overall) >= 2:
+        hi = max(sorted(overall), key=lambda t: overall[t])
+        lo = min(sorted(overall), key=lambda t: overall[t])
+        gap_pp = overall[hi] - overall[lo]
+        actions.append(Action("question", f"{lo} vs {hi}",
+                              f"{lo} adoption is {gap_pp:.0f} percentage points below {hi}: "
+                              "is it tooling friction or use-case fit? (a question for a "
+                              "sprint, not a ranking)"))
+    return Panel(1, "Adoption", "How many engineers use AI tools each day, by tool and team?",
+                 "executive",
+                 figures={"engineers_active": total, "teams": len(heads), "tools": len(overall),
+                          "days": nd, "gap_pp": _r(gap_pp, 2)},
+                 tables=[table, gap], charts=[chart], actions=actions)
+
+
+# -- 2. burn rate --------------------------------------------------------------------------------
+
+
+def _budget_match(budget: Any) -> dict[str, str] | None:
+    scope = budget.scope
+    if scope.subjects or scope.keys or not set(scope.metadata) <= _BUDGET_COLUMNS:
+        return None
+    return dict(scope.metadata)
+
+
+async def burn_rate(ctx: _Ctx) -> Panel:
+    f, st = ctx.f, ctx.settings
+    untagged = st.untagged_project
+    rows = await q.spend_by_project(ctx.store, f)
+    total = sum(float(r[3] or 0) for r in rows)
+    budgets = Table("Budgets: used in the current window, forecast to its end",
+                    ["budget", "scope", "window", "ceiling_usd", "spent_usd", "used_pct",
+                     "forecast_usd", "forecast_pct"])
+    by_project: dict[str, list[Any]] = {}
+    actions: list[Action] = []
+    for b in (ctx.config.budgets if ctx.config is not None else ()):
+        match = _budget_match(b)
+        if match is None:
+            continue
+        ws, we = calendar_window(f.until - 1e-6, b.window)
+        spent = await q.spend_where(ctx.store, ws, f.until, match)
+        elapsed = max(f.until - ws, 1.0)
+        forecast = spent / elapsed * (we - ws)
+        used = 100 * spent / b.ceiling_usd
+        fpct = 100 * forecast / b.ceiling_usd
+        scope = ",".join(f"{k}={v}" for k, v in sorted(match.items())) or "global"
+        row = [b.id, scope, b.window, _r(b.ceiling_usd, 2), _r(spent), _r(used, 2),
+               _r(forecast), _r(fpct, 2)]
+        budgets.rows.append(row)
+        if set(match) == {"project"}:
+            by_project.setdefault(match["project"], row)
+        if fpct > 100:
+            actions.append(Action("review", b.id,
+                                  f"budget {b.id} is forecast at {fpct:.0f}% of its "
+                                  f"${b.ceiling_usd:,.0f} {b.window} ceiling: review the "
+                                  "premium-model panel for routing wins, or raise the ceiling"))
+    table = Table("Spend by project", ["project", "calls", "tokens", "cost_usd", "share_pct",
+                                       "budget", "budget_used_pct", "forecast_pct", "note"])
+    for project, calls, tokens, cost in rows:
+        b = by_project.get(project)
+        note = ("no project header: cannot be attributed, budgeted or joined to an outcome"
+                if project == untagged else "")
+        table.rows.append([project, int(calls), int(tokens or 0), _r(cost or 0),
+                           _r(100 * float(cost or 0) / total, 2) if total else 0.0,
+                           b[0] if b else None, b[5] if b else None, b[7] if b else None, note])
+    src_rows = await q.untagged_sources(ctx.store, f, untagged)
+    sources = Table(f"{untagged} spend: where it comes from (team, tool, environment)",
+                    ["team", "tool", "environment", "calls", "cost_usd"])
+    for team, tool, env, calls, cost in src_rows:
+        sources.rows.append([team, tool or "(unrecognised)", env or "", int(calls), _r(cost)])
+    untagged_cost = sum(float(r[4] or 0) for r in src_rows)
+    if untagged_cost > 0:
+        actions.append(Action("yaml", "gateway-settings",
+                              f"# ${untagged_cost:,.2f} of spend has no project: require the "
+                              "header (after a grace period)\n type: gateway-settings\n"
+                              "-require_project_header: false\n+require_project_header: true"))
+    daily = await q.daily_spend_by_project(ctx.store, f)
+    series: dict[str, dict[int, float]] = defaultdict(dict)
+    for day, project, cost in daily:
+        series[project][int(day)] = float(cost or 0)
+    chart = Chart("Daily spend by project", "line", "USD",
+                  [Series(p, [(_day(d), _r(series[p].get(d, 0.0))) for d in days_in(f)])
+                   for p in sorted(series)])
+    return Panel(2, "Project burn rate", "Where is the money going, and which spend cannot be "
+                 "attributed?", "executive",
+                 figures={"total_cost_usd": _r(total), "untagged_cost_usd": _r(untagged_cost),
+                          "untagged_share_pct": _r(100 * untagged_cost / total, 2) if total
+                          else 0.0, "projects": len(rows)},
+                 tables=[table, budgets, sources], charts=[chart], actions=actions)
+
+
+# -- 3. runaway agents ---------------------------------------------------------------------------
+
+
+async def runaway(ctx: _Ctx) -> Panel:
+    f, st = ctx.f, ctx.settings
+    window, mult = st.loop_window_seconds, st.loop_multiplier
+    live = await q.live_sessions(ctx.store, f, window)
+    status = await q.session_status(ctx.store, [r[0] for r in live])
+    rows = []
+    for sid, tag, team, project, tokens, _last in live:
+        rate = float(tokens or 0) * 3600.0 / window
+        base, source = await ctx.baseline(tag)
+        st_ = status.get(sid, "open")
+        rows.append([sid, tag, team, project, int(tokens or 0), _r(rate, 1), _r(base, 1), source,
+                     _r(rate / base, 2), st_, rate > mult * base and st_ == "open"])
+    rows.sort(key=lambda r: (not r[10], -r[8], r[0]))
+    table = Table(f"Live sessions (a call in the last {window:.0f} s): token rate vs "
+                  f"{mult:g}x the p95 of their workflow tag",
+                  ["session_id", "workflow_tag", "team", "project", "tokens_in_window",
+                   "tokens_per_hr", "p95_baseline", "baseline_source", "x_baseline", "status",
+                   "runaway"], rows[:MAX_ROWS])
+    actions = [Action("kill_session", r[0],
+                      f"{r[5]:,.0f} tokens/h is {r[8]:.1f}x the p95 of `{r[1] or '(no tag)'}`: "
+                      f"PUT /gateway/sessions/{r[0]}/kill (runbook runaway_agent)")
+               for r in rows if r[10]]
+    alerts = Table("Runbook alerts (runaway_agent)", ["alert_key", "status", "session_id",
+                                                      "opened_ts", "runbook"])
+    for key, astatus, labels, opened in await q.runaway_alerts(ctx.store, f.until - 7 * 86400):
+        try:
+            sid = orjson.loads(labels).get("session_id", "")
+        except (orjson.JSONDecodeError, AttributeError):
+            sid = ""
+        alerts.rows.append([key, astatus, sid, _r(opened, 3), f"/gateway/alerts/{key}"])
+    return Panel(3, "Runaway-agent detector", "Which agents are looping right now?", "oncall",
+                 figures={"live_sessions": len(rows),
+                          "runaway_sessions": sum(1 for r in rows if r[10]),
+                          "window_seconds": window, "multiplier": mult},
+                 tables=[table, alerts], actions=actions)
+
+
+# -- 4. premium-model review queue + tokenizer drift ---------------------------------------------
+
+
+def standard_alternative(ctx: _Ctx, vm: str, model: str) -> str | None:
+    """The standard-tier model a premium call could route to: the virtual model's `cheaper`
+    target when it is not premium, else the catalog's cheapest standard model of the same
+    provider (then of any provider)."""
+    prices = ctx.prices
+    cfg = ctx.config.virtual_models.get(vm) if ctx.config is not None else None
+    if cfg is not None and cfg.cheaper is not None:
+        p = prices.get(cfg.cheaper.model)
+        if p is not None and p.tier != "premium":
+            return cfg.cheaper.model
+    own = prices.get(model)
+    std = [p for p in prices.values() if p.tier == "standard"]
+    same = [p for p in std if own is not None and p.provider == own.provider]
+    pick = sorted(same or std, key=lambda p: (p.input_per_mtok + p.output_per_mtok, p.model))
+    return pick[0].model if pick else None
+
+
+async def premium(ctx: _Ctx) -> Panel:
+    prices = ctx.prices
+    st = ctx.settings
+    spend = await q.spend_by_tag_model(ctx.store, ctx.f)
+    groups = await ctx.prompt_groups()
+    # repeated input tokens per (tag, vm, model, version): what a cached prefix would serve
+    repeated: dict[tuple[Any, ...], int] = defaultdict(int)
+    for vm, model, version, tag, _fp, n, total, least, _ts in groups:
+        if n > 1:
+            repeated[(tag, vm, model, version)] += int(total) - int(least)
+    agg: dict[tuple[Any, ...], list[float]] = {}
+    for tag, vm, model, version, n, inp, out, cr, cw, cost in spend:
+        price = prices.get(model)
+        if price is None or price.tier != "premium":
+            continue
+        key = (tag, vm, model)
+        a = agg.setdefault(key, [0, 0.0, 0.0, 0, 0, 0.0])
+        alt = standard_alternative(ctx, vm, model)
+        alt_cost = call_cost(prices[alt], None, int(inp), int(out), int(cr), int(cw)) \
+            if alt else float(cost or 0)
+        r_in, _, r_cr, _ = rates(price, version)
+        a[0] += int(n)
+        a[1] += float(cost or 0)
+        a[2] += float(cost or 0) - alt_cost
+        a[3] += int(cr or 0)
+        a[4] += int(inp or 0) + int(cr or 0)
+        a[5] += repeated.get((tag, vm, model, version), 0) * max(r_in - r_cr, 0) / 1e6
+    table = Table("Premium-tier spend by workflow tag: projected savings (catalog prices)",
+                  ["workflow_tag", "virtual_model", "model", "calls", "cost_usd",
+                   "standard_model", "routing_saving_usd", "observed_cache_read_pct",
+                   "caching_saving_usd"])
+    keys = sorted(agg, key=lambda k: (-agg[k][1], str(k[0]), k[1], k[2]))
+    for tag, vm, model in keys:
+        a = agg[(tag, vm, model)]
+        table.rows.append([tag, vm, model, int(a[0]), _r(a[1]),
+                           standard_alternative(ctx, vm, model), _r(a[2]),
+                           _r(100 * a[3] / a[4], 2) if a[4] else 0.0, _r(a[5])])
+    drifts = version_drifts(groups)
+    alerting = {(d.virtual_model, d.to_version) for d in
+                drift_alerts(drifts, st.tokenizer_drift_pct, st.tokenizer_drift_min_prompts)}
+    drift = Table("Tokenizer drift: input tokens per call by model version on identical prompts",
+                  ["virtual_model", "from_version", "to_version", "common_prompts",
+                   "input_tokens_before", "input_tokens_after", "drift_pct", "alert"])
+    actions: list[Action] = []
+    for d in drifts:
+        over = (d.virtual_model, d.to_version) in alerting
+        drift.rows.append([d.virtual_model, d.from_version, d.to_version, d.common_prompts,
+                           _r(d.tokens_before, 1), _r(d.tokens_after, 1), _r(d.drift_pct, 2),
+                           over])
+        if over:
+            vm_cfg = ctx.config.virtual_models.get(d.virtual_model) if ctx.config else None
+            actions.append(Action("yaml", d.virtual_model,
+                                  rollback_diff(d, vm_cfg.model_dump() if vm_cfg else None)))
+    total_premium = sum(a[1] for a in agg.values())
+    routing = sum(a[2] for a in agg.values())
+    caching = sum(a[5] for a in agg.values())
+    if routing > 0 and keys:
+        tag, vm, model = keys[0]
+        actions.insert(0, Action("review", f"{tag or '(no tag)'} on {vm}",
+                                 f"`{tag or '(no tag)'}` spends ${agg[keys[0]][1]:,.2f} on "
+                                 f"{model}; {standard_alternative(ctx, vm, model)} would cost "
+                                 f"${agg[keys[0]][2]:,.2f} less: check its accuracy on the "
+                                 "standard tier, then route it there (a YAML diff)"))
+    return Panel(4, "Premium-model review queue", "Which premium-model usage is justified, and "
+                 "what does the same prompt cost on each model version?", "engineering",
+                 figures={"premium_cost_usd": _r(total_premium),
+                          "routing_saving_usd": _r(routing), "caching_saving_usd": _r(caching),
+                          "max_drift_pct": _r(max((d.drift_pct for d in drifts), default=0.0),
+                                              2),
+                          "drift_threshold_pct": st.tokenizer_drift_pct},
+                 tables=[table, drift], actions=actions)
+
+
+# -- 5. safety review ----------------------------------------------------------------------------
+
+
+def risk_class(hook: str, detector: str, action: str) -> str:
+    """`risk` when something sensitive got through (allowed anything; a secret merely flagged;
+    an injection flagged in tool output, i.e. reaching the model), else `noise` (handled:
+    redacted or blocked, or a finding recorded for tuning)."""
+    if action == "allowed":
+        return "risk"
+    if detector == "secrets" and action == "flagged":
+        return "risk"
+    if detector == "prompt_injection" and action == "flagged" and hook == "tool-output":
+        return "risk"
+    return "noise"
+
+
+async def safety(ctx: _Ctx) -> Panel:
+    rows = await q.guardrail_matrix(ctx.store, ctx.f)
+    order = {h: i for i, h in enumerate(HOOK_ORDER)}
+    rows.sort(key=lambda r: (order.get(r[0], 9), r[1], r[2]))
+    table = Table("Guardrail events by hook x detector x action",
+                  ["hook", "detector", "action", "events", "sessions", "class", "attention"])
+    actions: list[Action] = []
+    allowed_secrets = 0
+    for hook, detector, action, n, sessions in rows:
+        cls = risk_class(hook, detector, action)
+        attention = ""
+        if detector == "secrets" and action == "allowed":
+            allowed_secrets += int(n)
+            attention = "ACT NOW: a secret reached downstream — rotate it, switch secrets to mutate"
+        table.rows.append([hook, detector, action, int(n), int(sessions), cls, attention])
+    if allowed_secrets:
+        actions.append(Action("yaml", "guardrails secrets",
+                              "# runbook secret_leaked: rotate the credential, then redact "
+                              "secrets instead of letting them through\n detector: secrets\n"
+                              "-mode: validate\n+mode: mutate"))
+    risk = sum(r[3] for r in table.rows if r[5] == "risk")
+    total = sum(r[3] for r in table.rows)
+    return Panel(5, "Safety review", "Which guardrail events are noise, and which are real risk?",
+                 "engineering",
+                 figures={"events": total, "risk_events": risk, "noise_events": total - risk,
+                          "allowed_secrets": allowed_secrets},
+                 tables=[table], actions=actions)
+
+
+# -- 6. outcome join + leverage ------------------------------------------------------------------
+
+
+async def session_inputs(ctx: _Ctx) -> list[dict[str, Any]]:
+    """Every session with calls in the range, with the leverage score's inputs (see
+    `controlroom.leverage`) and `workflow_tag`, `team`, `outcome_events`."""
+    f, st = ctx.f, ctx.settings
+    aggs = await q.session_aggregates(ctx.store, f)
+    retry = await q.session_retry_tokens(ctx.store, f)
+    blocks = await q.session_guardrail_blocks(ctx.store, f)
+    outs: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for row in await q.outcomes_in_range(ctx.store, f):
+        outs[row[1]].append(row)
+    sessions = []
+    for sid, tag, team, calls, tokens, cost, inp, cr, first, last, bh, rh in aggs:
+        o = outs.get(sid, [])
+        evals = [float(x[6]) for x in o if x[2] == "eval" and x[6] is not None]
+        base, _ = await ctx.baseline(tag)
+        span = max(float(last) - float(first), st.loop_window_seconds)
+        inp, cr = int(inp or 0), int(cr or 0)
+        sessions.append({
+            "session_id": sid, "workflow_tag": tag, "team": team, "calls": int(calls),
+            "incidents_resolved": sum(1 for x in o if x[2] == "incident_resolved"),
+            "prs_merged": sum(1 for x in o if x[2] == "pr_merged"),
+            "tickets_closed": sum(1 for x in o if x[2] == "ticket_closed"),
+            "evals": len(evals),
+            "eval_pass_rate": sum(evals) / len(evals) if evals else 0,
+            "budget_limit_hits": int(bh or 0), "rate_limit_hits": int(rh or 0),
+            "guardrail_blocks": blocks.get(sid, 0),
+            "retry_token_count": retry.get(sid, 0),
+            "unused_context_ratio": inp / (inp + cr) if int(calls) >= 2 and inp + cr else 0.0,
+            "tokens_per_hr": int(tokens or 0) * 3600.0 / span,
+            "p95_baseline": base,
+            "total_cost_usd": float(cost or 0),
+            "last_ts": float(last),
+            "outcome_events": o,
+        })
+    return sessions
+
+
+async def outcome_join(ctx: _Ctx) -> Panel:
+    sessions = await session_inputs(ctx)
+    kinds: dict[str, tuple[set[str], set[str], float]] = {}
+    for s in sessions:
+        for kind in {x[2] for x in s["outcome_events"]}:
+            ev, ss, cost = kinds.get(kind, (set(), set(), 0.0))
+            ev.update(x[0] for x in s["outcome_events"] if x[2] == kind)
+            ss.add(s["session_id"])
+            kinds[kind] = (ev, ss, cost + s["total_cost_usd"])
+    per_kind = Table("Outcomes joined to sessions by session id: cost per outcome",
+                     ["kind", "outcomes", "sessions", "sessions_cost_usd",
+                      "cost_per_outcome_usd"])
+    for kind in sorted(kinds):
+        ev, ss, cost = kinds[kind]
+        per_kind.rows.append([kind, len(ev), len(ss), _r(cost), _r(cost / len(ev))])
+    with_outcome = [s for s in sessions if s["outcome_events"]]
+    events = {x[0] for s in with_outcome for x in s["outcome_events"]}
+    joined_cost = sum(s["total_cost_usd"] for s in with_outcome)
+    total_cost = sum(s["total_cost_usd"] for s in sessions)
+    recent = sorted(with_outcome, key=lambda s: (-s["last_ts"], s["session_id"]))[:50]
+    joins = Table("Sessions → outcomes (most recent 50)",
+                  ["session_id", "workflow_tag", "team", "cost_usd", "outcomes", "score"])
+    for s in recent:
+        names = ", ".join(sorted({f"{x[2]} {x[0]}" for x in s["outcome_events"]}))
+        joins.rows.append([s["session_id"], s["workflow_tag"], s["team"],
+                           _r(s["total_cost_usd"]), names[:500], _r(ai_leverage_score(s), 2)])
+    lev = Table("Leverage by workflow tag (top 10 patterns; mean of per-session scores)",
+                ["workflow_tag", "mean_score", "sessions", "cost_usd", "outcomes"])
+    top = by_workflow_tag(sessions, 10)
+    for t in top:
+        lev.rows.append([t.workflow_tag, _r(t.mean_score, 2), t.sessions, _r(t.cost_usd),
+                         t.outcomes])
+    chart = Chart("Mean leverage score by workflow tag", "bar", "score (0-100)",
+                  [Series("leverage", [(t.workflow_tag, _r(t.mean_score, 2)) for t in top])])
+    actions = []
+    if top:
+        actions.append(Action("review", top[-1].workflow_tag,
+                              f"`{top[-1].workflow_tag}` has the lowest leverage of the top "
+                              f"patterns ({top[-1].mean_score:.1f}): redesign, new guardrails, "
+                              "or stop paying for it"))
+    return Panel(6, "Outcome join", "Did the usage ship anything, and at what cost per outcome?",
+                 "executive",
+                 figures={"sessions": len(sessions), "sessions_with_outcome": len(with_outcome),
+                          "outcomes": len(events),
+                          "cost_per_outcome_usd": _r(joined_cost / len(events)) if events
+                          else None,
+                          "spend_with_outcome_pct": _r(100 * joined_cost / total_cost, 2)
+                          if total_cost else 0.0},
+                 tables=[per_kind, lev, joins], charts=[chart], actions=actions)
+
+
+def panel_numbers(spec: Sequence[int] | None) -> list[int]:
+    return sorted(set(spec or PANELS))
