@@ -197,7 +197,7 @@ async def test_http_timeout_fail_closed_refuses_with_a_503_naming_the_classifier
 ) -> None:
     await _fault(csim, latency_ms=3000)
     r, cid = await _call(cproxy, "c-http-block", "hello there")
-    assert r.status_code == 503
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
     err = r.json()["error"]
     assert err["code"] == "guardrail_unavailable" and "'http-block'" in err["message"]
     assert "fail_closed" in err["message"]

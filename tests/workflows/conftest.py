@@ -54,6 +54,13 @@ def config_dir(wf_dir: Path, sim: SimServer) -> Path:
     d = wf_dir / "config"
     shutil.copytree(ROOT / "examples" / "config", d)
     (d / "zz-test-budgets.yaml").write_text(TEST_BUDGET)
+    # The SIMULATED classifier service, blocking on one project (test_session_classifiers.py).
+    (d / "zz-test-classifiers.yaml").write_text(
+        "type: gateway-guardrails-config\nname: wf-classifiers\nclassifiers:\n"
+        "  - {id: wf-classifier, hooks: [request-input, tool-output], on_match: block,\n"
+        "     on_error: fail_closed, when: {metadata: {X-Governor-Project: wf-classifier}},\n"
+        f"     http: {{url: '{sim.base_url}/classify', timeout_ms: 2000}}}}\n"
+    )
     return d
 
 
