@@ -1,7 +1,8 @@
 """Classifier detectors at work: an HTTP service or an LLM judge asked about a call's input text.
 
 `classify_request` runs after the pattern hooks of `activities.guardrails.guard_request`, on
-the (already redacted) text of each input hook that has classifiers for the call's metadata:
+the (already redacted) text of each input hook that has classifiers for the call's metadata
+(a call with none costs `guard_request` one attribute test):
 
 - `on_match: block` classifiers are awaited (concurrently, each within its `timeout_ms`); a
   match refuses the call (`guardrail_blocked`, 400), no verdict refuses it under `fail_closed`
@@ -35,6 +36,7 @@ import orjson
 
 from policies.config.models import NON_CALLING_ROLES, ApiKey
 from policies.guardrails.classifiers import (
+    CLASSIFIER_HOOKS,
     NOT_FINDINGS,
     UNAVAILABLE,
     ClassifierSpec,
@@ -54,6 +56,7 @@ from policies.guardrails.classifiers import (
 from policies.guardrails.evaluate import GuardrailEvent
 from policies.identity import resolve_identity
 from policies.refusals import Refusal
+from policies.request_text import RequestText
 
 if TYPE_CHECKING:
     from activities.gateway import Gateway
@@ -274,14 +277,18 @@ def wanted(g: CallGuard) -> bool:
     return bool(g.config.classifiers) and not _judging.get()
 
 
-async def classify_request(g: CallGuard, parts: dict[str, list[str]]) -> None:
-    """Ask the classifiers of each hook in `parts` (hook -> its segments' texts) about the
-    call's input; raises Refusal when a `block` classifier matches or, under `fail_closed`,
-    gives no verdict."""
+async def classify_request(g: CallGuard, view: RequestText) -> None:
+    """Ask the classifiers of each input hook about the call's text at that hook (`view`: the
+    normalised request text, after the pattern hooks' redactions); raises Refusal when a
+    `block` classifier matches or, under `fail_closed`, gives no verdict."""
     rt = runtime(g.gw)
     waits: list[Coroutine[Any, Any, GuardrailEvent]] = []
-    for hook, texts in parts.items():
-        for spec in classifiers_for(g.config.classifiers, hook, g.metadata):
+    for hook in CLASSIFIER_HOOKS:
+        specs = classifiers_for(g.config.classifiers, hook, g.metadata)
+        texts = [s.text for s in view.for_hook(hook)] if specs else []
+        if not texts:
+            continue
+        for spec in specs:
             text = classified_text(texts, spec.max_text_chars)
             if spec.blocking:
                 waits.append(_event(rt, g, spec, hook, text))

@@ -33,7 +33,7 @@ from policies.guardrails.classifiers import NOT_FINDINGS, ClassifierSpec
 from policies.guardrails.config import GuardrailRule
 from policies.refusals import Refusal
 from policies.request_text import Path as BodyPath
-from policies.request_text import RequestText, redacted_pieces, with_texts
+from policies.request_text import RequestText, redacted_pieces, request_view, with_texts
 
 KIND = "gateway-guardrails-config"
 GUARDRAIL_BLOCKED = "guardrail_blocked"
@@ -260,26 +260,20 @@ async def guard_request(gw: Gateway, req: Any, view: RequestText) -> CallGuard |
     if g is None:
         return None
     texts: dict[BodyPath, str] = {}
-    # Classifier detectors see each input hook's text after the pattern hooks (so redacted).
-    asked: dict[str, list[str]] | None = (
-        {} if g.config.classifiers and classifiers.wanted(g) else None
-    )
     for seg in view.segments:
-        if not seg.text or not seg.hook:
+        if not seg.text or not seg.hook or not g.active(seg.hook):
             continue
-        text = seg.text
-        if g.active(seg.hook):
-            res = await g.check_async(seg.hook, text)
-            text = res.text
-            if res.redactions:
-                found = ((f.start, f.end, f.type) for f in res.redactions)
-                texts.update(redacted_pieces(seg, found))
-        if asked is not None:
-            asked.setdefault(seg.hook, []).append(text)
+        res = await g.check_async(seg.hook, seg.text)
+        if res.redactions:
+            found = ((f.start, f.end, f.type) for f in res.redactions)
+            texts.update(redacted_pieces(seg, found))
     if texts:
         req.body = with_texts(req.body, texts)
-    if asked:
-        await classifiers.classify_request(g, asked)
+    if g.config.classifiers and classifiers.wanted(g):
+        # Classifier detectors see the text after the pattern hooks (so redacted).
+        await classifiers.classify_request(
+            g, request_view(req.protocol, req.body) if texts else view
+        )
     return g
 
 

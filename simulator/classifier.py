@@ -88,6 +88,7 @@ class ClassifierFaults:
     garbled: bool = False  # answer something that is not the shape
     oversize: bool = False  # answer 1 MiB of JSON
     count: int | None = None  # requests these faults apply to (None: until cleared)
+    last_text: str = ""  # the text of the last request (what a gateway sent to classify)
 
     def take(self) -> ClassifierFaults | None:
         """The faults for one request, or None when none apply."""
@@ -131,9 +132,10 @@ async def _text_of(request: web.Request) -> str | web.Response:
     return _json({"error": "send {\"text\": ...} or {\"messages\": [{\"content\": ...}]}"}, 400)
 
 
-async def _faulted(request: web.Request) -> web.Response | None:
+async def _faulted(request: web.Request, text: str) -> web.Response | None:
     state = request.app[STATE_KEY]
     state.by_endpoint["classifier"] += 1
+    faults(request.app).last_text = text
     f = faults(request.app).take()
     if f is None:
         return None
@@ -152,7 +154,7 @@ async def classify(request: web.Request) -> web.Response:
     text = await _text_of(request)
     if isinstance(text, web.Response):
         return text
-    bad = await _faulted(request)
+    bad = await _faulted(request, text)
     if bad is not None:
         return bad
     flagged, cats, _ = verdict_of(text)
@@ -166,7 +168,7 @@ async def analyze(request: web.Request) -> web.Response:
     text = await _text_of(request)
     if isinstance(text, web.Response):
         return text
-    bad = await _faulted(request)
+    bad = await _faulted(request, text)
     if bad is not None:
         return bad
     _, _, spans = verdict_of(text)
@@ -199,7 +201,7 @@ async def set_faults(request: web.Request) -> web.Response:
     f.garbled = bool(doc.get("garbled", False))
     f.oversize = bool(doc.get("oversize", False))
     f.count = doc.get("count")
-    return _json(asdict(f))
+    return _json({k: v for k, v in asdict(f).items() if k != "last_text"})
 
 
 async def clear_faults(request: web.Request) -> web.Response:

@@ -21,6 +21,7 @@ from activities.classifiers import runtime
 from activities.idempotency import idempotent_call_id
 from ledger.event_store import guardrail_events
 from ledger.models import GuardrailEventRecord
+from simulator import classifier as sim_classifier
 from simulator.server import SimServer
 from tests.proxy.conftest import DEV_KEY
 from tests.support.servers import InProcessProxy, free_port, make_config_dir
@@ -190,6 +191,16 @@ async def test_http_classifier_clean_text_goes_through(cproxy: InProcessProxy) -
     assert r.status_code == 200
     (e,) = await _events(cproxy, cid)
     assert (e.type, e.action, _verdict(e)["flagged"]) == ("clean", "allowed", False)
+
+
+async def test_classifier_sees_the_text_after_the_pattern_hooks_redacted(
+    cproxy: InProcessProxy, csim: SimServer
+) -> None:
+    aws = "AKIAQ4T7W2X9Y3Z5B8C6"  # the sample config redacts secrets at request-input
+    r, _ = await _call(cproxy, "c-http-block", f"deploy with {aws} please {uuid.uuid4().hex}")
+    assert r.status_code == 200
+    seen = sim_classifier.faults(csim.app).last_text
+    assert aws not in seen and "[REDACTED:aws_access_key]" in seen
 
 
 async def test_http_timeout_fail_closed_refuses_with_a_503_naming_the_classifier(
