@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from activities.metrics import budget_scope_label
-from ledger.alert_store import active_silences, add_silence
+from ledger.alert_store import active_silences, add_silence, add_to_counter, prune_counters
 from policies.alerts import (
     AlertRule,
     Silence,
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("governor.alerts")
 
 COALESCE_SECONDS = 5.0  # one signal per alert key per this many seconds from the hot path
+UNTAGGED_PUSH_SECONDS = 1.0  # a replica adds its untagged spend to the shared total this often
 _TYPE_FILTER = re.compile(r"""type\s*=\s*['"](\w+)['"]""")
 
 
@@ -64,7 +65,10 @@ class AlertHub:
     _by_signal: dict[str, list[AlertRule]] = field(default_factory=dict)
     _recent: dict[str, float] = field(default_factory=dict)
     _budget_fired: set[tuple[str, str, float]] = field(default_factory=set)
-    _untagged: tuple[int, float, bool] = (0, 0.0, False)
+    _untagged_pending: dict[tuple[str, int], float] = field(default_factory=dict)
+    _untagged_fired: set[tuple[str, int]] = field(default_factory=set)
+    _untagged_task: asyncio.Task[None] | None = None
+    _pruned_day: int = -1
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _backlog: list[int] = field(default_factory=list)
     _health: dict[str, float] = field(default_factory=dict)  # firing self-health rule -> last fire
@@ -307,20 +311,58 @@ class AlertHub:
             self.fire(rule.name, {"target": target, "virtual_model": virtual_model})
 
     def on_spend(self, project: str, cost_usd: float, now: float) -> None:
+        """Untagged spend (request path: a dict update). The replica's share is added to the
+        ledger's shared total of the UTC day at most once a second, in the background, so the
+        rule's threshold holds across replicas."""
         if not cost_usd or project != self.gw.config.settings.untagged_project:
             return
-        day = int(now // 86400)
-        d, total, fired = self._untagged
-        if d != day:
-            total, fired = 0.0, False
-        total += cost_usd
-        self._untagged = (day, total, fired)
-        if fired:
+        if not self._signal("untagged_spend"):
+            return
+        k = (project, int(now // 86400))
+        self._untagged_pending[k] = self._untagged_pending.get(k, 0.0) + cost_usd
+        if self._untagged_task is None:
+            self._untagged_task = asyncio.get_running_loop().create_task(self._push_untagged())
+            self._tasks.add(self._untagged_task)
+            self._untagged_task.add_done_callback(self._done)
+
+    async def _push_untagged(self) -> None:
+        """Add the pending shares to the shared totals; fire once per day when a total passes
+        the rule's threshold. A ledger that does not answer keeps the shares for later."""
+        wait = UNTAGGED_PUSH_SECONDS
+        try:
+            while self._untagged_pending:
+                await asyncio.sleep(wait)
+                pending, self._untagged_pending = self._untagged_pending, {}
+                wait = UNTAGGED_PUSH_SECONDS
+                for (project, day), delta in pending.items():
+                    try:
+                        total = await add_to_counter(self.gw.store,
+                                                     f"untagged_spend:{project}:{day}", delta,
+                                                     (day + 2) * 86400.0)
+                    except Exception as exc:
+                        log.warning("untagged spend not shared: %s", type(exc).__name__)
+                        k = (project, day)
+                        self._untagged_pending[k] = self._untagged_pending.get(k, 0.0) + delta
+                        wait = min(30.0, 5 * UNTAGGED_PUSH_SECONDS)
+                        continue
+                    self._check_untagged(project, day, total - delta, total)
+                    if day != self._pruned_day:
+                        self._pruned_day = day
+                        await prune_counters(self.gw.store, day * 86400.0)
+        finally:
+            self._untagged_task = None
+
+    def _check_untagged(self, project: str, day: int, before: float, total: float) -> None:
+        """Fire on the push that carried the shared total over the threshold: the upsert is
+        atomic, so exactly one replica's push crosses it."""
+        if (project, day) in self._untagged_fired:
             return
         for rule in self._signal("untagged_spend"):
             t = rule.embedded_source.threshold
-            if t is not None and total > t:
-                self._untagged = (day, total, True)
+            if t is not None and before <= t < total:
+                if len(self._untagged_fired) > 64:
+                    self._untagged_fired.clear()
+                self._untagged_fired.add((project, day))
                 self.fire(rule.name, {"project": project})
 
     # Background: health, breakers, top-N sessions, silences ----------------------------------
@@ -329,6 +371,16 @@ class AlertHub:
         self._spawn(self._run())
 
     async def close(self) -> None:
+        """Stop the background work; the untagged spend not yet shared is added first (up to
+        2 s)."""
+        pending, self._untagged_pending = self._untagged_pending, {}
+        for (project, day), delta in pending.items():
+            try:
+                await asyncio.wait_for(add_to_counter(
+                    self.gw.store, f"untagged_spend:{project}:{day}", delta,
+                    (day + 2) * 86400.0), 2.0)
+            except Exception:
+                log.warning("untagged spend of %s not shared at shutdown", project)
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):

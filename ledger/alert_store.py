@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from ledger.chain import PUT
 from ledger.models import (
+    ALERT_COUNTERS,
     ALERTS,
     NOTIFICATIONS,
     OVERRIDES,
@@ -254,3 +255,26 @@ async def record_notification(
     async with store._chained() as conn:
         row = (await conn.execute(q)).mappings().one()
         await store.chain_append(conn, [(NOTIFICATIONS.name, dict(row), PUT, "")])
+
+
+# Counters ------------------------------------------------------------------------------------
+
+
+async def add_to_counter(store: LedgerStore, key: str, delta: float, expires_at: float) -> float:
+    """Add `delta` to a shared running total (created at 0) and return the new total: one
+    atomic upsert, so replicas adding at once each see a total that includes their share."""
+    ins = store._insert(ALERT_COUNTERS).values(counter_key=key, total=delta,
+                                               expires_at=expires_at)
+    q = ins.on_conflict_do_update(
+        index_elements=["counter_key"],
+        set_={"total": ALERT_COUNTERS.c.total + ins.excluded.total,
+              "expires_at": ins.excluded.expires_at},
+    ).returning(ALERT_COUNTERS.c.total)
+    async with store._connect(write=True) as conn:
+        return float((await conn.execute(q)).scalar_one())
+
+
+async def prune_counters(store: LedgerStore, before: float) -> None:
+    q = ALERT_COUNTERS.delete().where(ALERT_COUNTERS.c.expires_at < before)
+    async with store._connect(write=True) as conn:
+        await conn.execute(q)

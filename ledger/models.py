@@ -298,6 +298,18 @@ class NotificationRecord(SQLModel, table=True):
     ts: float
 
 
+class AlertCounterRecord(SQLModel, table=True):
+    """A running total an embedded alert compares with its threshold across replicas (each
+    adds its own share with one upsert), e.g. `untagged_spend:<project>:<UTC day>` in USD."""
+
+    __tablename__ = "alert_counters"
+    __table_args__ = (Index("ix_alert_counters_expires_at", "expires_at"),)
+
+    counter_key: str = Field(primary_key=True)
+    total: float = 0.0
+    expires_at: float  # epoch seconds after which the row can go
+
+
 class ArchivedSessionRecord(SQLModel, table=True):
     """Where a session's archive stands: the ledger's view of `audit.archive`, so the archive
     job finds sessions that ended (or went idle) and are not archived yet, or gained rows since.
@@ -400,6 +412,7 @@ RUNBOOK_STEPS = _table(RunbookStepRecord)
 SILENCES = _table(SilenceRecord)
 OVERRIDES = _table(OverrideRecord)
 NOTIFICATIONS = _table(NotificationRecord)
+ALERT_COUNTERS = _table(AlertCounterRecord)
 ARCHIVED_SESSIONS = _table(ArchivedSessionRecord)
 LEDGER_CHAIN = _table(ChainRecord)
 CHAIN_HEADS = _table(ChainHeadRecord)
@@ -419,6 +432,7 @@ LEDGER_TABLES: tuple[Table, ...] = (
     SILENCES,
     OVERRIDES,
     NOTIFICATIONS,
+    ALERT_COUNTERS,
     ARCHIVED_SESSIONS,
     LEDGER_CHAIN,
     CHAIN_HEADS,
