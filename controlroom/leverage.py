@@ -22,7 +22,8 @@ The inputs (`SessionInputs`, computed from the ledger by `controlroom.queries`):
   detector's window `loop_window_seconds`) in hours.
 - `p95_baseline`: the loop detector's baseline for the session's workflow tag
   (`policies.loops.rate_baseline`): a configured `loop_baselines` value, else the p95 of
-  `tokens_per_hr` over the tag's sessions active in the previous 7 days when at least
+  `tokens_per_hr` over the tag's sessions that ended in the 7 days before the loop
+  detector's window (the sessions being judged never set their own bar) when at least
   `loop_min_sessions` back it, else `loop_default_baseline_tokens_per_hour`.
 - `total_cost_usd`: the session's call costs (USD).
 """

@@ -69,10 +69,11 @@ class _Ctx:
 
     async def baselines(self) -> dict[str | None, tuple[float, str]]:
         """Per workflow tag: (p95 baseline tokens/h, source) as the loop detector decides it,
-        from the sessions active in the 7 days before `until`."""
+        from the sessions of the previous 7 days that were over before the live window (the
+        sessions being judged never set their own bar)."""
         if "baselines" not in self.cache:
             st = self.settings
-            until = self.f.until
+            until = self.f.until - st.loop_window_seconds
             rows = await q.session_rates(self.store, until - BASELINE_DAYS * 86400, until,
                                          st.loop_window_seconds)
             by: dict[str | None, list[float]] = defaultdict(list)

@@ -162,12 +162,12 @@ async def live_sessions(store: LedgerStore, f: Filters, window: float) -> list[t
 
 async def session_rates(store: LedgerStore, since: float, until: float,
                         min_span: float) -> list[tuple[Any, ...]]:
-    """(workflow_tag, tokens per hour) of sessions active in [since, until), from the sessions
-    table: tokens / max(last - first call, `min_span`)."""
+    """(workflow_tag, tokens per hour) of sessions whose last call is in [since, until), from
+    the sessions table: tokens / max(last - first call, `min_span`)."""
     s = SESSIONS.c
     q = (
         select(s.workflow_tag, s.tokens, s.created_ts, s.updated_ts)
-        .where(s.updated_ts >= since, s.created_ts < until, s.calls > 0)
+        .where(s.updated_ts >= since, s.updated_ts < until, s.calls > 0)
     )
     out = []
     for tag, tokens, first, last in await fetch(store, q):

@@ -180,12 +180,12 @@ def iter_traffic(
     # the looping agent: the same prompt over and over in the last 30 minutes, live at `end`
     fp, base = pools["incident-triage"][0]
     t = end - 1800
-    for i in range(150):
+    for i in range(240):
         row = _call(rng, prices, pools, LOOP_SESSION, i, t, migration, "platform",
                     "platform-dev-03", "claude-code", "platform-infra", "incident-triage",
                     "code-review-strong", prompt=(fp, base))
         yield "call", row
-        t += 11.5
+        t += 7.5
 
 
 def _call(rng: random.Random, prices: dict[str, ModelPrice], pools: dict[Any, list[Any]],

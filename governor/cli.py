@@ -196,8 +196,10 @@ def up(
 
 def _register_sessions() -> None:
     from governor.alerts_cli import alerts, overrides
+    from governor.report_cli import report
     from governor.sessions_cli import sessions
 
+    main.add_command(report)
     main.add_command(sessions)
     main.add_command(alerts)
     main.add_command(overrides)

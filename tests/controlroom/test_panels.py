@@ -149,9 +149,14 @@ def session_rates(calls: list[dict[str, Any]], window: float) -> dict[str, tuple
 
 
 def baselines(calls: list[dict[str, Any]]) -> dict[Any, float]:
+    """p95 per tag of the sessions whose last call came before the live window."""
+    last: dict[str, float] = defaultdict(float)
+    for r in calls:
+        last[r["session_id"]] = max(last[r["session_id"]], r["ts"])
     by: dict[Any, list[float]] = defaultdict(list)
-    for tag, rate in session_rates(calls, 600).values():
-        by[tag].append(rate)
+    for sid, (tag, rate) in session_rates(calls, 600).items():
+        if last[sid] < END - 600:
+            by[tag].append(rate)
     return {tag: p95(v) if len(v) >= 5 else 100_000.0 for tag, v in by.items()}
 
 

@@ -1,0 +1,140 @@
+"""`governor report [--panel N] [--since 7d] [--format table|json|csv]`: the control room's panels.
+
+Two sources, one computation (`controlroom.panels.compute_panels`), so the report shows what the
+web page shows:
+- through a proxy's admin API (default): `--url` / `GOVERNOR_URL` and a viewer, auditor,
+  on-call or admin key (`--key` / `GOVERNOR_REPORT_KEY`, else `GOVERNOR_ADMIN_KEY`);
+- straight from the ledger with `--ledger URL` (or `--data-dir`) and `--config DIR` (prices,
+  budgets and loop settings; like `governor sessions`, for an operator on the database host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from governor.sessions_cli import _fail, admin_request
+
+DEFAULT_URL = os.environ.get("GOVERNOR_URL", "http://127.0.0.1:8080")
+
+
+def render_table(doc: dict[str, Any]) -> str:
+    """Panels as text: figures, then each table with aligned columns, then actions."""
+    out: list[str] = []
+    for p in doc["panels"]:
+        out.append(f"== {p['number']}. {p['title']} [{p['layer']}] — {p['question']}")
+        if p["figures"]:
+            out.append("   " + "  ".join(f"{k}={_cell(v)}" for k, v in p["figures"].items()))
+        for t in p["tables"]:
+            out.append(f"-- {t['title']}")
+            rows = [[_cell(c) for c in r] for r in t["rows"]]
+            if not rows:
+                out.append("   (none)")
+                continue
+            widths = [min(max(len(h), *(len(r[i]) for r in rows)), 48)
+                      for i, h in enumerate(t["columns"])]
+            out.append("   " + "  ".join(h.ljust(w) for h, w in zip(t["columns"], widths,
+                                                                      strict=True)))
+            for r in rows:
+                out.append("   " + "  ".join(c[:w].ljust(w) for c, w in zip(r, widths,
+                                                                           strict=True)))
+        for a in p["actions"]:
+            detail = a["detail"].replace("\n", "\n      ")
+            out.append(f"=> {a['kind']} {a['target']}: {detail}")
+        out.append("")
+    return "\n".join(out)
+
+
+def render_csv(doc: dict[str, Any]) -> str:
+    """One CSV: `panel,table,<columns…>` header per table, then its rows (figures as a
+    `figures` table of name,value)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for p in doc["panels"]:
+        w.writerow(["panel", "table", "name", "value"])
+        for k, v in p["figures"].items():
+            w.writerow([p["number"], "figures", k, _cell(v)])
+        for t in p["tables"]:
+            w.writerow(["panel", "table", *t["columns"]])
+            for r in t["rows"]:
+                w.writerow([p["number"], t["title"], *(_cell(c) for c in r)])
+    return buf.getvalue()
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4f}".rstrip("0").rstrip(".") if v != int(v) or abs(v) < 1e15 else str(v)
+    return str(v)
+
+
+async def _from_ledger(ledger: str, config_dir: Path | None, params: dict[str, str]) -> Any:
+    from activities.config_source import load_config_dir
+    from controlroom.panels import compute_panels
+    from ledger.store import LedgerStore
+    from policies.refusals import Refusal
+    from proxy.control_room_routes import panels_document, parse_filters, parse_panels
+
+    config = load_config_dir(config_dir) if config_dir is not None else None
+    try:
+        filters = parse_filters(params, time.time())
+        panels = parse_panels(params.get("panels"))
+    except Refusal as r:
+        _fail(r.message, 2)
+    store = await LedgerStore.open(ledger)
+    try:
+        return panels_document(filters, await compute_panels(store, filters, panels,
+                                                             config=config))
+    finally:
+        await store.close()
+
+
+@click.command("report")
+@click.option("--panel", "panel", type=click.IntRange(1, 6), multiple=True,
+              help="panel number 1-6 (repeatable; default all six)")
+@click.option("--since", default="7d", show_default=True, help="duration back from now, or epoch s")
+@click.option("--until", default=None, help="epoch seconds (default now)")
+@click.option("--team", default=None)
+@click.option("--project", default=None)
+@click.option("--tag", default=None, help="workflow tag")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True)
+@click.option("--url", default=DEFAULT_URL, show_default=True, help="Governor proxy URL")
+@click.option("--key", default=None, help="viewer/auditor/on-call/admin key "
+              "(GOVERNOR_REPORT_KEY, else GOVERNOR_ADMIN_KEY)")
+@click.option("--ledger", default=None, help="read the ledger directly (sqlite:///… or "
+              "postgresql://…) instead of the admin API")
+@click.option("--config", "config_dir", type=click.Path(path_type=Path, exists=True,
+                                                         file_okay=False), default=None,
+              help="config directory (with --ledger: prices, budgets, loop settings)")
+def report(panel: tuple[int, ...], since: str, until: str | None, team: str | None,
+           project: str | None, tag: str | None, fmt: str, url: str, key: str | None,
+           ledger: str | None, config_dir: Path | None) -> None:
+    """The control room's six panels: adoption, burn rate, runaway agents, premium-model review
+    (with tokenizer drift), safety review, outcome join. Never a ranking of people."""
+    params = {"since": since}
+    for name, v in (("until", until), ("team", team), ("project", project), ("tag", tag)):
+        if v:
+            params[name] = v
+    if panel:
+        params["panels"] = ",".join(str(p) for p in sorted(set(panel)))
+    if ledger:
+        doc = asyncio.run(_from_ledger(ledger, config_dir, params))
+    else:
+        key = key or os.environ.get("GOVERNOR_REPORT_KEY") or os.environ.get("GOVERNOR_ADMIN_KEY")
+        doc = admin_request(url, key, "GET", "/gateway/control-room/panels", params=params)
+    if fmt == "json":
+        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    elif fmt == "csv":
+        click.echo(render_csv(doc), nl=False)
+    else:
+        click.echo(render_table(doc))

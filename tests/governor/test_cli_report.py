@@ -1,0 +1,92 @@
+"""`governor report`: the same panels through the admin API and straight from the ledger, as
+table, JSON and CSV (a real `governor` process; a real proxy on loopback for the API path)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+import pytest_asyncio
+
+from activities.config_source import load_config_dir
+from controlroom.model import Filters
+from controlroom.panels import compute_panels
+from examples.control_room_traffic import LOOP_SESSION, iter_traffic, write_traffic
+from tests.support.servers import InProcessProxy, make_config_dir
+
+REPO = Path(__file__).resolve().parents[2]
+END = 1_764_460_800.0
+
+
+async def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def go() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "governor.cli", "report", *args],
+                              capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
+
+    return await asyncio.to_thread(go)
+
+
+@pytest_asyncio.fixture
+async def proxy(tmp_path: Path) -> AsyncIterator[InProcessProxy]:
+    cfg = make_config_dir(tmp_path / "config")
+    p = await InProcessProxy(cfg, tmp_path / "data", "http://127.0.0.1:9").start()
+    assert p.gw is not None
+    await write_traffic(p.gw.store, iter_traffic(4, 3, END, 25))
+    try:
+        yield p
+    finally:
+        await p.stop()
+
+
+@pytest.mark.asyncio
+async def test_report_through_the_api_and_from_the_ledger_shows_the_web_pages_numbers(
+        proxy: InProcessProxy, tmp_path: Path) -> None:
+    assert proxy.gw is not None
+    common = ["--since", "4d", "--until", str(END), "--team", "platform"]
+    via_api = await run(*common, "--format", "json", "--url", proxy.base_url,
+                        "--key", "gk-dev-oncall")
+    assert via_api.returncode == 0, via_api.stderr
+    ledger = f"sqlite:///{proxy.data_dir / 'ledger.db'}"
+    via_ledger = await run(*common, "--format", "json", "--ledger", ledger,
+                           "--config", str(proxy.config_dir))
+    assert via_ledger.returncode == 0, via_ledger.stderr
+    want = await compute_panels(proxy.gw.store, Filters(END - 4 * 86400, END, team="platform"),
+                                config=load_config_dir(proxy.config_dir))
+    want_json = orjson.loads(orjson.dumps([p.to_json() for p in want]))
+    assert orjson.loads(via_api.stdout)["panels"] == want_json
+    assert orjson.loads(via_ledger.stdout)["panels"] == want_json
+
+
+@pytest.mark.asyncio
+async def test_report_table_and_csv_of_one_panel(proxy: InProcessProxy) -> None:
+    ledger = f"sqlite:///{proxy.data_dir / 'ledger.db'}"
+    base = ["--until", str(END), "--ledger", ledger, "--config", str(proxy.config_dir)]
+    table = await run("--panel", "3", *base)
+    assert table.returncode == 0, table.stderr
+    assert "== 3. Runaway-agent detector [oncall]" in table.stdout
+    assert f"=> kill_session {LOOP_SESSION}" in table.stdout
+    assert "== 1." not in table.stdout
+    out = await run("--panel", "5", "--format", "csv", *base)
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.reader(io.StringIO(out.stdout)))
+    header = next(r for r in rows if r[:3] == ["panel", "table", "hook"])
+    assert header[2:] == ["hook", "detector", "action", "events", "sessions", "class", "attention"]
+    secret = [r for r in rows if r[2:5] == ["tool-output", "secrets", "allowed"]]
+    assert len(secret) == 1 and secret[0][7] == "risk" and secret[0][8].startswith("ACT NOW")
+
+
+@pytest.mark.asyncio
+async def test_report_errors_are_one_sentence_and_a_nonzero_exit(proxy: InProcessProxy) -> None:
+    r = await run("--url", proxy.base_url, "--key", "gk-dev-developer")
+    assert r.returncode != 0 and "403" in r.stderr and "Traceback" not in r.stderr
+    r = await run("--since", "nonsense", "--url", proxy.base_url, "--key", "gk-dev-admin")
+    assert r.returncode != 0 and "400" in r.stderr
+    r = await run("--ledger", f"sqlite:///{proxy.data_dir / 'ledger.db'}", "--since", "-3")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
