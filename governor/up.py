@@ -267,6 +267,7 @@ def banner(opts: UpOptions, proxy_url: str, ui_url: str | None, simulated: bool)
         f"  proxy:        {proxy_url}   (OpenAI: {proxy_url}/v1, Anthropic: {proxy_url})",
         f"  Temporal UI:  {ui_url or '(external cluster: use its own UI)'}",
         f"  metrics:      {proxy_url}/metrics",
+        f"  control room: {proxy_url}/control-room   (sign in with a viewer/on-call/admin key)",
         f"  temporal:     {opts.temporal_address or '(dev server)'}  namespace "
         f"{opts.namespace}  task queue {opts.task_queue}",
         f"  data:         {opts.data_dir.resolve()}",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from activities.gateway import Gateway
 from proxy.admin import handle_admin, reload_config_off_loop
+from proxy.control_room import ControlRoom, handle_control_room
 from proxy.count_tokens_route import handle_count_tokens
 from proxy.http import Receive, Scope, Send, respond_json
 from proxy.llm_routes import handle_llm
@@ -54,6 +55,7 @@ class ProxyApp:
         self.gw = gateway
         self._opener = opener
         self.metrics_page = MetricsPage()
+        self.control_room = ControlRoom()
         self._owns = gateway is None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -80,6 +82,8 @@ class ProxyApp:
                     await handle_admin(gw, scope, receive, send)
                 elif method == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):
                     await handle_models(gw, scope, send)
+                elif path == "/control-room" or path.startswith("/control-room/"):
+                    await handle_control_room(gw, self.control_room, scope, receive, send)
                 elif path == "/metrics":
                     await serve_metrics(gw, self.metrics_page, scope, send)
                 elif path in ("/healthz", "/"):

@@ -1,0 +1,125 @@
+"""The control room's filters from a request's query: time range, team, project, workflow tag.
+
+Pure: `now` is passed in. Every value a caller sends is bounded and checked here, so a bad
+filter is a `FilterError` (a 400 page or a CLI usage error), never an exception deeper down.
+
+Query parameters (each at most once):
+- `since`: a duration back from now (`30m`, `24h`, `7d`, `2w`) or an ISO 8601 date/time
+  (`2026-11-01`, `2026-11-01T12:00`, `2026-11-01T12:00:00+01:00`; no zone = UTC). Default `7d`.
+- `until`: same forms (a duration means that long before now); default now.
+- `team`, `project`, `workflow_tag`: exact values, 1-128 printable characters.
+- `panel`: one panel number 1-6 (all six when absent).
+- `view`: `all` (default), `executive`, `oncall` or `engineering` (the seed's metric layers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from controlroom.model import Filters
+from policies.config.models import window_seconds
+
+DEFAULT_SINCE = "7d"
+MAX_RANGE_S = 366 * 86400  # one year and a day: longer ranges are a report, not a page
+MAX_TEXT = 128
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
+PANEL_NUMBERS = (1, 2, 3, 4, 5, 6)
+View = Literal["all", "executive", "oncall", "engineering"]
+VIEWS: tuple[View, ...] = ("all", "executive", "oncall", "engineering")
+PARAMS = ("since", "until", "team", "project", "workflow_tag", "panel", "view")
+
+
+class FilterError(ValueError):
+    """A filter value the control room cannot use; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    """What one control-room request asks for: the panels' `Filters`, which panels, which
+    layer view, and the raw texts to show back in the filter form."""
+
+    filters: Filters
+    panels: list[int] | None
+    view: View
+    form: dict[str, str]
+
+
+def parse_time(text: str, now: float, name: str) -> float:
+    """Unix seconds of a duration back from `now` or an ISO 8601 date/time (UTC when no zone)."""
+    t = text.strip()
+    if not t or len(t) > 40:
+        raise FilterError(f"`{name}` must be a duration like 7d or an ISO date; got {len(t)} chars")
+    if t[-1] in "smhdw" and t[:-1].strip().isdigit():
+        try:
+            return now - window_seconds(t)
+        except ValueError as exc:
+            raise FilterError(f"`{name}`: {exc}") from None
+    try:
+        dt = datetime.fromisoformat(t)
+    except ValueError:
+        raise FilterError(
+            f"`{name}` must be a duration (30m, 24h, 7d, 2w) or an ISO 8601 date/time "
+            "(2026-11-01 or 2026-11-01T12:00Z)"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def _text(value: str, name: str) -> str | None:
+    v = value.strip()
+    if not v:
+        return None
+    if len(v) > MAX_TEXT:
+        raise FilterError(f"`{name}` must be at most {MAX_TEXT} characters")
+    if not v.isprintable():
+        raise FilterError(f"`{name}` must not contain control characters")
+    return v
+
+
+def parse_page_query(query: dict[str, str], now: float) -> PageQuery:
+    """`PageQuery` from query parameters already split into one value each (unknown names are
+    the caller's to refuse). Raises `FilterError` with a sentence a person can act on."""
+    unknown = sorted(set(query) - set(PARAMS))
+    if unknown:
+        raise FilterError(f"unknown filter; use {', '.join(PARAMS)}")
+    since_text = query.get("since", "").strip() or DEFAULT_SINCE
+    until_text = query.get("until", "").strip()
+    since = parse_time(since_text, now, "since")
+    until = parse_time(until_text, now, "until") if until_text else now
+    if since < EARLIEST or until < EARLIEST:
+        raise FilterError("the time range must start after 2000-01-01")
+    if until > now + 86400:
+        raise FilterError("`until` must not be more than a day in the future")
+    if since >= until:
+        raise FilterError("`since` must be before `until`")
+    if until - since > MAX_RANGE_S:
+        raise FilterError("the time range must be at most 366 days")
+    panels: list[int] | None = None
+    p = query.get("panel", "").strip()
+    if p:
+        if p not in {str(n) for n in PANEL_NUMBERS}:
+            raise FilterError("`panel` must be a panel number from 1 to 6")
+        panels = [int(p)]
+    view = query.get("view", "").strip() or "all"
+    if view not in VIEWS:
+        raise FilterError(f"`view` must be one of {', '.join(VIEWS)}")
+    filters = Filters(
+        since=since,
+        until=until,
+        team=_text(query.get("team", ""), "team"),
+        project=_text(query.get("project", ""), "project"),
+        workflow_tag=_text(query.get("workflow_tag", ""), "workflow_tag"),
+    )
+    form = {
+        "since": since_text,
+        "until": until_text,
+        "team": filters.team or "",
+        "project": filters.project or "",
+        "workflow_tag": filters.workflow_tag or "",
+        "panel": p,
+        "view": view,
+    }
+    return PageQuery(filters=filters, panels=panels, view=view, form=form)  # type: ignore[arg-type]

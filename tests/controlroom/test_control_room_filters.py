@@ -1,0 +1,43 @@
+"""Filters from the query: durations, ISO dates, bounds, and a clear error for the rest."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from controlroom.filters import FilterError, parse_page_query
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC).timestamp()
+
+
+def test_defaults_are_the_last_seven_days_all_panels_all_layers():
+    q = parse_page_query({}, NOW)
+    assert q.filters.since == NOW - 7 * 86400 and q.filters.until == NOW
+    assert q.panels is None and q.view == "all"
+    assert (q.filters.team, q.filters.project, q.filters.workflow_tag) == (None, None, None)
+
+
+def test_durations_dates_and_exact_matches():
+    q = parse_page_query({"since": "2026-11-01", "until": "2026-11-02T06:00+06:00",
+                          "team": " platform ", "project": "UNTAGGED",
+                          "workflow_tag": "code-review", "panel": "3", "view": "oncall"}, NOW)
+    assert q.filters.since == datetime(2026, 11, 1, tzinfo=UTC).timestamp()
+    assert q.filters.until == datetime(2026, 11, 2, 0, 0, tzinfo=UTC).timestamp()
+    assert (q.filters.team, q.filters.project, q.filters.workflow_tag) == (
+        "platform", "UNTAGGED", "code-review")
+    assert q.panels == [3] and q.view == "oncall"
+    assert parse_page_query({"since": "90m"}, NOW).filters.since == NOW - 5400
+    assert parse_page_query({"since": "2w", "until": "1d"}, NOW).filters.until == NOW - 86400
+
+
+@pytest.mark.parametrize("query", [
+    {"since": "soon"}, {"since": "0h"}, {"since": "1y"}, {"since": "9" * 50 + "d"},
+    {"since": "1h", "until": "2h"}, {"since": "367d"}, {"until": "2026-12-05"},
+    {"since": "1990-01-01"}, {"panel": "0"}, {"panel": "x"}, {"view": "ceo"},
+    {"team": "a" * 129}, {"project": "a\nb"}, {"workflow_tag": "\x00"}, {"colour": "red"},
+])
+def test_bad_values_raise_a_filter_error_with_a_sentence(query):
+    with pytest.raises(FilterError) as e:
+        parse_page_query(query, NOW)
+    assert len(str(e.value)) > 10

@@ -1,0 +1,318 @@
+"""`/control-room` over real HTTP on loopback against a real proxy: sign-in, roles, cookie
+tampering, CSRF and Origin checks, filter validation, the kill action, security headers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from controlroom import auth
+from tests.controlroom.cr_client import (
+    ADMIN_KEY,
+    DEV_KEY,
+    METRICS_KEY,
+    ONCALL_KEY,
+    VIEWER_KEY,
+    csrf_of,
+    origin_of,
+    sign_in,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=20, follow_redirects=False)
+
+
+def assert_secure_headers(r: httpx.Response) -> None:
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "script-src 'none'" in csp
+    assert "frame-ancestors 'none'" in csp
+    assert r.headers["x-frame-options"] == "DENY"
+    assert r.headers["cache-control"] == "no-store"
+    assert r.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_without_a_session_the_page_redirects_to_the_login_form(proxy):
+    async with client() as h:
+        r = await h.get(proxy.base_url + "/control-room")
+        assert r.status_code == 303 and r.headers["location"] == "/control-room/login"
+        assert_secure_headers(r)
+        login = await h.get(proxy.base_url + "/control-room/login")
+        assert login.status_code == 200 and login.headers["content-type"].startswith("text/html")
+        assert 'type="password" name="api_key"' in login.text
+        assert 'method="post" action="/control-room/login"' in login.text
+        assert "<script" not in login.text
+        assert_secure_headers(login)
+
+
+async def test_a_viewer_signs_in_with_a_form_and_gets_a_signed_httponly_strict_cookie(proxy):
+    async with client() as h:
+        r = await sign_in(h, proxy.base_url, VIEWER_KEY)
+        assert r.status_code == 303 and r.headers["location"] == "/control-room"
+        set_cookie = r.headers["set-cookie"]
+        assert set_cookie.startswith(auth.COOKIE_NAME + "=v1.")
+        for attr in ("HttpOnly", "SameSite=Strict", "Path=/control-room",
+                     f"Max-Age={auth.SESSION_TTL_S}"):
+            assert attr in set_cookie
+        assert VIEWER_KEY not in set_cookie  # the key is exchanged, never stored in the cookie
+        page = await h.get(proxy.base_url + "/control-room")
+        assert page.status_code == 200, page.text
+        assert "u_viewer · viewer" in page.text
+        assert_secure_headers(page)
+        assert VIEWER_KEY not in page.text
+
+
+@pytest.mark.parametrize("key", ["gk-not-a-key", "", "x" * 600])
+async def test_an_unknown_key_is_refused_401_and_gets_no_cookie(proxy, key):
+    async with client() as h:
+        r = await sign_in(h, proxy.base_url, key)
+        assert r.status_code == 401
+        assert "set-cookie" not in r.headers
+        assert "Sign-in refused" in r.text
+        assert (await h.get(proxy.base_url + "/control-room")).status_code == 303
+
+
+@pytest.mark.parametrize("key", [DEV_KEY, METRICS_KEY, "gk-dev-service"])
+async def test_keys_whose_role_cannot_read_the_control_room_are_refused_403(proxy, key):
+    async with client() as h:
+        r = await sign_in(h, proxy.base_url, key)
+        assert r.status_code == 403
+        assert "set-cookie" not in r.headers
+        assert "needs a viewer, auditor, on-call or admin key" in r.text
+
+
+async def test_the_login_form_is_refused_from_another_origin_or_without_one(proxy):
+    async with client() as h:
+        url = proxy.base_url + "/control-room/login"
+        evil = await h.post(url, data={"api_key": VIEWER_KEY},
+                            headers={"origin": "http://evil.example"})
+        assert evil.status_code == 403 and "set-cookie" not in evil.headers
+        none = await h.post(url, data={"api_key": VIEWER_KEY})
+        assert none.status_code == 403 and "set-cookie" not in none.headers
+        opaque = await h.post(url, data={"api_key": VIEWER_KEY}, headers={"origin": "null"})
+        assert opaque.status_code == 403
+
+
+def _tampered(value: str) -> list[str]:
+    _, kid, exp, nonce, mac = value.split(".")
+    admin_kid = auth.issue(b"x" * 32, "dev-admin", "h", time.time())[0].split(".")[1]
+    flip = "0" if mac[-1] != "0" else "1"
+    return [
+        f"v1.{kid}.{int(exp) + 3600}.{nonce}.{mac}",  # extended expiry
+        f"v1.{admin_kid}.{exp}.{nonce}.{mac}",  # another key's id (the admin's)
+        f"v1.{kid}.{exp}.{nonce}.{mac[:-1]}{flip}",  # one MAC digit changed
+        f"v1.{kid}.{exp}.{'0' * 32}.{mac}",  # another nonce
+        f"v2.{kid}.{exp}.{nonce}.{mac}",
+        f"v1.{kid}.{exp}.{nonce}",
+        "garbage",
+        "v1.%%%.1.2.3",
+    ]
+
+
+async def test_a_tampered_or_forged_cookie_is_not_a_session(proxy):
+    async with client() as h:
+        assert (await sign_in(h, proxy.base_url, VIEWER_KEY)).status_code == 303
+        good = h.cookies[auth.COOKIE_NAME]
+        for bad in _tampered(good):
+            r = await h.get(proxy.base_url + "/control-room",
+                            headers={"cookie": f"{auth.COOKIE_NAME}={bad}"})
+            assert r.status_code == 303, bad
+        # A cookie signed with another deployment's secret for the admin key.
+        admin_hash = next(k.hash for k in proxy.gw.config.keys_by_hash.values()
+                          if k.id == "dev-admin")
+        forged, _ = auth.issue(b"another deployment", "dev-admin", admin_hash, time.time())
+        r = await h.get(proxy.base_url + "/control-room",
+                        headers={"cookie": f"{auth.COOKIE_NAME}={forged}"})
+        assert r.status_code == 303
+
+
+async def test_logout_ends_the_session_even_for_a_copy_of_the_cookie(proxy):
+    async with client() as h:
+        await sign_in(h, proxy.base_url, VIEWER_KEY)
+        copy = h.cookies[auth.COOKIE_NAME]
+        page = await h.get(proxy.base_url + "/control-room")
+        out = await h.post(proxy.base_url + "/control-room/logout",
+                           data={"csrf": csrf_of(page.text)}, headers=origin_of(proxy.base_url))
+        assert out.status_code == 303 and out.headers["location"] == "/control-room/login"
+        assert "Max-Age=0" in out.headers["set-cookie"]
+        r = await h.get(proxy.base_url + "/control-room",
+                        headers={"cookie": f"{auth.COOKIE_NAME}={copy}"})
+        assert r.status_code == 303
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "since=yesterday",
+        "since=99999999999999d",
+        "since=0d",
+        "since=1999-01-01",
+        "since=1h&until=2h",
+        "since=400d",
+        "until=2999-01-01",
+        "panel=7",
+        "panel=1.5",
+        "view=boss",
+        "team=" + "t" * 200,
+        "project=%01",
+        "colour=red",
+        "team=a&team=b",
+        "since=%ff",
+        "since=2026-13-45",
+        "x=" + "y" * 5000,
+    ],
+)
+async def test_bad_filters_are_a_400_page_never_a_500(proxy, query):
+    async with client() as h:
+        await sign_in(h, proxy.base_url, VIEWER_KEY)
+        r = await h.get(proxy.base_url + "/control-room?" + query)
+        assert r.status_code == 400, (query, r.status_code)
+        assert r.headers["content-type"].startswith("text/html")
+        assert "Bad filter" in r.text
+        assert_secure_headers(r)
+
+
+async def test_good_filters_are_shown_back_in_the_form(proxy):
+    async with client() as h:
+        await sign_in(h, proxy.base_url, VIEWER_KEY)
+        r = await h.get(proxy.base_url + "/control-room",
+                        params={"since": "20d", "until": "3d", "team": "<b>x</b>",
+                                "project": "p1", "workflow_tag": "code-review",
+                                "view": "executive", "panel": "2"})
+        assert r.status_code == 200, r.text
+        assert 'value="&lt;b&gt;x&lt;/b&gt;"' in r.text and "<b>x</b>" not in r.text
+        assert 'value="code-review"' in r.text
+        assert '<option value="executive" selected>' in r.text
+
+
+async def _session_page(h: httpx.AsyncClient, base: str, key: str) -> str:
+    assert (await sign_in(h, base, key)).status_code == 303
+    page = await h.get(base + "/control-room")
+    assert page.status_code == 200
+    return page.text
+
+
+async def _call(h: httpx.AsyncClient, base: str, sid: str, text: str) -> httpx.Response:
+    return await h.post(
+        base + "/v1/chat/completions",
+        json={"model": "support-cheap", "messages": [{"role": "user", "content": text}]},
+        headers={"authorization": f"Bearer {DEV_KEY}", "x-governor-session-id": sid,
+                 "x-governor-project": "cr-test"},
+    )
+
+
+async def test_a_kill_post_without_the_csrf_token_or_with_a_wrong_one_is_refused(proxy):
+    sid = "cr-csrf-1"
+    async with client() as h, client() as other:
+        assert (await _call(h, proxy.base_url, sid, "hello")).status_code == 200
+        await _session_page(h, proxy.base_url, ONCALL_KEY)
+        other_csrf = csrf_of(await _session_page(other, proxy.base_url, ONCALL_KEY))
+        url = proxy.base_url + "/control-room/kill"
+        form = {"session_id": sid, "confirm": "yes"}
+        for extra in ({}, {"csrf": ""}, {"csrf": "0" * 40}, {"csrf": other_csrf},
+                      {"csrf": "é" * 40}):
+            r = await h.post(url, data={**form, **extra}, headers=origin_of(proxy.base_url))
+            assert r.status_code == 403 and "CSRF" in r.text, extra
+        assert sid not in proxy.gw.state.killed
+        assert (await _call(h, proxy.base_url, sid, "still alive")).status_code == 200
+
+
+async def test_a_kill_post_from_another_origin_is_refused_even_with_the_token(proxy):
+    sid = "cr-origin-1"
+    async with client() as h:
+        csrf = csrf_of(await _session_page(h, proxy.base_url, ONCALL_KEY))
+        url = proxy.base_url + "/control-room/kill"
+        form = {"session_id": sid, "confirm": "yes", "csrf": csrf}
+        for hdrs in ({"origin": "http://evil.example"}, {},
+                     {"referer": "http://evil.example/x"},
+                     {"origin": proxy.base_url.replace("127.0.0.1", "localhost")}):
+            r = await h.post(url, data=form, headers=hdrs)
+            assert r.status_code == 403, hdrs
+        # A same-origin Referer (no Origin) is enough.
+        r = await h.post(url, data=form, headers={"referer": proxy.base_url + "/control-room"})
+        assert r.status_code == 200
+        assert sid in proxy.gw.state.killed
+
+
+async def test_a_viewer_sees_the_kill_disabled_and_its_post_is_refused_403(proxy):
+    sid = "cr-viewer-1"
+    async with client() as h:
+        csrf = csrf_of(await _session_page(h, proxy.base_url, VIEWER_KEY))
+        r = await h.post(proxy.base_url + "/control-room/kill",
+                         data={"session_id": sid, "confirm": "yes", "csrf": csrf},
+                         headers=origin_of(proxy.base_url))
+        assert r.status_code == 403 and "on-call or admin" in r.text
+        assert sid not in proxy.gw.state.killed
+
+
+async def test_a_post_without_a_session_is_refused_403(proxy):
+    async with client() as h:
+        r = await h.post(proxy.base_url + "/control-room/kill",
+                         data={"session_id": "x", "confirm": "yes", "csrf": "0" * 40},
+                         headers=origin_of(proxy.base_url))
+        assert r.status_code == 403 and "sign in" in r.text
+
+
+async def test_on_call_kills_a_session_from_the_control_room_and_its_next_call_is_refused(proxy):
+    sid = "cr-kill-1"
+    async with client() as h:
+        assert (await _call(h, proxy.base_url, sid, "first turn")).status_code == 200
+        csrf = csrf_of(await _session_page(h, proxy.base_url, ONCALL_KEY))
+        unconfirmed = await h.post(proxy.base_url + "/control-room/kill",
+                                   data={"session_id": sid, "csrf": csrf},
+                                   headers=origin_of(proxy.base_url))
+        assert unconfirmed.status_code == 400
+        r = await h.post(proxy.base_url + "/control-room/kill",
+                         data={"session_id": sid, "confirm": "yes", "csrf": csrf,
+                               "reason": "looping <agent>"},
+                         headers=origin_of(proxy.base_url))
+        assert r.status_code == 200, r.text
+        assert f"Session {sid} killed by u_oncall" in r.text
+        assert "looping &lt;agent&gt;" in r.text
+        nxt = await _call(h, proxy.base_url, sid, "second turn")
+        assert nxt.status_code == 403 and nxt.json()["error"]["code"] == "session_killed"
+        kills = [k for k in await proxy.gw.store.kills_after(0) if k.session_id == sid]
+        assert len(kills) == 1 and kills[0].actor == "u_oncall"
+        assert kills[0].reason == "control room: looping <agent>"
+        again = await h.post(proxy.base_url + "/control-room/kill",
+                             data={"session_id": sid, "confirm": "yes", "csrf": csrf},
+                             headers=origin_of(proxy.base_url))
+        assert again.status_code == 200 and "already killed" in again.text
+        # The admin API shows the same record: one kill path.
+        show = await h.get(proxy.base_url + f"/gateway/sessions/{sid}",
+                           headers={"authorization": f"Bearer {ADMIN_KEY}"})
+        assert show.json()["kill"]["actor"] == "u_oncall"
+
+
+async def test_form_bodies_are_bounded_and_must_be_form_encoded(proxy):
+    async with client() as h:
+        url = proxy.base_url + "/control-room/login"
+        big = await h.post(url, data={"api_key": "k" * 20_000},
+                           headers=origin_of(proxy.base_url))
+        assert big.status_code == 413
+        js = await h.post(url, json={"api_key": VIEWER_KEY}, headers=origin_of(proxy.base_url))
+        assert js.status_code == 415
+        extra = await h.post(url, data={"api_key": VIEWER_KEY, "next": "http://evil"},
+                             headers=origin_of(proxy.base_url))
+        assert extra.status_code == 400
+
+
+async def test_unknown_pages_and_methods_are_html_4xx(proxy):
+    async with client() as h:
+        assert (await h.get(proxy.base_url + "/control-room/nope")).status_code == 404
+        assert (await h.delete(proxy.base_url + "/control-room")).status_code == 405
+        assert (await h.get(proxy.base_url + "/control-room/kill")).status_code == 405
+        css = await h.get(proxy.base_url + "/control-room/style.css")
+        assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+
+
+async def test_concurrent_page_loads_all_succeed(proxy):
+    async with client() as h:
+        await sign_in(h, proxy.base_url, ADMIN_KEY)
+        rs = await asyncio.gather(*(h.get(proxy.base_url + "/control-room") for _ in range(8)))
+        assert all(r.status_code == 200 for r in rs)
