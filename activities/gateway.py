@@ -519,6 +519,8 @@ class Gateway:
         created: bool | None
         try:
             rec, created = await self.store.record_kill(session_id, actor, reason, ts)
+            if not created and (rec.ts, rec.actor, rec.reason) == (ts, actor, reason):
+                created = True  # the writer flushed our own journaled kill first: still ours
         except LedgerUnavailable:
             log.warning("ledger unreachable: kill journaled, in force here, recorded later")
             rec = KillRecord(id=None, session_id=session_id, actor=actor, reason=reason, ts=ts)

@@ -1,30 +1,4 @@
-from __future__ import annotations
+# The proxy tests' real simulator and in-process proxy (sample config plus test overlays).
+from tests.proxy.conftest import config_dir, proxy, sim
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-import pytest_asyncio
-
-from simulator.server import SimServer
-from tests.support.servers import InProcessProxy, make_config_dir
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def sim() -> AsyncIterator[SimServer]:
-    async with SimServer(port=0) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_config_dir(tmp_path_factory.mktemp("config"))
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def proxy(sim: SimServer, config_dir: Path,
-                tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[InProcessProxy]:
-    p = InProcessProxy(config_dir, tmp_path_factory.mktemp("proxydata"), sim.base_url)
-    await p.start()
-    yield p
-    await p.stop()
+__all__ = ["config_dir", "proxy", "sim"]
