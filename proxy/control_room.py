@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 from activities.gateway import Gateway
 from activities.guardrails import gateway_salt
 from controlroom import auth
-from controlroom.filters import PARAMS, FilterError, parse_page_query
+from controlroom.filters import PARAMS, FilterError, PageQuery, parse_page_query
 from controlroom.model import Panel
 from controlroom.page import (
     BASE,
@@ -37,6 +37,7 @@ from controlroom.page import (
     login_page,
     message_page,
 )
+from controlroom.panels import compute_panels
 from ledger.errors import LedgerUnavailable
 from policies.config.models import ApiKey
 from policies.refusals import Refusal
@@ -52,11 +53,6 @@ from proxy.http import (
     read_body,
     respond,
 )
-
-try:  # the panel queries (issue 14, cr-data); the page says so while they are missing
-    from controlroom.panels import compute_panels
-except ImportError:  # pragma: no cover - removed once controlroom.panels is on main
-    compute_panels = None  # type: ignore[assignment]
 
 log = logging.getLogger("governor.controlroom")
 
@@ -291,11 +287,10 @@ async def _login(gw: Gateway, cr: ControlRoom, scope: Scope, receive: Receive, s
                     (_set_cookie(value, auth.SESSION_TTL_S, _is_https(scope, headers)),))
 
 
-async def panels_for(gw: Gateway, query: Any) -> list[Panel]:
-    """The panels a `PageQuery` asks for, in the layer it asks for."""
-    if compute_panels is None:
-        return []
-    panels = await compute_panels(gw.store, query.filters, query.panels)
+async def panels_for(gw: Gateway, query: PageQuery) -> list[Panel]:
+    """The panels a `PageQuery` asks for (from the ledger, priced by the gateway's config),
+    in the layer it asks for."""
+    panels = await compute_panels(gw.store, query.filters, query.panels, config=gw.config)
     if query.view != "all":
         panels = [p for p in panels if p.layer == query.view]
     return panels
@@ -311,11 +306,13 @@ async def _page(gw: Gateway, cr: ControlRoom, scope: Scope, send: Send, key: Api
         msg = exc.message if isinstance(exc, Refusal) else str(exc)
         await _html(send, 400, message_page("Bad filter", msg, viewer))
         return
-    panels = await panels_for(gw, query)
-    notice = None if compute_panels is not None else (
-        "The panel queries are not installed in this build; nothing to show yet.")
+    try:
+        panels = await panels_for(gw, query)
+    except ValueError as exc:  # compute_panels' own checks (range, panel numbers)
+        await _html(send, 400, message_page("Bad filter", str(exc), viewer))
+        return
     page = control_room_page(panels, viewer, query.form, query.filters.since,
-                             query.filters.until, notice)
+                             query.filters.until)
     await _html(send, 200, page)
 
 

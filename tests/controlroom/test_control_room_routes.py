@@ -4,12 +4,21 @@ tampering, CSRF and Origin checks, filter validation, the kill action, security 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from html import unescape
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from controlroom import auth
+from controlroom.model import Filters
+from controlroom.panels import compute_panels
+from examples.control_room_traffic import Traffic, generate, write_traffic
 from tests.controlroom.cr_client import (
     ADMIN_KEY,
     DEV_KEY,
@@ -20,6 +29,7 @@ from tests.controlroom.cr_client import (
     origin_of,
     sign_in,
 )
+from tests.support.servers import InProcessProxy, make_config_dir
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -316,3 +326,51 @@ async def test_concurrent_page_loads_all_succeed(proxy):
         await sign_in(h, proxy.base_url, ADMIN_KEY)
         rs = await asyncio.gather(*(h.get(proxy.base_url + "/control-room") for _ in range(8)))
         assert all(r.status_code == 200 for r in rs)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def filled(sim, tmp_path_factory) -> AsyncIterator[tuple[InProcessProxy, Traffic]]:
+    """A proxy of its own whose ledger holds two days of generated traffic ending now."""
+    cfg = make_config_dir(tmp_path_factory.mktemp("cr-config"))
+    p = InProcessProxy(cfg, tmp_path_factory.mktemp("cr-data"), sim.base_url)
+    await p.start()
+    tr = generate(days=2, seed=5, end=time.time(), sessions_per_day=12)
+    assert p.gw is not None
+    await write_traffic(p.gw.store, (("call", r) for r in tr.calls))
+    await write_traffic(p.gw.store, (("event", r) for r in tr.events))
+    await write_traffic(p.gw.store, (("outcome", r) for r in tr.outcomes))
+    yield p, tr
+    await p.stop()
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+async def test_the_page_shows_the_six_panels_with_compute_panels_figures(filled):
+    p, tr = filled
+    assert p.gw is not None
+    expected = await compute_panels(p.gw.store, Filters(tr.start, tr.end), config=p.gw.config)
+    async with client() as h:
+        await sign_in(h, p.base_url, VIEWER_KEY)
+        r = await h.get(p.base_url + "/control-room",
+                        params={"since": iso(tr.start), "until": iso(tr.end)})
+    assert r.status_code == 200, r.text
+    html = r.text
+    assert len(expected) == 6
+    for panel in expected:
+        assert f'data-panel="{panel.number}" data-layer="{panel.layer}"' in html
+        for name, value in panel.figures.items():
+            m = re.search(rf'data-figure="{re.escape(name)}" data-value="([^"]*)"', html)
+            assert m, (panel.number, name)
+            assert json.loads(unescape(m.group(1))) == value, (panel.number, name)
+    assert html.count("<svg") == sum(min(len(x.charts), 8) for x in expected)
+    assert 'data-action="kill_session" data-target="sess-loop-0001"' in html
+    # The layer view keeps the seed's audiences apart.
+    async with client() as h:
+        await sign_in(h, p.base_url, VIEWER_KEY)
+        oncall = await h.get(p.base_url + "/control-room",
+                             params={"since": iso(tr.start), "until": iso(tr.end),
+                                     "view": "oncall"})
+    layers = set(re.findall(r'data-layer="([a-z]+)"', oncall.text))
+    assert layers == {"oncall"}
