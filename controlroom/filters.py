@@ -4,8 +4,9 @@ Pure: `now` is passed in. Every value a caller sends is bounded and checked here
 filter is a `FilterError` (a 400 page or a CLI usage error), never an exception deeper down.
 
 Query parameters (each at most once):
-- `since`: a duration back from now (`30m`, `24h`, `7d`, `2w`) or an ISO 8601 date/time
-  (`2026-11-01`, `2026-11-01T12:00`, `2026-11-01T12:00:00+01:00`; no zone = UTC). Default `7d`.
+- `since`: a duration back from now (`30m`, `24h`, `7d`, `2w`), an ISO 8601 date/time
+  (`2026-11-01`, `2026-11-01T12:00`, `2026-11-01T12:00:00+01:00`; no zone = UTC) or unix
+  seconds (`1764460800`, as the JSON route takes them). Default `7d`.
 - `until`: same forms (a duration means that long before now); default now.
 - `team`, `project`, `workflow_tag`: exact values, 1-128 printable characters.
 - `panel`: one panel number 1-6 (all six when absent).
@@ -56,6 +57,8 @@ def parse_time(text: str, now: float, name: str) -> float:
             return now - window_seconds(t)
         except ValueError as exc:
             raise FilterError(f"`{name}`: {exc}") from None
+    if t.replace(".", "", 1).isdigit() and t.isascii() and len(t) >= 9:
+        return float(t)  # unix seconds (an ISO date has dashes; a year alone is 4 digits)
     try:
         dt = datetime.fromisoformat(t)
     except ValueError:

@@ -47,7 +47,8 @@ class Series:
 
 @dataclass
 class Chart:
-    """A chart drawn server-side as SVG: `kind` bar (x labels) or line (x unix times)."""
+    """A chart drawn server-side as SVG: `kind` bar (x labels) or line (x unix times, or
+    labels such as days drawn evenly in order)."""
 
     title: str
     kind: Literal["bar", "line"]

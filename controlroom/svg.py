@@ -195,12 +195,20 @@ def _when(ts: float, span: float) -> str:
 
 
 def _line(series: list[Series], width: int, height: int) -> tuple[str, str]:
+    """Lines over unix-time x values; when the x values are labels (e.g. days as
+    `2026-11-24`), over those labels evenly spaced in order of first appearance."""
+    cats: dict[str, int] = {}
+    if any(isinstance(x, str) for s in series for x, _ in s.points):
+        for s in series:
+            for x, _ in s.points:
+                cats.setdefault(str(x), len(cats))
     lines: list[list[tuple[float, float]]] = []
     note = ""
     for s in series:
         pts = []
         for x, y in s.points:
-            fx, fy = _num(x), _num(y)
+            fx = float(cats[str(x)]) if cats else _num(x)
+            fy = _num(y)
             if fx is not None and fy is not None:
                 pts.append((fx, fy))
         pts.sort()
@@ -223,11 +231,16 @@ def _line(series: list[Series], width: int, height: int) -> tuple[str, str]:
     def sx(x: float) -> float:
         return LEFT + (x - x0) / span * plot_w
 
-    for i in range(5):
-        t = x0 + span * i / 4
+    labels = list(cats)
+    ticks = [x0 + span * i / 4 for i in range(5)]
+    if labels:
+        ticks = sorted({float(round(t)) for t in ticks})
+    for i, t in enumerate(ticks):
+        text = _short(labels[int(t)], 14) if labels else _when(t, span)
+        anchor = "start" if i == 0 else "end" if i == len(ticks) - 1 else "middle"
         out.append(
             f'<text x="{sx(t):.1f}" y="{height - BOTTOM + 14}" font-size="10" '
-            f'text-anchor="middle" fill="#333">{_e(_when(t, span))}</text>'
+            f'text-anchor="{anchor}" fill="#333">{_e(text)}</text>'
         )
     for si, (s, pts) in enumerate(zip(series, lines, strict=True)):
         if not pts:

@@ -288,9 +288,10 @@ async def _login(gw: Gateway, cr: ControlRoom, scope: Scope, receive: Receive, s
 
 
 async def panels_for(gw: Gateway, query: PageQuery) -> list[Panel]:
-    """The panels a `PageQuery` asks for (from the ledger, priced by the gateway's config),
-    in the layer it asks for."""
-    panels = await compute_panels(gw.store, query.filters, query.panels, config=gw.config)
+    """The panels a `PageQuery` asks for (from the ledger, priced by the repository's config
+    as the JSON route and `governor report` are), in the layer it asks for."""
+    panels = await compute_panels(gw.store, query.filters, query.panels,
+                                  config=gw.base_config or gw.config)
     if query.view != "all":
         panels = [p for p in panels if p.layer == query.view]
     return panels

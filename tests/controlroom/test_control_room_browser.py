@@ -98,7 +98,11 @@ async def check_panels(page: Any, expected: list[Panel]) -> None:
             fig = sec.locator(f'[data-figure="{name}"]')
             assert json.loads(await fig.get_attribute("data-value")) == value, (p.number, name)
             assert await fig.locator("dd").is_visible()
-        assert await sec.locator("svg.chart").count() == len(p.charts)
+        charts = sec.locator("svg.chart")
+        assert await charts.count() == len(p.charts)
+        for i, c in enumerate(p.charts):  # every chart with data draws it
+            drawn = await charts.nth(i).locator("polyline, rect:has(title)").count()
+            assert drawn > 0 or not any(s.points for s in c.series), (p.number, c.title)
         assert await sec.locator("table").count() == len(p.tables)
         for t in p.tables:
             assert t.title in await sec.inner_text()
@@ -121,6 +125,12 @@ async def test_the_control_room_in_chromium(filled, tmp_path):
     expected = await compute_panels(proxy.gw.store, filters, config=proxy.gw.config)
     assert any(a.kind == "kill_session" and a.target == LOOP_SESSION
                for a in expected[2].actions), "the generator's loop is not flagged on panel 3"
+    # The JSON route (what `governor report` and scripts read) gives the same panels.
+    async with httpx.AsyncClient(timeout=30) as h:
+        doc = (await h.get(base + "/gateway/control-room/panels",
+                           params={"since": repr(tr.start), "until": repr(tr.end)},
+                           headers={"authorization": f"Bearer {VIEWER_KEY}"})).json()
+    assert [p["figures"] for p in doc["panels"]] == [p.figures for p in expected]
     query = f"?since={iso(tr.start)}&until={iso(tr.end)}".replace("+", "%2B")
     # The looping session's owner can still call through the proxy (and claims the session).
     first = await owner_call(base, "before the kill")
@@ -143,6 +153,10 @@ async def test_the_control_room_in_chromium(filled, tmp_path):
             shot = tmp_path / "viewer.png"
             await page.screenshot(path=str(shot), full_page=True)
             save(shot, "control-room-viewer.png")
+            for n in (1, 4):
+                shot = tmp_path / f"viewer-panel{n}.png"
+                await page.locator(f'section[data-panel="{n}"]').screenshot(path=str(shot))
+                save(shot, f"control-room-panel{n}.png")
             assert errors == [], errors
             await ctx.close()
 
@@ -190,4 +204,5 @@ async def test_the_control_room_in_chromium(filled, tmp_path):
     kills = [k for k in await proxy.gw.store.kills_after(0) if k.session_id == LOOP_SESSION]
     assert [k.actor for k in kills] == ["u_oncall"]
     assert sorted(p.name for p in tmp_path.glob("*.png")) == [
-        "oncall-killed.png", "oncall-panel3.png", "viewer.png"]
+        "oncall-killed.png", "oncall-panel3.png", "viewer-panel1.png", "viewer-panel4.png",
+        "viewer.png"]

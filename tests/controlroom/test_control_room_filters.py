@@ -28,13 +28,15 @@ def test_durations_dates_and_exact_matches():
         "platform", "UNTAGGED", "code-review")
     assert q.panels == [3] and q.view == "oncall"
     assert parse_page_query({"since": "90m"}, NOW).filters.since == NOW - 5400
+    assert parse_page_query({"since": "1764460800.5"}, NOW).filters.since == 1764460800.5
     assert parse_page_query({"since": "2w", "until": "1d"}, NOW).filters.until == NOW - 86400
 
 
 @pytest.mark.parametrize("query", [
     {"since": "soon"}, {"since": "0h"}, {"since": "1y"}, {"since": "9" * 50 + "d"},
     {"since": "1h", "until": "2h"}, {"since": "367d"}, {"until": "2026-12-05"},
-    {"since": "1990-01-01"}, {"panel": "0"}, {"panel": "x"}, {"view": "ceo"},
+    {"since": "1990-01-01"}, {"since": "123456789"}, {"since": "1e9"}, {"panel": "0"},
+    {"panel": "x"}, {"view": "ceo"},
     {"team": "a" * 129}, {"project": "a\nb"}, {"workflow_tag": "\x00"}, {"colour": "red"},
 ])
 def test_bad_values_raise_a_filter_error_with_a_sentence(query):

@@ -365,6 +365,8 @@ async def test_the_page_shows_the_six_panels_with_compute_panels_figures(filled)
             assert m, (panel.number, name)
             assert json.loads(unescape(m.group(1))) == value, (panel.number, name)
     assert html.count("<svg") == sum(min(len(x.charts), 8) for x in expected)
+    empty = sum(1 for x in expected for c in x.charts if not any(s.points for s in c.series))
+    assert html.count("no data in this range") == empty
     assert 'data-action="kill_session" data-target="sess-loop-0001"' in html
     # The layer view keeps the seed's audiences apart.
     async with client() as h:

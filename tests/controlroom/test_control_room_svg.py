@@ -30,12 +30,26 @@ def test_hostile_labels_are_escaped_everywhere_and_the_svg_stays_well_formed():
 
 def test_line_chart_hostile_series_names_and_non_numbers_are_safe():
     chart = Chart(title="t", kind="line", unit="tokens/h", series=[
-        Series(name=HOSTILE, points=[(0.0, 1.0), (3600.0, float("nan")), ("x", 2.0),
+        Series(name=HOSTILE, points=[(0.0, 1.0), (3600.0, float("nan")), (True, 2.0),
                                      (7200.0, float("inf")), (10800.0, 5.0)]),
     ])
     root = parse(render_chart(chart))
     (line,) = root.iter(NS + "polyline")
-    assert len(line.attrib["points"].split()) == 2  # NaN, inf and a string x are not plotted
+    assert len(line.attrib["points"].split()) == 2  # NaN, inf and a non-number x: not plotted
+
+
+def test_a_line_over_day_labels_is_drawn_in_label_order():
+    days = [f"2026-11-{d:02d}" for d in range(20, 28)]
+    chart = Chart(title="daily", kind="line", unit="USD", series=[
+        Series(name="a", points=[(d, float(i)) for i, d in enumerate(days)]),
+        Series(name="<b>", points=[(d, 2.0) for d in days[2:]])])
+    svg = render_chart(chart)
+    root = parse(svg)
+    a, b = root.iter(NS + "polyline")
+    xs = [float(p.split(",")[0]) for p in a.attrib["points"].split()]
+    assert len(xs) == 8 and xs == sorted(xs)
+    assert len(b.attrib["points"].split()) == 6
+    assert "2026-11-20" in svg and "2026-11-27" in svg and "no data" not in svg
 
 
 def test_bar_heights_are_proportional_to_values():
