@@ -151,6 +151,14 @@ class Metrics:
             "1 while shared limits are decided by limits_outage_policy (database unreachable)",
             registry=r,
         )
+        # One series per virtual model: its latest version pair (controlroom.drift_watch).
+        self.tokenizer_drift = Gauge(
+            "governor_tokenizer_drift_pct",
+            "Input tokens of a virtual model's newest model version vs the previous one on the "
+            "same prompts, in % (the tokenizer_drift alert)",
+            ["virtual_model", "from_version", "to_version"],
+            registry=r,
+        )
         self.breaker_state = Gauge(
             "governor_breaker_state",
             "Circuit breaker of a target as routed by a virtual model: 0 closed, 1 half-open "

@@ -35,12 +35,14 @@ from policies.loops import is_repeating, rate_baseline, token_rate
 if TYPE_CHECKING:
     from activities.gateway import Gateway
     from activities.loop_guard import LoopVerdict
+    from controlroom.drift import Drift
     from policies.config.models import Budget
     from policies.identity import Identity
 
 log = logging.getLogger("governor.alerts")
 
 COALESCE_SECONDS = 5.0  # one signal per alert key per this many seconds from the hot path
+DRIFT_EVERY = 300  # ticks (seconds) between tokenizer-drift checks (controlroom.drift_watch)
 UNTAGGED_PUSH_SECONDS = 1.0  # a replica adds its untagged spend to the shared total this often
 _TYPE_FILTER = re.compile(r"""type\s*=\s*['"](\w+)['"]""")
 
@@ -428,6 +430,21 @@ class AlertHub:
             self._health_rule(rule, pending > t and (growing or firing))
         if n % 2 == 0:  # the top-N session gauges, every 2 s
             self.update_session_gauges(now)
+        if n % DRIFT_EVERY == DRIFT_EVERY // 2 and self._signal("tokenizer_drift"):
+            self._spawn(self._check_drift())  # a ledger read: off the tick
+
+    async def _check_drift(self) -> None:
+        from controlroom.drift_watch import check_tokenizer_drift
+
+        await check_tokenizer_drift(self.gw)
+
+    def on_tokenizer_drift(self, d: Drift) -> None:
+        """A virtual model's newer version costs more tokens on the same prompts."""
+        for rule in self._signal("tokenizer_drift"):
+            self.fire(rule.name, {
+                "virtual_model": d.virtual_model, "from_version": d.from_version,
+                "to_version": d.to_version, "from_model": d.from_model, "to_model": d.to_model,
+                "drift_pct": f"{d.drift_pct:.1f}", "common_prompts": str(d.common_prompts)})
 
     def _self_health(self, signal: str, bad: bool) -> None:
         for rule in self._signal(signal):

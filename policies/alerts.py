@@ -63,6 +63,7 @@ Signal = Literal[
     "ledger_unreachable",
     "journal_backlog",
     "outage_policy",
+    "tokenizer_drift",
     "none",
 ]
 
@@ -230,6 +231,7 @@ DEFAULT_IDENTIFY: dict[str, tuple[str, ...]] = {
     "ledger_unreachable": (),
     "journal_backlog_growing": (),
     "outage_policy_in_force": (),
+    "tokenizer_drift": ("virtual_model", "to_version"),
 }
 DEFAULT_SIGNAL: dict[str, Signal] = {
     "runaway_agent": "loop_detector",
@@ -240,6 +242,7 @@ DEFAULT_SIGNAL: dict[str, Signal] = {
     "ledger_unreachable": "ledger_unreachable",
     "journal_backlog_growing": "journal_backlog",
     "outage_policy_in_force": "outage_policy",
+    "tokenizer_drift": "tokenizer_drift",
 }
 DEFAULT_STEPS: dict[str, tuple[Step, ...]] = {
     "runaway_agent": (
@@ -292,6 +295,16 @@ BUILTIN_RULES: tuple[AlertRule, ...] = (
         runbook="1. The ledger database is unreachable: shared limits follow "
         "limits_outage_policy\n2. Restore the database; replicas return to leases by themselves",
         embedded=Embedded(signal="outage_policy"),
+    ),
+    AlertRule(
+        name="tokenizer_drift",
+        query="governor_tokenizer_drift_pct > 10",
+        labels={"severity": "warning", "team": "finance-ops"},
+        runbook="1. A virtual model's new model version uses more tokens for the same prompts "
+        "(labels: virtual_model, from_version, to_version, drift_pct)\n2. Review it in the "
+        "premium-model panel (governor report --panel 4)\n3. If the new version is not worth "
+        "the extra spend, apply the panel's YAML diff to roll the virtual model back",
+        embedded=Embedded(signal="tokenizer_drift"),
     ),
 )
 
