@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from activities import guardrails
+from activities import guardrails, tracing
 from activities.gateway import CLOSED, Gateway
 from activities.metrics import budget_scope_label
 from activities.router import Endpoint, UpstreamResult
@@ -714,6 +714,11 @@ def _account(
         if gw.alerts is not None:
             gw.alerts.on_spend(i.project, gov.cost_usd, now)
     m.child(m.overhead, gw.path).observe(max(0.0, latency_ms - res.upstream_ms) / 1000)
+    genai = tracing.genai  # OpenTelemetry GenAI metrics: None unless OTLP export is configured
+    if genai is not None:
+        genai.record("embeddings" if req.endpoint == "embeddings" else "chat", gov.provider,
+                     gov.virtual_model, gov.model, usage.input_tokens, usage.output_tokens,
+                     latency_ms / 1000, error)
 
 
 def _budget_alert(

@@ -152,6 +152,8 @@ async def _handle_llm(
                 )  # fmt: skip
             with span("governor.identity"):
                 ident = resolve_identity(key, headers, gw.config.settings)
+                if ident.session_id is not None and sp.is_recording():
+                    sp.set_attribute("gen_ai.conversation.id", ident.session_id)  # never a metric
                 gw.sweeper.touch(ident.session_id, time.time())
                 if ident.session_id is not None:
                     await gw.owners.check(ident)

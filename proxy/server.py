@@ -12,7 +12,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from activities.config_source import load_config_dir
 from activities.gateway import Gateway
-from activities.tracing import configure_tracing
+from activities.tracing import configure_tracing, shutdown_telemetry
 from activities.wire.errors import error_body
 from proxy.app import ProxyApp
 
@@ -178,4 +178,7 @@ def run(config_dir: Path, ledger_url: str, journal_dir: Path, host: str, port: i
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     configure_tracing("governor-proxy")
     app = make_app(config_dir, ledger_url, journal_dir)
-    uvicorn.Server(uvicorn_config(app, host, port)).run()
+    try:
+        uvicorn.Server(uvicorn_config(app, host, port)).run()
+    finally:
+        shutdown_telemetry()  # the last GenAI metrics reach the collector
