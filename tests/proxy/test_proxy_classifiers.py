@@ -70,6 +70,12 @@ def _overlay(sim: str) -> dict[str, str]:
                     judge.format(p="guard-judge-broke", t=8000)),
         _classifier("judge-broke-open", "c-judge-broke-open", "block", "fail_open",
                     judge.format(p="guard-judge-broke", t=8000)),
+        _classifier("judge-rl", "c-judge-rl", "block", "fail_open",
+                    judge.format(p="guard-judge-rl", t=8000)),
+        _classifier("judge-nokey", "c-judge-nokey", "block", "fail_open",
+                    "llm_judge: {model: support-cheap, key_id: dev-metrics}"),
+        _classifier("http-lru", "c-http-lru", "block", "fail_open",
+                    f"http: {{url: '{sim}/classify'}}\n    cache_size: 1"),
     ]  # fmt: skip
     return {
         "zz-classifiers.yaml": "type: gateway-guardrails-config\nname: classifiers\n"
@@ -88,6 +94,16 @@ budgets:
     ceiling_usd: 0.0000001
     window: daily
     on_exceed: hard_block
+""",
+        "zz-classifier-limits.yaml": """
+type: gateway-rate-limit-config
+name: judge-limits
+rules:
+  - id: judge-one-per-hour
+    when: {metadata: {X-Governor-Project: guard-judge-rl}}
+    limit: {requests: 1, window: 1h}
+    scope: project
+    on_breach: hard_block
 """,
     }
 
@@ -116,8 +132,8 @@ async def _clean_faults(csim: SimServer) -> AsyncIterator[None]:
         await h.delete("/_sim/classifier")
 
 
-async def _call(proxy: InProcessProxy, project: str, text: str, tool_result: str | None = None
-                ) -> tuple[httpx.Response, str]:
+async def _call(proxy: InProcessProxy, project: str, text: str, tool_result: str | None = None,
+                stream: bool = False) -> tuple[httpx.Response, str]:
     idem = uuid.uuid4().hex
     messages: list[dict[str, Any]] = [{"role": "user", "content": text}]
     if tool_result is not None:
@@ -130,7 +146,7 @@ async def _call(proxy: InProcessProxy, project: str, text: str, tool_result: str
     async with httpx.AsyncClient(base_url=proxy.base_url, timeout=30) as h:
         r = await h.post(
             "/v1/chat/completions",
-            json={"model": "support-cheap", "messages": messages},
+            json={"model": "support-cheap", "messages": messages, "stream": stream},
             headers={"Authorization": f"Bearer {DEV_KEY}", "X-Governor-Project": project,
                      "Idempotency-Key": idem},
         )  # fmt: skip
@@ -393,3 +409,58 @@ async def test_judge_flag_mode_records_the_verdict_off_the_call_path(
     assert (e.detector, e.type, e.action) == ("llm_judge", "jailbreak", "flagged")
     row = await _judge_row(cproxy, e)
     assert row is not None and row.project == "guard-judge" and row.cost_usd > 0
+
+
+async def test_judge_stopped_by_its_rate_limit_follows_its_fail_policy(
+    cproxy: InProcessProxy,
+) -> None:
+    r, cid = await _call(cproxy, "c-judge-rl", f"first {uuid.uuid4().hex}")
+    assert r.status_code == 200
+    (e,) = await _events(cproxy, cid)
+    assert e.type == "clean"
+    r, cid = await _call(cproxy, "c-judge-rl", f"second {uuid.uuid4().hex}")
+    assert r.status_code == 200  # fail_open
+    (e,) = await _events(cproxy, cid)
+    assert (e.type, e.action) == ("classifier_unavailable", "allowed")
+    assert _verdict(e)["error"] == "the judge's call was refused: rate_limited"
+
+
+async def test_cache_is_bounded_least_recently_used_first(
+    cproxy: InProcessProxy, csim: SimServer
+) -> None:
+    a, b = f"text a {uuid.uuid4().hex}", f"text b {uuid.uuid4().hex}"
+    before = csim.state.by_endpoint["classifier"]
+    for text in (a, a, b, a):  # cache_size 1: b evicts a
+        r, _ = await _call(cproxy, "c-http-lru", text)
+        assert r.status_code == 200
+    assert csim.state.by_endpoint["classifier"] == before + 3
+
+
+async def test_streamed_call_is_refused_before_its_stream_starts(cproxy: InProcessProxy) -> None:
+    r, _ = await _call(cproxy, "c-http-block", "stream it SIM-UNSAFE", stream=True)
+    assert r.status_code == 400 and r.headers["content-type"].startswith("application/json")
+    assert r.json()["error"]["code"] == "guardrail_blocked"
+
+
+async def test_anthropic_caller_gets_the_refusal_in_its_protocol(
+    cproxy: InProcessProxy, csim: SimServer
+) -> None:
+    await _fault(csim, status=503)
+    async with httpx.AsyncClient(base_url=cproxy.base_url, timeout=30) as h:
+        r = await h.post(
+            "/v1/messages",
+            json={"model": "support-cheap", "max_tokens": 64,
+                  "messages": [{"role": "user", "content": "hello"}]},
+            headers={"x-api-key": DEV_KEY, "anthropic-version": "2023-06-01",
+                     "X-Governor-Project": "c-http-block"},
+        )  # fmt: skip
+    assert r.status_code == 503
+    body = r.json()
+    assert body["type"] == "error" and "guardrail classifier 'http-block'" in str(body)
+
+
+async def test_judge_needs_a_calling_key(cproxy: InProcessProxy) -> None:
+    r, cid = await _call(cproxy, "c-judge-nokey", "hello")  # dev-metrics only scrapes
+    assert r.status_code == 200
+    (e,) = await _events(cproxy, cid)
+    assert _verdict(e)["error"] == "judge key 'dev-metrics' is not a calling api key"
