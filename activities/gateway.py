@@ -26,6 +26,7 @@ from activities.session_owners import SessionOwners
 from activities.shared_limits import SharedLimits
 from activities.state import GovernanceState, OutputEstimates
 from activities.stream_stop import StreamRegistry
+from audit.versions import AppliedVersions
 from ledger.errors import LedgerUnavailable
 from ledger.journal import Journal
 from ledger.models import CLOSE_ACTOR, KillRecord
@@ -100,8 +101,13 @@ class Gateway:
     _settled: dict[BudgetKey, float] = field(default_factory=dict)
     _settled_until: float | None = None
     _writes_seen: tuple[int, int] | None = None
+    # The applied config's version (`audit.versions`): hashed when a config is applied, copied
+    # into every call row this runtime decides.
+    config_version: str = ""
+    versions: AppliedVersions = field(default_factory=AppliedVersions)
 
     def __post_init__(self) -> None:
+        self.config_version = self.versions.applied(self.config, "start", time.time())
         self.router = Router(self.config.providers)
         self.owners = SessionOwners(self.store)
         self._bound_idempotency()
@@ -172,6 +178,7 @@ class Gateway:
             config_dir=config_dir,
         )
         await gw.router.start()
+        gw.versions.flush_soon(store)
         if store.dialect == "postgresql":
             gw.shared = gw.state.shared = SharedLimits(store, config)
         for k in writer.pending_kills():  # journaled kills not yet in the database
@@ -266,6 +273,7 @@ class Gateway:
                 log.warning("leases not returned: %s", type(exc).__name__)
         await self.router.close()
         await self.writer.close()
+        await self.versions.close(self.store)
         await self.store.close()
 
     # Identity -------------------------------------------------------------------------------
@@ -295,11 +303,14 @@ class Gateway:
 
     # Config ---------------------------------------------------------------------------------
 
-    def apply_config(self, new: GatewayConfig) -> None:
+    def apply_config(self, new: GatewayConfig, source: str = "reload") -> None:
         """Atomic swap: calls already past their decision finish on the config they started with.
-        Active runtime overrides stay applied on top of the new config."""
+        Active runtime overrides stay applied on top of the new config. `source`: what applied
+        it, for its config version (`reload` | `override`)."""
         self.base_config = new
         new = apply_overrides(new, self.overrides)
+        self.config_version = self.versions.applied(new, source, time.time())
+        self.versions.flush_soon(self.store)
         self.config = new
         self._key_cache = {}
         self._bound_idempotency()

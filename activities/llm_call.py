@@ -25,6 +25,7 @@ from activities.stream_stop import CLIENT_CLOSED, KILLED, StreamStop
 from activities.tracing import span
 from activities.wire.errors import stream_error
 from activities.wire.usage import Protocol, Usage, estimate_tokens
+from audit.decisions import Reads, open_breakers, record_decision
 from ledger.redaction import hash_text
 from policies.config.models import RoutingConfig, Target
 from policies.decision import PreCall, decide
@@ -60,6 +61,10 @@ class CallRequest:
     stop: StreamStop | None = None
     fingerprint: str | None = None  # the body's salted digest, for calls with an Idempotency-Key
     view: RequestText | None = None  # the same view, read again by the loop detector
+    # Audit: the config version that decided the call and its decision record
+    # (`audit.decisions`), set by the decision and copied into the call row.
+    config_version: str | None = None
+    record: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -167,19 +172,20 @@ def _decide_once(gw: Gateway, req: CallRequest, now: float, est_in: int, est_out
     r_spend: Any = st.reserved_spend
     if gw.shared is not None:
         counts, spend, r_rates, r_spend = gw.shared.views(counts, spend, r_rates, r_spend)
-    return decide(
-        gw.config,
-        req.ident,
-        req.body.get("model"),
-        counts,
-        spend,
-        now,
-        est_in,
-        killed or False,
-        est_output_tokens=est_out,
-        reserved_rates=r_rates,
-        reserved_spend=r_spend,
-    )
+    # The decision's inputs are recorded as it reads them (`audit.decisions`).
+    counts, spend, r_rates, r_spend = Reads(counts), Reads(spend), Reads(r_rates), Reads(r_spend)
+    config, req.config_version = gw.config, gw.config_version
+    model = req.body.get("model")
+    try:
+        pre = decide(config, req.ident, model, counts, spend, now, est_in, killed or False,
+                     est_output_tokens=est_out, reserved_rates=r_rates, reserved_spend=r_spend)
+    except Refusal as r:
+        req.record = record_decision(counts, spend, r_rates, r_spend, model, now, est_in,
+                                     est_out, killed, req.ident, None, r)
+        raise
+    req.record = record_decision(counts, spend, r_rates, r_spend, model, now, est_in, est_out,
+                                 killed, req.ident, pre, None)
+    return pre
 
 
 _LEASE_CODES = frozenset({"budget_exceeded", "rate_limited"})
@@ -274,16 +280,24 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
         raise
     vm = pre.vm
     gov.virtual_model = vm.name
+    rec = req.record
     if req.pinned is not None:
         targets = [req.pinned]
         gov.decision, gov.fallback_reason = "fallback", "pinned by the session workflow"
+        if rec is not None:
+            rec["wp"] = req.pinned.key
     elif pre.pinned is not None:
         targets = [pre.pinned]
     else:
         rand = req.rand if req.rand is not None else random.random()
         allowed = gw.router.allowed(vm, now)
         targets = plan_route(vm, rand, allowed)
+        if rec is not None:
+            rec["x"] = rand
+            rec["rt"] = [t.key for t in targets]
         if gw.router.breakers:
+            if rec is not None:
+                rec["bo"] = open_breakers(vm, allowed)
             skipped = _skipped_by_breakers(vm, rand, targets, allowed)
             if skipped:
                 gov.decision = "fallback"
@@ -545,6 +559,8 @@ def _base_row(req: CallRequest, gov: Governance, now: float) -> dict[str, Any]:
         "protocol": req.protocol,
         "virtual_model": gov.virtual_model,
         "stream": req.stream,
+        "config_version": req.config_version,
+        "decision_record": req.record,
     }
 
 
@@ -641,6 +657,8 @@ def _account(
         verdict = gw.loop_guard.observe(
             gw.config.settings, sid, req.ident.workflow_tag, _view(req), tokens, now
         )
+        if req.record is not None:
+            req.record["lp"] = gw.loop_guard.last_inputs
         if verdict is not None:
             gw.apply_loop_verdict(verdict, req.ident)
     if pre.budgets:

@@ -91,6 +91,9 @@ class LoopGuard:
         self.baselines = baselines or BaselineCache()
         self.sessions: dict[str, _SessionTrack] = {}
         self.throttled: dict[str, float] = {}  # session id -> until (epoch seconds)
+        # The last observation's detector inputs: [baseline p95 or None, its sessions, the
+        # session's token rate per hour] (the call's decision record keeps them).
+        self.last_inputs: list[float | int | None] = [None, 0, 0.0]
 
     def observe(
         self,
@@ -119,6 +122,7 @@ class LoopGuard:
         tr.prompts.append(prompt_fingerprint(view))  # the call's view: no walk of the body
         rate = token_rate(ev, now, settings.loop_window_seconds)
         p95, n = self.baselines.get(workflow_tag)
+        self.last_inputs = [p95, n, rate]
         baseline, source = rate_baseline(
             p95,
             n,

@@ -24,7 +24,7 @@ async def refresh_overrides(gw: Gateway) -> bool:
         return False
     base = gw.base_config or gw.config
     gw.overrides = new
-    gw.apply_config(base)
+    gw.apply_config(base, source="override")
     log.warning("runtime overrides now in force: %s",
                 ", ".join(f"{o.kind}:{o.target}={o.value}" for o in new) or "none")
     return True

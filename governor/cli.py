@@ -196,6 +196,7 @@ def up(
 
 def _register_sessions() -> None:
     from governor.alerts_cli import alerts, overrides
+    from governor.audit_cli import audit
     from governor.report_cli import report
     from governor.sessions_cli import sessions
 
@@ -203,6 +204,7 @@ def _register_sessions() -> None:
     main.add_command(sessions)
     main.add_command(alerts)
     main.add_command(overrides)
+    main.add_command(audit)
 
 
 _register_sessions()

@@ -11,6 +11,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
+
 PATHS = frozenset({"proxy", "workflow"})
 PROTOCOLS = frozenset({"openai", "anthropic"})
 DECISIONS = frozenset({"allowed", "fallback", "blocked", "error"})
@@ -55,9 +57,13 @@ _FIELDS: tuple[tuple[str, Any, Any], ...] = (
     ("completion_bytes", int, 0),
     ("prompt_text", str, None),
     ("completion_text", str, None),
+    ("config_version", str, None),
 )
 
-CALL_FIELDS: frozenset[str] = frozenset(name for name, _, _ in _FIELDS)
+# The decision record (`audit.decisions`): a small dict while the row is in memory and in the
+# journal, compact JSON text once written (`decision_record_text`, on the writer's side).
+DECISION_RECORD = "decision_record"
+CALL_FIELDS: frozenset[str] = frozenset(name for name, _, _ in _FIELDS) | {DECISION_RECORD}
 TEXT_FIELDS = ("prompt_text", "completion_text")
 
 
@@ -114,6 +120,10 @@ def normalize_call(row: Mapping[str, Any], *, store_text: bool = False) -> dict[
         elif kind is float and value - value != 0.0:  # NaN or infinity
             value = _checked(name, kind, value)
         out[name] = value
+    rec = get(DECISION_RECORD)
+    if rec is not None and type(rec) is not dict and type(rec) is not str:
+        raise ValueError(f"call row field 'decision_record' must be a mapping, got {rec!r}")
+    out[DECISION_RECORD] = rec
     if not out["call_id"]:
         raise ValueError("call row field 'call_id' must not be empty")
     if out["path"] not in PATHS:
@@ -132,6 +142,14 @@ def normalize_call(row: Mapping[str, Any], *, store_text: bool = False) -> dict[
         out["prompt_text"] = None
         out["completion_text"] = None
     return out
+
+
+def decision_record_text(row: dict[str, Any]) -> None:
+    """Serialise the row's decision record to its column's compact JSON, in place (idempotent:
+    the ledger's writer calls it off the request path, once per batch row)."""
+    rec = row.get(DECISION_RECORD)
+    if rec is not None and type(rec) is not str:
+        row[DECISION_RECORD] = orjson.dumps(rec).decode()
 
 
 def total_tokens(row: Mapping[str, Any]) -> int:

@@ -68,6 +68,10 @@ class CallRecord(SQLModel, table=True):
     # Only filled when the deployment opts in (store_text); otherwise hashes and sizes only.
     prompt_text: str | None = None
     completion_text: str | None = None
+    # The config version that decided the call (`config_versions.version_id`), and the inputs
+    # of its decisions that are not in that config (compact JSON, `audit.decisions`).
+    config_version: str | None = None
+    decision_record: str | None = None
 
 
 class SessionRecord(SQLModel, table=True):
@@ -395,6 +399,20 @@ class OutcomeRecord(SQLModel, table=True):
     received_ts: float
 
 
+class ConfigVersionRecord(SQLModel, table=True):
+    """A configuration the gateway applied (start, reload, runtime override), stored once.
+
+    `version_id` is "cv-" + the first 16 hex digits of the sha256 of `body`, the canonical JSON
+    of the applied config with secrets removed (`audit.versions`); the first insert wins."""
+
+    __tablename__ = "config_versions"
+
+    version_id: str = Field(primary_key=True)
+    ts: float
+    source: str  # 'start' | 'reload' | 'override'
+    body: str
+
+
 def _table(model: type[SQLModel]) -> Table:
     return model.__table__  # type: ignore[attr-defined,no-any-return]
 
@@ -417,6 +435,7 @@ ARCHIVED_SESSIONS = _table(ArchivedSessionRecord)
 LEDGER_CHAIN = _table(ChainRecord)
 CHAIN_HEADS = _table(ChainHeadRecord)
 OUTCOMES = _table(OutcomeRecord)
+CONFIG_VERSIONS = _table(ConfigVersionRecord)
 
 LEDGER_TABLES: tuple[Table, ...] = (
     CALLS,
@@ -437,4 +456,5 @@ LEDGER_TABLES: tuple[Table, ...] = (
     LEDGER_CHAIN,
     CHAIN_HEADS,
     OUTCOMES,
+    CONFIG_VERSIONS,
 )

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ledger import chain
-from ledger.call_rows import session_deltas
+from ledger.call_rows import decision_record_text, session_deltas
 
 _SESSION_COLS = (
     "session_id",
@@ -96,6 +96,8 @@ class SQLiteBatchWriter:
             new = [r for r in batch if r["call_id"] not in existing]
             if new:
                 cols = self._columns
+                for r in new:  # serialised here, on the ledger's thread, not the event loop
+                    decision_record_text(r)
                 con.executemany(self._insert_sql, [tuple(r[c] for c in cols) for r in new])
                 sessions = session_deltas(new)
                 con.executemany(

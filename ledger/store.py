@@ -41,7 +41,7 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import SQLModel
 
 from ledger import chain
-from ledger.call_rows import normalize_call, session_deltas
+from ledger.call_rows import decision_record_text, normalize_call, session_deltas
 from ledger.errors import LedgerError, LedgerUnavailable
 from ledger.models import (
     BUDGET_ALERTS,
@@ -348,6 +348,8 @@ class LedgerStore:
             .returning(CALLS.c.call_id)
         )
         by_id = {r["call_id"]: r for r in batch}
+        for r in batch:
+            decision_record_text(r)
         async with self._chained() as conn:
             result = await conn.execute(stmt, batch)
             inserted = set(result.scalars().all())

@@ -1,0 +1,397 @@
+"""`governor audit replay`: a session's recorded governance, decided again by today's code.
+
+Two checks, on a session's record (its call rows, the config versions that decided them, and
+its workflow history when it ran as a workflow):
+
+1. **History** (workflow sessions): the history goes through Temporal's `Replayer` on today's
+   workflow code, and every activity the replayed code schedules is compared, input by input,
+   with the activity the history recorded. `Replayer` alone only fails when the *commands*
+   change; comparing inputs also catches a decision that only changes what the next call
+   carries (a session that no longer pins the cheaper model after a budget fallback).
+2. **Decisions** (every call with a decision record, both paths): `decide()` and, where the
+   call planned a weighted route, `plan_route()` are run again on the call's recorded inputs
+   (`audit.decisions`) under the config version that decided it (`audit.versions`), or under
+   `--config DIR` ("what would this config have decided").
+
+The record comes from the ledger database, from the admin API (`GET
+/gateway/audit/sessions/{id}/decisions`), or from a bundle file (JSON lines, `record_from_lines`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from audit.decisions import redecide
+from audit.versions import config_from_body
+from policies.config.gateway import GatewayConfig
+
+log = logging.getLogger("governor.audit")
+
+MAX_DIVERGENCES_SHOWN = 1000  # a report names at most this many (the count is always exact)
+
+
+@dataclass
+class SessionRecord:
+    """What replay needs of one session."""
+
+    session_id: str
+    calls: list[dict[str, Any]] = field(default_factory=list)  # ledger rows, ts order
+    versions: dict[str, str] = field(default_factory=dict)  # version id -> body (JSON text)
+    history: dict[str, Any] | None = None  # Temporal history JSON ({"events": [...]})
+    workflow_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    call_id: str
+    check: str  # "decision" | "route" | "workflow"
+    recorded: Any
+    replayed: Any
+
+    def text(self) -> str:
+        return (f"call {self.call_id}: {self.check} recorded {self.recorded!r}, "
+                f"now {self.replayed!r}")
+
+
+@dataclass
+class ReplayReport:
+    session_id: str
+    history: str = "none"  # "reproduced" | "failed: …" | "none (…)"
+    activities_checked: int = 0
+    decisions: int = 0
+    reproduced: int = 0
+    divergences: list[Divergence] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (call id, why)
+    config: str = "recorded versions"
+
+    @property
+    def ok(self) -> bool:
+        return not self.divergences and not self.history.startswith("failed")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "ok": self.ok,
+            "config": self.config,
+            "history": self.history,
+            "activities_checked": self.activities_checked,
+            "decisions": self.decisions,
+            "reproduced": self.reproduced,
+            "divergences": [
+                {"call_id": d.call_id, "check": d.check, "recorded": d.recorded,
+                 "replayed": d.replayed}
+                for d in self.divergences[:MAX_DIVERGENCES_SHOWN]
+            ],
+            "divergence_count": len(self.divergences),
+            "skipped": [{"call_id": c, "why": w} for c, w in self.skipped],
+        }
+
+    def lines(self) -> list[str]:
+        out = [f"session {self.session_id} (config: {self.config})",
+               f"history: {self.history}"
+               + (f" ({self.activities_checked} activities compared)"
+                  if self.activities_checked else "")]
+        out.append(f"{self.reproduced} of {self.decisions} decisions reproduced")
+        for d in self.divergences[:MAX_DIVERGENCES_SHOWN]:
+            out.append("  DIVERGED " + d.text())
+        for c, w in self.skipped:
+            out.append(f"  skipped call {c}: {w}")
+        return out
+
+
+# Where records come from ---------------------------------------------------------------------
+
+
+def _row(doc: dict[str, Any]) -> dict[str, Any]:
+    for k in ("row", "record", "data"):
+        if isinstance(doc.get(k), dict):
+            return doc[k]  # type: ignore[no-any-return]
+    return {k: v for k, v in doc.items() if k not in ("kind", "type")}
+
+
+def record_from_lines(lines: Iterable[str | bytes], session_id: str | None = None) -> SessionRecord:
+    """A session record from a bundle's JSON lines (see /work/shared: kinds `manifest`,
+    `history`, `call`, `config_version`). Raises ValueError on a line that is not JSON."""
+    rec = SessionRecord(session_id or "")
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            doc = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"bundle line {n} is not JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            continue
+        kind = doc.get("kind") or doc.get("type")
+        if kind == "manifest":
+            rec.session_id = rec.session_id or str(doc.get("session_id") or "")
+        elif kind in ("history", "workflow_history"):
+            h = doc.get("history")
+            rec.history = orjson.loads(h) if isinstance(h, str | bytes) else h
+            rec.workflow_id = doc.get("workflow_id") or rec.workflow_id
+        elif kind in ("call", "calls"):
+            rec.calls.append(_row(doc))
+        elif kind in ("config_version", "config_versions"):
+            r = _row(doc)
+            if r.get("version_id") and isinstance(r.get("body"), str):
+                rec.versions[r["version_id"]] = r["body"]
+    if not rec.session_id:
+        rec.session_id = next((str(c["session_id"]) for c in rec.calls if c.get("session_id")), "")
+    rec.calls.sort(key=lambda r: (r.get("ts") or 0.0, r.get("call_id") or ""))
+    return rec
+
+
+def record_from_doc(doc: dict[str, Any]) -> SessionRecord:
+    """A session record from the admin API's answer (`proxy.audit_routes`)."""
+    h = doc.get("history")
+    return SessionRecord(
+        session_id=str(doc.get("session_id") or ""),
+        calls=list(doc.get("calls") or []),
+        versions={v["version_id"]: v["body"] for v in doc.get("config_versions") or []},
+        history=orjson.loads(h) if isinstance(h, str) else h,
+        workflow_id=doc.get("workflow_id"),
+    )
+
+
+async def record_from_ledger(store: Any, session_id: str) -> SessionRecord:
+    """The session's call rows and the config versions they name, from the ledger database."""
+    from audit.versions import load_versions
+
+    rows = [r.model_dump() for r in await store.calls_for_session(session_id)]
+    rows.sort(key=lambda r: (r["ts"], r["call_id"]))
+    for r in rows:
+        r["prompt_text"] = r["completion_text"] = None  # replay never needs the text
+    found = await load_versions(store, [r.get("config_version") or "" for r in rows])
+    return SessionRecord(session_id, rows, {k: v["body"] for k, v in found.items()})
+
+
+async def history_from_temporal(client: Any, workflow_id: str) -> dict[str, Any] | None:
+    """The workflow's history from a Temporal server, or None when the server no longer has
+    it (deleted, past retention)."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    try:
+        h = await client.get_workflow_handle(workflow_id).fetch_history()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return orjson.loads(h.to_json())  # type: ignore[no-any-return]
+
+
+# Check 1: the history ------------------------------------------------------------------------
+
+
+def _scheduled(history: dict[str, Any]) -> list[tuple[str, list[Any]]]:
+    """(activity type, decoded input arguments) of every activity the history scheduled."""
+    import base64
+
+    out = []
+    for ev in history.get("events", []):
+        a = ev.get("activityTaskScheduledEventAttributes")
+        if a is None:
+            continue
+        args = []
+        for p in (a.get("input") or {}).get("payloads", []):
+            try:
+                args.append(orjson.loads(base64.b64decode(p.get("data", ""))))
+            except (ValueError, orjson.JSONDecodeError):
+                args.append(p.get("data"))
+        out.append(((a.get("activityType") or {}).get("name", ""), args))
+    return out
+
+
+def _replayed_args(args: Sequence[Any]) -> list[Any]:
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    out = []
+    for p in pydantic_data_converter.payload_converter.to_payloads(list(args)):
+        try:
+            out.append(orjson.loads(p.data))
+        except orjson.JSONDecodeError:
+            out.append(base64_text(p.data))
+    return out
+
+
+def base64_text(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+def _call_id(args: list[Any]) -> str:
+    first = args[0] if args else None
+    if isinstance(first, dict):
+        return str(first.get("call_id") or "")
+    return ""
+
+
+def _differences(recorded: Any, replayed: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(recorded, dict) and isinstance(replayed, dict):
+        out = []
+        for k in sorted(recorded.keys() | replayed.keys()):
+            out += _differences(recorded.get(k), replayed.get(k), f"{path}.{k}" if path else k)
+        return out
+    return [] if recorded == replayed else [(path or "input", recorded, replayed)]
+
+
+async def replay_history(
+    history: dict[str, Any], workflow_id: str, workflows: Sequence[type] | None = None
+) -> tuple[str, int, list[Divergence]]:
+    """Run the history through `Replayer` on today's workflow code and compare every
+    scheduled activity's input. Returns (verdict, activities compared, divergences)."""
+    from temporalio.client import WorkflowHistory
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.worker import (
+        Interceptor,
+        Replayer,
+        StartActivityInput,
+        UnsandboxedWorkflowRunner,
+        WorkflowInboundInterceptor,
+        WorkflowInterceptorClassInput,
+        WorkflowOutboundInterceptor,
+    )
+
+    if workflows is None:
+        from workflows.session import SessionWorkflow
+
+        workflows = [SessionWorkflow]
+    started: list[tuple[str, list[Any]]] = []
+
+    class _Out(WorkflowOutboundInterceptor):
+        def start_activity(self, input: StartActivityInput) -> Any:
+            started.append((input.activity, _replayed_args(input.args)))
+            return super().start_activity(input)
+
+    class _In(WorkflowInboundInterceptor):
+        def init(self, outbound: WorkflowOutboundInterceptor) -> None:
+            super().init(_Out(outbound))
+
+    class _Capture(Interceptor):
+        def workflow_interceptor_class(
+            self, input: WorkflowInterceptorClassInput
+        ) -> type[WorkflowInboundInterceptor] | None:
+            return _In
+
+    replayer = Replayer(
+        workflows=list(workflows),
+        data_converter=pydantic_data_converter,
+        interceptors=[_Capture()],
+        # Replay runs the workflow code as the worker does, minus the import sandbox, so the
+        # activity inputs it schedules can be captured here.
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
+    result = await replayer.replay_workflow(
+        WorkflowHistory.from_json(workflow_id, history), raise_on_replay_failure=False
+    )
+    verdict = "reproduced"
+    if result.replay_failure is not None:
+        verdict = f"failed: {result.replay_failure}"
+    divergences: list[Divergence] = []
+    recorded = _scheduled(history)
+    for i, (kind, args) in enumerate(recorded):
+        call = _call_id(args) or f"activity #{i + 1} ({kind})"
+        if i >= len(started):
+            if result.replay_failure is None:
+                divergences.append(Divergence(call, "workflow", kind, "(not scheduled)"))
+            continue
+        new_kind, new_args = started[i]
+        if new_kind != kind:
+            divergences.append(Divergence(call, "workflow", kind, new_kind))
+            continue
+        for where, old, new in _differences(args, new_args):
+            divergences.append(Divergence(call, "workflow", {where: old}, {where: new}))
+    return verdict, min(len(recorded), len(started)), divergences
+
+
+# Check 2: the decisions ----------------------------------------------------------------------
+
+
+def _record_of(row: dict[str, Any]) -> dict[str, Any] | None:
+    rec = row.get("decision_record")
+    if isinstance(rec, str):
+        try:
+            rec = orjson.loads(rec)
+        except orjson.JSONDecodeError:
+            return None
+    return rec if isinstance(rec, dict) else None
+
+
+def replay_decisions(
+    record: SessionRecord,
+    report: ReplayReport,
+    config: GatewayConfig | None = None,
+    decide: Callable[..., Any] | None = None,
+    plan_route: Callable[..., Any] | None = None,
+) -> None:
+    """Re-decide every call that has a decision record; divergences and skips into `report`.
+    `decide`/`plan_route`: the policy entry points (default: today's, looked up at call time)."""
+    import policies.decision
+    import policies.routing
+
+    configs: dict[str, GatewayConfig | None] = {}
+    for row in record.calls:
+        call_id = str(row.get("call_id"))
+        rec = _record_of(row)
+        if rec is None or "o" not in rec:
+            report.skipped.append((call_id, "no decision record (decided before records, or "
+                                            "refused before the policy core ran)"))
+            continue
+        cfg = config
+        if cfg is None:
+            vid = row.get("config_version") or ""
+            if vid not in configs:
+                body = record.versions.get(vid)
+                try:
+                    configs[vid] = config_from_body(body) if body else None
+                except ValueError as exc:
+                    log.warning("config version %s unreadable: %s", vid, exc)
+                    configs[vid] = None
+            cfg = configs[vid]
+            if cfg is None:
+                report.skipped.append((call_id, f"config version {vid or '(none)'} not stored"))
+                continue
+        new = redecide(cfg, row, rec, decide or policies.decision.decide,
+                       plan_route or policies.routing.plan_route)
+        report.decisions += 1
+        same = True
+        if list(rec["o"]) != new.decision:
+            report.divergences.append(Divergence(call_id, "decision", rec["o"], new.decision))
+            same = False
+        if same and new.route is not None and rec.get("rt") is not None \
+                and list(rec["rt"]) != new.route:
+            report.divergences.append(Divergence(call_id, "route", rec["rt"], new.route))
+            same = False
+        if same:
+            report.reproduced += 1
+
+
+async def replay(
+    record: SessionRecord,
+    *,
+    config: GatewayConfig | None = None,
+    config_label: str | None = None,
+    workflows: Sequence[type] | None = None,
+) -> ReplayReport:
+    """Both checks on one session record."""
+    report = ReplayReport(record.session_id)
+    if config is not None:
+        report.config = config_label or "a given config"
+    if record.history is not None:
+        wid = record.workflow_id or f"session-{record.session_id}"
+        report.history, report.activities_checked, divs = await replay_history(
+            record.history, wid, workflows
+        )
+        report.divergences.extend(divs)
+    elif any(r.get("path") == "workflow" for r in record.calls):
+        report.history = ("failed: the workflow's history is neither on the Temporal server "
+                          "nor in the record (replay its exported bundle)")
+    else:
+        report.history = "none (proxy session: no workflow)"
+    replay_decisions(record, report, config)
+    return report

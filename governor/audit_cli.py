@@ -1,0 +1,121 @@
+"""`governor audit …`: the auditor's commands.
+
+Each works through the proxy's admin API with an auditor (or on-call/admin) key, like
+`governor sessions`, or directly on the ledger database for an operator who holds its
+credentials (`--data-dir`, `--ledger`, `GOVERNOR_LEDGER_URL`, as `governor proxy`), or on an
+exported bundle file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import click
+import orjson
+
+from governor.sessions_cli import _fail, _json, _url, admin_request
+
+_audit_key = click.option("--key", envvar="GOVERNOR_ADMIN_KEY", default=None,
+                          help="auditor, on-call or admin key (admin API mode)")
+_data_dir = click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                         help="read the ledger in this data dir directly (as `governor proxy`)")
+_ledger = click.option("--ledger", default=None,
+                       help="read this ledger URL directly (sqlite:///… or postgresql://…)")
+
+
+def ledger_url(data_dir: Path | None, ledger: str | None) -> str | None:
+    """The ledger to read directly, or None: go through the admin API."""
+    if ledger:
+        return ledger
+    if data_dir is not None:
+        return f"sqlite:///{data_dir / 'ledger.db'}"
+    return os.environ.get("GOVERNOR_LEDGER_URL") or None
+
+
+@click.group()
+def audit() -> None:
+    """Audit a session's governed record: replay its decisions."""
+
+
+@audit.command("replay")
+@click.argument("target")
+@click.option("--config", "config_dir", type=click.Path(path_type=Path), default=None,
+              help="re-decide under this config directory instead of the recorded versions")
+@click.option("--temporal-address", envvar="GOVERNOR_TEMPORAL_ADDRESS", default=None,
+              help="Temporal server to read the workflow history from (ledger mode)")
+@_url
+@_audit_key
+@_data_dir
+@_ledger
+@_json
+def audit_replay(target: str, config_dir: Path | None, temporal_address: str | None, url: str,
+                 key: str | None, data_dir: Path | None, ledger: str | None,
+                 as_json: bool) -> None:
+    """Replay TARGET (a session id, or an exported bundle file): the workflow history through
+    Temporal's Replayer on today's code, and every recorded governance decision through
+    today's policy core. Exit 0: everything reproduced; 1: divergences (each is named)."""
+    from audit.replay import record_from_doc, record_from_lines, replay
+
+    config = None
+    label = None
+    if config_dir is not None:
+        from activities.config_source import load_config_dir
+        from policies.config.yamlsource import ConfigErrors
+
+        try:
+            config = load_config_dir(config_dir)
+        except ConfigErrors as exc:
+            _fail(f"--config {config_dir}: " + "; ".join(str(e) for e in exc.errors[:5]), 2)
+        label = f"--config {config_dir}"
+    path = Path(target)
+    if path.is_file():
+        try:
+            with path.open("rb") as f:
+                record = record_from_lines(f)
+        except (OSError, ValueError) as exc:
+            _fail(f"cannot read bundle {target}: {exc}", 2)
+    elif (lurl := ledger_url(data_dir, ledger)) is not None:
+        record = asyncio.run(_from_ledger(lurl, target, temporal_address))
+    else:
+        doc = admin_request(url, key, "GET", f"/gateway/audit/sessions/{quote(target, safe='')}"
+                            "/decisions")
+        record = record_from_doc(doc)
+    report = asyncio.run(replay(record, config=config, config_label=label))
+    if as_json:
+        click.echo(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        for line in report.lines():
+            click.echo(line)
+    sys.exit(0 if report.ok else 1)
+
+
+async def _from_ledger(url: str, session_id: str, temporal_address: str | None) -> Any:
+    from audit.replay import history_from_temporal, record_from_ledger
+    from ledger.store import LedgerStore
+    from workflows.session import session_workflow_id
+
+    store = await LedgerStore.open(url)
+    try:
+        record = await record_from_ledger(store, session_id)
+    finally:
+        await store.close()
+    if not record.calls:
+        _fail(f"no calls of session {session_id!r} in the ledger {url.split('@')[-1]}")
+    if temporal_address and any(r["path"] == "workflow" for r in record.calls):
+        from temporalio.client import Client
+        from temporalio.contrib.pydantic import pydantic_data_converter
+
+        try:
+            client = await Client.connect(temporal_address,
+                                          data_converter=pydantic_data_converter)
+        except Exception as exc:
+            _fail(f"cannot reach Temporal at {temporal_address}: {type(exc).__name__}")
+        wid = session_workflow_id(session_id)
+        record.history = await history_from_temporal(client, wid)
+        record.workflow_id = wid
+    return record

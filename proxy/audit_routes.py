@@ -1,0 +1,68 @@
+"""Admin API of the audit (auditor, on-call or admin keys: reads only).
+
+  GET /gateway/audit/sessions/{id}/decisions   what `governor audit replay` re-decides: the
+      session's call rows (no text), the config versions that decided them, and the workflow's
+      history while the Temporal server still has it (null otherwise)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from activities.gateway import Gateway
+from audit.versions import load_versions
+from policies.config.models import ApiKey
+from policies.refusals import Refusal
+from proxy.http import Receive, Scope, Send, header_map, respond_json
+from proxy.llm_routes import bearer
+
+AUDIT_ROLES = ("auditor", "oncall", "admin")
+MAX_CALLS = 100_000  # calls of one session a replay record carries
+MAX_ID = 256
+
+
+def audit_key(gw: Gateway, scope: Scope) -> ApiKey:
+    key = gw.authenticate(bearer(header_map(scope)))
+    if key.role not in AUDIT_ROLES:
+        raise Refusal(403, "auditor_required",
+                      f"key {key.id!r} has role {key.role!r}; audit routes need an auditor, "
+                      "on-call or admin key")
+    return key
+
+
+async def handle_audit_routes(gw: Gateway, parts: list[str], scope: Scope, receive: Receive,
+                              send: Send) -> None:
+    audit_key(gw, scope)
+    method = scope["method"]
+    if len(parts) == 5 and parts[2] == "sessions" and parts[4] == "decisions":
+        if method != "GET":
+            raise Refusal(405, "method_not_allowed", "use GET for /gateway/audit/sessions/ID/...")
+        sid = parts[3]
+        if not sid or len(sid) > MAX_ID:
+            raise Refusal(400, "invalid_request", f"session id must be 1-{MAX_ID} characters")
+        await respond_json(send, 200, await decisions_record(gw, sid))
+        return
+    raise Refusal(404, "not_found", f"no audit route {method} {scope['path']}")
+
+
+async def decisions_record(gw: Gateway, session_id: str) -> dict[str, Any]:
+    from audit.replay import history_from_temporal, record_from_ledger
+    from workflows.session import session_workflow_id
+
+    await gw.writer.flush()
+    rec = await record_from_ledger(gw.store, session_id)
+    if not rec.calls:
+        raise Refusal(404, "session_not_found", f"no calls of session {session_id!r} in the ledger")
+    history = None
+    wid = session_workflow_id(session_id)
+    sw = gw.session_workflows
+    if any(r["path"] == "workflow" for r in rec.calls) and sw is not None:
+        history = await history_from_temporal(sw.client, wid)
+    found = await load_versions(gw.store, list(rec.versions))
+    return {
+        "session_id": session_id,
+        "workflow_id": wid if history is not None else None,
+        "calls": rec.calls[:MAX_CALLS],
+        "config_versions": list(found.values()),
+        "history": history,
+    }
