@@ -13,8 +13,9 @@ its workflow history when it ran as a workflow):
    (`audit.decisions`) under the config version that decided it (`audit.versions`), or under
    `--config DIR` ("what would this config have decided").
 
-The record comes from the ledger database, from the admin API (`GET
-/gateway/audit/sessions/{id}/decisions`), or from a bundle file (JSON lines, `record_from_lines`).
+The record comes from the ledger database (the history from the Temporal server, else from the
+session archive), from the admin API (`GET /gateway/audit/sessions/{id}/decisions`), or from an
+exported bundle (`audit.bundle`), so replay works after the server deleted the workflow.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -42,8 +44,8 @@ class SessionRecord:
     session_id: str
     calls: list[dict[str, Any]] = field(default_factory=list)  # ledger rows, ts order
     versions: dict[str, str] = field(default_factory=dict)  # version id -> body (JSON text)
-    history: dict[str, Any] | None = None  # Temporal history JSON ({"events": [...]})
-    workflow_id: str | None = None
+    # (workflow id, Temporal history JSON {"events": [...]}) per run, oldest first
+    histories: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,54 +109,33 @@ class ReplayReport:
 # Where records come from ---------------------------------------------------------------------
 
 
-def _row(doc: dict[str, Any]) -> dict[str, Any]:
-    for k in ("row", "record", "data"):
-        if isinstance(doc.get(k), dict):
-            return doc[k]  # type: ignore[no-any-return]
-    return {k: v for k, v in doc.items() if k not in ("kind", "type")}
+def record_from_bundle(path: Path) -> SessionRecord:
+    """A session record from an exported bundle (`audit.bundle`: its manifest's hashes are
+    checked first). Raises `audit.bundle.BundleError` naming what does not match."""
+    from audit.bundle import read_bundle
+
+    b = read_bundle(path)
+    calls = sorted(b.records.get("call", []), key=lambda r: (r.get("ts") or 0.0,
+                                                            str(r.get("call_id"))))
+    versions = {v["version_id"]: v["body"] for v in b.records.get("config_version", [])
+                if isinstance(v.get("version_id"), str) and isinstance(v.get("body"), str)}
+    hist = [(str(h.get("workflow_id")), h["history"]) for h in b.histories
+            if isinstance(h.get("history"), dict)]
+    return SessionRecord(b.session_id, calls, versions, hist)
 
 
-def record_from_lines(lines: Iterable[str | bytes], session_id: str | None = None) -> SessionRecord:
-    """A session record from a bundle's JSON lines (see /work/shared: kinds `manifest`,
-    `history`, `call`, `config_version`). Raises ValueError on a line that is not JSON."""
-    rec = SessionRecord(session_id or "")
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            doc = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise ValueError(f"bundle line {n} is not JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            continue
-        kind = doc.get("kind") or doc.get("type")
-        if kind == "manifest":
-            rec.session_id = rec.session_id or str(doc.get("session_id") or "")
-        elif kind in ("history", "workflow_history"):
-            h = doc.get("history")
-            rec.history = orjson.loads(h) if isinstance(h, str | bytes) else h
-            rec.workflow_id = doc.get("workflow_id") or rec.workflow_id
-        elif kind in ("call", "calls"):
-            rec.calls.append(_row(doc))
-        elif kind in ("config_version", "config_versions"):
-            r = _row(doc)
-            if r.get("version_id") and isinstance(r.get("body"), str):
-                rec.versions[r["version_id"]] = r["body"]
-    if not rec.session_id:
-        rec.session_id = next((str(c["session_id"]) for c in rec.calls if c.get("session_id")), "")
-    rec.calls.sort(key=lambda r: (r.get("ts") or 0.0, r.get("call_id") or ""))
-    return rec
+def histories_of(runs: Iterable[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [(str(h.get("workflow_id")), h["history"]) for h in runs
+            if isinstance(h.get("history"), dict)]
 
 
 def record_from_doc(doc: dict[str, Any]) -> SessionRecord:
     """A session record from the admin API's answer (`proxy.audit_routes`)."""
-    h = doc.get("history")
     return SessionRecord(
         session_id=str(doc.get("session_id") or ""),
         calls=list(doc.get("calls") or []),
         versions={v["version_id"]: v["body"] for v in doc.get("config_versions") or []},
-        history=orjson.loads(h) if isinstance(h, str) else h,
-        workflow_id=doc.get("workflow_id"),
+        histories=histories_of(doc.get("histories") or []),
     )
 
 
@@ -170,18 +151,38 @@ async def record_from_ledger(store: Any, session_id: str) -> SessionRecord:
     return SessionRecord(session_id, rows, {k: v["body"] for k, v in found.items()})
 
 
-async def history_from_temporal(client: Any, workflow_id: str) -> dict[str, Any] | None:
-    """The workflow's history from a Temporal server, or None when the server no longer has
-    it (deleted, past retention)."""
+async def histories_from_temporal(client: Any, workflow_id: str
+                                  ) -> list[tuple[str, dict[str, Any]]]:
+    """Every run's history of the workflow (oldest first) from a Temporal server; empty when
+    the server no longer has it (deleted, past retention)."""
     from temporalio.service import RPCError, RPCStatusCode
 
+    runs = []
     try:
-        h = await client.get_workflow_handle(workflow_id).fetch_history()
+        async for wf in client.list_workflows(f'WorkflowId = "{workflow_id}"'):
+            runs.append((wf.start_time, wf.run_id))
     except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
-    return orjson.loads(h.to_json())  # type: ignore[no-any-return]
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+    out = []
+    for _, run_id in sorted(runs):
+        try:
+            h = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                continue
+            raise
+        out.append((workflow_id, orjson.loads(h.to_json())))
+    return out
+
+
+async def histories_from_archive(archive: Any, session_id: str
+                                 ) -> list[tuple[str, dict[str, Any]]]:
+    """The session's workflow histories as the archive (`audit.archive`) keeps them."""
+    from audit.archive import load_session
+
+    arch = await load_session(archive, session_id)
+    return histories_of(arch.histories) if arch is not None else []
 
 
 # Check 1: the history ------------------------------------------------------------------------
@@ -382,12 +383,16 @@ async def replay(
     report = ReplayReport(record.session_id)
     if config is not None:
         report.config = config_label or "a given config"
-    if record.history is not None:
-        wid = record.workflow_id or f"session-{record.session_id}"
-        report.history, report.activities_checked, divs = await replay_history(
-            record.history, wid, workflows
-        )
-        report.divergences.extend(divs)
+    if record.histories:
+        verdicts = []
+        for wid, history in record.histories:
+            verdict, n, divs = await replay_history(history, wid, workflows)
+            verdicts.append(verdict)
+            report.activities_checked += n
+            report.divergences.extend(divs)
+        failed = [v for v in verdicts if v != "reproduced"]
+        report.history = failed[0] if failed else (
+            "reproduced" + (f" ({len(verdicts)} runs)" if len(verdicts) > 1 else ""))
     elif any(r.get("path") == "workflow" for r in record.calls):
         report.history = ("failed: the workflow's history is neither on the Temporal server "
                           "nor in the record (replay its exported bundle)")

@@ -59,7 +59,7 @@ def audit_replay(target: str, config_dir: Path | None, temporal_address: str | N
     """Replay TARGET (a session id, or an exported bundle file): the workflow history through
     Temporal's Replayer on today's code, and every recorded governance decision through
     today's policy core. Exit 0: everything reproduced; 1: divergences (each is named)."""
-    from audit.replay import record_from_doc, record_from_lines, replay
+    from audit.replay import record_from_bundle, record_from_doc, replay
 
     config = None
     label = None
@@ -75,12 +75,11 @@ def audit_replay(target: str, config_dir: Path | None, temporal_address: str | N
     path = Path(target)
     if path.is_file():
         try:
-            with path.open("rb") as f:
-                record = record_from_lines(f)
+            record = record_from_bundle(path)
         except (OSError, ValueError) as exc:
             _fail(f"cannot read bundle {target}: {exc}", 2)
     elif (lurl := ledger_url(data_dir, ledger)) is not None:
-        record = asyncio.run(_from_ledger(lurl, target, temporal_address))
+        record = asyncio.run(_from_ledger(lurl, target, temporal_address, data_dir))
     else:
         doc = admin_request(url, key, "GET", f"/gateway/audit/sessions/{quote(target, safe='')}"
                             "/decisions")
@@ -94,8 +93,11 @@ def audit_replay(target: str, config_dir: Path | None, temporal_address: str | N
     sys.exit(0 if report.ok else 1)
 
 
-async def _from_ledger(url: str, session_id: str, temporal_address: str | None) -> Any:
-    from audit.replay import history_from_temporal, record_from_ledger
+async def _from_ledger(url: str, session_id: str, temporal_address: str | None,
+                       data_dir: Path | None) -> Any:
+    """The record from the ledger; the history from Temporal while the server has it, else
+    from the archive under the data dir (settings from GOVERNOR_CONFIG_DIR, as `governor up`)."""
+    from audit.replay import histories_from_archive, histories_from_temporal, record_from_ledger
     from ledger.store import LedgerStore
     from workflows.session import session_workflow_id
 
@@ -106,7 +108,9 @@ async def _from_ledger(url: str, session_id: str, temporal_address: str | None) 
         await store.close()
     if not record.calls:
         _fail(f"no calls of session {session_id!r} in the ledger {url.split('@')[-1]}")
-    if temporal_address and any(r["path"] == "workflow" for r in record.calls):
+    if not any(r["path"] == "workflow" for r in record.calls):
+        return record
+    if temporal_address:
         from temporalio.client import Client
         from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -115,7 +119,13 @@ async def _from_ledger(url: str, session_id: str, temporal_address: str | None) 
                                           data_converter=pydantic_data_converter)
         except Exception as exc:
             _fail(f"cannot reach Temporal at {temporal_address}: {type(exc).__name__}")
-        wid = session_workflow_id(session_id)
-        record.history = await history_from_temporal(client, wid)
-        record.workflow_id = wid
+        record.histories = await histories_from_temporal(client,
+                                                         session_workflow_id(session_id))
+    if not record.histories and data_dir is not None:
+        from activities.config_source import load_config_dir
+        from audit.archive import Archive
+
+        cfg = load_config_dir(os.environ.get("GOVERNOR_CONFIG_DIR", "examples/config"))
+        archive = Archive.from_settings(cfg.settings.archive, data_dir)
+        record.histories = await histories_from_archive(archive, session_id)
     return record

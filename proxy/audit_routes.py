@@ -46,23 +46,25 @@ async def handle_audit_routes(gw: Gateway, parts: list[str], scope: Scope, recei
 
 
 async def decisions_record(gw: Gateway, session_id: str) -> dict[str, Any]:
-    from audit.replay import history_from_temporal, record_from_ledger
+    from audit.replay import histories_from_archive, histories_from_temporal, record_from_ledger
     from workflows.session import session_workflow_id
 
     await gw.writer.flush()
     rec = await record_from_ledger(gw.store, session_id)
     if not rec.calls:
         raise Refusal(404, "session_not_found", f"no calls of session {session_id!r} in the ledger")
-    history = None
-    wid = session_workflow_id(session_id)
-    sw = gw.session_workflows
-    if any(r["path"] == "workflow" for r in rec.calls) and sw is not None:
-        history = await history_from_temporal(sw.client, wid)
+    histories: list[tuple[str, dict[str, Any]]] = []
+    if any(r["path"] == "workflow" for r in rec.calls):
+        sw = gw.session_workflows
+        if sw is not None:
+            histories = await histories_from_temporal(sw.client, session_workflow_id(session_id))
+        archive = getattr(gw, "archive", None)
+        if not histories and archive is not None:  # the server forgot it: the archive has it
+            histories = await histories_from_archive(archive, session_id)
     found = await load_versions(gw.store, list(rec.versions))
     return {
         "session_id": session_id,
-        "workflow_id": wid if history is not None else None,
         "calls": rec.calls[:MAX_CALLS],
         "config_versions": list(found.values()),
-        "history": history,
+        "histories": [{"workflow_id": w, "history": h} for w, h in histories],
     }
