@@ -69,7 +69,7 @@ svg.chart{background:#fff;border:1px solid #eee;max-width:100%;height:auto}
 table{border-collapse:collapse;margin:.4em 0 1em;font-size:.9em}
 caption{text-align:left;font-weight:600;padding:.2em 0}
 th,td{border-bottom:1px solid #e5e7eb;padding:.25em .6em;text-align:left;vertical-align:top}
-th{background:#f3f4f6}
+th{background:#f3f4f6;position:sticky;top:0}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 .actions li{margin:.4em 0}
 pre{background:#0f172a;color:#e2e8f0;padding:.7em;border-radius:5px;overflow:auto;
@@ -236,10 +236,20 @@ class _Budget:
         return html
 
 
+def _cell_html(v: Cell) -> str:
+    """A cell's HTML: http(s) URLs (a merged PR, a ticket) become links that leave no referrer
+    and open no window handle; everything else is escaped text."""
+    text = format_cell(v)
+    if isinstance(v, str) and v == text and v.startswith(("https://", "http://")) and \
+            not any(c.isspace() for c in v):
+        return f'<a href="{_e(v)}" rel="noopener noreferrer">{_e(v)}</a>'
+    return _e(text)
+
+
 def _table(t: Table) -> str:
     cols = t.columns[:MAX_COLUMNS]
     rows = t.rows[:MAX_ROWS]
-    head = "".join(f"<th>{_e(_cut(str(c), MAX_CELL))}</th>" for c in cols)
+    head = "".join(f'<th scope="col">{_e(_cut(str(c), MAX_CELL))}</th>' for c in cols)
     out = [f"<table><caption>{_e(_cut(t.title, MAX_CELL))}</caption><thead><tr>{head}</tr>"
            "</thead><tbody>"]
     for row in rows:
@@ -247,8 +257,11 @@ def _table(t: Table) -> str:
         for v in list(row)[: len(cols)]:
             num = isinstance(v, (int, float)) and not isinstance(v, bool)
             cls = ' class="num"' if num else ""
-            cells.append(f"<td{cls}>{_e(format_cell(v))}</td>")
+            cells.append(f"<td{cls}>{_cell_html(v)}</td>")
         out.append(f"<tr>{''.join(cells)}</tr>")
+    if not rows:
+        out.append(f'<tr><td colspan="{max(len(cols), 1)}" class="note">none in this range'
+                   "</td></tr>")
     out.append("</tbody></table>")
     more = []
     if len(t.rows) > MAX_ROWS:

@@ -118,3 +118,22 @@ def test_format_cell():
     assert format_cell(451.25) == "451.25"
     assert format_cell(2.2149) == "2.215"
     assert format_cell(float("nan")) == "nan"
+
+
+def test_urls_in_cells_are_links_and_nothing_else_is():
+    t = Table("outcomes", ["url", "other"], [
+        ["https://github.com/acme/monorepo/pull/1031", "javascript:alert(1)"],
+        ['https://x.example/"><script>', "http://a b"],
+    ])
+    html = render_panel(Panel(6, "Outcome join", "q", "executive", tables=[t]), VIEWER)
+    links = [a for tag, a in tags(html) if tag == "a"]
+    assert [a["href"] for a in links] == ["https://github.com/acme/monorepo/pull/1031",
+                                          'https://x.example/"><script>']
+    assert all(a["rel"] == "noopener noreferrer" for a in links)
+    assert "<script" not in html and 'href="javascript' not in html
+
+
+def test_an_empty_table_says_so():
+    html = render_panel(Panel(5, "Safety", "q", "engineering",
+                              tables=[Table("events", ["hook", "n"], [])]), VIEWER)
+    assert '<td colspan="2" class="note">none in this range</td>' in html

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from activities.guardrails import gateway_salt
 from controlroom import auth
 from controlroom.model import Filters
 from controlroom.panels import compute_panels
@@ -139,6 +140,20 @@ async def test_a_tampered_or_forged_cookie_is_not_a_session(proxy):
         r = await h.get(proxy.base_url + "/control-room",
                         headers={"cookie": f"{auth.COOKIE_NAME}={forged}"})
         assert r.status_code == 303
+
+
+async def test_an_expired_cookie_or_one_of_a_key_no_longer_allowed_is_not_a_session(proxy):
+    secret = auth.derive_secret(gateway_salt(proxy.gw))
+    keys = {k.id: k for k in proxy.gw.config.keys_by_hash.values()}
+    old, _ = auth.issue(secret, "dev-viewer", keys["dev-viewer"].hash,
+                        time.time() - auth.SESSION_TTL_S - 1)
+    dev, _ = auth.issue(secret, "dev-developer", keys["dev-developer"].hash, time.time())
+    fresh, _ = auth.issue(secret, "dev-viewer", keys["dev-viewer"].hash, time.time())
+    async with client() as h:
+        for value, status in ((old, 303), (dev, 303), (fresh, 200)):
+            r = await h.get(proxy.base_url + "/control-room",
+                            headers={"cookie": f"{auth.COOKIE_NAME}={value}"})
+            assert r.status_code == status
 
 
 async def test_logout_ends_the_session_even_for_a_copy_of_the_cookie(proxy):
