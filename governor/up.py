@@ -363,6 +363,10 @@ async def run_up(opts: UpOptions, ready: asyncio.Event | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
 
     async with contextlib.AsyncExitStack() as stack:
+        from activities.tracing import configure_tracing, shutdown_telemetry
+
+        if configure_tracing("governor"):  # OTEL_EXPORTER_OTLP_ENDPOINT: spans, GenAI metrics
+            stack.callback(shutdown_telemetry)
 
         async def start() -> tuple[str | None, asyncio.Task[None], asyncio.Task[None]]:
             """Each part registers its own stop on `stack` as soon as it runs."""
