@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +22,9 @@ import pytest_asyncio
 from activities.gateway import hash_key
 from controlroom.model import Filters, Panel
 from controlroom.panels import compute_panels
-from examples.control_room_traffic import LOOP_SESSION, Traffic, generate, write_traffic
-from tests.controlroom.cr_client import ONCALL_KEY, VIEWER_KEY
-from tests.support.servers import InProcessProxy, make_config_dir
+from examples.control_room_traffic import LOOP_SESSION, Traffic
+from tests.controlroom.cr_client import ONCALL_KEY, VIEWER_KEY, generated_proxy, iso
+from tests.support.servers import InProcessProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 
@@ -51,21 +49,10 @@ def owner_keys_yaml() -> str:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def filled(sim: Any, tmp_path_factory: pytest.TempPathFactory
                  ) -> AsyncIterator[tuple[InProcessProxy, Traffic]]:
-    cfg = make_config_dir(tmp_path_factory.mktemp("cr-browser-config"),
-                          {"zz-cr-keys.yaml": owner_keys_yaml()})
-    p = InProcessProxy(cfg, tmp_path_factory.mktemp("cr-browser-data"), sim.base_url)
-    await p.start()
-    tr = generate(days=7, seed=11, end=time.time(), sessions_per_day=50)
-    assert p.gw is not None
-    await write_traffic(p.gw.store, (("call", r) for r in tr.calls))
-    await write_traffic(p.gw.store, (("event", r) for r in tr.events))
-    await write_traffic(p.gw.store, (("outcome", r) for r in tr.outcomes))
-    yield p, tr
-    await p.stop()
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    async with generated_proxy(sim.base_url, tmp_path_factory, days=7, seed=11,
+                               sessions_per_day=50,
+                               overlay={"zz-cr-keys.yaml": owner_keys_yaml()}) as pt:
+        yield pt
 
 
 async def owner_call(base: str, text: str) -> httpx.Response:

@@ -8,7 +8,6 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from html import unescape
 
 import httpx
@@ -19,7 +18,7 @@ from activities.guardrails import gateway_salt
 from controlroom import auth
 from controlroom.model import Filters
 from controlroom.panels import compute_panels
-from examples.control_room_traffic import Traffic, generate, write_traffic
+from examples.control_room_traffic import Traffic
 from tests.controlroom.cr_client import (
     ADMIN_KEY,
     DEV_KEY,
@@ -27,10 +26,12 @@ from tests.controlroom.cr_client import (
     ONCALL_KEY,
     VIEWER_KEY,
     csrf_of,
+    generated_proxy,
+    iso,
     origin_of,
     sign_in,
 )
-from tests.support.servers import InProcessProxy, make_config_dir
+from tests.support.servers import InProcessProxy
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -345,21 +346,9 @@ async def test_concurrent_page_loads_all_succeed(proxy):
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def filled(sim, tmp_path_factory) -> AsyncIterator[tuple[InProcessProxy, Traffic]]:
-    """A proxy of its own whose ledger holds two days of generated traffic ending now."""
-    cfg = make_config_dir(tmp_path_factory.mktemp("cr-config"))
-    p = InProcessProxy(cfg, tmp_path_factory.mktemp("cr-data"), sim.base_url)
-    await p.start()
-    tr = generate(days=2, seed=5, end=time.time(), sessions_per_day=12)
-    assert p.gw is not None
-    await write_traffic(p.gw.store, (("call", r) for r in tr.calls))
-    await write_traffic(p.gw.store, (("event", r) for r in tr.events))
-    await write_traffic(p.gw.store, (("outcome", r) for r in tr.outcomes))
-    yield p, tr
-    await p.stop()
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat()
+    async with generated_proxy(sim.base_url, tmp_path_factory, days=2, seed=5,
+                               sessions_per_day=12) as pt:
+        yield pt
 
 
 async def test_the_page_shows_the_six_panels_with_compute_panels_figures(filled):
