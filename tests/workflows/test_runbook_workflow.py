@@ -534,3 +534,52 @@ async def test_a_long_firing_alert_continues_as_new_and_keeps_its_run_and_counts
     assert rig.a.gw is not None
     (row,) = await list_alerts(rig.a.gw.store, key=key)
     assert row.run_id == first_run and row.status == "resolved" and row.repeats == 150
+
+
+async def test_budget_behaviour_and_project_header_steps_are_overrides_on_every_replica(
+    rig: Rig,
+) -> None:
+    from workflows.runbook_models import RunbookInput, Seen
+
+    assert rig.a.gw is not None and rig.b.gw is not None
+    rule = AlertRule(name="rb_policy", query="up == 0", steps=(
+        Step(action="set_budget_behaviour", budget="intern-sandbox-cap"),
+        Step(action="require_project_header"),
+    ))
+    key = f"alert-rb_policy,run={uuid.uuid4().hex[:8]}"
+
+    def on_exceed(p: InProcessProxy) -> str:
+        assert p.gw is not None
+        return next(b.on_exceed for b in p.gw.config.budgets if b.id == "intern-sandbox-cap")
+
+    assert on_exceed(rig.b) == "hard_block"
+    assert (await chat(rig.b, "untagged is fine for now")).status_code == 200
+    h = await rig.client.start_workflow(
+        RunbookWorkflow.run, RunbookInput(key=key, rule=rule, labels={}), id=key,
+        task_queue=QUEUE, start_signal="seen", start_signal_args=[Seen()])
+
+    async def in_force_on_b() -> bool:
+        r = await chat(rig.b, "no project header")
+        return r.status_code == 400 and "project_required" in r.text \
+            and on_exceed(rig.b) == "fallback_to_cheaper"
+
+    await until(in_force_on_b, "both overrides in force on replica b", within=15)
+    assert (await chat(rig.b, "tagged", **{"X-Governor-Project": "rb-tagged"})).status_code \
+        == 200
+    r = await admin(rig.a, "GET", "/gateway/overrides")
+    mine = [o for o in r.json()["overrides"] if o["alert_key"] == key]
+    assert {o["kind"] for o in mine} == {"budget_behaviour", "require_project_header"}
+    diffs = "\n".join(o["yaml_diff"] for o in mine)
+    assert "+on_exceed: fallback_to_cheaper" in diffs and "+require_project_header: true" in diffs
+    for o in mine:
+        r = await admin(rig.a, "DELETE", f"/gateway/overrides/{o['id']}", key=ADMIN)
+        assert r.status_code == 200, r.text
+
+    async def cleared_on_b() -> bool:
+        return on_exceed(rig.b) == "hard_block" and (
+            await chat(rig.b, "untagged again")).status_code == 200
+
+    await until(cleared_on_b, "overrides cleared on replica b", within=15)
+    await h.execute_update(RunbookWorkflow.resolve, Person(actor="u_oncall"))
+    final = await h.result()
+    assert any("set_budget_behaviour by governor:runbook" in line for line in final.log)
