@@ -89,6 +89,7 @@ class ClassifierFaults:
     oversize: bool = False  # answer 1 MiB of JSON
     count: int | None = None  # requests these faults apply to (None: until cleared)
     last_text: str = ""  # the text of the last request (what a gateway sent to classify)
+    last_auth: str = ""  # its Authorization header (the simulator checks no credentials)
 
     def take(self) -> ClassifierFaults | None:
         """The faults for one request, or None when none apply."""
@@ -136,6 +137,7 @@ async def _faulted(request: web.Request, text: str) -> web.Response | None:
     state = request.app[STATE_KEY]
     state.by_endpoint["classifier"] += 1
     faults(request.app).last_text = text
+    faults(request.app).last_auth = request.headers.get("Authorization", "")
     f = faults(request.app).take()
     if f is None:
         return None
@@ -150,31 +152,32 @@ async def _faulted(request: web.Request, text: str) -> web.Response | None:
     return None
 
 
-async def classify(request: web.Request) -> web.Response:
+async def _answer(request: web.Request, shape: Any) -> web.Response:
+    """The request's text checked, counted and faulted, then answered in `shape(text)`."""
     text = await _text_of(request)
     if isinstance(text, web.Response):
         return text
     bad = await _faulted(request, text)
-    if bad is not None:
-        return bad
+    return bad if bad is not None else _json(shape(text))
+
+
+def _generic(text: str) -> dict[str, Any]:
     flagged, cats, _ = verdict_of(text)
-    return _json(
-        {"flagged": flagged, "categories": cats, "score": 0.97 if flagged else 0.03,
-         "simulated": True}
-    )  # fmt: skip
+    score = 0.97 if flagged else 0.03
+    return {"flagged": flagged, "categories": cats, "score": score, "simulated": True}
+
+
+def _presidio(text: str) -> list[dict[str, Any]]:
+    _, _, spans = verdict_of(text)
+    return [{"entity_type": c.upper(), "start": s, "end": e, "score": 0.85} for s, e, c in spans]
+
+
+async def classify(request: web.Request) -> web.Response:
+    return await _answer(request, _generic)
 
 
 async def analyze(request: web.Request) -> web.Response:
-    text = await _text_of(request)
-    if isinstance(text, web.Response):
-        return text
-    bad = await _faulted(request, text)
-    if bad is not None:
-        return bad
-    _, _, spans = verdict_of(text)
-    return _json(
-        [{"entity_type": c.upper(), "start": s, "end": e, "score": 0.85} for s, e, c in spans]
-    )
+    return await _answer(request, _presidio)
 
 
 async def set_faults(request: web.Request) -> web.Response:
@@ -201,7 +204,7 @@ async def set_faults(request: web.Request) -> web.Response:
     f.garbled = bool(doc.get("garbled", False))
     f.oversize = bool(doc.get("oversize", False))
     f.count = doc.get("count")
-    return _json({k: v for k, v in asdict(f).items() if k != "last_text"})
+    return _json({k: v for k, v in asdict(f).items() if not k.startswith("last_")})
 
 
 async def clear_faults(request: web.Request) -> web.Response:

@@ -57,6 +57,8 @@ def _overlay(sim: str) -> dict[str, str]:
                     f"http: {{url: '{sim}/classify', timeout_ms: 20000}}"),
         _classifier("http-auth", "c-http-auth", "block", "fail_open",
                     f"http: {{url: '{sim}/classify', auth_env: GOVERNOR_TEST_NEVER_SET}}"),
+        _classifier("http-token", "c-http-token", "block", "fail_open",
+                    f"http: {{url: '{sim}/classify', auth_env: GOVERNOR_TEST_GUARD_TOKEN}}"),
         _classifier("presidio", "c-presidio", "block", "fail_closed",
                     f"http: {{url: '{sim}/analyze', format: presidio}}\n"
                     "    categories: [person]"),
@@ -278,6 +280,18 @@ async def test_http_auth_env_unset_is_no_verdict(cproxy: InProcessProxy) -> None
     assert r.status_code == 200
     (e,) = await _events(cproxy, cid)
     assert "GOVERNOR_TEST_NEVER_SET is not set" in _verdict(e)["error"]
+
+
+async def test_http_auth_token_comes_from_the_environment_and_is_never_recorded(
+    cproxy: InProcessProxy, csim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = f"tok-{uuid.uuid4().hex}"
+    monkeypatch.setenv("GOVERNOR_TEST_GUARD_TOKEN", token)
+    r, cid = await _call(cproxy, "c-http-token", "hello")
+    assert r.status_code == 200
+    assert sim_classifier.faults(csim.app).last_auth == f"Bearer {token}"
+    (e,) = await _events(cproxy, cid)
+    assert e.type == "clean" and token not in (e.verdict or "")
 
 
 async def test_presidio_adapter_blocks_an_allowlisted_entity(cproxy: InProcessProxy) -> None:
