@@ -344,8 +344,10 @@ def render_panel(p: Panel, viewer: Viewer, budget: _Budget | None = None) -> str
 
 
 def control_room_page(panels: list[Panel], viewer: Viewer, form: dict[str, str],
-                      since: float, until: float, notice: str | None = None) -> str:
-    """The whole page: header, filters, the panels in number order."""
+                      since: float, until: float, notice: str | None = None,
+                      simulated: bool = False) -> str:
+    """The whole page: header, filters, the panels in number order. `simulated`: the
+    gateway's providers include the simulator, and the page says so."""
     budget = _Budget(MAX_PAGE_BYTES)
 
     def iso(ts: float) -> str:
@@ -361,6 +363,10 @@ def control_room_page(panels: list[Panel], viewer: Viewer, form: dict[str, str],
         f'<p class="note">Calls from {_e(iso(since))} to {_e(iso(until))}. Aggregates by tool, '
         "team, project and workflow tag — never a ranking of people.</p>",
     ]
+    if simulated:
+        body.append('<p class="note" data-simulated="true"><strong>SIMULATED provider</strong>: '
+                    "this gateway answers from its built-in simulator; its calls are not a "
+                    "real model's.</p>")
     if notice:
         body.append(f'<p class="ok" role="status">{_e(notice)}</p>')
     body.append(f'<nav class="panels">{nav}</nav>')

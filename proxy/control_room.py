@@ -312,8 +312,9 @@ async def _page(gw: Gateway, cr: ControlRoom, scope: Scope, send: Send, key: Api
     except ValueError as exc:  # compute_panels' own checks (range, panel numbers)
         await _html(send, 400, message_page("Bad filter", str(exc), viewer))
         return
+    simulated = any(p.simulated for p in gw.config.providers.values())
     page = control_room_page(panels, viewer, query.form, query.filters.since,
-                             query.filters.until)
+                             query.filters.until, simulated=simulated)
     await _html(send, 200, page)
 
 

@@ -137,3 +137,9 @@ def test_an_empty_table_says_so():
     html = render_panel(Panel(5, "Safety", "q", "engineering",
                               tables=[Table("events", ["hook", "n"], [])]), VIEWER)
     assert '<td colspan="2" class="note">none in this range</td>' in html
+
+
+def test_a_simulated_provider_is_labelled_and_a_real_one_is_not():
+    assert 'data-simulated="true"' not in page()
+    sim = control_room_page(sample_panels(), VIEWER, FORM, 1.7e9, 1.7e9 + 60, simulated=True)
+    assert 'data-simulated="true"' in sim and "SIMULATED provider" in sim

@@ -75,6 +75,7 @@ async def test_a_viewer_signs_in_with_a_form_and_gets_a_signed_httponly_strict_c
         page = await h.get(proxy.base_url + "/control-room")
         assert page.status_code == 200, page.text
         assert "u_viewer · viewer" in page.text
+        assert 'data-simulated="true"' in page.text  # the sample config's simulated providers
         assert_secure_headers(page)
         assert VIEWER_KEY not in page.text
 
