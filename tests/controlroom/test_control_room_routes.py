@@ -381,3 +381,25 @@ async def test_the_page_shows_the_six_panels_with_compute_panels_figures(filled)
                                      "view": "oncall"})
     layers = set(re.findall(r'data-layer="([a-z]+)"', oncall.text))
     assert layers == {"oncall"}
+
+
+async def test_a_project_named_script_reaches_the_page_as_text(proxy):
+    """A caller-chosen project name goes through a real call, the ledger and compute_panels,
+    and is shown escaped (table cell and chart label), never as markup."""
+    hostile = '<script>alert("cr")</script>'
+    async with client() as h:
+        r = await h.post(
+            proxy.base_url + "/v1/chat/completions",
+            json={"model": "support-cheap", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"authorization": f"Bearer {DEV_KEY}", "x-governor-project": hostile})
+        assert r.status_code == 200, r.text
+        await sign_in(h, proxy.base_url, VIEWER_KEY)
+        for _ in range(100):  # the ledger writer flushes every 20 ms
+            page = await h.get(proxy.base_url + "/control-room", params={"panel": "2"})
+            if "&lt;script&gt;alert(&quot;cr&quot;)&lt;/script&gt;" in page.text:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the hostile project never showed on panel 2")
+    assert page.status_code == 200
+    assert "<script" not in page.text
