@@ -255,3 +255,33 @@ async def test_a_closed_session_is_refused_on_the_proxy_path_on_every_replica(
     finally:
         await gc.aclose()
         await other.stop()
+
+
+async def test_a_kill_from_the_control_room_reaches_the_session_workflow(
+    client: Client, gateway_url: str
+) -> None:
+    """The control room's kill form takes the same path as the admin API: the workflow
+    completes at once and the session's owner gets `session_killed` with the reason."""
+    import httpx
+
+    from tests.controlroom.cr_client import csrf_of, origin_of, sign_in
+
+    gc = await GovernorClient.connect(gateway_url, DEV_KEY)
+    try:
+        sid = await gc.start_session(project="wf-gw", workflow_tag="wf-gw-cr-kill")
+        await gc.chat([{"role": "user", "content": "one"}], model="support-cheap")
+        async with httpx.AsyncClient(timeout=20) as h:
+            assert (await sign_in(h, gateway_url, "gk-dev-oncall")).status_code == 303
+            csrf = csrf_of((await h.get(gateway_url + "/control-room")).text)
+            r = await h.post(gateway_url + "/control-room/kill",
+                             data={"session_id": sid, "confirm": "yes", "csrf": csrf,
+                                   "reason": "looping"}, headers=origin_of(gateway_url))
+            assert r.status_code == 200 and "killed by u_oncall" in r.text
+        assert await completed_within(client, sid, 10) is not None
+        with pytest.raises(GovernanceRefused) as late:
+            await gc.chat([{"role": "user", "content": "late"}], model="support-cheap")
+        assert late.value.code == "session_killed"
+        st = await gc.status()
+        assert st.status == "killed" and st.kill_reason == "control room: looping"
+    finally:
+        await gc.aclose()
