@@ -150,6 +150,9 @@ def decision_record_text(row: dict[str, Any]) -> None:
     rec = row.get(DECISION_RECORD)
     if rec is not None and type(rec) is not str:
         row[DECISION_RECORD] = orjson.dumps(rec).decode()
+    elif rec is None:  # rows made before the audit columns (a journal, a generator)
+        row[DECISION_RECORD] = None
+        row.setdefault("config_version", None)
 
 
 def total_tokens(row: Mapping[str, Any]) -> int:
