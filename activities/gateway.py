@@ -31,7 +31,7 @@ from ledger.errors import LedgerUnavailable
 from ledger.journal import Journal
 from ledger.models import CLOSE_ACTOR, KillRecord
 from ledger.session_store import unsettled_streams
-from ledger.snapshot import Snapshot, load_snapshot, save_snapshot
+from ledger.snapshot import Snapshot, load_snapshot, save_snapshot_off_loop
 from ledger.store import LedgerStore
 from ledger.writer import LedgerWriter
 from policies import breaker
@@ -250,7 +250,8 @@ class Gateway:
             if sig == last:
                 continue
             try:
-                save_snapshot(self.writer.journal_dir, self.last_known_state())
+                # Copied on the loop (a consistent picture), written in a thread.
+                await save_snapshot_off_loop(self.writer.journal_dir, self.last_known_state())
                 last = sig
             except OSError as exc:
                 log.warning("last known state not saved: %s", exc)

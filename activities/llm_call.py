@@ -340,7 +340,11 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
         gov.fallback_reason = "; ".join(f"{a.target} {a.outcome}" for a in failed)
     gw.metrics.child(gw.metrics.upstream, gov.provider, gov.model).observe(res.upstream_ms / 1000)
     if res.stream is None:
-        blocked = await guardrails.guard_response(guard, res, gov.model)  # output hooks
+        try:
+            blocked = await guardrails.guard_response(guard, res, gov.model)  # output hooks
+        except BaseException:
+            _settle_failed(gw, req, gov, pre, held, res, now, started)
+            raise
         _account(
             gw, req, gov, pre, held, res, res.usage, res.output_text, now, started,
             blocked.code if blocked else None,
@@ -348,25 +352,65 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
         if blocked is not None:
             raise blocked
         return CallOutcome(200, gov, body=res.body, output_text=res.output_text)
-    guardrails.guard_stream(guard, res, gov.model)  # output hooks on the deltas, if any apply
-    stop = StreamStop()
-    if req.ident.session_id is not None:
-        gw.streams.add(req.ident.session_id, stop)
-    # First byte: the ledger learns of the stream now, so a crash before its end leaves a
-    # record that the next start settles as interrupted.
-    gw.writer.record_stream_start(_interrupted_row(gw, req, gov, now))
-    return CallOutcome(
-        200, gov, stream=_governed_stream(gw, req, gov, pre, held, res, now, started, stop),
-        stop=stop,
-    )
+    # From here until the caller holds the stream, a failure must still end the call once: its
+    # reservation released, its upstream request closed, its stream entry dropped.
+    relay = res.stream
+    stop = req.stop or StreamStop()  # the proxy's stop already watches the client
+    sid = req.ident.session_id
+    try:
+        guardrails.guard_stream(guard, res, gov.model)  # output hooks on the deltas, if any
+        if sid is not None:
+            gw.streams.add(sid, stop)
+        # First byte: the ledger learns of the stream now, so a crash before its end leaves a
+        # record that the next start settles as interrupted.
+        gw.writer.record_stream_start(_interrupted_row(gw, req, gov, now))
+    except BaseException:
+        if sid is not None:
+            gw.streams.discard(sid, stop)
+        _settle_failed(gw, req, gov, pre, held, res, now, started)
+        await _close_upstream(relay, res)
+        raise
+    call = _StreamCall(gw, req, gov, pre, held, res, now, started, stop)
+    return CallOutcome(200, gov, stream=GovernedStream(call), stop=stop)
+
+
+def _settle_failed(gw: Gateway, req: CallRequest, gov: Governance, pre: PreCall,
+                   held: Reservation, res: UpstreamResult, now: float, started: float) -> None:
+    """The provider answered but Governor failed before the caller got it (an output hook
+    raised, the ledger refused the stream's start): charge what the provider reported, as an
+    `internal_error` row; the reservation is released whatever happens here."""
+    try:
+        usage = res.usage or _acc_usage(res)
+        text = res.output_text or _acc_text(res)
+        if res.stream is not None:
+            usage = _delivered_usage(req, usage, "")
+        _account(gw, req, gov, pre, held, res, usage, text if res.stream is None else "", now,
+                 started, INTERNAL_ERROR)
+    except Exception as exc:  # the ledger itself may be what failed
+        log.warning("call %s not accounted after an internal error: %s", req.call_id,
+                    type(exc).__name__)
+    finally:
+        gw.state.release(held, keep_requests=True)
+
+
+async def _close_upstream(relay: AsyncIterator[bytes] | None, res: UpstreamResult) -> None:
+    """Close the upstream request of a stream, read or not (closing an async generator that
+    never started skips its `finally`, so the response is also released directly)."""
+    try:
+        if relay is not None:
+            await relay.aclose()  # type: ignore[attr-defined]
+    finally:
+        if res.release is not None:
+            res.release()
 
 
 async def _upstream(gw: Gateway, req: CallRequest, vm: RoutingConfig, targets: list[Target]
                     ) -> UpstreamResult:
-    """The upstream request; for a non-streamed call with a `stop`, a kill of its session or
-    its client leaving cancels the request (the provider sees it closed) and refuses the call
-    as `session_killed` 403 / `client_closed` 499: nothing is charged for it."""
-    stop = req.stop if not req.stream else None
+    """The upstream request (for a stream: up to its first event); for a call with a `stop`,
+    a kill of its session or its client leaving cancels the request (the provider sees it
+    closed) and refuses the call as `session_killed` 403 / `client_closed` 499: nothing is
+    charged for it."""
+    stop = req.stop
     if stop is None:
         return await gw.router.call(req.protocol, req.body, vm, targets, req.stream,
                                     req.include_usage, gw.config.prices, req.beta, req.endpoint)
@@ -417,70 +461,130 @@ def _skipped_by_breakers(
     return out
 
 
-async def _governed_stream(
-    gw: Gateway,
-    req: CallRequest,
-    gov: Governance,
-    pre: PreCall,
-    held: Reservation,
-    res: UpstreamResult,
-    now: float,
-    started: float,
-    stop: StreamStop,
-) -> AsyncIterator[bytes]:
-    """Relay the upstream stream; account before the terminal event goes out (or on abort).
+class _StreamCall:
+    """One governed stream in flight: relays the upstream, and ends the call exactly once."""
 
-    A kill ends it with an error event in the caller's protocol, a client that left ends it
-    silently; either way the upstream request is closed and only what was delivered is charged.
-    """
-    upstream = res.stream
-    assert upstream is not None
-    done = False
-    sid = req.ident.session_id
+    __slots__ = (
+        "done",
+        "ended",
+        "gov",
+        "gw",
+        "held",
+        "now",
+        "pre",
+        "relay",
+        "req",
+        "res",
+        "started",
+        "stop",
+    )
 
-    def account(error: str | None) -> None:
+    def __init__(self, gw: Gateway, req: CallRequest, gov: Governance, pre: PreCall,
+                 held: Reservation, res: UpstreamResult, now: float, started: float,
+                 stop: StreamStop) -> None:
+        self.gw, self.req, self.gov, self.pre, self.held = gw, req, gov, pre, held
+        self.res, self.now, self.started, self.stop = res, now, started, stop
+        self.relay = res.stream  # the upstream relay (output hooks included)
+        self.done = False  # accounted
+        self.ended = False  # stream entry dropped and upstream closed
+
+    def account(self, error: str | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        res, req = self.res, self.req
         usage = res.usage or _acc_usage(res)
         text = res.output_text or _acc_text(res)
         if error is not None:
             usage = _delivered_usage(req, usage, text)
-        _account(gw, req, gov, pre, held, res, usage, text, now, started, error)
+        _account(self.gw, req, self.gov, self.pre, self.held, res, usage, text, self.now,
+                 self.started, error)
 
-    stop.bind()
-    try:
-        while stop.reason is None:
-            stop.reading = True
-            try:
-                piece = await upstream.__anext__()
-            except StopAsyncIteration:
-                break
-            except asyncio.CancelledError:
-                if not stop.absorb():
-                    raise
-                break
-            finally:
-                stop.reading = False
-            if not done and res.finished:
-                done = True
-                account(res.stream_error)
-                piece = piece + _usage_comment(gov)
-            yield piece
-        if not done and stop.reason == KILLED:
-            done = True
-            account(KILLED)
-            yield stream_error(
-                req.protocol,
-                KILLED,
-                f"session {sid!r} was killed while this response streamed "
-                f"({stop.detail or 'no reason given'}); only the part delivered is charged",
-                403,
-            )
-    finally:
-        if sid is not None:
-            gw.streams.discard(sid, stop)
-        if not done:
-            # Client went away or the stream broke without a terminal event: charge what we saw.
-            account(stop.reason or res.stream_error or CLIENT_CLOSED)
-        await upstream.aclose()  # type: ignore[attr-defined]  # closes the upstream request
+    async def end(self) -> None:
+        """Drop the stream entry, charge what was seen if nothing was charged yet, close the
+        upstream request. Idempotent."""
+        if self.ended:
+            return
+        self.ended = True
+        sid = self.req.ident.session_id
+        try:
+            if sid is not None:
+                self.gw.streams.discard(sid, self.stop)
+            if not self.done:
+                # Client went away or the stream broke without a terminal event: charge what
+                # we saw.
+                self.account(self.stop.reason or self.res.stream_error or CLIENT_CLOSED)
+        finally:
+            self.gw.state.release(self.held, keep_requests=True)  # a no-op once charged
+            await _close_upstream(self.relay, self.res)
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        """Relay the upstream stream; account before the terminal event goes out (or on abort).
+
+        A kill ends it with an error event in the caller's protocol, a client that left ends it
+        silently; either way the upstream request is closed and only what was delivered is
+        charged."""
+        upstream = self.relay
+        assert upstream is not None
+        res, req, stop = self.res, self.req, self.stop
+        stop.bind()
+        try:
+            while stop.reason is None:
+                stop.reading = True
+                try:
+                    piece = await upstream.__anext__()
+                except StopAsyncIteration:
+                    break
+                except asyncio.CancelledError:
+                    if not stop.absorb():
+                        raise
+                    break
+                finally:
+                    stop.reading = False
+                if not self.done and res.finished:
+                    self.account(res.stream_error)
+                    piece = piece + _usage_comment(self.gov)
+                yield piece
+            if not self.done and stop.reason == KILLED:
+                self.account(KILLED)
+                yield stream_error(
+                    req.protocol,
+                    KILLED,
+                    f"session {req.ident.session_id!r} was killed while this response streamed "
+                    f"({stop.detail or 'no reason given'}); only the part delivered is charged",
+                    403,
+                )
+        finally:
+            await self.end()
+
+
+class GovernedStream:
+    """The caller's side of a governed stream: iterate it for the caller-protocol bytes, then
+    `aclose()` it. Closing ends the call exactly once, also when it was never iterated (its
+    client gone before the first byte could be sent): an async generator closed before its
+    first step skips its own `finally`, so that end is run here."""
+
+    __slots__ = ("_call", "_gen", "_started")
+
+    def __init__(self, call: _StreamCall) -> None:
+        self._call = call
+        self._gen = call.pieces()
+        self._started = False
+
+    def __aiter__(self) -> GovernedStream:
+        return self
+
+    def __anext__(self) -> Any:
+        self._started = True
+        return self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._gen.aclose()
+        finally:
+            if not self._started:
+                self._started = True
+                await self._call.end()
 
 
 def _delivered_usage(req: CallRequest, usage: Usage | None, text: str) -> Usage:
@@ -564,7 +668,9 @@ def _base_row(req: CallRequest, gov: Governance, now: float) -> dict[str, Any]:
     }
 
 
-_ERROR_STATUS = {guardrails.GUARDRAIL_BLOCKED: 400, KILLED: 403, CLIENT_CLOSED: 499}
+INTERNAL_ERROR = "internal_error"  # Governor failed after the provider answered
+_ERROR_STATUS = {guardrails.GUARDRAIL_BLOCKED: 400, KILLED: 403, CLIENT_CLOSED: 499,
+                 INTERNAL_ERROR: 500}
 
 
 def _record_refusal(

@@ -128,6 +128,8 @@ class UpstreamResult:
     stream_error: str | None = None
     usage_estimated: bool = False  # the provider reported no usage: Governor's estimate
     finished: bool = False  # set by the relay just before it yields the terminal event
+    # A stream's upstream response, released (idempotently) also when the relay never ran.
+    release: Callable[[], object] | None = None
 
     @property
     def fallback_used(self) -> bool:
@@ -430,6 +432,10 @@ class Router:
             if resp is not None:
                 resp.release()
             raise
+        except asyncio.CancelledError:  # a kill or the client leaving: the provider sees it
+            if resp is not None:
+                resp.close()
+            raise
         upstream_ms = (time.perf_counter() - started) * 1000
         if stream and status == 200:
             res = UpstreamResult(
@@ -438,6 +444,7 @@ class Router:
                 status=200,
                 accumulator=relay.accumulator,
                 upstream_ms=upstream_ms,
+                release=resp.release,
             )
             res.stream = self._relay(resp, caller, t, relay, res, first)
             return res

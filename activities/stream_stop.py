@@ -37,6 +37,9 @@ class StreamStop:
         if self.reading and self._task is not None:
             self._task.cancel()
 
+    def client_left(self) -> None:
+        self.stop(CLIENT_CLOSED)
+
     def absorb(self) -> bool:
         """In an `except CancelledError`: True (and the task un-cancelled) when the
         cancellation was this stop's, False when it came from elsewhere and must propagate."""

@@ -4,11 +4,13 @@ The ledger is the truth; this file is only what a replica knew the last time it 
 killed (with reasons), session owners, and budget spend per window. A replica that starts during
 a database outage loads it (plus the kills still in its journal), so a kill or an owner it knew
 keeps holding; once the database is back the counters are rebuilt from the ledger as usual.
-Written atomically (a temporary file renamed over the old one), never on the request path.
+Written atomically and durably (a temporary file, fsynced, renamed over the old one, the directory
+fsynced), in a worker thread: never on the event loop or the request path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
@@ -31,6 +33,9 @@ class Snapshot:
 
 
 def save_snapshot(directory: Path, snap: Snapshot) -> None:
+    """Replace the file with `snap`: the old one or the new one is there after a crash or a
+    power cut, never a torn one. Blocking (write + two fsyncs): run it in a thread, as
+    `save_snapshot_off_loop` does. Raises OSError."""
     path = directory / SNAPSHOT_NAME
     tmp = path.with_suffix(".tmp")
     data = orjson.dumps(
@@ -38,10 +43,23 @@ def save_snapshot(directory: Path, snap: Snapshot) -> None:
     )
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)  # the rename is durable too
+    finally:
+        os.close(dfd)
+
+
+async def save_snapshot_off_loop(directory: Path, snap: Snapshot) -> None:
+    """`save_snapshot` in a worker thread (`snap` must not change meanwhile: pass a copy)."""
+    await asyncio.to_thread(save_snapshot, directory, snap)
 
 
 def load_snapshot(directory: Path) -> Snapshot:

@@ -18,6 +18,45 @@ JSON = b"application/json"
 SSE = b"text/event-stream"
 
 
+# Scope key of the client-left hook: a server that offers it (`proxy.server.BoundedHttpTools`)
+# sets it to None when the request starts and calls what the app put there when the client
+# leaves before the response is complete (or sets CLIENT_GONE if the app had put nothing yet).
+DISCONNECT_HOOK = "governor.on_disconnect"
+CLIENT_GONE: Any = object()
+_NO_HOOK: Any = object()
+
+
+def watch_disconnect(
+    scope: Scope, receive: Receive, on_leave: Callable[[], object]
+) -> asyncio.Future[None] | None:
+    """Call `on_leave()` when the client leaves (call once the body is read). Through the
+    server's hook when it has one: no task per request; otherwise a task awaits `receive`, and
+    is returned for `unwatch_disconnect`."""
+    hook = scope.get(DISCONNECT_HOOK, _NO_HOOK)
+    if hook is _NO_HOOK:
+        return asyncio.ensure_future(_await_disconnect(receive, on_leave))
+    if hook is CLIENT_GONE:
+        on_leave()
+    else:
+        scope[DISCONNECT_HOOK] = on_leave
+    return None
+
+
+def unwatch_disconnect(scope: Scope, watcher: asyncio.Future[None] | None) -> None:
+    if watcher is not None:
+        watcher.cancel()
+    elif scope.get(DISCONNECT_HOOK) is not CLIENT_GONE:
+        scope[DISCONNECT_HOOK] = None
+
+
+async def _await_disconnect(receive: Receive, on_leave: Callable[[], object]) -> None:
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            on_leave()
+            return
+
+
 class BodyTooLarge(Exception):
     pass
 

@@ -3,7 +3,6 @@ served in their form): parse, identify, govern, relay."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -38,6 +37,8 @@ from proxy.http import (
     json_too_deep,
     read_body,
     respond,
+    unwatch_disconnect,
+    watch_disconnect,
 )
 
 log = logging.getLogger("governor.proxy")
@@ -215,15 +216,15 @@ async def _handle_llm(
                               replayable=slot is not None, beta=beta,
                               fingerprint=slot.fingerprint if slot is not None else None,
                               endpoint=shape.endpoint if shape is not None else "chat")
-            if stream:
+            # The body is read: the next message is the client leaving, which ends the call
+            # (its wait on the provider, or its stream).
+            req.stop = stop = StreamStop()
+            watcher = watch_disconnect(scope, receive, stop.client_left)
+            try:
                 outcome = await governed_call(gw, req)
-            else:  # the body is read: the next message is the client leaving, ending the call
-                req.stop = StreamStop()
-                leaving = asyncio.ensure_future(_watch_disconnect(receive, req.stop))
-                try:
-                    outcome = await governed_call(gw, req)
-                finally:
-                    leaving.cancel()
+            except BaseException:
+                unwatch_disconnect(scope, watcher)
+                raise
         except Refusal as r:
             if sp.is_recording():
                 sp.set_attribute("governor.refusal", r.code)
@@ -239,6 +240,7 @@ async def _handle_llm(
             sp.set_attribute("gen_ai.response.model", gov.model)
             sp.set_attribute("gen_ai.provider.name", gov.provider)
         if outcome.stream is None:
+            unwatch_disconnect(scope, watcher)
             h = gov.route_headers() + gov.usage_headers()
             answer = outcome.body if shape is None else shape.answer(outcome.body)
             await respond(send, 200, answer, JSON, h)
@@ -247,36 +249,30 @@ async def _handle_llm(
             _span_usage(sp, gov)
             return
         h = [(b"content-type", SSE), (b"cache-control", b"no-cache"), *gov.route_headers()]
-        await send({"type": "http.response.start", "status": 200, "headers": h})
-        agen = outcome.stream if shape is None else shape.events(outcome.stream)
-        stop = outcome.stop
-        # The body is read: the next message is the client leaving, which ends the stream.
-        watcher = asyncio.ensure_future(_watch_disconnect(receive, stop)) if stop else None
+        governed = outcome.stream
+        agen = governed if shape is None else shape.events(governed)
         sent: list[bytes] | None = [] if slot is not None else None
+        # Whatever happens from here (the client gone before the head or the first byte, a
+        # send that fails), closing `governed` ends the call exactly once.
         try:
+            await send({"type": "http.response.start", "status": 200, "headers": h})
             async for piece in agen:
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
                 if sent is not None:
                     sent.append(piece)
             await send({"type": "http.response.body", "body": b""})
-            if slot is not None and sent is not None and stop is not None and stop.reason is None:
+            if slot is not None and sent is not None and stop.reason is None:
                 gw.idempotency.finish(slot, StoredResponse(200, h, chunks=sent))
         except OSError:
-            if stop is not None:
-                stop.stop(CLIENT_CLOSED)
-        finally:
-            if watcher is not None:
-                watcher.cancel()
-            await agen.aclose()  # type: ignore[attr-defined]
-        _span_usage(sp, gov)
-
-
-async def _watch_disconnect(receive: Receive, stop: StreamStop) -> None:
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
             stop.stop(CLIENT_CLOSED)
-            return
+        finally:
+            unwatch_disconnect(scope, watcher)
+            try:
+                if agen is not governed:
+                    await agen.aclose()  # type: ignore[attr-defined]
+            finally:
+                await governed.aclose()  # type: ignore[attr-defined]
+        _span_usage(sp, gov)
 
 
 async def replay(send: Send, stored: StoredResponse) -> None:

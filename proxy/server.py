@@ -15,6 +15,7 @@ from activities.gateway import Gateway
 from activities.tracing import configure_tracing, shutdown_telemetry
 from activities.wire.errors import error_body
 from proxy.app import ProxyApp
+from proxy.http import CLIENT_GONE, DISCONNECT_HOOK
 
 
 def make_app(config_dir: Path, ledger_url: str, journal_dir: Path) -> ProxyApp:
@@ -60,7 +61,14 @@ class BoundedHttpTools(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        cycle = self.cycle
         super().connection_lost(exc)
+        if cycle is not None and cycle.disconnected:  # left before the response completed
+            scope = cycle.scope
+            hook = scope.get(DISCONNECT_HOOK)
+            scope[DISCONNECT_HOOK] = CLIENT_GONE
+            if hook is not None and hook is not CLIENT_GONE:
+                hook()
 
     def _arm_head_timer(self, delay: float) -> None:
         self._head_timer = self.loop.call_later(delay, self._head_timed_out)
@@ -89,6 +97,9 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._head_started = None
         self._heads += 1
         super().on_headers_complete()
+        # This server tells the app when its client leaves (`proxy.http.watch_disconnect`):
+        # a dict entry per request instead of a task per request awaiting `receive`.
+        self.scope[DISCONNECT_HOOK] = None  # type: ignore[literal-required]
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
