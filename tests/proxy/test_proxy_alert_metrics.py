@@ -1,8 +1,10 @@
 """Metrics the seed's alert queries select: budget scope `project`, guardrail class as `type`
-with the specific kind beside it, budget gauges present from start-up."""
+with the specific kind beside it, budget gauges present from start-up, per-session rate gauges
+for the top N sessions only."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -90,3 +92,51 @@ async def test_guardrail_events_carry_class_as_type_and_the_specific_kind(tmp_pa
     line = next(x for x in text.splitlines()
                 if x.startswith("governor_guardrail_events_total{") and 'hook="request-input"' in x)
     assert 'type="secret"' in line and 'kind="aws_access_key"' in line, line
+
+
+async def test_session_rate_gauges_hold_only_the_top_n_sessions_above_their_baseline(
+    tmp_path: Path,
+) -> None:
+    """The one metric with a session id is bounded by `alert_top_sessions`: the N sessions
+    furthest above their baseline; a session that drops out of the top N loses its series."""
+    from alerts.hub import AlertHub
+    from tests.support.servers import EXAMPLES
+
+    settings = (EXAMPLES / "gateway.yaml").read_text()
+    settings = settings.replace("loop_default_baseline_tokens_per_hour: 100000",
+                                "loop_default_baseline_tokens_per_hour: 1")
+    settings += "alert_top_sessions: 2\n"
+    cfg = make_config_dir(tmp_path / "config", {"gateway.yaml": settings})
+    async with SimServer(port=0) as sim:
+        p = await InProcessProxy(cfg, tmp_path, sim.base_url).start()
+        try:
+            assert p.gw is not None
+            hub = AlertHub(p.gw, None, "unused")  # gauges only: nothing fires here
+
+            async def calls(sid: str, n: int) -> None:
+                async with httpx.AsyncClient(timeout=30) as c:
+                    for i in range(n):
+                        r = await c.post(p.base_url + "/v1/chat/completions", headers={
+                            "Authorization": f"Bearer {DEV_KEY}", "X-Governor-Session-ID": sid,
+                            "X-Governor-Workflow-Tag": "topn"}, json={
+                            "model": "support-cheap",
+                            "messages": [{"role": "user", "content": f"{sid} turn {i}"}]})
+                        assert r.status_code == 200, r.text
+
+            for n, sid in enumerate(["s-a", "s-b", "s-c", "s-d"], start=1):
+                await calls(sid, n)
+
+            def sessions(text: str) -> set[str]:
+                return {line.split('session_id="', 1)[1].split('"', 1)[0]
+                        for line in text.splitlines()
+                        if line.startswith("governor_session_tokens_per_hour{")}
+
+            hub.update_session_gauges(time.time())
+            assert sessions(await _metrics(p)) == {"s-d", "s-c"}
+            await calls("s-a", 8)  # s-a now spends the most: s-c drops out of the top 2
+            hub.update_session_gauges(time.time())
+            text = await _metrics(p)
+            assert sessions(text) == {"s-a", "s-d"}
+            assert 's-c"' not in text  # its baseline series went too
+        finally:
+            await p.stop()
