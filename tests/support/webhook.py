@@ -33,12 +33,13 @@ class WebhookReceiver:
         self._event.set()
         return web.Response(status=self.status, text="ok")
 
-    async def start(self) -> WebhookReceiver:
+    async def start(self, ssl_context: Any = None) -> WebhookReceiver:
+        """Listen on loopback (`port`, 0: any free one); with `ssl_context`, HTTPS."""
         app = web.Application()
         app.router.add_route("POST", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)  # 0: any free port
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=ssl_context)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self
