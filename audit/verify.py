@@ -12,12 +12,14 @@ Names every record that was
 With `since` (epoch seconds) only links from then on are walked (the first one's predecessor is
 trusted) and only rows they cover or whose own time is from then on are compared.
 
-Memory: one entry per record key of the links walked (the latest link of each row).
+Memory: one entry per record key of the links walked (the latest link of each row). Hashing
+runs in a worker thread, a batch at a time, so a proxy serving `GET /gateway/audit/verify`
+keeps answering calls while it runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +30,7 @@ from ledger.models import CHAIN_HEADS, LEDGER_CHAIN
 from ledger.store import LedgerStore
 
 MAX_FINDINGS = 1000  # named in full; beyond this only counted
+_BATCH = 2000  # rows or links hashed per hop to the worker thread
 _TIME_COLUMNS = ("ts", "updated_ts", "opened_ts", "created_ts", "computed_ts")
 
 
@@ -41,10 +44,6 @@ class Finding:
     chain_id: str
     seq: int | None
     detail: str
-
-    def line(self) -> str:
-        where = f" (chain {self.chain_id[:12]} seq {self.seq})" if self.seq is not None else ""
-        return f"{self.kind:8} {self.table} {self.key}: {self.detail}{where}"
 
 
 @dataclass(slots=True)
@@ -88,24 +87,30 @@ class VerifyReport:
             "more_findings": self.more_findings,
         }
 
-    def lines(self) -> Iterator[str]:
-        links = sum(self.chains.values())
-        if self.ok:
-            yield (
-                f"ledger verified: {len(self.chains)} chain(s), {links} links, {self.rows} "
-                f"rows, {self.tombstones} deleted under tombstones; nothing altered, "
-                f"inserted or deleted"
-            )
-            return
-        total = len(self.findings) + self.more_findings
-        yield (
-            f"ledger NOT verified: {total} finding(s) over {len(self.chains)} chain(s), "
-            f"{links} links, {self.rows} rows"
-        )
-        for f in self.findings:
-            yield "  " + f.line()
-        if self.more_findings:
-            yield f"  … and {self.more_findings} more"
+    def lines(self) -> list[str]:
+        return report_lines(self.to_dict())
+
+
+def report_lines(doc: dict[str, Any]) -> list[str]:
+    """The human report of a verify answer (`VerifyReport.to_dict`, also the API's JSON)."""
+    chains, links, rows = len(doc.get("chains", {})), doc.get("links", 0), doc.get("rows", 0)
+    if doc.get("ok"):
+        return [
+            f"ledger verified: {chains} chain(s), {links} links, {rows} rows, "
+            f"{doc.get('tombstones', 0)} deleted under tombstones; nothing altered, inserted or "
+            "deleted"
+        ]
+    found = doc.get("findings", [])
+    out = [
+        f"ledger NOT verified: {len(found) + doc.get('more_findings', 0)} finding(s) over "
+        f"{chains} chain(s), {links} links, {rows} rows"
+    ]
+    for f in found:
+        where = f" (chain {f['chain_id'][:12]} seq {f['seq']})" if f.get("seq") is not None else ""
+        out.append(f"  {f['kind']:8} {f['table']} {f['key']}: {f['detail']}{where}")
+    if doc.get("more_findings"):
+        out.append(f"  … and {doc['more_findings']} more")
+    return out
 
 
 @dataclass(slots=True)
@@ -156,66 +161,53 @@ async def _walk_chains(
     if since is not None:
         q = q.where(c.ts >= since)
     q = q.order_by(c.chain_id, c.seq)
-    prev: dict[str, Any] | None = None
+    walk = _ChainWalk(report, since, latest)
     async with store._connect(write=False) as conn:
-        result = await conn.stream(q.execution_options(yield_per=2000))
-        async for m in result.mappings():
-            link = dict(m)
-            cid, seq = link["chain_id"], int(link["seq"])
-            first = prev is None or prev["chain_id"] != cid
-            report.chains[cid] = report.chains.get(cid, 0) + 1
-            if first:
-                if since is None and seq != 1:
-                    report.add(
-                        Finding(
-                            "deleted",
-                            "ledger_chain",
-                            f"seq 1..{seq - 1}",
-                            cid,
-                            seq,
-                            "links missing at the start of the chain",
-                        )
-                    )
-            else:
-                assert prev is not None
-                if seq != prev["seq"] + 1:
-                    report.add(
-                        Finding(
-                            "deleted",
-                            "ledger_chain",
-                            f"seq {prev['seq'] + 1}..{seq - 1}",
-                            cid,
-                            seq,
-                            "links missing from the chain (a gap)",
-                        )
-                    )
-                elif link["prev_hash"] != prev["hash"]:
-                    report.add(
-                        Finding(
-                            "inserted",
-                            "ledger_chain",
-                            f"seq {seq}",
-                            cid,
-                            seq,
-                            "link does not follow its predecessor's hash",
-                        )
-                    )
-            if link_hash(link["prev_hash"], link) != link["hash"]:
-                report.add(
-                    Finding(
-                        "altered",
-                        "ledger_chain",
-                        f"seq {seq}",
-                        cid,
-                        seq,
-                        "link's hash does not recompute: the link was edited",
-                    )
-                )
-            k = (link["tbl"], link["record_key"])
-            got = latest.get(k)
-            if got is None or got.id < link["id"]:
-                latest[k] = _Latest(int(link["id"]), link["op"], link["digest"], cid, seq)
-            prev = link
+        result = await conn.stream(q.execution_options(yield_per=_BATCH))
+        async for part in result.mappings().partitions(_BATCH):
+            links = [dict(m) for m in part]
+            hashes = await asyncio.to_thread(_link_hashes, links)
+            for link, h in zip(links, hashes, strict=True):
+                walk.step(link, h)
+
+
+def _link_hashes(links: list[dict[str, Any]]) -> list[str]:
+    return [link_hash(x["prev_hash"], x) for x in links]
+
+
+@dataclass(slots=True)
+class _ChainWalk:
+    """Checks links one by one in (chain, seq) order against their predecessor."""
+
+    report: VerifyReport
+    since: float | None
+    latest: dict[tuple[str, str], _Latest]
+    prev: dict[str, Any] | None = None
+
+    def _add(self, kind: str, key: str, cid: str, seq: int, what: str) -> None:
+        self.report.add(Finding(kind, "ledger_chain", key, cid, seq, what))
+
+    def step(self, link: dict[str, Any], recomputed: str) -> None:
+        cid, seq, prev = link["chain_id"], int(link["seq"]), self.prev
+        self.report.chains[cid] = self.report.chains.get(cid, 0) + 1
+        if prev is None or prev["chain_id"] != cid:
+            if self.since is None and seq != 1:
+                self._add("deleted", f"seq 1..{seq - 1}", cid, seq,
+                          "links missing at the start of the chain")  # fmt: skip
+        elif seq != prev["seq"] + 1:
+            self._add("deleted", f"seq {prev['seq'] + 1}..{seq - 1}", cid, seq,
+                      "links missing from the chain (a gap)")  # fmt: skip
+        elif link["prev_hash"] != prev["hash"]:
+            self._add("inserted", f"seq {seq}", cid, seq,
+                      "link does not follow its predecessor's hash")  # fmt: skip
+        if recomputed != link["hash"]:
+            self._add("altered", f"seq {seq}", cid, seq,
+                      "link's hash does not recompute: the link was edited")  # fmt: skip
+        k = (link["tbl"], link["record_key"])
+        got = self.latest.get(k)
+        if got is None or got.id < link["id"]:
+            self.latest[k] = _Latest(int(link["id"]), link["op"], link["digest"], cid, seq)
+        self.prev = link
 
 
 async def _check_heads(store: LedgerStore, since: float | None, report: VerifyReport) -> None:
@@ -264,41 +256,39 @@ async def _check_rows(
     sh = shape(table)
     tcol = next((n for n in _TIME_COLUMNS if n in table.c), None)
     async with store._connect(write=False) as conn:
-        result = await conn.stream(select(table).execution_options(yield_per=2000))
-        async for m in result.mappings():
-            row = dict(m)
-            key = sh.record_key(row)
-            lt = latest.get((table.name, key))
-            if lt is None:
-                t = row.get(tcol) if tcol else None
-                if since is not None and (t is None or float(t) < since):
-                    continue  # outside the window walked
-                report.rows += 1
-                report.add(
-                    Finding("inserted", table.name, key, "", None, "row has no chain record")
-                )
-                continue
-            report.rows += 1
-            lt.seen = True
-            if lt.op == TOMBSTONE:
-                report.add(
-                    Finding(
-                        "inserted",
-                        table.name,
-                        key,
-                        lt.chain_id,
-                        lt.seq,
-                        "row is present after its tombstone",
-                    )
-                )
-            elif lt.op == PUT and sh.digest(row) != lt.digest:
-                report.add(
-                    Finding(
-                        "altered",
-                        table.name,
-                        key,
-                        lt.chain_id,
-                        lt.seq,
-                        "row differs from its latest chain record",
-                    )
-                )
+        result = await conn.stream(select(table).execution_options(yield_per=_BATCH))
+        async for part in result.mappings().partitions(_BATCH):
+            rows = [dict(m) for m in part]
+            keyed = await asyncio.to_thread(
+                lambda b: [(sh.record_key(r), sh.digest(r)) for r in b], rows
+            )
+            for row, (key, digest) in zip(rows, keyed, strict=True):
+                _check_row(report, table.name, row, key, digest, tcol, since, latest)
+
+
+def _check_row(
+    report: VerifyReport,
+    tname: str,
+    row: dict[str, Any],
+    key: str,
+    digest: str,
+    tcol: str | None,
+    since: float | None,
+    latest: dict[tuple[str, str], _Latest],
+) -> None:
+    lt = latest.get((tname, key))
+    if lt is None:
+        t = row.get(tcol) if tcol else None
+        if since is not None and (t is None or float(t) < since):
+            return  # outside the window walked
+        report.rows += 1
+        report.add(Finding("inserted", tname, key, "", None, "row has no chain record"))
+        return
+    report.rows += 1
+    lt.seen = True
+    if lt.op == TOMBSTONE:
+        what = "row is present after its tombstone"
+        report.add(Finding("inserted", tname, key, lt.chain_id, lt.seq, what))
+    elif lt.op == PUT and digest != lt.digest:
+        what = "row differs from its latest chain record"
+        report.add(Finding("altered", tname, key, lt.chain_id, lt.seq, what))

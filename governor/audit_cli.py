@@ -9,6 +9,7 @@ exported bundle file.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import sys
 from pathlib import Path
@@ -39,7 +40,7 @@ def ledger_url(data_dir: Path | None, ledger: str | None) -> str | None:
 
 @click.group()
 def audit() -> None:
-    """Audit a session's governed record: replay its decisions."""
+    """Audit a session's governed record: replay its decisions; verify the ledger's chain."""
 
 
 @audit.command("replay")
@@ -129,3 +130,77 @@ async def _from_ledger(url: str, session_id: str, temporal_address: str | None,
         archive = Archive.from_settings(cfg.settings.archive, data_dir)
         record.histories = await histories_from_archive(archive, session_id)
     return record
+
+
+def parse_since(value: str | None) -> float | None:
+    """`--since`: epoch seconds, an ISO-8601 date/time (UTC unless it says otherwise), or a
+    duration back from now (`30m`, `24h`, `7d`)."""
+    if value is None:
+        return None
+    from policies.config.models import window_seconds
+
+    v = value.strip()
+    try:
+        return float(v)
+    except ValueError:
+        pass
+    try:
+        return dt.datetime.now(dt.UTC).timestamp() - window_seconds(v)
+    except ValueError:
+        pass
+    try:
+        t = dt.datetime.fromisoformat(v)
+    except ValueError:
+        raise click.BadParameter(
+            "use epoch seconds, an ISO date/time (2026-11-30T00:00) or a duration (24h, 7d)",
+            param_hint="'--since'",
+        ) from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return t.timestamp()
+
+
+async def _verify_direct(url: str, since: float | None) -> dict[str, Any]:
+    from audit.verify import verify
+    from ledger.store import LedgerStore
+
+    store = await LedgerStore.open(url)
+    try:
+        return (await verify(store, since=since)).to_dict()
+    finally:
+        await store.close()
+
+
+@audit.command("verify")
+@click.option("--since", default=None, help="only links from then on: epoch, ISO time or 24h/7d")
+@_url
+@_audit_key
+@_data_dir
+@_ledger
+@_json
+def audit_verify(since: str | None, url: str, key: str | None, data_dir: Path | None,
+                 ledger: str | None, as_json: bool) -> None:  # fmt: skip
+    """Walk every chain of the ledger and name each record altered, inserted or deleted.
+
+    Exit 0: the ledger verifies; 1: something was found (each finding is named).
+    """
+    from audit.verify import report_lines
+
+    t = parse_since(since)
+    lurl = ledger_url(data_dir, ledger)
+    if lurl is not None:
+        from ledger.errors import LedgerError
+
+        try:
+            doc = asyncio.run(_verify_direct(lurl, t))
+        except (LedgerError, ValueError) as exc:
+            _fail(str(exc))
+    else:
+        params = {"since": repr(t)} if t is not None else {}
+        doc = admin_request(url, key, "GET", "/gateway/audit/verify", params=params)
+    if as_json:
+        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    else:
+        for line in report_lines(doc):
+            click.echo(line)
+    sys.exit(0 if doc.get("ok") else 1)

@@ -1,4 +1,7 @@
-"""Admin API: kill a session, look one up, list them, reload config. Admin or on-call keys only."""
+"""Admin API: kill a session, look one up, list them, reload config; the alert and audit routes.
+
+Every route checks its caller's role against `proxy.roles` (kill: on-call or admin; sessions
+list and show: also auditor; config reload: admin only)."""
 
 from __future__ import annotations
 
@@ -15,8 +18,9 @@ from ledger.models import CLOSE_ACTOR
 from policies.config.yamlsource import ConfigErrors
 from policies.refusals import Refusal
 from proxy.errors import note_refusal
-from proxy.http import BodyTooLarge, Receive, Scope, Send, header_map, read_body, respond_json
-from proxy.llm_routes import bearer, parse_json_body
+from proxy.http import BodyTooLarge, Receive, Scope, Send, read_body, respond_json
+from proxy.llm_routes import parse_json_body
+from proxy.roles import ADMINS, RESPONDERS, SESSION_READERS, require_role
 from proxy.sessions import open_session, session_op
 
 log = logging.getLogger("governor.admin")
@@ -29,14 +33,8 @@ def _admin_error(r: Refusal) -> dict[str, Any]:
 
 
 def require_admin(gw: Gateway, scope: Scope) -> str:
-    key = gw.authenticate(bearer(header_map(scope)))
-    if not key.is_admin:
-        raise Refusal(
-            403,
-            "admin_required",
-            f"key {key.id!r} has role {key.role!r}; this action needs an admin or on-call key",
-        )
-    return key.user
+    """The acting user of an on-call or admin key (kill); 403 for any other role."""
+    return require_role(gw, scope, RESPONDERS, "this action", "admin_required").user
 
 
 _SESSION_OPS = ("chat", "tool", "close", "status")
@@ -94,10 +92,10 @@ async def _dispatch(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> 
             raise Refusal(405, "method_not_allowed", f"wrong method for /gateway/sessions/ID/{op}")
         await session_op(gw, op, parts[2], scope, receive, send)
     elif len(parts) == 3 and parts[1] == "sessions" and method == "GET":
-        require_admin(gw, scope)
+        require_role(gw, scope, SESSION_READERS, "reading sessions", "admin_required")
         await _show(gw, parts[2], send)
     elif len(parts) == 2 and parts[1] == "sessions" and method == "GET":
-        require_admin(gw, scope)
+        require_role(gw, scope, SESSION_READERS, "reading sessions", "admin_required")
         q = _query(scope, {"limit", "status", "project"})
         limit = q.get("limit", "100")
         ok = limit.isascii() and limit.isdigit() and len(limit) <= 6
@@ -111,12 +109,8 @@ async def _dispatch(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> 
             raise Refusal(400, "invalid_request", f"bad session query: {exc}") from None
         await respond_json(send, 200, {"sessions": [r.model_dump() for r in rows]})
     elif parts[1:] == ["config", "reload"] and method == "POST":
-        key = gw.authenticate(bearer(header_map(scope)))
-        if key.role != "admin":  # changes every control: admin only, not on-call
-            raise Refusal(
-                403, "admin_required",
-                f"key {key.id!r} has role {key.role!r}; config reload needs an admin key",
-            )  # fmt: skip
+        # changes every control: admin only, not on-call
+        require_role(gw, scope, ADMINS, "config reload", "admin_required")
         await respond_json(send, *await reload_config_off_loop(gw))
     else:
         raise Refusal(404, "not_found", f"no admin route {method} {path}")

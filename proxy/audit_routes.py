@@ -3,13 +3,17 @@
   GET /gateway/audit/sessions/{id}/decisions   what `governor audit replay` re-decides: the
       session's call rows (no text), the config versions that decided them, and the workflow's
       history while the Temporal server still has it (null otherwise)
+  GET /gateway/audit/verify[?since=EPOCH]      walk the ledger's tamper-evident chains: the
+      `audit.verify` report (one verify at a time per replica: a second gets 409)
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from activities.gateway import Gateway
+from audit.verify import verify
 from audit.versions import load_versions
 from policies.config.models import ApiKey
 from policies.refusals import Refusal
@@ -19,6 +23,7 @@ from proxy.llm_routes import bearer
 AUDIT_ROLES = ("auditor", "oncall", "admin")
 MAX_CALLS = 100_000  # calls of one session a replay record carries
 MAX_ID = 256
+_verifying: set[int] = set()  # id() of the gateways running a verify
 
 
 def audit_key(gw: Gateway, scope: Scope) -> ApiKey:
@@ -41,6 +46,11 @@ async def handle_audit_routes(gw: Gateway, parts: list[str], scope: Scope, recei
         if not sid or len(sid) > MAX_ID:
             raise Refusal(400, "invalid_request", f"session id must be 1-{MAX_ID} characters")
         await respond_json(send, 200, await decisions_record(gw, sid))
+        return
+    if parts[2:] == ["verify"] and method == "GET":
+        from proxy.admin import _query
+
+        await _verify(gw, _since(_query(scope, {"since"}).get("since")), send)
         return
     raise Refusal(404, "not_found", f"no audit route {method} {scope['path']}")
 
@@ -68,3 +78,26 @@ async def decisions_record(gw: Gateway, session_id: str) -> dict[str, Any]:
         "config_versions": list(found.values()),
         "histories": [{"workflow_id": w, "history": h} for w, h in histories],
     }
+
+
+def _since(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        v = float(raw)
+    except ValueError:
+        v = math.nan
+    if not math.isfinite(v) or v < 0:
+        raise Refusal(400, "invalid_request", "`since` must be epoch seconds (a number >= 0)")
+    return v
+
+
+async def _verify(gw: Gateway, since: float | None, send: Send) -> None:
+    if id(gw) in _verifying:
+        raise Refusal(409, "verify_running", "a verify is already running; retry when it ends")
+    _verifying.add(id(gw))
+    try:
+        report = await verify(gw.store, since=since)
+    finally:
+        _verifying.discard(id(gw))
+    await respond_json(send, 200, report.to_dict())

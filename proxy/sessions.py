@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from activities.gateway import CLOSED, Gateway
 from activities.session_types import SessionIdentity, grant_digest
-from policies.config.models import ApiKey
+from policies.config.models import NON_CALLING_ROLES, ApiKey
 from policies.identity import resolve_identity
 from policies.refusals import Refusal
 from proxy.http import BodyTooLarge, Receive, Scope, Send, header_map, read_body, respond_json
@@ -111,8 +111,16 @@ def _workflows(gw: Gateway) -> SessionWorkflows:
     return wf
 
 
+def _refuse_non_calling(key: ApiKey) -> None:
+    """Keys that read but never call models (metrics, auditor, viewer) open and drive none."""
+    if key.role in NON_CALLING_ROLES:
+        raise Refusal(403, "role_not_allowed",
+                      f"key {key.id!r} has the {key.role} role: it reads, never calls models")
+
+
 async def open_session(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     key = gw.authenticate(bearer(header_map(scope)))
+    _refuse_non_calling(key)
     doc = await _body(receive)
     headers: dict[str, str] = {}
     for name in _META:
@@ -170,7 +178,11 @@ async def session_op(
     gw: Gateway, op: str, session_id: str, scope: Scope, receive: Receive, send: Send
 ) -> None:
     key: ApiKey = gw.authenticate(bearer(header_map(scope)))
-    await gw.owners.require_owner(key.id, key.role, session_id)
+    if op == "status" and key.role == "auditor":  # reads any session, like on-call
+        await gw.owners.require_owner(key.id, "oncall", session_id)
+    else:
+        _refuse_non_calling(key)
+        await gw.owners.require_owner(key.id, key.role, session_id)
     wf = _workflows(gw)
     out: Any
     try:

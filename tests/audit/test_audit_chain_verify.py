@@ -40,8 +40,11 @@ async def tamper(target: Target, *statements: str) -> None:
         finally:
             con.close()
         return
-    assert PG_URL is not None
-    conn = await asyncpg.connect(PG_URL, server_settings={"search_path": target.schema or ""})
+    if target.schema is None:  # a database of its own
+        conn = await asyncpg.connect(target.url)
+    else:
+        assert PG_URL is not None
+        conn = await asyncpg.connect(PG_URL, server_settings={"search_path": target.schema})
     try:
         for s in statements:
             await conn.execute(s)

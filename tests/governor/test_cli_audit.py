@@ -1,0 +1,73 @@
+"""`governor audit verify` run directly on a ledger database, as an operator would."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from audit.chain import tombstone
+from tests.audit.test_audit_chain_verify import populate, tamper
+from tests.ledger.ledger_testdb import BACKENDS, PG_URL, Target
+
+
+@contextlib.asynccontextmanager
+async def own_database(backend: str, tmp_path: Path) -> AsyncIterator[Target]:
+    """A ledger the CLI reaches by URL alone: a SQLite file, or a throwaway PostgreSQL
+    database (the CLI, like the proxy, uses the database's default schema)."""
+    if backend == "sqlite":
+        yield Target(backend, f"sqlite:///{tmp_path / 'ledger.db'}", None)
+        return
+    assert PG_URL is not None
+    name = f"governor_cli_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(PG_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+        yield Target(backend, url, None)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def run_verify(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "governor.cli", "audit", "verify", *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_verify_names_an_updated_cost_and_a_deleted_row_and_passes_a_clean_ledger(
+    backend: str, tmp_path: Path
+) -> None:
+    async with own_database(backend, tmp_path) as target:
+        store = await target.open()
+        await populate(store, tmp_path / "j")
+        await tombstone(store, "calls", [{"call_id": "c0"}], reason="retention", actor="ops")
+        await store.close()
+        args = ["--ledger", target.url]
+        clean = run_verify(*args)
+        assert clean.returncode == 0, clean.stdout + clean.stderr
+        assert "ledger verified" in clean.stdout and "1 deleted under tombstones" in clean.stdout
+        await tamper(
+            target,
+            "UPDATE calls SET cost_usd = 0.0001 WHERE call_id = 'c3'",
+            "DELETE FROM calls WHERE call_id = 'c5'",
+        )
+        bad = run_verify(*args, "--since", "2000-01-01")
+        assert bad.returncode == 1, bad.stdout + bad.stderr
+        assert 'altered  calls ["c3"]' in bad.stdout, bad.stdout
+        assert 'deleted  calls ["c5"]' in bad.stdout, bad.stdout
+
+
+def test_verify_refuses_a_bad_since_with_a_usage_error() -> None:
+    r = run_verify("--ledger", "sqlite:///nowhere.db", "--since", "yesterday-ish")
+    assert r.returncode == 2 and "--since" in r.stderr
