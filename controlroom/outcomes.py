@@ -338,11 +338,12 @@ async def record_outcomes(store: LedgerStore, rows: Sequence[Mapping[str, Any]])
     stmt = (
         store._insert(OUTCOMES)
         .on_conflict_do_nothing(index_elements=["event_id", "session_id"])
-        .returning(OUTCOMES.c.event_id)
+        .returning(OUTCOMES.c.event_id, OUTCOMES.c.session_id)
     )
-    async with store._connect(write=True) as conn:
-        result = await conn.execute(stmt, batch)
-        return len(result.scalars().all())
+    async with store._chained() as conn:  # each new outcome is a link of the audit chain
+        new = sorted((r[0], r[1]) for r in (await conn.execute(stmt, batch)).all())
+        await store.chain_append(conn, [(OUTCOMES.name, unique[k], "put", "") for k in new])
+        return len(new)
 
 
 async def outcomes_of_event(store: LedgerStore, event_id: str) -> list[OutcomeRecord]:

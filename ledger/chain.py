@@ -72,10 +72,17 @@ _KEYS: dict[str, tuple[str, ...]] = {
     OVERRIDES.name: ("idem_key",),
     NOTIFICATIONS.name: ("idem_key",),
 }
-# Ledger tables that are working state, not audit records: shared limit leases, baselines
-# (recomputed from calls), the archive job's progress, and the chain itself.
+# Ledger tables that are working state, not audit records: shared limit leases and alert
+# counters, baselines (recomputed from calls), the archive job's progress, the chain itself.
 UNAUDITED = frozenset(
-    {"limit_counters", "baselines", "archived_sessions", "ledger_chain", "chain_heads"}
+    {
+        "limit_counters",
+        "alert_counters",
+        "baselines",
+        "archived_sessions",
+        "ledger_chain",
+        "chain_heads",
+    }
 )
 
 

@@ -116,6 +116,12 @@ async def test_an_unknown_key_is_refused_on_every_admin_route(role_proxy: InProc
 
 async def test_an_auditor_verifies_the_ledger_over_http(role_proxy: InProcessProxy) -> None:
     assert role_proxy.gw is not None
+    async with httpx.AsyncClient(base_url=role_proxy.base_url, timeout=60) as c:
+        dev = {"Authorization": f"Bearer {secret('developer')}", "X-Governor-Session-ID": "rt-s"}
+        body = {"model": "support-cheap", "messages": [{"role": "user", "content": "hi"}]}
+        assert (await c.post("/v1/chat/completions", json=body, headers=dev)).status_code == 200
+        r = await c.post("/v1/chat/completions", json={**body, "stream": True}, headers=dev)
+        assert r.status_code == 200
     await role_proxy.gw.writer.flush()
     async with httpx.AsyncClient(base_url=role_proxy.base_url, timeout=60) as c:
         auth = {"Authorization": f"Bearer {secret('auditor')}"}
