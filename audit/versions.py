@@ -142,9 +142,12 @@ async def record_version(
         store._insert(CONFIG_VERSIONS)
         .values(version_id=version.version_id, ts=ts, source=source, body=version.body)
         .on_conflict_do_nothing(index_elements=["version_id"])
+        .returning(*CONFIG_VERSIONS.c)
     )
-    async with store._connect(write=True) as conn:
-        await conn.execute(q)
+    async with store._chained() as conn:  # a new version is a link of the audit chain
+        row = (await conn.execute(q)).mappings().first()
+        if row is not None:
+            await store.chain_append(conn, [(CONFIG_VERSIONS.name, dict(row), "put", "")])
 
 
 async def load_versions(store: LedgerStore, ids: list[str]) -> dict[str, dict[str, Any]]:

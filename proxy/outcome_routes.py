@@ -31,23 +31,12 @@ from controlroom.outcomes import (
     verify_hmac_sha256,
     verify_ticket,
 )
-from policies.config.models import ApiKey
 from policies.refusals import Refusal
 from proxy.http import BodyTooLarge, Receive, Scope, Send, header_map, read_body, respond_json
-from proxy.llm_routes import bearer
+from proxy.roles import require_role
 
 READ_ROLES = frozenset({"admin", "oncall", "auditor", "viewer"})
 WRITE_ROLES = frozenset({"admin", "service"})
-
-
-def require_role(gw: Gateway, scope: Scope, roles: frozenset[str], what: str) -> ApiKey:
-    """The caller's key if its role is one of `roles`; 401/403 otherwise."""
-    key = gw.authenticate(bearer(header_map(scope)))
-    if key.role not in roles:
-        raise Refusal(403, "role_required",
-                      f"key {key.id!r} has role {key.role!r}; {what} needs one of "
-                      f"{', '.join(sorted(roles))}")
-    return key
 
 
 async def _raw(receive: Receive, scope: Scope, limit: int) -> bytes:

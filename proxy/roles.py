@@ -14,13 +14,12 @@ from proxy.http import Scope, header_map
 from proxy.llm_routes import bearer
 
 SESSION_READERS = frozenset({"admin", "oncall", "auditor"})  # sessions list / show / status
-AUDITORS = frozenset({"admin", "oncall", "auditor"})  # audit show / export / replay / verify
 RESPONDERS = frozenset({"admin", "oncall"})  # kill, alerts, runbook steps, overrides list
 ADMINS = frozenset({"admin"})  # config reload, overrides clear
 
 
 def require_role(
-    gw: Gateway, scope: Scope, allowed: frozenset[str], what: str, code: str = "role_not_allowed"
+    gw: Gateway, scope: Scope, allowed: frozenset[str], what: str, code: str = "role_required"
 ) -> ApiKey:
     """The caller's key if its role is in `allowed`; else a 403 with `code` naming what it
     needs (401 for a missing or unknown key)."""

@@ -28,9 +28,8 @@ KEYS = "type: gateway-api-keys\nname: role-test-keys\nkeys:\n" + "".join(
     for r in ROLES
 )
 
-REFUSALS = {"role_not_allowed", "admin_required", "oncall_required", "metrics_role_required",
-            "auditor_required",
-            "session_not_owned"}  # fmt: skip
+REFUSALS = {"role_not_allowed", "role_required", "admin_required", "oncall_required",
+            "metrics_role_required", "auditor_required", "session_not_owned"}  # fmt: skip
 OWNED = "roletest-owned"  # a session the developer key opened
 RESPONDERS = {"oncall", "admin"}
 READERS = {"oncall", "admin", "auditor"}
@@ -59,6 +58,10 @@ ROUTES: list[tuple[str, str, dict[str, object] | None, set[str]]] = [
     ("DELETE", "/gateway/overrides/999999", None, {"admin"}),
     ("DELETE", "/gateway/overrides", None, {"admin"}),
     ("GET", "/gateway/audit/verify", None, READERS),
+    ("GET", f"/gateway/audit/sessions/{OWNED}/decisions", None, READERS),
+    ("GET", "/gateway/control-room/panels", None, READERS | {"viewer"}),
+    ("GET", "/gateway/outcomes/no-such-event", None, READERS | {"viewer"}),
+    ("POST", "/gateway/outcomes", {"event_id": "e1", "kind": "pr_merged"}, {"service", "admin"}),
     ("GET", "/metrics", None, {"metrics", "admin"}),
 ]
 
