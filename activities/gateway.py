@@ -111,6 +111,7 @@ class Gateway:
         self.router = Router(self.config.providers)
         self.owners = SessionOwners(self.store)
         self._bound_idempotency()
+        self._bound_sessions()
         self.metrics.bound_to(self.config)
         self.router.on_breaker = self._breaker_moved
 
@@ -141,6 +142,29 @@ class Gateway:
         self.idempotency.configure(
             s.idempotency_ttl_seconds, s.idempotency_max_records, s.idempotency_max_response_bytes
         )
+
+    def _bound_sessions(self) -> None:
+        """Per-session memory bounded by count too (`max_sessions`, `max_killed_sessions`)."""
+        s = self.config.settings
+        self.sweeper.bind(self, s.max_sessions)
+        killed = self.state.killed
+        killed.cap = s.max_killed_sessions
+        killed.on_forget = self.owners.forget  # its next call asks the ledger again
+
+    async def check_session(self, ident: Identity) -> None:
+        """The session's owner (`SessionOwners.check`) and, when this runtime has dropped kills
+        for its bound and does not know the session, its kill from the ledger: one round trip
+        per session per runtime (with the owner's), so a killed session stays refused."""
+        sid = ident.session_id
+        if sid is None:
+            return
+        killed = self.state.killed
+        unknown = killed.forgotten and sid not in killed and self.owners.owner(sid) is None
+        await self.owners.check(ident)
+        if unknown:
+            rec = await self.store.kill_of(sid)
+            if rec is not None:
+                self.mark_ended(rec)
 
     @classmethod
     async def open(
@@ -222,21 +246,21 @@ class Gateway:
             await asyncio.sleep(1.0)
             try:
                 await self.writer.flush()
-                killed = dict(self.state.killed)
+                killed = self.state.killed.items()
                 await self._load_from_ledger()
             except LedgerUnavailable:
                 continue
             except Exception as exc:
                 log.warning("recovery from the ledger failed: %s", type(exc).__name__)
                 continue
-            for sid, reason in killed.items():
+            for sid, reason in killed:
                 self.state.killed.setdefault(sid, reason)
             log.warning("ledger reachable again: counters rebuilt from it")
             return
 
     def last_known_state(self) -> Snapshot:
         return Snapshot(
-            killed=dict(self.state.killed),
+            killed=dict(self.state.killed.items()),
             owners=self.owners.snapshot(),
             spend=[(k, v) for k, v in self.state.spend.items()],
             ts=time.time(),
@@ -246,7 +270,8 @@ class Gateway:
         last: tuple[int, int, float] | None = None
         while True:
             await asyncio.sleep(every)
-            sig = (len(self.state.killed), self.owners.version, sum(self.state.spend.values()))
+            sig = (self.state.killed.version, self.owners.version,
+                   sum(self.state.spend.values()))
             if sig == last:
                 continue
             try:
@@ -315,6 +340,7 @@ class Gateway:
         self.config = new
         self._key_cache = {}
         self._bound_idempotency()
+        self._bound_sessions()
         self.metrics.bound_to(new)
         self.writer.store_text = new.settings.store_text
         self.router.update_providers(new.providers)
@@ -355,9 +381,17 @@ class Gateway:
         self.state.reserved_rates = old.reserved_rates
         self.state.reserved_spend = old.reserved_spend
         self.state.rebuild(self.config, rows)
-        for k in await self.store.kills_after(0):
+        self._bound_sessions()
+        for k in await self.store.kills_after(0):  # the newest `max_killed_sessions` are kept
             self.state.killed[k.session_id] = CLOSED if k.actor == CLOSE_ACTOR else k.reason
             self._last_kill_id = max(self._last_kill_id, k.id or 0)
+        # Sessions the ledger knows are tracked like live ones: forgotten when idle or when
+        # more than `max_sessions` are (oldest activity first).
+        live = self.sweeper.last_seen
+        for sid, ts in sorted(self.state.session_seen.items(), key=lambda kv: kv[1]):
+            if sid not in live:
+                self.sweeper.touch(sid, ts)
+        self.state.session_seen.clear()
 
     async def settle_cut_streams(self) -> int:
         """Streams this runtime had started when it last died get their call row now, as

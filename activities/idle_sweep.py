@@ -1,5 +1,6 @@
-"""Per-session memory is freed once a session has been idle: memory is bounded by configuration
-(`session_idle_seconds`), not by how many session ids callers invent.
+"""Per-session memory is freed once a session has been idle, or once more than `max_sessions`
+sessions are tracked (the least recently active goes first): memory is bounded by configuration
+(`session_idle_seconds`, `max_sessions`), not by how many session ids callers invent.
 
 Every call touches its session id here (O(1): an ordered dict keeps sessions in last-seen order);
 a pass every `sweep_every` seconds pops sessions idle for longer than `session_idle_seconds`
@@ -27,6 +28,12 @@ log = logging.getLogger("governor.sweep")
 class IdleSweeper:
     def __init__(self) -> None:
         self.last_seen: OrderedDict[str, float] = OrderedDict()
+        self.max_sessions = 100_000
+        self._gw: Gateway | None = None
+
+    def bind(self, gw: Gateway, max_sessions: int) -> None:
+        self._gw = gw
+        self.max_sessions = max_sessions
 
     def touch(self, session_id: str | None, now: float) -> None:
         if session_id is None:
@@ -34,6 +41,10 @@ class IdleSweeper:
         seen = self.last_seen
         seen[session_id] = now
         seen.move_to_end(session_id)
+        if len(seen) > self.max_sessions:  # churn: forget the least recently active
+            old, _ = seen.popitem(last=False)
+            if self._gw is not None:
+                self._forget(self._gw, old, now)
 
     def sweep(self, gw: Gateway, now: float) -> int:
         """Forget sessions idle since before `now - session_idle_seconds`; returns how many."""
@@ -47,14 +58,20 @@ class IdleSweeper:
                 break
             seen.popitem(last=False)
             evicted += 1
-            gw.state.sessions.pop(sid, None)
-            gw.loop_guard.sessions.pop(sid, None)
-            until = gw.loop_guard.throttled.get(sid)
-            if until is not None and until <= now:
-                del gw.loop_guard.throttled[sid]
-            gw.owners.forget(sid)
+            self._forget(gw, sid, now)
         self._drop_ended_windows(gw, now)
         return evicted
+
+    @staticmethod
+    def _forget(gw: Gateway, sid: str, now: float) -> None:
+        """What this runtime holds for one session, except its kill (`KilledSessions` bounds
+        those) and a throttle still running."""
+        gw.state.sessions.pop(sid, None)
+        gw.loop_guard.sessions.pop(sid, None)
+        until = gw.loop_guard.throttled.get(sid)
+        if until is not None and until <= now:
+            del gw.loop_guard.throttled[sid]
+        gw.owners.forget(sid)
 
     @staticmethod
     def _drop_ended_windows(gw: Gateway, now: float) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from activities.killed_sessions import KilledSessions
 from policies.budgets import BudgetKey, BudgetStatus, budget_statuses, crossed_alerts
 from policies.config.gateway import GatewayConfig
 from policies.identity import Identity
@@ -60,8 +61,10 @@ class GovernanceState:
     reserved_rates: dict[RateKey, list[int]] = field(default_factory=dict)  # in flight
     reserved_spend: dict[BudgetKey, float] = field(default_factory=dict)  # in flight
     sessions: dict[str, SessionTotals] = field(default_factory=dict)
-    killed: dict[str, str] = field(default_factory=dict)  # session id -> reason
+    killed: KilledSessions = field(default_factory=KilledSessions)  # id -> reason
     in_flight: dict[int, Reservation] = field(default_factory=dict)
+    # Last call time per session found by `rebuild` (the gateway hands them to its sweeper).
+    session_seen: dict[str, float] = field(default_factory=dict)
     shared: SharedLimits | None = None  # leases of limits shared with other replicas
     _charged: OrderedDict[str, None] = field(default_factory=OrderedDict)
     _charged_cap: int = 100_000
@@ -204,6 +207,8 @@ class GovernanceState:
             for st in budget_statuses(config.budgets, ident, {}, ts):
                 self.spend[st.key] = self.spend.get(st.key, 0.0) + cost
             if ident.session_id:
+                seen = self.session_seen
+                seen[ident.session_id] = max(ts, seen.get(ident.session_id, ts))
                 s = self.sessions.setdefault(ident.session_id, SessionTotals())
                 s.calls += requests
                 s.tokens += tokens

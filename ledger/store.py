@@ -609,6 +609,11 @@ class LedgerStore:
         q = select(KILLS).where(KILLS.c.id > last_id).order_by(KILLS.c.id)
         return [_kill_record(m) for m in await self._fetch(q)]
 
+    async def kill_of(self, session_id: str) -> KillRecord | None:
+        """The session's kill or close, if it has one (a session is ended once)."""
+        rows = await self._fetch(select(KILLS).where(KILLS.c.session_id == session_id))
+        return _kill_record(rows[0]) if rows else None
+
     async def get_session(self, session_id: str) -> SessionRecord | None:
         rows = await self._fetch(select(SESSIONS).where(SESSIONS.c.session_id == session_id))
         return SessionRecord(**rows[0]) if rows else None

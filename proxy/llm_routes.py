@@ -4,7 +4,6 @@ served in their form): parse, identify, govern, relay."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 from typing import Protocol as TypingProtocol
@@ -155,9 +154,8 @@ async def _handle_llm(
                 ident = resolve_identity(key, headers, gw.config.settings)
                 if ident.session_id is not None and sp.is_recording():
                     sp.set_attribute("gen_ai.conversation.id", ident.session_id)  # never a metric
-                gw.sweeper.touch(ident.session_id, time.time())
                 if ident.session_id is not None:
-                    await gw.owners.check(ident)
+                    await gw.check_session(ident)
             try:
                 raw = await read_body(
                     receive,

@@ -394,6 +394,11 @@ class Settings(_Strict):
     # (the ledger keeps everything); Idempotency-Key records are kept this long, at most this
     # many, and an answer larger than `idempotency_max_response_bytes` is not kept at all.
     session_idle_seconds: float = Field(default=3600, gt=0)
+    # ... and at most this many sessions are tracked (the least recently active forgotten first);
+    # at most this many killed or closed sessions are held (the ledger keeps every one, and a
+    # session not known here is looked up there once).
+    max_sessions: int = Field(default=100_000, ge=10)
+    max_killed_sessions: int = Field(default=100_000, ge=10)
     idempotency_ttl_seconds: float = Field(default=24 * 3600, gt=0)
     idempotency_max_records: int = Field(default=10_000, ge=1)
     idempotency_max_response_bytes: int = Field(default=1024 * 1024, ge=1024)

@@ -1,0 +1,112 @@
+"""Per-session memory is bounded by count as well as by idle time: a caller inventing a new
+session id per call cannot grow the proxy past `max_sessions`, and kills past
+`max_killed_sessions` are dropped from memory only: a killed (or closed) session stays refused,
+looked up in the ledger when this runtime no longer holds it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from simulator.server import SimServer
+from tests.proxy.conftest import ADMIN_KEY, DEV_KEY
+from tests.support.servers import EXAMPLES, InProcessProxy, make_config_dir
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+MAX_SESSIONS = 40
+MAX_KILLED = 20
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def proxy(tmp_path: Path) -> AsyncIterator[InProcessProxy]:
+    cfg = make_config_dir(tmp_path / "cfg")
+    settings = (EXAMPLES / "gateway.yaml").read_text()
+    settings += f"max_sessions: {MAX_SESSIONS}\nmax_killed_sessions: {MAX_KILLED}\n"
+    (cfg / "gateway.yaml").write_text(settings)
+    async with SimServer(port=0) as sim:
+        p = await InProcessProxy(cfg, tmp_path, sim.base_url).start()
+        try:
+            yield p
+        finally:
+            await p.stop()
+
+
+BODY = {"model": "support-cheap", "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def call(h: httpx.AsyncClient, p: InProcessProxy, sid: str) -> httpx.Response:
+    return await h.post(p.base_url + "/v1/chat/completions", json=BODY, headers={
+        "authorization": f"Bearer {DEV_KEY}", "x-governor-session-id": sid})  # fmt: skip
+
+
+async def kill(h: httpx.AsyncClient, p: InProcessProxy, sid: str) -> None:
+    r = await h.put(p.base_url + f"/gateway/sessions/{sid}/kill", json={"reason": "runaway"},
+                    headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    assert r.status_code == 200, r.text
+
+
+async def test_a_new_session_id_per_call_stays_under_max_sessions(proxy: InProcessProxy) -> None:
+    gw = proxy.gw
+    assert gw is not None
+    run = uuid.uuid4().hex[:6]
+    sem = asyncio.Semaphore(8)
+
+    async def one(h: httpx.AsyncClient, i: int) -> None:
+        async with sem:
+            r = await call(h, proxy, f"churn-{run}-{i}")
+            assert r.status_code == 200, r.text
+
+    async with httpx.AsyncClient(timeout=30) as h:
+        await asyncio.gather(*(one(h, i) for i in range(5 * MAX_SESSIONS)))
+        assert len(gw.sweeper.last_seen) <= MAX_SESSIONS
+        assert len(gw.state.sessions) <= MAX_SESSIONS
+        assert len(gw.loop_guard.sessions) <= MAX_SESSIONS
+        assert len(gw.owners.snapshot()) <= MAX_SESSIONS + 8  # + the calls still in flight
+        # The most recent sessions are the ones kept, and an evicted one still works (its
+        # owner is read back from the ledger).
+        last = f"churn-{run}-{5 * MAX_SESSIONS - 1}"
+        r = await call(h, proxy, last)
+        assert r.status_code == 200 and last in gw.state.sessions
+        first = f"churn-{run}-0"
+        assert first not in gw.sweeper.last_seen
+        assert (await call(h, proxy, first)).status_code == 200
+        # ... and still belongs to its owner.
+        r = await h.post(proxy.base_url + "/v1/chat/completions", json=BODY, headers={
+            "authorization": "Bearer gk-dev-service", "x-governor-session-id": first})  # fmt: skip
+        assert r.status_code == 403 and r.json()["error"]["code"] == "session_not_owned"
+
+
+async def test_kills_past_max_killed_sessions_still_refuse_their_sessions(
+    proxy: InProcessProxy,
+) -> None:
+    gw = proxy.gw
+    assert gw is not None
+    run = uuid.uuid4().hex[:6]
+    first, closed = f"killed-{run}-first", f"closed-{run}"
+    async with httpx.AsyncClient(timeout=30) as h:
+        assert (await call(h, proxy, first)).status_code == 200
+        assert (await call(h, proxy, closed)).status_code == 200
+        await kill(h, proxy, first)
+        await gw.store.record_close(closed, time.time())  # as a workflow session's close
+        gw.mark_closed(closed)
+        for i in range(3 * MAX_KILLED):
+            await kill(h, proxy, f"killed-{run}-{i}")
+        assert len(gw.state.killed) <= MAX_KILLED
+        assert first not in gw.state.killed and closed not in gw.state.killed
+        r = await call(h, proxy, first)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "session_killed"
+        assert "runaway" in r.json()["error"]["message"]
+        r = await call(h, proxy, closed)
+        assert r.status_code == 409 and r.json()["error"]["code"] == "session_closed"
+        # Known here again: the next call is refused without asking the ledger.
+        assert first in gw.state.killed
+        r = await call(h, proxy, first)
+        assert r.status_code == 403
