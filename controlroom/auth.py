@@ -23,8 +23,6 @@ from dataclasses import dataclass
 COOKIE_NAME = "governor_cr"
 SESSION_TTL_S = 8 * 3600  # one working day; log in again after
 MAX_COOKIE_CHARS = 512
-VIEW_ROLES = frozenset({"viewer", "auditor", "oncall", "admin"})  # read the control room
-ACTION_ROLES = frozenset({"oncall", "admin"})  # kill a session from it
 
 
 @dataclass(frozen=True)

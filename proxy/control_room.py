@@ -53,6 +53,8 @@ from proxy.http import (
     read_body,
     respond,
 )
+from proxy.outcome_routes import READ_ROLES as VIEWERS  # the JSON route's readers, the same
+from proxy.roles import RESPONDERS
 
 log = logging.getLogger("governor.controlroom")
 
@@ -250,7 +252,7 @@ def _signed_in(gw: Gateway, cr: ControlRoom, headers: dict[str, str],
         return None
     key_id = auth.key_id_of(value)
     key = cr.key_by_id(gw, key_id) if key_id is not None else None
-    if key is None or key.role not in auth.VIEW_ROLES:
+    if key is None or key.role not in VIEWERS:
         return None
     claims = auth.verify(cr.secret(gw), value, key.hash, now)
     if claims is None or claims.nonce in cr.revoked:
@@ -259,7 +261,7 @@ def _signed_in(gw: Gateway, cr: ControlRoom, headers: dict[str, str],
 
 
 def _viewer(gw: Gateway, cr: ControlRoom, key: ApiKey, claims: auth.Claims) -> Viewer:
-    return Viewer(user=key.user, role=key.role, can_act=key.role in auth.ACTION_ROLES,
+    return Viewer(user=key.user, role=key.role, can_act=key.role in RESPONDERS,
                   csrf=auth.csrf_token(cr.secret(gw), claims.nonce))
 
 
@@ -275,7 +277,7 @@ async def _login(gw: Gateway, cr: ControlRoom, scope: Scope, receive: Receive, s
         note_refusal(gw, r, "control-room", scope)
         await _html(send, 401, login_page(f"Sign-in refused: {r.message}"))
         return
-    if key.role not in auth.VIEW_ROLES:
+    if key.role not in VIEWERS:
         denied = Refusal(403, "role_not_allowed", f"key {key.id!r} has role {key.role!r}; the "
                          "control room needs a viewer, auditor, on-call or admin key")
         note_refusal(gw, denied, "control-room", scope)
@@ -320,7 +322,7 @@ async def _page(gw: Gateway, cr: ControlRoom, scope: Scope, send: Send, key: Api
 
 async def _kill(gw: Gateway, cr: ControlRoom, send: Send, key: ApiKey, claims: auth.Claims,
                 form: dict[str, str]) -> None:
-    if key.role not in auth.ACTION_ROLES:
+    if key.role not in RESPONDERS:
         raise Refusal(403, "oncall_required", f"key {key.id!r} has role {key.role!r}; killing a "
                       "session needs an on-call or admin key")
     sid = form.get("session_id", "").strip()
