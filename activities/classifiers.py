@@ -83,6 +83,8 @@ class ClassifierRuntime:
         self._sessions: dict[str, tuple[HttpClassifier, aiohttp.ClientSession]] = {}
         self._caches: OrderedDict[tuple[Any, ...], OrderedDict[bytes, Verdict]] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Texts being classified now, by keyed hash: concurrent callers share one request.
+        self._inflight: dict[bytes, asyncio.Task[tuple[Verdict, str | None]]] = {}
         self._keys: tuple[object, dict[str, ApiKey]] | None = None
         self.calls: dict[str, int] = {}
 
@@ -91,13 +93,30 @@ class ClassifierRuntime:
     async def verdict(
         self, spec: ClassifierSpec, text: str, key: bytes
     ) -> tuple[Verdict, bool, str | None]:
-        """(verdict, cached, judge call id) for `text`; `key` is its keyed hash. Never raises
+        """(verdict, cached, judge call id) for `text`; `key` is its keyed hash. A text being
+        classified already waits for that answer (no second request: `cached`). Never raises
         for the service's failures: they are a Verdict with `error`."""
         cache = self._cache(spec)
         hit = cache.get(key) if cache is not None else None
         if hit is not None:
             cache.move_to_end(key)  # type: ignore[union-attr]
             return hit, True, None
+        task = self._inflight.get(key)
+        if task is not None:  # shielded: a caller that leaves does not cancel the others'
+            return (await asyncio.shield(task))[0], True, None
+        task = asyncio.get_running_loop().create_task(self._ask(spec, text, key, cache))
+        self._inflight[key] = task
+        task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+        v, call_id = await asyncio.shield(task)
+        return v, False, call_id
+
+    async def _ask(
+        self,
+        spec: ClassifierSpec,
+        text: str,
+        key: bytes,
+        cache: OrderedDict[bytes, Verdict] | None,
+    ) -> tuple[Verdict, str | None]:
         self.calls[spec.id] = self.calls.get(spec.id, 0) + 1
         call_id: str | None = None
         try:
@@ -116,7 +135,7 @@ class ClassifierRuntime:
             cache[key] = v
             if len(cache) > spec.cache_size:
                 cache.popitem(last=False)
-        return v, False, call_id
+        return v, call_id
 
     def _cache(self, spec: ClassifierSpec) -> OrderedDict[bytes, Verdict] | None:
         if spec.cache_size == 0:
@@ -239,6 +258,8 @@ class ClassifierRuntime:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def close(self) -> None:
+        for t in list(self._inflight.values()):
+            t.cancel()
         if self._tasks:
             _done, pending = await asyncio.wait(list(self._tasks), timeout=CLOSE_GRACE)
             for t in pending:

@@ -137,6 +137,7 @@ def _assemble(parsed: list[tuple[YamlDoc, BaseModel]], sources: tuple[str, ...])
     seen_settings: YamlDoc | None = None
     where: dict[str, tuple[YamlDoc, tuple[Any, ...]]] = {}
     alert_names: dict[str, YamlDoc] = {}
+    judges: list[tuple[YamlDoc, tuple[Any, ...], Any]] = []
 
     def dup(doc: YamlDoc, path: tuple[Any, ...], what: str) -> None:
         errors.append(ConfigError(doc.file, doc.line_of(path), _field_name(path), what))
@@ -186,6 +187,9 @@ def _assemble(parsed: list[tuple[YamlDoc, BaseModel]], sources: tuple[str, ...])
         else:
             kind = str(getattr(m, "type", type(m).__name__))
             extra.setdefault(kind, []).append(m)
+            for i, c in enumerate(getattr(m, "classifiers", ())):  # guardrail LLM judges
+                if getattr(c, "llm_judge", None) is not None:
+                    judges.append((doc, ("classifiers", i, "llm_judge"), c.llm_judge))
             rules = getattr(m, "alerts", ()) if kind == "gateway-alert-rules" else ()
             for i, r in enumerate(rules):
                 first = alert_names.setdefault(r.name, doc)
@@ -258,6 +262,12 @@ def _assemble(parsed: list[tuple[YamlDoc, BaseModel]], sources: tuple[str, ...])
         if b.on_exceed.startswith("fallback_to_") and tgt != "cheaper" and unroutable(tgt):
             doc, path = where[f"b:{b.id}"]
             dup(doc, (*path, "on_exceed"), f"{b.on_exceed}: {tgt!r} {why}")
+    for doc, path, j in judges:
+        if j.key_id not in key_ids:
+            dup(doc, (*path, "key_id"),
+                f"API key id {j.key_id!r} is not defined in any gateway-api-keys document")
+        if j.model not in vms and j.model not in aliases:
+            dup(doc, (*path, "model"), f"{j.model!r} is not a virtual model or an alias of one")
     if errors:
         raise ConfigErrors(errors)
     return GatewayConfig(

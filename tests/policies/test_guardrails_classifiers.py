@@ -193,3 +193,33 @@ def test_recorded_verdict_is_compact_json_without_text() -> None:
     long = verdict_json(Verdict(True, tuple(f"{i}" * 64 for i in range(8)), 1.0,
                                 error="e" * 500), cached=False, ms=1e9, judge_call_id="x" * 24)
     assert len(long) <= 1024 and orjson.loads(long)["error"] == "e" * 200
+
+
+def test_a_judge_names_a_defined_key_and_a_virtual_model_at_load() -> None:
+    from policies.config.gateway import build_config
+    from policies.config.yamlsource import ConfigErrors
+    from policies.guardrails import GuardrailsConfig
+
+    base = [
+        ("providers.yaml", "type: gateway-providers\nproviders:\n"
+         "  - {name: openai, protocol: openai, base_url: http://127.0.0.1:1}\n"),
+        ("keys.yaml", "type: gateway-api-keys\nkeys:\n  - {id: svc, hash: 'sha256:" + "0" * 64
+         + "', user: s, team: t, role: service}\n"),
+        ("pricing.yaml", "type: gateway-pricing-catalog\nmodels:\n  - {model: gpt-4o-mini, "
+         "provider: openai, input_per_mtok: 0.15, output_per_mtok: 0.6}\n"),
+        ("routing.yaml", "name: guard-judge\ntype: gateway-load-balancing-config\nrules:\n"
+         "  - {id: a, target: {provider: openai, model: gpt-4o-mini}}\n"),
+    ]  # fmt: skip
+    kinds = {"gateway-guardrails-config": GuardrailsConfig}
+    ok = _doc(f"  - {{id: j, hooks: [tool-output], {JUDGE}}}\n")
+    cfg = build_config([*base, ("guardrails.yaml", ok)], kinds)
+    (doc,) = cfg.extra["gateway-guardrails-config"]
+    assert doc.classifiers[0].llm_judge.key_id == "svc"  # type: ignore[attr-defined]
+    bad = _doc("  - id: j\n    hooks: [tool-output]\n"
+               "    llm_judge: {model: nope, key_id: nobody}\n")  # fmt: skip
+    with pytest.raises(ConfigErrors) as exc:
+        build_config([*base, ("guardrails.yaml", bad)], kinds)
+    found = {(e.file, e.line, e.field) for e in exc.value.errors}
+    assert found == {("guardrails.yaml", 6, "classifiers.0.llm_judge.key_id"),
+                     ("guardrails.yaml", 6, "classifiers.0.llm_judge.model")}  # fmt: skip
+    assert "'nobody' is not defined" in str(exc.value)

@@ -7,6 +7,7 @@ Markers (`simulator.classifier`): `SIM-UNSAFE[:category]` is what the classifier
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -76,6 +77,8 @@ def _overlay(sim: str) -> dict[str, str]:
                     judge.format(p="guard-judge-rl", t=8000)),
         _classifier("judge-nokey", "c-judge-nokey", "block", "fail_open",
                     "llm_judge: {model: support-cheap, key_id: dev-metrics}"),
+        _classifier("http-nocache", "c-http-nocache", "flag", "fail_open",
+                    f"http: {{url: '{sim}/classify', timeout_ms: 20000}}\n    cache_size: 0"),
         _classifier("http-lru", "c-http-lru", "block", "fail_open",
                     f"http: {{url: '{sim}/classify'}}\n    cache_size: 1"),
     ]  # fmt: skip
@@ -317,6 +320,21 @@ async def test_http_cache_hit_makes_no_second_classifier_call(
     (e1,), (e2,) = await _events(cproxy, c1), await _events(cproxy, c2)
     assert _verdict(e1)["cached"] is False and _verdict(e2)["cached"] is True
     assert e1.fingerprint == e2.fingerprint
+
+
+async def test_concurrent_identical_texts_share_one_classifier_request(
+    cproxy: InProcessProxy, csim: SimServer
+) -> None:
+    await _fault(csim, latency_ms=3000, count=1)
+    text = f"same text at once {uuid.uuid4().hex}"
+    before = csim.state.by_endpoint["classifier"]
+    (r1, c1), (r2, c2) = await asyncio.gather(  # no cache: only the request in flight is shared
+        _call(cproxy, "c-http-nocache", text), _call(cproxy, "c-http-nocache", text)
+    )
+    assert r1.status_code == r2.status_code == 200
+    (e1,), (e2,) = await _events(cproxy, c1), await _events(cproxy, c2)
+    assert csim.state.by_endpoint["classifier"] == before + 1
+    assert sorted([_verdict(e1)["cached"], _verdict(e2)["cached"]]) == [False, True]
 
 
 async def test_http_flag_mode_answers_before_the_verdict_arrives(
