@@ -281,6 +281,7 @@ async def replay_history(
 
     replayer = Replayer(
         workflows=list(workflows),
+        runtime=_quiet_runtime(),
         data_converter=pydantic_data_converter,
         interceptors=[_Capture()],
         # Replay runs the workflow code as the worker does, minus the import sandbox, so the
@@ -305,9 +306,36 @@ async def replay_history(
         if new_kind != kind:
             divergences.append(Divergence(call, "workflow", kind, new_kind))
             continue
-        for where, old, new in _differences(args, new_args):
-            divergences.append(Divergence(call, "workflow", {where: old}, {where: new}))
+        if len(args) != len(new_args):
+            divergences.append(Divergence(call, "workflow", args, new_args))
+            continue
+        diffs = [d for a, b in zip(args, new_args, strict=True) for d in _differences(a, b)]
+        if diffs:
+            divergences.append(Divergence(call, "workflow", {w: o for w, o, _ in diffs},
+                                          {w: n for w, _, n in diffs}))
     return verdict, min(len(recorded), len(started)), divergences
+
+
+_RUNTIME: Any = None
+
+
+def _quiet_runtime() -> Any:
+    """A Temporal runtime whose core logs only errors, through Python logging (the replay's
+    verdict carries a nondeterminism failure; the core's own WARN line would go to stdout)."""
+    global _RUNTIME
+    if _RUNTIME is None:
+        from temporalio.runtime import (
+            LogForwardingConfig,
+            LoggingConfig,
+            Runtime,
+            TelemetryConfig,
+            TelemetryFilter,
+        )
+
+        _RUNTIME = Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
+            filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"),
+            forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")))))
+    return _RUNTIME
 
 
 # Check 2: the decisions ----------------------------------------------------------------------
