@@ -316,7 +316,7 @@ async def write_traffic(store: Any, items: Any, batch: int = 5000) -> dict[str, 
         if not rows:
             return
         if kind == "call":
-            await store.insert_calls(rows, normalized=True)
+            await store.insert_calls(rows)  # normalised there: every column, defaults filled
         elif kind == "event":
             await insert_guardrail_events(store, rows, normalized=True)
         else:
