@@ -33,7 +33,13 @@ from policies.guardrails.classifiers import NOT_FINDINGS, ClassifierSpec
 from policies.guardrails.config import GuardrailRule
 from policies.refusals import Refusal
 from policies.request_text import Path as BodyPath
-from policies.request_text import RequestText, redacted_pieces, request_view, with_texts
+from policies.request_text import (
+    RequestText,
+    Segment,
+    redacted_pieces,
+    request_view,
+    with_texts,
+)
 
 KIND = "gateway-guardrails-config"
 GUARDRAIL_BLOCKED = "guardrail_blocked"
@@ -660,19 +666,32 @@ def guard_tool_arguments(
     return out if isinstance(out, dict) else {"redacted": out}
 
 
-def guard_tool_result(gw: Gateway, ident: Any, call_id: str, result: Any) -> Any:
-    """tool-output on what a session tool returned, before the workflow (and model) sees it."""
+async def guard_tool_result(gw: Gateway, ident: Any, call_id: str, result: Any) -> Any:
+    """tool-output on what a session tool returned, before the workflow (and model) sees it:
+    the pattern hooks, then the classifier detectors on what they left (one guard, so their
+    events follow in the call's sequence). Raises Refusal when either refuses the result."""
     g = call_guard(gw, ident, call_id, "")
+    out = _tool_result(g, result)
+    if g is not None and out is not None and g.config.classifiers and classifiers.wanted(g):
+        text = out if isinstance(out, str) else _json_text(out)
+        await classifiers.classify_request(g, RequestText((Segment("tool-output", text, ()),)))
+    return out
+
+
+def _json_text(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return str(value)
+
+
+def _tool_result(g: CallGuard | None, result: Any) -> Any:
     if g is None or not g.active("tool-output") or result is None:
         return result
     if isinstance(result, str):
         new = _text(g, "tool-output", result)
         return result if new is _SAME else new
-    try:
-        text = orjson.dumps(result).decode()
-    except TypeError:
-        text = str(result)
-    new = _text(g, "tool-output", text)
+    new = _text(g, "tool-output", _json_text(result))
     if new is _SAME:
         return result
     try:

@@ -241,7 +241,7 @@ async def run_tool(inp: ToolCallInput) -> ToolCallOutput:
         ) from None
     if _gateway is not None:
         try:
-            result = guard_tool_result(_gateway, scope, inp.call_id, result)
+            result = await guard_tool_result(_gateway, scope, inp.call_id, result)
         except Refusal as r:
             raise _refusal_error(r) from None
     return ToolCallOutput(name=inp.name, result=result)
