@@ -397,6 +397,7 @@ class Gateway:
         """Streams this runtime had started when it last died get their call row now, as
         `stream_interrupted` (their start record stays; the settling row is appended)."""
         rows = await unsettled_streams(self.store, self.writer.runtime)
+        rows += await unsettled_streams(self.store, self.writer.legacy_runtime)
         for r in rows:
             self.writer.record_call(r)
         if rows:

@@ -104,6 +104,7 @@ class TableShape:
     table: Table
     key: tuple[str, ...]
     columns: tuple[tuple[str, Callable[[Any], Any]], ...]  # digested columns and coercions
+    typed: tuple[tuple[str, type, Callable[[Any], Any]], ...]  # sorted by name: canonical order
 
     def record_key(self, row: Mapping[str, Any]) -> str:
         by_name = dict(self.columns)
@@ -111,11 +112,11 @@ class TableShape:
 
     def digest(self, row: Mapping[str, Any]) -> str:
         doc = {}
-        for name, coerce in self.columns:
+        for name, kind, coerce in self.typed:
             v = row.get(name)
             if v is not None:
-                doc[name] = coerce(v)
-        return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
+                doc[name] = v if type(v) is kind else coerce(v)
+        return hashlib.sha256(orjson.dumps(doc)).hexdigest()
 
 
 def _coerce(coerce: Callable[[Any], Any] | None, v: Any) -> Any:
@@ -126,7 +127,13 @@ def _shape(table: Table) -> TableShape:
     key = _KEYS.get(table.name) or tuple(c.name for c in table.primary_key.columns)
     skip = {"id"} if "id" not in key else set()
     cols = tuple((c.name, _coercer(c)) for c in table.columns if c.name not in skip)
-    return TableShape(table, key, cols)
+    typed = tuple(sorted((n, _kind(f), f) for n, f in cols))
+    return TableShape(table, key, cols, typed)
+
+
+def _kind(coerce: Callable[[Any], Any]) -> type:
+    """The Python type a coercion produces (a value already of it is taken as is)."""
+    return coerce if isinstance(coerce, type) else str
 
 
 _SHAPES: dict[str, TableShape] = {}

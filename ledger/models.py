@@ -345,7 +345,6 @@ class ChainRecord(SQLModel, table=True):
     __tablename__ = "ledger_chain"
     __table_args__ = (
         UniqueConstraint("chain_id", "seq", name="uq_ledger_chain_seq"),
-        Index("ix_ledger_chain_record", "tbl", "record_key"),
         Index("ix_ledger_chain_ts", "ts"),
     )
 

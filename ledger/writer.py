@@ -63,7 +63,8 @@ class LedgerWriter:
         self._journal = journal
         # This runtime's rows are hash-chained under the stable id kept beside its journal, so a
         # restart continues the same chain (`ledger.chain`).
-        store.attach_chain(chain_id_of(journal.directory))
+        self._chain_id = chain_id_of(journal.directory)
+        store.attach_chain(self._chain_id)
         self._interval = flush_interval
         self._batch_size = batch_size
         self.store_text = store_text  # may be changed at run time (config reload)
@@ -142,8 +143,15 @@ class LedgerWriter:
 
     @property
     def runtime(self) -> str:
-        """Which runtime wrote a row (host and journal directory): stream starts carry it so a
-        restart settles only its own cut streams, never another replica's live ones."""
+        """Which runtime wrote a row: its stable chain id, kept beside its journal
+        (`ledger.chain.chain_id_of`). Stream starts carry it so a restart settles only its own
+        cut streams, never another replica's live ones, however the host is renamed."""
+        return self._chain_id
+
+    @property
+    def legacy_runtime(self) -> str:
+        """The runtime name stream starts carried before the chain id (host and journal
+        directory): a restart after an upgrade settles those too."""
         return f"{socket.gethostname()}:{self._journal.directory.resolve()}"
 
     def record_kill(self, session_id: str, actor: str, reason: str, ts: float) -> None:

@@ -308,3 +308,29 @@ async def test_two_replicas_on_one_postgresql_ledger_keep_separate_chains(
         assert report.findings[0].chain_id == b.chain_id
         await a.close()
         await b.close()
+
+
+async def test_rows_offered_again_after_a_crash_add_no_links(
+    target: Target, tmp_path: Path
+) -> None:
+    """A journal replayed after a crash offers rows the database already has: they are not
+    written again, so they are not linked again either."""
+    store = await target.open()
+    await populate(store, tmp_path / "j")
+
+    async def links() -> int:
+        async with store._connect(write=False) as conn:
+            return int((await conn.execute(text("SELECT COUNT(*) FROM ledger_chain"))).scalar())
+
+    before = await links()
+    writer = LedgerWriter(store, Journal(tmp_path / "j"), flush_interval=0.01)
+    await writer.start()
+    for i in range(6):
+        sid = "sess-1" if i % 2 else "sess-2"
+        writer.record_call(call_row(f"c{i}", session_id=sid, cost_usd=0.1 * (i + 1)))
+    writer.record_event(event("c1"))
+    writer.record_stream_start(call_row("c-stream", stream=True))
+    await writer.close()
+    assert await links() == before
+    assert (await verify(store)).ok
+    await store.close()

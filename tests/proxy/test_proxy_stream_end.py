@@ -200,7 +200,9 @@ async def test_a_stream_cut_by_sigkill_is_in_the_ledger_after_restart(own_sim, c
             assert row is not None, "a stream that sent its 200 has no ledger row after restart"
             assert row.error_code == "stream_interrupted" and row.session_id == "sess-cut"
             assert row.input_tokens > 0
-            runtime = f"{__import__('socket').gethostname()}:{(tmp_path / 'journal-proxy')}"
+            from ledger.chain import chain_id_of
+
+            runtime = chain_id_of(tmp_path / "journal-proxy")  # the replica's stable id
             assert await unsettled_streams(store, runtime) == []
             # The start record is kept: settling appended the call row beside it.
             from sqlalchemy import select
