@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 
-from audit.chain import tombstone
+from audit.chain import tombstone, tombstone_session
 from audit.verify import VerifyReport, verify
 from ledger import alert_store
 from ledger.chain import CHAIN_ID_FILE, chain_id_of
@@ -332,5 +332,29 @@ async def test_rows_offered_again_after_a_crash_add_no_links(
     writer.record_stream_start(call_row("c-stream", stream=True))
     await writer.close()
     assert await links() == before
+    assert (await verify(store)).ok
+    await store.close()
+
+
+async def test_an_erased_session_leaves_tombstones_and_the_ledger_still_verifies(
+    target: Target, tmp_path: Path
+) -> None:
+    store = await target.open()
+    await populate(store, tmp_path / "j")
+    writer = LedgerWriter(store, Journal(tmp_path / "j2"), flush_interval=0.01)
+    await writer.start()
+    writer.record_stream_start(call_row("s1-stream", stream=True, session_id="sess-1"))
+    writer.record_call(call_row("s1-stream", stream=True, session_id="sess-1"))
+    await writer.close()
+    n = await tombstone_session(store, "sess-1", reason="erasure request #7", actor="dpo")
+    # 4 calls, 1 stream start, 2 guardrail events, the session's totals
+    assert n == 8
+    assert await store.get_session("sess-1") is None
+    assert await store.get_call("c1") is None and await store.get_call("c2") is not None
+    report = await verify(store)
+    assert report.ok and report.tombstones == 8, report.lines()
+    assert await tombstone_session(store, "sess-1", reason="again", actor="dpo") == 0
+    n = await tombstone_session(store, "c-killed", reason="retention", actor="governor")
+    assert n == 2  # its kill and its session row
     assert (await verify(store)).ok
     await store.close()
