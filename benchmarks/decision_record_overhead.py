@@ -30,14 +30,14 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from activities.config_source import load_config_dir  # noqa: E402
-from audit.decisions import Reads, record_decision  # noqa: E402
-from ledger.call_rows import decision_record_text, normalize_call  # noqa: E402
-from policies.budgets import budget_statuses  # noqa: E402
-from policies.decision import decide  # noqa: E402
-from policies.identity import Identity  # noqa: E402
-from policies.ratelimits import applicable_keys  # noqa: E402
-from policies.routing import plan_route  # noqa: E402
+from activities.config_source import load_config_dir
+from audit.decisions import Reads, record_decision
+from ledger.call_rows import decision_record_text, normalize_call
+from policies.budgets import budget_statuses
+from policies.decision import decide
+from policies.identity import Identity
+from policies.ratelimits import applicable_keys
+from policies.routing import plan_route
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,8 @@ def _setup() -> dict[str, Any]:
         r_spend[st.key] = 0.01
     row = normalize_call({
         "call_id": "bench-call-0000000001", "ts": now, "path": "proxy", "key_id": "dev-developer",
-        "user": "alice", "team": "platform", "project": "platform-search", "session_id": "bench-session",
+        "user": "alice", "team": "platform", "project": "platform-search",
+        "session_id": "bench-session",
         "workflow_tag": "demo-support", "protocol": "openai", "virtual_model": "intent-fast",
         "provider": "openai", "model": "gpt-4o-mini", "model_version": "gpt-4o-mini-2024-07-18",
         "decision": "allowed", "status_code": 200, "input_tokens": 812, "output_tokens": 164,
@@ -151,9 +152,9 @@ def main() -> None:
     }, args.runs)
     for k, v in t.items():
         print(f"{k:40s} {v:8.2f} µs")
-    print(f"added on the event loop per call: "
-          f"{t['decide+route+record'] - t['decide+route'] + t['journal row+record'] - t['journal row']:.2f} µs "
-          f"(best of rounds)")
+    added = (t["decide+route+record"] - t["decide+route"]
+             + t["journal row+record"] - t["journal row"])
+    print(f"added on the event loop per call: {added:.2f} µs (best of rounds)")
 
 
 if __name__ == "__main__":
