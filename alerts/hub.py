@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from activities.metrics import budget_scope_label
-from ledger.alert_store import active_silences, add_silence, add_to_counter, prune_counters
+from ledger.alert_store import (
+    active_silences,
+    add_silence,
+    add_to_counter,
+    budget_alerts_since,
+    notification_keys_since,
+    prune_counters,
+)
 from policies.alerts import (
     AlertRule,
     Silence,
@@ -43,6 +50,9 @@ log = logging.getLogger("governor.alerts")
 
 COALESCE_SECONDS = 5.0  # one signal per alert key per this many seconds from the hot path
 DRIFT_EVERY = 300  # ticks (seconds) between tokenizer-drift checks (controlroom.drift_watch)
+SWEEP_EVERY_TICKS = 30  # budget notifications never handed to Temporal: looked for this often
+SWEEP_SINCE_SECONDS = 2 * 86400.0
+SWEEP_GRACE_SECONDS = 60.0  # a crossing this recent is still being handed over by its call
 UNTAGGED_PUSH_SECONDS = 1.0  # a replica adds its untagged spend to the shared total this often
 _TYPE_FILTER = re.compile(r"""type\s*=\s*['"](\w+)['"]""")
 
@@ -432,6 +442,38 @@ class AlertHub:
             self.update_session_gauges(now)
         if n % DRIFT_EVERY == DRIFT_EVERY // 2 and self._signal("tokenizer_drift"):
             self._spawn(self._check_drift())  # a ledger read: off the tick
+        if n % SWEEP_EVERY_TICKS == 0:
+            try:
+                await self.sweep_budget_notifications(now)
+            except Exception as exc:  # the ledger is away: the next sweep looks again
+                log.warning("budget notification sweep failed: %s", type(exc).__name__)
+
+    async def sweep_budget_notifications(self, now: float) -> int:
+        """Budget thresholds crossed in the last two days whose `notify:` was never attempted
+        (the replica died, or Temporal stayed away, between recording the crossing and starting
+        its NotifyWorkflow): start it now. Idempotent: the workflow id and the delivery's
+        idempotency key make a second start or send a no-op. Returns how many were started."""
+        from alerts.notify import budget_message
+
+        targets = {(b.id, float(a.at_pct)): tuple(a.notify)
+                   for b in (self.gw.base_config or self.gw.config).budgets
+                   for a in b.alerts if a.notify}
+        if not targets:
+            return 0
+        since = now - SWEEP_SINCE_SECONDS
+        tried = await notification_keys_since(self.gw.store, "budget-", since)
+        started = 0
+        for row in await budget_alerts_since(self.gw.store, since):
+            ts_ = targets.get((row["budget_id"], float(row["at_pct"])))
+            if not ts_ or row["ts"] > now - SWEEP_GRACE_SECONDS:
+                continue
+            key, title, body = budget_message(row["window_key"], row["at_pct"],
+                                              row["spent_usd"], row["ceiling_usd"])
+            if any(f"{key}:{t}" in tried for t in ts_):
+                continue
+            if await self.start_notification(key, title, body, list(ts_), attempts=1):
+                started += 1
+        return started
 
     async def _check_drift(self) -> None:
         from controlroom.drift_watch import check_tokenizer_drift

@@ -111,16 +111,24 @@ async def deliver_with_retries(gw: Gateway, target: str, title: str, body: str, 
     return None
 
 
+def budget_message(window: str, at_pct: float, spent: float, ceiling: float) -> (
+    tuple[str, str, str]
+):
+    """(idempotency key prefix, title, body) of a budget threshold's notification; `window` is
+    `<budget id>@<window start>` as in `budget_alerts.window_key`."""
+    budget = window.split("@", 1)[0]
+    title = f"Governor budget {budget} at {at_pct:g}%"
+    body = f"Budget {budget} crossed {at_pct:g}%: ${spent:.4f} of ${ceiling:.2f} this window."
+    return f"budget-{window}-{at_pct:g}", title, body
+
+
 async def notify_budget(gw: Gateway, window: str, at_pct: float, spent: float, ceiling: float,
                         targets: list[str]) -> None:
     """A budget threshold's `notify:` targets, each once per (budget window, threshold).
 
     With Temporal (an alert hub), delivery is a NotifyWorkflow whose activities retry until the
     target takes it (up to a day); without Temporal, a background retry in this process."""
-    budget = window.split("@", 1)[0]
-    title = f"Governor budget {budget} at {at_pct:g}%"
-    body = f"Budget {budget} crossed {at_pct:g}%: ${spent:.4f} of ${ceiling:.2f} this window."
-    key = f"budget-{window}-{at_pct:g}"
+    key, title, body = budget_message(window, at_pct, spent, ceiling)
     hub = getattr(gw, "alerts", None)
     if hub is not None:
         await hub.start_notification(key, title, body, targets)

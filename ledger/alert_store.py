@@ -16,6 +16,7 @@ from ledger.chain import PUT
 from ledger.models import (
     ALERT_COUNTERS,
     ALERTS,
+    BUDGET_ALERTS,
     NOTIFICATIONS,
     OVERRIDES,
     RUNBOOK_STEPS,
@@ -240,6 +241,22 @@ async def notification_sent(store: LedgerStore, idem_key: str) -> bool:
         NOTIFICATIONS.c.idem_key == idem_key, NOTIFICATIONS.c.ok.is_(True)
     )
     return bool(await store._fetch(q))
+
+
+async def notification_keys_since(store: LedgerStore, prefix: str, ts: float) -> set[str]:
+    """Idempotency keys starting with `prefix` attempted (sent or not) since `ts`."""
+    q = select(NOTIFICATIONS.c.idem_key).where(NOTIFICATIONS.c.ts >= ts,
+                                               NOTIFICATIONS.c.idem_key.startswith(prefix))
+    return {r["idem_key"] for r in await store._fetch(q)}
+
+
+async def budget_alerts_since(store: LedgerStore, ts: float, limit: int = 1000) -> list[
+    dict[str, Any]
+]:
+    """Budget thresholds crossed since `ts` (rows of `budget_alerts`), newest first."""
+    q = select(BUDGET_ALERTS).where(BUDGET_ALERTS.c.ts >= ts).order_by(
+        BUDGET_ALERTS.c.ts.desc()).limit(limit)
+    return [dict(r) for r in await store._fetch(q)]
 
 
 async def record_notification(

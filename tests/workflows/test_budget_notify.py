@@ -94,3 +94,35 @@ async def test_a_budget_notification_to_a_down_target_is_delivered_once_when_it_
         if hook is not None:
             await hook.stop()
         await p.stop()
+
+
+async def test_a_crossing_recorded_but_never_handed_to_temporal_is_delivered_by_the_sweep(
+    client: Client, sim: SimServer, tmp_path: Path,
+) -> None:
+    """The replica died between recording a crossing and starting its NotifyWorkflow: the alert
+    hub's sweep finds the crossing without any delivery attempt and starts it; a second sweep
+    starts nothing."""
+    hook = await WebhookReceiver().start()
+    cfg = _config(tmp_path, hook.port)
+    p = await InProcessProxy(cfg, tmp_path, sim.base_url).start()
+    assert p.gw is not None
+    gw = p.gw
+    runbook_activities.set_gateway(gw)
+    hub = AlertHub(gw, client, QUEUE)
+    gw.alerts = hub
+    try:
+        async with Worker(client, task_queue=QUEUE, workflows=ALERT_WORKFLOWS,
+                          activities=runbook_activities.ALL_ACTIVITIES):
+            now = time.time()
+            assert await gw.store.record_budget_alert("nb-later", "nb-later@1000", 90, 0.5,
+                                                      0.0000001, now - 120)
+            assert await hub.sweep_budget_notifications(now) == 1
+            (got,) = await hook.wait_for(lambda x: True, within=30)
+            assert got.headers["X-Governor-Idempotency-Key"] == "budget-nb-later@1000-90:later"
+            await client.get_workflow_handle("notify-budget-nb-later@1000-90").result()
+            assert await hub.sweep_budget_notifications(time.time()) == 0
+            await asyncio.sleep(0.5)
+            assert len(hook.got) == 1
+    finally:
+        await p.stop()
+        await hook.stop()
