@@ -288,6 +288,19 @@ def test_the_looping_agent_fires_runaway_agent_and_its_runbook_runs(up: Up) -> N
     assert up.cli("alerts", "list", "--url", up.url, key="gk-dev-developer").returncode == 1
 
 
+def test_the_ledger_verifies_after_the_example_agents_ran(up: Up) -> None:
+    """Proxy and worker each chain their writes (calls, sessions, kills, alerts, runbook steps,
+    guardrail events, config versions): an auditor's verify finds nothing; a developer's is
+    refused."""
+    ok = up.cli("audit", "verify", "--url", up.url, key="gk-dev-auditor")
+    assert ok.returncode == 0 and "ledger verified" in ok.stdout, ok.stdout + ok.stderr
+    assert up.cli("audit", "verify", "--url", up.url, key="gk-dev-developer").returncode == 1
+    listed = up.cli("sessions", "list", "--url", up.url, key="gk-dev-auditor")
+    assert listed.returncode == 0, listed.stderr
+    weak = up.cli("sessions", "kill", "x", "--reason", "r", "--url", up.url, key="gk-dev-auditor")
+    assert weak.returncode != 0 and "admin_required" in weak.stderr
+
+
 def test_cli_says_clearly_when_the_proxy_is_down_or_the_key_is_wrong(up: Up) -> None:
     down = up.cli("sessions", "list", "--url", f"http://127.0.0.1:{free_port()}")
     assert down.returncode != 0
