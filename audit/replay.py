@@ -248,7 +248,9 @@ async def replay_history(
     scheduled activity's input. Returns (verdict, activities compared, divergences)."""
     from temporalio.client import WorkflowHistory
     from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.exceptions import ApplicationError
     from temporalio.worker import (
+        HandleUpdateInput,
         Interceptor,
         Replayer,
         StartActivityInput,
@@ -269,9 +271,20 @@ async def replay_history(
             started.append((input.activity, _replayed_args(input.args)))
             return super().start_activity(input)
 
+    answered: dict[str, Any] = {}  # update id -> its replayed result (or the refusal's type)
+
     class _In(WorkflowInboundInterceptor):
         def init(self, outbound: WorkflowOutboundInterceptor) -> None:
             super().init(_Out(outbound))
+
+        async def handle_update_handler(self, input: HandleUpdateInput) -> Any:
+            try:
+                result = await super().handle_update_handler(input)
+            except ApplicationError as exc:
+                answered[input.id] = {"refused": exc.type}
+                raise
+            answered[input.id] = {"result": _replayed_args([result])[0]}
+            return result
 
     class _Capture(Interceptor):
         def workflow_interceptor_class(
@@ -313,7 +326,50 @@ async def replay_history(
         if diffs:
             divergences.append(Divergence(call, "workflow", {w: o for w, o, _ in diffs},
                                           {w: n for w, _, n in diffs}))
+    for uid, old_answer in _update_answers(history).items():
+        new_answer = answered.get(uid)
+        if new_answer is None:
+            continue  # not replayed (the replay failed before it): the verdict says so
+        call = _answer_call_id(old_answer) or f"update {uid}"
+        diffs = _differences(old_answer, new_answer)
+        if diffs:
+            divergences.append(Divergence(call, "workflow", {w: o for w, o, _ in diffs},
+                                          {w: n for w, _, n in diffs}))
     return verdict, min(len(recorded), len(started)), divergences
+
+
+def _update_answers(history: dict[str, Any]) -> dict[str, Any]:
+    """Update id -> what the workflow answered ({"result": …} or {"refused": type})."""
+    import base64
+
+    out: dict[str, Any] = {}
+    for ev in history.get("events", []):
+        a = ev.get("workflowExecutionUpdateCompletedEventAttributes")
+        if a is None:
+            continue
+        uid = (a.get("meta") or {}).get("updateId", "")
+        outcome = a.get("outcome") or {}
+        if "success" in outcome:
+            payloads = (outcome["success"] or {}).get("payloads") or [{}]
+            try:
+                out[uid] = {"result": orjson.loads(base64.b64decode(payloads[0].get("data", "")))}
+            except (ValueError, orjson.JSONDecodeError):
+                continue
+        elif "failure" in outcome:
+            info = (outcome["failure"] or {}).get("applicationFailureInfo") or {}
+            out[uid] = {"refused": info.get("type", "")}
+    return out
+
+
+def _answer_call_id(answer: dict[str, Any]) -> str:
+    r = answer.get("result")
+    if isinstance(r, dict):
+        g = r.get("governance")
+        if isinstance(g, dict) and g.get("call_id"):
+            return str(g["call_id"])
+        if r.get("call_id"):
+            return str(r["call_id"])
+    return ""
 
 
 _RUNTIME: Any = None
