@@ -765,6 +765,8 @@ def _account(
         )
         if req.record is not None:
             req.record["lp"] = gw.loop_guard.last_inputs
+            if verdict is not None:
+                req.record["lv"] = [verdict.kind, verdict.action]
         if verdict is not None:
             gw.apply_loop_verdict(verdict, req.ident)
     if pre.budgets:

@@ -23,6 +23,7 @@ Record shape (`calls.decision_record`, keys kept short, all optional but `v`):
     x   the random draw of the weighted route   bo  targets whose breaker was open
     rt  the planned target order (keys)
     lp  proxy loop detector: [baseline p95 or null, baseline sessions, token rate per hour]
+    lv  its verdict on this call: [kind "rate"|"repeat", action]
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from policies.config.gateway import GatewayConfig
 from policies.config.models import RoutingConfig, Target
 from policies.decision import PreCall
 from policies.identity import Identity
+from policies.loops import is_loop, rate_baseline, rate_signal_action
 from policies.refusals import Refusal
 
 FORMAT = 1
@@ -107,6 +109,23 @@ def open_breakers(vm: RoutingConfig, allowed: Callable[[Target], bool]) -> list[
 
 
 # Re-deciding ------------------------------------------------------------------------------------
+
+
+def rate_verdict(config: GatewayConfig, row: Mapping[str, Any], rec: Mapping[str, Any]
+                 ) -> list[str] | None:
+    """The proxy loop detector's rate signal on the recorded inputs (`lp`) under `config`:
+    ["rate", action] when the session's rate is over the bar, else None. (The repeat signal
+    reads prompt fingerprints, which are not recorded, so it is not re-run.)"""
+    p95, n, rate = [*rec["lp"], None, 0, 0.0][:3]
+    st = config.settings
+    tag = row.get("workflow_tag")
+    baseline, source = rate_baseline(
+        p95, int(n or 0), st.loop_min_sessions,
+        st.loop_baselines.get(tag) if tag else None, st.loop_default_baseline_tokens_per_hour,
+    )
+    if not is_loop(float(rate or 0.0), baseline, st.loop_multiplier):
+        return None
+    return ["rate", rate_signal_action(source, st.loop_action, st.loop_rate_untrusted_action)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from audit.decisions import redecide
+from audit.decisions import rate_verdict, redecide
 from audit.versions import config_from_body
 from policies.config.gateway import GatewayConfig
 
@@ -51,7 +51,7 @@ class SessionRecord:
 @dataclass(frozen=True, slots=True)
 class Divergence:
     call_id: str
-    check: str  # "decision" | "route" | "workflow"
+    check: str  # "decision" | "route" | "loop" | "workflow"
     recorded: Any
     replayed: Any
 
@@ -420,6 +420,7 @@ def replay_decisions(
     import policies.routing
 
     configs: dict[str, GatewayConfig | None] = {}
+    flagged: set[str] = set()  # sessions whose rate signal already gave its verdict
     for row in record.calls:
         call_id = str(row.get("call_id"))
         rec = _record_of(row)
@@ -452,8 +453,28 @@ def replay_decisions(
                 and list(rec["rt"]) != new.route:
             report.divergences.append(Divergence(call_id, "route", rec["rt"], new.route))
             same = False
+        if same and "lp" in rec:
+            same = _loop_same(cfg, row, rec, flagged, report)
         if same:
             report.reproduced += 1
+
+
+def _loop_same(config: GatewayConfig, row: dict[str, Any], rec: dict[str, Any],
+               flagged: set[str], report: ReplayReport) -> bool:
+    """The proxy loop detector's rate signal again (one verdict per session, as live)."""
+    recorded = list(rec["lv"]) if rec.get("lv") else None
+    if recorded is not None and recorded[0] == "repeat":
+        return True  # a repeat verdict: its inputs (prompt fingerprints) are not recorded
+    sid = str(row.get("session_id") or "")
+    new = rate_verdict(config, row, rec)
+    if recorded is None and (new is None or sid in flagged):
+        return True
+    if recorded is not None:
+        flagged.add(sid)
+    if recorded != new:
+        report.divergences.append(Divergence(str(row.get("call_id")), "loop", recorded, new))
+        return False
+    return True
 
 
 async def replay(

@@ -75,6 +75,9 @@ async def sim() -> AsyncIterator[SimServer]:
 async def gateway(request: Any, sim: SimServer, tmp_path_factory: pytest.TempPathFactory
                   ) -> AsyncIterator[InProcessProxy]:
     cfg = make_config_dir(tmp_path_factory.mktemp("config"), OVERLAY)
+    gw_yaml = cfg / "gateway.yaml"  # a baseline vouched for: tag a-loop runs away at once
+    gw_yaml.write_text(gw_yaml.read_text().replace("loop_baselines: {}",
+                                                   "loop_baselines: {a-loop: 1}"))
     data = tmp_path_factory.mktemp("data")
     if request.param == "postgresql":
         require_pg()
@@ -91,12 +94,13 @@ async def gateway(request: Any, sim: SimServer, tmp_path_factory: pytest.TempPat
 
 
 async def _call(p: InProcessProxy, sid: str, project: str, model: str = "intent-fast",
-                key: str = "gk-dev-developer") -> httpx.Response:
+                key: str = "gk-dev-developer", tag: str = "a-audit") -> httpx.Response:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{p.port}", timeout=30) as c:
         return await c.post("/v1/chat/completions", json={"model": model, "messages": [
             {"role": "user", "content": f"summarise incident report {next(_N)} please"}]},
                             headers={"Authorization": f"Bearer {key}",
                                      "X-Governor-Session-ID": sid,
+                                     "X-Governor-Workflow-Tag": tag,
                                      "X-Governor-Project": project})
 
 
@@ -216,6 +220,28 @@ async def test_replay_with_changed_policy_code_names_exactly_the_changed_decisio
     assert {d["call_id"] for d in rep["divergences"]} == {
         c for c, a in actions.items() if a == "fallback"}
     assert rep["reproduced"] == 5
+
+
+async def test_a_proxy_loop_kill_is_re_decided_from_its_recorded_baseline_and_rate(gateway):
+    p = gateway
+    sid = f"loop-{uuid.uuid4().hex[:8]}"
+    assert (await _call(p, sid, "a-loop", tag="a-loop")).status_code == 200
+    refused = await _call(p, sid, "a-loop", tag="a-loop")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "session_killed"
+    await p.gw.writer.flush()
+    rows = await p.gw.store.calls_for_session(sid)
+    first = min(rows, key=lambda r: r.ts)
+    rec = orjson.loads(first.decision_record)
+    assert rec["lv"] == ["rate", "kill"] and rec["lp"][2] > 3
+    code, rep = await _replay(sid, "--ledger", p.ledger_url)
+    assert code == 0 and rep["divergences"] == [], rep
+    # without the vouched-for baseline the default one holds: no loop, no kill
+    plain = make_config_dir(p.data_dir / f"plain-{sid}", OVERLAY)
+    code, rep = await _replay(sid, "--ledger", p.ledger_url, "--config", str(plain))
+    assert code == 1
+    loops = [d for d in rep["divergences"] if d["check"] == "loop"]
+    assert loops == [{"call_id": first.call_id, "check": "loop", "recorded": ["rate", "kill"],
+                      "replayed": None}]
 
 
 async def test_replay_through_the_admin_api_needs_an_auditor_key(gateway):
