@@ -442,8 +442,12 @@ def replay_decisions(
             if cfg is None:
                 report.skipped.append((call_id, f"config version {vid or '(none)'} not stored"))
                 continue
-        new = redecide(cfg, row, rec, decide or policies.decision.decide,
-                       plan_route or policies.routing.plan_route)
+        try:
+            new = redecide(cfg, row, rec, decide or policies.decision.decide,
+                           plan_route or policies.routing.plan_route)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            report.skipped.append((call_id, f"decision record unreadable ({type(exc).__name__})"))
+            continue
         report.decisions += 1
         same = True
         if list(rec["o"]) != new.decision:

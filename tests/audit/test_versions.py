@@ -102,3 +102,23 @@ def test_pending_versions_are_bounded(config_dir: Path) -> None:
         s = cfg.settings.model_copy(update={"untagged_project": f"U{i}"})
         keep.applied(dataclasses.replace(cfg, settings=s), "reload", float(i))
     assert len(keep.pending) == MAX_PENDING
+
+
+def test_a_damaged_decision_record_is_skipped_with_a_reason(config_dir: Path) -> None:
+    from audit.replay import ReplayReport, SessionRecord, replay_decisions
+
+    v = version_of(load_config_dir(config_dir))
+    bad = {"v": 1, "o": ["allow", "intent-fast", None], "t": 1.0, "r": [["only-two", 1]]}
+    rows = [
+        {"call_id": "c1", "config_version": v.version_id, "decision_record": orjson.dumps(bad)
+         .decode(), "project": "demo"},
+        {"call_id": "c2", "config_version": v.version_id, "decision_record": "{not json"},
+        {"call_id": "c3", "config_version": "cv-0000000000000000",
+         "decision_record": orjson.dumps(bad).decode()},
+    ]
+    report = ReplayReport("s")
+    replay_decisions(SessionRecord("s", rows, {v.version_id: v.body}), report)
+    assert report.decisions == 0 and report.divergences == []
+    why = dict(report.skipped)
+    assert "unreadable" in why["c1"] and "no decision record" in why["c2"]
+    assert "not stored" in why["c3"]
