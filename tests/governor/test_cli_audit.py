@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from audit.chain import tombstone
-from tests.audit.test_audit_chain_verify import populate, tamper
+from tests.audit.test_audit_chain_verify import populate
 from tests.ledger.ledger_testdb import BACKENDS, PG_URL, Target
 
 
@@ -37,6 +37,10 @@ async def own_database(backend: str, tmp_path: Path) -> AsyncIterator[Target]:
         await admin.close()
 
 
+def run_client(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
 def run_verify(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "governor.cli", "audit", "verify", *args],
@@ -57,11 +61,15 @@ async def test_verify_names_an_updated_cost_and_a_deleted_row_and_passes_a_clean
         clean = run_verify(*args)
         assert clean.returncode == 0, clean.stdout + clean.stderr
         assert "ledger verified" in clean.stdout and "1 deleted under tombstones" in clean.stdout
-        await tamper(
-            target,
-            "UPDATE calls SET cost_usd = 0.0001 WHERE call_id = 'c3'",
-            "DELETE FROM calls WHERE call_id = 'c5'",
-        )
+        # as an operator with the database's own client would
+        sql = "UPDATE calls SET cost_usd = 0.0001 WHERE call_id = 'c3'; " \
+              "DELETE FROM calls WHERE call_id = 'c5';"  # fmt: skip
+        if backend == "sqlite":
+            cmd = ["sqlite3", target.url.removeprefix("sqlite:///"), sql]
+        else:
+            cmd = ["psql", target.url, "-v", "ON_ERROR_STOP=1", "-c", sql]
+        done = run_client(cmd)
+        assert done.returncode == 0, done.stderr
         bad = run_verify(*args, "--since", "2000-01-01")
         assert bad.returncode == 1, bad.stdout + bad.stderr
         assert 'altered  calls ["c3"]' in bad.stdout, bad.stdout
