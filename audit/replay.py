@@ -46,6 +46,7 @@ class SessionRecord:
     versions: dict[str, str] = field(default_factory=dict)  # version id -> body (JSON text)
     # (workflow id, Temporal history JSON {"events": [...]}) per run, oldest first
     histories: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    guardrail_events: list[dict[str, Any]] = field(default_factory=list)  # recorded verdicts
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,8 @@ class ReplayReport:
     divergences: list[Divergence] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (call id, why)
     config: str = "recorded versions"
+    # guardrail (and classifier) verdicts by action: recorded, not re-run
+    guardrail_verdicts: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -91,6 +94,7 @@ class ReplayReport:
             ],
             "divergence_count": len(self.divergences),
             "skipped": [{"call_id": c, "why": w} for c, w in self.skipped],
+            "guardrail_verdicts": self.guardrail_verdicts,
         }
 
     def lines(self) -> list[str]:
@@ -99,6 +103,9 @@ class ReplayReport:
                + (f" ({self.activities_checked} activities compared)"
                   if self.activities_checked else "")]
         out.append(f"{self.reproduced} of {self.decisions} decisions reproduced")
+        if self.guardrail_verdicts:
+            parts = ", ".join(f"{n} {a}" for a, n in sorted(self.guardrail_verdicts.items()))
+            out.append(f"guardrail verdicts: {parts} (recorded, not re-run)")
         for d in self.divergences[:MAX_DIVERGENCES_SHOWN]:
             out.append("  DIVERGED " + d.text())
         for c, w in self.skipped:
@@ -121,7 +128,8 @@ def record_from_bundle(path: Path) -> SessionRecord:
                 if isinstance(v.get("version_id"), str) and isinstance(v.get("body"), str)}
     hist = [(str(h.get("workflow_id")), h["history"]) for h in b.histories
             if isinstance(h.get("history"), dict)]
-    return SessionRecord(b.session_id, calls, versions, hist)
+    return SessionRecord(b.session_id, calls, versions, hist,
+                         list(b.records.get("guardrail_event", [])))
 
 
 def histories_of(runs: Iterable[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
@@ -136,19 +144,22 @@ def record_from_doc(doc: dict[str, Any]) -> SessionRecord:
         calls=list(doc.get("calls") or []),
         versions={v["version_id"]: v["body"] for v in doc.get("config_versions") or []},
         histories=histories_of(doc.get("histories") or []),
+        guardrail_events=list(doc.get("guardrail_events") or []),
     )
 
 
 async def record_from_ledger(store: Any, session_id: str) -> SessionRecord:
-    """The session's call rows and the config versions they name, from the ledger database."""
-    from audit.versions import load_versions
+    """The session's call rows, the config versions they name and its guardrail events, from
+    the ledger database (`ledger.session_record`)."""
+    from ledger.session_record import session_record
 
-    rows = [r.model_dump() for r in await store.calls_for_session(session_id)]
-    rows.sort(key=lambda r: (r["ts"], r["call_id"]))
+    sections = await session_record(store, session_id)
+    rows = sections["calls"]
     for r in rows:
         r["prompt_text"] = r["completion_text"] = None  # replay never needs the text
-    found = await load_versions(store, [r.get("config_version") or "" for r in rows])
-    return SessionRecord(session_id, rows, {k: v["body"] for k, v in found.items()})
+    versions = {v["version_id"]: v["body"] for v in sections["config_versions"]}
+    return SessionRecord(session_id, rows, versions,
+                         guardrail_events=sections["guardrail_events"])
 
 
 async def histories_from_temporal(client: Any, workflow_id: str
@@ -508,4 +519,7 @@ async def replay(
     else:
         report.history = "none (proxy session: no workflow)"
     replay_decisions(record, report, config)
+    for e in record.guardrail_events:
+        a = str(e.get("action") or "?")
+        report.guardrail_verdicts[a] = report.guardrail_verdicts.get(a, 0) + 1
     return report

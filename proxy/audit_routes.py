@@ -77,6 +77,7 @@ async def decisions_record(gw: Gateway, session_id: str) -> dict[str, Any]:
         "calls": rec.calls[:MAX_CALLS],
         "config_versions": list(found.values()),
         "histories": [{"workflow_id": w, "history": h} for w, h in histories],
+        "guardrail_events": rec.guardrail_events[:MAX_CALLS],
     }
 
 

@@ -150,6 +150,8 @@ def test_example_sessions_replay_with_every_decision_reproduced(up: Up, sessions
         recorded = _records(_rows(up, sid))
         assert rep["decisions"] == rep["reproduced"] == len(recorded) > 0, (name, rep)
         assert rep["divergences"] == []
+        if name == "redaction":  # the verdict is reported as recorded (not re-run)
+            assert rep["guardrail_verdicts"].get("redacted", 0) >= 1, rep
     # what the sessions recorded: a workflow pin after the budget fallback, a redaction
     budget = _records(_rows(up, sessions["budget"]))
     assert any(r["o"][0] == "fallback" for r in budget.values())
