@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from controlroom import queries as q
 from controlroom.drift import Drift, drift_alerts, version_drifts
 from controlroom.model import Filters
 
@@ -25,9 +24,11 @@ async def check_tokenizer_drift(gw: Any, now: float | None = None) -> list[Drift
     """The drifts over threshold now (each also sent to `gw.alerts` when it has a hub)."""
     now = time.time() if now is None else now
     st = gw.config.settings
-    await q.ensure_indexes(gw.store)
-    groups = await q.prompt_groups(gw.store, Filters(now - WINDOW_SECONDS, now))
-    drifts = version_drifts(groups)
+    from controlroom.panels import _Ctx, refresh_rollups
+
+    await refresh_rollups(gw.store, now)
+    ctx = _Ctx(gw.store, Filters(now - WINDOW_SECONDS, now), gw.config)
+    drifts = version_drifts(await ctx.prompt_groups())
     latest: dict[str, Drift] = {}
     for d in drifts:  # consecutive pairs in version order: the last one per model is newest
         latest[d.virtual_model] = d

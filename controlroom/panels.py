@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from controlroom import queries as q
+from controlroom import rollups
 from controlroom.drift import drift_alerts, rollback_diff, version_drifts
 from controlroom.leverage import ai_leverage_score, by_workflow_tag
 from controlroom.model import Action, Chart, Filters, Panel, Series, Table
@@ -35,7 +36,7 @@ PANELS = (1, 2, 3, 4, 5, 6)
 BASELINE_DAYS = 7
 MAX_ROWS = 200  # rows per table: a panel is read by people
 HOOK_ORDER = ("request-input", "tool-output", "request-output", "tool-input")
-_BUDGET_COLUMNS = {"project", "team", "workflow_tag", "environment", "cost_center"}
+_BUDGET_COLUMNS = {"project", "team", "workflow_tag", "environment"}
 
 
 def _r(x: float, n: int = 4) -> float:
@@ -98,9 +99,27 @@ class _Ctx:
                              st.loop_baselines.get(tag) if tag else None,
                              st.loop_default_baseline_tokens_per_hour)
 
+    async def rolled(self) -> rollups.Rolled:
+        """Calls, users and sessions rollups of the range (prompts: `prompt_groups`)."""
+        if "rolled" not in self.cache:
+            self.cache["rolled"] = await rollups.read(self.store, self.f,
+                                                      ("calls", "users", "sessions"))
+        return self.cache["rolled"]  # type: ignore[no-any-return]
+
     async def prompt_groups(self) -> list[tuple[Any, ...]]:
+        """(vm, model, version, tag, fingerprint, calls, sum input, min input, first ts) per
+        hour, of virtual models served by two or more model versions in the range."""
         if "groups" not in self.cache:
-            self.cache["groups"] = await q.prompt_groups(self.store, self.f)
+            versions: dict[str, set[tuple[str, str]]] = defaultdict(set)
+            for k in (await self.rolled()).calls:
+                if k[9] == "allowed":
+                    versions[k[6]].add((k[7], k[8]))
+            vms = sorted(vm for vm, v in versions.items() if len(v) > 1)
+            groups: list[tuple[Any, ...]] = []
+            if vms:
+                r = await rollups.read(self.store, self.f, ("prompts",), prompt_models=vms)
+                groups = [(*k[1:], *v) for k, v in r.prompts.items()]
+            self.cache["groups"] = groups
         return self.cache["groups"]  # type: ignore[no-any-return]
 
 
@@ -120,9 +139,22 @@ async def compute_panels(
     if not filters.until > filters.since:
         raise ValueError("the range must have until > since")
     await q.ensure_indexes(store)
+    await refresh_rollups(store)
     ctx = _Ctx(store, filters, config)
     build = {1: adoption, 2: burn_rate, 3: runaway, 4: premium, 5: safety, 6: outcome_join}
     return [await build[n](ctx) for n in wanted]
+
+
+REFRESH_EVERY = 30.0  # seconds between rollup refreshes by one store's readers
+
+
+async def refresh_rollups(store: LedgerStore, now: float | None = None) -> None:
+    """Roll the hours closed since the last refresh (at most every `REFRESH_EVERY` s)."""
+    mono = time.monotonic()
+    if mono - getattr(store, "_rollups_refreshed", -1e9) < REFRESH_EVERY:
+        return
+    await rollups.refresh(store, now)
+    store._rollups_refreshed = mono  # type: ignore[attr-defined]
 
 
 # -- 1. adoption ---------------------------------------------------------------------------------
@@ -130,15 +162,18 @@ async def compute_panels(
 
 async def adoption(ctx: _Ctx) -> Panel:
     f = ctx.f
-    rows = await q.active_users_by_day(ctx.store, f)
-    heads = await q.team_headcount(ctx.store, f)
+    users: dict[tuple[int, str, str], set[str]] = defaultdict(set)
+    team_users: dict[str, set[str]] = defaultdict(set)
+    for hour, team, _project, _tag, tool, user in (await ctx.rolled()).users:
+        users[(int(hour // 86400), team, tool or "(unrecognised)")].add(user)
+        team_users[team].add(user)
+    heads = {t: len(u) for t, u in team_users.items()}
     days = days_in(f)
     per: dict[tuple[str, str], int] = defaultdict(int)  # (team, tool) -> sum of daily users
     daily: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-    for day, team, tool, n in rows:
-        tool = tool or "(unrecognised)"
-        per[(team, tool)] += int(n)
-        daily[tool][int(day)] += int(n)
+    for (day, team, tool), us in users.items():
+        per[(team, tool)] += len(us)
+        daily[tool][day] += len(us)
     nd = len(days)
     table = Table("Adoption by tool x team (mean daily active engineers, % of the team's "
                   "engineers active in the range)",
@@ -187,8 +222,23 @@ def _budget_match(budget: Any) -> dict[str, str] | None:
 async def burn_rate(ctx: _Ctx) -> Panel:
     f, st = ctx.f, ctx.settings
     untagged = st.untagged_project
-    rows = await q.spend_by_project(ctx.store, f)
-    total = sum(float(r[3] or 0) for r in rows)
+    rolled = await ctx.rolled()
+    acc: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0])
+    src: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0, 0.0])
+    day_cost: dict[tuple[int, str], float] = defaultdict(float)
+    for k, v in rolled.calls.items():
+        a = acc[k[2]]
+        a[0] += v[0]
+        a[1] += v[1]
+        a[2] += v[6]
+        day_cost[(int(k[0] // 86400), k[2])] += v[6]
+        if k[2] == untagged:
+            sa = src[(k[1], k[4], k[5])]
+            sa[0] += v[0]
+            sa[1] += v[6]
+    rows = sorted(((p, int(a[0]), int(a[1]), a[2]) for p, a in acc.items()),
+                  key=lambda r: (-r[3], r[0]))
+    total = sum(r[3] for r in rows)
     budgets = Table("Budgets: used in the current window, forecast to its end",
                     ["budget", "scope", "window", "ceiling_usd", "spent_usd", "used_pct",
                      "forecast_usd", "forecast_pct"])
@@ -199,7 +249,7 @@ async def burn_rate(ctx: _Ctx) -> Panel:
         if match is None:
             continue
         ws, we = calendar_window(f.until - 1e-6, b.window)
-        spent = await q.spend_where(ctx.store, ws, f.until, match)
+        spent = await rollups.spend(ctx.store, ws, f.until, match)
         elapsed = max(f.until - ws, 1.0)
         forecast = spent / elapsed * (we - ws)
         used = 100 * spent / b.ceiling_usd
@@ -224,7 +274,8 @@ async def burn_rate(ctx: _Ctx) -> Panel:
         table.rows.append([project, int(calls), int(tokens or 0), _r(cost or 0),
                            _r(100 * float(cost or 0) / total, 2) if total else 0.0,
                            b[0] if b else None, b[5] if b else None, b[7] if b else None, note])
-    src_rows = await q.untagged_sources(ctx.store, f, untagged)
+    src_rows = sorted(((t, tool, env, int(a[0]), a[1]) for (t, tool, env), a in src.items()),
+                      key=lambda r: (-r[4], r[0], r[1], r[2]))
     sources = Table(f"{untagged} spend: where it comes from (team, tool, environment)",
                     ["team", "tool", "environment", "calls", "cost_usd"])
     for team, tool, env, calls, cost in src_rows:
@@ -235,10 +286,9 @@ async def burn_rate(ctx: _Ctx) -> Panel:
                               f"# ${untagged_cost:,.2f} of spend has no project: require the "
                               "header (after a grace period)\n type: gateway-settings\n"
                               "-require_project_header: false\n+require_project_header: true"))
-    daily = await q.daily_spend_by_project(ctx.store, f)
     series: dict[str, dict[int, float]] = defaultdict(dict)
-    for day, project, cost in daily:
-        series[project][int(day)] = float(cost or 0)
+    for (day, project), cost in day_cost.items():
+        series[project][day] = cost
     chart = Chart("Daily spend by project", "line", "USD",
                   [Series(p, [(_day(d), _r(series[p].get(d, 0.0))) for d in days_in(f)])
                    for p in sorted(series)])
@@ -313,13 +363,17 @@ def standard_alternative(ctx: _Ctx, vm: str, model: str) -> str | None:
 async def premium(ctx: _Ctx) -> Panel:
     prices = ctx.prices
     st = ctx.settings
-    spend = await q.spend_by_tag_model(ctx.store, ctx.f)
+    by_version: dict[tuple[Any, ...], list[float]] = defaultdict(lambda: [0] * 7)
+    for k, v in (await ctx.rolled()).calls.items():
+        if k[9] == "blocked":
+            continue
+        a = by_version[(k[3] or None, k[6], k[7], k[8])]
+        for i, j in enumerate((0, 2, 3, 4, 5, 6, 7)):
+            a[i] += v[j]
+    # repeated input (within the hour) per (tag, vm, model, version): what a cached prefix serves
+    repeated = {k: v[6] for k, v in by_version.items()}
+    spend = [(*k, *v[:6]) for k, v in by_version.items()]
     groups = await ctx.prompt_groups()
-    # repeated input tokens per (tag, vm, model, version): what a cached prefix would serve
-    repeated: dict[tuple[Any, ...], int] = defaultdict(int)
-    for vm, model, version, tag, _fp, n, total, least, _ts in groups:
-        if n > 1:
-            repeated[(tag, vm, model, version)] += int(total) - int(least)
     agg: dict[tuple[Any, ...], list[float]] = {}
     for tag, vm, model, version, n, inp, out, cr, cw, cost in spend:
         price = prices.get(model)
@@ -435,8 +489,19 @@ async def session_inputs(ctx: _Ctx) -> list[dict[str, Any]]:
     """Every session with calls in the range, with the leverage score's inputs (see
     `controlroom.leverage`) and `workflow_tag`, `team`, `outcome_events`."""
     f, st = ctx.f, ctx.settings
-    aggs = await q.session_aggregates(ctx.store, f)
-    retry = await q.session_retry_tokens(ctx.store, f)
+    per: dict[str, list[Any]] = {}
+    for (_, sid), v in (await ctx.rolled()).sessions.items():
+        a = per.get(sid)
+        if a is None:
+            per[sid] = list(v)
+            continue
+        for i in (3, 4, 5, 6, 7, 10, 11, 12):
+            a[i] += v[i]
+        a[8] = min(a[8], v[8])
+        a[9] = max(a[9], v[9])
+    aggs = [(sid, a[0] or None, a[1], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11])
+            for sid, a in sorted(per.items())]
+    retry = {sid: int(a[12]) for sid, a in per.items()}
     blocks = await q.session_guardrail_blocks(ctx.store, f)
     outs: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for row in await q.outcomes_in_range(ctx.store, f):

@@ -206,14 +206,15 @@ async def test_premium_queue_savings_and_tokenizer_drift_of_the_migration(
         assert close(rows[k]["cost_usd"], cost[k], 1e-3)
         assert close(rows[k]["routing_saving_usd"], saving[k], 1e-3)
         assert rows[k]["standard_model"] == "claude-haiku-4-5"
-    # caching: input tokens of repeated prompts beyond the cheapest, at input - cache price
+    # caching: input tokens of prompts repeated within the hour beyond the cheapest, at the
+    # input price minus the cache-read price
     groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for r in traffic.calls:
         if r["decision"] == "allowed" and prices[r["model"]].tier == "premium":
             groups[(r["workflow_tag"], r["virtual_model"], r["model"], r["model_version"],
-                    r["prompt_sha256"])].append(r["input_tokens"])
+                    r["prompt_sha256"], int(r["ts"] // 3600))].append(r["input_tokens"])
     caching: dict[tuple[Any, ...], float] = defaultdict(float)
-    for (tag, vm, model, version, _), v in groups.items():
+    for (tag, vm, model, version, _, _), v in groups.items():
         if len(v) > 1:
             r_in, _, r_cr, _ = rates(prices[model], version)
             caching[(tag, vm, model)] += (sum(v) - min(v)) * (r_in - r_cr) / 1e6
@@ -290,9 +291,9 @@ async def test_outcome_join_cost_per_outcome_and_leverage_by_tag(
             blocks[e["session_id"]] += 1
     scores: dict[Any, list[float]] = defaultdict(list)
     for sid, rows_ in by_session.items():
-        fps: dict[str, list[int]] = defaultdict(list)
+        fps: dict[tuple[str, int], list[int]] = defaultdict(list)  # repeats within the hour
         for r in rows_:
-            fps[r["prompt_sha256"]].append(tokens(r))
+            fps[(r["prompt_sha256"], int(r["ts"] // 3600))].append(tokens(r))
         inp = sum(r["input_tokens"] for r in rows_)
         cr = sum(r["cache_read_tokens"] for r in rows_)
         ts = [r["ts"] for r in rows_]
