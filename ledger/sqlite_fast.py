@@ -79,11 +79,16 @@ class SQLiteBatchWriter:
             self._con = con
         return self._con
 
-    def insert(self, batch: Sequence[dict[str, Any]], chain_id: str | None = None) -> int:
+    def insert(
+        self,
+        batch: Sequence[dict[str, Any]],
+        chain_id: str | None = None,
+        journal: Sequence[str] | None = None,
+    ) -> int:
         """New calls and their sessions' totals in one IMMEDIATE transaction (so a second writer
         on the same file cannot slip the same call in between the read and the insert), with
         their chain links (`ledger.chain`) when `chain_id` is given: hashed here, on this
-        thread."""
+        thread, in `journal` order (call ids as recorded) where given."""
         con = self._connection()
         con.execute("BEGIN IMMEDIATE")
         try:
@@ -104,6 +109,9 @@ class SQLiteBatchWriter:
                     _SESSION_UPSERT, [tuple(d[c] for c in _SESSION_COLS) for d in sessions]
                 )
                 if chain_id is not None:
+                    if journal is not None:
+                        pos = {k: i for i, k in enumerate(journal)}
+                        new = sorted(new, key=lambda r: pos.get(r["call_id"], -1))
                     items: list[tuple[Any, ...]] = [("calls", r, chain.PUT, "") for r in new]
                     items += [("sessions", s, chain.PUT, "") for s in _sessions(con, sessions)]
                     chain.sqlite_append(con, chain_id, time.time(), items)

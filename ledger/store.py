@@ -337,11 +337,14 @@ class LedgerStore:
             unique.setdefault(n["call_id"], n)
         # A fixed key order means two replicas inserting overlapping batches cannot deadlock.
         batch = [unique[k] for k in sorted(unique)]
+        journal = list(unique)  # the order rows were recorded in: the order of their links
         if self._dialect == "sqlite":
-            return await self._insert_calls_sqlite(batch)
-        return await self._insert_calls_sqlalchemy(batch)
+            return await self._insert_calls_sqlite(batch, journal)
+        return await self._insert_calls_sqlalchemy(batch, journal)
 
-    async def _insert_calls_sqlalchemy(self, batch: list[dict[str, Any]]) -> int:
+    async def _insert_calls_sqlalchemy(
+        self, batch: list[dict[str, Any]], journal: list[str] | None = None
+    ) -> int:
         stmt = (
             self._insert(CALLS)
             .on_conflict_do_nothing(index_elements=["call_id"])
@@ -357,7 +360,9 @@ class LedgerStore:
             if sessions:
                 await conn.execute(self._session_upsert(), sessions)
             items: list[tuple[str, Mapping[str, Any], str, str]] = [
-                (CALLS.name, by_id[k], chain.PUT, "") for k in sorted(inserted)
+                (CALLS.name, by_id[k], chain.PUT, "")
+                for k in (journal or sorted(by_id))
+                if k in inserted
             ]
             ids = [d["session_id"] for d in sessions]
             for i in range(0, len(ids), 500):
@@ -367,11 +372,11 @@ class LedgerStore:
             await self.chain_append(conn, items)
         return len(inserted)
 
-    async def _insert_calls_sqlite(self, batch: list[dict[str, Any]]) -> int:
+    async def _insert_calls_sqlite(self, batch: list[dict[str, Any]], journal: list[str]) -> int:
         """SQLite files: the whole batch in one hop to the ledger's own writer thread."""
         fast = self._fast
         if fast is None:
-            return await self._insert_calls_sqlalchemy(batch)
+            return await self._insert_calls_sqlalchemy(batch, journal)
         if not self._ready:
             await self._ensure_tables()
         loop = asyncio.get_running_loop()
@@ -380,7 +385,7 @@ class LedgerStore:
         try:
             async with self._chain_lock:
                 return await loop.run_in_executor(
-                    fast.executor, fast.insert, batch, self._chain_id
+                    fast.executor, fast.insert, batch, self._chain_id, journal
                 )
         except sqlite3.OperationalError as e:
             raise self._unavailable(e) from e

@@ -358,3 +358,20 @@ async def test_an_erased_session_leaves_tombstones_and_the_ledger_still_verifies
     assert n == 2  # its kill and its session row
     assert (await verify(store)).ok
     await store.close()
+
+
+async def test_calls_are_linked_in_the_order_they_were_recorded(
+    target: Target, tmp_path: Path
+) -> None:
+    store = await target.open()
+    writer = LedgerWriter(store, Journal(tmp_path / "j"), flush_interval=60)
+    await writer.start()
+    order = ["z9", "a1", "m5", "b2"]
+    for cid in order:
+        writer.record_call(call_row(cid, session_id=None))
+    await writer.close()
+    async with store._connect(write=False) as conn:
+        keys = [r[0] for r in await conn.execute(text(
+            "SELECT record_key FROM ledger_chain WHERE tbl = 'calls' ORDER BY seq"))]  # fmt: skip
+    assert keys == [f'["{c}"]' for c in order]
+    await store.close()
