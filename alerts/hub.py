@@ -299,6 +299,8 @@ class AlertHub:
             mark = (rule.name, budget.id, window_start)
             if mark in self._budget_fired:
                 continue
+            if len(self._budget_fired) > 10_000:  # old windows' marks; the ledger dedups too
+                self._budget_fired.clear()
             self._budget_fired.add(mark)
             labels = {"budget": budget.id, "scope": scope}
             project = budget.scope.metadata.get("project")
