@@ -244,6 +244,43 @@ async def test_a_proxy_loop_kill_is_re_decided_from_its_recorded_baseline_and_ra
                       "replayed": None}]
 
 
+async def test_a_runtime_override_is_a_version_and_its_calls_replay_on_it(gateway):
+    import time
+
+    from activities.overrides import refresh_overrides
+    from ledger.alert_store import add_override, clear_overrides
+
+    p = gateway
+    tag = uuid.uuid4().hex[:8]
+    sid, project, bid = f"ovr-{tag}", f"a-ovr-{tag}", f"a-ovr-{tag}"
+    (p.config_dir / "zz-audit-budgets.yaml").write_text(
+        (TINY_BUDGET % "0.0000001").replace("a-cheaper", bid).replace(
+            "fallback_to_cheaper", "hard_block"))
+    await _reload(p)
+    r = await _call(p, sid, project, model="code-review-strong")
+    assert r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded"
+    before = p.gw.config_version
+    await add_override(p.gw.store, idem_key=f"test-{tag}", kind="budget_behaviour", target=bid,
+                       value="fallback_to_cheaper", actor="test", alert_key="", yaml_diff="",
+                       ts=time.time())
+    try:
+        await refresh_overrides(p.gw)
+        assert p.gw.config_version != before
+        r = await _call(p, sid, project, model="code-review-strong")
+        assert r.status_code == 200 and r.headers["x-governor-decision"] == "fallback"
+    finally:
+        await clear_overrides(p.gw.store, actor="test", ts=time.time())
+        await refresh_overrides(p.gw)
+    await p.gw.versions.flush(p.gw.store)
+    await p.gw.writer.flush()
+    rows = sorted(await p.gw.store.calls_for_session(sid), key=lambda r: r.ts)
+    assert [r.config_version for r in rows] == [before, rows[1].config_version]
+    stored = {v["version_id"]: v for v in await p.gw.store._fetch(CONFIG_VERSIONS.select())}
+    assert stored[rows[1].config_version]["source"] == "override"
+    code, rep = await _replay(sid, "--ledger", p.ledger_url)
+    assert code == 0 and rep["reproduced"] == rep["decisions"] == 2, rep
+
+
 async def test_replay_through_the_admin_api_needs_an_auditor_key(gateway):
     p = gateway
     sid, actions = await _session(p)
