@@ -194,6 +194,14 @@ async def test_replay_under_a_new_config_names_the_calls_it_would_decide_otherwi
     assert {d["call_id"] for d in rep["divergences"]} == fell_back
     for d in rep["divergences"]:
         assert d["recorded"][0] == "fallback" and d["replayed"][0] == "allow"
+    # as a person reads it
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "governor.cli", "audit", "replay", sid, "--ledger", p.ledger_url,
+        "--config", str(new_cfg), stdout=asyncio.subprocess.PIPE, cwd=REPO)
+    text = (await proc.communicate())[0].decode()
+    assert proc.returncode == 1 and "5 of 7 decisions reproduced" in text
+    for c in fell_back:
+        assert f"DIVERGED call {c}: decision recorded ['fallback'" in text
 
 
 async def test_replay_with_changed_policy_code_names_exactly_the_changed_decisions(
