@@ -1,16 +1,18 @@
 """The control room in a real headless browser (Debian's chromium, driven by Playwright) against
 a real proxy on loopback whose ledger holds a week of generated traffic ending now.
 
-A viewer signs in and sees every panel with the figures `compute_panels` gives for the same
-filters, no console errors, and the kill action disabled; a form posted without its CSRF token
+A viewer signs in and sees every panel with the figures `compute_panels`, the JSON route and
+`governor report` give for the same filters, no console errors, and the kill action disabled; a form posted without its CSRF token
 is refused; on-call kills the looping session from panel 3 and the session owner's next call
 through the proxy is refused. Screenshots go to the test's tmp dir and /tmp/control-room-screens.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from controlroom.model import Filters, Panel
 from controlroom.panels import compute_panels
 from examples.control_room_traffic import LOOP_SESSION, Traffic
 from tests.controlroom.cr_client import ONCALL_KEY, VIEWER_KEY, generated_proxy, iso
-from tests.support.servers import InProcessProxy
+from tests.support.servers import REPO, InProcessProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 
@@ -118,6 +120,15 @@ async def test_the_control_room_in_chromium(filled, tmp_path):
                            params={"since": repr(tr.start), "until": repr(tr.end)},
                            headers={"authorization": f"Bearer {VIEWER_KEY}"})).json()
     assert [p["figures"] for p in doc["panels"]] == [p.figures for p in expected]
+    # And `governor report` (through the admin API, a separate process) prints the same.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "governor.cli", "report", "--format", "json", "--url", base,
+        "--key", VIEWER_KEY, "--since", repr(tr.start), "--until", repr(tr.end),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    report = json.loads(out)
+    assert [p["figures"] for p in report["panels"]] == [p.figures for p in expected]
     query = f"?since={iso(tr.start)}&until={iso(tr.end)}".replace("+", "%2B")
     # The looping session's owner can still call through the proxy (and claims the session).
     first = await owner_call(base, "before the kill")
