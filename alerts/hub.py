@@ -220,7 +220,8 @@ class AlertHub:
 
     def _confidence(self, rule: AlertRule, labels: dict[str, str]) -> bool:
         """A runaway session's kill runs alone when the evidence is a repeated prompt or a
-        baseline backed by enough sessions (a trusted p95), never on the default baseline."""
+        trusted baseline (configured for the tag, or a p95 backed by enough sessions), as the
+        loop detector itself decides; never on the default baseline."""
         ev = labels.get("evidence")
         if ev in ("repeat", "trusted_baseline"):
             return True
@@ -229,8 +230,17 @@ class AlertHub:
         tr = self.gw.loop_guard.sessions.get(sid or "")
         if tr is not None and is_repeating(list(tr.prompts), settings.loop_repeat_threshold):
             return True
-        _, n = self.gw.loop_guard.baselines.get(labels.get("workflow_tag"))
-        return n >= settings.loop_min_sessions
+        return self._baseline_source(labels.get("workflow_tag") or None) != "default"
+
+    def _baseline_source(self, tag: str | None) -> str:
+        """Where the loop detector's baseline for `tag` comes from (`policies.loops`): a
+        configured or observed p95 is trusted, the default is not."""
+        st = self.gw.config.settings
+        p95, n = self.gw.loop_guard.baselines.get(tag)
+        _, source = rate_baseline(p95, n, st.loop_min_sessions,
+                                  st.loop_baselines.get(tag) if tag else None,
+                                  st.loop_default_baseline_tokens_per_hour)
+        return source
 
     # Silences --------------------------------------------------------------------------------
 
@@ -255,14 +265,8 @@ class AlertHub:
             if ident is not None:
                 labels.update(workflow_tag=ident.workflow_tag or "", team=ident.team,
                               project=ident.project)
-                if v.kind == "rate":
-                    st, tag = self.gw.config.settings, ident.workflow_tag
-                    p95, n = self.gw.loop_guard.baselines.get(tag)
-                    _, source = rate_baseline(  # the detector's own rule, configured ones too
-                        p95, n, st.loop_min_sessions,
-                        st.loop_baselines.get(tag) if tag else None,
-                        st.loop_default_baseline_tokens_per_hour,
-                    )  # fmt: skip
+                if v.kind == "rate":  # the detector's own rule, configured baselines too
+                    source = self._baseline_source(ident.workflow_tag)
                     labels["evidence"] = loop_evidence_of_source(source)
             self.fire(rule.name, labels)
 
