@@ -1,10 +1,11 @@
 """The control room in a real headless browser (Debian's chromium, driven by Playwright) against
 a real proxy on loopback whose ledger holds a week of generated traffic ending now.
 
-A viewer signs in and sees every panel with the figures `compute_panels`, the JSON route and
-`governor report` give for the same filters, no console errors, and the kill action disabled; a form posted without its CSRF token
-is refused; on-call kills the looping session from panel 3 and the session owner's next call
-through the proxy is refused. Screenshots go to the test's tmp dir and /tmp/control-room-screens.
+A viewer signs in and sees every panel with the figures and table rows that `compute_panels`,
+the JSON route and `governor report` give for the same filters, no console errors, and the
+kill action disabled; a form posted without its CSRF token is refused; on-call kills the
+looping session from panel 3 and the session owner's next call through the proxy is refused.
+Screenshots go to the test's tmp dir and /tmp/control-room-screens.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest_asyncio
 
 from activities.gateway import hash_key
 from controlroom.model import Filters, Panel
+from controlroom.page import MAX_ROWS, format_cell
 from controlroom.panels import compute_panels
 from examples.control_room_traffic import LOOP_SESSION, Traffic
 from tests.controlroom.cr_client import ONCALL_KEY, VIEWER_KEY, generated_proxy, iso
@@ -93,8 +95,14 @@ async def check_panels(page: Any, expected: list[Panel]) -> None:
             drawn = await charts.nth(i).locator("polyline, rect:has(title)").count()
             assert drawn > 0 or not any(s.points for s in c.series), (p.number, c.title)
         assert await sec.locator("table").count() == len(p.tables)
-        for t in p.tables:
-            assert t.title in await sec.inner_text()
+        tables = sec.locator("table")
+        for i, t in enumerate(p.tables):
+            assert t.title in await tables.nth(i).locator("caption").inner_text()
+            body = tables.nth(i).locator("tbody tr")
+            assert await body.count() == max(min(len(t.rows), MAX_ROWS), 1)
+            if t.rows:  # the first row reads as the panel's values
+                cells = await body.first.locator("td").all_inner_texts()
+                assert cells == [format_cell(v) for v in t.rows[0][:len(t.columns)]]
 
 
 def save(shot: Path, name: str) -> None:
