@@ -36,3 +36,13 @@ def test_csrf_tokens_are_per_session_and_checked_in_constant_time():
     assert not auth.csrf_ok(SECRET, a.nonce, None)
     assert not auth.csrf_ok(SECRET, a.nonce, "")
     assert not auth.csrf_ok(SECRET, a.nonce, "\u00e9" * 40)
+
+
+def test_logged_out_sessions_are_remembered_within_a_bound():
+    from proxy.control_room import MAX_REVOKED, ControlRoom
+
+    cr = ControlRoom()
+    for i in range(MAX_REVOKED + 500):
+        cr.revoke(auth.Claims("k", expires=2000 if i % 2 else 500, nonce=f"{i:032x}"), 1000.0)
+    assert len(cr.revoked) <= MAX_REVOKED
+    assert f"{MAX_REVOKED + 499:032x}" in cr.revoked  # the newest is always kept
