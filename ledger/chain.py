@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,8 +56,8 @@ CHAIN_ID_FILE = "chain-id"  # in the journal directory: the replica's stable cha
 PUT, TOMBSTONE = "put", "tombstone"
 MAX_NOTE = 2000  # characters of a tombstone's actor + reason JSON
 
-# Audited tables and the columns that name a row. Tables added later (config versions,
-# outcomes …) are audited by their primary key unless they register other key columns here.
+# Audited tables and the columns that name a row. A table not named here (config versions,
+# outcomes …) is keyed by its primary key; add it here when a natural key is better.
 _KEYS: dict[str, tuple[str, ...]] = {
     CALLS.name: ("call_id",),
     SESSIONS.name: ("session_id",),
@@ -103,12 +103,14 @@ class TableShape:
 
     table: Table
     key: tuple[str, ...]
-    columns: tuple[tuple[str, Callable[[Any], Any]], ...]  # digested columns and coercions
-    typed: tuple[tuple[str, type, Callable[[Any], Any]], ...]  # sorted by name: canonical order
+    key_typed: tuple[tuple[str, Callable[[Any], Any]], ...]  # key columns and coercions
+    typed: tuple[tuple[str, type, Callable[[Any], Any]], ...]  # digested columns, by name
 
     def record_key(self, row: Mapping[str, Any]) -> str:
-        by_name = dict(self.columns)
-        return orjson.dumps([_coerce(by_name.get(k), row[k]) for k in self.key]).decode()
+        """The row's key values as canonical JSON (`["c-1"]`); KeyError for a missing one."""
+        return orjson.dumps(
+            [None if row[k] is None else coerce(row[k]) for k, coerce in self.key_typed]
+        ).decode()
 
     def digest(self, row: Mapping[str, Any]) -> str:
         doc = {}
@@ -119,16 +121,13 @@ class TableShape:
         return hashlib.sha256(orjson.dumps(doc)).hexdigest()
 
 
-def _coerce(coerce: Callable[[Any], Any] | None, v: Any) -> Any:
-    return v if v is None or coerce is None else coerce(v)
-
-
 def _shape(table: Table) -> TableShape:
     key = _KEYS.get(table.name) or tuple(c.name for c in table.primary_key.columns)
     skip = {"id"} if "id" not in key else set()
     cols = tuple((c.name, _coercer(c)) for c in table.columns if c.name not in skip)
     typed = tuple(sorted((n, _kind(f), f) for n, f in cols))
-    return TableShape(table, key, cols, typed)
+    key_typed = tuple((k, _coercer(table.c[k])) for k in key)
+    return TableShape(table, key, key_typed, typed)
 
 
 def _kind(coerce: Callable[[Any], Any]) -> type:
@@ -154,12 +153,6 @@ def shape(table: Table | str) -> TableShape:
 def audited_tables() -> list[Table]:
     """Every audited ledger table, in `LEDGER_TABLES` order."""
     return [t for t in LEDGER_TABLES if t.name not in UNAUDITED]
-
-
-def register_key(table_name: str, key_columns: Sequence[str]) -> None:
-    """Name the columns that identify a row of an audited table (default: its primary key)."""
-    _KEYS[table_name] = tuple(key_columns)
-    _SHAPES.pop(table_name, None)
 
 
 def link_hash(prev_hash: str, link: Mapping[str, Any]) -> str:
