@@ -78,7 +78,7 @@ class AlertHub:
     _recent: dict[str, float] = field(default_factory=dict)
     _budget_fired: set[tuple[str, str, float]] = field(default_factory=set)
     _untagged_pending: dict[tuple[str, int], float] = field(default_factory=dict)
-    _untagged_fired: set[tuple[str, int]] = field(default_factory=set)
+    _untagged_fired: set[tuple[str, str, int, float]] = field(default_factory=set)
     _untagged_task: asyncio.Task[None] | None = None
     _pruned_day: int = -1
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -363,25 +363,33 @@ class AlertHub:
                         self._untagged_pending[k] = self._untagged_pending.get(k, 0.0) + delta
                         wait = min(30.0, 5 * UNTAGGED_PUSH_SECONDS)
                         continue
-                    self._check_untagged(project, day, total - delta, total)
-                    if day != self._pruned_day:
-                        self._pruned_day = day
-                        await prune_counters(self.gw.store, day * 86400.0)
+                    try:
+                        await self._check_untagged(project, day, total)
+                        if day != self._pruned_day:
+                            self._pruned_day = day
+                            await prune_counters(self.gw.store, day * 86400.0)
+                    except Exception as exc:  # the next push checks again
+                        log.warning("untagged spend not checked: %s", type(exc).__name__)
         finally:
             self._untagged_task = None
 
-    def _check_untagged(self, project: str, day: int, before: float, total: float) -> None:
-        """Fire on the push that carried the shared total over the threshold: the upsert is
-        atomic, so exactly one replica's push crosses it."""
-        if (project, day) in self._untagged_fired:
-            return
+    async def _check_untagged(self, project: str, day: int, total: float) -> None:
+        """Once the day's shared total is over a rule's threshold, the first replica to claim
+        (rule, project, day, threshold) in the ledger fires: one alert across replicas, and a
+        threshold lowered during the day still fires."""
         for rule in self._signal("untagged_spend"):
             t = rule.embedded_source.threshold
-            if t is not None and before <= t < total:
-                if len(self._untagged_fired) > 64:
-                    self._untagged_fired.clear()
-                self._untagged_fired.add((project, day))
-                self.fire(rule.name, {"project": project})
+            mark = (rule.name, project, day, t or 0.0)
+            if t is None or total <= t or mark in self._untagged_fired:
+                continue
+            claims = await add_to_counter(
+                self.gw.store, f"untagged_fired:{rule.name}:{project}:{day}:{t:g}", 1.0,
+                (day + 2) * 86400.0)
+            if len(self._untagged_fired) > 256:
+                self._untagged_fired.clear()
+            self._untagged_fired.add(mark)
+            if claims == 1.0:  # claimed once: not subject to the hot path's coalescing
+                self._spawn(self.fire_async(rule.name, {"project": project}, "embedded"))
 
     # Background: health, breakers, top-N sessions, silences ----------------------------------
 

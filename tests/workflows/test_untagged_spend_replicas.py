@@ -88,6 +88,23 @@ async def test_untagged_spend_over_the_threshold_across_two_replicas_fires_once(
                 assert len(await list_alerts(a.gw.store, key=KEY)) == 1
                 st = await client.get_workflow_handle(KEY).query(RunbookWorkflow.status)
                 assert st.repeats == 0, st
+                # A threshold lowered during the day (the total is already over it) fires once
+                # more across both replicas: the same runbook, one repeat.
+                (cfg / "zz-untagged.yaml").write_text(_rule(2.0 * cost))
+                for p in (a, b):
+                    r = await c.post(p.base_url + "/gateway/config/reload",
+                                     headers={"Authorization": "Bearer gk-dev-admin"})
+                    assert r.status_code == 200, r.text
+                await _call(c, a)
+                await _call(c, b)
+                end = time.monotonic() + 30
+                while (await client.get_workflow_handle(KEY).query(
+                        RunbookWorkflow.status)).repeats < 1:
+                    assert time.monotonic() < end, "the lowered threshold did not fire"
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(2.5)
+                st = await client.get_workflow_handle(KEY).query(RunbookWorkflow.status)
+                assert st.repeats == 1, st
                 await client.get_workflow_handle(KEY).terminate("test over")
         finally:
             for p in (a, b):
