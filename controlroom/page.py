@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
+from urllib.parse import quote
 
 import orjson
 
@@ -236,10 +237,20 @@ class _Budget:
         return html
 
 
+ALERT_API = "/gateway/alerts/"
+
+
+def alert_href(alert_key: str) -> str:
+    return f"{BASE}/alerts/{quote(alert_key, safe='')}"
+
+
 def _cell_html(v: Cell) -> str:
     """A cell's HTML: http(s) URLs (a merged PR, a ticket) become links that leave no referrer
-    and open no window handle; everything else is escaped text."""
+    and open no window handle; an alert's API path (`/gateway/alerts/KEY`, the runaway panel's
+    runbook column) links to its control-room page; everything else is escaped text."""
     text = format_cell(v)
+    if isinstance(v, str) and v == text and v.startswith(ALERT_API) and len(v) > len(ALERT_API):
+        return f'<a href="{_e(alert_href(v[len(ALERT_API):]))}">{_e(v)}</a>'
     if isinstance(v, str) and v == text and v.startswith(("https://", "http://")) and \
             not any(c.isspace() for c in v):
         return f'<a href="{_e(v)}" rel="noopener noreferrer">{_e(v)}</a>'
@@ -374,3 +385,49 @@ def control_room_page(panels: list[Panel], viewer: Viewer, form: dict[str, str],
         body.append('<p class="note">No panel matches these filters.</p>')
     body.extend(render_panel(p, viewer, budget) for p in ordered)
     return layout("Governor control room", "".join(body), _header(viewer))
+
+
+def _when(ts: object) -> str:
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
+        return "—"
+    try:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):
+        return "—"
+
+
+def alert_page(viewer: Viewer, alert_key: str, runs: list[dict[str, object]],
+               runbook: str | None) -> str:
+    """One alert for on-call: its runs (newest first: status, severity, sources, times,
+    repeats, incident, summary, labels), the rule's runbook text and each run's steps.
+    `runs`: `AlertRecord` fields plus `steps` (`RunbookStepRecord` fields), at most 20."""
+    first = runs[0] if runs else {}
+    out = [f"<h2>Alert {_e(_cut(str(first.get('name', alert_key)), 200))}</h2>",
+           f'<p class="note">key <code>{_e(_cut(alert_key, 300))}</code></p>']
+    if runbook:
+        out.append(f"<h3>Runbook</h3><pre>{_e(_cut(runbook, MAX_DETAIL))}</pre>")
+    for run in runs[:20]:
+        fields = [("status", run.get("status")), ("severity", run.get("severity")),
+                  ("sources", run.get("sources")), ("opened", _when(run.get("opened_ts"))),
+                  ("updated", _when(run.get("updated_ts"))),
+                  ("closed", _when(run.get("closed_ts"))), ("repeats", run.get("repeats")),
+                  ("incident", run.get("incident")), ("summary", run.get("summary"))]
+        out.append(f'<section class="panel" data-run="{_e(run.get("run_id", ""))}">'
+                   f"<h3>Run <code>{_e(_cut(str(run.get('run_id', '')), 200))}</code></h3>")
+        out.append(_table(Table("Run", [k for k, _ in fields],
+                                [[_plain(v) for _, v in fields]])))
+        out.append(f"<h4>Labels</h4><pre>{_e(_cut(str(run.get('labels', '{}')), MAX_DETAIL))}"
+                   "</pre>")
+        steps = run.get("steps")
+        rows = [[_plain(s.get("step")), _plain(s.get("action")), _plain(s.get("phase")),
+                 _plain(s.get("actor")), _plain(s.get("result")), _when(s.get("ts"))]
+                for s in (steps if isinstance(steps, list) else [])[:MAX_ROWS]
+                if isinstance(s, dict)]
+        out.append(_table(Table("Runbook steps", ["step", "action", "phase", "actor", "result",
+                                                  "at"], rows)))
+        out.append("</section>")
+    return layout("Alert · Governor control room", "".join(out), _header(viewer))
+
+
+def _plain(v: object) -> Cell:
+    return v if v is None or isinstance(v, (str, int, float, bool)) else str(v)

@@ -10,6 +10,8 @@ Routes (all HTML, all with `SECURITY_HEADERS`):
 - `POST /control-room/kill` (form `csrf`, `session_id`, `confirm=yes`, optional `reason`) —
   on-call/admin only: the same kill as `PUT /gateway/sessions/{id}/kill` (`Gateway.kill`:
   journaled, in the ledger with the actor, every replica, the session's workflow).
+- `GET  /control-room/alerts/{key}` — on-call/admin: one alert's runs, runbook steps and the
+  rule's runbook text (panel 3's runbook column links here).
 - `GET  /control-room/style.css`, `/control-room/favicon.svg` — static, no session needed.
 
 Every POST needs a same-origin `Origin` (or `Referer`) and, once signed in, the session's
@@ -33,12 +35,15 @@ from controlroom.page import (
     FAVICON_SVG,
     STYLESHEET,
     Viewer,
+    alert_page,
     control_room_page,
     login_page,
     message_page,
 )
 from controlroom.panels import compute_panels
+from ledger.alert_store import list_alerts, steps_of
 from ledger.errors import LedgerUnavailable
+from policies.alerts import rules_of
 from policies.config.models import ApiKey
 from policies.refusals import Refusal
 from proxy.admin import _query
@@ -207,6 +212,11 @@ async def _dispatch(gw: Gateway, cr: ControlRoom, scope: Scope, receive: Receive
     if path == f"{BASE}/favicon.svg" and method == "GET":
         await respond(send, 200, FAVICON_SVG.encode(), b"image/svg+xml", SECURITY_HEADERS)
         return
+    if path.startswith(f"{BASE}/alerts/"):
+        if method != "GET":
+            raise Refusal(405, "method_not_allowed", f"{method} is not served here; use GET")
+        await _alert(gw, cr, send, header_map(scope), path[len(f"{BASE}/alerts/"):])
+        return
     routes = {BASE: ("GET",), f"{BASE}/login": ("GET", "POST"), f"{BASE}/logout": ("POST",),
               f"{BASE}/kill": ("POST",)}
     if path not in routes:
@@ -342,3 +352,28 @@ async def _kill(gw: Gateway, cr: ControlRoom, send: Send, key: ApiKey, claims: a
     await _html(send, 200, message_page("Session killed", text, _viewer(gw, cr, key, claims),
                                         ok=True))
 
+
+
+async def _alert(gw: Gateway, cr: ControlRoom, send: Send, headers: dict[str, str],
+                 alert_key: str) -> None:
+    """One alert's page (on-call/admin: alerts are theirs, as on the admin API): its runs
+    from the ledger, each run's runbook steps, and the rule's runbook text."""
+    who = _signed_in(gw, cr, headers, time.time())
+    if who is None:
+        await _redirect(send, f"{BASE}/login")
+        return
+    key, claims = who
+    if key.role not in RESPONDERS:
+        raise Refusal(403, "oncall_required", f"key {key.id!r} has role {key.role!r}; alerts "
+                      "need an on-call or admin key")
+    if not 0 < len(alert_key) <= 256 or not alert_key.isprintable():
+        raise Refusal(400, "invalid_request", "an alert key is 1-256 printable characters")
+    rows = await list_alerts(gw.store, key=alert_key, limit=20)
+    if not rows:
+        raise Refusal(404, "alert_not_found", "no alert with this key is in the ledger")
+    runs = [{**r.model_dump(), "steps": [s.model_dump() for s in await steps_of(gw.store,
+                                                                                 r.run_id)]}
+            for r in rows]
+    runbook = next((r.runbook for r in rules_of(gw.config.extra) if r.name == rows[0].name),
+                   None)
+    await _html(send, 200, alert_page(_viewer(gw, cr, key, claims), alert_key, runs, runbook))

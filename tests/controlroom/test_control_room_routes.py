@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from html import unescape
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ from controlroom import auth
 from controlroom.model import Filters
 from controlroom.panels import compute_panels
 from examples.control_room_traffic import Traffic
+from ledger.alert_store import open_alert, record_step
 from tests.controlroom.cr_client import (
     ADMIN_KEY,
     DEV_KEY,
@@ -403,3 +405,36 @@ async def test_a_project_named_script_reaches_the_page_as_text(proxy):
             pytest.fail("the hostile project never showed on panel 2")
     assert page.status_code == 200
     assert "<script" not in page.text
+
+
+async def test_runaway_alerts_on_panel_3_link_to_their_runbook_page_for_on_call(proxy):
+    key = "alert-runaway_agent,session_id=cr-alert-1"
+    now = time.time()
+    await open_alert(proxy.gw.store, run_id="cr-run-1", alert_key=key, name="runaway_agent",
+                     labels={"session_id": "cr-alert-1", "note": "<script>x</script>"},
+                     source="embedded", severity="critical", ts=now)
+    await record_step(proxy.gw.store, run_id="cr-run-1", alert_key=key, step=1,
+                      action="kill_session", phase="done", actor="runbook",
+                      result="session cr-alert-1 killed", ts=now + 1)
+    href = f"/control-room/alerts/{quote(key, safe='')}"
+    async with client() as h:
+        await sign_in(h, proxy.base_url, ONCALL_KEY)
+        page = await h.get(proxy.base_url + "/control-room", params={"panel": "3"})
+        assert f'<a href="{href}">/gateway/alerts/{key}</a>' in page.text
+        r = await h.get(proxy.base_url + href)
+        assert r.status_code == 200, r.text
+        assert "Alert runaway_agent" in r.text and "Identify session_id" in r.text  # runbook
+        assert "session cr-alert-1 killed" in r.text and "kill_session" in r.text  # its step
+        assert "&lt;script&gt;x&lt;/script&gt;" in r.text and "<script" not in r.text
+        assert_secure_headers(r)
+        missing = await h.get(proxy.base_url + "/control-room/alerts/alert-nope")
+        assert missing.status_code == 404
+        long = await h.get(proxy.base_url + "/control-room/alerts/" + "a" * 300)
+        assert long.status_code == 400
+        assert (await h.post(proxy.base_url + href, headers=origin_of(proxy.base_url))
+                ).status_code == 405
+    async with client() as h:
+        assert (await h.get(proxy.base_url + href)).status_code == 303  # not signed in
+        await sign_in(h, proxy.base_url, VIEWER_KEY)
+        r = await h.get(proxy.base_url + href)
+        assert r.status_code == 403 and "on-call or admin" in r.text
