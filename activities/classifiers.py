@@ -258,8 +258,8 @@ class ClassifierRuntime:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def close(self) -> None:
-        for t in list(self._inflight.values()):
-            t.cancel()
+        for asking in list(self._inflight.values()):
+            asking.cancel()
         if self._tasks:
             _done, pending = await asyncio.wait(list(self._tasks), timeout=CLOSE_GRACE)
             for t in pending:
