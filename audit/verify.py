@@ -20,7 +20,10 @@ keeps answering calls while it runs.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -304,3 +307,41 @@ def _check_row(
     elif digest != want:
         what = "row differs from its latest chain record"
         report.add(Finding("altered", tname, key, chain_ids[ci], seq, what))
+
+
+async def _verify_url(url: str, schema: str | None, since: float | None) -> dict[str, Any]:
+    store = await LedgerStore.open(url, schema=schema)
+    try:
+        return (await verify(store, since=since)).to_dict()
+    finally:
+        await store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m audit.verify [--since EPOCH] [--schema NAME]`: verify the ledger named by
+    `GOVERNOR_LEDGER_URL` and print the report as one JSON object. A proxy runs this as a child
+    process for `GET /gateway/audit/verify`, so a long verify never holds its event loop.
+    Exit 0 with a report (whatever it found); 2 when the ledger cannot be read."""
+    import orjson
+
+    from ledger.errors import LedgerError
+
+    ap = argparse.ArgumentParser(prog="python -m audit.verify")
+    ap.add_argument("--since", type=float, default=None)
+    ap.add_argument("--schema", default=None)
+    args = ap.parse_args(argv)
+    url = os.environ.get("GOVERNOR_LEDGER_URL")
+    if not url:
+        print("GOVERNOR_LEDGER_URL is not set", file=sys.stderr)
+        return 2
+    try:
+        doc = asyncio.run(_verify_url(url, args.schema, args.since))
+    except (LedgerError, ValueError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    sys.stdout.buffer.write(orjson.dumps(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

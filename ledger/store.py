@@ -150,6 +150,16 @@ class LedgerStore:
         """'sqlite' or 'postgresql'."""
         return self._dialect
 
+    @property
+    def schema(self) -> str | None:
+        """The PostgreSQL schema the tables live in (None: the default search path)."""
+        return self._schema
+
+    def secret_url(self) -> str:
+        """The full database URL, password included: only for a child process of this runtime,
+        handed over in its environment (never argv, a log or an answer)."""
+        return self._engine.url.render_as_string(hide_password=False)
+
     @classmethod
     async def open(
         cls, url: str, *, schema: str | None = None, require_reachable: bool = True

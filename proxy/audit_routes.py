@@ -4,16 +4,22 @@
       session's call rows (no text), the config versions that decided them, and the workflow's
       history while the Temporal server still has it (null otherwise)
   GET /gateway/audit/verify[?since=EPOCH]      walk the ledger's tamper-evident chains: the
-      `audit.verify` report (one verify at a time per replica: a second gets 409)
+      `audit.verify` report, computed in a child process (one at a time per replica: a second
+      gets 409; stopped after VERIFY_TIMEOUT)
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
+import os
+import sys
 from typing import Any
 
+import orjson
+
 from activities.gateway import Gateway
-from audit.verify import verify
 from audit.versions import load_versions
 from policies.config.models import ApiKey
 from policies.refusals import Refusal
@@ -23,7 +29,9 @@ from proxy.llm_routes import bearer
 AUDIT_ROLES = ("auditor", "oncall", "admin")
 MAX_CALLS = 100_000  # calls of one session a replay record carries
 MAX_ID = 256
+VERIFY_TIMEOUT = 1800.0  # seconds a verify may run before it is stopped
 _verifying: set[int] = set()  # id() of the gateways running a verify
+log = logging.getLogger("governor.audit")
 
 
 def audit_key(gw: Gateway, scope: Scope) -> ApiKey:
@@ -98,7 +106,39 @@ async def _verify(gw: Gateway, since: float | None, send: Send) -> None:
         raise Refusal(409, "verify_running", "a verify is already running; retry when it ends")
     _verifying.add(id(gw))
     try:
-        report = await verify(gw.store, since=since)
+        doc = await _verify_in_child(gw, since)
     finally:
         _verifying.discard(id(gw))
-    await respond_json(send, 200, report.to_dict())
+    await respond_json(send, 200, doc)
+
+
+async def _verify_in_child(gw: Gateway, since: float | None) -> dict[str, Any]:
+    """Run `audit.verify` in a child process on this runtime's ledger: it reads and hashes the
+    whole ledger, which must not hold this proxy's event loop. The database URL goes in the
+    child's environment."""
+    await gw.writer.flush()  # what this replica recorded so far is in the ledger
+    args = [sys.executable, "-m", "audit.verify"]
+    if since is not None:
+        args += ["--since", repr(since)]
+    if gw.store.schema is not None:
+        args += ["--schema", gw.store.schema]
+    env = {**os.environ, "GOVERNOR_LEDGER_URL": gw.store.secret_url()}
+    proc = await asyncio.create_subprocess_exec(
+        *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), VERIFY_TIMEOUT)
+    except (TimeoutError, asyncio.CancelledError) as exc:
+        proc.kill()
+        await proc.wait()
+        if isinstance(exc, TimeoutError):
+            raise Refusal(504, "verify_timeout", f"verify ran over {VERIFY_TIMEOUT:.0f} s and "
+                          "was stopped; verify a shorter window with `since`") from None
+        raise
+    if proc.returncode != 0:
+        log.warning("audit verify failed (exit %s): %s", proc.returncode,
+                    err.decode(errors="replace")[:500])  # fmt: skip
+        raise Refusal(503, "ledger_unavailable",
+                      "the ledger could not be read to verify it; retry soon")  # fmt: skip
+    doc: dict[str, Any] = orjson.loads(out)
+    return doc

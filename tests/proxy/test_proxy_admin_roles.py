@@ -155,3 +155,20 @@ async def test_governor_audit_verify_works_with_an_auditor_key_and_not_a_viewer_
     assert code == 0 and "ledger verified" in out, out
     code, out = await cli(secret("viewer"))
     assert code == 1 and "403" in out and "viewer" in out, out
+
+
+async def test_verify_over_http_names_a_row_edited_in_the_database(
+    role_proxy: InProcessProxy,
+) -> None:
+    """Last in this module: it edits the module proxy's ledger."""
+    db = role_proxy.data_dir / "ledger.db"
+    edit = "UPDATE calls SET cost_usd = 42 WHERE call_id = (SELECT MIN(call_id) FROM calls)"
+    done = await asyncio.create_subprocess_exec("sqlite3", str(db), edit)
+    assert await done.wait() == 0
+    async with httpx.AsyncClient(base_url=role_proxy.base_url, timeout=60) as c:
+        r = await c.get(
+            "/gateway/audit/verify", headers={"Authorization": f"Bearer {secret('auditor')}"}
+        )
+    doc = r.json()
+    assert r.status_code == 200 and doc["ok"] is False, doc
+    assert [(f["kind"], f["table"]) for f in doc["findings"]] == [("altered", "calls")]
