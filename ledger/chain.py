@@ -192,9 +192,10 @@ def links(
     for tbl, row, op, note in items:
         sh = shape(tbl)
         assert row is not None
-        link = {
+        seq = head.seq + 1
+        link: dict[str, Any] = {
             "chain_id": chain_id,
-            "seq": head.seq + 1,
+            "seq": seq,
             "ts": ts,
             "tbl": sh.table.name,
             "record_key": sh.record_key(row),
@@ -203,8 +204,8 @@ def links(
             "note": note,
             "prev_hash": head.hash,
         }
-        link["hash"] = link_hash(head.hash, link)
-        head.seq, head.hash = link["seq"], link["hash"]
+        h = link["hash"] = link_hash(head.hash, link)
+        head.seq, head.hash = seq, h
         out.append(link)
     return out
 
