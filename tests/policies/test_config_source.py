@@ -131,7 +131,7 @@ def test_the_shipped_example_config_validates() -> None:
         "intern-sandbox-cap",
         "untagged-daily",
     }
-    assert len(cfg.keys_by_hash) == 7  # five callers, the metrics scraper, a control-room viewer
+    assert len(cfg.keys_by_hash) == 8  # five callers, metrics scraper, viewer, auditor
     assert all(p.base_url == "http://127.0.0.1:8790" for p in cfg.providers.values())
 
 
