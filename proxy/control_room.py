@@ -20,6 +20,7 @@ CSRF token; form bodies are at most `MAX_FORM_BYTES`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -65,6 +66,10 @@ log = logging.getLogger("governor.controlroom")
 
 MAX_FORM_BYTES = 8 * 1024
 MAX_REVOKED = 10_000
+# Each page runs the six panel queries over its range: a few at once keep the ledger (which
+# also takes every call's row) and the loop responsive; a few more queue, the rest get a 503.
+MAX_PAGES_IN_FLIGHT = 4
+MAX_PAGES_WAITING = 16
 HTML = b"text/html; charset=utf-8"
 CSP = (
     "default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; "
@@ -82,10 +87,14 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 
 class ControlRoom:
     """The control room's per-replica state: logged-out session nonces (until they expire,
-    at most `MAX_REVOKED`) and the key-id index of the current config."""
+    at most `MAX_REVOKED`), pages being computed (`MAX_PAGES_IN_FLIGHT` at once, at most
+    `MAX_PAGES_WAITING` queued, beyond: 503) and the key-id index of the current config."""
 
     def __init__(self) -> None:
         self.revoked: dict[str, int] = {}
+        # Panel computations: at most MAX_PAGES_IN_FLIGHT run, MAX_PAGES_WAITING queue.
+        self.computing = asyncio.Semaphore(MAX_PAGES_IN_FLIGHT)
+        self.pages_waiting = 0
         self._keys: tuple[Any, dict[str, ApiKey]] | None = None
         self._secret: tuple[bytes, bytes] | None = None
 
@@ -319,11 +328,23 @@ async def _page(gw: Gateway, cr: ControlRoom, scope: Scope, send: Send, key: Api
         msg = exc.message if isinstance(exc, Refusal) else str(exc)
         await _html(send, 400, message_page("Bad filter", msg, viewer))
         return
+    if cr.pages_waiting >= MAX_PAGES_WAITING:
+        await _html(send, 503, message_page(
+            "Busy", f"{MAX_PAGES_WAITING} control-room pages are waiting on this replica; "
+            "retry in a few seconds", viewer), ((b"retry-after", b"5"),))
+        return
+    cr.pages_waiting += 1
+    try:
+        await cr.computing.acquire()
+    finally:
+        cr.pages_waiting -= 1
     try:
         panels = await panels_for(gw, query)
     except ValueError as exc:  # compute_panels' own checks (range, panel numbers)
         await _html(send, 400, message_page("Bad filter", str(exc), viewer))
         return
+    finally:
+        cr.computing.release()
     simulated = any(p.simulated for p in gw.config.providers.values())
     page = control_room_page(panels, viewer, query.form, query.filters.since,
                              query.filters.until, simulated=simulated)

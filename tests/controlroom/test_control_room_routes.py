@@ -438,3 +438,49 @@ async def test_runaway_alerts_on_panel_3_link_to_their_runbook_page_for_on_call(
         await sign_in(h, proxy.base_url, VIEWER_KEY)
         r = await h.get(proxy.base_url + href)
         assert r.status_code == 403 and "on-call or admin" in r.text
+
+
+async def test_pages_computed_at_once_are_bounded_and_the_queue_too(proxy):
+    """Straight on the ASGI handler: with every computing slot taken a page waits for one;
+    with the queue full it is a 503 page with Retry-After, nothing computed."""
+    from proxy.control_room import (
+        MAX_PAGES_IN_FLIGHT,
+        MAX_PAGES_WAITING,
+        ControlRoom,
+        handle_control_room,
+    )
+
+    cr = ControlRoom()
+    viewer = next(k for k in proxy.gw.config.keys_by_hash.values() if k.id == "dev-viewer")
+    cookie, _ = auth.issue(cr.secret(proxy.gw), viewer.id, viewer.hash, time.time())
+    scope = {"type": "http", "method": "GET", "path": "/control-room", "query_string": b"",
+             "headers": [(b"host", b"cr.test"),
+                         (b"cookie", f"{auth.COOKIE_NAME}={cookie}".encode())]}
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def status_of() -> tuple[int, dict[bytes, bytes]]:
+        sent = []
+
+        async def send(msg):
+            sent.append(msg)
+
+        await handle_control_room(proxy.gw, cr, scope, receive, send)
+        return sent[0]["status"], dict(sent[0]["headers"])
+
+    for _ in range(MAX_PAGES_IN_FLIGHT):
+        await cr.computing.acquire()
+    waiting = asyncio.create_task(status_of())
+    for _ in range(100):
+        if cr.pages_waiting == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert cr.pages_waiting == 1 and not waiting.done()
+    cr.pages_waiting = MAX_PAGES_WAITING
+    status, headers = await status_of()
+    assert status == 503 and headers[b"retry-after"] == b"5"
+    cr.pages_waiting = 1
+    cr.computing.release()
+    assert (await asyncio.wait_for(waiting, 30))[0] == 200
+    assert cr.pages_waiting == 0
