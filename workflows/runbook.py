@@ -47,14 +47,25 @@ ACTION_RETRY = RetryPolicy(
 
 @workflow.defn
 class RunbookWorkflow:
-    def __init__(self) -> None:
-        self.st: RunbookStatus | None = None
+    @workflow.init
+    def __init__(self, inp: RunbookInput) -> None:
+        """State from the input before any handler runs (an Update or a signal reaching a new
+        or continued run never finds it half set up)."""
         self.waiting: tuple[int, Step] | None = None
         self.decisions: dict[int, str] = {}
-        self.last_seen: float = 0.0
-        self.sources: list[str] = []
-        self.times_seen = 0  # every fire of this alert, the first included
-        self.early_resolved: str | None = None  # `resolved` before the run set up its status
+        c = inp.carry
+        if c is None:
+            self.st: RunbookStatus | None = RunbookStatus(
+                key=inp.key, name=inp.rule.name, run_id=workflow.info().run_id,
+                labels=inp.labels)
+            self.sources: list[str] = [inp.source]
+            self.times_seen = 0  # every fire of this alert, the first included
+            self.last_seen: float = workflow.time()
+        else:  # continued as new: the steps ran in an earlier run
+            self.st = c.status
+            self.sources = list(c.sources)
+            self.times_seen = c.times_seen
+            self.last_seen = c.last_seen
 
     # Signals, updates, query --------------------------------------------------------------
 
@@ -76,9 +87,7 @@ class RunbookWorkflow:
     @workflow.signal
     def resolved(self, s: Seen) -> None:
         """Alertmanager (or the embedded source) says the condition cleared."""
-        if self.st is None:
-            self.early_resolved = s.source
-        elif self.st.resolved_by is None:
+        if self.st is not None and self.st.resolved_by is None:
             self.st.resolved_by = f"{s.source}"
 
     @workflow.update
@@ -133,14 +142,10 @@ class RunbookWorkflow:
 
     @workflow.run
     async def run(self, inp: RunbookInput) -> RunbookStatus:
-        if inp.carry is not None:  # continued as new: the steps ran in an earlier run
-            return await self._carry_on(inp, inp.carry)
-        run_id = workflow.info().run_id
-        if inp.source not in self.sources:
-            self.sources.append(inp.source)
-        self.st = RunbookStatus(key=inp.key, name=inp.rule.name, run_id=run_id,
-                                labels=inp.labels, resolved_by=self.early_resolved)
-        self.last_seen = max(self.last_seen, workflow.time())
+        assert self.st is not None
+        if inp.carry is not None:
+            return await self._until_resolved(inp, inp.carry.run_id, inp.carry.continued)
+        run_id = self.st.run_id
         await workflow.execute_activity(
             acts.runbook_open,
             AlertOpen(run_id=run_id, key=inp.key, name=inp.rule.name, labels=inp.labels,
@@ -162,17 +167,6 @@ class RunbookWorkflow:
             await self._act(inp, run_id, i, step, actor)
         self.st.status = "firing"
         return await self._until_resolved(inp, run_id, 0)
-
-    async def _carry_on(self, inp: RunbookInput, c: Carried) -> RunbookStatus:
-        for s in c.sources:
-            if s not in self.sources:
-                self.sources.append(s)
-        self.times_seen += c.times_seen  # signals of this run may have arrived first
-        self.last_seen = max(self.last_seen, c.last_seen)
-        self.st = c.status
-        if self.early_resolved is not None and self.st.resolved_by is None:
-            self.st.resolved_by = self.early_resolved
-        return await self._until_resolved(inp, c.run_id, c.continued)
 
     async def _until_resolved(self, inp: RunbookInput, run_id: str, continued: int) -> (
         RunbookStatus
