@@ -97,6 +97,7 @@ class Gateway:
     _key_cache: dict[str, ApiKey] = field(default_factory=dict)
     fingerprint_salt: bytes | None = None  # set by activities.guardrails.gateway_salt
     classifiers: Any = None  # activities.classifiers.ClassifierRuntime, made on first use
+    archive: Any = None  # audit.archive.Archive (activities.archive_session.attach_archive)
     sweeper: IdleSweeper = field(default_factory=IdleSweeper)
     _settled: dict[BudgetKey, float] = field(default_factory=dict)
     _settled_until: float | None = None

@@ -19,6 +19,7 @@ GOVERNED_LLM_CALL = "governed_llm_call"
 RUN_TOOL = "run_tool"
 COMPUTE_BASELINES = "compute_baselines"
 MARK_SESSION = "mark_session"
+ARCHIVE_SESSION = "archive_session"
 
 
 class SessionIdentity(BaseModel):
@@ -141,3 +142,9 @@ class SessionMark(BaseModel):
     status: Literal["killed", "closed"]
     actor: str = ""
     reason: str = ""
+
+
+class ArchiveRequest(BaseModel):
+    """Archive an ended session's record and its workflow history (`audit.archive`)."""
+
+    session_id: str

@@ -414,6 +414,13 @@ async def run_up(opts: UpOptions, ready: asyncio.Event | None = None) -> None:
                 config_dir=opts.config_dir,
             )
             stack.push_async_callback(pgw.close)
+            from activities.archive_session import attach_archive
+
+            try:  # ended sessions go to the archive: the worker's activity, the proxy's job
+                attach_archive(wgw, opts.data_dir, job=False)
+                attach_archive(pgw, opts.data_dir, job=True)
+            except ValueError as exc:  # a bad archive url or key (SealingError is one)
+                raise UpError(f"archive: {exc}") from None
             pgw.kill_hooks.append(workflow_kill_hook(client))
             pgw.session_workflows = TemporalSessions(client, opts.task_queue)
             wgw.kill_hooks.append(workflow_kill_hook(client))  # runbook kills reach workflows

@@ -7,6 +7,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities import archive_session as archive_activities
 from activities import runbook as runbook_activities
 from activities import session_activities
 from activities.gateway import Gateway
@@ -30,11 +31,16 @@ def build_worker(
     """
     session_activities.set_gateway(gateway)
     runbook_activities.set_gateway(gateway)
+    archive_activities.set_gateway(gateway)
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[SessionWorkflow, BaselineWorkflow, *ALERT_WORKFLOWS],
-        activities=[*session_activities.ALL_ACTIVITIES, *runbook_activities.ALL_ACTIVITIES],
+        activities=[
+            *session_activities.ALL_ACTIVITIES,
+            *runbook_activities.ALL_ACTIVITIES,
+            *archive_activities.ALL_ACTIVITIES,
+        ],
         max_concurrent_activities=max_concurrent_activities,
         max_heartbeat_throttle_interval=timedelta(seconds=session_activities.HEARTBEAT_EVERY),
         default_heartbeat_throttle_interval=timedelta(seconds=session_activities.HEARTBEAT_EVERY),

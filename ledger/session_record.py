@@ -180,6 +180,27 @@ async def sessions_to_archive(
     return [r["session_id"] for r in await store._fetch(q)]
 
 
+async def sessions_with_late_rows(store: LedgerStore, limit: int = 100) -> list[str]:
+    """Archived (not erased) sessions with an outcome received after their last archive: the
+    late rows that become a linked object. [] where the ledger has no outcomes table."""
+    if not await _has_table(store, "outcomes"):
+        return []
+    sql = (
+        "SELECT DISTINCT o.session_id FROM outcomes o JOIN archived_sessions a"
+        " ON a.session_id = o.session_id"
+        " WHERE a.erased = :no AND o.received_ts > a.archived_ts"
+        " ORDER BY o.session_id LIMIT :n"
+    )
+    try:
+        async with store._connect(write=False) as conn:
+            result = await conn.execute(text(sql), {"no": False, "n": limit})
+            return [str(r[0]) for r in result.all()]
+    except LedgerError as exc:  # an outcomes table of another shape: nothing to add
+        if "received_ts" in str(exc):
+            return []
+        raise
+
+
 async def archive_state(store: LedgerStore, session_id: str) -> dict[str, Any] | None:
     rows = await store._fetch(
         select(ARCHIVED_SESSIONS).where(ARCHIVED_SESSIONS.c.session_id == session_id)

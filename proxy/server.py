@@ -25,6 +25,9 @@ def make_app(config_dir: Path, ledger_url: str, journal_dir: Path) -> ProxyApp:
         gw = await Gateway.open(
             config, ledger_url, journal_dir, path="proxy", config_dir=config_dir
         )
+        from activities.archive_session import attach_archive
+
+        attach_archive(gw, Path(journal_dir).parent, job=True)  # ended sessions archived
         await attach_workflows(gw)
         return gw
 

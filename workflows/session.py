@@ -13,9 +13,16 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.session_types import MARK_SESSION, SessionMark
+    from activities.session_types import (
+        ARCHIVE_SESSION,
+        MARK_SESSION,
+        ArchiveRequest,
+        SessionMark,
+    )
     from workflows import search_attributes as sa
     from workflows.governance import MAX_DECISIONS, SessionGovernance
     from workflows.session_models import (
@@ -30,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
 __all__ = ["MAX_DECISIONS", "SESSION_WORKFLOW_PREFIX", "SessionWorkflow", "session_workflow_id"]
 
 SESSION_WORKFLOW_PREFIX = "session-"
+ARCHIVE_GIVE_UP = timedelta(days=7)
 
 
 def session_workflow_id(session_id: str) -> str:
@@ -78,6 +86,8 @@ class SessionWorkflow:
                 start_to_close_timeout=timedelta(seconds=30),
             )
             self.state.ended_recorded = True
+        if workflow.patched("audit-archive"):
+            await self._archive()
         if self.policy.linger_seconds > 0:  # sessions started before linger defaulted to 0
             try:
                 await workflow.wait_condition(
@@ -87,6 +97,20 @@ class SessionWorkflow:
                 pass
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.status()
+
+    async def _archive(self) -> None:
+        """The session's record and history to the archive (`audit.archive`), retried while the
+        store is away; after `ARCHIVE_GIVE_UP` the session ends anyway (its ledger rows stay)."""
+        try:
+            await workflow.execute_activity(
+                ARCHIVE_SESSION,
+                ArchiveRequest(session_id=self.ident.session_id),
+                start_to_close_timeout=timedelta(minutes=5),
+                schedule_to_close_timeout=ARCHIVE_GIVE_UP,
+                retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=5)),
+            )
+        except ActivityError as exc:
+            workflow.logger.warning("session archive gave up: %s", exc.cause or exc)
 
     def _rollover_due(self) -> bool:
         return (

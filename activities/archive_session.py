@@ -1,0 +1,225 @@
+"""Archiving ended sessions, never on the request path.
+
+- Workflow sessions: `archive_session_activity`, a Temporal activity the session workflow runs
+  once its end is recorded (idempotent: a retry adds nothing; retried until the store answers).
+  It flushes this runtime's ledger rows, fetches the workflow's history (every run) from the
+  server and archives rows and history together.
+- Proxy sessions have no end of their own: `ArchiveJob`, a background task of each proxy
+  runtime, archives sessions that were killed, closed or idle for `archive.idle_seconds`, rows
+  that arrived after (a late outcome becomes a linked object), and applies retention.
+
+Deletion (retention, `governor audit erase`) goes through `erase_session`: the archive's blobs
+go and its index records a tombstone; the ledger's own rows of the session go through the
+tamper-evident chain's `tombstone` (so `governor audit verify` still passes) where it exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.session_types import ARCHIVE_SESSION, ArchiveRequest
+from audit.archive import Archive, ArchiveError, SessionErased, archive_session, erase
+from audit.archive import expired_sessions as archive_expired
+from audit.session_source import fetch_histories
+from ledger.errors import LedgerError
+from ledger.session_record import (
+    mark_archived,
+    session_record,
+    sessions_to_archive,
+    sessions_with_late_rows,
+)
+
+if TYPE_CHECKING:
+    from activities.gateway import Gateway
+    from ledger.store import LedgerStore
+
+log = logging.getLogger("governor.archive")
+
+RETENTION_EVERY = 3600.0  # seconds between retention passes of a proxy runtime
+BATCH = 100  # sessions archived per pass
+
+_gateway: Gateway | None = None
+
+
+def set_gateway(gw: Gateway | None) -> None:
+    """The worker's runtime (its ledger and `archive`); set by `governor.worker.build_worker`."""
+    global _gateway
+    _gateway = gw
+
+
+async def archive_one(
+    store: LedgerStore, archive: Archive, session_id: str, histories: list[dict[str, Any]],
+    now: float,
+) -> dict[str, Any]:
+    """Archive what is new of one session and record where its archive stands."""
+    sections = await session_record(store, session_id)
+    try:
+        res = await archive_session(archive, session_id, sections, histories, now=now)
+    except SessionErased:
+        return {"archived": False, "why": "erased"}
+    seen = max((float(s["updated_ts"]) for s in sections["session"]), default=0.0)
+    await mark_archived(store, session_id, archived_ts=now, seen_updated_ts=seen,
+                        index_version=res.version, objects=len(res.added))
+    return {"archived": True, "version": res.version, "added": len(res.added)}
+
+
+@activity.defn(name=ARCHIVE_SESSION)
+async def archive_session_activity(inp: ArchiveRequest) -> dict[str, Any]:
+    """Archive an ended workflow session: its ledger rows and its history (every run)."""
+    gw = _gateway
+    if gw is None or getattr(gw, "archive", None) is None:
+        return {"archived": False, "why": "this worker has no archive configured"}
+    info = activity.info()
+    if not info.workflow_id:  # only a session workflow runs this activity
+        raise ApplicationError("archive_session runs from a session workflow",
+                               type="archive_misuse", non_retryable=True)
+    try:
+        await gw.writer.flush()  # this runtime's rows of the session reach the ledger first
+        histories = await fetch_histories(
+            activity.client(), info.workflow_id, info.workflow_run_id
+        )
+        return await archive_one(gw.store, gw.archive, inp.session_id, histories, time.time())
+    except (ArchiveError, LedgerError) as exc:  # retried: the store or database may be back
+        raise ApplicationError(f"archive of {inp.session_id!r} failed: {exc}",
+                               type="archive_unavailable") from None
+
+
+ALL_ACTIVITIES = [archive_session_activity]
+
+
+# -- deletion ---------------------------------------------------------------------------------
+
+# Session-owned ledger tables and the key columns of their rows, for erasure and retention.
+_LEDGER_ROWS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("guardrail_events", "guardrail_events", ("call_id", "hook", "seq")),
+    ("calls", "calls", ("call_id",)),
+    ("kills", "kills", ("session_id",)),
+    ("outcomes", "outcomes", ("event_id", "session_id")),
+    ("owner", "session_owners", ("session_id",)),
+    ("session", "sessions", ("session_id",)),
+)
+
+
+async def erase_session(
+    store: LedgerStore | None, archive: Archive | None, session_id: str, *, reason: str,
+    actor: str, cause: str, now: float,
+) -> dict[str, Any]:
+    """Delete a session everywhere Governor keeps it, leaving tombstones that say what went and
+    why: the archive's index (always) and the ledger chain (`audit.chain.tombstone`, where that
+    exists; otherwise the ledger rows stay and `ledger_rows` says so). Returns
+    `{"archive": tombstone | None, "ledger_rows": {table: n} | None}`."""
+    tomb = None
+    if archive is not None:
+        tomb = await erase(archive, session_id, reason=reason, actor=actor, cause=cause, now=now)
+    deleted: dict[str, int] | None = None
+    if store is not None:
+        if archive is not None:
+            await mark_archived(store, session_id, archived_ts=now, seen_updated_ts=now,
+                                index_version=0, objects=0, erased=True)
+        deleted = await _tombstone_ledger_rows(store, session_id, reason, actor)
+    return {"archive": tomb, "ledger_rows": deleted}
+
+
+async def _tombstone_ledger_rows(
+    store: LedgerStore, session_id: str, reason: str, actor: str
+) -> dict[str, int] | None:
+    try:
+        from audit.chain import tombstone  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    sections = await session_record(store, session_id)
+    out: dict[str, int] = {}
+    for section, table, cols in _LEDGER_ROWS:
+        keys = [{c: r[c] for c in cols} for r in sections.get(section, []) if all(
+            c in r for c in cols)]
+        if not keys:
+            continue
+        try:
+            n = 0
+            for i in range(0, len(keys), 10_000):
+                n += await tombstone(store, table, keys[i : i + 10_000], reason, actor)
+            out[table] = n
+        except KeyError:  # a table the chain does not audit
+            continue
+    return out
+
+
+# -- the proxy runtime's background job -------------------------------------------------------
+
+
+class ArchiveJob:
+    """Archives ended, idle or changed proxy sessions and applies retention, off the request
+    path: one pass every `archive.sweep_seconds`, a retention pass every `RETENTION_EVERY`."""
+
+    def __init__(self, gw: Gateway, archive: Archive) -> None:
+        self.gw = gw
+        self.archive = archive
+        self._last_retention = 0.0
+
+    async def run_once(self, now: float | None = None) -> dict[str, int]:
+        """One pass; returns counts (archived, erased). Errors are logged, not raised."""
+        now = time.time() if now is None else now
+        settings = self.gw.config.settings.archive
+        counts = {"archived": 0, "erased": 0}
+        store = self.gw.store
+        sids = await sessions_to_archive(store, now, settings.idle_seconds, BATCH)
+        sids += [s for s in await sessions_with_late_rows(store, BATCH) if s not in sids]
+        for sid in sids:
+            try:
+                res = await archive_one(store, self.archive, sid, [], now)
+            except (ArchiveError, LedgerError) as exc:
+                log.warning("archive of a session failed (retried next pass): %s", exc)
+                break
+            if res.get("archived"):
+                counts["archived"] += 1
+            else:  # erased: never again
+                await mark_archived(store, sid, archived_ts=now, seen_updated_ts=now,
+                                    index_version=0, objects=0, erased=True)
+        if settings.retention_days is not None and now - self._last_retention >= RETENTION_EVERY:
+            self._last_retention = now
+            counts["erased"] = await self.apply_retention(now)
+        return counts
+
+    async def apply_retention(self, now: float) -> int:
+        days = self.gw.config.settings.archive.retention_days
+        if days is None:
+            return 0
+        n = 0
+        for sid in await archive_expired(self.archive, days, now):
+            await erase_session(
+                self.gw.store, self.archive, sid,
+                reason=f"retention: archived more than {days:g} days ago",
+                actor="governor:retention", cause="retention", now=now,
+            )
+            n += 1
+        return n
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.gw.config.settings.archive.sweep_seconds)
+            try:
+                await self.run_once()
+            except Exception as exc:  # the job must outlive a bad pass
+                log.warning("archive pass failed: %s: %s", type(exc).__name__, exc)
+
+
+def attach_archive(gw: Gateway, data_dir: Path, *, job: bool) -> Archive | None:
+    """Give `gw` its archive (Settings.archive; default `data_dir/archive`) and, with `job`,
+    start the background job on its loop. None when the archive is disabled."""
+    settings = gw.config.settings.archive
+    if not settings.enabled:
+        return None
+    archive = Archive.from_settings(settings, data_dir)
+    gw.archive = archive
+    if job:
+        task = asyncio.create_task(ArchiveJob(gw, archive).run(), name="governor-archive")
+        gw._tasks.append(task)
+    return archive
+
