@@ -142,7 +142,9 @@ def history_decisions(histories: Iterable[Mapping[str, Any]]) -> list[Entry]:
                 if key in seen:
                     continue
                 seen.add(key)
-                out.append(Entry(ts.timestamp(), "decision",
+                at = d.get("at")
+                when = float(at) if isinstance(at, int | float) else ts.timestamp()
+                out.append(Entry(when, "decision",
                                  f"decision turn {d.get('turn')}: {d.get('kind')}: "
                                  f"{d.get('detail')}", str(h.get("workflow_id", ""))))
     return out

@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import getpass
 import os
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import click
+import httpx
 import orjson
 
 from governor.sessions_cli import _fail, _json, _url, admin_request
+
+T = TypeVar("T")
+DEFAULT_DATA = Path(os.environ.get("GOVERNOR_DATA_DIR", ".governor"))
+DEFAULT_CONFIG = Path(os.environ.get("GOVERNOR_CONFIG_DIR", "examples/config"))
 
 _audit_key = click.option("--key", envvar="GOVERNOR_ADMIN_KEY", default=None,
                           help="auditor, on-call or admin key (admin API mode)")
@@ -40,7 +48,7 @@ def ledger_url(data_dir: Path | None, ledger: str | None) -> str | None:
 
 @click.group()
 def audit() -> None:
-    """Audit a session's governed record: replay its decisions; verify the ledger's chain."""
+    """Audit a session's governed record: show, export, erase, replay; verify the ledger's chain."""
 
 
 @audit.command("replay")
@@ -204,3 +212,243 @@ def audit_verify(since: str | None, url: str, key: str | None, data_dir: Path | 
         for line in report_lines(doc):
             click.echo(line)
     sys.exit(0 if doc.get("ok") else 1)
+
+
+# -- show, export, erase (the session archive) ----------------------------------------
+
+
+def _direct(fn: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                     help="read the ledger and archive under this data dir (direct mode)"),
+        click.option("--ledger", default=None,
+                     help="ledger URL (sqlite:///… or postgresql://…; direct mode)"),
+        click.option("--config", "config_dir", type=click.Path(path_type=Path), default=None,
+                     help=f"config directory whose settings name the archive "
+                          f"(direct mode; default {DEFAULT_CONFIG})"),
+        click.option("--archive", "archive_url", default=None,
+                     help="archive URL overriding the settings (direct mode)"),
+        click.option("--temporal-address", envvar="TEMPORAL_ADDRESS", default=None,
+                     help="read live workflow histories from this Temporal (direct mode)"),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+class Direct:
+    """The direct mode's sources: ledger, archive, Temporal (optional)."""
+
+    def __init__(self, data_dir: Path | None, ledger: str | None, config_dir: Path | None,
+                 archive_url: str | None, temporal_address: str | None) -> None:
+        self.data_dir = data_dir or DEFAULT_DATA
+        self.ledger_url = (ledger or os.environ.get("GOVERNOR_LEDGER_URL")
+                           or f"sqlite:///{self.data_dir / 'ledger.db'}")
+        self.config_dir = config_dir
+        self.archive_url = archive_url
+        self.temporal_address = temporal_address
+        self.temporal_used = False
+
+    @staticmethod
+    def wanted(data_dir: Path | None, ledger: str | None) -> bool:
+        return data_dir is not None or ledger is not None or bool(
+            os.environ.get("GOVERNOR_LEDGER_URL"))
+
+    def settings(self) -> Any:
+        from policies.config.models import ArchiveSettings
+
+        base = ArchiveSettings()
+        cdir = self.config_dir or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_dir() else None)
+        if cdir is not None:
+            from activities.config_source import load_config_dir
+            from policies.config.yamlsource import ConfigErrors
+
+            try:
+                base = load_config_dir(cdir).settings.archive
+            except ConfigErrors as exc:
+                _fail(f"config {cdir}: {len(exc.errors)} error(s), first: {exc.errors[0]}", 2)
+        if self.archive_url:
+            base = base.model_copy(update={"url": self.archive_url})
+        return base
+
+    def _archive(self, archive_cls: Any) -> Any:
+        if self.ledger_url.startswith("sqlite:///"):
+            path = Path(self.ledger_url.removeprefix("sqlite:///"))
+            if not path.exists():
+                _fail(f"no ledger at {path} (--data-dir / --ledger / GOVERNOR_LEDGER_URL)", 2)
+        try:
+            return archive_cls.from_settings(self.settings(), self.data_dir)
+        except ValueError as exc:
+            _fail(f"archive: {exc}", 2)
+
+    async def run(self, work: Callable[[Any, Any, Any], Awaitable[T]]) -> T:
+        from audit.archive import Archive
+        from ledger.errors import LedgerError
+        from ledger.store import LedgerStore
+
+        archive = self._archive(Archive)
+        try:
+            store = await LedgerStore.open(self.ledger_url)
+        except (LedgerError, ValueError) as exc:
+            _fail(f"ledger: {exc}")
+        temporal = None
+        if self.temporal_address:
+            from governor.up import connect_temporal
+
+            try:
+                temporal = await connect_temporal(self.temporal_address)
+                self.temporal_used = True
+            except Exception as exc:
+                click.echo(f"warning: Temporal at {self.temporal_address} unreachable ({exc}); "
+                           "histories come from the archive", err=True)
+        try:
+            return await work(store, archive, temporal)
+        finally:
+            await store.close()
+
+
+def _finish(direct: Direct | None, code: int = 0) -> None:
+    """Exit at once after a Temporal client was used: its runtime threads may abort interpreter
+    teardown (as `governor up` notes)."""
+    if direct is None or not direct.temporal_used:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+@audit.command("show")
+@click.argument("session_id")
+@_url
+@_audit_key
+@_json
+@_direct
+def show(session_id: str, url: str, key: str | None, as_json: bool, data_dir: Path | None,
+         ledger: str | None, config_dir: Path | None, archive_url: str | None,
+         temporal_address: str | None) -> None:
+    """A session's timeline: calls (route, tokens, cost, decision and why), refusals, kills,
+    guardrail events (fingerprints only), alerts and runbook steps, outcomes."""
+    from audit.timeline import Entry, render
+
+    if Direct.wanted(data_dir, ledger):
+        from audit.session_source import gather
+        from proxy.audit_routes import show_doc
+
+        direct: Direct | None = Direct(data_dir, ledger, config_dir, archive_url,
+                                       temporal_address)
+        assert direct is not None
+
+        async def work(store: Any, archive: Any, temporal: Any) -> dict[str, Any] | None:
+            view = await gather(session_id, ledger=store, archive=archive, temporal=temporal)
+            return show_doc(view) if view is not None else None
+
+        doc = asyncio.run(direct.run(work))
+        if doc is None:
+            _fail(f"no session {session_id!r} in the ledger or the archive")
+    else:
+        direct = None
+        doc = admin_request(url, key, "GET",
+                            f"/gateway/audit/sessions/{quote(session_id, safe='')}")
+    if as_json:
+        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    else:
+        entries = [Entry(**e) for e in doc.get("entries", [])]
+        click.echo(render(doc["session"], entries, doc.get("source", "-"),
+                          doc.get("tombstones") or []), nl=False)
+    _finish(direct)
+
+
+@audit.command("export")
+@click.argument("session_id")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None,
+              help="write the bundle here (default: standard output)")
+@_url
+@_audit_key
+@_direct
+def export(session_id: str, out: Path | None, url: str, key: str | None,
+           data_dir: Path | None, ledger: str | None, config_dir: Path | None,
+           archive_url: str | None, temporal_address: str | None) -> None:
+    """A self-contained bundle of the session (JSON lines: manifest of counts, hashes and time
+    range; every row; the workflow history) that reads without Governor."""
+    from audit.bundle import build_bundle, parse_bundle
+
+    d: Direct | None = None
+    if Direct.wanted(data_dir, ledger):
+        from audit.session_source import gather
+
+        d = Direct(data_dir, ledger, config_dir, archive_url, temporal_address)
+
+        async def work(store: Any, archive: Any, temporal: Any) -> bytes | None:
+            view = await gather(session_id, ledger=store, archive=archive, temporal=temporal)
+            if view is None:
+                return None
+            return build_bundle(session_id, view.sections, view.histories, source=view.source,
+                                tombstones=view.tombstones)
+
+        body = asyncio.run(d.run(work))
+        if body is None:
+            _fail(f"no session {session_id!r} in the ledger or the archive")
+    else:
+        body = _download(url, key, f"/gateway/audit/sessions/{quote(session_id, safe='')}/export")
+    bundle = parse_bundle(body)  # what we hand over checks against its own manifest
+    m = bundle.manifest
+    if out is None:
+        sys.stdout.buffer.write(body)
+    else:
+        out.write_bytes(body)
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(m["counts"].items()))
+        click.echo(f"wrote {out}: {counts or 'no rows'}; sha256 {m['sha256']} "
+                   f"(from the {m['source']})", err=True)
+    _finish(d)
+
+
+def _download(url: str, key: str | None, path: str) -> bytes:
+    if not key:
+        _fail("no admin key: pass --key or set GOVERNOR_ADMIN_KEY (an auditor key)", 2)
+    base = url.rstrip("/")
+    try:
+        r = httpx.get(base + path, headers={"Authorization": f"Bearer {key}"}, timeout=120.0)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the Governor proxy at {base} ({type(exc).__name__})")
+    if r.status_code >= 400:
+        try:
+            err = orjson.loads(r.content).get("error", {})
+        except (orjson.JSONDecodeError, AttributeError):
+            err = {}
+        _fail(f"{r.status_code} {err.get('code', '')}: {err.get('message') or r.reason_phrase}")
+    return r.content
+
+
+@audit.command("erase")
+@click.argument("session_id")
+@click.option("--reason", required=True, help="why (recorded in the tombstones)")
+@_url
+@_audit_key
+@_direct
+def erase_cmd(session_id: str, reason: str, url: str, key: str | None, data_dir: Path | None,
+              ledger: str | None, config_dir: Path | None, archive_url: str | None,
+              temporal_address: str | None) -> None:
+    """Delete a session from the archive and the ledger (an erasure request), leaving
+    tombstones that say what went, who asked and why (admin key, or direct mode)."""
+    if not reason.strip():
+        _fail("--reason must say why", 2)
+    if Direct.wanted(data_dir, ledger):
+        from activities.archive_session import erase_session
+
+        d = Direct(data_dir, ledger, config_dir, archive_url, None)
+        actor = f"operator:{getpass.getuser()}"
+
+        async def work(store: Any, archive: Any, _t: Any) -> dict[str, Any]:
+            return await erase_session(store, archive, session_id, reason=reason.strip(),
+                                       actor=actor, cause="erasure", now=time.time())
+
+        doc = asyncio.run(d.run(work))
+    else:
+        doc = admin_request(url, key, "POST",
+                            f"/gateway/audit/sessions/{quote(session_id, safe='')}/erase",
+                            content=orjson.dumps({"reason": reason}))
+    tomb = doc.get("archive") or {}
+    rows = doc.get("ledger_rows")
+    click.echo(f"erased {session_id}: {len(tomb.get('removed') or [])} archive object(s)"
+               + (f", ledger rows {rows}" if rows is not None else
+                  ", ledger rows kept (no tamper-evident chain to record their deletion)"))

@@ -63,7 +63,11 @@ async def _dispatch(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> 
     method, path = scope["method"], scope["path"]
     parts = [unquote(p) for p in path.strip("/").split("/")]
     # /gateway/sessions/{id}/kill, /gateway/sessions/{id}, /gateway/sessions, /gateway/config/reload
-    if len(parts) >= 2 and parts[1] in ("alerts", "overrides"):
+    if len(parts) >= 2 and parts[1] == "audit":
+        from proxy.audit_routes import handle_audit_routes
+
+        await handle_audit_routes(gw, parts, scope, receive, send)
+    elif len(parts) >= 2 and parts[1] in ("alerts", "overrides"):
         from proxy.alert_routes import handle_alert_routes
 
         await handle_alert_routes(gw, parts, scope, receive, send)

@@ -1,4 +1,4 @@
-"""Admin API of the audit (auditor, on-call or admin keys: reads only).
+"""Admin API of the audit (auditor, on-call or admin keys; erasure: admin only).
 
   GET /gateway/audit/sessions/{id}/decisions   what `governor audit replay` re-decides: the
       session's call rows (no text), the config versions that decided them, and the workflow's
@@ -6,6 +6,16 @@
   GET /gateway/audit/verify[?since=EPOCH]      walk the ledger's tamper-evident chains: the
       `audit.verify` report, computed in a child process (one at a time per replica: a second
       gets 409; stopped after VERIFY_TIMEOUT)
+  GET  /gateway/audit/sessions/{id}          the session's timeline (`governor audit show`):
+                                             {"session", "source", "entries", "tombstones"}
+  GET  /gateway/audit/sessions/{id}/export   its bundle (`governor audit export`), JSON lines
+                                             (audit/bundle.py)
+  POST /gateway/audit/sessions/{id}/erase    {"reason"}: delete it from the archive and the
+                                             ledger, leaving tombstones (admin)
+
+Timeline and bundle rows come from the ledger while it has them, else from the archive; the
+workflow history from Temporal while the server keeps it, else from the archive
+(`audit.session_source`).
 """
 
 from __future__ import annotations
@@ -15,16 +25,21 @@ import logging
 import math
 import os
 import sys
+import time
 from typing import Any
 
 import orjson
 
 from activities.gateway import Gateway
+from audit.bundle import build_bundle
+from audit.session_source import SessionView, gather
+from audit.timeline import summary, timeline
 from audit.versions import load_versions
 from policies.config.models import ApiKey
 from policies.refusals import Refusal
-from proxy.http import Receive, Scope, Send, header_map, respond_json
-from proxy.llm_routes import bearer
+from proxy.http import BodyTooLarge, Receive, Scope, Send, header_map, read_body, respond_json
+from proxy.http import respond as respond_bytes
+from proxy.llm_routes import bearer, parse_json_body
 
 AUDIT_ROLES = ("auditor", "oncall", "admin")
 MAX_CALLS = 100_000  # calls of one session a replay record carries
@@ -32,6 +47,8 @@ MAX_ID = 256
 VERIFY_TIMEOUT = 1800.0  # seconds a verify may run before it is stopped
 _verifying: set[int] = set()  # id() of the gateways running a verify
 log = logging.getLogger("governor.audit")
+MAX_REASON = 1000
+_MAX_BODY = 64 * 1024
 
 
 def audit_key(gw: Gateway, scope: Scope) -> ApiKey:
@@ -60,6 +77,29 @@ async def handle_audit_routes(gw: Gateway, parts: list[str], scope: Scope, recei
 
         await _verify(gw, _since(_query(scope, {"since"}).get("since")), send)
         return
+    if len(parts) in (4, 5) and parts[2] == "sessions":
+        sid = parts[3]
+        if not sid or len(sid) > MAX_ID:
+            raise Refusal(400, "invalid_request", f"session id must be 1-{MAX_ID} characters")
+        tail = parts[4:]
+        if not tail and method == "GET":
+            await respond_json(send, 200, show_doc(await view_of(gw, sid)))
+            return
+        if tail == ["export"] and method == "GET":
+            view = await view_of(gw, sid)
+            body = build_bundle(sid, view.sections, view.histories, source=view.source,
+                                tombstones=view.tombstones)
+            name = f'attachment; filename="audit-{sid[:64]}.jsonl"'.encode("ascii", "replace")
+            await respond_bytes(send, 200, body, b"application/x-ndjson",
+                                [(b"content-disposition", name)])
+            return
+        if tail == ["erase"] and method == "POST":
+            key = gw.authenticate(bearer(header_map(scope)))
+            if key.role != "admin":
+                raise Refusal(403, "admin_required",
+                              f"key {key.id!r} has role {key.role!r}; erasure needs an admin key")
+            await _erase(gw, sid, key, receive, send)
+            return
     raise Refusal(404, "not_found", f"no audit route {method} {scope['path']}")
 
 
@@ -142,3 +182,40 @@ async def _verify_in_child(gw: Gateway, since: float | None) -> dict[str, Any]:
                       "the ledger could not be read to verify it; retry soon")  # fmt: skip
     doc: dict[str, Any] = orjson.loads(out)
     return doc
+
+
+async def view_of(gw: Gateway, session_id: str) -> SessionView:
+    wf = getattr(gw, "session_workflows", None)
+    view = await gather(session_id, ledger=gw.store, archive=gw.archive,
+                        temporal=getattr(wf, "client", None))
+    if view is None:
+        raise Refusal(404, "session_not_found",
+                      f"no session {session_id!r} in the ledger, the archive or Temporal")
+    return view
+
+
+def show_doc(view: SessionView) -> dict[str, Any]:
+    """What `governor audit show --json` prints (and the route answers)."""
+    return {
+        "session": summary(view.session_id, view.sections),
+        "source": view.source,
+        "entries": [e.to_dict() for e in timeline(view.sections, view.histories)],
+        "tombstones": view.tombstones,
+    }
+
+
+async def _erase(gw: Gateway, sid: str, key: ApiKey, receive: Receive, send: Send) -> None:
+    from activities.archive_session import erase_session
+
+    try:
+        raw = await read_body(receive, _MAX_BODY, None)
+    except BodyTooLarge:
+        raise Refusal(413, "request_too_large", "erase body is too large") from None
+    doc = parse_json_body(raw) if raw.strip() else {}
+    reason = doc.get("reason") if isinstance(doc, dict) else None
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
+        raise Refusal(400, "invalid_request",
+                      f"`reason` must say why, in 1-{MAX_REASON} characters")
+    out = await erase_session(gw.store, gw.archive, sid, reason=reason.strip(), actor=key.user,
+                              cause="erasure", now=time.time())
+    await respond_json(send, 200, {"session_id": sid, "erased": True, "actor": key.user, **out})

@@ -35,6 +35,12 @@ budgets:
     ceiling_usd: 0.03
     window: daily
     on_exceed: fallback_to_cheaper
+  - id: wf-budget-archive-daily   # the same, for the archive test's own session
+    scope:
+      metadata: {X-Governor-Project: wf-budget-archive}
+    ceiling_usd: 0.03
+    window: daily
+    on_exceed: fallback_to_cheaper
 """
 
 
