@@ -187,8 +187,10 @@ class ArchiveJob:
             counts["erased"] = await self.apply_retention(now)
         return counts
 
-    async def apply_retention(self, now: float) -> int:
-        days = self.gw.config.settings.archive.retention_days
+    async def apply_retention(self, now: float, days: float | None = None) -> int:
+        """Erase every session archived more than `days` (default: the setting) ago, from the
+        archive and the ledger, with tombstones; returns how many."""
+        days = self.gw.config.settings.archive.retention_days if days is None else days
         if days is None:
             return 0
         n = 0

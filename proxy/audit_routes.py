@@ -94,10 +94,9 @@ async def handle_audit_routes(gw: Gateway, parts: list[str], scope: Scope, recei
                                 [(b"content-disposition", name)])
             return
         if tail == ["erase"] and method == "POST":
-            key = gw.authenticate(bearer(header_map(scope)))
-            if key.role != "admin":
-                raise Refusal(403, "admin_required",
-                              f"key {key.id!r} has role {key.role!r}; erasure needs an admin key")
+            from proxy.roles import ADMINS, require_role
+
+            key = require_role(gw, scope, ADMINS, "erasing a session", "admin_required")
             await _erase(gw, sid, key, receive, send)
             return
     raise Refusal(404, "not_found", f"no audit route {method} {scope['path']}")

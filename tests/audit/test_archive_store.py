@@ -14,7 +14,6 @@ import obstore
 import orjson
 import pytest
 from obstore.exceptions import AlreadyExistsError
-from sqlalchemy import text
 
 from audit.archive import (
     Archive,
@@ -27,6 +26,7 @@ from audit.archive import (
     session_dir,
 )
 from audit.sealing import MAGIC, SealingError
+from controlroom.outcomes import Outcome, outcome_rows, record_outcomes
 from ledger.event_store import insert_guardrail_events
 from ledger.session_record import session_record
 from ledger.store import LedgerStore
@@ -37,11 +37,13 @@ from tests.support.moto_s3 import MotoS3, moto_server
 NOW = 1_800_000_000.0
 KEY = base64.b64encode(bytes(range(32))).decode()
 
-# The outcomes table as the control room's outcome API creates it (control room, issue 14).
-OUTCOMES_DDL = """CREATE TABLE IF NOT EXISTS outcomes (
-  event_id VARCHAR NOT NULL, session_id VARCHAR NOT NULL, kind VARCHAR NOT NULL,
-  source VARCHAR NOT NULL, url VARCHAR NOT NULL, ts FLOAT NOT NULL, pass_rate FLOAT,
-  actor VARCHAR NOT NULL, received_ts FLOAT NOT NULL, PRIMARY KEY (event_id, session_id))"""
+
+
+async def merged_pr(ledger: LedgerStore, sid: str, event_id: str, ts: float) -> None:
+    """An outcome as the outcome API records it: the PR the session opened was merged."""
+    o = Outcome(event_id=event_id, kind="pr_merged", source="github",
+                url=f"https://example.test/pr/{event_id}", ts=ts, session_ids=(sid,))
+    assert await record_outcomes(ledger, outcome_rows(o, "github-webhook", ts)) == 1
 
 
 @pytest.fixture(scope="module")
@@ -145,15 +147,8 @@ async def test_a_late_outcome_becomes_a_linked_object(
 ) -> None:
     sid = f"s-{uuid.uuid4().hex[:8]}"
     await _session(ledger, sid)
-    async with ledger._connect(write=True) as conn:
-        await conn.execute(text(OUTCOMES_DDL))
     first = await archive_session(archive, sid, await session_record(ledger, sid), now=NOW)
-    # Days later: the PR this session opened is merged.
-    async with ledger._connect(write=True) as conn:
-        await conn.execute(text(
-            "INSERT INTO outcomes VALUES ('gh-pr-812', :sid, 'pr_merged', 'github', "
-            "'https://example.test/pr/812', :ts, NULL, 'github-webhook', :ts)"
-        ), {"sid": sid, "ts": NOW + 3 * 86400})
+    await merged_pr(ledger, sid, "gh-pr-812", NOW + 3 * 86400)  # days later
     late = await archive_session(archive, sid, await session_record(ledger, sid),
                                  now=NOW + 3 * 86400)
     assert late.version == 2

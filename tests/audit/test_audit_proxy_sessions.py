@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from activities.archive_session import ArchiveJob, attach_archive
 from activities.gateway import hash_key
@@ -20,7 +19,7 @@ from audit.archive import Archive, load_session
 from audit.bundle import parse_bundle
 from ledger.session_record import archive_state
 from simulator.server import SimServer
-from tests.audit.test_archive_store import OUTCOMES_DDL
+from tests.audit.test_archive_store import merged_pr
 from tests.support.servers import InProcessProxy, make_config_dir
 
 AWS = "AKIAR3F8K2M7N4P9Q6T5"
@@ -100,11 +99,7 @@ async def test_ended_and_idle_proxy_sessions_are_archived_and_late_rows_linked(
         assert idx is not None and [o["kind"] for o in idx["objects"]] == ["record", "addendum"]
         assert idx["objects"][1]["rows"]["calls"] == 1
         # A late outcome (the PR merged days later) is linked to the killed session too.
-        async with gw.store._connect(write=True) as conn:
-            await conn.execute(text(OUTCOMES_DDL))
-            await conn.execute(text(
-                "INSERT INTO outcomes VALUES ('pr-77', :sid, 'pr_merged', 'github', '', :ts, "
-                "NULL, 'github', :ts)"), {"sid": killed, "ts": time.time() + 5})
+        await merged_pr(gw.store, killed, "pr-77", time.time() + 5)
         assert (await job.run_once())["archived"] == 1
         back = await load_session(archive, killed)
         assert back is not None and back.index["version"] == 2
@@ -166,9 +161,8 @@ async def test_audit_routes_need_an_auditor_key_and_show_export_erase_work(
         from audit.verify import verify
 
         report = await verify(gw.store)
-        # The erased rows are accepted (their tombstones); config_versions rows are 13a/13b's
-        # (written before the chain covers them), not the erasure's.
-        assert [f for f in report.findings if f.table != "config_versions"] == []
+        # The erased rows are accepted: their tombstones say who deleted them and why.
+        assert report.ok, report.findings
         assert report.tombstones >= 2
         # An erased session is not archived again.
         assert (await job.run_once(now=time.time() + 10**6))["archived"] == 0
@@ -218,3 +212,39 @@ async def test_the_audit_cli_works_through_the_admin_api_with_an_auditor_key(
     assert code == 1 and "403 auditor_required" in err and "Traceback" not in err
     code, _, err = await _cli("erase", sid, "--reason", "x", "--url", proxy.base_url, key=AUDITOR)
     assert code == 1 and "403 admin_required" in err
+
+
+async def test_retention_erases_old_sessions_everywhere_with_tombstones(
+    proxy: InProcessProxy,
+) -> None:
+    gw = proxy.gw
+    assert gw is not None
+    job, archive = _job(proxy)
+    old, recent = f"p-old-{uuid.uuid4().hex[:6]}", f"p-recent-{uuid.uuid4().hex[:6]}"
+    async with httpx.AsyncClient(base_url=proxy.base_url, timeout=30) as c:
+        await _calls(c, old, ["an old question"])
+        await c.put(f"/gateway/sessions/{old}/kill", headers=_auth(ONCALL), json={"reason": "x"})
+        await gw.writer.flush()
+        now = time.time()
+        assert (await job.run_once(now=now))["archived"] == 1
+        await _calls(c, recent, ["a newer question"])
+        await c.put(f"/gateway/sessions/{recent}/kill", headers=_auth(ONCALL),
+                    json={"reason": "y"})
+        await gw.writer.flush()
+        assert (await job.run_once(now=now + 80 * 86400))["archived"] == 1
+    assert await job.apply_retention(now + 100 * 86400, days=90) == 1
+    idx = await archive.index(old)
+    assert idx is not None and idx["erased"] and idx["objects"] == []
+    (tomb,) = idx["tombstones"]
+    assert tomb["cause"] == "retention" and tomb["actor"] == "governor:retention"
+    assert tomb["reason"] == "retention: archived more than 90 days ago"
+    assert len(tomb["removed"]) == 1
+    assert await gw.store.calls_for_session(old) == []  # the ledger's rows went too
+    assert len(await gw.store.calls_for_session(recent)) == 1
+    recent_back = await load_session(archive, recent)
+    assert recent_back is not None and len(recent_back.sections["calls"]) == 1
+    from audit.verify import verify
+
+    report = await verify(gw.store)
+    assert report.ok, report.findings
+    assert report.tombstones >= 3  # call, session, owner, kill rows of the old session
