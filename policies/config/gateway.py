@@ -138,6 +138,9 @@ def _assemble(parsed: list[tuple[YamlDoc, BaseModel]], sources: tuple[str, ...])
     where: dict[str, tuple[YamlDoc, tuple[Any, ...]]] = {}
     alert_names: dict[str, YamlDoc] = {}
     judges: list[tuple[YamlDoc, tuple[Any, ...], Any]] = []
+    # Guardrail classifier ids are one namespace across documents (their verdict caches,
+    # events and metrics are keyed by id): id -> (doc, path) of its first definition.
+    classifier_ids: dict[str, tuple[YamlDoc, tuple[Any, ...]]] = {}
 
     def dup(doc: YamlDoc, path: tuple[Any, ...], what: str) -> None:
         errors.append(ConfigError(doc.file, doc.line_of(path), _field_name(path), what))
@@ -187,7 +190,13 @@ def _assemble(parsed: list[tuple[YamlDoc, BaseModel]], sources: tuple[str, ...])
         else:
             kind = str(getattr(m, "type", type(m).__name__))
             extra.setdefault(kind, []).append(m)
-            for i, c in enumerate(getattr(m, "classifiers", ())):  # guardrail LLM judges
+            for i, c in enumerate(getattr(m, "classifiers", ())):  # guardrail classifiers
+                first_c = classifier_ids.setdefault(c.id, (doc, ("classifiers", i, "id")))
+                if first_c[0] is not doc:  # within one document the model itself refuses it
+                    fdoc, fpath = first_c
+                    dup(doc, ("classifiers", i, "id"),
+                        f"duplicate classifier id {c.id!r} (first in "
+                        f"{fdoc.file}:{fdoc.line_of(fpath)})")
                 if getattr(c, "llm_judge", None) is not None:
                     judges.append((doc, ("classifiers", i, "llm_judge"), c.llm_judge))
             rules = getattr(m, "alerts", ()) if kind == "gateway-alert-rules" else ()

@@ -223,3 +223,23 @@ def test_a_judge_names_a_defined_key_and_a_virtual_model_at_load() -> None:
     assert found == {("guardrails.yaml", 6, "classifiers.0.llm_judge.key_id"),
                      ("guardrails.yaml", 6, "classifiers.0.llm_judge.model")}  # fmt: skip
     assert "'nobody' is not defined" in str(exc.value)
+
+
+def test_a_classifier_id_defined_in_two_guardrails_documents_is_a_located_error() -> None:
+    from policies.config.gateway import build_config
+    from policies.config.yamlsource import ConfigErrors
+    from policies.guardrails import GuardrailsConfig
+
+    kinds = {"gateway-guardrails-config": GuardrailsConfig}
+    first = _doc(f"  - id: other\n    hooks: [request-input]\n    {HTTP}\n"
+                 f"  - id: guard\n    hooks: [request-input]\n    {HTTP}\n")  # fmt: skip
+    second = _doc(f"  - id: guard\n    hooks: [tool-output]\n    {HTTP}\n")
+    with pytest.raises(ConfigErrors) as exc:
+        build_config([("a.yaml", first), ("b.yaml", second)], kinds)
+    (err,) = exc.value.errors
+    assert (err.file, err.line, err.field) == ("b.yaml", 4, "classifiers.0.id")
+    assert "duplicate classifier id 'guard' (first in a.yaml:7)" in err.message
+    # distinct ids across documents load
+    ok = _doc(f"  - id: guard2\n    hooks: [tool-output]\n    {HTTP}\n")
+    cfg = build_config([("a.yaml", first), ("b.yaml", ok)], kinds)
+    assert len(cfg.extra["gateway-guardrails-config"]) == 2
