@@ -155,7 +155,22 @@ def jwt_header_ok(header_b64: str) -> bool:
     return isinstance(obj, dict) and "alg" in obj
 
 
+# Each byte to its predecessor: `b.translate(_PRED)[i] == a[i]` is `b[i] == a[i] + 1`.
+_PRED = bytes((c - 1) & 0xFF for c in range(256))
+
+
 def _ascending_run(value: str, n: int) -> bool:
+    """`n` (≥ 2) consecutive code points in a row (`abcdefgh`, `12345678`). ASCII values (every
+    key and token) in a handful of C-level steps, whatever their length: the steps where the
+    next character is the previous one plus one are the zero bytes of `value[:-1]` XOR
+    `value[1:]` lowered by one, and a run is `n - 1` zero bytes in a row."""
+    if len(value) < n:
+        return False
+    if value.isascii():
+        raw = value.encode("ascii")
+        head, tail = raw[:-1], raw[1:].translate(_PRED)
+        steps = int.from_bytes(head, "big") ^ int.from_bytes(tail, "big")
+        return bytes(n - 1) in steps.to_bytes(len(head), "big")
     run = 1
     for a, b in itertools.pairwise(value):
         run = run + 1 if ord(b) - ord(a) == 1 else 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import hmac
+import itertools
 from dataclasses import dataclass
 
 from policies.guardrails.injection import find_injection
@@ -59,7 +60,11 @@ def find_spans(text: str, detectors: frozenset[str]) -> list[Span]:
 
 
 def _resolve_overlaps(spans: list[Span]) -> list[Span]:
-    """Keep the most specific hit where hits overlap: higher priority, then longer, then earlier."""
+    """Keep the most specific hit where hits overlap: higher priority, then longer, then earlier.
+    Returns the kept spans in text order."""
+    spans.sort()  # by start (a Span is a tuple): hits that touch no other are kept as they are
+    if all(a.end <= b.start for a, b in itertools.pairwise(spans)):
+        return spans
     spans.sort(key=lambda s: (-s.priority, s.start - s.end, s.start))
     # Kept spans never overlap, so sorted by start they are sorted by end too: one bisect finds
     # the only neighbours a candidate can collide with (O(n log n) for a text full of hits).

@@ -22,6 +22,7 @@ class Span(NamedTuple):
 
 
 _WORD = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+WORD_CHARS = _WORD  # characters `\\w` would glue to a match (ASCII)
 
 
 def boundary_before(text: str, start: int) -> bool:
