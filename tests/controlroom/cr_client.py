@@ -39,12 +39,14 @@ def csrf_of(page: str) -> str:
 
 @asynccontextmanager
 async def generated_proxy(sim_url: str, tmp: pytest.TempPathFactory, *, days: int, seed: int,
-                          sessions_per_day: int, overlay: dict[str, str] | None = None
+                          sessions_per_day: int, overlay: dict[str, str] | None = None,
+                          ledger_url: str | None = None
                           ) -> AsyncIterator[tuple[InProcessProxy, Traffic]]:
-    """A proxy of its own (sample config + `overlay`) whose ledger holds the generator's
-    traffic for `days` days ending now (so its looping session is live)."""
+    """A proxy of its own (sample config + `overlay`; a SQLite ledger unless `ledger_url`)
+    whose ledger holds the generator's traffic for `days` days ending now (so its looping
+    session is live)."""
     cfg = make_config_dir(tmp.mktemp("cr-config"), overlay)
-    p = InProcessProxy(cfg, tmp.mktemp("cr-data"), sim_url)
+    p = InProcessProxy(cfg, tmp.mktemp("cr-data"), sim_url, ledger_url=ledger_url)
     await p.start()
     try:
         tr = generate(days=days, seed=seed, end=time.time(), sessions_per_day=sessions_per_day)

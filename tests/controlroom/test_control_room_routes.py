@@ -8,6 +8,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from html import unescape
 from urllib.parse import quote
 
@@ -33,6 +34,8 @@ from tests.controlroom.cr_client import (
     origin_of,
     sign_in,
 )
+from tests.ledger.ledger_testdb import BACKENDS
+from tests.support.pg import fresh_database
 from tests.support.servers import InProcessProxy
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -347,11 +350,15 @@ async def test_concurrent_page_loads_all_succeed(proxy):
         assert all(r.status_code == 200 for r in rs)
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def filled(sim, tmp_path_factory) -> AsyncIterator[tuple[InProcessProxy, Traffic]]:
-    async with generated_proxy(sim.base_url, tmp_path_factory, days=2, seed=5,
-                               sessions_per_day=12) as pt:
-        yield pt
+@pytest_asyncio.fixture(scope="module", loop_scope="session", params=BACKENDS)
+async def filled(request, sim, tmp_path_factory) -> AsyncIterator[tuple[InProcessProxy, Traffic]]:
+    """A proxy whose SQLite or PostgreSQL ledger holds two days of generated traffic."""
+    async with AsyncExitStack() as stack:
+        url = None
+        if request.param == "postgresql":
+            url = await stack.enter_async_context(fresh_database())
+        yield await stack.enter_async_context(generated_proxy(
+            sim.base_url, tmp_path_factory, days=2, seed=5, sessions_per_day=12, ledger_url=url))
 
 
 async def test_the_page_shows_the_six_panels_with_compute_panels_figures(filled):
