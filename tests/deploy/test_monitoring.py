@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from simulator import SimServer
+from tests.support.prometheus import program, ready
 from tests.support.servers import InProcessProxy, free_port, make_config_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,19 +114,11 @@ async def test_rules_and_panels_name_only_exported_metrics_and_recorded_rules(
         assert need in text, need
 
 
-def _bin(*names: str) -> str:
-    for n in names:
-        found = shutil.which(n)
-        if found:
-            return found
-    pytest.skip(f"{names[0]} is not installed (.ci/run installs Debian's prometheus packages)")
-
-
 @pytest.mark.slow
 async def test_prometheus_evaluates_the_recording_rules_over_a_scraped_proxy(
     proxy: InProcessProxy, tmp_path: Path,
 ) -> None:
-    prom_bin = _bin("prometheus")
+    prom_bin = program("prometheus")
     # The shipped rules with 1 s group intervals (a test cannot wait for 30 s evaluations).
     rules = re.sub(r"interval: \d+s", "interval: 1s", RULES.read_text())
     (tmp_path / "rules.yml").write_text(rules)
@@ -143,6 +136,7 @@ async def test_prometheus_evaluates_the_recording_rules_over_a_scraped_proxy(
         prom_bin, f"--config.file={tmp_path / 'prom.yml'}",
         f"--storage.tsdb.path={tmp_path / 'prom'}", f"--web.listen-address=127.0.0.1:{port}",
         stdout=log, stderr=log)
+    await ready(f"http://127.0.0.1:{port}/-/ready")
     api = f"http://127.0.0.1:{port}/api/v1"
     want = ["governor:cost_usd:burn_per_hour_5m_by_project",
             "governor:budget_used_pct:max_by_budget",

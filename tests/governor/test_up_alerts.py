@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 
 from tests.governor.test_up import CONFIG, TEMPORAL_BIN, Up
 from tests.support.servers import SubprocessProxy
+from tests.support.wait import until
 from tests.support.webhook import WebhookReceiver
 
 AWS = "AKIAQ4T7W2X9Y3Z5B8C6"
@@ -100,16 +100,6 @@ async def rig(tmp_path_factory: pytest.TempPathFactory,
         mp.undo()
 
 
-async def _until(pred: Any, what: str, within: float = 60.0) -> Any:
-    end = time.monotonic() + within
-    while time.monotonic() < end:
-        got = await pred()
-        if got:
-            return got
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def test_a_budget_crossing_90_pct_reaches_the_webhook_once_per_key(rig: Rig) -> None:
     for _ in range(3):  # the first crosses 90 %; the others cross nothing new
         r = await rig.chat(rig.up.url, "price this", "up-budget", model="code-review-strong")
@@ -142,13 +132,13 @@ async def test_an_allowed_secret_fires_and_an_oncall_approval_switches_every_rep
     r = await rig.chat(rig.up.url, f"deploy with {AWS}", "up-secret")
     assert r.status_code == 200, r.text  # audit-only: let through
     key = "alert-secret_leaked,project=up-secret"
-    await _until(lambda: _has(rig, "secret_leaked", key), "secret_leaked in alerts list")
+    await until(lambda: _has(rig, "secret_leaked", key), "secret_leaked in alerts list", within=60)
 
     async def waiting() -> bool:
         r = await rig.cli("alerts", "show", key)
         return r.returncode == 0 and "approve step 1" in r.stdout
 
-    await _until(waiting, "the runbook waiting for approval")
+    await until(waiting, "the runbook waiting for approval", within=60)
     denied = await rig.cli("alerts", "approve", key, key="gk-dev-developer")
     assert denied.returncode == 1 and "403" in denied.stderr
     assert await _redacted_on(rig.replica.base_url) == 0
@@ -166,7 +156,7 @@ async def test_an_allowed_secret_fires_and_an_oncall_approval_switches_every_rep
             assert r.status_code == 200
             return await _redacted_on(base) > before
 
-        await _until(redacted, f"secrets redacted on {base}", within=15)
+        await until(redacted, f"secrets redacted on {base}", within=15)
     cleared = await rig.cli("overrides", "clear", "--all", key="gk-dev-admin")
     assert cleared.returncode == 0, cleared.stderr
 
@@ -181,14 +171,14 @@ async def test_a_silence_suppresses_a_repeat_while_others_still_fire(rig: Rig) -
         return r.status_code == 200 and await _has(rig, "secret_leaked",
                                                    "alert-secret_leaked,project=up-probe")
 
-    await _until(validate_again, "secrets back to audit-only")
+    await until(validate_again, "secrets back to audit-only", within=60)
     s = await rig.cli("alerts", "silence", "--rule", "secret_leaked",
                       "--match", "project=up-silenced", "--for", "1h", "--comment", "drill")
     assert s.returncode == 0 and "by u_oncall" in s.stdout, s.stdout + s.stderr
     for project in ("up-silenced", "up-loud"):
         r = await rig.chat(rig.up.url, f"leak {AWS}", project)
         assert r.status_code == 200
-    await _until(lambda: _has(rig, "secret_leaked", "alert-secret_leaked,project=up-loud"),
-                 "the unsilenced alert")
+    await until(lambda: _has(rig, "secret_leaked", "alert-secret_leaked,project=up-loud"),
+                 "the unsilenced alert", within=60)
     await asyncio.sleep(2.0)
     assert not await _has(rig, "secret_leaked", "alert-secret_leaked,project=up-silenced")

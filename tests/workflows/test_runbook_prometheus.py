@@ -29,6 +29,7 @@ from alerts.hub import AlertHub
 from ledger.alert_store import list_alerts
 from policies.alerts import AlertRule, dedup_key
 from simulator import SimServer
+from tests.support.prometheus import program, ready
 from tests.support.servers import InProcessProxy, free_port
 from workflows.runbook import ALERT_WORKFLOWS, RunbookWorkflow
 
@@ -62,14 +63,6 @@ alerts:
 """
 
 
-def _bin(*names: str) -> str:
-    for n in names:
-        found = shutil.which(n)
-        if found:
-            return found
-    pytest.skip(f"{names[0]} is not installed (.ci/run installs Debian's prometheus packages)")
-
-
 async def _cli(*args: str) -> str:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "governor.cli", *args, cwd=REPO, stdout=asyncio.subprocess.PIPE,
@@ -79,23 +72,10 @@ async def _cli(*args: str) -> str:
     return out.decode()
 
 
-async def _ready(url: str, within: float = 30.0) -> None:
-    end = time.monotonic() + within
-    async with httpx.AsyncClient() as c:
-        while time.monotonic() < end:
-            try:
-                if (await c.get(url)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"{url} never became ready")
-
-
 @pytest.fixture
 async def stack(client: Client, sim: SimServer, tmp_path: Path) -> AsyncIterator[InProcessProxy]:
-    prom_bin = _bin("prometheus")
-    am_bin = _bin("prometheus-alertmanager", "alertmanager")
+    prom_bin = program("prometheus")
+    am_bin = program("prometheus-alertmanager", "alertmanager")
     cfg = tmp_path / "config"
     shutil.copytree(REPO / "examples" / "config", cfg)
     (cfg / "gateway.yaml").write_text(GATEWAY)
@@ -147,8 +127,8 @@ async def stack(client: Client, sim: SimServer, tmp_path: Path) -> AsyncIterator
         f"--storage.tsdb.path={tmp_path / 'prom'}", f"--web.listen-address=127.0.0.1:{prom_port}",
         stdout=log, stderr=log)
     try:
-        await _ready(f"http://127.0.0.1:{am_port}/-/ready")
-        await _ready(f"http://127.0.0.1:{prom_port}/-/ready")
+        await ready(f"http://127.0.0.1:{am_port}/-/ready")
+        await ready(f"http://127.0.0.1:{prom_port}/-/ready")
         async with Worker(client, task_queue=QUEUE, workflows=ALERT_WORKFLOWS,
                           activities=runbook_activities.ALL_ACTIVITIES):
             yield proxy

@@ -26,6 +26,7 @@ from ledger.alert_store import list_alerts
 from simulator import SimServer
 from tests.support.pg import PG_URL, fresh_database
 from tests.support.servers import InProcessProxy, make_config_dir
+from tests.support.wait import until
 from workflows.runbook import ALERT_WORKFLOWS, RunbookWorkflow
 
 QUEUE = "governor-runbook-health"
@@ -78,16 +79,6 @@ async def _status(client: Client, key: str) -> Any:
         return None
 
 
-async def _until(pred: Any, what: str, within: float = 60.0) -> Any:
-    end = time.monotonic() + within
-    while time.monotonic() < end:
-        got = await pred()
-        if got:
-            return got
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.postgres
 async def test_an_unreachable_ledger_and_a_growing_journal_fire_once_and_resolve_when_healthy(
     client: Client, sim: SimServer, tmp_path: Path,
@@ -130,10 +121,10 @@ async def test_an_unreachable_ledger_and_a_growing_journal_fire_once_and_resolve
                     await hub.tick(2 * i + 1)
                 assert gw.metrics.ledger_up._value.get() == 0
                 assert gw.writer.pending_count >= 12
-                ledger_st = await _until(lambda: _status(client, ledger_key),
-                                         "the ledger_unreachable runbook")
-                await _until(lambda: _status(client, backlog_key),
-                             "the journal_backlog_growing runbook")
+                ledger_st = await until(lambda: _status(client, ledger_key),
+                                        "the ledger_unreachable runbook", within=60)
+                await until(lambda: _status(client, backlog_key),
+                            "the journal_backlog_growing runbook", within=60)
                 for i in range(6):  # still down for longer than the hot path's 5 s
                     await hub.tick(100 + i)  # coalescing: every tick sees it, none signals
                     await asyncio.sleep(1.0)
@@ -149,7 +140,8 @@ async def test_an_unreachable_ledger_and_a_growing_journal_fire_once_and_resolve
                     return (gw.metrics.ledger_up._value.get() == 1
                             and gw.writer.pending_count <= 3)
 
-                await _until(healthy, "the ledger back and the journal drained")
+                await until(healthy, "the ledger back and the journal drained", within=60,
+                            every=0.1)
                 await hub.tick(201)
                 for key in (ledger_key, backlog_key):
                     h_ = client.get_workflow_handle_for(RunbookWorkflow.run, key)

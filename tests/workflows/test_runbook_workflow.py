@@ -33,6 +33,7 @@ from ledger.alert_store import active_overrides, list_alerts, steps_of
 from policies.alerts import AlertRule, Step, dedup_key
 from simulator import SimServer
 from tests.support.servers import InProcessProxy
+from tests.support.wait import until
 from tests.support.webhook import WebhookReceiver
 from workflows.runbook import ALERT_WORKFLOWS, RunbookWorkflow
 from workflows.runbook_models import Person
@@ -163,16 +164,6 @@ async def admin(p: InProcessProxy, method: str, path: str, key: str = ONCALL,
     async with httpx.AsyncClient(timeout=30) as c:
         return await c.request(method, p.base_url + path, json=body,
                                headers={"Authorization": f"Bearer {key}"})
-
-
-async def until(pred: Any, what: str, within: float = 30.0, every: float = 0.05) -> Any:
-    end = time.monotonic() + within
-    while time.monotonic() < end:
-        got = await pred()
-        if got:
-            return got
-        await asyncio.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def am_payload(status: str, *alerts: dict[str, str]) -> dict[str, Any]:
