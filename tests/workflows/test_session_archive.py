@@ -205,3 +205,39 @@ async def test_a_retried_archive_adds_nothing_and_the_history_is_whole(
     assert any(k == "activityTaskScheduledEventAttributes" for k in kinds)
     st = await session_handle(client, sid).query(SessionWorkflow.status)
     assert st.status == "closed"
+
+
+async def test_the_archive_activity_is_retried_until_the_s3_store_answers(
+    client: Client, gateway: Gateway, archive: Archive, wf_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The session ends while its bucket does not exist yet (a store that is away): the
+    activity fails, Temporal retries it, and once the bucket is there the record and history
+    land in it (moto in server mode: a real S3-compatible server)."""
+    import uuid
+
+    from tests.support.moto_s3 import moto_server
+
+    with moto_server() as moto:
+        for k, v in moto.env().items():
+            monkeypatch.setenv(k, v)
+        bucket = f"late-{uuid.uuid4().hex[:8]}"
+        s3 = Archive.from_settings(
+            ArchiveSettings(url=f"s3://{bucket}/g", endpoint=moto.endpoint, allow_http=True),
+            wf_dir,
+        )
+        monkeypatch.setattr(gateway, "archive", s3)
+        sid = await _guardrail_redaction(client)
+        h = session_handle(client, sid)
+
+        async def failed_once() -> bool:
+            desc = await h.describe()
+            raw = desc.raw_description
+            return any(p.attempt > 1 or p.last_failure.message
+                       for p in raw.pending_activities)
+
+        await wait_for(failed_once, "a failed archive attempt", deadline_s=60)
+        moto.create_bucket(bucket)
+        idx = await _archived(s3, sid)
+        assert [o["kind"] for o in idx["objects"]] == ["record", "history"]
+        assert await archive.index(sid) is None  # it went to S3, not the directory
