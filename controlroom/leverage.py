@@ -75,12 +75,14 @@ class TagLeverage:
 
 def by_workflow_tag(sessions: Iterable[Mapping[str, Any]], top: int = 10) -> list[TagLeverage]:
     """Mean score per workflow tag (sessions without a tag under `(untagged)`), best first,
-    ties by tag name; at most `top`. Input mappings carry `workflow_tag` and the score inputs."""
+    ties by tag name; at most `top`. Input mappings carry `workflow_tag` and the score inputs
+    (or the score itself as `score`, when already computed)."""
     acc: dict[str, list[float]] = {}
     for s in sessions:
         tag = s.get("workflow_tag") or "(untagged)"
         a = acc.setdefault(tag, [0.0, 0, 0.0, 0])
-        a[0] += ai_leverage_score(s)
+        score = s.get("score")
+        a[0] += ai_leverage_score(s) if score is None else score
         a[1] += 1
         a[2] += float(s.get("total_cost_usd", 0.0))
         a[3] += int(s.get("incidents_resolved", 0) + s.get("prs_merged", 0)

@@ -28,7 +28,7 @@ from controlroom.leverage import ai_leverage_score, by_workflow_tag
 from controlroom.model import Action, Chart, Filters, Panel, Series, Table
 from ledger.store import LedgerStore
 from policies.config.models import ModelPrice, Settings
-from policies.loops import p95, rate_baseline
+from policies.loops import rate_baseline
 from policies.pricing import call_cost, rates
 from policies.windows import calendar_window
 
@@ -75,16 +75,12 @@ class _Ctx:
         if "baselines" not in self.cache:
             st = self.settings
             until = self.f.until - st.loop_window_seconds
-            rows = await q.session_rates(self.store, until - BASELINE_DAYS * 86400, until,
-                                         st.loop_window_seconds)
-            by: dict[str | None, list[float]] = defaultdict(list)
-            for tag, rate in rows:
-                by[tag].append(rate)
+            by = await q.session_p95(self.store, until - BASELINE_DAYS * 86400, until,
+                                     st.loop_window_seconds)
             out: dict[str | None, tuple[float, str]] = {}
             for tag in set(by) | set(st.loop_baselines):
-                vals = by.get(tag, [])
-                out[tag] = rate_baseline(p95(vals) if vals else None, len(vals),
-                                         st.loop_min_sessions,
+                observed, n = by.get(tag, (None, 0))
+                out[tag] = rate_baseline(observed, n, st.loop_min_sessions,
                                          st.loop_baselines.get(tag) if tag else None,
                                          st.loop_default_baseline_tokens_per_hour)
             self.cache["baselines"] = out
@@ -99,19 +95,20 @@ class _Ctx:
                              st.loop_baselines.get(tag) if tag else None,
                              st.loop_default_baseline_tokens_per_hour)
 
-    async def rolled(self) -> rollups.Rolled:
-        """Calls, users and sessions rollups of the range (prompts: `prompt_groups`)."""
-        if "rolled" not in self.cache:
-            self.cache["rolled"] = await rollups.read(self.store, self.f,
-                                                      ("calls", "users", "sessions"))
-        return self.cache["rolled"]  # type: ignore[no-any-return]
+    async def part(self, name: str) -> rollups.Rolled:
+        """One rollup of the range (`calls`, `users` or `sessions`; prompts: `prompt_groups`),
+        read once per computation."""
+        key = "rolled:" + name
+        if key not in self.cache:
+            self.cache[key] = await rollups.read(self.store, self.f, (name,))
+        return self.cache[key]  # type: ignore[no-any-return]
 
     async def prompt_groups(self) -> list[tuple[Any, ...]]:
         """(vm, model, version, tag, fingerprint, calls, sum input, min input, first ts) per
         hour, of virtual models served by two or more model versions in the range."""
         if "groups" not in self.cache:
             versions: dict[str, set[tuple[str, str]]] = defaultdict(set)
-            for k in (await self.rolled()).calls:
+            for k in (await self.part("calls")).calls:
                 if k[9] == "allowed":
                     versions[k[6]].add((k[7], k[8]))
             vms = sorted(vm for vm, v in versions.items() if len(v) > 1)
@@ -164,7 +161,7 @@ async def adoption(ctx: _Ctx) -> Panel:
     f = ctx.f
     users: dict[tuple[int, str, str], set[str]] = defaultdict(set)
     team_users: dict[str, set[str]] = defaultdict(set)
-    for hour, team, _project, _tag, tool, user in (await ctx.rolled()).users:
+    for hour, team, _project, _tag, tool, user in (await ctx.part("users")).users:
         users[(int(hour // 86400), team, tool or "(unrecognised)")].add(user)
         team_users[team].add(user)
     heads = {t: len(u) for t, u in team_users.items()}
@@ -222,7 +219,7 @@ def _budget_match(budget: Any) -> dict[str, str] | None:
 async def burn_rate(ctx: _Ctx) -> Panel:
     f, st = ctx.f, ctx.settings
     untagged = st.untagged_project
-    rolled = await ctx.rolled()
+    rolled = await ctx.part("calls")
     acc: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0])
     src: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0, 0.0])
     day_cost: dict[tuple[int, str], float] = defaultdict(float)
@@ -364,7 +361,7 @@ async def premium(ctx: _Ctx) -> Panel:
     prices = ctx.prices
     st = ctx.settings
     by_version: dict[tuple[Any, ...], list[float]] = defaultdict(lambda: [0] * 7)
-    for k, v in (await ctx.rolled()).calls.items():
+    for k, v in (await ctx.part("calls")).calls.items():
         if k[9] == "blocked":
             continue
         a = by_version[(k[3] or None, k[6], k[7], k[8])]
@@ -489,47 +486,49 @@ async def session_inputs(ctx: _Ctx) -> list[dict[str, Any]]:
     """Every session with calls in the range, with the leverage score's inputs (see
     `controlroom.leverage`) and `workflow_tag`, `team`, `outcome_events`."""
     f, st = ctx.f, ctx.settings
-    per: dict[str, list[Any]] = {}
-    for (_, sid), v in (await ctx.rolled()).sessions.items():
+    per: dict[str, Any] = {}  # session -> its rollup values (summed over hours)
+    for (_, sid), v in (await ctx.part("sessions")).sessions.items():
         a = per.get(sid)
         if a is None:
-            per[sid] = list(v)
+            per[sid] = v
             continue
+        if not isinstance(a, list):
+            a = per[sid] = list(a)
         for i in (3, 4, 5, 6, 7, 10, 11, 12):
             a[i] += v[i]
         a[8] = min(a[8], v[8])
         a[9] = max(a[9], v[9])
-    aggs = [(sid, a[0] or None, a[1], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11])
-            for sid, a in sorted(per.items())]
-    retry = {sid: int(a[12]) for sid, a in per.items()}
     blocks = await q.session_guardrail_blocks(ctx.store, f)
     outs: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for row in await q.outcomes_in_range(ctx.store, f):
         outs[row[1]].append(row)
+    bases = {tag: (await ctx.baseline(tag or None))[0] for tag in {a[0] for a in per.values()}}
+    window = st.loop_window_seconds
+    empty: list[tuple[Any, ...]] = []
     sessions = []
-    for sid, tag, team, calls, tokens, cost, inp, cr, first, last, bh, rh in aggs:
-        o = outs.get(sid, [])
-        evals = [float(x[6]) for x in o if x[2] == "eval" and x[6] is not None]
-        base, _ = await ctx.baseline(tag)
-        span = max(float(last) - float(first), st.loop_window_seconds)
-        inp, cr = int(inp or 0), int(cr or 0)
-        sessions.append({
-            "session_id": sid, "workflow_tag": tag, "team": team, "calls": int(calls),
-            "incidents_resolved": sum(1 for x in o if x[2] == "incident_resolved"),
-            "prs_merged": sum(1 for x in o if x[2] == "pr_merged"),
-            "tickets_closed": sum(1 for x in o if x[2] == "ticket_closed"),
-            "evals": len(evals),
-            "eval_pass_rate": sum(evals) / len(evals) if evals else 0,
-            "budget_limit_hits": int(bh or 0), "rate_limit_hits": int(rh or 0),
+    for sid, (tag, team, _p, calls, tokens, cost, inp, cr, first, last, bh, rh, rt) in \
+            per.items():
+        o = outs.get(sid, empty)
+        s = {
+            "session_id": sid, "workflow_tag": tag or None, "team": team, "calls": calls,
+            "budget_limit_hits": bh, "rate_limit_hits": rh,
             "guardrail_blocks": blocks.get(sid, 0),
-            "retry_token_count": retry.get(sid, 0),
-            "unused_context_ratio": inp / (inp + cr) if int(calls) >= 2 and inp + cr else 0.0,
-            "tokens_per_hr": int(tokens or 0) * 3600.0 / span,
-            "p95_baseline": base,
-            "total_cost_usd": float(cost or 0),
-            "last_ts": float(last),
+            "retry_token_count": rt,
+            "unused_context_ratio": inp / (inp + cr) if calls >= 2 and inp + cr else 0.0,
+            "tokens_per_hr": tokens * 3600.0 / max(last - first, window),
+            "p95_baseline": bases[tag],
+            "total_cost_usd": cost,
+            "last_ts": last,
             "outcome_events": o,
-        })
+        }
+        if o:
+            evals = [float(x[6]) for x in o if x[2] == "eval" and x[6] is not None]
+            s.update(incidents_resolved=sum(1 for x in o if x[2] == "incident_resolved"),
+                     prs_merged=sum(1 for x in o if x[2] == "pr_merged"),
+                     tickets_closed=sum(1 for x in o if x[2] == "ticket_closed"),
+                     evals=len(evals), eval_pass_rate=sum(evals) / len(evals) if evals else 0)
+        s["score"] = ai_leverage_score(s)
+        sessions.append(s)
     return sessions
 
 
@@ -558,7 +557,7 @@ async def outcome_join(ctx: _Ctx) -> Panel:
     for s in recent:
         names = ", ".join(sorted({f"{x[2]} {x[0]}" for x in s["outcome_events"]}))
         joins.rows.append([s["session_id"], s["workflow_tag"], s["team"],
-                           _r(s["total_cost_usd"]), names[:500], _r(ai_leverage_score(s), 2)])
+                           _r(s["total_cost_usd"]), names[:500], _r(s["score"], 2)])
     lev = Table("Leverage by workflow tag (top 10 patterns; mean of per-session scores)",
                 ["workflow_tag", "mean_score", "sessions", "cost_usd", "outcomes"])
     top = by_workflow_tag(sessions, 10)

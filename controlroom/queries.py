@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Float,
     Integer,
     and_,
     cast,
@@ -91,19 +92,29 @@ async def live_sessions(store: LedgerStore, f: Filters, window: float) -> list[t
     return await fetch(store, q)
 
 
-async def session_rates(store: LedgerStore, since: float, until: float,
-                        min_span: float) -> list[tuple[Any, ...]]:
-    """(workflow_tag, tokens per hour) of sessions whose last call is in [since, until), from
-    the sessions table: tokens / max(last - first call, `min_span`)."""
+async def session_p95(store: LedgerStore, since: float, until: float,
+                      min_span: float) -> dict[str | None, tuple[float, int]]:
+    """Per workflow tag: (p95 by nearest rank, sessions) of the tokens per hour of sessions
+    whose last call is in [since, until), from the sessions table: tokens / max(last - first
+    call, `min_span`) x 3600. Ranked in SQL (window functions), one row per tag back."""
     s = SESSIONS.c
-    q = (
-        select(s.workflow_tag, s.tokens, s.created_ts, s.updated_ts)
+    span = s.updated_ts - s.created_ts
+    longest = func.greatest if store.dialect == "postgresql" else func.max
+    rate = (cast(s.tokens, Float) * 3600.0 / longest(span, min_span)).label("rate")
+    inner = (
+        select(s.workflow_tag.label("tag"), rate)
         .where(s.updated_ts >= since, s.updated_ts < until, s.calls > 0)
+        .subquery()
     )
-    out = []
-    for tag, tokens, first, last in await fetch(store, q):
-        out.append((tag, float(tokens) * 3600.0 / max(float(last) - float(first), min_span)))
-    return out
+    ranked = select(
+        inner.c.tag, inner.c.rate,
+        func.row_number().over(partition_by=inner.c.tag, order_by=inner.c.rate).label("rn"),
+        func.count().over(partition_by=inner.c.tag).label("n"),
+    ).subquery()
+    # nearest rank: ceil(0.95 n) in integer arithmetic, as policies.loops.p95
+    q = select(ranked.c.tag, ranked.c.rate, ranked.c.n).where(
+        ranked.c.rn == (ranked.c.n * 95 + 99) // 100)
+    return {tag: (float(rate), int(n)) for tag, rate, n in await fetch(store, q)}
 
 
 async def session_status(store: LedgerStore, ids: list[str]) -> dict[str, str]:

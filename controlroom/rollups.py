@@ -34,7 +34,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Float, String, Table, and_, delete, func, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    String,
+    Table,
+    and_,
+    cast,
+    delete,
+    func,
+    select,
+)
 from sqlmodel import SQLModel
 
 from controlroom.model import Filters
@@ -370,7 +381,7 @@ async def spend(store: LedgerStore, since: float, until: float,
 
 
 async def read(store: LedgerStore, f: Filters, parts: Iterable[str] = ("calls", "users",
-               "sessions", "prompts"), prompt_cap: int = 50_000,
+               "sessions", "prompts"), prompt_cap: int = 20_000,
                prompt_models: Iterable[str] | None = None) -> Rolled:
     """Rollup rows of [f.since, f.until) under `f`'s filters: stored hours from the tables, the
     rest rolled on the fly from `calls`. `prompts` rows are capped near `prompt_cap`: above it
@@ -421,14 +432,19 @@ async def _read_stored(conn: Any, out: Rolled, f: Filters, h0: int, h1: int, par
                    t.c.user, t.c.calls).where(_where(t, f, h0, h1))
         for r in (await conn.execute(q)).all():
             out.users[tuple(r[:6])] = int(r[6])
-    if "sessions" in parts:
+    if "sessions" in parts:  # one row per session (its stored hours summed), key (-1, id)
         t = HOUR_SESSIONS
-        cols = [t.c[n] for n in ("workflow_tag", "team", "project", "calls", "tokens",
-                                 "cost_usd", "input_tokens", "cache_read_tokens", "first_ts",
-                                 "last_ts", "budget_hits", "rate_hits", "retry_tokens")]
-        q = select(t.c.hour, t.c.session_id, *cols).where(_where(t, f, h0, h1))
+        def total(name: str) -> Any:
+            return cast(func.sum(t.c[name]), BigInteger)  # an int in both dialects
+
+        q = select(t.c.session_id, func.max(t.c.workflow_tag), func.max(t.c.team),
+                   func.max(t.c.project), total("calls"), total("tokens"),
+                   func.sum(t.c.cost_usd), total("input_tokens"), total("cache_read_tokens"),
+                   func.min(t.c.first_ts), func.max(t.c.last_ts), total("budget_hits"),
+                   total("rate_hits"), total("retry_tokens")).where(
+            _where(t, f, h0, h1)).group_by(t.c.session_id)
         for r in (await conn.execute(q)).all():
-            out.sessions[(r[0], r[1])] = list(r[2:])
+            out.sessions[(-1, r[0])] = r[1:]  # a tuple: readers copy before changing it
     if "prompts" in parts:
         t = HOUR_PROMPTS
         cond = _where(t, f, h0, h1, by_team=False)

@@ -21,7 +21,13 @@ def approx(r: rollups.Rolled) -> dict[str, Any]:
         return {k: [round(x, 6) if isinstance(x, float) else x for x in v]
                 if isinstance(v, list) else v for k, v in d.items()}
 
-    return {"calls": norm(r.calls), "users": r.users, "sessions": norm(r.sessions),
+    per: dict[str, list[Any]] = {}  # stored sessions come summed per session
+    for (_, sid), v in sorted(r.sessions.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        a = per.setdefault(sid, [*v[:3], 0, 0, 0.0, 0, 0, v[8], v[9], 0, 0, 0])
+        for i in (3, 4, 5, 6, 7, 10, 11, 12):
+            a[i] += v[i]
+        a[8], a[9] = min(a[8], v[8]), max(a[9], v[9])
+    return {"calls": norm(r.calls), "users": r.users, "sessions": norm(per),
             "prompts": norm(r.prompts)}
 
 
