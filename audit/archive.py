@@ -394,7 +394,13 @@ async def load_session(archive: Archive, session_id: str) -> ArchivedSession | N
     merged: dict[str, dict[str, dict[str, Any]]] = {}
     runs: dict[str, dict[str, Any]] = {}
     for o in idx["objects"]:
-        doc = orjson.loads(await archive.get_blob(o["sha256"]))
+        try:
+            doc = orjson.loads(await archive.get_blob(o["sha256"]))
+        except FileNotFoundError:
+            raise ArchiveError(
+                f"archive object {o['sha256']} listed by {session_id!r}'s index is missing: "
+                "deleted outside Governor"
+            ) from None
         if o["kind"] == "history":
             run = str(doc.get("run_id"))
             events = len((doc.get("history") or {}).get("events") or [])

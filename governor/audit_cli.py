@@ -301,8 +301,15 @@ class Direct:
             except Exception as exc:
                 click.echo(f"warning: Temporal at {self.temporal_address} unreachable ({exc}); "
                            "histories come from the archive", err=True)
+        from audit.archive import ArchiveError
+        from audit.sealing import SealingError
+
         try:
             return await work(store, archive, temporal)
+        except (ArchiveError, SealingError) as exc:
+            _fail(f"archive: {exc}")
+        except LedgerError as exc:
+            _fail(f"ledger: {exc}")
         finally:
             await store.close()
 

@@ -184,9 +184,15 @@ async def _verify_in_child(gw: Gateway, since: float | None) -> dict[str, Any]:
 
 
 async def view_of(gw: Gateway, session_id: str) -> SessionView:
+    from audit.archive import ArchiveError
+    from audit.sealing import SealingError
+
     wf = getattr(gw, "session_workflows", None)
-    view = await gather(session_id, ledger=gw.store, archive=gw.archive,
-                        temporal=getattr(wf, "client", None))
+    try:
+        view = await gather(session_id, ledger=gw.store, archive=gw.archive,
+                            temporal=getattr(wf, "client", None))
+    except (ArchiveError, SealingError) as exc:
+        raise Refusal(503, "archive_unreadable", f"the session archive: {exc}") from None
     if view is None:
         raise Refusal(404, "session_not_found",
                       f"no session {session_id!r} in the ledger, the archive or Temporal")

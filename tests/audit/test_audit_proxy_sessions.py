@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from activities.archive_session import ArchiveJob, attach_archive
 from activities.gateway import hash_key
@@ -248,3 +249,44 @@ async def test_retention_erases_old_sessions_everywhere_with_tombstones(
     report = await verify(gw.store)
     assert report.ok, report.findings
     assert report.tombstones >= 3  # call, session, owner, kill rows of the old session
+
+
+async def test_an_altered_or_missing_archive_object_is_a_clear_error_not_a_500(
+    proxy: InProcessProxy, tmp_path: Path
+) -> None:
+    gw = proxy.gw
+    assert gw is not None
+    job, archive = _job(proxy)
+    sid = f"p-tamper-{uuid.uuid4().hex[:6]}"
+    async with httpx.AsyncClient(base_url=proxy.base_url, timeout=30) as c:
+        await _calls(c, sid, ["hello"])
+        await c.put(f"/gateway/sessions/{sid}/kill", headers=_auth(ONCALL), json={"reason": "x"})
+        await gw.writer.flush()
+        await job.run_once()
+        # The ledger loses the rows (a restore from an old backup): show reads the archive.
+        async with gw.store._connect(write=True) as conn:
+            for table in ("guardrail_events", "calls", "kills", "session_owners", "sessions"):
+                await conn.execute(text(f"DELETE FROM {table} WHERE session_id = :s"),
+                                   {"s": sid})
+        r = await c.get(f"/gateway/audit/sessions/{sid}", headers=_auth(AUDITOR))
+        assert r.status_code == 200 and r.json()["source"] == "archive"
+        assert r.json()["session"]["calls"] == 1
+        idx = await archive.index(sid)
+        assert idx is not None
+        digest = idx["objects"][0]["sha256"]
+        blob = tmp_path / "data" / "archive" / "objects" / digest[:2] / digest
+        raw = blob.read_bytes()
+        assert b"u_oncall" in raw
+        blob.write_bytes(raw.replace(b"u_oncall", b"u_nobody"))
+        r = await c.get(f"/gateway/audit/sessions/{sid}", headers=_auth(AUDITOR))
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "archive_unreadable"
+        assert "altered" in r.json()["error"]["message"]
+        code, _, err = await _cli("show", sid, "--ledger",
+                                  f"sqlite:///{tmp_path / 'data' / 'ledger.db'}",
+                                  "--data-dir", str(tmp_path / "data"),
+                                  "--config", str(tmp_path / "config"), key=AUDITOR)
+        assert code == 1 and "altered" in err and "Traceback" not in err
+        blob.unlink()
+        r = await c.get(f"/gateway/audit/sessions/{sid}/export", headers=_auth(AUDITOR))
+        assert r.status_code == 503 and "missing" in r.json()["error"]["message"]
