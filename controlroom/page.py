@@ -397,13 +397,36 @@ def _when(ts: object) -> str:
 
 
 def alert_page(viewer: Viewer, alert_key: str, runs: list[dict[str, object]],
-               runbook: str | None) -> str:
-    """One alert for on-call: its runs (newest first: status, severity, sources, times,
-    repeats, incident, summary, labels), the rule's runbook text and each run's steps.
-    `runs`: `AlertRecord` fields plus `steps` (`RunbookStepRecord` fields), at most 20."""
+               runbook: str | None, live: dict[str, object] | None = None) -> str:
+    """One alert for on-call: its live runbook (`RunbookStatus` fields: status, what it
+    waits for, with ack/approve/resolve forms), its runs (newest first: status, severity,
+    sources, times, repeats, incident, summary, labels), the rule's runbook text and each
+    run's steps. `runs`: `AlertRecord` fields plus `steps` (`RunbookStepRecord` fields)."""
     first = runs[0] if runs else {}
     out = [f"<h2>Alert {_e(_cut(str(first.get('name', alert_key)), 200))}</h2>",
            f'<p class="note">key <code>{_e(_cut(alert_key, 300))}</code></p>']
+    if live is not None:
+        waiting, acked, resolved = (live.get(k) for k in ("waiting_for", "acknowledged_by",
+                                                           "resolved_by"))
+        out.append(
+            f'<p class="ok" data-runbook-status="{_e(live.get("status", ""))}">Runbook '
+            f"<strong>{_e(live.get('status', ''))}</strong>"
+            + (f" — waiting for {_e(_cut(str(waiting), 300))}" if waiting else "")
+            + (f" — acknowledged by {_e(_cut(str(acked), 200))}" if acked else "")
+            + (f" — resolved by {_e(_cut(str(resolved), 200))}" if resolved else "")
+            + "</p>")
+        if live.get("status") not in ("resolved", "closed") and not resolved:
+            out.append('<div class="alert-actions">')
+            for what in ("ack", "approve", "resolve"):
+                disabled = "" if viewer.can_act else " disabled"
+                out.append(
+                    f'<form class="kill" method="post" '
+                    f'action="{_e(alert_href(alert_key))}/{what}">'
+                    f'<input type="hidden" name="csrf" value="{_e(viewer.csrf)}">'
+                    f'<input name="comment" placeholder="comment" maxlength="1000"{disabled}>'
+                    f'<button type="submit" data-alert-action="{what}"{disabled}>{what}'
+                    "</button></form>")
+            out.append("</div>")
     if runbook:
         out.append(f"<h3>Runbook</h3><pre>{_e(_cut(runbook, MAX_DETAIL))}</pre>")
     for run in runs[:20]:

@@ -10,8 +10,10 @@ Routes (all HTML, all with `SECURITY_HEADERS`):
 - `POST /control-room/kill` (form `csrf`, `session_id`, `confirm=yes`, optional `reason`) —
   on-call/admin only: the same kill as `PUT /gateway/sessions/{id}/kill` (`Gateway.kill`:
   journaled, in the ledger with the actor, every replica, the session's workflow).
-- `GET  /control-room/alerts/{key}` — on-call/admin: one alert's runs, runbook steps and the
-  rule's runbook text (panel 3's runbook column links here).
+- `GET  /control-room/alerts/{key}` — on-call/admin: one alert's runs, runbook steps, the
+  rule's runbook text and the live runbook (panel 3's runbook column links here);
+  `POST …/alerts/{key}/ack|approve|resolve` (form `csrf`, optional `comment`) — the same Update
+  as `POST /gateway/alerts/{key}/…`, the signed-in key's user as the actor.
 - `GET  /control-room/style.css`, `/control-room/favicon.svg` — static, no session needed.
 
 Every POST needs a same-origin `Origin` (or `Referer`) and, once signed in, the session's
@@ -48,6 +50,8 @@ from policies.alerts import rules_of
 from policies.config.models import ApiKey
 from policies.refusals import Refusal
 from proxy.admin import _query
+from proxy.alert_routes import _person as runbook_update
+from proxy.alert_routes import _workflow_status as runbook_status
 from proxy.errors import note_refusal
 from proxy.http import (
     BodyTimeout,
@@ -222,9 +226,7 @@ async def _dispatch(gw: Gateway, cr: ControlRoom, scope: Scope, receive: Receive
         await respond(send, 200, FAVICON_SVG.encode(), b"image/svg+xml", SECURITY_HEADERS)
         return
     if path.startswith(f"{BASE}/alerts/"):
-        if method != "GET":
-            raise Refusal(405, "method_not_allowed", f"{method} is not served here; use GET")
-        await _alert(gw, cr, send, header_map(scope), path[len(f"{BASE}/alerts/"):])
+        await _alert_route(gw, cr, scope, receive, send, path[len(f"{BASE}/alerts/"):])
         return
     routes = {BASE: ("GET",), f"{BASE}/login": ("GET", "POST"), f"{BASE}/logout": ("POST",),
               f"{BASE}/kill": ("POST",)}
@@ -375,20 +377,59 @@ async def _kill(gw: Gateway, cr: ControlRoom, send: Send, key: ApiKey, claims: a
 
 
 
-async def _alert(gw: Gateway, cr: ControlRoom, send: Send, headers: dict[str, str],
-                 alert_key: str) -> None:
-    """One alert's page (on-call/admin: alerts are theirs, as on the admin API): its runs
-    from the ledger, each run's runbook steps, and the rule's runbook text."""
+ALERT_ACTIONS = ("ack", "approve", "resolve")
+
+
+async def _alert_route(gw: Gateway, cr: ControlRoom, scope: Scope, receive: Receive, send: Send,
+                       rest: str) -> None:
+    """`GET alerts/{key}` (the page) and `POST alerts/{key}/ack|approve|resolve` (the same
+    Update as `POST /gateway/alerts/{key}/…`, the signed-in key's user as the actor)."""
+    method, headers = scope["method"], header_map(scope)
+    if method == "GET":
+        await _alert(gw, cr, send, headers, rest)
+        return
+    if method != "POST":
+        raise Refusal(405, "method_not_allowed", f"{method} is not served here")
+    alert_key, _, what = rest.rpartition("/")
+    if what not in ALERT_ACTIONS or not alert_key:
+        raise Refusal(404, "not_found", "alert actions are ack, approve and resolve")
+    if not same_origin(headers):
+        raise Refusal(403, "cross_origin", "this form must be sent from the control room's own "
+                      "pages (Origin does not match the host)")
     who = _signed_in(gw, cr, headers, time.time())
     if who is None:
-        await _redirect(send, f"{BASE}/login")
-        return
+        raise Refusal(403, "not_signed_in", "sign in to the control room first")
     key, claims = who
+    form = await _form(receive, headers, {"csrf", "comment"})
+    if not auth.csrf_ok(cr.secret(gw), claims.nonce, form.get("csrf")):
+        raise Refusal(403, "csrf_failed",
+                      "the form's CSRF token is missing or wrong; reload the page and retry")
+    _check_alert(key, alert_key)
+    await runbook_update(gw, alert_key, what, key, {"comment": form.get("comment", "")[:1000]})
+    await _html(send, 200, message_page(
+        "Alert updated", f"{what} recorded on alert {alert_key} by {key.user}.",
+        _viewer(gw, cr, key, claims), ok=True))
+
+
+def _check_alert(key: ApiKey, alert_key: str) -> None:
     if key.role not in RESPONDERS:
         raise Refusal(403, "oncall_required", f"key {key.id!r} has role {key.role!r}; alerts "
                       "need an on-call or admin key")
     if not 0 < len(alert_key) <= 256 or not alert_key.isprintable():
         raise Refusal(400, "invalid_request", "an alert key is 1-256 printable characters")
+
+
+async def _alert(gw: Gateway, cr: ControlRoom, send: Send, headers: dict[str, str],
+                 alert_key: str) -> None:
+    """One alert's page (on-call/admin: alerts are theirs, as on the admin API): its runs
+    from the ledger, each run's runbook steps, the rule's runbook text, and its live runbook
+    (waiting for whom) where this replica runs the alert hub."""
+    who = _signed_in(gw, cr, headers, time.time())
+    if who is None:
+        await _redirect(send, f"{BASE}/login")
+        return
+    key, claims = who
+    _check_alert(key, alert_key)
     rows = await list_alerts(gw.store, key=alert_key, limit=20)
     if not rows:
         raise Refusal(404, "alert_not_found", "no alert with this key is in the ledger")
@@ -397,4 +438,6 @@ async def _alert(gw: Gateway, cr: ControlRoom, send: Send, headers: dict[str, st
             for r in rows]
     runbook = next((r.runbook for r in rules_of(gw.config.extra) if r.name == rows[0].name),
                    None)
-    await _html(send, 200, alert_page(_viewer(gw, cr, key, claims), alert_key, runs, runbook))
+    live = await runbook_status(gw, alert_key)
+    await _html(send, 200, alert_page(_viewer(gw, cr, key, claims), alert_key, runs, runbook,
+                                      live))

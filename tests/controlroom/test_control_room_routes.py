@@ -439,11 +439,25 @@ async def test_runaway_alerts_on_panel_3_link_to_their_runbook_page_for_on_call(
         long = await h.get(proxy.base_url + "/control-room/alerts/" + "a" * 300)
         assert long.status_code == 400
         assert (await h.post(proxy.base_url + href, headers=origin_of(proxy.base_url))
-                ).status_code == 405
+                ).status_code == 404  # actions are href/ack|approve|resolve
+        csrf = csrf_of(r.text)
+        no_token = await h.post(proxy.base_url + href + "/ack", data={"comment": "x"},
+                                headers=origin_of(proxy.base_url))
+        assert no_token.status_code == 403 and "CSRF" in no_token.text
+        cross = await h.post(proxy.base_url + href + "/ack", data={"csrf": csrf},
+                             headers={"origin": "http://evil.example"})
+        assert cross.status_code == 403
+        no_hub = await h.post(proxy.base_url + href + "/ack", data={"csrf": csrf},
+                              headers=origin_of(proxy.base_url))
+        assert no_hub.status_code == 503 and "no alert hub" in no_hub.text
     async with client() as h:
         assert (await h.get(proxy.base_url + href)).status_code == 303  # not signed in
         await sign_in(h, proxy.base_url, VIEWER_KEY)
         r = await h.get(proxy.base_url + href)
+        assert r.status_code == 403 and "on-call or admin" in r.text
+        csrf = csrf_of((await h.get(proxy.base_url + "/control-room")).text)
+        r = await h.post(proxy.base_url + href + "/resolve", data={"csrf": csrf},
+                         headers=origin_of(proxy.base_url))
         assert r.status_code == 403 and "on-call or admin" in r.text
 
 

@@ -574,3 +574,39 @@ async def test_budget_behaviour_and_project_header_steps_are_overrides_on_every_
     await h.execute_update(RunbookWorkflow.resolve, Person(actor="u_oncall"))
     final = await h.result()
     assert any("set_budget_behaviour by governor:runbook" in line for line in final.log)
+
+
+async def test_on_call_acks_and_resolves_an_alert_from_the_control_room(rig: Rig) -> None:
+    """The control room's alert page shows the live runbook and sends the same Updates as
+    `POST /gateway/alerts/{key}/ack|resolve`, with the signed-in key's user as actor."""
+    import re
+    from urllib.parse import quote
+
+    from tests.controlroom.cr_client import csrf_of, origin_of, sign_in
+
+    labels = {"alertname": "rb_cr", "service": f"svc-{uuid.uuid4().hex[:6]}"}
+    r = await admin(rig.a, "POST", "/gateway/alerts/alertmanager",
+                    body=am_payload("firing", labels))
+    key = r.json()["results"][0]["key"]
+    assert rig.a.gw is not None
+    await until(lambda: list_alerts(rig.a.gw.store, key=key), "the alert's ledger row")
+    page_url = rig.a.base_url + "/control-room/alerts/" + quote(key, safe="")
+    async with httpx.AsyncClient(timeout=30) as h:
+        assert (await sign_in(h, rig.a.base_url, ONCALL)).status_code == 303
+        page = await h.get(page_url)
+        assert page.status_code == 200, page.text
+        assert re.search(r'data-runbook-status="(firing|waiting)"', page.text), page.text
+        csrf = csrf_of(page.text)
+        ack = await h.post(page_url + "/ack", data={"csrf": csrf, "comment": "on it"},
+                           headers=origin_of(rig.a.base_url))
+        assert ack.status_code == 200 and "ack recorded" in ack.text and "u_oncall" in ack.text
+        st = await rig.hub.client.get_workflow_handle(key).query(RunbookWorkflow.status)
+        assert st.acknowledged_by == "u_oncall"
+        done = await h.post(page_url + "/resolve", data={"csrf": csrf},
+                            headers=origin_of(rig.a.base_url))
+        assert done.status_code == 200, done.text
+        st = await rig.hub.client.get_workflow_handle(key).query(RunbookWorkflow.status)
+        assert st.resolved_by == "u_oncall"
+        after = await h.get(page_url)
+        assert 'data-alert-action="ack"' not in after.text  # nothing left to act on
+        assert "acknowledged by u_oncall" in after.text and "resolved by u_oncall" in after.text
