@@ -274,3 +274,21 @@ async def test_an_index_is_json_an_auditor_can_read(tmp_path: Path, ledger: Ledg
     assert idx["session_id"] == sid and idx["version"] == 1 and idx["prev_sha256"] is None
     blob = orjson.loads(await archive.get_blob(idx["objects"][0]["sha256"]))
     assert blob["format"] == "governor-archive-record/1" and _rows(blob) == 6
+
+
+async def test_two_replicas_archiving_one_session_at_once_write_one_index_version(
+    ledger: LedgerStore, archive: Archive
+) -> None:
+    import asyncio
+
+    sid = f"s-race-{uuid.uuid4().hex[:6]}"
+    await _session(ledger, sid)
+    rec = await session_record(ledger, sid)
+    results = await asyncio.gather(
+        *(archive_session(archive, sid, rec, now=NOW + i) for i in range(4))
+    )
+    assert {r.version for r in results} == {1}
+    assert sum(1 for r in results if r.changed) == 1
+    assert len(await archive.index_versions(sid)) == 1
+    back = await load_session(archive, sid)
+    assert back is not None and len(back.sections["calls"]) == 3
