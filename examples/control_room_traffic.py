@@ -15,7 +15,7 @@ What it writes (all into the ledger tables the proxy writes; SIMULATED traffic, 
 - outcomes: merged PRs (GitHub, some naming two sessions), closed tickets, resolved incidents,
   evals with pass rates.
 
-    python examples/control_room_traffic.py --days 7 --ledger sqlite:///.governor/ledger.db
+    python -m examples.control_room_traffic --days 7 --ledger sqlite:///.governor/ledger.db
 
 Every row is a function of (seed, days, end, sessions_per_day): the tests recompute the panels
 from `generate(...)`'s rows in plain Python and compare with what the ledger queries return.
