@@ -37,6 +37,20 @@ TOKEN, DURATION = "gen_ai.client.token.usage", "gen_ai.client.operation.duration
 
 Key = tuple[str, str, str, str, str | None]
 
+# `gen_ai.provider.name` well-known values for the names providers usually get in config; any
+# other configured name is reported as it is.
+PROVIDER_NAMES = {
+    "bedrock": "aws.bedrock", "aws-bedrock": "aws.bedrock", "vertex": "gcp.vertex_ai",
+    "vertex-ai": "gcp.vertex_ai", "vertex_ai": "gcp.vertex_ai", "gemini": "gcp.gemini",
+    "azure": "azure.ai.openai", "azure-openai": "azure.ai.openai", "mistral": "mistral_ai",
+    "xai": "x_ai", "watsonx": "ibm.watsonx.ai",
+}
+
+
+def provider_name(configured: str) -> str:
+    """The semantic conventions' `gen_ai.provider.name` for a configured provider name."""
+    return PROVIDER_NAMES.get(configured.lower(), configured)
+
 
 class _Hist:
     __slots__ = ("count", "counts", "max", "min", "sum")
@@ -63,7 +77,7 @@ class _Series:
 
     def __init__(self, key: Key) -> None:
         op, provider, req_model, resp_model, error = key
-        base = {"gen_ai.operation.name": op, "gen_ai.provider.name": provider,
+        base = {"gen_ai.operation.name": op, "gen_ai.provider.name": provider_name(provider),
                 "gen_ai.request.model": req_model, "gen_ai.response.model": resp_model}
         self.attrs = ({**base, "gen_ai.token.type": "input"},
                       {**base, "gen_ai.token.type": "output"},

@@ -12,6 +12,7 @@ import orjson
 from opentelemetry import trace
 
 from activities.gateway import Gateway, new_call_id
+from activities.genai_metrics import provider_name
 from activities.guardrails import gateway_salt
 from activities.idempotency import Slot, StoredResponse, check_ledger
 from activities.llm_call import CallRequest, governed_call
@@ -236,7 +237,7 @@ async def _handle_llm(
             sp.set_attribute("gen_ai.operation.name", "chat")
             sp.set_attribute("gen_ai.request.model", gov.virtual_model)
             sp.set_attribute("gen_ai.response.model", gov.model)
-            sp.set_attribute("gen_ai.provider.name", gov.provider)
+            sp.set_attribute("gen_ai.provider.name", provider_name(gov.provider))
         if outcome.stream is None:
             unwatch_disconnect(scope, watcher)
             h = gov.route_headers() + gov.usage_headers()

@@ -41,3 +41,12 @@ def test_attribute_sets_are_bounded(monkeypatch) -> None:
     assert len(pts) == 4  # three series, then everything else as `other`
     other = [p for p in pts if p.attributes["gen_ai.request.model"] == "other"]
     assert len(other) == 1 and other[0].count == 7
+
+
+def test_provider_names_follow_the_conventions_well_known_values() -> None:
+    g = GenAIMetrics()
+    g.record("chat", "bedrock", "vm", "claude-sonnet-4-5", 1, 1, 0.1)
+    g.record("chat", "vertex", "vm", "gemini-2.5-pro", 1, 1, 0.1)
+    g.record("chat", "my-gateway", "vm", "m", 1, 1, 0.1)
+    names = {p.attributes["gen_ai.provider.name"] for p in _points(g)[DURATION]}
+    assert names == {"aws.bedrock", "gcp.vertex_ai", "my-gateway"}
