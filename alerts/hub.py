@@ -50,6 +50,7 @@ log = logging.getLogger("governor.alerts")
 
 COALESCE_SECONDS = 5.0  # one signal per alert key per this many seconds from the hot path
 DRIFT_EVERY = 300  # ticks (seconds) between tokenizer-drift checks (controlroom.drift_watch)
+HEALTH_KEEPALIVE_SECONDS = 60.0  # a self-health alert that lasts signals its runbook this often
 SWEEP_EVERY_TICKS = 30  # budget notifications never handed to Temporal: looked for this often
 SWEEP_SINCE_SECONDS = 2 * 86400.0
 SWEEP_GRACE_SECONDS = 60.0  # a crossing this recent is still being handed over by its call
@@ -508,11 +509,14 @@ class AlertHub:
 
     def _health_rule(self, rule: AlertRule, bad: bool) -> None:
         """Self-health alerts signal the runbook on a change only: fire when the condition
-        starts, resolve when it ends. While it lasts, one keep-alive `seen` every quarter of
-        `auto_resolve_seconds` keeps the runbook from resolving itself for want of repeats."""
+        starts, resolve when it ends. While it lasts, one keep-alive `seen` a minute (at most a
+        quarter of `auto_resolve_seconds`) keeps the runbook from resolving itself for want of
+        repeats, and restarts it within a minute if another replica, healthy again, resolved
+        it (one runbook per rule serves every replica)."""
         now = time.monotonic()
         last = self._health.get(rule.name)
-        if bad and (last is None or now - last >= self.auto_resolve_seconds / 4):
+        keep_alive = min(HEALTH_KEEPALIVE_SECONDS, self.auto_resolve_seconds / 4)
+        if bad and (last is None or now - last >= keep_alive):
             self._health[rule.name] = now
             self._spawn(self.fire_async(rule.name, {}, "embedded"))
         elif not bad and last is not None:
