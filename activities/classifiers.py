@@ -1,12 +1,15 @@
-"""Classifier detectors at work: an HTTP service or an LLM judge asked about a call's input text.
+"""Classifier detectors at work: an HTTP service or an LLM judge asked about a call's text.
 
-`classify_request` runs after the pattern hooks of `activities.guardrails.guard_request`, on
-the (already redacted) text of each input hook that has classifiers for the call's metadata
-(a call with none costs `guard_request` one attribute test):
+`classify(g, hooks, texts_of)` runs after the pattern hooks, on what they left: the input hooks
+from `activities.guardrails.guard_request` (`classify_request`), the output hooks from
+`guard_response` (non-streamed answers), `activities.classifier_stream` (streamed answers, at
+their end) and `guard_tool_arguments` (session tool calls). A call with no classifier costs its
+hooks one attribute test:
 
 - `on_match: block` classifiers are awaited (concurrently, each within its `timeout_ms`); a
   match refuses the call (`guardrail_blocked`, 400), no verdict refuses it under `fail_closed`
-  (`guardrail_unavailable`, 503) or lets it through under `fail_open`;
+  (`guardrail_unavailable`, 503) or lets it through under `fail_open`; a client leaving while it
+  waits refuses the call `client_closed` (499) and cancels requests no other caller waits on;
 - `flag` / `allow` classifiers run off the call's path: the call goes on, the verdict is recorded
   when it arrives (at most `MAX_PENDING` in flight; beyond that a `classifier_unavailable` event).
 
@@ -14,7 +17,7 @@ Every verdict is a guardrail event (hook, detector `http_classifier` | `llm_judg
 rule id, the text's fingerprint, and the verdict's JSON): never the text. Verdicts are cached per
 classifier by the text's keyed hash (HMAC-SHA256 under the deployment salt), LRU-bounded by the
 classifier's `cache_size`. The judge's call is a governed call (`activities.llm_call`) under its
-own identity, so it is budgeted, rate-limited and in the ledger; its own input hooks run no
+own identity, so it is budgeted, rate-limited and in the ledger; its own hooks run no
 classifiers (no judge of the judge).
 """
 
@@ -22,22 +25,25 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import hashlib
 import hmac
 import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 
+from activities.stream_stop import CLIENT_CLOSED
 from policies.config.models import NON_CALLING_ROLES, ApiKey
 from policies.guardrails.classifiers import (
-    CLASSIFIER_HOOKS,
+    INPUT_HOOKS,
     NOT_FINDINGS,
+    OUTPUT_HOOKS,
     UNAVAILABLE,
     ClassifierSpec,
     HttpClassifier,
@@ -73,6 +79,17 @@ CLOSE_GRACE = 2.0  # seconds a closing gateway waits for background verdicts to 
 _judging: contextvars.ContextVar[bool] = contextvars.ContextVar("governor_judging", default=False)
 
 
+class _Asking:
+    """One classifier request in flight, shared by every caller asking about the same text."""
+
+    __slots__ = ("blocking", "task", "waiters")
+
+    def __init__(self, task: asyncio.Task[tuple[Verdict, str | None]], blocking: bool) -> None:
+        self.task = task
+        self.blocking = blocking
+        self.waiters = 0
+
+
 class ClassifierRuntime:
     """A gateway's classifier I/O: one aiohttp pool per HTTP classifier, verdict caches, the
     background verdicts in flight. `calls` counts real classifier requests per classifier id
@@ -84,9 +101,10 @@ class ClassifierRuntime:
         self._caches: OrderedDict[tuple[Any, ...], OrderedDict[bytes, Verdict]] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         # Texts being classified now, by keyed hash: concurrent callers share one request.
-        self._inflight: dict[bytes, asyncio.Task[tuple[Verdict, str | None]]] = {}
+        self._inflight: dict[bytes, _Asking] = {}
         self._keys: tuple[object, dict[str, ApiKey]] | None = None
         self.calls: dict[str, int] = {}
+        self.cancelled: dict[str, int] = {}  # requests cancelled with no caller left, per id
 
     # Verdicts ----------------------------------------------------------------------------------
 
@@ -95,20 +113,42 @@ class ClassifierRuntime:
     ) -> tuple[Verdict, bool, str | None]:
         """(verdict, cached, judge call id) for `text`; `key` is its keyed hash. A text being
         classified already waits for that answer (no second request: `cached`). Never raises
-        for the service's failures: they are a Verdict with `error`."""
+        for the service's failures: they are a Verdict with `error`.
+
+        A shared request in flight counts its waiters: when the last one leaves (its caller
+        cancelled) a `block` classifier's request is cancelled too (nobody will act on its
+        answer; a judge's call then releases its reservation and charges nothing). A `flag` /
+        `allow` request is waited on by a background task, not by a caller, so it completes:
+        its verdict is the audit record of a call that already went on, and it fills the cache
+        for the next identical text."""
         cache = self._cache(spec)
         hit = cache.get(key) if cache is not None else None
         if hit is not None:
             cache.move_to_end(key)  # type: ignore[union-attr]
             return hit, True, None
-        task = self._inflight.get(key)
-        if task is not None:  # shielded: a caller that leaves does not cancel the others'
-            return (await asyncio.shield(task))[0], True, None
-        task = asyncio.get_running_loop().create_task(self._ask(spec, text, key, cache))
-        self._inflight[key] = task
-        task.add_done_callback(lambda _t: self._inflight.pop(key, None))
-        v, call_id = await asyncio.shield(task)
-        return v, False, call_id
+        asking = self._inflight.get(key)
+        shared = asking is not None
+        if asking is None:
+            task = asyncio.get_running_loop().create_task(self._ask(spec, text, key, cache))
+            asking = self._inflight[key] = _Asking(task, spec.blocking)
+            done = functools.partial(self._forget_done, key, asking)
+            task.add_done_callback(done)
+        asking.waiters += 1
+        try:  # shielded: one caller leaving does not cancel the others' wait
+            v, call_id = await asyncio.shield(asking.task)
+        finally:
+            asking.waiters -= 1
+            if asking.waiters == 0 and asking.blocking and not asking.task.done():
+                asking.task.cancel()  # every caller left: nobody will act on this verdict
+                self._forget(key, asking)
+        return v, shared, None if shared else call_id
+
+    def _forget_done(self, key: bytes, asking: _Asking, _task: object) -> None:
+        self._forget(key, asking)
+
+    def _forget(self, key: bytes, asking: _Asking) -> None:
+        if self._inflight.get(key) is asking:
+            del self._inflight[key]
 
     async def _ask(
         self,
@@ -128,6 +168,9 @@ class ClassifierRuntime:
                     v, call_id = await self._judge(spec.llm_judge, text, key.hex()[:12])
         except TimeoutError:
             v = Verdict(False, error=f"no answer within {spec.timeout_s * 1000:.0f} ms")
+        except asyncio.CancelledError:
+            self.cancelled[spec.id] = self.cancelled.get(spec.id, 0) + 1
+            raise
         except Exception as exc:  # anything else is no verdict too, never the caller's 500
             log.exception("guardrail classifier %s failed", spec.id)
             v = Verdict(False, error=f"the classifier failed ({type(exc).__name__})")
@@ -259,7 +302,7 @@ class ClassifierRuntime:
 
     async def close(self) -> None:
         for asking in list(self._inflight.values()):
-            asking.cancel()
+            asking.task.cancel()
         if self._tasks:
             _done, pending = await asyncio.wait(list(self._tasks), timeout=CLOSE_GRACE)
             for t in pending:
@@ -294,19 +337,40 @@ def runtime(gw: Gateway) -> ClassifierRuntime:
 
 
 def wanted(g: CallGuard) -> bool:
-    """Whether this call's input hooks have classifiers to ask (not within a judge's call)."""
+    """Whether this call's hooks may have classifiers to ask (not within a judge's call)."""
     return bool(g.config.classifiers) and not _judging.get()
+
+
+def output_specs(g: CallGuard) -> tuple[ClassifierSpec, ...]:
+    """The classifiers of this call's output hooks (request-output, tool-input); () within a
+    judge's own call."""
+    if not wanted(g):
+        return ()
+    return tuple(
+        s for s in g.config.classifiers
+        if s.when.matches(g.metadata) and any(h in s.hooks for h in OUTPUT_HOOKS)
+    )  # fmt: skip
 
 
 async def classify_request(g: CallGuard, view: RequestText) -> None:
     """Ask the classifiers of each input hook about the call's text at that hook (`view`: the
     normalised request text, after the pattern hooks' redactions); raises Refusal when a
     `block` classifier matches or, under `fail_closed`, gives no verdict."""
+    await classify(g, INPUT_HOOKS, lambda hook: [s.text for s in view.for_hook(hook)])
+
+
+async def classify(
+    g: CallGuard, hooks: tuple[str, ...], texts_of: Callable[[str], list[str]]
+) -> None:
+    """Ask the classifiers of each of `hooks` about the text `texts_of(hook)` gives (its parts,
+    newline-joined and cut to each classifier's `max_text_chars`): `block` ones awaited
+    concurrently, `flag` / `allow` ones off the call's path. Raises Refusal when a `block`
+    classifier matches or, under `fail_closed`, gives no verdict."""
     rt = runtime(g.gw)
     waits: list[Coroutine[Any, Any, GuardrailEvent]] = []
-    for hook in CLASSIFIER_HOOKS:
+    for hook in hooks:
         specs = classifiers_for(g.config.classifiers, hook, g.metadata)
-        texts = [s.text for s in view.for_hook(hook)] if specs else []
+        texts = [t for t in texts_of(hook) if t] if specs else []
         if not texts:
             continue
         for spec in specs:
@@ -318,10 +382,41 @@ async def classify_request(g: CallGuard, view: RequestText) -> None:
                 _record(g, spec, hook, _key(g, spec, text)[1], v, False, 0.0, None)
     if not waits:
         return
-    events = await asyncio.gather(*waits) if len(waits) > 1 else [await waits[0]]
+    events = await _while_caller_waits(
+        g.stop, asyncio.gather(*waits) if len(waits) > 1 else _one(waits[0])
+    )
     for e in events:
         if e.action == "blocked":
             raise _refusal(e)
+
+
+async def _one(wait: Coroutine[Any, Any, GuardrailEvent]) -> list[GuardrailEvent]:
+    return [await wait]
+
+
+async def _while_caller_waits(stop: Any, wait: Any) -> list[GuardrailEvent]:
+    """Await the `block` verdicts; a client that leaves meanwhile (`stop`: the call's
+    StreamStop, None when there is no client to watch) cancels the wait — and with it each
+    classifier request nobody else waits on — and refuses the call `client_closed` 499."""
+    if stop is None:
+        return await wait  # type: ignore[no-any-return]
+    if stop.reason is None:
+        stop.bind()
+        stop.reading = True
+        try:
+            return await wait  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            if not stop.absorb():
+                raise
+        finally:
+            stop.reading = False
+    else:
+        wait.close()
+    if stop.reason != CLIENT_CLOSED:  # a kill of the call's session
+        raise Refusal(403, stop.reason, f"the session was killed while a guardrail classifier "
+                      f"was judging this call ({stop.detail or 'no reason given'})")
+    raise Refusal(499, CLIENT_CLOSED, "the client closed the request while a guardrail "
+                  "classifier was judging it; the classifier request was cancelled")
 
 
 def _key(g: CallGuard, spec: ClassifierSpec, text: str) -> tuple[bytes, str]:
@@ -385,4 +480,7 @@ def _refusal(e: GuardrailEvent) -> Refusal:
     return blocked_refusal(e)
 
 
-__all__ = ["NOT_FINDINGS", "ClassifierRuntime", "classify_request", "runtime", "wanted"]
+__all__ = [
+    "NOT_FINDINGS", "ClassifierRuntime", "classify", "classify_request", "output_specs",
+    "runtime", "wanted",
+]

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from activities import classifiers, scan_pool
+from activities.classifier_stream import classify_stream
 from activities.gateway import Gateway
 from activities.router import UpstreamResult
 from activities.wire.errors import stream_error
@@ -29,7 +30,7 @@ from policies.alerts import guardrail_class
 from policies.config.gateway import GatewayConfig
 from policies.config.models import METADATA_FIELDS
 from policies.guardrails import GuardrailEvent, GuardrailsConfig, HookResult, StreamGuard, evaluate
-from policies.guardrails.classifiers import NOT_FINDINGS, ClassifierSpec
+from policies.guardrails.classifiers import NOT_FINDINGS, OUTPUT_HOOKS, ClassifierSpec
 from policies.guardrails.config import GuardrailRule
 from policies.refusals import Refusal
 from policies.request_text import Path as BodyPath
@@ -144,6 +145,8 @@ class CallGuard:
     call_id: str
     model: str
     protocol: Protocol = "openai"
+    # The call's StreamStop (None: no client to watch): a classifier wait ends when it leaves.
+    stop: Any = None
     _active: dict[str, bool] = field(default_factory=dict)
     _seq: dict[str, int] = field(default_factory=dict)
     _salt: bytes = b""
@@ -277,6 +280,7 @@ async def guard_request(gw: Gateway, req: Any, view: RequestText) -> CallGuard |
         req.body = with_texts(req.body, texts)
     if g.config.classifiers and classifiers.wanted(g):
         # Classifier detectors see the text after the pattern hooks (so redacted).
+        g.stop = getattr(req, "stop", None)
         await classifiers.classify_request(
             g, request_view(req.protocol, req.body) if texts else view
         )
@@ -311,29 +315,75 @@ def _arguments(g: CallGuard, args: str) -> Any:
 
 
 async def guard_response(
-    g: CallGuard | None, res: UpstreamResult, model: str
+    g: CallGuard | None, res: UpstreamResult, model: str, stop: Any = None
 ) -> Refusal | None:
     """Run the output hooks on a non-streamed response; redactions rewrite `res.body` and
-    `res.output_text`. Returns the Refusal to answer with when a hook blocks (the call still
-    happened and is accounted)."""
-    if g is None or not (g.active("request-output") or g.active("tool-input")):
+    `res.output_text`. Then the output hooks' classifiers see what the patterns left: `block`
+    ones hold the answer until their verdict, `flag` / `allow` ones run off the call's path.
+    Returns the Refusal to answer with when a hook blocks (the call still happened and is
+    accounted)."""
+    if g is None:
+        return None
+    patterns = g.active("request-output") or g.active("tool-input")
+    specs = classifiers.output_specs(g) if g.config.classifiers else ()
+    if not (patterns or specs):
         return None
     g.model = model
     try:
         doc = orjson.loads(res.body)
     except orjson.JSONDecodeError:
         return None
+    if specs and g.stop is None:
+        g.stop = stop
     walk = _openai_response if g.protocol == "openai" else _anthropic_response
-    if len(res.body) >= scan_pool.OFFLOAD_CHARS:
-        await g.precompute(lambda: walk(g, doc))
-    try:
-        changed = walk(g, doc)
-    except Refusal as r:
-        return r
-    if changed:
-        res.body = orjson.dumps(doc)
-        res.output_text = _output_text(g.protocol, doc)
+    if patterns:
+        if len(res.body) >= scan_pool.OFFLOAD_CHARS:
+            await g.precompute(lambda: walk(g, doc))
+        try:
+            changed = walk(g, doc)
+        except Refusal as r:
+            return r
+        if changed:
+            res.body = orjson.dumps(doc)
+            res.output_text = _output_text(g.protocol, doc)
+    if specs:
+        texts = _response_texts(g.protocol, doc)
+        try:
+            await classifiers.classify(g, OUTPUT_HOOKS, lambda hook: texts.get(hook, []))
+        except Refusal as r:
+            return r
     return None
+
+
+def _response_texts(protocol: Protocol, doc: Any) -> dict[str, list[str]]:
+    """{hook: texts} of a response body: the answer's text (request-output) and each tool
+    call's arguments as JSON text (tool-input)."""
+    out: dict[str, list[str]] = {"request-output": [], "tool-input": []}
+    if not isinstance(doc, dict):
+        return out
+    if protocol == "openai":
+        choices = doc.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            msg = choice.get("message") if isinstance(choice, dict) else None
+            if not isinstance(msg, dict):
+                continue
+            if isinstance(msg.get("content"), str):
+                out["request-output"].append(msg["content"])
+            calls = msg.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
+                fn = call.get("function") if isinstance(call, dict) else None
+                if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+                    out["tool-input"].append(fn["arguments"])
+        return out
+    content = doc.get("content")
+    for block in content if isinstance(content, list) else ():
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text" and isinstance(block.get("text"), str):
+            out["request-output"].append(block["text"])
+        elif block.get("type") in ("tool_use", "server_tool_use"):
+            out["tool-input"].append(_json_text(block.get("input") or {}))
+    return out
 
 
 def _openai_response(g: CallGuard, doc: dict[str, Any]) -> bool:
@@ -393,19 +443,24 @@ def _output_text(protocol: Protocol, doc: dict[str, Any]) -> str:
 
 def guard_stream(g: CallGuard | None, res: UpstreamResult, model: str) -> None:
     """Wrap `res.stream` so output hooks see every delta before the caller does (only when an
-    output rule applies to this call: otherwise the relay is left untouched)."""
+    output rule applies to this call: otherwise the relay is left untouched), and the output
+    hooks' classifiers judge the answer at its end (`activities.classifier_stream`)."""
     if g is None or res.stream is None:
         return
     text_on, tools_on = g.active("request-output"), g.active("tool-input")
-    if not (text_on or tools_on):
+    specs = classifiers.output_specs(g) if g.config.classifiers else ()
+    if not (text_on or tools_on or specs):
         return
     g.model = model
-    rw: _Rewriter = (
-        _OpenAIRewriter(g, text_on, tools_on)
-        if g.protocol == "openai"
-        else _AnthropicRewriter(g, text_on, tools_on)
-    )
-    res.stream = _guarded(rw, res, res.stream)
+    if text_on or tools_on:
+        rw: _Rewriter = (
+            _OpenAIRewriter(g, text_on, tools_on)
+            if g.protocol == "openai"
+            else _AnthropicRewriter(g, text_on, tools_on)
+        )
+        res.stream = _guarded(rw, res, res.stream)
+    if specs:  # the classifiers see what the pattern hooks let through, at the stream's end
+        classify_stream(g, res, specs)
 
 
 async def _guarded(
@@ -652,18 +707,25 @@ class _AnthropicRewriter(_Rewriter):
 # Session tools --------------------------------------------------------------------------------
 
 
-def guard_tool_arguments(
+async def guard_tool_arguments(
     gw: Gateway, ident: Any, call_id: str, arguments: dict[str, Any]
 ) -> dict[str, Any]:
-    """tool-input on a session tool call's arguments, before the tool runs."""
+    """tool-input on a session tool call's arguments, before the tool runs: the pattern hooks,
+    then the tool-input classifiers on what they left (one guard). Raises Refusal when either
+    refuses the call."""
     g = call_guard(gw, ident, call_id, "")
-    if g is None or not g.active("tool-input"):
+    if g is None:
         return arguments
-    new = _arguments(g, orjson.dumps(arguments).decode())
-    if new is _SAME:
-        return arguments
-    out = orjson.loads(new)
-    return out if isinstance(out, dict) else {"redacted": out}
+    out = arguments
+    if g.active("tool-input"):
+        new = _arguments(g, orjson.dumps(arguments).decode())
+        if new is not _SAME:
+            parsed = orjson.loads(new)
+            out = parsed if isinstance(parsed, dict) else {"redacted": parsed}
+    if g.config.classifiers and classifiers.wanted(g):
+        text = _json_text(out)
+        await classifiers.classify(g, ("tool-input",), lambda _hook: [text])
+    return out
 
 
 async def guard_tool_result(gw: Gateway, ident: Any, call_id: str, result: Any) -> Any:

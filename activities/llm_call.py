@@ -341,7 +341,7 @@ async def governed_call(gw: Gateway, req: CallRequest) -> CallOutcome:
     gw.metrics.child(gw.metrics.upstream, gov.provider, gov.model).observe(res.upstream_ms / 1000)
     if res.stream is None:
         try:
-            blocked = await guardrails.guard_response(guard, res, gov.model)  # output hooks
+            blocked = await guardrails.guard_response(guard, res, gov.model, req.stop)
         except BaseException:
             _settle_failed(gw, req, gov, pre, held, res, now, started)
             raise

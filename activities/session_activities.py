@@ -214,7 +214,7 @@ async def run_tool(inp: ToolCallInput) -> ToolCallOutput:
     arguments = inp.arguments
     if _gateway is not None:
         try:
-            arguments = guard_tool_arguments(_gateway, scope, inp.call_id, arguments)
+            arguments = await guard_tool_arguments(_gateway, scope, inp.call_id, arguments)
         except Refusal as r:
             raise _refusal_error(r) from None
     try:

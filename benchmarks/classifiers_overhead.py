@@ -1,5 +1,6 @@
-"""What classifier detectors cost a call that has none: `guard_request` (the input hooks) of
-this tree side by side with the same function at another git revision, in one process, on one
+"""What classifier detectors cost a call that has none: `guard_request` (the input hooks) and
+`guard_response` (the output hooks, a non-streamed 4 KB answer) of this tree side by side
+with the same functions at another git revision, in one process, on one real Gateway (SQLite
 real Gateway (SQLite ledger, the sample guardrails config), for a 4 KB prompt.
 
 Reports Python bytecode instructions executed per call (deterministic: sys.settrace opcode
@@ -26,6 +27,8 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
+import orjson
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from guardrails_bench import _prompt
@@ -34,6 +37,7 @@ from activities import guardrails
 from activities.config_source import load_config_dir
 from activities.gateway import Gateway
 from activities.llm_call import CallRequest
+from activities.router import UpstreamResult
 from policies.identity import Identity
 from policies.request_text import request_view
 
@@ -43,7 +47,7 @@ type: gateway-guardrails-config
 name: bench-classifiers
 classifiers:
   - id: elsewhere
-    hooks: [request-input, tool-output]
+    hooks: [request-input, tool-output, request-output, tool-input]
     when: {metadata: {X-Governor-Project: some-other-project}}
     on_match: block
     http: {url: 'http://127.0.0.1:9/classify'}
@@ -106,6 +110,13 @@ async def _gateway(root: Path, name: str, extra: str | None) -> Gateway:
                               root / f"journal-{name}")  # fmt: skip
 
 
+def _table(sides: dict[str, Any], ops: dict[str, int], times: dict[str, list[float]]) -> None:
+    print(f"{'':<32} {'bytecodes':>10} {'p50 µs':>9} {'p90 µs':>9}")
+    for k in sides:
+        t = sorted(times[k])
+        print(f"{k:<32} {ops[k]:>10} {statistics.median(t):>9.1f} {t[int(len(t) * 0.9)]:>9.1f}")
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--before-rev", default="daf1ea7")
@@ -145,10 +156,44 @@ async def main() -> None:
             f()
             times[k].append((time.perf_counter_ns() - t0) / 1000)
     print("guard_request, 4 KB prompt, sample guardrails config (no classifier for this call)")
-    print(f"{'':<32} {'bytecodes':>10} {'p50 µs':>9} {'p90 µs':>9}")
-    for k in sides:
-        t = sorted(times[k])
-        print(f"{k:<32} {ops[k]:>10} {statistics.median(t):>9.1f} {t[int(len(t) * 0.9)]:>9.1f}")
+    _table(sides, ops, times)
+
+    answer = orjson.dumps({"id": "x", "object": "chat.completion", "model": "m", "choices": [
+        {"index": 0, "finish_reason": "stop",
+         "message": {"role": "assistant", "content": _prompt(4096)}}]})  # fmt: skip
+
+    def out(mod: ModuleType, g: Gateway) -> Callable[[], Any]:
+        def once() -> Any:
+            req = _request("hi")
+            guard = guardrails.call_guard(g, req.ident, "bench", "support-cheap")
+            res = UpstreamResult(target=None, provider=None, status=200, body=answer)  # type: ignore[arg-type]
+            coro = mod.guard_response(guard, res, "gpt-4o-mini")
+            try:
+                coro.send(None)
+            except StopIteration as done:
+                return done.value
+            raise RuntimeError("guard_response awaited: use a smaller answer")
+
+        return once
+
+    outs = {
+        f"before ({args.before_rev})": out(before, gw),
+        "after": out(guardrails, gw),
+        "after, classifier elsewhere": out(guardrails, gw_cls),
+    }
+    for f in outs.values():
+        for _ in range(50):
+            f()
+    ops = {k: _opcodes(f) for k, f in outs.items()}
+    times = {k: [] for k in outs}
+    for _ in range(args.runs):
+        for k, f in outs.items():
+            t0 = time.perf_counter_ns()
+            f()
+            times[k].append((time.perf_counter_ns() - t0) / 1000)
+    print()
+    print("guard_response, 4 KB answer, sample guardrails config (no classifier for this call)")
+    _table(outs, ops, times)
     await gw.close()
     await gw_cls.close()
     shutil.rmtree(root, ignore_errors=True)

@@ -61,7 +61,7 @@ def test_a_config_with_both_kinds_loads_beside_rules() -> None:
         ("  - {id: a, hooks: [request-input]}\n", "exactly one of"),
         (f"  - {{id: a, hooks: [request-input], on_error: fail_closed, {HTTP}}}\n",
          "fail_closed needs on_match: block"),
-        (f"  - {{id: a, hooks: [request-output], {HTTP}}}\n", "hooks"),
+        (f"  - {{id: a, hooks: [response-output], {HTTP}}}\n", "hooks"),
         ("  - {id: a, hooks: [request-input], http: {url: 'file:///etc/passwd'}}\n", "url"),
         ("  - {id: a, hooks: [request-input], http: {url: 'http://x/', timeout_ms: 0}}\n",
          "timeout_ms"),

@@ -66,6 +66,9 @@ def config_dir(wf_dir: Path, sim: SimServer) -> Path:
         "  - {id: wf-classifier, hooks: [request-input, tool-output], on_match: block,\n"
         "     on_error: fail_closed, when: {metadata: {X-Governor-Project: wf-classifier}},\n"
         f"     http: {{url: '{sim.base_url}/classify', timeout_ms: 2000}}}}\n"
+        "  - {id: wf-out-classifier, hooks: [request-output, tool-input], on_match: block,\n"
+        "     on_error: fail_closed, when: {metadata: {X-Governor-Project: wf-out-classifier}},\n"
+        f"     http: {{url: '{sim.base_url}/classify', timeout_ms: 2000}}}}\n"
     )
     return d
 
