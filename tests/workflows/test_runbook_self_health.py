@@ -155,3 +155,67 @@ async def test_an_unreachable_ledger_and_a_growing_journal_fire_once_and_resolve
             await admin.close()
             await hub.close()
             await p.stop()
+
+
+@pytest.mark.postgres
+async def test_a_replica_still_unhealthy_restarts_the_runbook_another_replica_resolved(
+    client: Client, sim: SimServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One ledger_unreachable runbook serves every replica. Two replicas lose their databases;
+    one gets its database back and resolves the runbook; the other, still unable to reach its
+    own, starts it again at its next keep-alive."""
+    from alerts import hub as hub_module
+
+    monkeypatch.setattr(hub_module, "HEALTH_KEEPALIVE_SECONDS", 1.0)
+    queue = f"{QUEUE}-two"
+    key = "alert-ledger_unreachable"
+    cfg = make_config_dir(tmp_path / "config")
+    async with fresh_database() as url_a, fresh_database() as url_b:
+        names = [u.rsplit("/", 1)[1] for u in (url_a, url_b)]
+        a = await InProcessProxy(cfg, tmp_path, sim.base_url, ledger_url=url_a,
+                                 replica="a").start()
+        b = await InProcessProxy(cfg, tmp_path, sim.base_url, ledger_url=url_b,
+                                 replica="b").start()
+        admin = await asyncpg.connect(PG_URL)
+        assert a.gw is not None and b.gw is not None
+        runbook_activities.set_gateway(a.gw)
+        hub_a, hub_b = AlertHub(a.gw, client, queue), AlertHub(b.gw, client, queue)
+        try:
+            async with Worker(client, task_queue=queue, workflows=ALERT_WORKFLOWS,
+                              activities=runbook_activities.ALL_ACTIVITIES):
+                for name in names:
+                    await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                    await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                        "WHERE datname = $1", name)
+                await hub_a.tick(1)
+                await hub_b.tick(1)
+                first = await until(lambda: _status(client, key), "the runbook", within=60)
+                await admin.execute(f'ALTER DATABASE "{names[0]}" ALLOW_CONNECTIONS true')
+
+                async def a_healthy() -> bool:
+                    await hub_a.tick(3)
+                    return a.gw is not None and a.gw.metrics.ledger_up._value.get() == 1
+
+                await until(a_healthy, "replica a's ledger back", within=60, every=0.2)
+                done = await asyncio.wait_for(
+                    client.get_workflow_handle_for(RunbookWorkflow.run, key,
+                                                   run_id=first.run_id).result(), 90)
+                assert done.resolved_by == "embedded"
+
+                async def restarted() -> Any:
+                    await hub_b.tick(3)  # b still cannot reach its database
+                    st = await _status(client, key)
+                    return st if st and st.run_id != first.run_id else None
+
+                again = await until(restarted, "replica b's keep-alive to restart the runbook",
+                                    within=60, every=0.5)
+                assert again.resolved_by is None
+                await client.get_workflow_handle(key).terminate("test over")
+        finally:
+            for name in names:
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            await admin.close()
+            await hub_a.close()
+            await hub_b.close()
+            await a.stop()
+            await b.stop()
