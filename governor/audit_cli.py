@@ -55,16 +55,18 @@ def audit() -> None:
 @click.argument("target")
 @click.option("--config", "config_dir", type=click.Path(path_type=Path), default=None,
               help="re-decide under this config directory instead of the recorded versions")
-@click.option("--temporal-address", envvar="GOVERNOR_TEMPORAL_ADDRESS", default=None,
-              help="Temporal server to read the workflow history from (ledger mode)")
+@click.option("--temporal-address", envvar="TEMPORAL_ADDRESS", default=None,
+              help="read the workflow history from this Temporal (direct mode; else the archive)")
+@click.option("--archive", "archive_url", default=None,
+              help="archive URL overriding the settings of GOVERNOR_CONFIG_DIR (direct mode)")
 @_url
 @_audit_key
 @_data_dir
 @_ledger
 @_json
-def audit_replay(target: str, config_dir: Path | None, temporal_address: str | None, url: str,
-                 key: str | None, data_dir: Path | None, ledger: str | None,
-                 as_json: bool) -> None:
+def audit_replay(target: str, config_dir: Path | None, temporal_address: str | None,
+                 archive_url: str | None, url: str, key: str | None, data_dir: Path | None,
+                 ledger: str | None, as_json: bool) -> None:
     """Replay TARGET (a session id, or an exported bundle file): the workflow history through
     Temporal's Replayer on today's code, and every recorded governance decision through
     today's policy core. Exit 0: everything reproduced; 1: divergences (each is named)."""
@@ -82,13 +84,16 @@ def audit_replay(target: str, config_dir: Path | None, temporal_address: str | N
             _fail(f"--config {config_dir}: " + "; ".join(str(e) for e in exc.errors[:5]), 2)
         label = f"--config {config_dir}"
     path = Path(target)
+    direct = None
     if path.is_file():
         try:
             record = record_from_bundle(path)
         except (OSError, ValueError) as exc:
             _fail(f"cannot read bundle {target}: {exc}", 2)
-    elif (lurl := ledger_url(data_dir, ledger)) is not None:
-        record = asyncio.run(_from_ledger(lurl, target, temporal_address, data_dir))
+    elif Direct.wanted(data_dir, ledger):
+        direct = Direct(data_dir, ledger, None, archive_url, temporal_address)
+        record = asyncio.run(direct.run(
+            lambda store, archive, temporal: _direct_record(store, archive, temporal, target)))
     else:
         doc = admin_request(url, key, "GET", f"/gateway/audit/sessions/{quote(target, safe='')}"
                             "/decisions")
@@ -99,44 +104,26 @@ def audit_replay(target: str, config_dir: Path | None, temporal_address: str | N
     else:
         for line in report.lines():
             click.echo(line)
-    sys.exit(0 if report.ok else 1)
+    code = 0 if report.ok else 1
+    _finish(direct, code)
+    sys.exit(code)
 
 
-async def _from_ledger(url: str, session_id: str, temporal_address: str | None,
-                       data_dir: Path | None) -> Any:
-    """The record from the ledger; the history from Temporal while the server has it, else
-    from the archive under the data dir (settings from GOVERNOR_CONFIG_DIR, as `governor up`)."""
+async def _direct_record(store: Any, archive: Any, temporal: Any, session_id: str) -> Any:
+    """The record from the ledger; the workflow history from Temporal while the server has
+    it, else from the session archive."""
     from audit.replay import histories_from_archive, histories_from_temporal, record_from_ledger
-    from ledger.store import LedgerStore
     from workflows.session import session_workflow_id
 
-    store = await LedgerStore.open(url)
-    try:
-        record = await record_from_ledger(store, session_id)
-    finally:
-        await store.close()
+    record = await record_from_ledger(store, session_id)
     if not record.calls:
-        _fail(f"no calls of session {session_id!r} in the ledger {url.split('@')[-1]}")
-    if not any(r["path"] == "workflow" for r in record.calls):
-        return record
-    if temporal_address:
-        from temporalio.client import Client
-        from temporalio.contrib.pydantic import pydantic_data_converter
-
-        try:
-            client = await Client.connect(temporal_address,
-                                          data_converter=pydantic_data_converter)
-        except Exception as exc:
-            _fail(f"cannot reach Temporal at {temporal_address}: {type(exc).__name__}")
-        record.histories = await histories_from_temporal(client,
-                                                         session_workflow_id(session_id))
-    if not record.histories and data_dir is not None:
-        from activities.config_source import load_config_dir
-        from audit.archive import Archive
-
-        cfg = load_config_dir(os.environ.get("GOVERNOR_CONFIG_DIR", "examples/config"))
-        archive = Archive.from_settings(cfg.settings.archive, data_dir)
-        record.histories = await histories_from_archive(archive, session_id)
+        _fail(f"no calls of session {session_id!r} in the ledger")
+    if any(r["path"] == "workflow" for r in record.calls):
+        if temporal is not None:
+            record.histories = await histories_from_temporal(
+                temporal, session_workflow_id(session_id))
+        if not record.histories:
+            record.histories = await histories_from_archive(archive, session_id)
     return record
 
 

@@ -215,9 +215,11 @@ def test_a_reload_between_session_and_replay_causes_no_false_divergence(up: Up, 
                    headers={"Authorization": "Bearer gk-dev-admin"}, timeout=30)
 
 
-def test_replay_works_from_the_bundle_after_the_workflow_is_deleted(
-        up: Up, sessions, tmp_path: Path):
+def test_replay_works_after_the_workflow_is_deleted(up: Up, sessions, tmp_path: Path):
+    """From the exported bundle, and by session id (the archive keeps the history), through
+    the admin API and directly on the ledger."""
     sid = sessions["looping"]
+    _wait_archived(up, sid)
     bundle = tmp_path / "looping.jsonl"
     _export(up, sid, bundle)
     deleted = subprocess.run(
@@ -230,9 +232,26 @@ def test_replay_works_from_the_bundle_after_the_workflow_is_deleted(
     assert code == 0, rep
     assert rep["history"] == "reproduced" and rep["divergences"] == []
     assert rep["decisions"] == rep["reproduced"] > 0
-    # the live server forgot it: replaying by id reads the history from the session archive
     code, rep = _replay(up, sid, "--url", up.url)
-    assert code == 0 and rep["history"] == "reproduced" and rep["divergences"] == [], rep
+    assert code == 0 and rep["history"] == "reproduced", rep
+    assert rep["activities_checked"] > 0
+    code, rep = _replay(up, sid, "--data-dir", str(up.data_dir), "--temporal-address",
+                        up.temporal_address,
+                        env={"GOVERNOR_CONFIG_DIR": str(up.config_dir)})  # type: ignore[attr-defined]
+    assert code == 0 and rep["history"] == "reproduced", rep
+
+
+def _wait_archived(up: Up, sid: str) -> None:
+    from activities.config_source import load_config_dir
+    from audit.archive import Archive
+    from audit.replay import histories_from_archive
+
+    archive = Archive.from_settings(
+        load_config_dir(up.config_dir).settings.archive, up.data_dir)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 60
+    while not asyncio.run(histories_from_archive(archive, sid)):
+        assert time.monotonic() < deadline, "the session was never archived"
+        time.sleep(0.5)
 
 
 def _export(up: Up, sid: str, out: Path) -> None:
