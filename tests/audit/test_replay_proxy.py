@@ -180,6 +180,16 @@ async def test_replay_reproduces_every_decision_across_a_reload(gateway):
     assert code == 0, rep
     assert rep["decisions"] == rep["reproduced"] == len(actions) == 7
     assert rep["divergences"] == [] and rep["history"].startswith("none")
+    # the same from its exported bundle (`governor audit export`), read without the ledger
+    bundle = p.data_dir / f"{sid}.jsonl"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "governor.cli", "audit", "export", sid, "--out", str(bundle),
+        "--ledger", p.ledger_url, "--data-dir", str(p.data_dir),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO)
+    _, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    code, rep = await _replay(str(bundle))
+    assert code == 0 and rep["reproduced"] == len(actions) == 7, rep
 
 
 async def test_replay_under_a_new_config_names_the_calls_it_would_decide_otherwise(gateway):
