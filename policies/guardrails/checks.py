@@ -111,7 +111,12 @@ _PLACEHOLDER_WORDS = (
     "example", "placeholder", "your_", "your-", "yourpass", "changeme", "change_me", "change-me",
     "redacted", "dummy", "sample", "xxxx", "****", "....", "####", "%(", "%s",
     "secret_here", "token_here", "key_here", "replace", "insert", "todo", "fixme", "null", "none",
+    "not-a-real", "not_a_real", "not-real", "not_real", "fake-", "fake_", "-fake", "_fake",
+    "path/to/",
 )  # fmt: skip
+# A file path with an extension (`/etc/ssl/client.key`, `./certs/ca.pem`, `C:\\keys\\a.pfx`):
+# where a secret is kept, not the secret (base64 has slashes but no dots).
+_FILE_PATH = re.compile(r"(?:~|\.{1,2})?/(?:[\w.-]+/)+[\w.-]+|[a-z]:\\(?:[\w.-]+\\)+[\w.-]+")
 
 
 _TEMPLATE = re.compile(
@@ -142,6 +147,10 @@ def placeholder(value: str) -> bool:
         return True  # `…AccessTokenHere`, `paste_key_here`
     if low.startswith("<") or ("<" in low and ">" in low) or _TEMPLATE.search(low):
         return True  # `<your-key>`, `${DB_PASSWORD}`, `{{ secrets.token }}`
+    if low[0] in "/~.\\" or low[1:3] == ":\\":
+        m = _FILE_PATH.fullmatch(low)
+        if m is not None and "." in low.rsplit("/", 1)[-1].rsplit("\\", 1)[-1]:
+            return True  # a path to a file (with an extension), not its content
     return any(w in low for w in _PLACEHOLDER_WORDS)
 
 

@@ -83,6 +83,11 @@ def test_generic_assignment_in_code_contexts(text: str, value: str) -> None:
     assert [v for _, v in _found(text)] == [value]
 
 
+def test_a_secret_with_slashes_is_still_a_secret() -> None:
+    value = "/3xKq9vB4n/W8pL3sT6Zf3D0L/XCM3EIMbgJpUNnk"  # base64 has slashes, paths have dots
+    assert _found(f'client_secret = "{value}"') == [("generic_secret", value)]
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -104,6 +109,10 @@ def test_generic_assignment_in_code_contexts(text: str, value: str) -> None:
         "AIzaSyabcdefghijklmnopqrstuvwxyz1234567",
         "password = ${DB_PASSWORD}",
         "the tokenizer: gpt2-large-v1.2 is loaded",
+        '$ export REPLICATE_API_TOKEN="r8-not-a-real-token"',
+        '"client_key": "/path/to/client.key",',
+        'ssl_secret_key = "/etc/ssl/private/server-2024.key"',
+        'api_token: "fake_token_for_the_unit_tests_9f8e"',
     ],
 )
 def test_near_misses_are_not_secrets(text: str) -> None:
