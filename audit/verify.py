@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,9 +130,16 @@ def _digest_bytes(digest: str) -> bytes:
         return digest.encode()
 
 
-async def verify(store: LedgerStore, since: float | None = None) -> VerifyReport:
-    """Walk every chain in `store` and compare the audited tables' rows with it."""
+async def verify(
+    store: LedgerStore,
+    since: float | None = None,
+    checkpoints: Sequence[Mapping[str, Any]] = (),
+) -> VerifyReport:
+    """Walk every chain in `store` and compare the audited tables' rows with it; and with each
+    of `checkpoints` (`ledger.chain.read_checkpoint`: heads kept outside the database), the
+    link it names."""
     report = VerifyReport()
+    await _check_checkpoints(store, checkpoints, report)
     latest: dict[str, dict[str, _Latest]] = {}
     chain_ids: list[str] = []
     await _walk_chains(store, since, report, latest, chain_ids)
@@ -221,6 +229,25 @@ class _ChainWalk:
             digest = None if link["op"] == TOMBSTONE else _digest_bytes(link["digest"])
             table[key] = (lid, digest, ci, seq)
         self.prev = link
+
+
+async def _check_checkpoints(
+    store: LedgerStore, checkpoints: Sequence[Mapping[str, Any]], report: VerifyReport
+) -> None:
+    """A head kept outside the database must still be a link of its chain: a chain rewritten
+    or cut together with its `chain_heads` row disagrees with it."""
+    c = LEDGER_CHAIN.c
+    async with store._connect(write=False) as conn:
+        for cp in checkpoints:
+            cid, seq = str(cp["chain_id"]), int(cp["seq"])
+            q = select(c.hash).where(c.chain_id == cid, c.seq == seq)
+            got = (await conn.execute(q)).first()
+            if got is None:
+                what = "the link an outside checkpoint names is gone: links cut off the chain"
+                report.add(Finding("deleted", "ledger_chain", f"seq ..{seq}", cid, seq, what))
+            elif got[0] != cp["hash"]:
+                what = "the chain differs from its outside checkpoint: it was rewritten"
+                report.add(Finding("altered", "ledger_chain", f"seq {seq}", cid, seq, what))
 
 
 async def _check_heads(store: LedgerStore, since: float | None, report: VerifyReport) -> None:

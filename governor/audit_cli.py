@@ -155,27 +155,58 @@ def parse_since(value: str | None) -> float | None:
     return t.timestamp()
 
 
-async def _verify_direct(url: str, since: float | None) -> dict[str, Any]:
+async def _verify_direct(
+    url: str, since: float | None, checkpoints: list[dict[str, Any]]
+) -> dict[str, Any]:
     from audit.verify import verify
     from ledger.store import LedgerStore
 
     store = await LedgerStore.open(url)
     try:
-        return (await verify(store, since=since)).to_dict()
+        return (await verify(store, since=since, checkpoints=checkpoints)).to_dict()
     finally:
         await store.close()
 
 
+def _checkpoints(files: tuple[Path, ...], data_dir: Path | None) -> list[dict[str, Any]]:
+    """The chain heads kept beside the journals: the files named, and every
+    `DATA_DIR/*/chain-head.json` (each replica's journal directory)."""
+    from ledger.chain import CHECKPOINT_FILE, read_checkpoint
+
+    paths = list(files)
+    if data_dir is not None:
+        paths += sorted(data_dir.glob(f"*/{CHECKPOINT_FILE}"))
+    out = []
+    for p in paths:
+        try:
+            out.append(read_checkpoint(p))
+        except ValueError as exc:
+            _fail(str(exc), 2)
+    return out
+
+
 @audit.command("verify")
 @click.option("--since", default=None, help="only links from then on: epoch, ISO time or 24h/7d")
+@click.option(
+    "--checkpoint",
+    "checkpoint_files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="a chain-head.json kept beside a journal (with --data-dir: all of them are read)",
+)
 @_url
 @_audit_key
 @_data_dir
 @_ledger
 @_json
-def audit_verify(since: str | None, url: str, key: str | None, data_dir: Path | None,
-                 ledger: str | None, as_json: bool) -> None:  # fmt: skip
+def audit_verify(since: str | None, checkpoint_files: tuple[Path, ...], url: str,
+                 key: str | None, data_dir: Path | None, ledger: str | None,
+                 as_json: bool) -> None:  # fmt: skip
     """Walk every chain of the ledger and name each record altered, inserted or deleted.
+
+    Directly on the ledger, each replica's chain head kept beside its journal
+    (`chain-head.json`, under --data-dir or named by --checkpoint) is checked too: it catches a
+    chain cut or rewritten together with its in-database checkpoint.
 
     Exit 0: the ledger verifies; 1: something was found (each finding is named).
     """
@@ -186,11 +217,14 @@ def audit_verify(since: str | None, url: str, key: str | None, data_dir: Path | 
     if lurl is not None:
         from ledger.errors import LedgerError
 
+        cps = _checkpoints(checkpoint_files, data_dir)
         try:
-            doc = asyncio.run(_verify_direct(lurl, t))
+            doc = asyncio.run(_verify_direct(lurl, t, cps))
         except (LedgerError, ValueError) as exc:
             _fail(str(exc))
     else:
+        if checkpoint_files:
+            _fail("--checkpoint reads the ledger directly: add --ledger URL or --data-dir DIR", 2)
         params = {"since": repr(t)} if t is not None else {}
         doc = admin_request(url, key, "GET", "/gateway/audit/verify", params=params)
     if as_json:

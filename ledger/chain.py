@@ -53,6 +53,7 @@ from ledger.models import (
 
 GENESIS = "0" * 64  # prev_hash of a chain's first link
 CHAIN_ID_FILE = "chain-id"  # in the journal directory: the replica's stable chain id
+CHECKPOINT_FILE = "chain-head.json"  # in the journal directory: the head, outside the database
 PUT, TOMBSTONE = "put", "tombstone"
 MAX_NOTE = 2000  # characters of a tombstone's actor + reason JSON
 
@@ -250,6 +251,33 @@ def chain_id_of(directory: Path) -> str:
     tmp.write_text(cid + "\n")
     os.replace(tmp, path)
     return cid
+
+
+def save_checkpoint(directory: Path, chain_id: str, seq: int, hash_: str, ts: float) -> None:
+    """Keep a chain's head beside its journal, outside the database (atomic replace): whoever
+    rewrites the ledger's chain and its `chain_heads` row still disagrees with this file."""
+    doc = {"chain_id": chain_id, "seq": seq, "hash": hash_, "ts": ts}
+    path = Path(directory) / CHECKPOINT_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps(doc))
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint file's head; ValueError when it is not one."""
+    try:
+        doc = orjson.loads(Path(path).read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read chain checkpoint {path}: {exc}") from None
+    ok = (
+        isinstance(doc, dict)
+        and isinstance(doc.get("chain_id"), str)
+        and isinstance(doc.get("seq"), int)
+        and isinstance(doc.get("hash"), str)
+    )
+    if not ok:
+        raise ValueError(f"{path} is not a chain checkpoint (chain_id, seq, hash)")
+    return doc
 
 
 # -- plain sqlite3 (the SQLite writer thread) ---------------------------------------------------

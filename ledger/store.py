@@ -319,6 +319,16 @@ class LedgerStore:
             )
         )
 
+    async def chain_head(self) -> tuple[int, str] | None:
+        """This store's chain head as checkpointed in the ledger: (seq, hash), or None."""
+        if self._chain_id is None:
+            return None
+        q = select(CHAIN_HEADS.c.seq, CHAIN_HEADS.c.hash).where(
+            CHAIN_HEADS.c.chain_id == self._chain_id
+        )
+        rows = await self._fetch(q)
+        return (int(rows[0]["seq"]), str(rows[0]["hash"])) if rows else None
+
     async def chain_rows_where(
         self, conn: AsyncConnection, table: Any, *where: Any
     ) -> list[dict[str, Any]]:

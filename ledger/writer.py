@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import logging
 import socket
+import time
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +24,7 @@ import orjson
 
 from activities import scan_pool
 from ledger.call_rows import normalize_call
-from ledger.chain import chain_id_of
+from ledger.chain import chain_id_of, save_checkpoint
 from ledger.errors import LedgerError, LedgerUnavailable
 from ledger.event_rows import EVENT_KIND, normalize_event
 from ledger.event_store import insert_guardrail_events
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 KILL_KIND = "kill"  # `_kind` of a journaled kill
 
 _MEMORY_ONLY = Path()  # stands for "no segment": the journal could not take the row
+CHECKPOINT_EVERY = 60.0  # seconds between copies of the chain head beside the journal
 
 
 class LedgerWriter:
@@ -81,6 +83,8 @@ class LedgerWriter:
         self.flushed_count = 0  # rows the database newly accepted (metrics)
         self.rejected_count = 0  # rows the database refused, kept in the journal's reject file
         self.journal_errors = 0  # appends the journal could not take (disk full, I/O error)
+        self._checkpointed: tuple[int, str] | None = None
+        self._checkpoint_at = 0.0  # loop time of the last checkpoint
 
     def pending_rows(self) -> list[dict[str, Any]]:
         """A snapshot of the rows recorded but not yet in the database (budget re-sync)."""
@@ -287,7 +291,23 @@ class LedgerWriter:
         else:
             self._journal.rotate()  # the active segment is fully flushed: it can go too
             self._drop_flushed_segments()
+            await self._checkpoint()
         self._journal.close()
+
+    async def _checkpoint(self) -> None:
+        """Copy this runtime's chain head from the ledger to `chain-head.json` beside the
+        journal (at most every CHECKPOINT_EVERY seconds while running, and at close)."""
+        self._checkpoint_at = asyncio.get_running_loop().time()
+        try:
+            head = await self._store.chain_head()
+            if head is None or head == self._checkpointed:
+                return
+            await asyncio.to_thread(
+                save_checkpoint, self._journal.directory, self._chain_id, *head, time.time()
+            )
+            self._checkpointed = head
+        except (LedgerError, OSError) as e:
+            log.warning("ledger: chain head not checkpointed (%s)", e)
 
     async def _run(self) -> None:
         delay = 0.0
@@ -313,6 +333,8 @@ class LedgerWriter:
             if delay:
                 log.info("ledger: database reachable again; %d rows pending", self.pending_count)
             delay = 0.0
+            if asyncio.get_running_loop().time() - self._checkpoint_at >= CHECKPOINT_EVERY:
+                await self._checkpoint()
 
     async def _write(self, batch: list[dict[str, Any]]) -> None:
         kinds = [r for r in batch if "_kind" in r]

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from audit.chain import tombstone, tombstone_session
 from audit.verify import VerifyReport, verify
 from ledger import alert_store
-from ledger.chain import CHAIN_ID_FILE, chain_id_of
+from ledger.chain import CHAIN_ID_FILE, CHECKPOINT_FILE, chain_id_of, read_checkpoint
 from ledger.journal import Journal
 from ledger.session_store import claim_session
 from ledger.store import LedgerStore
@@ -374,4 +374,32 @@ async def test_calls_are_linked_in_the_order_they_were_recorded(
         keys = [r[0] for r in await conn.execute(text(
             "SELECT record_key FROM ledger_chain WHERE tbl = 'calls' ORDER BY seq"))]  # fmt: skip
     assert keys == [f'["{c}"]' for c in order]
+    await store.close()
+
+
+async def test_a_chain_cut_with_its_database_checkpoint_is_named_by_the_outside_one(
+    target: Target, tmp_path: Path
+) -> None:
+    """A careful editor deletes the last call, its link, and moves `chain_heads` back: the
+    database alone agrees with itself; the head kept beside the journal does not."""
+    store = await target.open()
+    jdir = tmp_path / "j"
+    writer = LedgerWriter(store, Journal(jdir), flush_interval=60)
+    await writer.start()
+    for cid in ("k1", "k2", "k3"):
+        writer.record_call(call_row(cid, session_id=None))
+    await writer.close()
+    checkpoint = read_checkpoint(jdir / CHECKPOINT_FILE)
+    assert checkpoint["chain_id"] == store.chain_id and checkpoint["seq"] == 3
+    cid = store.chain_id
+    await tamper(
+        target,
+        "DELETE FROM calls WHERE call_id = 'k3'",
+        f"DELETE FROM ledger_chain WHERE chain_id = '{cid}' AND seq = 3",
+        f"UPDATE chain_heads SET seq = 2, hash = (SELECT hash FROM ledger_chain WHERE "
+        f"chain_id = '{cid}' AND seq = 2) WHERE chain_id = '{cid}'",
+    )
+    assert (await verify(store)).ok  # what the database alone can tell
+    report = await verify(store, checkpoints=[checkpoint])
+    assert [(f.kind, f.table) for f in report.findings] == [("deleted", "ledger_chain")]
     await store.close()

@@ -58,7 +58,7 @@ async def test_verify_names_an_updated_cost_and_a_deleted_row_and_passes_a_clean
         await tombstone(store, "calls", [{"call_id": "c0"}], reason="retention", actor="ops")
         await store.close()
         args = ["--ledger", target.url]
-        clean = run_verify(*args)
+        clean = run_verify(*args, "--checkpoint", str(tmp_path / "j" / "chain-head.json"))
         assert clean.returncode == 0, clean.stdout + clean.stderr
         assert "ledger verified" in clean.stdout and "1 deleted under tombstones" in clean.stdout
         # as an operator with the database's own client would
@@ -79,3 +79,8 @@ async def test_verify_names_an_updated_cost_and_a_deleted_row_and_passes_a_clean
 def test_verify_refuses_a_bad_since_with_a_usage_error() -> None:
     r = run_verify("--ledger", "sqlite:///nowhere.db", "--since", "yesterday-ish")
     assert r.returncode == 2 and "--since" in r.stderr
+
+
+def test_a_checkpoint_needs_the_ledger_itself() -> None:
+    r = run_verify("--checkpoint", "chain-head.json", "--url", "http://127.0.0.1:9")
+    assert r.returncode == 2 and "--ledger" in r.stderr
