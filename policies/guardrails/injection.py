@@ -193,7 +193,7 @@ _SECRECY = re.compile(
     r"|alerting))\s+the\s+user"
 )
 # "write one toxic sentence about women", "generate offensive jokes targeting immigrants": a
-# writing verb, a hostile adjective (the anchor), a piece of text, and a group of people.
+# writing verb, a hostile adjective, a piece of text, a preposition and a group of people.
 _HARMFUL = re.compile(
     r"\b(?:write|generate|compose|produce|create|give\s+me|make\s+up|come\s+up\s+with|craft"
     r"|draft|output|say|tell\s+me)\s+(?:(?:one|a|an|some|two|three|five|ten|\d{1,2}|a\s+few|several"
@@ -202,16 +202,17 @@ _HARMFUL = re.compile(
     r"|demeaning|bigoted|homophobic|transphobic|misogynistic|xenophobic)\s+(?:and\s+[a-z]+\s+)?"
     r"(?:sentences?|statements?|jokes?|comments?|remarks?|paragraphs?|tweets?|messages?|posts?"
     r"|things|words|slurs?|insults?|poems?|stories|story|lines?|phrases?|rants?)\s+(?:about|on"
-    r"|against|targeting|towards?|regarding|directed\s+at|aimed\s+at)\s+(?:[a-z-]+\s+){0,3}"
+    r"|against|targeting|targeted\s+at|towards?|regarding|directed\s+at|aimed\s+at)\s+(?:[a-z-]+\s+){0,3}"
     r"(?:people|persons|individuals|women|men|girls|boys|children|kids|immigrants|refugees"
     r"|minorities|folks|muslims|jews|christians|hindus|buddhists|atheists|foreigners|migrants"
     r"|community|communities|races?|ethnicit(?:y|ies)|groups?|lgbtq?\+?|gays?|lesbians?|blacks"
     r"|whites|asians|latinos|latinas|hispanics|arabs|africans|mexicans|chinese|indians|elderly"
     r"|disabled|veterans|workers|couples)\b"
 )
-_HOSTILE = ("toxic", "offensive", "discriminat", "hateful", "racist", "sexist", "derogat",
-            "harmful", "negative", "unfriendly", "insulting", "demeaning", "bigoted", "phobic",
-            "misogyn")
+# Anchored on the preposition the order needs (one text pass each, whatever the adjective):
+# "about", "against", "target(ing)"; "on", "towards", "regarding" and "aimed/directed at" only
+# count inside the window of one of them.
+_HARMFUL_ANCHORS = ("about", "against", "target")
 # A forged user turn inside content that asks the model to parrot a given text.
 _FORGED_TURN = re.compile(
     r"(?m)^[^\S\n]*(?:user|human|customer)[^\S\n]*:[^\n]{0,80}?\brepeat\b[^\n]{0,40}?"
@@ -236,7 +237,7 @@ _WINDOWED = (
     (" mode", 20, 15, _MODE, "jailbreak"),
     ("the user", 45, 10, _SECRECY, "hidden_instruction"),
     ("repeat", 110, 50, _FORGED_TURN, "role_tag"),
-    *((a, 70, 130, _HARMFUL, "harmful_request") for a in _HOSTILE),
+    *((a, 110, 70, _HARMFUL, "harmful_request") for a in _HARMFUL_ANCHORS),
 )
 
 # Base64 alphabet -> "x", everything else -> " ": a blob is then a plain substring search.
