@@ -236,34 +236,49 @@ async def _dispatch(gw: Gateway, cr: ControlRoom, scope: Scope, receive: Receive
         raise Refusal(405, "method_not_allowed",
                       f"{method} is not served here; use {' or '.join(routes[path])}")
     headers = header_map(scope)
-    if method == "POST" and not same_origin(headers):
-        raise Refusal(403, "cross_origin", "this form must be sent from the control room's own "
-                      "pages (Origin does not match the host)")
     if path == f"{BASE}/login":
-        await (_login(gw, cr, scope, receive, send, headers) if method == "POST"
-               else _html(send, 200, login_page()))
+        if method == "POST":
+            _require_same_origin(headers)
+            await _login(gw, cr, scope, receive, send, headers)
+        else:
+            await _html(send, 200, login_page())
         return
-    now = time.time()
-    who = _signed_in(gw, cr, headers, now)
     if path == BASE:
+        who = _signed_in(gw, cr, headers, time.time())
         if who is None:
             await _redirect(send, f"{BASE}/login")
             return
         await _page(gw, cr, scope, send, *who)
         return
-    if who is None:
-        raise Refusal(403, "not_signed_in", "sign in to the control room first")
-    key, claims = who
-    form = await _form(receive, headers, {"csrf", "session_id", "reason", "confirm"})
-    if not auth.csrf_ok(cr.secret(gw), claims.nonce, form.get("csrf")):
-        raise Refusal(403, "csrf_failed",
-                      "the form's CSRF token is missing or wrong; reload the page and retry")
+    key, claims, form = await _signed_form(gw, cr, receive, headers,
+                                           {"csrf", "session_id", "reason", "confirm"})
     if path == f"{BASE}/logout":
-        cr.revoke(claims, now)
+        cr.revoke(claims, time.time())
         await _redirect(send, f"{BASE}/login",
                         (_set_cookie("", 0, _is_https(scope, headers)),))
         return
     await _kill(gw, cr, send, key, claims, form)
+
+
+def _require_same_origin(headers: dict[str, str]) -> None:
+    if not same_origin(headers):
+        raise Refusal(403, "cross_origin", "this form must be sent from the control room's own "
+                      "pages (Origin does not match the host)")
+
+
+async def _signed_form(gw: Gateway, cr: ControlRoom, receive: Receive, headers: dict[str, str],
+                       fields: set[str]) -> tuple[ApiKey, auth.Claims, dict[str, str]]:
+    """A POST's key, session and form fields, once it is same-origin, signed in and carries
+    its session's CSRF token (each a 403 otherwise)."""
+    _require_same_origin(headers)
+    who = _signed_in(gw, cr, headers, time.time())
+    if who is None:
+        raise Refusal(403, "not_signed_in", "sign in to the control room first")
+    form = await _form(receive, headers, fields)
+    if not auth.csrf_ok(cr.secret(gw), who[1].nonce, form.get("csrf")):
+        raise Refusal(403, "csrf_failed",
+                      "the form's CSRF token is missing or wrong; reload the page and retry")
+    return who[0], who[1], form
 
 
 def _signed_in(gw: Gateway, cr: ControlRoom, headers: dict[str, str],
@@ -393,17 +408,7 @@ async def _alert_route(gw: Gateway, cr: ControlRoom, scope: Scope, receive: Rece
     alert_key, _, what = rest.rpartition("/")
     if what not in ALERT_ACTIONS or not alert_key:
         raise Refusal(404, "not_found", "alert actions are ack, approve and resolve")
-    if not same_origin(headers):
-        raise Refusal(403, "cross_origin", "this form must be sent from the control room's own "
-                      "pages (Origin does not match the host)")
-    who = _signed_in(gw, cr, headers, time.time())
-    if who is None:
-        raise Refusal(403, "not_signed_in", "sign in to the control room first")
-    key, claims = who
-    form = await _form(receive, headers, {"csrf", "comment"})
-    if not auth.csrf_ok(cr.secret(gw), claims.nonce, form.get("csrf")):
-        raise Refusal(403, "csrf_failed",
-                      "the form's CSRF token is missing or wrong; reload the page and retry")
+    key, claims, form = await _signed_form(gw, cr, receive, headers, {"csrf", "comment"})
     _check_alert(key, alert_key)
     await runbook_update(gw, alert_key, what, key, {"comment": form.get("comment", "")[:1000]})
     await _html(send, 200, message_page(
