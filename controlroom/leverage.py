@@ -36,7 +36,11 @@ from typing import Any
 
 
 def ai_leverage_score(session: Mapping[str, Any]) -> float:
-    """The seed's function, unchanged in arithmetic. 0-100; higher is more outcome per dollar."""
+    """The seed's function, unchanged in arithmetic. 0-100; higher is more outcome per dollar.
+
+    Every penalty is non-negative and the dampener positive, so a session without outcomes
+    (all four outcome inputs 0) scores exactly 0: the panels score only sessions with an
+    outcome and count the others (`controlroom.panels.tag_leverage`)."""
     # OUTCOME SIGNALS (weighted heaviest)
     outcome_score = (
         session.get("incidents_resolved", 0) * 25

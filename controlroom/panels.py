@@ -24,7 +24,7 @@ import orjson
 from controlroom import queries as q
 from controlroom import rollups
 from controlroom.drift import drift_alerts, rollback_diff, version_drifts
-from controlroom.leverage import ai_leverage_score, by_workflow_tag
+from controlroom.leverage import TagLeverage, ai_leverage_score
 from controlroom.model import Action, Chart, Filters, Panel, Series, Table
 from ledger.store import LedgerStore
 from policies.config.models import ModelPrice, Settings
@@ -483,21 +483,14 @@ async def safety(ctx: _Ctx) -> Panel:
 
 
 async def session_inputs(ctx: _Ctx) -> list[dict[str, Any]]:
-    """Every session with calls in the range, with the leverage score's inputs (see
-    `controlroom.leverage`) and `workflow_tag`, `team`, `outcome_events`."""
+    """The sessions of the range that can score above 0 (those with an outcome; see
+    `controlroom.leverage`) and those rolled on the fly, with the score's inputs, `score`,
+    `workflow_tag`, `team`, `outcome_events`. Every session's tag and cost are counted in
+    `ctx.cache["per_tag"]` ({tag or '': [sessions, cost]})."""
     f, st = ctx.f, ctx.settings
-    per: dict[str, Any] = {}  # session -> its rollup values (summed over hours)
-    for (_, sid), v in (await ctx.part("sessions")).sessions.items():
-        a = per.get(sid)
-        if a is None:
-            per[sid] = v
-            continue
-        if not isinstance(a, list):
-            a = per[sid] = list(a)
-        for i in (3, 4, 5, 6, 7, 10, 11, 12):
-            a[i] += v[i]
-        a[8] = min(a[8], v[8])
-        a[9] = max(a[9], v[9])
+    summary = await rollups.session_summary(ctx.store, f)
+    ctx.cache["per_tag"] = summary.per_tag
+    per = summary.rows  # sessions with an outcome, and those with calls rolled on the fly
     blocks = await q.session_guardrail_blocks(ctx.store, f)
     outs: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for row in await q.outcomes_in_range(ctx.store, f):
@@ -550,7 +543,9 @@ async def outcome_join(ctx: _Ctx) -> Panel:
     with_outcome = [s for s in sessions if s["outcome_events"]]
     events = {x[0] for s in with_outcome for x in s["outcome_events"]}
     joined_cost = sum(s["total_cost_usd"] for s in with_outcome)
-    total_cost = sum(s["total_cost_usd"] for s in sessions)
+    per_tag: dict[str, list[Any]] = ctx.cache["per_tag"]
+    total_cost = sum(v[1] for v in per_tag.values())
+    n_sessions = sum(v[0] for v in per_tag.values())
     recent = sorted(with_outcome, key=lambda s: (-s["last_ts"], s["session_id"]))[:50]
     joins = Table("Sessions → outcomes (most recent 50)",
                   ["session_id", "workflow_tag", "team", "cost_usd", "outcomes", "score"])
@@ -560,7 +555,7 @@ async def outcome_join(ctx: _Ctx) -> Panel:
                            _r(s["total_cost_usd"]), names[:500], _r(s["score"], 2)])
     lev = Table("Leverage by workflow tag (top 10 patterns; mean of per-session scores)",
                 ["workflow_tag", "mean_score", "sessions", "cost_usd", "outcomes"])
-    top = by_workflow_tag(sessions, 10)
+    top = tag_leverage(per_tag, sessions, 10)
     for t in top:
         lev.rows.append([t.workflow_tag, _r(t.mean_score, 2), t.sessions, _r(t.cost_usd),
                          t.outcomes])
@@ -574,13 +569,30 @@ async def outcome_join(ctx: _Ctx) -> Panel:
                               "or stop paying for it"))
     return Panel(6, "Outcome join", "Did the usage ship anything, and at what cost per outcome?",
                  "executive",
-                 figures={"sessions": len(sessions), "sessions_with_outcome": len(with_outcome),
+                 figures={"sessions": n_sessions, "sessions_with_outcome": len(with_outcome),
                           "outcomes": len(events),
                           "cost_per_outcome_usd": _r(joined_cost / len(events)) if events
                           else None,
                           "spend_with_outcome_pct": _r(100 * joined_cost / total_cost, 2)
                           if total_cost else 0.0},
                  tables=[per_kind, lev, joins], charts=[chart], actions=actions)
+
+
+def tag_leverage(per_tag: dict[str, list[Any]], scored: list[dict[str, Any]],
+                 top: int) -> list[TagLeverage]:
+    """`leverage.by_workflow_tag` over every session of the range, where only `scored` sessions
+    were scored: the others have no outcome and score exactly 0, so they add to the count and
+    the cost of their tag and nothing to its score."""
+    acc: dict[str, list[Any]] = {(t or "(untagged)"): [0.0, n, cost, 0]
+                                 for t, (n, cost) in per_tag.items()}
+    for s in scored:
+        a = acc.setdefault(s["workflow_tag"] or "(untagged)", [0.0, 0, 0.0, 0])
+        a[0] += s["score"]
+        a[3] += int(s.get("incidents_resolved", 0) + s.get("prs_merged", 0)
+                    + s.get("tickets_closed", 0) + s.get("evals", 0))
+    rows = [TagLeverage(t, a[0] / a[1], int(a[1]), a[2], a[3]) for t, a in acc.items() if a[1]]
+    rows.sort(key=lambda r: (-r.mean_score, r.workflow_tag))
+    return rows[:top]
 
 
 def panel_numbers(spec: Sequence[int] | None) -> list[int]:

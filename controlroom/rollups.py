@@ -478,3 +478,98 @@ def _merge(out: Rolled, extra: Rolled, prompt_models: Iterable[str] | None) -> N
         if models is None or k[1] in models:
             out.prompts[k] = p
 
+
+
+@dataclass
+class SessionSummary:
+    """Sessions of a range for the outcome join: per workflow tag ('' = none) the number of
+    sessions and their cost, and the summed rollup values (as in `Rolled.sessions`) of the
+    sessions that need scoring — those with an outcome since the range's start, and those with
+    calls in hours rolled on the fly (few: the open hour, the edges)."""
+
+    per_tag: dict[str, list[Any]] = field(default_factory=dict)  # tag -> [sessions, cost]
+    rows: dict[str, list[Any]] = field(default_factory=dict)
+
+
+def _session_totals(t: Table) -> list[Any]:
+    def total(name: str) -> Any:
+        return cast(func.sum(t.c[name]), BigInteger)  # an int in both dialects
+
+    return [func.max(t.c.workflow_tag), func.max(t.c.team), func.max(t.c.project),
+            total("calls"), total("tokens"), func.sum(t.c.cost_usd), total("input_tokens"),
+            total("cache_read_tokens"), func.min(t.c.first_ts), func.max(t.c.last_ts),
+            total("budget_hits"), total("rate_hits"), total("retry_tokens")]
+
+
+async def session_summary(store: LedgerStore, f: Filters) -> SessionSummary:
+    """What the outcome join needs, without reading every session: a session with no outcome
+    scores 0 (`controlroom.leverage`), so only its tag and cost are counted, in SQL."""
+    from ledger.models import OUTCOMES
+
+    await ensure_tables(store)
+    h0 = int(-(-f.since // HOUR)) * HOUR
+    h1 = int(f.until // HOUR) * HOUR
+    out = SessionSummary()
+    live: list[tuple[float, float]] = []
+    t = HOUR_SESSIONS
+    if h0 >= h1:
+        live.append((f.since, f.until))
+    else:
+        async with store._connect(write=False) as conn:
+            rh = ROLLUP_HOURS.c
+            have = {int(h) for (h,) in (await conn.execute(
+                select(rh.hour).where(rh.hour >= h0, rh.hour < h1))).all()}
+            if f.since < h0:
+                live.append((f.since, float(h0)))
+            live.extend(_spans([h for h in range(h0, h1, HOUR) if h not in have]))
+            if f.until > h1:
+                live.append((float(h1), f.until))
+            cond = _where(t, f, h0, h1)
+            per_session = (select(t.c.session_id, func.max(t.c.workflow_tag).label("tag"),
+                                  func.sum(t.c.cost_usd).label("cost"))
+                           .where(cond).group_by(t.c.session_id).subquery())
+            q = select(per_session.c.tag, func.count(), func.sum(per_session.c.cost)).group_by(
+                per_session.c.tag)
+            for tag, n, cost in (await conn.execute(q)).all():
+                out.per_tag[tag] = [int(n), float(cost or 0.0)]
+            o = OUTCOMES.c
+            with_outcome = select(o.session_id).where(o.ts >= f.since, o.session_id != "")
+            q = (select(t.c.session_id, *_session_totals(t))
+                 .where(cond, t.c.session_id.in_(with_outcome)).group_by(t.c.session_id))
+            for r in (await conn.execute(q)).all():
+                out.rows[r[0]] = list(r[1:])
+    fly: dict[str, list[Any]] = {}
+    for a, b in live:
+        for (_, sid), v in _filtered(roll(await fetch_calls(store, a, b)), f).sessions.items():
+            _add_session(fly, sid, v)
+    if fly and h0 < h1:  # sessions with stored hours too: complete them, count them once
+        ids = sorted(fly)
+        async with store._connect(write=False) as conn:
+            for i in range(0, len(ids), 500):
+                q = (select(t.c.session_id, *_session_totals(t))
+                     .where(_where(t, f, h0, h1), t.c.session_id.in_(ids[i:i + 500]))
+                     .group_by(t.c.session_id))
+                for r in (await conn.execute(q)).all():
+                    out.rows[r[0]] = list(r[1:])
+    for sid, v in fly.items():
+        stored = out.rows.get(sid)
+        if stored is None:
+            tag = out.per_tag.setdefault(v[0], [0, 0.0])
+            tag[0] += 1
+            tag[1] += v[5]
+            out.rows[sid] = v
+        else:
+            out.per_tag.setdefault(stored[0], [0, 0.0])[1] += v[5]
+            _add_session(out.rows, sid, v)
+    return out
+
+
+def _add_session(acc: dict[str, list[Any]], sid: str, v: list[Any] | tuple[Any, ...]) -> None:
+    a = acc.get(sid)
+    if a is None:
+        acc[sid] = list(v)
+        return
+    for i in (3, 4, 5, 6, 7, 10, 11, 12):
+        a[i] += v[i]
+    a[8] = min(a[8], v[8])
+    a[9] = max(a[9], v[9])

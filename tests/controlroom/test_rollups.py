@@ -69,3 +69,37 @@ def test_the_prompt_sample_cut_is_a_hex_prefix_of_the_fraction() -> None:
     assert rollups.sample_cut(0.5) == "8000"
     assert rollups.sample_cut(1 / 16) == "1000"
     assert rollups.sample_cut(0.0) == "0001"
+
+
+@pytest.mark.asyncio
+async def test_session_summary_counts_every_session_once_stored_or_on_the_fly(
+        tmp_path: Path) -> None:
+    tr = generate(days=2, seed=4, end=END, sessions_per_day=30)
+    store = await LedgerStore.open(f"sqlite:///{tmp_path / 'l.db'}")
+    try:
+        await write_traffic(store, (("call", r) for r in tr.calls))
+        await write_traffic(store, (("outcome", r) for r in tr.outcomes))
+        f = Filters(END - 2 * 86400 + 1234.5, END - 777.0)
+        live = await rollups.session_summary(store, f)  # all on the fly
+        await rollups.refresh(store, now=END + 3600)
+        mixed = await rollups.session_summary(store, f)
+        want: dict[str, list[Any]] = {}
+        seen: dict[str, str] = {}
+        for r in tr.calls:
+            if f.since <= r["ts"] < f.until:
+                seen.setdefault(r["session_id"], r["workflow_tag"] or "")
+        for sid, tag in seen.items():
+            w = want.setdefault(tag, [0, 0.0])
+            w[0] += 1
+            w[1] += sum(r["cost_usd"] for r in tr.calls
+                        if r["session_id"] == sid and f.since <= r["ts"] < f.until)
+        for got in (live, mixed):
+            assert {t: v[0] for t, v in got.per_tag.items()} == {t: v[0] for t, v in want.items()}
+            assert all(abs(got.per_tag[t][1] - v[1]) < 1e-6 for t, v in want.items())
+        with_outcome = {o["session_id"] for o in tr.outcomes} & set(seen)
+        assert with_outcome <= set(mixed.rows)
+        for sid in with_outcome:
+            a, b = live.rows[sid], mixed.rows[sid]
+            assert a[:5] == b[:5] and abs(a[5] - b[5]) < 1e-9 and a[6:] == b[6:]
+    finally:
+        await store.close()
