@@ -25,8 +25,16 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.session_types import ARCHIVE_SESSION, ArchiveRequest
-from audit.archive import Archive, ArchiveError, SessionErased, archive_session, erase
+from audit.archive import (
+    Archive,
+    ArchiveConfigError,
+    ArchiveError,
+    SessionErased,
+    archive_session,
+    erase,
+)
 from audit.archive import expired_sessions as archive_expired
+from audit.sealing import SealingError
 from audit.session_source import fetch_histories
 from ledger.errors import LedgerError
 from ledger.session_record import (
@@ -39,6 +47,7 @@ from ledger.session_record import (
 if TYPE_CHECKING:
     from activities.gateway import Gateway
     from ledger.store import LedgerStore
+    from policies.config.models import ArchiveSettings
 
 log = logging.getLogger("governor.archive")
 
@@ -212,13 +221,27 @@ class ArchiveJob:
                 log.warning("archive pass failed: %s: %s", type(exc).__name__, exc)
 
 
-def attach_archive(gw: Gateway, data_dir: Path, *, job: bool) -> Archive | None:
-    """Give `gw` its archive (Settings.archive; default `data_dir/archive`) and, with `job`,
-    start the background job on its loop. None when the archive is disabled."""
+def open_archive(settings: ArchiveSettings, data_dir: Path) -> Archive | None:
+    """The configured archive (None when disabled); ArchiveConfigError, one line, for a bad URL
+    or a missing/malformed key — what every entry point checks before it starts serving."""
+    if not settings.enabled:
+        return None
+    try:
+        return Archive.from_settings(settings, data_dir)
+    except SealingError as exc:
+        raise ArchiveConfigError(str(exc)) from None
+
+
+def attach_archive(
+    gw: Gateway, data_dir: Path, *, job: bool, archive: Archive | None = None
+) -> Archive | None:
+    """Give `gw` its archive (Settings.archive; default `data_dir/archive`, or `archive` opened
+    beforehand by `open_archive`) and, with `job`, start the background job on its loop. None
+    when the archive is disabled."""
     settings = gw.config.settings.archive
     if not settings.enabled:
         return None
-    archive = Archive.from_settings(settings, data_dir)
+    archive = archive or Archive.from_settings(settings, data_dir)
     gw.archive = archive
     if job:
         task = asyncio.create_task(ArchiveJob(gw, archive).run(), name="governor-archive")

@@ -80,6 +80,11 @@ class ArchiveError(Exception):
     """The archive store failed, or holds something that is not what it should be."""
 
 
+class ArchiveConfigError(ValueError):
+    """The configured archive cannot be opened: a bad URL, or encryption on with its key
+    missing or malformed. The message is one line, fit for a command's error output."""
+
+
 class SessionErased(ArchiveError):
     """The session's archive was deleted (retention or erasure); it is not archived again."""
 
@@ -114,7 +119,8 @@ class Archive:
         cls, settings: ArchiveSettings, data_dir: Path, env: Mapping[str, str] | None = None
     ) -> Archive:
         """The configured store; the default is `data_dir / "archive"`. Raises SealingError when
-        encryption is on and the key is missing or malformed, ValueError for a bad URL."""
+        encryption is on and the key is missing or malformed, ArchiveConfigError (a
+        ValueError) for a bad URL."""
         sealer = Sealer.from_env(settings.key_env, dict(env) if env else None) if (
             settings.encrypt
         ) else None
@@ -136,8 +142,9 @@ class Archive:
             store = from_url(  # type: ignore[call-overload]
                 url, config=config or None, client_options={"allow_http": settings.allow_http}
             )
-        except Exception as exc:
-            raise ValueError(f"archive url {url!r}: {exc}") from None
+        except Exception as exc:  # obstore's message: a first line, then a Debug dump
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ArchiveConfigError(f"archive url {url!r}: {first[:200]}") from None
         return cls(store, sealer, url)
 
     # -- blobs --------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ def proxy(
     config_dir: Path, port: int, host: str, data_dir: Path, ledger: str | None, replica: str
 ) -> None:
     """Run the governed proxy alone."""
+    from audit.archive import ArchiveConfigError
     from policies.config.yamlsource import ConfigErrors
     from proxy.server import run
 
@@ -58,6 +59,9 @@ def proxy(
         run(config_dir, _ledger_url(data_dir, ledger), data_dir / f"journal-{replica}", host, port)
     except ConfigErrors as exc:
         _print_config_errors(exc)
+        sys.exit(2)
+    except ArchiveConfigError as exc:
+        click.echo(f"governor proxy: archive: {exc}", err=True)
         sys.exit(2)
 
 

@@ -19,15 +19,19 @@ from proxy.http import CLIENT_GONE, DISCONNECT_HOOK
 
 
 def make_app(config_dir: Path, ledger_url: str, journal_dir: Path) -> ProxyApp:
+    """The proxy app; raises ConfigErrors or ArchiveConfigError (a bad archive url or key)
+    before anything binds or connects."""
+    from activities.archive_session import attach_archive, open_archive
+
     config = load_config_dir(config_dir)  # fail fast, before binding the port
+    data_dir = Path(journal_dir).parent
+    archive = open_archive(config.settings.archive, data_dir)
 
     async def opener() -> Gateway:
         gw = await Gateway.open(
             config, ledger_url, journal_dir, path="proxy", config_dir=config_dir
         )
-        from activities.archive_session import attach_archive
-
-        attach_archive(gw, Path(journal_dir).parent, job=True)  # ended sessions archived
+        attach_archive(gw, data_dir, job=True, archive=archive)  # ended sessions archived
         await attach_workflows(gw)
         return gw
 
