@@ -219,11 +219,23 @@ def _slack(text: str) -> Iterator[Span]:
                 yield Span(m.start(), m.end(), DETECTOR, kind, _SPECIFIC)
 
 
+_HEX_TAIL = re.compile(r"[0-9a-f]{16,64}")
+
+
 def _slack_body_ok(body: str) -> bool:
     """Random as a whole, or ID segments and a random last part (`xoxa-2-5111…-e039d0…`); numeric
-    IDs are a version digit or 8+ digits, so `xoxb-12345-abcd234` is a made-up example."""
+    IDs are a version digit or 8+ digits, so `xoxb-12345-abcd234` is a made-up example, unless
+    the token has the legacy shape: three distinct IDs of 6+ digits and a hex secret of 16+
+    characters (`xoxp-523423-234243-234233-e039d02840a0b9379c`; `xoxp-1234-1234-1234-…` is
+    made up)."""
     parts = body.split("-")
-    if placeholder(body) or any(p.isdigit() and 2 <= len(p) <= 7 for p in parts):
+    if placeholder(body):
+        return False
+    ids = parts[:-1]
+    legacy = len(ids) >= 3 and len(set(ids)) > 1 and all(p.isdigit() and len(p) >= 6 for p in ids)
+    if legacy and _HEX_TAIL.fullmatch(parts[-1]):
+        return random_looking(parts[-1], 3.0)  # the legacy shape: three IDs and a hex secret
+    if any(p.isdigit() and 2 <= len(p) <= 7 for p in parts):
         return False
     flat = body.replace("-", "").replace("/", "")
     last = parts[-1].rsplit("/", 1)[-1]
