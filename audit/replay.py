@@ -20,6 +20,7 @@ exported bundle (`audit.bundle`), so replay works after the server deleted the w
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -170,7 +171,8 @@ async def histories_from_temporal(client: Any, workflow_id: str
 
     runs = []
     try:
-        async for wf in client.list_workflows(f'WorkflowId = "{workflow_id}"'):
+        quoted = workflow_id.replace("\\", "\\\\").replace('"', '\\"')
+        async for wf in client.list_workflows(f'WorkflowId = "{quoted}"'):
             runs.append((wf.start_time, wf.run_id))
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:
@@ -201,8 +203,6 @@ async def histories_from_archive(archive: Any, session_id: str
 
 def _scheduled(history: dict[str, Any]) -> list[tuple[str, list[Any]]]:
     """(activity type, decoded input arguments) of every activity the history scheduled."""
-    import base64
-
     out = []
     for ev in history.get("events", []):
         a = ev.get("activityTaskScheduledEventAttributes")
@@ -226,14 +226,8 @@ def _replayed_args(args: Sequence[Any]) -> list[Any]:
         try:
             out.append(orjson.loads(p.data))
         except orjson.JSONDecodeError:
-            out.append(base64_text(p.data))
+            out.append(base64.b64encode(p.data).decode())
     return out
-
-
-def base64_text(data: bytes) -> str:
-    import base64
-
-    return base64.b64encode(data).decode()
 
 
 def _call_id(args: list[Any]) -> str:
@@ -351,8 +345,6 @@ async def replay_history(
 
 def _update_answers(history: dict[str, Any]) -> dict[str, Any]:
     """Update id -> what the workflow answered ({"result": …} or {"refused": type})."""
-    import base64
-
     out: dict[str, Any] = {}
     for ev in history.get("events", []):
         a = ev.get("workflowExecutionUpdateCompletedEventAttributes")
