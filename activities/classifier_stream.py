@@ -161,6 +161,11 @@ async def _classified(
                 held[:0] = out
             elif out:
                 yield b"".join(out)
+        if hold:
+            for ev in parser.flush():  # a last event without its blank line
+                col.event(ev.event, ev.data)
+                held.append(b"data: [DONE]\n\n" if ev.data == b"[DONE]" else encode_sse(
+                    ev.data, ev.event))
         if res.stream_error is not None:  # refused by a pattern hook, or cut upstream
             if held:
                 yield b"".join(held)
