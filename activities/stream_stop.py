@@ -50,27 +50,41 @@ class StreamStop:
 
 
 class StreamRegistry:
-    """The in-flight streams of each session on this runtime, so a kill can end them."""
+    """The in-flight streams of each session on this runtime, so a kill can end them.
+
+    A session with one call in flight (the usual case) holds its `StreamStop` itself; a set
+    only once it has several: adding and dropping a call allocates nothing."""
 
     def __init__(self) -> None:
-        self._by_session: dict[str, set[StreamStop]] = {}
+        self._by_session: dict[str, StreamStop | set[StreamStop]] = {}
 
     def add(self, session_id: str, stop: StreamStop) -> None:
-        self._by_session.setdefault(session_id, set()).add(stop)
+        by = self._by_session
+        had = by.get(session_id)
+        if had is None:
+            by[session_id] = stop
+        elif isinstance(had, set):
+            had.add(stop)
+        elif had is not stop:
+            by[session_id] = {had, stop}
 
     def discard(self, session_id: str, stop: StreamStop) -> None:
-        s = self._by_session.get(session_id)
-        if s is not None:
-            s.discard(stop)
-            if not s:
-                del self._by_session[session_id]
+        by = self._by_session
+        had = by.get(session_id)
+        if had is stop:
+            del by[session_id]
+        elif isinstance(had, set):
+            had.discard(stop)
+            if len(had) == 1:
+                by[session_id] = next(iter(had))
 
     def kill(self, session_id: str, reason: str) -> int:
         """Stop every stream of the session; returns how many were running."""
-        stops = self._by_session.pop(session_id, set())
+        had = self._by_session.pop(session_id, None)
+        stops = had if isinstance(had, set) else () if had is None else (had,)
         for s in stops:
             s.stop(KILLED, reason)
         return len(stops)
 
     def __len__(self) -> int:
-        return sum(len(s) for s in self._by_session.values())
+        return sum(len(s) if isinstance(s, set) else 1 for s in self._by_session.values())

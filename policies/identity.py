@@ -51,6 +51,11 @@ _IDENTITY_HEADERS = {
 }
 
 
+# The same names as ASGI servers deliver them (lower-case bytes): a request's other headers are
+# passed over without decoding them.
+IDENTITY_HEADER_NAMES = frozenset(name.encode("latin-1") for name in _IDENTITY_HEADERS)
+
+
 def header_display(name: str) -> str:
     """An identity header's name as the caller spelt it (servers lower-case it on the wire)."""
     hit = _IDENTITY_HEADERS.get(name.lower())

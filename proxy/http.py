@@ -95,33 +95,46 @@ def header_map(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
 
+# Scope key a server sets (to True) once the request's whole body has arrived
+# (`proxy.server.BoundedHttpTools`): reading it then cannot wait, so it needs no timer.
+BODY_COMPLETE = "governor.body_complete"
+
+
 async def read_body(
-    receive: Receive, limit: int, declared: str | None, within: float | None = None
+    receive: Receive, limit: int, declared: str | None, within: float | None = None,
+    complete: bool = False,
 ) -> bytes:
     """The whole request body: `BodyTooLarge` past `limit` bytes, `BodyTimeout` when it has not
-    all arrived `within` seconds after the first read (a slow or stalled client)."""
+    all arrived `within` seconds after the first read (a slow or stalled client). `complete`:
+    the server already holds all of it (no timer is armed)."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
+    if complete or within is None:
+        return await _collect(receive, limit)
     # One deadline for the whole body (a timer, not a task per chunk as wait_for makes).
-    deadline = None if within is None else asyncio.get_running_loop().time() + within
+    deadline = asyncio.get_running_loop().time() + within
     try:
         async with asyncio.timeout_at(deadline):
-            while True:
-                msg = await receive()
-                if msg["type"] == "http.disconnect":
-                    raise ConnectionResetError("client disconnected")
-                part = msg.get("body", b"")
-                if part:
-                    size += len(part)
-                    if size > limit:
-                        raise BodyTooLarge
-                    chunks.append(part)
-                if not msg.get("more_body", False):
-                    break
+            return await _collect(receive, limit)
     except TimeoutError:
         raise BodyTimeout from None
+
+
+async def _collect(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ConnectionResetError("client disconnected")
+        part = msg.get("body", b"")
+        if part:
+            size += len(part)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(part)
+        if not msg.get("more_body", False):
+            break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

@@ -21,10 +21,11 @@ from activities.stream_stop import CLIENT_CLOSED, StreamStop
 from activities.tracing import span
 from activities.wire.usage import Protocol
 from policies.config.models import NON_CALLING_ROLES
-from policies.identity import check_identity_headers, resolve_identity
+from policies.identity import IDENTITY_HEADER_NAMES, check_identity_headers, resolve_identity
 from policies.refusals import Refusal
 from proxy.errors import note_refusal, send_refusal
 from proxy.http import (
+    BODY_COMPLETE,
     JSON,
     SSE,
     BodyTimeout,
@@ -143,7 +144,9 @@ async def _handle_llm(
                 msg = f"{too_large}; send fewer or smaller headers"
                 raise Refusal(431, "headers_too_large", msg)
             check_identity_headers(
-                (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
+                (k.decode("latin-1"), v.decode("latin-1"))
+                for k, v in scope["headers"]
+                if k in IDENTITY_HEADER_NAMES
             )
             key = gw.authenticate(bearer(headers))
             if key.role in NON_CALLING_ROLES:
@@ -163,6 +166,7 @@ async def _handle_llm(
                     settings.max_body_bytes,
                     headers.get("content-length"),
                     settings.body_timeout_seconds,
+                    scope.get(BODY_COMPLETE, False),
                 )
             except BodyTimeout:
                 raise Refusal(

@@ -15,7 +15,7 @@ from activities.gateway import Gateway
 from activities.tracing import configure_tracing, shutdown_telemetry
 from activities.wire.errors import error_body
 from proxy.app import ProxyApp
-from proxy.http import CLIENT_GONE, DISCONNECT_HOOK
+from proxy.http import BODY_COMPLETE, CLIENT_GONE, DISCONNECT_HOOK
 
 
 def make_app(config_dir: Path, ledger_url: str, journal_dir: Path) -> ProxyApp:
@@ -111,6 +111,9 @@ class BoundedHttpTools(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_head, self._head_bytes = True, 0
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.scope[BODY_COMPLETE] = True  # type: ignore[literal-required]
 
     def data_received(self, data: bytes) -> None:
         in_head, heads = self._in_head, self._heads

@@ -53,12 +53,16 @@ class InProcessProxy:
         self.gw: Gateway | None = None
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
+        self._env_before: str | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> InProcessProxy:
+        # Put back on stop: a config reload in a later test expands ${GOVERNOR_SIM_URL} again,
+        # and must not find this (by then stopped) simulator's address.
+        self._env_before = os.environ.get("GOVERNOR_SIM_URL")
         os.environ["GOVERNOR_SIM_URL"] = self.sim_url
         config = load_config_dir(self.config_dir)
         self.gw = await Gateway.open(config, self.ledger_url,
@@ -81,6 +85,11 @@ class InProcessProxy:
                 await self._task
         if self.gw is not None:
             await self.gw.close()
+        if os.environ.get("GOVERNOR_SIM_URL") == self.sim_url:
+            if self._env_before is None:
+                os.environ.pop("GOVERNOR_SIM_URL", None)
+            else:
+                os.environ["GOVERNOR_SIM_URL"] = self._env_before
 
 
 class SubprocessProxy:
