@@ -43,11 +43,12 @@ naming the first line that does not match.
 from __future__ import annotations
 
 import hashlib
+import io
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -100,6 +101,71 @@ def _history_times(h: Mapping[str, Any]) -> list[float]:
     return out
 
 
+class BundleTooLarge(BundleError):
+    """The bundle would exceed the byte limit it was written under."""
+
+
+def write_bundle(
+    out: BinaryIO,
+    session_id: str,
+    sections: Mapping[str, list[dict[str, Any]]],
+    histories: Iterable[Mapping[str, Any]] = (),
+    *,
+    source: str,
+    tombstones: list[dict[str, Any]] | None = None,
+    created_ts: float | None = None,
+    max_bytes: int | None = None,
+) -> bytes:
+    """Write the bundle's lines after the manifest to `out` (a file: one line at a time, never
+    the whole body in memory) and return the manifest line (with its `\n`), which goes first.
+    BundleTooLarge once manifest and lines would pass `max_bytes`."""
+    whole = hashlib.sha256()
+    line_hashes: list[str] = []
+    counts: dict[str, int] = {}
+    first: float | None = None
+    last: float | None = None
+    written = 0
+
+    def put(rtype: str, data: Any, ts: list[float]) -> None:
+        nonlocal first, last, written
+        line = _dumps({"record": rtype, "data": data})
+        written += len(line) + 1 + 65  # the line, its newline, its hash in the manifest
+        if max_bytes is not None and written > max_bytes:
+            raise BundleTooLarge(f"the bundle of {session_id!r} is larger than {max_bytes} bytes")
+        out.write(line)
+        out.write(b"\n")
+        whole.update(line)
+        whole.update(b"\n")
+        line_hashes.append(hashlib.sha256(line).hexdigest())
+        counts[rtype] = counts.get(rtype, 0) + 1
+        for t in ts:
+            first = t if first is None or t < first else first
+            last = t if last is None or t > last else last
+
+    for section, rtype in RECORD_TYPES:
+        for row in sections.get(section, []):
+            put(rtype, row, _ts_of(rtype, row))
+    workflow_ids: list[str] = []
+    for h in histories:
+        doc = {"workflow_id": h["workflow_id"], "run_id": h["run_id"], "history": h["history"]}
+        put(HISTORY, doc, _history_times(h))
+        if h["workflow_id"] not in workflow_ids:
+            workflow_ids.append(str(h["workflow_id"]))
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "session_id": session_id,
+        "created_ts": time.time() if created_ts is None else created_ts,
+        "source": source,
+        "time_range": {"first_ts": first, "last_ts": last},
+        "counts": counts,
+        "sha256": whole.hexdigest(),
+        "line_sha256": line_hashes,
+        "workflow_ids": workflow_ids,
+        "tombstones": tombstones or [],
+    }
+    return _dumps({"record": "manifest", "data": manifest}) + b"\n"
+
+
 def build_bundle(
     session_id: str,
     sections: Mapping[str, list[dict[str, Any]]],
@@ -110,39 +176,10 @@ def build_bundle(
     created_ts: float | None = None,
 ) -> bytes:
     """The bundle's bytes: manifest line, then one line per row and per history run."""
-    lines: list[bytes] = []
-    counts: dict[str, int] = {}
-    times: list[float] = []
-    for section, rtype in RECORD_TYPES:
-        for row in sections.get(section, []):
-            lines.append(_dumps({"record": rtype, "data": row}))
-            counts[rtype] = counts.get(rtype, 0) + 1
-            times.extend(_ts_of(rtype, row))
-    workflow_ids: list[str] = []
-    for h in histories:
-        doc = {"workflow_id": h["workflow_id"], "run_id": h["run_id"], "history": h["history"]}
-        lines.append(_dumps({"record": HISTORY, "data": doc}))
-        counts[HISTORY] = counts.get(HISTORY, 0) + 1
-        times.extend(_history_times(h))
-        if h["workflow_id"] not in workflow_ids:
-            workflow_ids.append(str(h["workflow_id"]))
-    body = b"".join(line + b"\n" for line in lines)
-    manifest = {
-        "format": BUNDLE_FORMAT,
-        "session_id": session_id,
-        "created_ts": time.time() if created_ts is None else created_ts,
-        "source": source,
-        "time_range": {
-            "first_ts": min(times) if times else None,
-            "last_ts": max(times) if times else None,
-        },
-        "counts": counts,
-        "sha256": hashlib.sha256(body).hexdigest(),
-        "line_sha256": [hashlib.sha256(line).hexdigest() for line in lines],
-        "workflow_ids": workflow_ids,
-        "tombstones": tombstones or [],
-    }
-    return _dumps({"record": "manifest", "data": manifest}) + b"\n" + body
+    body = io.BytesIO()
+    head = write_bundle(body, session_id, sections, histories, source=source,
+                        tombstones=tombstones, created_ts=created_ts)
+    return head + body.getvalue()
 
 
 @dataclass

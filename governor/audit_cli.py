@@ -347,20 +347,24 @@ def _finish(direct: Direct | None, code: int = 0) -> None:
 
 @audit.command("show")
 @click.argument("session_id")
+@click.option("--offset", type=click.IntRange(0, 10**9), default=0, show_default=True,
+              help="skip this many timeline entries")
+@click.option("--limit", type=click.IntRange(1, 5000), default=1000, show_default=True,
+              help="show at most this many entries (a last line says how many more)")
 @_url
 @_audit_key
 @_json
 @_direct
-def show(session_id: str, url: str, key: str | None, as_json: bool, data_dir: Path | None,
-         ledger: str | None, config_dir: Path | None, archive_url: str | None,
-         temporal_address: str | None) -> None:
+def show(session_id: str, offset: int, limit: int, url: str, key: str | None, as_json: bool,
+         data_dir: Path | None, ledger: str | None, config_dir: Path | None,
+         archive_url: str | None, temporal_address: str | None) -> None:
     """A session's timeline: calls (route, tokens, cost, decision and why), refusals, kills,
     guardrail events (fingerprints only), alerts and runbook steps, outcomes."""
     from audit.timeline import Entry, render
 
     if Direct.wanted(data_dir, ledger):
+        from audit.offloop import show_page
         from audit.session_source import gather
-        from proxy.audit_routes import show_doc
 
         direct: Direct | None = Direct(data_dir, ledger, config_dir, archive_url,
                                        temporal_address)
@@ -368,7 +372,7 @@ def show(session_id: str, url: str, key: str | None, as_json: bool, data_dir: Pa
 
         async def work(store: Any, archive: Any, temporal: Any) -> dict[str, Any] | None:
             view = await gather(session_id, ledger=store, archive=archive, temporal=temporal)
-            return show_doc(view) if view is not None else None
+            return show_page(view, offset, limit) if view is not None else None
 
         doc = asyncio.run(direct.run(work))
         if doc is None:
@@ -376,13 +380,18 @@ def show(session_id: str, url: str, key: str | None, as_json: bool, data_dir: Pa
     else:
         direct = None
         doc = admin_request(url, key, "GET",
-                            f"/gateway/audit/sessions/{quote(session_id, safe='')}")
+                            f"/gateway/audit/sessions/{quote(session_id, safe='')}"
+                            f"?offset={offset}&limit={limit}")
     if as_json:
         click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
     else:
         entries = [Entry(**e) for e in doc.get("entries", [])]
         click.echo(render(doc["session"], entries, doc.get("source", "-"),
                           doc.get("tombstones") or []), nl=False)
+        more = int(doc.get("more") or 0)
+        if more:
+            click.echo(f"... {more} more entries (of {doc.get('total_entries')}): "
+                       f"--offset {offset + len(entries)}")
     _finish(direct)
 
 

@@ -6,10 +6,17 @@
   GET /gateway/audit/verify[?since=EPOCH]      walk the ledger's tamper-evident chains: the
       `audit.verify` report, computed in a child process (one at a time per replica: a second
       gets 409; stopped after VERIFY_TIMEOUT)
-  GET  /gateway/audit/sessions/{id}          the session's timeline (`governor audit show`):
-                                             {"session", "source", "entries", "tombstones"}
+  GET  /gateway/audit/sessions/{id}[?offset=N&limit=M]
+                                             the session's timeline (`governor audit show`):
+                                             {"session", "source", "entries", "total_entries",
+                                             "offset", "more", "tombstones"}; one page of at
+                                             most `limit` entries (default 1000, at most 5000)
   GET  /gateway/audit/sessions/{id}/export   its bundle (`governor audit export`), JSON lines
-                                             (audit/bundle.py)
+                                             (audit/bundle.py), streamed in chunks
+
+Show and export are built in a worker thread (audit/offloop.py), two at a time per replica
+(more: 429 audit_busy); a session with more than `archive.max_export_calls` calls, or a bundle
+past `archive.max_export_bytes`, is refused 413 export_too_large.
   POST /gateway/audit/sessions/{id}/erase    {"reason"}: delete it from the archive and the
                                              ledger, leaving tombstones (admin)
 
@@ -21,24 +28,33 @@ workflow history from Temporal while the server keeps it, else from the archive
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import sys
 import time
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 
 from activities.gateway import Gateway
-from audit.bundle import build_bundle
+from audit.offloop import (
+    DEFAULT_SHOW_LIMIT,
+    MAX_SHOW_LIMIT,
+    ExportTooLarge,
+    Source,
+    build_export,
+    build_show,
+    count_calls,
+)
 from audit.session_source import SessionView, gather
 from audit.timeline import summary, timeline
 from audit.versions import load_versions
 from policies.config.models import ApiKey
 from policies.refusals import Refusal
 from proxy.http import BodyTooLarge, Receive, Scope, Send, header_map, read_body, respond_json
-from proxy.http import respond as respond_bytes
 from proxy.llm_routes import bearer, parse_json_body
 
 AUDIT_ROLES = ("auditor", "oncall", "admin")
@@ -49,6 +65,7 @@ _verifying: set[int] = set()  # id() of the gateways running a verify
 log = logging.getLogger("governor.audit")
 MAX_REASON = 1000
 _MAX_BODY = 64 * 1024
+T = TypeVar("T")
 
 
 def audit_key(gw: Gateway, scope: Scope) -> ApiKey:
@@ -83,15 +100,18 @@ async def handle_audit_routes(gw: Gateway, parts: list[str], scope: Scope, recei
             raise Refusal(400, "invalid_request", f"session id must be 1-{MAX_ID} characters")
         tail = parts[4:]
         if not tail and method == "GET":
-            await respond_json(send, 200, show_doc(await view_of(gw, sid)))
+            from proxy.admin import _query
+
+            q = _query(scope, {"offset", "limit"})
+            offset = _count(q.get("offset"), "offset", 0, 10**9)
+            limit = _count(q.get("limit"), "limit", DEFAULT_SHOW_LIMIT, MAX_SHOW_LIMIT)
+            async with _building(gw):
+                doc = await _off_loop(gw, sid, lambda src, h: build_show(src, sid, h, offset,
+                                                                          limit))
+            await respond_json(send, 200, doc)
             return
         if tail == ["export"] and method == "GET":
-            view = await view_of(gw, sid)
-            body = build_bundle(sid, view.sections, view.histories, source=view.source,
-                                tombstones=view.tombstones)
-            name = f'attachment; filename="audit-{sid[:64]}.jsonl"'.encode("ascii", "replace")
-            await respond_bytes(send, 200, body, b"application/x-ndjson",
-                                [(b"content-disposition", name)])
+            await _export(gw, sid, send)
             return
         if tail == ["erase"] and method == "POST":
             from proxy.roles import ADMINS, require_role
@@ -181,6 +201,93 @@ async def _verify_in_child(gw: Gateway, since: float | None) -> dict[str, Any]:
                       "the ledger could not be read to verify it; retry soon")  # fmt: skip
     doc: dict[str, Any] = orjson.loads(out)
     return doc
+
+
+MAX_BUILDS = 2  # shows/exports built at once per replica; more: 429
+EXPORT_CHUNK = 256 * 1024  # bytes per body message of a streamed export
+_building_now: dict[int, int] = {}  # id(gateway) -> builds running
+
+
+def _count(raw: str | None, name: str, default: int, most: int) -> int:
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) > most:
+        raise Refusal(400, "invalid_request", f"`{name}` must be an integer 0-{most}")
+    return int(raw)
+
+
+@contextlib.asynccontextmanager
+async def _building(gw: Gateway) -> AsyncIterator[None]:
+    n = _building_now.get(id(gw), 0)
+    if n >= MAX_BUILDS:
+        raise Refusal(429, "audit_busy", f"{MAX_BUILDS} audit shows/exports are being built on "
+                      "this replica; retry when one ends")
+    _building_now[id(gw)] = n + 1
+    try:
+        yield
+    finally:
+        _building_now[id(gw)] -= 1
+
+
+async def _off_loop(gw: Gateway, sid: str,
+                    build: Callable[[Source, list[dict[str, Any]]], Awaitable[T]]) -> T:
+    """Check the session's size, fetch its live histories here (the Temporal client is this
+    loop's), then `build` in a worker thread (audit/offloop.py). 404, 413, 503 as Refusals."""
+    from audit.archive import ArchiveError
+    from audit.sealing import SealingError
+    from audit.session_source import SESSION_WORKFLOW_PREFIX, fetch_histories
+
+    settings = gw.config.settings.archive
+    n = await count_calls(gw.store, sid)
+    if n > settings.max_export_calls:
+        raise Refusal(413, "export_too_large",
+                      f"session {sid!r} has {n} calls, more than archive.max_export_calls "
+                      f"({settings.max_export_calls}) one show or export reads")
+    histories: list[dict[str, Any]] = []
+    wf = getattr(gw, "session_workflows", None)
+    if wf is not None:
+        from temporalio.service import RPCError
+
+        try:
+            histories = await fetch_histories(wf.client, SESSION_WORKFLOW_PREFIX + sid)
+        except RPCError as exc:
+            log.warning("workflow history of %s unavailable: %s", sid, exc.status.name)
+    src = Source(gw.store.secret_url(), gw.store.schema, getattr(gw, "archive", None))
+    try:
+        out = await build(src, histories)
+    except (ArchiveError, SealingError) as exc:
+        raise Refusal(503, "archive_unreadable", f"the session archive: {exc}") from None
+    except ExportTooLarge as exc:
+        raise Refusal(413, "export_too_large",
+                      f"{exc} (archive.max_export_bytes: {settings.max_export_bytes})") from None
+    if out is None:
+        raise Refusal(404, "session_not_found",
+                      f"no session {sid!r} in the ledger, the archive or Temporal")
+    return out
+
+
+async def _export(gw: Gateway, sid: str, send: Send) -> None:
+    """The bundle, built off the loop into a temporary file, then streamed in chunks."""
+    max_bytes = gw.config.settings.archive.max_export_bytes
+    async with _building(gw):
+        head, body = await _off_loop(gw, sid, lambda src, h: build_export(src, sid, h,
+                                                                            max_bytes))
+    try:
+        size = len(head) + await asyncio.to_thread(lambda: os.fstat(body.fileno()).st_size)
+        name = f'attachment; filename="audit-{sid[:64]}.jsonl"'.encode("ascii", "replace")
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/x-ndjson"),
+            (b"content-length", str(size).encode()),
+            (b"content-disposition", name),
+        ]})
+        await send({"type": "http.response.body", "body": head, "more_body": True})
+        while True:
+            chunk = await asyncio.to_thread(body.read, EXPORT_CHUNK)
+            await send({"type": "http.response.body", "body": chunk, "more_body": bool(chunk)})
+            if not chunk:
+                break
+    finally:
+        body.close()
 
 
 async def view_of(gw: Gateway, session_id: str) -> SessionView:

@@ -339,6 +339,10 @@ class ArchiveSettings(_Strict):
     encrypt: bool = False
     key_env: str = Field(default="GOVERNOR_ARCHIVE_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
     sweep_seconds: float = Field(default=60, gt=0)  # how often the archive job looks
+    # One export (or show) reads at most this many calls of a session (more: 413, export a
+    # shorter record from the archive's blobs) and answers at most this many bundle bytes.
+    max_export_calls: int = Field(default=200_000, gt=0, le=10_000_000)
+    max_export_bytes: int = Field(default=256 * 1024 * 1024, gt=0, le=512 * 1024 * 1024)
 
 
 class Settings(_Strict):

@@ -1,0 +1,135 @@
+"""Building a session's timeline or bundle off the proxy's event loop.
+
+A session may hold 100k calls: reading its rows, turning them into dicts, rendering the
+timeline and hashing the bundle take seconds of CPU that must not stall the proxy. `build_show`
+and `build_export` run that work in a worker thread with its own event loop and its own ledger
+connection (`LedgerStore.open` on the runtime's URL; closed after); the Temporal histories,
+whose client belongs to the proxy's loop, are fetched there first and handed over.
+
+Bounds: the session's calls are counted first (one indexed COUNT) and a session with more than
+`max_calls` is refused (`ExportTooLarge`, the route's 413) before any row is read; a bundle is
+written line by line to a temporary file (never whole in memory) and refused once it passes
+`max_bytes`. `show` returns one page of the timeline (`offset`, `limit`), with the total.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import IO, Any, TypeVar
+
+from sqlalchemy import func, select
+
+from audit.archive import Archive
+from audit.bundle import write_bundle
+from audit.session_source import SessionView, gather
+from audit.timeline import summary, timeline
+from ledger.models import CALLS
+from ledger.store import LedgerStore
+
+T = TypeVar("T")
+MAX_SHOW_LIMIT = 5000  # timeline entries one show answers at most
+DEFAULT_SHOW_LIMIT = 1000
+
+
+class ExportTooLarge(Exception):
+    """The session holds more than the configured calls or bundle bytes."""
+
+
+@dataclass
+class Source:
+    """Where the worker thread reads from: the ledger's URL (and schema), the archive."""
+
+    ledger_url: str | None
+    schema: str | None
+    archive: Archive | None
+
+
+async def count_calls(store: LedgerStore, session_id: str) -> int:
+    """The session's call rows in the ledger (one COUNT on the session index)."""
+    q = select(func.count()).select_from(CALLS).where(CALLS.c.session_id == session_id)
+    async with store._connect(write=False) as conn:
+        return int((await conn.execute(q)).scalar_one())
+
+
+def _in_thread(src: Source, work: Callable[[LedgerStore | None], Awaitable[T]]) -> T:
+    async def main() -> T:
+        store = await LedgerStore.open(src.ledger_url, schema=src.schema) if (
+            src.ledger_url
+        ) else None
+        try:
+            return await work(store)
+        finally:
+            if store is not None:
+                await store.close()
+
+    return asyncio.run(main())
+
+
+async def _view(
+    src: Source, session_id: str, histories: list[dict[str, Any]], store: LedgerStore | None
+) -> SessionView | None:
+    view = await gather(session_id, ledger=store, archive=src.archive, temporal=None)
+    if histories:
+        if view is None:
+            view = SessionView(session_id, {}, histories, "ledger", [])
+        view.histories = histories
+    return view
+
+
+def show_page(view: SessionView, offset: int, limit: int) -> dict[str, Any]:
+    """`governor audit show --json`: header, one page of entries, how many there are."""
+    entries = timeline(view.sections, view.histories)
+    page = entries[offset:offset + limit]
+    return {
+        "session": summary(view.session_id, view.sections),
+        "source": view.source,
+        "entries": [e.to_dict() for e in page],
+        "total_entries": len(entries),
+        "offset": offset,
+        "more": max(0, len(entries) - offset - len(page)),
+        "tombstones": view.tombstones,
+    }
+
+
+async def build_show(
+    src: Source, session_id: str, histories: list[dict[str, Any]], offset: int, limit: int
+) -> dict[str, Any] | None:
+    """The show document (None: no source knows the session), built in a worker thread."""
+
+    async def work(store: LedgerStore | None) -> dict[str, Any] | None:
+        view = await _view(src, session_id, histories, store)
+        return show_page(view, offset, limit) if view is not None else None
+
+    return await asyncio.to_thread(_in_thread, src, work)
+
+
+async def build_export(
+    src: Source, session_id: str, histories: list[dict[str, Any]], max_bytes: int
+) -> tuple[bytes, IO[bytes]] | None:
+    """(manifest line, temporary file holding the rest, positioned at 0) or None; raises
+    ExportTooLarge past `max_bytes` (the file is then removed). The caller closes the file."""
+
+    async def work(store: LedgerStore | None) -> tuple[bytes, IO[bytes]] | None:
+        from audit.bundle import BundleTooLarge
+
+        view = await _view(src, session_id, histories, store)
+        if view is None:
+            return None
+        out = tempfile.TemporaryFile(prefix="governor-export-")
+        try:
+            head = write_bundle(out, session_id, view.sections, view.histories,
+                                source=view.source, tombstones=view.tombstones,
+                                max_bytes=max_bytes)
+        except BundleTooLarge as exc:
+            out.close()
+            raise ExportTooLarge(str(exc)) from None
+        except BaseException:
+            out.close()
+            raise
+        out.seek(0)
+        return head, out
+
+    return await asyncio.to_thread(_in_thread, src, work)
