@@ -22,10 +22,9 @@ import pytest_asyncio
 
 from activities.classifiers import runtime
 from activities.idempotency import idempotent_call_id
-from ledger.event_store import guardrail_events
-from ledger.models import GuardrailEventRecord
 from policies.guardrails.classifiers import ClassifierSpec
 from simulator.server import SimServer
+from tests.proxy.classifier_support import clear_faults, events, fault, verdict
 from tests.proxy.conftest import DEV_KEY
 from tests.support.servers import InProcessProxy, make_config_dir
 
@@ -102,8 +101,7 @@ async def oproxy(
 @pytest.fixture(autouse=True)
 async def _clean_faults(osim: SimServer) -> AsyncIterator[None]:
     yield
-    async with httpx.AsyncClient(base_url=osim.base_url) as h:
-        await h.delete("/_sim/classifier")
+    await clear_faults(osim)
 
 
 def _scripted(answer: str) -> str:
@@ -147,17 +145,6 @@ async def _messages(proxy: InProcessProxy, project: str, text: str, *, stream: b
     return r, idempotent_call_id("dev-developer", idem)
 
 
-async def _events(proxy: InProcessProxy, call_id: str) -> list[GuardrailEventRecord]:
-    assert proxy.gw is not None
-    await runtime(proxy.gw).drain()
-    await proxy.gw.writer.flush()
-    return await guardrail_events(proxy.gw.store, call_id=call_id)
-
-
-def _verdict(e: GuardrailEventRecord) -> dict[str, Any]:
-    v = orjson.loads(e.verdict or "null")
-    assert isinstance(v, dict)
-    return v
 
 
 async def _row(proxy: InProcessProxy, call_id: str) -> Any:
@@ -165,11 +152,6 @@ async def _row(proxy: InProcessProxy, call_id: str) -> Any:
     await proxy.gw.writer.flush()
     return await proxy.gw.store.get_call(call_id)
 
-
-async def _fault(sim: SimServer, **fields: Any) -> None:
-    async with httpx.AsyncClient(base_url=sim.base_url) as h:
-        r = await h.post("/_sim/classifier", json=fields)
-        assert r.status_code == 200, r.text
 
 
 def _sse(body: str) -> list[str]:
@@ -199,7 +181,7 @@ async def test_block_classifier_refuses_a_flagged_answer_and_the_call_is_still_c
     err = r.json()["error"]
     assert err["code"] == "guardrail_blocked" and "'out-block'" in err["message"]
     assert "request-output" in err["message"] and "system prompt says" not in r.text
-    evs = await _events(oproxy, cid)
+    evs = await events(oproxy, cid)
     assert [(e.hook, e.detector, e.type, e.action) for e in evs] == [
         ("request-output", "http_classifier", "prompt_extraction", "blocked")]
     row = await _row(oproxy, cid)  # the model answered: its tokens are charged, the answer held
@@ -210,7 +192,7 @@ async def test_clean_answer_goes_through_with_a_clean_verdict(oproxy: InProcessP
     r, cid = await _chat(oproxy, "o-block", _scripted(f"The capital is Paris. {uuid.uuid4()}"))
     assert r.status_code == 200
     assert r.json()["choices"][0]["message"]["content"].startswith("The capital is Paris.")
-    (e,) = await _events(oproxy, cid)
+    (e,) = await events(oproxy, cid)
     assert (e.hook, e.type, e.action, e.rule_id) == ("request-output", "clean", "allowed",
                                                      "out-block")
 
@@ -223,7 +205,7 @@ async def test_a_tool_call_the_model_asks_for_is_classified_at_tool_input(
     err = r.json()["error"]
     assert err["code"] == "guardrail_blocked" and "tool-input" in err["message"]
     assert "evil.example" not in r.text
-    evs = await _events(oproxy, cid)
+    evs = await events(oproxy, cid)
     assert ("tool-input", "data_exfiltration", "blocked") in {(e.hook, e.type, e.action)
                                                               for e in evs}
 
@@ -236,7 +218,7 @@ async def test_anthropic_caller_gets_the_output_refusal_in_its_protocol(
     body = r.json()
     assert body["type"] == "error" and "guardrail rule 'out-block'" in body["error"]["message"]
     assert "as DAN" not in r.text
-    (e,) = await _events(oproxy, cid)
+    (e,) = await events(oproxy, cid)
     assert (e.hook, e.type, e.action) == ("request-output", "jailbreak", "blocked")
 
 
@@ -251,27 +233,27 @@ async def test_responses_api_answer_is_classified_too(oproxy: InProcessProxy) ->
 async def test_flag_mode_answers_at_once_and_records_the_verdict_later(
     oproxy: InProcessProxy, osim: SimServer
 ) -> None:
-    await _fault(osim, latency_ms=3000, count=1)
+    await fault(osim, latency_ms=3000, count=1)
     r, cid = await _chat(oproxy, "o-flag", _scripted("fine SIM-UNSAFE:jailbreak"))
     assert r.status_code == 200  # did not wait for the 3 s classifier
     assert r.json()["choices"][0]["message"]["content"].startswith("fine")
     assert oproxy.gw is not None and runtime(oproxy.gw)._tasks, "verdict should be pending"
-    (e,) = await _events(oproxy, cid)
+    (e,) = await events(oproxy, cid)
     assert (e.hook, e.type, e.action) == ("request-output", "jailbreak", "flagged")
 
 
 async def test_output_classifier_timeout_follows_the_fail_policy(
     oproxy: InProcessProxy, osim: SimServer
 ) -> None:
-    await _fault(osim, latency_ms=3000)
+    await fault(osim, latency_ms=3000)
     r, cid = await _chat(oproxy, "o-closed", _scripted(f"hello {uuid.uuid4()}"))
     assert r.status_code == 503 and r.json()["error"]["code"] == "guardrail_unavailable"
-    (e,) = await _events(oproxy, cid)
+    (e,) = await events(oproxy, cid)
     assert (e.type, e.action) == ("classifier_unavailable", "blocked")
-    assert _verdict(e)["error"] == "no answer within 400 ms"
+    assert verdict(e)["error"] == "no answer within 400 ms"
     r, cid = await _chat(oproxy, "o-open", _scripted(f"hello {uuid.uuid4()}"))
     assert r.status_code == 200
-    (e,) = await _events(oproxy, cid)
+    (e,) = await events(oproxy, cid)
     assert (e.type, e.action) == ("classifier_unavailable", "allowed")
 
 
@@ -280,13 +262,13 @@ async def test_judge_blocks_a_flagged_answer_and_is_charged_to_its_own_project(
 ) -> None:
     r, cid = await _chat(oproxy, "o-judge", _scripted("here: SIM-UNSAFE:data_exfiltration"))
     assert r.status_code == 400 and "'out-judge'" in r.json()["error"]["message"]
-    (e,) = await _events(oproxy, cid)
+    (e,) = await events(oproxy, cid)
     assert (e.hook, e.detector, e.type, e.action) == ("request-output", "llm_judge",
                                                      "data_exfiltration", "blocked")
-    judge = await _row(oproxy, _verdict(e)["judge_call_id"])
+    judge = await _row(oproxy, verdict(e)["judge_call_id"])
     assert judge.project == "guard-judge-out" and judge.cost_usd > 0
     # the judge's own answer went through no classifier (no judge of the judge)
-    assert await _events(oproxy, judge.call_id) == []
+    assert await events(oproxy, judge.call_id) == []
 
 
 # Streamed answers --------------------------------------------------------------------------------
@@ -306,7 +288,7 @@ async def test_streamed_flagged_answer_ends_with_an_error_event_instead_of_its_f
     assert "'out-block'" in chunks[-1]["error"]["message"]
     row = await _row(oproxy, cid)
     assert row.error_code == "guardrail_blocked" and row.output_tokens > 0
-    (e,) = await _events(oproxy, cid)
+    (e,) = await events(oproxy, cid)
     assert (e.hook, e.type, e.action) == ("request-output", "jailbreak", "blocked")
 
 
@@ -321,7 +303,7 @@ async def test_streamed_clean_answer_keeps_its_finish_and_done(oproxy: InProcess
     assert any(c["choices"] and c["choices"][0].get("finish_reason") == "stop" for c in chunks)
     row = await _row(oproxy, cid)
     assert row.error_code is None and row.status_code == 200
-    (e,) = await _events(oproxy, cid)
+    (e,) = await events(oproxy, cid)
     assert (e.type, e.action) == ("clean", "allowed")
 
 
@@ -362,7 +344,7 @@ async def test_streamed_flag_mode_relays_untouched_and_records_later(
 ) -> None:
     r, cid = await _chat(oproxy, "o-flag", _scripted("stream SIM-UNSAFE:jailbreak"), stream=True)
     assert _sse(r.text)[-1] == "[DONE]"
-    (e,) = await _events(oproxy, cid)
+    (e,) = await events(oproxy, cid)
     assert (e.hook, e.type, e.action) == ("request-output", "jailbreak", "flagged")
 
 
@@ -374,7 +356,7 @@ async def test_a_client_that_leaves_cancels_the_block_classifier_request(
 ) -> None:
     assert oproxy.gw is not None
     rt = runtime(oproxy.gw)
-    await _fault(osim, latency_ms=25000, count=1)
+    await fault(osim, latency_ms=25000, count=1)
     before = rt.cancelled.get("in-cancel-http", 0)
     with pytest.raises(httpx.ReadTimeout):
         async with httpx.AsyncClient(base_url=oproxy.base_url, timeout=1.5) as h:
@@ -424,7 +406,7 @@ async def test_a_shared_block_request_is_cancelled_only_when_its_last_waiter_lea
                                            "http": {"url": sim_url, "timeout_ms": 30000}})
     flag = ClassifierSpec.model_validate({"id": "rt-flag", "hooks": ["request-output"],
                                           "http": {"url": sim_url, "timeout_ms": 30000}})
-    await _fault(osim, latency_ms=1500)
+    await fault(osim, latency_ms=1500)
     text, key = f"shared {uuid.uuid4()}", uuid.uuid4().bytes
     a = asyncio.ensure_future(rt.verdict(block, text, key))
     b = asyncio.ensure_future(rt.verdict(block, text, key))
