@@ -33,12 +33,15 @@ from audit.archive import (
     archive_session,
     erase,
 )
-from audit.archive import expired_sessions as archive_expired
 from audit.sealing import SealingError
 from audit.session_source import fetch_histories
 from ledger.errors import LedgerError
 from ledger.session_record import (
+    archive_state,
+    claim_for_deletion,
     mark_archived,
+    release_claim,
+    retention_candidates,
     session_record,
     sessions_to_archive,
     sessions_with_late_rows,
@@ -74,7 +77,11 @@ async def archive_one(
     except SessionErased:
         return {"archived": False, "why": "erased"}
     seen = max((float(s["updated_ts"]) for s in sections["session"]), default=0.0)
-    await mark_archived(store, session_id, archived_ts=now, seen_updated_ts=seen,
+    archived_ts = now
+    if not res.added:  # nothing new written: retention still counts from the newest object
+        state = await archive_state(store, session_id)
+        archived_ts = float(state["archived_ts"]) if state else now
+    await mark_archived(store, session_id, archived_ts=archived_ts, seen_updated_ts=seen,
                         index_version=res.version, objects=len(res.added))
     return {"archived": True, "version": res.version, "added": len(res.added)}
 
@@ -160,6 +167,33 @@ async def _tombstone_ledger_rows(
     return out
 
 
+async def apply_retention(store: LedgerStore, archive: Archive, days: float, now: float) -> int:
+    """Erase every session whose newest archive object is more than `days` old, from the archive
+    and the ledger, with tombstones; returns how many this call erased. Candidates come from the
+    ledger's `archived_sessions` (an indexed range read), so a pass reads only the archive
+    indexes of the sessions it deletes; each is claimed there first (`claim_for_deletion`), so
+    replicas running retention at once never delete the same session twice, and released
+    again if its deletion fails (the next pass retries it)."""
+    cutoff, n = now - days * 86400.0, 0
+    while True:
+        sids = await retention_candidates(store, cutoff, BATCH)
+        for sid in sids:
+            if not await claim_for_deletion(store, sid, cutoff):
+                continue  # another replica is deleting it
+            try:
+                await erase_session(
+                    store, archive, sid,
+                    reason=f"retention: archived more than {days:g} days ago",
+                    actor="governor:retention", cause="retention", now=now,
+                )
+            except (ArchiveError, LedgerError):
+                await release_claim(store, sid)
+                raise
+            n += 1
+        if len(sids) < BATCH:
+            return n
+
+
 # -- the proxy runtime's background job -------------------------------------------------------
 
 
@@ -197,20 +231,11 @@ class ArchiveJob:
         return counts
 
     async def apply_retention(self, now: float, days: float | None = None) -> int:
-        """Erase every session archived more than `days` (default: the setting) ago, from the
-        archive and the ledger, with tombstones; returns how many."""
+        """`apply_retention` with this runtime's ledger, archive and setting."""
         days = self.gw.config.settings.archive.retention_days if days is None else days
         if days is None:
             return 0
-        n = 0
-        for sid in await archive_expired(self.archive, days, now):
-            await erase_session(
-                self.gw.store, self.archive, sid,
-                reason=f"retention: archived more than {days:g} days ago",
-                actor="governor:retention", cause="retention", now=now,
-            )
-            n += 1
-        return n
+        return await apply_retention(self.gw.store, self.archive, days, now)
 
     async def run(self) -> None:
         while True:

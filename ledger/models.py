@@ -323,9 +323,10 @@ class ArchivedSessionRecord(SQLModel, table=True):
     """
 
     __tablename__ = "archived_sessions"
+    __table_args__ = (Index("ix_archived_sessions_archived_ts", "erased", "archived_ts"),)
 
     session_id: str = Field(primary_key=True)
-    archived_ts: float
+    archived_ts: float  # when its newest archive object was written (retention counts from it)
     seen_updated_ts: float = 0.0
     index_version: int = 0
     objects: int = 0

@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, or_, select, text
+from sqlalchemy import and_, or_, select, text, update
 from sqlalchemy import exc as sa_exc
 
 from ledger.errors import LedgerError
@@ -230,3 +230,40 @@ async def mark_archived(
     q = ins.on_conflict_do_update(index_elements=["session_id"], set_=values)
     async with store._connect(write=True) as conn:
         await conn.execute(q)
+
+
+async def retention_candidates(store: LedgerStore, cutoff: float, limit: int = 100) -> list[str]:
+    """Archived, not erased sessions whose last archive (`archived_ts`) is before `cutoff`
+    (epoch seconds), oldest first, at most `limit`: what a retention pass deletes. One indexed
+    range read; the archive itself is not listed."""
+    a = ARCHIVED_SESSIONS.c
+    q = (
+        select(a.session_id)
+        .where(a.erased.is_(False), a.archived_ts < cutoff)
+        .order_by(a.archived_ts, a.session_id)
+        .limit(limit)
+    )
+    return [r["session_id"] for r in await store._fetch(q)]
+
+
+async def claim_for_deletion(store: LedgerStore, session_id: str, cutoff: float) -> bool:
+    """Mark `session_id` erased if it still is a retention candidate; True for the one replica
+    whose update took it (the others skip it), False when another got there first or the
+    session was archived again since."""
+    a = ARCHIVED_SESSIONS.c
+    q = (
+        update(ARCHIVED_SESSIONS)
+        .where(a.session_id == session_id, a.erased.is_(False), a.archived_ts < cutoff)
+        .values(erased=True)
+    )
+    async with store._connect(write=True) as conn:
+        return (await conn.execute(q)).rowcount == 1
+
+
+async def release_claim(store: LedgerStore, session_id: str) -> None:
+    """Undo `claim_for_deletion` after a deletion that failed (the next pass retries it)."""
+    a = ARCHIVED_SESSIONS.c
+    async with store._connect(write=True) as conn:
+        await conn.execute(
+            update(ARCHIVED_SESSIONS).where(a.session_id == session_id).values(erased=False)
+        )
