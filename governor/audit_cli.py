@@ -23,7 +23,7 @@ import click
 import httpx
 import orjson
 
-from governor.sessions_cli import _fail, _json, _url, admin_request
+from governor.sessions_cli import _fail, _json, _url, admin_request, transport_failure
 
 T = TypeVar("T")
 DEFAULT_DATA = Path(os.environ.get("GOVERNOR_DATA_DIR", ".governor"))
@@ -35,6 +35,13 @@ _data_dir = click.option("--data-dir", type=click.Path(path_type=Path), default=
                          help="read the ledger in this data dir directly (as `governor proxy`)")
 _ledger = click.option("--ledger", default=None,
                        help="read this ledger URL directly (sqlite:///… or postgresql://…)")
+# A verify or export of a large ledger takes long before its first byte (100,000 calls: ~11 s
+# on an idle machine, more under load); the proxy stops a verify after 30 min (504).
+LONG_READ_S = 1800.0
+_TIMEOUT_HINT = ": raise --timeout (GOVERNOR_AUDIT_TIMEOUT)"
+_timeout = click.option("--timeout", type=click.FloatRange(min=0.001, max=86400.0),
+                        envvar="GOVERNOR_AUDIT_TIMEOUT", default=LONG_READ_S, show_default=True,
+                        help="seconds to wait for the proxy's answer (admin API mode)")
 
 
 def ledger_url(data_dir: Path | None, ledger: str | None) -> str | None:
@@ -196,11 +203,12 @@ def _checkpoints(files: tuple[Path, ...], data_dir: Path | None) -> list[dict[st
 )
 @_url
 @_audit_key
+@_timeout
 @_data_dir
 @_ledger
 @_json
 def audit_verify(since: str | None, checkpoint_files: tuple[Path, ...], url: str,
-                 key: str | None, data_dir: Path | None, ledger: str | None,
+                 key: str | None, timeout: float, data_dir: Path | None, ledger: str | None,
                  as_json: bool) -> None:  # fmt: skip
     """Walk every chain of the ledger and name each record altered, inserted or deleted.
 
@@ -226,7 +234,8 @@ def audit_verify(since: str | None, checkpoint_files: tuple[Path, ...], url: str
         if checkpoint_files:
             _fail("--checkpoint reads the ledger directly: add --ledger URL or --data-dir DIR", 2)
         params = {"since": repr(t)} if t is not None else {}
-        doc = admin_request(url, key, "GET", "/gateway/audit/verify", params=params)
+        doc = admin_request(url, key, "GET", "/gateway/audit/verify", read_timeout=timeout,
+                            timeout_hint=_TIMEOUT_HINT, params=params)
     if as_json:
         click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
     else:
@@ -401,8 +410,9 @@ def show(session_id: str, offset: int, limit: int, url: str, key: str | None, as
               help="write the bundle here (default: standard output)")
 @_url
 @_audit_key
+@_timeout
 @_direct
-def export(session_id: str, out: Path | None, url: str, key: str | None,
+def export(session_id: str, out: Path | None, url: str, key: str | None, timeout: float,
            data_dir: Path | None, ledger: str | None, config_dir: Path | None,
            archive_url: str | None, temporal_address: str | None) -> None:
     """A self-contained bundle of the session (JSON lines: manifest of counts, hashes and time
@@ -426,7 +436,8 @@ def export(session_id: str, out: Path | None, url: str, key: str | None,
         if body is None:
             _fail(f"no session {session_id!r} in the ledger or the archive")
     else:
-        body = _download(url, key, f"/gateway/audit/sessions/{quote(session_id, safe='')}/export")
+        body = _download(url, key, f"/gateway/audit/sessions/{quote(session_id, safe='')}/export",
+                         timeout)
     bundle = parse_bundle(body)  # what we hand over checks against its own manifest
     m = bundle.manifest
     if out is None:
@@ -439,14 +450,17 @@ def export(session_id: str, out: Path | None, url: str, key: str | None,
     _finish(d)
 
 
-def _download(url: str, key: str | None, path: str) -> bytes:
+def _download(url: str, key: str | None, path: str, read_timeout: float) -> bytes:
     if not key:
         _fail("no admin key: pass --key or set GOVERNOR_ADMIN_KEY (an auditor key)", 2)
     base = url.rstrip("/")
     try:
-        r = httpx.get(base + path, headers={"Authorization": f"Bearer {key}"}, timeout=120.0)
+        r = httpx.get(base + path, headers={"Authorization": f"Bearer {key}"},
+                      timeout=httpx.Timeout(read_timeout, connect=min(5.0, read_timeout)))
+    except httpx.InvalidURL as exc:
+        _fail(f"bad --url {url!r}: {exc}", 2)
     except httpx.HTTPError as exc:
-        _fail(f"cannot reach the Governor proxy at {base} ({type(exc).__name__})")
+        _fail(transport_failure(base, exc, read_timeout, _TIMEOUT_HINT))
     if r.status_code >= 400:
         try:
             err = orjson.loads(r.content).get("error", {})

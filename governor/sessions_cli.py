@@ -25,8 +25,27 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
-def admin_request(url: str, key: str | None, method: str, path: str, **kw: Any) -> dict[str, Any]:
-    """One admin call; every failure becomes one sentence on stderr and a non-zero exit."""
+def transport_failure(base: str, exc: httpx.HTTPError, read_timeout: float,
+                      hint: str = "") -> str:  # fmt: skip
+    """One sentence for an HTTP failure that is not an answer: the proxy could not be reached
+    (nothing listening, DNS, connect timeout), or it was reached but did not answer within
+    `read_timeout` seconds (then `hint`, e.g. which option raises it), or the connection broke
+    while its answer was read."""
+    name = type(exc).__name__
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return (f"cannot reach the Governor proxy at {base} ({name}); "
+                "is `governor up` running? (--url / GOVERNOR_URL)")  # fmt: skip
+    if isinstance(exc, httpx.TimeoutException):
+        return (f"the Governor proxy at {base} took the request but did not answer within "
+                f"{read_timeout:g} s ({name}); it may still be working{hint}")
+    return f"the connection to the Governor proxy at {base} broke before its answer ({name})"
+
+
+def admin_request(url: str, key: str | None, method: str, path: str,
+                  read_timeout: float = 15.0, timeout_hint: str = "",
+                  **kw: Any) -> dict[str, Any]:  # fmt: skip
+    """One admin call (connect within 5 s, the answer within `read_timeout` s); every failure
+    becomes one sentence on stderr and a non-zero exit."""
     if not key:
         _fail("no admin key: pass --key or set GOVERNOR_ADMIN_KEY (e.g. gk-dev-oncall)", 2)
     base = url.rstrip("/")
@@ -35,16 +54,13 @@ def admin_request(url: str, key: str | None, method: str, path: str, **kw: Any) 
             method,
             base + path,
             headers={"Authorization": f"Bearer {key}"},
-            timeout=15.0,
+            timeout=httpx.Timeout(read_timeout, connect=min(5.0, read_timeout)),
             **kw,
         )
     except httpx.InvalidURL as exc:
         _fail(f"bad --url {url!r}: {exc}", 2)
     except httpx.HTTPError as exc:
-        _fail(
-            f"cannot reach the Governor proxy at {base} ({type(exc).__name__}); "
-            "is `governor up` running? (--url / GOVERNOR_URL)"
-        )
+        _fail(transport_failure(base, exc, read_timeout, timeout_hint))
     try:
         doc = orjson.loads(r.content) if r.content else {}
     except orjson.JSONDecodeError:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from sqlalchemy.engine import make_url
 from audit.chain import tombstone
 from tests.audit.test_audit_chain_verify import populate
 from tests.ledger.ledger_testdb import BACKENDS, PG_URL, Target
+from tests.support.servers import InProcessProxy, free_port, make_config_dir
 
 
 @contextlib.asynccontextmanager
@@ -84,3 +87,40 @@ def test_verify_refuses_a_bad_since_with_a_usage_error() -> None:
 def test_a_checkpoint_needs_the_ledger_itself() -> None:
     r = run_verify("--checkpoint", "chain-head.json", "--url", "http://127.0.0.1:9")
     assert r.returncode == 2 and "--ledger" in r.stderr
+
+
+async def run_verify_async(*args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a child process while this loop keeps serving the in-process proxy."""
+    return await asyncio.to_thread(run_verify, *args)
+
+
+async def test_a_verify_slower_than_the_read_timeout_says_so_and_the_default_waits(
+    tmp_path: Path,
+) -> None:
+    """Through the admin API a verify answers only when the whole ledger is walked (100,000
+    calls: ~11 s, longer under load). A `--timeout` shorter than that is reported as the
+    proxy not answering in time — never as the proxy being unreachable; the default timeout
+    waits for the answer; a port with nothing listening is still "cannot reach"."""
+    p = await InProcessProxy(make_config_dir(tmp_path / "config"), tmp_path / "data",
+                             "http://127.0.0.1:9").start()  # fmt: skip
+    try:
+        assert p.gw is not None
+        await populate(p.gw.store, tmp_path / "j")
+        api = ["--url", p.base_url, "--key", "gk-dev-auditor"]
+        # the verify runs in a child Python process: far longer than 50 ms
+        short = await run_verify_async(*api, "--timeout", "0.05")
+        assert short.returncode == 1, short.stdout + short.stderr
+        assert "did not answer within 0.05 s (ReadTimeout)" in short.stderr, short.stderr
+        assert "--timeout" in short.stderr and "cannot reach" not in short.stderr
+        assert "Traceback" not in short.stderr
+        deadline = time.monotonic() + 120
+        while True:  # the timed-out verify may still run on the proxy (one at a time: 409)
+            full = await run_verify_async(*api)
+            if "verify_running" not in full.stderr or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert full.returncode == 0 and "ledger verified" in full.stdout, full.stderr
+    finally:
+        await p.stop()
+    down = await run_verify_async("--url", f"http://127.0.0.1:{free_port()}", "--key", "k")
+    assert down.returncode == 1 and "cannot reach the Governor proxy" in down.stderr
