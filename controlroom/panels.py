@@ -108,13 +108,16 @@ class _Ctx:
         hour, of virtual models served by two or more model versions in the range."""
         if "groups" not in self.cache:
             versions: dict[str, set[tuple[str, str]]] = defaultdict(set)
-            for k in (await self.part("calls")).calls:
+            served: dict[str, int] = defaultdict(int)
+            for k, v in (await self.part("calls")).calls.items():
                 if k[9] == "allowed":
                     versions[k[6]].add((k[7], k[8]))
+                    served[k[6]] += v[0]
             vms = sorted(vm for vm, v in versions.items() if len(v) > 1)
             groups: list[tuple[Any, ...]] = []
             if vms:
-                r = await rollups.read(self.store, self.f, ("prompts",), prompt_models=vms)
+                r = await rollups.read(self.store, self.f, ("prompts",), prompt_models=vms,
+                                       prompt_calls=sum(served[vm] for vm in vms))
                 groups = [(*k[1:], *v) for k, v in r.prompts.items()]
             self.cache["groups"] = groups
         return self.cache["groups"]  # type: ignore[no-any-return]

@@ -38,13 +38,16 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Float,
+    Index,
     String,
     Table,
     and_,
     cast,
     delete,
     func,
+    literal_column,
     select,
+    text,
 )
 from sqlmodel import SQLModel
 
@@ -94,6 +97,10 @@ HOUR_PROMPTS = Table(
     Column("hour", BigInteger, primary_key=True), _s("virtual_model"), _s("model"),
     _s("model_version"), _s("workflow_tag"), _s("prompt_sha256"), _n("calls"), _n("sum_input"),
     _n("min_input"), Column("first_ts", Float, nullable=False),
+    Index("ix_cr_hour_prompts_vm_fp", "virtual_model", "prompt_sha256"),
+    # prompts sent twice or more in their hour: what drift reads on a large range
+    Index("ix_cr_hour_prompts_repeated", "virtual_model", "hour",
+          sqlite_where=text("calls >= 2"), postgresql_where=text("calls >= 2")),
 )
 ROLLUP_HOURS = Table(
     "cr_rollup_hours", _MD,
@@ -204,6 +211,9 @@ async def ensure_tables(store: LedgerStore) -> None:
 
     def create(sync_conn: Any) -> None:
         _MD.create_all(sync_conn, tables=list(TABLES))
+        for t in TABLES:  # tables made before an index was added gain it
+            for ix in t.indexes:
+                ix.create(sync_conn, checkfirst=True)
 
     async with store._connect(write=True) as conn:
         await conn.run_sync(create)
@@ -382,12 +392,15 @@ async def spend(store: LedgerStore, since: float, until: float,
 
 async def read(store: LedgerStore, f: Filters, parts: Iterable[str] = ("calls", "users",
                "sessions", "prompts"), prompt_cap: int = 20_000,
-               prompt_models: Iterable[str] | None = None) -> Rolled:
+               prompt_models: Iterable[str] | None = None,
+               prompt_calls: int | None = None) -> Rolled:
     """Rollup rows of [f.since, f.until) under `f`'s filters: stored hours from the tables, the
     rest rolled on the fly from `calls`. `prompts` rows are capped near `prompt_cap`: above it
-    a deterministic sample of prompt fingerprints (a hex prefix range) is read, so identical
-    prompts stay together (the drift they show is the drift of all prompts, estimated).
-    `prompt_models` limits prompt rows to those virtual models."""
+    only prompts sent twice or more within an hour are read, and above it still a deterministic
+    sample of their fingerprints (a hex prefix range), so identical prompts stay together.
+    `prompt_models` limits prompt rows to those virtual models; `prompt_calls`, when the caller
+    knows it, is their served calls in the range (at least their prompt groups: no count
+    query)."""
     await ensure_tables(store)
     parts = set(parts)
     h0 = int(-(-f.since // HOUR)) * HOUR
@@ -406,7 +419,8 @@ async def read(store: LedgerStore, f: Filters, parts: Iterable[str] = ("calls", 
             live.extend(_spans([h for h in range(h0, h1, HOUR) if h not in have]))
             if f.until > h1:
                 live.append((float(h1), f.until))
-            await _read_stored(conn, out, f, h0, h1, parts, prompt_cap, prompt_models)
+            await _read_stored(conn, out, f, h0, h1, parts, prompt_cap, prompt_models,
+                               prompt_calls)
     for a, b in live:
         rows = await fetch_calls(store, a, b)
         extra = _filtered(roll(rows), f)
@@ -415,7 +429,8 @@ async def read(store: LedgerStore, f: Filters, parts: Iterable[str] = ("calls", 
 
 
 async def _read_stored(conn: Any, out: Rolled, f: Filters, h0: int, h1: int, parts: set[str],
-                       prompt_cap: int, prompt_models: Iterable[str] | None) -> None:
+                       prompt_cap: int, prompt_models: Iterable[str] | None,
+                       prompt_calls: int | None = None) -> None:
     if "calls" in parts:
         t = HOUR_CALLS
         keys = [t.c[n] for n in ("hour", "team", "project", "workflow_tag", "client_tool",
@@ -450,10 +465,17 @@ async def _read_stored(conn: Any, out: Rolled, f: Filters, h0: int, h1: int, par
         cond = _where(t, f, h0, h1, by_team=False)
         if prompt_models is not None:
             cond = and_(cond, t.c.virtual_model.in_(list(prompt_models)))
-        n = int((await conn.execute(select(func.count()).select_from(t).where(cond))).scalar()
-                or 0)
+        n = prompt_calls if prompt_calls is not None else int((await conn.execute(
+            select(func.count()).select_from(t).where(cond))).scalar() or 0)
         if n > prompt_cap:
-            cond = and_(cond, t.c.prompt_sha256 < sample_cut(prompt_cap / n))
+            # Too many to read: prompts sent at least twice in an hour (templates, system
+            # prompts: where a tokenizer change moves spend), and a fingerprint sample of those
+            # if they are still too many.
+            cond = and_(cond, t.c.calls >= literal_column("2"))  # literal: the partial index
+            n = int((await conn.execute(select(func.count()).select_from(t).where(cond))).scalar()
+                    or 0)
+            if n > prompt_cap:
+                cond = and_(cond, t.c.prompt_sha256 < sample_cut(prompt_cap / n))
         q = select(t.c.hour, t.c.virtual_model, t.c.model, t.c.model_version, t.c.workflow_tag,
                    t.c.prompt_sha256, t.c.calls, t.c.sum_input, t.c.min_input,
                    t.c.first_ts).where(cond)
