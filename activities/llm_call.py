@@ -836,7 +836,8 @@ def _account(
             version = m.version(gov.model_version)
             m.child(m.tokens, m.project(i.project), i.team, gov.model, version, kind).inc(n)
     if gov.cost_usd:
-        m.child(m.cost, m.project(i.project), i.team, gov.model).inc(gov.cost_usd)
+        m.child(m.cost, m.project(i.project), i.team, gov.model,
+                m.version(gov.model_version)).inc(gov.cost_usd)
         if gw.alerts is not None:
             gw.alerts.on_spend(i.project, gov.cost_usd, now)
     m.child(m.overhead, gw.path).observe(max(0.0, latency_ms - res.upstream_ms) / 1000)

@@ -75,7 +75,8 @@ class Metrics:
             registry=r,
         )
         self.cost = Counter(
-            "governor_cost_usd_total", "Spend in USD", ["project", "team", "model"], registry=r
+            "governor_cost_usd_total", "Spend in USD by model and the version that answered",
+            ["project", "team", "model", "model_version"], registry=r
         )
         self.budget_used = Gauge(
             "governor_budget_used_pct",

@@ -80,9 +80,18 @@ async def test_rules_and_panels_name_only_exported_metrics_and_recorded_rules(
     proxy: InProcessProxy,
 ) -> None:
     async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(proxy.base_url + "/v1/chat/completions",
+                         headers={"Authorization": "Bearer gk-dev-developer"},
+                         json={"model": "support-cheap",
+                               "messages": [{"role": "user", "content": "one call"}]})
+        assert r.status_code == 200, r.text
+        version = r.headers["x-governor-model-version"]
         r = await c.get(proxy.base_url + "/metrics",
                         headers={"Authorization": "Bearer gk-dev-metrics"})
     assert r.status_code == 200
+    # Cost by model and the version that answered (as tokens are).
+    assert any(line.startswith("governor_cost_usd_total{") and f'model_version="{version}"'
+               in line for line in r.text.splitlines())
     exported = _exported(r.text)
     assert "governor_tokens_total" in exported  # the scrape is the real one
     rules = _rules()
