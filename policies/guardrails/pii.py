@@ -48,7 +48,16 @@ _NUMERIC = re.compile(
     # Trunk-0 national numbers in groups: `020 7946 0958`, `0490 75 40 81`, `0688 872 49 99`.
     r"|(?P<natl>(?<=0)[0-9]{2,4}(?:[ \-][0-9]{2,7}){1,4})"
     r"|(?P<card>[0-9]{3}(?:[ \-]?[0-9]){9,18})"
+    # Nine bare digits: a US SSN only right after its label (`SSN: 078051123`), checked below.
+    r"|(?P<ssn9>[0-9]{8}(?![0-9]))"
     r"))"
+)
+# The label that makes nine bare digits an SSN: `SSN`, `SSN#`, `social security (number|no)`,
+# maybe with `is`, right before them.
+_SSN_LABEL = re.compile(
+    r"(?:\bssn|\bss\s*#|social\s+security(?:\s+(?:number|no|num)\b)?)(?:\s+(?:is|was|of))?"
+    r"[^0-9a-z\n]{0,12}$",
+    re.IGNORECASE,
 )
 _E164 = re.compile(r"\+[1-9][0-9 ().\-]{6,22}[0-9]")
 # The same numbers dialled with the `00` international prefix, with separators (`001-518-640-0854`).
@@ -190,6 +199,10 @@ def _numeric(text: str) -> Iterator[Span]:
                 yield Span(s, e, DETECTOR, "ip_address")
         elif kind == "ssn":
             if _free_right(text, e) and ssn_ok(value[:3], value[4:6], value[7:]):
+                yield Span(s, e, DETECTOR, "us_ssn")
+        elif kind == "ssn9":
+            labelled = _SSN_LABEL.search(text, max(0, s - 40), s) is not None
+            if labelled and _free_right(text, e) and ssn_ok(value[:3], value[3:5], value[5:]):
                 yield Span(s, e, DETECTOR, "us_ssn")
         elif kind == "nanp" and value[0] in "23456789":
             if (end := _phone_end(text, e)) > 0:

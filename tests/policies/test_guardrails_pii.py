@@ -37,6 +37,8 @@ def _found(text: str) -> list[tuple[str, str]]:
         ("nino tw987654a", "uk_nino", "tw987654a"),
         ("nino: PR 123612C", "uk_nino", "PR 123612C"),
         ("ssn 078.05.1123", "us_ssn", "078.05.1123"),
+        ("SSN: 078051123 on file", "us_ssn", "078051123"),
+        ("her social security number is 536225491.", "us_ssn", "536225491"),
         ("write to a@xn--d1acufc.xn--p1ai", "email", "a@xn--d1acufc.xn--p1ai"),
     ],
 )
@@ -64,6 +66,9 @@ def test_every_card_in_one_string_is_found() -> None:
         "netmask IPv6Address('ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0')",
         "<142480216486.20800.16526388040877946887@nightshade.la.mastaler.com>",
         "build 0123456789 finished",
+        "order 536225491 shipped",  # nine bare digits without an SSN label
+        "SSN: 900123456",  # a never-issued area
+        "the SSN column, then row 536225491",
     ],
 )
 def test_near_misses_are_not_pii(text: str) -> None:
