@@ -33,6 +33,7 @@ from audit.archive import (
     archive_session,
     erase,
 )
+from audit.erasure import new_reference, redact_mentions
 from audit.sealing import SealingError
 from audit.session_source import fetch_histories
 from ledger.errors import LedgerError
@@ -129,18 +130,25 @@ async def erase_session(
 ) -> dict[str, Any]:
     """Delete a session everywhere Governor keeps it, leaving tombstones that say what went and
     why: the archive's index (always) and the ledger chain (`audit.chain.tombstone`, where that
-    exists; otherwise the ledger rows stay and `ledger_rows` says so). Returns
-    `{"archive": tombstone | None, "ledger_rows": {table: n} | None}`."""
+    exists; otherwise the ledger rows stay and `ledger_rows` says so). Alerts and runbook steps
+    that named the session stay, naming `ref` instead (audit.erasure). Returns
+    `{"archive": tombstone | None, "ledger_rows": {table: n} | None, "ref": str,
+    "redacted": {"alerts": n, "runbook_steps": m} | None}`."""
+    ref = new_reference()
     tomb = None
     if archive is not None:
-        tomb = await erase(archive, session_id, reason=reason, actor=actor, cause=cause, now=now)
+        tomb = await erase(archive, session_id, reason=reason, actor=actor, cause=cause,
+                           now=now, ref=ref)
+        ref = str(tomb.get("ref") or ref)  # erased before: the first deletion's reference
     deleted: dict[str, int] | None = None
+    kept: dict[str, int] | None = None
     if store is not None:
         if archive is not None:
             await mark_archived(store, session_id, archived_ts=now, seen_updated_ts=now,
                                 index_version=0, objects=0, erased=True)
+        kept = await redact_mentions(store, session_id, ref, reason=reason, actor=actor)
         deleted = await _tombstone_ledger_rows(store, session_id, reason, actor)
-    return {"archive": tomb, "ledger_rows": deleted}
+    return {"archive": tomb, "ledger_rows": deleted, "ref": ref, "redacted": kept}
 
 
 async def _tombstone_ledger_rows(

@@ -440,11 +440,14 @@ def _history_start(h: Mapping[str, Any]) -> str:
 
 
 async def erase(
-    archive: Archive, session_id: str, *, reason: str, actor: str, cause: str, now: float
+    archive: Archive, session_id: str, *, reason: str, actor: str, cause: str, now: float,
+    ref: str | None = None,
 ) -> dict[str, Any]:
     """Delete every blob of `session_id` and write an index version that says what went and
-    why (`cause`: 'retention' or 'erasure'). Returns the tombstone. Idempotent: erasing an erased
-    session adds nothing. A session never archived gets a tombstone too (so it never will be)."""
+    why (`cause`: 'retention' or 'erasure'; `ref`: the deletion's reference, which the alerts
+    that named the session now carry instead, audit.erasure). Returns the tombstone.
+    Idempotent: erasing an erased session adds nothing. A session never archived gets a
+    tombstone too (so it never will be)."""
     if cause not in ("retention", "erasure"):
         raise ValueError("cause must be 'retention' or 'erasure'")
     for _ in range(_INDEX_RACE_RETRIES):
@@ -457,6 +460,7 @@ async def erase(
             "cause": cause,
             "actor": actor,
             "reason": reason,
+            **({"ref": ref} if ref else {}),
             "removed": [
                 {k: o[k] for k in ("sha256", "kind", "bytes", "rows", "run_id") if k in o}
                 for o in objects

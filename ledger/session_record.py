@@ -73,7 +73,7 @@ async def session_record(store: LedgerStore, session_id: str) -> dict[str, list[
         .where(e.session_id == session_id)
         .order_by(e.ts, e.call_id, e.hook, e.seq)
     )
-    alerts = await _alerts_of(store, session_id)
+    alerts = await alerts_naming(store, session_id)
     steps: list[dict[str, Any]] = []
     if alerts:
         r = RUNBOOK_STEPS.c
@@ -100,7 +100,8 @@ async def session_record(store: LedgerStore, session_id: str) -> dict[str, list[
     }
 
 
-async def _alerts_of(store: LedgerStore, session_id: str) -> list[dict[str, Any]]:
+async def alerts_naming(store: LedgerStore, session_id: str) -> list[dict[str, Any]]:
+    """Alert runs whose `session_id` label is `session_id` (at most MAX_ALERT_RUNS)."""
     needle = orjson.dumps(session_id).decode()  # how the id appears inside the labels JSON
     a = ALERTS.c
     rows = await store._fetch(
