@@ -12,6 +12,7 @@ No panel has a user column or orders people: users are counted per team, tool an
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import defaultdict
@@ -150,11 +151,13 @@ REFRESH_EVERY = 30.0  # seconds between rollup refreshes by one store's readers
 
 async def refresh_rollups(store: LedgerStore, now: float | None = None) -> None:
     """Roll the hours closed since the last refresh (at most every `REFRESH_EVERY` s)."""
-    mono = time.monotonic()
-    if mono - getattr(store, "_rollups_refreshed", -1e9) < REFRESH_EVERY:
-        return
-    await rollups.refresh(store, now)
-    store._rollups_refreshed = mono  # type: ignore[attr-defined]
+    lock = store.__dict__.setdefault("_rollups_lock", asyncio.Lock())
+    async with lock:  # concurrent pages wait for one refresh instead of rolling twice
+        mono = time.monotonic()
+        if mono - getattr(store, "_rollups_refreshed", -1e9) < REFRESH_EVERY:
+            return
+        await rollups.refresh(store, now)
+        store._rollups_refreshed = time.monotonic()  # type: ignore[attr-defined]
 
 
 # -- 1. adoption ---------------------------------------------------------------------------------
