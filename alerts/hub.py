@@ -85,6 +85,7 @@ class AlertHub:
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _backlog: list[int] = field(default_factory=list)
     _health: dict[str, float] = field(default_factory=dict)  # firing self-health rule -> last fire
+    _health_seen: set[str] = field(default_factory=set)  # self-health rules checked once
     _gauged: set[tuple[str, str]] = field(default_factory=set)
     _silences_at: float = -1e9
 
@@ -519,9 +520,13 @@ class AlertHub:
         if bad and (last is None or now - last >= keep_alive):
             self._health[rule.name] = now
             self._spawn(self.fire_async(rule.name, {}, "embedded"))
-        elif not bad and last is not None:
-            del self._health[rule.name]
+        elif not bad and (last is not None or rule.name not in self._health_seen):
+            # Healthy again, or healthy at this runtime's first look: a runbook left open by a
+            # replica that restarted after recovering is resolved (a replica still unhealthy
+            # starts it again at its next keep-alive).
+            self._health.pop(rule.name, None)
             self._spawn(self.resolve_async(rule.name, {}, "embedded"))
+        self._health_seen.add(rule.name)
 
     def update_session_gauges(self, now: float) -> None:
         """Top-N sessions above their baseline, for the runaway_agent rule in Prometheus."""

@@ -219,3 +219,34 @@ async def test_a_replica_still_unhealthy_restarts_the_runbook_another_replica_re
             await hub_b.close()
             await a.stop()
             await b.stop()
+
+
+async def test_a_runtime_that_starts_healthy_resolves_a_self_health_runbook_left_open(
+    client: Client, sim: SimServer, tmp_path: Path,
+) -> None:
+    """The replica that raised ledger_unreachable restarted after the database came back: the
+    runbook it left open is resolved at the new runtime's first (healthy) look, not an hour
+    later."""
+    queue = f"{QUEUE}-restart"
+    cfg = make_config_dir(tmp_path / "config")
+    p = await InProcessProxy(cfg, tmp_path, sim.base_url).start()
+    assert p.gw is not None
+    runbook_activities.set_gateway(p.gw)
+    key = "alert-ledger_unreachable"
+    try:
+        async with Worker(client, task_queue=queue, workflows=ALERT_WORKFLOWS,
+                          activities=runbook_activities.ALL_ACTIVITIES):
+            before = AlertHub(p.gw, client, queue)  # the runtime that saw the outage
+            started = await before.fire_async("ledger_unreachable", {}, "embedded")
+            assert started.run_id is not None
+            st = await until(lambda: _status(client, key), "the open runbook")
+            assert st.resolved_by is None
+            after = AlertHub(p.gw, client, queue)  # restarted, the ledger answering
+            await after.tick(1)
+            done = await asyncio.wait_for(client.get_workflow_handle_for(
+                RunbookWorkflow.run, key, run_id=started.run_id).result(), 60)
+            assert done.status == "resolved" and done.resolved_by == "embedded"
+            await after.tick(2)  # healthy and already seen: nothing more is signalled
+            await after.close()
+    finally:
+        await p.stop()
