@@ -185,7 +185,8 @@ _SYSTEM_NOTE = re.compile(
 )
 _MODE = re.compile(
     r"\bdan\s+mode\b|(?:developer|god|jailbreak)\s+mode\s+(?:is\s+)?(?:enabled|activated|on\b)"
-    r"|(?:enable|activate|enter)\s+(?:developer|dan|jailbreak|god)\s+mode"
+    r"|(?:enable|activate|enter|simulate|emulate|switch\s+(?:on|to)|turn\s+on|start)\s+(?:the\s+)?"
+    r"(?:developer|dan|jailbreak|god)\s+mode"
 )
 _SECRECY = re.compile(
     r"(?:(?:do\s+not|don't|never)\s+(?:tell|inform|mention\s+(?:this\s+)?to|reveal\s+(?:this\s+)?"
@@ -234,7 +235,7 @@ _WINDOWED = (
     (" ask", 25, 130, _IF_ASKED, "hidden_instruction"),
     ("question", 25, 130, _IF_ASKED, "hidden_instruction"),
     ("override", 25, 10, _SYSTEM_NOTE, "hidden_instruction"),
-    (" mode", 20, 15, _MODE, "jailbreak"),
+    (" mode", 30, 15, _MODE, "jailbreak"),
     ("the user", 45, 10, _SECRECY, "hidden_instruction"),
     ("repeat", 110, 50, _FORGED_TURN, "role_tag"),
     *((a, 110, 70, _HARMFUL, "harmful_request") for a in _HARMFUL_ANCHORS),
