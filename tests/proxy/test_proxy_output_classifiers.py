@@ -433,3 +433,24 @@ async def test_a_shared_block_request_is_cancelled_only_when_its_last_waiter_lea
     v, _ = await task
     assert v.flagged and rt.cancelled.get("rt-flag", 0) == 0
     assert (await rt.verdict(flag, text + "SIM-UNSAFE", key3))[1] is True  # cached
+
+
+async def test_a_client_leaving_a_streamed_answer_cancels_its_pending_verdict(
+    oproxy: InProcessProxy, osim: SimServer
+) -> None:
+    assert oproxy.gw is not None
+    rt = runtime(oproxy.gw)
+    before = rt.cancelled.get("out-block", 0)
+    await fault(osim, latency_ms=25000, count=1)  # the verdict would take 5 s (its timeout)
+    idem = uuid.uuid4().hex
+    body = {"model": "support-cheap", "stream": True,
+            "messages": [{"role": "user", "content": _scripted(f"streamed {uuid.uuid4()}")}]}
+    with pytest.raises(httpx.ReadTimeout):
+        async with httpx.AsyncClient(base_url=oproxy.base_url, timeout=1.5) as h:
+            async with h.stream("POST", "/v1/chat/completions", json=body,
+                                headers=_headers("o-block", idem)) as r:
+                async for _ in r.aiter_bytes():
+                    pass
+    await _until(lambda: rt.cancelled.get("out-block", 0) == before + 1, "the verdict cancelled")
+    row = await _row(oproxy, idempotent_call_id("dev-developer", idem))
+    assert row.error_code == "client_closed"
