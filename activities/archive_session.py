@@ -40,15 +40,19 @@ from ledger.errors import LedgerError
 from ledger.session_record import (
     archive_state,
     claim_for_deletion,
+    histories_due,
     mark_archived,
     release_claim,
     retention_candidates,
     session_record,
     sessions_to_archive,
     sessions_with_late_rows,
+    set_history_due,
 )
 
 if TYPE_CHECKING:
+    from temporalio.client import Client
+
     from activities.gateway import Gateway
     from ledger.store import LedgerStore
     from policies.config.models import ArchiveSettings
@@ -102,7 +106,11 @@ async def archive_session_activity(inp: ArchiveRequest) -> dict[str, Any]:
         histories = await fetch_histories(
             activity.client(), info.workflow_id, info.workflow_run_id
         )
-        return await archive_one(gw.store, gw.archive, inp.session_id, histories, time.time())
+        now = time.time()
+        out = await archive_one(gw.store, gw.archive, inp.session_id, histories, now)
+        if out.get("archived"):  # the workflow is still running: its last events come later
+            await set_history_due(gw.store, inp.session_id, now)
+        return out
     except (ArchiveError, LedgerError) as exc:  # retried: the store or database may be back
         raise ApplicationError(f"archive of {inp.session_id!r} failed: {exc}",
                                type="archive_unavailable") from None
@@ -202,6 +210,41 @@ async def apply_retention(store: LedgerStore, archive: Archive, days: float, now
             return n
 
 
+async def archive_final_histories(
+    store: LedgerStore, archive: Archive, client: Client, now: float, limit: int = BATCH
+) -> int:
+    """Workflow sessions archived from inside their workflow lack its last events (the archive
+    activity runs before the workflow completes). Once such a workflow has closed, archive its
+    whole history again: content-addressed, it is a new blob linked from the next index version
+    (the earlier one stays; readers take the longest history of each run). A workflow still
+    running waits for the next pass; one the server no longer knows is given up (its earlier
+    history stays). Returns how many sessions gained their final history."""
+    from temporalio.client import WorkflowExecutionStatus
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from audit.session_source import SESSION_WORKFLOW_PREFIX
+
+    n = 0
+    for sid in await histories_due(store, limit):
+        wid = SESSION_WORKFLOW_PREFIX + sid
+        try:
+            desc = await client.get_workflow_handle(wid).describe()
+            if desc.status == WorkflowExecutionStatus.RUNNING:
+                continue
+            histories = await fetch_histories(client, wid, desc.run_id)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                await set_history_due(store, sid, None)
+                continue
+            log.warning("final history of a session not fetched (next pass): %s",
+                        exc.status.name)
+            break
+        res = await archive_one(store, archive, sid, histories, now)
+        await set_history_due(store, sid, None)
+        n += 1 if res.get("added") else 0
+    return n
+
+
 # -- the proxy runtime's background job -------------------------------------------------------
 
 
@@ -233,6 +276,13 @@ class ArchiveJob:
             else:  # erased: never again
                 await mark_archived(store, sid, archived_ts=now, seen_updated_ts=now,
                                     index_version=0, objects=0, erased=True)
+        wf = getattr(self.gw, "session_workflows", None)
+        if wf is not None:  # workflow sessions closed since their archive: their last events
+            try:
+                counts["histories"] = await archive_final_histories(store, self.archive,
+                                                                    wf.client, now)
+            except (ArchiveError, LedgerError) as exc:
+                log.warning("final histories not archived (retried next pass): %s", exc)
         if settings.retention_days is not None and now - self._last_retention >= RETENTION_EVERY:
             self._last_retention = now
             counts["erased"] = await self.apply_retention(now)

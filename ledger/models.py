@@ -323,7 +323,10 @@ class ArchivedSessionRecord(SQLModel, table=True):
     """
 
     __tablename__ = "archived_sessions"
-    __table_args__ = (Index("ix_archived_sessions_archived_ts", "erased", "archived_ts"),)
+    __table_args__ = (
+        Index("ix_archived_sessions_archived_ts", "erased", "archived_ts"),
+        Index("ix_archived_sessions_history_due", "history_due_ts"),
+    )
 
     session_id: str = Field(primary_key=True)
     archived_ts: float  # when its newest archive object was written (retention counts from it)
@@ -331,6 +334,9 @@ class ArchivedSessionRecord(SQLModel, table=True):
     index_version: int = 0
     objects: int = 0
     erased: bool = False
+    # A workflow session archived from inside its workflow (before it closed): when; its final
+    # history, with the completion event, is still to be archived. NULL: nothing due.
+    history_due_ts: float | None = None
 
 
 class ChainRecord(SQLModel, table=True):

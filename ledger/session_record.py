@@ -268,3 +268,23 @@ async def release_claim(store: LedgerStore, session_id: str) -> None:
         await conn.execute(
             update(ARCHIVED_SESSIONS).where(a.session_id == session_id).values(erased=False)
         )
+
+
+async def set_history_due(store: LedgerStore, session_id: str, ts: float | None) -> None:
+    """Record (epoch seconds) or clear (None) that `session_id`'s final history is due."""
+    a = ARCHIVED_SESSIONS.c
+    async with store._connect(write=True) as conn:
+        await conn.execute(update(ARCHIVED_SESSIONS).where(a.session_id == session_id)
+                           .values(history_due_ts=ts))
+
+
+async def histories_due(store: LedgerStore, limit: int = 100) -> list[str]:
+    """Workflow sessions whose final history is still to be archived, oldest first."""
+    a = ARCHIVED_SESSIONS.c
+    q = (
+        select(a.session_id)
+        .where(a.history_due_ts.is_not(None), a.erased.is_(False))
+        .order_by(a.history_due_ts, a.session_id)
+        .limit(limit)
+    )
+    return [r["session_id"] for r in await store._fetch(q)]

@@ -745,6 +745,8 @@ def _add_missing_columns(sync_conn: Any) -> None:
             kind = col.type.compile(dialect=sync_conn.dialect)
             name = sync_conn.dialect.identifier_preparer.format_table(table)
             sync_conn.execute(text(f'ALTER TABLE {name} ADD COLUMN "{col.name}" {kind}'))
+        for index in table.indexes:  # and the indexes added since
+            index.create(sync_conn, checkfirst=True)
 _SQLITE_INSERT_CALLS = (
     "INSERT OR IGNORE INTO calls ("
     + ", ".join(f'"{c}"' for c in _CALL_COLUMNS)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -241,3 +242,57 @@ async def test_the_archive_activity_is_retried_until_the_s3_store_answers(
         idx = await _archived(s3, sid)
         assert [o["kind"] for o in idx["objects"]] == ["record", "history"]
         assert await archive.index(sid) is None  # it went to S3, not the directory
+
+
+async def test_the_final_history_is_archived_once_the_workflow_has_closed(
+    client: Client, gateway: Gateway, archive: Archive
+) -> None:
+    """The activity archives from inside the running workflow (no completion event yet); once
+    the workflow has closed, a pass archives the whole history as a new linked blob, the first
+    one kept, and readers get the whole one."""
+    from activities.archive_session import archive_final_histories
+    from ledger.session_record import archive_state, histories_due
+
+    sid = await _guardrail_redaction(client)
+    await _archived(archive, sid)
+
+    async def closed() -> bool:
+        desc = await client.get_workflow_handle(session_workflow_id(sid)).describe()
+        return desc.status is not None and desc.status.name == "COMPLETED"
+
+    async def due() -> bool:
+        state = await archive_state(gateway.store, sid)
+        return state is not None and state["history_due_ts"] is not None
+
+    await wait_for(due, "the final history marked due")
+    await wait_for(closed, "the session workflow completed")
+    first = await archive.index(sid)
+    assert first is not None
+    (early,) = [o for o in first["objects"] if o["kind"] == "history"]
+
+    def last_kind(h: dict[str, Any]) -> str:
+        return next(k for k in h["history"]["events"][-1] if k.endswith("EventAttributes"))
+
+    back = await load_session(archive, sid)
+    assert back is not None
+    assert last_kind(back.histories[0]) != "workflowExecutionCompletedEventAttributes"
+
+    assert sid in await histories_due(gateway.store, limit=10_000)
+    assert await archive_final_histories(gateway.store, archive, client, time.time(),
+                                         limit=10_000) >= 1
+    idx = await archive.index(sid)
+    assert idx is not None and idx["version"] == first["version"] + 1
+    hist = [o for o in idx["objects"] if o["kind"] == "history"]
+    assert len(hist) == 2 and hist[0]["sha256"] == early["sha256"]
+    assert hist[1]["run_id"] == early["run_id"]
+    assert await archive.get_blob(early["sha256"])  # the first one is never overwritten
+    back = await load_session(archive, sid)
+    assert back is not None
+    (whole,) = back.histories
+    assert last_kind(whole) == "workflowExecutionCompletedEventAttributes"
+    await _replays(whole)
+    assert sid not in await histories_due(gateway.store, limit=10_000)
+    # A second pass has nothing more to do for it.
+    assert await archive_final_histories(gateway.store, archive, client, time.time(),
+                                         limit=10_000) == 0
+    assert (await archive.index(sid) or {})["version"] == idx["version"]
