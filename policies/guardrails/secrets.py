@@ -397,8 +397,8 @@ def _pem(text: str) -> Iterator[Span]:
             yield Span(m.start(), end.end(), DETECTOR, kind, _SPECIFIC, True)
             pos = end.end()
         else:
-            body = _PEM_BODY.match(text, m.end())
-            pos = max(body.end() if body else 0, m.end())
+            rest = _PEM_BODY.match(text, m.end())
+            pos = max(rest.end() if rest else 0, m.end())
             start = m.start() if held is None else held.start
             held = Span(start, pos, DETECTOR, held.type if held else kind, _SPECIFIC, False)
     if held is not None:
