@@ -18,6 +18,7 @@ from ledger.session_record import archive_state, retention_candidates
 from ledger.store import LedgerStore
 from policies.config.models import ArchiveSettings
 from tests.audit.test_archive_store import NOW, _session
+from tests.support.pg import fresh_database
 
 DAY = 86400.0
 
@@ -39,9 +40,18 @@ class CountingArchive(Archive):
         return await super()._list(prefix)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+        return
+    async with fresh_database() as url:
+        yield url
+
+
 @pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[LedgerStore]:
-    store = await LedgerStore.open(f"sqlite:///{tmp_path / 'ledger.db'}")
+async def ledger(ledger_url: str) -> AsyncIterator[LedgerStore]:
+    store = await LedgerStore.open(ledger_url)
     yield store
     await store.close()
 
@@ -82,7 +92,7 @@ async def test_a_retention_pass_reads_only_the_sessions_it_deletes(
 
 
 async def test_replicas_running_retention_at_once_delete_each_session_once(
-    ledger: LedgerStore, tmp_path: Path
+    ledger: LedgerStore, ledger_url: str, tmp_path: Path
 ) -> None:
     archive = Archive.from_settings(ArchiveSettings(), tmp_path)
     tag = uuid.uuid4().hex[:6]
@@ -90,7 +100,7 @@ async def test_replicas_running_retention_at_once_delete_each_session_once(
     for i, sid in enumerate(old):
         await _session(ledger, sid, calls=1)
         await archive_one(ledger, archive, sid, [], NOW + i)
-    other = await LedgerStore.open(f"sqlite:///{tmp_path / 'ledger.db'}")  # a second replica
+    other = await LedgerStore.open(ledger_url)  # a second replica
     try:
         a, b = await asyncio.gather(apply_retention(ledger, archive, 90, NOW + 100 * DAY),
                                     apply_retention(other, archive, 90, NOW + 100 * DAY))

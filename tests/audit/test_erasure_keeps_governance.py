@@ -24,13 +24,23 @@ from ledger.alert_store import open_alert, record_step, steps_of, update_alert
 from ledger.store import LedgerStore
 from policies.config.models import ArchiveSettings
 from tests.audit.test_archive_store import NOW, _session
+from tests.support.pg import fresh_database
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+        return
+    async with fresh_database() as url:
+        yield url
+
+
 @pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[LedgerStore]:
-    store = await LedgerStore.open(f"sqlite:///{tmp_path / 'ledger.db'}")
+async def ledger(ledger_url: str) -> AsyncIterator[LedgerStore]:
+    store = await LedgerStore.open(ledger_url)
     store.attach_chain("replica-a")
     yield store
     await store.close()
@@ -43,7 +53,7 @@ async def _dump(store: LedgerStore, table: str) -> str:
 
 
 async def test_erasure_keeps_alerts_and_steps_naming_the_deletion_reference_and_verifies(
-    ledger: LedgerStore, tmp_path: Path
+    ledger: LedgerStore, ledger_url: str, tmp_path: Path
 ) -> None:
     archive = Archive.from_settings(ArchiveSettings(), tmp_path)
     sid, other = f"s-gone-{uuid.uuid4().hex[:6]}", f"s-kept-{uuid.uuid4().hex[:6]}"
@@ -94,7 +104,7 @@ async def test_erasure_keeps_alerts_and_steps_naming_the_deletion_reference_and_
     proc = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "governor.cli", "audit", "verify", "--ledger",
-         f"sqlite:///{tmp_path / 'ledger.db'}"],
+         ledger_url],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
