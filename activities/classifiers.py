@@ -382,36 +382,37 @@ async def classify(
                 _record(g, spec, hook, _key(g, spec, text)[1], v, False, 0.0, None)
     if not waits:
         return
-    events = await _while_caller_waits(
-        g.stop, asyncio.gather(*waits) if len(waits) > 1 else _one(waits[0])
-    )
+    events = await _while_caller_waits(g.stop, waits)
     for e in events:
         if e.action == "blocked":
             raise _refusal(e)
 
 
-async def _one(wait: Coroutine[Any, Any, GuardrailEvent]) -> list[GuardrailEvent]:
-    return [await wait]
+async def _gather(waits: list[Coroutine[Any, Any, GuardrailEvent]]) -> list[GuardrailEvent]:
+    return list(await asyncio.gather(*waits)) if len(waits) > 1 else [await waits[0]]
 
 
-async def _while_caller_waits(stop: Any, wait: Any) -> list[GuardrailEvent]:
+async def _while_caller_waits(
+    stop: Any, waits: list[Coroutine[Any, Any, GuardrailEvent]]
+) -> list[GuardrailEvent]:
     """Await the `block` verdicts; a client that leaves meanwhile (`stop`: the call's
     StreamStop, None when there is no client to watch) cancels the wait — and with it each
     classifier request nobody else waits on — and refuses the call `client_closed` 499."""
     if stop is None:
-        return await wait  # type: ignore[no-any-return]
+        return await _gather(waits)
     if stop.reason is None:
         stop.bind()
         stop.reading = True
         try:
-            return await wait  # type: ignore[no-any-return]
+            return await _gather(waits)
         except asyncio.CancelledError:
             if not stop.absorb():
                 raise
         finally:
             stop.reading = False
-    else:
-        wait.close()
+    else:  # gone before the verdicts were asked for: ask nothing
+        for w in waits:
+            w.close()
     if stop.reason != CLIENT_CLOSED:  # a kill of the call's session
         raise Refusal(403, stop.reason, f"the session was killed while a guardrail classifier "
                       f"was judging this call ({stop.detail or 'no reason given'})")
