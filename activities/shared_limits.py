@@ -78,10 +78,16 @@ class SharedLimits:
         self.outage_until = 0.0  # monotonic
         self._lock = asyncio.Lock()
         self._pending: dict[str, float] = {}  # deltas not yet pushed (a failed push retries)
+        self._push_lock = asyncio.Lock()  # one push at a time: a delta is never pushed twice
         self.lease_round_trips = 0
         self.apply_config(config)
 
     def apply_config(self, config: GatewayConfig) -> None:
+        """Take `config`'s limits. A lease taken under a ceiling the new config lowers or removes
+        is handed back whole (pushed before this replica leases that limit again), so no call
+        is admitted on headroom the new ceiling does not have: once a reload is applied, a
+        limit's use (spent + leased, all replicas) only grows while it is under the new ceiling.
+        Leases of raised or unchanged ceilings are kept."""
         self.config = config
         self.rules: dict[str, RateLimitRule] = {r.id: r for r in config.rate_limits}
         self._unit_cache: dict[RateKey, list[tuple[str, str]]] = {}
@@ -90,6 +96,24 @@ class SharedLimits:
         self.fraction = st.shared_lease_fraction
         self.share = st.shared_lease_share
         self.policy = st.limits_outage_policy
+        for key, lease in self.leases.items():
+            if lease.avail > 0:
+                ceiling = self._ceiling_of(key)
+                if ceiling is None or ceiling < lease.ceiling:
+                    self._pending[key] = self._pending.get(key, 0.0) - lease.avail
+                    lease.avail = 0.0
+
+    def _ceiling_of(self, key: str) -> float | None:
+        """The ceiling the config gives a lease key (None: the limit is gone, or the key does
+        not parse back to one; either way its lease is handed back, which is always safe)."""
+        parts = key.split("|", 3)
+        if parts[0] == "b":
+            return self.budget_ceiling.get(key.split("|", 2)[2])
+        rule = self.rules.get(parts[2]) if len(parts) == 4 else None
+        if rule is None:
+            return None
+        c = rule.limit.requests if parts[0] == "rreq" else rule.limit.tokens
+        return None if c is None else float(c)
 
     # Views for the decision -----------------------------------------------------------------
 
@@ -237,6 +261,9 @@ class SharedLimits:
                 self._outage_refusal([k for k, _ in todo])
                 return refused
             try:
+                if any(self._pending.get(a.key) for _, a in todo):
+                    # headroom handed back (a lowered ceiling) reaches the row before we lease
+                    await self.push()
                 for _ in range(2):  # a row created by another replica this instant: ask again
                     self.lease_round_trips += 1
                     grants = await take_leases(self.store, [a for _, a in todo],
@@ -289,18 +316,19 @@ class SharedLimits:
         return self._pending
 
     async def push(self, now: float | None = None) -> None:
-        now = time.time() if now is None else now
-        pending = self.collect(now)
-        if not pending:
-            return
-        deltas = [(k, d) for k, d in pending.items() if d]
-        await adjust_leases(self.store, deltas)
-        for k, d in deltas:  # pushed: forget (a delta added meanwhile stays)
-            left = pending.get(k, 0.0) - d
-            if abs(left) < 1e-12:
-                pending.pop(k, None)
-            else:
-                pending[k] = left
+        async with self._push_lock:
+            now = time.time() if now is None else now
+            pending = self.collect(now)
+            if not pending:
+                return
+            deltas = [(k, d) for k, d in pending.items() if d]
+            await adjust_leases(self.store, deltas)
+            for k, d in deltas:  # pushed: forget (a delta added meanwhile stays)
+                left = pending.get(k, 0.0) - d
+                if abs(left) < 1e-12:
+                    pending.pop(k, None)
+                else:
+                    pending[k] = left
 
     async def return_all(self) -> None:
         for lease in self.leases.values():

@@ -208,14 +208,22 @@ async def _show(gw: Gateway, session_id: str, send: Send) -> None:
 async def reload_config_off_loop(gw: Gateway) -> tuple[int, dict[str, Any]]:
     """`reload_config`, with the files read and validated in a thread: a large or hostile config
     directory never stalls the calls being served (YAML parsing is pure Python, so the GIL is
-    handed back every few milliseconds). Applying the result happens back on the loop."""
+    handed back every few milliseconds). Applying the result happens back on the loop.
+    Leases of shared limits whose ceiling the new config lowered are handed back to the shared
+    rows before the answer, so other replicas can lease under the new ceiling at once."""
     if gw.config_dir is None:
         return reload_config(gw)
     try:
         new = await asyncio.to_thread(load_config_dir, gw.config_dir)
     except ConfigErrors as exc:
         return _refused(exc)
-    return _apply(gw, new)
+    out = _apply(gw, new)
+    if gw.shared is not None:
+        try:
+            await gw.shared.push()
+        except Exception as exc:  # kept pending: the next push or lease hands them back
+            log.warning("shared limit push after reload failed: %s", type(exc).__name__)
+    return out
 
 
 def _refused(exc: ConfigErrors) -> tuple[int, dict[str, Any]]:
