@@ -28,11 +28,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ledger.chain import TOMBSTONE, audited_tables, link_hash, shape
-from ledger.models import CHAIN_HEADS, LEDGER_CHAIN
+from ledger.models import CALLS, CHAIN_HEADS, LEDGER_CHAIN, SESSIONS, STATE_TRANSITIONS
 from ledger.store import LedgerStore
+from ledger.transitions import TRACKED
 
 MAX_FINDINGS = 1000  # named in full; beyond this only counted
 _BATCH = 2000  # rows or links hashed per hop to the worker thread
@@ -144,13 +145,93 @@ async def verify(
     chain_ids: list[str] = []
     await _walk_chains(store, since, report, latest, chain_ids)
     await _check_heads(store, since, report)
+    call_tombstones = sum(1 for v in latest.get(CALLS.name, {}).values() if v[1] is None)
     for table in audited_tables():
         mine = latest.pop(table.name, {})
         await _check_rows(store, table, since, report, mine, chain_ids)
         _unseen(report, table.name, mine, chain_ids)
     for tbl, left in latest.items():  # links of a table this ledger no longer has
         _unseen(report, tbl, left, chain_ids)
+    await _check_states(store, since, report)
+    await _check_session_totals(store, since, report, call_tombstones)
     return report
+
+
+async def _check_states(store: LedgerStore, since: float | None, report: VerifyReport) -> None:
+    """Each tracked attribute of a summary row (a session's status, an alert's, an override's
+    `cleared_by`) must be the `new` value of the row's latest appended transition, or the
+    value a row starts with when it has none: an edit of the row alone contradicts its own
+    history. Rows deleted under a tombstone keep their transitions; those are not compared."""
+    t = STATE_TRANSITIONS.c
+    latest: dict[tuple[str, str, str], str | None] = {}
+    async with store._connect(write=False) as conn:
+        q = select(t.tbl, t.record_key, t.attribute, t.new).order_by(t.id)
+        result = await conn.stream(q.execution_options(yield_per=_BATCH))
+        async for part in result.partitions(_BATCH):
+            for tbl, key, attr, new in part:
+                latest[(tbl, key, attr)] = new
+        for (tname, attr), initial in TRACKED.items():
+            table = next(x for x in audited_tables() if x.name == tname)
+            sh = shape(table)
+            tcol = next((n for n in _TIME_COLUMNS if n in table.c), None)
+            cols = [table.c[k] for k in sh.key] + [table.c[attr]]
+            q = select(*cols)
+            if since is not None and tcol is not None:
+                q = q.where(table.c[tcol] >= since)
+            result = await conn.stream(q.execution_options(yield_per=_BATCH))
+            async for part in result.mappings().partitions(_BATCH):
+                for row in part:
+                    key = sh.record_key(row)
+                    want = latest.get((tname, key, attr), initial)
+                    have = row[attr]
+                    if have != want:
+                        what = (f"{attr} is {have!r} but its latest recorded transition says "
+                                f"{want!r}")  # fmt: skip
+                        report.add(Finding("altered", tname, key, "", None, what))
+
+
+_TOTALS_TOL = 1e-9  # relative, on cost_usd: sums in another order round differently
+
+
+async def _check_session_totals(
+    store: LedgerStore, since: float | None, report: VerifyReport, call_tombstones: int
+) -> None:
+    """A session's totals (calls, tokens, cost_usd) are derived state: they must be the sums
+    over its call rows. A shortfall of at most as many calls as were deleted under tombstones
+    is accepted (retention or erasure of single calls)."""
+    c, s = CALLS.c, SESSIONS.c
+    tokens = c.input_tokens + c.output_tokens + c.cache_read_tokens + c.cache_write_tokens
+    agg = (
+        select(
+            c.session_id.label("sid"),
+            func.count().label("n"),
+            func.sum(tokens).label("tok"),
+            func.sum(c.cost_usd).label("cost"),
+        )
+        .where(c.session_id.is_not(None))
+        .group_by(c.session_id)
+        .subquery()
+    )
+    q = select(s.session_id, s.calls, s.tokens, s.cost_usd, agg.c.n, agg.c.tok, agg.c.cost)
+    q = q.select_from(SESSIONS.outerjoin(agg, agg.c.sid == s.session_id))
+    if since is not None:
+        q = q.where(s.created_ts >= since)
+    async with store._connect(write=False) as conn:
+        result = await conn.stream(q.execution_options(yield_per=_BATCH))
+        async for part in result.partitions(_BATCH):
+            for sid, calls, tok, cost, n, sum_tok, sum_cost in part:
+                n, sum_tok, sum_cost = int(n or 0), int(sum_tok or 0), float(sum_cost or 0.0)
+                same = (
+                    int(calls) == n
+                    and int(tok) == sum_tok
+                    and abs(float(cost) - sum_cost) <= _TOTALS_TOL * max(1.0, abs(sum_cost))
+                )
+                if same or 0 < int(calls) - n <= call_tombstones:
+                    continue
+                what = (f"totals {int(calls)} calls, {int(tok)} tokens, ${float(cost):.6f} but "
+                        f"its call rows sum to {n}, {sum_tok}, ${sum_cost:.6f}")  # fmt: skip
+                key = shape(SESSIONS).record_key({"session_id": sid})
+                report.add(Finding("altered", SESSIONS.name, key, "", None, what))
 
 
 def _unseen(report: VerifyReport, tbl: str, left: dict[str, _Latest], ids: list[str]) -> None:

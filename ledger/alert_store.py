@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from sqlalchemy import select
 
+from ledger import transitions
 from ledger.chain import PUT
 from ledger.models import (
     ALERT_COUNTERS,
@@ -75,9 +76,14 @@ async def update_alert(store: LedgerStore, run_id: str, ts: float, **values: Any
     if bad:
         raise ValueError(f"cannot update alert columns {sorted(bad)}")
     q = ALERTS.update().where(ALERTS.c.run_id == run_id).values(updated_ts=ts, **values)
+    where = ALERTS.c.run_id == run_id
     async with store._chained() as conn:  # the new state is a new link: never a silent edit
+        was = await transitions.current(conn, ALERTS, "status", where)
         if (await conn.execute(q)).rowcount:
-            await store.chain_rows_where(conn, ALERTS, ALERTS.c.run_id == run_id)
+            await store.chain_rows_where(conn, ALERTS, where)
+            if "status" in values:
+                await transitions.append(store, conn, ALERTS.name, {"run_id": run_id}, "status",
+                                         was, values["status"], actor=None, ts=ts)  # fmt: skip
 
 
 async def record_step(
@@ -230,6 +236,9 @@ async def clear_overrides(
     async with store._chained() as conn:
         rows = [dict(m) for m in (await conn.execute(q)).mappings()]
         await store.chain_append(conn, [(OVERRIDES.name, r, PUT, "") for r in rows])
+        for r in rows:
+            await transitions.append(store, conn, OVERRIDES.name, r, "cleared_by", None, actor,
+                                     actor=actor, ts=ts)  # fmt: skip
         return len(rows)
 
 

@@ -48,6 +48,7 @@ from ledger.models import (
     SESSION_OWNERS,
     SESSIONS,
     SILENCES,
+    STATE_TRANSITIONS,
     STREAM_STARTS,
 )
 
@@ -72,6 +73,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     SILENCES.name: ("id",),
     OVERRIDES.name: ("idem_key",),
     NOTIFICATIONS.name: ("idem_key",),
+    STATE_TRANSITIONS.name: ("transition_id",),
 }
 # Ledger tables that are working state, not audit records: shared limit leases and alert
 # counters, baselines (recomputed from calls), the archive job's progress, the chain itself.

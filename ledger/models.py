@@ -419,6 +419,25 @@ class ConfigVersionRecord(SQLModel, table=True):
     body: str
 
 
+class StateTransitionRecord(SQLModel, table=True):
+    """One state change of an audited row, appended (never updated) in the transaction that
+    makes it: a session's status (open -> closed/killed), an alert's status (firing ->
+    resolved/closed), an override cleared (`cleared_by`). The summary row holds the current
+    value; `audit.verify` checks it against the row's latest transition."""
+
+    __tablename__ = "state_transitions"
+
+    id: int | None = Field(default=None, primary_key=True)  # append order
+    transition_id: str = Field(unique=True)  # uuid4 hex
+    tbl: str  # sessions | alerts | overrides
+    record_key: str = Field(index=True)  # the row's chain record key, e.g. '["s-1"]'
+    attribute: str  # status | cleared_by
+    old: str | None = None  # None: the row did not exist, or the attribute was unset
+    new: str
+    actor: str | None = None  # who, where known (a kill's actor, an override's clearer)
+    ts: float
+
+
 def _table(model: type[SQLModel]) -> Table:
     return model.__table__  # type: ignore[attr-defined,no-any-return]
 
@@ -442,6 +461,7 @@ LEDGER_CHAIN = _table(ChainRecord)
 CHAIN_HEADS = _table(ChainHeadRecord)
 OUTCOMES = _table(OutcomeRecord)
 CONFIG_VERSIONS = _table(ConfigVersionRecord)
+STATE_TRANSITIONS = _table(StateTransitionRecord)
 
 LEDGER_TABLES: tuple[Table, ...] = (
     CALLS,
@@ -463,4 +483,5 @@ LEDGER_TABLES: tuple[Table, ...] = (
     CHAIN_HEADS,
     OUTCOMES,
     CONFIG_VERSIONS,
+    STATE_TRANSITIONS,
 )

@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import StaticPool
 from sqlmodel import SQLModel
 
-from ledger import chain
+from ledger import chain, transitions
 from ledger.call_rows import decision_record_text, normalize_call, session_deltas
 from ledger.errors import LedgerError, LedgerUnavailable
 from ledger.models import (
@@ -596,8 +596,12 @@ class LedgerStore:
                 row = (await conn.execute(q)).mappings().one()
             else:
                 await self.chain_append(conn, [(KILLS.name, dict(row), chain.PUT, "")])
+            where = SESSIONS.c.session_id == session_id
+            was = await transitions.current(conn, SESSIONS, "status", where)
             await conn.execute(mark)
-            await self.chain_rows_where(conn, SESSIONS, SESSIONS.c.session_id == session_id)
+            await self.chain_rows_where(conn, SESSIONS, where)
+            await transitions.append(self, conn, SESSIONS.name, {"session_id": session_id},
+                                     "status", was, "killed", actor=actor, ts=ts)  # fmt: skip
         return _kill_record(row), created
 
     async def record_close(self, session_id: str, ts: float) -> bool:
@@ -624,9 +628,14 @@ class LedgerStore:
             closed = (await conn.execute(mark)).mappings().first()
             if closed is not None:
                 await self.chain_append(conn, [(KILLS.name, dict(closed), chain.PUT, "")])
+            where = SESSIONS.c.session_id == session_id
+            was = await transitions.current(conn, SESSIONS, "status", where)
             result = await conn.execute(q)
             if result.rowcount:
-                await self.chain_rows_where(conn, SESSIONS, SESSIONS.c.session_id == session_id)
+                await self.chain_rows_where(conn, SESSIONS, where)
+                key = {"session_id": session_id}
+                await transitions.append(self, conn, SESSIONS.name, key, "status", was, "closed",
+                                         actor=CLOSE_ACTOR, ts=ts)  # fmt: skip
         return bool(result.rowcount)
 
     async def kills_after(self, last_id: int) -> list[KillRecord]:
@@ -675,9 +684,13 @@ class LedgerStore:
             .values(status=status, updated_ts=ts)
         )
         async with self._chained() as conn:
+            where = SESSIONS.c.session_id == session_id
+            was = await transitions.current(conn, SESSIONS, "status", where)
             result = await conn.execute(q)
             if result.rowcount:
-                await self.chain_rows_where(conn, SESSIONS, SESSIONS.c.session_id == session_id)
+                await self.chain_rows_where(conn, SESSIONS, where)
+                await transitions.append(self, conn, SESSIONS.name, {"session_id": session_id},
+                                         "status", was, status, actor=None, ts=ts)  # fmt: skip
         return bool(result.rowcount)
 
     # -- budget alerts ------------------------------------------------------------------------

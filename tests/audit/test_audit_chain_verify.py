@@ -160,6 +160,8 @@ async def test_an_updated_cost_and_a_deleted_row_are_both_named(
     assert named(report) == {
         ("altered", "calls", '["c3"]'),
         ("deleted", "guardrail_events", '["c1","request-input",1]'),
+        # the session's totals are derived from its calls: they no longer add up
+        ("altered", "sessions", '["sess-1"]'),
     }, list(report.lines())
     text_out = "\n".join(report.lines())
     assert "NOT verified" in text_out and '["c3"]' in text_out
@@ -180,8 +182,11 @@ async def test_a_forged_row_and_an_edited_session_state_are_named(
     report = await verify(store)
     assert named(report) == {
         ("inserted", "calls", '["forged"]'),
+        ("altered", "sessions", '["sess-1"]'),  # its calls now sum to more than its totals
         ("altered", "sessions", '["c-killed"]'),
     }, list(report.lines())
+    details = [f.detail for f in report.findings if f.key == '["c-killed"]']
+    assert any("latest recorded transition says 'killed'" in d for d in details), details
     await store.close()
 
 
@@ -304,7 +309,10 @@ async def test_two_replicas_on_one_postgresql_ledger_keep_separate_chains(
         assert sess is not None and sess.calls == 40
         await tamper(target, "UPDATE calls SET cost_usd = 5 WHERE call_id = 'b7'")
         report = await verify(b)
-        assert named(report) == {("altered", "calls", '["b7"]')}
+        assert named(report) == {
+            ("altered", "calls", '["b7"]'),
+            ("altered", "sessions", '["sess-1"]'),  # its totals no longer add up
+        }
         assert report.findings[0].chain_id == b.chain_id
         await a.close()
         await b.close()
@@ -402,4 +410,72 @@ async def test_a_chain_cut_with_its_database_checkpoint_is_named_by_the_outside_
     assert (await verify(store)).ok  # what the database alone can tell
     report = await verify(store, checkpoints=[checkpoint])
     assert [(f.kind, f.table) for f in report.findings] == [("deleted", "ledger_chain")]
+    await store.close()
+
+
+Transition = tuple[str, str, str, str | None, str, str | None]
+
+
+async def transitions_of(store: LedgerStore) -> list[Transition]:
+    async with store._connect(write=False) as conn:
+        q = text("SELECT tbl, record_key, attribute, old, new, actor FROM state_transitions "
+                 "ORDER BY id")  # fmt: skip
+        return [tuple(r) for r in (await conn.execute(q)).all()]  # type: ignore[misc]
+
+
+async def test_state_changes_are_appended_as_transitions_and_a_legitimate_sequence_verifies(
+    target: Target, tmp_path: Path
+) -> None:
+    """Summary rows change in place, but every status change is also an appended transition
+    (old -> new, actor where known): open -> closed -> open -> killed for a session, firing ->
+    resolved -> closed for an alert, an override cleared. The ledger keeps each past state and
+    verifies."""
+    store = await target.open()
+    await populate(store, tmp_path / "j")
+    await store.set_session_status("sess-1", "closed", 1_700_000_070.0)
+    await store.set_session_status("sess-1", "open", 1_700_000_071.0)
+    await store.record_kill("sess-1", "oncall-2", "cost spike", 1_700_000_072.0)
+    await alert_store.update_alert(store, "c-run", 1_700_000_073.0, status="closed",
+                                   closed_ts=1_700_000_073.0)  # fmt: skip
+    got = await transitions_of(store)
+    assert [t for t in got if t[1] == '["sess-1"]'] == [
+        ("sessions", '["sess-1"]', "status", "open", "closed", None),
+        ("sessions", '["sess-1"]', "status", "closed", "open", None),
+        ("sessions", '["sess-1"]', "status", "open", "killed", "oncall-2"),
+    ]
+    assert ("sessions", '["c-killed"]', "status", None, "killed", "oncall-1") in got
+    assert ("sessions", '["sess-2"]', "status", "open", "closed", None) in got
+    assert [t[3:5] for t in got if t[0] == "alerts"] == [("firing", "resolved"),
+                                                          ("resolved", "closed")]  # fmt: skip
+    assert [t for t in got if t[0] == "overrides"] == [
+        ("overrides", '["c-run:1"]', "cleared_by", None, "admin-1", "admin-1")
+    ]
+    report = await verify(store)
+    assert report.ok, list(report.lines())
+    await store.close()
+
+
+async def test_an_edited_session_status_or_total_contradicts_its_history(
+    target: Target, tmp_path: Path
+) -> None:
+    """Session totals are derived from the session's call rows and its status from its latest
+    transition: an edit of either in the database is named with what it contradicts, and so is
+    a status edited together with its chain link (the transition history still disagrees)."""
+    store = await target.open()
+    await populate(store, tmp_path / "j")
+    await tamper(
+        target,
+        "UPDATE sessions SET tokens = tokens - 100, cost_usd = cost_usd / 2 "
+        "WHERE session_id = 'sess-1'",
+        "UPDATE sessions SET status = 'open' WHERE session_id = 'sess-2'",
+        # the status edit hidden from the row check: its links are removed too (a gap is
+        # named for them as well, but the row itself is no longer compared with a link)
+        "DELETE FROM ledger_chain WHERE tbl = 'sessions' AND record_key = '[\"sess-2\"]'",
+    )
+    report = await verify(store)
+    details = {(f.table, f.key): f.detail for f in report.findings if f.table == "sessions"}
+    assert "its call rows sum to 3" in details[("sessions", '["sess-1"]')], details
+    by_state = [f.detail for f in report.findings
+                if f.key == '["sess-2"]' and "transition" in f.detail]  # fmt: skip
+    assert by_state == ["status is 'open' but its latest recorded transition says 'closed'"]
     await store.close()
