@@ -618,10 +618,12 @@ _fresh_ids: list[str] = []  # random call ids not handed out yet
 def new_call_id() -> str:
     """96 random bits as hex, from the OS's CSPRNG, read 256 ids at a time (one system call
     instead of one per call). A forked child starts with none of its parent's."""
-    if not _fresh_ids:
-        raw = os.urandom(12 * _IDS_PER_READ).hex()
-        _fresh_ids.extend(raw[i : i + 24] for i in range(0, len(raw), 24))
-    return _fresh_ids.pop()
+    while True:
+        try:
+            return _fresh_ids.pop()  # atomic: safe from any thread
+        except IndexError:
+            raw = os.urandom(12 * _IDS_PER_READ).hex()
+            _fresh_ids.extend(raw[i : i + 24] for i in range(0, len(raw), 24))
 
 
 os.register_at_fork(after_in_child=_fresh_ids.clear)
