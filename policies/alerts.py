@@ -72,6 +72,52 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+MAX_QUERY_CHARS = 4096
+MAX_LABELS = 64
+MAX_STEPS = 32
+MAX_TEXT_CHARS = 16384  # runbook text, one annotation
+_CLOSE = {")": "(", "]": "[", "}": "{"}
+
+
+def check_promql_shape(q: str) -> str:
+    """Reject what can never be PromQL: unbalanced ( [ { or an unclosed quote (', ", `).
+
+    Not a full parser (promtool is the judge of the exported file), but it catches at config time
+    the typos that would make `governor alerts rules` fail `promtool check rules`. Raises
+    ValueError naming the character and its 1-based column; returns the query unchanged."""
+    if len(q) > MAX_QUERY_CHARS:
+        raise ValueError(f"a query is at most {MAX_QUERY_CHARS} characters, not {len(q)}")
+    stack: list[tuple[str, int]] = []
+    i, n = 0, len(q)
+    while i < n:
+        c = q[i]
+        if c in "'\"`":
+            j = i + 1
+            while j < n and q[j] != c:
+                j += 2 if c != "`" and q[j] == "\\" else 1
+            if j >= n:
+                raise ValueError(f"unclosed quote {c} at column {i + 1}")
+            i = j + 1
+            continue
+        if c == "#":  # a comment runs to the end of the line
+            nl = q.find("\n", i)
+            i = n if nl < 0 else nl + 1
+            continue
+        if c in "([{":
+            stack.append((c, i))
+        elif c in _CLOSE:
+            if not stack:
+                raise ValueError(f"'{c}' without an opening '{_CLOSE[c]}' at column {i + 1}")
+            opening, at = stack.pop()
+            if opening != _CLOSE[c]:
+                raise ValueError(f"'{c}' closes '{opening}' (column {at + 1}) at column {i + 1}")
+        i += 1
+    if stack:
+        opening, at = stack[-1]
+        raise ValueError(f"unclosed '{opening}' at column {at + 1}")
+    return q
+
+
 def _duration(v: str | None) -> str | None:
     if v is not None:
         window_seconds(v)
@@ -88,8 +134,9 @@ class Step(_Strict):
     # alert's evidence is confident (a repeated prompt or a trusted baseline), else wait.
     approval: Literal["none", "required", "auto"] = "none"
     timeout: str = "15m"
-    escalate_to: tuple[str, ...] = ()
-    targets: tuple[str, ...] = ()  # notify: these targets (default: the rule's `notify`)
+    escalate_to: tuple[str, ...] = Field(default=(), max_length=MAX_LABELS)
+    # notify: these targets (default: the rule's `notify`)
+    targets: tuple[str, ...] = Field(default=(), max_length=MAX_LABELS)
     detector: Literal["secrets", "pii", "prompt_injection"] = "secrets"
     mode: Literal["validate", "mutate"] = "mutate"
     budget: str | None = None  # set_budget_behaviour: budget id (default: the alert's label)
@@ -126,15 +173,15 @@ class Embedded(_Strict):
 class AlertRule(_Strict):
     name: str
     query: str = Field(min_length=1)
-    labels: dict[str, str] = Field(default_factory=dict)
-    runbook: str = ""
-    annotations: dict[str, str] = Field(default_factory=dict)
-    identify: tuple[str, ...] | None = None
-    notify: tuple[str, ...] = ()
+    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
+    runbook: str = Field(default="", max_length=MAX_TEXT_CHARS)
+    annotations: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
+    identify: tuple[str, ...] | None = Field(default=None, max_length=MAX_LABELS)
+    notify: tuple[str, ...] = Field(default=(), max_length=MAX_LABELS)
     promql: str | None = None
     for_: str | None = Field(default=None, alias="for")
     embedded: Embedded | None = None
-    steps: tuple[Step, ...] | None = None
+    steps: tuple[Step, ...] | None = Field(default=None, max_length=MAX_STEPS)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -144,6 +191,11 @@ class AlertRule(_Strict):
         if not _NAME.match(v):
             raise ValueError(f"alert name {v!r} must be letters, digits and _ (a Prometheus name)")
         return v
+
+    @field_validator("query", "promql")
+    @classmethod
+    def _query(cls, v: str | None) -> str | None:
+        return None if v is None else check_promql_shape(v)
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -183,7 +235,16 @@ class AlertRule(_Strict):
 class AlertRulesConfig(_Strict):
     type: Literal["gateway-alert-rules"] = "gateway-alert-rules"
     name: str = "alerts"
-    alerts: tuple[AlertRule, ...] = Field(min_length=1)
+    alerts: tuple[AlertRule, ...]
+
+    @field_validator("alerts")
+    @classmethod
+    def _some(cls, v: tuple[AlertRule, ...]) -> tuple[AlertRule, ...]:
+        # An after-validator (not min_length): it runs only when every rule is valid, so a bad
+        # rule is reported once, not again as "at least 1 item".
+        if not v:
+            raise ValueError("at least one alert rule")
+        return v
 
     @model_validator(mode="after")
     def _unique(self) -> AlertRulesConfig:

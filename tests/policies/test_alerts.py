@@ -135,3 +135,72 @@ def test_threshold_of_a_query_feeds_the_embedded_source() -> None:
     rule = AlertRule(name="budget_near_ceiling", query="tfy_budget_used_pct > 75")
     assert rule.embedded_source.signal == "budget_used_pct"
     assert rule.embedded_source.threshold == 75
+
+
+@pytest.mark.parametrize(
+    ("query", "why"),
+    [
+        ("rate(foo[5m] > (", "unclosed '('"),
+        ("up{job='x' > 0", "unclosed '{'"),
+        ("rate(up[5m)) > 0", "')' closes '['"),
+        ("up{job='x} > 0", "unclosed quote"),
+        ("up > 0)", "')' without an opening '('"),
+    ],
+)
+def test_a_query_that_is_not_balanced_promql_is_an_error_naming_file_line_field(
+    config_dir: Path, query: str, why: str
+) -> None:
+    (config_dir / "alerts.yaml").write_text(
+        f"alerts:\n  - name: x\n    runbook: r\n    query: \"{query}\"\n")
+    with pytest.raises(ConfigErrors) as exc:
+        load_config_dir(config_dir)
+    (err,) = exc.value.errors  # only the query's error, not a follow-on "at least 1 item"
+    assert str(err).startswith(f"{config_dir / 'alerts.yaml'}:4: alerts.0.query:"), str(err)
+    assert why in str(err)
+
+
+def test_a_bad_promql_override_is_an_error_too(config_dir: Path) -> None:
+    (config_dir / "alerts.yaml").write_text(
+        "alerts:\n  - name: x\n    query: up > 0\n    promql: 'sum(rate(up[5m]) > 0'\n")
+    with pytest.raises(ConfigErrors) as exc:
+        load_config_dir(config_dir)
+    (err,) = exc.value.errors
+    assert ":4: alerts.0.promql:" in str(err) and "unclosed '('" in str(err)
+
+
+def test_an_invalid_rule_reports_only_its_own_error(config_dir: Path) -> None:
+    (config_dir / "alerts.yaml").write_text(
+        "alerts:\n  - name: x\n    query: up > 0\n    steps: [{action: reboot}]\n")
+    with pytest.raises(ConfigErrors) as exc:
+        load_config_dir(config_dir)
+    (err,) = exc.value.errors
+    assert ":4: alerts.0.steps.0.action:" in str(err)
+    (config_dir / "alerts.yaml").write_text("alerts: []\n")
+    with pytest.raises(ConfigErrors) as exc:
+        load_config_dir(config_dir)
+    assert "alerts:" in str(exc.value) and "at least one alert rule" in str(exc.value)
+
+
+def test_rule_sizes_are_bounded(config_dir: Path) -> None:
+    labels = "".join(f"      l{i}: v\n" for i in range(65))
+    (config_dir / "alerts.yaml").write_text(
+        "alerts:\n  - name: x\n    query: up > 0\n    labels:\n" + labels)
+    with pytest.raises(ConfigErrors) as exc:
+        load_config_dir(config_dir)
+    assert "alerts.0.labels:" in str(exc.value) and "at most 64" in str(exc.value)
+    (config_dir / "alerts.yaml").write_text(
+        "alerts:\n  - name: x\n    query: up > " + "1" * 5000 + "\n")
+    with pytest.raises(ConfigErrors) as exc:
+        load_config_dir(config_dir)
+    assert ":3: alerts.0.query:" in str(exc.value) and "4096" in str(exc.value)
+    steps = "".join("      - action: notify\n" for _ in range(33))
+    (config_dir / "alerts.yaml").write_text(
+        "alerts:\n  - name: x\n    query: up > 0\n    steps:\n" + steps)
+    with pytest.raises(ConfigErrors) as exc:
+        load_config_dir(config_dir)
+    assert "alerts.0.steps:" in str(exc.value) and "at most 32" in str(exc.value)
+
+
+def test_queries_with_brackets_inside_quotes_are_fine() -> None:
+    rule = AlertRule(name="x", query="sum(rate(up{path=~'/a(b[c'}[5m])) by (job) > 0")
+    assert promql(rule).startswith("sum(")
