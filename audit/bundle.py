@@ -105,6 +105,66 @@ class BundleTooLarge(BundleError):
     """The bundle would exceed the byte limit it was written under."""
 
 
+class BundleWriter:
+    """Writes a bundle's lines after the manifest to `out` one at a time (never the whole body
+    in memory), hashing as it goes; `manifest()` then returns the manifest line (with its
+    `\n`), which goes first. Rows must be added in RECORD_TYPES order, histories last.
+    BundleTooLarge once manifest and lines would pass `max_bytes`."""
+
+    def __init__(self, out: BinaryIO, session_id: str, *, max_bytes: int | None = None) -> None:
+        self.out = out
+        self.session_id = session_id
+        self.max_bytes = max_bytes
+        self.whole = hashlib.sha256()
+        self.line_hashes: list[str] = []
+        self.counts: dict[str, int] = {}
+        self.first: float | None = None
+        self.last: float | None = None
+        self.written = 0
+        self.workflow_ids: list[str] = []
+
+    def _put(self, rtype: str, data: Any, ts: list[float]) -> None:
+        line = _dumps({"record": rtype, "data": data})
+        self.written += len(line) + 1 + 67  # the line, its newline, its hash in the manifest
+        if self.max_bytes is not None and self.written > self.max_bytes:
+            raise BundleTooLarge(
+                f"the bundle of {self.session_id!r} is larger than {self.max_bytes} bytes")
+        self.out.write(line)
+        self.out.write(b"\n")
+        self.whole.update(line)
+        self.whole.update(b"\n")
+        self.line_hashes.append(hashlib.sha256(line).hexdigest())
+        self.counts[rtype] = self.counts.get(rtype, 0) + 1
+        for t in ts:
+            self.first = t if self.first is None or t < self.first else self.first
+            self.last = t if self.last is None or t > self.last else self.last
+
+    def row(self, rtype: str, row: Mapping[str, Any]) -> None:
+        self._put(rtype, row, _ts_of(rtype, row))
+
+    def history(self, h: Mapping[str, Any]) -> None:
+        doc = {"workflow_id": h["workflow_id"], "run_id": h["run_id"], "history": h["history"]}
+        self._put(HISTORY, doc, _history_times(h))
+        if h["workflow_id"] not in self.workflow_ids:
+            self.workflow_ids.append(str(h["workflow_id"]))
+
+    def manifest(self, *, source: str, tombstones: list[dict[str, Any]] | None = None,
+                 created_ts: float | None = None) -> bytes:
+        doc = {
+            "format": BUNDLE_FORMAT,
+            "session_id": self.session_id,
+            "created_ts": time.time() if created_ts is None else created_ts,
+            "source": source,
+            "time_range": {"first_ts": self.first, "last_ts": self.last},
+            "counts": self.counts,
+            "sha256": self.whole.hexdigest(),
+            "line_sha256": self.line_hashes,
+            "workflow_ids": self.workflow_ids,
+            "tombstones": tombstones or [],
+        }
+        return _dumps({"record": "manifest", "data": doc}) + b"\n"
+
+
 def write_bundle(
     out: BinaryIO,
     session_id: str,
@@ -116,54 +176,14 @@ def write_bundle(
     created_ts: float | None = None,
     max_bytes: int | None = None,
 ) -> bytes:
-    """Write the bundle's lines after the manifest to `out` (a file: one line at a time, never
-    the whole body in memory) and return the manifest line (with its `\n`), which goes first.
-    BundleTooLarge once manifest and lines would pass `max_bytes`."""
-    whole = hashlib.sha256()
-    line_hashes: list[str] = []
-    counts: dict[str, int] = {}
-    first: float | None = None
-    last: float | None = None
-    written = 0
-
-    def put(rtype: str, data: Any, ts: list[float]) -> None:
-        nonlocal first, last, written
-        line = _dumps({"record": rtype, "data": data})
-        written += len(line) + 1 + 65  # the line, its newline, its hash in the manifest
-        if max_bytes is not None and written > max_bytes:
-            raise BundleTooLarge(f"the bundle of {session_id!r} is larger than {max_bytes} bytes")
-        out.write(line)
-        out.write(b"\n")
-        whole.update(line)
-        whole.update(b"\n")
-        line_hashes.append(hashlib.sha256(line).hexdigest())
-        counts[rtype] = counts.get(rtype, 0) + 1
-        for t in ts:
-            first = t if first is None or t < first else first
-            last = t if last is None or t > last else last
-
+    """A whole record through `BundleWriter`: the lines to `out`, the manifest line returned."""
+    w = BundleWriter(out, session_id, max_bytes=max_bytes)
     for section, rtype in RECORD_TYPES:
         for row in sections.get(section, []):
-            put(rtype, row, _ts_of(rtype, row))
-    workflow_ids: list[str] = []
+            w.row(rtype, row)
     for h in histories:
-        doc = {"workflow_id": h["workflow_id"], "run_id": h["run_id"], "history": h["history"]}
-        put(HISTORY, doc, _history_times(h))
-        if h["workflow_id"] not in workflow_ids:
-            workflow_ids.append(str(h["workflow_id"]))
-    manifest = {
-        "format": BUNDLE_FORMAT,
-        "session_id": session_id,
-        "created_ts": time.time() if created_ts is None else created_ts,
-        "source": source,
-        "time_range": {"first_ts": first, "last_ts": last},
-        "counts": counts,
-        "sha256": whole.hexdigest(),
-        "line_sha256": line_hashes,
-        "workflow_ids": workflow_ids,
-        "tombstones": tombstones or [],
-    }
-    return _dumps({"record": "manifest", "data": manifest}) + b"\n"
+        w.history(h)
+    return w.manifest(source=source, tombstones=tombstones, created_ts=created_ts)
 
 
 def build_bundle(

@@ -6,10 +6,12 @@ and `build_export` run that work in a worker thread with its own event loop and 
 connection (`LedgerStore.open` on the runtime's URL; closed after); the Temporal histories,
 whose client belongs to the proxy's loop, are fetched there first and handed over.
 
-Bounds: the session's calls are counted first (one indexed COUNT) and a session with more than
-`max_calls` is refused (`ExportTooLarge`, the route's 413) before any row is read; a bundle is
-written line by line to a temporary file (never whole in memory) and refused once it passes
-`max_bytes`. `show` returns one page of the timeline (`offset`, `limit`), with the total.
+Bounds: the session's calls are counted first (one indexed COUNT; for a session only the
+archive has, from its index) and a session with more than `max_calls` is refused
+(`ExportTooLarge`, the route's 413) before any row is read; a bundle of a session the ledger
+has is written line by line to a temporary file with its calls read 2,000 at a time (never all
+in memory) and refused once it passes `max_bytes`. `show` returns one page of the timeline
+(`offset`, `limit`), with the total.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from audit.bundle import write_bundle
 from audit.session_source import SessionView, gather
 from audit.timeline import summary, timeline
 from ledger.models import CALLS
+from ledger.session_record import call_pages, session_record
 from ledger.store import LedgerStore
 
 T = TypeVar("T")
@@ -95,19 +98,64 @@ def show_page(view: SessionView, offset: int, limit: int) -> dict[str, Any]:
 
 
 async def build_show(
-    src: Source, session_id: str, histories: list[dict[str, Any]], offset: int, limit: int
+    src: Source, session_id: str, histories: list[dict[str, Any]], offset: int, limit: int,
+    max_calls: int = 10**9,
 ) -> dict[str, Any] | None:
     """The show document (None: no source knows the session), built in a worker thread."""
 
     async def work(store: LedgerStore | None) -> dict[str, Any] | None:
+        if store is None or not await count_calls(store, session_id):
+            await _archived_calls_within(src, session_id, max_calls)
         view = await _view(src, session_id, histories, store)
         return show_page(view, offset, limit) if view is not None else None
 
     return await asyncio.to_thread(_in_thread, src, work)
 
 
+async def _archived_calls_within(src: Source, session_id: str, max_calls: int) -> None:
+    """ExportTooLarge when the session's archive holds more than `max_calls` calls (counted
+    from its index, before any blob is read)."""
+    if src.archive is None:
+        return
+    idx = await src.archive.index(session_id)
+    n = sum(int((o.get("rows") or {}).get("calls") or 0) for o in (idx or {}).get("objects", []))
+    if n > max_calls:
+        raise ExportTooLarge(f"session {session_id!r} has {n} archived calls, more than "
+                             f"archive.max_export_calls ({max_calls})")
+
+
+async def _stream_live(src: Source, store: LedgerStore, session_id: str,
+                       histories: list[dict[str, Any]], out: IO[bytes], max_bytes: int) -> bytes:
+    """A session the ledger has: its calls written page by page (never all in memory)."""
+    from audit.archive import load_session
+    from audit.bundle import RECORD_TYPES, BundleWriter
+
+    sections = await session_record(store, session_id, with_calls=False)
+    tombstones: list[dict[str, Any]] = []
+    if src.archive is not None:
+        idx = await src.archive.index(session_id)
+        tombstones = list((idx or {}).get("tombstones") or [])
+        if not histories and any(o.get("kind") == "history" for o in (idx or {}).get(
+                "objects", [])):  # the server forgot the workflow: the archive's histories
+            archived = await load_session(src.archive, session_id)
+            histories = archived.histories if archived is not None else []
+    w = BundleWriter(out, session_id, max_bytes=max_bytes)
+    for section, rtype in RECORD_TYPES:
+        if section == "calls":
+            async for page in call_pages(store, session_id):
+                for row in page:
+                    w.row(rtype, row)
+            continue
+        for row in sections.get(section, []):
+            w.row(rtype, row)
+    for h in histories:
+        w.history(h)
+    return w.manifest(source="ledger", tombstones=tombstones)
+
+
 async def build_export(
-    src: Source, session_id: str, histories: list[dict[str, Any]], max_bytes: int
+    src: Source, session_id: str, histories: list[dict[str, Any]], max_bytes: int,
+    max_calls: int = 10**9,
 ) -> tuple[bytes, IO[bytes]] | None:
     """(manifest line, temporary file holding the rest, positioned at 0) or None; raises
     ExportTooLarge past `max_bytes` (the file is then removed). The caller closes the file."""
@@ -115,17 +163,22 @@ async def build_export(
     async def work(store: LedgerStore | None) -> tuple[bytes, IO[bytes]] | None:
         from audit.bundle import BundleTooLarge
 
-        view = await _view(src, session_id, histories, store)
-        if view is None:
-            return None
         out = tempfile.TemporaryFile(prefix="governor-export-")
         try:
-            head = write_bundle(out, session_id, view.sections, view.histories,
-                                source=view.source, tombstones=view.tombstones,
-                                max_bytes=max_bytes)
+            if store is not None and await count_calls(store, session_id):
+                head = await _stream_live(src, store, session_id, histories, out, max_bytes)
+            else:  # not in the ledger: the archive (or Temporal) has it, read whole
+                await _archived_calls_within(src, session_id, max_calls)
+                view = await _view(src, session_id, histories, store)
+                if view is None:
+                    out.close()
+                    return None
+                head = write_bundle(out, session_id, view.sections, view.histories,
+                                    source=view.source, tombstones=view.tombstones,
+                                    max_bytes=max_bytes)
         except BundleTooLarge as exc:
             out.close()
-            raise ExportTooLarge(str(exc)) from None
+            raise ExportTooLarge(f"{exc} (archive.max_export_bytes)") from None
         except BaseException:
             out.close()
             raise

@@ -23,6 +23,7 @@ bookkeeping the archive job uses to find sessions that ended and are not archive
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -57,15 +58,18 @@ SECTIONS = (
 MAX_ALERT_RUNS = 1000
 
 
-async def session_record(store: LedgerStore, session_id: str) -> dict[str, list[dict[str, Any]]]:
-    """Every ledger row about `session_id`, by section (see the module docstring)."""
+async def session_record(
+    store: LedgerStore, session_id: str, *, with_calls: bool = True
+) -> dict[str, list[dict[str, Any]]]:
+    """Every ledger row about `session_id`, by section (see the module docstring). With
+    `with_calls=False` the calls section is empty (read them page by page: `call_pages`)."""
     s = await store._fetch(select(SESSIONS).where(SESSIONS.c.session_id == session_id))
     owner = await store._fetch(
         select(SESSION_OWNERS).where(SESSION_OWNERS.c.session_id == session_id)
     )
     calls = await store._fetch(
         select(CALLS).where(CALLS.c.session_id == session_id).order_by(CALLS.c.ts, CALLS.c.call_id)
-    )
+    ) if with_calls else []
     kills = await store._fetch(select(KILLS).where(KILLS.c.session_id == session_id))
     e = GUARDRAIL_EVENTS.c
     events = await store._fetch(
@@ -82,7 +86,12 @@ async def session_record(store: LedgerStore, session_id: str) -> dict[str, list[
             .where(r.run_id.in_([a["run_id"] for a in alerts]))
             .order_by(r.ts, r.run_id, r.step, r.id)
         )
-    versions = sorted({str(c["config_version"]) for c in calls if c.get("config_version")})
+    if with_calls:
+        versions = sorted({str(c["config_version"]) for c in calls if c.get("config_version")})
+    else:
+        q = select(CALLS.c.config_version).where(
+            CALLS.c.session_id == session_id, CALLS.c.config_version.is_not(None)).distinct()
+        versions = sorted(str(r["config_version"]) for r in await store._fetch(q))
     return {
         "session": s,
         "owner": owner,
@@ -98,6 +107,26 @@ async def session_record(store: LedgerStore, session_id: str) -> dict[str, list[
         ),
         "config_versions": await _config_versions(store, versions),
     }
+
+
+async def call_pages(
+    store: LedgerStore, session_id: str, page: int = 2000
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """The session's call rows in `session_record` order, `page` rows at a time (keyset
+    pagination on (ts, call_id)): a session of any size without holding all of it."""
+    c = CALLS.c
+    after: tuple[float, str] | None = None
+    while True:
+        q = select(CALLS).where(c.session_id == session_id)
+        if after is not None:
+            q = q.where(or_(c.ts > after[0], and_(c.ts == after[0], c.call_id > after[1])))
+        rows = await store._fetch(q.order_by(c.ts, c.call_id).limit(page))
+        if not rows:
+            return
+        yield rows
+        if len(rows) < page:
+            return
+        after = (rows[-1]["ts"], rows[-1]["call_id"])
 
 
 async def alerts_naming(store: LedgerStore, session_id: str) -> list[dict[str, Any]]:

@@ -106,8 +106,8 @@ async def handle_audit_routes(gw: Gateway, parts: list[str], scope: Scope, recei
             offset = _count(q.get("offset"), "offset", 0, 10**9)
             limit = _count(q.get("limit"), "limit", DEFAULT_SHOW_LIMIT, MAX_SHOW_LIMIT)
             async with _building(gw):
-                doc = await _off_loop(gw, sid, lambda src, h: build_show(src, sid, h, offset,
-                                                                          limit))
+                doc = await _off_loop(gw, sid, lambda src, h: build_show(
+                    src, sid, h, offset, limit, gw.config.settings.archive.max_export_calls))
             await respond_json(send, 200, doc)
             return
         if tail == ["export"] and method == "GET":
@@ -258,8 +258,7 @@ async def _off_loop(gw: Gateway, sid: str,
     except (ArchiveError, SealingError) as exc:
         raise Refusal(503, "archive_unreadable", f"the session archive: {exc}") from None
     except ExportTooLarge as exc:
-        raise Refusal(413, "export_too_large",
-                      f"{exc} (archive.max_export_bytes: {settings.max_export_bytes})") from None
+        raise Refusal(413, "export_too_large", str(exc)) from None
     if out is None:
         raise Refusal(404, "session_not_found",
                       f"no session {sid!r} in the ledger, the archive or Temporal")
@@ -268,10 +267,10 @@ async def _off_loop(gw: Gateway, sid: str,
 
 async def _export(gw: Gateway, sid: str, send: Send) -> None:
     """The bundle, built off the loop into a temporary file, then streamed in chunks."""
-    max_bytes = gw.config.settings.archive.max_export_bytes
+    settings = gw.config.settings.archive
     async with _building(gw):
-        head, body = await _off_loop(gw, sid, lambda src, h: build_export(src, sid, h,
-                                                                            max_bytes))
+        head, body = await _off_loop(gw, sid, lambda src, h: build_export(
+            src, sid, h, settings.max_export_bytes, settings.max_export_calls))
     try:
         size = len(head) + await asyncio.to_thread(lambda: os.fstat(body.fileno()).st_size)
         name = f'attachment; filename="audit-{sid[:64]}.jsonl"'.encode("ascii", "replace")

@@ -107,7 +107,9 @@ async def test_a_large_session_exports_streamed_off_the_loop_with_healthz_answer
         await prober
         bundle = parse_bundle(out.read_bytes())
         assert bundle.manifest["counts"]["call"] == N_CALLS + 1
-        assert len(bundle.records["call"]) == N_CALLS + 1
+        ids = [c["call_id"] for c in bundle.records["call"]]
+        assert len(set(ids)) == N_CALLS + 1  # read page by page: none twice, none missed
+        assert ids[1:] == [f"{sid}-c{i:06d}" for i in range(N_CALLS)]  # in time order
         assert chunks > 1  # streamed, not one body
         size_mb = out.stat().st_size / 2**20
         print(f"bundle {size_mb:.1f} MB; healthz max {max(gaps) * 1000:.0f} ms over "
@@ -136,3 +138,46 @@ async def test_a_large_session_exports_streamed_off_the_loop_with_healthz_answer
         r = await c.get(f"/gateway/audit/sessions/{sid}/export", headers=_auth(DEV))
         assert r.status_code == 403
 
+
+
+async def test_export_bounds_bytes_and_archived_calls_before_reading_them(tmp_path: Path) -> None:
+    from activities.archive_session import archive_one
+    from audit.archive import Archive
+    from audit.offloop import ExportTooLarge, Source, build_export, build_show
+    from ledger.store import LedgerStore
+    from policies.config.models import ArchiveSettings
+    from tests.audit.test_archive_store import NOW, _session
+
+    live_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    empty_url = f"sqlite:///{tmp_path / 'empty.db'}"
+    archive = Archive.from_settings(ArchiveSettings(), tmp_path)
+    store = await LedgerStore.open(live_url)
+    await (await LedgerStore.open(empty_url)).close()
+    try:
+        sid = f"s-bound-{uuid.uuid4().hex[:6]}"
+        await _session(store, sid, calls=3)
+        await archive_one(store, archive, sid, [], NOW + 20)
+    finally:
+        await store.close()
+    live = Source(live_url, None, archive)
+    with pytest.raises(ExportTooLarge, match="max_export_bytes"):
+        await build_export(live, sid, [], max_bytes=600)
+    got = await build_export(live, sid, [], max_bytes=10**6)
+    assert got is not None
+    head, body = got
+    with body:
+        bundle = parse_bundle(head + body.read())
+    assert bundle.manifest["source"] == "ledger" and len(bundle.records["call"]) == 3
+    assert [c["call_id"] for c in bundle.records["call"]] == [f"{sid}-c{i}" for i in range(3)]
+    # Only the archive has it: its index's call count is checked before a blob is read.
+    gone = Source(empty_url, None, archive)
+    with pytest.raises(ExportTooLarge, match="3 archived calls"):
+        await build_export(gone, sid, [], max_bytes=10**6, max_calls=2)
+    with pytest.raises(ExportTooLarge, match="3 archived calls"):
+        await build_show(gone, sid, [], 0, 10, max_calls=2)
+    got = await build_export(gone, sid, [], max_bytes=10**6, max_calls=3)
+    assert got is not None
+    head, body = got
+    with body:
+        bundle = parse_bundle(head + body.read())
+    assert bundle.manifest["source"] == "archive" and len(bundle.records["call"]) == 3
