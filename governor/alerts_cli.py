@@ -163,6 +163,30 @@ def alerts_silence(rule: str | None, matches: tuple[str, ...], duration: str, co
                                               "duration": duration, "comment": comment}))
     s = doc.get("silence", {})
     click.echo(f"silence #{s.get('id')} by {s.get('actor')} until {_ts(s.get('expires_ts'))}")
+    if doc.get("rule_known") is False:
+        click.echo(f"warning: no alert rule {rule!r} in this replica's config; the silence "
+                   "matches only alerts of that name from Alertmanager", err=True)
+
+
+@alerts.command("silences")
+@_url
+@_key
+@_json
+def alerts_silences(url: str, key: str | None, as_json: bool) -> None:
+    """Silences in force: what each matches, who made it, until when."""
+    rows = admin_request(url, key, "GET", "/gateway/alerts/silences").get("silences", [])
+    if as_json:
+        _dump(rows)
+        return
+    if not rows:
+        click.echo("no silences in force")
+        return
+    click.echo(f"{'ID':<6} {'RULE':<26} {'MATCHERS':<32} {'ACTOR':<16} {'UNTIL':<19} COMMENT")
+    for s in rows:
+        match = ",".join(f"{k}={v}" for k, v in (s.get("matchers") or {}).items()) or "*"
+        click.echo(f"{s.get('id')!s:<6} {s.get('rule') or '*'!s:<26} {match:<32} "
+                   f"{s.get('actor')!s:<16} {_ts(s.get('expires_ts')):<19} "
+                   f"{s.get('comment') or ''}")
 
 
 @click.group()

@@ -154,7 +154,9 @@ async def _silence(gw: Gateway, key: ApiKey, doc: dict[str, Any]) -> dict[str, A
     if not isinstance(comment, str):
         raise Refusal(400, "invalid_request", "`comment` must be a string")
     s = await hub.add_silence(rule, matchers, seconds, key.user, comment[:1000])
-    return {"silence": s.model_dump()}
+    # A rule name this config does not define silences only Alertmanager alerts of that name:
+    # allowed (rules may live in Prometheus only), but said, so a typo is noticed.
+    return {"silence": s.model_dump(), "rule_known": rule is None or rule in hub.rules()}
 
 
 async def _workflow_status(gw: Gateway, alert_key: str) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import textwrap
 import time
@@ -400,6 +401,35 @@ async def test_cli_lists_shows_and_acks_alerts_with_an_oncall_key_only(rig: Rig)
     assert code == 0, err
     code, out, err = await governor_cli("overrides", "clear", "--all", *url, "--key", ONCALL)
     assert code == 1 and "admin" in err
+
+
+async def test_cli_silences_list_with_actor_and_expiry_and_an_unknown_rule_is_flagged(
+    rig: Rig,
+) -> None:
+    url = ["--url", rig.a.base_url, "--key", ONCALL]
+    code, out, err = await governor_cli("alerts", "silence", "--rule", "runaway_agent",
+                                        "--match", "session_id=s-drill", "--for", "30m",
+                                        "--comment", "drill", *url)
+    assert code == 0 and "by u_oncall until" in out and not err, out + err
+    # a typo silences nothing Governor knows: it is still made (Alertmanager-only rules may be
+    # silenced by name) but the on-call is told
+    code, out, err = await governor_cli("alerts", "silence", "--rule", "secret_leakd",
+                                        "--for", "2h", *url)
+    assert code == 0 and "by u_oncall" in out, out + err
+    assert "no alert rule 'secret_leakd' in this replica's config" in err, err
+    code, out, err = await governor_cli("alerts", "silences", *url)
+    assert code == 0, err
+    drill = [ln for ln in out.splitlines() if "session_id=s-drill" in ln]
+    assert len(drill) == 1 and "runaway_agent" in drill[0] and "u_oncall" in drill[0], out
+    assert "drill" in drill[0] and re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", drill[0])
+    assert any("secret_leakd" in ln for ln in out.splitlines()), out
+    code, out, err = await governor_cli("alerts", "silences", "--json", *url)
+    assert code == 0 and '"expires_ts"' in out and '"actor": "u_oncall"' in out, err
+    code, _, err = await governor_cli("alerts", "silences", "--url", rig.a.base_url,
+                                      "--key", DEV)
+    assert code == 1 and "403" in err
+    code, _, err = await governor_cli("alerts", "silence", "--rule", "x", "--for", "31d", *url)
+    assert code == 1 and "at most 30d" in err
 
 
 async def test_an_opened_breaker_and_untagged_spend_start_their_runbooks(rig: Rig) -> None:
