@@ -761,10 +761,12 @@ def _account(
     sid = req.ident.session_id
     if sid is not None and gw.path == "proxy":  # a session workflow runs the detector itself
         verdict = gw.loop_guard.observe(
-            gw.config.settings, sid, req.ident.workflow_tag, _view(req), tokens, now
+            gw.config.settings, sid, req.ident.workflow_tag, _view(req), tokens, now,
+            guardrails.gateway_salt(gw),
         )
         if req.record is not None:
             req.record["lp"] = gw.loop_guard.last_inputs
+            req.record["lf"] = gw.loop_guard.last_repeat
             if verdict is not None:
                 req.record["lv"] = [verdict.kind, verdict.action]
         if verdict is not None:

@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING
 from policies.config.models import Settings
 from policies.loops import (
     is_loop,
-    is_repeating,
     prompt_fingerprint,
     rate_baseline,
     rate_reason,
     rate_signal_action,
     repeat_reason,
+    repeat_run,
+    repeats_over,
     token_rate,
 )
 from policies.request_text import RequestText
@@ -94,6 +95,9 @@ class LoopGuard:
         # The last observation's detector inputs: [baseline p95 or None, its sessions, the
         # session's token rate per hour] (the call's decision record keeps them).
         self.last_inputs: list[float | int | None] = [None, 0, 0.0]
+        # The last observation's repeat inputs: [prompt fingerprint (keyed by the salt), how
+        # many times in a row it ends the session's history]
+        self.last_repeat: list[str | int] = ["", 0]
 
     def observe(
         self,
@@ -103,7 +107,11 @@ class LoopGuard:
         view: RequestText,
         tokens: int,
         now: float,
+        salt: bytes | None = None,
     ) -> LoopVerdict | None:
+        """Observe one answered call of a session; a verdict when a loop signal fires. `salt`:
+        the deployment's, keying the prompt fingerprints (kept in `last_repeat` for the call's
+        decision record)."""
         tr = self.sessions.get(session_id)
         if tr is None:
             tr = self.sessions[session_id] = _SessionTrack(workflow_tag=workflow_tag)
@@ -119,7 +127,8 @@ class LoopGuard:
         start = now - settings.loop_window_seconds
         while ev and ev[0][0] <= start:
             ev.popleft()
-        tr.prompts.append(prompt_fingerprint(view))  # the call's view: no walk of the body
+        fp = prompt_fingerprint(view, salt)  # the call's view: no walk of the body
+        tr.prompts.append(fp)
         rate = token_rate(ev, now, settings.loop_window_seconds)
         p95, n = self.baselines.get(workflow_tag)
         self.last_inputs = [p95, n, rate]
@@ -133,9 +142,9 @@ class LoopGuard:
         verdict = None
         # One verdict per signal per session (an alert on the rate does not hide a later
         # repeat, which still gets its action).
-        if "repeat" not in tr.flagged and is_repeating(
-            list(tr.prompts), settings.loop_repeat_threshold
-        ):
+        run = repeat_run(tr.prompts, fp) if fp else 0
+        self.last_repeat = [fp, run]
+        if "repeat" not in tr.flagged and repeats_over(run, settings.loop_repeat_threshold):
             verdict = LoopVerdict(
                 session_id,
                 "repeat",

@@ -23,6 +23,8 @@ Record shape (`calls.decision_record`, keys kept short, all optional but `v`):
     x   the random draw of the weighted route   bo  targets whose breaker was open
     rt  the planned target order (keys)
     lp  proxy loop detector: [baseline p95 or null, baseline sessions, token rate per hour]
+    lf  its repeat inputs: [prompt fingerprint (HMAC-SHA256 under the deployment salt, 16 hex;
+        "" for a text-less call), times in a row it ends the session's recent history (≤ 32)]
     lv  its verdict on this call: [kind "rate"|"repeat", action]
 """
 
@@ -36,7 +38,7 @@ from policies.config.gateway import GatewayConfig
 from policies.config.models import RoutingConfig, Target
 from policies.decision import PreCall
 from policies.identity import Identity
-from policies.loops import is_loop, rate_baseline, rate_signal_action
+from policies.loops import is_loop, rate_baseline, rate_signal_action, repeats_over
 from policies.refusals import Refusal
 
 FORMAT = 1
@@ -114,8 +116,7 @@ def open_breakers(vm: RoutingConfig, allowed: Callable[[Target], bool]) -> list[
 def rate_verdict(config: GatewayConfig, row: Mapping[str, Any], rec: Mapping[str, Any]
                  ) -> list[str] | None:
     """The proxy loop detector's rate signal on the recorded inputs (`lp`) under `config`:
-    ["rate", action] when the session's rate is over the bar, else None. (The repeat signal
-    reads prompt fingerprints, which are not recorded, so it is not re-run.)"""
+    ["rate", action] when the session's rate is over the bar, else None."""
     p95, n, rate = [*rec["lp"], None, 0, 0.0][:3]
     st = config.settings
     tag = row.get("workflow_tag")
@@ -126,6 +127,16 @@ def rate_verdict(config: GatewayConfig, row: Mapping[str, Any], rec: Mapping[str
     if not is_loop(float(rate or 0.0), baseline, st.loop_multiplier):
         return None
     return ["rate", rate_signal_action(source, st.loop_action, st.loop_rate_untrusted_action)]
+
+
+def repeat_verdict(config: GatewayConfig, rec: Mapping[str, Any]) -> list[str] | None:
+    """The loop detector's repeat signal on the recorded inputs (`lf`) under `config`:
+    ["repeat", action] when the prompt's run reaches the threshold, else None."""
+    fp, run = [*rec["lf"], "", 0][:2]
+    st = config.settings
+    if not fp or not repeats_over(int(run or 0), st.loop_repeat_threshold):
+        return None
+    return ["repeat", st.loop_action]
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from audit.decisions import rate_verdict, redecide
+from audit.decisions import rate_verdict, redecide, repeat_verdict
 from audit.versions import config_from_body
 from policies.config.gateway import GatewayConfig
 
@@ -423,7 +423,7 @@ def replay_decisions(
     import policies.routing
 
     configs: dict[str, GatewayConfig | None] = {}
-    flagged: set[str] = set()  # sessions whose rate signal already gave its verdict
+    tracks: dict[str, _LoopTrack] = {}  # per session: the loop detector as replay follows it
     for row in record.calls:
         call_id = str(row.get("call_id"))
         rec = _record_of(row)
@@ -461,23 +461,43 @@ def replay_decisions(
             report.divergences.append(Divergence(call_id, "route", rec["rt"], new.route))
             same = False
         if same and "lp" in rec:
-            same = _loop_same(cfg, row, rec, flagged, report)
+            same = _loop_same(cfg, row, rec, tracks, report)
         if same:
             report.reproduced += 1
 
 
+@dataclass
+class _LoopTrack:
+    """A session's loop detector state as replay follows it."""
+
+    fired: set[str] = field(default_factory=set)  # signals that gave a verdict
+    until: float = 0.0  # a throttle's end: the signals re-arm after it
+
+
 def _loop_same(config: GatewayConfig, row: dict[str, Any], rec: dict[str, Any],
-               flagged: set[str], report: ReplayReport) -> bool:
-    """The proxy loop detector's rate signal again (one verdict per session, as live)."""
+               tracks: dict[str, _LoopTrack], report: ReplayReport) -> bool:
+    """The proxy loop detector again: its repeat signal (from the recorded fingerprint run,
+    `lf`), else its rate signal (`lp`); one verdict per signal per session, as live. The
+    signals that fired follow the record, so one divergence does not cascade; a throttle
+    re-arms them when it ends. Records without `lf` (before fingerprints were recorded) keep
+    their repeat verdict unchecked."""
     recorded = list(rec["lv"]) if rec.get("lv") else None
-    if recorded is not None and recorded[0] == "repeat":
-        return True  # a repeat verdict: its inputs (prompt fingerprints) are not recorded
-    sid = str(row.get("session_id") or "")
-    new = rate_verdict(config, row, rec)
-    if recorded is None and (new is None or sid in flagged):
-        return True
+    tr = tracks.setdefault(str(row.get("session_id") or ""), _LoopTrack())
+    t = float(rec.get("t", row.get("ts", 0.0)))
+    if tr.until and tr.until <= t:
+        tr.fired.clear()
+        tr.until = 0.0
+    new = None
+    if "lf" not in rec and recorded is not None and recorded[0] == "repeat":
+        new = recorded
+    elif "lf" in rec and "repeat" not in tr.fired:
+        new = repeat_verdict(config, rec)
+    if new is None and "rate" not in tr.fired:
+        new = rate_verdict(config, row, rec)
     if recorded is not None:
-        flagged.add(sid)
+        tr.fired.add(recorded[0])
+        if recorded[1] == "throttle":
+            tr.until = t + config.settings.loop_throttle_seconds
     if recorded != new:
         report.divergences.append(Divergence(str(row.get("call_id")), "loop", recorded, new))
         return False

@@ -8,6 +8,7 @@ measured over a sliding window; a *baseline* is the p95 of per-session rates of 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
@@ -141,7 +142,7 @@ def baselines_by_tag(
     return {tag: (p95(vals), len(vals)) for tag, vals in grouped.items()}
 
 
-def prompt_fingerprint(view: RequestText) -> str:
+def prompt_fingerprint(view: RequestText, key: bytes | None = None) -> str:
     """A short hash of what an agent stuck in a loop keeps sending, read from the request's
     normalised view (no walk of its own). "" when there is nothing to compare (never a repeat).
 
@@ -151,7 +152,9 @@ def prompt_fingerprint(view: RequestText) -> str:
       caller's own input text there is left out; the same call answered by the same result,
       again and again, is the loop.
     - Otherwise the newest message's text.
-    Each segment's hook (input, tool output, the caller's assistant turn) is hashed with it."""
+    Each segment's hook (input, tool output, the caller's assistant turn) is hashed with it.
+    `key`: the deployment's salt; the fingerprint is then HMAC-SHA256 (what the proxy records in
+    a call's decision record: useless without the salt). None: plain SHA-256 (workflows)."""
     segs = view.segments
     tool_at = next((i for i in range(len(segs) - 1, -1, -1) if segs[i].hook == TOOL_OUTPUT), -1)
     call_msg = -1
@@ -163,23 +166,22 @@ def prompt_fingerprint(view: RequestText) -> str:
         after = any(s.hook == "" and s.message > segs[tool_at].message for s in segs)
         if after:  # the model spoke after the tool output: not an agent turn any more
             call_msg = -1
-    h = hashlib.sha256()
+    h: Any = hmac.new(key, digestmod=hashlib.sha256) if key is not None else hashlib.sha256()
+    took = False
     for s in segs:
         if call_msg >= 0:
             take = s.message >= call_msg and s.hook in ("", TOOL_OUTPUT)
         else:
             take = s.message == view.last_message and view.last_message >= 0
         if take:
+            took = True
             h.update(s.hook.encode())
             h.update(b"\0")
             h.update(s.text.encode("utf-8", "surrogatepass"))
             h.update(b"\0")
-    if h.digest() == _EMPTY:
+    if not took:
         return ""
-    return h.hexdigest()[:16]
-
-
-_EMPTY = hashlib.sha256().digest()
+    return str(h.hexdigest()[:16])
 
 
 def legacy_prompt_fingerprint(body: Mapping[str, Any]) -> str:
@@ -206,6 +208,10 @@ def is_repeating(history: Sequence[str], threshold: int) -> bool:
     return (
         bool(history)
         and bool(history[-1])
-        and threshold > 0
-        and repeat_run(history, history[-1]) >= threshold
+        and repeats_over(repeat_run(history, history[-1]), threshold)
     )
+
+
+def repeats_over(run: int, threshold: int) -> bool:
+    """A run of `run` equal (non-empty) prompts ending the history is a repeat signal."""
+    return threshold > 0 and run >= threshold

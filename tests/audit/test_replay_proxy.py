@@ -262,6 +262,57 @@ async def test_a_proxy_loop_kill_is_re_decided_from_its_recorded_baseline_and_ra
                       "replayed": None}]
 
 
+async def test_a_proxy_loop_kill_by_repeat_is_re_decided_from_its_recorded_fingerprints(
+        gateway):
+    """The repeat signal's inputs are recorded (the salted prompt fingerprint and its run);
+    replay re-decides them, and a changed `loop_repeat_threshold` names the call."""
+    import hashlib
+
+    p = gateway
+    sid = f"repeat-{uuid.uuid4().hex[:8]}"
+    prompt = f"check the build status again {sid}"
+    body = {"model": "intent-fast", "messages": [{"role": "user", "content": prompt}]}
+    hdr = {"Authorization": "Bearer gk-dev-developer", "X-Governor-Session-ID": sid,
+           "X-Governor-Workflow-Tag": "a-repeat", "X-Governor-Project": "a-repeat"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{p.port}", timeout=30) as c:
+        for _ in range(5):  # the seed's loop_repeat_threshold: 5, loop_action: kill
+            assert (await c.post("/v1/chat/completions", json=body, headers=hdr)
+                    ).status_code == 200
+        r = await c.post("/v1/chat/completions", json=body, headers=hdr)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "session_killed", r.text
+    await p.gw.writer.flush()
+    rows = sorted(await p.gw.store.calls_for_session(sid), key=lambda r: r.ts)
+    answered = [r for r in rows if r.status_code == 200]
+    assert len(answered) == 5
+    recs = [orjson.loads(r.decision_record) for r in answered]
+    assert [rec["lf"][1] for rec in recs] == [1, 2, 3, 4, 5]
+    fps = {rec["lf"][0] for rec in recs}
+    assert len(fps) == 1 and len(next(iter(fps))) == 16
+    plain = hashlib.sha256(prompt.encode()).hexdigest()
+    assert not any(fp in plain for fp in fps)  # keyed by the deployment salt, not a bare hash
+    assert recs[-1]["lv"] == ["repeat", "kill"] and not any("lv" in rec for rec in recs[:-1])
+    code, rep = await _replay(sid, "--ledger", p.ledger_url)
+    assert code == 0 and rep["divergences"] == [], rep
+    assert rep["reproduced"] == rep["decisions"] >= 5
+
+    async def under(threshold: int) -> list[dict[str, Any]]:
+        cfg = make_config_dir(p.data_dir / f"repeat-{threshold}-{sid}", OVERLAY)
+        gw_yaml = cfg / "gateway.yaml"
+        gw_yaml.write_text(gw_yaml.read_text().replace(
+            "loop_repeat_threshold: 5", f"loop_repeat_threshold: {threshold}"))
+        code, rep = await _replay(sid, "--ledger", p.ledger_url, "--config", str(cfg))
+        assert code == 1, rep
+        return [d for d in rep["divergences"] if d["check"] == "loop"]
+
+    # a higher threshold would not have killed at the fifth call
+    assert await under(6) == [{"call_id": answered[4].call_id, "check": "loop",
+                               "recorded": ["repeat", "kill"], "replayed": None}]
+    # a lower one would have killed at the third (the calls after it follow the record)
+    low = await under(3)
+    assert low[0] == {"call_id": answered[2].call_id, "check": "loop", "recorded": None,
+                      "replayed": ["repeat", "kill"]}
+
+
 async def test_a_runtime_override_is_a_version_and_its_calls_replay_on_it(gateway):
     import time
 
