@@ -9,6 +9,8 @@ applies it (kill through the audited kill path, or a throttle window).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import time
 from collections import deque
@@ -98,6 +100,7 @@ class LoopGuard:
         # The last observation's repeat inputs: [prompt fingerprint (keyed by the salt), how
         # many times in a row it ends the session's history]
         self.last_repeat: list[str | int] = ["", 0]
+        self._keyed: tuple[bytes, hmac.HMAC] | None = None  # (salt, HMAC keyed by it)
 
     def observe(
         self,
@@ -127,7 +130,12 @@ class LoopGuard:
         start = now - settings.loop_window_seconds
         while ev and ev[0][0] <= start:
             ev.popleft()
-        fp = prompt_fingerprint(view, salt)  # the call's view: no walk of the body
+        keyed = None
+        if salt is not None:
+            if self._keyed is None or self._keyed[0] is not salt:
+                self._keyed = (salt, hmac.new(salt, digestmod=hashlib.sha256))
+            keyed = self._keyed[1]
+        fp = prompt_fingerprint(view, keyed)  # the call's view: no walk of the body
         tr.prompts.append(fp)
         rate = token_rate(ev, now, settings.loop_window_seconds)
         p95, n = self.baselines.get(workflow_tag)

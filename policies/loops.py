@@ -142,7 +142,7 @@ def baselines_by_tag(
     return {tag: (p95(vals), len(vals)) for tag, vals in grouped.items()}
 
 
-def prompt_fingerprint(view: RequestText, key: bytes | None = None) -> str:
+def prompt_fingerprint(view: RequestText, keyed: hmac.HMAC | None = None) -> str:
     """A short hash of what an agent stuck in a loop keeps sending, read from the request's
     normalised view (no walk of its own). "" when there is nothing to compare (never a repeat).
 
@@ -153,8 +153,9 @@ def prompt_fingerprint(view: RequestText, key: bytes | None = None) -> str:
       again and again, is the loop.
     - Otherwise the newest message's text.
     Each segment's hook (input, tool output, the caller's assistant turn) is hashed with it.
-    `key`: the deployment's salt; the fingerprint is then HMAC-SHA256 (what the proxy records in
-    a call's decision record: useless without the salt). None: plain SHA-256 (workflows)."""
+    `keyed`: HMAC-SHA256 under the deployment's salt, fed nothing yet (copied per call: cheaper
+    than keying anew); the fingerprint is then keyed (what the proxy records in a call's decision
+    record: useless without the salt). None: plain SHA-256 (workflows)."""
     segs = view.segments
     tool_at = next((i for i in range(len(segs) - 1, -1, -1) if segs[i].hook == TOOL_OUTPUT), -1)
     call_msg = -1
@@ -166,7 +167,7 @@ def prompt_fingerprint(view: RequestText, key: bytes | None = None) -> str:
         after = any(s.hook == "" and s.message > segs[tool_at].message for s in segs)
         if after:  # the model spoke after the tool output: not an agent turn any more
             call_msg = -1
-    h: Any = hmac.new(key, digestmod=hashlib.sha256) if key is not None else hashlib.sha256()
+    h: Any = keyed.copy() if keyed is not None else hashlib.sha256()
     took = False
     for s in segs:
         if call_msg >= 0:
