@@ -79,21 +79,19 @@ def _cell(v: Any) -> str:
 
 async def _from_ledger(ledger: str, config_dir: Path | None, params: dict[str, str]) -> Any:
     from activities.config_source import load_config_dir
-    from controlroom.panels import compute_panels
+    from controlroom.filters import FilterError, parse_page_query
     from ledger.store import LedgerStore
-    from policies.refusals import Refusal
-    from proxy.control_room_routes import panels_document, parse_filters, parse_panels
+    from proxy.control_room_routes import panels_document, query_panels
 
     config = load_config_dir(config_dir) if config_dir is not None else None
     try:
-        filters = parse_filters(params, time.time())
-        panels = parse_panels(params.get("panels"))
-    except Refusal as r:
-        _fail(r.message, 2)
+        query = parse_page_query(params, time.time())  # the web page's and JSON route's parser
+    except FilterError as exc:
+        _fail(str(exc), 2)
     store = await LedgerStore.open(ledger)
     try:
-        return panels_document(filters, await compute_panels(store, filters, panels,
-                                                             config=config))
+        return panels_document(query.filters, await query_panels(store, query, config),
+                               query.view)
     finally:
         await store.close()
 
@@ -101,11 +99,15 @@ async def _from_ledger(ledger: str, config_dir: Path | None, params: dict[str, s
 @click.command("report")
 @click.option("--panel", "panel", type=click.IntRange(1, 6), multiple=True,
               help="panel number 1-6 (repeatable; default all six)")
-@click.option("--since", default="7d", show_default=True, help="duration back from now, or epoch s")
-@click.option("--until", default=None, help="epoch seconds (default now)")
+@click.option("--since", default="7d", show_default=True,
+              help="duration back from --until (30m, 24h, 7d, 2w), ISO date/time or epoch s")
+@click.option("--until", default=None, help="ISO date/time, epoch s or a duration back from now "
+              "(default now)")
 @click.option("--team", default=None)
 @click.option("--project", default=None)
-@click.option("--tag", default=None, help="workflow tag")
+@click.option("--tag", "--workflow-tag", "tag", default=None, help="workflow tag")
+@click.option("--view", type=click.Choice(["all", "executive", "oncall", "engineering"]),
+              default="all", show_default=True, help="one metric layer's panels")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
               show_default=True)
 @click.option("--url", default=DEFAULT_URL, show_default=True, help="Governor proxy URL")
@@ -117,16 +119,17 @@ async def _from_ledger(ledger: str, config_dir: Path | None, params: dict[str, s
                                                          file_okay=False), default=None,
               help="config directory (with --ledger: prices, budgets, loop settings)")
 def report(panel: tuple[int, ...], since: str, until: str | None, team: str | None,
-           project: str | None, tag: str | None, fmt: str, url: str, key: str | None,
-           ledger: str | None, config_dir: Path | None) -> None:
+           project: str | None, tag: str | None, view: str, fmt: str, url: str,
+           key: str | None, ledger: str | None, config_dir: Path | None) -> None:
     """The control room's six panels: adoption, burn rate, runaway agents, premium-model review
     (with tokenizer drift), safety review, outcome join. Never a ranking of people."""
-    params = {"since": since}
-    for name, v in (("until", until), ("team", team), ("project", project), ("tag", tag)):
+    params = {"since": since}  # the names of the web page's query (controlroom.filters)
+    for name, v in (("until", until), ("team", team), ("project", project),
+                    ("workflow_tag", tag), ("view", None if view == "all" else view)):
         if v:
             params[name] = v
     if panel:
-        params["panels"] = ",".join(str(p) for p in sorted(set(panel)))
+        params["panel"] = ",".join(str(p) for p in sorted(set(panel)))
     if ledger:
         doc = asyncio.run(_from_ledger(ledger, config_dir, params))
     else:

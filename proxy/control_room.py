@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 from activities.gateway import Gateway
 from activities.guardrails import gateway_salt
 from controlroom import auth
-from controlroom.filters import PARAMS, FilterError, PageQuery, parse_page_query
+from controlroom.filters import ACCEPTED, FilterError, PageQuery, parse_page_query
 from controlroom.model import Panel
 from controlroom.page import (
     BASE,
@@ -43,7 +43,6 @@ from controlroom.page import (
     login_page,
     message_page,
 )
-from controlroom.panels import compute_panels
 from ledger.alert_store import list_alerts, steps_of
 from ledger.errors import LedgerUnavailable
 from policies.alerts import rules_of
@@ -52,6 +51,7 @@ from policies.refusals import Refusal
 from proxy.admin import _query
 from proxy.alert_routes import _person as runbook_update
 from proxy.alert_routes import _workflow_status as runbook_status
+from proxy.control_room_routes import query_panels
 from proxy.errors import note_refusal
 from proxy.http import (
     BodyTimeout,
@@ -328,18 +328,14 @@ async def _login(gw: Gateway, cr: ControlRoom, scope: Scope, receive: Receive, s
 async def panels_for(gw: Gateway, query: PageQuery) -> list[Panel]:
     """The panels a `PageQuery` asks for (from the ledger, priced by the repository's config
     as the JSON route and `governor report` are), in the layer it asks for."""
-    panels = await compute_panels(gw.store, query.filters, query.panels,
-                                  config=gw.base_config or gw.config)
-    if query.view != "all":
-        panels = [p for p in panels if p.layer == query.view]
-    return panels
+    return await query_panels(gw.store, query, gw.base_config or gw.config)
 
 
 async def _page(gw: Gateway, cr: ControlRoom, scope: Scope, send: Send, key: ApiKey,
                 claims: auth.Claims) -> None:
     viewer = _viewer(gw, cr, key, claims)
     try:
-        raw = _query(scope, set(PARAMS))
+        raw = _query(scope, set(ACCEPTED))
         query = parse_page_query(raw, time.time())
     except (Refusal, FilterError) as exc:
         msg = exc.message if isinstance(exc, Refusal) else str(exc)

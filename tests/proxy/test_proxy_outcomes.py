@@ -256,6 +256,17 @@ async def test_panels_json_route_needs_a_reading_role_and_matches_compute_panels
     for key in (AUDITOR, ONCALL, ADMIN):
         r = await get(proxy, "/gateway/control-room/panels", key, panels="3", **params)
         assert r.status_code == 200 and [p["number"] for p in r.json()["panels"]] == [3]
+    # one parser with the web page: its names, the old `tag`/`panels` as aliases, its views
+    by_alias = await get(proxy, "/gateway/control-room/panels", VIEWER, tag="code-review",
+                         panels="6,2", **params)
+    by_name = await get(proxy, "/gateway/control-room/panels", VIEWER,
+                        workflow_tag="code-review", panel="2,6", **params)
+    assert by_alias.status_code == by_name.status_code == 200, by_alias.text
+    assert by_alias.json() == by_name.json()
+    assert by_name.json()["filters"]["workflow_tag"] == "code-review"
+    assert [p["number"] for p in by_name.json()["panels"]] == [2, 6]
+    r = await get(proxy, "/gateway/control-room/panels", VIEWER, view="oncall", **params)
+    assert {p["layer"] for p in r.json()["panels"]} == {"oncall"}
     for key in (DEV, SERVICE, "gk-dev-metrics"):
         r = await get(proxy, "/gateway/control-room/panels", key)
         assert r.status_code == 403
