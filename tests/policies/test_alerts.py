@@ -204,3 +204,14 @@ def test_rule_sizes_are_bounded(config_dir: Path) -> None:
 def test_queries_with_brackets_inside_quotes_are_fine() -> None:
     rule = AlertRule(name="x", query="sum(rate(up{path=~'/a(b[c'}[5m])) by (job) > 0")
     assert promql(rule).startswith("sum(")
+
+
+def test_the_top_n_session_gauges_default_to_20_and_are_bounded() -> None:
+    from pydantic import ValidationError
+
+    from policies.config.models import Settings
+
+    assert Settings().alert_top_sessions == 20
+    assert Settings(alert_top_sessions=1000).alert_top_sessions == 1000
+    with pytest.raises(ValidationError):
+        Settings(alert_top_sessions=1001)

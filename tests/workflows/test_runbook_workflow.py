@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -200,6 +201,11 @@ async def test_looping_session_is_killed_by_its_runbook_on_every_replica_and_ale
     assert rig.a.gw is not None
     rows = await list_alerts(rig.a.gw.store, key=key)
     assert len(rows) == 1 and rows[0].name == "runaway_agent"
+    # the embedded alert's labels name the session, its workflow tag and its owning team (the
+    # calling key's team), beside the rule's own labels
+    fired = orjson.loads(rows[0].labels)
+    assert (fired["session_id"], fired["workflow_tag"]) == (sid, "rb-tag"), fired
+    assert fired["team"] == "data-platform" and rows[0].severity == "critical", fired
     steps = await until(lambda: _steps_done(rig, rows[0].run_id, 3), "three steps done")
     kill = next(s for s in steps if s.action == "kill_session" and s.phase == "done")
     assert kill.actor == "governor:runbook" and sid in kill.result  # auto: repeated prompt
