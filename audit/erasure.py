@@ -92,7 +92,8 @@ async def redact_mentions(
             rows = (await conn.execute(RUNBOOK_STEPS.select().where(
                 r.run_id.in_(batch)))).mappings().all()  # fmt: skip
             items += [(RUNBOOK_STEPS.name, dict(m), PUT, note) for m in rows]
-            rows = (await conn.execute(ALERTS.select().where(a.run_id.in_(batch)))).mappings()
-            items += [(ALERTS.name, dict(m), PUT, note) for m in rows.all()]
+            alert_rows = (await conn.execute(ALERTS.select().where(a.run_id.in_(batch)))
+                          ).mappings().all()
+            items += [(ALERTS.name, dict(m), PUT, note) for m in alert_rows]
         await store.chain_append(conn, items)
     return {"alerts": len(alerts), "runbook_steps": steps}

@@ -20,7 +20,7 @@ import asyncio
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import IO, Any, TypeVar
+from typing import IO, Any, BinaryIO, TypeVar, cast
 
 from sqlalchemy import func, select
 
@@ -139,7 +139,7 @@ async def _stream_live(src: Source, store: LedgerStore, session_id: str,
                 "objects", [])):  # the server forgot the workflow: the archive's histories
             archived = await load_session(src.archive, session_id)
             histories = archived.histories if archived is not None else []
-    w = BundleWriter(out, session_id, max_bytes=max_bytes)
+    w = BundleWriter(cast(BinaryIO, out), session_id, max_bytes=max_bytes)
     for section, rtype in RECORD_TYPES:
         if section == "calls":
             async for page in call_pages(store, session_id):

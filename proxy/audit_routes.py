@@ -49,8 +49,6 @@ from audit.offloop import (
     build_show,
     count_calls,
 )
-from audit.session_source import SessionView, gather
-from audit.timeline import summary, timeline
 from audit.versions import load_versions
 from policies.config.models import ApiKey
 from policies.refusals import Refusal
@@ -269,8 +267,10 @@ async def _export(gw: Gateway, sid: str, send: Send) -> None:
     """The bundle, built off the loop into a temporary file, then streamed in chunks."""
     settings = gw.config.settings.archive
     async with _building(gw):
-        head, body = await _off_loop(gw, sid, lambda src, h: build_export(
+        built = await _off_loop(gw, sid, lambda src, h: build_export(
             src, sid, h, settings.max_export_bytes, settings.max_export_calls))
+    assert built is not None  # _off_loop answered 404 for None
+    head, body = built
     try:
         size = len(head) + await asyncio.to_thread(lambda: os.fstat(body.fileno()).st_size)
         name = f'attachment; filename="audit-{sid[:64]}.jsonl"'.encode("ascii", "replace")
@@ -287,32 +287,6 @@ async def _export(gw: Gateway, sid: str, send: Send) -> None:
                 break
     finally:
         body.close()
-
-
-async def view_of(gw: Gateway, session_id: str) -> SessionView:
-    from audit.archive import ArchiveError
-    from audit.sealing import SealingError
-
-    wf = getattr(gw, "session_workflows", None)
-    try:
-        view = await gather(session_id, ledger=gw.store, archive=gw.archive,
-                            temporal=getattr(wf, "client", None))
-    except (ArchiveError, SealingError) as exc:
-        raise Refusal(503, "archive_unreadable", f"the session archive: {exc}") from None
-    if view is None:
-        raise Refusal(404, "session_not_found",
-                      f"no session {session_id!r} in the ledger, the archive or Temporal")
-    return view
-
-
-def show_doc(view: SessionView) -> dict[str, Any]:
-    """What `governor audit show --json` prints (and the route answers)."""
-    return {
-        "session": summary(view.session_id, view.sections),
-        "source": view.source,
-        "entries": [e.to_dict() for e in timeline(view.sections, view.histories)],
-        "tombstones": view.tombstones,
-    }
 
 
 async def _erase(gw: Gateway, sid: str, key: ApiKey, receive: Receive, send: Send) -> None:
