@@ -374,6 +374,18 @@ async def test_hostile_webhooks_get_clear_4xx(rig: Rig) -> None:
     assert r.status_code == 503  # replica b runs no hub: it says so
 
 
+async def test_person_actions_on_unknown_or_hostile_alert_keys_are_clear_4xx(rig: Rig) -> None:
+    for key in ("alert-no_such_rule", "a" * 5000, "%00%ff", "alert-x%2Fy"):
+        for what in ("ack", "approve", "resolve"):
+            r = await admin(rig.a, "POST", f"/gateway/alerts/{key}/{what}", body={})
+            assert r.status_code in (400, 404), (key[:20], what, r.status_code, r.text)
+            assert "error" in r.json()
+        r = await admin(rig.a, "GET", f"/gateway/alerts/{key}")
+        assert r.status_code in (400, 404), (key[:20], r.status_code, r.text)
+    r = await admin(rig.a, "POST", "/gateway/alerts/alert-no_such_rule/ack", body={"comment": 5})
+    assert r.status_code == 400
+
+
 async def governor_cli(*args: str) -> tuple[int, str, str]:
     import sys
 
