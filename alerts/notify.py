@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from hashlib import sha256
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -48,11 +49,23 @@ def target_url(t: NotificationTarget) -> str | None:
     return t.url
 
 
+PAGERDUTY_DEDUP_MAX = 255  # Events v2 dedup_key, characters
+
+
 def _with_header(url: str, idem_key: str) -> str:
-    """Apprise's json:// and form:// take extra headers as `+Header=value` URL arguments."""
+    """Carry the idempotency key where the service can see it: Apprise's json:// and form://
+    take extra headers as `+Header=value` URL arguments; PagerDuty Events v2 gets it as its
+    `dedup_key` (Apprise's `dedup=`, unless the URL sets one), so PagerDuty itself folds a
+    retried delivery into the same incident (a key over 255 characters: its sha256 hex)."""
+    sep = "&" if "?" in url else "?"
+    if url.startswith("pagerduty://"):
+        if "dedup=" in url:
+            return url
+        dedup = idem_key if len(idem_key) <= PAGERDUTY_DEDUP_MAX else sha256(
+            idem_key.encode()).hexdigest()
+        return f"{url}{sep}dedup={quote(dedup, safe='')}"
     if not url.startswith(("json://", "jsons://", "form://", "forms://", "xml://", "xmls://")):
         return url
-    sep = "&" if "?" in url else "?"
     return f"{url}{sep}+X-Governor-Idempotency-Key={quote(idem_key, safe='')}"
 
 
