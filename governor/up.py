@@ -345,6 +345,13 @@ async def run_up(opts: UpOptions, ready: asyncio.Event | None = None) -> None:
         config = load_config_dir(opts.config_dir)
     except ConfigErrors:
         raise
+    from activities.archive_session import open_archive
+    from audit.archive import ArchiveConfigError
+
+    try:  # a bad archive url or key stops us before anything starts
+        archive = open_archive(config.settings.archive, opts.data_dir)
+    except ArchiveConfigError as exc:
+        raise UpError(f"archive: {exc}") from None
     sim_parts = urlsplit(opts.sim_url)
     use_sim = _uses_sim(config, opts.sim_url)
     ensure_port_free(opts.host, opts.port, "proxy")
@@ -416,11 +423,9 @@ async def run_up(opts: UpOptions, ready: asyncio.Event | None = None) -> None:
             stack.push_async_callback(pgw.close)
             from activities.archive_session import attach_archive
 
-            try:  # ended sessions go to the archive: the worker's activity, the proxy's job
-                attach_archive(wgw, opts.data_dir, job=False)
-                attach_archive(pgw, opts.data_dir, job=True)
-            except ValueError as exc:  # a bad archive url or key (SealingError is one)
-                raise UpError(f"archive: {exc}") from None
+            # ended sessions go to the archive: the worker's activity, the proxy's job
+            attach_archive(wgw, opts.data_dir, job=False, archive=archive)
+            attach_archive(pgw, opts.data_dir, job=True, archive=archive)
             pgw.kill_hooks.append(workflow_kill_hook(client))
             pgw.session_workflows = TemporalSessions(client, opts.task_queue)
             wgw.kill_hooks.append(workflow_kill_hook(client))  # runbook kills reach workflows
