@@ -8,7 +8,10 @@ the adoption panel can count calls per tool. Pure: a function of the request hea
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
+
+from policies.refusals import Refusal
 
 # Session-id headers the popular clients send when no X-Governor-Session-ID is given
 # (Claude Code: X-Claude-Code-Session-Id; Codex CLI: session_id / session-id).
@@ -48,8 +51,24 @@ _UA_PREFIXES: tuple[tuple[str, str], ...] = (
 _UA_ANYWHERE: tuple[tuple[str, str], ...] = (("vercel-ai-sdk", " ai-sdk/"),)
 
 
+# `X-Governor-Tool: <name>` names the tool outright (an in-house agent, a script): lower-cased,
+# 1-32 characters of a-z 0-9 . _ - (the ledger's `client_tool`; never a metric label).
+TOOL_HEADER = "x-governor-tool"
+_TOOL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
+
+
 def client_tool(headers: Mapping[str, str]) -> str | None:
-    """The recognised client tool (`claude-code`, `codex`, …) or None: a bounded label set."""
+    """The client tool: `X-Governor-Tool` when sent (a bad value is a 400 `invalid_header`),
+    else the one recognised from product headers or User-Agent (`claude-code`, `codex`, …, a
+    bounded set), else None."""
+    named = headers.get(TOOL_HEADER)
+    if named is not None and named.strip():
+        tool = named.strip().lower()
+        if not _TOOL_NAME.fullmatch(tool):
+            raise Refusal(400, "invalid_header",
+                          "X-Governor-Tool must be 1-32 characters of a-z, 0-9, '.', '_' or "
+                          "'-' starting with a letter or digit (e.g. claude-code, triage-bot)")
+        return tool
     for tool, header, prefix in _PRODUCT_HEADERS:
         value = headers.get(header)
         if value is not None and value.lower().startswith(prefix):

@@ -15,6 +15,8 @@ from policies.identity import resolve_identity
 from policies.refusals import Refusal
 from tests.policies.test_config_errors import BASE
 
+CLAUDE = "claude-cli/2.1.332 (external, sdk-cli)"
+
 
 @pytest.mark.parametrize(("headers", "tool"), [
     ({"user-agent": "claude-cli/2.1.332 (external, sdk-cli)"}, "claude-code"),
@@ -31,6 +33,19 @@ from tests.policies.test_config_errors import BASE
 ])
 def test_client_tool_is_recognised_from_headers(headers, tool) -> None:
     assert client_tool(headers) == tool
+
+
+def test_x_governor_tool_names_the_tool_over_user_agent_detection() -> None:
+    assert client_tool({"x-governor-tool": " Triage-Bot ", "user-agent": "curl/8"}) == "triage-bot"
+    assert client_tool({"x-governor-tool": "codex", "user-agent": CLAUDE}) == "codex"
+    assert client_tool({"x-governor-tool": "", "user-agent": CLAUDE}) == "claude-code"
+
+
+@pytest.mark.parametrize("value", ["a" * 33, "bad tool", "-x", "tool/1", "ünï", "a\x00"])
+def test_a_bad_x_governor_tool_is_a_400_naming_the_header(value) -> None:
+    with pytest.raises(Refusal) as e:
+        client_tool({"x-governor-tool": value})
+    assert e.value.status == 400 and "X-Governor-Tool" in e.value.message
 
 
 def test_client_session_id_takes_the_first_configured_header_with_a_value() -> None:

@@ -101,6 +101,18 @@ async def test_governor_session_header_wins_over_a_client_session_id(proxy):
     assert row.client_tool == "claude-code"  # its session header names the tool anyway
 
 
+async def test_x_governor_tool_is_recorded_as_the_tool_and_a_bad_one_is_a_400(proxy):
+    client = oai(proxy, **{"X-Governor-Tool": "Triage-Bot"})
+    raw = await client.chat.completions.with_raw_response.create(model="support-cheap",
+                                                                 messages=MSG)
+    row = await _row(proxy, raw.headers["x-governor-call-id"])
+    assert row.client_tool == "triage-bot"
+    with pytest.raises(openai.BadRequestError) as e:
+        await oai(proxy, **{"X-Governor-Tool": "no spaces please"}).chat.completions.create(
+            model="support-cheap", messages=MSG)
+    assert "X-Governor-Tool" in str(e.value)
+
+
 async def test_plain_sdk_calls_record_the_sdk_as_the_tool(proxy):
     raw = await oai(proxy).chat.completions.with_raw_response.create(model="support-cheap",
                                                                      messages=MSG)
