@@ -500,6 +500,9 @@ def erase_cmd(session_id: str, reason: str, url: str, key: str | None, data_dir:
                             content=orjson.dumps({"reason": reason}))
     tomb = doc.get("archive") or {}
     rows = doc.get("ledger_rows")
+    kept = doc.get("redacted") or {}
     click.echo(f"erased {session_id}: {len(tomb.get('removed') or [])} archive object(s)"
                + (f", ledger rows {rows}" if rows is not None else
-                  ", ledger rows kept (no tamper-evident chain to record their deletion)"))
+                  ", ledger rows kept (no tamper-evident chain to record their deletion)")
+               + (f"; {kept.get('alerts', 0)} alert(s) and {kept.get('runbook_steps', 0)} "
+                  f"runbook step(s) kept, naming {doc['ref']} instead" if doc.get("ref") else ""))

@@ -152,6 +152,8 @@ async def test_audit_routes_need_an_auditor_key_and_show_export_erase_work(
         assert out["archive"]["cause"] == "erasure" and out["archive"]["actor"] == "u_admin"
         assert len(out["archive"]["removed"]) == 1
         assert out["ledger_rows"]["calls"] == 2
+        assert out["ref"].startswith("erased-") and out["archive"]["ref"] == out["ref"]
+        assert out["redacted"] == {"alerts": 0, "runbook_steps": 0}
         # Gone from the ledger and the archive; what is left says what went and why.
         assert await gw.store.calls_for_session(sid) == []
         r = await c.get(path, headers=_auth(AUDITOR))
