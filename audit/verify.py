@@ -12,10 +12,11 @@ Names every record that was
 With `since` (epoch seconds) only links from then on are walked (the first one's predecessor is
 trusted) and only rows they cover or whose own time is from then on are compared.
 
-Memory: one compact entry per record key of the links walked (the latest link of each row),
-freed table by table (~400 bytes a row: 100,000 calls verify in ~11 s with ~40 MB). Hashing
-runs in a worker thread, a batch at a time, so a proxy serving `GET /gateway/audit/verify`
-keeps answering calls while it runs.
+Memory is bounded whatever the ledger's size: the chains are walked link by link (only the
+previous link kept), rows are read in keyset pages of `_BATCH` and each page's latest links
+are looked up by key (`ix_ledger_chain_record`), and links whose row is gone are found in
+keyset pages of record keys. Hashing runs in a worker thread, a batch at a time, so a proxy
+serving `GET /gateway/audit/verify` keeps answering calls while it runs.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+import orjson
+from sqlalchemy import func, select, tuple_
 
 from ledger.chain import TOMBSTONE, audited_tables, link_hash, shape
 from ledger.models import CALLS, CHAIN_HEADS, LEDGER_CHAIN, SESSIONS, STATE_TRANSITIONS
@@ -119,9 +121,8 @@ def report_lines(doc: dict[str, Any]) -> list[str]:
     return out
 
 
-# The latest link of each row, per table: record key -> (link id, digest as bytes, or None
-# for a tombstone, chain index, seq). Compact on purpose: one entry per row of the ledger.
-_Latest = tuple[int, bytes | None, int, int]
+# A row's latest link: (digest as bytes, or None for a tombstone, chain id, seq).
+_Latest = tuple[bytes | None, str, int]
 
 
 def _digest_bytes(digest: str) -> bytes:
@@ -141,19 +142,17 @@ async def verify(
     link it names."""
     report = VerifyReport()
     await _check_checkpoints(store, checkpoints, report)
-    latest: dict[str, dict[str, _Latest]] = {}
-    chain_ids: list[str] = []
-    await _walk_chains(store, since, report, latest, chain_ids)
+    await _walk_chains(store, since, report)
     await _check_heads(store, since, report)
-    call_tombstones = sum(1 for v in latest.get(CALLS.name, {}).values() if v[1] is None)
-    for table in audited_tables():
-        mine = latest.pop(table.name, {})
-        await _check_rows(store, table, since, report, mine, chain_ids)
-        _unseen(report, table.name, mine, chain_ids)
-    for tbl, left in latest.items():  # links of a table this ledger no longer has
-        _unseen(report, tbl, left, chain_ids)
+    audited = {t.name: t for t in audited_tables()}
+    for table in audited.values():
+        await _check_rows(store, table, since, report)
+    async with store._connect(write=False) as conn:
+        tbls = (await conn.execute(select(LEDGER_CHAIN.c.tbl).distinct())).scalars().all()
+    for tbl in sorted(tbls):
+        await _check_gone(store, tbl, audited.get(tbl), since, report)
     await _check_states(store, since, report)
-    await _check_session_totals(store, since, report, call_tombstones)
+    await _check_session_totals(store, since, report, await _call_tombstones(store, since))
     return report
 
 
@@ -234,30 +233,13 @@ async def _check_session_totals(
                 report.add(Finding("altered", SESSIONS.name, key, "", None, what))
 
 
-def _unseen(report: VerifyReport, tbl: str, left: dict[str, _Latest], ids: list[str]) -> None:
-    """Links whose row was not found: deleted, or deleted under a tombstone."""
-    for key, (_, digest, ci, seq) in left.items():
-        if digest is None:
-            report.tombstones += 1
-        else:
-            what = "chain records this row but it is gone, with no tombstone"
-            report.add(Finding("deleted", tbl, key, ids[ci], seq, what))
-    left.clear()
-
-
-async def _walk_chains(
-    store: LedgerStore,
-    since: float | None,
-    report: VerifyReport,
-    latest: dict[str, dict[str, _Latest]],
-    chain_ids: list[str],
-) -> None:
+async def _walk_chains(store: LedgerStore, since: float | None, report: VerifyReport) -> None:
     c = LEDGER_CHAIN.c
     q = select(LEDGER_CHAIN)
     if since is not None:
         q = q.where(c.ts >= since)
     q = q.order_by(c.chain_id, c.seq)
-    walk = _ChainWalk(report, since, latest, chain_ids)
+    walk = _ChainWalk(report, since)
     async with store._connect(write=False) as conn:
         result = await conn.stream(q.execution_options(yield_per=_BATCH))
         async for part in result.mappings().partitions(_BATCH):
@@ -277,8 +259,6 @@ class _ChainWalk:
 
     report: VerifyReport
     since: float | None
-    latest: dict[str, dict[str, _Latest]]
-    chain_ids: list[str]
     prev: dict[str, Any] | None = None
 
     def _add(self, kind: str, key: str, cid: str, seq: int, what: str) -> None:
@@ -300,16 +280,29 @@ class _ChainWalk:
         if recomputed != link["hash"]:
             self._add("altered", f"seq {seq}", cid, seq,
                       "link's hash does not recompute: the link was edited")  # fmt: skip
-        if prev is None or prev["chain_id"] != cid:
-            self.chain_ids.append(cid)
-        ci = len(self.chain_ids) - 1
-        table = self.latest.setdefault(link["tbl"], {})
-        key, lid = link["record_key"], int(link["id"])
-        got = table.get(key)
-        if got is None or got[0] < lid:
-            digest = None if link["op"] == TOMBSTONE else _digest_bytes(link["digest"])
-            table[key] = (lid, digest, ci, seq)
-        self.prev = link
+        self.prev = {"chain_id": cid, "seq": seq, "hash": link["hash"]}
+
+
+async def _latest_links(
+    conn: Any, tbl: str, keys: Sequence[str], since: float | None
+) -> dict[str, _Latest]:
+    """The latest link (highest id) of each of `keys` of table `tbl` (from `since` on)."""
+    c = LEDGER_CHAIN.c
+    if not keys:
+        return {}
+    sub = select(c.record_key, func.max(c.id).label("m")).where(
+        c.tbl == tbl, c.record_key.in_(keys)
+    )
+    if since is not None:
+        sub = sub.where(c.ts >= since)
+    last = sub.group_by(c.record_key).subquery()
+    q = select(c.record_key, c.op, c.digest, c.chain_id, c.seq).select_from(
+        LEDGER_CHAIN.join(last, c.id == last.c.m)
+    )
+    out: dict[str, _Latest] = {}
+    for key, op, digest, cid, seq in (await conn.execute(q)).all():
+        out[key] = (None if op == TOMBSTONE else _digest_bytes(digest), cid, int(seq))
+    return out
 
 
 async def _check_checkpoints(
@@ -367,25 +360,34 @@ async def _check_heads(store: LedgerStore, since: float | None, report: VerifyRe
                 )
 
 
-async def _check_rows(
-    store: LedgerStore,
-    table: Any,
-    since: float | None,
-    report: VerifyReport,
-    latest: dict[str, _Latest],
-    chain_ids: list[str],
-) -> None:
+def _keyset(table: Any, after: tuple[Any, ...] | None) -> Any:
+    """One page of `table` in primary-key order after the key `after`."""
+    pk = list(table.primary_key.columns)
+    q = select(table)
+    if after is not None:
+        q = q.where(pk[0] > after[0] if len(pk) == 1 else tuple_(*pk) > tuple_(*after))
+    return q.order_by(*pk).limit(_BATCH)
+
+
+async def _check_rows(store: LedgerStore, table: Any, since: float | None,
+                      report: VerifyReport) -> None:  # fmt: skip
+    """Every row of `table` against its latest link, a keyset page at a time."""
     sh = shape(table)
     tcol = next((n for n in _TIME_COLUMNS if n in table.c), None)
+    pk = [c.name for c in table.primary_key.columns]
+    after: tuple[Any, ...] | None = None
     async with store._connect(write=False) as conn:
-        result = await conn.stream(select(table).execution_options(yield_per=_BATCH))
-        async for part in result.mappings().partitions(_BATCH):
-            rows = [dict(m) for m in part]
+        while True:
+            rows = [dict(m) for m in (await conn.execute(_keyset(table, after))).mappings()]
+            if not rows:
+                return
+            after = tuple(rows[-1][n] for n in pk)
             keyed = await asyncio.to_thread(
                 lambda b: [(sh.record_key(r), bytes.fromhex(sh.digest(r))) for r in b], rows
             )
+            latest = await _latest_links(conn, table.name, [k for k, _ in keyed], since)
             for row, (key, digest) in zip(rows, keyed, strict=True):
-                _check_row(report, table.name, row, key, digest, tcol, since, latest, chain_ids)
+                _check_row(report, table.name, row, key, digest, tcol, since, latest.get(key))
 
 
 def _check_row(
@@ -396,10 +398,8 @@ def _check_row(
     digest: bytes,
     tcol: str | None,
     since: float | None,
-    latest: dict[str, _Latest],
-    chain_ids: list[str],
+    lt: _Latest | None,
 ) -> None:
-    lt = latest.pop(key, None)  # what is left at the end was not found: deleted
     if lt is None:
         t = row.get(tcol) if tcol else None
         if since is not None and (t is None or float(t) < since):
@@ -408,13 +408,74 @@ def _check_row(
         report.add(Finding("inserted", tname, key, "", None, "row has no chain record"))
         return
     report.rows += 1
-    _, want, ci, seq = lt
+    want, cid, seq = lt
     if want is None:
         what = "row is present after its tombstone"
-        report.add(Finding("inserted", tname, key, chain_ids[ci], seq, what))
+        report.add(Finding("inserted", tname, key, cid, seq, what))
     elif digest != want:
         what = "row differs from its latest chain record"
-        report.add(Finding("altered", tname, key, chain_ids[ci], seq, what))
+        report.add(Finding("altered", tname, key, cid, seq, what))
+
+
+async def _check_gone(
+    store: LedgerStore, tbl: str, table: Any | None, since: float | None, report: VerifyReport
+) -> None:
+    """Record keys of `tbl` in the chain whose row is gone: deleted under a tombstone (counted)
+    or not (named). Keyset pages of record keys; `table` None: a table this ledger no longer
+    has (every key is gone)."""
+    c = LEDGER_CHAIN.c
+    after = ""
+    async with store._connect(write=False) as conn:
+        while True:
+            q = select(c.record_key).where(c.tbl == tbl, c.record_key > after)
+            if since is not None:
+                q = q.where(c.ts >= since)
+            q = q.group_by(c.record_key).order_by(c.record_key).limit(_BATCH)
+            keys = list((await conn.execute(q)).scalars().all())
+            if not keys:
+                return
+            after = keys[-1]
+            present = set() if table is None else await _present(conn, table, keys)
+            gone = [k for k in keys if k not in present]
+            if not gone:
+                continue
+            for key, (digest, cid, seq) in (await _latest_links(conn, tbl, gone, since)).items():
+                if digest is None:
+                    report.tombstones += 1
+                else:
+                    what = "chain records this row but it is gone, with no tombstone"
+                    report.add(Finding("deleted", tbl, key, cid, seq, what))
+
+
+async def _present(conn: Any, table: Any, keys: Sequence[str]) -> set[str]:
+    """Which of the record `keys` (canonical JSON lists of key values) have a row in `table`."""
+    sh = shape(table)
+    cols = [table.c[k] for k in sh.key]
+    values = []
+    for k in keys:
+        try:
+            v = orjson.loads(k)
+        except orjson.JSONDecodeError:
+            continue  # an edited link's key: no row has it
+        if isinstance(v, list) and len(v) == len(cols):
+            values.append(tuple(v))
+    if not values:
+        return set()
+    if len(cols) == 1:
+        where = cols[0].in_([v[0] for v in values])
+    else:
+        where = tuple_(*cols).in_(values)
+    rows = (await conn.execute(select(*cols).where(where))).mappings().all()
+    return {sh.record_key(r) for r in rows}
+
+
+async def _call_tombstones(store: LedgerStore, since: float | None) -> int:
+    c = LEDGER_CHAIN.c
+    q = select(func.count()).where(c.tbl == CALLS.name, c.op == TOMBSTONE)
+    if since is not None:
+        q = q.where(c.ts >= since)
+    async with store._connect(write=False) as conn:
+        return int((await conn.execute(q)).scalar() or 0)
 
 
 async def _verify_url(url: str, schema: str | None, since: float | None) -> dict[str, Any]:
@@ -430,8 +491,6 @@ def main(argv: list[str] | None = None) -> int:
     `GOVERNOR_LEDGER_URL` and print the report as one JSON object. A proxy runs this as a child
     process for `GET /gateway/audit/verify`, so a long verify never holds its event loop.
     Exit 0 with a report (whatever it found); 2 when the ledger cannot be read."""
-    import orjson
-
     from ledger.errors import LedgerError
 
     ap = argparse.ArgumentParser(prog="python -m audit.verify")

@@ -258,6 +258,8 @@ class LedgerStore:
         def create(sync_conn: Any) -> None:
             SQLModel.metadata.create_all(sync_conn, tables=list(LEDGER_TABLES))
             _add_missing_columns(sync_conn)
+            for ix in LEDGER_CHAIN.indexes:  # indexes added since a ledger was made
+                ix.create(sync_conn, checkfirst=True)
 
         async with self._ddl_lock:  # first operations racing after an outage create once
             if self._ready:
