@@ -118,6 +118,14 @@ def check_promql_shape(q: str) -> str:
     return q
 
 
+def _label_name(k: object) -> None:
+    """A Prometheus label (or annotation) name; `__` names are Prometheus's own."""
+    if not isinstance(k, str) or not _LABEL.match(k):
+        raise ValueError(f"label name {k!r} must be letters, digits and _")
+    if k.startswith("__"):
+        raise ValueError(f"label name {k!r}: names starting with __ are reserved by Prometheus")
+
+
 def _duration(v: str | None) -> str | None:
     if v is not None:
         window_seconds(v)
@@ -197,14 +205,20 @@ class AlertRule(_Strict):
     def _query(cls, v: str | None) -> str | None:
         return None if v is None else check_promql_shape(v)
 
-    @field_validator("labels", mode="before")
+    @field_validator("labels", "annotations", mode="before")
     @classmethod
     def _labels(cls, v: object) -> object:
         if isinstance(v, dict):
             for k in v:
-                if not isinstance(k, str) or not _LABEL.match(k):
-                    raise ValueError(f"label name {k!r} must be letters, digits and _")
+                _label_name(k)
             return {k: str(val) for k, val in v.items()}
+        return v
+
+    @field_validator("identify")
+    @classmethod
+    def _identify(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for k in v or ():
+            _label_name(k)
         return v
 
     @field_validator("for_")
@@ -451,6 +465,16 @@ def promql(rule: AlertRule) -> str:
     return _METRIC.sub(lambda m: METRIC_MAP.get(m.group(0), m.group(0)), q)
 
 
+_BRACES = re.compile(r"\{\{|\}\}")
+
+
+def template_literal(text: str) -> str:
+    """Text Prometheus's Go templating renders back unchanged: each `{{` / `}}` becomes an
+    action printing it as a string literal. The runbook is copied text, not a template (the
+    embedded source shows it as written too)."""
+    return _BRACES.sub(lambda m: '{{"' + m.group(0) + '"}}', text)
+
+
 def prometheus_rules(rules: Sequence[AlertRule], group: str = "governor") -> dict[str, object]:
     """A Prometheus rule file (as data): one alerting rule per Governor rule."""
     out = []
@@ -462,7 +486,7 @@ def prometheus_rules(rules: Sequence[AlertRule], group: str = "governor") -> dic
         item["labels"] = labels
         ann = {**r.annotations}
         if r.runbook:
-            ann.setdefault("runbook", r.runbook.strip())
+            ann.setdefault("runbook", template_literal(r.runbook.strip()))
         ann.setdefault("summary", f"Governor alert {r.name}")
         item["annotations"] = ann
         out.append(item)

@@ -51,3 +51,30 @@ def test_rules_of_a_broken_config_exit_1_with_located_errors(tmp_path: Path) -> 
     r = run("alerts", "rules", "--config", str(tmp_path))
     assert r.returncode == 1
     assert f"{tmp_path / 'a.yaml'}:2: alerts.0.query:" in r.stderr
+
+
+def test_runbook_text_with_template_braces_stays_literal_and_passes_promtool(
+    tmp_path: Path,
+) -> None:
+    """Prometheus renders annotations as Go templates; a runbook's text is copied, not a
+    template, so `{{`/`}}` in it are escaped (promtool failed on an unclosed action before)."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool missing (.ci/run installs the Debian `prometheus` package)")
+    text = "1. check {{ $value \n2. then }} and {{\"x\"}}\n"
+    (tmp_path / "a.yaml").write_text(
+        "alerts:\n  - name: x\n    query: up == 0\n    runbook: " + yaml.safe_dump(text).strip()
+        + "\n    annotations: {summary: 'down: {{ $labels.job }}'}\n")
+    r = run("alerts", "rules", "--config", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "rules.yml"
+    out.write_text(r.stdout)
+    checked = subprocess.run([promtool, "check", "rules", str(out)], capture_output=True,
+                             text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    (rule,) = [x for x in yaml.safe_load(r.stdout)["groups"][0]["rules"] if x["alert"] == "x"]
+    assert rule["annotations"]["summary"] == "down: {{ $labels.job }}"  # a template, kept
+    # What Prometheus renders back: the text as written (each escaped brace pair is a string
+    # literal action).
+    rendered = rule["annotations"]["runbook"].replace('{{"{{"}}', "{{").replace('{{"}}"}}', "}}")
+    assert rendered == text.strip()

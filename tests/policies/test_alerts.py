@@ -215,3 +215,22 @@ def test_the_top_n_session_gauges_default_to_20_and_are_bounded() -> None:
     assert Settings(alert_top_sessions=1000).alert_top_sessions == 1000
     with pytest.raises(ValidationError):
         Settings(alert_top_sessions=1001)
+
+
+@pytest.mark.parametrize(
+    ("field", "yaml_value", "line"),
+    [
+        ("annotations", "{'bad key': v}", 4),
+        ("labels", "{__name__: v}", 4),
+        ("identify", "['bad key']", 4),
+    ],
+)
+def test_names_promtool_would_refuse_are_config_errors(
+    config_dir: Path, field: str, yaml_value: str, line: int
+) -> None:
+    (config_dir / "alerts.yaml").write_text(
+        f"alerts:\n  - name: x\n    query: up > 0\n    {field}: {yaml_value}\n")
+    with pytest.raises(ConfigErrors) as exc:
+        load_config_dir(config_dir)
+    (err,) = exc.value.errors
+    assert str(err).startswith(f"{config_dir / 'alerts.yaml'}:{line}: alerts.0.{field}:"), str(err)
