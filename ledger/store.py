@@ -38,6 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.schema import CreateIndex
 from sqlmodel import SQLModel
 
 from ledger import chain, transitions
@@ -760,8 +761,14 @@ def _add_missing_columns(sync_conn: Any) -> None:
             kind = col.type.compile(dialect=sync_conn.dialect)
             name = sync_conn.dialect.identifier_preparer.format_table(table)
             sync_conn.execute(text(f'ALTER TABLE {name} ADD COLUMN "{col.name}" {kind}'))
-        for index in table.indexes:  # and the indexes added since
-            index.create(sync_conn, checkfirst=True)
+        for index in table.indexes:  # and the (small tables') indexes added since
+            if index.name in _LATE_INDEXES:
+                sync_conn.execute(CreateIndex(index, if_not_exists=True))
+
+
+# Indexes added to tables that already shipped, created at start where missing; only on small
+# tables (an index build on `calls` at start-up would hold every replica's start).
+_LATE_INDEXES = frozenset({"ix_archived_sessions_archived_ts", "ix_archived_sessions_history_due"})
 _SQLITE_INSERT_CALLS = (
     "INSERT OR IGNORE INTO calls ("
     + ", ".join(f'"{c}"' for c in _CALL_COLUMNS)
