@@ -39,7 +39,7 @@ from policies.config.models import window_seconds
 KIND = "gateway-alert-rules"
 TARGETS_KIND = "gateway-notification-targets"
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = ALERT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a Prometheus name
 _LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 Action = Literal[

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 from activities.gateway import Gateway
 from activities.overrides import refresh_overrides
 from ledger.alert_store import active_overrides, clear_overrides, list_alerts, steps_of
+from policies.alerts import ALERT_NAME
 from policies.config.models import ApiKey, window_seconds
 from policies.refusals import Refusal
 from proxy.http import BodyTooLarge, Receive, Scope, Send, header_map, read_body, respond_json
@@ -139,9 +140,15 @@ async def _alertmanager(gw: Gateway, doc: dict[str, Any]) -> dict[str, Any]:
 async def _silence(gw: Gateway, key: ApiKey, doc: dict[str, Any]) -> dict[str, Any]:
     hub = _hub(gw)
     rule = doc.get("rule")
-    if rule is not None and (not isinstance(rule, str) or len(rule) > 200):
-        raise Refusal(400, "invalid_request", "`rule` must be an alert name")
+    if rule is not None and (not isinstance(rule, str) or len(rule) > 200
+                             or not ALERT_NAME.match(rule)):
+        raise Refusal(400, "invalid_request",
+                      "`rule` must be an alert name (letters, digits and _)")
     matchers = _labels(doc.get("matchers", {}), "matchers")
+    for k in matchers:
+        if not ALERT_NAME.match(k) or k.startswith("__"):
+            raise Refusal(400, "invalid_request",
+                          f"matchers: {k[:64]!r} is not a label name (letters, digits and _)")
     if rule is None and not matchers:
         raise Refusal(400, "invalid_request", "a silence needs a `rule`, `matchers` or both")
     try:

@@ -448,6 +448,10 @@ async def test_cli_silences_list_with_actor_and_expiry_and_an_unknown_rule_is_fl
     assert code == 1 and "403" in err
     code, _, err = await governor_cli("alerts", "silence", "--rule", "x", "--for", "31d", *url)
     assert code == 1 and "at most 30d" in err
+    for body in ({"rule": "secret leaked"}, {"rule": "x{a}"}, {"matchers": {"bad key": "v"}},
+                 {"matchers": {"__name__": "up"}}, {"rule": "x", "duration": "0s"}):
+        r = await admin(rig.a, "POST", "/gateway/alerts/silences", body=body)
+        assert r.status_code == 400 and "error" in r.json(), (body, r.text)
 
 
 async def test_an_opened_breaker_and_untagged_spend_start_their_runbooks(rig: Rig) -> None:
