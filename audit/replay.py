@@ -20,6 +20,7 @@ exported bundle (`audit.bundle`), so replay works after the server deleted the w
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -30,6 +31,7 @@ from typing import Any
 import orjson
 
 from audit.decisions import rate_verdict, redecide, repeat_verdict
+from audit.stored_text import TextChecks, check_stored_text
 from audit.versions import config_from_body
 from policies.config.gateway import GatewayConfig
 
@@ -48,12 +50,17 @@ class SessionRecord:
     # (workflow id, Temporal history JSON {"events": [...]}) per run, oldest first
     histories: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     guardrail_events: list[dict[str, Any]] = field(default_factory=list)  # recorded verdicts
+    # The deployment's fingerprint salt, when the replaying side holds it (direct mode): the
+    # guardrail verdicts are then checked against the stored text (`audit.stored_text`)
+    salt: bytes | None = None
+    # ...or that check as the proxy made it (admin API: the salt never leaves the proxy)
+    text_checks: TextChecks | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Divergence:
     call_id: str
-    check: str  # "decision" | "route" | "loop" | "workflow"
+    check: str  # "decision" | "route" | "loop" | "workflow" | "guardrail"
     recorded: Any
     replayed: Any
 
@@ -74,6 +81,9 @@ class ReplayReport:
     config: str = "recorded versions"
     # guardrail (and classifier) verdicts by action: recorded, not re-run
     guardrail_verdicts: dict[str, int] = field(default_factory=dict)
+    # guardrail verdicts checked against the stored text (store_text), and those not checked
+    guardrail_checked: int = 0
+    guardrail_unchecked: int = 0
 
     @property
     def ok(self) -> bool:
@@ -96,6 +106,8 @@ class ReplayReport:
             "divergence_count": len(self.divergences),
             "skipped": [{"call_id": c, "why": w} for c, w in self.skipped],
             "guardrail_verdicts": self.guardrail_verdicts,
+            "guardrail_checked": self.guardrail_checked,
+            "guardrail_unchecked": self.guardrail_unchecked,
         }
 
     def lines(self) -> list[str]:
@@ -106,7 +118,9 @@ class ReplayReport:
         out.append(f"{self.reproduced} of {self.decisions} decisions reproduced")
         if self.guardrail_verdicts:
             parts = ", ".join(f"{n} {a}" for a, n in sorted(self.guardrail_verdicts.items()))
-            out.append(f"guardrail verdicts: {parts} (recorded, not re-run)")
+            out.append(f"guardrail verdicts: {parts} (recorded); {self.guardrail_checked} "
+                       f"checked against the stored text, {self.guardrail_unchecked} not "
+                       "(no stored text, tool-input, or a classifier's)")
         for d in self.divergences[:MAX_DIVERGENCES_SHOWN]:
             out.append("  DIVERGED " + d.text())
         for c, w in self.skipped:
@@ -140,27 +154,46 @@ def histories_of(runs: Iterable[dict[str, Any]]) -> list[tuple[str, dict[str, An
 
 def record_from_doc(doc: dict[str, Any]) -> SessionRecord:
     """A session record from the admin API's answer (`proxy.audit_routes`)."""
+    tc = doc.get("guardrail_text_checks")
+    checks = None
+    if isinstance(tc, dict):
+        checks = TextChecks(int(tc.get("checked") or 0), int(tc.get("unchecked") or 0),
+                            [(str(d[0]), list(d[1]), str(d[2]))
+                             for d in tc.get("divergences") or [] if len(d) == 3])
     return SessionRecord(
         session_id=str(doc.get("session_id") or ""),
         calls=list(doc.get("calls") or []),
         versions={v["version_id"]: v["body"] for v in doc.get("config_versions") or []},
         histories=histories_of(doc.get("histories") or []),
         guardrail_events=list(doc.get("guardrail_events") or []),
+        text_checks=checks,
     )
 
 
-async def record_from_ledger(store: Any, session_id: str) -> SessionRecord:
+def text_checks_doc(c: TextChecks) -> dict[str, Any]:
+    """`TextChecks` as the admin API sends it (`record_from_doc` reads it back)."""
+    return {"checked": c.checked, "unchecked": c.unchecked,
+            "divergences": [list(d) for d in c.divergences[:MAX_DIVERGENCES_SHOWN]]}
+
+
+async def record_from_ledger(store: Any, session_id: str, salt: bytes | None = None
+                             ) -> SessionRecord:
     """The session's call rows, the config versions they name and its guardrail events, from
-    the ledger database (`ledger.session_record`)."""
+    the ledger database (`ledger.session_record`). With `salt`, the guardrail verdicts are
+    checked against the stored text here (`text_checks`); the text itself is never kept."""
     from ledger.session_record import session_record
 
     sections = await session_record(store, session_id)
     rows = sections["calls"]
+    checks = None
+    if salt is not None:
+        checks = await asyncio.to_thread(check_stored_text, rows,
+                                         sections["guardrail_events"], salt)
     for r in rows:
-        r["prompt_text"] = r["completion_text"] = None  # replay never needs the text
+        r["prompt_text"] = r["completion_text"] = None  # checked above; never sent on
     versions = {v["version_id"]: v["body"] for v in sections["config_versions"]}
     return SessionRecord(session_id, rows, versions,
-                         guardrail_events=sections["guardrail_events"])
+                         guardrail_events=sections["guardrail_events"], text_checks=checks)
 
 
 async def histories_from_temporal(client: Any, workflow_id: str
@@ -534,4 +567,14 @@ async def replay(
     for e in record.guardrail_events:
         a = str(e.get("action") or "?")
         report.guardrail_verdicts[a] = report.guardrail_verdicts.get(a, 0) + 1
+    checks = record.text_checks
+    if checks is None and record.salt is not None:  # a bundle, with the salt at hand
+        checks = await asyncio.to_thread(check_stored_text, record.calls,
+                                         record.guardrail_events, record.salt)
+    if checks is None:
+        report.guardrail_unchecked = len(record.guardrail_events)
+    else:
+        report.guardrail_checked, report.guardrail_unchecked = checks.checked, checks.unchecked
+        report.divergences.extend(Divergence(c, "guardrail", rec, now)
+                                  for c, rec, now in checks.divergences)
     return report

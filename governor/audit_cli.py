@@ -97,10 +97,13 @@ def audit_replay(target: str, config_dir: Path | None, temporal_address: str | N
             record = record_from_bundle(path)
         except (OSError, ValueError) as exc:
             _fail(f"cannot read bundle {target}: {exc}", 2)
+        record.salt = _stored_salt(data_dir)
     elif Direct.wanted(data_dir, ledger):
         direct = Direct(data_dir, ledger, None, archive_url, temporal_address)
+        salt = _stored_salt(direct.data_dir)
         record = asyncio.run(direct.run(
-            lambda store, archive, temporal: _direct_record(store, archive, temporal, target)))
+            lambda store, archive, temporal: _direct_record(store, archive, temporal, target,
+                                                            salt)))
     else:
         doc = admin_request(url, key, "GET", f"/gateway/audit/sessions/{quote(target, safe='')}"
                             "/decisions")
@@ -116,13 +119,32 @@ def audit_replay(target: str, config_dir: Path | None, temporal_address: str | N
     sys.exit(code)
 
 
-async def _direct_record(store: Any, archive: Any, temporal: Any, session_id: str) -> Any:
-    """The record from the ledger; the workflow history from Temporal while the server has
-    it, else from the session archive."""
+def _stored_salt(data_dir: Path | None) -> bytes | None:
+    """The deployment's fingerprint salt if this side holds it (`GOVERNOR_FINGERPRINT_SALT`, or
+    the data dir's salt file), never created here: without it guardrail verdicts are not
+    checked against the stored text."""
+    from activities.guardrails import SALT_ENV, SALT_FILE
+
+    env = os.environ.get(SALT_ENV)
+    if env:
+        return env.encode("utf-8")
+    if data_dir is None:
+        return None
+    try:
+        return (data_dir / SALT_FILE).read_bytes().strip() or None
+    except OSError:
+        return None
+
+
+async def _direct_record(store: Any, archive: Any, temporal: Any, session_id: str,
+                         salt: bytes | None = None) -> Any:
+    """The record from the ledger (its guardrail verdicts checked against the stored text when
+    `salt` is at hand); the workflow history from Temporal while the server has it, else from
+    the session archive."""
     from audit.replay import histories_from_archive, histories_from_temporal, record_from_ledger
     from workflows.session import session_workflow_id
 
-    record = await record_from_ledger(store, session_id)
+    record = await record_from_ledger(store, session_id, salt)
     if not record.calls:
         _fail(f"no calls of session {session_id!r} in the ledger")
     if any(r["path"] == "workflow" for r in record.calls):

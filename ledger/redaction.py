@@ -69,6 +69,7 @@ def content_fields(
 
 
 _STORED_DETECTORS = frozenset({"secrets", "pii"})
+STORED_DETECTORS = _STORED_DETECTORS  # whose findings stored text never holds in clear
 
 
 def redact_text(text: str) -> str:

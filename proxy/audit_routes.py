@@ -121,11 +121,18 @@ async def handle_audit_routes(gw: Gateway, parts: list[str], scope: Scope, recei
 
 
 async def decisions_record(gw: Gateway, session_id: str) -> dict[str, Any]:
-    from audit.replay import histories_from_archive, histories_from_temporal, record_from_ledger
+    from activities.guardrails import gateway_salt
+    from audit.replay import (
+        histories_from_archive,
+        histories_from_temporal,
+        record_from_ledger,
+        text_checks_doc,
+    )
     from workflows.session import session_workflow_id
 
     await gw.writer.flush()
-    rec = await record_from_ledger(gw.store, session_id)
+    # the salt stays here: the stored-text check is made by the proxy, its result sent
+    rec = await record_from_ledger(gw.store, session_id, gateway_salt(gw))
     if not rec.calls:
         raise Refusal(404, "session_not_found", f"no calls of session {session_id!r} in the ledger")
     histories: list[tuple[str, dict[str, Any]]] = []
@@ -143,6 +150,7 @@ async def decisions_record(gw: Gateway, session_id: str) -> dict[str, Any]:
         "config_versions": list(found.values()),
         "histories": [{"workflow_id": w, "history": h} for w, h in histories],
         "guardrail_events": rec.guardrail_events[:MAX_CALLS],
+        "guardrail_text_checks": text_checks_doc(rec.text_checks) if rec.text_checks else None,
     }
 
 
