@@ -36,9 +36,10 @@ async def insert_guardrail_events(
     )
     async with store._chained() as conn:
         result = await conn.execute(stmt, batch)
-        new = sorted((r[0], r[1], int(r[2])) for r in result.all())
+        new = {(r[0], r[1], int(r[2])) for r in result.all()}
         name = GUARDRAIL_EVENTS.name
-        await store.chain_append(conn, [(name, unique[k], PUT, "") for k in new])
+        # inserted in key order (replicas lock rows in one order); linked in journal order
+        await store.chain_append(conn, [(name, unique[k], PUT, "") for k in unique if k in new])
         return len(new)
 
 

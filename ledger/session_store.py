@@ -79,6 +79,7 @@ async def insert_stream_starts(store: LedgerStore, rows: Sequence[Mapping[str, A
     """Record stream starts not already present (a replayed journal offers them again)."""
     if not rows:
         return 0
+    journal = list(dict.fromkeys(r["call_id"] for r in rows))
     batch = sorted(
         (
             {"call_id": r["call_id"], "runtime": r["runtime"], "ts": r["ts"], "row": r["row"]}
@@ -94,8 +95,10 @@ async def insert_stream_starts(store: LedgerStore, rows: Sequence[Mapping[str, A
     by_id = {r["call_id"]: r for r in batch}
     async with store._chained() as conn:
         result = await conn.execute(stmt, batch)
-        new = sorted(result.scalars().all())
-        await store.chain_append(conn, [(STREAM_STARTS.name, by_id[k], PUT, "") for k in new])
+        new = set(result.scalars().all())
+        # inserted in key order (replicas lock rows in one order); linked in journal order
+        linked = [(STREAM_STARTS.name, by_id[k], PUT, "") for k in journal if k in new]
+        await store.chain_append(conn, linked)
         return len(new)
 
 

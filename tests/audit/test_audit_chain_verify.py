@@ -536,3 +536,31 @@ async def test_verify_memory_does_not_grow_with_the_ledger(tmp_path: Path) -> No
     large, r_large = await peak(24_000)
     assert r_small.ok and r_large.ok and r_large.rows == 24_050, list(r_large.lines())
     assert large < small + 2_000_000, (small, large)
+
+
+async def test_one_flush_links_each_kind_in_journal_order(target: Target, tmp_path: Path) -> None:
+    """Within one flush, kills, stream starts, calls and guardrail events are linked kind by
+    kind (kills, starts, calls with their sessions, events), each kind in journal order — not
+    in key order."""
+    store = await target.open()
+    writer = LedgerWriter(store, Journal(tmp_path / "j"), flush_interval=60.0)
+    await writer.start()
+    for cid in ("zz", "mm", "aa"):
+        writer.record_event(event(cid))
+        writer.record_stream_start(call_row(f"{cid}-s", stream=True))
+        writer.record_call(call_row(cid))
+    await writer.flush()
+    await writer.close()
+    async with store._connect(write=False) as conn:
+        q = text("SELECT tbl, record_key FROM ledger_chain ORDER BY seq")
+        got = [(t, k) for t, k in (await conn.execute(q)).all() if t != "sessions"]
+    assert got == [
+        ("stream_starts", '["zz-s"]'), ("stream_starts", '["mm-s"]'),
+        ("stream_starts", '["aa-s"]'),
+        ("calls", '["zz"]'), ("calls", '["mm"]'), ("calls", '["aa"]'),
+        ("guardrail_events", '["zz","request-input",0]'),
+        ("guardrail_events", '["mm","request-input",0]'),
+        ("guardrail_events", '["aa","request-input",0]'),
+    ], got  # fmt: skip
+    assert (await verify(store)).ok
+    await store.close()
