@@ -25,11 +25,12 @@ from activities.stream_stop import CLIENT_CLOSED, KILLED, StreamStop
 from activities.tracing import span
 from activities.wire.errors import stream_error
 from activities.wire.usage import Protocol, Usage, estimate_tokens
-from audit.decisions import Reads, open_breakers, record_decision
+from audit.decisions import Reads, open_breakers, record_decision, record_gate
 from ledger.redaction import hash_text
 from policies.config.models import RoutingConfig, Target
 from policies.decision import PreCall, decide
 from policies.estimates import caller_max_tokens, input_tokens_estimate
+from policies.gates import session_gate
 from policies.identity import Identity
 from policies.pricing import call_cost
 from policies.refusals import Refusal
@@ -224,15 +225,14 @@ async def _decide(
     ident = req.ident
     sid = ident.session_id
     killed = gw.state.killed.get(sid) if sid is not None else None
-    if killed == CLOSED:
-        raise Refusal(409, "session_closed",
-                      f"session {sid!r} was closed by its owner; start a new session id")
-    if sid is not None and gw.loop_guard.throttled and killed is None:
-        wait = gw.loop_guard.throttled_for(sid, now)
-        if wait > 0:
-            raise Refusal(429, "session_throttled",
-                          f"session {sid!r} is throttled by the loop detector for {wait:.0f}s "
-                          "more; check the agent for a loop", retry_after=wait)
+    if killed == CLOSED or (sid is not None and gw.loop_guard.throttled and killed is None):
+        closed = killed == CLOSED
+        wait = 0.0 if closed else gw.loop_guard.throttled_for(sid, now)  # type: ignore[arg-type]
+        gate = session_gate(sid, closed, wait)
+        if gate is not None:  # refused before the policy core: the state it was checked on
+            req.config_version = gw.config_version
+            req.record = record_gate(req.body.get("model"), now, ident, closed, wait, gate)
+            raise gate
     pre = await _decide_leased(gw, req, now, est_in, est_out, killed)
     if pre.action == "queue":
         deadline = now + pre.queue_timeout

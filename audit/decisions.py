@@ -26,6 +26,8 @@ Record shape (`calls.decision_record`, keys kept short, all optional but `v`):
     lf  its repeat inputs: [prompt fingerprint (HMAC-SHA256 under the deployment salt, 16 hex;
         "" for a text-less call), times in a row it ends the session's recent history (≤ 32)]
     lv  its verdict on this call: [kind "rate"|"repeat", action]
+    g   a refusal before the policy core (`policies.gates`): [closed 0|1, throttle seconds left]
+        (then only v, m, t, id, g and o are recorded)
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any
 from policies.config.gateway import GatewayConfig
 from policies.config.models import RoutingConfig, Target
 from policies.decision import PreCall
+from policies.gates import session_gate
 from policies.identity import Identity
 from policies.loops import is_loop, rate_baseline, rate_signal_action, repeats_over
 from policies.refusals import Refusal
@@ -101,6 +104,20 @@ def record_decision(
     elif pre is not None:
         rec["o"] = [pre.action, pre.vm.name, pre.pinned.key if pre.pinned else None]
     return rec
+
+
+def record_gate(model: object, now: float, ident: Identity, closed: bool, throttle_left: float,
+                refused: Refusal) -> dict[str, Any]:
+    """The record of a call refused at a session gate (closed, loop-throttled): the state it
+    was checked against and the refusal."""
+    return {
+        "v": FORMAT,
+        "m": model[:MODEL_CHARS] if isinstance(model, str) else None,
+        "t": now,
+        "id": [ident.role, ident.subject_type],
+        "g": [int(closed), round(throttle_left, 3)],
+        "o": ["refused", refused.code],
+    }
 
 
 def open_breakers(vm: RoutingConfig, allowed: Callable[[Target], bool]) -> list[str]:
@@ -188,6 +205,10 @@ def redecide(
     """Run `decide()` (and `plan_route()` where the call planned a route) again on the recorded
     inputs under `config`. The policy functions are passed in, so the caller decides whose code
     runs (today's `policies.decision.decide`, or a candidate's)."""
+    if "g" in rec:  # refused at a session gate, before the policy core
+        closed, left = [*rec["g"], 0, 0.0][:2]
+        gate = session_gate(row.get("session_id"), bool(closed), float(left or 0.0))
+        return Redecided(["refused", gate.code] if gate is not None else ["passed gate"], None)
     counts, spend, held, held_spend = inputs_of(rec)
     ident = identity_of(row, rec)
     try:

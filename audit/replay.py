@@ -461,8 +461,7 @@ def replay_decisions(
         call_id = str(row.get("call_id"))
         rec = _record_of(row)
         if rec is None or "o" not in rec:
-            report.skipped.append((call_id, "no decision record (decided before records, or "
-                                            "refused before the policy core ran)"))
+            report.skipped.append((call_id, "no decision record (decided before records)"))
             continue
         cfg = config
         if cfg is None:

@@ -313,6 +313,47 @@ async def test_a_proxy_loop_kill_by_repeat_is_re_decided_from_its_recorded_finge
                       "replayed": ["repeat", "kill"]}
 
 
+async def test_refusals_at_the_session_gates_are_recorded_and_reproduced(gateway):
+    """A loop-throttled call and a closed session's call are refused before the policy core:
+    each keeps a minimal decision record (the state checked), and replay reproduces them."""
+    import dataclasses
+    import time
+
+    p = gateway
+    gw = p.gw
+    sid = f"gates-{uuid.uuid4().hex[:8]}"
+    before = gw.config
+    gw.apply_config(dataclasses.replace(before, settings=before.settings.model_copy(
+        update={"loop_action": "throttle", "loop_throttle_seconds": 600.0})))
+    body = {"model": "intent-fast", "messages": [{"role": "user", "content": f"poll {sid}"}]}
+    hdr = {"Authorization": "Bearer gk-dev-developer", "X-Governor-Session-ID": sid,
+           "X-Governor-Workflow-Tag": "a-gates", "X-Governor-Project": "a-gates"}
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{p.port}", timeout=30) as c:
+            for _ in range(5):
+                assert (await c.post("/v1/chat/completions", json=body, headers=hdr)
+                        ).status_code == 200
+            r = await c.post("/v1/chat/completions", json=body, headers=hdr)
+            assert r.status_code == 429 and r.json()["error"]["code"] == "session_throttled"
+            await gw.store.record_close(sid, time.time())
+            gw.mark_closed(sid)
+            r = await c.post("/v1/chat/completions", json=body, headers=hdr)
+            assert r.status_code == 409 and r.json()["error"]["code"] == "session_closed"
+    finally:
+        gw.apply_config(before)
+    await gw.writer.flush()
+    rows = sorted(await gw.store.calls_for_session(sid), key=lambda r: r.ts)
+    gated = {r.error_code: orjson.loads(r.decision_record) for r in rows
+             if r.error_code in ("session_throttled", "session_closed")}
+    assert gated["session_throttled"]["o"] == ["refused", "session_throttled"]
+    closed, left = gated["session_throttled"]["g"]
+    assert closed == 0 and 500 < left <= 600
+    assert gated["session_closed"]["g"][0] == 1
+    code, rep = await _replay(sid, "--ledger", p.ledger_url)
+    assert code == 0 and rep["divergences"] == [] and rep["skipped"] == [], rep
+    assert rep["decisions"] == rep["reproduced"] == len(rows) == 7
+
+
 async def test_a_runtime_override_is_a_version_and_its_calls_replay_on_it(gateway):
     import time
 
