@@ -564,3 +564,31 @@ async def test_one_flush_links_each_kind_in_journal_order(target: Target, tmp_pa
     ], got  # fmt: skip
     assert (await verify(store)).ok
     await store.close()
+
+
+async def test_a_chain_made_before_the_key_index_gains_it_at_start(
+    target: Target, tmp_path: Path
+) -> None:
+    """`ix_ledger_chain_record` (verify's lookups of a page's latest links) is created at
+    start on a ledger whose chain was made without it."""
+    from sqlalchemy import inspect
+
+    store = await target.open()
+    await populate(store, tmp_path / "j")
+    await store.close()
+    await tamper(target, "DROP INDEX ix_ledger_chain_record")
+
+    async def indexes() -> set[str]:
+        s = await target.open()
+        try:
+            async with s._connect(write=False) as conn:
+                return await conn.run_sync(
+                    lambda c: {i["name"] for i in inspect(c).get_indexes("ledger_chain")}
+                )
+        finally:
+            await s.close()
+
+    assert "ix_ledger_chain_record" in await indexes()
+    store = await target.open()
+    assert (await verify(store)).ok
+    await store.close()
