@@ -492,22 +492,39 @@ async def session_inputs(ctx: _Ctx) -> list[dict[str, Any]]:
     """The sessions of the range that can score above 0 (those with an outcome; see
     `controlroom.leverage`) and those rolled on the fly, with the score's inputs, `score`,
     `workflow_tag`, `team`, `outcome_events`. Every session's tag and cost are counted in
-    `ctx.cache["per_tag"]` ({tag or '': [sessions, cost]})."""
+    `ctx.cache["per_tag"]` ({tag or '': [sessions, cost]}).
+
+    The four reads (session rollups, guardrail blocks, outcomes, tag baselines) are independent
+    and run at once on their own connections; the score is `ai_leverage_score`, once per
+    session, over inputs counted in one pass over the outcome rows."""
     f, st = ctx.f, ctx.settings
-    summary = await rollups.session_summary(ctx.store, f)
+    summary, blocks, outcome_rows, _ = await asyncio.gather(
+        rollups.session_summary(ctx.store, f), q.session_guardrail_blocks(ctx.store, f),
+        q.outcomes_in_range(ctx.store, f), ctx.baselines())
     ctx.cache["per_tag"] = summary.per_tag
     per = summary.rows  # sessions with an outcome, and those with calls rolled on the fly
-    blocks = await q.session_guardrail_blocks(ctx.store, f)
     outs: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-    for row in await q.outcomes_in_range(ctx.store, f):
-        outs[row[1]].append(row)
+    # per session: [incidents_resolved, prs_merged, tickets_closed, evals, sum of pass rates]
+    counts: dict[str, list[Any]] = {}
+    slot = {"incident_resolved": 0, "pr_merged": 1, "ticket_closed": 2}
+    for row in outcome_rows:
+        sid, kind = row[1], row[2]
+        outs[sid].append(row)
+        c = counts.get(sid)
+        if c is None:
+            c = counts[sid] = [0, 0, 0, 0, 0.0]
+        i = slot.get(kind)
+        if i is not None:
+            c[i] += 1
+        elif kind == "eval" and row[6] is not None:
+            c[3] += 1
+            c[4] += float(row[6])
     bases = {tag: (await ctx.baseline(tag or None))[0] for tag in {a[0] for a in per.values()}}
     window = st.loop_window_seconds
     empty: list[tuple[Any, ...]] = []
     sessions = []
     for sid, (tag, team, _p, calls, tokens, cost, inp, cr, first, last, bh, rh, rt) in \
             per.items():
-        o = outs.get(sid, empty)
         s = {
             "session_id": sid, "workflow_tag": tag or None, "team": team, "calls": calls,
             "budget_limit_hits": bh, "rate_limit_hits": rh,
@@ -518,14 +535,12 @@ async def session_inputs(ctx: _Ctx) -> list[dict[str, Any]]:
             "p95_baseline": bases[tag],
             "total_cost_usd": cost,
             "last_ts": last,
-            "outcome_events": o,
+            "outcome_events": outs.get(sid, empty),
         }
-        if o:
-            evals = [float(x[6]) for x in o if x[2] == "eval" and x[6] is not None]
-            s.update(incidents_resolved=sum(1 for x in o if x[2] == "incident_resolved"),
-                     prs_merged=sum(1 for x in o if x[2] == "pr_merged"),
-                     tickets_closed=sum(1 for x in o if x[2] == "ticket_closed"),
-                     evals=len(evals), eval_pass_rate=sum(evals) / len(evals) if evals else 0)
+        c = counts.get(sid)
+        if c is not None:
+            s.update(incidents_resolved=c[0], prs_merged=c[1], tickets_closed=c[2], evals=c[3],
+                     eval_pass_rate=c[4] / c[3] if c[3] else 0)
         s["score"] = ai_leverage_score(s)
         sessions.append(s)
     return sessions

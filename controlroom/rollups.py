@@ -537,29 +537,30 @@ async def session_summary(store: LedgerStore, f: Filters) -> SessionSummary:
     if h0 >= h1:
         live.append((f.since, f.until))
     else:
-        async with store._connect(write=False) as conn:
-            rh = ROLLUP_HOURS.c
-            have = {int(h) for (h,) in (await conn.execute(
-                select(rh.hour).where(rh.hour >= h0, rh.hour < h1))).all()}
-            if f.since < h0:
-                live.append((f.since, float(h0)))
-            live.extend(_spans([h for h in range(h0, h1, HOUR) if h not in have]))
-            if f.until > h1:
-                live.append((float(h1), f.until))
-            cond = _where(t, f, h0, h1)
-            per_session = (select(t.c.session_id, func.max(t.c.workflow_tag).label("tag"),
-                                  func.sum(t.c.cost_usd).label("cost"))
-                           .where(cond).group_by(t.c.session_id).subquery())
-            q = select(per_session.c.tag, func.count(), func.sum(per_session.c.cost)).group_by(
-                per_session.c.tag)
-            for tag, n, cost in (await conn.execute(q)).all():
-                out.per_tag[tag] = [int(n), float(cost or 0.0)]
-            o = OUTCOMES.c
-            with_outcome = select(o.session_id).where(o.ts >= f.since, o.session_id != "")
-            q = (select(t.c.session_id, *_session_totals(t))
-                 .where(cond, t.c.session_id.in_(with_outcome)).group_by(t.c.session_id))
-            for r in (await conn.execute(q)).all():
-                out.rows[r[0]] = list(r[1:])
+        cond = _where(t, f, h0, h1)
+        per_session = (select(t.c.session_id, func.max(t.c.workflow_tag).label("tag"),
+                              func.sum(t.c.cost_usd).label("cost"))
+                       .where(cond).group_by(t.c.session_id).subquery())
+        o = OUTCOMES.c
+        with_outcome = select(o.session_id).where(o.ts >= f.since, o.session_id != "")
+        rh = ROLLUP_HOURS.c
+        # three independent reads, each on its own connection, at once
+        have_rows, tag_rows, outcome_rows = await asyncio.gather(
+            _fetch(store, select(rh.hour).where(rh.hour >= h0, rh.hour < h1)),
+            _fetch(store, select(per_session.c.tag, func.count(),
+                                 func.sum(per_session.c.cost)).group_by(per_session.c.tag)),
+            _fetch(store, select(t.c.session_id, *_session_totals(t))
+                   .where(cond, t.c.session_id.in_(with_outcome)).group_by(t.c.session_id)))
+        have = {int(h) for (h,) in have_rows}
+        if f.since < h0:
+            live.append((f.since, float(h0)))
+        live.extend(_spans([h for h in range(h0, h1, HOUR) if h not in have]))
+        if f.until > h1:
+            live.append((float(h1), f.until))
+        for tag, n, cost in tag_rows:
+            out.per_tag[tag] = [int(n), float(cost or 0.0)]
+        for r in outcome_rows:
+            out.rows[r[0]] = list(r[1:])
     fly: dict[str, list[Any]] = {}
     for a, b in live:
         for (_, sid), v in _filtered(roll(await fetch_calls(store, a, b)), f).sessions.items():
@@ -584,6 +585,11 @@ async def session_summary(store: LedgerStore, f: Filters) -> SessionSummary:
             out.per_tag.setdefault(stored[0], [0, 0.0])[1] += v[5]
             _add_session(out.rows, sid, v)
     return out
+
+
+async def _fetch(store: LedgerStore, q: Any) -> list[Any]:
+    async with store._connect(write=False) as conn:
+        return list((await conn.execute(q)).all())
 
 
 def _add_session(acc: dict[str, list[Any]], sid: str, v: list[Any] | tuple[Any, ...]) -> None:
