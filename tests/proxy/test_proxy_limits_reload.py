@@ -170,3 +170,67 @@ async def test_a_lowered_ceiling_holds_on_replicas_holding_leases_taken_under_th
         finally:
             await a.stop()
             await b.stop()
+
+
+def _rule(requests: int) -> str:
+    return f"""
+type: gateway-rate-limit-config
+name: reload-rates
+rules:
+  - id: reload-requests
+    when: {{metadata: {{X-Governor-Workflow-Tag: t-reload-rate}}}}
+    limit: {{requests: {requests}, window: 1h}}
+    scope: workflow_tag
+    on_breach: hard_block
+"""
+
+
+async def test_a_lowered_request_window_holds_exactly_across_replicas(
+    sim: SimServer, tmp_path: Path
+):
+    """Requests are whole units: after lowering 1,000/h to 6/h with 4 spent, exactly 2 more
+    are admitted across both replicas, though each held a lease of 50 under the old limit."""
+    from tests.support.pg import fresh_database
+
+    cfg = make_config_dir(tmp_path / "config", {"zz-reload-rate.yaml": _rule(1000)})
+    async with fresh_database() as url:
+        reps = []
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            reps.append(await InProcessProxy(cfg, tmp_path / name, sim.base_url,
+                                             ledger_url=url, replica=name).start())
+        a, b = reps
+
+        async def call(h: httpx.AsyncClient, p: InProcessProxy, i: int) -> int:
+            r = await h.post(p.base_url + "/v1/chat/completions", headers={
+                "authorization": f"Bearer {DEV_KEY}",
+                "x-governor-workflow-tag": "t-reload-rate"}, json={
+                "model": "support-cheap", "max_tokens": 10,
+                "messages": [{"role": "user", "content": f"rate call {i}"}]})
+            assert r.status_code in (200, 429), r.text
+            return r.status_code
+
+        try:
+            async with httpx.AsyncClient(timeout=30) as h:
+                assert [await call(h, (a, b)[i % 2], i) for i in range(4)] == [200] * 4
+                assert a.gw is not None and a.gw.shared is not None
+                assert any(k.startswith("rreq|") and lease.avail >= 40
+                           for k, lease in a.gw.shared.leases.items())
+                (cfg / "zz-reload-rate.yaml").write_text(_rule(6))
+                for p in (a, b):
+                    r = await h.post(p.base_url + "/gateway/config/reload",
+                                     headers={"authorization": f"Bearer {ADMIN_KEY}"})
+                    assert r.status_code == 200, r.text
+                after = [await call(h, (a, b)[i % 2], 10 + i) for i in range(10)]
+                assert sorted(after) == [200] * 2 + [429] * 8, after
+                # raised again: the headroom is back
+                (cfg / "zz-reload-rate.yaml").write_text(_rule(8))
+                for p in (a, b):
+                    r = await h.post(p.base_url + "/gateway/config/reload",
+                                     headers={"authorization": f"Bearer {ADMIN_KEY}"})
+                    assert r.status_code == 200, r.text
+                after = [await call(h, (a, b)[i % 2], 30 + i) for i in range(4)]
+                assert sorted(after) == [200] * 2 + [429] * 2, after
+        finally:
+            await a.stop()
+            await b.stop()
