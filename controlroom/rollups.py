@@ -302,6 +302,13 @@ async def refresh(store: LedgerStore, now: float | None = None,
             await _store_hours(store, batch, counts, result, now)
             done += len(batch)
             batch, size = [], 0
+    if done and store.dialect == "postgresql" and (not rolled or done * 10 >= len(rolled)):
+        # A bulk roll (first build, rebuild, catching up) changes the tables' shape at once:
+        # fresh planner statistics now, instead of whenever autovacuum gets to them (without
+        # them the outcome join probed outcomes once per session-hour: 0.36 s instead of 0.08).
+        async with store._connect(write=True) as conn:
+            for t in TABLES:
+                await conn.execute(text(f"ANALYZE {t.name}"))
     return done
 
 
