@@ -19,10 +19,19 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, cwd=REPO, timeout=60)
 
 
-def test_seed_rules_export_to_a_rule_file_promtool_accepts(tmp_path: Path) -> None:
+def promtool_accepts(tmp: Path, rules_text: str) -> None:
+    """promtool (Debian's `prometheus` package) checks the exported rule file."""
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool missing (.ci/run installs the Debian `prometheus` package)")
+    out = tmp / "rules.yml"
+    out.write_text(rules_text)
+    checked = subprocess.run([promtool, "check", "rules", str(out)], capture_output=True,
+                             text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_seed_rules_export_to_a_rule_file_promtool_accepts(tmp_path: Path) -> None:
     d = tmp_path / "config"
     shutil.copytree(REPO / "examples" / "config", d)
     if SEED.exists():  # the seed itself, unchanged, instead of the sample's copy of it
@@ -33,11 +42,7 @@ def test_seed_rules_export_to_a_rule_file_promtool_accepts(tmp_path: Path) -> No
     assert "4 alert rule(s)" in check.stdout
     r = run("alerts", "rules", "--config", str(d))
     assert r.returncode == 0, r.stderr
-    out = tmp_path / "rules.yml"
-    out.write_text(r.stdout)
-    checked = subprocess.run([promtool, "check", "rules", str(out)], capture_output=True,
-                             text=True, timeout=60)
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    promtool_accepts(tmp_path, r.stdout)
     rules = {x["alert"]: x for x in yaml.safe_load(r.stdout)["groups"][0]["rules"]}
     assert {"runaway_agent", "budget_near_ceiling", "secret_leaked", "untagged_spend_spike",
             "ledger_unreachable", "breaker_open", "journal_backlog_growing"} <= set(rules)
@@ -58,20 +63,13 @@ def test_runbook_text_with_template_braces_stays_literal_and_passes_promtool(
 ) -> None:
     """Prometheus renders annotations as Go templates; a runbook's text is copied, not a
     template, so `{{`/`}}` in it are escaped (promtool failed on an unclosed action before)."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool missing (.ci/run installs the Debian `prometheus` package)")
     text = "1. check {{ $value \n2. then }} and {{\"x\"}}\n"
     (tmp_path / "a.yaml").write_text(
         "alerts:\n  - name: x\n    query: up == 0\n    runbook: " + yaml.safe_dump(text).strip()
         + "\n    annotations: {summary: 'down: {{ $labels.job }}'}\n")
     r = run("alerts", "rules", "--config", str(tmp_path))
     assert r.returncode == 0, r.stderr
-    out = tmp_path / "rules.yml"
-    out.write_text(r.stdout)
-    checked = subprocess.run([promtool, "check", "rules", str(out)], capture_output=True,
-                             text=True, timeout=60)
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    promtool_accepts(tmp_path, r.stdout)
     (rule,) = [x for x in yaml.safe_load(r.stdout)["groups"][0]["rules"] if x["alert"] == "x"]
     assert rule["annotations"]["summary"] == "down: {{ $labels.job }}"  # a template, kept
     # What Prometheus renders back: the text as written (each escaped brace pair is a string
