@@ -65,6 +65,45 @@ async def test_report_through_the_api_and_from_the_ledger_shows_the_web_pages_nu
 
 
 @pytest.mark.asyncio
+async def test_report_shows_the_figures_of_the_web_page_for_the_same_query(
+        proxy: InProcessProxy) -> None:
+    """The page and `governor report` take one query (`controlroom.filters`): the same ISO
+    range, tag and view give the page's figures, value for value."""
+    import json
+    import re
+    from html import unescape
+
+    import httpx
+
+    from tests.controlroom.cr_client import VIEWER_KEY, sign_in
+
+    query = {"since": "3d", "until": "2025-11-30T00:00:00Z", "workflow_tag": "code-review",
+             "view": "executive"}
+    async with httpx.AsyncClient(timeout=60, follow_redirects=True) as h:
+        await sign_in(h, proxy.base_url, VIEWER_KEY)
+        page = await h.get(proxy.base_url + "/control-room", params=query)
+    assert page.status_code == 200, page.text
+    r = await run("--since", "3d", "--until", "2025-11-30T00:00:00Z", "--tag", "code-review",
+                  "--view", "executive", "--format", "json", "--url", proxy.base_url,
+                  "--key", VIEWER_KEY)
+    assert r.returncode == 0, r.stderr
+    doc = orjson.loads(r.stdout)
+    assert doc["filters"]["since"] == END - 3 * 86400 and doc["filters"]["until"] == END
+    assert {p["layer"] for p in doc["panels"]} == {"executive"}
+    shown = set(re.findall(r'data-panel="(\d)"', page.text))
+    assert shown == {str(p["number"]) for p in doc["panels"]}
+    compared = 0
+    for p in doc["panels"]:
+        for name, value in p["figures"].items():
+            m = re.search(rf'data-panel="{p["number"]}".*?data-figure="{re.escape(name)}" '
+                          r'data-value="([^"]*)"', page.text, re.S)
+            assert m, (p["number"], name)
+            assert json.loads(unescape(m.group(1))) == value, (p["number"], name)
+            compared += 1
+    assert compared >= 6
+
+
+@pytest.mark.asyncio
 async def test_report_table_and_csv_of_one_panel(proxy: InProcessProxy) -> None:
     ledger = f"sqlite:///{proxy.data_dir / 'ledger.db'}"
     base = ["--until", str(END), "--ledger", ledger, "--config", str(proxy.config_dir)]
