@@ -92,6 +92,10 @@ def config_check(directory: Path) -> None:
     except ConfigErrors as exc:
         _print_config_errors(exc)
         sys.exit(1)
+    from policies.alerts import undefined_targets
+
+    for w in undefined_targets(cfg.extra, cfg.budgets):
+        click.echo(f"warning: {w}", err=True)
     click.echo(
         f"OK: {len(cfg.sources)} file(s); virtual models: "
         f"{', '.join(sorted(cfg.virtual_models)) or '-'}; {len(cfg.rate_limits)} rate "

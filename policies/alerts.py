@@ -34,7 +34,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from policies.config.models import window_seconds
+from policies.config.models import Budget, window_seconds
 
 KIND = "gateway-alert-rules"
 TARGETS_KIND = "gateway-notification-targets"
@@ -524,4 +524,30 @@ def targets_of(extra: Mapping[str, Sequence[BaseModel]]) -> dict[str, Notificati
     for d in extra.get(TARGETS_KIND, ()):
         if isinstance(d, NotificationTargetsConfig):
             out.update({t.name: t for t in d.targets})
+    return out
+
+
+def undefined_targets(
+    extra: Mapping[str, Sequence[BaseModel]], budgets: Sequence[Budget]
+) -> list[str]:
+    """Notification targets that alert rules (`notify`, a step's `targets`/`escalate_to`) or
+    budget alerts (`notify`) name but no `gateway-notification-targets` file defines: nothing
+    is ever sent to them. One sentence each ("alert rule 'x' notify: 't' ..."); not an error,
+    so the seed's files load unchanged."""
+    known = set(targets_of(extra))
+    out: list[str] = []
+
+    def check(owner: str, field: str, names: Sequence[str]) -> None:
+        out.extend(f"{owner} {field}: {n!r} is not defined in any gateway-notification-targets "
+                   "file; nothing is sent to it" for n in names if n not in known)
+
+    for doc in extra.get(KIND, ()):
+        for r in getattr(doc, "alerts", ()):
+            check(f"alert rule {r.name!r}", "notify", r.notify)
+            for i, st in enumerate(r.steps or ()):
+                check(f"alert rule {r.name!r}", f"steps.{i}.targets", st.targets)
+                check(f"alert rule {r.name!r}", f"steps.{i}.escalate_to", st.escalate_to)
+    for b in budgets:
+        for i, a in enumerate(b.alerts):
+            check(f"budget {b.id!r}", f"alerts.{i}.notify", a.notify)
     return out

@@ -76,3 +76,26 @@ def test_runbook_text_with_template_braces_stays_literal_and_passes_promtool(
     # literal action).
     rendered = rule["annotations"]["runbook"].replace('{{"{{"}}', "{{").replace('{{"}}"}}', "}}")
     assert rendered == text.strip()
+
+
+def test_config_check_warns_of_notification_targets_no_file_defines(tmp_path: Path) -> None:
+    """The seed's files still load (exit 0), but an alert or budget that would page nobody is
+    named, with the field, so the on-call finds out before the alert does."""
+    (tmp_path / "a.yaml").write_text(
+        "alerts:\n  - name: x\n    query: up == 0\n    notify: [ops-hook, no-such-target]\n"
+        "    steps:\n      - {action: notify, targets: [ops-hook]}\n"
+        "      - {action: approve, escalate_to: [nobody]}\n")
+    (tmp_path / "b.yaml").write_text(
+        "type: gateway-budget-config\nname: b\nbudgets:\n  - id: b1\n    ceiling_usd: 10\n"
+        "    window: monthly\n    alerts: [{at_pct: 90, notify: ['slack:#nowhere']}]\n")
+    (tmp_path / "n.yaml").write_text(
+        "type: gateway-notification-targets\ntargets:\n"
+        "  - {name: ops-hook, url: 'json://127.0.0.1:9/x'}\n")
+    r = run("config", "check", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 3, r.stderr
+    assert any("alert rule 'x' notify: 'no-such-target'" in w for w in warnings), warnings
+    assert any("alert rule 'x' steps.1.escalate_to: 'nobody'" in w for w in warnings), warnings
+    assert any("budget 'b1' alerts.0.notify: 'slack:#nowhere'" in w for w in warnings), warnings
+    assert not any("ops-hook" in w for w in warnings)
