@@ -516,9 +516,9 @@ async def session_inputs(ctx: _Ctx) -> list[dict[str, Any]]:
         i = slot.get(kind)
         if i is not None:
             c[i] += 1
-        elif kind == "eval" and row[6] is not None:
+        elif kind == "eval" and row[3] is not None:
             c[3] += 1
-            c[4] += float(row[6])
+            c[4] += float(row[3])
     bases = {tag: (await ctx.baseline(tag or None))[0] for tag in {a[0] for a in per.values()}}
     window = st.loop_window_seconds
     empty: list[tuple[Any, ...]] = []

@@ -175,12 +175,10 @@ async def session_guardrail_blocks(store: LedgerStore, f: Filters) -> dict[str, 
 
 
 async def outcomes_in_range(store: LedgerStore, f: Filters) -> list[tuple[Any, ...]]:
-    """(event_id, session_id, kind, source, url, ts, pass_rate) of outcomes at or after `since`
-    (an outcome lands after the session that produced it, possibly after `until`)."""
+    """(event_id, session_id, kind, pass_rate) of outcomes at or after `since` (an outcome
+    lands after the session that produced it, possibly after `until`), in no order: the
+    outcome join counts and sorts what it shows."""
     o = OUTCOMES.c
-    q = (
-        select(o.event_id, o.session_id, o.kind, o.source, o.url, o.ts, o.pass_rate)
-        .where(o.ts >= f.since, o.session_id != "")
-        .order_by(o.ts, o.event_id, o.session_id)
-    )
+    q = select(o.event_id, o.session_id, o.kind, o.pass_rate).where(
+        o.ts >= f.since, o.session_id != "")
     return await fetch(store, q)
