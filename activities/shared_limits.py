@@ -47,6 +47,9 @@ class Lease:
     ceiling: float = 0.0
     expires_at: float = 0.0
     touched: float = 0.0  # monotonic time of the last reservation from it
+    # taken under a ceiling a reload lowered: admits nothing until the row grants again (what
+    # calls in flight at the reload give back stays counted in the row, and goes back idle)
+    stale: bool = False
 
 
 _KEYS: dict[tuple[object, ...], str] = {}  # lease key strings, made once per limit-window
@@ -84,10 +87,11 @@ class SharedLimits:
 
     def apply_config(self, config: GatewayConfig) -> None:
         """Take `config`'s limits. A lease taken under a ceiling the new config lowers or removes
-        is handed back whole (pushed before this replica leases that limit again), so no call
-        is admitted on headroom the new ceiling does not have: once a reload is applied, a
-        limit's use (spent + leased, all replicas) only grows while it is under the new ceiling.
-        Leases of raised or unchanged ceilings are kept."""
+        is handed back whole (pushed before this replica leases that limit again) and marked
+        stale: it admits nothing until the row grants again under the new ceiling (what calls
+        in flight at the reload give back to it stays counted in the row). So once a reload is
+        applied, a limit's use (spent + leased, all replicas) only grows while it is under the
+        new ceiling. Leases of raised or unchanged ceilings are kept."""
         self.config = config
         self.rules: dict[str, RateLimitRule] = {r.id: r for r in config.rate_limits}
         self._unit_cache: dict[RateKey, list[tuple[str, str]]] = {}
@@ -97,11 +101,13 @@ class SharedLimits:
         self.share = st.shared_lease_share
         self.policy = st.limits_outage_policy
         for key, lease in self.leases.items():
+            ceiling = self._ceiling_of(key)
+            if ceiling is not None and ceiling >= lease.ceiling:
+                continue
             if lease.avail > 0:
-                ceiling = self._ceiling_of(key)
-                if ceiling is None or ceiling < lease.ceiling:
-                    self._pending[key] = self._pending.get(key, 0.0) - lease.avail
-                    lease.avail = 0.0
+                self._pending[key] = self._pending.get(key, 0.0) - lease.avail
+                lease.avail = 0.0
+            lease.stale = True
 
     def _ceiling_of(self, key: str) -> float | None:
         """The ceiling the config gives a lease key (None: the limit is gone, or the key does
@@ -126,7 +132,7 @@ class SharedLimits:
 
     def _avail(self, key: str) -> float:
         lease = self.leases.get(key)
-        return lease.avail if lease is not None else 0.0
+        return lease.avail if lease is not None and not lease.stale else 0.0
 
     def views(
         self,
@@ -274,6 +280,8 @@ class SharedLimits:
                             lease = self.leases.setdefault(a.key, Lease())
                             lease.avail += g.granted
                             lease.ceiling, lease.expires_at = g.ceiling, a.expires_at
+                            if g.granted > 0:
+                                lease.stale = False
                             if g.granted <= 0:
                                 refused.append(g)
                     todo = [(k, a) for k, a in todo if a.key not in grants]

@@ -234,3 +234,46 @@ async def test_a_lowered_request_window_holds_exactly_across_replicas(
         finally:
             await a.stop()
             await b.stop()
+
+
+async def test_what_calls_in_flight_at_a_reload_give_back_admits_nothing_past_the_new_ceiling(
+    sim: SimServer, tmp_path: Path
+):
+    """Three slow calls hold estimates from a lease when the ceiling drops to what is already
+    spent; each answers far below its estimate and gives the rest back to the lease. That
+    remainder was leased under the old ceiling: it admits nothing (every later call is 429)."""
+    import asyncio
+
+    from tests.support.pg import fresh_database
+
+    cfg = make_config_dir(tmp_path / "config", {"zz-reload-budget.yaml": _budget(1.0),
+                                                "zz-reload-routing.yaml": ROUTING})
+    async with fresh_database() as url:
+        (tmp_path / "a").mkdir()
+        a = await InProcessProxy(cfg, tmp_path / "a", sim.base_url, ledger_url=url,
+                                 replica="a").start()
+        try:
+            async with httpx.AsyncClient(timeout=30) as h:
+                s, spent = await _call(h, a, 0)
+                assert s == 200
+
+                async def slow(i: int) -> tuple[int, float]:
+                    r = await h.post(a.base_url + "/v1/chat/completions", headers={
+                        "authorization": f"Bearer {DEV_KEY}", "x-governor-project": PROJECT},
+                        json={"model": "t-reload", "max_tokens": OUT, "messages": [
+                            {"role": "user",
+                             "content": f"[[sim:output_tokens=5,latency_ms=1500]] slow {i}"}]})
+                    assert r.status_code == 200, r.text
+                    return 200, float(r.headers["x-governor-cost-usd"])
+
+                flying = [asyncio.create_task(slow(i)) for i in range(3)]
+                assert a.gw is not None
+                while len(a.gw.state.in_flight) < 3:  # all three decided, estimates held
+                    assert not any(t.done() for t in flying)
+                    await asyncio.sleep(0.01)
+                await _reload(h, cfg, spent + 1e-6, a)
+                spent += sum(c for _, c in await asyncio.gather(*flying))
+                results = [await _call(h, a, 50 + i) for i in range(6)]
+                assert [s for s, _ in results] == [429] * 6
+        finally:
+            await a.stop()
