@@ -180,6 +180,11 @@ async def _tombstone_ledger_rows(
             out[table] = n
         except KeyError:  # a table the chain does not audit
             continue
+    from ledger.transitions import session_transition_keys
+
+    moves = await session_transition_keys(store, session_id)  # its status changes name it too
+    if moves:
+        out["state_transitions"] = await tombstone(store, "state_transitions", moves, reason, actor)
     return out
 
 

@@ -71,3 +71,12 @@ async def current(conn: Any, table: Any, attribute: str, where: Any) -> Any:
     """The attribute's value in the row matching `where` before a change (None: no row)."""
     got = (await conn.execute(select(table.c[attribute]).where(where))).first()
     return None if got is None else got[0]
+
+
+async def session_transition_keys(store: Any, session_id: str) -> list[dict[str, Any]]:
+    """The keys (`{"transition_id"}`) of a session's status transitions: what an erasure
+    tombstones with the session's other rows, so no transition names it afterwards."""
+    t = STATE_TRANSITIONS.c
+    key = shape("sessions").record_key({"session_id": session_id})
+    q = select(t.transition_id).where(t.tbl == "sessions", t.record_key == key)
+    return [{"transition_id": m["transition_id"]} for m in await store._fetch(q)]

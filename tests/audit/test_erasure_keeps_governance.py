@@ -81,7 +81,7 @@ async def test_erasure_keeps_alerts_and_steps_naming_the_deletion_reference_and_
 
     # Nothing in the ledger's tables names the erased session any more...
     for table in ("calls", "sessions", "kills", "guardrail_events", "session_owners",
-                  "alerts", "runbook_steps"):
+                  "alerts", "runbook_steps", "state_transitions"):
         assert sid not in await _dump(ledger, table), table
     # ...but the alert fired and who acted is kept, pointing at the deletion reference.
     async with ledger._connect(write=False) as conn:
