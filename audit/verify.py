@@ -160,33 +160,47 @@ async def _check_states(store: LedgerStore, since: float | None, report: VerifyR
     """Each tracked attribute of a summary row (a session's status, an alert's, an override's
     `cleared_by`) must be the `new` value of the row's latest appended transition, or the
     value a row starts with when it has none: an edit of the row alone contradicts its own
-    history. Rows deleted under a tombstone keep their transitions; those are not compared."""
-    t = STATE_TRANSITIONS.c
-    latest: dict[tuple[str, str, str], str | None] = {}
-    async with store._connect(write=False) as conn:
-        q = select(t.tbl, t.record_key, t.attribute, t.new).order_by(t.id)
-        result = await conn.stream(q.execution_options(yield_per=_BATCH))
-        async for part in result.partitions(_BATCH):
-            for tbl, key, attr, new in part:
-                latest[(tbl, key, attr)] = new
-        for (tname, attr), initial in TRACKED.items():
-            table = next(x for x in audited_tables() if x.name == tname)
-            sh = shape(table)
-            tcol = next((n for n in _TIME_COLUMNS if n in table.c), None)
-            cols = [table.c[k] for k in sh.key] + [table.c[attr]]
-            q = select(*cols)
-            if since is not None and tcol is not None:
-                q = q.where(table.c[tcol] >= since)
-            result = await conn.stream(q.execution_options(yield_per=_BATCH))
-            async for part in result.mappings().partitions(_BATCH):
-                for row in part:
-                    key = sh.record_key(row)
-                    want = latest.get((tname, key, attr), initial)
-                    have = row[attr]
+    history. Keyset pages of rows, each page's latest transitions looked up by key. Rows
+    deleted under a tombstone keep no transitions that matter; those are not compared."""
+    for (tname, attr), initial in TRACKED.items():
+        table = next(x for x in audited_tables() if x.name == tname)
+        sh = shape(table)
+        tcol = next((n for n in _TIME_COLUMNS if n in table.c), None)
+        pk = [c.name for c in table.primary_key.columns]
+        after: tuple[Any, ...] | None = None
+        async with store._connect(write=False) as conn:
+            while True:
+                page = [dict(m) for m in (await conn.execute(_keyset(table, after))).mappings()]
+                if not page:
+                    break
+                after = tuple(page[-1][n] for n in pk)
+                if since is not None and tcol is not None:
+                    page = [r for r in page if r[tcol] is not None and r[tcol] >= since]
+                keys = [sh.record_key(r) for r in page]
+                latest = await _latest_transitions(conn, tname, attr, keys)
+                for row, key in zip(page, keys, strict=True):
+                    want, have = latest.get(key, initial), row[attr]
                     if have != want:
                         what = (f"{attr} is {have!r} but its latest recorded transition says "
                                 f"{want!r}")  # fmt: skip
                         report.add(Finding("altered", tname, key, "", None, what))
+
+
+async def _latest_transitions(
+    conn: Any, tbl: str, attr: str, keys: Sequence[str]
+) -> dict[str, str | None]:
+    """record key -> the `new` value of its latest (highest id) transition of `attr`."""
+    if not keys:
+        return {}
+    t = STATE_TRANSITIONS.c
+    last = (
+        select(func.max(t.id).label("m"))
+        .where(t.tbl == tbl, t.attribute == attr, t.record_key.in_(keys))
+        .group_by(t.record_key)
+        .subquery()
+    )
+    q = select(t.record_key, t.new).select_from(STATE_TRANSITIONS.join(last, t.id == last.c.m))
+    return {k: v for k, v in (await conn.execute(q)).all()}
 
 
 _TOTALS_TOL = 1e-9  # relative, on cost_usd: sums in another order round differently
