@@ -35,7 +35,7 @@ _data_dir = click.option("--data-dir", type=click.Path(path_type=Path), default=
                          help="read the ledger in this data dir directly (as `governor proxy`)")
 _ledger = click.option("--ledger", default=None,
                        help="read this ledger URL directly (sqlite:///… or postgresql://…)")
-# A verify or export of a large ledger takes long before its first byte (100,000 calls: ~11 s
+# A verify or export of a large ledger takes long before its first byte (100,000 calls: ~4 s
 # on an idle machine, more under load); the proxy stops a verify after 30 min (504).
 LONG_READ_S = 1800.0
 _TIMEOUT_HINT = ": raise --timeout (GOVERNOR_AUDIT_TIMEOUT)"
