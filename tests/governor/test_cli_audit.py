@@ -98,7 +98,7 @@ async def test_a_verify_slower_than_the_read_timeout_says_so_and_the_default_wai
     tmp_path: Path,
 ) -> None:
     """Through the admin API a verify answers only when the whole ledger is walked (100,000
-    calls: ~11 s, longer under load). A `--timeout` shorter than that is reported as the
+    calls: seconds, longer under load). A `--timeout` shorter than that is reported as the
     proxy not answering in time — never as the proxy being unreachable; the default timeout
     waits for the answer; a port with nothing listening is still "cannot reach"."""
     p = await InProcessProxy(make_config_dir(tmp_path / "config"), tmp_path / "data",
