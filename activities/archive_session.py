@@ -1,6 +1,7 @@
 """Archiving ended sessions, never on the request path.
 
-- Workflow sessions: `archive_session_activity`, a Temporal activity the session workflow runs
+- Workflow sessions: `archive_session_activity` (in `activities.archive_activity`, apart so the
+  proxy never imports Temporal), a Temporal activity the session workflow runs
   once its end is recorded (idempotent: a retry adds nothing; retried until the store answers).
   It flushes this runtime's ledger rows, fetches the workflow's history (every run) from the
   server and archives rows and history together.
@@ -21,10 +22,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from temporalio import activity
-from temporalio.exceptions import ApplicationError
-
-from activities.session_types import ARCHIVE_SESSION, ArchiveRequest
 from audit.archive import (
     Archive,
     ArchiveConfigError,
@@ -62,15 +59,6 @@ log = logging.getLogger("governor.archive")
 RETENTION_EVERY = 3600.0  # seconds between retention passes of a proxy runtime
 BATCH = 100  # sessions archived per pass
 
-_gateway: Gateway | None = None
-
-
-def set_gateway(gw: Gateway | None) -> None:
-    """The worker's runtime (its ledger and `archive`); set by `governor.worker.build_worker`."""
-    global _gateway
-    _gateway = gw
-
-
 async def archive_one(
     store: LedgerStore, archive: Archive, session_id: str, histories: list[dict[str, Any]],
     now: float,
@@ -91,32 +79,6 @@ async def archive_one(
     return {"archived": True, "version": res.version, "added": len(res.added)}
 
 
-@activity.defn(name=ARCHIVE_SESSION)
-async def archive_session_activity(inp: ArchiveRequest) -> dict[str, Any]:
-    """Archive an ended workflow session: its ledger rows and its history (every run)."""
-    gw = _gateway
-    if gw is None or getattr(gw, "archive", None) is None:
-        return {"archived": False, "why": "this worker has no archive configured"}
-    info = activity.info()
-    if not info.workflow_id:  # only a session workflow runs this activity
-        raise ApplicationError("archive_session runs from a session workflow",
-                               type="archive_misuse", non_retryable=True)
-    try:
-        await gw.writer.flush()  # this runtime's rows of the session reach the ledger first
-        histories = await fetch_histories(
-            activity.client(), info.workflow_id, info.workflow_run_id
-        )
-        now = time.time()
-        out = await archive_one(gw.store, gw.archive, inp.session_id, histories, now)
-        if out.get("archived"):  # the workflow is still running: its last events come later
-            await set_history_due(gw.store, inp.session_id, now)
-        return out
-    except (ArchiveError, LedgerError) as exc:  # retried: the store or database may be back
-        raise ApplicationError(f"archive of {inp.session_id!r} failed: {exc}",
-                               type="archive_unavailable") from None
-
-
-ALL_ACTIVITIES = [archive_session_activity]
 
 
 # -- deletion ---------------------------------------------------------------------------------

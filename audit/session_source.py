@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
 from audit.archive import Archive, load_session
 from ledger.session_record import session_record
 from ledger.store import LedgerStore
+
+if TYPE_CHECKING:  # Temporal loads only where a history is fetched: the proxy stays without it
+    from temporalio.client import Client
 
 log = logging.getLogger("governor.audit")
 
@@ -43,6 +44,8 @@ async def fetch_histories(
 ) -> list[dict[str, Any]]:
     """Every run of `workflow_id` up to `run_id` (default: the latest), oldest first, each as
     `{"workflow_id", "run_id", "history": <history JSON>}`; [] if the server has forgotten it."""
+    from temporalio.service import RPCError, RPCStatusCode
+
     out: list[dict[str, Any]] = []
     rid = run_id
     for _ in range(MAX_RUNS):
@@ -84,6 +87,8 @@ async def gather(
     archived = await load_session(archive, session_id) if archive is not None else None
     histories: list[dict[str, Any]] = []
     if temporal is not None:
+        from temporalio.service import RPCError
+
         try:
             histories = await fetch_histories(temporal, SESSION_WORKFLOW_PREFIX + session_id)
         except RPCError as exc:

@@ -7,7 +7,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities import archive_session as archive_activities
+from activities import archive_activity as archive_activities
 from activities import runbook as runbook_activities
 from activities import session_activities
 from activities.gateway import Gateway
