@@ -71,6 +71,12 @@ def _in_thread(src: Source, work: Callable[[LedgerStore | None], Awaitable[T]]) 
     return asyncio.run(main())
 
 
+async def read_off_loop(src: Source, work: Callable[[LedgerStore | None], Awaitable[T]]) -> T:
+    """`work` run in a worker thread on its own event loop and ledger connection (None when
+    `src` has no ledger URL); its result or exception comes back here."""
+    return await asyncio.to_thread(_in_thread, src, work)
+
+
 async def _view(
     src: Source, session_id: str, histories: list[dict[str, Any]], store: LedgerStore | None
 ) -> SessionView | None:

@@ -48,6 +48,7 @@ from audit.offloop import (
     build_export,
     build_show,
     count_calls,
+    read_off_loop,
 )
 from audit.versions import load_versions
 from policies.config.models import ApiKey
@@ -131,8 +132,18 @@ async def decisions_record(gw: Gateway, session_id: str) -> dict[str, Any]:
     from workflows.session import session_workflow_id
 
     await gw.writer.flush()
-    # the salt stays here: the stored-text check is made by the proxy, its result sent
-    rec = await record_from_ledger(gw.store, session_id, gateway_salt(gw))
+    n = await count_calls(gw.store, session_id)  # one indexed COUNT, before any row is read
+    if n > MAX_CALLS:
+        raise Refusal(413, "session_too_large",
+                      f"session {session_id!r} has {n} calls, more than the {MAX_CALLS} one "
+                      "replay record carries; replay its exported bundle instead")
+    salt = gateway_salt(gw)  # stays in the proxy: the stored-text check is made here
+
+    async def read(store: Any) -> Any:
+        return await record_from_ledger(store, session_id, salt)
+
+    # reading, decoding and checking up to MAX_CALLS rows takes seconds of CPU: off the loop
+    rec = await read_off_loop(Source(gw.store.secret_url(), gw.store.schema, None), read)
     if not rec.calls:
         raise Refusal(404, "session_not_found", f"no calls of session {session_id!r} in the ledger")
     histories: list[tuple[str, dict[str, Any]]] = []

@@ -408,6 +408,23 @@ async def test_replay_through_the_admin_api_needs_an_auditor_key(gateway):
     assert (await _call(p, sid, "a-routes", key=AUDITOR_KEY)).status_code == 403
 
 
+async def test_decisions_route_refuses_a_session_past_the_call_bound_with_413(
+        gateway, monkeypatch):
+    import proxy.audit_routes as routes
+
+    p = gateway
+    sid, actions = await _session(p)
+    monkeypatch.setattr(routes, "MAX_CALLS", len(actions) - 1)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{p.port}") as c:
+        r = await c.get(f"/gateway/audit/sessions/{sid}/decisions",
+                        headers={"Authorization": f"Bearer {AUDITOR_KEY}"})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "session_too_large"
+        monkeypatch.setattr(routes, "MAX_CALLS", len(actions))
+        r = await c.get(f"/gateway/audit/sessions/{sid}/decisions",
+                        headers={"Authorization": f"Bearer {AUDITOR_KEY}"})
+        assert r.status_code == 200 and len(r.json()["calls"]) == len(actions)
+
+
 async def test_replay_cli_refuses_a_bad_bundle_clearly(tmp_path: Path):
     bad = tmp_path / "bundle.jsonl"
     bad.write_text("{not json\n")
