@@ -131,6 +131,10 @@ class LedgerWriter:
         texts = tuple(clean.get(n) for n in STORED_TEXT_FIELDS)
         try:
             redacted = await scan_pool.run_off_loop(redact_texts, texts)
+        except asyncio.CancelledError:  # shutdown without close(): journal the row, no text
+            clean.update(dict.fromkeys(STORED_TEXT_FIELDS))
+            self._enqueue(clean)
+            raise
         except Exception as e:  # no worker: keep the row, never its text unredacted
             log.error("ledger: stored text not redacted (%s); row kept without it", e)
             redacted = (None,) * len(texts)
@@ -334,7 +338,10 @@ class LedgerWriter:
                 log.info("ledger: database reachable again; %d rows pending", self.pending_count)
             delay = 0.0
             if asyncio.get_running_loop().time() - self._checkpoint_at >= CHECKPOINT_EVERY:
-                await self._checkpoint()
+                try:
+                    await self._checkpoint()
+                except Exception:  # a checkpoint is a copy: never let it end the flush loop
+                    log.exception("ledger: chain head not checkpointed")
 
     async def _write(self, batch: list[dict[str, Any]]) -> None:
         kinds = [r for r in batch if "_kind" in r]
