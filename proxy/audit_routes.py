@@ -320,6 +320,13 @@ async def _erase(gw: Gateway, sid: str, key: ApiKey, receive: Receive, send: Sen
     if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
         raise Refusal(400, "invalid_request",
                       f"`reason` must say why, in 1-{MAX_REASON} characters")
-    out = await erase_session(gw.store, gw.archive, sid, reason=reason.strip(), actor=key.user,
-                              cause="erasure", now=time.time())
+    from audit.archive import ArchiveError
+    from audit.sealing import SealingError
+
+    try:
+        out = await erase_session(gw.store, getattr(gw, "archive", None), sid,
+                                  reason=reason.strip(), actor=key.user, cause="erasure",
+                                  now=time.time())
+    except (ArchiveError, SealingError) as exc:  # as show and export answer it (_off_loop)
+        raise Refusal(503, "archive_unreadable", f"the session archive: {exc}") from None
     await respond_json(send, 200, {"session_id": sid, "erased": True, "actor": key.user, **out})

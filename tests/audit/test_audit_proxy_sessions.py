@@ -217,6 +217,20 @@ async def test_the_audit_cli_works_through_the_admin_api_with_an_auditor_key(
     assert code == 1 and "403 admin_required" in err
 
 
+async def test_erase_of_a_session_with_an_unreadable_archive_index_is_a_clear_503(
+        proxy: InProcessProxy):
+    gw = proxy.gw
+    assert gw is not None
+    sid = "s-bad-index"
+    # an index version that is not a Governor archive index (damaged or foreign)
+    assert await gw.archive.write_index(sid, {"version": 1, "format": "not-governor"})
+    async with httpx.AsyncClient(base_url=proxy.base_url) as c:
+        r = await c.post(f"/gateway/audit/sessions/{sid}/erase", headers=_auth(ADMIN),
+                         json={"reason": "erasure request #13"})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "archive_unreadable"
+    assert "not a Governor archive index" in r.json()["error"]["message"]
+
+
 async def test_retention_erases_old_sessions_everywhere_with_tombstones(
     proxy: InProcessProxy,
 ) -> None:
