@@ -35,6 +35,16 @@ from policies.guardrails.classifiers import OUTPUT_HOOKS, ClassifierSpec
 from policies.refusals import Refusal
 
 
+class _Tail:
+    """The newest characters of one text, as the parts it arrived in (`size`: their total)."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+
+
 class StreamText:
     """The text of a caller-protocol SSE stream, event by event: the answer's text and each tool
     call's arguments, each kept to its newest `limit` characters (the classifier sees at most
@@ -45,14 +55,14 @@ class StreamText:
     def __init__(self, protocol: Protocol, limit: int) -> None:
         self._protocol = protocol
         self._limit = limit
-        self.text: list[str] = []
-        self.tools: dict[int, list[str]] = {}
+        self.text = _Tail()
+        self.tools: dict[int, _Tail] = {}
 
     def texts(self) -> dict[str, list[str]]:
         """{hook: texts} as `activities.classifiers.classify` takes them."""
         return {
-            "request-output": ["".join(self.text)] if self.text else [],
-            "tool-input": ["".join(p) for p in self.tools.values()],
+            "request-output": ["".join(self.text.parts)] if self.text.parts else [],
+            "tool-input": ["".join(t.parts) for t in self.tools.values()],
         }
 
     def event(self, name: str | None, data: bytes) -> bool:
@@ -69,13 +79,23 @@ class StreamText:
             return self._openai(doc)
         return self._anthropic(name, doc)
 
-    def _add(self, parts: list[str], s: object) -> None:
+    def _tool(self, index: int) -> _Tail:
+        tail = self.tools.get(index)
+        if tail is None:
+            tail = self.tools[index] = _Tail()
+        return tail
+
+    def _add(self, tail: _Tail, s: object) -> None:
+        """Append `s`; past twice the limit, keep only the newest `limit` characters (a running
+        total, so each delta costs O(1) however long the answer)."""
         if not isinstance(s, str) or not s:
             return
-        parts.append(s)
-        if len(parts) > 64 and sum(map(len, parts)) > 2 * self._limit:
-            whole = "".join(parts)[-self._limit :]
-            parts[:] = [whole]
+        tail.parts.append(s)
+        tail.size += len(s)
+        if tail.size > 2 * self._limit:
+            whole = "".join(tail.parts)[-self._limit :]
+            tail.parts[:] = [whole]
+            tail.size = len(whole)
 
     def _openai(self, doc: dict[str, Any]) -> bool:
         choices = doc.get("choices")
@@ -94,7 +114,7 @@ class StreamText:
                     if isinstance(fn, dict):
                         idx = c.get("index", 0)
                         key = idx if isinstance(idx, int) else 0
-                        self._add(self.tools.setdefault(key, []), fn.get("arguments"))
+                        self._add(self._tool(key), fn.get("arguments"))
             if choice.get("finish_reason"):
                 end = True
         return end
@@ -111,16 +131,16 @@ class StreamText:
                 if block.get("type") == "text":
                     self._add(self.text, block.get("text"))
                 elif block.get("type") in ("tool_use", "server_tool_use"):
-                    parts = self.tools.setdefault(key, [])
+                    tail = self._tool(key)
                     if block.get("input"):
-                        self._add(parts, orjson.dumps(block["input"]).decode())
+                        self._add(tail, orjson.dumps(block["input"]).decode())
         elif kind == "content_block_delta":
             delta = doc.get("delta")
             if isinstance(delta, dict):
                 if delta.get("type") == "text_delta":
                     self._add(self.text, delta.get("text"))
                 elif delta.get("type") == "input_json_delta":
-                    self._add(self.tools.setdefault(key, []), delta.get("partial_json"))
+                    self._add(self._tool(key), delta.get("partial_json"))
         return False
 
 
