@@ -155,6 +155,11 @@ def classify_stream(
     res.stream = _classified(g, res, res.stream, StreamText(g.protocol, limit), hold)
 
 
+def _encoded(name: str | None, data: bytes) -> bytes:
+    """One parsed SSE event as bytes again (`[DONE]` as OpenAI sends it)."""
+    return b"data: [DONE]\n\n" if data == b"[DONE]" else encode_sse(data, name)
+
+
 async def _classified(
     g: Any, res: UpstreamResult, inner: AsyncIterator[bytes], col: StreamText, hold: bool
 ) -> AsyncIterator[bytes]:
@@ -171,10 +176,7 @@ async def _classified(
             out: list[bytes] = []
             for ev in events:
                 end = col.event(ev.event, ev.data)
-                raw = b"data: [DONE]\n\n" if ev.data == b"[DONE]" else encode_sse(
-                    ev.data, ev.event
-                )
-                (held if end or held else out).append(raw)
+                (held if end or held else out).append(_encoded(ev.event, ev.data))
             if res.finished or held:
                 # The relay has seen the end: nothing more goes out until the verdict (the
                 # caller's side accounts the call on the first piece after the end).
@@ -184,8 +186,7 @@ async def _classified(
         if hold:
             for ev in parser.flush():  # a last event without its blank line
                 col.event(ev.event, ev.data)
-                held.append(b"data: [DONE]\n\n" if ev.data == b"[DONE]" else encode_sse(
-                    ev.data, ev.event))
+                held.append(_encoded(ev.event, ev.data))
         if res.stream_error is not None:  # refused by a pattern hook, or cut upstream
             if held:
                 yield b"".join(held)
