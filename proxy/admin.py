@@ -79,10 +79,6 @@ async def _dispatch(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> 
         from proxy.control_room_routes import handle_control_room_routes
 
         await handle_control_room_routes(gw, parts, scope, send)
-    elif len(parts) >= 2 and parts[1] == "audit":
-        from proxy.audit_routes import handle_audit_routes
-
-        await handle_audit_routes(gw, parts, scope, receive, send)
     elif len(parts) == 4 and parts[1] == "sessions" and parts[3] == "kill":
         if method not in ("PUT", "POST"):
             raise Refusal(405, "method_not_allowed", "use PUT /gateway/sessions/{id}/kill")
