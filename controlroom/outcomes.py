@@ -89,6 +89,8 @@ def _str(doc: Mapping[str, Any], name: str, limit: int, required: bool = False) 
         return ""
     if not isinstance(v, str) or len(v) > limit or (required and not v):
         raise Refusal(400, "invalid_request", f"`{name}` must be a string of 1-{limit} characters")
+    if "\x00" in v:  # PostgreSQL text cannot hold NUL: refuse here, not a 500 at the insert
+        raise Refusal(400, "invalid_request", f"`{name}` must not contain NUL characters")
     return v
 
 
@@ -245,10 +247,10 @@ def parse_github(event: str | None, doc: Mapping[str, Any]) -> Outcome | None:
     url = pr.get("html_url") if isinstance(pr.get("html_url"), str) else ""
     merged_at = pr.get("merged_at")
     return Outcome(
-        event_id=f"github:{full[:200]}#{number}",
+        event_id=f"github:{full[:200]}#{number}".replace("\x00", ""),
         kind="pr_merged",
         source="github",
-        url=url[:MAX_URL_CHARS],
+        url=url[:MAX_URL_CHARS].replace("\x00", ""),
         ts=parse_time(merged_at, "pull_request.merged_at") if merged_at else -1.0,
         session_ids=github_session_ids(body, branch),
     )
@@ -293,6 +295,8 @@ def parse_ticket(hook: TicketWebhook, doc: Mapping[str, Any]) -> Outcome | None:
     if isinstance(raw_id, bool) or not isinstance(raw_id, str | int) or not str(raw_id):
         raise Refusal(400, "invalid_request",
                       f"no event id (a string or integer) at {hook.event_id_path}")
+    if "\x00" in str(raw_id):
+        raise Refusal(400, "invalid_request", f"the event id at {hook.event_id_path} contains NUL")
     event_id = f"{hook.name}:{str(raw_id)[:MAX_ID_CHARS]}"
     url = value_at(doc, hook.url_path) if hook.url_path else None
     ts_raw = value_at(doc, hook.ts_path) if hook.ts_path else None
@@ -307,7 +311,7 @@ def parse_ticket(hook: TicketWebhook, doc: Mapping[str, Any]) -> Outcome | None:
         event_id=event_id,
         kind=hook.kind,
         source=hook.name,
-        url=url[:MAX_URL_CHARS] if isinstance(url, str) else "",
+        url=url[:MAX_URL_CHARS].replace("\x00", "") if isinstance(url, str) else "",
         ts=parse_time(ts_raw, hook.ts_path or "ts") if ts_raw is not None else -1.0,
         session_ids=session_ids_of(value_at(doc, hook.session_id_path), hook.session_id_path),
         pass_rate=pass_rate,

@@ -21,6 +21,7 @@ from controlroom.model import Filters
 from controlroom.outcomes import outcomes_of_event
 from controlroom.panels import compute_panels
 from examples.control_room_traffic import iter_traffic, write_traffic
+from tests.support.pg import fresh_database
 from tests.support.servers import InProcessProxy, make_config_dir
 
 GITHUB_SECRET = "gh-test-secret-1"
@@ -274,3 +275,42 @@ async def test_panels_json_route_needs_a_reading_role_and_matches_compute_panels
                 {"since": "999d"}, {"user": "x"}):
         r = await get(proxy, "/gateway/control-room/panels", VIEWER, **bad)
         assert r.status_code == 400, (bad, r.text)
+
+
+@pytest.mark.asyncio
+async def test_nul_characters_in_outcome_ids_and_urls_are_a_400_or_404_on_postgresql(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL text cannot hold NUL: the API refuses it with a 400 naming the field, the
+    webhooks drop it from a URL or refuse it in an event id, and a read of such an id is a
+    404, never a 500 from the ledger."""
+    monkeypatch.setenv("T_GITHUB_SECRET", GITHUB_SECRET)
+    monkeypatch.setenv("T_ZENDESK_SECRET", ZENDESK_SECRET)
+    monkeypatch.setenv("T_JIRA_TOKEN", JIRA_TOKEN)
+    cfg = make_config_dir(tmp_path / "config", OVERLAY)
+    gw_yaml = cfg / "gateway.yaml"
+    gw_yaml.write_text(gw_yaml.read_text() + SETTINGS_TAIL)
+    async with fresh_database() as url:
+        p = await InProcessProxy(cfg, tmp_path / "data", "http://127.0.0.1:9",
+                                 ledger_url=url).start()
+        try:
+            for field in ("event_id", "url", "source"):
+                body = {"event_id": "e", "kind": "pr_merged", field: "a\u0000b"}
+                r = await post(p, "/gateway/outcomes", body, auth(SERVICE))
+                assert r.status_code == 400, r.text
+                assert "NUL" in r.json()["error"]["message"] and field in r.text
+            jira = orjson.dumps({"issue": {"key": "OPS-\u00001", "self": "u",
+                                           "fields": {"customfield_10042": "s-n"}}})
+            r = await post(p, "/gateway/outcomes/webhooks/jira", jira,
+                           {"authorization": f"Bearer {JIRA_TOKEN}"})
+            assert r.status_code == 400 and "NUL" in r.json()["error"]["message"], r.text
+            raw = pr_event(7, True, "Governor-Session: s-gh", "main")
+            doc = orjson.loads(raw)
+            doc["pull_request"]["html_url"] = "https://x/\u0000pr/7"
+            raw = orjson.dumps(doc)
+            r = await post(p, "/gateway/outcomes/github", raw,
+                           {"x-hub-signature-256": gh_sig(raw), "x-github-event": "pull_request"})
+            assert r.status_code == 200 and r.json()["recorded"] == 1, r.text
+            r = await get(p, "/gateway/outcomes/a%00b", ADMIN)  # the path decodes to a NUL
+            assert r.status_code == 404 and r.json()["error"]["code"] == "outcome_not_found"
+        finally:
+            await p.stop()
