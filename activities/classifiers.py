@@ -234,7 +234,11 @@ class ClassifierRuntime:
         return sess
 
     def _close_later(self, sess: aiohttp.ClientSession) -> None:
-        self.background(sess.close())
+        """Close a replaced pool off the caller's path. Not subject to MAX_PENDING (one per
+        reload that changes a classifier): a full queue must not leave the pool open."""
+        task = asyncio.get_running_loop().create_task(sess.close(), name="classifier-pool-close")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _judge(self, j: LlmJudge, text: str, nonce: str) -> tuple[Verdict, str | None]:
         from activities.gateway import new_call_id
