@@ -105,8 +105,7 @@ class SharedLimits:
             if ceiling is not None and ceiling >= lease.ceiling:
                 continue
             if lease.avail > 0:
-                self._pending[key] = self._pending.get(key, 0.0) - lease.avail
-                lease.avail = 0.0
+                self._hand_back(key, lease)
             lease.stale = True
 
     def _ceiling_of(self, key: str) -> float | None:
@@ -308,17 +307,20 @@ class SharedLimits:
 
     # Background: return idle leases, charge over-use, prune -----------------------------------
 
+    def _hand_back(self, key: str, lease: Lease) -> None:
+        """Move a lease's balance to the deltas to push: what is left goes back to the row
+        (avail > 0), a debt is charged to it (avail < 0); the lease is left at 0."""
+        self._pending[key] = self._pending.get(key, 0.0) - lease.avail
+        lease.avail = 0.0
+
     def collect(self, now: float) -> dict[str, float]:
         """Deltas to push: debts (negative leases), idle leases, leases of ended windows."""
         mono = time.monotonic()
         for key, lease in list(self.leases.items()):
-            if lease.avail < 0:
-                self._pending[key] = self._pending.get(key, 0.0) - lease.avail
-                lease.avail = 0.0
-            elif lease.avail > 0 and (mono - lease.touched > IDLE_RETURN_SECONDS
-                                      or (lease.expires_at and lease.expires_at <= now)):
-                self._pending[key] = self._pending.get(key, 0.0) - lease.avail
-                lease.avail = 0.0
+            if lease.avail < 0 or (lease.avail > 0 and (
+                    mono - lease.touched > IDLE_RETURN_SECONDS
+                    or (lease.expires_at and lease.expires_at <= now))):
+                self._hand_back(key, lease)
             if lease.avail == 0 and lease.expires_at and lease.expires_at <= now:
                 del self.leases[key]
         return self._pending
