@@ -55,23 +55,21 @@ class Lease:
 _KEYS: dict[tuple[object, ...], str] = {}  # lease key strings, made once per limit-window
 
 
-def budget_lease_key(key: BudgetKey) -> str:
-    s = _KEYS.get(key)
-    if s is None:
-        if len(_KEYS) > 200_000:
-            _KEYS.clear()
-        s = _KEYS[key] = f"b|{int(key[1])}|{key[0]}"
+def _intern(k: tuple[object, ...], s: str) -> str:
+    """Keep `s` as the lease key string of `k` (at most 200,000 kept, then all are dropped)."""
+    if len(_KEYS) > 200_000:
+        _KEYS.clear()
+    _KEYS[k] = s
     return s
+
+
+def budget_lease_key(key: BudgetKey) -> str:
+    return _KEYS.get(key) or _intern(key, f"b|{int(key[1])}|{key[0]}")
 
 
 def rate_lease_key(key: RateKey, unit: str) -> str:
     k = (*key, unit)
-    s = _KEYS.get(k)
-    if s is None:
-        if len(_KEYS) > 200_000:
-            _KEYS.clear()
-        s = _KEYS[k] = f"r{unit}|{int(key[2])}|{key[0]}|{key[1]}"
-    return s
+    return _KEYS.get(k) or _intern(k, f"r{unit}|{int(key[2])}|{key[0]}|{key[1]}")
 
 
 class SharedLimits:
