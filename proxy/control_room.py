@@ -31,8 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 from activities.gateway import Gateway
 from activities.guardrails import gateway_salt
 from controlroom import auth
-from controlroom.filters import ACCEPTED, FilterError, PageQuery, parse_page_query
-from controlroom.model import Panel
+from controlroom.filters import ACCEPTED, FilterError, parse_page_query
 from controlroom.page import (
     BASE,
     FAVICON_SVG,
@@ -325,12 +324,6 @@ async def _login(gw: Gateway, cr: ControlRoom, scope: Scope, receive: Receive, s
                     (_set_cookie(value, auth.SESSION_TTL_S, _is_https(scope, headers)),))
 
 
-async def panels_for(gw: Gateway, query: PageQuery) -> list[Panel]:
-    """The panels a `PageQuery` asks for (from the ledger, priced by the repository's config
-    as the JSON route and `governor report` are), in the layer it asks for."""
-    return await query_panels(gw.store, query, gw.base_config or gw.config)
-
-
 async def _page(gw: Gateway, cr: ControlRoom, scope: Scope, send: Send, key: ApiKey,
                 claims: auth.Claims) -> None:
     viewer = _viewer(gw, cr, key, claims)
@@ -352,7 +345,8 @@ async def _page(gw: Gateway, cr: ControlRoom, scope: Scope, send: Send, key: Api
     finally:
         cr.pages_waiting -= 1
     try:
-        panels = await panels_for(gw, query)
+        # priced by the repository's config, as the JSON route and `governor report` are
+        panels = await query_panels(gw.store, query, gw.base_config or gw.config)
     except ValueError as exc:  # compute_panels' own checks (range, panel numbers)
         await _html(send, 400, message_page("Bad filter", str(exc), viewer))
         return

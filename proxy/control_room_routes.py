@@ -20,7 +20,8 @@ from controlroom.panels import compute_panels
 from policies.refusals import Refusal
 from proxy.admin import _query
 from proxy.http import Scope, Send, respond_json
-from proxy.outcome_routes import READ_ROLES, require_role
+from proxy.outcome_routes import READ_ROLES
+from proxy.roles import require_role
 
 
 def parse_query(q: dict[str, str], now: float) -> PageQuery:
