@@ -44,6 +44,7 @@ JUDGE_DETECTOR = "llm_judge"
 CLEAN = "clean"  # event type of a verdict that found nothing
 UNAVAILABLE = "classifier_unavailable"  # event type when no verdict could be had
 MAX_CATEGORIES = 8
+MAX_CLASSIFIERS = 32  # per guardrails document: each blocking one is a request per call
 MAX_VERDICT_CHARS = 1024  # the recorded verdict's JSON, at most (bounded by construction)
 # Category names an event's type may take without an allowlist (`categories:`): the judge's
 # own, and `other` for anything else a service names (the verdict keeps the names it gave).
@@ -100,7 +101,8 @@ class ClassifierSpec(_Strict):
     when: When = Field(default_factory=When)
     on_match: Literal["block", "flag", "allow"] = "flag"
     on_error: Literal["fail_open", "fail_closed"] = "fail_open"
-    categories: frozenset[str] | None = None  # only these categories count as a match
+    # only these categories count as a match
+    categories: frozenset[str] | None = Field(default=None, max_length=64)
     min_score: float = Field(default=0.5, ge=0.0, le=1.0)
     max_text_chars: int = Field(default=16_000, ge=64, le=200_000)
     cache_size: int = Field(default=1024, ge=0, le=100_000)  # verdicts kept per classifier

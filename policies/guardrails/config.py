@@ -30,7 +30,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from policies.guardrails.classifiers import ClassifierSpec
+from policies.guardrails.classifiers import MAX_CLASSIFIERS, ClassifierSpec
 from policies.guardrails.scope import When
 
 Hook = Literal["request-input", "request-output", "tool-input", "tool-output"]
@@ -75,7 +75,7 @@ class GuardrailsConfig(_Strict):
     name: str = Field(min_length=1)
     rules: tuple[GuardrailRule, ...] = ()
     # Classifier detectors (`policies.guardrails.classifiers`): services and LLM judges.
-    classifiers: tuple[ClassifierSpec, ...] = ()
+    classifiers: tuple[ClassifierSpec, ...] = Field(default=(), max_length=MAX_CLASSIFIERS)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> GuardrailsConfig:

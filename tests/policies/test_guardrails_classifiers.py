@@ -75,6 +75,10 @@ def test_a_config_with_both_kinds_loads_beside_rules() -> None:
         (f"  - {{id: a, hooks: [request-input], {HTTP}}}\n  - {{id: a, hooks: [tool-output], "
          f"{JUDGE}}}\n", "duplicate rule id"),
         (f"  - {{id: a, hooks: [request-input], sometimes: true, {HTTP}}}\n", "sometimes"),
+        ("".join(f"  - {{id: c{i}, hooks: [request-input], {HTTP}}}\n" for i in range(33)),
+         "classifiers"),
+        (f"  - {{id: a, hooks: [request-input], {HTTP}, categories: "
+         f"[{', '.join(f'k{i}' for i in range(65))}]}}\n", "categories"),
     ],
 )
 def test_bad_classifier_config_names_the_field(body: str, error: str) -> None:
