@@ -35,13 +35,13 @@ from policies.guardrails.classifiers import OUTPUT_HOOKS, ClassifierSpec
 from policies.refusals import Refusal
 
 
-class _Tail:
+class _Tail(list[str]):
     """The newest characters of one text, as the parts it arrived in (`size`: their total)."""
 
-    __slots__ = ("parts", "size")
+    __slots__ = ("size",)
 
     def __init__(self) -> None:
-        self.parts: list[str] = []
+        super().__init__()
         self.size = 0
 
 
@@ -61,8 +61,8 @@ class StreamText:
     def texts(self) -> dict[str, list[str]]:
         """{hook: texts} as `activities.classifiers.classify` takes them."""
         return {
-            "request-output": ["".join(self.text.parts)] if self.text.parts else [],
-            "tool-input": ["".join(t.parts) for t in self.tools.values()],
+            "request-output": ["".join(self.text)] if self.text else [],
+            "tool-input": ["".join(t) for t in self.tools.values()],
         }
 
     def event(self, name: str | None, data: bytes) -> bool:
@@ -90,11 +90,11 @@ class StreamText:
         total, so each delta costs O(1) however long the answer)."""
         if not isinstance(s, str) or not s:
             return
-        tail.parts.append(s)
+        tail.append(s)
         tail.size += len(s)
         if tail.size > 2 * self._limit:
-            whole = "".join(tail.parts)[-self._limit :]
-            tail.parts[:] = [whole]
+            whole = "".join(tail)[-self._limit :]
+            tail[:] = [whole]
             tail.size = len(whole)
 
     def _openai(self, doc: dict[str, Any]) -> bool:
