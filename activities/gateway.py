@@ -160,12 +160,21 @@ class Gateway:
         if sid is None:
             return
         killed = self.state.killed
-        unknown = killed.forgotten and sid not in killed and self.owners.owner(sid) is None
-        await self.owners.check(ident)
-        if unknown:
-            rec = await self.store.kill_of(sid)
+        if killed.forgotten and sid not in killed and self.owners.owner(sid) is None:
+            # Asked before the owner is cached: a lookup that fails leaves the session unknown,
+            # so its next call asks again (a cached owner would skip the check for good).
+            try:
+                rec = await self.store.kill_of(sid)
+            except LedgerUnavailable:
+                raise Refusal(
+                    503, "ledger_unavailable",
+                    f"session {sid!r} is not known to this replica and the ledger, which keeps "
+                    "its kills, is unreachable; retry shortly",
+                    retry_after=1,
+                ) from None
             if rec is not None:
                 self.mark_ended(rec)
+        await self.owners.check(ident)
 
     @classmethod
     async def open(

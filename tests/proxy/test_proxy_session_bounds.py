@@ -110,3 +110,37 @@ async def test_kills_past_max_killed_sessions_still_refuse_their_sessions(
         assert first in gw.state.killed
         r = await call(h, proxy, first)
         assert r.status_code == 403
+
+
+async def test_an_unknown_session_is_refused_503_while_its_kill_cannot_be_looked_up(
+    proxy: InProcessProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once kills were dropped for the bound, a session this runtime does not know is asked
+    about in the ledger; while that lookup fails (fault injected into the lookup alone), the
+    call is a clear 503 and the session stays unknown, so once the ledger answers its kill is
+    found (no cached owner skips the lookup)."""
+    from ledger.errors import LedgerUnavailable
+
+    gw = proxy.gw
+    assert gw is not None
+    run = uuid.uuid4().hex[:6]
+    victim = f"killed-{run}-victim"
+    async with httpx.AsyncClient(timeout=30) as h:
+        assert (await call(h, proxy, victim)).status_code == 200
+        await kill(h, proxy, victim)
+        for i in range(3 * MAX_KILLED):
+            await kill(h, proxy, f"killed-{run}-{i}")
+        assert victim not in gw.state.killed and gw.owners.owner(victim) is None
+
+        async def unreachable(session_id: str) -> None:
+            raise LedgerUnavailable("ledger down (injected)")
+
+        real = gw.store.kill_of
+        monkeypatch.setattr(gw.store, "kill_of", unreachable)
+        for _ in range(2):
+            r = await call(h, proxy, victim)
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "ledger_unavailable"
+        monkeypatch.setattr(gw.store, "kill_of", real)
+        r = await call(h, proxy, victim)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "session_killed"
