@@ -4,6 +4,7 @@ and the control room's JSON route (roles, filters, the same numbers as compute_p
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -314,3 +315,26 @@ async def test_nul_characters_in_outcome_ids_and_urls_are_a_400_or_404_on_postgr
             assert r.status_code == 404 and r.json()["error"]["code"] == "outcome_not_found"
         finally:
             await p.stop()
+
+
+@pytest.mark.asyncio
+async def test_an_outcome_body_that_does_not_arrive_in_time_is_a_408_not_a_500(
+        proxy: InProcessProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that declares a body and then stalls gets a 408 naming the timeout (real
+    socket, the body timeout shortened for the test)."""
+    from urllib.parse import urlsplit
+
+    import proxy.outcome_routes as routes
+
+    monkeypatch.setattr(routes, "BODY_TIMEOUT_S", 0.3)
+    u = urlsplit(proxy.base_url)
+    reader, writer = await asyncio.open_connection(u.hostname, u.port)
+    try:
+        writer.write(b"POST /gateway/outcomes HTTP/1.1\r\nHost: t\r\n"
+                     b"Authorization: Bearer " + SERVICE.encode() + b"\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"ev")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        assert head.startswith(b"HTTP/1.1 408"), head
+    finally:
+        writer.close()
