@@ -80,15 +80,23 @@ def _cell(v: Any) -> str:
 async def _from_ledger(ledger: str, config_dir: Path | None, params: dict[str, str]) -> Any:
     from activities.config_source import load_config_dir
     from controlroom.filters import FilterError, parse_page_query
+    from ledger.errors import LedgerError
     from ledger.store import LedgerStore
+    from policies.config.yamlsource import ConfigErrors
     from proxy.control_room_routes import panels_document, query_panels
 
-    config = load_config_dir(config_dir) if config_dir is not None else None
+    try:
+        config = load_config_dir(config_dir) if config_dir is not None else None
+    except ConfigErrors as exc:
+        _fail(f"{len(exc.errors)} config error(s): " + "; ".join(map(str, exc.errors)))
     try:
         query = parse_page_query(params, time.time())  # the web page's and JSON route's parser
     except FilterError as exc:
         _fail(str(exc), 2)
-    store = await LedgerStore.open(ledger)
+    try:
+        store = await LedgerStore.open(ledger)
+    except (LedgerError, ValueError) as exc:
+        _fail(f"ledger: {exc}")
     try:
         return panels_document(query.filters, await query_panels(store, query, config),
                                query.view)

@@ -129,3 +129,17 @@ async def test_report_errors_are_one_sentence_and_a_nonzero_exit(proxy: InProces
     assert r.returncode != 0 and "400" in r.stderr
     r = await run("--ledger", f"sqlite:///{proxy.data_dir / 'ledger.db'}", "--since", "-3")
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+@pytest.mark.asyncio
+async def test_report_from_a_bad_ledger_url_or_config_is_one_sentence_not_a_traceback(
+        tmp_path: Path) -> None:
+    r = await run("--ledger", "nosuch://x")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: ledger:") and "sqlite:///" in r.stderr
+    bad = tmp_path / "cfg"
+    bad.mkdir()
+    (bad / "x.yaml").write_text("type: nonsense\n")
+    r = await run("--ledger", f"sqlite:///{tmp_path / 'l.db'}", "--config", str(bad))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "config error" in r.stderr and "x.yaml" in r.stderr
