@@ -59,6 +59,9 @@ class IdleSweeper:
             seen.popitem(last=False)
             evicted += 1
             self._forget(gw, sid, now)
+        throttled = gw.loop_guard.throttled  # a forgotten session's throttle, once it ran out
+        for sid in [s for s, until in throttled.items() if until <= now]:
+            del throttled[sid]
         self._drop_ended_windows(gw, now)
         return evicted
 

@@ -144,3 +144,26 @@ async def test_an_unknown_session_is_refused_503_while_its_kill_cannot_be_looked
         monkeypatch.setattr(gw.store, "kill_of", real)
         r = await call(h, proxy, victim)
         assert r.status_code == 403 and r.json()["error"]["code"] == "session_killed"
+
+
+async def test_a_throttle_outliving_its_forgotten_session_is_dropped_once_it_ran_out(
+    proxy: InProcessProxy,
+) -> None:
+    """A session evicted for `max_sessions` while its loop throttle still runs keeps the
+    throttle; once that ran out the sweep drops it, though the session is no longer tracked
+    (it may never call again)."""
+    gw = proxy.gw
+    assert gw is not None
+    run = uuid.uuid4().hex[:6]
+    throttled, sid = gw.loop_guard.throttled, f"throttled-{run}"
+    async with httpx.AsyncClient(timeout=30) as h:
+        assert (await call(h, proxy, sid)).status_code == 200
+        now = time.time()
+        throttled[sid] = now + 3600.0
+        for i in range(MAX_SESSIONS + 1):  # churn evicts it while throttled
+            assert (await call(h, proxy, f"churn-t-{run}-{i}")).status_code == 200
+        assert sid not in gw.sweeper.last_seen and sid in throttled
+        gw.sweeper.sweep(gw, now)
+        assert sid in throttled  # still running
+        gw.sweeper.sweep(gw, now + 3601.0)
+        assert sid not in throttled
