@@ -10,7 +10,9 @@ aliases); a bad value is a 400 `invalid_request` naming it. The web page (`/cont
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
 from typing import Any
 
 from activities.gateway import Gateway
@@ -22,6 +24,31 @@ from proxy.admin import _query
 from proxy.http import Scope, Send, respond_json
 from proxy.outcome_routes import READ_ROLES
 from proxy.roles import require_role
+
+# Each request runs the panel queries over up to 366 days: a few at once per replica (per ledger
+# store), a few more queue, the rest get a 503 — as the web page's own limit does.
+MAX_JSON_IN_FLIGHT = 4
+MAX_JSON_WAITING = 16
+
+
+class PanelSlots:
+    """The JSON route's panel computations on one ledger store: `computing` admits
+    `MAX_JSON_IN_FLIGHT`, `waiting` counts those queued (at most `MAX_JSON_WAITING`)."""
+
+    def __init__(self) -> None:
+        self.computing = asyncio.Semaphore(MAX_JSON_IN_FLIGHT)
+        self.waiting = 0
+
+
+_SLOTS: weakref.WeakKeyDictionary[Any, PanelSlots] = weakref.WeakKeyDictionary()
+
+
+def slots_of(store: Any) -> PanelSlots:
+    """The store's `PanelSlots` (one per store, dropped with it)."""
+    slots = _SLOTS.get(store)
+    if slots is None:
+        slots = _SLOTS[store] = PanelSlots()
+    return slots
 
 
 def parse_query(q: dict[str, str], now: float) -> PageQuery:
@@ -51,5 +78,17 @@ async def handle_control_room_routes(gw: Gateway, parts: list[str], scope: Scope
         raise Refusal(404, "not_found", f"no control-room route {scope['method']} {scope['path']}")
     require_role(gw, scope, READ_ROLES, "the control room")
     query = parse_query(_query(scope, set(ACCEPTED)), time.time())
-    panels = await query_panels(gw.store, query, gw.base_config or gw.config)
+    slots = slots_of(gw.store)
+    if slots.waiting >= MAX_JSON_WAITING:
+        raise Refusal(503, "control_room_busy", f"{MAX_JSON_WAITING} panel requests are waiting "
+                      "on this replica; retry in a few seconds", retry_after=5)
+    slots.waiting += 1
+    try:
+        await slots.computing.acquire()
+    finally:
+        slots.waiting -= 1
+    try:
+        panels = await query_panels(gw.store, query, gw.base_config or gw.config)
+    finally:
+        slots.computing.release()
     await respond_json(send, 200, panels_document(query.filters, panels, query.view))

@@ -338,3 +338,48 @@ async def test_an_outcome_body_that_does_not_arrive_in_time_is_a_408_not_a_500(
         assert head.startswith(b"HTTP/1.1 408"), head
     finally:
         writer.close()
+
+
+@pytest.mark.asyncio
+async def test_panels_json_requests_computed_at_once_are_bounded_and_the_queue_too(
+        proxy: InProcessProxy) -> None:
+    """Straight on the admin handler: with every computing slot of the ledger store taken a
+    panels request waits for one; with the queue full it is a 503 `control_room_busy`."""
+    from proxy.admin import handle_admin
+    from proxy.control_room_routes import MAX_JSON_IN_FLIGHT, MAX_JSON_WAITING, slots_of
+
+    assert proxy.gw is not None
+    gw = proxy.gw
+    scope = {"type": "http", "method": "GET", "path": "/gateway/control-room/panels",
+             "query_string": b"panel=1",
+             "headers": [(b"host", b"t"), (b"authorization", f"Bearer {VIEWER}".encode())]}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def status_of() -> tuple[int, bytes]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(msg: dict[str, Any]) -> None:
+            sent.append(msg)
+
+        await handle_admin(gw, scope, receive, send)
+        return sent[0]["status"], sent[1].get("body", b"")
+
+    slots = slots_of(gw.store)
+    for _ in range(MAX_JSON_IN_FLIGHT):
+        await slots.computing.acquire()
+    waiting = asyncio.create_task(status_of())
+    for _ in range(100):
+        if slots.waiting == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert slots.waiting == 1 and not waiting.done()
+    slots.waiting = MAX_JSON_WAITING
+    status, body = await status_of()
+    assert status == 503 and b"control_room_busy" in body
+    slots.waiting = 1
+    for _ in range(MAX_JSON_IN_FLIGHT):
+        slots.computing.release()
+    assert (await asyncio.wait_for(waiting, 30))[0] == 200
+    assert slots.waiting == 0
