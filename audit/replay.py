@@ -198,28 +198,12 @@ async def record_from_ledger(store: Any, session_id: str, salt: bytes | None = N
 
 async def histories_from_temporal(client: Any, workflow_id: str
                                   ) -> list[tuple[str, dict[str, Any]]]:
-    """Every run's history of the workflow (oldest first) from a Temporal server; empty when
-    the server no longer has it (deleted, past retention)."""
-    from temporalio.service import RPCError, RPCStatusCode
+    """Every run's history of the workflow (oldest first) from a Temporal server, as
+    `audit.session_source.fetch_histories` reads them for show and export; empty when the
+    server no longer has it (deleted, past retention)."""
+    from audit.session_source import fetch_histories
 
-    runs = []
-    try:
-        quoted = workflow_id.replace("\\", "\\\\").replace('"', '\\"')
-        async for wf in client.list_workflows(f'WorkflowId = "{quoted}"'):
-            runs.append((wf.start_time, wf.run_id))
-    except RPCError as exc:
-        if exc.status != RPCStatusCode.NOT_FOUND:
-            raise
-    out = []
-    for _, run_id in sorted(runs):
-        try:
-            h = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                continue
-            raise
-        out.append((workflow_id, orjson.loads(h.to_json())))
-    return out
+    return histories_of(await fetch_histories(client, workflow_id))
 
 
 async def histories_from_archive(archive: Any, session_id: str

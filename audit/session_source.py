@@ -9,6 +9,7 @@ the session.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -43,34 +44,65 @@ async def fetch_histories(
     client: Client, workflow_id: str, run_id: str | None = None
 ) -> list[dict[str, Any]]:
     """Every run of `workflow_id` up to `run_id` (default: the latest), oldest first, each as
-    `{"workflow_id", "run_id", "history": <history JSON>}`; [] if the server has forgotten it."""
+    `{"workflow_id", "run_id", "history": <history JSON>}`; [] if the server has forgotten it.
+
+    The one way audit reads a session's histories from Temporal (export, show, replay, the
+    archive). The runs are the continue-as-new chain that ends at `run_id`, followed back
+    through each run's first event (exact, whatever the visibility store's lag), and the
+    earlier executions under the same id that the server lists (a workflow reset, a session id
+    started again after its workflow ended), up to `MAX_RUNS` in all."""
     from temporalio.service import RPCError, RPCStatusCode
 
-    out: list[dict[str, Any]] = []
-    rid = run_id
-    for _ in range(MAX_RUNS):
-        handle = client.get_workflow_handle(workflow_id, run_id=rid)
+    runs: dict[str, tuple[dt.datetime, dict[str, Any]]] = {}
+
+    async def fetch(rid: str) -> Any:
         try:
-            if rid is None:
-                rid = (await handle.describe()).run_id
-                handle = client.get_workflow_handle(workflow_id, run_id=rid)
-            history = await handle.fetch_history()
+            return await client.get_workflow_handle(workflow_id, run_id=rid).fetch_history()
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
-                break
+                return None
             raise
-        out.append({"workflow_id": workflow_id, "run_id": rid,
-                    "history": orjson.loads(history.to_json())})
+
+    def keep(rid: str, history: Any) -> None:
         events = history.events
-        prev = (
-            events[0].workflow_execution_started_event_attributes.continued_execution_run_id
-            if events else ""
-        )
-        if not prev:
+        started = (events[0].event_time.ToDatetime(dt.UTC) if events
+                   else dt.datetime.max.replace(tzinfo=dt.UTC))
+        runs[rid] = (started, {"workflow_id": workflow_id, "run_id": rid,
+                               "history": orjson.loads(history.to_json())})
+
+    rid = run_id
+    if rid is None:
+        try:
+            rid = (await client.get_workflow_handle(workflow_id).describe()).run_id
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+    while rid and rid not in runs and len(runs) < MAX_RUNS:
+        history = await fetch(rid)
+        if history is None:
             break
-        rid = prev
-    out.reverse()
-    return out
+        keep(rid, history)
+        events = history.events
+        rid = (events[0].workflow_execution_started_event_attributes.continued_execution_run_id
+               if events else "")
+    if run_id is not None and not runs:
+        return []
+    # the chain's last run started last; executions listed after it are not "up to run_id"
+    until = max((s for s, _ in runs.values()), default=None)
+    quoted = workflow_id.replace("\\", "\\\\").replace('"', '\\"')
+    others: list[tuple[dt.datetime, str]] = []
+    try:
+        async for wf in client.list_workflows(f'WorkflowId = "{quoted}"'):
+            if wf.run_id not in runs and (until is None or wf.start_time <= until):
+                others.append((wf.start_time, wf.run_id))
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+    for _, rid in sorted(others, reverse=True)[: max(0, MAX_RUNS - len(runs))]:
+        history = await fetch(rid)
+        if history is not None:
+            keep(rid, history)
+    return [doc for _, doc in sorted(runs.values(), key=lambda r: (r[0], r[1]["run_id"]))]
 
 
 async def gather(
