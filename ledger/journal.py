@@ -126,10 +126,18 @@ class Journal:
         segment.unlink(missing_ok=True)
 
     def reject(self, row: dict[str, Any], error: str) -> None:
-        """Keep a row the database refused, with the reason, for a person to look at."""
-        line = orjson.dumps(
-            {"error": error, "row": row, "ts": time.time()}, option=orjson.OPT_APPEND_NEWLINE
-        )
+        """Keep a row the database refused, with the reason, for a person to look at. A row
+        JSON cannot carry (why it may have been refused) is kept with such values as their repr."""
+        entry = {"error": error, "row": row, "ts": time.time()}
+        try:
+            line = orjson.dumps(
+                entry,
+                default=repr,
+                option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS,
+            )
+        except TypeError:  # e.g. an int beyond 64 bits, which `default` never sees
+            entry["row"] = repr(row)
+            line = orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
         fd = os.open(self.directory / REJECTED_NAME, _OPEN_FLAGS, 0o600)
         try:
             os.write(fd, line)

@@ -13,10 +13,11 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import socket
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,17 @@ KILL_KIND = "kill"  # `_kind` of a journaled kill
 
 _MEMORY_ONLY = Path()  # stands for "no segment": the journal could not take the row
 CHECKPOINT_EVERY = 60.0  # seconds between copies of the chain head beside the journal
+
+# A write failing with one of these is the row's fault, not the database's: retrying cannot
+# help, so the row is set aside in the journal's reject file and the rest written. TypeError
+# covers orjson.JSONEncodeError (a value JSON cannot carry), OverflowError an int sqlite3 cannot
+# bind, KeyError a journaled row missing a field. LedgerUnavailable (an outage) is retried.
+_ROW_FAULTS = (LedgerError, ValueError, TypeError, KeyError, OverflowError)
+# What a journaled stream start or kill holds (call rows and events have their normalisers).
+_JOURNALED = {
+    STREAM_START_KIND: {"call_id": str, "runtime": str, "ts": float, "row": str},
+    KILL_KIND: {"session_id": str, "actor": str, "reason": str, "ts": float},
+}
 
 
 class LedgerWriter:
@@ -139,7 +151,10 @@ class LedgerWriter:
             log.error("ledger: stored text not redacted (%s); row kept without it", e)
             redacted = (None,) * len(texts)
         clean.update(zip(STORED_TEXT_FIELDS, redacted, strict=True))
-        self._enqueue(clean)
+        try:
+            self._enqueue(clean)
+        except ValueError as e:  # no caller to tell any more: set it aside, never lose it
+            self._reject(clean, e)
 
     def record_event(self, row: Mapping[str, Any]) -> None:
         """Accept one guardrail event row (`ledger.event_rows`), journaled like a call row."""
@@ -205,6 +220,8 @@ class LedgerWriter:
         try:
             self._journal.append(clean)
             segment = self._journal.active or _MEMORY_ONLY
+        except TypeError as e:  # orjson.JSONEncodeError: the documented ValueError instead
+            raise ValueError(f"ledger row cannot be journaled: {e}") from None
         except OSError as e:
             # A full or vanished disk must not fail the caller's LLM call: keep the row in
             # memory (it is still written unless this process dies) and say so loudly.
@@ -234,12 +251,12 @@ class LedgerWriter:
                     if raw.get("_kind") == EVENT_KIND:
                         clean = normalize_event(raw)
                         clean["_kind"] = EVENT_KIND
-                    elif raw.get("_kind") in (STREAM_START_KIND, KILL_KIND):
-                        clean = dict(raw)
+                    elif raw.get("_kind") in _JOURNALED:
+                        clean = _checked_journaled(raw)
                     else:
                         clean = normalize_call(raw, store_text=self.store_text)
                 except ValueError as e:
-                    self._reject(raw, str(e))
+                    self._reject(raw, e)
                     continue
                 replay.append((clean, segment))
                 count += 1
@@ -349,60 +366,58 @@ class LedgerWriter:
         starts = [r for r in kinds if r["_kind"] == STREAM_START_KIND]
         events = [r for r in kinds if r["_kind"] == EVENT_KIND]
         for k in (r for r in kinds if r["_kind"] == KILL_KIND):
-            try:
-                await self._store.record_kill(k["session_id"], k["actor"], k["reason"], k["ts"])
-            except LedgerUnavailable:
-                raise
-            except (LedgerError, ValueError, KeyError) as e:
-                self._reject(k, str(e))
+            await self._write_each([k], self._write_kill)
         if starts:  # before the calls that may settle them, so a start never trails its end
-            await insert_stream_starts(self._store, starts)
+            await self._write_each(starts, lambda b: insert_stream_starts(self._store, b))
         if rows:
-            await self._write_calls(rows)
+            await self._write_each(rows, self._write_calls)
         if events:
-            await self._write_events(events)
-
-    async def _write_events(self, events: list[dict[str, Any]]) -> None:
-        try:
-            await insert_guardrail_events(self._store, events, normalized=True)
-            return
-        except LedgerUnavailable:
-            raise
-        except (LedgerError, ValueError):
-            pass
-        for row in events:
-            try:
-                await insert_guardrail_events(self._store, [row], normalized=True)
-            except LedgerUnavailable:
-                raise
-            except (LedgerError, ValueError) as e:
-                self._reject(row, str(e))
+            await self._write_each(
+                events, lambda b: insert_guardrail_events(self._store, b, normalized=True)
+            )
 
     async def _write_calls(self, rows: list[dict[str, Any]]) -> None:
+        self.flushed_count += await self._store.insert_calls(rows, normalized=True)
+
+    async def _write_kill(self, kills: list[dict[str, Any]]) -> None:
+        (k,) = kills
+        await self._store.record_kill(k["session_id"], k["actor"], k["reason"], k["ts"])
+
+    async def _write_each(
+        self, rows: list[dict[str, Any]], write: Callable[[list[dict[str, Any]]], Awaitable[Any]]
+    ) -> None:
+        """`write(rows)` in one go; if that fails for a row's fault (`_ROW_FAULTS`), row by row,
+        each failing row set aside, so the rest are written."""
         try:
-            self.flushed_count += await self._store.insert_calls(rows, normalized=True)
+            await write(rows)
             return
         except LedgerUnavailable:
             raise
-        except (LedgerError, ValueError):
-            pass
-        # Something in the batch is refused: find it row by row, keep it aside, write the rest.
+        except _ROW_FAULTS as e:
+            if len(rows) == 1:
+                self._reject(rows[0], e)
+                return
         for row in rows:
             try:
-                self.flushed_count += await self._store.insert_calls([row], normalized=True)
+                await write([row])
             except LedgerUnavailable:
                 raise
-            except (LedgerError, ValueError) as e:
-                self._reject(row, str(e))
+            except _ROW_FAULTS as e:
+                self._reject(row, e)
 
-    def _reject(self, row: Mapping[str, Any], error: str) -> None:
+    def _reject(self, row: Mapping[str, Any], error: BaseException) -> None:
         self.rejected_count += 1
+        # Named by kind and id, never by content: the log must not carry prompt text. Only the
+        # reject file (a person's to look at, beside the journal holding the row) keeps it all.
+        key = row.get("call_id") or row.get("session_id")
         log.error(
-            "ledger: call row %r refused (%s); kept in the journal's reject file",
-            row.get("call_id"),
+            "ledger: %s row %.80r refused (%s: %.200s); kept in the journal's reject file",
+            row.get("_kind", "call"),
+            key,
+            type(error).__name__,
             error,
         )
-        self._journal.reject(dict(row), error)
+        self._journal.reject(dict(row), f"{type(error).__name__}: {error}")
 
     def _drop_flushed_segments(self) -> None:
         active = self._journal.active
@@ -410,3 +425,20 @@ class LedgerWriter:
             if count == 0 and segment != active and segment is not _MEMORY_ONLY:
                 self._journal.remove(segment)
                 del self._pending[segment]
+
+
+def _checked_journaled(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A journaled stream start or kill as written, or ValueError naming what is wrong with it
+    (a hand-edited or torn journal): replayed unchecked, it failed every flush forever."""
+    out = dict(raw)
+    for name, kind in _JOURNALED[raw["_kind"]].items():
+        value = raw.get(name)
+        if kind is str:
+            ok = type(value) is str
+        else:
+            ok = type(value) in (int, float) and math.isfinite(value)
+            value = float(value) if ok else value
+        if not ok:
+            raise ValueError(f"journaled {raw['_kind']} field {name!r} is missing or malformed")
+        out[name] = value
+    return out

@@ -78,6 +78,8 @@ async def test_a_bad_row_fails_in_the_callers_hands(tmp_path: Path) -> None:
         writer.record_call(call_row("c1", decision="maybe"))
     with pytest.raises(ValueError, match="cost_usd"):
         writer.record_call(call_row("c1", cost_usd=float("nan")))
+    with pytest.raises(ValueError, match="cannot be journaled"):  # not orjson's TypeError
+        writer.record_call(call_row("c1", decision_record={"x": {1, 2}}))
     assert writer.pending_count == 0
     await writer.close()
     await store.close()
@@ -304,3 +306,88 @@ async def test_healthz_stays_responsive_while_a_4mb_stored_prompt_is_redacted(
     assert len(waits) >= 3
     print(f"/healthz worst {max(waits) * 1000:.0f} ms over {len(waits)} polls")
     assert max(waits) < 0.5
+
+
+async def test_a_row_that_cannot_be_serialised_is_set_aside_and_the_rest_written(
+    target: Target, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A row whose write raises TypeError (orjson.JSONEncodeError) is a permanent failure, like
+    a row the database refuses: set aside in the reject file and counted, the rest of its batch
+    written, and the log names the call without its text. (The decision record is the caller's
+    dict until written: a value added after `record_call` that JSON cannot carry made every
+    flush raise TypeError, retried forever, and no later row reached the ledger.)"""
+    store = await target.open()
+    jdir = tmp_path / "j"
+    writer = LedgerWriter(store, Journal(jdir), flush_interval=0.01, store_text=True)
+    await writer.start()
+    record: dict[str, object] = {"v": 1}
+    writer.record_call(call_row("ok1"))
+    writer.record_call(call_row("poison", prompt_text="hunter2-secret", decision_record=record))
+    writer.record_call(call_row("ok2"))
+    record["x"] = {1, 2}  # a set: orjson cannot serialise it
+    await _wait_for(lambda: writer.pending_count == 0, "the poison row set aside")
+    assert [c.call_id for c in await store.calls_for_session("sess-1")] == ["ok1", "ok2"]
+    assert writer.rejected_count == 1
+    (kept,) = (jdir / "rejected.ndjson").read_bytes().splitlines()
+    kept_row = orjson.loads(kept)
+    assert kept_row["row"]["call_id"] == "poison" and "serializ" in kept_row["error"]
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 1 and "poison" in refused[0] and "hunter2" not in refused[0]
+    writer.record_call(call_row("ok3"))  # the writer is not stuck: later rows land
+    await writer.flush()
+    assert len(await store.calls_for_session("sess-1")) == 3
+    await writer.close()
+    await store.close()
+
+
+async def test_a_malformed_journaled_stream_start_is_set_aside_not_retried_forever(
+    target: Target, tmp_path: Path
+) -> None:
+    """Stream starts replayed from the journal were written unchecked: one missing a field
+    (KeyError) or carrying a wrong type failed every flush (start() itself raised), so the
+    proxy could not start and no row behind it was written."""
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    start = {"_kind": "stream_start", "call_id": "s1", "runtime": "r", "ts": 1.0, "row": "{}"}
+    lines = [
+        orjson.dumps(call_row("ok1")),
+        orjson.dumps({k: v for k, v in start.items() if k != "row"} | {"call_id": "s-no-row"}),
+        orjson.dumps(start | {"call_id": "s-bad-ts", "ts": "yesterday"}),
+        orjson.dumps(start),
+        orjson.dumps(call_row("ok2")),
+    ]
+    (jdir / "00000000000000000001-1-000001.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    store = await target.open()
+    writer = LedgerWriter(store, Journal(jdir))
+    await writer.start()
+    assert [c.call_id for c in await store.calls_for_session("sess-1")] == ["ok1", "ok2"]
+    assert writer.rejected_count == 2 and writer.pending_count == 0
+    rejected = (jdir / "rejected.ndjson").read_bytes().splitlines()
+    assert sorted(orjson.loads(x)["row"]["call_id"] for x in rejected) == ["s-bad-ts", "s-no-row"]
+    assert list(jdir.glob("*.jsonl")) == []
+    await writer.close()
+    await store.close()
+
+
+async def test_a_large_text_row_json_cannot_carry_is_set_aside_not_lost(tmp_path: Path) -> None:
+    """A row with large stored text is journaled after its text is redacted off the loop; if
+    JSON cannot carry it then, there is no caller left to tell: it goes to the reject file
+    (it was lost, the redaction task dying with an unretrieved TypeError)."""
+    from activities import scan_pool
+
+    store = await LedgerStore.open(f"sqlite:///{tmp_path / 'l.db'}")
+    jdir = tmp_path / "j"
+    writer = LedgerWriter(store, Journal(jdir), store_text=True)
+    text = "x" * scan_pool.OFFLOAD_CHARS
+    try:
+        writer.record_call(call_row("big", prompt_text=text, decision_record={"x": {1, 2}}))
+        writer.record_call(call_row("ok"))
+        await writer.flush()
+    finally:
+        scan_pool.shutdown()
+    assert [c.call_id for c in await store.calls_for_session("sess-1")] == ["ok"]
+    assert writer.rejected_count == 1 and writer.pending_count == 0
+    (kept,) = (jdir / "rejected.ndjson").read_bytes().splitlines()
+    assert orjson.loads(kept)["row"]["call_id"] == "big"
+    await writer.close()
+    await store.close()
