@@ -31,6 +31,7 @@ from audit.timeline import summary, timeline
 from ledger.models import CALLS
 from ledger.session_record import call_pages, session_record
 from ledger.store import LedgerStore
+from policies.config.models import MAX_EXPORT_CALLS
 
 T = TypeVar("T")
 MAX_SHOW_LIMIT = 5000  # timeline entries one show answers at most
@@ -55,6 +56,17 @@ async def count_calls(store: LedgerStore, session_id: str) -> int:
     q = select(func.count()).select_from(CALLS).where(CALLS.c.session_id == session_id)
     async with store._connect(write=False) as conn:
         return int((await conn.execute(q)).scalar_one())
+
+
+async def calls_within(store: LedgerStore, session_id: str, max_calls: int) -> int:
+    """The session's call rows in the ledger; ExportTooLarge past `max_calls`
+    (`archive.max_export_calls`: the one bound of a show or export, over HTTP or on the ledger
+    directly), before any row is read."""
+    n = await count_calls(store, session_id)
+    if n > max_calls:
+        raise ExportTooLarge(f"session {session_id!r} has {n} calls, more than "
+                             f"archive.max_export_calls ({max_calls}) one show or export reads")
+    return n
 
 
 def _in_thread(src: Source, work: Callable[[LedgerStore | None], Awaitable[T]]) -> T:
@@ -105,12 +117,12 @@ def show_page(view: SessionView, offset: int, limit: int) -> dict[str, Any]:
 
 async def build_show(
     src: Source, session_id: str, histories: list[dict[str, Any]], offset: int, limit: int,
-    max_calls: int = 10**9,
+    max_calls: int = MAX_EXPORT_CALLS,
 ) -> dict[str, Any] | None:
     """The show document (None: no source knows the session), built in a worker thread."""
 
     async def work(store: LedgerStore | None) -> dict[str, Any] | None:
-        if store is None or not await count_calls(store, session_id):
+        if store is None or not await calls_within(store, session_id, max_calls):
             await _archived_calls_within(src, session_id, max_calls)
         view = await _view(src, session_id, histories, store)
         return show_page(view, offset, limit) if view is not None else None
@@ -161,7 +173,7 @@ async def _stream_live(src: Source, store: LedgerStore, session_id: str,
 
 async def build_export(
     src: Source, session_id: str, histories: list[dict[str, Any]], max_bytes: int,
-    max_calls: int = 10**9,
+    max_calls: int = MAX_EXPORT_CALLS,
 ) -> tuple[bytes, IO[bytes]] | None:
     """(manifest line, temporary file holding the rest, positioned at 0) or None; raises
     ExportTooLarge past `max_bytes` (the file is then removed). The caller closes the file."""
@@ -171,7 +183,7 @@ async def build_export(
 
         out = tempfile.TemporaryFile(prefix="governor-export-")
         try:
-            if store is not None and await count_calls(store, session_id):
+            if store is not None and await calls_within(store, session_id, max_calls):
                 head = await _stream_live(src, store, session_id, histories, out, max_bytes)
             else:  # not in the ledger: the archive (or Temporal) has it, read whole
                 await _archived_calls_within(src, session_id, max_calls)

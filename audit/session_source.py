@@ -105,6 +105,18 @@ async def fetch_histories(
     return [doc for _, doc in sorted(runs.values(), key=lambda r: (r[0], r[1]["run_id"]))]
 
 
+async def session_histories(client: Client, session_id: str) -> list[dict[str, Any]]:
+    """The session workflow's histories (`fetch_histories`); [] (logged) when the server does
+    not answer: show and export then take the archive's."""
+    from temporalio.service import RPCError
+
+    try:
+        return await fetch_histories(client, SESSION_WORKFLOW_PREFIX + session_id)
+    except RPCError as exc:
+        log.warning("workflow history of %s unavailable: %s", session_id, exc.status.name)
+        return []
+
+
 async def gather(
     session_id: str,
     *,
@@ -117,14 +129,7 @@ async def gather(
         sections[k] for k in ("session", "calls", "kills", "guardrail_events")
     )
     archived = await load_session(archive, session_id) if archive is not None else None
-    histories: list[dict[str, Any]] = []
-    if temporal is not None:
-        from temporalio.service import RPCError
-
-        try:
-            histories = await fetch_histories(temporal, SESSION_WORKFLOW_PREFIX + session_id)
-        except RPCError as exc:
-            log.warning("workflow history of %s unavailable: %s", session_id, exc.status.name)
+    histories = await session_histories(temporal, session_id) if temporal is not None else []
     if not histories and archived is not None:
         histories = archived.histories
     tombstones = list(archived.index.get("tombstones") or []) if archived else []

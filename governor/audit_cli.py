@@ -366,6 +366,10 @@ class Direct:
             await store.close()
 
 
+_LIMITS_HINT = ("; on the ledger directly the bounds are the --config directory's "
+                "archive.max_export_calls and archive.max_export_bytes settings")
+
+
 def _finish(direct: Direct | None, code: int = 0) -> None:
     """Exit at once after a Temporal client was used: its runtime threads may abort interpreter
     teardown (as `governor up` notes)."""
@@ -394,18 +398,25 @@ def show(session_id: str, offset: int, limit: int, url: str, key: str | None, as
     from audit.timeline import Entry, render
 
     if Direct.wanted(data_dir, ledger):
-        from audit.offloop import show_page
-        from audit.session_source import gather
+        from audit.offloop import ExportTooLarge, Source, build_show, calls_within
+        from audit.session_source import session_histories
 
         direct: Direct | None = Direct(data_dir, ledger, config_dir, archive_url,
                                        temporal_address)
         assert direct is not None
+        most = direct.settings().max_export_calls  # as the route: archive.max_export_calls
 
         async def work(store: Any, archive: Any, temporal: Any) -> dict[str, Any] | None:
-            view = await gather(session_id, ledger=store, archive=archive, temporal=temporal)
-            return show_page(view, offset, limit) if view is not None else None
+            assert direct is not None
+            await calls_within(store, session_id, most)
+            hist = await session_histories(temporal, session_id) if temporal is not None else []
+            return await build_show(Source(direct.ledger_url, None, archive), session_id, hist,
+                                    offset, limit, most)
 
-        doc = asyncio.run(direct.run(work))
+        try:
+            doc = asyncio.run(direct.run(work))
+        except ExportTooLarge as exc:
+            _fail(f"{exc}{_LIMITS_HINT}")
         if doc is None:
             _fail(f"no session {session_id!r} in the ledger or the archive")
     else:
@@ -439,22 +450,30 @@ def export(session_id: str, out: Path | None, url: str, key: str | None, timeout
            archive_url: str | None, temporal_address: str | None) -> None:
     """A self-contained bundle of the session (JSON lines: manifest of counts, hashes and time
     range; every row; the workflow history) that reads without Governor."""
-    from audit.bundle import build_bundle, parse_bundle
+    from audit.bundle import parse_bundle
 
     d: Direct | None = None
     if Direct.wanted(data_dir, ledger):
-        from audit.session_source import gather
+        from audit.offloop import ExportTooLarge, Source, build_export, calls_within
+        from audit.session_source import session_histories
 
         d = Direct(data_dir, ledger, config_dir, archive_url, temporal_address)
+        limits = d.settings()  # archive.max_export_calls / max_export_bytes, as the route
 
         async def work(store: Any, archive: Any, temporal: Any) -> bytes | None:
-            view = await gather(session_id, ledger=store, archive=archive, temporal=temporal)
-            if view is None:
+            await calls_within(store, session_id, limits.max_export_calls)
+            hist = await session_histories(temporal, session_id) if temporal is not None else []
+            built = await build_export(Source(d.ledger_url, None, archive), session_id, hist,
+                                       limits.max_export_bytes, limits.max_export_calls)
+            if built is None:
                 return None
-            return build_bundle(session_id, view.sections, view.histories, source=view.source,
-                                tombstones=view.tombstones)
+            with built[1] as rest:
+                return built[0] + rest.read()
 
-        body = asyncio.run(d.run(work))
+        try:
+            body = asyncio.run(d.run(work))
+        except ExportTooLarge as exc:
+            _fail(f"{exc}{_LIMITS_HINT}")
         if body is None:
             _fail(f"no session {session_id!r} in the ledger or the archive")
     else:

@@ -47,6 +47,7 @@ from audit.offloop import (
     Source,
     build_export,
     build_show,
+    calls_within,
     count_calls,
     read_off_loop,
 )
@@ -252,23 +253,15 @@ async def _off_loop(gw: Gateway, sid: str,
     loop's), then `build` in a worker thread (audit/offloop.py). 404, 413, 503 as Refusals."""
     from audit.archive import ArchiveError
     from audit.sealing import SealingError
-    from audit.session_source import SESSION_WORKFLOW_PREFIX, fetch_histories
+    from audit.session_source import session_histories
 
     settings = gw.config.settings.archive
-    n = await count_calls(gw.store, sid)
-    if n > settings.max_export_calls:
-        raise Refusal(413, "export_too_large",
-                      f"session {sid!r} has {n} calls, more than archive.max_export_calls "
-                      f"({settings.max_export_calls}) one show or export reads")
-    histories: list[dict[str, Any]] = []
+    try:  # before the histories are fetched and any row is read
+        await calls_within(gw.store, sid, settings.max_export_calls)
+    except ExportTooLarge as exc:
+        raise Refusal(413, "export_too_large", str(exc)) from None
     wf = getattr(gw, "session_workflows", None)
-    if wf is not None:
-        from temporalio.service import RPCError
-
-        try:
-            histories = await fetch_histories(wf.client, SESSION_WORKFLOW_PREFIX + sid)
-        except RPCError as exc:
-            log.warning("workflow history of %s unavailable: %s", sid, exc.status.name)
+    histories = await session_histories(wf.client, sid) if wf is not None else []
     src = Source(gw.store.secret_url(), gw.store.schema, getattr(gw, "archive", None))
     try:
         out = await build(src, histories)

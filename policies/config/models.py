@@ -316,6 +316,12 @@ class LimitsOutagePolicy(_Strict):
     requests: OutageAction = "serve"
 
 
+# One show or export (over HTTP, or `governor audit` on the ledger directly) reads at most this
+# many calls of a session and answers at most this many bundle bytes (defaults of the settings).
+MAX_EXPORT_CALLS = 200_000
+MAX_EXPORT_BYTES = 256 * 1024 * 1024
+
+
 class ArchiveSettings(_Strict):
     """Where ended sessions' records go (`audit.archive`), how long they stay, whether sealed.
 
@@ -341,8 +347,8 @@ class ArchiveSettings(_Strict):
     sweep_seconds: float = Field(default=60, gt=0)  # how often the archive job looks
     # One export (or show) reads at most this many calls of a session (more: 413, export a
     # shorter record from the archive's blobs) and answers at most this many bundle bytes.
-    max_export_calls: int = Field(default=200_000, gt=0, le=10_000_000)
-    max_export_bytes: int = Field(default=256 * 1024 * 1024, gt=0, le=512 * 1024 * 1024)
+    max_export_calls: int = Field(default=MAX_EXPORT_CALLS, gt=0, le=10_000_000)
+    max_export_bytes: int = Field(default=MAX_EXPORT_BYTES, gt=0, le=512 * 1024 * 1024)
 
 
 class Settings(_Strict):
