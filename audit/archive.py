@@ -46,15 +46,29 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import obstore
 import orjson
-from obstore.exceptions import AlreadyExistsError
-from obstore.store import LocalStore, ObjectStore, from_url
 
 from audit.sealing import Sealer
 from policies.config.models import ArchiveSettings
+
+if TYPE_CHECKING:
+    from obstore.store import ObjectStore
+
+
+def _obstore() -> Any:
+    """obstore, imported on first use: the proxy only needs it once it archives a session, and
+    at start-up it would add ~4 MB to every replica's memory (the proxy's RSS bar)."""
+    import obstore
+    import obstore.exceptions
+    import obstore.store
+
+    return obstore
+
+
+def _already_exists() -> type[BaseException]:
+    return _obstore().exceptions.AlreadyExistsError  # type: ignore[no-any-return]
 
 RECORD_FORMAT = "governor-archive-record/1"
 HISTORY_FORMAT = "governor-archive-history/1"
@@ -109,10 +123,19 @@ def _blob_path(digest: str) -> str:
 class Archive:
     """An archive store: create with `Archive.from_settings` or `Archive(store, sealer)`."""
 
-    def __init__(self, store: ObjectStore, sealer: Sealer | None = None, where: str = "") -> None:
-        self.store = store
+    def __init__(
+        self, store: ObjectStore | Path, sealer: Sealer | None = None, where: str = ""
+    ) -> None:
+        # A local directory may be given as its Path: its store is opened on first use.
+        self._store = store
         self.sealer = sealer
         self.where = where
+
+    @property
+    def store(self) -> ObjectStore:
+        if isinstance(self._store, Path):
+            self._store = _obstore().store.LocalStore(self._store)
+        return self._store
 
     @classmethod
     def from_settings(
@@ -127,19 +150,19 @@ class Archive:
         if settings.url is None:
             path = (data_dir / "archive").resolve()
             path.mkdir(parents=True, exist_ok=True)
-            return cls(LocalStore(path), sealer, str(path))
+            return cls(path, sealer, str(path))
         url = settings.url
         if url.startswith("file://"):
             path = Path(url.removeprefix("file://")).resolve()
             path.mkdir(parents=True, exist_ok=True)
-            return cls(LocalStore(path), sealer, str(path))
+            return cls(path, sealer, str(path))
         config: dict[str, Any] = {}
         if settings.endpoint:
             config["endpoint"] = settings.endpoint
         if settings.region:
             config["region"] = settings.region
         try:
-            store = from_url(  # type: ignore[call-overload]
+            store = _obstore().store.from_url(  # type: ignore[call-overload]
                 url, config=config or None, client_options={"allow_http": settings.allow_http}
             )
         except Exception as exc:  # obstore's message: a first line, then a Debug dump
@@ -157,8 +180,8 @@ class Archive:
             return digest, False
         body = self.sealer.seal(data, path) if self.sealer else data
         try:
-            await obstore.put_async(self.store, path, body, mode="create")
-        except AlreadyExistsError:  # a racing writer stored the same content
+            await _obstore().put_async(self.store, path, body, mode="create")
+        except _already_exists():  # a racing writer stored the same content
             return digest, False
         except Exception as exc:
             raise ArchiveError(f"archive {self.where}: cannot write {path}: {exc}") from exc
@@ -176,7 +199,7 @@ class Archive:
 
     async def delete_blob(self, digest: str) -> None:
         try:
-            await obstore.delete_async(self.store, _blob_path(digest))
+            await _obstore().delete_async(self.store, _blob_path(digest))
         except FileNotFoundError:
             pass
 
@@ -186,7 +209,7 @@ class Archive:
 
     async def _exists(self, path: str) -> bool:
         try:
-            await obstore.head_async(self.store, path)
+            await _obstore().head_async(self.store, path)
         except FileNotFoundError:
             return False
         except Exception as exc:
@@ -195,7 +218,7 @@ class Archive:
 
     async def _get(self, path: str) -> bytes:
         try:
-            res = await obstore.get_async(self.store, path)
+            res = await _obstore().get_async(self.store, path)
             return bytes(await res.bytes_async())
         except FileNotFoundError:
             raise
@@ -204,7 +227,7 @@ class Archive:
 
     async def _list(self, prefix: str) -> list[str]:
         try:
-            metas = await obstore.list(self.store, prefix=prefix).collect_async()
+            metas = await _obstore().list(self.store, prefix=prefix).collect_async()
         except Exception as exc:
             raise ArchiveError(f"archive {self.where}: cannot list {prefix}: {exc}") from exc
         return sorted(m["path"] for m in metas)
@@ -238,8 +261,8 @@ class Archive:
         data = canonical({k: v for k, v in doc.items() if not k.startswith("_")})
         body = self.sealer.seal(data, path) if self.sealer else data
         try:
-            await obstore.put_async(self.store, path, body, mode="create")
-        except AlreadyExistsError:
+            await _obstore().put_async(self.store, path, body, mode="create")
+        except _already_exists():
             return False
         except Exception as exc:
             raise ArchiveError(f"archive {self.where}: cannot write {path}: {exc}") from exc

@@ -15,9 +15,6 @@ import base64
 import binascii
 import os
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 MAGIC = b"GVSEAL1\x00"
 _NONCE = 12
 
@@ -55,6 +52,9 @@ class Sealer:
     def __init__(self, key: bytes) -> None:
         if len(key) != 32:
             raise SealingError("the archive key must be 32 bytes (AES-256)")
+        # Imported here: only a deployment that encrypts its archive pays its ~6 MB.
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._aead = AESGCM(key)
 
     @classmethod
@@ -74,6 +74,8 @@ class Sealer:
         if not is_sealed(blob):
             return blob  # written before encryption was turned on: read as it is
         nonce = blob[len(MAGIC) : len(MAGIC) + _NONCE]
+        from cryptography.exceptions import InvalidTag
+
         try:
             return self._aead.decrypt(nonce, blob[len(MAGIC) + _NONCE :], where.encode())
         except InvalidTag:
