@@ -111,6 +111,12 @@ class Metrics:
         self.loop_detections = Counter(
             "governor_loop_detections_total", "Runaway sessions detected, by signal and action",
             ["kind", "action"], registry=r)
+        self.alerts_dropped = Counter(
+            "governor_alerts_dropped_total",
+            "Embedded alert firings not handed to Temporal: a new alert key while "
+            "alert_max_queued were already waiting",
+            registry=r,
+        )
         self.ledger_pending = Gauge(
             "governor_ledger_pending_rows",
             "Ledger rows journaled but not yet in the database",

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,7 @@ SWEEP_EVERY_TICKS = 30  # budget notifications never handed to Temporal: looked 
 SWEEP_SINCE_SECONDS = 2 * 86400.0
 SWEEP_GRACE_SECONDS = 60.0  # a crossing this recent is still being handed over by its call
 UNTAGGED_PUSH_SECONDS = 1.0  # a replica adds its untagged spend to the shared total this often
+DROP_LOG_SECONDS = 10.0  # dropped firings are logged at most this often (with their count)
 _TYPE_FILTER = re.compile(r"""type\s*=\s*['"](\w+)['"]""")
 
 
@@ -83,6 +85,14 @@ class AlertHub:
     _untagged_task: asyncio.Task[None] | None = None
     _pruned_day: int = -1
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    # Keyed hand-overs to Temporal ((op, alert key) -> how to start it): those running, bounded
+    # by `alert_max_running`, and those waiting, in order, bounded by `alert_max_queued`.
+    _running: dict[tuple[str, str], asyncio.Task[Any]] = field(default_factory=dict)
+    _waiting: dict[tuple[str, str], Callable[[], Coroutine[Any, Any, Any]]] = field(
+        default_factory=dict)
+    dropped: int = 0  # firings of a new alert key refused because the queue was full
+    _dropped_unlogged: int = 0
+    _dropped_logged_at: float = -1e9
     _backlog: list[int] = field(default_factory=list)
     _health: dict[str, float] = field(default_factory=dict)  # firing self-health rule -> last fire
     _health_seen: set[str] = field(default_factory=set)  # self-health rules checked once
@@ -110,25 +120,95 @@ class AlertHub:
     # Firing ----------------------------------------------------------------------------------
 
     def fire(self, name: str, labels: dict[str, str], source: str = "embedded",
-             confident: bool | None = None) -> None:
-        """Non-blocking (request path): coalesced per key, started in the background."""
+             confident: bool | None = None, *, droppable: bool = True) -> bool:
+        """Non-blocking (request path): coalesced per key, started in the background. False
+        when it was dropped (`_submit`): not coalesced then, its next firing tries again."""
         rule = self.rules().get(name)
         if rule is None:
-            return
+            return True
         key = dedup_key(rule, labels)
         now = time.monotonic()
         last = self._recent.get(key)
         if last is not None and now - last < COALESCE_SECONDS:
-            return
+            return True
         if len(self._recent) > 10_000:
             self._recent.clear()
         self._recent[key] = now
-        self._spawn(self.fire_async(name, labels, source, confident))
+        if self._submit("fire", key, lambda: self.fire_async(name, labels, source, confident),
+                        droppable=droppable):
+            return True
+        del self._recent[key]
+        return False
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
+
+    def _submit(self, op: str, key: str, start: Callable[[], Coroutine[Any, Any, Any]], *,
+                droppable: bool = True) -> bool:
+        """Hand `op` ('fire' or 'resolve') of alert `key` to Temporal in the background, within
+        bounds: at most `alert_max_running` at once; then up to `alert_max_queued` wait, run in
+        order, one op of one key at a time. The same op of a key already waiting merges into
+        it (its latest arguments win: one signal-with-start delivers both); after the opposite
+        op of that key it waits anew, behind it. Past the queue's bound an alert whose key runs
+        or waits still waits (a firing of an alert already in hand is never lost), and so does
+        one not `droppable`: alerts whose keys the config bounds (budgets, breakers, tokenizer
+        drift, self-health, untagged spend). A new key callers choose (a runaway session, a
+        leaked secret's project) is dropped, logged and counted
+        (`governor_alerts_dropped_total`): returns False."""
+        k = (op, key)
+        other = ("resolve" if op == "fire" else "fire", key)
+        if k in self._waiting and other not in self._waiting:
+            self._waiting[k] = start  # merged: keeps its place
+            return True
+        self._waiting.pop(k, None)
+        settings = self.gw.config.settings
+        known = other in self._waiting or k in self._running or other in self._running
+        if (droppable and not known and len(self._waiting) >= settings.alert_max_queued
+                and len(self._running) >= settings.alert_max_running):
+            self._drop(key)
+            return False
+        self._waiting[k] = start
+        self._pump()
+        return True
+
+    def _pump(self) -> None:
+        """Start waiting hand-overs, oldest first, while fewer than `alert_max_running` run
+        (never two of one key at once: a fire and a resolve keep their order)."""
+        limit = self.gw.config.settings.alert_max_running
+        if len(self._running) >= limit or not self._waiting:
+            return
+        busy = {key for _, key in self._running}
+        for k in list(self._waiting):
+            if len(self._running) >= limit:
+                break
+            if k[1] in busy:
+                continue
+            start = self._waiting.pop(k)
+            busy.add(k[1])
+            task = self._spawn(start())
+            self._running[k] = task
+            task.add_done_callback(lambda _t, k=k: self._finished(k))
+
+    def _finished(self, k: tuple[str, str]) -> None:
+        self._running.pop(k, None)
+        self._pump()
+
+    def _drop(self, key: str) -> None:
+        self.dropped += 1
+        self._dropped_unlogged += 1
+        self.gw.metrics.alerts_dropped.inc()
+        now = time.monotonic()
+        if now - self._dropped_logged_at >= DROP_LOG_SECONDS:
+            s = self.gw.config.settings
+            log.warning("alert %.200s not started: %d alert(s) already waiting for Temporal "
+                        "(alert_max_queued=%d, alert_max_running=%d); %d dropped since the "
+                        "last such warning", key, len(self._waiting), s.alert_max_queued,
+                        s.alert_max_running, self._dropped_unlogged)
+            self._dropped_unlogged = 0
+            self._dropped_logged_at = now
 
     def _done(self, t: asyncio.Task[Any]) -> None:
         self._tasks.discard(t)
@@ -292,7 +372,7 @@ class AlertHub:
             for rule in rules:
                 await self.fire_async(rule.name, labels, "embedded")
 
-        self._spawn(go())
+        self._submit("fire", f"workflow-loop:{session_id}", go)
 
     def on_budget(self, budget: Budget, window_start: float, pct: float) -> None:
         for rule in self._signal("budget_used_pct"):
@@ -312,7 +392,7 @@ class AlertHub:
             project = budget.scope.metadata.get("project")
             if project:
                 labels["project"] = project
-            self.fire(rule.name, labels)
+            self.fire(rule.name, labels, droppable=False)
 
     def on_guardrail(self, detector: str, kind: str, hook: str, action: str,
                      metadata: dict[str, Any]) -> None:
@@ -328,7 +408,8 @@ class AlertHub:
 
     def on_breaker(self, virtual_model: str, target: str) -> None:
         for rule in self._signal("breaker_open"):
-            self.fire(rule.name, {"target": target, "virtual_model": virtual_model})
+            self.fire(rule.name, {"target": target, "virtual_model": virtual_model},
+                      droppable=False)
 
     def on_spend(self, project: str, cost_usd: float, now: float) -> None:
         """Untagged spend (request path: a dict update). The replica's share is added to the
@@ -391,7 +472,10 @@ class AlertHub:
                 self._untagged_fired.clear()
             self._untagged_fired.add(mark)
             if claims == 1.0:  # claimed once: not subject to the hot path's coalescing
-                self._spawn(self.fire_async(rule.name, {"project": project}, "embedded"))
+                labels = {"project": project}
+                self._submit("fire", dedup_key(rule, labels),
+                             lambda r=rule.name, lb=labels: self.fire_async(r, lb, "embedded"),
+                             droppable=False)  # claimed in the ledger: this replica fires it
 
     # Background: health, breakers, top-N sessions, silences ----------------------------------
 
@@ -409,6 +493,7 @@ class AlertHub:
                     (day + 2) * 86400.0), 2.0)
             except Exception:
                 log.warning("untagged spend of %s not shared at shutdown", project)
+        self._waiting.clear()
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):
@@ -502,7 +587,8 @@ class AlertHub:
             self.fire(rule.name, {
                 "virtual_model": d.virtual_model, "from_version": d.from_version,
                 "to_version": d.to_version, "from_model": d.from_model, "to_model": d.to_model,
-                "drift_pct": f"{d.drift_pct:.1f}", "common_prompts": str(d.common_prompts)})
+                "drift_pct": f"{d.drift_pct:.1f}", "common_prompts": str(d.common_prompts)},
+                droppable=False)
 
     def _self_health(self, signal: str, bad: bool) -> None:
         for rule in self._signal(signal):
@@ -517,15 +603,18 @@ class AlertHub:
         now = time.monotonic()
         last = self._health.get(rule.name)
         keep_alive = min(HEALTH_KEEPALIVE_SECONDS, self.auto_resolve_seconds / 4)
+        key = dedup_key(rule, {})
         if bad and (last is None or now - last >= keep_alive):
             self._health[rule.name] = now
-            self._spawn(self.fire_async(rule.name, {}, "embedded"))
+            self._submit("fire", key, lambda: self.fire_async(rule.name, {}, "embedded"),
+                         droppable=False)
         elif not bad and (last is not None or rule.name not in self._health_seen):
             # Healthy again, or healthy at this runtime's first look: a runbook left open by a
             # replica that restarted after recovering is resolved (a replica still unhealthy
             # starts it again at its next keep-alive).
             self._health.pop(rule.name, None)
-            self._spawn(self.resolve_async(rule.name, {}, "embedded"))
+            self._submit("resolve", key, lambda: self.resolve_async(rule.name, {}, "embedded"),
+                         droppable=False)
         self._health_seen.add(rule.name)
 
     def update_session_gauges(self, now: float) -> None:

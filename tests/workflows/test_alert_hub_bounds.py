@@ -1,0 +1,104 @@
+"""The alert hub hands embedded firings to Temporal within configured bounds: many distinct alert
+keys at once run at most `alert_max_running` Temporal calls, `alert_max_queued` more wait and
+are delivered, and the rest are dropped visibly (a counter and one rate-limited warning); a new
+firing of an alert already in hand, or of one whose keys the config bounds (a breaker), is never
+dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError
+
+from activities.config_source import load_config_dir
+from activities.gateway import Gateway
+from alerts.hub import AlertHub
+from policies.alerts import dedup_key
+from tests.support.servers import EXAMPLES, make_config_dir
+from tests.support.wait import until
+
+
+class CountingClient:
+    """The real Temporal client, counting the hub's workflow starts in flight at once."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self.now = self.peak = self.started = 0
+
+    async def start_workflow(self, *args: Any, **kw: Any) -> Any:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            await asyncio.sleep(0.01)  # a Temporal a little slower than an idle local one
+            return await self._client.start_workflow(*args, **kw)
+        finally:
+            self.now -= 1
+            self.started += 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+async def _status(client: Client, key: str) -> WorkflowExecutionStatus | None:
+    try:
+        return (await client.get_workflow_handle(key).describe()).status
+    except RPCError:
+        return None
+
+
+async def test_many_distinct_alert_keys_are_bounded_and_past_the_bound_dropped_visibly(
+    client: Client, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = (EXAMPLES / "gateway.yaml").read_text() + (
+        "\nalert_max_running: 2\nalert_max_queued: 5\n"
+    )
+    cfg = make_config_dir(tmp_path / "config", {"gateway.yaml": settings})
+    gw = await Gateway.open(load_config_dir(cfg), f"sqlite:///{tmp_path / 'l.db'}",
+                            tmp_path / "j", config_dir=cfg)
+    counting = CountingClient(client)
+    # No worker polls this queue: the runbooks are started and wait, nothing runs them.
+    hub = AlertHub(gw, counting, f"alert-bounds-{uuid.uuid4().hex[:8]}")
+    run = uuid.uuid4().hex[:8]
+    rule = hub.rules()["runaway_agent"]
+
+    def labels(i: int) -> dict[str, str]:
+        return {"session_id": f"bound-{run}-{i}", "evidence": "repeat"}
+
+    keys = [dedup_key(rule, labels(i)) for i in range(50)]
+    try:
+        with caplog.at_level(logging.WARNING, logger="governor.alerts"):
+            for i in range(50):  # 50 distinct runaway sessions in one instant
+                hub.fire("runaway_agent", labels(i))
+        assert hub.dropped == 43  # 2 running + 5 waiting
+        assert gw.metrics.alerts_dropped._value.get() == 43
+        warned = [r.getMessage() for r in caplog.records if "not started" in r.getMessage()]
+        assert len(warned) == 1 and "alert_max_queued=5" in warned[0]
+        hub._recent.clear()  # past the 5 s coalescing: the running and a waiting alert again
+        hub.fire("runaway_agent", labels(0))  # its first start is in flight: waits behind it
+        hub.fire("runaway_agent", labels(3))  # waiting: merges into the one waiting
+        hub.on_breaker("support-cheap", "sim/bound-target")  # keyed by config: waits too
+        assert hub.dropped == 43
+
+        async def drained() -> bool:
+            return not hub._running and not hub._waiting
+
+        await until(drained, "the waiting firings handed to Temporal")
+        assert counting.peak == 2
+        assert counting.started == 9  # 7 runaway keys, key 0's second firing, the breaker
+        keys.insert(7, dedup_key(hub.rules()["breaker_open"], {"target": "sim/bound-target"}))
+        statuses = [await _status(client, k) for k in keys[:9]]
+        assert statuses == [WorkflowExecutionStatus.RUNNING] * 8 + [None]
+    finally:
+        await hub.close()
+        for k in keys[:8]:
+            try:
+                await client.get_workflow_handle(k).terminate("test over")
+            except RPCError:
+                pass
+        await gw.close()
