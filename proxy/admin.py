@@ -17,7 +17,7 @@ from ledger.errors import LedgerUnavailable
 from ledger.models import CLOSE_ACTOR
 from policies.config.yamlsource import ConfigErrors
 from policies.refusals import Refusal
-from proxy.errors import note_refusal
+from proxy.errors import BUSY_RETRY_AFTER_S, note_refusal, retry_after_headers
 from proxy.http import BodyTooLarge, Receive, Scope, Send, read_body, respond_json
 from proxy.llm_routes import parse_json_body
 from proxy.roles import ADMINS, RESPONDERS, SESSION_READERS, require_role
@@ -45,18 +45,12 @@ async def handle_admin(gw: Gateway, scope: Scope, receive: Receive, send: Send) 
         await _dispatch(gw, scope, receive, send)
     except Refusal as r:
         note_refusal(gw, r, "admin", scope)
-        await respond_json(send, r.status, _admin_error(r))
+        await respond_json(send, r.status, _admin_error(r), retry_after_headers(r))
     except LedgerUnavailable:
-        await respond_json(
-            send,
-            503,
-            {
-                "error": {
-                    "code": "ledger_unavailable",
-                    "message": "the ledger database is unreachable; nothing changed, retry soon",
-                }
-            },
-        )
+        down = Refusal(503, "ledger_unavailable",
+                       "the ledger database is unreachable; nothing changed, retry soon",
+                       retry_after=BUSY_RETRY_AFTER_S)
+        await respond_json(send, down.status, _admin_error(down), retry_after_headers(down))
 
 
 async def _dispatch(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:

@@ -63,7 +63,8 @@ class ProxyApp:
         if t == "http":
             gw = self.gw
             if gw is None:
-                await respond_json(send, 503, {"error": {"message": "starting up"}})
+                await respond_json(send, 503, {"error": {"message": "starting up"}},
+                                   ((b"retry-after", b"1"),))
                 return
             path = scope["path"]
             method = scope["method"]

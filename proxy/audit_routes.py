@@ -54,6 +54,7 @@ from audit.offloop import (
 from audit.versions import load_versions
 from policies.config.models import ApiKey
 from policies.refusals import Refusal
+from proxy.errors import BUSY_RETRY_AFTER_S
 from proxy.http import BodyTooLarge, Receive, Scope, Send, header_map, read_body, respond_json
 from proxy.llm_routes import bearer, parse_json_body
 
@@ -216,7 +217,8 @@ async def _verify_in_child(gw: Gateway, since: float | None) -> dict[str, Any]:
         log.warning("audit verify failed (exit %s): %s", proc.returncode,
                     err.decode(errors="replace")[:500])  # fmt: skip
         raise Refusal(503, "ledger_unavailable",
-                      "the ledger could not be read to verify it; retry soon")  # fmt: skip
+                      "the ledger could not be read to verify it; retry soon",
+                      retry_after=BUSY_RETRY_AFTER_S)  # fmt: skip
     doc: dict[str, Any] = orjson.loads(out)
     return doc
 
@@ -239,7 +241,7 @@ async def _building(gw: Gateway) -> AsyncIterator[None]:
     n = _building_now.get(id(gw), 0)
     if n >= MAX_BUILDS:
         raise Refusal(429, "audit_busy", f"{MAX_BUILDS} audit shows/exports are being built on "
-                      "this replica; retry when one ends")
+                      "this replica; retry when one ends", retry_after=BUSY_RETRY_AFTER_S)
     _building_now[id(gw)] = n + 1
     try:
         yield

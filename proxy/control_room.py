@@ -22,7 +22,6 @@ CSRF token; form bodies are at most `MAX_FORM_BYTES`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -50,8 +49,8 @@ from policies.refusals import Refusal
 from proxy.admin import _query
 from proxy.alert_routes import _person as runbook_update
 from proxy.alert_routes import _workflow_status as runbook_status
-from proxy.control_room_routes import query_panels
-from proxy.errors import note_refusal
+from proxy.control_room_routes import panel_slot, query_panels
+from proxy.errors import BUSY_RETRY_AFTER_S, note_refusal, retry_after_headers
 from proxy.http import (
     BodyTimeout,
     BodyTooLarge,
@@ -69,10 +68,8 @@ log = logging.getLogger("governor.controlroom")
 
 MAX_FORM_BYTES = 8 * 1024
 MAX_REVOKED = 10_000
-# Each page runs the six panel queries over its range: a few at once keep the ledger (which
-# also takes every call's row) and the loop responsive; a few more queue, the rest get a 503.
-MAX_PAGES_IN_FLIGHT = 4
-MAX_PAGES_WAITING = 16
+# A page's panels are computed in one of the ledger store's panel slots, shared with the JSON
+# route (`proxy.control_room_routes.panel_slot`): a few at once, a few queued, then a 503 page.
 HTML = b"text/html; charset=utf-8"
 CSP = (
     "default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; "
@@ -90,14 +87,10 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 
 class ControlRoom:
     """The control room's per-replica state: logged-out session nonces (until they expire,
-    at most `MAX_REVOKED`), pages being computed (`MAX_PAGES_IN_FLIGHT` at once, at most
-    `MAX_PAGES_WAITING` queued, beyond: 503) and the key-id index of the current config."""
+    at most `MAX_REVOKED`) and the key-id index of the current config."""
 
     def __init__(self) -> None:
         self.revoked: dict[str, int] = {}
-        # Panel computations: at most MAX_PAGES_IN_FLIGHT run, MAX_PAGES_WAITING queue.
-        self.computing = asyncio.Semaphore(MAX_PAGES_IN_FLIGHT)
-        self.pages_waiting = 0
         self._keys: tuple[Any, dict[str, ApiKey]] | None = None
         self._secret: tuple[bytes, bytes] | None = None
 
@@ -206,7 +199,8 @@ async def handle_control_room(gw: Gateway, cr: ControlRoom, scope: Scope, receiv
     except LedgerUnavailable:
         await _html(send, 503, message_page(
             "Ledger unavailable",
-            "the ledger database is unreachable; the panels cannot be read. Retry soon."))
+            "the ledger database is unreachable; the panels cannot be read. Retry soon."),
+            ((b"retry-after", str(BUSY_RETRY_AFTER_S).encode()),))
 
 
 _TITLES = {400: "Bad request", 401: "Not signed in", 403: "Not allowed", 404: "Not found",
@@ -334,24 +328,19 @@ async def _page(gw: Gateway, cr: ControlRoom, scope: Scope, send: Send, key: Api
         msg = exc.message if isinstance(exc, Refusal) else str(exc)
         await _html(send, 400, message_page("Bad filter", msg, viewer))
         return
-    if cr.pages_waiting >= MAX_PAGES_WAITING:
-        await _html(send, 503, message_page(
-            "Busy", f"{MAX_PAGES_WAITING} control-room pages are waiting on this replica; "
-            "retry in a few seconds", viewer), ((b"retry-after", b"5"),))
+    try:
+        async with panel_slot(gw.store):  # shared with the JSON route, per ledger store
+            # priced by the repository's config, as the JSON route and `governor report` are
+            panels = await query_panels(gw.store, query, gw.base_config or gw.config)
+    except Refusal as busy:
+        if busy.code != "control_room_busy":
+            raise
+        await _html(send, busy.status, message_page("Busy", busy.message, viewer),
+                    tuple(retry_after_headers(busy)))
         return
-    cr.pages_waiting += 1
-    try:
-        await cr.computing.acquire()
-    finally:
-        cr.pages_waiting -= 1
-    try:
-        # priced by the repository's config, as the JSON route and `governor report` are
-        panels = await query_panels(gw.store, query, gw.base_config or gw.config)
     except ValueError as exc:  # compute_panels' own checks (range, panel numbers)
         await _html(send, 400, message_page("Bad filter", str(exc), viewer))
         return
-    finally:
-        cr.computing.release()
     simulated = any(p.simulated for p in gw.config.providers.values())
     page = control_room_page(panels, viewer, query.form, query.filters.since,
                              query.filters.until, simulated=simulated)

@@ -11,8 +11,10 @@ aliases); a bad value is a 400 `invalid_request` naming it. The web page (`/cont
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 from activities.gateway import Gateway
@@ -21,22 +23,25 @@ from controlroom.model import Filters
 from controlroom.panels import compute_panels
 from policies.refusals import Refusal
 from proxy.admin import _query
+from proxy.errors import BUSY_RETRY_AFTER_S
 from proxy.http import Scope, Send, respond_json
 from proxy.outcome_routes import READ_ROLES
 from proxy.roles import require_role
 
-# Each request runs the panel queries over up to 366 days: a few at once per replica (per ledger
-# store), a few more queue, the rest get a 503 — as the web page's own limit does.
-MAX_JSON_IN_FLIGHT = 4
-MAX_JSON_WAITING = 16
+# Each page or panels request runs the panel queries over up to 366 days: per ledger store, a
+# few at once — the web page's and the JSON route's together — a few more queue, the rest get a
+# 503 control_room_busy with Retry-After.
+MAX_PANELS_IN_FLIGHT = 4
+MAX_PANELS_WAITING = 16
 
 
 class PanelSlots:
-    """The JSON route's panel computations on one ledger store: `computing` admits
-    `MAX_JSON_IN_FLIGHT`, `waiting` counts those queued (at most `MAX_JSON_WAITING`)."""
+    """The panel computations on one ledger store, from every control-room surface:
+    `computing` admits `MAX_PANELS_IN_FLIGHT`, `waiting` counts those queued (at most
+    `MAX_PANELS_WAITING`)."""
 
     def __init__(self) -> None:
-        self.computing = asyncio.Semaphore(MAX_JSON_IN_FLIGHT)
+        self.computing = asyncio.Semaphore(MAX_PANELS_IN_FLIGHT)
         self.waiting = 0
 
 
@@ -49,6 +54,26 @@ def slots_of(store: Any) -> PanelSlots:
     if slots is None:
         slots = _SLOTS[store] = PanelSlots()
     return slots
+
+
+@contextlib.asynccontextmanager
+async def panel_slot(store: Any) -> AsyncIterator[None]:
+    """Hold one of the store's panel computations (waiting in its queue if they are all
+    taken); with the queue full, a 503 `control_room_busy` Refusal carrying Retry-After."""
+    slots = slots_of(store)
+    if slots.waiting >= MAX_PANELS_WAITING:
+        raise Refusal(503, "control_room_busy", f"{MAX_PANELS_WAITING} control-room panel "
+                      "requests are waiting on this replica; retry in a few seconds",
+                      retry_after=BUSY_RETRY_AFTER_S)
+    slots.waiting += 1
+    try:
+        await slots.computing.acquire()
+    finally:
+        slots.waiting -= 1
+    try:
+        yield
+    finally:
+        slots.computing.release()
 
 
 def parse_query(q: dict[str, str], now: float) -> PageQuery:
@@ -78,17 +103,6 @@ async def handle_control_room_routes(gw: Gateway, parts: list[str], scope: Scope
         raise Refusal(404, "not_found", f"no control-room route {scope['method']} {scope['path']}")
     require_role(gw, scope, READ_ROLES, "the control room")
     query = parse_query(_query(scope, set(ACCEPTED)), time.time())
-    slots = slots_of(gw.store)
-    if slots.waiting >= MAX_JSON_WAITING:
-        raise Refusal(503, "control_room_busy", f"{MAX_JSON_WAITING} panel requests are waiting "
-                      "on this replica; retry in a few seconds", retry_after=5)
-    slots.waiting += 1
-    try:
-        await slots.computing.acquire()
-    finally:
-        slots.waiting -= 1
-    try:
+    async with panel_slot(gw.store):
         panels = await query_panels(gw.store, query, gw.base_config or gw.config)
-    finally:
-        slots.computing.release()
     await respond_json(send, 200, panels_document(query.filters, panels, query.view))

@@ -36,6 +36,8 @@ _NEVER_CURED = frozenset(
 )
 # A client that sleeps longer than this on Retry-After looks hung; tell it not to wait.
 MAX_RETRY_WAIT_S = 60.0
+# Retry-After of a refusal that only says "busy" or "the ledger is unreachable": try again soon.
+BUSY_RETRY_AFTER_S = 5
 
 
 def retry_can_help(r: Refusal) -> bool:
@@ -45,10 +47,15 @@ def retry_can_help(r: Refusal) -> bool:
     return r.retry_after is None or r.retry_after <= MAX_RETRY_WAIT_S
 
 
+def retry_after_headers(r: Refusal) -> list[tuple[bytes, bytes]]:
+    """`Retry-After` (whole seconds, at least 1) when the refusal says when to try again."""
+    if r.retry_after is None:
+        return []
+    return [(b"retry-after", str(max(1, math.ceil(r.retry_after))).encode())]
+
+
 def refusal_headers(r: Refusal) -> list[tuple[bytes, bytes]]:
-    h = [(b"x-governor-error-code", r.code.encode())]
-    if r.retry_after is not None:
-        h.append((b"retry-after", str(max(1, math.ceil(r.retry_after))).encode()))
+    h = [(b"x-governor-error-code", r.code.encode()), *retry_after_headers(r)]
     if not retry_can_help(r):
         h.append((b"x-should-retry", b"false"))
     return h

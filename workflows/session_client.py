@@ -167,7 +167,8 @@ class TemporalSessions:
                 break
             await asyncio.sleep(0.1)
         else:
-            return Refusal(503, "workflow_unavailable", f"session workflow unreachable: {e}")
+            return Refusal(503, "workflow_unavailable", f"session workflow unreachable: {e}",
+                           retry_after=5)
         try:
             st: SessionStatus = await h.result()
         except Exception:

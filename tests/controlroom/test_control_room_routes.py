@@ -462,47 +462,79 @@ async def test_runaway_alerts_on_panel_3_link_to_their_runbook_page_for_on_call(
         assert r.status_code == 403 and "on-call or admin" in r.text
 
 
-async def test_pages_computed_at_once_are_bounded_and_the_queue_too(proxy):
-    """Straight on the ASGI handler: with every computing slot taken a page waits for one;
-    with the queue full it is a 503 page with Retry-After, nothing computed."""
-    from proxy.control_room import (
-        MAX_PAGES_IN_FLIGHT,
-        MAX_PAGES_WAITING,
-        ControlRoom,
-        handle_control_room,
-    )
+async def test_pages_and_panels_json_share_one_bound_per_ledger_store(proxy, monkeypatch):
+    """Straight on the ASGI handlers: the web page and the JSON panels route compute in the
+    same slots of the ledger store — at most MAX_PANELS_IN_FLIGHT at once between them, then
+    MAX_PANELS_WAITING queue, beyond which both answer a 503 with Retry-After."""
+    import proxy.control_room_routes as routes
+    from proxy.admin import handle_admin
+    from proxy.control_room import ControlRoom, handle_control_room
+    from proxy.control_room_routes import MAX_PANELS_IN_FLIGHT, MAX_PANELS_WAITING, slots_of
 
+    gw = proxy.gw
+    real = await compute_panels(gw.store, Filters(since=time.time() - 86400,
+                                                  until=time.time()), None, config=gw.config)
+    gate = asyncio.Event()
+    running = [0, 0]  # now, most at once
+
+    async def gated(*_a, **_k):
+        running[0] += 1
+        running[1] = max(running)
+        try:
+            await gate.wait()
+            return real
+        finally:
+            running[0] -= 1
+
+    monkeypatch.setattr(routes, "compute_panels", gated)
     cr = ControlRoom()
-    viewer = next(k for k in proxy.gw.config.keys_by_hash.values() if k.id == "dev-viewer")
-    cookie, _ = auth.issue(cr.secret(proxy.gw), viewer.id, viewer.hash, time.time())
-    scope = {"type": "http", "method": "GET", "path": "/control-room", "query_string": b"",
-             "headers": [(b"host", b"cr.test"),
-                         (b"cookie", f"{auth.COOKIE_NAME}={cookie}".encode())]}
+    viewer = next(k for k in gw.config.keys_by_hash.values() if k.id == "dev-viewer")
+    cookie, _ = auth.issue(cr.secret(gw), viewer.id, viewer.hash, time.time())
+    page = {"type": "http", "method": "GET", "path": "/control-room", "query_string": b"",
+            "headers": [(b"host", b"cr.test"),
+                        (b"cookie", f"{auth.COOKIE_NAME}={cookie}".encode())]}
+    panels = {"type": "http", "method": "GET", "path": "/gateway/control-room/panels",
+              "query_string": b"panel=1",
+              "headers": [(b"host", b"cr.test"),
+                          (b"authorization", f"Bearer {VIEWER_KEY}".encode())]}
 
     async def receive():
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def status_of() -> tuple[int, dict[bytes, bytes]]:
+    async def answer(scope) -> tuple[int, dict[bytes, bytes], bytes]:
         sent = []
 
         async def send(msg):
             sent.append(msg)
 
-        await handle_control_room(proxy.gw, cr, scope, receive, send)
-        return sent[0]["status"], dict(sent[0]["headers"])
+        if scope is page:
+            await handle_control_room(gw, cr, scope, receive, send)
+        else:
+            await handle_admin(gw, scope, receive, send)
+        return sent[0]["status"], dict(sent[0]["headers"]), sent[1].get("body", b"")
 
-    for _ in range(MAX_PAGES_IN_FLIGHT):
-        await cr.computing.acquire()
-    waiting = asyncio.create_task(status_of())
-    for _ in range(100):
-        if cr.pages_waiting == 1:
-            break
-        await asyncio.sleep(0.01)
-    assert cr.pages_waiting == 1 and not waiting.done()
-    cr.pages_waiting = MAX_PAGES_WAITING
-    status, headers = await status_of()
-    assert status == 503 and headers[b"retry-after"] == b"5"
-    cr.pages_waiting = 1
-    cr.computing.release()
-    assert (await asyncio.wait_for(waiting, 30))[0] == 200
-    assert cr.pages_waiting == 0
+    slots = slots_of(gw.store)
+
+    async def settled(computing: int, waiting: int) -> None:
+        for _ in range(500):
+            if running[0] == computing and slots.waiting == waiting:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"running {running[0]}, waiting {slots.waiting}")
+
+    # pages and JSON requests, one after another: four compute, the rest queue
+    first = [asyncio.create_task(answer(page if i % 2 else panels))
+             for i in range(MAX_PANELS_IN_FLIGHT + MAX_PANELS_WAITING)]
+    await settled(MAX_PANELS_IN_FLIGHT, MAX_PANELS_WAITING)
+    for scope, kind in ((page, b"text/html"), (panels, b"application/json")):
+        status, headers, body = await answer(scope)
+        assert status == 503 and headers[b"retry-after"] == b"5", (status, body)
+        assert headers[b"content-type"].startswith(kind)
+        assert b"control_room_busy" in body or b"Busy" in body
+    gate.set()
+    done = await asyncio.wait_for(asyncio.gather(*first), 60)
+    assert [d[0] for d in done] == [200] * len(first)
+    assert running[1] == MAX_PANELS_IN_FLIGHT  # between both surfaces, never more
+    assert slots.waiting == 0 and not slots.computing.locked()
+
+

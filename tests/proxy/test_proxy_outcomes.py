@@ -346,7 +346,7 @@ async def test_panels_json_requests_computed_at_once_are_bounded_and_the_queue_t
     """Straight on the admin handler: with every computing slot of the ledger store taken a
     panels request waits for one; with the queue full it is a 503 `control_room_busy`."""
     from proxy.admin import handle_admin
-    from proxy.control_room_routes import MAX_JSON_IN_FLIGHT, MAX_JSON_WAITING, slots_of
+    from proxy.control_room_routes import MAX_PANELS_IN_FLIGHT, MAX_PANELS_WAITING, slots_of
 
     assert proxy.gw is not None
     gw = proxy.gw
@@ -357,6 +357,8 @@ async def test_panels_json_requests_computed_at_once_are_bounded_and_the_queue_t
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
+    retry_after: list[bytes | None] = []
+
     async def status_of() -> tuple[int, bytes]:
         sent: list[dict[str, Any]] = []
 
@@ -364,10 +366,11 @@ async def test_panels_json_requests_computed_at_once_are_bounded_and_the_queue_t
             sent.append(msg)
 
         await handle_admin(gw, scope, receive, send)
+        retry_after.append(dict(sent[0]["headers"]).get(b"retry-after"))
         return sent[0]["status"], sent[1].get("body", b"")
 
     slots = slots_of(gw.store)
-    for _ in range(MAX_JSON_IN_FLIGHT):
+    for _ in range(MAX_PANELS_IN_FLIGHT):
         await slots.computing.acquire()
     waiting = asyncio.create_task(status_of())
     for _ in range(100):
@@ -375,11 +378,12 @@ async def test_panels_json_requests_computed_at_once_are_bounded_and_the_queue_t
             break
         await asyncio.sleep(0.01)
     assert slots.waiting == 1 and not waiting.done()
-    slots.waiting = MAX_JSON_WAITING
+    slots.waiting = MAX_PANELS_WAITING
     status, body = await status_of()
     assert status == 503 and b"control_room_busy" in body
+    assert retry_after[-1] == b"5"
     slots.waiting = 1
-    for _ in range(MAX_JSON_IN_FLIGHT):
+    for _ in range(MAX_PANELS_IN_FLIGHT):
         slots.computing.release()
     assert (await asyncio.wait_for(waiting, 30))[0] == 200
     assert slots.waiting == 0
