@@ -98,6 +98,10 @@ class ClassifierRuntime:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
         self._sessions: dict[str, tuple[HttpClassifier, aiohttp.ClientSession]] = {}
+        # Requests using each pool now, and pools a reload retired: closed when their last
+        # request ends (never under a running call).
+        self._users: dict[aiohttp.ClientSession, int] = {}
+        self._retired: set[aiohttp.ClientSession] = set()
         self._caches: OrderedDict[tuple[Any, ...], OrderedDict[bytes, Verdict]] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         # Texts being classified now, by keyed hash: concurrent callers share one request.
@@ -200,8 +204,10 @@ class ClassifierRuntime:
             bearer = h.auth_header.lower() == "authorization"
             headers[h.auth_header] = f"Bearer {token}" if bearer else token
         body = http_request_body(h.format, text, h.language)
+        sess = self._session(h)
+        self._users[sess] = self._users.get(sess, 0) + 1
         try:
-            async with self._session(h).post(
+            async with sess.post(
                 h.url, data=body, headers=headers, allow_redirects=False
             ) as resp:
                 if not 200 <= resp.status < 300:
@@ -215,6 +221,8 @@ class ClassifierRuntime:
                         return Verdict(False, error=_too_large(h))
         except aiohttp.ClientError as exc:  # the message could carry the URL: name the type only
             return Verdict(False, error=f"the service is unreachable ({type(exc).__name__})")
+        finally:
+            self._release(sess)
         try:
             return parse_http_answer(h.format, bytes(data), min_score)
         except VerdictError as exc:
@@ -225,7 +233,7 @@ class ClassifierRuntime:
         if hit is not None and hit[0] == h:
             return hit[1]
         if hit is not None:  # the classifier changed on a reload: a new pool
-            self._close_later(hit[1])
+            self._retire(hit[1])
         conn = aiohttp.TCPConnector(limit=h.max_connections, keepalive_timeout=30)
         sess = aiohttp.ClientSession(
             connector=conn, timeout=aiohttp.ClientTimeout(total=None), raise_for_status=False
@@ -233,8 +241,42 @@ class ClassifierRuntime:
         self._sessions[h.url] = (h, sess)
         return sess
 
+    def _release(self, sess: aiohttp.ClientSession) -> None:
+        n = self._users.pop(sess, 1) - 1
+        if n:
+            self._users[sess] = n
+        elif sess in self._retired:
+            self._retired.discard(sess)
+            self._close_later(sess)
+
+    def _retire(self, sess: aiohttp.ClientSession) -> None:
+        """Close a pool no classifier uses any more, once the requests using it end."""
+        if sess in self._users:
+            self._retired.add(sess)
+        else:
+            self._close_later(sess)
+
+    def prune(self, specs: tuple[ClassifierSpec, ...]) -> None:
+        """After a reload: forget what belongs to classifiers `specs` (the new config's) no
+        longer has: their pools (closed once their running requests end), verdict caches and
+        counters. Without this a reload kept them, and reloads that changed URLs piled up open
+        pools. A call still running on the old config that asks again makes a new one, which
+        the next reload prunes."""
+        http = {s.http.url: s.http for s in specs if s.http is not None}
+        for url, (h, sess) in list(self._sessions.items()):
+            if http.get(url) != h:
+                del self._sessions[url]
+                self._retire(sess)
+        live = {(s.id, s.http, s.llm_judge) for s in specs}
+        for ck in [ck for ck in self._caches if ck not in live]:
+            del self._caches[ck]
+        ids = {s.id for s in specs}
+        for counts in (self.calls, self.cancelled):
+            for cid in [cid for cid in counts if cid not in ids]:
+                del counts[cid]
+
     def _close_later(self, sess: aiohttp.ClientSession) -> None:
-        """Close a replaced pool off the caller's path. Not subject to MAX_PENDING (one per
+        """Close a retired pool off the caller's path. Not subject to MAX_PENDING (one per
         reload that changes a classifier): a full queue must not leave the pool open."""
         task = asyncio.get_running_loop().create_task(sess.close(), name="classifier-pool-close")
         self._tasks.add(task)
@@ -312,9 +354,10 @@ class ClassifierRuntime:
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        for _, sess in self._sessions.values():
+        for sess in [s for _, s in self._sessions.values()] + list(self._retired):
             await sess.close()
         self._sessions.clear()
+        self._retired.clear()
 
 
 def _too_large(h: HttpClassifier) -> str:

@@ -354,6 +354,11 @@ class Gateway:
         self.metrics.bound_to(new)
         self.writer.store_text = new.settings.store_text
         self.router.update_providers(new.providers)
+        if self.classifiers is not None:  # pools, caches, counters of removed classifiers
+            from activities.guardrails import merged_config
+
+            merged = merged_config(new)
+            self.classifiers.prune(merged.classifiers if merged is not None else ())
         if self.shared is not None:
             self.shared.apply_config(new)
 
