@@ -231,6 +231,25 @@ class Metrics:
                 100.0 * spend.get(key, 0.0) / b.ceiling_usd
             )
 
+    def forget_breakers(self, pairs: set[tuple[str, str]]) -> None:
+        """After a reload: drop the breaker series of (virtual model, target) pairs not in
+        `pairs` (what the new config routes), and the per-target ones of targets it no longer
+        routes, so reloads that rename targets do not add series for good."""
+        targets = {t for _, t in pairs}
+        by_pair = (id(self.breaker_state), id(self.breaker_transitions))
+        for key in list(self._cache):
+            metric: object
+            if key[0] in by_pair:
+                gone = (key[1], key[2]) not in pairs
+                metric = self.breaker_state if key[0] == by_pair[0] else self.breaker_transitions
+            elif key[0] == id(self.breaker_open):
+                gone, metric = key[1] not in targets, self.breaker_open
+            else:
+                continue
+            if gone:
+                del self._cache[key]
+                metric.remove(*key[1:])  # type: ignore[attr-defined]
+
     def child(self, metric: object, *labels: str):  # type: ignore[no-untyped-def]
         key = (id(metric), *labels)
         c = self._cache.get(key)

@@ -166,6 +166,16 @@ class Router:
         self.providers = providers
         self._headers = {name: _provider_headers(p) for name, p in providers.items()}
 
+    def prune(self, virtual_models: Mapping[str, RoutingConfig]) -> set[tuple[str, str]]:
+        """After a reload: forget the breakers of (virtual model, target) pairs the new config
+        no longer routes (they stayed, whatever the reloads removed). Returns the pairs it
+        routes. Idle connections to a removed upstream close on their own (keepalive_timeout);
+        one a running call holds is never touched."""
+        pairs = {(vm.name, t.key) for vm in virtual_models.values() for t in _targets_of(vm)}
+        for key in [k for k in self.breakers if k not in pairs]:
+            del self.breakers[key]
+        return pairs
+
     async def start(self) -> None:
         if self._session is None:
             conn = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
@@ -724,3 +734,9 @@ def _anthropic_text(doc: dict[str, Any]) -> str:
         )
     except (KeyError, TypeError, AttributeError):
         return ""
+
+
+def _targets_of(vm: RoutingConfig) -> list[Target]:
+    """Every target `vm` may route to: its rules', its fallbacks and its cheaper one."""
+    out = [r.target for r in vm.rules] + list(vm.fallbacks)
+    return [*out, vm.cheaper] if vm.cheaper is not None else out
