@@ -11,6 +11,7 @@ process's CPU time (user + system, from /proc) per call during that run, p50 / p
 connection, and peak RSS.
 
     .venv/bin/python benchmarks/proxy_compare.py /work/old-checkout . [--rounds 5 --duration 6]
+    .venv/bin/python benchmarks/proxy_compare.py . .@GOVERNOR_SOME_SETTING=1   # same tree, env
 
 Needs `wrk` and `nginx` (apt-get install wrk nginx-light). Prints a table; asserts nothing.
 """
@@ -48,18 +49,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def start_proxy(tree: Path, cfg: Path, port: int, data: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_proxy(
+    tree: Path, cfg: Path, port: int, data: Path, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     python = tree / ".venv" / "bin" / "python"
     if not python.exists():
         sys.exit(f"{tree} has no .venv: run `bash -c 'source scripts/_venv.sh'` there first")
     cmd = ["taskset", "-c", "0", str(python), "-m", "governor.cli", "proxy", "--config", str(cfg),
            "--port", str(port), "--data-dir", str(data)]  # fmt: skip
-    return subprocess.Popen(cmd, cwd=tree, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    return subprocess.Popen(cmd, cwd=tree, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
+                            env={**os.environ, **(env or {})})  # fmt: skip
+
+
+def parse_target(spec: str) -> tuple[Path, dict[str, str]]:
+    """`PATH` or `PATH@NAME=VALUE,NAME=VALUE`: a checkout and environment for its proxy."""
+    path, _, extra = spec.partition("@")
+    env = dict(kv.split("=", 1) for kv in extra.split(",") if kv)
+    return Path(path), env
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("trees", nargs="+", type=Path, help="checkouts to compare (each with .venv)")
+    ap.add_argument("trees", nargs="+", help="checkouts (each with .venv), as PATH[@NAME=VALUE,…]")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=int, default=6)
     args = ap.parse_args()
@@ -71,13 +82,15 @@ def main() -> None:
     cfg.mkdir()
     bench_config(cfg, up_port)
     script = wrk_script(root)
-    procs: list[tuple[Path, subprocess.Popen[bytes], str]] = []
+    procs: list[tuple[str, subprocess.Popen[bytes], str]] = []
     try:
         wait_port(up_port)
-        for i, tree in enumerate(args.trees):
+        for i, spec in enumerate(args.trees):
+            tree, env = parse_target(spec)
             port = free_port()
-            p = start_proxy(tree.resolve(), cfg, port, root / f"data{i}", root / f"proxy{i}.log")
-            procs.append((tree, p, f"http://127.0.0.1:{port}/v1/chat/completions"))
+            log = root / f"proxy{i}.log"
+            p = start_proxy(tree.resolve(), cfg, port, root / f"data{i}", log, env)
+            procs.append((spec, p, f"http://127.0.0.1:{port}/v1/chat/completions"))
             wait_port(port)
             run_wrk(procs[-1][2], script, 8, 2)  # warm-up
         res: dict[int, list[dict[str, float]]] = {i: [] for i in range(len(procs))}
@@ -112,7 +125,7 @@ def main() -> None:
             rel = "" if base is None else f"  ({m['rps'] / base:.3f}x rps of the first)"
             base = base or m["rps"]
             errors = sum(x["errors"] for x in res[i])
-            print(f"{str(tree)[-40:]:40} {m['rps']:8.0f} {m['cpu_us']:12.1f} {m['p50']:8.3f} "
+            print(f"{tree[-40:]:40} {m['rps']:8.0f} {m['cpu_us']:12.1f} {m['p50']:8.3f} "
                   f"{m['p99']:8.3f} {peak_rss_mb(p.pid):7.1f} {errors:8.0f}{rel}")  # fmt: skip
     finally:
         for _, p, _ in procs:

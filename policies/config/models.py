@@ -6,6 +6,7 @@ Each YAML document names its kind with `type:`; a config directory is the union 
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -117,8 +118,9 @@ class Limit(_Strict):
             raise ValueError("limit needs tokens or requests (or both)")
         return self
 
-    @property
+    @cached_property
     def seconds(self) -> int:
+        # Read for every applicable rule of every call: parsed once per (frozen) config object.
         return window_seconds(self.window)
 
 
