@@ -696,6 +696,24 @@ def _record_refusal(
     gw.writer.record_call(row)
 
 
+def record_gate_refusal(gw: Gateway, ident: Identity, call_id: str, model: object,
+                        protocol: str, r: Refusal, record: dict[str, Any], now: float) -> None:
+    """The row of a call refused outside `governed_call`, by a session workflow's gate
+    (`policies.gates.workflow_gate`): blocked, with its decision record, on the workflow path."""
+    vm = model if isinstance(model, str) else ""
+    gw.metrics.child(gw.metrics.refusals, r.code).inc()
+    gw.metrics.child(gw.metrics.requests, gw.metrics.model(vm), "blocked", str(r.status)).inc()
+    gw.writer.record_call({
+        "call_id": call_id, "ts": now, "path": "workflow", "key_id": ident.key_id,
+        "user": ident.user, "team": ident.team, "project": ident.project,
+        "session_id": ident.session_id, "workflow_tag": ident.workflow_tag,
+        "environment": ident.environment, "cost_center": ident.cost_center,
+        "protocol": protocol, "virtual_model": vm, "decision": "blocked",
+        "status_code": r.status, "error_code": r.code, "config_version": gw.config_version,
+        "decision_record": record,
+    })
+
+
 def _view(req: CallRequest) -> RequestText:
     if req.view is None:  # the input hooks did not run
         req.view = request_view(req.protocol, req.body)

@@ -28,6 +28,9 @@ Record shape (`calls.decision_record`, keys kept short, all optional but `v`):
     lv  its verdict on this call: [kind "rate"|"repeat", action]
     g   a refusal before the policy core (`policies.gates`): [closed 0|1, throttle seconds left]
         (then only v, m, t, id, g and o are recorded)
+    wg  a workflow-path turn refused before its governed call (`policies.gates.workflow_gate`):
+        [session status, window tokens, token ceiling, window seconds, hard block 0|1]
+        (then only v, m, t, id, wg and o are recorded)
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from typing import Any
 from policies.config.gateway import GatewayConfig
 from policies.config.models import RoutingConfig, Target
 from policies.decision import PreCall
-from policies.gates import session_gate
+from policies.gates import session_gate, workflow_gate
 from policies.identity import Identity
 from policies.loops import is_loop, rate_baseline, rate_signal_action, repeats_over
 from policies.refusals import Refusal
@@ -116,6 +119,20 @@ def record_gate(model: object, now: float, ident: Identity, closed: bool, thrott
         "t": now,
         "id": [ident.role, ident.subject_type],
         "g": [int(closed), round(throttle_left, 3)],
+        "o": ["refused", refused.code],
+    }
+
+
+def record_workflow_gate(model: object, now: float, ident: Identity, gate: list[Any],
+                         refused: Refusal) -> dict[str, Any]:
+    """The record of a workflow-path turn its session workflow refused before the governed
+    call (killed, closed, hard ceiling): the state it was checked against and the refusal."""
+    return {
+        "v": FORMAT,
+        "m": model[:MODEL_CHARS] if isinstance(model, str) else None,
+        "t": now,
+        "id": [ident.role, ident.subject_type],
+        "wg": list(gate),
         "o": ["refused", refused.code],
     }
 
@@ -208,6 +225,12 @@ def redecide(
     if "g" in rec:  # refused at a session gate, before the policy core
         closed, left = [*rec["g"], 0, 0.0][:2]
         gate = session_gate(row.get("session_id"), bool(closed), float(left or 0.0))
+        return Redecided(["refused", gate.code] if gate is not None else ["passed gate"], None)
+    if "wg" in rec:  # refused by the session workflow, before its governed call
+        status, used, ceiling, window, hard = [*rec["wg"], "", 0, None, 0.0, 0][:5]
+        gate = workflow_gate(str(row.get("session_id") or ""), str(status), None, None,
+                             int(used or 0), None if ceiling is None else int(ceiling),
+                             float(window or 0.0), bool(hard))
         return Redecided(["refused", gate.code] if gate is not None else ["passed gate"], None)
     counts, spend, held, held_spend = inputs_of(rec)
     ident = identity_of(row, rec)

@@ -14,14 +14,19 @@ Per-session routes (owner, or an on-call/admin key): `POST /gateway/sessions/{id
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from activities.gateway import CLOSED, Gateway
+from activities.llm_call import record_gate_refusal
 from activities.session_types import SessionIdentity, grant_digest
+from audit.decisions import record_workflow_gate
+from audit.session_source import SESSION_WORKFLOW_PREFIX
 from policies.config.models import NON_CALLING_ROLES, ApiKey
+from policies.gates import GateRefusal
 from policies.identity import resolve_identity
 from policies.refusals import Refusal
 from proxy.http import BodyTooLarge, Receive, Scope, Send, header_map, read_body, respond_json
@@ -174,6 +179,27 @@ async def open_session(gw: Gateway, scope: Scope, receive: Receive, send: Send) 
     )
 
 
+def _record_gate_refusal(gw: Gateway, key: ApiKey, session_id: str, inp: ChatInput,
+                         r: GateRefusal) -> None:
+    """The ledger row of a chat turn the session workflow refused before its governed call
+    (killed, closed, hard ceiling), with its decision record, as a proxy-path refusal has."""
+    fields = dict(r.identity or {})
+    owner = gw.owners.owner(session_id) or key.id
+    fields.setdefault("key_id", owner)
+    fields.setdefault("role", key.role if owner == key.id else "developer")
+    fields["session_id"] = session_id
+    try:
+        ident = SessionIdentity(**fields).to_identity()
+    except (ValidationError, TypeError):
+        ident = SessionIdentity(session_id=session_id, user="", team="", project="UNTAGGED",
+                                key_id=owner).to_identity()
+    now = time.time()
+    model = inp.body.get("model")
+    record_gate_refusal(gw, ident, f"{SESSION_WORKFLOW_PREFIX}{session_id}:refused-"
+                        f"{uuid.uuid4().hex[:16]}", model, inp.protocol, r,
+                        record_workflow_gate(model, now, ident, r.gate, r), now)
+
+
 async def session_op(
     gw: Gateway, op: str, session_id: str, scope: Scope, receive: Receive, send: Send
 ) -> None:
@@ -187,7 +213,12 @@ async def session_op(
     out: Any
     try:
         if op == "chat":
-            out = await wf.chat(session_id, ChatInput(**await _body(receive)))
+            inp = ChatInput(**await _body(receive))
+            try:
+                out = await wf.chat(session_id, inp)
+            except GateRefusal as r:  # refused by the workflow before its governed call
+                _record_gate_refusal(gw, key, session_id, inp, r)
+                raise
         elif op == "tool":
             out = await wf.tool(session_id, ToolInput(**await _body(receive)))
         elif op == "close":

@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         ToolCallInput,
         ToolCallOutput,
     )
+    from policies.gates import workflow_gate
     from policies.loops import (
         is_loop,
         is_repeating,
@@ -184,26 +185,21 @@ class SessionGovernance:
         return f"{workflow.info().workflow_id}:{seq}"
 
     def check_can_call(self) -> None:
-        """Refuse on a killed or closed session, or a hard-blocked ceiling (validators use it)."""
-        st, sid = self.state, self.ident.session_id
-        if st.status == "killed":
-            raise refused(
-                "session_killed",
-                f"session {sid!r} was killed by {st.killed_by or 'an operator'} "
-                f"({st.kill_reason or 'no reason given'}); start a new session",
+        """Refuse on a killed or closed session, or a hard-blocked ceiling (validators use it).
+        The refusal carries what it was decided on and the session's identity, so the gateway
+        records it with a decision record (`policies.gates.workflow_gate`)."""
+        st, p = self.state, self.policy
+        hard = p.token_ceiling is not None and p.ceiling_on_breach == "hard_block"
+        used = window_tokens(st.events, now(), p.ceiling_window_seconds) if hard else 0
+        gate = workflow_gate(self.ident.session_id, st.status, st.killed_by, st.kill_reason,
+                             used, p.token_ceiling, p.ceiling_window_seconds, hard)
+        if gate is not None:
+            raise ApplicationError(
+                gate.message,
+                {"gate": [st.status, used, p.token_ceiling, p.ceiling_window_seconds, int(hard)],
+                 "identity": self.ident.model_dump(mode="json")},
+                type=gate.code, non_retryable=True,
             )
-        if st.status == "closed":
-            raise refused("session_closed", f"session {sid!r} is closed; start a new session")
-        p = self.policy
-        if p.token_ceiling is not None and p.ceiling_on_breach == "hard_block":
-            used = window_tokens(st.events, now(), p.ceiling_window_seconds)
-            if used >= p.token_ceiling:
-                raise refused(
-                    "session_ceiling_exceeded",
-                    f"session {sid!r} used {used} tokens of its {p.token_ceiling} ceiling per "
-                    f"{p.ceiling_window_seconds:.0f}s window; wait for the window to move on "
-                    "or start a new session",
-                )
 
     async def _wait_throttle(self) -> None:
         wait = self.state.throttle_until - now()

@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.session_types import SessionIdentity
+from policies.gates import GateRefusal, workflow_gate
 from policies.refusals import Refusal
 from workflows import search_attributes as sa
 from workflows.session import SessionWorkflow, session_workflow_id
@@ -104,6 +105,10 @@ def _refusal(exc: BaseException) -> Refusal | None:
             if isinstance(details, dict) and isinstance(details.get("status"), int):
                 status = details["status"]
             retry = details.get("retry_after") if isinstance(details, dict) else None
+            if isinstance(details, dict) and isinstance(details.get("gate"), list):
+                ident = details.get("identity")
+                return GateRefusal(status, cause.type or "refused", cause.message,
+                                   details["gate"], ident if isinstance(ident, dict) else None)
             return Refusal(status, cause.type or "refused", cause.message, retry_after=retry)
         cause = cause.__cause__
     return None
@@ -173,11 +178,10 @@ class TemporalSessions:
             st: SessionStatus = await h.result()
         except Exception:
             return Refusal(409, "session_ended", f"session {session_id!r} has ended")
-        if st.status == "killed":
-            return Refusal(
-                403,
-                "session_killed",
-                f"session {session_id!r} was killed by {st.killed_by or 'an operator'} "
-                f"({st.kill_reason or 'no reason given'}); start a new session",
-            )
-        return Refusal(409, "session_closed", f"session {session_id!r} is closed; start a new one")
+        # the workflow's own gate on its final state, with what it was decided on
+        ended = "killed" if st.status == "killed" else "closed"
+        gate = workflow_gate(session_id, ended, st.killed_by, st.kill_reason, 0, None, 0.0, False)
+        assert gate is not None
+        ident = {"session_id": session_id, "user": st.user, "team": st.team,
+                 "project": st.project, "workflow_tag": st.workflow_tag}
+        return GateRefusal(gate.status, gate.code, gate.message, [ended, 0, None, 0.0, 0], ident)
