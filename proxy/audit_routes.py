@@ -151,11 +151,24 @@ async def decisions_record(gw: Gateway, session_id: str) -> dict[str, Any]:
     histories: list[tuple[str, dict[str, Any]]] = []
     if any(r["path"] == "workflow" for r in rec.calls):
         sw = gw.session_workflows
+        failed: str | None = None  # why Temporal, there, did not answer
         if sw is not None:
-            histories = await histories_from_temporal(sw.client, session_workflow_id(session_id))
+            from temporalio.service import RPCError
+
+            try:
+                histories = await histories_from_temporal(sw.client,
+                                                          session_workflow_id(session_id))
+            except RPCError as exc:  # NOT_FOUND is [] already: this is the server failing
+                failed = exc.status.name
+                log.warning("workflow history of %s unavailable: %s", session_id, failed)
         archive = getattr(gw, "archive", None)
         if not histories and archive is not None:  # the server forgot it: the archive has it
             histories = await histories_from_archive(archive, session_id)
+        if failed is not None and not histories:  # a replay without them would be incomplete
+            raise Refusal(503, "temporal_unavailable",
+                          f"the Temporal server did not give the session's workflow history "
+                          f"({failed}) and the archive does not have it; retry soon",
+                          retry_after=BUSY_RETRY_AFTER_S)
     found = await load_versions(gw.store, list(rec.versions))
     return {
         "session_id": session_id,
