@@ -450,7 +450,7 @@ def export(session_id: str, out: Path | None, url: str, key: str | None, timeout
            archive_url: str | None, temporal_address: str | None) -> None:
     """A self-contained bundle of the session (JSON lines: manifest of counts, hashes and time
     range; every row; the workflow history) that reads without Governor."""
-    from audit.bundle import parse_bundle
+    from audit.bundle import BundleError, parse_bundle
 
     d: Direct | None = None
     if Direct.wanted(data_dir, ledger):
@@ -479,7 +479,11 @@ def export(session_id: str, out: Path | None, url: str, key: str | None, timeout
     else:
         body = _download(url, key, f"/gateway/audit/sessions/{quote(session_id, safe='')}/export",
                          timeout)
-    bundle = parse_bundle(body)  # what we hand over checks against its own manifest
+    try:
+        bundle = parse_bundle(body)  # what we hand over checks against its own manifest
+    except BundleError as exc:
+        where = "the ledger" if d is not None else url
+        _fail(f"the export from {where} is not a valid audit bundle ({exc}); nothing written")
     m = bundle.manifest
     if out is None:
         sys.stdout.buffer.write(body)
