@@ -60,6 +60,7 @@ alerts:
       rate(tfy_gateway_tokens_total[5m]) > 3 *
       quantile(0.95, rate(tfy_gateway_tokens_total[7d]))
     labels: {severity: critical, team: platform}
+    runbook: "3. Confirmed loop: PUT /gateway/sessions/{id}/kill"
     steps: [{action: kill_session}]
 """
 

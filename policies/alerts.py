@@ -246,10 +246,27 @@ class AlertRule(_Strict):
         return Embedded(signal=signal, threshold=query_threshold(self.query))
 
 
+class ConfiguredAlertRule(AlertRule):
+    """A rule from a config file. Every alert maps to a runbook: its `runbook` text (what the
+    person paged reads and does) is required and not blank — a rule without one is a config
+    error naming file, line and field, not a rule that pages with default steps only. (Rules
+    Governor makes up itself, for an Alertmanager alert it has no rule for, are `AlertRule`.)"""
+
+    runbook: str = Field(default="", max_length=MAX_TEXT_CHARS, validate_default=True)
+
+    @field_validator("runbook")
+    @classmethod
+    def _runbook(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("every alert rule needs `runbook:` text, the steps the person "
+                             "it pages follows (it is missing or empty)")
+        return v
+
+
 class AlertRulesConfig(_Strict):
     type: Literal["gateway-alert-rules"] = "gateway-alert-rules"
     name: str = "alerts"
-    alerts: tuple[AlertRule, ...]
+    alerts: tuple[ConfiguredAlertRule, ...]
 
     @field_validator("alerts")
     @classmethod

@@ -82,7 +82,8 @@ def test_config_check_warns_of_notification_targets_no_file_defines(tmp_path: Pa
     """The seed's files still load (exit 0), but an alert or budget that would page nobody is
     named, with the field, so the on-call finds out before the alert does."""
     (tmp_path / "a.yaml").write_text(
-        "alerts:\n  - name: x\n    query: up == 0\n    notify: [ops-hook, no-such-target]\n"
+        "alerts:\n  - name: x\n    query: up == 0\n    runbook: r\n"
+        "    notify: [ops-hook, no-such-target]\n"
         "    steps:\n      - {action: notify, targets: [ops-hook]}\n"
         "      - {action: approve, escalate_to: [nobody]}\n")
     (tmp_path / "b.yaml").write_text(

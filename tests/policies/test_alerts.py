@@ -68,7 +68,8 @@ def test_a_bad_step_is_reported_with_file_line_and_field(config_dir: Path) -> No
 
 def test_a_rule_defined_in_two_files_is_an_error_naming_both(config_dir: Path) -> None:
     (config_dir / "more-alerts.yaml").write_text(
-        "alerts:\n  - {name: other, query: up > 0}\n  - {name: runaway_agent, query: up > 0}\n")
+        "alerts:\n  - {name: other, query: up > 0, runbook: r}\n"
+        "  - {name: runaway_agent, query: up > 0, runbook: r}\n")
     with pytest.raises(ConfigErrors) as exc:
         load_config_dir(config_dir)
     (err,) = exc.value.errors
@@ -78,7 +79,8 @@ def test_a_rule_defined_in_two_files_is_an_error_naming_both(config_dir: Path) -
 
 def test_duplicate_and_unnamed_rules_are_errors(config_dir: Path) -> None:
     (config_dir / "alerts.yaml").write_text(
-        "alerts:\n  - {name: a, query: up > 0}\n  - {name: a, query: up > 1}\n")
+        "alerts:\n  - {name: a, query: up > 0, runbook: r}\n"
+        "  - {name: a, query: up > 1, runbook: r}\n")
     with pytest.raises(ConfigErrors) as exc:
         load_config_dir(config_dir)
     assert "duplicate alert name 'a'" in str(exc.value)
@@ -161,7 +163,8 @@ def test_a_query_that_is_not_balanced_promql_is_an_error_naming_file_line_field(
 
 def test_a_bad_promql_override_is_an_error_too(config_dir: Path) -> None:
     (config_dir / "alerts.yaml").write_text(
-        "alerts:\n  - name: x\n    query: up > 0\n    promql: 'sum(rate(up[5m]) > 0'\n")
+        "alerts:\n  - name: x\n    query: up > 0\n    promql: 'sum(rate(up[5m]) > 0'\n"
+        "    runbook: r\n")
     with pytest.raises(ConfigErrors) as exc:
         load_config_dir(config_dir)
     (err,) = exc.value.errors
@@ -170,7 +173,7 @@ def test_a_bad_promql_override_is_an_error_too(config_dir: Path) -> None:
 
 def test_an_invalid_rule_reports_only_its_own_error(config_dir: Path) -> None:
     (config_dir / "alerts.yaml").write_text(
-        "alerts:\n  - name: x\n    query: up > 0\n    steps: [{action: reboot}]\n")
+        "alerts:\n  - name: x\n    query: up > 0\n    steps: [{action: reboot}]\n    runbook: r\n")
     with pytest.raises(ConfigErrors) as exc:
         load_config_dir(config_dir)
     (err,) = exc.value.errors
@@ -229,8 +232,32 @@ def test_names_promtool_would_refuse_are_config_errors(
     config_dir: Path, field: str, yaml_value: str, line: int
 ) -> None:
     (config_dir / "alerts.yaml").write_text(
-        f"alerts:\n  - name: x\n    query: up > 0\n    {field}: {yaml_value}\n")
+        f"alerts:\n  - name: x\n    query: up > 0\n    {field}: {yaml_value}\n    runbook: r\n")
     with pytest.raises(ConfigErrors) as exc:
         load_config_dir(config_dir)
     (err,) = exc.value.errors
     assert str(err).startswith(f"{config_dir / 'alerts.yaml'}:{line}: alerts.0.{field}:"), str(err)
+
+
+@pytest.mark.parametrize(
+    ("rule", "line"),
+    [
+        ("  - name: x\n    query: up > 0\n", 3),  # missing: the rule's line
+        ("  - name: x\n    query: up > 0\n    runbook: ''\n", 5),  # empty: its own line
+        ("  - name: x\n    query: up > 0\n    runbook: |\n      \n", 5),  # blank
+    ],
+)
+def test_a_rule_without_runbook_text_is_an_error_naming_file_line_field(
+    config_dir: Path, rule: str, line: int
+) -> None:
+    """Every alert maps to a runbook: a rule whose `runbook:` is missing or blank is refused,
+    not accepted with default steps only."""
+    (config_dir / "alerts.yaml").write_text(
+        "alerts:\n  - {name: ok, query: up > 0, runbook: r}\n" + rule)
+    with pytest.raises(ConfigErrors) as exc:
+        load_config_dir(config_dir)
+    (err,) = exc.value.errors
+    assert str(err).startswith(f"{config_dir / 'alerts.yaml'}:{line}: alerts.1.runbook:"), str(err)
+    assert "runbook" in str(err) and "missing or empty" in str(err)
+    # a rule Governor makes up for an Alertmanager alert it has no rule for needs none
+    assert AlertRule(name="external", query="(external)").runbook == ""

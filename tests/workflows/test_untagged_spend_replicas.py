@@ -30,6 +30,7 @@ def _rule(threshold: float) -> str:
     return (f"alerts:\n  - name: {RULE}\n"
             f"    query: sum(tfy_cost_usd_total{{project='UNTAGGED'}}) > {threshold:.10f}\n"
             "    labels: {severity: warning, team: platform}\n"
+            "    runbook: 1. Find the untagged callers\n"
             f"    embedded: {{signal: untagged_spend, threshold: {threshold:.10f}}}\n"
             "    steps: [{action: notify}]\n")
 
