@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 
 from audit.archive import Archive
 from audit.bundle import write_bundle
-from audit.session_source import SessionView, gather
+from audit.session_source import ExportTooLarge, SessionView, gather
 from audit.timeline import summary, timeline
 from ledger.models import CALLS
 from ledger.session_record import call_pages, session_record
@@ -34,12 +34,9 @@ from ledger.store import LedgerStore
 from policies.config.models import MAX_EXPORT_CALLS
 
 T = TypeVar("T")
+__all__ = ["ExportTooLarge"]  # raised here too; defined with the history fetch
 MAX_SHOW_LIMIT = 5000  # timeline entries one show answers at most
 DEFAULT_SHOW_LIMIT = 1000
-
-
-class ExportTooLarge(Exception):
-    """The session holds more than the configured calls or bundle bytes."""
 
 
 @dataclass

@@ -29,6 +29,11 @@ MAX_RUNS = 1000  # runs of one session followed back through continue-as-new
 SESSION_WORKFLOW_PREFIX = "session-"  # workflows.session.session_workflow_id
 
 
+class ExportTooLarge(Exception):
+    """The session holds more than the configured calls or bundle bytes
+    (`archive.max_export_calls`, `archive.max_export_bytes`)."""
+
+
 @dataclass
 class SessionView:
     """A session's record: sections (ledger.session_record), histories, where they came from."""
@@ -41,7 +46,7 @@ class SessionView:
 
 
 async def fetch_histories(
-    client: Client, workflow_id: str, run_id: str | None = None
+    client: Client, workflow_id: str, run_id: str | None = None, max_bytes: int | None = None
 ) -> list[dict[str, Any]]:
     """Every run of `workflow_id` up to `run_id` (default: the latest), oldest first, each as
     `{"workflow_id", "run_id", "history": <history JSON>}`; [] if the server has forgotten it.
@@ -50,10 +55,13 @@ async def fetch_histories(
     archive). The runs are the continue-as-new chain that ends at `run_id`, followed back
     through each run's first event (exact, whatever the visibility store's lag), and the
     earlier executions under the same id that the server lists (a workflow reset, a session id
-    started again after its workflow ended), up to `MAX_RUNS` in all."""
+    started again after its workflow ended), up to `MAX_RUNS` in all. With `max_bytes`
+    (show and export: `archive.max_export_bytes`), ExportTooLarge once the histories' JSON
+    passes it: they are held in memory until the bundle is written, so no further run is read."""
     from temporalio.service import RPCError, RPCStatusCode
 
     runs: dict[str, tuple[dt.datetime, dict[str, Any]]] = {}
+    size = 0
 
     async def fetch(rid: str) -> Any:
         try:
@@ -64,11 +72,17 @@ async def fetch_histories(
             raise
 
     def keep(rid: str, history: Any) -> None:
+        nonlocal size
         events = history.events
         started = (events[0].event_time.ToDatetime(dt.UTC) if events
                    else dt.datetime.max.replace(tzinfo=dt.UTC))
+        text = history.to_json()
+        size += len(text)
+        if max_bytes is not None and size > max_bytes:
+            raise ExportTooLarge(f"workflow {workflow_id!r}: its histories pass {max_bytes} "
+                                 "bytes (archive.max_export_bytes)")
         runs[rid] = (started, {"workflow_id": workflow_id, "run_id": rid,
-                               "history": orjson.loads(history.to_json())})
+                               "history": orjson.loads(text)})
 
     rid = run_id
     if rid is None:
@@ -105,13 +119,15 @@ async def fetch_histories(
     return [doc for _, doc in sorted(runs.values(), key=lambda r: (r[0], r[1]["run_id"]))]
 
 
-async def session_histories(client: Client, session_id: str) -> list[dict[str, Any]]:
-    """The session workflow's histories (`fetch_histories`); [] (logged) when the server does
-    not answer: show and export then take the archive's."""
+async def session_histories(client: Client, session_id: str, max_bytes: int | None = None
+                            ) -> list[dict[str, Any]]:
+    """The session workflow's histories (`fetch_histories`, ExportTooLarge past `max_bytes`);
+    [] (logged) when the server does not answer: show and export then take the archive's."""
     from temporalio.service import RPCError
 
     try:
-        return await fetch_histories(client, SESSION_WORKFLOW_PREFIX + session_id)
+        return await fetch_histories(client, SESSION_WORKFLOW_PREFIX + session_id,
+                                     max_bytes=max_bytes)
     except RPCError as exc:
         log.warning("workflow history of %s unavailable: %s", session_id, exc.status.name)
         return []

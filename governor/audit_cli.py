@@ -404,14 +404,15 @@ def show(session_id: str, offset: int, limit: int, url: str, key: str | None, as
         direct: Direct | None = Direct(data_dir, ledger, config_dir, archive_url,
                                        temporal_address)
         assert direct is not None
-        most = direct.settings().max_export_calls  # as the route: archive.max_export_calls
+        limits = direct.settings()  # as the route: archive.max_export_calls / _bytes
 
         async def work(store: Any, archive: Any, temporal: Any) -> dict[str, Any] | None:
             assert direct is not None
-            await calls_within(store, session_id, most)
-            hist = await session_histories(temporal, session_id) if temporal is not None else []
+            await calls_within(store, session_id, limits.max_export_calls)
+            hist = await session_histories(temporal, session_id, limits.max_export_bytes
+                                           ) if temporal is not None else []
             return await build_show(Source(direct.ledger_url, None, archive), session_id, hist,
-                                    offset, limit, most)
+                                    offset, limit, limits.max_export_calls)
 
         try:
             doc = asyncio.run(direct.run(work))
@@ -462,7 +463,8 @@ def export(session_id: str, out: Path | None, url: str, key: str | None, timeout
 
         async def work(store: Any, archive: Any, temporal: Any) -> bytes | None:
             await calls_within(store, session_id, limits.max_export_calls)
-            hist = await session_histories(temporal, session_id) if temporal is not None else []
+            hist = await session_histories(temporal, session_id, limits.max_export_bytes
+                                           ) if temporal is not None else []
             built = await build_export(Source(d.ledger_url, None, archive), session_id, hist,
                                        limits.max_export_bytes, limits.max_export_calls)
             if built is None:

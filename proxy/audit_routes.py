@@ -271,12 +271,13 @@ async def _off_loop(gw: Gateway, sid: str,
     from audit.session_source import session_histories
 
     settings = gw.config.settings.archive
-    try:  # before the histories are fetched and any row is read
+    wf = getattr(gw, "session_workflows", None)
+    try:  # the calls counted before the histories are fetched and any row is read
         await calls_within(gw.store, sid, settings.max_export_calls)
+        histories = await session_histories(
+            wf.client, sid, settings.max_export_bytes) if wf is not None else []
     except ExportTooLarge as exc:
         raise Refusal(413, "export_too_large", str(exc)) from None
-    wf = getattr(gw, "session_workflows", None)
-    histories = await session_histories(wf.client, sid) if wf is not None else []
     src = Source(gw.store.secret_url(), gw.store.schema, getattr(gw, "archive", None))
     try:
         out = await build(src, histories)

@@ -4,6 +4,7 @@ earlier execution under the same workflow id."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from wf_helpers import TASK_QUEUE, chat, new_identity, start_granted, wait_for
@@ -66,3 +67,23 @@ async def test_export_and_replay_read_the_same_runs_of_a_session(client: Client)
     # a workflow the server never knew: nothing, from both
     assert await fetch_histories(client, "session-never-started") == []
     assert await histories_from_temporal(client, "session-never-started") == []
+
+
+async def test_histories_past_the_export_byte_bound_are_refused_not_held(client: Client) -> None:
+    """Show and export hold the fetched histories in memory until the bundle is written: past
+    `archive.max_export_bytes` the fetch stops with ExportTooLarge (the route's 413)."""
+    from audit.offloop import ExportTooLarge
+    from audit.session_source import session_histories
+
+    ident = new_identity()
+    h = await start_granted(client, ident, SessionPolicy(), TASK_QUEUE)
+    await session_handle(client, ident.session_id).execute_update(SessionWorkflow.chat,
+                                                                  chat("one"))
+    whole = await fetch_histories(client, h.id)
+    size = sum(len(orjson.dumps(r["history"])) for r in whole)
+    with pytest.raises(ExportTooLarge, match=r"archive\.max_export_bytes"):
+        await fetch_histories(client, h.id, max_bytes=size // 2)
+    with pytest.raises(ExportTooLarge):
+        await session_histories(client, ident.session_id, size // 2)
+    assert len(await session_histories(client, ident.session_id, 10 * size)) == len(whole)
+    await h.signal(SessionWorkflow.close)
