@@ -65,8 +65,8 @@ def per_kb() -> list[tuple[str, str, str, str]]:
 ADVERSARIAL = (
     "sk-", "eyJ", "ghp_", "github_pat_", "AKIAAAAAAAAAAAAAAAAA ", "-----BEGIN PRIVATE KEY-----",
     "api_key=", "password=", "AccountKey=", "bearer ", "://a:", "01 ", "1", "12-", "+1 ", "a@b.",
-    "::", "system ", "## system\n", " mode", "ignore all ", "you must ", "the user ",
-    "aGVsbG8gd29ybGQ",
+    "::", "x::0", "0:", "0::", "curl -u a:", "authorization: basic ", "Q~", "==", "glft-",
+    "system ", "## system\n", " mode", "ignore all ", "you must ", "the user ", "aGVsbG8gd29ybGQ",
 )  # fmt: skip
 
 

@@ -77,13 +77,17 @@ _LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567
 _RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
 _RESERVED_TLDS = (".example", ".test", ".invalid", ".localhost", ".local")
 # An IPv6 address worth reporting has three groups, so three in a row around its `::`, or three
-# colons in a row of groups; times (12:00:03), ports and `std::vector` do not.
-_IPV6_CORE = re.compile(
-    r"[0-9A-Fa-f]{1,4}+::[0-9A-Fa-f]{1,4}+:|:[0-9A-Fa-f]{1,4}+:[0-9A-Fa-f]{1,4}+:"
-    r"|[0-9A-Fa-f]{1,4}+:[0-9A-Fa-f]{1,4}+::[0-9A-Fa-f]"
+# colons in a row of groups; times (12:00:03), ports and `std::vector` do not. Searched from the
+# address's first colon, so the scan only stops at colons (a leading hex class would be tried at
+# every a-f of prose), and each colon costs one look in C whatever follows it (`::::`, `://a:`):
+# `:h:h:`, or after a hex digit `::h:` / `:h::h` (h: 1-4 hex digits, each run taken whole).
+_IPV6_AT = re.compile(
+    r":(?:[0-9A-Fa-f]{1,4}+:[0-9A-Fa-f]{1,4}+:"
+    r"|(?<=[0-9A-Fa-f]:)(?::[0-9A-Fa-f]{1,4}+:|[0-9A-Fa-f]{1,4}+::[0-9A-Fa-f]))"
 )
-_IPV6_CORE_MAX = 12  # the longest core match: 4 hex, ':', 4 hex, '::', 1 hex
+_IPV6_MAX = 45  # the longest address: six groups and a dotted IPv4 tail
 _HEXCOLON = frozenset("0123456789abcdefABCDEF:.")
+_HEXCOLON_RUN = re.compile(r"[0-9A-Fa-f:.]*+")
 
 _ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 _LEFT_STOP = _ALNUM | frozenset(".-+")
@@ -304,26 +308,16 @@ def _emails(text: str) -> Iterator[Span]:
 
 
 def _ipv6(text: str) -> Iterator[Span]:
-    # Searched colon by colon: every core match has a colon within its first 5 characters and
-    # is at most 12 long, so the regex runs only in a small window around each colon instead
-    # of being tried at every hex letter of the text (a-f are common in prose: ~20 us/KB).
     pos = 0
     n = len(text)
-    c = text.find(":")
-    while c >= 0:
-        m = _IPV6_CORE.search(text, max(pos, c - 4), c + _IPV6_CORE_MAX + 1)
-        if m is None or m.start() > c:
-            c = text.find(":", c + 1)
-            continue
-        s, e = m.start(), m.end()
-        while s > 0 and text[s - 1] in _HEXCOLON:
+    while (m := _IPV6_AT.search(text, pos)) is not None:
+        # The run of hex, colons and dots around it; one longer than an address is none.
+        s, lo = m.start(), max(0, m.start() - _IPV6_MAX - 1)
+        while s > lo and text[s - 1] in _HEXCOLON:
             s -= 1
-        while e < n and text[e] in _HEXCOLON:
-            e += 1
-        pos = e
-        c = text.find(":", pos)
+        e = pos = _HEXCOLON_RUN.match(text, m.end()).end()  # type: ignore[union-attr]
         value = text[s:e].rstrip(".")
-        if sum(1 for g in value.split(":") if g) < 3:
+        if len(value) > _IPV6_MAX or sum(1 for g in value.split(":") if g) < 3:
             continue
         if (s > 0 and text[s - 1] in _ALNUM) or (e < n and text[e] in _ALNUM):
             continue
