@@ -424,16 +424,19 @@ _FAMILIES: tuple[Callable[[str], Iterator[Span]], ...] = (
 
 
 def _value_ok(value: str, quoted: bool, kind: str) -> bool:
-    if len(value) < 8 or placeholder(value) or example_value(value):
+    if len(value) < 8:
         return False
     if not quoted:
         # Unquoted values in code are expressions: `settings.api_key`, `get_token()`, `API_KEY`.
+        # Checked first: most labelled values in ordinary code are these, and cheap to refuse.
         if "(" in value or "[" in value or "{" in value:
             return False
         if _CODE_REF.fullmatch(value) and (
             "." in value or ":" in value or not any(c.isdigit() for c in value)
         ):
             return False
+    if placeholder(value) or example_value(value):
+        return False
     return random_looking(value, 2.5 if kind == "password" else 3.0)
 
 
