@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         token_rate,
         window_tokens,
     )
+    from policies.refusals import Refusal
     from policies.request_text import Protocol, request_view
     from workflows import search_attributes as sa
     from workflows.session_models import (
@@ -188,18 +189,21 @@ class SessionGovernance:
         """Refuse on a killed or closed session, or a hard-blocked ceiling (validators use it).
         The refusal carries what it was decided on and the session's identity, so the gateway
         records it with a decision record (`policies.gates.workflow_gate`)."""
+        gate, inputs = self._gate()
+        if gate is not None:
+            raise ApplicationError(
+                gate.message, {"gate": inputs, "identity": self.ident.model_dump(mode="json")},
+                type=gate.code, non_retryable=True,
+            )
+
+    def _gate(self) -> tuple[Refusal | None, list[Any]]:
+        """`workflow_gate` on the session's state now, and its inputs (decision record `wg`)."""
         st, p = self.state, self.policy
         hard = p.token_ceiling is not None and p.ceiling_on_breach == "hard_block"
         used = window_tokens(st.events, now(), p.ceiling_window_seconds) if hard else 0
         gate = workflow_gate(self.ident.session_id, st.status, st.killed_by, st.kill_reason,
                              used, p.token_ceiling, p.ceiling_window_seconds, hard)
-        if gate is not None:
-            raise ApplicationError(
-                gate.message,
-                {"gate": [st.status, used, p.token_ceiling, p.ceiling_window_seconds, int(hard)],
-                 "identity": self.ident.model_dump(mode="json")},
-                type=gate.code, non_retryable=True,
-            )
+        return gate, [st.status, used, p.token_ceiling, p.ceiling_window_seconds, int(hard)]
 
     async def _wait_throttle(self) -> None:
         wait = self.state.throttle_until - now()
@@ -212,7 +216,11 @@ class SessionGovernance:
             return await handle
         except ActivityError as e:
             if self.state.status == "killed" or isinstance(e.cause, CancelledError):
-                self.check_can_call()
+                # Stopped after its governed call began (the activity accounts for it): the
+                # refusal says why, without a gate record (the gateway records none for it).
+                gate, _ = self._gate()
+                if gate is not None:
+                    raise refused(gate.code, gate.message) from None
                 raise refused("cancelled", f"the {what} was cancelled") from None
             cause = e.cause
             if isinstance(cause, ApplicationError):

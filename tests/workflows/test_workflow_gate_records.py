@@ -5,7 +5,9 @@ Temporal dev server, simulator and SQLite ledger."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -121,3 +123,47 @@ async def test_workflow_gate_refusals_are_recorded_shown_and_replayed(
     (div,) = bent_report.divergences
     assert (div.call_id, div.recorded, div.replayed) == (
         blocked[0].call_id, ["refused", "session_ceiling_exceeded"], ["passed gate"])
+
+
+async def test_a_turn_killed_in_flight_is_not_recorded_as_refused_before_its_call(
+    client: Client, gateway: Gateway, gateway_url: str
+) -> None:
+    """A kill that stops a turn whose governed call already began answers session_killed too,
+    but that turn passed its gate: only the later turn, refused at the gate, gets a gate row."""
+    from workflows.session_client import session_handle
+
+    gc = await GovernorClient.connect(gateway_url, DEV_KEY)
+    try:
+        sid = await gc.start_session(project="wf-gate", workflow_tag="wf-gate-inflight")
+        slow = asyncio.create_task(gc.chat(
+            [{"role": "user", "content": "think hard [[sim:latency_ms=30000]]"}],
+            model="support-cheap"))
+        h = session_handle(client, sid)
+
+        async def in_flight() -> bool:
+            return bool((await h.describe()).raw_description.pending_activities)
+
+        await wait_for(in_flight, "the slow LLM activity to start")
+        oncall = await GovernorClient.connect(gateway_url, ONCALL_KEY)
+        try:
+            await oncall.kill("stop it", session_id=sid)
+        finally:
+            await oncall.aclose()
+        with pytest.raises(GovernanceRefused) as stopped:
+            await asyncio.wait_for(slow, 25)
+        assert stopped.value.code == "session_killed"
+        assert await completed_within(client, sid, 10) is not None
+        t_late = time.time()
+        late = await _refused(gc, "after the kill")
+        assert late.code == "session_killed"
+    finally:
+        await gc.aclose()
+
+    async def gate_rows() -> list[Any] | None:
+        got = [r for r in await gateway.store.calls_for_session(sid)
+               if r.call_id.startswith(f"session-{sid}:refused-")]
+        return got if any(r.ts >= t_late for r in got) else None
+
+    # the rows are written in order: once the late turn's is there, an earlier one would be
+    (only,) = await wait_for(gate_rows, "the late turn's gate row")
+    assert only.error_code == "session_killed" and only.ts >= t_late
