@@ -12,3 +12,10 @@ class LedgerUnavailable(LedgerError):
 
     Wraps driver, pool and OS errors so callers never see (or leak) a SQLAlchemy traceback.
     """
+
+
+class LedgerRefused(LedgerError):
+    """The database refused this operation's data (a value it cannot store, a constraint it
+    breaks): the same rows would be refused again, so retrying cannot help. Any other
+    `LedgerError` may be the database's state (full, read-only, a lock, a permission) and a
+    writer keeps the rows for a later try."""

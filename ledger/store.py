@@ -43,7 +43,7 @@ from sqlmodel import SQLModel
 
 from ledger import chain, transitions
 from ledger.call_rows import decision_record_text, normalize_call, session_deltas
-from ledger.errors import LedgerError, LedgerUnavailable
+from ledger.errors import LedgerError, LedgerRefused, LedgerUnavailable
 from ledger.models import (
     BUDGET_ALERTS,
     CALLS,
@@ -78,6 +78,13 @@ _UNAVAILABLE = (
     OSError,
     TimeoutError,
 )
+# PostgreSQL SQLSTATEs (classes, or exact codes) that mean "not now" rather than "not this row":
+# a lost connection, a transaction rolled back by a conflict or deadlock, a full disk or out of
+# memory, an operator's cancel or shutdown, a server that became read-only (a failover), a lock
+# not granted. Retried like an outage: the rows wait in the journal.
+_TRANSIENT_SQLSTATE = ("08", "40", "53", "54", "57", "58", "25006", "55P03", "55006")
+# Classes meaning the data itself is refused (a data exception, an integrity constraint).
+_REFUSED_SQLSTATE = ("22", "23")
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,11 +253,18 @@ class LedgerStore:
         except _UNAVAILABLE as e:
             raise self._unavailable(e) from e
         except sa_exc.DBAPIError as e:
-            if e.connection_invalidated:
+            state = str(getattr(e.orig, "sqlstate", None) or "")
+            if e.connection_invalidated or state.startswith(_TRANSIENT_SQLSTATE):
                 raise self._unavailable(e) from e
+            if state.startswith(_REFUSED_SQLSTATE) or (
+                not state and isinstance(e, sa_exc.IntegrityError | sa_exc.DataError)
+            ):
+                raise LedgerRefused(f"ledger rejected the operation: {e.orig}") from e
+            # Neither the data nor an outage (a permission, a missing table): the database's
+            # state, which a person fixes; a writer keeps its rows until then.
             raise LedgerError(f"ledger rejected the operation: {e.orig}") from e
         except Exception as e:  # e.g. a driver refusing a value before it reaches the server
-            raise LedgerError(f"ledger rejected the operation: {e}") from e
+            raise LedgerRefused(f"ledger rejected the operation: {e}") from e
         finally:
             with contextlib.suppress(Exception):  # a dead connection may fail to close
                 await conn.close()
@@ -410,7 +424,10 @@ class LedgerStore:
                 )
         except sqlite3.OperationalError as e:
             raise self._unavailable(e) from e
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError,
+                sqlite3.InterfaceError) as e:  # a value or constraint of the batch's rows
+            raise LedgerRefused(f"ledger rejected the operation: {e}") from e
+        except sqlite3.DatabaseError as e:  # e.g. a damaged file: not the rows' fault
             raise LedgerError(f"ledger rejected the operation: {e}") from e
 
     def _session_upsert(self) -> Any:

@@ -26,7 +26,7 @@ import orjson
 from activities import scan_pool
 from ledger.call_rows import normalize_call
 from ledger.chain import chain_id_of, save_checkpoint
-from ledger.errors import LedgerError, LedgerUnavailable
+from ledger.errors import LedgerError, LedgerRefused
 from ledger.event_rows import EVENT_KIND, normalize_event
 from ledger.event_store import insert_guardrail_events
 from ledger.journal import Journal
@@ -49,8 +49,11 @@ CHECKPOINT_EVERY = 60.0  # seconds between copies of the chain head beside the j
 # A write failing with one of these is the row's fault, not the database's: retrying cannot
 # help, so the row is set aside in the journal's reject file and the rest written. TypeError
 # covers orjson.JSONEncodeError (a value JSON cannot carry), OverflowError an int sqlite3 cannot
-# bind, KeyError a journaled row missing a field. LedgerUnavailable (an outage) is retried.
-_ROW_FAULTS = (LedgerError, ValueError, TypeError, KeyError, OverflowError)
+# bind, KeyError a journaled row missing a field, LedgerRefused a value or constraint the
+# database refuses. Any other LedgerError (an outage, a full disk, a read-only server after a
+# failover, a deadlock, a permission) is the database's state: the batch is retried, its rows
+# kept in the journal; a row that is not at fault never goes to the reject file.
+_ROW_FAULTS = (LedgerRefused, ValueError, TypeError, KeyError, OverflowError)
 # What a journaled stream start or kill holds (call rows and events have their normalisers).
 _JOURNALED = {
     STREAM_START_KIND: {"call_id": str, "runtime": str, "ts": float, "row": str},
@@ -269,13 +272,13 @@ class LedgerWriter:
             self._queue.extendleft(reversed(replay))
         try:
             await self.flush()
-        except LedgerUnavailable as e:
+        except LedgerError as e:  # an outage, or the database refusing work for now
             log.warning("ledger: %s; %d rows kept until it is back", e, self.pending_count)
         self._task = asyncio.create_task(self._run(), name="ledger-writer")
 
     async def flush(self) -> None:
-        """Write every row recorded so far. Raises LedgerUnavailable if the database is down
-        (the rows stay queued and journaled)."""
+        """Write every row recorded so far. Raises LedgerUnavailable if the database is down,
+        LedgerError if it refuses work for now (the rows stay queued and journaled)."""
         if self._redacting:
             await asyncio.gather(*self._redacting, return_exceptions=True)
         await self._flush_queued()
@@ -307,7 +310,7 @@ class LedgerWriter:
             await self._task  # it exits on its own after the flush it may be in
         try:
             await self.flush()
-        except LedgerUnavailable as e:
+        except LedgerError as e:  # an outage, or the database refusing work for now
             log.warning("ledger: %s; %d rows left in the journal", e, self.pending_count)
         else:
             self._journal.rotate()  # the active segment is fully flushed: it can go too
@@ -342,7 +345,7 @@ class LedgerWriter:
             self._wake.clear()
             try:
                 await self._flush_queued()
-            except LedgerUnavailable as e:
+            except LedgerError as e:  # an outage, or the database refusing all work for now
                 if not delay:
                     log.warning("ledger: %s; retrying with backoff", e)
                 delay = min(self._max_backoff, max(self._interval, 2 * delay, 0.1))
@@ -387,12 +390,12 @@ class LedgerWriter:
         self, rows: list[dict[str, Any]], write: Callable[[list[dict[str, Any]]], Awaitable[Any]]
     ) -> None:
         """`write(rows)` in one go; if that fails for a row's fault (`_ROW_FAULTS`), row by row,
-        each failing row set aside, so the rest are written."""
+        each failing row set aside, so the rest are written. Anything else (LedgerUnavailable,
+        another LedgerError) propagates: the batch stays queued and is retried whole (the
+        inserts are idempotent, so rows already written row by row are not written twice)."""
         try:
             await write(rows)
             return
-        except LedgerUnavailable:
-            raise
         except _ROW_FAULTS as e:
             if len(rows) == 1:
                 self._reject(rows[0], e)
@@ -400,8 +403,6 @@ class LedgerWriter:
         for row in rows:
             try:
                 await write([row])
-            except LedgerUnavailable:
-                raise
             except _ROW_FAULTS as e:
                 self._reject(row, e)
 

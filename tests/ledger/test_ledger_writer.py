@@ -391,3 +391,55 @@ async def test_a_large_text_row_json_cannot_carry_is_set_aside_not_lost(tmp_path
     assert orjson.loads(kept)["row"]["call_id"] == "big"
     await writer.close()
     await store.close()
+
+
+@pytest.mark.parametrize(
+    "sqlstate",
+    ["53100", "25006", "40P01", "57014", "42501"],  # disk full, read-only, deadlock, cancel, grant
+)
+async def test_postgres_refusing_all_work_for_now_keeps_every_row_not_at_fault(
+    target: Target, tmp_path: Path, sqlstate: str
+) -> None:
+    """A PostgreSQL error that is the server's state, not the rows' (a full disk, a primary
+    turned read-only by a failover, a deadlock, an operator's cancel, a revoked grant), is
+    retried: every row stays pending in the journal and lands once the server takes writes
+    again. It was a plain LedgerError, which the writer took for the row's fault: each good row
+    of the batch went to the reject file, out of the ledger and its audit chain for good."""
+    if target.backend != "postgresql":
+        pytest.skip("PostgreSQL SQLSTATEs")
+    import asyncpg
+
+    store = await target.open()
+    admin = await asyncpg.connect(target.url)
+    s = target.schema
+    await admin.execute(
+        f'CREATE FUNCTION "{s}".refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN '
+        f"RAISE EXCEPTION 'not now' USING ERRCODE = '{sqlstate}'; END $$"
+    )
+    for table in ("calls", "stream_starts"):
+        await admin.execute(
+            f'CREATE TRIGGER refuse BEFORE INSERT ON "{s}".{table} '
+            f'FOR EACH ROW EXECUTE FUNCTION "{s}".refuse()'
+        )
+    writer = LedgerWriter(store, Journal(tmp_path / "j"), flush_interval=0.01, max_backoff=0.05)
+    try:
+        await writer.start()
+        writer.record_call(call_row("ok1"))
+        writer.record_stream_start(call_row("st1"))
+        writer.record_call(call_row("nul", model="gpt\x00-4o"))  # at fault: refused later
+        writer.record_call(call_row("ok2"))
+        with pytest.raises(LedgerError):
+            await writer.flush()
+        await asyncio.sleep(0.2)  # the flush loop retries a few times meanwhile
+        assert writer.rejected_count == 0 and writer.pending_count == 4
+        assert not (tmp_path / "j" / "rejected.ndjson").exists()
+        for table in ("calls", "stream_starts"):
+            await admin.execute(f'DROP TRIGGER refuse ON "{s}".{table}')
+        await _wait_for(lambda: writer.pending_count == 0, "the rows after the server recovers")
+        assert [c.call_id for c in await store.calls_for_session("sess-1")] == ["ok1", "ok2"]
+        assert writer.rejected_count == 1  # the NUL row only
+        assert await admin.fetchval(f'SELECT count(*) FROM "{s}".stream_starts') == 1
+    finally:
+        await admin.close()
+        await writer.close()
+        await store.close()
