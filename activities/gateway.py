@@ -354,7 +354,7 @@ class Gateway:
         self.metrics.bound_to(new)
         self.writer.store_text = new.settings.store_text
         self.router.update_providers(new.providers)
-        self.metrics.forget_breakers(self.router.prune(new.virtual_models))
+        self.metrics.forget_breakers(self.router.prune(new))
         if self.classifiers is not None:  # pools, caches, counters of removed classifiers
             from activities.guardrails import merged_config
 

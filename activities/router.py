@@ -40,7 +40,9 @@ from activities.wire.usage import (
     usage_from_openai,
 )
 from policies import breaker
+from policies.config.gateway import GatewayConfig
 from policies.config.models import ModelPrice, Provider, RoutingConfig, Target
+from policies.decision import resolve_fallback
 from policies.pricing import max_output_tokens
 from policies.refusals import Refusal
 
@@ -166,12 +168,12 @@ class Router:
         self.providers = providers
         self._headers = {name: _provider_headers(p) for name, p in providers.items()}
 
-    def prune(self, virtual_models: Mapping[str, RoutingConfig]) -> set[tuple[str, str]]:
+    def prune(self, config: GatewayConfig) -> set[tuple[str, str]]:
         """After a reload: forget the breakers of (virtual model, target) pairs the new config
         no longer routes (they stayed, whatever the reloads removed). Returns the pairs it
-        routes. Idle connections to a removed upstream close on their own (keepalive_timeout);
-        one a running call holds is never touched."""
-        pairs = {(vm.name, t.key) for vm in virtual_models.values() for t in _targets_of(vm)}
+        routes (`routed_pairs`). Idle connections to a removed upstream close on their own
+        (keepalive_timeout); one a running call holds is never touched."""
+        pairs = routed_pairs(config)
         for key in [k for k in self.breakers if k not in pairs]:
             del self.breakers[key]
         return pairs
@@ -734,6 +736,20 @@ def _anthropic_text(doc: dict[str, Any]) -> str:
         )
     except (KeyError, TypeError, AttributeError):
         return ""
+
+
+def routed_pairs(config: GatewayConfig) -> set[tuple[str, str]]:
+    """Every (virtual model, target key) pair `config` may route, so every breaker key a call
+    under it may use: each model's rules, fallbacks and cheaper target, and each target a
+    `fallback_to_<model>` of a rate limit or budget pins a call to (the call keeps its own
+    virtual model then, `policies.decision`, so that pin pairs with every model)."""
+    names = {r.on_breach[12:] for r in config.rate_limits if r.on_breach.startswith("fallback_to_")}
+    names |= {b.on_exceed[12:] for b in config.budgets
+              if b.on_exceed.startswith("fallback_to_") and b.on_exceed != "fallback_to_cheaper"}
+    pins = {t.key for t in (resolve_fallback(config, n)[1] for n in names) if t is not None}
+    vms = config.virtual_models.values()
+    return {(vm.name, t.key) for vm in vms for t in _targets_of(vm)} | {
+        (vm.name, key) for vm in vms for key in pins}
 
 
 def _targets_of(vm: RoutingConfig) -> list[Target]:
