@@ -163,7 +163,13 @@ async def decisions_record(gw: Gateway, session_id: str) -> dict[str, Any]:
                 log.warning("workflow history of %s unavailable: %s", session_id, failed)
         archive = getattr(gw, "archive", None)
         if not histories and archive is not None:  # the server forgot it: the archive has it
-            histories = await histories_from_archive(archive, session_id)
+            from audit.archive import ArchiveError
+            from audit.sealing import SealingError
+
+            try:
+                histories = await histories_from_archive(archive, session_id)
+            except (ArchiveError, SealingError) as exc:  # as show and export answer it
+                raise Refusal(503, "archive_unreadable", f"the session archive: {exc}") from None
         if failed is not None and not histories:  # a replay without them would be incomplete
             raise Refusal(503, "temporal_unavailable",
                           f"the Temporal server did not give the session's workflow history "
