@@ -229,7 +229,7 @@ def parse_bundle(raw: bytes) -> Bundle:
     except orjson.JSONDecodeError:
         raise BundleError("line 1 is not JSON: not an audit bundle") from None
     manifest = first.get("data") if isinstance(first, dict) else None
-    if first.get("record") != "manifest" or not isinstance(manifest, dict) or (
+    if not isinstance(manifest, dict) or first.get("record") != "manifest" or (
         manifest.get("format") != BUNDLE_FORMAT
     ):
         raise BundleError(f"line 1 is not a {BUNDLE_FORMAT} manifest")
@@ -239,6 +239,8 @@ def parse_bundle(raw: bytes) -> Bundle:
     if lines and lines[-1] == b"":
         lines.pop()
     want = manifest.get("line_sha256") or []
+    if not isinstance(want, list) or not all(isinstance(h, str) for h in want):
+        raise BundleError("the manifest's line_sha256 is not a list of hashes")
     if len(want) != len(lines):
         raise BundleError(f"manifest lists {len(want)} lines, the bundle has {len(lines)}")
     out = Bundle(manifest)
@@ -246,7 +248,12 @@ def parse_bundle(raw: bytes) -> Bundle:
     for n, line in enumerate(lines, start=2):
         if hashlib.sha256(line).hexdigest() != want[n - 2]:
             raise BundleError(f"line {n} does not match its hash in the manifest")
-        doc = orjson.loads(line)
+        try:
+            doc = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise BundleError(f"line {n} is not JSON") from None
+        if not isinstance(doc, dict):
+            raise BundleError(f"line {n} is not a {{record, data}} object")
         rtype, data = doc.get("record"), doc.get("data")
         if not isinstance(rtype, str) or not isinstance(data, dict):
             raise BundleError(f"line {n} is not a {{record, data}} object")

@@ -493,7 +493,7 @@ def export(session_id: str, out: Path | None, url: str, key: str | None, timeout
         out.write_bytes(body)
         counts = ", ".join(f"{n} {k}" for k, n in sorted(m["counts"].items()))
         click.echo(f"wrote {out}: {counts or 'no rows'}; sha256 {m['sha256']} "
-                   f"(from the {m['source']})", err=True)
+                   f"(from the {m.get('source', 'unknown source')})", err=True)
     _finish(d)
 
 
