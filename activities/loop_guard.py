@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 
 from policies.config.models import Settings
 from policies.loops import (
+    extend_run,
     is_loop,
     prompt_fingerprint,
     rate_baseline,
     rate_reason,
     rate_signal_action,
     repeat_reason,
-    repeat_run,
     repeats_over,
     token_rate,
 )
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("governor.loops")
 
-_HISTORY = 32  # prompt fingerprints kept per session
+_HISTORY = 32  # longest repeat run counted (prompts in a row)
 BUCKET = 10.0  # seconds per token-rate bucket
 
 
@@ -84,7 +84,10 @@ class LoopVerdict:
 @dataclass
 class _SessionTrack:
     events: deque[tuple[float, int]] = field(default_factory=deque)
-    prompts: deque[str] = field(default_factory=lambda: deque(maxlen=_HISTORY))
+    # The last prompt fingerprint and how many times in a row it ended the session's last
+    # _HISTORY prompts (policies.loops.extend_run): all the repeat signal needs to know.
+    last_prompt: str | None = None
+    prompt_run: int = 0
     flagged: set[str] = field(default_factory=set)  # signals that already gave a verdict
     workflow_tag: str | None = None  # for the top-N session-rate gauge
 
@@ -136,7 +139,8 @@ class LoopGuard:
                 self._keyed = (salt, hmac.new(salt, digestmod=hashlib.sha256))
             keyed = self._keyed[1]
         fp = prompt_fingerprint(view, keyed)  # the call's view: no walk of the body
-        tr.prompts.append(fp)
+        tr.prompt_run = extend_run(tr.last_prompt, tr.prompt_run, fp, _HISTORY)
+        tr.last_prompt = fp
         rate = token_rate(ev, now, settings.loop_window_seconds)
         p95, n = self.baselines.get(workflow_tag)
         self.last_inputs = [p95, n, rate]
@@ -150,7 +154,7 @@ class LoopGuard:
         verdict = None
         # One verdict per signal per session (an alert on the rate does not hide a later
         # repeat, which still gets its action).
-        run = repeat_run(tr.prompts, fp) if fp else 0
+        run = tr.prompt_run if fp else 0
         self.last_repeat = [fp, run]
         if "repeat" not in tr.flagged and repeats_over(run, settings.loop_repeat_threshold):
             verdict = LoopVerdict(

@@ -204,6 +204,13 @@ def repeat_run(history: Sequence[str], fingerprint: str) -> int:
     return n
 
 
+def extend_run(last: str | None, run: int, fingerprint: str, cap: int) -> int:
+    """`repeat_run` kept incrementally: the run after `fingerprint` follows a history whose last
+    entry was `last` ending a run of `run`, in a history of at most `cap` entries. O(1) per
+    call where `repeat_run` walks the run (a looping session's whole history, every call)."""
+    return min(run + 1, cap) if fingerprint == last else 1
+
+
 def is_repeating(history: Sequence[str], threshold: int) -> bool:
     """The same prompt `threshold` times in a row is a loop signal (a text-less one never)."""
     return (

@@ -6,6 +6,7 @@ import pytest
 
 from policies.loops import (
     baselines_by_tag,
+    extend_run,
     is_loop,
     is_repeating,
     p95,
@@ -114,6 +115,25 @@ def test_repeats_count_only_an_unbroken_run() -> None:
     assert not is_repeating(["y", "y", "x", "y"], 3)
     assert is_repeating(["x", "y", "y", "y"], 3)
     assert not is_repeating([], 3)
+
+
+def test_the_incremental_run_equals_repeat_run_over_the_bounded_history() -> None:
+    """extend_run (O(1) per call, what the loop guard keeps) against repeat_run over the last
+    `cap` fingerprints, on seeded random sequences with long runs and text-less prompts."""
+    import random
+    from collections import deque
+
+    rng = random.Random(7)
+    for cap in (1, 3, 32):
+        for _ in range(200):
+            history: deque[str] = deque(maxlen=cap)
+            last: str | None = None
+            run = 0
+            for _ in range(rng.randint(1, 120)):
+                fp = rng.choice(["a", "a", "a", "b", ""])
+                history.append(fp)
+                run, last = extend_run(last, run, fp, cap), fp
+                assert run == repeat_run(history, fp)
 
 
 def test_the_rate_signal_acts_only_against_a_trusted_or_configured_baseline() -> None:
