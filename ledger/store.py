@@ -85,6 +85,8 @@ _UNAVAILABLE = (
 _TRANSIENT_SQLSTATE = ("08", "40", "53", "54", "57", "58", "25006", "55P03", "55006")
 # Classes meaning the data itself is refused (a data exception, an integrity constraint).
 _REFUSED_SQLSTATE = ("22", "23")
+# SQLite has no SQLSTATE: the driver's classes say it (a value it cannot bind, a constraint).
+_REFUSED = (sa_exc.IntegrityError, sa_exc.DataError, sa_exc.ProgrammingError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,9 +258,7 @@ class LedgerStore:
             state = str(getattr(e.orig, "sqlstate", None) or "")
             if e.connection_invalidated or state.startswith(_TRANSIENT_SQLSTATE):
                 raise self._unavailable(e) from e
-            if state.startswith(_REFUSED_SQLSTATE) or (
-                not state and isinstance(e, sa_exc.IntegrityError | sa_exc.DataError)
-            ):
+            if state.startswith(_REFUSED_SQLSTATE) or (not state and isinstance(e, _REFUSED)):
                 raise LedgerRefused(f"ledger rejected the operation: {e.orig}") from e
             # Neither the data nor an outage (a permission, a missing table): the database's
             # state, which a person fixes; a writer keeps its rows until then.

@@ -443,3 +443,22 @@ async def test_postgres_refusing_all_work_for_now_keeps_every_row_not_at_fault(
         await admin.close()
         await writer.close()
         await store.close()
+
+
+async def test_a_value_the_driver_cannot_bind_is_the_rows_fault_on_both_backends(
+    target: Target,
+) -> None:
+    """What the writer sets aside (LedgerRefused) rather than retrying forever: a value the
+    driver refuses to bind, on PostgreSQL (SQLSTATE 22000) and SQLite (no SQLSTATE: its
+    ProgrammingError), here through the SQLAlchemy path stream starts and events take."""
+    from ledger.errors import LedgerRefused
+    from ledger.session_store import insert_stream_starts
+
+    store = await target.open()
+    try:
+        with pytest.raises(LedgerRefused):
+            await insert_stream_starts(
+                store, [{"call_id": "s", "runtime": "r", "ts": 1.0, "row": {1, 2}}]
+            )
+    finally:
+        await store.close()
