@@ -82,9 +82,11 @@ _UNAVAILABLE = (
 # a lost connection, a transaction rolled back by a conflict or deadlock, a full disk or out of
 # memory, an operator's cancel or shutdown, a server that became read-only (a failover), a lock
 # not granted. Retried like an outage: the rows wait in the journal.
-_TRANSIENT_SQLSTATE = ("08", "40", "53", "54", "57", "58", "25006", "55P03", "55006")
-# Classes meaning the data itself is refused (a data exception, an integrity constraint).
-_REFUSED_SQLSTATE = ("22", "23")
+_TRANSIENT_SQLSTATE = ("08", "40", "53", "57", "58", "25006", "55P03", "55006")
+# Classes meaning the data itself is refused (a data exception, an integrity constraint, a
+# program limit such as an index row too large for a huge value: retried row by row, only the
+# row carrying it is set aside).
+_REFUSED_SQLSTATE = ("22", "23", "54")
 # SQLite has no SQLSTATE: the driver's classes say it (a value it cannot bind, a constraint).
 _REFUSED = (sa_exc.IntegrityError, sa_exc.DataError, sa_exc.ProgrammingError)
 

@@ -462,3 +462,27 @@ async def test_a_value_the_driver_cannot_bind_is_the_rows_fault_on_both_backends
             )
     finally:
         await store.close()
+
+
+async def test_postgres_index_row_too_large_is_the_rows_fault_not_an_outage(
+    target: Target, tmp_path: Path
+) -> None:
+    """A value too large for its index (SQLSTATE 54000, program_limit_exceeded: here a 100 KB
+    random session id) is that row's fault: set aside, the rest written. Taken for an outage,
+    it would be retried forever and no later row would reach the ledger."""
+    if target.backend != "postgresql":
+        pytest.skip("a PostgreSQL index limit")
+    import secrets
+
+    store = await target.open()
+    writer = LedgerWriter(store, Journal(tmp_path / "j"), batch_size=10)
+    try:
+        writer.record_call(call_row("ok1"))
+        writer.record_call(call_row("huge", session_id=secrets.token_hex(50_000)))
+        writer.record_call(call_row("ok2"))
+        await writer.flush()
+        assert [c.call_id for c in await store.calls_for_session("sess-1")] == ["ok1", "ok2"]
+        assert writer.rejected_count == 1 and writer.pending_count == 0
+    finally:
+        await writer.close()
+        await store.close()
