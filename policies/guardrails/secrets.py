@@ -117,20 +117,63 @@ _PEM_BODY = re.compile(
 # (`if (key == "…")`), a call's next argument (`setProperty("X_TOKEN", "…")`) or an XML element
 # whose value sits on the next line (`<apiToken>\n  …\n</apiToken>`).
 _OP = (
-    r"[a-z0-9_]{0,32}+[\"'\]]?(?:[ \t]++string)?[ \t]*+"
+    r"[\"'\]]?(?:[ \t]++string)?[ \t]*+"
     r"(?:(?:[=!]==?+|=>|:{0,3}=|\?=|\.=|\+=|:|(?<=[\"']),)[ \t]*+|>[ \t\r\n]{0,64}+)"
-)
-_ASSIGN = (
-    re.compile(r"pass(?:word|wd)" + _OP),
-    re.compile(r"pwd" + _OP),
-    re.compile(r"secret" + _OP),
-    re.compile(r"token" + _OP),
-    re.compile(r"cred" + _OP),
-    re.compile(r"key" + _OP),
 )
 # What must precede `key` for it to label a secret (`api_key`, `accessKey`, `secret-key` ...).
 _KEY_OWNERS = ("api", "access", "auth", "private", "secret", "client", "master", "signing",
                "encryption", "subscription", "license", "account")  # fmt: skip
+# A label that names something about the secret, not the secret: `credentialsId`, `secret_name`,
+# `access_token_url`, `TokenFile`, `key_length`.
+_NOT_SECRET_SUFFIX = ("id", "ids", "name", "names", "file", "url", "uri", "path", "type", "len",
+                      "length", "count", "size", "ttl", "expiry", "expires", "header", "prefix",
+                      "ref", "env", "var")  # fmt: skip
+# The label rules of `_label_ok` are also in each regex, so a text of labels it refuses
+# (`key=key=…`, `tokenizer: …`) or of labels whose value is too short to report (`token: token:
+# …`) is refused in C at each occurrence instead of costing a Python step (2-3x prose per KB);
+# `_label_ok` and `_value_ok` still decide, these only drop candidates that cannot pass them.
+# A stem may run on with `_`/digits (`secret_key_2`, up to 32 characters) or a short suffix
+# (`secretKey`, `mySecretString`), and the label may not end like the name of something else.
+# The suffixes are looked up by the label's last letter (a lookbehind costs a step each time).
+_LAST = "ndtyse" + "".join(sorted({x[-1] for x in _NOT_SECRET_SUFFIX} - set("ndtyse")))
+_RUN_ON = (
+    r"(?:[_0-9][a-z0-9_]{0,31}+|string|str|keys|key|value|s|e)?+(?![a-z0-9_])(?:"
+    + "|".join(
+        f"(?<={c})" + "".join(f"(?<!{x})" for x in _NOT_SECRET_SUFFIX if x.endswith(c))
+        for c in _LAST
+        if any(x.endswith(c) for x in _NOT_SECRET_SUFFIX)
+    )
+    + f"|(?<![{_LAST}]))"
+)
+# `key` itself must follow an owner word, with at most two separators between (`api__key`). Tried
+# only where the letter or separator before `key` can end one, then by that last letter: each
+# lookbehind costs a step at every `key`.
+def _key_owned() -> str:
+    def after(sep: str) -> str:
+        last = sorted({o[-1] for o in _KEY_OWNERS})
+        return "|".join(
+            f"(?<={c}{sep}key)(?:"
+            + "|".join(f"(?<={o}{sep}key)" for o in _KEY_OWNERS if o.endswith(c))
+            + ")"
+            for c in last
+        )
+
+    return (
+        f"(?<=[{''.join(sorted({o[-1] for o in _KEY_OWNERS}))}_.-]key)"
+        f"(?:(?<=[a-z]key)(?:{after('')})"
+        f"|(?<=[a-z][_.-]key)(?:{after('[_.-]')})"
+        f"|(?<=[_.-][_.-]key)(?:{after('[_.-]{2}')}))"
+    )
+
+
+_KEY_OWNED = _key_owned()
+# A value worth examining has at least 8 characters (`_value_ok`), quoted or not.
+_LONG_VALUE = r"(?=[brfu@]?(?:\"[^\"\s]{8}|'[^'\s]{8}|`[^`\s]{8}|[^\s\"'`,;)}\]<>]{8}))"
+_ASSIGN = tuple(
+    re.compile(stem + _RUN_ON + "(?>" + _OP + ")" + _LONG_VALUE)  # the operator as matched alone
+    for stem in (r"pass(?:word|wd)", "pwd", "secret", "token", r"cred(?:entials*+|s)?+",
+                 "key" + _KEY_OWNED)
+)  # fmt: skip
 _VALUE = re.compile(
     r"[brfu@]?(?:\"([^\"\s]{1,256})\"|'([^'\s]{1,256})'|`([^`\s]{1,256})`)"
     r"|([^\s\"'`,;)}\]<>]{1,256})"
@@ -441,11 +484,6 @@ def _value_ok(value: str, quoted: bool, kind: str) -> bool:
 
 
 _WORD = re.compile(r"[a-z0-9_]*+")
-# A label that names something about the secret, not the secret: `credentialsId`, `secret_name`,
-# `access_token_url`, `TokenFile`, `key_length`.
-_NOT_SECRET_SUFFIX = ("id", "ids", "name", "names", "file", "url", "uri", "path", "type", "len",
-                      "length", "count", "size", "ttl", "expiry", "expires", "header", "prefix",
-                      "ref", "env", "var")  # fmt: skip
 _NOT_SECRET_OWNER = ("public", "csrf", "xsrf", "publishable")
 _CONTINUATIONS = ("", "s", "e", "string", "str", "key", "keys", "value")
 
