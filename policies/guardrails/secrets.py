@@ -92,11 +92,16 @@ _AZURE = (
 )
 # A 64-byte storage account key is 86 base64 characters and `==`; reported when the text around it
 # names the storage account (`account_key`, `AZURE_STORAGE_KEY`, `-storagekey`).
-_B64_86 = re.compile(r"[A-Za-z0-9+/]{86}")
+# Found from its `==` (one look back in C: a Python step per `==` made `====…` 2x prose).
+_B64_86_END = re.compile(
+    r"==(?<=[A-Za-z0-9+/]{86}==)(?<![A-Za-z0-9+/]{87}==)(?![A-Za-z0-9+/])"
+)
 _B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 _AZURE_CONTEXT = ("account", "storage", "azure", "blob")
 # Azure AD (Entra) client secrets: three characters, a digit, `Q~`, then 31-34 more.
 _AAD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_~.")
+# Found from its `Q~`: four characters before, the last a digit, none glued before them.
+_AAD_HEAD = re.compile(r"Q~(?<=[A-Za-z0-9_~.]{3}[0-9]Q~)(?<![A-Za-z0-9_~.\-]....Q~)")
 _AAD_TAIL = re.compile(r"[A-Za-z0-9_~.\-]{31,34}+(?![A-Za-z0-9_~.\-])")
 # `curl -u user:pass` / `--user user:pass`, and `Authorization: Basic <base64 of user:pass>`.
 _CURL_USER = re.compile(r"(?:-u|--user)[ \t]++[\"']?+([^\s\"':]{0,64}+):([^\s\"']{1,128}+)")
@@ -356,14 +361,9 @@ def _azure(text: str) -> Iterator[Span]:
 
 
 def _azure_storage_shape(text: str, low: str) -> Iterator[Span]:
-    pos = 0
-    while (i := text.find("==", pos)) >= 0:
-        pos = i + 2
+    for m in _B64_86_END.finditer(text):
+        i = m.start()
         start = i - 86
-        if start < 0 or text[i - 1] not in _B64_CHARS or not _B64_86.fullmatch(text, start, i):
-            continue
-        if (start and text[start - 1] in _B64_CHARS) or text[i + 2 : i + 3] in _B64_CHARS:
-            continue
         if text[start - 11 : start] == "AccountKey=":
             continue  # reported by `_azure`
         near = low[max(0, start - 256) : start]
@@ -373,15 +373,10 @@ def _azure_storage_shape(text: str, low: str) -> Iterator[Span]:
 
 def _azure_ad(text: str) -> Iterator[Span]:
     pos = 0
-    while (i := text.find("Q~", pos)) >= 0:
+    while (m := _AAD_HEAD.search(text, pos)) is not None:
+        i = m.start()
         pos = i + 2
         start = i - 4
-        if start < 0 or not text[i - 1].isdigit():
-            continue
-        if not all(c in _AAD_CHARS for c in text[start:i]):
-            continue
-        if start and (text[start - 1] in _AAD_CHARS or text[start - 1] == "-"):
-            continue
         tail = _AAD_TAIL.match(text, i + 2)
         if tail and random_looking(text[start : tail.end()], 3.5):
             pos = tail.end()
