@@ -22,6 +22,7 @@ from ledger.alert_store import active_overrides, clear_overrides, list_alerts, s
 from policies.alerts import ALERT_NAME
 from policies.config.models import ApiKey, window_seconds
 from policies.refusals import Refusal
+from proxy.errors import BUSY_RETRY_AFTER_S
 from proxy.http import BodyTooLarge, Receive, Scope, Send, header_map, read_body, respond_json
 from proxy.llm_routes import bearer, parse_json_body
 
@@ -216,7 +217,9 @@ async def _person(gw: Gateway, alert_key: str, what: str, key: ApiKey,
         if e.status == RPCStatusCode.NOT_FOUND:
             raise Refusal(404, "alert_not_found",
                           f"no runbook is running for alert {alert_key!r}") from None
-        raise
+        raise Refusal(503, "temporal_unavailable", f"the Temporal server did not take the "
+                      f"{what} ({e.status.name}); retry soon",
+                      retry_after=BUSY_RETRY_AFTER_S) from None
     return {"key": alert_key, "action": what, "actor": key.user, "runbook": st.model_dump()}
 
 

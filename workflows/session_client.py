@@ -114,6 +114,16 @@ def _refusal(exc: BaseException) -> Refusal | None:
     return None
 
 
+WORKFLOW_RETRY_AFTER_S = 5  # Retry-After while the Temporal server does not answer
+
+
+def _unavailable(session_id: str, e: RPCError) -> Refusal:
+    """The Temporal server failed (unreachable, overloaded…), not the session: try later."""
+    return Refusal(503, "workflow_unavailable",
+                   f"the Temporal server did not answer for session {session_id!r} "
+                   f"({e.status.name}); retry soon", retry_after=WORKFLOW_RETRY_AFTER_S)
+
+
 class TemporalSessions:
     """The gateway's way into session workflows (`POST /gateway/sessions` and the per-session
     routes): start one with the identity and policy the gateway resolved, run its turns, close
@@ -124,7 +134,10 @@ class TemporalSessions:
         self.task_queue = task_queue
 
     async def start(self, identity: SessionIdentity, policy: SessionPolicy) -> str:
-        h = await start_session(self.client, identity, policy, self.task_queue)
+        try:
+            h = await start_session(self.client, identity, policy, self.task_queue)
+        except RPCError as e:
+            raise _unavailable(identity.session_id, e) from None
         return h.id
 
     async def chat(self, session_id: str, inp: ChatInput) -> ChatOutput:
@@ -145,7 +158,7 @@ class TemporalSessions:
             return await h.query(SessionWorkflow.status)
         except RPCError as e:
             if e.status != RPCStatusCode.NOT_FOUND:
-                raise
+                raise _unavailable(session_id, e) from None
             raise Refusal(404, "session_not_found", f"no session workflow {session_id!r}") from None
 
     async def _update(self, session_id: str, update: Any, inp: Any) -> Any:
@@ -166,14 +179,16 @@ class TemporalSessions:
         for _ in range(20):  # a workflow that is closing right now: give it a moment
             try:
                 desc = await h.describe()
-            except RPCError:
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:  # the server, not the session
+                    return _unavailable(session_id, exc)
                 return Refusal(404, "session_not_found", f"no session workflow {session_id!r}")
             if desc.status != WorkflowExecutionStatus.RUNNING:
                 break
             await asyncio.sleep(0.1)
         else:
             return Refusal(503, "workflow_unavailable", f"session workflow unreachable: {e}",
-                           retry_after=5)
+                           retry_after=WORKFLOW_RETRY_AFTER_S)
         try:
             st: SessionStatus = await h.result()
         except Exception:
