@@ -513,6 +513,8 @@ def _download(url: str, key: str | None, path: str, read_timeout: float) -> byte
             err = orjson.loads(r.content).get("error", {})
         except (orjson.JSONDecodeError, AttributeError):
             err = {}
+        if not isinstance(err, dict):  # another API's shape, e.g. {"error": "not found"}
+            err = {}
         _fail(f"{r.status_code} {err.get('code', '')}: {err.get('message') or r.reason_phrase}")
     return r.content
 

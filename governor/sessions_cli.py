@@ -67,6 +67,8 @@ def admin_request(url: str, key: str | None, method: str, path: str,
         _fail(f"{base} answered {r.status_code} without JSON: is it a Governor proxy?")
     if r.status_code >= 400:
         err = doc.get("error", {}) if isinstance(doc, dict) else {}
+        if not isinstance(err, dict):  # another API's shape, e.g. {"error": "not found"}
+            err = {}
         msg = err.get("message") or r.reason_phrase
         hint = ""
         if r.status_code == 401:
