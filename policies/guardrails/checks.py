@@ -114,8 +114,19 @@ _PLACEHOLDER_WORDS = (
     "not-a-real", "not_a_real", "not-real", "not_real", "fake-", "fake_", "-fake", "_fake",
     "path/to/",
 )  # fmt: skip
+
+
+def _any_word(words: tuple[str, ...]) -> re.Pattern[str]:
+    """One regex finding any of `words`, grouped by first character: the regex tries one
+    alternative per distinct first character at each position, not one per word."""
+    heads: dict[str, list[str]] = {}
+    for w in words:
+        heads.setdefault(w[0], []).append(re.escape(w[1:]))
+    return re.compile("|".join(f"{re.escape(h)}(?:{'|'.join(t)})" for h, t in heads.items()))
+
+
 # One search for all of them instead of one `in` per word (placeholder() runs on every candidate).
-_PLACEHOLDER_WORD = re.compile("|".join(re.escape(w) for w in _PLACEHOLDER_WORDS))
+_PLACEHOLDER_WORD = _any_word(_PLACEHOLDER_WORDS)
 # A file path with an extension (`/etc/ssl/client.key`, `./certs/ca.pem`, `C:\\keys\\a.pfx`):
 # where a secret is kept, not the secret (base64 has slashes but no dots).
 _FILE_PATH = re.compile(r"(?:~|\.{1,2})?/(?:[\w.-]+/)+[\w.-]+|[a-z]:\\(?:[\w.-]+\\)+[\w.-]+")

@@ -4,6 +4,7 @@ their near misses left alone, and every new pattern linear on hostile 1 MB input
 from __future__ import annotations
 
 import base64
+import random
 import time
 
 import pytest
@@ -135,3 +136,19 @@ def test_hostile_megabyte_scans_in_linear_time(chunk: str) -> None:
     # A quadratic pattern takes minutes on 1 MB; linear ones take well under a second even on a
     # loaded machine. The bound is deliberately loose: it catches the complexity class, not speed.
     assert time.perf_counter() - t0 < 5.0
+
+
+def test_placeholder_words_found_by_one_regex_as_by_one_search_per_word() -> None:
+    from policies.guardrails import checks
+
+    rnd = random.Random(5)
+    alpha = "abcdefghijklmnopqrstuvwxyz_-*.#%(s/ehr"
+    hits = 0
+    for _ in range(20_000):
+        v = "".join(rnd.choice(alpha) for _ in range(rnd.randint(0, 30)))
+        if rnd.random() < 0.3:
+            v = v[:5] + rnd.choice(checks._PLACEHOLDER_WORDS)[rnd.randint(0, 1) :] + v[5:]
+        want = any(w in v for w in checks._PLACEHOLDER_WORDS)
+        assert (checks._PLACEHOLDER_WORD.search(v) is not None) == want, v
+        hits += want
+    assert hits > 3_000
