@@ -88,6 +88,11 @@ class _SessionTrack:
     # _HISTORY prompts (policies.loops.extend_run): all the repeat signal needs to know.
     last_prompt: str | None = None
     prompt_run: int = 0
+
+    def repeating(self, threshold: int) -> bool:
+        """Whether the session's last prompts repeat (`policies.loops.is_repeating` over its
+        history): the last one has text and ends a run of at least `threshold`."""
+        return bool(self.last_prompt) and repeats_over(self.prompt_run, threshold)
     flagged: set[str] = field(default_factory=set)  # signals that already gave a verdict
     workflow_tag: str | None = None  # for the top-N session-rate gauge
 

@@ -38,7 +38,7 @@ from policies.alerts import (
     silenced,
     subscribed_targets,
 )
-from policies.loops import is_repeating, rate_baseline, token_rate
+from policies.loops import rate_baseline, token_rate
 
 if TYPE_CHECKING:
     from activities.gateway import Gateway
@@ -310,7 +310,7 @@ class AlertHub:
         sid = labels.get("session_id")
         settings = self.gw.config.settings
         tr = self.gw.loop_guard.sessions.get(sid or "")
-        if tr is not None and is_repeating(list(tr.prompts), settings.loop_repeat_threshold):
+        if tr is not None and tr.repeating(settings.loop_repeat_threshold):
             return True
         return self._baseline_source(labels.get("workflow_tag") or None) != "default"
 
