@@ -138,11 +138,12 @@ _NOT_SECRET_SUFFIX = ("id", "ids", "name", "names", "file", "url", "uri", "path"
 # …`) is refused in C at each occurrence instead of costing a Python step (2-3x prose per KB);
 # `_label_ok` and `_value_ok` still decide, these only drop candidates that cannot pass them.
 # A stem may run on with `_`/digits (`secret_key_2`, up to 32 characters) or a short suffix
-# (`secretKey`, `mySecretString`), and the label may not end like the name of something else.
-# The suffixes are looked up by the label's last letter (a lookbehind costs a step each time).
+# (`secretKey`, `mySecretString`), and the label may not end like the name of something else
+# (only a `_`/digit run-on can: no stem or short suffix ends like one). The names are looked up
+# by the label's last letter: each lookbehind costs a step.
 _LAST = "ndtyse" + "".join(sorted({x[-1] for x in _NOT_SECRET_SUFFIX} - set("ndtyse")))
-_RUN_ON = (
-    r"(?:[_0-9][a-z0-9_]{0,31}+|string|str|keys|key|value|s|e)?+(?![a-z0-9_])(?:"
+_NOT_A_NAME = (
+    "(?:"
     + "|".join(
         f"(?<={c})" + "".join(f"(?<!{x})" for x in _NOT_SECRET_SUFFIX if x.endswith(c))
         for c in _LAST
@@ -150,6 +151,10 @@ _RUN_ON = (
     )
     + f"|(?<![{_LAST}]))"
 )
+_RUN_ON = (
+    r"(?:[_0-9][a-z0-9_]{0,31}+(?![a-z0-9_])" + _NOT_A_NAME
+    + r"|(?:string|str|keys|key|value|s|e)?+(?![a-z0-9_]))"
+)  # fmt: skip
 # `key` itself must follow an owner word, with at most two separators between (`api__key`). Tried
 # only where the letter or separator before `key` can end one, then by that last letter: each
 # lookbehind costs a step at every `key`.
