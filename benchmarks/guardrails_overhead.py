@@ -66,7 +66,8 @@ ADVERSARIAL = (
     "sk-", "eyJ", "ghp_", "github_pat_", "AKIAAAAAAAAAAAAAAAAA ", "-----BEGIN PRIVATE KEY-----",
     "api_key=", "password=", "AccountKey=", "bearer ", "://a:", "01 ", "1", "12-", "+1 ", "a@b.",
     "::", "x::0", "0:", "0::", "curl -u a:", "authorization: basic ", "Q~", "==", "glft-",
-    "key=", "ikey=", "token: ", "tokenizer: ", "token_id: ", "1Q~", "a==",
+    "key=", "ikey=", "token: ", "tokenizer: ", "token_id: ", "1Q~", "a==", "api_key: ",
+    "password: ",
     "system ", "## system\n", " mode", "ignore all ", "you must ", "the user ", "aGVsbG8gd29ybGQ",
 )  # fmt: skip
 

@@ -177,8 +177,13 @@ def _key_owned() -> str:
 
 
 _KEY_OWNED = _key_owned()
-# A value worth examining has at least 8 characters (`_value_ok`), quoted or not.
-_LONG_VALUE = r"(?=[brfu@]?(?:\"[^\"\s]{8}|'[^'\s]{8}|`[^`\s]{8}|[^\s\"'`,;)}\]<>]{8}))"
+# A value worth examining has at least 8 characters (`_value_ok`), quoted or not, and is not a
+# code reference that `_value_ok` refuses whatever follows: a dotted name then `:`, `(` or `[`
+# (`next_label:`, `get_token()`, `os.environ[…]`), within the first 250 characters.
+_LONG_VALUE = (
+    r"(?=[brfu@]?(?:\"[^\"\s]{8}|'[^'\s]{8}|`[^`\s]{8}|[^\s\"'`,;)}\]<>]{8}))"
+    r"(?!(?=[\w$.]{0,249}+(?![\w$.]))[A-Za-z_$][\w$]*+(?:\.[A-Za-z_$][\w$]*+)*+[\[(:])"
+)
 _ASSIGN = tuple(
     re.compile(stem + _RUN_ON + "(?>" + _OP + ")" + _LONG_VALUE)  # the operator as matched alone
     for stem in (r"pass(?:word|wd)", "pwd", "secret", "token", r"cred(?:entials*+|s)?+",

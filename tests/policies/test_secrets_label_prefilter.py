@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import re
+import string
 
 import pytest
 
@@ -21,6 +22,9 @@ _OLD = tuple(
     re.compile(stem + _OLD_OP)
     for stem in (r"pass(?:word|wd)", "pwd", "secret", "token", "cred", "key")
 )
+# A random identifier longer than the 256 characters a value is cut at, then `:`.
+_ALNUM = string.ascii_letters + string.digits
+_LONG_NAME = "k" + "".join(random.Random(0).choices(_ALNUM, k=259))
 _LABELS = ("password", "passwd", "pwd", "secret", "token", "cred", "creds", "credential",
            "credentials", "credentialss", "key", "api_key", "apikey", "api__key", "api-key",
            "access.key", "ACCESS_KEY", "secretKey", "mySecretString", "token_id", "tokenizer",
@@ -32,7 +36,10 @@ _OPS = ("=", ": ", ":=", " = ", "=>", '": "', "' => '", " == ", '", "', ">\n  ",
 _VALUES = ("Hunter2024", "Xq7rT2mZ9wLp", "abc", "changeme", "os.environ['X']", "settings.api_key",
            '"kQ9#vX2!pL"', "'s3cr3tV4lue!'", "${DB}", "token", "key=Zx81Kq93Lm", "aB3$dE6^",
            "1234567", "=1234567", "Zx81Kq93Lm.", "<your-key>", "get_token()", "b'Zx81Kq93Lm'",
-           "`aB3$dE6^x`", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY", "Zx81Kq9")  # fmt: skip
+           "`aB3$dE6^x`", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY", "Zx81Kq9",
+           "cfg.db.pass:word9X", "$ref:Zx81Kq93", "Zx81_Kq93:", "a.b[0]x9",
+           "Kq9x" * 63 + ":x9", "Kq9x" * 61 + ":x9", "Zx8.1Kq93Lm:", "r:Zx81Kq93Lm",
+           _LONG_NAME + ":x9", _LONG_NAME[:240] + ":x9")  # fmt: skip
 
 
 def _old_assignments(text: str) -> list[secrets.Span]:
