@@ -86,17 +86,24 @@ def _breach_text(b: RateBreach, est_tokens: int = 0) -> str:
     )
 
 
+def _ceiling_usd(v: float) -> str:
+    """A budget ceiling as configured: cents when it is whole cents (`$4000.00`), else every
+    digit it has up to a millionth (`$0.0001`, never `$0.00` beside a `$0.0002` spend)."""
+    return f"${v:.2f}" if round(v, 2) == v else f"${v:.6f}".rstrip("0")
+
+
 def _budget_text(st: BudgetStatus, est: float) -> str:
     bud = st.budget
+    ceiling = _ceiling_usd(bud.ceiling_usd)
     if st.spent >= bud.ceiling_usd:
         return (
-            f"budget {bud.id!r} exhausted: ${st.spent:.4f} of ${bud.ceiling_usd:.2f} "
+            f"budget {bud.id!r} exhausted: ${st.spent:.4f} of {ceiling} "
             f"{bud.window} ceiling spent"
         )
     held = f" + ${st.reserved:.4f} held by calls in flight" if st.reserved else ""
     return (
         f"budget {bud.id!r} would be passed: ${st.spent:.4f} spent{held} + this call's "
-        f"estimate ${est:.4f} is over the ${bud.ceiling_usd:.2f} {bud.window} ceiling"
+        f"estimate ${est:.4f} is over the {ceiling} {bud.window} ceiling"
     )
 
 

@@ -231,6 +231,20 @@ def test_budget_just_below_ceiling_is_allowed_and_reports_remaining() -> None:
     assert [b.key for b in p.budgets] == [("bud", MONTH)]
 
 
+def test_budget_messages_show_a_sub_cent_ceiling_as_configured_not_rounded_to_zero() -> None:
+    # The sample's demo budget is $0.0001: its messages said "... of $0.00 daily ceiling".
+    tiny = config(budgets=budget("fallback_to_cheaper", ceiling=0.0001))
+    over = run(tiny, spend={("bud", MONTH): 0.0002})
+    assert "$0.0002 of $0.0001 monthly ceiling spent" in (over.reason or "")
+    would = run(tiny, spend={("bud", MONTH): 0.00005})
+    assert "is over the $0.0001 monthly ceiling" in (would.reason or "")
+    assert "$0.015 monthly" in refused(
+        config(budgets=budget("hard_block", ceiling=0.015)), spend={("bud", MONTH): 0.02}
+    ).message
+    whole = refused(config(budgets=budget("hard_block")), spend={("bud", MONTH): 10.0})
+    assert "$10.0000 of $10.00 monthly ceiling spent" in whole.message
+
+
 def test_budget_of_another_project_does_not_apply() -> None:
     p = decide(
         config(budgets=budget("hard_block")),
