@@ -263,9 +263,15 @@ def _table(t: Table) -> str:
     head = "".join(f'<th scope="col">{_e(_cut(str(c), MAX_CELL))}</th>' for c in cols)
     out = [f"<table><caption>{_e(_cut(t.title, MAX_CELL))}</caption><thead><tr>{head}</tr>"
            "</thead><tbody>"]
+    # A `*_ts` column holds unix seconds (the runaway panel's `opened_ts`): shown as a UTC time,
+    # not as a number with thousands separators (1,796,013,534.60).
+    times = {i for i, c in enumerate(cols) if str(c).endswith("_ts")}
     for row in rows:
         cells = []
-        for v in list(row)[: len(cols)]:
+        for i, v in enumerate(list(row)[: len(cols)]):
+            if i in times and v is not None:
+                cells.append(f"<td>{_e(_when(v))}</td>")
+                continue
             num = isinstance(v, (int, float)) and not isinstance(v, bool)
             cls = ' class="num"' if num else ""
             cells.append(f"<td{cls}>{_cell_html(v)}</td>")

@@ -133,6 +133,18 @@ def test_urls_in_cells_are_links_and_nothing_else_is():
     assert "<script" not in html and 'href="javascript' not in html
 
 
+def test_a_ts_column_reads_as_a_utc_time_not_a_number():
+    # The runaway panel's alerts table showed opened_ts as "1,796,013,534.60".
+    t = Table("Runbook alerts (runaway_agent)", ["alert_key", "opened_ts", "calls"],
+              [["alert-runaway_agent,session_id=s1", 1796013534.597, 1796013534],
+               ["alert-runaway_agent,session_id=s2", None, 3]])
+    html = render_panel(Panel(3, "Runaway", "q", "oncall", tables=[t]), VIEWER)
+    assert "<td>2026-11-30 04:38:54 UTC</td>" in html
+    assert "1,796,013,534.6" not in html
+    assert '<td class="num">1,796,013,534</td>' in html  # other columns keep their format
+    assert "<td>—</td>" in html
+
+
 def test_an_empty_table_says_so():
     html = render_panel(Panel(5, "Safety", "q", "engineering",
                               tables=[Table("events", ["hook", "n"], [])]), VIEWER)
