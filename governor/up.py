@@ -258,15 +258,32 @@ def dev_keys(config_dir: Path) -> list[tuple[str, str]]:
     return out
 
 
+def env_command(name: str, cwd: Path | None = None) -> str:
+    """How to run this environment's NAME (`python`, `governor`) from a fresh shell: its path
+    (relative to CWD when under it: `.venv/bin/governor`). `scripts/up` puts the venv on its
+    own PATH only, so a bare `governor` or `python` in the banner fails in the caller's shell."""
+    exe = Path(sys.executable)
+    path = exe if name == "python" else exe.parent / name
+    if not path.exists():
+        return name
+    try:
+        return str(path.relative_to(cwd or Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def banner(opts: UpOptions, proxy_url: str, ui_url: str | None, simulated: bool) -> str:
     keys = dev_keys(opts.config_dir)
     dev_key = next((s for s, r in keys if r == "developer"), "gk-dev-developer")
+    metrics_key = next((s for s, r in keys if r == "metrics"), None)
+    python, governor = env_command("python"), env_command("governor")
     lines = [
         "",
         "Governor is up.",
         f"  proxy:        {proxy_url}   (OpenAI: {proxy_url}/v1, Anthropic: {proxy_url})",
         f"  Temporal UI:  {ui_url or '(external cluster: use its own UI)'}",
-        f"  metrics:      {proxy_url}/metrics",
+        f"  metrics:      {proxy_url}/metrics   (a metrics or admin key"
+        + (f": Bearer {metrics_key})" if metrics_key else ")"),
         f"  control room: {proxy_url}/control-room   (sign in with a viewer/on-call/admin key)",
         f"  temporal:     {opts.temporal_address or '(dev server)'}  namespace "
         f"{opts.namespace}  task queue {opts.task_queue}",
@@ -287,10 +304,10 @@ def banner(opts: UpOptions, proxy_url: str, ui_url: str | None, simulated: bool)
         "      messages=[{'role': 'user', 'content': 'hello'}],",
         "      extra_headers={'X-Governor-Project': 'demo'})",
         "",
-        "Agents as workflows: python examples/agents/well_behaved.py (and looping.py, "
+        f"Agents as workflows: {python} examples/agents/well_behaved.py (and looping.py, "
         "budget_fallback.py)",
-        "On-call: governor sessions list | show ID | kill ID --reason TEXT "
-        "(GOVERNOR_ADMIN_KEY=gk-dev-oncall)",
+        f"On-call: GOVERNOR_ADMIN_KEY=gk-dev-oncall {governor} sessions list   "
+        "(also: show ID, kill ID --reason TEXT)",
         "Ctrl-C stops everything.",
         "",
     ]
