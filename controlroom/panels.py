@@ -28,6 +28,7 @@ from controlroom.drift import drift_alerts, rollback_diff, version_drifts
 from controlroom.leverage import TagLeverage, ai_leverage_score
 from controlroom.model import Action, Chart, Filters, Panel, Series, Table
 from ledger.store import LedgerStore
+from policies.budgets import usd_ceiling
 from policies.config.models import ModelPrice, Settings
 from policies.loops import rate_baseline
 from policies.pricing import call_cost, rates
@@ -258,7 +259,7 @@ async def burn_rate(ctx: _Ctx) -> Panel:
         used = 100 * spent / b.ceiling_usd
         fpct = 100 * forecast / b.ceiling_usd
         scope = ",".join(f"{k}={v}" for k, v in sorted(match.items())) or "global"
-        row = [b.id, scope, b.window, _r(b.ceiling_usd, 2), _r(spent), _r(used, 2),
+        row = [b.id, scope, b.window, _r(b.ceiling_usd, 6), _r(spent), _r(used, 2),
                _r(forecast), _r(fpct, 2)]
         budgets.rows.append(row)
         if set(match) == {"project"}:
@@ -266,7 +267,7 @@ async def burn_rate(ctx: _Ctx) -> Panel:
         if fpct > 100:
             actions.append(Action("review", b.id,
                                   f"budget {b.id} is forecast at {fpct:.0f}% of its "
-                                  f"${b.ceiling_usd:,.0f} {b.window} ceiling: review the "
+                                  f"{usd_ceiling(b.ceiling_usd)} {b.window} ceiling: review the "
                                   "premium-model panel for routing wins, or raise the ceiling"))
     table = Table("Spend by project", ["project", "calls", "tokens", "cost_usd", "share_pct",
                                        "budget", "budget_used_pct", "forecast_pct", "note"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from policies.config.models import Budget
 from policies.identity import Identity
@@ -65,3 +66,10 @@ def crossed_alerts(budget: Budget, before: float, after: float) -> list[float]:
 
 def window_key_label(key: BudgetKey) -> str:
     return f"{key[0]}@{int(key[1])}"
+
+
+def usd_ceiling(v: float) -> str:
+    """A budget ceiling as configured: cents when it is whole cents (`$4000.00`), else every
+    digit it was written with (`$0.0001`, `$0.0000001`; never `$0.00` beside a `$0.0002`
+    spend)."""
+    return f"${v:.2f}" if round(v, 2) == v else "$" + format(Decimal(repr(float(v))), "f")

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from policies.budgets import BudgetKey, BudgetStatus, budget_statuses
+from policies.budgets import BudgetKey, BudgetStatus, budget_statuses, usd_ceiling
 from policies.config.gateway import GatewayConfig
 from policies.config.models import RoutingConfig, Target
 from policies.estimates import candidate_targets, estimate_cost
@@ -86,15 +86,9 @@ def _breach_text(b: RateBreach, est_tokens: int = 0) -> str:
     )
 
 
-def _ceiling_usd(v: float) -> str:
-    """A budget ceiling as configured: cents when it is whole cents (`$4000.00`), else every
-    digit it has up to a millionth (`$0.0001`, never `$0.00` beside a `$0.0002` spend)."""
-    return f"${v:.2f}" if round(v, 2) == v else f"${v:.6f}".rstrip("0")
-
-
 def _budget_text(st: BudgetStatus, est: float) -> str:
     bud = st.budget
-    ceiling = _ceiling_usd(bud.ceiling_usd)
+    ceiling = usd_ceiling(bud.ceiling_usd)
     if st.spent >= bud.ceiling_usd:
         return (
             f"budget {bud.id!r} exhausted: ${st.spent:.4f} of {ceiling} "

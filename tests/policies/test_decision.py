@@ -243,6 +243,9 @@ def test_budget_messages_show_a_sub_cent_ceiling_as_configured_not_rounded_to_ze
     ).message
     whole = refused(config(budgets=budget("hard_block")), spend={("bud", MONTH): 10.0})
     assert "$10.0000 of $10.00 monthly ceiling spent" in whole.message
+    tiniest = run(config(budgets=budget("fallback_to_cheaper", ceiling=0.0000001)),
+                  spend={("bud", MONTH): 0.0002})
+    assert "of $0.0000001 monthly" in (tiniest.reason or "")
 
 
 def test_budget_of_another_project_does_not_apply() -> None:
