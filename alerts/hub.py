@@ -90,6 +90,11 @@ class AlertHub:
     _running: dict[tuple[str, str], asyncio.Task[Any]] = field(default_factory=dict)
     _waiting: dict[tuple[str, str], Callable[[], Coroutine[Any, Any, Any]]] = field(
         default_factory=dict)
+    # Waiting hand-overs of caller-chosen keys by the rule (group) they belong to: the queue's
+    # bound applies per rule, so one rule's flood (runaway sessions) cannot crowd out another's
+    # (a leaked secret).
+    _group_of: dict[tuple[str, str], str] = field(default_factory=dict)
+    _queued_in: dict[str, int] = field(default_factory=dict)
     dropped: int = 0  # firings of a new alert key refused because the queue was full
     _dropped_unlogged: int = 0
     _dropped_logged_at: float = -1e9
@@ -135,7 +140,7 @@ class AlertHub:
             self._recent.clear()
         self._recent[key] = now
         if self._submit("fire", key, lambda: self.fire_async(name, labels, source, confident),
-                        droppable=droppable):
+                        droppable=droppable, group=rule.name):
             return True
         del self._recent[key]
         return False
@@ -147,7 +152,7 @@ class AlertHub:
         return task
 
     def _submit(self, op: str, key: str, start: Callable[[], Coroutine[Any, Any, Any]], *,
-                droppable: bool = True) -> bool:
+                droppable: bool = True, group: str = "") -> bool:
         """Hand `op` ('fire' or 'resolve') of alert `key` to Temporal in the background, within
         bounds: at most `alert_max_running` at once; then up to `alert_max_queued` wait, run in
         order, one op of one key at a time. The same op of a key already waiting merges into
@@ -156,23 +161,38 @@ class AlertHub:
         or waits still waits (a firing of an alert already in hand is never lost), and so does
         one not `droppable`: alerts whose keys the config bounds (budgets, breakers, tokenizer
         drift, self-health, untagged spend). A new key callers choose (a runaway session, a
-        leaked secret's project) is dropped, logged and counted
-        (`governor_alerts_dropped_total`): returns False."""
+        leaked secret's project) waits while fewer than `alert_max_queued` of its `group` (its
+        rule) wait; past that it is dropped, logged and counted
+        (`governor_alerts_dropped_total`): returns False. So waiting hand-overs number at most
+        `alert_max_queued` per rule plus the config-bounded keys."""
         k = (op, key)
         other = ("resolve" if op == "fire" else "fire", key)
         if k in self._waiting and other not in self._waiting:
             self._waiting[k] = start  # merged: keeps its place
             return True
-        self._waiting.pop(k, None)
+        self._unwait(k)
         settings = self.gw.config.settings
         known = other in self._waiting or k in self._running or other in self._running
-        if (droppable and not known and len(self._waiting) >= settings.alert_max_queued
-                and len(self._running) >= settings.alert_max_running):
-            self._drop(key)
-            return False
+        if droppable and not known and len(self._running) >= settings.alert_max_running:
+            if self._queued_in.get(group, 0) >= settings.alert_max_queued:
+                self._drop(key)
+                return False
+            self._group_of[k] = group
+            self._queued_in[group] = self._queued_in.get(group, 0) + 1
         self._waiting[k] = start
         self._pump()
         return True
+
+    def _unwait(self, k: tuple[str, str]) -> Callable[[], Coroutine[Any, Any, Any]] | None:
+        """Take `k` off the waiting queue (and its rule's count); its start, if it waited."""
+        group = self._group_of.pop(k, None)
+        if group is not None:
+            left = self._queued_in[group] - 1
+            if left:
+                self._queued_in[group] = left
+            else:
+                del self._queued_in[group]
+        return self._waiting.pop(k, None)
 
     def _pump(self) -> None:
         """Start waiting hand-overs, oldest first, while fewer than `alert_max_running` run
@@ -186,7 +206,8 @@ class AlertHub:
                 break
             if k[1] in busy:
                 continue
-            start = self._waiting.pop(k)
+            start = self._unwait(k)
+            assert start is not None
             busy.add(k[1])
             task = self._spawn(start())
             self._running[k] = task
@@ -494,6 +515,8 @@ class AlertHub:
             except Exception:
                 log.warning("untagged spend of %s not shared at shutdown", project)
         self._waiting.clear()
+        self._group_of.clear()
+        self._queued_in.clear()
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):

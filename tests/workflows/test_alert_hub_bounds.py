@@ -102,3 +102,47 @@ async def test_many_distinct_alert_keys_are_bounded_and_past_the_bound_dropped_v
             except RPCError:
                 pass
         await gw.close()
+
+
+async def test_one_rules_flood_does_not_crowd_out_another_rules_alert(
+    client: Client, tmp_path: Path
+) -> None:
+    """The queue's bound is per rule: 20 runaway sessions at once fill the runaway rule's share
+    and the rest of them are dropped, but a leaked secret (another rule, also a caller-chosen
+    key) still waits and is delivered, up to its own share."""
+    settings = (EXAMPLES / "gateway.yaml").read_text() + (
+        "\nalert_max_running: 1\nalert_max_queued: 2\n"
+    )
+    cfg = make_config_dir(tmp_path / "config", {"gateway.yaml": settings})
+    gw = await Gateway.open(load_config_dir(cfg), f"sqlite:///{tmp_path / 'l.db'}",
+                            tmp_path / "j", config_dir=cfg)
+    counting = CountingClient(client)
+    hub = AlertHub(gw, counting, f"alert-rules-{uuid.uuid4().hex[:8]}")
+    run = uuid.uuid4().hex[:8]
+    runaway = [{"session_id": f"flood-{run}-{i}", "evidence": "repeat"} for i in range(20)]
+    leaks = [{"project": f"leak-{run}-{i}", "type": "secret"} for i in range(3)]
+    keys = [dedup_key(hub.rules()["runaway_agent"], x) for x in runaway]
+    keys += [dedup_key(hub.rules()["secret_leaked"], x) for x in leaks]
+    try:
+        for x in runaway:
+            hub.fire("runaway_agent", x)
+        assert hub.dropped == 17  # 1 running + 2 waiting of the runaway rule
+        assert [hub.fire("secret_leaked", x) for x in leaks] == [True, True, False]
+        assert hub.dropped == 18  # only the third leak, past its own rule's 2
+
+        async def drained() -> bool:
+            return not hub._running and not hub._waiting
+
+        await until(drained, "the waiting firings handed to Temporal")
+        assert counting.started == 5  # 3 runaway + 2 leaks
+        assert not hub._queued_in and not hub._group_of
+        delivered = [await _status(client, k) for k in keys[:3] + keys[20:22]]
+        assert delivered == [WorkflowExecutionStatus.RUNNING] * 5
+    finally:
+        await hub.close()
+        for k in keys:
+            try:
+                await client.get_workflow_handle(k).terminate("test over")
+            except RPCError:
+                pass
+        await gw.close()
