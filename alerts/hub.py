@@ -56,6 +56,8 @@ SWEEP_EVERY_TICKS = 30  # budget notifications never handed to Temporal: looked 
 SWEEP_SINCE_SECONDS = 2 * 86400.0
 SWEEP_GRACE_SECONDS = 60.0  # a crossing this recent is still being handed over by its call
 UNTAGGED_PUSH_SECONDS = 1.0  # a replica adds its untagged spend to the shared total this often
+PENDING_WAIT_SECONDS = 5.0  # an Alertmanager delivery waits at most this for the same key's
+# embedded hand-overs (Alertmanager's webhook timeout is 10 s by default)
 DROP_LOG_SECONDS = 10.0  # dropped firings are logged at most this often (with their count)
 _TYPE_FILTER = re.compile(r"""type\s*=\s*['"](\w+)['"]""")
 
@@ -310,16 +312,37 @@ class AlertHub:
         from workflows.runbook import RunbookWorkflow
         from workflows.runbook_models import Seen
 
-        rule = self.rules().get(name) or AlertRule(
-            name=name if re.match(r"^\w+$", name) else "external", query="(external)",
-            identify=tuple(sorted(labels)))
-        key = dedup_key(rule, labels)
+        key = self.key_of(name, labels)
         try:
             await self.client.get_workflow_handle(key).signal(RunbookWorkflow.resolved,
                                                               Seen(source=source))
         except RPCError:
             return None  # no runbook running for it: nothing to resolve
         return key
+
+    def key_of(self, name: str, labels: dict[str, str]) -> str:
+        """The alert key of rule `name` with `labels` (an Alertmanager alert Governor has no
+        rule for is keyed by all its labels, as `fire_async` and `resolve_async` key it)."""
+        rule = self.rules().get(name) or AlertRule(
+            name=name if re.match(r"^\w+$", name) else "external", query="(external)",
+            identify=tuple(sorted(labels)))
+        return dedup_key(rule, {k: v for k, v in labels.items() if isinstance(v, str)})
+
+    async def after_pending(self, key: str, within: float = PENDING_WAIT_SECONDS) -> bool:
+        """Wait, at most `within` seconds, until no embedded hand-over of alert `key` runs or
+        waits in the background queue (`_submit`), so that an Alertmanager firing or resolution
+        of the same alert reaches Temporal after the embedded ones queued before it: the order
+        the two sources saw it in (a resolution delivered first would be undone by a firing
+        still queued). True when nothing was pending by then."""
+        end = time.monotonic() + within
+        while self._pending(key):
+            if time.monotonic() >= end:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    def _pending(self, key: str) -> bool:
+        return any(k == key for _, k in self._waiting) or any(k == key for _, k in self._running)
 
     def _confidence(self, rule: AlertRule, labels: dict[str, str]) -> bool:
         """A runaway session's kill runs alone when the evidence is a repeated prompt or a

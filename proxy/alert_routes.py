@@ -126,6 +126,9 @@ async def _alertmanager(gw: Gateway, doc: dict[str, Any]) -> dict[str, Any]:
         parsed.append((name, labels, status))
     results = []
     for name, labels, status in parsed:
+        # After the same alert's embedded hand-overs still queued here: a resolution must not
+        # overtake a firing queued before it (it would then reopen the runbook).
+        await hub.after_pending(hub.key_of(name, labels))
         if status == "firing":
             r = await hub.fire_async(name, labels, "alertmanager")
             results.append({"alert": name, "key": r.key, "status": "silenced"

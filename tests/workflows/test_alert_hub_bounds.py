@@ -146,3 +146,64 @@ async def test_one_rules_flood_does_not_crowd_out_another_rules_alert(
             except RPCError:
                 pass
         await gw.close()
+
+
+class OrderClient(CountingClient):
+    """Also records, in order, the runbook starts and the signals sent to runbooks."""
+
+    def __init__(self, client: Client) -> None:
+        super().__init__(client)
+        self.calls: list[tuple[str, str]] = []
+
+    async def start_workflow(self, *args: Any, **kw: Any) -> Any:
+        h = await super().start_workflow(*args, **kw)
+        self.calls.append(("start", kw["id"]))
+        return h
+
+    def get_workflow_handle(self, wid: str, **kw: Any) -> Any:
+        handle = self._client.get_workflow_handle(wid, **kw)
+        calls = self.calls
+
+        class Recording:
+            async def signal(self, *a: Any, **k: Any) -> Any:
+                calls.append(("signal", wid))
+                return await handle.signal(*a, **k)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(handle, name)
+
+        return Recording()
+
+
+async def test_an_alertmanager_resolution_lands_after_the_same_alerts_queued_firing(
+    client: Client, tmp_path: Path
+) -> None:
+    """An embedded firing still queued behind others, then Alertmanager's resolution of the
+    same alert (the webhook route waits for the key's pending hand-overs first): the runbook
+    is started, then resolved, not resolved-before-it-exists and then opened for good."""
+    settings = (EXAMPLES / "gateway.yaml").read_text() + "\nalert_max_running: 1\n"
+    cfg = make_config_dir(tmp_path / "config", {"gateway.yaml": settings})
+    gw = await Gateway.open(load_config_dir(cfg), f"sqlite:///{tmp_path / 'l.db'}",
+                            tmp_path / "j", config_dir=cfg)
+    recording = OrderClient(client)
+    hub = AlertHub(gw, recording, f"alert-order-{uuid.uuid4().hex[:8]}")
+    run = uuid.uuid4().hex[:8]
+    sessions = [{"session_id": f"order-{run}-{i}", "evidence": "repeat"} for i in range(3)]
+    keys = [hub.key_of("runaway_agent", x) for x in sessions]
+    try:
+        for x in sessions:  # the third waits behind the first two
+            hub.fire("runaway_agent", x)
+        assert hub._pending(keys[2])
+        assert await hub.after_pending(keys[2])  # what the webhook route does first
+        resolved = await hub.resolve_async("runaway_agent", sessions[2], "alertmanager")
+        assert resolved == keys[2]
+        mine = [c for c in recording.calls if c[1] == keys[2]]
+        assert mine == [("start", keys[2]), ("signal", keys[2])]
+    finally:
+        await hub.close()
+        for k in keys:
+            try:
+                await client.get_workflow_handle(k).terminate("test over")
+            except RPCError:
+                pass
+        await gw.close()
