@@ -69,6 +69,8 @@ ADVERSARIAL = (
     "key=", "ikey=", "token: ", "tokenizer: ", "token_id: ", "1Q~", "a==", "api_key: ",
     "password: ",
     "system ", "## system\n", " mode", "ignore all ", "you must ", "the user ", "aGVsbG8gd29ybGQ",
+    # Dense with real-looking findings: each occurrence is one (a per-finding cost, not a rescan).
+    "password=Hunter2024 ", "8.8.8.8 ", "4111 1111 1111 1111 ", "a@b.co ", "a@b.co,",
 )  # fmt: skip
 
 

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import itertools
 from dataclasses import dataclass
+from operator import itemgetter, le
 
 from policies.guardrails.injection import find_injection
 from policies.guardrails.pii import find_pii
@@ -19,6 +20,7 @@ from policies.guardrails.secrets import find_secrets
 from policies.guardrails.spans import Span, lowered
 
 DETECTORS = frozenset({"secrets", "pii", "prompt_injection"})
+_START, _END = itemgetter(0), itemgetter(1)  # of a Span
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +65,8 @@ def _resolve_overlaps(spans: list[Span]) -> list[Span]:
     """Keep the most specific hit where hits overlap: higher priority, then longer, then earlier.
     Returns the kept spans in text order."""
     spans.sort()  # by start (a Span is a tuple): hits that touch no other are kept as they are
-    if all(a.end <= b.start for a, b in itertools.pairwise(spans)):
+    # Each end against the next start, in C (a text dense with findings has one per few bytes).
+    if all(map(le, map(_END, spans), map(_START, itertools.islice(spans, 1, None)))):
         return spans
     spans.sort(key=lambda s: (-s.priority, s.start - s.end, s.start))
     # Kept spans never overlap, so sorted by start they are sorted by end too: one bisect finds

@@ -23,10 +23,20 @@ import ipaddress
 import re
 from collections.abc import Iterator
 
-from policies.guardrails.checks import IBAN_LENGTHS, card_brand_ok, iban_ok, luhn_ok, ssn_ok
+from policies.guardrails.checks import (
+    IBAN_LENGTHS,
+    MEMO_MAX,
+    card_brand_ok,
+    iban_ok,
+    luhn_ok,
+    ssn_ok,
+)
 from policies.guardrails.spans import Span
 
 DETECTOR = "pii"
+# A Span built without the named-tuple constructor's Python frame, for the loops that may run once
+# per few characters of hostile text (every field given).
+_new = tuple.__new__
 
 # One pass for every digit-led shape: a single leading class keeps CPython's fast prefix scan,
 # the alternatives after it dispatch on what that first character was.
@@ -77,6 +87,7 @@ _EMAIL_DOMAIN = re.compile(
 )
 _LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
 _RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
+_LOCAL_MAX = 64  # the longest local part (RFC 5321)
 _RESERVED_TLDS = (".example", ".test", ".invalid", ".localhost", ".local")
 # An IPv6 address worth reporting has three groups, so three in a row around its `::`, or three
 # colons in a row of groups; times (12:00:03), ports and `std::vector` do not. Searched from the
@@ -94,6 +105,29 @@ _HEXCOLON_RUN = re.compile(r"[0-9A-Fa-f:.]*+")
 _ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 _LEFT_STOP = _ALNUM | frozenset(".-+")
 _BAD_NINO = ("BG", "GB", "NK", "KN", "TN", "NT", "ZZ")
+# The IPv4 networks that are not global for `ipaddress` (Python 3.11): its private networks (IANA
+# special-purpose: loopback, RFC 1918, link-local, documentation, benchmarking, reserved) and the
+# shared address space. Keyed by first octet; an address whose first octet is not a key is global.
+_NOT_GLOBAL_V4_NETS = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/29", "192.0.0.170/31", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15",
+    "198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4", "255.255.255.255/32",
+)  # fmt: skip
+
+
+def _by_first_octet(nets: tuple[str, ...]) -> dict[int, tuple[tuple[int, int], ...]]:
+    out: dict[int, list[tuple[int, int]]] = {}
+    for net in map(ipaddress.IPv4Network, nets):
+        shift = 32 - net.prefixlen
+        first = int(net.network_address)
+        for a in range(first >> 24, (int(net.broadcast_address) >> 24) + 1):
+            out.setdefault(a, []).append((first >> shift, shift))
+    return {a: tuple(r) for a, r in out.items()}
+
+
+_NOT_GLOBAL_V4 = _by_first_octet(_NOT_GLOBAL_V4_NETS)
+# How far either side of an IPv4 address `_ip4` looks (`version `, `.in-addr.`, the boundaries).
+_IP_CONTEXT = 9
 
 
 def _free_left(text: str, i: int) -> bool:
@@ -138,21 +172,30 @@ def _phone_end(text: str, e: int) -> int:
 
 
 def _ip4(text: str, s: int, e: int) -> bool:
-    value = text[s:e]
-    octets = value.split(".")
-    if any(len(o) > 1 and o[0] == "0" for o in octets):
+    """A public IPv4 address at `text[s:e]` (free on both sides), judged on `text[s - 9 : e + 9]`
+    alone (`_IP_CONTEXT`)."""
+    if not (_free_left(text, s) and _free_right(text, e) and _ip4_global(text[s:e])):
         return False
-    a, b = octets[0], octets[1]
-    if a in ("10", "127") or (a == "192" and b == "168") or (a == "172" and 16 <= int(b) <= 31):
-        return False  # private and loopback, the addresses code and logs are full of: no parse
-    try:
-        addr = ipaddress.IPv4Address(value)
-    except ValueError:
-        return False
-    if not addr.is_global or text[e : e + 9].lower() == ".in-addr.":
+    if text[e : e + 9].lower() == ".in-addr.":
         return False  # reverse-DNS labels (`1.0.0.127.in-addr.arpa`) are the address reversed
     before = text[max(0, s - 9) : s].lower()
     return not (before.endswith("v") or before.rstrip().endswith("version"))
+
+
+def _ip4_global(value: str) -> bool:
+    """`ipaddress.IPv4Address(value).is_global` (False when it is no address: an octet over 255,
+    or a leading zero), in int arithmetic: a text dense with addresses pays a few steps each."""
+    octets = value.split(".")
+    if any(len(o) > 1 and o[0] == "0" for o in octets):
+        return False
+    a, b, c, d = map(int, octets)
+    if a > 255 or b > 255 or c > 255 or d > 255:
+        return False
+    ranges = _NOT_GLOBAL_V4.get(a)
+    if ranges is None:
+        return True
+    ip = a << 24 | b << 16 | c << 8 | d
+    return not any(ip >> shift == net for net, shift in ranges)
 
 
 def _phone_digits_ok(value: str, lo: int, hi: int) -> bool:
@@ -192,42 +235,65 @@ def _card(value: str) -> int:
     return 0
 
 
-def _numeric(text: str) -> Iterator[Span]:
+def _numeric(text: str) -> list[Span]:
+    out: list[Span] = []
+    add = out.append
+    # Verdicts kept for this scan (at most MEMO_MAX each), so a text repeating one address or
+    # card number pays for its checks once: an address's on its context window (`_ip4` reads
+    # nothing else), a card's on the digits the regex took.
+    seen_ip: dict[str, bool] = {}
+    seen_card: dict[str, int] = {}
+    n_text = len(text)
     pos = 0
     while (m := _NUMERIC.search(text, pos)) is not None:
         pos = m.end()
         kind = m.lastgroup
         s, e = m.span()
+        if kind == "ip":
+            if s < _IP_CONTEXT or e + _IP_CONTEXT > n_text:
+                ok = _ip4(text, s, e)  # a window cut by the text's edge: judged on its own
+            else:
+                key = text[s - _IP_CONTEXT : e + _IP_CONTEXT]
+                ok = seen_ip.get(key)  # type: ignore[assignment]
+                if ok is None:
+                    ok = _ip4(text, s, e)
+                    if len(seen_ip) < MEMO_MAX:
+                        seen_ip[key] = ok
+            if ok:
+                add(_new(Span, (s, e, DETECTOR, "ip_address", 2, True)))
+            continue
         if kind == "iban" or kind == "nino":
             s -= 3 if text[s - 1] == " " else 2
-            yield from _iban_nino(text, kind, s, e)
+            out.extend(_iban_nino(text, kind, s, e))
             continue
         if not _free_left(text, s):
             continue
         value = m.group()
-        if kind == "ip":
-            if _free_right(text, e) and _ip4(text, s, e):
-                yield Span(s, e, DETECTOR, "ip_address")
-        elif kind == "ssn":
+        if kind == "ssn":
             if _free_right(text, e) and ssn_ok(value[:3], value[4:6], value[7:]):
-                yield Span(s, e, DETECTOR, "us_ssn")
+                add(Span(s, e, DETECTOR, "us_ssn"))
         elif kind == "ssn9":
             labelled = _SSN_LABEL.search(text, max(0, s - 40), s) is not None
             if labelled and _free_right(text, e) and ssn_ok(value[:3], value[3:5], value[5:]):
-                yield Span(s, e, DETECTOR, "us_ssn")
+                add(Span(s, e, DETECTOR, "us_ssn"))
         elif kind == "nanp" and value[0] in "23456789":
             if (end := _phone_end(text, e)) > 0:
-                yield Span(s, end, DETECTOR, "phone")
+                add(Span(s, end, DETECTOR, "phone"))
         elif kind == "natl" or (kind == "nanp" and value[0] == "0"):
             if _in_code_groups(text, s):
                 continue  # the digits of an IBAN's groups, not a phone
             if _phone_digits_ok(value, 10, 11) and (end := _phone_end(text, e)) > 0:
-                yield Span(s, end, DETECTOR, "phone")
+                add(Span(s, end, DETECTOR, "phone"))
         elif kind == "card":
-            n = _card(value)
+            n = seen_card.get(value, -1)
+            if n < 0:
+                n = _card(value)
+                if len(seen_card) < MEMO_MAX:
+                    seen_card[value] = n
             if n and _free_right(text, s + n):
-                yield Span(s, s + n, DETECTOR, "payment_card")
+                add(Span(s, s + n, DETECTOR, "payment_card"))
                 pos = s + n  # the rest of the run may hold the next card
+    return out
 
 
 def _phones(text: str) -> Iterator[Span]:
@@ -291,26 +357,65 @@ def _iban_nino(text: str, kind: str | None, s: int, e: int) -> Iterator[Span]:
         yield Span(s, end, DETECTOR, "iban")
 
 
-def _emails(text: str) -> Iterator[Span]:
+def _mailbox(text: str, at: int, end: int) -> int:
+    """Start of the mailbox whose domain is `text[at:end]` (`@` and domain), or -1 if it is none;
+    judged on `text[at - 64 : end]` alone (`_LOCAL_MAX`) and the text's start."""
+    s = at
+    while s > 0 and text[s - 1] in _LOCAL and at - s < _LOCAL_MAX:
+        s -= 1
+    while s < at and text[s] in ".-+":
+        s += 1
+    if s == at:
+        return -1
+    local = text[s:at]
+    if local == "git":
+        return -1
+    if local.count(".") >= 2 and local.replace(".", "").isdigit():
+        return -1  # a Message-ID (`<1424802164.20800.165263@host>`), not a mailbox
+    domain = text[at + 1 : end].lower()
+    if domain.endswith(_RESERVED_DOMAINS) or domain.endswith(_RESERVED_TLDS):
+        return -1
+    return s
+
+
+def _emails(text: str) -> list[Span]:
+    out: list[Span] = []
+    add = out.append
+    # A mailbox's verdict is kept for this scan on its window (at most MEMO_MAX of them): a text
+    # repeating one address pays for its checks once.
+    seen: dict[str, int] = {}
+    # The token around a mailbox (from the last space or newline before it) is found by scanning
+    # forward from the previous mailbox, once for the whole text: a search back from each one
+    # made a text of mailboxes without newlines quadratic (`a@b.co,` 185x prose). A mailbox
+    # found after another never starts before the other's local part ends, and a local part holds
+    # neither whitespace nor `://`, so nothing between them is missed.
+    urls = "://" in text
+    space = url = -1  # the last whitespace, and the last `://`, wholly before `done`
+    done = 0
     for m in _EMAIL_DOMAIN.finditer(text):
-        at = m.start()
-        s = at
-        while s > 0 and text[s - 1] in _LOCAL and at - s < 64:
-            s -= 1
-        while s < at and text[s] in ".-+":
-            s += 1
-        if s == at or text[s:at] == "git":
+        at, end = m.span()
+        if at < _LOCAL_MAX:
+            s = _mailbox(text, at, end)
+        else:
+            key = text[at - _LOCAL_MAX : end]
+            back = seen.get(key)  # the local part's length, 0 if it is no mailbox
+            if back is None:
+                s = _mailbox(text, at, end)
+                back = at - s if s >= 0 else 0
+                if len(seen) < MEMO_MAX:
+                    seen[key] = back
+            s = at - back if back else -1
+        if s < 0:
             continue
-        local = text[s:at]
-        if local.count(".") >= 2 and local.replace(".", "").isdigit():
-            continue  # a Message-ID (`<1424802164.20800.165263@host>`), not a mailbox
-        token_start = max(text.rfind(" ", 0, s), text.rfind("\n", 0, s)) + 1
-        if "://" in text[token_start:s]:
-            continue  # user:password@host inside a URL, not a mailbox
-        domain = m.group(1).lower()
-        if domain.endswith(_RESERVED_DOMAINS) or domain.endswith(_RESERVED_TLDS):
-            continue
-        yield Span(s, m.end(), DETECTOR, "email")
+        if urls:
+            if s > done:
+                space = max(space, text.rfind(" ", done, s), text.rfind("\n", done, s))
+                url = max(url, text.rfind("://", max(0, done - 2), s))
+                done = s
+            if url > space:
+                continue  # user:password@host inside a URL, not a mailbox
+        add(_new(Span, (s, end, DETECTOR, "email", 2, True)))
+    return out
 
 
 def _ipv6(text: str) -> Iterator[Span]:
@@ -339,7 +444,7 @@ def _ipv6(text: str) -> Iterator[Span]:
 
 def find_pii(text: str) -> list[Span]:
     """All PII spans in `text`."""
-    out = list(_numeric(text))
+    out = _numeric(text)
     out.extend(_phones(text))
     if "@" in text:
         out.extend(_emails(text))

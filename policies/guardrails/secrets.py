@@ -28,6 +28,7 @@ import re
 from collections.abc import Callable, Iterator
 
 from policies.guardrails.checks import (
+    MEMO_MAX,
     example_value,
     json_object_b64,
     jwt_header_ok,
@@ -509,39 +510,68 @@ def _label_ok(label: str, word: str, owner: str) -> bool:
     return True
 
 
+# How far before its label an assignment's verdict looks: the owner word (`aws_secret_access_key`,
+# up to 40 characters) and 40 more for the context (`aws`) before it.
+_LABEL_CONTEXT = 80
+_Verdict = tuple[bool, tuple[int, int, str, int] | None]
+
+
+def _assignment(text: str, low: str, i: int, ms: int, me: int, v: re.Match[str]) -> _Verdict:
+    """Whether the value `v` after the label `low[ms:me]` (of `_ASSIGN[i]`) was examined (the
+    scan resumes after it), and the finding (offsets from `me`, type, priority) if it is one.
+    Reads only `low[ms - _LABEL_CONTEXT : me]` and the value."""
+    k = ms
+    while k > 0 and low[k - 1] in _KEY_CHARS and ms - k < 40:
+        k -= 1
+    owner = low[k:ms]
+    if i == 5 and not owner.rstrip("_-. ").endswith(_KEY_OWNERS):
+        return False, None
+    word = _WORD.match(low, ms)
+    assert word is not None
+    if not _label_ok(owner + word.group(), word.group(), owner):
+        return False, None
+    if low[me - 1] == ":" and "." in owner:
+        return False, None  # a dotted coordinate (`io.jsonwebtoken:jjwt`), not an assignment
+    g = v.lastindex or 4
+    value = v.group(g).rstrip(".")
+    start = v.start(g) - me
+    kind = "password" if i < 2 else "generic_secret"
+    near = low[max(0, k - 40) : ms]
+    if i >= 2 and "aws" in near and _AWS_SECRET_VALUE.fullmatch(value):
+        if random_looking(value, 4.0) and "EXAMPLE" not in value:
+            return True, (start, start + 40, "aws_secret_key", _SPECIFIC)
+        return True, None
+    if _value_ok(value, g < 4, kind):
+        return True, (start, start + len(value), kind, _GENERIC)
+    return True, None
+
+
 def _assignments(text: str, low: str) -> Iterator[Span]:
+    # Verdicts kept for this scan on the window they read (at most MEMO_MAX): a text repeating
+    # one labelled value pays for its label, placeholder, example and entropy checks once.
+    seen: dict[tuple[int, int | None, str, str], _Verdict] = {}
     for i, regex in enumerate(_ASSIGN):
         pos = 0
         while (m := regex.search(low, pos)) is not None:
-            pos = m.end()
-            k = m.start()
-            while k > 0 and low[k - 1] in _KEY_CHARS and m.start() - k < 40:
-                k -= 1
-            owner = low[k : m.start()]
-            if i == 5 and not owner.rstrip("_-. ").endswith(_KEY_OWNERS):
-                continue
-            word = _WORD.match(low, m.start())
-            assert word is not None
-            if not _label_ok(owner + word.group(), word.group(), owner):
-                continue
-            if low[m.end() - 1] == ":" and "." in owner:
-                continue  # a dotted coordinate (`io.jsonwebtoken:jjwt`), not an assignment
-            v = _VALUE.match(text, m.end())
+            ms, me = m.span()
+            pos = me
+            v = _VALUE.match(text, me)
             if v is None:
-                continue
-            pos = v.end()  # a label inside this value is part of it, not a new assignment
-            g = v.lastindex or 4
-            value = v.group(g).rstrip(".")
-            kind = "password" if i < 2 else "generic_secret"
-            near = low[max(0, k - 40) : m.start()]
-            if i >= 2 and "aws" in near and _AWS_SECRET_VALUE.fullmatch(value):
-                if random_looking(value, 4.0) and "EXAMPLE" not in value:
-                    start = v.start(g)
-                    yield Span(start, start + 40, DETECTOR, "aws_secret_key", _SPECIFIC)
-                continue
-            if _value_ok(value, g < 4, kind):
-                start = v.start(g)
-                yield Span(start, start + len(value), DETECTOR, kind, _GENERIC)
+                continue  # nothing to examine, whatever the label
+            if ms < _LABEL_CONTEXT:
+                verdict = _assignment(text, low, i, ms, me, v)
+            else:
+                key = (i, v.lastindex, low[ms - _LABEL_CONTEXT : me], text[me : v.end()])
+                verdict = seen.get(key)  # type: ignore[assignment]
+                if verdict is None:
+                    verdict = _assignment(text, low, i, ms, me, v)
+                    if len(seen) < MEMO_MAX:
+                        seen[key] = verdict
+            examined, found = verdict
+            if examined:
+                pos = v.end()  # a label inside this value is part of it, not a new assignment
+            if found is not None:
+                yield Span(me + found[0], me + found[1], DETECTOR, found[2], found[3])
 
 
 def _bearer(text: str, low: str) -> Iterator[Span]:

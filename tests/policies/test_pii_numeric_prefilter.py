@@ -13,6 +13,8 @@ from policies.guardrails import pii
 
 
 def _old_ip4(text: str, s: int, e: int) -> bool:
+    if not (pii._free_left(text, s) and pii._free_right(text, e)):
+        return False  # checked by the pass before `_ip4` was called
     value = text[s:e]
     if any(len(o) > 1 and o[0] == "0" for o in value.split(".")):
         return False
