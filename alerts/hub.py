@@ -97,6 +97,8 @@ class AlertHub:
     # (a leaked secret).
     _group_of: dict[tuple[str, str], str] = field(default_factory=dict)
     _queued_in: dict[str, int] = field(default_factory=dict)
+    # How long an Alertmanager delivery waits, in all, for its alerts' embedded hand-overs.
+    pending_wait_seconds: float = PENDING_WAIT_SECONDS
     dropped: int = 0  # firings of a new alert key refused because the queue was full
     _dropped_unlogged: int = 0
     _dropped_logged_at: float = -1e9
@@ -328,13 +330,19 @@ class AlertHub:
             identify=tuple(sorted(labels)))
         return dedup_key(rule, {k: v for k, v in labels.items() if isinstance(v, str)})
 
-    async def after_pending(self, key: str, within: float = PENDING_WAIT_SECONDS) -> bool:
-        """Wait, at most `within` seconds, until no embedded hand-over of alert `key` runs or
-        waits in the background queue (`_submit`), so that an Alertmanager firing or resolution
-        of the same alert reaches Temporal after the embedded ones queued before it: the order
-        the two sources saw it in (a resolution delivered first would be undone by a firing
-        still queued). True when nothing was pending by then."""
-        end = time.monotonic() + within
+    def pending_deadline(self) -> float:
+        """The monotonic time an Alertmanager delivery stops waiting for pending hand-overs
+        (`after_pending`): one bound for the whole delivery, however many alerts it holds."""
+        return time.monotonic() + self.pending_wait_seconds
+
+    async def after_pending(self, key: str, until: float | None = None) -> bool:
+        """Wait, until `until` at most (default: `pending_deadline()`), until no embedded
+        hand-over of alert `key` runs or waits in the background queue (`_submit`), so that an
+        Alertmanager firing or resolution of the same alert reaches Temporal after the embedded
+        ones queued before it: the order the two sources saw it in (a resolution delivered
+        first would be undone by a firing still queued). True when nothing was pending by
+        then."""
+        end = self.pending_deadline() if until is None else until
         while self._pending(key):
             if time.monotonic() >= end:
                 return False
@@ -342,7 +350,8 @@ class AlertHub:
         return True
 
     def _pending(self, key: str) -> bool:
-        return any(k == key for _, k in self._waiting) or any(k == key for _, k in self._running)
+        return any((op, key) in self._waiting or (op, key) in self._running
+                   for op in ("fire", "resolve"))
 
     def _confidence(self, rule: AlertRule, labels: dict[str, str]) -> bool:
         """A runaway session's kill runs alone when the evidence is a repeated prompt or a

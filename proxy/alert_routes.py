@@ -125,10 +125,11 @@ async def _alertmanager(gw: Gateway, doc: dict[str, Any]) -> dict[str, Any]:
                           f"alerts[{i}] needs labels.alertname and status firing|resolved")
         parsed.append((name, labels, status))
     results = []
+    until = hub.pending_deadline()  # one wait bound for the delivery, not one per alert
     for name, labels, status in parsed:
         # After the same alert's embedded hand-overs still queued here: a resolution must not
         # overtake a firing queued before it (it would then reopen the runbook).
-        await hub.after_pending(hub.key_of(name, labels))
+        await hub.after_pending(hub.key_of(name, labels), until)
         if status == "firing":
             r = await hub.fire_async(name, labels, "alertmanager")
             results.append({"alert": name, "key": r.key, "status": "silenced"

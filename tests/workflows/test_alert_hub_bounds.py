@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -206,4 +207,54 @@ async def test_an_alertmanager_resolution_lands_after_the_same_alerts_queued_fir
                 await client.get_workflow_handle(k).terminate("test over")
             except RPCError:
                 pass
+        await gw.close()
+
+
+class StuckClient:
+    """A Temporal that takes hand-overs and never answers them (a slow or stuck server); a
+    signal (an Alertmanager resolution) answers at once."""
+
+    async def start_workflow(self, *args: Any, **kw: Any) -> Any:
+        await asyncio.Event().wait()
+
+    def get_workflow_handle(self, wid: str, **kw: Any) -> Any:
+        class Handle:
+            async def signal(self, *a: Any, **k: Any) -> None:
+                return None
+
+        return Handle()
+
+
+async def test_an_alertmanager_delivery_waits_for_pending_hand_overs_once_not_per_alert(
+    tmp_path: Path
+) -> None:
+    """A delivery of several alerts whose embedded hand-overs are all stuck waits at most the
+    one pending bound in all (Alertmanager gives up at 10 s and sends it again), not the bound
+    once per alert (3 alerts: 15 s)."""
+    from proxy.alert_routes import _alertmanager
+
+    settings = (EXAMPLES / "gateway.yaml").read_text() + "\nalert_max_running: 1\n"
+    cfg = make_config_dir(tmp_path / "config", {"gateway.yaml": settings})
+    gw = await Gateway.open(load_config_dir(cfg), f"sqlite:///{tmp_path / 'l.db'}",
+                            tmp_path / "j", config_dir=cfg)
+    hub = AlertHub(gw, StuckClient(), "alert-stuck")
+    hub.pending_wait_seconds = 0.3
+    gw.alerts = hub
+    sessions = [{"session_id": f"stuck-{i}", "evidence": "repeat"} for i in range(4)]
+    try:
+        for x in sessions:  # one runs (stuck), three wait behind it
+            hub.fire("runaway_agent", x)
+        assert all(hub._pending(hub.key_of("runaway_agent", x)) for x in sessions)
+        doc = {"version": "4", "alerts": [
+            {"status": "resolved", "labels": {"alertname": "runaway_agent", **x}}
+            for x in sessions[1:]]}
+        t0 = time.monotonic()
+        out = await asyncio.wait_for(_alertmanager(gw, doc), 20)
+        took = time.monotonic() - t0
+        assert out["received"] == 3
+        assert [r["status"] for r in out["results"]] == ["resolved"] * 3
+        assert took < 0.6, took  # one bound for the delivery (before: one per alert)
+    finally:
+        gw.alerts = None
+        await hub.close()
         await gw.close()
