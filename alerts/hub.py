@@ -309,7 +309,10 @@ class AlertHub:
         return None
 
     async def resolve_async(self, name: str, labels: dict[str, str], source: str) -> str | None:
-        from temporalio.service import RPCError
+        """Resolve the alert's runbook: its key, or None when no runbook runs for it (the
+        server answered NOT_FOUND). A server that fails otherwise raises its RPCError: the
+        resolution was not delivered (the webhook answers 503, Alertmanager sends it again)."""
+        from temporalio.service import RPCError, RPCStatusCode
 
         from workflows.runbook import RunbookWorkflow
         from workflows.runbook_models import Seen
@@ -318,7 +321,9 @@ class AlertHub:
         try:
             await self.client.get_workflow_handle(key).signal(RunbookWorkflow.resolved,
                                                               Seen(source=source))
-        except RPCError:
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
             return None  # no runbook running for it: nothing to resolve
         return key
 

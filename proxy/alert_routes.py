@@ -106,6 +106,8 @@ def _labels(v: Any, where: str) -> dict[str, str]:
 async def _alertmanager(gw: Gateway, doc: dict[str, Any]) -> dict[str, Any]:
     """Webhook payload version 4: each alert firing starts (or repeats) its runbook; each
     resolved one resolves it. Deduplicated on Governor's key, not Alertmanager's fingerprint."""
+    from temporalio.service import RPCError
+
     hub = _hub(gw)
     if str(doc.get("version")) != "4":
         raise Refusal(400, "invalid_request",
@@ -130,15 +132,20 @@ async def _alertmanager(gw: Gateway, doc: dict[str, Any]) -> dict[str, Any]:
         # After the same alert's embedded hand-overs still queued here: a resolution must not
         # overtake a firing queued before it (it would then reopen the runbook).
         await hub.after_pending(hub.key_of(name, labels), until)
-        if status == "firing":
-            r = await hub.fire_async(name, labels, "alertmanager")
-            results.append({"alert": name, "key": r.key, "status": "silenced"
-                            if r.silenced_by else "runbook", "run_id": r.run_id,
-                            "silenced_by": r.silenced_by, "rule_known": r.rule_known})
-        else:
-            key = await hub.resolve_async(name, labels, "alertmanager")
-            results.append({"alert": name, "key": key, "status": "resolved" if key
-                            else "no_runbook"})
+        try:
+            if status == "firing":
+                r = await hub.fire_async(name, labels, "alertmanager")
+                results.append({"alert": name, "key": r.key, "status": "silenced"
+                                if r.silenced_by else "runbook", "run_id": r.run_id,
+                                "silenced_by": r.silenced_by, "rule_known": r.rule_known})
+            else:
+                key = await hub.resolve_async(name, labels, "alertmanager")
+                results.append({"alert": name, "key": key, "status": "resolved" if key
+                                else "no_runbook"})
+        except RPCError as e:  # the server, not the alert: Alertmanager sends it again
+            raise Refusal(503, "temporal_unavailable", f"the Temporal server did not take "
+                          f"alert {name[:200]!r} ({e.status.name}); retry soon",
+                          retry_after=BUSY_RETRY_AFTER_S) from None
     return {"received": len(parsed), "results": results}
 
 

@@ -258,3 +258,53 @@ async def test_an_alertmanager_delivery_waits_for_pending_hand_overs_once_not_pe
         gw.alerts = None
         await hub.close()
         await gw.close()
+
+
+class DownClient:
+    """A Temporal server that does not answer (every call UNAVAILABLE)."""
+
+    @staticmethod
+    def _down() -> RPCError:
+        from temporalio.service import RPCStatusCode
+
+        return RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
+
+    async def start_workflow(self, *args: Any, **kw: Any) -> Any:
+        raise self._down()
+
+    def get_workflow_handle(self, wid: str, **kw: Any) -> Any:
+        down = self._down
+
+        class Handle:
+            async def signal(self, *a: Any, **k: Any) -> None:
+                raise down()
+
+        return Handle()
+
+
+@pytest.mark.parametrize("status", ["firing", "resolved"])
+async def test_an_alertmanager_delivery_while_temporal_is_down_is_503_not_lost(
+    tmp_path: Path, status: str
+) -> None:
+    """With the Temporal server down, a delivery is a 503 temporal_unavailable with Retry-After
+    (Alertmanager sends it again), not a 500 (firing) nor a 200 'no_runbook' (resolution: lost,
+    the runbook stays open)."""
+    from policies.refusals import Refusal
+    from proxy.alert_routes import _alertmanager
+
+    cfg = make_config_dir(tmp_path / "config", {})
+    gw = await Gateway.open(load_config_dir(cfg), f"sqlite:///{tmp_path / 'l.db'}",
+                            tmp_path / "j", config_dir=cfg)
+    hub = AlertHub(gw, DownClient(), "alert-down")
+    gw.alerts = hub
+    doc = {"version": "4", "alerts": [{"status": status, "labels": {
+        "alertname": "runaway_agent", "session_id": "down-1", "evidence": "repeat"}}]}
+    try:
+        with pytest.raises(Refusal) as exc:
+            await _alertmanager(gw, doc)
+        assert (exc.value.status, exc.value.code) == (503, "temporal_unavailable")
+        assert exc.value.retry_after
+    finally:
+        gw.alerts = None
+        await hub.close()
+        await gw.close()
