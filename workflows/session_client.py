@@ -11,6 +11,7 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -172,6 +173,12 @@ class TemporalSessions:
             raise r from None
         except RPCError as e:
             raise await self._ended(session_id, e) from None
+        except WorkflowUpdateRPCTimeoutOrCancelledError as e:
+            # The SDK's form of a DEADLINE_EXCEEDED (or CANCELLED) answer from the server: the
+            # server, not the session. A cancellation of this request itself stays one.
+            if isinstance(e.__cause__, RPCError):
+                raise _unavailable(session_id, e.__cause__) from None
+            raise
 
     async def _ended(self, session_id: str, e: RPCError) -> Refusal:
         """A call on a session whose workflow has completed: say why it ended."""

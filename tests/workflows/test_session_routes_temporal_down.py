@@ -79,3 +79,39 @@ async def test_session_and_alert_routes_answer_503_with_retry_after_when_tempora
             await p.stop()
             if not stopped:
                 await env.shutdown()
+
+
+class _TimingOutClient:
+    """A Temporal server too slow to answer a turn's update: the SDK turns its DEADLINE_EXCEEDED
+    into WorkflowUpdateRPCTimeoutOrCancelledError (not an RPCError)."""
+
+    def get_workflow_handle_for(self, *a: object, **k: object) -> object:
+        class Handle:
+            async def execute_update(self, *a: object, **k: object) -> object:
+                from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
+                from temporalio.service import RPCError, RPCStatusCode
+
+                try:
+                    raise RPCError("deadline exceeded", RPCStatusCode.DEADLINE_EXCEEDED, b"")
+                except RPCError as err:
+                    raise WorkflowUpdateRPCTimeoutOrCancelledError() from err
+
+        return Handle()
+
+
+async def test_a_turn_whose_update_times_out_at_the_server_is_503_not_500() -> None:
+    """A server that does not answer the turn's update in time is a 503 workflow_unavailable
+    with Retry-After, as any other failing server (before: the SDK's timeout error escaped to
+    the app's catch-all, a 500)."""
+    from policies.refusals import Refusal
+    from workflows.session_models import ChatInput
+
+    wf = TemporalSessions(_TimingOutClient())  # type: ignore[arg-type]
+    try:
+        await wf.chat("slow-1", ChatInput(body={"model": "m", "messages": [
+            {"role": "user", "content": "hi"}]}))
+    except Refusal as r:
+        assert (r.status, r.code) == (503, "workflow_unavailable")
+        assert r.retry_after
+    else:
+        raise AssertionError("no refusal")
