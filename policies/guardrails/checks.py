@@ -20,6 +20,13 @@ _LUHN_DOUBLE = str.maketrans("0123456789", "0246813579")
 # How many values a detector remembers a verdict for within one scan (a text repeating one value
 # pays for its checks once; distinct values each pay, as on any text).
 MEMO_MAX = 1024
+# Findings of one type in one scan after which a detector reports that type's further candidates
+# on the regex and its cheap checks alone (its costly ones, run once per finding, made a text of
+# distinct findings 4-8x prose per KB). Safe: every further candidate is still reported, so
+# mutate mode redacts at least what it did; a rule covering the type (flag, block) has already
+# fired on the first finding. Only a text holding more findings of one type than this can see a
+# finding the full checks would have dropped (a placeholder value, a private address).
+DENSE_FINDINGS = 256
 
 
 def luhn_ok(digits: str) -> bool:

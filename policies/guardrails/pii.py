@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterator
 
 from policies.guardrails.checks import (
+    DENSE_FINDINGS,
     IBAN_LENGTHS,
     MEMO_MAX,
     card_brand_ok,
@@ -88,6 +89,7 @@ _EMAIL_DOMAIN = re.compile(
 _LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
 _RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
 _LOCAL_MAX = 64  # the longest local part (RFC 5321)
+_LOCAL_RUN = re.compile(r"[A-Za-z0-9._%+\-]{0,64}+")  # on the reversed text: `_LOCAL`, backwards
 _RESERVED_TLDS = (".example", ".test", ".invalid", ".localhost", ".local")
 # An IPv6 address worth reporting has three groups, so three in a row around its `::`, or three
 # colons in a row of groups; times (12:00:03), ports and `std::vector` do not. Searched from the
@@ -244,12 +246,17 @@ def _numeric(text: str) -> list[Span]:
     seen_ip: dict[str, bool] = {}
     seen_card: dict[str, int] = {}
     n_text = len(text)
+    ips = 0  # found so far: from DENSE_FINDINGS on, the regex and the boundaries decide
     pos = 0
     while (m := _NUMERIC.search(text, pos)) is not None:
         pos = m.end()
         kind = m.lastgroup
         s, e = m.span()
         if kind == "ip":
+            if ips >= DENSE_FINDINGS:
+                if _free_left(text, s) and _free_right(text, e):
+                    add(_new(Span, (s, e, DETECTOR, "ip_address", 2, True)))
+                continue
             if s < _IP_CONTEXT or e + _IP_CONTEXT > n_text:
                 ok = _ip4(text, s, e)  # a window cut by the text's edge: judged on its own
             else:
@@ -260,6 +267,7 @@ def _numeric(text: str) -> list[Span]:
                     if len(seen_ip) < MEMO_MAX:
                         seen_ip[key] = ok
             if ok:
+                ips += 1
                 add(_new(Span, (s, e, DETECTOR, "ip_address", 2, True)))
             continue
         if kind == "iban" or kind == "nino":
@@ -357,12 +365,12 @@ def _iban_nino(text: str, kind: str | None, s: int, e: int) -> Iterator[Span]:
         yield Span(s, end, DETECTOR, "iban")
 
 
-def _mailbox(text: str, at: int, end: int) -> int:
+def _mailbox(text: str, rev: str, at: int, end: int) -> int:
     """Start of the mailbox whose domain is `text[at:end]` (`@` and domain), or -1 if it is none;
-    judged on `text[at - 64 : end]` alone (`_LOCAL_MAX`) and the text's start."""
-    s = at
-    while s > 0 and text[s - 1] in _LOCAL and at - s < _LOCAL_MAX:
-        s -= 1
+    judged on `text[at - 64 : end]` alone (`_LOCAL_MAX`) and the text's start. `rev` is the text
+    reversed: the local part is the run of local characters before the `@`, up to 64, found there
+    by one match."""
+    s = at - _local_len(rev, at)
     while s < at and text[s] in ".-+":
         s += 1
     if s == at:
@@ -378,12 +386,21 @@ def _mailbox(text: str, at: int, end: int) -> int:
     return s
 
 
+def _local_len(rev: str, at: int) -> int:
+    """Length of the run of local-part characters (at most 64) before `text[at]`."""
+    i = len(rev) - at
+    return _LOCAL_RUN.match(rev, i).end() - i  # type: ignore[union-attr]
+
+
 def _emails(text: str) -> list[Span]:
     out: list[Span] = []
     add = out.append
+    rev = text[::-1]
     # A mailbox's verdict is kept for this scan on its window (at most MEMO_MAX of them): a text
-    # repeating one address pays for its checks once.
+    # repeating one address pays for its checks once. From DENSE_FINDINGS mailboxes on, the local
+    # part before a domain the regex took is one, whatever it is.
     seen: dict[str, int] = {}
+    found = 0
     # The token around a mailbox (from the last space or newline before it) is found by scanning
     # forward from the previous mailbox, once for the whole text: a search back from each one
     # made a text of mailboxes without newlines quadratic (`a@b.co,` 185x prose). A mailbox
@@ -394,13 +411,18 @@ def _emails(text: str) -> list[Span]:
     done = 0
     for m in _EMAIL_DOMAIN.finditer(text):
         at, end = m.span()
+        if found >= DENSE_FINDINGS:
+            back = _local_len(rev, at)
+            if back:
+                add(_new(Span, (at - back, end, DETECTOR, "email", 2, True)))
+            continue
         if at < _LOCAL_MAX:
-            s = _mailbox(text, at, end)
+            s = _mailbox(text, rev, at, end)
         else:
             key = text[at - _LOCAL_MAX : end]
             back = seen.get(key)  # the local part's length, 0 if it is no mailbox
             if back is None:
-                s = _mailbox(text, at, end)
+                s = _mailbox(text, rev, at, end)
                 back = at - s if s >= 0 else 0
                 if len(seen) < MEMO_MAX:
                     seen[key] = back
@@ -414,6 +436,7 @@ def _emails(text: str) -> list[Span]:
                 done = s
             if url > space:
                 continue  # user:password@host inside a URL, not a mailbox
+        found += 1
         add(_new(Span, (s, end, DETECTOR, "email", 2, True)))
     return out
 

@@ -28,6 +28,7 @@ import re
 from collections.abc import Callable, Iterator
 
 from policies.guardrails.checks import (
+    DENSE_FINDINGS,
     MEMO_MAX,
     example_value,
     json_object_b64,
@@ -550,7 +551,11 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
     # Verdicts kept for this scan on the window they read (at most MEMO_MAX): a text repeating
     # one labelled value pays for its label, placeholder, example and entropy checks once.
     seen: dict[tuple[int, int | None, str, str], _Verdict] = {}
+    # Found so far, by type: from DENSE_FINDINGS on, a value the label regex (which refuses the
+    # labels and code references `_label_ok` and `_value_ok` would) took is one of that type.
+    count = {"password": 0, "generic_secret": 0}
     for i, regex in enumerate(_ASSIGN):
+        kind = "password" if i < 2 else "generic_secret"
         pos = 0
         while (m := regex.search(low, pos)) is not None:
             ms, me = m.span()
@@ -558,6 +563,17 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
             v = _VALUE.match(text, me)
             if v is None:
                 continue  # nothing to examine, whatever the label
+            if count[kind] >= DENSE_FINDINGS:
+                g = v.lastindex or 4
+                value = v.group(g).rstrip(".")
+                # An AWS secret after an `aws` context is judged in full (its type is not this).
+                if i < 2 or not (
+                    "aws" in low[max(0, ms - _LABEL_CONTEXT) : ms]
+                    and _AWS_SECRET_VALUE.fullmatch(value)
+                ):
+                    start = v.start(g)
+                    yield Span(start, start + len(value), DETECTOR, kind, _GENERIC)
+                    continue  # from the label's end: a label in this value may be one to keep
             if ms < _LABEL_CONTEXT:
                 verdict = _assignment(text, low, i, ms, me, v)
             else:
@@ -571,6 +587,8 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
             if examined:
                 pos = v.end()  # a label inside this value is part of it, not a new assignment
             if found is not None:
+                if found[2] in count:
+                    count[found[2]] += 1
                 yield Span(me + found[0], me + found[1], DETECTOR, found[2], found[3])
 
 
