@@ -515,6 +515,8 @@ def _label_ok(label: str, word: str, owner: str) -> bool:
 # up to 40 characters) and 40 more for the context (`aws`) before it.
 _LABEL_CONTEXT = 80
 _Verdict = tuple[bool, tuple[int, int, str, int] | None]
+# Longer than a label and its operator without whitespace (stem, run-on of up to 32, quote, `:=`).
+_LABEL_TAIL = 64
 
 
 def _assignment(text: str, low: str, i: int, ms: int, me: int, v: re.Match[str]) -> _Verdict:
@@ -573,7 +575,10 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
                 ):
                     start = v.start(g)
                     yield Span(start, start + len(value), DETECTOR, kind, _GENERIC)
-                    continue  # from the label's end: a label in this value may be one to keep
+                    # Resumed in this value's tail: a label there (the checks may have refused
+                    # this one) can have its value after it; one further in has it inside.
+                    pos = max(me, v.end() - _LABEL_TAIL)
+                    continue
             if ms < _LABEL_CONTEXT:
                 verdict = _assignment(text, low, i, ms, me, v)
             else:

@@ -308,3 +308,15 @@ def test_past_the_dense_bound_every_finding_is_still_covered(pieces, find, old) 
         got, want = find(text), list(old(text))
         assert len(want) > 2 * checks.DENSE_FINDINGS
         assert _covered(want) <= _covered(got)
+
+
+@pytest.mark.parametrize("unit", ["api_key=", "password=", "AccountKey=", "secret=x:token="])
+def test_past_the_dense_bound_labels_inside_values_are_still_covered(unit: str) -> None:
+    """A value made of labels (each examined value once skipped the labels inside it): past the
+    bound the scan resumes in each value's tail, so every old finding is still covered, and the
+    text costs a scan per value, not per label."""
+    text = (unit * (200_000 // len(unit)))[:200_000]
+    low = lowered(text)
+    got, want = list(secrets._assignments(text, low)), list(_old_assignments(text, low))
+    assert _covered(want) <= _covered(got)
+    assert len(got) <= 2 * max(len(want), checks.DENSE_FINDINGS)
