@@ -133,9 +133,10 @@ class Archive:
 
     @property
     def store(self) -> ObjectStore:
-        if isinstance(self._store, Path):
-            self._store = _obstore().store.LocalStore(self._store)
-        return self._store
+        got = self._store
+        if isinstance(got, Path):
+            got = self._store = _obstore().store.LocalStore(got)
+        return got
 
     @classmethod
     def from_settings(
