@@ -416,10 +416,10 @@ class AlertHub:
         rules = self._signal("loop_detector")
         if not rules:
             return
-        evidence = loop_evidence(reason)
+        known = {"session_id": session_id, "evidence": loop_evidence(reason)}
 
-        async def go() -> None:
-            labels = {"session_id": session_id, "evidence": evidence}
+        async def go(rule: AlertRule) -> None:
+            labels = dict(known)
             try:
                 rec = await self.gw.store.get_session(session_id)
             except Exception:
@@ -427,10 +427,18 @@ class AlertHub:
             if rec is not None:
                 labels.update(workflow_tag=rec.workflow_tag or "", team=rec.team,
                               project=rec.project)
-            for rule in rules:
-                await self.fire_async(rule.name, labels, "embedded")
+            await self.fire_async(rule.name, labels, "embedded")
 
-        self._submit("fire", f"workflow-loop:{session_id}", go)
+        for rule in rules:
+            # Queued under the alert's own key where the labels known now identify it (the
+            # default: session_id), so an Alertmanager resolution of it waits behind this
+            # firing (`after_pending`); a rule identified by the session's looked-up labels
+            # too gets a key of its own.
+            if set(rule.identifying_labels) <= set(known):
+                key = dedup_key(rule, known)
+            else:
+                key = f"workflow-loop:{rule.name}:{session_id}"
+            self._submit("fire", key, lambda rule=rule: go(rule), group=rule.name)
 
     def on_budget(self, budget: Budget, window_start: float, pct: float) -> None:
         for rule in self._signal("budget_used_pct"):

@@ -308,3 +308,37 @@ async def test_an_alertmanager_delivery_while_temporal_is_down_is_503_not_lost(
         gw.alerts = None
         await hub.close()
         await gw.close()
+
+
+async def test_a_session_workflows_loop_kill_is_queued_under_its_alerts_own_key(
+    client: Client, tmp_path: Path
+) -> None:
+    """The runaway alert raised when a session workflow's own detector killed it waits under
+    the runaway_agent key of that session, so an Alertmanager resolution of it waits too."""
+    settings = (EXAMPLES / "gateway.yaml").read_text() + "\nalert_max_running: 1\n"
+    cfg = make_config_dir(tmp_path / "config", {"gateway.yaml": settings})
+    gw = await Gateway.open(load_config_dir(cfg), f"sqlite:///{tmp_path / 'l.db'}",
+                            tmp_path / "j", config_dir=cfg)
+    recording = OrderClient(client)
+    hub = AlertHub(gw, recording, f"alert-wfloop-{uuid.uuid4().hex[:8]}")
+    run = uuid.uuid4().hex[:8]
+    ahead = [{"session_id": f"ahead-{run}-{i}", "evidence": "repeat"} for i in range(2)]
+    sid = f"wf-{run}"
+    key = hub.key_of("runaway_agent", {"session_id": sid})
+    keys = [hub.key_of("runaway_agent", x) for x in ahead] + [key]
+    try:
+        for x in ahead:
+            hub.fire("runaway_agent", x)
+        hub.on_workflow_loop(sid, "loop detector, repeat signal: the same prompt 5 times")
+        assert hub._pending(key)
+        assert await hub.after_pending(key)
+        assert await hub.resolve_async("runaway_agent", {"session_id": sid}, "alertmanager")
+        assert [c for c in recording.calls if c[1] == key] == [("start", key), ("signal", key)]
+    finally:
+        await hub.close()
+        for k in keys:
+            try:
+                await client.get_workflow_handle(k).terminate("test over")
+            except RPCError:
+                pass
+        await gw.close()
