@@ -253,8 +253,11 @@ def _numeric(text: str) -> list[Span]:
         kind = m.lastgroup
         s, e = m.span()
         if kind == "ip":
-            if ips >= DENSE_FINDINGS:
-                if _free_left(text, s) and _free_right(text, e):
+            if ips >= DENSE_FINDINGS:  # `_free_left` and `_free_right`, inline
+                c = text[e] if e < n_text else " "
+                if (s == 0 or text[s - 1] not in _LEFT_STOP) and not (
+                    c in _ALNUM or (c in ".-/" and e + 1 < n_text and text[e + 1].isdigit())
+                ):
                     add(_new(Span, (s, e, DETECTOR, "ip_address", 2, True)))
                 continue
             if s < _IP_CONTEXT or e + _IP_CONTEXT > n_text:
@@ -395,7 +398,8 @@ def _local_len(rev: str, at: int) -> int:
 def _emails(text: str) -> list[Span]:
     out: list[Span] = []
     add = out.append
-    rev = text[::-1]
+    rev, n = text[::-1], len(text)
+    local_run, dense = _LOCAL_RUN.match, DENSE_FINDINGS
     # A mailbox's verdict is kept for this scan on its window (at most MEMO_MAX of them): a text
     # repeating one address pays for its checks once. From DENSE_FINDINGS mailboxes on, the local
     # part before a domain the regex took is one, whatever it is.
@@ -411,8 +415,8 @@ def _emails(text: str) -> list[Span]:
     done = 0
     for m in _EMAIL_DOMAIN.finditer(text):
         at, end = m.span()
-        if found >= DENSE_FINDINGS:
-            back = _local_len(rev, at)
+        if found >= dense:
+            back = local_run(rev, n - at).end() - (n - at)  # type: ignore[union-attr]
             if back:
                 add(_new(Span, (at - back, end, DETECTOR, "email", 2, True)))
             continue
