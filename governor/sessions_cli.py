@@ -139,7 +139,8 @@ def list_sessions(
 @_key
 @_json
 def show_session(session_id: str, url: str, key: str | None, as_json: bool) -> None:
-    """One session: ledger totals, kill record, and the workflow's own status if it has one."""
+    """One session: its usage (the workflow's or this replica's count of answered calls, and the
+    ledger's totals, refusals included), kill record, and the workflow's own status if any."""
     doc = admin_request(url, key, "GET", f"/gateway/sessions/{quote(session_id, safe='')}")
     if as_json:
         click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
@@ -156,6 +157,14 @@ def show_session(session_id: str, url: str, key: str | None, as_json: bool) -> N
         f"usage     {src.get('calls', 0)} calls, {src.get('tokens', 0)} tokens, "
         f"${src.get('cost_usd', 0.0):.4f}"
     )
+    if src is not doc and doc.get("calls") is not None:
+        # `usage` is the freshest count of answered calls (the workflow's, else this replica's);
+        # the ledger's totals, which `sessions list` and `audit show` print, count every
+        # governed call, refusals included, as of its last flush.
+        click.echo(
+            f"ledger    {doc.get('calls', 0)} calls (refusals included), "
+            f"{doc.get('tokens', 0)} tokens, ${doc.get('cost_usd', 0.0):.4f}"
+        )
     if kill := doc.get("kill"):
         click.echo(
             f"killed    by {kill.get('actor')} at {_ts(kill.get('ts'))}: {kill.get('reason')}"

@@ -238,6 +238,9 @@ def test_sessions_list_and_show_proxy_sessions(up: Up) -> None:
     assert "up-proxy-2" in listed.stdout and "proxy" in listed.stdout
     shown = up.cli("sessions", "show", "up-proxy-2", "--url", up.url)
     assert shown.returncode == 0 and "status    open" in shown.stdout
+    # This replica's count of answered calls, and the ledger's totals `list` printed.
+    assert "usage     1 calls" in shown.stdout
+    assert "ledger    1 calls (refusals included)" in shown.stdout
     missing = up.cli("sessions", "show", "no-such-session", "--url", up.url)
     assert missing.returncode != 0
     assert "session_not_found" in missing.stderr and "Traceback" not in missing.stderr
