@@ -14,8 +14,11 @@ trusted) and only rows they cover or whose own time is from then on are compared
 
 Memory is bounded whatever the ledger's size: the chains are walked link by link (only the
 previous link kept), rows are read in keyset pages of `_BATCH` and each page's latest links
-are looked up by key (`ix_ledger_chain_record`), and links whose row is gone are found in
-keyset pages of record keys. Hashing runs in a worker thread, a batch at a time, so a proxy
+are looked up by key, and links whose row is gone are found in keyset pages of record keys.
+The lookup by key is a temporary table verify builds in one pass over the chain (each record
+key's latest link id, indexed; on disk, dropped when verify ends), not an index on the chain:
+an index keyed by random record keys cost every call's write ~60 µs of the proxy's core and
+grew costlier with the ledger. Hashing runs in a worker thread, a batch at a time, so a proxy
 serving `GET /gateway/audit/verify` keeps answering calls while it runs.
 """
 
@@ -30,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import column, func, select, text, tuple_
+from sqlalchemy import table as sql_table
 
 from ledger.chain import TOMBSTONE, audited_tables, link_hash, shape
 from ledger.models import CALLS, CHAIN_HEADS, LEDGER_CHAIN, SESSIONS, STATE_TRANSITIONS
@@ -145,12 +149,17 @@ async def verify(
     await _walk_chains(store, since, report)
     await _check_heads(store, since, report)
     audited = {t.name: t for t in audited_tables()}
-    for table in audited.values():
-        await _check_rows(store, table, since, report)
     async with store._connect(write=False) as conn:
-        tbls = (await conn.execute(select(LEDGER_CHAIN.c.tbl).distinct())).scalars().all()
-    for tbl in sorted(tbls):
-        await _check_gone(store, tbl, audited.get(tbl), since, report)
+        await _build_latest(conn, since)
+        try:
+            for table in audited.values():
+                await _check_rows(conn, table, since, report)
+            q = text(f"SELECT DISTINCT tbl FROM {_LATEST}")
+            tbls = (await conn.execute(q)).scalars().all()
+            for tbl in sorted(tbls):
+                await _check_gone(conn, tbl, audited.get(tbl), report)
+        finally:
+            await conn.execute(text(f"DROP TABLE IF EXISTS {_LATEST}"))
     await _check_states(store, since, report)
     await _check_session_totals(store, since, report, await _call_tombstones(store, since))
     return report
@@ -297,21 +306,32 @@ class _ChainWalk:
         self.prev = {"chain_id": cid, "seq": seq, "hash": link["hash"]}
 
 
-async def _latest_links(
-    conn: Any, tbl: str, keys: Sequence[str], since: float | None
-) -> dict[str, _Latest]:
-    """The latest link (highest id) of each of `keys` of table `tbl` (from `since` on)."""
+# Verify's own lookup: each (table, record key)'s latest link id, from one pass over the chain
+# (`_build_latest`), in a temporary table of verify's connection.
+_LATEST = "governor_verify_latest"
+_LATEST_T = sql_table(_LATEST, column("tbl"), column("record_key"), column("m"))
+
+
+async def _build_latest(conn: Any, since: float | None) -> None:
+    """(Re)build the temporary table of each record key's latest link (from `since` on)."""
+    await conn.execute(text(f"DROP TABLE IF EXISTS {_LATEST}"))
+    where = " WHERE ts >= :since" if since is not None else ""
+    build = text(f"CREATE TEMPORARY TABLE {_LATEST} AS SELECT tbl, record_key, MAX(id) AS m "
+                 f"FROM ledger_chain{where} GROUP BY tbl, record_key")
+    await conn.execute(build, {"since": since} if since is not None else {})
+    await conn.execute(text(f"CREATE INDEX {_LATEST}_key ON {_LATEST} (tbl, record_key)"))
+
+
+async def _latest_links(conn: Any, tbl: str, keys: Sequence[str]) -> dict[str, _Latest]:
+    """The latest link (highest id) of each of `keys` of table `tbl` (`_build_latest`)."""
     c = LEDGER_CHAIN.c
     if not keys:
         return {}
-    sub = select(c.record_key, func.max(c.id).label("m")).where(
-        c.tbl == tbl, c.record_key.in_(keys)
-    )
-    if since is not None:
-        sub = sub.where(c.ts >= since)
-    last = sub.group_by(c.record_key).subquery()
-    q = select(c.record_key, c.op, c.digest, c.chain_id, c.seq).select_from(
-        LEDGER_CHAIN.join(last, c.id == last.c.m)
+    lt = _LATEST_T.c
+    q = (
+        select(lt.record_key, c.op, c.digest, c.chain_id, c.seq)
+        .select_from(_LATEST_T.join(LEDGER_CHAIN, c.id == lt.m))
+        .where(lt.tbl == tbl, lt.record_key.in_(keys))
     )
     out: dict[str, _Latest] = {}
     for key, op, digest, cid, seq in (await conn.execute(q)).all():
@@ -383,25 +403,24 @@ def _keyset(table: Any, after: tuple[Any, ...] | None) -> Any:
     return q.order_by(*pk).limit(_BATCH)
 
 
-async def _check_rows(store: LedgerStore, table: Any, since: float | None,
+async def _check_rows(conn: Any, table: Any, since: float | None,
                       report: VerifyReport) -> None:  # fmt: skip
     """Every row of `table` against its latest link, a keyset page at a time."""
     sh = shape(table)
     tcol = next((n for n in _TIME_COLUMNS if n in table.c), None)
     pk = [c.name for c in table.primary_key.columns]
     after: tuple[Any, ...] | None = None
-    async with store._connect(write=False) as conn:
-        while True:
-            rows = [dict(m) for m in (await conn.execute(_keyset(table, after))).mappings()]
-            if not rows:
-                return
-            after = tuple(rows[-1][n] for n in pk)
-            keyed = await asyncio.to_thread(
-                lambda b: [(sh.record_key(r), bytes.fromhex(sh.digest(r))) for r in b], rows
-            )
-            latest = await _latest_links(conn, table.name, [k for k, _ in keyed], since)
-            for row, (key, digest) in zip(rows, keyed, strict=True):
-                _check_row(report, table.name, row, key, digest, tcol, since, latest.get(key))
+    while True:
+        rows = [dict(m) for m in (await conn.execute(_keyset(table, after))).mappings()]
+        if not rows:
+            return
+        after = tuple(rows[-1][n] for n in pk)
+        keyed = await asyncio.to_thread(
+            lambda b: [(sh.record_key(r), bytes.fromhex(sh.digest(r))) for r in b], rows
+        )
+        latest = await _latest_links(conn, table.name, [k for k, _ in keyed])
+        for row, (key, digest) in zip(rows, keyed, strict=True):
+            _check_row(report, table.name, row, key, digest, tcol, since, latest.get(key))
 
 
 def _check_row(
@@ -432,33 +451,30 @@ def _check_row(
 
 
 async def _check_gone(
-    store: LedgerStore, tbl: str, table: Any | None, since: float | None, report: VerifyReport
+    conn: Any, tbl: str, table: Any | None, report: VerifyReport
 ) -> None:
-    """Record keys of `tbl` in the chain whose row is gone: deleted under a tombstone (counted)
-    or not (named). Keyset pages of record keys; `table` None: a table this ledger no longer
-    has (every key is gone)."""
-    c = LEDGER_CHAIN.c
+    """Record keys of `tbl` in the chain (from the walked window on: `_build_latest`) whose row
+    is gone: deleted under a tombstone (counted) or not (named). Keyset pages of record keys;
+    `table` None: a table this ledger no longer has (every key is gone)."""
+    lt = _LATEST_T.c
     after = ""
-    async with store._connect(write=False) as conn:
-        while True:
-            q = select(c.record_key).where(c.tbl == tbl, c.record_key > after)
-            if since is not None:
-                q = q.where(c.ts >= since)
-            q = q.group_by(c.record_key).order_by(c.record_key).limit(_BATCH)
-            keys = list((await conn.execute(q)).scalars().all())
-            if not keys:
-                return
-            after = keys[-1]
-            present = set() if table is None else await _present(conn, table, keys)
-            gone = [k for k in keys if k not in present]
-            if not gone:
-                continue
-            for key, (digest, cid, seq) in (await _latest_links(conn, tbl, gone, since)).items():
-                if digest is None:
-                    report.tombstones += 1
-                else:
-                    what = "chain records this row but it is gone, with no tombstone"
-                    report.add(Finding("deleted", tbl, key, cid, seq, what))
+    while True:
+        q = (select(lt.record_key).where(lt.tbl == tbl, lt.record_key > after)
+             .order_by(lt.record_key).limit(_BATCH))  # fmt: skip
+        keys = list((await conn.execute(q)).scalars().all())
+        if not keys:
+            return
+        after = keys[-1]
+        present = set() if table is None else await _present(conn, table, keys)
+        gone = [k for k in keys if k not in present]
+        if not gone:
+            continue
+        for key, (digest, cid, seq) in (await _latest_links(conn, tbl, gone)).items():
+            if digest is None:
+                report.tombstones += 1
+            else:
+                what = "chain records this row but it is gone, with no tombstone"
+                report.add(Finding("deleted", tbl, key, cid, seq, what))
 
 
 async def _present(conn: Any, table: Any, keys: Sequence[str]) -> set[str]:

@@ -353,9 +353,9 @@ class ChainRecord(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("chain_id", "seq", name="uq_ledger_chain_seq"),
         Index("ix_ledger_chain_ts", "ts"),
-        # a row's latest link by its key: `audit.verify` looks links up a batch of rows at a
-        # time instead of holding one entry per row of the ledger
-        Index("ix_ledger_chain_record", "tbl", "record_key", "id"),
+        # No index by record key: every call writes a link, and an index keyed by random
+        # record keys made that write the proxy's costliest; `audit.verify` builds its own
+        # lookup by key when it runs (ledger.store._DROPPED_INDEXES).
     )
 
     id: int | None = Field(default=None, primary_key=True)

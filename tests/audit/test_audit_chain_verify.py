@@ -566,17 +566,19 @@ async def test_one_flush_links_each_kind_in_journal_order(target: Target, tmp_pa
     await store.close()
 
 
-async def test_a_chain_made_before_the_key_index_gains_it_at_start(
+async def test_a_ledger_with_the_old_key_index_loses_it_at_start_and_still_verifies(
     target: Target, tmp_path: Path
 ) -> None:
-    """`ix_ledger_chain_record` (verify's lookups of a page's latest links) is created at
-    start on a ledger whose chain was made without it."""
+    """`ix_ledger_chain_record` shipped with the chain and was taken back (every call's link
+    paid for it; verify builds its own lookup by key): a ledger that has it loses it at start,
+    and verify gives the same answer, a tampered row included."""
     from sqlalchemy import inspect
 
     store = await target.open()
     await populate(store, tmp_path / "j")
     await store.close()
-    await tamper(target, "DROP INDEX ix_ledger_chain_record")
+    await tamper(target, "CREATE INDEX ix_ledger_chain_record ON ledger_chain "
+                         "(tbl, record_key, id)")  # fmt: skip
 
     async def indexes() -> set[str]:
         s = await target.open()
@@ -588,7 +590,14 @@ async def test_a_chain_made_before_the_key_index_gains_it_at_start(
         finally:
             await s.close()
 
-    assert "ix_ledger_chain_record" in await indexes()
+    assert "ix_ledger_chain_record" not in await indexes()
     store = await target.open()
     assert (await verify(store)).ok
     await store.close()
+    await tamper(target, "UPDATE calls SET cost_usd = cost_usd + 1 WHERE call_id = 'c1'")
+    store = await target.open()
+    report = await verify(store)
+    await store.close()
+    assert [(f.kind, f.table, f.key) for f in report.findings if f.table == "calls"] == [
+        ("altered", "calls", '["c1"]')
+    ]
