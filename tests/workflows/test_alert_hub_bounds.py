@@ -46,6 +46,23 @@ class CountingClient:
         return getattr(self._client, name)
 
 
+async def open_gateway(tmp_path: Path, settings: str = "") -> Gateway:
+    """A gateway on the sample config, `settings` appended to its gateway-settings file."""
+    gateway = (EXAMPLES / "gateway.yaml").read_text() + settings
+    cfg = make_config_dir(tmp_path / "config", {"gateway.yaml": gateway})
+    return await Gateway.open(load_config_dir(cfg), f"sqlite:///{tmp_path / 'l.db'}",
+                              tmp_path / "j", config_dir=cfg)
+
+
+async def terminate(client: Client, keys: list[str]) -> None:
+    """End the runbook workflows a test started (no worker runs them)."""
+    for k in keys:
+        try:
+            await client.get_workflow_handle(k).terminate("test over")
+        except RPCError:
+            pass
+
+
 async def _status(client: Client, key: str) -> WorkflowExecutionStatus | None:
     try:
         return (await client.get_workflow_handle(key).describe()).status
@@ -56,12 +73,7 @@ async def _status(client: Client, key: str) -> WorkflowExecutionStatus | None:
 async def test_many_distinct_alert_keys_are_bounded_and_past_the_bound_dropped_visibly(
     client: Client, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = (EXAMPLES / "gateway.yaml").read_text() + (
-        "\nalert_max_running: 2\nalert_max_queued: 5\n"
-    )
-    cfg = make_config_dir(tmp_path / "config", {"gateway.yaml": settings})
-    gw = await Gateway.open(load_config_dir(cfg), f"sqlite:///{tmp_path / 'l.db'}",
-                            tmp_path / "j", config_dir=cfg)
+    gw = await open_gateway(tmp_path, "\nalert_max_running: 2\nalert_max_queued: 5\n")
     counting = CountingClient(client)
     # No worker polls this queue: the runbooks are started and wait, nothing runs them.
     hub = AlertHub(gw, counting, f"alert-bounds-{uuid.uuid4().hex[:8]}")
@@ -97,11 +109,7 @@ async def test_many_distinct_alert_keys_are_bounded_and_past_the_bound_dropped_v
         assert statuses == [WorkflowExecutionStatus.RUNNING] * 8 + [None]
     finally:
         await hub.close()
-        for k in keys[:8]:
-            try:
-                await client.get_workflow_handle(k).terminate("test over")
-            except RPCError:
-                pass
+        await terminate(client, keys[:8])
         await gw.close()
 
 
@@ -111,12 +119,7 @@ async def test_one_rules_flood_does_not_crowd_out_another_rules_alert(
     """The queue's bound is per rule: 20 runaway sessions at once fill the runaway rule's share
     and the rest of them are dropped, but a leaked secret (another rule, also a caller-chosen
     key) still waits and is delivered, up to its own share."""
-    settings = (EXAMPLES / "gateway.yaml").read_text() + (
-        "\nalert_max_running: 1\nalert_max_queued: 2\n"
-    )
-    cfg = make_config_dir(tmp_path / "config", {"gateway.yaml": settings})
-    gw = await Gateway.open(load_config_dir(cfg), f"sqlite:///{tmp_path / 'l.db'}",
-                            tmp_path / "j", config_dir=cfg)
+    gw = await open_gateway(tmp_path, "\nalert_max_running: 1\nalert_max_queued: 2\n")
     counting = CountingClient(client)
     hub = AlertHub(gw, counting, f"alert-rules-{uuid.uuid4().hex[:8]}")
     run = uuid.uuid4().hex[:8]
@@ -141,11 +144,7 @@ async def test_one_rules_flood_does_not_crowd_out_another_rules_alert(
         assert delivered == [WorkflowExecutionStatus.RUNNING] * 5
     finally:
         await hub.close()
-        for k in keys:
-            try:
-                await client.get_workflow_handle(k).terminate("test over")
-            except RPCError:
-                pass
+        await terminate(client, keys)
         await gw.close()
 
 
@@ -182,10 +181,7 @@ async def test_an_alertmanager_resolution_lands_after_the_same_alerts_queued_fir
     """An embedded firing still queued behind others, then Alertmanager's resolution of the
     same alert (the webhook route waits for the key's pending hand-overs first): the runbook
     is started, then resolved, not resolved-before-it-exists and then opened for good."""
-    settings = (EXAMPLES / "gateway.yaml").read_text() + "\nalert_max_running: 1\n"
-    cfg = make_config_dir(tmp_path / "config", {"gateway.yaml": settings})
-    gw = await Gateway.open(load_config_dir(cfg), f"sqlite:///{tmp_path / 'l.db'}",
-                            tmp_path / "j", config_dir=cfg)
+    gw = await open_gateway(tmp_path, "\nalert_max_running: 1\n")
     recording = OrderClient(client)
     hub = AlertHub(gw, recording, f"alert-order-{uuid.uuid4().hex[:8]}")
     run = uuid.uuid4().hex[:8]
@@ -202,11 +198,7 @@ async def test_an_alertmanager_resolution_lands_after_the_same_alerts_queued_fir
         assert mine == [("start", keys[2]), ("signal", keys[2])]
     finally:
         await hub.close()
-        for k in keys:
-            try:
-                await client.get_workflow_handle(k).terminate("test over")
-            except RPCError:
-                pass
+        await terminate(client, keys)
         await gw.close()
 
 
@@ -233,10 +225,7 @@ async def test_an_alertmanager_delivery_waits_for_pending_hand_overs_once_not_pe
     once per alert (3 alerts: 15 s)."""
     from proxy.alert_routes import _alertmanager
 
-    settings = (EXAMPLES / "gateway.yaml").read_text() + "\nalert_max_running: 1\n"
-    cfg = make_config_dir(tmp_path / "config", {"gateway.yaml": settings})
-    gw = await Gateway.open(load_config_dir(cfg), f"sqlite:///{tmp_path / 'l.db'}",
-                            tmp_path / "j", config_dir=cfg)
+    gw = await open_gateway(tmp_path, "\nalert_max_running: 1\n")
     hub = AlertHub(gw, StuckClient(), "alert-stuck")
     hub.pending_wait_seconds = 0.3
     gw.alerts = hub
@@ -292,9 +281,7 @@ async def test_an_alertmanager_delivery_while_temporal_is_down_is_503_not_lost(
     from policies.refusals import Refusal
     from proxy.alert_routes import _alertmanager
 
-    cfg = make_config_dir(tmp_path / "config", {})
-    gw = await Gateway.open(load_config_dir(cfg), f"sqlite:///{tmp_path / 'l.db'}",
-                            tmp_path / "j", config_dir=cfg)
+    gw = await open_gateway(tmp_path)
     hub = AlertHub(gw, DownClient(), "alert-down")
     gw.alerts = hub
     doc = {"version": "4", "alerts": [{"status": status, "labels": {
@@ -315,10 +302,7 @@ async def test_a_session_workflows_loop_kill_is_queued_under_its_alerts_own_key(
 ) -> None:
     """The runaway alert raised when a session workflow's own detector killed it waits under
     the runaway_agent key of that session, so an Alertmanager resolution of it waits too."""
-    settings = (EXAMPLES / "gateway.yaml").read_text() + "\nalert_max_running: 1\n"
-    cfg = make_config_dir(tmp_path / "config", {"gateway.yaml": settings})
-    gw = await Gateway.open(load_config_dir(cfg), f"sqlite:///{tmp_path / 'l.db'}",
-                            tmp_path / "j", config_dir=cfg)
+    gw = await open_gateway(tmp_path, "\nalert_max_running: 1\n")
     recording = OrderClient(client)
     hub = AlertHub(gw, recording, f"alert-wfloop-{uuid.uuid4().hex[:8]}")
     run = uuid.uuid4().hex[:8]
@@ -336,9 +320,5 @@ async def test_a_session_workflows_loop_kill_is_queued_under_its_alerts_own_key(
         assert [c for c in recording.calls if c[1] == key] == [("start", key), ("signal", key)]
     finally:
         await hub.close()
-        for k in keys:
-            try:
-                await client.get_workflow_handle(k).terminate("test over")
-            except RPCError:
-                pass
+        await terminate(client, keys)
         await gw.close()
