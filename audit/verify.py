@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import column, func, select, text, tuple_
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import table as sql_table
 
 from ledger.chain import TOMBSTONE, audited_tables, link_hash, shape
@@ -159,7 +161,10 @@ async def verify(
             for tbl in sorted(tbls):
                 await _check_gone(conn, tbl, audited.get(tbl), report)
         finally:
-            await conn.execute(text(f"DROP TABLE IF EXISTS {_LATEST}"))
+            # A failed statement may have aborted the transaction (PostgreSQL): the temporary
+            # table then goes with its rollback, and the first error is the one to report.
+            with contextlib.suppress(sa_exc.DBAPIError):
+                await conn.execute(text(f"DROP TABLE IF EXISTS {_LATEST}"))
     await _check_states(store, since, report)
     await _check_session_totals(store, since, report, await _call_tombstones(store, since))
     return report
