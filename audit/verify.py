@@ -16,7 +16,8 @@ Memory is bounded whatever the ledger's size: the chains are walked link by link
 previous link kept), rows are read in keyset pages of `_BATCH` and each page's latest links
 are looked up by key, and links whose row is gone are found in keyset pages of record keys.
 The lookup by key is a temporary table verify builds in one pass over the chain (each record
-key's latest link id, indexed; on disk, dropped when verify ends), not an index on the chain:
+key's latest link and, for a link with members, the member's position: `ledger.chain`; indexed,
+on disk, dropped when verify ends), not an index on the chain:
 an index keyed by random record keys cost every call's write ~60 µs of the proxy's core and
 grew costlier with the ledger. Hashing runs in a worker thread, a batch at a time, so a proxy
 serving `GET /gateway/audit/verify` keeps answering calls while it runs.
@@ -34,11 +35,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import column, func, select, text, tuple_
+from sqlalchemy import bindparam, column, func, select, text, tuple_
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import table as sql_table
 
-from ledger.chain import TOMBSTONE, audited_tables, link_hash, shape
+from ledger.chain import (
+    MEMBER_SLOTS,
+    TOMBSTONE,
+    audited_tables,
+    link_hash,
+    parse_members,
+    shape,
+)
 from ledger.models import CALLS, CHAIN_HEADS, LEDGER_CHAIN, SESSIONS, STATE_TRANSITIONS
 from ledger.store import LedgerStore
 from ledger.transitions import TRACKED
@@ -148,11 +156,11 @@ async def verify(
     link it names."""
     report = VerifyReport()
     await _check_checkpoints(store, checkpoints, report)
-    await _walk_chains(store, since, report)
+    walk = await _walk_chains(store, since, report)
     await _check_heads(store, since, report)
     audited = {t.name: t for t in audited_tables()}
     async with store._connect(write=False) as conn:
-        await _build_latest(conn, since)
+        await _build_latest(conn, store.dialect, since, walk.malformed)
         try:
             for table in audited.values():
                 await _check_rows(conn, table, since, report)
@@ -166,7 +174,7 @@ async def verify(
             with contextlib.suppress(sa_exc.DBAPIError):
                 await conn.execute(text(f"DROP TABLE IF EXISTS {_LATEST}"))
     await _check_states(store, since, report)
-    await _check_session_totals(store, since, report, await _call_tombstones(store, since))
+    await _check_session_totals(store, since, report, walk.call_tombstones)
     return report
 
 
@@ -261,7 +269,7 @@ async def _check_session_totals(
                 report.add(Finding("altered", SESSIONS.name, key, "", None, what))
 
 
-async def _walk_chains(store: LedgerStore, since: float | None, report: VerifyReport) -> None:
+async def _walk_chains(store: LedgerStore, since: float | None, report: VerifyReport) -> _ChainWalk:
     c = LEDGER_CHAIN.c
     q = select(LEDGER_CHAIN)
     if since is not None:
@@ -272,13 +280,30 @@ async def _walk_chains(store: LedgerStore, since: float | None, report: VerifyRe
         result = await conn.stream(q.execution_options(yield_per=_BATCH))
         async for part in result.mappings().partitions(_BATCH):
             links = [dict(m) for m in part]
-            hashes = await asyncio.to_thread(_link_hashes, links)
-            for link, h in zip(links, hashes, strict=True):
-                walk.step(link, h)
+            checked = await asyncio.to_thread(_check_links, links)
+            for link, (h, well_formed, call_tombstones) in zip(links, checked, strict=True):
+                walk.step(link, h, well_formed)
+                walk.call_tombstones += call_tombstones
+    return walk
 
 
-def _link_hashes(links: list[dict[str, Any]]) -> list[str]:
-    return [link_hash(x["prev_hash"], x) for x in links]
+def _check_links(links: list[dict[str, Any]]) -> list[tuple[str, bool, int]]:
+    """Each link's recomputed hash, whether its members (if any) are well formed, and how many
+    call rows it deleted under a tombstone."""
+    out = []
+    for x in links:
+        h = link_hash(x["prev_hash"], x)
+        members = x.get("members")
+        if members is None:
+            out.append((h, True, int(x["tbl"] == CALLS.name and x["op"] == TOMBSTONE)))
+            continue
+        got = parse_members(members)
+        if got is None:
+            out.append((h, False, 0))
+            continue
+        n = sum(1 for m in got if m[0] == CALLS.name and m[2] == TOMBSTONE)
+        out.append((h, True, n))
+    return out
 
 
 @dataclass(slots=True)
@@ -288,11 +313,13 @@ class _ChainWalk:
     report: VerifyReport
     since: float | None
     prev: dict[str, Any] | None = None
+    call_tombstones: int = 0  # call rows deleted under a tombstone, in the links walked
+    malformed: list[int] = field(default_factory=list)  # ids of links with unreadable members
 
     def _add(self, kind: str, key: str, cid: str, seq: int, what: str) -> None:
         self.report.add(Finding(kind, "ledger_chain", key, cid, seq, what))
 
-    def step(self, link: dict[str, Any], recomputed: str) -> None:
+    def step(self, link: dict[str, Any], recomputed: str, well_formed: bool = True) -> None:
         cid, seq, prev = link["chain_id"], int(link["seq"]), self.prev
         self.report.chains[cid] = self.report.chains.get(cid, 0) + 1
         if prev is None or prev["chain_id"] != cid:
@@ -308,39 +335,96 @@ class _ChainWalk:
         if recomputed != link["hash"]:
             self._add("altered", f"seq {seq}", cid, seq,
                       "link's hash does not recompute: the link was edited")  # fmt: skip
+        if not well_formed:
+            # Its rows are then compared with no link (named as inserted, or their earlier
+            # links as stale); the link itself is named even when its hash was recomputed.
+            self.malformed.append(int(link["id"]))
+            if recomputed == link["hash"]:
+                what = "link's members are not a list of [table, key, op, digest, note]"
+                self._add("altered", f"seq {seq}", cid, seq, what)
         self.prev = {"chain_id": cid, "seq": seq, "hash": link["hash"]}
 
 
-# Verify's own lookup: each (table, record key)'s latest link id, from one pass over the chain
-# (`_build_latest`), in a temporary table of verify's connection.
+# Verify's own lookup: each (table, record key)'s latest link, from one pass over the chain
+# (`_build_latest`), in a temporary table of verify's connection. `k` orders a key's links:
+# `id * MEMBER_SLOTS` for a per-row link, `+ position + 1` for a member of a link with members
+# (a later member of the same link is a later state of its row).
 _LATEST = "governor_verify_latest"
-_LATEST_T = sql_table(_LATEST, column("tbl"), column("record_key"), column("m"))
+_LATEST_T = sql_table(_LATEST, column("tbl"), column("record_key"), column("k"))
+
+# Every link's covered rows as (tbl, record_key, k): per-row links as they are, links with
+# members expanded by the database's own JSON functions. Malformed members (an edited link,
+# already named by the walk) are left out: `:bad` is the JSON list of their link ids.
+_EXPANDED = {
+    "sqlite": (
+        "SELECT tbl, record_key, id * {slots} AS k FROM ledger_chain "
+        "WHERE members IS NULL{since} "
+        "UNION ALL "
+        "SELECT CAST(json_extract(j.value, '$[0]') AS TEXT), "
+        "CAST(json_extract(j.value, '$[1]') AS TEXT), c.id * {slots} + j.key + 1 "
+        "FROM ledger_chain AS c, json_each(CASE WHEN json_valid(c.members) THEN c.members "
+        "ELSE '[]' END) AS j "
+        "WHERE c.members IS NOT NULL{since_c} AND j.type = 'array' AND j.key < {max_pos} "
+        "AND c.id NOT IN (SELECT value FROM json_each(:bad))"
+    ),
+    "postgresql": (
+        "SELECT tbl, record_key, CAST(id AS BIGINT) * {slots} AS k FROM ledger_chain "
+        "WHERE members IS NULL{since} "
+        "UNION ALL "
+        "SELECT e.v ->> 0, e.v ->> 1, CAST(c.id AS BIGINT) * {slots} + e.n "
+        "FROM ledger_chain AS c CROSS JOIN LATERAL json_array_elements(CAST(CASE WHEN c.id IN "
+        "(SELECT CAST(b AS BIGINT) FROM json_array_elements_text(CAST(:bad AS json)) AS b) "
+        "THEN '[]' ELSE c.members END AS json)) WITH ORDINALITY AS e(v, n) "
+        "WHERE c.members IS NOT NULL{since_c} AND e.n <= {max_pos}"
+    ),
+}
+# A looked-up key's op and digest: the per-row link's own, or its member's.
+_MEMBER_FIELD = {
+    "sqlite": "json_extract(c.members, '$[' || (lt.k % {slots} - 1) || '][{i}]')",
+    "postgresql": "(CAST(c.members AS json) -> CAST(lt.k % {slots} - 1 AS INTEGER) ->> {i})",
+}
 
 
-async def _build_latest(conn: Any, since: float | None) -> None:
+async def _build_latest(
+    conn: Any, dialect: str, since: float | None, malformed: Sequence[int] = ()
+) -> None:
     """(Re)build the temporary table of each record key's latest link (from `since` on)."""
     await conn.execute(text(f"DROP TABLE IF EXISTS {_LATEST}"))
-    where = " WHERE ts >= :since" if since is not None else ""
-    build = text(f"CREATE TEMPORARY TABLE {_LATEST} AS SELECT tbl, record_key, MAX(id) AS m "
-                 f"FROM ledger_chain{where} GROUP BY tbl, record_key")
-    await conn.execute(build, {"since": since} if since is not None else {})
+    expanded = _EXPANDED[dialect].format(
+        slots=MEMBER_SLOTS,
+        max_pos=MEMBER_SLOTS - 1,
+        since=" AND ts >= :since" if since is not None else "",
+        since_c=" AND c.ts >= :since" if since is not None else "",
+    )
+    build = text(f"CREATE TEMPORARY TABLE {_LATEST} AS SELECT tbl, record_key, MAX(k) AS k "
+                 f"FROM ({expanded}) AS x WHERE tbl IS NOT NULL AND record_key IS NOT NULL "
+                 "GROUP BY tbl, record_key")  # fmt: skip
+    params: dict[str, Any] = {"bad": orjson.dumps(list(malformed)).decode()}
+    if since is not None:
+        params["since"] = since
+    await conn.execute(build, params)
     await conn.execute(text(f"CREATE INDEX {_LATEST}_key ON {_LATEST} (tbl, record_key)"))
 
 
 async def _latest_links(conn: Any, tbl: str, keys: Sequence[str]) -> dict[str, _Latest]:
-    """The latest link (highest id) of each of `keys` of table `tbl` (`_build_latest`)."""
-    c = LEDGER_CHAIN.c
+    """The latest link (highest `k`) of each of `keys` of table `tbl` (`_build_latest`): the
+    link's op and digest, or its member's."""
     if not keys:
         return {}
-    lt = _LATEST_T.c
-    q = (
-        select(lt.record_key, c.op, c.digest, c.chain_id, c.seq)
-        .select_from(_LATEST_T.join(LEDGER_CHAIN, c.id == lt.m))
-        .where(lt.tbl == tbl, lt.record_key.in_(keys))
-    )
+    dialect = conn.dialect.name
+    field_of = _MEMBER_FIELD["postgresql" if dialect == "postgresql" else "sqlite"]
+    q = text(
+        f"SELECT lt.record_key, c.chain_id, c.seq, "
+        f"CASE WHEN lt.k % {MEMBER_SLOTS} = 0 THEN c.op "
+        f"ELSE {field_of.format(slots=MEMBER_SLOTS, i=2)} END AS op, "
+        f"CASE WHEN lt.k % {MEMBER_SLOTS} = 0 THEN c.digest "
+        f"ELSE {field_of.format(slots=MEMBER_SLOTS, i=3)} END AS digest "
+        f"FROM {_LATEST} AS lt JOIN ledger_chain AS c ON c.id = lt.k / {MEMBER_SLOTS} "
+        "WHERE lt.tbl = :tbl AND lt.record_key IN :keys"
+    ).bindparams(bindparam("keys", expanding=True))
     out: dict[str, _Latest] = {}
-    for key, op, digest, cid, seq in (await conn.execute(q)).all():
-        out[key] = (None if op == TOMBSTONE else _digest_bytes(digest), cid, int(seq))
+    for key, cid, seq, op, digest in await conn.execute(q, {"tbl": tbl, "keys": list(keys)}):
+        out[key] = (None if op == TOMBSTONE else _digest_bytes(str(digest)), cid, int(seq))
     return out
 
 
@@ -502,15 +586,6 @@ async def _present(conn: Any, table: Any, keys: Sequence[str]) -> set[str]:
         where = tuple_(*cols).in_(values)
     rows = (await conn.execute(select(*cols).where(where))).mappings().all()
     return {sh.record_key(r) for r in rows}
-
-
-async def _call_tombstones(store: LedgerStore, since: float | None) -> int:
-    c = LEDGER_CHAIN.c
-    q = select(func.count()).where(c.tbl == CALLS.name, c.op == TOMBSTONE)
-    if since is not None:
-        q = q.where(c.ts >= since)
-    async with store._connect(write=False) as conn:
-        return int((await conn.execute(q)).scalar() or 0)
 
 
 async def _verify_url(url: str, schema: str | None, since: float | None) -> dict[str, Any]:

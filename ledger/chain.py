@@ -1,22 +1,37 @@
 """Tamper evidence: a hash chain per replica over every audited ledger write.
 
-Each transaction that inserts, changes or deletes a row of an audited table appends, in the
-same transaction, one `ledger_chain` link per row (`ledger.models.ChainRecord`):
+Each transaction that inserts, changes or deletes rows of audited tables appends, in the same
+transaction, ONE `ledger_chain` link (`ledger.models.ChainRecord`) covering all of them: its
+`members` list each row's table, key, op, digest and note, in the order they were written:
 
-    digest = SHA-256(canonical(row))                 the row as it now is (op "put")
-    hash   = SHA-256(prev_hash "\\n" canonical([chain_id, seq, ts, tbl, record_key, op,
-                                                digest, note]))
+    digest  = SHA-256(canonical(row))                the row as it now is (op "put")
+    members = canonical([[tbl, record_key, op, digest, note], ...])
+    hash    = SHA-256(prev_hash "\\n" canonical([chain_id, seq, ts, "*", "", "*", "", ""])
+                      "\\n" members)
+
+A transaction that touches a single row writes the link in per-row form instead (as every link
+was written before members existed; old ledgers hold only these): no `members`, the row's own
+fields in the link's columns:
+
+    hash    = SHA-256(prev_hash "\\n" canonical([chain_id, seq, ts, tbl, record_key, op,
+                                                 digest, note]))
+
+One link per transaction, not per row: each link is a row in a table with three B-trees, and
+the ledger writer's flush of a dozen calls and their sessions paid for one link each, on the
+proxy's core. A link covers at most `MAX_MEMBERS` rows (a larger transaction writes several).
 
 A change is never silent: a session's totals moving, a kill or an alert state is a new link
-with the row's new digest (the latest link of a row is what the row must look like now), so
-an edit made outside Governor is told apart from a legitimate transition. A deletion on
-purpose (retention, erasure) is a `tombstone` link saying who and why. `audit.verify` walks
-the chains and compares them with the rows.
+(member) with the row's new digest (the latest link of a row is what the row must look like
+now; within a link, its last member), so an edit made outside Governor is told apart from a
+legitimate transition. A deletion on purpose (retention, erasure) is a `tombstone` member
+saying who and why. `audit.verify` walks the chains and compares them with the rows.
 
 Canonical form of a row: a JSON object of its columns (sorted keys; NULL columns left out, so a
 nullable column added later does not change old digests), each value coerced by its column's
 type (SQLite hands back 1 for True and 3 for 3.0). A table's own surrogate `id` is left out
-where the row has a natural key (it is not known before the insert returns).
+where the row has a natural key (it is not known before the insert returns). Canonical JSON is
+orjson's compact form (no spaces; a newline inside a string is escaped, so the "\\n" between
+the link's fields and its members is unambiguous).
 
 The hashing runs on the caller's thread: the SQLite writer thread, or a worker thread
 (`asyncio.to_thread`) for SQLAlchemy connections, never the event loop.
@@ -56,6 +71,12 @@ GENESIS = "0" * 64  # prev_hash of a chain's first link
 CHAIN_ID_FILE = "chain-id"  # in the journal directory: the replica's stable chain id
 CHECKPOINT_FILE = "chain-head.json"  # in the journal directory: the head, outside the database
 PUT, TOMBSTONE = "put", "tombstone"
+# `tbl` and `op` of a link that covers several rows (its `members` name them); never a table.
+MEMBERS = "*"
+# Rows per link. `audit.verify` orders a row's links by `id * MEMBER_SLOTS + position`, so a
+# link's members must number fewer than MEMBER_SLOTS.
+MEMBER_SLOTS = 4096
+MAX_MEMBERS = MEMBER_SLOTS - 1
 MAX_NOTE = 2000  # characters of a tombstone's actor + reason JSON
 
 # Audited tables and the columns that name a row. A table not named here (config versions,
@@ -159,7 +180,8 @@ def audited_tables() -> list[Table]:
 
 
 def link_hash(prev_hash: str, link: Mapping[str, Any]) -> str:
-    """The hash of one link over its fields and its predecessor's hash."""
+    """The hash of one link over its fields (and members, where it has them) and its
+    predecessor's hash."""
     body = orjson.dumps(
         [
             link["chain_id"],
@@ -172,7 +194,25 @@ def link_hash(prev_hash: str, link: Mapping[str, Any]) -> str:
             link["note"],
         ]
     )
+    members = link.get("members")
+    if members is not None:
+        body += b"\n" + members.encode()
     return hashlib.sha256(prev_hash.encode() + b"\n" + body).hexdigest()
+
+
+def parse_members(members: str) -> list[list[str]] | None:
+    """A link's members as `[tbl, record_key, op, digest, note]` lists; None when the text is
+    not that (an edited link)."""
+    try:
+        got = orjson.loads(members)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(got, list) or not got:
+        return None
+    for m in got:
+        if not (isinstance(m, list) and len(m) == 5 and all(isinstance(v, str) for v in m)):
+            return None
+    return got
 
 
 @dataclass(slots=True)
@@ -189,28 +229,57 @@ def links(
     ts: float,
     items: Iterable[tuple[str, Mapping[str, Any] | None, str, str]],
 ) -> list[dict[str, Any]]:
-    """Links continuing `head` (which advances) for `(table, row, op, note)` items: `put` items
-    carry the row as it now is; `tombstone` items carry the row's key values."""
+    """The links of one transaction, continuing `head` (which advances), for its
+    `(table, row, op, note)` items (`put` items carry the row as it now is; `tombstone` items
+    carry the row's key values): one link whose members are all of them (a link per
+    `MAX_MEMBERS`), or the per-row form for a single item."""
+    items = list(items)
+    if len(items) <= 1:
+        return row_links(chain_id, head, ts, items)
     out: list[dict[str, Any]] = []
-    for tbl, row, op, note in items:
-        sh = shape(tbl)
-        assert row is not None
-        seq = head.seq + 1
-        link: dict[str, Any] = {
-            "chain_id": chain_id,
-            "seq": seq,
-            "ts": ts,
-            "tbl": sh.table.name,
-            "record_key": sh.record_key(row),
-            "op": op,
-            "digest": sh.digest(row) if op == PUT else "",
-            "note": note,
-            "prev_hash": head.hash,
-        }
-        h = link["hash"] = link_hash(head.hash, link)
-        head.seq, head.hash = seq, h
-        out.append(link)
+    for i in range(0, len(items), MAX_MEMBERS):
+        members = [_member(tbl, row, op, note) for tbl, row, op, note in items[i : i + MAX_MEMBERS]]
+        text = orjson.dumps(members).decode()
+        out.append(_link(chain_id, head, ts, MEMBERS, "", MEMBERS, "", "", text))
     return out
+
+
+def row_links(
+    chain_id: str,
+    head: Head,
+    ts: float,
+    items: Iterable[tuple[str, Mapping[str, Any] | None, str, str]],
+) -> list[dict[str, Any]]:
+    """One per-row link for each item (a single-row transaction's form; before members, every
+    transaction's)."""
+    return [_link(chain_id, head, ts, *_member(tbl, row, op, note), None)
+            for tbl, row, op, note in items]  # fmt: skip
+
+
+def _member(tbl: str, row: Mapping[str, Any] | None, op: str, note: str) -> list[str]:
+    sh = shape(tbl)
+    assert row is not None
+    return [sh.table.name, sh.record_key(row), op, sh.digest(row) if op == PUT else "", note]
+
+
+def _link(chain_id: str, head: Head, ts: float, tbl: str, record_key: str, op: str,
+          digest: str, note: str, members: str | None) -> dict[str, Any]:  # fmt: skip
+    seq = head.seq + 1
+    link: dict[str, Any] = {
+        "chain_id": chain_id,
+        "seq": seq,
+        "ts": ts,
+        "tbl": tbl,
+        "record_key": record_key,
+        "op": op,
+        "digest": digest,
+        "note": note,
+        "members": members,
+        "prev_hash": head.hash,
+    }
+    h = link["hash"] = link_hash(head.hash, link)
+    head.seq, head.hash = seq, h
+    return link
 
 
 def put_links(
@@ -286,9 +355,10 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 SQLITE_HEAD = "SELECT seq, hash FROM ledger_chain WHERE chain_id = ? ORDER BY seq DESC LIMIT 1"
 _LINK_COLS = ("chain_id", "seq", "ts", "tbl", "record_key", "op", "digest", "note",
-              "prev_hash", "hash")  # fmt: skip
+              "members", "prev_hash", "hash")  # fmt: skip
 SQLITE_INSERT_LINK = (
-    f"INSERT INTO ledger_chain ({', '.join(_LINK_COLS)}) VALUES ({', '.join('?' * 10)})"
+    f"INSERT INTO ledger_chain ({', '.join(_LINK_COLS)}) "
+    f"VALUES ({', '.join('?' * len(_LINK_COLS))})"
 )
 SQLITE_HEAD_UPSERT = (
     "INSERT INTO chain_heads (chain_id, seq, hash, ts) VALUES (?, ?, ?, ?) "
@@ -297,8 +367,8 @@ SQLITE_HEAD_UPSERT = (
 
 
 def sqlite_append(con: Any, chain_id: str, ts: float, items: list[tuple[Any, ...]]) -> int:
-    """Append links for `(table, row, op, note)` items on a sqlite3 connection inside the
-    caller's write transaction; returns how many."""
+    """Append the links of `(table, row, op, note)` items (`links`) on a sqlite3 connection
+    inside the caller's write transaction; returns how many links."""
     if not items:
         return 0
     got = con.execute(SQLITE_HEAD, (chain_id,)).fetchone()

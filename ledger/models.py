@@ -344,9 +344,13 @@ class ChainRecord(SQLModel, table=True):
 
     Appended in the same transaction as the row change it covers, never updated. `id` is global
     insertion order (the latest state of a row shared by replicas is its highest-id link);
-    `(chain_id, seq)` is the chain's own order. `op` is `put` (the row as it now is: `digest` is
-    SHA-256 of its canonical form) or `tombstone` (the row was deleted on purpose: `note` is
-    the JSON `{"actor", "reason"}`). `hash` = SHA-256 over `prev_hash` and every other field.
+    `(chain_id, seq)` is the chain's own order. One link per transaction: `members` (canonical
+    JSON) lists the rows it covers as `[tbl, record_key, op, digest, note]`, and `tbl` and `op`
+    are then `*`. A single-row transaction's link (and every link of a ledger written before
+    members existed) is per-row: `members` NULL and the row in `tbl`, `record_key`, `op`,
+    `digest`, `note`. `op` is `put` (the row as it now is: `digest` is SHA-256 of its canonical
+    form) or `tombstone` (the row was deleted on purpose: `note` is the JSON
+    `{"actor", "reason"}`). `hash` = SHA-256 over `prev_hash` and every other field.
     """
 
     __tablename__ = "ledger_chain"
@@ -369,6 +373,9 @@ class ChainRecord(SQLModel, table=True):
     note: str = ""
     prev_hash: str
     hash: str
+    # The rows a transaction's link covers (`ledger.chain.links`); NULL for a per-row link.
+    # Added after the chain shipped: nullable, so an older ledger gains it at start.
+    members: str | None = None
 
 
 class ChainHeadRecord(SQLModel, table=True):

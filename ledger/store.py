@@ -156,6 +156,8 @@ class LedgerStore:
         # id once its writer attaches it, else a fresh one on the first audited write.
         self._chain_id: str | None = None
         self._chain_lock = asyncio.Lock()  # one append at a time: seqs never collide
+        # The items the open `_chained()` transaction has appended (None outside one).
+        self._chain_pending: list[tuple[str, Mapping[str, Any], str, str]] | None = None
 
     @property
     def dialect(self) -> str:
@@ -305,22 +307,38 @@ class LedgerStore:
     @asynccontextmanager
     async def _chained(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction that may append chain links (`chain_append`): one at a time per
-        store, so the links of concurrent writes never race for a seq."""
+        store, so the links of concurrent writes never race for a seq. What it appends is
+        linked when the block ends, before the commit: one link for the whole transaction."""
         if self._chain_id is None:
             self._chain_id = chain.new_chain_id()
         async with self._chain_lock, self._connect(write=True) as conn:
-            yield conn
+            self._chain_pending = []
+            try:
+                yield conn
+                await self._append_links(conn, self._chain_pending)
+            finally:
+                self._chain_pending = None
 
     async def chain_append(
         self, conn: AsyncConnection, items: Sequence[tuple[str, Mapping[str, Any], str, str]]
     ) -> None:
-        """Append links for `(table name, row, op, note)` items inside a `_chained()`
-        transaction: after the row changes they cover, so a later change of the same row by
-        another replica gets a higher link id. Hashing runs in a worker thread."""
+        """Cover `(table name, row, op, note)` items with this `_chained()` transaction's link
+        (written when the transaction's block ends): after the row changes they cover, so a
+        later change of the same row by another replica gets a higher link id. Each row as it
+        is now: hashed when the link is written, so do not change these dicts afterwards."""
+        pending = self._chain_pending
+        assert pending is not None and self._chain_lock.locked(), "chain_append outside _chained()"
+        pending.extend(items)
+
+    async def _append_links(
+        self, conn: AsyncConnection, items: Sequence[tuple[str, Mapping[str, Any], str, str]]
+    ) -> None:
+        """Write the links of one transaction's items (`ledger.chain.links`) and move the
+        chain's head. Hashing runs in a worker thread."""
         if not items:
             return
         cid = self._chain_id
-        assert cid is not None and self._chain_lock.locked(), "chain_append outside _chained()"
+        assert cid is not None
         c = LEDGER_CHAIN.c
         q = select(c.seq, c.hash).where(c.chain_id == cid).order_by(c.seq.desc()).limit(1)
         got = (await conn.execute(q)).first()

@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+import orjson
 import pytest
 from sqlalchemy import text
 
 from audit.chain import tombstone, tombstone_session
 from audit.verify import VerifyReport, verify
-from ledger import alert_store
+from ledger import alert_store, chain
 from ledger.chain import CHAIN_ID_FILE, CHECKPOINT_FILE, chain_id_of, read_checkpoint
 from ledger.journal import Journal
 from ledger.session_store import claim_session
@@ -135,6 +136,28 @@ def named(report: VerifyReport) -> set[tuple[str, str, str]]:
     return {(f.kind, f.table, f.key) for f in report.findings}
 
 
+Covered = tuple[int, str, str, str]  # (seq of the link, table, record key, op)
+
+
+async def covered(store: LedgerStore) -> list[Covered]:
+    """Every row the chain covers, in chain order: a per-row link's own, each member of a
+    transaction's link."""
+    out: list[Covered] = []
+    async with store._connect(write=False) as conn:
+        q = text("SELECT seq, tbl, record_key, op, members FROM ledger_chain ORDER BY seq")
+        for seq, tbl, key, op, members in (await conn.execute(q)).all():
+            if members is None:
+                out.append((int(seq), tbl, key, op))
+            else:
+                out += [(int(seq), m[0], m[1], m[2]) for m in orjson.loads(members)]
+    return out
+
+
+async def link_of(store: LedgerStore, tbl: str, key: str) -> int:
+    """The seq of the latest link covering row `key` of `tbl`."""
+    return max(seq for seq, t, k, _ in await covered(store) if (t, k) == (tbl, key))
+
+
 async def test_a_clean_ledger_verifies(target: Target, tmp_path: Path) -> None:
     store = await target.open()
     await populate(store, tmp_path / "j")
@@ -194,11 +217,12 @@ async def test_links_cut_from_the_chain_are_named(target: Target, tmp_path: Path
     store = await target.open()
     await populate(store, tmp_path / "j")
     cid = store.chain_id
+    seq = await link_of(store, "calls", '["c4"]')
     # a row deleted together with its link (a gap), and the chain's last link cut off
     await tamper(
         target,
         "DELETE FROM calls WHERE call_id = 'c4'",
-        "DELETE FROM ledger_chain WHERE tbl = 'calls' AND record_key = '[\"c4\"]'",
+        f"DELETE FROM ledger_chain WHERE chain_id = '{cid}' AND seq = {seq}",
         f"DELETE FROM ledger_chain WHERE chain_id = '{cid}' AND seq = "
         f"(SELECT MAX(seq) FROM ledger_chain WHERE chain_id = '{cid}')",
     )
@@ -213,14 +237,155 @@ async def test_links_cut_from_the_chain_are_named(target: Target, tmp_path: Path
 async def test_an_edited_link_is_named(target: Target, tmp_path: Path) -> None:
     store = await target.open()
     await populate(store, tmp_path / "j")
-    # an attacker who edits a row and its link's digest still breaks the link's hash
+    # an attacker who edits a row and its (per-row) link's digest still breaks the link's hash
+    await tamper(
+        target,
+        "UPDATE session_owners SET team = 'mallory' WHERE session_id = 'c-owned'",
+        "UPDATE ledger_chain SET digest = 'x' WHERE record_key = '[\"c-owned\"]' "
+        "AND tbl = 'session_owners' AND members IS NULL",
+    )
+    report = await verify(store)
+    assert [(f.kind, f.table) for f in report.findings] == [
+        ("altered", "ledger_chain"), ("altered", "session_owners")
+    ], list(report.lines())  # fmt: skip
+    await store.close()
+
+
+async def call_digest(store: LedgerStore, call_id: str, **change: object) -> tuple[str, str]:
+    """The digest of call `call_id` as it is, and as it would be with `change`."""
+    async with store._connect(write=False) as conn:
+        q = text("SELECT * FROM calls WHERE call_id = :c")
+        row = dict((await conn.execute(q, {"c": call_id})).mappings().one())
+    sh = chain.shape("calls")
+    return sh.digest(row), sh.digest({**row, **change})
+
+
+async def test_one_link_covers_a_flush_and_an_altered_call_in_it_is_named(
+    target: Target, tmp_path: Path
+) -> None:
+    """The writer's flush of six calls and their two sessions is one link whose members name
+    each row; an UPDATE of one call's cost is named as that call, at that link."""
+    store = await target.open()
+    await populate(store, tmp_path / "j")
+    rows = await covered(store)
+    seq = await link_of(store, "calls", '["c3"]')
+    in_link = [(t, k) for s, t, k, _ in rows if s == seq]
+    assert in_link == [("calls", f'["c{i}"]') for i in range(6)] + [
+        ("sessions", '["sess-1"]'), ("sessions", '["sess-2"]')
+    ], in_link  # fmt: skip
+    async with store._connect(write=False) as conn:
+        links = int((await conn.execute(text("SELECT COUNT(*) FROM ledger_chain"))).scalar())
+    assert links < len(rows) - 10, (links, len(rows))
+    await tamper(target, "UPDATE calls SET cost_usd = 0.0001 WHERE call_id = 'c3'")
+    report = await verify(store)
+    found = [(f.kind, f.table, f.key, f.seq) for f in report.findings if f.table == "calls"]
+    assert found == [("altered", "calls", '["c3"]', seq)], list(report.lines())
+    await store.close()
+
+
+async def test_edited_members_break_the_chain(target: Target, tmp_path: Path) -> None:
+    """An attacker who edits a call and rewrites its member's digest to match (the row then
+    agrees with the chain) breaks the link's hash; members that are no longer a list are named
+    too, and the rows they covered are then rows with no link. Verify never stops on them."""
+    store = await target.open()
+    await populate(store, tmp_path / "j")
+    cid = store.chain_id
+    seq = await link_of(store, "calls", '["c2"]')
+    was, now = await call_digest(store, "c2", cost_usd=0.0)
     await tamper(
         target,
         "UPDATE calls SET cost_usd = 0 WHERE call_id = 'c2'",
-        "UPDATE ledger_chain SET digest = 'x' WHERE record_key = '[\"c2\"]'",
+        f"UPDATE ledger_chain SET members = replace(members, '{was}', '{now}') "
+        f"WHERE chain_id = '{cid}' AND seq = {seq}",
     )
     report = await verify(store)
-    assert any(f.kind == "altered" and f.table == "ledger_chain" for f in report.findings)
+    assert [(f.kind, f.table, f.seq) for f in report.findings if f.table != "sessions"] == [
+        ("altered", "ledger_chain", seq)
+    ], list(report.lines())
+    for bad in ("not json at all", '{"calls": 1}', '[["calls"]]', "[1, 2]"):
+        await tamper(target, f"UPDATE ledger_chain SET members = '{bad}' "
+                             f"WHERE chain_id = '{cid}' AND seq = {seq}")  # fmt: skip
+        report = await verify(store)
+        assert ("altered", "ledger_chain", f"seq {seq}") in named(report), (bad, report.lines())
+        assert ("inserted", "calls", '["c0"]') in named(report), (bad, report.lines())
+    await store.close()
+
+
+async def test_a_later_member_of_one_link_is_the_rows_latest_state(
+    target: Target, tmp_path: Path
+) -> None:
+    """A row covered twice by one transaction's link: its later member is what the row must
+    look like now."""
+    store = await target.open()
+    await populate(store, tmp_path / "j")
+    async with store._connect(write=False) as conn:
+        q = text("SELECT * FROM sessions WHERE session_id = 'sess-1'")
+        row = dict((await conn.execute(q)).mappings().one())
+    stale = {**row, "calls": 99}
+    async with store._chained() as conn:
+        await store.chain_append(conn, [("sessions", stale, "put", "")])
+        await store.chain_append(conn, [("sessions", row, "put", "")])
+    assert (await verify(store)).ok
+    async with store._chained() as conn:
+        await store.chain_append(conn, [("sessions", r, "put", "") for r in (row, stale)])
+    assert named(await verify(store)) == {("altered", "sessions", '["sess-1"]')}
+    await store.close()
+
+
+def old_link_hash(prev_hash: str, link: dict[str, object]) -> str:
+    """The link hash as the per-row chain defined it before links had members."""
+    import hashlib
+
+    body = orjson.dumps([link["chain_id"], int(link["seq"]), float(link["ts"]),  # type: ignore[call-overload]
+                         link["tbl"], link["record_key"], link["op"], link["digest"],
+                         link["note"]])  # fmt: skip
+    return hashlib.sha256(prev_hash.encode() + b"\n" + body).hexdigest()
+
+
+async def test_an_old_per_row_ledger_continued_by_links_with_members_verifies(
+    target: Target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger written before links had members (one link per row, no `members` column)
+    gains the column at start, verifies unchanged, and goes on with one link per transaction;
+    the mixed chain verifies, and an edit on either side of the change is named."""
+    jdir = tmp_path / "j"
+    with monkeypatch.context() as m:
+        m.setattr(chain, "links", chain.row_links)  # the previous code path
+        store = await target.open()
+        await populate(store, jdir, "a")
+        await store.close()
+    await tamper(target, "ALTER TABLE ledger_chain DROP COLUMN members")
+    store = await target.open()
+    async with store._connect(write=False) as conn:
+        old = [dict(r) for r in (await conn.execute(text(
+            "SELECT * FROM ledger_chain ORDER BY seq"))).mappings()]  # fmt: skip
+    assert old and all(r["members"] is None and r["tbl"] != "*" for r in old)
+    assert all(old_link_hash(r["prev_hash"], r) == r["hash"] for r in old)
+    assert (await verify(store)).ok
+    await populate(store, jdir, "b")
+    rows = await covered(store)
+    assert {t for _, t, _, _ in rows} >= {"calls", "sessions", "kills"}
+    async with store._connect(write=False) as conn:
+        q = text("SELECT COUNT(*) FROM ledger_chain WHERE members IS NOT NULL")
+        assert int((await conn.execute(q)).scalar()) >= 2
+    report = await verify(store)
+    assert report.ok, list(report.lines())
+    assert list(report.chains) == [store.chain_id] and report.chains[store.chain_id] == max(
+        s for s, *_ in rows
+    )
+    await tamper(
+        target,
+        "UPDATE calls SET cost_usd = 7 WHERE call_id IN ('a1', 'b4')",
+        "UPDATE calls SET cost_usd = cost_usd - 7 + 0.2 WHERE call_id = 'a1'",  # sums agree
+        "UPDATE calls SET cost_usd = cost_usd - 7 + 0.5 WHERE call_id = 'b4'",
+        "UPDATE calls SET latency_ms = 1 WHERE call_id IN ('a1', 'b4')",
+        "DELETE FROM stream_starts WHERE call_id = 'a-stream'",
+    )
+    assert named(await verify(store)) == {
+        ("altered", "calls", '["a1"]'),
+        ("altered", "calls", '["b4"]'),
+        ("deleted", "stream_starts", '["a-stream"]'),
+    }
     await store.close()
 
 
@@ -286,7 +451,9 @@ async def test_since_walks_only_the_recent_links(target: Target, tmp_path: Path)
     report = await verify(store, since=float(mid) + 1)
     assert report.ok and sum(report.chains.values()) == 0
     report = await verify(store, since=0.0)
-    assert report.ok and sum(report.chains.values()) > 20
+    async with store._connect(write=False) as conn:
+        links = int((await conn.execute(text("SELECT COUNT(*) FROM ledger_chain"))).scalar())
+    assert report.ok and sum(report.chains.values()) == links > 10
     await store.close()
 
 
@@ -378,9 +545,7 @@ async def test_calls_are_linked_in_the_order_they_were_recorded(
     for cid in order:
         writer.record_call(call_row(cid, session_id=None))
     await writer.close()
-    async with store._connect(write=False) as conn:
-        keys = [r[0] for r in await conn.execute(text(
-            "SELECT record_key FROM ledger_chain WHERE tbl = 'calls' ORDER BY seq"))]  # fmt: skip
+    keys = [k for _, t, k, _ in await covered(store) if t == "calls"]
     assert keys == [f'["{c}"]' for c in order]
     await store.close()
 
@@ -394,8 +559,9 @@ async def test_a_chain_cut_with_its_database_checkpoint_is_named_by_the_outside_
     jdir = tmp_path / "j"
     writer = LedgerWriter(store, Journal(jdir), flush_interval=60)
     await writer.start()
-    for cid in ("k1", "k2", "k3"):
+    for cid in ("k1", "k2", "k3"):  # a flush each: a link each
         writer.record_call(call_row(cid, session_id=None))
+        await writer.flush()
     await writer.close()
     checkpoint = read_checkpoint(jdir / CHECKPOINT_FILE)
     assert checkpoint["chain_id"] == store.chain_id and checkpoint["seq"] == 3
@@ -551,9 +717,7 @@ async def test_one_flush_links_each_kind_in_journal_order(target: Target, tmp_pa
         writer.record_call(call_row(cid))
     await writer.flush()
     await writer.close()
-    async with store._connect(write=False) as conn:
-        q = text("SELECT tbl, record_key FROM ledger_chain ORDER BY seq")
-        got = [(t, k) for t, k in (await conn.execute(q)).all() if t != "sessions"]
+    got = [(t, k) for _, t, k, _ in await covered(store) if t != "sessions"]
     assert got == [
         ("stream_starts", '["zz-s"]'), ("stream_starts", '["mm-s"]'),
         ("stream_starts", '["aa-s"]'),
