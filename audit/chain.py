@@ -2,7 +2,7 @@
 
 The chain itself (links, digests, chain ids) is `ledger.chain`; every audited write appends to
 it. A row may only leave the ledger through `tombstone`: the row is deleted and, in the same
-transaction, a `tombstone` link records its table, key, who deleted it and why, so
+transaction, a `tombstone` in its chain link records its table, key, who deleted it and why, so
 `governor audit verify` accepts its absence (and names a row that comes back after it).
 
     n = await tombstone(store, "calls", [{"call_id": "c-1"}], reason="retention 90d",
@@ -32,7 +32,8 @@ async def tombstone(
 ) -> int:
     """Delete the rows of audited `table` named by `keys` (each a mapping of the table's key
     columns, e.g. `{"call_id": …}`; guardrail events `{"call_id", "hook", "seq"}`) and leave one
-    tombstone link per deleted row saying `actor` deleted it for `reason`. One transaction.
+    tombstone (a member of the transaction's link) per deleted row saying `actor` deleted it
+    for `reason`. One transaction.
     Returns how many rows were deleted (a key with no row gets no tombstone).
 
     Raises KeyError for a table that is not audited, ValueError for a key missing a column,

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, column, func, select, text, tuple_
+from sqlalchemy import column, func, select, text, tuple_
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import table as sql_table
 
@@ -378,11 +378,6 @@ _EXPANDED = {
         "WHERE c.members IS NOT NULL{since_c} AND e.n <= {max_pos}"
     ),
 }
-# A looked-up key's op and digest: the per-row link's own, or its member's.
-_MEMBER_FIELD = {
-    "sqlite": "json_extract(c.members, '$[' || (lt.k % {slots} - 1) || '][{i}]')",
-    "postgresql": "(CAST(c.members AS json) -> CAST(lt.k % {slots} - 1 AS INTEGER) ->> {i})",
-}
 
 
 async def _build_latest(
@@ -407,24 +402,34 @@ async def _build_latest(
 
 
 async def _latest_links(conn: Any, tbl: str, keys: Sequence[str]) -> dict[str, _Latest]:
-    """The latest link (highest `k`) of each of `keys` of table `tbl` (`_build_latest`): the
-    link's op and digest, or its member's."""
+    """The latest link (highest `k`: `_build_latest`) of each of `keys` of table `tbl`: the
+    link's op and digest, or its member's. Each link read (and its members parsed) once."""
     if not keys:
         return {}
-    dialect = conn.dialect.name
-    field_of = _MEMBER_FIELD["postgresql" if dialect == "postgresql" else "sqlite"]
-    q = text(
-        f"SELECT lt.record_key, c.chain_id, c.seq, "
-        f"CASE WHEN lt.k % {MEMBER_SLOTS} = 0 THEN c.op "
-        f"ELSE {field_of.format(slots=MEMBER_SLOTS, i=2)} END AS op, "
-        f"CASE WHEN lt.k % {MEMBER_SLOTS} = 0 THEN c.digest "
-        f"ELSE {field_of.format(slots=MEMBER_SLOTS, i=3)} END AS digest "
-        f"FROM {_LATEST} AS lt JOIN ledger_chain AS c ON c.id = lt.k / {MEMBER_SLOTS} "
-        "WHERE lt.tbl = :tbl AND lt.record_key IN :keys"
-    ).bindparams(bindparam("keys", expanding=True))
+    lt = _LATEST_T.c
+    q = select(lt.record_key, lt.k).where(lt.tbl == tbl, lt.record_key.in_(keys))
+    latest = [(key, int(k)) for key, k in (await conn.execute(q)).all()]
+    ids = sorted({k // MEMBER_SLOTS for _, k in latest})
+    c = LEDGER_CHAIN.c
+    q = select(c.id, c.chain_id, c.seq, c.op, c.digest, c.members).where(c.id.in_(ids))
+    links = {int(r[0]): r for r in (await conn.execute(q)).all()}
+    members = await asyncio.to_thread(
+        lambda: {i: parse_members(r[5]) for i, r in links.items() if r[5] is not None}
+    )
     out: dict[str, _Latest] = {}
-    for key, cid, seq, op, digest in await conn.execute(q, {"tbl": tbl, "keys": list(keys)}):
-        out[key] = (None if op == TOMBSTONE else _digest_bytes(str(digest)), cid, int(seq))
+    for key, k in latest:
+        link_id, pos = divmod(k, MEMBER_SLOTS)
+        link = links.get(link_id)
+        if link is None:
+            continue  # gone since the lookup was built
+        if pos == 0:
+            op, digest = link[3], link[4]
+        else:
+            got = members.get(link_id)
+            if got is None or pos > len(got):
+                continue  # edited since the lookup was built
+            op, digest = got[pos - 1][2], got[pos - 1][3]
+        out[key] = (None if op == TOMBSTONE else _digest_bytes(digest), link[1], int(link[2]))
     return out
 
 

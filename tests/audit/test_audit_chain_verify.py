@@ -283,6 +283,25 @@ async def test_one_link_covers_a_flush_and_an_altered_call_in_it_is_named(
     await store.close()
 
 
+async def test_a_transaction_larger_than_a_link_is_linked_in_several(
+    target: Target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link covers at most `MAX_MEMBERS` rows: a larger transaction writes several links, in
+    order; the ledger verifies and an edit in any of them is named."""
+    monkeypatch.setattr(chain, "MAX_MEMBERS", 3)
+    store = await target.open()
+    await populate(store, tmp_path / "j")
+    flush = [(s, k) for s, t, k, _ in await covered(store) if t == "calls"]
+    first = flush[0][0]
+    assert [s for s, _ in flush] == [first] * 3 + [first + 1] * 3, flush
+    assert (await verify(store)).ok
+    await tamper(target, "UPDATE calls SET latency_ms = 1 WHERE call_id IN ('c0', 'c5')")
+    assert named(await verify(store)) == {
+        ("altered", "calls", '["c0"]'), ("altered", "calls", '["c5"]')
+    }  # fmt: skip
+    await store.close()
+
+
 async def test_edited_members_break_the_chain(target: Target, tmp_path: Path) -> None:
     """An attacker who edits a call and rewrites its member's digest to match (the row then
     agrees with the chain) breaks the link's hash; members that are no longer a list are named
