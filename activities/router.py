@@ -18,9 +18,9 @@ from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
-import aiohttp
 import orjson
 
+from activities.upstream_http import UpstreamConnectionError, UpstreamPool, UpstreamResponse
 from activities.wire.bridge import StreamRelay, request_for_target, response_for_caller
 from activities.wire.errors import WireError, parse_upstream_error, stream_error
 from activities.wire.mapping import (
@@ -161,7 +161,7 @@ class Router:
         # model, and the gauge is labelled {virtual_model, target}.
         self.breakers: dict[tuple[str, str], breaker.BreakerState] = {}
         self.on_breaker: BreakerHook | None = None  # told of every breaker transition
-        self._session: aiohttp.ClientSession | None = None
+        self._session: UpstreamPool | None = None
         self._headers = {name: _provider_headers(p) for name, p in providers.items()}
 
     def update_providers(self, providers: dict[str, Provider]) -> None:
@@ -180,18 +180,8 @@ class Router:
 
     async def start(self) -> None:
         if self._session is None:
-            conn = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
-            # Timeouts are ours (asyncio.timeout per target); aiohttp's own would add a timer
-            # handle per request for nothing.
-            self._session = aiohttp.ClientSession(
-                connector=conn,
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=None, sock_read=None, sock_connect=None
-                ),
-                json_serialize=lambda o: orjson.dumps(o).decode(),
-                skip_auto_headers=("User-Agent",),
-                auto_decompress=True,
-            )
+            # Timeouts are ours (asyncio.timeout per target).
+            self._session = UpstreamPool()
 
     async def close(self) -> None:
         if self._session is not None:
@@ -351,13 +341,14 @@ class Router:
         url = p.base_url.rstrip("/") + "/v1/messages/count_tokens"
         try:
             async with asyncio.timeout(t.timeout_ms / 1000):
-                async with self._session.post(
-                    url, data=orjson.dumps(payload), headers=headers
-                ) as resp:
+                resp = await self._session.post(url, orjson.dumps(payload), headers)
+                try:
                     if resp.status != 200:
                         return None
                     doc = orjson.loads(await resp.read())
-        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError, TypeError):
+                finally:
+                    resp.release()
+        except (TimeoutError, UpstreamConnectionError, orjson.JSONDecodeError, TypeError):
             return None
         n = doc.get("input_tokens") if isinstance(doc, dict) else None
         return n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else None
@@ -409,12 +400,12 @@ class Router:
         timeout_s = t.timeout_ms / 1000
         started = time.perf_counter()
         headers: Mapping[str, str] = {}
-        resp: aiohttp.ClientResponse | None = None
+        resp: UpstreamResponse | None = None
         try:
             # One deadline for the head and, when streaming, the first event: a provider that
             # sends its head at once and then stalls has not answered, and a fallback still can.
             async with asyncio.timeout(timeout_s):
-                resp = await self._session.post(url, data=payload, headers=send_headers)
+                resp = await self._session.post(url, payload, send_headers)
                 status, headers = resp.status, resp.headers
                 if not stream or status != 200:
                     raw = await resp.read()
@@ -434,11 +425,11 @@ class Router:
             raise UpstreamFailure(
                 t, 504, "upstream_timeout", f"{t.key} {what} within {t.timeout_ms} ms", "next"
             ) from None
-        except aiohttp.ClientError as exc:
+        except UpstreamConnectionError as exc:
             if resp is not None:
                 resp.release()
             raise UpstreamFailure(
-                t, 502, "upstream_unreachable", f"{t.key} unreachable: {type(exc).__name__}"
+                t, 502, "upstream_unreachable", f"{t.key} unreachable: {exc}"
             ) from None
         except UpstreamFailure:
             if resp is not None:
@@ -504,7 +495,7 @@ class Router:
 
     async def _relay(
         self,
-        resp: aiohttp.ClientResponse,
+        resp: UpstreamResponse,
         caller: Protocol,
         t: Target,
         relay: StreamRelay,
@@ -553,9 +544,9 @@ class Router:
                 async with asyncio.timeout(min(idle, 1.0)):
                     while await resp.content.readany():
                         pass
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (UpstreamConnectionError, TimeoutError) as exc:
             if not relay.done:  # else the stream was complete and only the drain failed
-                res.stream_error = f"{type(exc).__name__}"
+                res.stream_error = str(exc) or type(exc).__name__
         finally:
             resp.release()
             res.usage = relay.accumulator.usage
@@ -583,7 +574,7 @@ class Router:
             )
 
 
-async def _first_event(resp: aiohttp.ClientResponse, relay: StreamRelay, t: Target) -> bytes:
+async def _first_event(resp: UpstreamResponse, relay: StreamRelay, t: Target) -> bytes:
     """Read until the first upstream event yields caller bytes (the caller's head waits for it).
 
     An upstream that opens with an error event, or closes before any event, has not served the

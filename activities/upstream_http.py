@@ -1,0 +1,472 @@
+"""The upstream HTTP/1.1 client of the governed call path: pooled keep-alive connections to the
+providers, one request at a time per connection, parsed by httptools (the parser uvicorn uses).
+
+Why not aiohttp's ClientSession here: it is a general client (cookies, redirects, proxies,
+tracing hooks, multipart, auth helpers), and a governed call paid ~200 µs of its Python per
+upstream request on the proxy's core, a quarter of the whole call
+(`benchmarks/upstream_client.py` measures both side by side). The provider calls need none of
+that: a POST of a JSON body to a configured URL, the status, a few headers, and the body either
+whole or as it arrives (SSE). This module does exactly that.
+
+    pool = UpstreamPool()
+    resp = await pool.post("https://api.openai.com/v1/chat/completions", body, headers)
+    resp.status, resp.headers.get("retry-after")       # headers: case-insensitive, last wins
+    raw = await resp.read()                             # the whole body, or
+    chunk = await resp.content.readany()                # the next piece; b"" at the end
+    resp.release()                                      # back to the pool, or closed
+
+Errors: `UpstreamConnectionError` (refused, reset, TLS, DNS, closed mid-response, bad HTTP,
+an unsupported content encoding). Timeouts are the caller's (`asyncio.timeout` around the
+calls); a response abandoned by a cancellation or before its end closes its connection, so the
+provider sees the caller leave and a half-read connection is never reused.
+
+Connections: http and https (the system's CA store), `TCP_NODELAY`, kept idle for
+`keepalive_timeout` seconds (60), no limit on how many are open at once (the proxy's own limits
+bound concurrency). A request that finds its reused connection closed by the server before any
+byte of the answer (an idle keep-alive the server just dropped) is sent once more on a new
+connection, as browsers and urllib3 do. Bodies are decoded from gzip (the only encoding asked
+for). While a streamed body is not being read, at most ~1 MiB of it is buffered (the socket is
+paused beyond that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+import zlib
+from collections import deque
+from collections.abc import Iterator, Mapping
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import httptools
+
+KEEPALIVE_TIMEOUT = 60.0
+_PAUSE_AT = 1 << 20  # buffered body bytes at which the socket is paused
+_RESUME_AT = 1 << 18
+_MAX_HEAD = 64 * 1024  # response head bytes (status line + headers) accepted
+_MAX_URLS = 1024  # parsed URL cache entries (URLs come from config: a few per target)
+_BAD_HEADER_CHARS = ("\r", "\n", "\0")
+
+
+class UpstreamConnectionError(Exception):
+    """The upstream could not be reached or broke the exchange (see the module docstring)."""
+
+
+class Headers(Mapping[str, str]):
+    """A response's headers, looked up case-insensitively (a repeated header: the last).
+    Decoded on first use: a successful call never looks at them."""
+
+    __slots__ = ("_d", "_pairs")
+
+    def __init__(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        self._pairs = pairs
+        self._d: dict[str, str] | None = None
+
+    def _map(self) -> dict[str, str]:
+        d = self._d
+        if d is None:
+            d = self._d = {
+                n.decode("latin-1").lower(): v.decode("latin-1") for n, v in self._pairs
+            }
+        return d
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._map().get(name.lower(), default)
+
+    def __getitem__(self, name: str) -> str:
+        return self._map()[name.lower()]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._map()
+
+    def __len__(self) -> int:
+        return len(self._map())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map())
+
+
+class _Target:
+    """A parsed upstream URL: where to connect and what to put in the request line."""
+
+    __slots__ = ("host", "host_header", "key", "path", "port", "tls")
+
+    def __init__(self, url: str) -> None:
+        u = urlsplit(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise UpstreamConnectionError(f"unsupported upstream URL scheme {u.scheme!r}")
+        self.tls = u.scheme == "https"
+        self.host = u.hostname
+        try:
+            port = u.port
+        except ValueError:
+            raise UpstreamConnectionError("upstream URL has a bad port") from None
+        self.port = port or (443 if self.tls else 80)
+        self.path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.tls else 80
+        self.host_header = host if self.port == default else f"{host}:{self.port}"
+        self.key = (self.tls, self.host, self.port)
+
+
+class _Connection(asyncio.Protocol):
+    """One connection and the response being read on it (httptools callbacks)."""
+
+    def __init__(self, pool: UpstreamPool, key: tuple[bool, str, int]) -> None:
+        self.pool, self.key = pool, key
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self.reused = False
+        self._parser = httptools.HttpResponseParser(self)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.head: asyncio.Future[None] | None = None
+        self.status = 0
+        self._hdrs: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self.headers_done = False
+        self.complete = False
+        self.received = False  # any byte of this exchange's answer
+        self.error: Exception | None = None
+        self.body: deque[bytes] = deque()
+        self.buffered = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self.keep_alive = False
+        self._gunzip: Any = None
+        self._paused = False
+        self._interim = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no asyncio subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def data_received(self, data: bytes) -> None:
+        self.received = True
+        if self.error is not None:
+            return
+        if self.complete:  # bytes after the answer (or on an idle connection): not HTTP we
+            self.close()  # can trust; what was already read stays readable
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(UpstreamConnectionError("the upstream switched protocols"))
+        except httptools.HttpParserError as exc:
+            inner = exc.__context__  # a callback's own error comes wrapped
+            self._fail(inner if isinstance(inner, UpstreamConnectionError)
+                       else UpstreamConnectionError(f"bad HTTP from the upstream: {exc}"))
+
+    def eof_received(self) -> bool:
+        return False  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool._forget(self)
+        if self.complete or self.error is not None:
+            return
+        if self.headers_done and not self._has_length():
+            self._finish()  # a body delimited by the close (no length, not chunked)
+            return
+        what = "closed the connection before answering" if not self.headers_done else (
+            "closed the connection in the middle of the body"
+        )
+        self._fail(UpstreamConnectionError(f"the upstream {what}"))
+
+    # -- httptools callbacks -------------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > _MAX_HEAD:
+            raise UpstreamConnectionError("the upstream's response head is too large")
+        self._hdrs.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:  # an interim answer (100 Continue, 103 Early Hints): skip it
+            self._hdrs = []
+            self._head_bytes = 0
+            self._interim = True
+            return
+        self.status = status
+        enc = ""
+        for n, v in self._hdrs:
+            if n.lower() == b"content-encoding":
+                enc = v.decode("latin-1").strip().lower()
+        if enc == "gzip":
+            self._gunzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif enc not in ("", "identity"):
+            raise UpstreamConnectionError(f"the upstream sent an unsupported encoding {enc!r}")
+        self.headers_done = True
+        if self.head is not None and not self.head.done():
+            self.head.set_result(None)
+
+    def on_body(self, data: bytes) -> None:
+        if self._gunzip is not None:
+            try:
+                data = self._gunzip.decompress(data)
+            except zlib.error:
+                raise UpstreamConnectionError("the upstream's gzip body is corrupt") from None
+            if not data:
+                return
+        self.body.append(data)
+        self.buffered += len(data)
+        if self.buffered >= _PAUSE_AT and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        if self._gunzip is not None:
+            try:
+                tail = self._gunzip.flush()
+            except zlib.error:
+                raise UpstreamConnectionError("the upstream's gzip body is corrupt") from None
+            if tail:
+                self.body.append(tail)
+                self.buffered += len(tail)
+        self.keep_alive = self._parser.should_keep_alive()
+        self._finish()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _has_length(self) -> bool:
+        for n, v in self._hdrs:
+            ln = n.lower()
+            if ln == b"content-length" or (ln == b"transfer-encoding" and b"chunked" in v.lower()):
+                return True
+        return False
+
+    def _finish(self) -> None:
+        self.complete = True
+        if self.head is not None and not self.head.done():
+            self.head.set_result(None)
+        self._wake()
+
+    def _fail(self, exc: Exception) -> None:
+        if self.error is None:
+            self.error = exc
+        if self.head is not None and not self.head.done():
+            self.head.set_exception(exc)
+            self.head.exception()  # retrieved: a request abandoned meanwhile logs nothing
+        self._wake()
+        self.close()
+
+    def _wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+        self.closed = True
+        self.pool._forget(self)
+
+    def send(self, head: bytes, body: bytes) -> asyncio.Future[None]:
+        self._reset()
+        assert self.transport is not None
+        self.head = asyncio.get_running_loop().create_future()
+        self.transport.write(head + body if len(body) < 65536 else head)
+        if len(body) >= 65536:
+            self.transport.write(body)
+        return self.head
+
+    async def next_chunk(self) -> bytes:
+        while not self.body:
+            if self.complete:
+                return b""
+            if self.error is not None:
+                raise self.error
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        chunk = self.body.popleft()
+        self.buffered -= len(chunk)
+        if self._paused and self.buffered <= _RESUME_AT and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return chunk
+
+
+class UpstreamResponse:
+    """A response's status and headers, its body read whole (`read`) or as it arrives
+    (`content.readany`, aiohttp's name), then `release()`d (or `close()`d)."""
+
+    __slots__ = ("_conn", "_done", "headers", "status")
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+        self.status = conn.status
+        self.headers = Headers(conn._hdrs)
+        self._done = False
+
+    @property
+    def content(self) -> UpstreamResponse:
+        return self
+
+    async def readany(self) -> bytes:
+        """The next piece of the body (decoded), or b"" once it has all been read."""
+        return await self._conn.next_chunk()
+
+    def at_eof(self) -> bool:
+        c = self._conn
+        return c.complete and not c.body
+
+    async def read(self) -> bytes:
+        """The rest of the body (decoded)."""
+        parts = []
+        while chunk := await self._conn.next_chunk():
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def release(self) -> None:
+        """Give the connection back for the next request if this answer was read to its end
+        and the exchange allows it; otherwise close it."""
+        if self._done:
+            return
+        self._done = True
+        c = self._conn
+        if c.complete and not c.body and c.keep_alive and not c.closed and c.error is None:
+            self._conn.pool._put(c)
+        else:
+            c.close()
+
+    def close(self) -> None:
+        """Close the connection (the provider sees the request abandoned)."""
+        self._done = True
+        self._conn.close()
+
+
+class UpstreamPool:
+    """Keep-alive connections per (scheme, host, port); see the module docstring."""
+
+    def __init__(self, *, keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.keepalive_timeout = keepalive_timeout
+        self._ssl = ssl_context
+        self._idle: dict[tuple[bool, str, int], list[_Connection]] = {}
+        self._open: set[_Connection] = set()
+        self._targets: dict[str, _Target] = {}
+        # (url, id(headers)) -> (headers, head prefix): the router passes the same provider
+        # headers mapping on every call, so the request head is built once per target
+        self._heads: dict[tuple[str, int], tuple[Mapping[str, str], bytes]] = {}
+
+    def _target(self, url: str) -> _Target:
+        t = self._targets.get(url)
+        if t is None:
+            t = _Target(url)
+            if len(self._targets) >= _MAX_URLS:
+                self._targets.clear()
+            self._targets[url] = t
+        return t
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        return self._ssl
+
+    async def _connect(self, t: _Target) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            if t.tls:
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self, t.key), t.host, t.port,
+                    ssl=self._ssl_context(), server_hostname=t.host,
+                )
+            else:
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self, t.key), t.host, t.port
+                )
+        except (OSError, ssl.SSLError) as exc:
+            # The reason only: a caller sees this, and the host is the deployment's business.
+            raise UpstreamConnectionError(f"cannot connect: {type(exc).__name__}") from None
+        self._open.add(conn)
+        return conn
+
+    def _take(self, t: _Target) -> _Connection | None:
+        idle = self._idle.get(t.key)
+        now = time.monotonic()
+        while idle:
+            c = idle.pop()
+            if c.closed or c.transport is None or c.transport.is_closing():
+                c.close()
+                continue
+            if now - c.idle_since > self.keepalive_timeout:
+                c.close()
+                continue
+            return c
+        return None
+
+    def _put(self, c: _Connection) -> None:
+        c.idle_since = time.monotonic()
+        c.reused = True
+        self._idle.setdefault(c.key, []).append(c)
+
+    def _forget(self, c: _Connection) -> None:
+        self._open.discard(c)
+        idle = self._idle.get(c.key)
+        if idle and c in idle:
+            idle.remove(c)
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
+        """POST `body` to `url` with `headers` (plus Host, Content-Length, Accept-Encoding);
+        returns once the response's status line and headers have arrived."""
+        t = self._target(url)
+        hk = (url, id(headers))
+        got = self._heads.get(hk)
+        if got is None or got[0] is not headers:
+            if len(self._heads) >= _MAX_URLS:
+                self._heads.clear()
+            got = self._heads[hk] = (headers, _request_prefix(t, headers))
+        head = got[1] + b"%d\r\n\r\n" % len(body)
+        for attempt in (0, 1):
+            conn = self._take(t)
+            fresh = conn is None
+            if conn is None:
+                conn = await self._connect(t)
+            waiting = conn.send(head, body)
+            try:
+                await waiting
+            except UpstreamConnectionError:
+                if not fresh and not conn.received and attempt == 0:
+                    continue  # a kept-alive connection the server had just dropped
+                raise
+            except BaseException:  # a timeout or a cancellation mid-request
+                conn.close()
+                raise
+            return UpstreamResponse(conn)
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        """Close every connection, idle or in use."""
+        for c in list(self._open):
+            c.close()
+        self._idle.clear()
+
+
+def _request_prefix(t: _Target, headers: Mapping[str, str]) -> bytes:
+    """The request head up to the Content-Length value."""
+    lines = [f"POST {t.path} HTTP/1.1\r\nhost: {t.host_header}\r\n"]
+    for name, value in headers.items():
+        if any(ch in name or ch in value for ch in _BAD_HEADER_CHARS) or ":" in name:
+            raise UpstreamConnectionError(f"header {name[:40]!r} cannot be sent")
+        lines.append(f"{name}: {value}\r\n")
+    lines.append("accept-encoding: gzip\r\ncontent-length: ")
+    return "".join(lines).encode("utf-8")

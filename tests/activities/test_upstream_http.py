@@ -1,0 +1,405 @@
+"""The upstream HTTP client (`activities.upstream_http`) against a real loopback server whose
+every byte the test chooses: keep-alive, chunked, close-delimited and gzip bodies, interim
+answers, stale kept-alive connections, bodies cut short, abandoned responses, back-pressure."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import pytest
+import uvloop
+
+from activities.upstream_http import UpstreamConnectionError, UpstreamPool
+
+LOOPS: dict[str, Callable[[Coroutine[Any, Any, None]], None]] = {
+    "asyncio": asyncio.run, "uvloop": uvloop.run,  # the proxy runs on uvloop
+}
+
+
+def on_both_loops(fn: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[str], None]:
+    """Run a scenario on asyncio's loop and on uvloop's (their transports differ)."""
+
+    @pytest.mark.parametrize("loop", sorted(LOOPS))
+    def test(loop: str) -> None:
+        LOOPS[loop](fn())
+
+    test.__name__ = fn.__name__
+    return test
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Server"], Awaitable[None]]
+
+
+class Server:
+    """A loopback server: `handler` is run per connection; it counts connections and the
+    requests it has read (head + body)."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.closed_by_peer = asyncio.Event()
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Server:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v1/chat/completions"
+
+    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.handler(r, w, self)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            w.close()
+
+    async def read_request(self, r: asyncio.StreamReader) -> bytes | None:
+        """One request (head and Content-Length body), or None at EOF."""
+        try:
+            head = await r.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return None
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        body = await r.readexactly(length)
+        self.requests.append(head + body)
+        return head + body
+
+
+def ok(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+async def keep_alive(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+    while await s.read_request(r) is not None:
+        w.write(ok(b'{"n": %d}' % len(s.requests)))
+        await w.drain()
+
+
+H = {"content-type": "application/json", "authorization": "Bearer sk-test"}
+
+
+@on_both_loops
+async def test_a_kept_alive_connection_serves_the_next_request() -> None:
+    pool = UpstreamPool()
+    async with Server(keep_alive) as s:
+        for n in (1, 2, 3):
+            resp = await pool.post(s.url, b'{"a": 1}', H)
+            assert resp.status == 200
+            assert await resp.read() == b'{"n": %d}' % n
+            resp.release()
+        assert s.connections == 1
+        head = s.requests[0]
+        assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+        assert b"\r\nauthorization: Bearer sk-test\r\n" in head
+        assert b"\r\ncontent-length: 8\r\n" in head and head.endswith(b'{"a": 1}')
+    await pool.close()
+
+
+@on_both_loops
+async def test_a_chunked_body_arrives_piece_by_piece_before_its_end() -> None:
+    go_on = asyncio.Event()
+
+    async def chunked(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n"
+                b"content-type: text/event-stream\r\n\r\n6\r\ndata: \r\n")
+        await w.drain()
+        await go_on.wait()
+        w.write(b"3\r\nend\r\n0\r\n\r\n")
+        await w.drain()
+        await s.read_request(r)
+
+    pool = UpstreamPool()
+    async with Server(chunked) as s:
+        resp = await pool.post(s.url, b"{}", H)
+        assert resp.headers.get("Content-Type") == "text/event-stream"
+        assert await asyncio.wait_for(resp.content.readany(), 5) == b"data: "
+        assert not resp.content.at_eof()
+        go_on.set()
+        assert await resp.content.readany() == b"end"
+        assert await resp.content.readany() == b""
+        assert resp.content.at_eof()
+        resp.release()
+        assert len(pool._idle[next(iter(pool._idle))]) == 1  # read to its end: reusable
+    await pool.close()
+
+
+@on_both_loops
+async def test_a_body_delimited_by_the_close_is_read_whole_and_the_connection_not_kept() -> None:
+    async def close_delimited(r: asyncio.StreamReader, w: asyncio.StreamWriter,
+                              s: Server) -> None:
+        await s.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
+        await w.drain()
+
+    pool = UpstreamPool()
+    async with Server(close_delimited) as s:
+        for _ in range(2):
+            resp = await pool.post(s.url, b"{}", H)
+            assert await resp.read() == b"all of it"
+            resp.release()
+        assert s.connections == 2
+    await pool.close()
+
+
+@on_both_loops
+async def test_a_gzip_body_is_decoded_whole_and_as_it_streams() -> None:
+    doc = b'{"text": "' + b"hello " * 2000 + b'"}'
+    packed = gzip.compress(doc)
+
+    async def gz(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        while (req := await s.read_request(r)) is not None:
+            assert b"\r\naccept-encoding: gzip\r\n" in req
+            if len(s.requests) == 1:
+                w.write(ok(packed, b"content-encoding: gzip\r\n"))
+            else:  # chunked, in small pieces
+                w.write(b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\n"
+                        b"transfer-encoding: chunked\r\n\r\n")
+                for i in range(0, len(packed), 7):
+                    part = packed[i : i + 7]
+                    w.write(b"%x\r\n%s\r\n" % (len(part), part))
+                w.write(b"0\r\n\r\n")
+            await w.drain()
+
+    pool = UpstreamPool()
+    async with Server(gz) as s:
+        resp = await pool.post(s.url, b"{}", H)
+        assert await resp.read() == doc
+        resp.release()
+        resp = await pool.post(s.url, b"{}", H)
+        got = b""
+        while chunk := await resp.content.readany():
+            got += chunk
+        assert got == doc
+        resp.release()
+    await pool.close()
+
+
+@on_both_loops
+async def test_an_unsupported_or_corrupt_encoding_is_a_connection_error() -> None:
+    async def br(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        while await s.read_request(r) is not None:
+            enc = b"br" if len(s.requests) == 1 else b"gzip"
+            w.write(ok(b"not really compressed", b"content-encoding: " + enc + b"\r\n"))
+            await w.drain()
+
+    pool = UpstreamPool()
+    async with Server(br) as s:
+        with pytest.raises(UpstreamConnectionError, match="unsupported encoding"):
+            await pool.post(s.url, b"{}", H)
+        resp = await pool.post(s.url, b"{}", H)
+        with pytest.raises(UpstreamConnectionError, match="gzip body is corrupt"):
+            await resp.read()
+        resp.release()
+    await pool.close()
+
+
+@on_both_loops
+async def test_interim_answers_are_skipped() -> None:
+    async def interim(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        while await s.read_request(r) is not None:
+            w.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n"
+                    + ok(b"{}", b"x-request-id: r1\r\n"))
+            await w.drain()
+
+    pool = UpstreamPool()
+    async with Server(interim) as s:
+        for _ in range(2):
+            resp = await pool.post(s.url, b"{}", H)
+            assert resp.status == 200 and resp.headers.get("X-Request-Id") == "r1"
+            assert "link" not in resp.headers
+            assert await resp.read() == b"{}"
+            resp.release()
+        assert s.connections == 1
+    await pool.close()
+
+
+@on_both_loops
+async def test_a_kept_alive_connection_the_server_dropped_is_retried_once_on_a_new_one() -> None:
+    async def one_then_close(r: asyncio.StreamReader, w: asyncio.StreamWriter,
+                             s: Server) -> None:
+        await s.read_request(r)
+        w.write(ok(b"first"))  # says keep-alive (HTTP/1.1) but closes once idle
+        await w.drain()
+        await asyncio.sleep(0.05)
+
+    pool = UpstreamPool()
+    async with Server(one_then_close) as s:
+        resp = await pool.post(s.url, b"{}", H)
+        assert await resp.read() == b"first"
+        resp.release()
+        await asyncio.sleep(0.3)  # the server has closed the idle connection by now
+        resp = await pool.post(s.url, b"{}", H)
+        assert await resp.read() == b"first"
+        resp.release()
+        assert s.connections == 2 and len(s.requests) == 2
+    await pool.close()
+
+
+@on_both_loops
+async def test_a_fresh_connection_closed_before_answering_is_an_error_not_a_retry() -> None:
+    async def hang_up(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.read_request(r)
+
+    pool = UpstreamPool()
+    async with Server(hang_up) as s:
+        with pytest.raises(UpstreamConnectionError, match="before answering"):
+            await pool.post(s.url, b"{}", H)
+        assert len(s.requests) == 1  # sent once: a call the provider may have run
+    await pool.close()
+
+
+@on_both_loops
+async def test_a_body_cut_short_is_an_error_and_its_connection_is_not_kept() -> None:
+    async def short(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this")
+        await w.drain()
+
+    pool = UpstreamPool()
+    async with Server(short) as s:
+        resp = await pool.post(s.url, b"{}", H)
+        assert await resp.content.readany() == b"only this"
+        with pytest.raises(UpstreamConnectionError, match="middle of the body"):
+            await resp.content.readany()
+        resp.release()
+        assert not any(pool._idle.values())
+    await pool.close()
+
+
+@on_both_loops
+async def test_bad_http_from_the_upstream_is_a_connection_error() -> None:
+    async def garbage(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.read_request(r)
+        w.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await w.drain()
+        await asyncio.sleep(1)
+
+    pool = UpstreamPool()
+    async with Server(garbage) as s:
+        with pytest.raises(UpstreamConnectionError, match="bad HTTP"):
+            await pool.post(s.url, b"{}", H)
+    await pool.close()
+
+
+@on_both_loops
+async def test_an_abandoned_response_closes_its_connection_so_the_provider_sees_it() -> None:
+    peer_gone = asyncio.Event()
+
+    async def slow(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        await w.drain()
+        await r.read()  # returns b"" once the client closes
+        peer_gone.set()
+
+    pool = UpstreamPool()
+    async with Server(slow) as s:
+        resp = await pool.post(s.url, b"{}", H)
+        assert await resp.content.readany() == b"first"
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await resp.content.readany()
+        resp.release()  # not read to its end: closed, not pooled
+        await asyncio.wait_for(peer_gone.wait(), 5)
+        assert not any(pool._idle.values())
+    await pool.close()
+
+
+@on_both_loops
+async def test_a_request_cancelled_before_its_answer_closes_its_connection() -> None:
+    peer_gone = asyncio.Event()
+
+    async def never(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.read_request(r)
+        await r.read()
+        peer_gone.set()
+
+    pool = UpstreamPool()
+    async with Server(never) as s:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await pool.post(s.url, b"{}", H)
+        await asyncio.wait_for(peer_gone.wait(), 5)
+    await pool.close()
+
+
+@on_both_loops
+async def test_an_unreachable_upstream_is_a_connection_error_naming_no_host() -> None:
+    probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    pool = UpstreamPool()
+    with pytest.raises(UpstreamConnectionError) as err:
+        await pool.post(f"http://127.0.0.1:{port}/v1/messages", b"{}", H)
+    assert "127.0.0.1" not in str(err.value) and "ConnectionRefusedError" in str(err.value)
+    with pytest.raises(UpstreamConnectionError, match="scheme"):
+        await pool.post("ftp://example.com/x", b"{}", H)
+    await pool.close()
+
+
+@on_both_loops
+async def test_a_header_that_could_split_the_request_is_never_sent() -> None:
+    pool = UpstreamPool()
+    async with Server(keep_alive) as s:
+        for bad in ({"anthropic-beta": "x\r\nx-injected: 1"}, {"a\nb": "v"}, {"a:b": "v"},
+                    {"x": "nul\0"}):
+            with pytest.raises(UpstreamConnectionError, match="cannot be sent"):
+                await pool.post(s.url, b"{}", {**H, **bad})
+        assert s.requests == []
+    await pool.close()
+
+
+@on_both_loops
+async def test_idle_connections_past_the_keepalive_timeout_are_not_reused() -> None:
+    pool = UpstreamPool(keepalive_timeout=0.1)
+    async with Server(keep_alive) as s:
+        for _ in range(2):
+            resp = await pool.post(s.url, b"{}", H)
+            await resp.read()
+            resp.release()
+            await asyncio.sleep(0.25)
+        assert s.connections == 2
+    await pool.close()
+
+
+@on_both_loops
+async def test_an_unread_streamed_body_is_buffered_only_up_to_a_bound() -> None:
+    size = 8 << 20
+
+    async def big(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size)
+        block = b"x" * 65536
+        for _ in range(size // len(block)):
+            w.write(block)
+            await w.drain()
+        await s.read_request(r)
+
+    pool = UpstreamPool()
+    async with Server(big) as s:
+        resp = await pool.post(s.url, b"{}", H)
+        await asyncio.sleep(0.5)  # the server writes as fast as the client lets it
+        conn = resp._conn
+        assert conn.buffered < 2 << 20  # paused near 1 MiB (plus what one read brings)
+        assert len(await resp.read()) == size
+        resp.release()
+    await pool.close()
