@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import TYPE_CHECKING
@@ -30,6 +32,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("governor.notify")
 SEND_TIMEOUT = 15.0
+SEND_THREADS = 16  # deliveries in flight at once per process; more wait (within SEND_TIMEOUT)
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _send_pool() -> ThreadPoolExecutor:
+    """Apprise sends block a thread until the target answers or times out, so they run in a
+    pool of their own: deliveries hanging on a stuck target never take the event loop's default
+    pool, which the ledger's chain hashing (under a kill), `/metrics` and sessions' tool calls
+    share."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="governor-notify")
+        return _pool
 
 
 class DeliveryFailed(Exception):
@@ -94,7 +111,7 @@ async def deliver(gw: Gateway, target: str, title: str, body: str, idem_key: str
     loop = asyncio.get_running_loop()
     try:
         ok = await asyncio.wait_for(
-            loop.run_in_executor(None, _send, _with_header(url, idem_key),
+            loop.run_in_executor(_send_pool(), _send, _with_header(url, idem_key),
                                  f"{title} [{idem_key}]", text),
             SEND_TIMEOUT,
         )
