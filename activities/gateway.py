@@ -124,6 +124,8 @@ class Gateway:
         m.child(m.breaker_transitions, vm, target, phase).inc()
         if phase == "open" and self.alerts is not None:
             self.alerts.on_breaker(vm, target)
+        elif phase == "closed" and self.alerts is not None and not self._open_anywhere(target):
+            self.alerts.on_breaker_closed(vm, target)
         log.warning("circuit breaker of %s (virtual model %s) is now %s", target, vm, phase)
 
     def _open_anywhere(self, target: str) -> bool:

@@ -477,6 +477,19 @@ class AlertHub:
             self.fire(rule.name, {"target": target, "virtual_model": virtual_model},
                       droppable=False)
 
+    def on_breaker_closed(self, virtual_model: str, target: str) -> None:
+        """The target's breaker closed (a half-open probe succeeded) and none is open for it
+        on this replica: resolve its runbook, as the Prometheus rule over
+        `governor_circuit_breaker_open` resolves. A replica whose breaker for the target is
+        still open fires it again when that one opens anew (after its cooldown's probe)."""
+        for rule in self._signal("breaker_open"):
+            labels = {"target": target, "virtual_model": virtual_model}
+            key = dedup_key(rule, labels)
+            self._recent.pop(key, None)  # a breaker opening again at once fires again
+            self._submit("resolve", key,
+                         lambda r=rule.name, lb=labels: self.resolve_async(r, lb, "embedded"),
+                         droppable=False)
+
     def on_spend(self, project: str, cost_usd: float, now: float) -> None:
         """Untagged spend (request path: a dict update). The replica's share is added to the
         ledger's shared total of the UTC day at most once a second, in the background, so the

@@ -250,3 +250,72 @@ async def test_a_runtime_that_starts_healthy_resolves_a_self_health_runbook_left
             await after.close()
     finally:
         await p.stop()
+
+
+def _flaky_route(port: int) -> str:
+    return (
+        "type: gateway-providers\nname: flaky-providers\nproviders:\n"
+        f"  - {{name: flaky, protocol: openai, base_url: \"http://127.0.0.1:{port}\",\n"
+        "     simulated: true}\n"
+        "---\nname: rb-flaky\ntype: gateway-load-balancing-config\nretries: 0\nrules:\n"
+        "  - id: flaky\n    target: {provider: flaky, model: gpt-4o-mini, timeout_ms: 2000}\n"
+        "circuit_breaker: {failure_threshold: 1, window_seconds: 60, cooldown_seconds: 1}\n")
+
+
+async def test_a_breaker_that_opens_fires_its_runbook_and_resolves_it_when_it_closes(
+    client: Client, sim: SimServer, tmp_path: Path,
+) -> None:
+    """A provider that is down opens its breaker: `breaker_open` (keyed by the target) fires;
+    once the provider is back, the half-open probe succeeds, the breaker closes and the
+    embedded source resolves the runbook (as the Prometheus rule over
+    `governor_circuit_breaker_open` would), instead of leaving it firing for an hour."""
+    from tests.support.servers import free_port
+
+    queue = f"{QUEUE}-breaker"
+    port = free_port()
+    cfg = make_config_dir(tmp_path / "config", {"zz-flaky.yaml": _flaky_route(port)})
+    p = await InProcessProxy(cfg, tmp_path, sim.base_url).start()
+    assert p.gw is not None
+    gw = p.gw
+    runbook_activities.set_gateway(gw)
+    hub = AlertHub(gw, client, queue)
+    gw.alerts = hub
+    key = "alert-breaker_open,target=flaky_gpt-4o-mini"  # dedup_key: "/" is not kept
+    back: SimServer | None = None
+
+    async def call(h: httpx.AsyncClient) -> int:
+        r = await h.post(p.base_url + "/v1/chat/completions",
+                         headers={"Authorization": "Bearer gk-dev-developer"},
+                         json={"model": "rb-flaky",
+                               "messages": [{"role": "user", "content": "are you there"}]})
+        return r.status_code
+
+    try:
+        async with Worker(client, task_queue=queue, workflows=ALERT_WORKFLOWS,
+                          activities=runbook_activities.ALL_ACTIVITIES), \
+                httpx.AsyncClient(timeout=30) as h:
+            assert await call(h) in (502, 503, 504)  # nothing listens: the breaker opens
+            assert gw.metrics.breaker_open.labels("flaky/gpt-4o-mini")._value.get() == 1
+            first = await until(lambda: _status(client, key), "the breaker_open runbook",
+                                within=60)
+            assert first.resolved_by is None
+
+            back = SimServer(port=port)
+            await back.__aenter__()  # the provider is back
+
+            async def closed() -> bool:
+                await asyncio.sleep(0.3)
+                return await call(h) == 200
+
+            await until(closed, "a half-open probe to close the breaker", within=30)
+            assert gw.metrics.breaker_open.labels("flaky/gpt-4o-mini")._value.get() == 0
+            done = await asyncio.wait_for(client.get_workflow_handle_for(
+                RunbookWorkflow.run, key, run_id=first.run_id).result(), 60)
+            assert done.status == "resolved" and done.resolved_by == "embedded", done
+            (row,) = await list_alerts(gw.store, key=key)
+            assert row.status == "resolved"
+    finally:
+        if back is not None:
+            await back.__aexit__(None, None, None)
+        await hub.close()
+        await p.stop()
