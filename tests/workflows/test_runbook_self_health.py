@@ -1,13 +1,13 @@
 """Governor alerts on its own health: shared limits running on their outage policy (a PostgreSQL
-ledger that stopped answering lease statements) starts the outage_policy_in_force runbook; a
-ledger database that stops answering and the journal backlog that grows meanwhile fire their
-runbooks once and resolve them when the database is back."""
+ledger that stopped answering lease statements) starts the outage_policy_in_force runbook and
+resolves it when leases work again; a ledger database that stops answering and the journal
+backlog that grows meanwhile fire their runbooks once and resolve them when the database is
+back; a breaker fires breaker_open when it opens and resolves it when it closes."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import time
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,6 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities import runbook as runbook_activities
-from activities.config_source import load_config_dir
-from activities.gateway import Gateway
 from alerts.hub import AlertHub
 from ledger.alert_store import list_alerts
 from simulator import SimServer
@@ -32,35 +30,88 @@ from workflows.runbook import ALERT_WORKFLOWS, RunbookWorkflow
 QUEUE = "governor-runbook-health"
 
 
-async def test_an_outage_policy_in_force_raises_its_alert(
+OUTAGE_BUDGET = """\
+type: gateway-budget-config
+name: outage-budgets
+budgets:
+  - id: op-lease
+    scope: {metadata: {X-Governor-Project: op-lease}}
+    ceiling_usd: 1000
+    window: daily
+    on_exceed: hard_block
+"""
+
+
+@pytest.mark.postgres
+async def test_an_outage_policy_in_force_fires_its_runbook_and_resolves_it_when_it_ends(
     client: Client, sim: SimServer, tmp_path: Path,
 ) -> None:
-    cfg = make_config_dir(tmp_path / "config")
-    os.environ["GOVERNOR_SIM_URL"] = sim.base_url
+    """A PostgreSQL ledger stops answering; a call under a shared budget needs a lease, the
+    lease statement fails and the replica decides by `limits_outage_policy` (serve: the call is
+    answered): `outage_policy_in_force` fires. The database is back, the next lease works, the
+    outage ends and the runbook resolves."""
+    queue = f"{QUEUE}-outage"
+    key = "alert-outage_policy_in_force"
+    cfg = make_config_dir(tmp_path / "config", {"zz-outage.yaml": OUTAGE_BUDGET})
     async with fresh_database() as url:
-        gw = await Gateway.open(load_config_dir(cfg), url, tmp_path / "j", config_dir=cfg)
+        name = url.rsplit("/", 1)[1]
+        p = await InProcessProxy(cfg, tmp_path, sim.base_url, ledger_url=url).start()
+        admin = await asyncpg.connect(PG_URL)
+        assert p.gw is not None
+        gw = p.gw
+        assert gw.shared is not None  # a PostgreSQL ledger shares limits by leases
+        runbook_activities.set_gateway(gw)
+        hub = AlertHub(gw, client, queue)
+        gw.alerts = hub
+
+        async def call(h: httpx.AsyncClient, n: int) -> None:
+            r = await h.post(p.base_url + "/v1/chat/completions", headers={
+                "Authorization": "Bearer gk-dev-developer", "X-Governor-Project": "op-lease"},
+                json={"model": "support-cheap",
+                      "messages": [{"role": "user", "content": f"lease {n}"}]})
+            assert r.status_code == 200, r.text  # budgets: serve during the outage
+
         try:
-            runbook_activities.set_gateway(gw)
-            hub = AlertHub(gw, client, QUEUE)
-            async with Worker(client, task_queue=QUEUE, workflows=ALERT_WORKFLOWS,
-                              activities=runbook_activities.ALL_ACTIVITIES):
+            async with Worker(client, task_queue=queue, workflows=ALERT_WORKFLOWS,
+                              activities=runbook_activities.ALL_ACTIVITIES), \
+                    httpx.AsyncClient(timeout=30) as h:
                 await hub.tick(1)
                 assert gw.metrics.outage_policy._value.get() == 0
-                assert gw.shared is not None  # a PostgreSQL ledger shares limits by leases
-                # What a lease statement that cannot reach the database records:
-                gw.shared.outage_until = time.monotonic() + 30
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                    "WHERE datname = $1", name)
+                await call(h, 1)  # the budget's first lease: the statement fails
+                assert gw.shared.in_outage()
                 await hub.tick(2)
                 assert gw.metrics.outage_policy._value.get() == 1
-                rows: list[object] = []
-                for _ in range(200):
-                    rows = await list_alerts(gw.store, key="alert-outage_policy_in_force")
-                    if rows:
-                        break
-                    await asyncio.sleep(0.05)
-                assert rows, "no outage_policy_in_force alert"
-            await hub.close()
+                first = await until(lambda: _status(client, key),
+                                    "the outage_policy_in_force runbook", within=60)
+                assert first.resolved_by is None
+
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+                async def over() -> bool:
+                    await asyncio.sleep(0.5)
+                    if gw.shared is not None and not gw.shared.in_outage():
+                        await call(h, 2)  # leases again
+                    await hub.tick(3)
+                    return (gw.shared is not None and not gw.shared.in_outage()
+                            and gw.metrics.outage_policy._value.get() == 0)
+
+                await until(over, "the outage to end", within=60, every=0.1)
+                done = await asyncio.wait_for(client.get_workflow_handle_for(
+                    RunbookWorkflow.run, key, run_id=first.run_id).result(), 90)
+                assert done.status == "resolved" and done.resolved_by == "embedded", done
+                (row,) = await list_alerts(gw.store, key=key)
+                assert row.status == "resolved", row
+                with contextlib.suppress(Exception):  # ledger_unreachable fired too
+                    await client.get_workflow_handle("alert-ledger_unreachable").terminate(
+                        "test over")
         finally:
-            await gw.close()
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            await admin.close()
+            await hub.close()
+            await p.stop()
 
 
 BACKLOG_RULE = """\
