@@ -26,6 +26,7 @@ from activities.tracing import span
 from activities.wire.errors import stream_error
 from activities.wire.usage import Protocol, Usage, estimate_tokens
 from audit.decisions import Reads, open_breakers, record_decision, record_gate
+from ledger.errors import LedgerUnavailable
 from ledger.redaction import hash_text
 from policies.config.models import RoutingConfig, Target
 from policies.decision import PreCall, decide
@@ -868,6 +869,10 @@ def _account(
                      latency_ms / 1000, error)
 
 
+BUDGET_ALERT_RETRY_FIRST = 1.0  # a crossing the ledger could not record: retried after this,
+BUDGET_ALERT_RETRY_FOR = 86400.0  # doubling to a minute, for up to a day
+
+
 def _budget_alert(
     gw: Gateway,
     budget_id: str,
@@ -890,13 +895,27 @@ def _budget_alert(
 
     async def persist() -> None:
         window = f"{budget_id}@{int(key[1])}"
-        try:
-            first = await gw.store.record_budget_alert(
-                budget_id, window, at_pct, spent, ceiling, now
-            )
-        except Exception as exc:
-            log.warning("budget alert not recorded: %s", type(exc).__name__)
-            return
+        delay, gave_up_at = BUDGET_ALERT_RETRY_FIRST, time.monotonic() + BUDGET_ALERT_RETRY_FOR
+        while True:
+            try:
+                first = await gw.store.record_budget_alert(
+                    budget_id, window, at_pct, spent, ceiling, now
+                )
+                break
+            except LedgerUnavailable:
+                # The database is away: the crossing waits here (a few per budget window, so
+                # bounded by the config) and is recorded, then notified, when it is back.
+                if time.monotonic() + delay > gave_up_at:
+                    log.warning("budget alert of %s at %g%% not recorded: the ledger stayed "
+                                "unreachable", budget_id, at_pct)
+                    return
+                log.warning("budget alert of %s at %g%% not recorded yet (ledger "
+                            "unreachable); retrying in %.0f s", budget_id, at_pct, delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 60.0)
+            except Exception as exc:
+                log.warning("budget alert not recorded: %s", type(exc).__name__)
+                return
         if first and targets:  # once per threshold per window, across replicas
             from alerts.notify import notify_budget
 
