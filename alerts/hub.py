@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -59,6 +60,8 @@ UNTAGGED_PUSH_SECONDS = 1.0  # a replica adds its untagged spend to the shared t
 PENDING_WAIT_SECONDS = 5.0  # an Alertmanager delivery waits at most this for the same key's
 # embedded hand-overs (Alertmanager's webhook timeout is 10 s by default)
 DROP_LOG_SECONDS = 10.0  # dropped firings are logged at most this often (with their count)
+HANDOVER_RETRY_FIRST = 2.0  # a hand-over the Temporal server did not take: retried after this,
+HANDOVER_RETRY_SECONDS = 3600.0  # doubling to 30 s, for up to an hour
 _TYPE_FILTER = re.compile(r"""type\s*=\s*['"](\w+)['"]""")
 
 
@@ -213,9 +216,36 @@ class AlertHub:
             start = self._unwait(k)
             assert start is not None
             busy.add(k[1])
-            task = self._spawn(start())
+            task = self._spawn(self._handover(k, start))
             self._running[k] = task
             task.add_done_callback(lambda _t, k=k: self._finished(k))
+
+    async def _handover(self, k: tuple[str, str],
+                        start: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+        """Run one hand-over; while the Temporal server does not answer (beyond the client's
+        own RPC retries, about 10 s), try again (2 s doubling to 30 s, for up to
+        HANDOVER_RETRY_SECONDS): many embedded signals fire once (a breaker's transition, a
+        budget threshold, untagged spend claimed in the ledger), so giving up at the first
+        failure lost them. The key stays in hand meanwhile: later firings merge behind it and
+        a resolution keeps its order."""
+        from temporalio.service import RPCError, RPCStatusCode
+
+        # The server is away or overloaded (not an answer about the alert): worth retrying.
+        away = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED,
+                RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.ABORTED,
+                RPCStatusCode.INTERNAL, RPCStatusCode.UNKNOWN}
+        delay, end = HANDOVER_RETRY_FIRST, time.monotonic() + HANDOVER_RETRY_SECONDS
+        while True:
+            try:
+                return await start()
+            except RPCError as exc:
+                if exc.status not in away or time.monotonic() + delay > end:
+                    raise
+                log.warning("alert %s of %.200s not handed to Temporal (%s); retrying in "
+                            "%.0f s", k[0], k[1], exc.status.name if exc.status else "error",
+                            delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 30.0)
 
     def _finished(self, k: tuple[str, str]) -> None:
         self._running.pop(k, None)
@@ -487,7 +517,7 @@ class AlertHub:
             key = dedup_key(rule, labels)
             self._recent.pop(key, None)  # a breaker opening again at once fires again
             self._submit("resolve", key,
-                         lambda r=rule.name, lb=labels: self.resolve_async(r, lb, "embedded"),
+                         partial(self.resolve_async, rule.name, labels, "embedded"),
                          droppable=False)
 
     def on_spend(self, project: str, cost_usd: float, now: float) -> None:
