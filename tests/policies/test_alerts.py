@@ -48,6 +48,37 @@ def test_the_seed_alerts_file_loads_unchanged_beside_the_sample_config(config_di
     assert runaway.runbook_steps[1].approval == "auto"
 
 
+def test_the_runaway_kills_approval_is_configurable(config_dir: Path) -> None:
+    """`auto` (the default) kills at once on confident evidence (a repeated prompt, a trusted
+    baseline) and waits for a person otherwise; `required` always waits; `none` never does."""
+    (config_dir / "alerts.yaml").write_text(textwrap.dedent("""\
+        alerts:
+          - name: runaway_agent
+            query: governor_session_tokens_per_hour > 1
+            runbook: kill it
+          - name: runaway_careful
+            query: governor_session_tokens_per_hour > 1
+            runbook: ask first
+            steps: [{action: kill_session, approval: required}]
+          - name: runaway_trusting
+            query: governor_session_tokens_per_hour > 1
+            runbook: just kill
+            steps: [{action: kill_session, approval: none}]
+        """))
+    rules = {r.name: r for r in rules_of(load_config_dir(config_dir).extra)}
+
+    def kill_waits(rule: str, confident: bool) -> bool:
+        (kill,) = [s for s in rules[rule].runbook_steps if s.action == "kill_session"]
+        return kill.needs_person(confident)
+
+    assert (kill_waits("runaway_agent", True), kill_waits("runaway_agent", False)) == (
+        False, True)
+    assert (kill_waits("runaway_careful", True), kill_waits("runaway_careful", False)) == (
+        True, True)
+    assert (kill_waits("runaway_trusting", True), kill_waits("runaway_trusting", False)) == (
+        False, False)
+
+
 def test_a_bad_step_is_reported_with_file_line_and_field(config_dir: Path) -> None:
     (config_dir / "alerts.yaml").write_text(textwrap.dedent("""\
         alerts:
