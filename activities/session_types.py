@@ -34,6 +34,10 @@ class SessionIdentity(BaseModel):
     key_id: str = ""
     role: str = "developer"
     cost_center: str | None = None
+    # The client tool the gateway recognised when the session was opened (`governor-sdk`, an
+    # `X-Governor-Tool` name, ...): what the ledger's `client_tool` and the adoption panel show
+    # for the session's calls. Attribution only, not part of the grant (see `grant_digest`).
+    client: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9._-]{0,31}$")
 
     def to_identity(self) -> Identity:
         """The policy core's view of this session's caller."""
@@ -48,6 +52,7 @@ class SessionIdentity(BaseModel):
             workflow_tag=self.workflow_tag,
             environment=self.environment,
             cost_center=self.cost_center,
+            client=self.client,
         )
 
 
@@ -55,8 +60,13 @@ def grant_digest(identity: SessionIdentity, policy: Mapping[str, Any] | None) ->
     """What the gateway granted a workflow session: a digest of the identity and the policy
     (as JSON) it resolved. Stored in the ledger by the gateway, recomputed by the session
     activities from their input: a session started with any other identity or policy (a
-    crafted workflow input) does not match and is refused. Holds no key and no key hash."""
-    doc = {"identity": identity.model_dump(mode="json"), "policy": dict(policy or {})}
+    crafted workflow input) does not match and is refused. Holds no key and no key hash.
+
+    The client tool is left out: it is what the caller says it is (a User-Agent, an
+    `X-Governor-Tool` header), grants nothing, and leaving it out keeps the digests of sessions
+    opened before identities carried it, and of a gateway and worker of different versions."""
+    doc = {"identity": identity.model_dump(mode="json", exclude={"client"}),
+           "policy": dict(policy or {})}
     return "sha256:" + hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 

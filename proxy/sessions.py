@@ -25,6 +25,7 @@ from activities.llm_call import record_gate_refusal
 from activities.session_types import SessionIdentity, grant_digest
 from audit.decisions import record_workflow_gate
 from audit.session_source import SESSION_WORKFLOW_PREFIX
+from policies.clients import client_tool
 from policies.config.models import NON_CALLING_ROLES, ApiKey
 from policies.gates import GateRefusal
 from policies.identity import resolve_identity
@@ -124,7 +125,8 @@ def _refuse_non_calling(key: ApiKey) -> None:
 
 
 async def open_session(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
-    key = gw.authenticate(bearer(header_map(scope)))
+    request_headers = header_map(scope)
+    key = gw.authenticate(bearer(request_headers))
     _refuse_non_calling(key)
     doc = await _body(receive)
     headers: dict[str, str] = {}
@@ -155,6 +157,8 @@ async def open_session(gw: Gateway, scope: Scope, receive: Receive, send: Send) 
         key_id=ident.key_id,
         role=ident.role,
         cost_center=ident.cost_center,
+        # the tool that opened the session (Governor's SDK names itself): its calls count there
+        client=client_tool(request_headers),
     )
     policy = tightened(session_policy_from_config(gw.config, identity), doc.get("policy"))
     wf = _workflows(gw) if start else None

@@ -32,6 +32,9 @@ from activities.session_types import SessionIdentity
 from workflows.session_models import ChatOutput, SessionPolicy, SessionStatus, ToolOutput
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+# How the SDK names itself to the gateway: the session's calls are counted under the tool
+# `governor-sdk` (the adoption panel's "an SDK"), whatever HTTP library carries them.
+USER_AGENT = "governor-sdk/0.1 (python)"
 
 
 class GovernanceRefused(Exception):
@@ -52,7 +55,7 @@ class GovernorClient:
         self.gateway_url = gateway_url.rstrip("/")
         self._http = httpx.AsyncClient(
             base_url=self.gateway_url,
-            headers={"authorization": f"Bearer {api_key}"},
+            headers={"authorization": f"Bearer {api_key}", "user-agent": USER_AGENT},
             timeout=timeout,
         )
         self.session_id: str | None = None

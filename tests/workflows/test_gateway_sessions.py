@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from temporalio.client import (
     Client,
@@ -20,10 +21,12 @@ from temporalio.client import (
     WorkflowHistory,
     WorkflowUpdateFailedError,
 )
-from wf_helpers import TASK_QUEUE, chat
+from wf_helpers import TASK_QUEUE, chat, ledger_calls
 
 from activities.gateway import hash_key
 from activities.session_types import SessionIdentity
+from controlroom.model import Filters
+from controlroom.panels import compute_panels
 from governor.sdk.client import GovernanceRefused, GovernorClient
 from simulator import SimServer
 from tests.support.servers import InProcessProxy, SubprocessProxy
@@ -212,8 +215,6 @@ async def test_a_standalone_proxy_with_temporal_address_runs_workflow_sessions(
 
 
 async def proxy_call(base_url: str, sid: str) -> Any:
-    import httpx
-
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as h:
         return await h.post(
             "/v1/chat/completions",
@@ -285,3 +286,41 @@ async def test_a_kill_from_the_control_room_reaches_the_session_workflow(
         assert st.status == "killed" and st.kill_reason == "control room: looping"
     finally:
         await gc.aclose()
+
+
+async def test_sdk_and_named_tool_sessions_are_counted_under_their_tool_in_adoption(
+    client: Client, gateway: Any, gateway_url: str
+) -> None:
+    """Calls a session workflow makes for an SDK session carry the tool the gateway saw when the
+    session was opened: Governor's SDK names itself (`governor-sdk`), another client names its
+    tool with `X-Governor-Tool`; the adoption panel counts them there, not as unrecognised."""
+    project = f"wf-tool-{uuid.uuid4().hex[:6]}"
+    gc = await GovernorClient.connect(gateway_url, DEV_KEY)
+    try:
+        ident, _ = await gc.open_session(project=project, workflow_tag="wf-gw-tool")
+        assert ident.client == "governor-sdk"
+        await gc.chat([{"role": "user", "content": "from the sdk"}], model="support-cheap")
+        await gc.close()
+    finally:
+        await gc.aclose()
+    named = f"named-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=60) as h:
+        auth = {"authorization": f"Bearer {DEV_KEY}"}
+        r = await h.post("/gateway/sessions", headers={**auth, "x-governor-tool": "triage-bot"},
+                         json={"project": project, "session_id": named})
+        assert r.status_code == 200, r.text
+        assert r.json()["identity"]["client"] == "triage-bot"
+        r = await h.post(f"/gateway/sessions/{named}/chat", headers=auth,
+                         json={"body": {"model": "support-cheap",
+                                        "messages": [{"role": "user", "content": "named"}]}})
+        assert r.status_code == 200, r.text
+        await h.post(f"/gateway/sessions/{named}/close", headers=auth)
+    sdk_rows = await ledger_calls(gateway, ident.session_id, 1)
+    assert {row.client_tool for row in sdk_rows} == {"governor-sdk"}
+    assert {row.client_tool for row in await ledger_calls(gateway, named, 1)} == {"triage-bot"}
+
+    now = time.time()
+    (adoption,) = await compute_panels(gateway.store, Filters(now - 3600, now + 1,
+                                                              project=project), [1])
+    tools = {row[1] for row in adoption.tables[0].rows}
+    assert tools == {"governor-sdk", "triage-bot"}, adoption.tables[0].rows
