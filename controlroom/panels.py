@@ -13,6 +13,7 @@ No panel has a user column or orders people: users are counted per team, tool an
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import time
 from collections import defaultdict
@@ -96,6 +97,49 @@ class _Ctx:
         return rate_baseline(None, 0, st.loop_min_sessions,
                              st.loop_baselines.get(tag) if tag else None,
                              st.loop_default_baseline_tokens_per_hour)
+
+    async def flag_baselines(self, peak: dict[str | None, float]) -> dict[str | None, float]:
+        """Per workflow tag of `peak` (the highest tokens per hour of the tag's sessions to be
+        scored): a baseline that gives each of those sessions the leverage score's loop flag
+        (`tokens_per_hr > 3 x p95_baseline`) the tag's baseline (`baseline`) gives it.
+
+        The flag needs no p95, only whether it is below peak / 3: a configured or default
+        baseline is known, and an observed p95 is at least a bound exactly when fewer than
+        ceil(0.95 n) of the tag's sessions are below it (one counting pass, no ranking). Then
+        that bound stands in (it flags none, as the baseline does); only a tag whose p95 may
+        be lower is ranked (`baselines`). Computed with the other panels, the baselines are
+        at hand and used as they are."""
+        if "baselines" in self.cache:
+            return {t: (await self.baseline(t))[0] for t in peak}
+        st = self.settings
+        out: dict[str | None, float] = {}
+        bounds: dict[str | None, float] = {}
+        for tag, top in peak.items():
+            configured = st.loop_baselines.get(tag) if tag else None
+            if configured is not None and configured > 0:
+                out[tag] = configured
+                continue
+            bound = top / 3
+            while 3 * bound < top:  # 3 x bound >= top in float arithmetic, as the score's
+                bound = math.nextafter(bound, math.inf)
+            bounds[tag] = bound
+        if not bounds:
+            return out
+        if len(bounds) > 64:  # one CASE branch per tag: past that, rank them all
+            return {t: (await self.baseline(t))[0] for t in peak}
+        until = self.f.until - st.loop_window_seconds
+        counts = await q.sessions_below(self.store, until - BASELINE_DAYS * 86400, until,
+                                        st.loop_window_seconds, bounds)
+        for tag, bound in bounds.items():
+            n, below = counts.get(tag, (0, 0))
+            if n < st.loop_min_sessions:  # the default applies, whatever the p95
+                out[tag] = rate_baseline(None, 0, st.loop_min_sessions, None,
+                                         st.loop_default_baseline_tokens_per_hour)[0]
+            elif below < (n * 95 + 99) // 100:  # the p95 is at least the bound
+                out[tag] = bound
+            else:
+                return {t: (await self.baseline(t))[0] for t in peak}
+        return out
 
     async def part(self, name: str) -> rollups.Rolled:
         """One rollup of the range (`calls`, `users` or `sessions`; prompts: `prompt_groups`),
@@ -495,13 +539,14 @@ async def session_inputs(ctx: _Ctx) -> list[dict[str, Any]]:
     `workflow_tag`, `team`, `outcome_events`. Every session's tag and cost are counted in
     `ctx.cache["per_tag"]` ({tag or '': [sessions, cost]}).
 
-    The four reads (session rollups, guardrail blocks, outcomes, tag baselines) are independent
-    and run at once on their own connections; the score is `ai_leverage_score`, once per
-    session, over inputs counted in one pass over the outcome rows."""
+    The three reads (session rollups, guardrail blocks, outcomes) are independent and run at
+    once on their own connections; then the tags' baselines as far as the loop flag needs
+    them (`_Ctx.flag_baselines`); the score is `ai_leverage_score`, once per session, over
+    inputs counted in one pass over the outcome rows."""
     f, st = ctx.f, ctx.settings
-    summary, blocks, outcome_rows, _ = await asyncio.gather(
+    summary, blocks, outcome_rows = await asyncio.gather(
         rollups.session_summary(ctx.store, f), q.session_guardrail_blocks(ctx.store, f),
-        q.outcomes_in_range(ctx.store, f), ctx.baselines())
+        q.outcomes_in_range(ctx.store, f))
     ctx.cache["per_tag"] = summary.per_tag
     per = summary.rows  # sessions with an outcome, and those with calls rolled on the fly
     outs: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
@@ -510,6 +555,8 @@ async def session_inputs(ctx: _Ctx) -> list[dict[str, Any]]:
     slot = {"incident_resolved": 0, "pr_merged": 1, "ticket_closed": 2}
     for row in outcome_rows:
         sid, kind = row[1], row[2]
+        if sid not in per:
+            continue  # a session without calls in the range: nothing to join it to
         outs[sid].append(row)
         c = counts.get(sid)
         if c is None:
@@ -520,11 +567,18 @@ async def session_inputs(ctx: _Ctx) -> list[dict[str, Any]]:
         elif kind == "eval" and row[3] is not None:
             c[3] += 1
             c[4] += float(row[3])
-    bases = {tag: (await ctx.baseline(tag or None))[0] for tag in {a[0] for a in per.values()}}
     window = st.loop_window_seconds
+    rates: dict[str, float] = {}
+    peak: dict[str | None, float] = {}
+    for sid, v in per.items():
+        rate = rates[sid] = v[4] * 3600.0 / max(v[9] - v[8], window)
+        tag = v[0] or None
+        if rate > peak.get(tag, -1.0):
+            peak[tag] = rate
+    bases = await ctx.flag_baselines(peak)
     empty: list[tuple[Any, ...]] = []
     sessions = []
-    for sid, (tag, team, _p, calls, tokens, cost, inp, cr, first, last, bh, rh, rt) in \
+    for sid, (tag, team, _p, calls, _tk, cost, inp, cr, _first, last, bh, rh, rt) in \
             per.items():
         s = {
             "session_id": sid, "workflow_tag": tag or None, "team": team, "calls": calls,
@@ -532,8 +586,8 @@ async def session_inputs(ctx: _Ctx) -> list[dict[str, Any]]:
             "guardrail_blocks": blocks.get(sid, 0),
             "retry_token_count": rt,
             "unused_context_ratio": inp / (inp + cr) if calls >= 2 and inp + cr else 0.0,
-            "tokens_per_hr": tokens * 3600.0 / max(last - first, window),
-            "p95_baseline": bases[tag],
+            "tokens_per_hr": rates[sid],
+            "p95_baseline": bases[tag or None],
             "total_cost_usd": cost,
             "last_ts": last,
             "outcome_events": outs.get(sid, empty),
@@ -549,26 +603,40 @@ async def session_inputs(ctx: _Ctx) -> list[dict[str, Any]]:
 
 async def outcome_join(ctx: _Ctx) -> Panel:
     sessions = await session_inputs(ctx)
-    kinds: dict[str, tuple[set[str], set[str], float]] = {}
+    # per kind: event ids, session ids, cost of those sessions; with the sessions that have an
+    # outcome, their event ids and cost, in one pass (one session's kinds each count it once)
+    kinds: dict[str, list[Any]] = {}
+    with_outcome: list[dict[str, Any]] = []
+    events: set[str] = set()
+    joined_cost = 0.0
     for s in sessions:
-        for kind in {x[2] for x in s["outcome_events"]}:
-            ev, ss, cost = kinds.get(kind, (set(), set(), 0.0))
-            ev.update(x[0] for x in s["outcome_events"] if x[2] == kind)
-            ss.add(s["session_id"])
-            kinds[kind] = (ev, ss, cost + s["total_cost_usd"])
+        evs = s["outcome_events"]
+        if not evs:
+            continue
+        with_outcome.append(s)
+        sid, cost = s["session_id"], s["total_cost_usd"]
+        joined_cost += cost
+        counted: set[str] = set()
+        for x in evs:
+            events.add(x[0])
+            k = kinds.get(x[2])
+            if k is None:
+                k = kinds[x[2]] = [set(), set(), 0.0]
+            k[0].add(x[0])
+            if x[2] not in counted:
+                counted.add(x[2])
+                k[1].add(sid)
+                k[2] += cost
     per_kind = Table("Outcomes joined to sessions by session id: cost per outcome",
                      ["kind", "outcomes", "sessions", "sessions_cost_usd",
                       "cost_per_outcome_usd"])
     for kind in sorted(kinds):
         ev, ss, cost = kinds[kind]
         per_kind.rows.append([kind, len(ev), len(ss), _r(cost), _r(cost / len(ev))])
-    with_outcome = [s for s in sessions if s["outcome_events"]]
-    events = {x[0] for s in with_outcome for x in s["outcome_events"]}
-    joined_cost = sum(s["total_cost_usd"] for s in with_outcome)
     per_tag: dict[str, list[Any]] = ctx.cache["per_tag"]
     total_cost = sum(v[1] for v in per_tag.values())
     n_sessions = sum(v[0] for v in per_tag.values())
-    recent = sorted(with_outcome, key=lambda s: (-s["last_ts"], s["session_id"]))[:50]
+    recent = heapq.nsmallest(50, with_outcome, key=lambda s: (-s["last_ts"], s["session_id"]))
     joins = Table("Sessions → outcomes (most recent 50)",
                   ["session_id", "workflow_tag", "team", "cost_usd", "outcomes", "score"])
     for s in recent:

@@ -7,6 +7,7 @@ panels. Reads of `calls` here cover only the live window, on the `ts` index; non
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import (
@@ -15,9 +16,11 @@ from sqlalchemy import (
     Float,
     Integer,
     and_,
+    case,
     cast,
     distinct,
     func,
+    literal,
     select,
     text,
 )
@@ -92,15 +95,21 @@ async def live_sessions(store: LedgerStore, f: Filters, window: float) -> list[t
     return await fetch(store, q)
 
 
+def _session_rate(store: LedgerStore, min_span: float) -> Any:
+    """A session's tokens per hour from the sessions table: tokens / max(last - first call,
+    `min_span`) x 3600 (the same expression wherever baselines are read, so they agree)."""
+    s = SESSIONS.c
+    longest = func.greatest if store.dialect == "postgresql" else func.max
+    return cast(s.tokens, Float) * 3600.0 / longest(s.updated_ts - s.created_ts, min_span)
+
+
 async def session_p95(store: LedgerStore, since: float, until: float,
                       min_span: float) -> dict[str | None, tuple[float, int]]:
     """Per workflow tag: (p95 by nearest rank, sessions) of the tokens per hour of sessions
     whose last call is in [since, until), from the sessions table: tokens / max(last - first
     call, `min_span`) x 3600. Ranked in SQL (window functions), one row per tag back."""
     s = SESSIONS.c
-    span = s.updated_ts - s.created_ts
-    longest = func.greatest if store.dialect == "postgresql" else func.max
-    rate = (cast(s.tokens, Float) * 3600.0 / longest(span, min_span)).label("rate")
+    rate = _session_rate(store, min_span).label("rate")
     inner = (
         select(s.workflow_tag.label("tag"), rate)
         .where(s.updated_ts >= since, s.updated_ts < until, s.calls > 0)
@@ -115,6 +124,22 @@ async def session_p95(store: LedgerStore, since: float, until: float,
     q = select(ranked.c.tag, ranked.c.rate, ranked.c.n).where(
         ranked.c.rn == (ranked.c.n * 95 + 99) // 100)
     return {tag: (float(rate), int(n)) for tag, rate, n in await fetch(store, q)}
+
+
+async def sessions_below(store: LedgerStore, since: float, until: float, min_span: float,
+                         bounds: Mapping[str | None, float]) -> dict[str | None, tuple[int, int]]:
+    """Per workflow tag: (sessions, those whose tokens per hour is below `bounds[tag]`) over
+    the sessions `session_p95` ranks, in one pass without ranking: the p95 by nearest rank is
+    at least a bound exactly when fewer than ceil(0.95 n) sessions are below it."""
+    s = SESSIONS.c
+    rate = _session_rate(store, min_span)
+    whens = [(and_(s.workflow_tag.is_(None) if tag is None else s.workflow_tag == tag,
+                   rate < bound), 1) for tag, bound in bounds.items()]
+    below = func.sum(case(*whens, else_=0)) if whens else literal(0)
+    q = (select(s.workflow_tag, func.count(), below)
+         .where(s.updated_ts >= since, s.updated_ts < until, s.calls > 0)
+         .group_by(s.workflow_tag))
+    return {tag: (int(n), int(b or 0)) for tag, n, b in await fetch(store, q)}
 
 
 async def session_status(store: LedgerStore, ids: list[str]) -> dict[str, str]:

@@ -19,8 +19,14 @@ import pytest_asyncio
 from activities.config_source import load_config_dir
 from controlroom.leverage import ai_leverage_score
 from controlroom.model import Filters, Panel, Table
-from controlroom.panels import compute_panels
-from examples.control_room_traffic import LOOP_SESSION, Traffic, generate, write_traffic
+from controlroom.panels import _Ctx, compute_panels, session_inputs
+from examples.control_room_traffic import (
+    LOOP_SESSION,
+    Traffic,
+    _outcome,
+    generate,
+    write_traffic,
+)
 from ledger.store import LedgerStore
 from policies.loops import p95
 from policies.pricing import call_cost, rates
@@ -341,3 +347,60 @@ async def test_no_panel_names_or_orders_people_and_layers_stay_apart(
         blob = str(p.to_json())
         assert not any(u in blob for u in users), p.title
     assert {p.layer for p in panels.values()} == {"executive", "oncall", "engineering"}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_panel_6_alone_flags_loops_as_the_ranked_baselines_do(
+        backend: str, tmp_path: Path, traffic: Traffic, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Panel 6 on its own decides each scored session's loop flag from one count per tag
+    (`_Ctx.flag_baselines`) instead of ranking every session of the tag: its output is the
+    one computed with the tags' ranked p95 (panel 3 first), for an observed baseline, a
+    configured one and the default; a scored session that really loops (the generator's
+    looping session, given an outcome) is flagged, and only then are the sessions ranked."""
+    import dataclasses
+
+    from controlroom import queries
+
+    ranked: list[Any] = []
+    real_p95 = queries.session_p95
+
+    async def spy(*a: Any, **k: Any) -> Any:
+        ranked.append(a)
+        return await real_p95(*a, **k)
+
+    monkeypatch.setattr(queries, "session_p95", spy)
+    loop_outcome = _outcome("pagerduty:loop", LOOP_SESSION, "incident_resolved", "pagerduty",
+                            "", END - 60)
+    other = dataclasses.replace(CONFIG, settings=CONFIG.settings.model_copy(update={
+        "loop_baselines": {"code-review": 1000.0}, "loop_min_sessions": 10**6}))
+
+    async def check(url: str) -> None:
+        store = await LedgerStore.open(url)
+        try:
+            await write_traffic(store, (("call", r) for r in traffic.calls))
+            await write_traffic(store, (("event", r) for r in traffic.events))
+            await write_traffic(store, (("outcome", r) for r in traffic.outcomes))
+            for config in (CONFIG, other):
+                ranked.clear()
+                (alone,) = await compute_panels(store, FILTERS, [6], config=config)
+                assert ranked == [], "panel 6 ranked the sessions with no loop to flag"
+                exact = (await compute_panels(store, FILTERS, [3, 6], config=config))[1]
+                assert alone.to_json() == exact.to_json()
+            await write_traffic(store, [("outcome", loop_outcome)])
+            ranked.clear()
+            (alone,) = await compute_panels(store, FILTERS, [6], config=CONFIG)
+            assert len(ranked) == 1, "a looping scored session needs the ranked p95"
+            exact = (await compute_panels(store, FILTERS, [3, 6], config=CONFIG))[1]
+            assert alone.to_json() == exact.to_json()
+            scored = await session_inputs(_Ctx(store, FILTERS, CONFIG))
+            loop = next(s for s in scored if s["session_id"] == LOOP_SESSION)
+            assert loop["tokens_per_hr"] > 3 * loop["p95_baseline"]  # flagged
+        finally:
+            await store.close()
+
+    if backend == "sqlite":
+        await check(f"sqlite:///{tmp_path / 'ledger.db'}")
+    else:
+        async with fresh_database() as url:
+            await check(url)
