@@ -47,12 +47,21 @@ KEEPALIVE_TIMEOUT = 60.0
 _PAUSE_AT = 1 << 20  # buffered body bytes at which the socket is paused
 _RESUME_AT = 1 << 18
 _MAX_HEAD = 64 * 1024  # response head bytes (status line + headers) accepted
+# A reused connection lost before any byte of the answer is retried only this soon after the
+# request went out: the close crossed the request (the server dropped its idle connection),
+# rather than the provider having read the request and worked on it (it may still be running
+# and billing that call; a second copy would be billed again).
+_RETRY_WITHIN = 0.5
 _MAX_URLS = 1024  # parsed URL cache entries (URLs come from config: a few per target)
 _BAD_HEADER_CHARS = ("\r", "\n", "\0")
 
 
 class UpstreamConnectionError(Exception):
     """The upstream could not be reached or broke the exchange (see the module docstring)."""
+
+
+class _AfterAnswer(Exception):
+    """Bytes after a complete answer, in the same read (raised from the parser's callback)."""
 
 
 class Headers(Mapping[str, str]):
@@ -121,6 +130,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.reused = False
+        self.sent_at = 0.0
         self._parser = httptools.HttpResponseParser(self)
         self._reset()
 
@@ -129,6 +139,7 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self._hdrs: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
+        self._raw_head = 0  # bytes read while the head is incomplete (the parser buffers them)
         self.headers_done = False
         self.complete = False
         self.received = False  # any byte of this exchange's answer
@@ -159,14 +170,22 @@ class _Connection(asyncio.Protocol):
         if self.complete:  # bytes after the answer (or on an idle connection): not HTTP we
             self.close()  # can trust; what was already read stays readable
             return
+        if not self.headers_done:
+            self._raw_head += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamConnectionError("the upstream switched protocols"))
         except httptools.HttpParserError as exc:
             inner = exc.__context__  # a callback's own error comes wrapped
+            if isinstance(inner, _AfterAnswer):  # what was read stays readable; the
+                self.close()  # connection is not trusted again
+                return
             self._fail(inner if isinstance(inner, UpstreamConnectionError)
                        else UpstreamConnectionError(f"bad HTTP from the upstream: {exc}"))
+            return
+        if not self.headers_done and self._raw_head > _MAX_HEAD and self.error is None:
+            self._fail(UpstreamConnectionError("the upstream's response head is too large"))
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost follows
@@ -186,17 +205,22 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second answer glued to this one: never part of it
+            raise _AfterAnswer
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value)
         if self._head_bytes > _MAX_HEAD:
             raise UpstreamConnectionError("the upstream's response head is too large")
-        self._hdrs.append((name, value))
+        if not self.headers_done:  # a chunked body's trailers are not the response's headers
+            self._hdrs.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if 100 <= status < 200:  # an interim answer (100 Continue, 103 Early Hints): skip it
             self._hdrs = []
-            self._head_bytes = 0
+            self._head_bytes = self._raw_head = 0
             self._interim = True
             return
         self.status = status
@@ -281,6 +305,7 @@ class _Connection(asyncio.Protocol):
         self._reset()
         assert self.transport is not None
         self.head = asyncio.get_running_loop().create_future()
+        self.sent_at = time.monotonic()
         self.transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
             self.transport.write(body)
@@ -445,7 +470,8 @@ class UpstreamPool:
             try:
                 await waiting
             except UpstreamConnectionError:
-                if not fresh and not conn.received and attempt == 0:
+                if (not fresh and not conn.received and attempt == 0
+                        and time.monotonic() - conn.sent_at < _RETRY_WITHIN):
                     continue  # a kept-alive connection the server had just dropped
                 raise
             except BaseException:  # a timeout or a cancellation mid-request

@@ -403,3 +403,104 @@ async def test_an_unread_streamed_body_is_buffered_only_up_to_a_bound() -> None:
         assert len(await resp.read()) == size
         resp.release()
     await pool.close()
+
+
+@on_both_loops
+async def test_bytes_after_the_answer_in_the_same_read_are_no_part_of_it() -> None:
+    """A second response glued to the first (pipelining garbage, a smuggled answer) must not
+    be appended to the first's body, nor override its headers, nor leave the connection
+    reusable."""
+
+    async def glued(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        while await s.read_request(r) is not None:
+            w.write(ok(b"ok", b"x-id: 1\r\n") + ok(b"smuggled", b"x-id: 2\r\n"))
+            await w.drain()
+
+    pool = UpstreamPool()
+    async with Server(glued) as s:
+        resp = await pool.post(s.url, b"{}", H)
+        assert await resp.read() == b"ok"
+        assert resp.headers.get("x-id") == "1"
+        resp.release()
+        resp = await pool.post(s.url, b"{}", H)
+        assert await resp.read() == b"ok"
+        resp.release()
+        assert s.connections == 2  # the first connection was not trusted again
+    await pool.close()
+
+
+@on_both_loops
+async def test_a_response_head_that_never_ends_is_refused_at_a_bound() -> None:
+    """A header line without end is refused once the head passes its bound, not buffered
+    without limit (the parser accumulates a header's pieces until its CRLF)."""
+    sent = 0
+
+    async def endless(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        nonlocal sent
+        await s.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nx-endless: ")
+        block = b"a" * 65536
+        for _ in range(512):  # 32 MiB at most
+            w.write(block)
+            sent += len(block)
+            await w.drain()
+
+    pool = UpstreamPool()
+    async with Server(endless) as s:
+        with pytest.raises(UpstreamConnectionError, match="too large"):
+            await asyncio.wait_for(pool.post(s.url, b"{}", H), 10)
+        assert sent < 16 << 20
+    await pool.close()
+
+
+@on_both_loops
+async def test_a_request_the_server_read_and_dropped_later_is_not_sent_again() -> None:
+    """A reused connection closed without an answer well after the request went out: the
+    provider may be running the call, so it is an error, not a second (billed) request."""
+
+    async def read_then_drop(r: asyncio.StreamReader, w: asyncio.StreamWriter,
+                             s: Server) -> None:
+        await s.read_request(r)
+        w.write(ok(b"first"))
+        await w.drain()
+        await s.read_request(r)
+        await asyncio.sleep(1.0)  # the provider works on it, then its balancer drops it
+
+    pool = UpstreamPool()
+    async with Server(read_then_drop) as s:
+        resp = await pool.post(s.url, b"{}", H)
+        assert await resp.read() == b"first"
+        resp.release()
+        with pytest.raises(UpstreamConnectionError, match="before answering"):
+            await pool.post(s.url, b"{}", H)
+        assert len(s.requests) == 2  # not a third
+    await pool.close()
+
+
+@on_both_loops
+async def test_a_kept_alive_connection_closed_as_the_request_arrives_is_retried() -> None:
+    """The race the retry is for: the server closes its idle connection just as the request
+    reaches it (the close crosses the request); the request goes once more, on a new one."""
+
+    async def close_on_next(r: asyncio.StreamReader, w: asyncio.StreamWriter,
+                            s: Server) -> None:
+        if s.connections == 1:
+            await s.read_request(r)
+            w.write(ok(b"first"))
+            await w.drain()
+            await r.read(1)  # the next request's first byte: close at once, unanswered
+            return
+        while await s.read_request(r) is not None:
+            w.write(ok(b"second"))
+            await w.drain()
+
+    pool = UpstreamPool()
+    async with Server(close_on_next) as s:
+        resp = await pool.post(s.url, b"{}", H)
+        assert await resp.read() == b"first"
+        resp.release()
+        resp = await pool.post(s.url, b"{}", H)
+        assert await resp.read() == b"second"
+        resp.release()
+        assert s.connections == 2
+    await pool.close()
