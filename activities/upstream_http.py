@@ -440,9 +440,14 @@ class UpstreamPool:
         return None
 
     def _put(self, c: _Connection) -> None:
-        c.idle_since = time.monotonic()
+        now = c.idle_since = time.monotonic()
         c.reused = True
-        self._idle.setdefault(c.key, []).append(c)
+        idle = self._idle.setdefault(c.key, [])
+        # The newest is reused first: the oldest, at the bottom, are closed here once past the
+        # timeout (else a burst's connections stay open for as long as the provider allows).
+        while idle and now - idle[0].idle_since > self.keepalive_timeout:
+            idle.pop(0).close()
+        idle.append(c)
 
     def _forget(self, c: _Connection) -> None:
         self._open.discard(c)

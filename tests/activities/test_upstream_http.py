@@ -504,3 +504,24 @@ async def test_a_kept_alive_connection_closed_as_the_request_arrives_is_retried(
         resp.release()
         assert s.connections == 2
     await pool.close()
+
+
+@on_both_loops
+async def test_idle_connections_under_the_busy_one_are_closed_once_past_the_keepalive() -> None:
+    """After a burst, the connections left idle under the one in use (the pool reuses the
+    newest first) are closed once past the keepalive timeout, not held open for as long as
+    the provider tolerates them."""
+    pool = UpstreamPool(keepalive_timeout=0.2)
+    async with Server(keep_alive) as s:
+        burst = await asyncio.gather(*(pool.post(s.url, b"{}", H) for _ in range(3)))
+        for resp in burst:
+            await resp.read()
+            resp.release()
+        for _ in range(6):  # one call at a time, each within the timeout of the last
+            resp = await pool.post(s.url, b"{}", H)
+            await resp.read()
+            resp.release()
+            await asyncio.sleep(0.07)
+        assert s.connections == 3
+        assert len(pool._open) == 1
+    await pool.close()
