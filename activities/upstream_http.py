@@ -231,7 +231,9 @@ class _Connection(asyncio.Protocol):
         if enc == "gzip":
             self._gunzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif enc not in ("", "identity"):
-            raise UpstreamConnectionError(f"the upstream sent an unsupported encoding {enc!r}")
+            raise UpstreamConnectionError(
+                f"the upstream sent an unsupported encoding {enc[:40]!r}"
+            )
         self.headers_done = True
         if self.head is not None and not self.head.done():
             self.head.set_result(None)

@@ -525,3 +525,22 @@ async def test_idle_connections_under_the_busy_one_are_closed_once_past_the_keep
         assert s.connections == 3
         assert len(pool._open) == 1
     await pool.close()
+
+
+@on_both_loops
+async def test_an_error_quotes_no_more_than_a_bounded_piece_of_what_the_upstream_sent() -> None:
+    """Errors reach callers (the router's 502 and stream-error messages): an upstream's header
+    value is quoted only as a short prefix, not up to the whole 64 KiB head."""
+
+    async def long_encoding(r: asyncio.StreamReader, w: asyncio.StreamWriter,
+                            s: Server) -> None:
+        await s.read_request(r)
+        w.write(ok(b"x", b"content-encoding: " + b"z" * 20000 + b"\r\n"))
+        await w.drain()
+
+    pool = UpstreamPool()
+    async with Server(long_encoding) as s:
+        with pytest.raises(UpstreamConnectionError, match="unsupported encoding") as err:
+            await pool.post(s.url, b"{}", H)
+        assert len(str(err.value)) < 200
+    await pool.close()
