@@ -132,6 +132,13 @@ class _Connection(asyncio.Protocol):
         self.reused = False
         self.sent_at = 0.0
         self._parser = httptools.HttpResponseParser(self)
+        # As leniently as aiohttp's client read responses (it set the same three): a bare LF
+        # ending a head line, any byte in a header value, spaces after a chunk size. Only
+        # retry-after is read from the headers; nothing in them is passed on.
+        self._parser.set_dangerous_leniencies(
+            lenient_headers=True, lenient_optional_cr_before_lf=True,
+            lenient_spaces_after_chunk_size=True,
+        )
         self._reset()
 
     def _reset(self) -> None:
@@ -242,6 +249,10 @@ class _Connection(asyncio.Protocol):
         if self._gunzip is not None:
             try:
                 data = self._gunzip.decompress(data)
+                while self._gunzip.eof and self._gunzip.unused_data:  # the next gzip member
+                    rest = self._gunzip.unused_data
+                    self._gunzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                    data += self._gunzip.decompress(rest)
             except zlib.error:
                 raise UpstreamConnectionError("the upstream's gzip body is corrupt") from None
             if not data:

@@ -544,3 +544,47 @@ async def test_an_error_quotes_no_more_than_a_bounded_piece_of_what_the_upstream
             await pool.post(s.url, b"{}", H)
         assert len(str(err.value)) < 200
     await pool.close()
+
+
+@on_both_loops
+async def test_a_slightly_malformed_head_is_read_as_aiohttp_read_it() -> None:
+    """aiohttp's client (the one this replaced) read responses leniently: a bare LF ending a
+    head line, a control character in a header value, spaces after a chunk size. Providers
+    and their proxies that send these kept working; they still do."""
+    answers = [
+        b"HTTP/1.1 200 OK\ncontent-length: 2\n\nok",
+        b"HTTP/1.1 200 OK\r\nx-debug: a\x01b\r\ncontent-length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2  \r\nok\r\n0\r\n\r\n",
+    ]
+
+    async def sloppy(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        while await s.read_request(r) is not None:
+            w.write(answers[len(s.requests) - 1])
+            await w.drain()
+
+    pool = UpstreamPool()
+    async with Server(sloppy) as s:
+        for _ in answers:
+            resp = await pool.post(s.url, b"{}", H)
+            assert (resp.status, await resp.read()) == (200, b"ok")
+            resp.release()
+    await pool.close()
+
+
+@on_both_loops
+async def test_a_gzip_body_of_several_members_is_decoded_whole() -> None:
+    """A gzip body may be several gzip members one after another (a compressing proxy that
+    flushes per piece): each is decoded, not the first alone with the rest dropped silently."""
+    members = gzip.compress(b'{"a": ') + gzip.compress(b'"b"}')
+
+    async def multi(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        while await s.read_request(r) is not None:
+            w.write(ok(members, b"content-encoding: gzip\r\n"))
+            await w.drain()
+
+    pool = UpstreamPool()
+    async with Server(multi) as s:
+        resp = await pool.post(s.url, b"{}", H)
+        assert await resp.read() == b'{"a": "b"}'
+        resp.release()
+    await pool.close()
