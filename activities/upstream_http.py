@@ -52,6 +52,11 @@ _MAX_HEAD = 64 * 1024  # response head bytes (status line + headers) accepted
 # rather than the provider having read the request and worked on it (it may still be running
 # and billing that call; a second copy would be billed again).
 _RETRY_WITHIN = 0.5
+# A gzip body may decode to this much, and beyond it to this many times its encoded size: text
+# and JSON stay far below (a model repeating one phrase: ~400x over a few MB); a gzip bomb
+# (zeros: ~1000x) is refused before it is inflated in memory.
+_INFLATE_FLOOR = 32 << 20
+_INFLATE_RATIO = 200
 _MAX_URLS = 1024  # parsed URL cache entries (URLs come from config: a few per target)
 _BAD_HEADER_CHARS = ("\r", "\n", "\0")
 
@@ -156,6 +161,7 @@ class _Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.keep_alive = False
         self._gunzip: Any = None
+        self._zin = self._zout = 0  # gzip bytes fed, bytes they decoded to
         self._paused = False
         self._interim = False
 
@@ -247,12 +253,13 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, data: bytes) -> None:
         if self._gunzip is not None:
+            self._zin += len(data)
             try:
-                data = self._gunzip.decompress(data)
+                data = self._inflate(data)
                 while self._gunzip.eof and self._gunzip.unused_data:  # the next gzip member
                     rest = self._gunzip.unused_data
                     self._gunzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                    data += self._gunzip.decompress(rest)
+                    data += self._inflate(rest)
             except zlib.error:
                 raise UpstreamConnectionError("the upstream's gzip body is corrupt") from None
             if not data:
@@ -280,6 +287,14 @@ class _Connection(asyncio.Protocol):
         self._finish()
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _inflate(self, data: bytes) -> bytes:
+        allowed = max(_INFLATE_FLOOR, _INFLATE_RATIO * self._zin) - self._zout
+        out = self._gunzip.decompress(data, allowed + 1)  # never more than one past the bound
+        self._zout += len(out)
+        if len(out) > allowed:
+            raise UpstreamConnectionError("the upstream's gzip body expands beyond any JSON")
+        return cast(bytes, out)
 
     def _has_length(self) -> bool:
         for n, v in self._hdrs:

@@ -588,3 +588,29 @@ async def test_a_gzip_body_of_several_members_is_decoded_whole() -> None:
         assert await resp.read() == b'{"a": "b"}'
         resp.release()
     await pool.close()
+
+
+@on_both_loops
+async def test_a_gzip_bomb_is_refused_before_it_is_inflated_in_memory() -> None:
+    """A small gzip body that inflates some hundredfold (64 MiB of zeros) is refused
+    once it expands past what JSON or SSE ever does, not decoded whole in memory; a body that
+    compresses as text does is decoded."""
+    bomb = gzip.compress(bytes(64 << 20))
+    text = b'{"choices": [{"text": "' + b"the same words again and again, " * 200_000 + b'"}]}'
+    bodies = [bomb, gzip.compress(text)]
+
+    async def inflating(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        while await s.read_request(r) is not None:
+            w.write(ok(bodies[len(s.requests) - 1], b"content-encoding: gzip\r\n"))
+            await w.drain()
+
+    pool = UpstreamPool()
+    async with Server(inflating) as s:
+        resp = await pool.post(s.url, b"{}", H)
+        with pytest.raises(UpstreamConnectionError, match="expands"):
+            await resp.read()
+        resp.release()
+        resp = await pool.post(s.url, b"{}", H)
+        assert await resp.read() == text
+        resp.release()
+    await pool.close()
