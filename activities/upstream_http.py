@@ -402,7 +402,10 @@ class UpstreamResponse:
             c.close()
 
     def close(self) -> None:
-        """Close the connection (the provider sees the request abandoned)."""
+        """Close the connection (the provider sees the request abandoned); once released, the
+        connection is no longer this response's (the pool may have given it to another)."""
+        if self._done:
+            return
         self._done = True
         self._conn.close()
 

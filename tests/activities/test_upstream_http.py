@@ -614,3 +614,23 @@ async def test_a_gzip_bomb_is_refused_before_it_is_inflated_in_memory() -> None:
         assert await resp.read() == text
         resp.release()
     await pool.close()
+
+
+@on_both_loops
+async def test_closing_a_released_response_leaves_the_next_request_on_its_connection() -> None:
+    """Once released, a response's connection is the pool's (maybe another request's): a late
+    `close()` on the old response (a cancellation after the release) does not cut it."""
+    pool = UpstreamPool()
+    async with Server(keep_alive) as s:
+        first = await pool.post(s.url, b"{}", H)
+        await first.read()
+        first.release()
+        second = await pool.post(s.url, b"{}", H)
+        first.close()
+        assert await second.read() == b'{"n": 2}'
+        second.release()
+        third = await pool.post(s.url, b"{}", H)
+        assert await third.read() == b'{"n": 3}'
+        third.release()
+        assert s.connections == 1
+    await pool.close()
