@@ -5,8 +5,14 @@ answers, stale kept-alive connections, bodies cut short, abandoned responses, ba
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
+import shutil
+import ssl
+import subprocess
+import tempfile
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -633,4 +639,95 @@ async def test_closing_a_released_response_leaves_the_next_request_on_its_connec
         assert await third.read() == b'{"n": 3}'
         third.release()
         assert s.connections == 1
+    await pool.close()
+
+
+@on_both_loops
+async def test_a_server_closing_each_connection_at_once_fails_every_request_promptly() -> None:
+    """A server that accepts and closes at once (overloaded, or not HTTP): each request fails
+    as a connection error, none waits for an answer that cannot come (the close may be seen
+    before the request is written)."""
+
+    async def slam(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        return
+
+    pool = UpstreamPool()
+    async with Server(slam) as s:
+        for _ in range(30):
+            with pytest.raises(UpstreamConnectionError):
+                await asyncio.wait_for(pool.post(s.url, b"{}", H), 2)
+        assert not pool._open
+    await pool.close()
+
+
+@functools.cache
+def _tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A self-signed certificate for localhost: a server context with it and a client context
+    that trusts it (and verifies as the pool's default context does)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    tmp = Path(tempfile.mkdtemp())
+    key, cert = tmp / "key.pem", tmp / "cert.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    client = ssl.create_default_context(cafile=str(cert))
+    return server, client
+
+
+class TLSServer(Server):
+    """The loopback server over TLS; `names` records the SNI each handshake asked for."""
+
+    def __init__(self, handler: Handler) -> None:
+        super().__init__(handler)
+        self.names: list[str | None] = []
+
+    async def __aenter__(self) -> TLSServer:
+        ctx = _tls_contexts()[0]
+        ctx.sni_callback = lambda _sock, name, _ctx: self.names.append(name)
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=ctx)
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"https://localhost:{port}/v1/chat/completions"
+
+
+@on_both_loops
+async def test_https_verifies_the_certificate_and_names_the_host_in_sni() -> None:
+    async with TLSServer(keep_alive) as s:
+        untrusting = UpstreamPool()  # the system's CAs: a self-signed certificate is refused
+        with pytest.raises(UpstreamConnectionError, match="cannot connect") as err:
+            await untrusting.post(s.url, b"{}", H)
+        assert "localhost" not in str(err.value)
+        await untrusting.close()
+        pool = UpstreamPool(ssl_context=_tls_contexts()[1])
+        for n in (1, 2):
+            resp = await pool.post(s.url, b"{}", H)
+            assert await resp.read() == b'{"n": %d}' % n
+            resp.release()
+        # the refused handshake never became a connection; both asked for localhost by SNI
+        assert s.connections == 1 and s.names == ["localhost", "localhost"]
+        await pool.close()
+
+
+@on_both_loops
+async def test_a_tls_server_closing_each_connection_after_the_handshake_fails_promptly() -> None:
+    """The close can arrive with the handshake's last bytes, before the request is written:
+    the request fails as a connection error at once, it does not wait for an answer."""
+
+    async def slam(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        return
+
+    pool = UpstreamPool(ssl_context=_tls_contexts()[1])
+    async with TLSServer(slam) as s:
+        for _ in range(10):
+            with pytest.raises(UpstreamConnectionError):
+                await asyncio.wait_for(pool.post(s.url, b"{}", H), 2)
+        assert not pool._open
     await pool.close()
