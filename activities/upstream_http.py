@@ -23,9 +23,11 @@ provider sees the caller leave and a half-read connection is never reused.
 Connections: http and https (the system's CA store), `TCP_NODELAY`, kept idle for
 `keepalive_timeout` seconds (60), no limit on how many are open at once (the proxy's own limits
 bound concurrency). A request that finds its reused connection closed by the server before any
-byte of the answer (an idle keep-alive the server just dropped) is sent once more on a new
-connection, as browsers and urllib3 do. Bodies are decoded from gzip (the only encoding asked
-for). While a streamed body is not being read, at most ~1 MiB of it is buffered (the socket is
+byte of the answer and within `_RETRY_WITHIN` of being sent (an idle keep-alive the server
+dropped as the request crossed it) is sent once more on a new connection; a later close is an
+error (the provider may have read the request and be running, and billing, the call). Bodies
+are decoded from gzip (the only encoding asked for), within a bound on how far they expand.
+While a streamed body is not being read, at most ~1 MiB of it is buffered (the socket is
 paused beyond that).
 """
 
