@@ -210,9 +210,10 @@ class _Connection(asyncio.Protocol):
         self.pool._forget(self)
         if self.complete or self.error is not None:
             return
-        if self.headers_done and not self._has_length():
-            self._finish()  # a body delimited by the close (no length, not chunked)
-            return
+        if (self.headers_done and not self._has_length() and exc is None
+                and (self._gunzip is None or self._gunzip.eof)):
+            self._finish()  # a body delimited by the close (no length, not chunked), whole:
+            return  # not cut by a reset, nor before its gzip stream's end
         what = "closed the connection before answering" if not self.headers_done else (
             "closed the connection in the middle of the body"
         )

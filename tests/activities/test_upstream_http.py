@@ -8,7 +8,9 @@ import asyncio
 import functools
 import gzip
 import shutil
+import socket
 import ssl
+import struct
 import subprocess
 import tempfile
 from collections.abc import Awaitable, Callable, Coroutine
@@ -730,4 +732,35 @@ async def test_a_tls_server_closing_each_connection_after_the_handshake_fails_pr
             with pytest.raises(UpstreamConnectionError):
                 await asyncio.wait_for(pool.post(s.url, b"{}", H), 2)
         assert not pool._open
+    await pool.close()
+
+
+@on_both_loops
+async def test_a_body_delimited_by_the_close_cut_by_a_reset_is_an_error() -> None:
+    """A body without length ends at the close; a reset (RST) is not that end but a break:
+    what came is not the whole body. Likewise a gzip body cut before its end."""
+
+    async def reset(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\npart of it")
+        await w.drain()
+        await asyncio.sleep(0.1)
+        w.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        w.transport.abort()
+
+    async def cut_gzip(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.read_request(r)
+        packed = gzip.compress(b'{"text": "' + b"hello " * 2000 + b'"}')
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\nconnection: close\r\n\r\n"
+                + packed[: len(packed) // 2])
+        await w.drain()
+
+    pool = UpstreamPool()
+    for handler in (reset, cut_gzip):
+        async with Server(handler) as s:
+            resp = await pool.post(s.url, b"{}", H)
+            with pytest.raises(UpstreamConnectionError):
+                await resp.read()
+            resp.release()
     await pool.close()
