@@ -337,6 +337,10 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self.head = asyncio.get_running_loop().create_future()
         self.sent_at = time.monotonic()
+        if self.closed or self.transport.is_closing():  # lost before the write (uvloop's
+            self._fail(UpstreamConnectionError(  # write would raise, asyncio's drop it)
+                "the upstream closed the connection before answering"))
+            return self.head
         self.transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
             self.transport.write(body)

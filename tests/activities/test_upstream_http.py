@@ -764,3 +764,19 @@ async def test_a_body_delimited_by_the_close_cut_by_a_reset_is_an_error() -> Non
                 await resp.read()
             resp.release()
     await pool.close()
+
+
+@on_both_loops
+async def test_a_request_on_a_connection_already_lost_fails_at_once() -> None:
+    """A connection can be lost between its connect and the request's write (the loop ran the
+    close first): the request fails then, it does not wait for an answer that cannot come."""
+    from activities.upstream_http import _Target
+
+    pool = UpstreamPool()
+    async with Server(keep_alive) as s:
+        conn = await pool._connect(_Target(s.url))
+        conn.close()
+        await asyncio.sleep(0.05)  # connection_lost has run
+        with pytest.raises(UpstreamConnectionError, match="before answering"):
+            await asyncio.wait_for(conn.send(b"POST / HTTP/1.1\r\n\r\n", b""), 1)
+    await pool.close()
