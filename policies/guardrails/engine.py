@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import itertools
 from dataclasses import dataclass
-from operator import itemgetter, le
+from operator import itemgetter, le, not_
 
 from policies.guardrails.injection import find_injection
 from policies.guardrails.pii import find_pii
@@ -68,7 +68,37 @@ def _resolve_overlaps(spans: list[Span]) -> list[Span]:
     # Each end against the next start, in C (a text dense with findings has one per few bytes).
     if all(map(le, map(_END, spans), map(_START, itertools.islice(spans, 1, None)))):
         return spans
-    spans.sort(key=lambda s: (-s.priority, s.start - s.end, s.start))
+    # Each start against the furthest end before it, in C: where it is beyond, a new group of
+    # hits begins that touch no hit of another group. Hits of different groups never decide
+    # each other's fate, so each group is settled on its own (the same way as all at once): a
+    # group of one is kept, two overlapping hits keep the more specific one, and only larger
+    # groups pay for the general settling (a text dense with findings has one group per few
+    # bytes, most of one or two hits).
+    ends = list(itertools.accumulate(map(_END, spans), max))
+    glued = list(map(le, map(_START, itertools.islice(spans, 1, None)), ends))
+    kept: list[Span] = []
+    first = 0
+    for last in itertools.chain(
+        itertools.compress(range(len(glued)), map(not_, glued)), (len(glued),)
+    ):
+        if last == first:
+            kept.append(spans[first])
+        elif last == first + 1 and (a := spans[first]).end > (b := spans[last]).start < b.end:
+            kept.append(min(a, b, key=_specific))  # non-empty, overlapping: the best one stays
+        else:
+            kept.extend(_resolve_group(spans[first : last + 1]))
+        first = last + 1
+    return kept
+
+
+def _specific(s: Span) -> tuple[int, int, int]:
+    """Sort key of overlapping hits, most specific first."""
+    return (-s.priority, s.start - s.end, s.start)
+
+
+def _resolve_group(spans: list[Span]) -> list[Span]:
+    """`_resolve_overlaps` of hits that overlap each other (in text order)."""
+    spans.sort(key=_specific)
     # Kept spans never overlap, so sorted by start they are sorted by end too: one bisect finds
     # the only neighbours a candidate can collide with (O(n log n) for a text full of hits).
     starts: list[int] = []
