@@ -42,7 +42,8 @@ def _old_resolve_overlaps(spans: list[Span]) -> list[Span]:
 
 _ALPHABETS = (
     string.ascii_letters + string.digits, "abc", "ab12", "AB", "aB", "01", "!@#", "a!", "é1a",
-    "xX-_", string.printable, "abcdefgh", "abcdefghijklmnop", "\u0391\u0392\u03b3\u03b412", "0123456789abcdef",
+    "xX-_", string.printable, "abcdefgh", "abcdefghijklmnop", "\u0391\u0392\u03b3\u03b412",
+    "0123456789abcdef",
 )  # fmt: skip
 
 
