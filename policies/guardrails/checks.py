@@ -78,8 +78,15 @@ def iban_ok(compact: str) -> bool:
     if IBAN_LENGTHS.get(compact[:2]) != len(compact):
         return False
     moved = compact[4:] + compact[:4]
+    if moved.isascii() and moved.isalnum():  # each letter to its two digits (`A` 10 … `Z` 35)
+        return int(moved.translate(_IBAN_DIGITS)) % 97 == 1
     num = "".join(str(int(c, 36)) for c in moved)
     return int(num) % 97 == 1
+
+
+_IBAN_DIGITS = str.maketrans(
+    {c: str(int(c, 36)) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"}
+)
 
 
 def ssn_ok(area: str, group: str, serial: str) -> bool:

@@ -78,6 +78,8 @@ _INTL_00 = re.compile(r"00[1-9][0-9]{0,3}[ \-][0-9 \-]{5,20}[0-9]")
 # Groups before a number that make it the tail of an IBAN-like code (`DE89 A704 0044 …`): at
 # least one group mixes letters and digits.
 _GROUPS_BEFORE = re.compile(r"(?:[A-Za-z0-9]{1,4} ){1,8}$")
+# A group of `_GROUPS_BEFORE` that mixes letters and digits has a letter next to a digit.
+_MIXED_GROUP = re.compile(r"[A-Za-z][0-9]|[0-9][A-Za-z]")
 _NANP_PAREN = re.compile(r"\([2-9][0-9]{2}\) ?[2-9][0-9]{2}[\-. ][0-9]{4}")
 _NINO_1 = frozenset("ABCEGHJKLMNOPRSTWXYZ")
 _NINO_2 = frozenset("ABCEGHJKLMNPRSTWXYZ")
@@ -106,6 +108,7 @@ _HEXCOLON_RUN = re.compile(r"[0-9A-Fa-f:.]*+")
 
 _ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 _LEFT_STOP = _ALNUM | frozenset(".-+")
+_NOT_LETTERS = str.maketrans("", "", "0123456789 -")
 _BAD_NINO = ("BG", "GB", "NK", "KN", "TN", "NT", "ZZ")
 # The IPv4 networks that are not global for `ipaddress` (Python 3.11): its private networks (IANA
 # special-purpose: loopback, RFC 1918, link-local, documentation, benchmarking, reserved) and the
@@ -162,9 +165,7 @@ def _in_code_groups(text: str, s: int) -> bool:
     m = _GROUPS_BEFORE.search(text, max(0, s - 45), s)
     if m is None:
         return False
-    return any(
-        any(c.isalpha() for c in g) and any(c.isdigit() for c in g) for g in m.group().split()
-    )
+    return _MIXED_GROUP.search(m.group()) is not None
 
 
 def _phone_end(text: str, e: int) -> int:
@@ -201,40 +202,38 @@ def _ip4_global(value: str) -> bool:
 
 
 def _phone_digits_ok(value: str, lo: int, hi: int) -> bool:
+    """Between `lo` and `hi` digits and no doubled separator in `value` (of the phone regexes:
+    ASCII digits and separators), counted in C."""
     if "  " in value or ".." in value or "--" in value:
         return False
-    n = sum(c.isdigit() for c in value)
+    n = sum(map(value.count, "0123456789"))
     return lo <= n <= hi
 
 
 def _card(value: str) -> int:
     """Length of the card number at the start of `value` (0 if none): one separator style per
-    number, trying group prefixes, so `4012…1881 4012-8888-…` yields the first card alone."""
-    first = value[0:1]
-    head = value
-    for i, c in enumerate(value):
-        if not c.isdigit():
-            sep = c
-            # The number's own separator is its first; a different one starts the next number.
-            other = "-" if sep == " " else " "
-            cut = value.find(other, i)
-            head = value[:cut] if cut >= 0 else value
-            break
-    else:
-        sep = ""
-    if not first:
-        return 0
-    lead = head.split(sep)[0] if sep else head
-    if 13 <= len(lead) <= 19 and card_brand_ok(lead) and luhn_ok(lead):
-        return len(lead)  # an unseparated number followed by another
-    if not sep:
-        return 0
+    number, trying group prefixes, so `4012…1881 4012-8888-…` yields the first card alone.
+    `value` is the numeric regex's card: ASCII digits, spaces and dashes, a digit first."""
+    lead = value.lstrip("0123456789")
+    if not lead:  # digits only
+        return len(value) if 13 <= len(value) <= 19 and _card_ok(value) else 0
+    i = len(value) - len(lead)  # the first separator
+    sep = lead[0]
+    # The number's own separator is its first; a different one starts the next number.
+    cut = value.find("-" if sep == " " else " ", i)
+    head = value[:cut] if cut >= 0 else value
+    if 13 <= i <= 19 and _card_ok(value[:i]):
+        return i  # an unseparated number followed by another
     groups = head.split(sep)
     for k in range(len(groups), 2, -1):
         digits = "".join(groups[:k])
-        if 13 <= len(digits) <= 19 and card_brand_ok(digits) and luhn_ok(digits):
+        if 13 <= len(digits) <= 19 and _card_ok(digits):
             return len(sep.join(groups[:k]))
     return 0
+
+
+def _card_ok(digits: str) -> bool:
+    return card_brand_ok(digits) and luhn_ok(digits)
 
 
 def _numeric(text: str) -> list[Span]:
@@ -351,18 +350,19 @@ def _iban_nino(text: str, kind: str | None, s: int, e: int) -> Iterator[Span]:
     want = IBAN_LENGTHS.get(value[:2])
     if want is None or value[2] in " -":
         return
-    letters = [c for c in text[s:e] if c.isalpha()]
-    if not (all(c.isupper() for c in letters) or all(c.islower() for c in letters)):
+    # `text[s:e]` is the numeric regex's: ASCII letters and digits, spaces and dashes.
+    seg = text[s:e]
+    letters = seg.translate(_NOT_LETTERS)
+    if letters and not (letters.isupper() or letters.islower()):
         return  # `LV80 bANK …`: mixed case is not an IBAN
-    count = 0
-    end = s
-    for i in range(s, e):
-        if text[i] not in " -":
-            count += 1
-            if count == want:
-                end = i + 1
-                break
-    if count != want or not _free_right(text, end):
+    if len(seg) - seg.count(" ") - seg.count("-") < want:
+        return  # fewer characters than the country's IBANs have
+    # Where the `want`-th character that is no separator ends: `want` and the separators before.
+    n, end = -1, want
+    while end != n:
+        n, end = end, want + seg.count(" ", 0, end) + seg.count("-", 0, end)
+    end += s
+    if not _free_right(text, end):
         return
     if iban_ok(text[s:end].replace(" ", "").replace("-", "").upper()):
         yield Span(s, end, DETECTOR, "iban")
