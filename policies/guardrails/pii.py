@@ -103,7 +103,7 @@ _IPV6_AT = re.compile(
     r"|(?<=[0-9A-Fa-f]:)(?::[0-9A-Fa-f]{1,4}+:|[0-9A-Fa-f]{1,4}+::[0-9A-Fa-f]))"
 )
 _IPV6_MAX = 45  # the longest address: six groups and a dotted IPv4 tail
-_HEXCOLON = frozenset("0123456789abcdefABCDEF:.")
+_HEXCOLON_CHARS = "0123456789abcdefABCDEF:."
 _HEXCOLON_RUN = re.compile(r"[0-9A-Fa-f:.]*+")
 
 _ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
@@ -131,6 +131,15 @@ def _by_first_octet(nets: tuple[str, ...]) -> dict[int, tuple[tuple[int, int], .
 
 
 _NOT_GLOBAL_V4 = _by_first_octet(_NOT_GLOBAL_V4_NETS)
+# The IPv6 networks that are not global for `ipaddress` (Python 3.11), as (network >> shift, shift).
+_NOT_GLOBAL_V6 = tuple(
+    (int(net.network_address) >> (128 - net.prefixlen), 128 - net.prefixlen)
+    for net in map(
+        ipaddress.IPv6Network,
+        ("::1/128", "::/128", "::ffff:0:0/96", "100::/64", "2001::/23", "2001:2::/48",
+         "2001:db8::/32", "2001:10::/28", "fc00::/7", "fe80::/10"),
+    )
+)  # fmt: skip
 # How far either side of an IPv4 address `_ip4` looks (`version `, `.in-addr.`, the boundaries).
 _IP_CONTEXT = 9
 
@@ -445,28 +454,44 @@ def _emails(text: str) -> list[Span]:
     return out
 
 
-def _ipv6(text: str) -> Iterator[Span]:
+def _ipv6(text: str) -> list[Span]:
+    out: list[Span] = []
     pos = 0
     n = len(text)
+    seen: dict[str, bool] = {}  # an address's verdict, kept for this scan (at most MEMO_MAX)
     while (m := _IPV6_AT.search(text, pos)) is not None:
         # The run of hex, colons and dots around it; one longer than an address is none.
-        s, lo = m.start(), max(0, m.start() - _IPV6_MAX - 1)
-        while s > lo and text[s - 1] in _HEXCOLON:
-            s -= 1
+        lo = max(0, m.start() - _IPV6_MAX - 1)
+        s = lo + len(text[lo : m.start()].rstrip(_HEXCOLON_CHARS))
         e = pos = _HEXCOLON_RUN.match(text, m.end()).end()  # type: ignore[union-attr]
-        value = text[s:e].rstrip(".")
-        if len(value) > _IPV6_MAX or sum(1 for g in value.split(":") if g) < 3:
-            continue
         if (s > 0 and text[s - 1] in _ALNUM) or (e < n and text[e] in _ALNUM):
             continue
-        try:
-            addr = ipaddress.IPv6Address(value)
-        except ValueError:
+        value = text[s:e].rstrip(".")
+        if len(value) > _IPV6_MAX:
             continue
-        if value.lower().startswith("ffff:ffff:"):
-            continue  # a netmask
-        if addr.is_global and (e >= n or text[e] != "/"):
-            yield Span(s, s + len(value), DETECTOR, "ip_address")
+        ok = seen.get(value)
+        if ok is None:
+            groups = value.split(":")
+            ok = len(groups) - groups.count("") >= 3 and _ip6_global(value)
+            if len(seen) < MEMO_MAX:
+                seen[value] = ok
+        if ok and (e >= n or text[e] != "/"):
+            out.append(_new(Span, (s, s + len(value), DETECTOR, "ip_address", 2, True)))
+    return out
+
+
+def _ip6_global(value: str) -> bool:
+    """An IPv6 address (not a netmask) that `ipaddress` calls global, its networks compared in
+    int arithmetic (an IPv4-mapped address is left to `ipaddress`)."""
+    try:
+        ip = int(ipaddress.IPv6Address(value))
+    except ValueError:
+        return False
+    if value.lower().startswith("ffff:ffff:"):
+        return False  # a netmask
+    if ip >> 32 == 0xFFFF:
+        return ipaddress.IPv6Address(ip).is_global
+    return not any(ip >> shift == net for net, shift in _NOT_GLOBAL_V6)
 
 
 def find_pii(text: str) -> list[Span]:
