@@ -84,7 +84,10 @@ def _resolve_overlaps(spans: list[Span]) -> list[Span]:
         if last == first:
             kept.append(spans[first])
         elif last == first + 1 and (a := spans[first]).end > (b := spans[last]).start < b.end:
-            kept.append(min(a, b, key=_specific))  # non-empty, overlapping: the best one stays
+            # Non-empty and overlapping: the more specific stays (`_specific`, for two hits in
+            # text order: higher priority, then longer, then the first).
+            pa, pb = a.priority, b.priority
+            kept.append(a if pa > pb or (pa == pb and a.end - a.start >= b.end - b.start) else b)
         else:
             kept.extend(_resolve_group(spans[first : last + 1]))
         first = last + 1

@@ -290,19 +290,19 @@ def _numeric(text: str) -> list[Span]:
         value = m.group()
         if kind == "ssn":
             if _free_right(text, e) and ssn_ok(value[:3], value[4:6], value[7:]):
-                add(Span(s, e, DETECTOR, "us_ssn"))
+                add(_new(Span, (s, e, DETECTOR, "us_ssn", 2, True)))
         elif kind == "ssn9":
             labelled = _SSN_LABEL.search(text, max(0, s - 40), s) is not None
             if labelled and _free_right(text, e) and ssn_ok(value[:3], value[3:5], value[5:]):
-                add(Span(s, e, DETECTOR, "us_ssn"))
+                add(_new(Span, (s, e, DETECTOR, "us_ssn", 2, True)))
         elif kind == "nanp" and value[0] in "23456789":
             if (end := _phone_end(text, e)) > 0:
-                add(Span(s, end, DETECTOR, "phone"))
+                add(_new(Span, (s, end, DETECTOR, "phone", 2, True)))
         elif kind == "natl" or (kind == "nanp" and value[0] == "0"):
             if _in_code_groups(text, s):
                 continue  # the digits of an IBAN's groups, not a phone
             if _phone_digits_ok(value, 10, 11) and (end := _phone_end(text, e)) > 0:
-                add(Span(s, end, DETECTOR, "phone"))
+                add(_new(Span, (s, end, DETECTOR, "phone", 2, True)))
         elif kind == "card":
             n = seen_card.get(value, -1)
             if n < 0:
@@ -310,7 +310,7 @@ def _numeric(text: str) -> list[Span]:
                 if len(seen_card) < MEMO_MAX:
                     seen_card[value] = n
             if n and _free_right(text, s + n):
-                add(Span(s, s + n, DETECTOR, "payment_card"))
+                add(_new(Span, (s, s + n, DETECTOR, "payment_card", 2, True)))
                 pos = s + n  # the rest of the run may hold the next card
     return out
 
@@ -324,11 +324,11 @@ def _phones(text: str) -> Iterator[Span]:
                 if value.count(".") == 1:
                     continue  # a signed decimal, not a dotted phone number
                 if _phone_digits_ok(value, 8, 15):
-                    yield Span(s, end, DETECTOR, "phone")
+                    yield _new(Span, (s, end, DETECTOR, "phone", 2, True))
     for m in _NANP_PAREN.finditer(text):
         s, e = m.span()
         if (s == 0 or text[s - 1] not in _ALNUM) and (end := _phone_end(text, e)) > 0:
-            yield Span(s, end, DETECTOR, "phone")
+            yield _new(Span, (s, end, DETECTOR, "phone", 2, True))
     for m in _INTL_00.finditer(text):
         s, e = m.span()
         if (
@@ -337,7 +337,7 @@ def _phones(text: str) -> Iterator[Span]:
             and not _in_code_groups(text, s)
         ):
             if (end := _phone_end(text, e)) > 0:
-                yield Span(s, end, DETECTOR, "phone")
+                yield _new(Span, (s, end, DETECTOR, "phone", 2, True))
 
 
 def _iban_nino(text: str, kind: str | None, s: int, e: int) -> Iterator[Span]:
@@ -354,7 +354,7 @@ def _iban_nino(text: str, kind: str | None, s: int, e: int) -> Iterator[Span]:
             return  # `AB 12 34 56 C`, `AB123456C`, `AB 123456C`
         if value.count(" ") == 1 and value.find(" ") != 2:
             return
-        yield Span(s, e, DETECTOR, "uk_nino")
+        yield _new(Span, (s, e, DETECTOR, "uk_nino", 2, True))
         return
     want = IBAN_LENGTHS.get(value[:2])
     if want is None or value[2] in " -":
@@ -374,7 +374,7 @@ def _iban_nino(text: str, kind: str | None, s: int, e: int) -> Iterator[Span]:
     if not _free_right(text, end):
         return
     if iban_ok(text[s:end].replace(" ", "").replace("-", "").upper()):
-        yield Span(s, end, DETECTOR, "iban")
+        yield _new(Span, (s, end, DETECTOR, "iban", 2, True))
 
 
 def _mailbox(text: str, rev: str, at: int, end: int) -> int:

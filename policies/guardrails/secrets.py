@@ -39,6 +39,8 @@ from policies.guardrails.checks import (
 from policies.guardrails.spans import WORD_CHARS, Span, boundary_before
 
 DETECTOR = "secrets"
+# A Span built without the named-tuple constructor's Python frame (once per finding).
+_new = tuple.__new__
 
 _AWS = re.compile(
     r"(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}(?![A-Za-z0-9])"
@@ -220,10 +222,10 @@ def _aws(text: str) -> Iterator[Span]:
         key_id = text[start : start + 20]
         if example_value(key_id) or not key_id[4:].strip("X"):
             continue  # `AKIAXXXXXXXXXXXXXXXX`, documentation keys (`…EXAMPLE`)
-        yield Span(start, start + 20, DETECTOR, "aws_access_key", _SPECIFIC)
+        yield _new(Span, (start, start + 20, DETECTOR, "aws_access_key", _SPECIFIC, True))
         sk = m.group(1)
         if sk and random_looking(sk, 4.0) and "EXAMPLE" not in sk:
-            yield Span(m.start(1), m.end(1), DETECTOR, "aws_secret_key", _SPECIFIC)
+            yield _new(Span, (m.start(1), m.end(1), DETECTOR, "aws_secret_key", _SPECIFIC, True))
 
 
 def _simple(
@@ -236,7 +238,7 @@ def _simple(
                 continue
             if boundary_before(text, m.start()) and random_looking(value, min_entropy):
                 if not example_value(m.group(0)):
-                    yield Span(m.start(), m.end(), DETECTOR, kind, _SPECIFIC)
+                    yield _new(Span, (m.start(), m.end(), DETECTOR, kind, _SPECIFIC, True))
 
     return find
 
@@ -254,7 +256,7 @@ def _sk(text: str) -> Iterator[Span]:
             "anthropic_api_key" if m.group(1) else "openrouter_api_key" if m.group(2)
             else "openai_api_key"
         )  # fmt: skip
-        yield Span(m.start(), m.end(), DETECTOR, kind, _SPECIFIC)
+        yield _new(Span, (m.start(), m.end(), DETECTOR, kind, _SPECIFIC, True))
 
 
 def _gitlab(text: str) -> Iterator[Span]:
@@ -268,7 +270,7 @@ def _gitlab(text: str) -> Iterator[Span]:
         if m.group(0).startswith("glptt-") and not (len(body) == 40 and _HEX.fullmatch(body)):
             continue  # pipeline trigger tokens are exactly 40 hex digits
         if random_looking(body, 3.0):
-            yield Span(m.start(), m.end(), DETECTOR, "gitlab_token", _SPECIFIC)
+            yield _new(Span, (m.start(), m.end(), DETECTOR, "gitlab_token", _SPECIFIC, True))
 
 
 def _slack(text: str) -> Iterator[Span]:
@@ -276,7 +278,7 @@ def _slack(text: str) -> Iterator[Span]:
                         (_SLACK_HOOK, "slack_webhook")):  # fmt: skip
         for m in regex.finditer(text):
             if boundary_before(text, m.start()) and _slack_body_ok(m.group(1)):
-                yield Span(m.start(), m.end(), DETECTOR, kind, _SPECIFIC)
+                yield _new(Span, (m.start(), m.end(), DETECTOR, kind, _SPECIFIC, True))
 
 
 _HEX_TAIL = re.compile(r"[0-9a-f]{16,64}")
@@ -307,7 +309,7 @@ def _stripe(text: str) -> Iterator[Span]:
         s = m.start() - 1
         if len(m.group(1)) <= 247 and s >= 0 and text[s] in "sr" and boundary_before(text, s):
             if random_looking(m.group(1), 3.5):
-                yield Span(s, m.end(), DETECTOR, "stripe_key", _SPECIFIC)
+                yield _new(Span, (s, m.end(), DETECTOR, "stripe_key", _SPECIFIC, True))
 
 
 def _llm(text: str) -> Iterator[Span]:
@@ -318,7 +320,7 @@ def _llm(text: str) -> Iterator[Span]:
                 and boundary_before(text, m.start())
                 and random_looking(m.group(0), 3.5)
             ):
-                yield Span(m.start(), m.end(), DETECTOR, kind, _SPECIFIC)
+                yield _new(Span, (m.start(), m.end(), DETECTOR, kind, _SPECIFIC, True))
 
 
 def _jwt_ok(header: str, payload: str, sig: str | None) -> bool:
@@ -341,7 +343,7 @@ def _jwt(text: str) -> Iterator[Span]:
         if len(header) >= 11 and payload is not None and len(payload) >= 11:
             pos = m.end()
             if boundary_before(text, m.start()) and _jwt_ok(header, payload, sig):
-                yield Span(m.start(), m.end(), DETECTOR, "jwt", _SPECIFIC)
+                yield _new(Span, (m.start(), m.end(), DETECTOR, "jwt", _SPECIFIC, True))
         else:
             pos = m.end(1)  # the next `eyJ` after this run may start a token of its own
 
@@ -354,7 +356,7 @@ def _jwt_shaped(text: str) -> Iterator[Span]:
         if not boundary_before(text, h.start()):
             continue
         if _jwt_ok(h.group(), m.group(1), "." + m.group(2)):
-            yield Span(h.start(), m.end(), DETECTOR, "jwt", _SPECIFIC)
+            yield _new(Span, (h.start(), m.end(), DETECTOR, "jwt", _SPECIFIC, True))
 
 
 def _url_password(text: str) -> Iterator[Span]:
@@ -362,14 +364,15 @@ def _url_password(text: str) -> Iterator[Span]:
         pw = m.group(2)
         if placeholder(pw) or (pw.isdigit() and len(pw) <= 5):
             continue
-        yield Span(m.start(2), m.end(2), DETECTOR, "connection_string_password", _SPECIFIC)
+        kind = "connection_string_password"
+        yield _new(Span, (m.start(2), m.end(2), DETECTOR, kind, _SPECIFIC, True))
 
 
 def _azure(text: str) -> Iterator[Span]:
     for regex, kind, min_entropy in _AZURE:
         for m in regex.finditer(text):
             if random_looking(m.group(1), min_entropy):
-                yield Span(m.start(1), m.end(1), DETECTOR, kind, _SPECIFIC)
+                yield _new(Span, (m.start(1), m.end(1), DETECTOR, kind, _SPECIFIC, True))
 
 
 def _azure_storage_shape(text: str, low: str) -> Iterator[Span]:
@@ -380,7 +383,7 @@ def _azure_storage_shape(text: str, low: str) -> Iterator[Span]:
             continue  # reported by `_azure`
         near = low[max(0, start - 256) : start]
         if any(w in near for w in _AZURE_CONTEXT) and random_looking(text[start:i], 4.0):
-            yield Span(start, i + 2, DETECTOR, "azure_storage_key", _SPECIFIC)
+            yield _new(Span, (start, i + 2, DETECTOR, "azure_storage_key", _SPECIFIC, True))
 
 
 def _azure_ad(text: str) -> Iterator[Span]:
@@ -392,7 +395,8 @@ def _azure_ad(text: str) -> Iterator[Span]:
         tail = _AAD_TAIL.match(text, i + 2)
         if tail and random_looking(text[start : tail.end()], 3.5):
             pos = tail.end()
-            yield Span(start, tail.end(), DETECTOR, "azure_ad_client_secret", _SPECIFIC)
+            kind = "azure_ad_client_secret"
+            yield _new(Span, (start, tail.end(), DETECTOR, kind, _SPECIFIC, True))
 
 
 def _curl_user(text: str, low: str) -> Iterator[Span]:
@@ -403,7 +407,7 @@ def _curl_user(text: str, low: str) -> Iterator[Span]:
         if placeholder(pw):
             continue
         if random_looking(pw, 2.5):
-            yield Span(m.start(2), m.end(2), DETECTOR, "curl_basic_auth", _SPECIFIC)
+            yield _new(Span, (m.start(2), m.end(2), DETECTOR, "curl_basic_auth", _SPECIFIC, True))
 
 
 def _basic_auth(text: str, low: str) -> Iterator[Span]:
@@ -416,7 +420,7 @@ def _basic_auth(text: str, low: str) -> Iterator[Span]:
         except (binascii.Error, ValueError):
             continue
         if b":" in raw and raw.isascii() and raw[:1] != b":":
-            yield Span(v.start(), v.end(), DETECTOR, "http_basic_auth", _SPECIFIC)
+            yield _new(Span, (v.start(), v.end(), DETECTOR, "http_basic_auth", _SPECIFIC, True))
 
 
 def _pem(text: str) -> Iterator[Span]:
@@ -444,13 +448,13 @@ def _pem(text: str) -> Iterator[Span]:
             if held is not None:
                 yield held
                 held = None
-            yield Span(m.start(), end.end(), DETECTOR, kind, _SPECIFIC, True)
+            yield _new(Span, (m.start(), end.end(), DETECTOR, kind, _SPECIFIC, True))
             pos = end.end()
         else:
             rest = _PEM_BODY.match(text, m.end())
             pos = max(rest.end() if rest else 0, m.end())
             start = m.start() if held is None else held.start
-            held = Span(start, pos, DETECTOR, held.type if held else kind, _SPECIFIC, False)
+            held = _new(Span, (start, pos, DETECTOR, held.type if held else kind, _SPECIFIC, False))
     if held is not None:
         yield held
 
@@ -574,7 +578,7 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
                     and _AWS_SECRET_VALUE.fullmatch(value)
                 ):
                     start = v.start(g)
-                    yield Span(start, start + len(value), DETECTOR, kind, _GENERIC)
+                    yield _new(Span, (start, start + len(value), DETECTOR, kind, _GENERIC, True))
                     # Resumed in this value's tail: a label there (the checks may have refused
                     # this one) can have its value after it; one further in has it inside.
                     pos = max(me, v.end() - _LABEL_TAIL)
@@ -594,7 +598,7 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
             if found is not None:
                 if found[2] in count:
                     count[found[2]] += 1
-                yield Span(me + found[0], me + found[1], DETECTOR, found[2], found[3])
+                yield _new(Span, (me + found[0], me + found[1], DETECTOR, found[2], found[3], True))
 
 
 def _bearer(text: str, low: str) -> Iterator[Span]:
@@ -603,7 +607,7 @@ def _bearer(text: str, low: str) -> Iterator[Span]:
         v = _BEARER_VALUE.match(text, m.end())
         pos = v.end() if v else m.end()
         if v and not placeholder(v.group()) and random_looking(v.group(), 3.0):
-            yield Span(v.start(), v.end(), DETECTOR, "bearer_token", _GENERIC)
+            yield _new(Span, (v.start(), v.end(), DETECTOR, "bearer_token", _GENERIC, True))
 
 
 def find_secrets(text: str, low: str) -> list[Span]:
