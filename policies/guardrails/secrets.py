@@ -205,7 +205,7 @@ _AWS_SECRET_VALUE = re.compile(r"[A-Za-z0-9/+]{40}")
 _GL_LENGTHS = {"glim": (25, 25), "glag": (50, 50), "gloa": (64, 64), "glso": (20, 50),
                "GR13": (20, 50), "_git": (32, 32)}  # fmt: skip
 _HEX = re.compile(r"[0-9a-f]+")
-_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-.")
+_KEY_CHARS_STR = "abcdefghijklmnopqrstuvwxyz0123456789_-."
 
 _SPECIFIC = 3
 _GENERIC = 1
@@ -527,10 +527,10 @@ def _assignment(text: str, low: str, i: int, ms: int, me: int, v: re.Match[str])
     """Whether the value `v` after the label `low[ms:me]` (of `_ASSIGN[i]`) was examined (the
     scan resumes after it), and the finding (offsets from `me`, type, priority) if it is one.
     Reads only `low[ms - _LABEL_CONTEXT : me]` and the value."""
-    k = ms
-    while k > 0 and low[k - 1] in _KEY_CHARS and ms - k < 40:
-        k -= 1
-    owner = low[k:ms]
+    # The owner word: the run of key characters before the label, up to 40.
+    owner = low[max(0, ms - 40) : ms]
+    owner = owner[len(owner.rstrip(_KEY_CHARS_STR)) :]
+    k = ms - len(owner)
     if i == 5 and not owner.rstrip("_-. ").endswith(_KEY_OWNERS):
         return False, None
     word = _WORD.match(low, ms)
