@@ -246,6 +246,7 @@ _B64_MASK = bytes(
     0x78 if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "+/") else 0x20 for c in range(256)
 )
 _BLOB = b"x" * 32
+_NOT_LETTER_OR_SPACE = str.maketrans("", "", "abcdefghijklmnopqrstuvwxyz ")
 _B64_MAX = 16384
 # The text asks the model to read an encoded payload: "decode the following BASE64",
 # "Encoded: … Decoded:", "what does this mean?".
@@ -296,9 +297,10 @@ def _decoded_kind(blob: str) -> str | None:
         return None
     if any(n in low for n in _B64_NEEDLES) and any(True for _ in _phrase_hits(low)):
         return "encoded_injection"
-    words = low.split()
-    letters = sum(c.isalpha() or c == " " for c in low)
-    if len(words) >= 4 and letters >= 0.85 * len(low) and low.isprintable():
+    if len(low.split()) < 4:
+        return None
+    letters = len(low) - len(low.translate(_NOT_LETTER_OR_SPACE))  # ASCII: a-z and spaces
+    if letters >= 0.85 * len(low) and low.isprintable():
         return "encoded_prose"  # reported only when the text asks for it to be read (caller)
     return None
 
@@ -307,6 +309,7 @@ def _encoded(text: str, raw: bytes, mask: bytes, i: int) -> Iterator[Span]:
     """Blobs of 32+ base64 characters, located on the byte mask of the UTF-8 text."""
     ascii_text = len(raw) == len(text)
     byte_at = char_at = 0  # the last blob's end, in bytes and in chars: offsets map forward only
+    cue: bool | None = None  # whether the text asks for an encoded text to be read
     while i >= 0:
         j = mask.find(b" ", i)
         if j < 0:
@@ -319,8 +322,11 @@ def _encoded(text: str, raw: bytes, mask: bytes, i: int) -> Iterator[Span]:
         end = start + (j - i)
         byte_at, char_at = j, end
         kind = _decoded_kind(text[start:end])
-        if kind == "encoded_prose" and not _DECODE_CUE.search(text.lower()):
-            kind = None  # a base64 sentence nobody asks the model to read is just data
+        if kind == "encoded_prose":
+            if cue is None:  # looked for once per text (per blob, a text of blobs was quadratic)
+                cue = _DECODE_CUE.search(text.lower()) is not None
+            if not cue:
+                kind = None  # a base64 sentence nobody asks the model to read is just data
         if kind is not None:
             yield Span(start, end, DETECTOR, kind)
         i = mask.find(_BLOB, j)
