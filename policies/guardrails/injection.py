@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from policies.guardrails.spans import Span
 
 DETECTOR = "prompt_injection"
+# A Span built without the named-tuple constructor's Python frame (once per finding).
+_new = tuple.__new__
 
 _ADJ = (
     r"(?:previous|prior|preceding|above|earlier|former|initial|original|existing|old|foregoing"
@@ -260,14 +262,14 @@ _B64_NEEDLES = ("ignore", "disregard", "instructions", "system prompt", "you are
 def _phrase_hits(low: str) -> Iterator[Span]:
     for regex, kind in _FORWARD:
         for m in regex.finditer(low):
-            yield Span(m.start(), m.end(), DETECTOR, kind)
+            yield _new(Span, (m.start(), m.end(), DETECTOR, kind, 2, True))
     for m in _YOU.finditer(low):
         if m.lastgroup == "jailbreak":
-            yield Span(m.start(), m.end(), DETECTOR, "jailbreak")
+            yield _new(Span, (m.start(), m.end(), DETECTOR, "jailbreak", 2, True))
         elif _ADDRESSED.search(low, max(0, m.start() - 40), m.start()):
-            yield Span(m.start(), m.end(), DETECTOR, "hidden_instruction")
+            yield _new(Span, (m.start(), m.end(), DETECTOR, "hidden_instruction", 2, True))
     for m in _HEADING.finditer(low):
-        yield Span(m.start(1), m.end(1), DETECTOR, "role_tag")
+        yield _new(Span, (m.start(1), m.end(1), DETECTOR, "role_tag", 2, True))
     for anchor, back, fwd, regex, kind in _WINDOWED:
         i = low.find(anchor)
         while i >= 0:
@@ -281,7 +283,7 @@ def _phrase_hits(low: str) -> Iterator[Span]:
             for m in regex.finditer(low, lo, hi):
                 a = low.find(anchor, m.start(), m.end() + len(anchor) - 1)
                 if 0 <= a < m.end():
-                    yield Span(m.start(), m.end(), DETECTOR, kind)
+                    yield _new(Span, (m.start(), m.end(), DETECTOR, kind, 2, True))
 
 
 def _decoded_kind(blob: str) -> str | None:
@@ -328,7 +330,7 @@ def _encoded(text: str, raw: bytes, mask: bytes, i: int) -> Iterator[Span]:
             if not cue:
                 kind = None  # a base64 sentence nobody asks the model to read is just data
         if kind is not None:
-            yield Span(start, end, DETECTOR, kind)
+            yield _new(Span, (start, end, DETECTOR, kind, 2, True))
         i = mask.find(_BLOB, j)
 
 

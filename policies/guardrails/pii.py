@@ -83,8 +83,10 @@ _MIXED_GROUP = re.compile(r"[A-Za-z][0-9]|[0-9][A-Za-z]")
 _NANP_PAREN = re.compile(r"\([2-9][0-9]{2}\) ?[2-9][0-9]{2}[\-. ][0-9]{4}")
 _NINO_1 = frozenset("ABCEGHJKLMNOPRSTWXYZ")
 _NINO_2 = frozenset("ABCEGHJKLMNPRSTWXYZ")
+# From an `@` with a local-part character before it (one with none is no mailbox: `@b.co@b.co…`
+# cost a Python step each).
 _EMAIL_DOMAIN = re.compile(
-    r"@([A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9\-]+)*"
+    r"@(?<=[A-Za-z0-9._%+\-]@)([A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9\-]+)*"
     r"\.(?:[A-Za-z]{2,24}|xn--[A-Za-z0-9\-]{1,59}))"
     r"(?![A-Za-z0-9\-])"
 )
