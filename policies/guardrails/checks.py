@@ -40,10 +40,10 @@ def luhn_ok(digits: str) -> bool:
 def card_brand_ok(digits: str) -> bool:
     """Issuer prefix and length of a major card network; random digit runs rarely fit both."""
     n = len(digits)
-    p2 = int(digits[:2])
-    p4 = int(digits[:4])
     if digits[0] == "4":
         return n in (13, 16, 19)
+    p2 = int(digits[:2])
+    p4 = int(digits[:4])
     if 51 <= p2 <= 55 or 2221 <= p4 <= 2720:
         return n == 16
     if p2 in (34, 37):

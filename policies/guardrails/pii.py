@@ -227,24 +227,21 @@ def _card(value: str) -> int:
     `value` is the numeric regex's card: ASCII digits, spaces and dashes, a digit first."""
     lead = value.lstrip("0123456789")
     if not lead:  # digits only
-        return len(value) if 13 <= len(value) <= 19 and _card_ok(value) else 0
+        n = len(value)
+        return n if 13 <= n <= 19 and card_brand_ok(value) and luhn_ok(value) else 0
     i = len(value) - len(lead)  # the first separator
     sep = lead[0]
     # The number's own separator is its first; a different one starts the next number.
     cut = value.find("-" if sep == " " else " ", i)
     head = value[:cut] if cut >= 0 else value
-    if 13 <= i <= 19 and _card_ok(value[:i]):
+    if 13 <= i <= 19 and card_brand_ok(value[:i]) and luhn_ok(value[:i]):
         return i  # an unseparated number followed by another
     groups = head.split(sep)
     for k in range(len(groups), 2, -1):
         digits = "".join(groups[:k])
-        if 13 <= len(digits) <= 19 and _card_ok(digits):
+        if 13 <= len(digits) <= 19 and card_brand_ok(digits) and luhn_ok(digits):
             return len(sep.join(groups[:k]))
     return 0
-
-
-def _card_ok(digits: str) -> bool:
-    return card_brand_ok(digits) and luhn_ok(digits)
 
 
 def _numeric(text: str) -> list[Span]:
@@ -255,6 +252,7 @@ def _numeric(text: str) -> list[Span]:
     # nothing else), a card's on the digits the regex took.
     seen_ip: dict[str, bool] = {}
     seen_card: dict[str, int] = {}
+    seen_label: dict[str, bool] = {}  # an SSN label's, on the text it reads
     n_text = len(text)
     ips = 0  # found so far: from DENSE_FINDINGS on, the regex and the boundaries decide
     pos = 0
@@ -287,14 +285,37 @@ def _numeric(text: str) -> list[Span]:
             s -= 3 if text[s - 1] == " " else 2
             out.extend(_iban_nino(text, kind, s, e))
             continue
-        if not _free_left(text, s):
+        if s and text[s - 1] in _LEFT_STOP:  # `_free_left`, inline
             continue
         value = m.group()
-        if kind == "ssn":
+        if kind == "card":  # the most frequent kind of a text of numbers: tested first
+            n = seen_card.get(value, -1)
+            if n < 0:
+                n = _card(value)
+                if len(seen_card) < MEMO_MAX:
+                    seen_card[value] = n
+            # `_free_right(text, s + n)`, inline.
+            if n and (
+                (j := s + n) >= n_text
+                or not (
+                    (c := text[j]) in _ALNUM
+                    or (c in ".-/" and j + 1 < n_text and text[j + 1].isdigit())
+                )
+            ):
+                add(_new(Span, (s, j, DETECTOR, "payment_card", 2, True)))
+                pos = j  # the rest of the run may hold the next card
+        elif kind == "ssn":
             if _free_right(text, e) and ssn_ok(value[:3], value[4:6], value[7:]):
                 add(_new(Span, (s, e, DETECTOR, "us_ssn", 2, True)))
         elif kind == "ssn9":
-            labelled = _SSN_LABEL.search(text, max(0, s - 40), s) is not None
+            # The label search reads `text[s - 41 : s]` (`\b` looks one before its window),
+            # its verdict kept for this scan.
+            key = text[max(0, s - 41) : s]
+            labelled = seen_label.get(key)  # type: ignore[assignment]
+            if labelled is None:
+                labelled = _SSN_LABEL.search(text, max(0, s - 40), s) is not None
+                if len(seen_label) < MEMO_MAX:
+                    seen_label[key] = labelled
             if labelled and _free_right(text, e) and ssn_ok(value[:3], value[3:5], value[5:]):
                 add(_new(Span, (s, e, DETECTOR, "us_ssn", 2, True)))
         elif kind == "nanp" and value[0] in "23456789":
@@ -305,15 +326,6 @@ def _numeric(text: str) -> list[Span]:
                 continue  # the digits of an IBAN's groups, not a phone
             if _phone_digits_ok(value, 10, 11) and (end := _phone_end(text, e)) > 0:
                 add(_new(Span, (s, end, DETECTOR, "phone", 2, True)))
-        elif kind == "card":
-            n = seen_card.get(value, -1)
-            if n < 0:
-                n = _card(value)
-                if len(seen_card) < MEMO_MAX:
-                    seen_card[value] = n
-            if n and _free_right(text, s + n):
-                add(_new(Span, (s, s + n, DETECTOR, "payment_card", 2, True)))
-                pos = s + n  # the rest of the run may hold the next card
     return out
 
 
