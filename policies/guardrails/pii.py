@@ -319,8 +319,16 @@ def _numeric(text: str) -> list[Span]:
             if labelled and _free_right(text, e) and ssn_ok(value[:3], value[3:5], value[5:]):
                 add(_new(Span, (s, e, DETECTOR, "us_ssn", 2, True)))
         elif kind == "nanp" and value[0] in "23456789":
-            if (end := _phone_end(text, e)) > 0:
-                add(_new(Span, (s, end, DETECTOR, "phone", 2, True)))
+            # `_phone_end(text, e)`, inline where no extension can follow.
+            if e < n_text and (
+                (c := text[e]) in _ALNUM
+                or (c in ".-/" and e + 1 < n_text and text[e + 1].isdigit())
+            ):
+                if c not in "xX" or (end := _phone_end(text, e)) < 0:
+                    continue
+            else:
+                end = e
+            add(_new(Span, (s, end, DETECTOR, "phone", 2, True)))
         elif kind == "natl" or (kind == "nanp" and value[0] == "0"):
             if _in_code_groups(text, s):
                 continue  # the digits of an IBAN's groups, not a phone
@@ -329,20 +337,33 @@ def _numeric(text: str) -> list[Span]:
     return out
 
 
-def _phones(text: str) -> Iterator[Span]:
+def _phones(text: str) -> list[Span]:
+    out: list[Span] = []
+    add = out.append
+    n = len(text)
     if "+" in text:
         for m in _E164.finditer(text):
             s, e = m.span()
-            if (s == 0 or text[s - 1] not in _ALNUM) and (end := _phone_end(text, e)) > 0:
-                value = m.group()
-                if value.count(".") == 1:
-                    continue  # a signed decimal, not a dotted phone number
-                if _phone_digits_ok(value, 8, 15):
-                    yield _new(Span, (s, end, DETECTOR, "phone", 2, True))
+            if s and text[s - 1] in _ALNUM:
+                continue
+            # `_phone_end(text, e)`, inline where no extension can follow.
+            if e < n and (
+                (c := text[e]) in _ALNUM
+                or (c in ".-/" and e + 1 < n and text[e + 1].isdigit())
+            ):
+                if c not in "xX" or (end := _phone_end(text, e)) < 0:
+                    continue
+            else:
+                end = e
+            value = m.group()
+            if value.count(".") == 1:
+                continue  # a signed decimal, not a dotted phone number
+            if _phone_digits_ok(value, 8, 15):
+                add(_new(Span, (s, end, DETECTOR, "phone", 2, True)))
     for m in _NANP_PAREN.finditer(text):
         s, e = m.span()
         if (s == 0 or text[s - 1] not in _ALNUM) and (end := _phone_end(text, e)) > 0:
-            yield _new(Span, (s, end, DETECTOR, "phone", 2, True))
+            add(_new(Span, (s, end, DETECTOR, "phone", 2, True)))
     for m in _INTL_00.finditer(text):
         s, e = m.span()
         if (
@@ -351,7 +372,8 @@ def _phones(text: str) -> Iterator[Span]:
             and not _in_code_groups(text, s)
         ):
             if (end := _phone_end(text, e)) > 0:
-                yield _new(Span, (s, end, DETECTOR, "phone", 2, True))
+                add(_new(Span, (s, end, DETECTOR, "phone", 2, True)))
+    return out
 
 
 def _iban_nino(text: str, kind: str | None, s: int, e: int) -> Iterator[Span]:
