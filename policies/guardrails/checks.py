@@ -207,8 +207,8 @@ def placeholder(value: str) -> bool:
         return True
     if low.startswith("$") or low.startswith("%") or low.startswith("@"):
         return True
-    if len(set(low)) <= 2:
-        return True
+    if not low or not (rest := low.replace(low[0], "")) or not rest.replace(rest[0], ""):
+        return True  # at most two distinct characters
     if low.endswith("here"):
         return True  # `…AccessTokenHere`, `paste_key_here`
     if low.startswith("<") or ("<" in low and ">" in low) or _TEMPLATE.search(low):
