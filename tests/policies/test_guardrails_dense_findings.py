@@ -140,13 +140,16 @@ def _old_emails(text: str) -> Iterator[Span]:
         yield Span(s, m.end(), pii.DETECTOR, "email")
 
 
+_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-.")
+
+
 def _old_assignments(text: str, low: str) -> Iterator[Span]:
     for i, regex in enumerate(secrets._ASSIGN):
         pos = 0
         while (m := regex.search(low, pos)) is not None:
             pos = m.end()
             k = m.start()
-            while k > 0 and low[k - 1] in secrets._KEY_CHARS and m.start() - k < 40:
+            while k > 0 and low[k - 1] in _KEY_CHARS and m.start() - k < 40:
                 k -= 1
             owner = low[k : m.start()]
             if i == 5 and not owner.rstrip("_-. ").endswith(secrets._KEY_OWNERS):

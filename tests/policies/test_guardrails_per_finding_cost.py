@@ -4,13 +4,17 @@ like what reaches it (issue 9: a text dense with distinct findings paid each ste
 
 from __future__ import annotations
 
+import base64
+import binascii
 import bisect
+import ipaddress
 import itertools
 import random
+import re
 import string
 from operator import itemgetter, le
 
-from policies.guardrails import checks
+from policies.guardrails import checks, injection, pii
 from policies.guardrails.engine import _resolve_overlaps
 from policies.guardrails.spans import Span
 
@@ -80,3 +84,268 @@ def test_overlaps_resolve_as_before() -> None:
                      rng.random() < 0.9)
             )  # fmt: skip
         assert _resolve_overlaps(list(spans)) == _old_resolve_overlaps(list(spans)), spans
+
+
+def _old_card(value: str) -> int:
+    first = value[0:1]
+    head = value
+    for i, c in enumerate(value):
+        if not c.isdigit():
+            sep = c
+            other = "-" if sep == " " else " "
+            cut = value.find(other, i)
+            head = value[:cut] if cut >= 0 else value
+            break
+    else:
+        sep = ""
+    if not first:
+        return 0
+    lead = head.split(sep)[0] if sep else head
+    if 13 <= len(lead) <= 19 and checks.card_brand_ok(lead) and checks.luhn_ok(lead):
+        return len(lead)
+    if not sep:
+        return 0
+    groups = head.split(sep)
+    for k in range(len(groups), 2, -1):
+        digits = "".join(groups[:k])
+        if 13 <= len(digits) <= 19 and checks.card_brand_ok(digits) and checks.luhn_ok(digits):
+            return len(sep.join(groups[:k]))
+    return 0
+
+
+def _old_phone_digits_ok(value: str, lo: int, hi: int) -> bool:
+    if "  " in value or ".." in value or "--" in value:
+        return False
+    n = sum(c.isdigit() for c in value)
+    return lo <= n <= hi
+
+
+def _old_in_code_groups(text: str, s: int) -> bool:
+    m = pii._GROUPS_BEFORE.search(text, max(0, s - 45), s)
+    if m is None:
+        return False
+    return any(
+        any(c.isalpha() for c in g) and any(c.isdigit() for c in g) for g in m.group().split()
+    )
+
+
+def _old_iban_ok(compact: str) -> bool:
+    if checks.IBAN_LENGTHS.get(compact[:2]) != len(compact):
+        return False
+    moved = compact[4:] + compact[:4]
+    num = "".join(str(int(c, 36)) for c in moved)
+    return int(num) % 97 == 1
+
+
+def _old_iban(text: str, s: int, e: int) -> list[Span]:
+    if s > 0 and text[s - 1] in pii._ALNUM:
+        return []
+    value = text[s:e].upper()
+    want = checks.IBAN_LENGTHS.get(value[:2])
+    if want is None or value[2] in " -":
+        return []
+    letters = [c for c in text[s:e] if c.isalpha()]
+    if not (all(c.isupper() for c in letters) or all(c.islower() for c in letters)):
+        return []
+    count = 0
+    end = s
+    for i in range(s, e):
+        if text[i] not in " -":
+            count += 1
+            if count == want:
+                end = i + 1
+                break
+    if count != want or not pii._free_right(text, end):
+        return []
+    if _old_iban_ok(text[s:end].replace(" ", "").replace("-", "").upper()):
+        return [Span(s, end, pii.DETECTOR, "iban")]
+    return []
+
+
+def _old_ipv6(text: str) -> list[Span]:
+    out = []
+    pos, n = 0, len(text)
+    while (m := pii._IPV6_AT.search(text, pos)) is not None:
+        s, lo = m.start(), max(0, m.start() - pii._IPV6_MAX - 1)
+        while s > lo and text[s - 1] in "0123456789abcdefABCDEF:.":
+            s -= 1
+        e = pos = pii._HEXCOLON_RUN.match(text, m.end()).end()  # type: ignore[union-attr]
+        value = text[s:e].rstrip(".")
+        if len(value) > pii._IPV6_MAX or sum(1 for g in value.split(":") if g) < 3:
+            continue
+        if (s > 0 and text[s - 1] in pii._ALNUM) or (e < n and text[e] in pii._ALNUM):
+            continue
+        try:
+            addr = ipaddress.IPv6Address(value)
+        except ValueError:
+            continue
+        if value.lower().startswith("ffff:ffff:"):
+            continue
+        if addr.is_global and (e >= n or text[e] != "/"):
+            out.append(Span(s, s + len(value), pii.DETECTOR, "ip_address"))
+    return out
+
+
+def _old_placeholder_few_chars(low: str) -> bool:
+    return len(set(low)) <= 2
+
+
+def _old_decoded_kind(blob: str) -> str | None:
+    if blob.islower() or blob.isupper():
+        return None
+    try:
+        decoded = base64.b64decode(blob[:16384] + "=" * (-len(blob[:16384]) % 4))
+        low = decoded.decode("ascii").lower()
+    except (binascii.Error, ValueError):
+        return None
+    if any(n in low for n in injection._B64_NEEDLES) and any(
+        True for _ in injection._phrase_hits(low)
+    ):
+        return "encoded_injection"
+    words = low.split()
+    letters = sum(c.isalpha() or c == " " for c in low)
+    if len(words) >= 4 and letters >= 0.85 * len(low) and low.isprintable():
+        return "encoded_prose"
+    return None
+
+
+def test_numbers_checks_answer_as_before() -> None:
+    rng = random.Random(9)
+    for i in range(40_000):
+        chars = rng.choice(("0123456789", "0123456789 ", "0123456789-", "0123456789 -", "40 "))
+        value = rng.choice("0123456789") + "".join(rng.choice(chars) for _ in range(i % 26))
+        if i % 3 == 0:  # a card number's groups, maybe another number after it
+            digits = "4" + "".join(rng.choice(string.digits) for _ in range(rng.choice((12, 15))))
+            sep = rng.choice((" ", "-", ""))
+            value = sep.join(digits[k : k + 4] for k in range(0, len(digits), 4))
+            value += rng.choice(("", " 1234", "-12", " 5555-4444"))
+        assert pii._card(value) == _old_card(value), value
+        for lo, hi in ((8, 15), (10, 11), (10, 17)):
+            phone = value + rng.choice(("", " .()", "  ", "--"))
+            assert pii._phone_digits_ok(phone, lo, hi) == _old_phone_digits_ok(phone, lo, hi)
+        text = "".join(rng.choice("ab0129 XZ-") for _ in range(i % 60))
+        for s in range(0, len(text) + 1, 7):
+            assert pii._in_code_groups(text, s) == _old_in_code_groups(text, s), (text, s)
+
+
+def _iban_like(rng: random.Random) -> str:
+    country = rng.choice(sorted(checks.IBAN_LENGTHS))
+    alphabet = string.digits + (string.ascii_uppercase if rng.random() < 0.3 else "")
+    bban = "".join(rng.choice(alphabet) for _ in range(checks.IBAN_LENGTHS[country] - 4))
+    check = 98 - _old_iban_mod(bban + country + "00")
+    iban = country + f"{check:02d}" + bban
+    if rng.random() < 0.3:
+        iban = iban[:-1] + rng.choice(string.digits)  # mostly a wrong check now
+    if rng.random() < 0.2:
+        iban = iban.lower()
+    sep = rng.choice(("", " ", "-", " "))
+    out = sep.join(iban[k : k + 4] for k in range(0, len(iban), 4))
+    if rng.random() < 0.2:  # a character dropped or a separator doubled somewhere
+        k = rng.randint(0, len(out))
+        out = out[:k] + rng.choice((" ", "-", "  ", "x", "")) + out[k + 1 :]
+    return out
+
+
+def _old_iban_mod(compact: str) -> int:
+    return int("".join(str(int(c, 36)) for c in compact)) % 97
+
+
+def test_ibans_are_found_as_before() -> None:
+    rng = random.Random(9)
+    for _ in range(8_000):
+        text = rng.choice((" ", ", ", "", "\n", "-")).join(
+            _iban_like(rng) if rng.random() < 0.7 else rng.choice(("AB 12 34 56 C", "x", "1234"))
+            for _ in range(rng.randint(1, 4))
+        )
+        old = sorted(
+            span
+            for m in pii._NUMERIC.finditer(text)
+            if m.lastgroup == "iban"
+            for span in _old_iban(text, m.start() - 2, m.end())
+        )
+        new = sorted(
+            span
+            for m in pii._NUMERIC.finditer(text)
+            if m.lastgroup == "iban"
+            for span in pii._iban_nino(text, "iban", m.start() - 2, m.end())
+        )
+        assert new == old, text
+        compact = _iban_like(rng).replace(" ", "").replace("-", "").upper()
+        assert checks.iban_ok(compact) == _old_iban_ok(compact), compact
+
+
+_V6_BASES = (
+    "::1", "::", "::ffff:8.8.8.8", "::ffff:10.0.0.1", "100::", "2001::", "2001:2::", "2001:db8::",
+    "2001:10::", "fc00::", "fe80::", "2001:4860::", "ffff:ffff::", "64:ff9b::", "2002::",
+    "2001:1f::", "2001:20::", "2001:1ff::",
+)  # fmt: skip
+
+
+def _v6_like(rng: random.Random) -> str:
+    if rng.random() < 0.5:  # in or near each network ipaddress treats apart
+        base = int(ipaddress.IPv6Address(rng.choice(_V6_BASES)))
+        addr = ipaddress.IPv6Address(
+            (base + rng.randint(0, 2 ** rng.choice((0, 8, 40, 96)))) % 2**128
+        )
+        value = rng.choice((addr.compressed, addr.exploded))
+    else:
+        value = ":".join(
+            format(rng.randint(0, 65535), rng.choice(("x", "X", "04x")))
+            for _ in range(rng.randint(2, 9))
+        )
+        if rng.random() < 0.3:
+            value = value.replace(":", "::", 1)
+    if rng.random() < 0.1:
+        value += "." + str(rng.randint(0, 300))
+    if rng.random() < 0.1:
+        value += rng.choice(("/64", "g", ".", ":", "::"))
+    return value
+
+
+def test_ipv6_addresses_are_found_as_before() -> None:
+    rng = random.Random(9)
+    for _ in range(10_000):
+        sep = rng.choice((" ", ", ", "", "x", "\n", "1"))
+        text = sep.join(_v6_like(rng) for _ in range(rng.randint(1, 6)))
+        assert pii._ipv6(text) == _old_ipv6(text), text
+    text = " ".join(_v6_like(rng) for _ in range(3_000))  # past the kept verdicts' bound
+    assert pii._ipv6(text) == _old_ipv6(text)
+
+
+def test_emails_are_found_as_before_without_the_look_back() -> None:
+    old_regex = re.compile(pii._EMAIL_DOMAIN.pattern.replace("@(?<=[A-Za-z0-9._%+\\-]@)", "@"))
+    assert old_regex.pattern != pii._EMAIL_DOMAIN.pattern
+    rng = random.Random(9)
+    pieces = ("@b.co", "a@b.co", "@", "x.", "user", ".", "-", "+", "://", " ", "\n",
+              "git@github.com", "a@example.com", "1.2.3@h.io", "\u00e9@b.co", "@@b.co",
+              "u%@x.org")  # fmt: skip
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 20))) for _ in range(8_000)]
+    texts.append("".join(rng.choice(pieces) for _ in range(20_000)))  # past the dense bound
+    new = [pii._emails(t) for t in texts]
+    saved = pii._EMAIL_DOMAIN
+    try:
+        pii._EMAIL_DOMAIN = old_regex
+        old = [pii._emails(t) for t in texts]
+    finally:
+        pii._EMAIL_DOMAIN = saved
+    assert new == old
+
+
+def test_placeholders_and_base64_blobs_answer_as_before() -> None:
+    rng = random.Random(9)
+    alphabets = (string.ascii_letters + string.digits, "ab", "aA", "xX-", "a", "\u00df", "example")
+    for i in range(40_000):
+        value = "".join(rng.choice(rng.choice(alphabets)) for _ in range(i % 30))
+        low = value.lower()
+        assert (not low or not (r := low.replace(low[0], "")) or not r.replace(r[0], "")) == (
+            _old_placeholder_few_chars(low)
+        )
+    words = ("hello", "world", "ignore", "all", "previous", "instructions", "the", "a", "tab\t",
+             "1234", "x!", "you are now", "system prompt", "Syst\u00e8me")  # fmt: skip
+    for i in range(8_000):
+        if i % 3:
+            raw = " ".join(rng.choice(words) for _ in range(rng.randint(1, 12))).encode()
+        else:
+            raw = bytes(rng.randint(0, 255) for _ in range(rng.randint(20, 60)))
+        blob = base64.b64encode(raw).decode()
+        assert injection._decoded_kind(blob) == _old_decoded_kind(blob), blob
