@@ -19,7 +19,9 @@ extra pass over the text costs more than the whole classification of its few can
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
+import itertools
 import re
 from collections.abc import Iterator
 
@@ -236,11 +238,17 @@ def _card(value: str) -> int:
     head = value[:cut] if cut >= 0 else value
     if 13 <= i <= 19 and card_brand_ok(value[:i]) and luhn_ok(value[:i]):
         return i  # an unseparated number followed by another
+    # The first k groups (k >= 3, most first) whose digits are 13-19 long: the digits of the
+    # first k of `head` (single separators between digit groups) are a prefix of all of them.
     groups = head.split(sep)
-    for k in range(len(groups), 2, -1):
-        digits = "".join(groups[:k])
-        if 13 <= len(digits) <= 19 and card_brand_ok(digits) and luhn_ok(digits):
-            return len(sep.join(groups[:k]))
+    ends = list(itertools.accumulate(map(len, groups)))  # digits in the first k: ends[k - 1]
+    digits = head.replace(sep, "")
+    for k in range(min(len(groups), bisect.bisect_right(ends, 19)), 2, -1):
+        n = ends[k - 1]
+        if n < 13:
+            break
+        if card_brand_ok(number := digits[:n]) and luhn_ok(number):
+            return n + k - 1  # with its k - 1 separators
     return 0
 
 
