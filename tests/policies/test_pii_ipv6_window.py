@@ -21,15 +21,18 @@ _CORE = re.compile(
 )
 
 
+_HEXCOLON = frozenset("0123456789abcdefABCDEF:.")
+
+
 def _every_position(text: str) -> list[pii.Span]:
     """The reference: the core regex searched from every position (the scan before windows)."""
     out = []
     pos, n = 0, len(text)
     while (m := _CORE.search(text, pos)) is not None:
         s, e = m.start(), m.end()
-        while s > 0 and text[s - 1] in pii._HEXCOLON:
+        while s > 0 and text[s - 1] in _HEXCOLON:
             s -= 1
-        while e < n and text[e] in pii._HEXCOLON:
+        while e < n and text[e] in _HEXCOLON:
             e += 1
         pos = e
         value = text[s:e].rstrip(".")
