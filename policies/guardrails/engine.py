@@ -102,6 +102,16 @@ def _specific(s: Span) -> tuple[int, int, int]:
 def _resolve_group(spans: list[Span]) -> list[Span]:
     """`_resolve_overlaps` of hits that overlap each other (in text order)."""
     spans.sort(key=_specific)
+    if all(map(le, map(_START, spans), map(_START, itertools.islice(spans, 1, None)))):
+        # Settled in text order (a chain of hits of one priority and length: `a@b.co@b.co…`):
+        # each one can only collide with the last one kept.
+        kept = []
+        end = -1
+        for s in spans:
+            if not kept or end <= s.start:
+                kept.append(s)
+                end = s.end
+        return kept
     # Kept spans never overlap, so sorted by start they are sorted by end too: one bisect finds
     # the only neighbours a candidate can collide with (O(n log n) for a text full of hits).
     starts: list[int] = []

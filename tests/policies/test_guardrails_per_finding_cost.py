@@ -84,6 +84,10 @@ def test_overlaps_resolve_as_before() -> None:
                      rng.random() < 0.9)
             )  # fmt: skip
         assert _resolve_overlaps(list(spans)) == _old_resolve_overlaps(list(spans)), spans
+    for step, size in ((5, 9), (3, 7), (4, 4), (6, 7)):  # chains of hits of one length
+        spans = [Span(i * step, i * step + size, "pii", "email") for i in range(500)]
+        spans += [Span(7, 30, "secrets", "x", 3), Span(900, 901, "pii", "y", 1)]
+        assert _resolve_overlaps(list(spans)) == _old_resolve_overlaps(list(spans))
 
 
 def _old_card(value: str) -> int:
