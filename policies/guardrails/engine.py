@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import itertools
 from dataclasses import dataclass
-from operator import itemgetter, le, not_
+from operator import itemgetter, le, not_, sub
 
 from policies.guardrails.injection import find_injection
 from policies.guardrails.pii import find_pii
@@ -20,7 +20,7 @@ from policies.guardrails.secrets import find_secrets
 from policies.guardrails.spans import Span, lowered
 
 DETECTORS = frozenset({"secrets", "pii", "prompt_injection"})
-_START, _END = itemgetter(0), itemgetter(1)  # of a Span
+_START, _END, _PRIORITY = itemgetter(0), itemgetter(1), itemgetter(4)  # of a Span
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +101,13 @@ def _specific(s: Span) -> tuple[int, int, int]:
 
 def _resolve_group(spans: list[Span]) -> list[Span]:
     """`_resolve_overlaps` of hits that overlap each other (in text order)."""
-    spans.sort(key=_specific)
+    # Hits of one priority and one length (a chain: `a@b.co@b.co…`) are already in that order
+    # (text order); others are sorted by `_specific`.
+    if (
+        len(set(map(_PRIORITY, spans))) > 1
+        or len(set(map(sub, map(_END, spans), map(_START, spans)))) > 1
+    ):
+        spans.sort(key=_specific)
     if all(map(le, map(_START, spans), map(_START, itertools.islice(spans, 1, None)))):
         # Settled in text order (a chain of hits of one priority and length: `a@b.co@b.co…`):
         # each one can only collide with the last one kept.
