@@ -71,6 +71,10 @@ ADVERSARIAL = (
     "system ", "## system\n", " mode", "ignore all ", "you must ", "the user ", "aGVsbG8gd29ybGQ",
     # Dense with real-looking findings: each occurrence is one (a per-finding cost, not a rescan).
     "password=Hunter2024 ", "8.8.8.8 ", "4111 1111 1111 1111 ", "a@b.co ", "a@b.co,",
+    "4111111111111111 ", "+1 415 555 0132 ", "SSN: 078051123 ", "DE89 3704 0044 0532 0130 00 ",
+    "2001:4860:4860::8888 ", "Bearer abcdEFGH1234ijklMNOP5678 ", "@b.co",
+    # Base64 that decodes to prose (was quadratic: a cue looked up in the whole text per blob).
+    "aGVsbG8gd29ybGQgdGhpcyBpcyBhIHBsYWluIHRlc3Qgb2Ygd29yZHM= ",
 )  # fmt: skip
 
 
