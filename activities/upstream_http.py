@@ -28,7 +28,7 @@ dropped as the request crossed it) is sent once more on a new connection; a late
 error (the provider may have read the request and be running, and billing, the call). Bodies
 are decoded from gzip (the only encoding asked for), within a bound on how far they expand.
 While a streamed body is not being read, at most ~1 MiB of it is buffered (the socket is
-paused beyond that).
+paused beyond that); a body read whole (`read`) is refused past `max_body` (64 MiB).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ _RETRY_WITHIN = 0.5
 # (zeros: ~1000x) is refused before it is inflated in memory.
 _INFLATE_FLOOR = 32 << 20
 _INFLATE_RATIO = 200
+MAX_BODY = 64 << 20  # a non-streamed answer read whole (`read`): far above any LLM answer
 _MAX_URLS = 1024  # parsed URL cache entries (URLs come from config: a few per target)
 _BAD_HEADER_CHARS = ("\r", "\n", "\0")
 
@@ -390,9 +391,14 @@ class UpstreamResponse:
         return c.complete and not c.body
 
     async def read(self) -> bytes:
-        """The rest of the body (decoded)."""
-        parts = []
+        """The rest of the body (decoded); UpstreamConnectionError past the pool's `max_body`
+        (the connection is closed: a streamed body is relayed piece by piece instead)."""
+        parts, size, limit = [], 0, self._conn.pool.max_body
         while chunk := await self._conn.next_chunk():
+            size += len(chunk)
+            if size > limit:
+                self.close()
+                raise UpstreamConnectionError(f"the upstream's answer is over {limit} bytes")
             parts.append(chunk)
         return b"".join(parts)
 
@@ -421,8 +427,9 @@ class UpstreamPool:
     """Keep-alive connections per (scheme, host, port); see the module docstring."""
 
     def __init__(self, *, keepalive_timeout: float = KEEPALIVE_TIMEOUT,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, max_body: int = MAX_BODY) -> None:
         self.keepalive_timeout = keepalive_timeout
+        self.max_body = max_body
         self._ssl = ssl_context
         self._idle: dict[tuple[bool, str, int], list[_Connection]] = {}
         self._open: set[_Connection] = set()

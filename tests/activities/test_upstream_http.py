@@ -414,6 +414,34 @@ async def test_an_unread_streamed_body_is_buffered_only_up_to_a_bound() -> None:
 
 
 @on_both_loops
+async def test_an_answer_read_whole_past_max_body_is_refused_and_its_connection_closed() -> None:
+    size = 3 << 20
+    peer_gone = asyncio.Event()
+
+    async def big(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size)
+        try:
+            for _ in range(size // 65536):
+                w.write(b"x" * 65536)
+                await w.drain()
+            await r.read()  # b"" once the client closes, or a reset
+        except ConnectionError:
+            pass
+        peer_gone.set()
+
+    pool = UpstreamPool(max_body=1 << 20)
+    async with Server(big) as s:
+        resp = await pool.post(s.url, b"{}", H)
+        with pytest.raises(UpstreamConnectionError, match="over 1048576 bytes"):
+            await resp.read()
+        resp.release()
+        await asyncio.wait_for(peer_gone.wait(), 5)
+        assert not any(pool._idle.values())
+    await pool.close()
+
+
+@on_both_loops
 async def test_bytes_after_the_answer_in_the_same_read_are_no_part_of_it() -> None:
     """A second response glued to the first (pipelining garbage, a smuggled answer) must not
     be appended to the first's body, nor override its headers, nor leave the connection
