@@ -202,7 +202,9 @@ def link_hash(prev_hash: str, link: Mapping[str, Any]) -> str:
 
 def parse_members(members: str) -> list[list[str]] | None:
     """A link's members as `[tbl, record_key, op, digest, note]` lists; None when the text is
-    not that (an edited link)."""
+    not that (an edited link). A NUL character is never in a written member (keys and notes
+    are canonical JSON, escaped) and PostgreSQL cannot make it text (`audit.verify`'s lookup
+    would fail on it), so a member holding one is an edited link too."""
     try:
         got = orjson.loads(members)
     except orjson.JSONDecodeError:
@@ -210,7 +212,8 @@ def parse_members(members: str) -> list[list[str]] | None:
     if not isinstance(got, list) or not got:
         return None
     for m in got:
-        if not (isinstance(m, list) and len(m) == 5 and all(isinstance(v, str) for v in m)):
+        if not (isinstance(m, list) and len(m) == 5
+                and all(isinstance(v, str) and "\x00" not in v for v in m)):
             return None
     return got
 
