@@ -114,9 +114,13 @@ class Metrics:
         self.alerts_dropped = Counter(
             "governor_alerts_dropped_total",
             "Embedded alert firings not handed to Temporal: a new alert key while "
-            "alert_max_queued were already waiting",
+            "alert_max_queued of its rule (bound=rule) or alert_max_queued_total of all rules "
+            "(bound=total) were already waiting",
+            ["bound"],
             registry=r,
         )
+        for bound in ("rule", "total"):
+            self.alerts_dropped.labels(bound)
         self.ledger_pending = Gauge(
             "governor_ledger_pending_rows",
             "Ledger rows journaled but not yet in the database",

@@ -97,14 +97,16 @@ class AlertHub:
         default_factory=dict)
     # Waiting hand-overs of caller-chosen keys by the rule (group) they belong to: the queue's
     # bound applies per rule, so one rule's flood (runaway sessions) cannot crowd out another's
-    # (a leaked secret).
+    # (a leaked secret), and to all rules together (`alert_max_queued_total`, so the number of
+    # rules does not multiply it): `len(_group_of)` is that total.
     _group_of: dict[tuple[str, str], str] = field(default_factory=dict)
     _queued_in: dict[str, int] = field(default_factory=dict)
     # How long an Alertmanager delivery waits, in all, for its alerts' embedded hand-overs.
     pending_wait_seconds: float = PENDING_WAIT_SECONDS
     dropped: int = 0  # firings of a new alert key refused because the queue was full
-    _dropped_unlogged: int = 0
-    _dropped_logged_at: float = -1e9
+    # Per bound ('rule', 'total'): drops since its last warning, and when that was.
+    _dropped_unlogged: dict[str, int] = field(default_factory=dict)
+    _dropped_logged_at: dict[str, float] = field(default_factory=dict)
     _backlog: list[int] = field(default_factory=list)
     _health: dict[str, float] = field(default_factory=dict)  # firing self-health rule -> last fire
     _health_seen: set[str] = field(default_factory=set)  # self-health rules checked once
@@ -169,9 +171,10 @@ class AlertHub:
         one not `droppable`: alerts whose keys the config bounds (budgets, breakers, tokenizer
         drift, self-health, untagged spend). A new key callers choose (a runaway session, a
         leaked secret's project) waits while fewer than `alert_max_queued` of its `group` (its
-        rule) wait; past that it is dropped, logged and counted
-        (`governor_alerts_dropped_total`): returns False. So waiting hand-overs number at most
-        `alert_max_queued` per rule plus the config-bounded keys."""
+        rule) and fewer than `alert_max_queued_total` of all groups wait; past either it is
+        dropped, logged and counted (`governor_alerts_dropped_total{bound}`): returns False.
+        So waiting hand-overs number at most `min(alert_max_queued per rule,
+        alert_max_queued_total)` plus the config-bounded keys."""
         k = (op, key)
         other = ("resolve" if op == "fire" else "fire", key)
         if k in self._waiting and other not in self._waiting:
@@ -182,7 +185,10 @@ class AlertHub:
         known = other in self._waiting or k in self._running or other in self._running
         if droppable and not known and len(self._running) >= settings.alert_max_running:
             if self._queued_in.get(group, 0) >= settings.alert_max_queued:
-                self._drop(key)
+                self._drop(key, "rule")
+                return False
+            if len(self._group_of) >= settings.alert_max_queued_total:
+                self._drop(key, "total")
                 return False
             self._group_of[k] = group
             self._queued_in[group] = self._queued_in.get(group, 0) + 1
@@ -251,19 +257,23 @@ class AlertHub:
         self._running.pop(k, None)
         self._pump()
 
-    def _drop(self, key: str) -> None:
+    def _drop(self, key: str, bound: str) -> None:
+        """Count and (at most once per DROP_LOG_SECONDS per bound) log a refused new key;
+        `bound` is the one it met: 'rule' (`alert_max_queued`) or 'total'."""
         self.dropped += 1
-        self._dropped_unlogged += 1
-        self.gw.metrics.alerts_dropped.inc()
+        unlogged = self._dropped_unlogged[bound] = self._dropped_unlogged.get(bound, 0) + 1
+        self.gw.metrics.alerts_dropped.labels(bound).inc()
         now = time.monotonic()
-        if now - self._dropped_logged_at >= DROP_LOG_SECONDS:
+        if now - self._dropped_logged_at.get(bound, -1e9) >= DROP_LOG_SECONDS:
             s = self.gw.config.settings
+            limit = (f"alert_max_queued={s.alert_max_queued} of its rule" if bound == "rule"
+                     else f"alert_max_queued_total={s.alert_max_queued_total} of all rules")
             log.warning("alert %.200s not started: %d alert(s) already waiting for Temporal "
-                        "(alert_max_queued=%d, alert_max_running=%d); %d dropped since the "
-                        "last such warning", key, len(self._waiting), s.alert_max_queued,
-                        s.alert_max_running, self._dropped_unlogged)
-            self._dropped_unlogged = 0
-            self._dropped_logged_at = now
+                        "(%s, alert_max_running=%d); %d dropped at this bound since its last "
+                        "such warning", key, len(self._waiting), limit, s.alert_max_running,
+                        unlogged)
+            self._dropped_unlogged[bound] = 0
+            self._dropped_logged_at[bound] = now
 
     def _done(self, t: asyncio.Task[Any]) -> None:
         self._tasks.discard(t)

@@ -425,11 +425,12 @@ class Settings(_Strict):
     alert_top_sessions: int = Field(default=20, ge=0, le=1000)
     # Embedded alerts hand firings and resolutions to Temporal in the background: at most
     # `alert_max_running` at once, then up to `alert_max_queued` waiting per rule (one per alert
-    # key: a repeat merges into the one waiting); past that, a new key callers choose (a session,
-    # a project) is dropped, logged and counted in governor_alerts_dropped_total
-    # (alerts/README.md).
+    # key: a repeat merges into the one waiting) and `alert_max_queued_total` across all rules;
+    # past either, a new key callers choose (a session, a project) is dropped, logged and
+    # counted in governor_alerts_dropped_total{bound} (alerts/README.md).
     alert_max_running: int = Field(default=32, ge=1, le=1000)
     alert_max_queued: int = Field(default=1000, ge=0, le=100_000)
+    alert_max_queued_total: int = Field(default=5000, ge=0, le=100_000)
     # Used as the session id when no X-Governor-Session-ID (or X-TFY-Session-ID) is sent: the
     # ids coding agents already send. An empty list turns the fallback off.
     client_session_headers: tuple[str, ...] = DEFAULT_CLIENT_SESSION_HEADERS

@@ -251,6 +251,19 @@ def test_the_top_n_session_gauges_default_to_20_and_are_bounded() -> None:
         Settings(alert_top_sessions=1001)
 
 
+def test_waiting_alert_firings_have_a_total_bound_with_a_default_and_a_ceiling() -> None:
+    from pydantic import ValidationError
+
+    from policies.config.models import Settings
+
+    assert Settings().alert_max_queued_total == 5000
+    assert Settings(alert_max_queued_total=100_000).alert_max_queued_total == 100_000
+    assert Settings(alert_max_queued_total=0).alert_max_queued_total == 0
+    for bad in (-1, 100_001):
+        with pytest.raises(ValidationError):
+            Settings(alert_max_queued_total=bad)
+
+
 @pytest.mark.parametrize(
     ("field", "yaml_value", "line"),
     [

@@ -89,7 +89,7 @@ async def test_many_distinct_alert_keys_are_bounded_and_past_the_bound_dropped_v
             for i in range(50):  # 50 distinct runaway sessions in one instant
                 hub.fire("runaway_agent", labels(i))
         assert hub.dropped == 43  # 2 running + 5 waiting
-        assert gw.metrics.alerts_dropped._value.get() == 43
+        assert gw.metrics.alerts_dropped.labels("rule")._value.get() == 43
         warned = [r.getMessage() for r in caplog.records if "not started" in r.getMessage()]
         assert len(warned) == 1 and "alert_max_queued=5" in warned[0]
         hub._recent.clear()  # past the 5 s coalescing: the running and a waiting alert again
@@ -142,6 +142,55 @@ async def test_one_rules_flood_does_not_crowd_out_another_rules_alert(
         assert not hub._queued_in and not hub._group_of
         delivered = [await _status(client, k) for k in keys[:3] + keys[20:22]]
         assert delivered == [WorkflowExecutionStatus.RUNNING] * 5
+    finally:
+        await hub.close()
+        await terminate(client, keys)
+        await gw.close()
+
+
+async def test_waiting_firings_are_bounded_in_total_across_rules(
+    client: Client, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The per-rule bound alone lets waiting firings grow with the number of rules: a total
+    bound across rules (`alert_max_queued_total`) caps them. Past it a new caller-chosen key of
+    any rule is dropped, counted (bound="total") and logged like the per-rule overflow, while
+    the per-rule bound still holds and config-bounded keys (a breaker) still wait."""
+    gw = await open_gateway(
+        tmp_path, "\nalert_max_running: 1\nalert_max_queued: 3\nalert_max_queued_total: 4\n"
+    )
+    counting = CountingClient(client)
+    hub = AlertHub(gw, counting, f"alert-total-{uuid.uuid4().hex[:8]}")
+    run = uuid.uuid4().hex[:8]
+    runaway = [{"session_id": f"total-{run}-{i}", "evidence": "repeat"} for i in range(10)]
+    leaks = [{"project": f"total-leak-{run}-{i}", "type": "secret"} for i in range(3)]
+    keys = [hub.key_of("runaway_agent", x) for x in runaway]
+    keys += [hub.key_of("secret_leaked", x) for x in leaks]
+    dropped = gw.metrics.alerts_dropped
+    try:
+        with caplog.at_level(logging.WARNING, logger="governor.alerts"):
+            for x in runaway:
+                hub.fire("runaway_agent", x)
+            assert hub.dropped == 6  # 1 running + 3 waiting: the runaway rule's own bound
+            assert dropped.labels("rule")._value.get() == 6
+            # One more rule's firings: 3 + 1 = 4 waiting in all, then the total bound refuses.
+            assert [hub.fire("secret_leaked", x) for x in leaks] == [True, False, False]
+            assert hub.dropped == 8
+            assert dropped.labels("total")._value.get() == 2
+            assert dropped.labels("rule")._value.get() == 6
+            assert sum(hub._queued_in.values()) == 4
+            hub.on_breaker("support-cheap", "sim/total-target")  # keyed by config: waits
+            assert hub.dropped == 8
+        warned = [r.getMessage() for r in caplog.records if "not started" in r.getMessage()]
+        assert len(warned) == 2, warned
+        assert "alert_max_queued=3" in warned[0]
+        assert "alert_max_queued_total=4" in warned[1] and "total-leak" in warned[1]
+
+        async def drained() -> bool:
+            return not hub._running and not hub._waiting
+
+        await until(drained, "the waiting firings handed to Temporal")
+        assert counting.started == 6  # 4 runaway, 1 leak, the breaker
+        assert not hub._queued_in and not hub._group_of
     finally:
         await hub.close()
         await terminate(client, keys)
