@@ -57,12 +57,13 @@ async def count_calls(store: LedgerStore, session_id: str) -> int:
 
 async def calls_within(store: LedgerStore, session_id: str, max_calls: int) -> int:
     """The session's call rows in the ledger; ExportTooLarge past `max_calls`
-    (`archive.max_export_calls`: the one bound of a show or export, over HTTP or on the ledger
-    directly), before any row is read."""
+    (`archive.max_export_calls`: the one bound of a show, export or replay, over HTTP or on the
+    ledger directly), before any row is read."""
     n = await count_calls(store, session_id)
     if n > max_calls:
         raise ExportTooLarge(f"session {session_id!r} has {n} calls, more than "
-                             f"archive.max_export_calls ({max_calls}) one show or export reads")
+                             f"archive.max_export_calls ({max_calls}) one show, export or "
+                             "replay reads")
     return n
 
 

@@ -101,9 +101,12 @@ def audit_replay(target: str, config_dir: Path | None, temporal_address: str | N
     elif Direct.wanted(data_dir, ledger):
         direct = Direct(data_dir, ledger, None, archive_url, temporal_address)
         salt = _stored_salt(direct.data_dir)
+        # the one bound of show, export and replay: --config's, else GOVERNOR_CONFIG_DIR's
+        most = (config.settings.archive if config is not None else direct.settings()
+                ).max_export_calls
         record = asyncio.run(direct.run(
             lambda store, archive, temporal: _direct_record(store, archive, temporal, target,
-                                                            salt)))
+                                                            salt, most)))
     else:
         doc = admin_request(url, key, "GET", f"/gateway/audit/sessions/{quote(target, safe='')}"
                             "/decisions")
@@ -137,13 +140,20 @@ def _stored_salt(data_dir: Path | None) -> bytes | None:
 
 
 async def _direct_record(store: Any, archive: Any, temporal: Any, session_id: str,
-                         salt: bytes | None = None) -> Any:
+                         salt: bytes | None = None, max_calls: int | None = None) -> Any:
     """The record from the ledger (its guardrail verdicts checked against the stored text when
     `salt` is at hand); the workflow history from Temporal while the server has it, else from
-    the session archive."""
+    the session archive. More than `max_calls` calls (`archive.max_export_calls`, as the
+    replay route) is one `error:` line, exit 1, before any row is read."""
+    from audit.offloop import ExportTooLarge, calls_within
     from audit.replay import histories_from_archive, histories_from_temporal, record_from_ledger
     from workflows.session import session_workflow_id
 
+    if max_calls is not None:
+        try:
+            await calls_within(store, session_id, max_calls)
+        except ExportTooLarge as exc:
+            _fail(f"{exc}{_LIMITS_HINT}")
     record = await record_from_ledger(store, session_id, salt)
     if not record.calls:
         _fail(f"no calls of session {session_id!r} in the ledger")
@@ -367,7 +377,8 @@ class Direct:
 
 
 _LIMITS_HINT = ("; on the ledger directly the bounds are the --config directory's "
-                "archive.max_export_calls and archive.max_export_bytes settings")
+                "archive.max_export_calls and archive.max_export_bytes settings "
+                "(default: GOVERNOR_CONFIG_DIR's)")
 
 
 def _finish(direct: Direct | None, code: int = 0) -> None:

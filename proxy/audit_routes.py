@@ -2,7 +2,8 @@
 
   GET /gateway/audit/sessions/{id}/decisions   what `governor audit replay` re-decides: the
       session's call rows (no text), the config versions that decided them, and the workflow's
-      history while the Temporal server still has it (null otherwise)
+      history while the Temporal server still has it (null otherwise); a session with more
+      than `archive.max_export_calls` calls is refused 413 session_too_large
   GET /gateway/audit/verify[?since=EPOCH]      walk the ledger's tamper-evident chains: the
       `audit.verify` report, computed in a child process (one at a time per replica: a second
       gets 409; stopped after VERIFY_TIMEOUT)
@@ -48,18 +49,25 @@ from audit.offloop import (
     build_export,
     build_show,
     calls_within,
-    count_calls,
     read_off_loop,
 )
 from audit.versions import load_versions
 from policies.config.models import ApiKey
 from policies.refusals import Refusal
 from proxy.errors import BUSY_RETRY_AFTER_S
-from proxy.http import BodyTooLarge, Receive, Scope, Send, header_map, read_body, respond_json
+from proxy.http import (
+    BodyTooLarge,
+    Receive,
+    Scope,
+    Send,
+    header_map,
+    read_body,
+    respond,
+    respond_json,
+)
 from proxy.llm_routes import bearer, parse_json_body
 
 AUDIT_ROLES = ("auditor", "oncall", "admin")
-MAX_CALLS = 100_000  # calls of one session a replay record carries
 MAX_ID = 256
 VERIFY_TIMEOUT = 1800.0  # seconds a verify may run before it is stopped
 _verifying: set[int] = set()  # id() of the gateways running a verify
@@ -88,7 +96,8 @@ async def handle_audit_routes(gw: Gateway, parts: list[str], scope: Scope, recei
         sid = parts[3]
         if not sid or len(sid) > MAX_ID:
             raise Refusal(400, "invalid_request", f"session id must be 1-{MAX_ID} characters")
-        await respond_json(send, 200, await decisions_record(gw, sid))
+        doc = await decisions_record(gw, sid)  # up to max_export_calls rows: JSON off the loop
+        await respond(send, 200, await asyncio.to_thread(orjson.dumps, doc))
         return
     if parts[2:] == ["verify"] and method == "GET":
         from proxy.admin import _query
@@ -134,17 +143,17 @@ async def decisions_record(gw: Gateway, session_id: str) -> dict[str, Any]:
     from workflows.session import session_workflow_id
 
     await gw.writer.flush()
-    n = await count_calls(gw.store, session_id)  # one indexed COUNT, before any row is read
-    if n > MAX_CALLS:
-        raise Refusal(413, "session_too_large",
-                      f"session {session_id!r} has {n} calls, more than the {MAX_CALLS} one "
-                      "replay record carries; replay its exported bundle instead")
+    most = gw.config.settings.archive.max_export_calls  # the bound of show and export too
+    try:  # one indexed COUNT, before any row is read
+        await calls_within(gw.store, session_id, most)
+    except ExportTooLarge as exc:
+        raise Refusal(413, "session_too_large", str(exc)) from None
     salt = gateway_salt(gw)  # stays in the proxy: the stored-text check is made here
 
     async def read(store: Any) -> Any:
         return await record_from_ledger(store, session_id, salt)
 
-    # reading, decoding and checking up to MAX_CALLS rows takes seconds of CPU: off the loop
+    # reading, decoding and checking up to `most` rows takes seconds of CPU: off the loop
     rec = await read_off_loop(Source(gw.store.secret_url(), gw.store.schema, None), read)
     if not rec.calls:
         raise Refusal(404, "session_not_found", f"no calls of session {session_id!r} in the ledger")
@@ -178,10 +187,10 @@ async def decisions_record(gw: Gateway, session_id: str) -> dict[str, Any]:
     found = await load_versions(gw.store, list(rec.versions))
     return {
         "session_id": session_id,
-        "calls": rec.calls[:MAX_CALLS],
+        "calls": rec.calls[:most],  # calls written since the COUNT stay out
         "config_versions": list(found.values()),
         "histories": [{"workflow_id": w, "history": h} for w, h in histories],
-        "guardrail_events": rec.guardrail_events[:MAX_CALLS],
+        "guardrail_events": rec.guardrail_events[:most],
         "guardrail_text_checks": text_checks_doc(rec.text_checks) if rec.text_checks else None,
     }
 

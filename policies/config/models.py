@@ -318,9 +318,12 @@ class LimitsOutagePolicy(_Strict):
     requests: OutageAction = "serve"
 
 
-# One show or export (over HTTP, or `governor audit` on the ledger directly) reads at most this
-# many calls of a session and answers at most this many bundle bytes (defaults of the settings).
+# One show, export or replay (over HTTP, or `governor audit` on the ledger directly) reads at
+# most this many calls of a session; an export answers at most this many bundle bytes (defaults
+# of the settings). MOST_EXPORT_CALLS caps the setting: show and replay hold a session's whole
+# record in memory (~1 KB a call as dicts, more as the replay route's JSON).
 MAX_EXPORT_CALLS = 200_000
+MOST_EXPORT_CALLS = 1_000_000
 MAX_EXPORT_BYTES = 256 * 1024 * 1024
 
 
@@ -347,9 +350,11 @@ class ArchiveSettings(_Strict):
     encrypt: bool = False
     key_env: str = Field(default="GOVERNOR_ARCHIVE_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
     sweep_seconds: float = Field(default=60, gt=0)  # how often the archive job looks
-    # One export (or show) reads at most this many calls of a session (more: 413, export a
-    # shorter record from the archive's blobs) and answers at most this many bundle bytes.
-    max_export_calls: int = Field(default=MAX_EXPORT_CALLS, gt=0, le=10_000_000)
+    # The one bound on a session's calls that one show, export or replay reads (the admin
+    # routes and `governor audit show|export|replay` on the ledger): more is refused before any
+    # row is read (routes: 413 `export_too_large` / `session_too_large`; CLI: `error:`, exit 1).
+    # An export answers at most `max_export_bytes` bundle bytes.
+    max_export_calls: int = Field(default=MAX_EXPORT_CALLS, gt=0, le=MOST_EXPORT_CALLS)
     max_export_bytes: int = Field(default=MAX_EXPORT_BYTES, gt=0, le=512 * 1024 * 1024)
 
 

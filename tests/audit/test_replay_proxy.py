@@ -408,21 +408,31 @@ async def test_replay_through_the_admin_api_needs_an_auditor_key(gateway):
     assert (await _call(p, sid, "a-routes", key=AUDITOR_KEY)).status_code == 403
 
 
-async def test_decisions_route_refuses_a_session_past_the_call_bound_with_413(
-        gateway, monkeypatch):
-    import proxy.audit_routes as routes
-
+async def test_decisions_route_refuses_a_session_past_the_call_bound_with_413(gateway):
+    """The replay record is bounded by `archive.max_export_calls`, the one bound of show,
+    export and replay (a reload applies it): past it a 413 naming the setting."""
     p = gateway
     sid, actions = await _session(p)
-    monkeypatch.setattr(routes, "MAX_CALLS", len(actions) - 1)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{p.port}") as c:
-        r = await c.get(f"/gateway/audit/sessions/{sid}/decisions",
-                        headers={"Authorization": f"Bearer {AUDITOR_KEY}"})
-        assert r.status_code == 413 and r.json()["error"]["code"] == "session_too_large"
-        monkeypatch.setattr(routes, "MAX_CALLS", len(actions))
-        r = await c.get(f"/gateway/audit/sessions/{sid}/decisions",
-                        headers={"Authorization": f"Bearer {AUDITOR_KEY}"})
-        assert r.status_code == 200 and len(r.json()["calls"]) == len(actions)
+    gw_yaml = p.config_dir / "gateway.yaml"
+    base = gw_yaml.read_text()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{p.port}") as c:
+            for bound, status in ((len(actions) - 1, 413), (len(actions), 200)):
+                gw_yaml.write_text(base + f"archive:\n  max_export_calls: {bound}\n")
+                await _reload(p)
+                r = await c.get(f"/gateway/audit/sessions/{sid}/decisions",
+                                headers={"Authorization": f"Bearer {AUDITOR_KEY}"})
+                assert r.status_code == status, r.text
+                if status == 413:
+                    err = r.json()["error"]
+                    assert err["code"] == "session_too_large"
+                    assert (f"has {len(actions)} calls, more than archive.max_export_calls "
+                            f"({bound})") in err["message"]
+                else:
+                    assert len(r.json()["calls"]) == len(actions)
+    finally:
+        gw_yaml.write_text(base)
+        await _reload(p)
 
 
 async def test_replay_cli_refuses_a_bad_bundle_clearly(tmp_path: Path):

@@ -1,9 +1,10 @@
-"""`governor audit export|show` on the ledger directly keep the bounds of the admin API's
-export route: more than `archive.max_export_calls` calls, or a bundle past
+"""`governor audit export|show|replay` on the ledger directly keep the bounds of the admin
+API's routes: more than `archive.max_export_calls` calls, or a bundle past
 `archive.max_export_bytes`, is one `error:` line and exit 1, before any row is read."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -26,9 +27,10 @@ def _config(tmp_path: Path, name: str, archive: str) -> Path:
     return cfg
 
 
-def _audit(*args: str) -> subprocess.CompletedProcess[str]:
+def _audit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    e = {k: v for k, v in os.environ.items() if k != "GOVERNOR_LEDGER_URL"} | (env or {})
     return subprocess.run([sys.executable, "-m", "governor.cli", "audit", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=e)
 
 
 @pytest.fixture
@@ -88,3 +90,38 @@ async def test_the_shared_builders_bound_a_live_session_by_its_ledger_count(
     assert got is not None
     with got[1]:
         pass
+
+
+async def test_local_replay_keeps_the_same_call_bound(tmp_path: Path, session: str) -> None:
+    """`governor audit replay --data-dir/--ledger` reads the session's whole record: past
+    `archive.max_export_calls` (the one bound of show, export and replay) it is one `error:`
+    line and exit 1, before any row is read; the bound comes from --config, else from
+    GOVERNOR_CONFIG_DIR."""
+    data = tmp_path / "data"
+    two = _config(tmp_path, "two", "archive:\n  max_export_calls: 2\n")
+    three = _config(tmp_path, "three", "archive:\n  max_export_calls: 3\n")
+    for args, env in ((["--config", str(two)], None),
+                      ([], {"GOVERNOR_CONFIG_DIR": str(two)})):
+        r = _audit("replay", session, "--data-dir", str(data), *args, env=env)
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        (line,) = r.stderr.strip().splitlines()
+        assert line.startswith(f"error: session {session!r} has 3 calls, more than "
+                               "archive.max_export_calls (2)"), line
+        assert "Traceback" not in r.stderr and not r.stdout
+    r = _audit("replay", session, "--json", "--data-dir", str(data), "--config", str(three))
+    assert r.returncode == 0 and '"session_id"' in r.stdout, r.stderr
+    r = _audit("replay", session, "--json", "--ledger",
+               f"sqlite:///{data / 'ledger.db'}", env={"GOVERNOR_CONFIG_DIR": str(three)})
+    assert r.returncode == 0 and '"session_id"' in r.stdout, r.stderr
+
+
+def test_the_call_bound_has_a_sane_default_and_ceiling() -> None:
+    from pydantic import ValidationError
+
+    from policies.config.models import MOST_EXPORT_CALLS, ArchiveSettings
+
+    assert ArchiveSettings().max_export_calls == 200_000
+    assert ArchiveSettings(max_export_calls=MOST_EXPORT_CALLS).max_export_calls == 1_000_000
+    for bad in (0, MOST_EXPORT_CALLS + 1):
+        with pytest.raises(ValidationError, match="max_export_calls"):
+            ArchiveSettings(max_export_calls=bad)
