@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from urllib.parse import parse_qs
 
 from activities.gateway import Gateway
 from activities.overrides import refresh_overrides
@@ -30,6 +29,7 @@ MAX_WEBHOOK_BODY = 1024 * 1024
 MAX_ALERTS = 1000
 MAX_LABELS = 64
 MAX_LABEL_LEN = 1024
+ALERT_STATUSES = ("firing", "waiting", "resolved", "closed")  # a runbook's, as the ledger has it
 
 
 def _key(gw: Gateway, scope: Scope) -> ApiKey:
@@ -79,8 +79,12 @@ async def handle_alert_routes(gw: Gateway, parts: list[str], scope: Scope, recei
         await hub.refresh_silences()
         await respond_json(send, 200, {"silences": [s.model_dump() for s in hub.silences]})
     elif not rest and method == "GET":
-        q = parse_qs(scope.get("query_string", b"").decode())
-        status = q.get("status", [None])[0]
+        from proxy.admin import _query
+
+        status = _query(scope, {"status"}).get("status")
+        if status is not None and status not in ALERT_STATUSES:
+            raise Refusal(400, "invalid_request",
+                          f"`status` must be one of {', '.join(ALERT_STATUSES)}")
         rows = await list_alerts(gw.store, status=status, limit=200)
         await respond_json(send, 200, {"alerts": [r.model_dump() for r in rows]})
     elif len(rest) == 1 and method == "GET":

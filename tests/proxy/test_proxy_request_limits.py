@@ -138,6 +138,29 @@ async def test_admin_session_list_rejects_bad_query_parameters_with_400(
     assert r.json()["error"]["code"] == "invalid_request"
 
 
+@pytest.mark.parametrize(
+    "query",
+    ["color=red", "status=bogus", "status=firing&status=resolved", "status=" + "s" * 300,
+     "status=%FF"],
+)  # fmt: skip
+async def test_admin_alert_list_rejects_bad_query_parameters_with_400(
+    lp: InProcessProxy, query: str
+) -> None:
+    """The alert list validates its query like the session list: known names once, known
+    statuses; before, any parameter was ignored and an unknown status listed nothing."""
+    async with httpx.AsyncClient(base_url=lp.base_url) as h:
+        r = await h.get(f"/gateway/alerts?{query}", headers=ADMIN)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "invalid_request"
+
+
+async def test_admin_alert_list_accepts_a_known_status(lp: InProcessProxy) -> None:
+    async with httpx.AsyncClient(base_url=lp.base_url) as h:
+        for query in ("", "?status=firing", "?status=waiting", "?status=resolved"):
+            r = await h.get(f"/gateway/alerts{query}", headers=ADMIN)
+            assert r.status_code == 200 and isinstance(r.json()["alerts"], list), r.text
+
+
 async def test_admin_session_list_accepts_a_limit_within_bounds(lp: InProcessProxy) -> None:
     async with httpx.AsyncClient(base_url=lp.base_url) as h:
         r = await h.get("/gateway/sessions?limit=1000&status=open", headers=ADMIN)
