@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -97,6 +98,12 @@ _REFUSAL_STATUS = {
 }
 
 
+def _failed(e: WorkflowUpdateFailedError) -> Refusal:
+    """The refusal of a turn whose handler failed (the workflow's code, else call_failed)."""
+    r = _refusal(e)
+    return r if r is not None else Refusal(502, "call_failed", f"the session turn failed: {e}")
+
+
 def _refusal(exc: BaseException) -> Refusal | None:
     cause: BaseException | None = exc
     while cause is not None:
@@ -164,21 +171,43 @@ class TemporalSessions:
 
     async def _update(self, session_id: str, update: Any, inp: Any) -> Any:
         h = session_handle(self.client, session_id)
+        update_id = str(uuid.uuid4())  # named, so its outcome can be asked for again
         try:
-            return await h.execute_update(update, inp)
+            return await h.execute_update(update, inp, id=update_id)
         except WorkflowUpdateFailedError as e:
-            r = _refusal(e)
-            if r is None:
-                raise Refusal(502, "call_failed", f"the session turn failed: {e}") from None
-            raise r from None
+            raise _failed(e) from None
         except RPCError as e:
-            raise await self._ended(session_id, e) from None
+            lost = e
         except WorkflowUpdateRPCTimeoutOrCancelledError as e:
             # The SDK's form of a DEADLINE_EXCEEDED (or CANCELLED) answer from the server: the
             # server, not the session. A cancellation of this request itself stays one.
+            if not isinstance(e.__cause__, RPCError):
+                raise
+            lost = e.__cause__
+        return await self._outcome(h, session_id, update, update_id, lost)
+
+    async def _outcome(
+        self, h: WorkflowHandle[Any, Any], session_id: str, update: Any, update_id: str,
+        lost: RPCError,
+    ) -> Any:
+        """The outcome of an update whose request failed (`lost`). It may have been accepted,
+        and its turn may have run its governed call (recorded in the ledger), before the server
+        stopped answering — and the session may have ended since. That turn's outcome is the
+        answer, not the ended session's state: read as a refusal at the session's gate, it
+        would tell the caller the turn was refused and record it a second time. Only an update
+        the server never received is answered from the session's state (`_ended`)."""
+        try:
+            return await h.get_update_handle_for(update, update_id).result()
+        except WorkflowUpdateFailedError as e:
+            raise _failed(e) from None
+        except RPCError as e:
+            if e.status != RPCStatusCode.NOT_FOUND:  # the server still does not answer
+                raise _unavailable(session_id, e) from None
+        except WorkflowUpdateRPCTimeoutOrCancelledError as e:
             if isinstance(e.__cause__, RPCError):
                 raise _unavailable(session_id, e.__cause__) from None
             raise
+        raise await self._ended(session_id, lost) from None
 
     async def _ended(self, session_id: str, e: RPCError) -> Refusal:
         """A call on a session whose workflow has completed: say why it ended."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import socket
@@ -16,6 +15,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from ledger.store import LedgerStore
+from tests.support.tcp_relay import TcpRelay
 
 PG_URL = os.environ.get("GOVERNOR_TEST_PG_URL")
 NO_PG = "GOVERNOR_TEST_PG_URL is not set (e.g. postgresql://postgres@127.0.0.1:5432/test)"
@@ -98,50 +98,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class TcpForwarder:
-    """A loopback TCP relay to PostgreSQL that can be switched on later: a database 'outage'
-    that ends, without touching the real server."""
-
-    def __init__(self, port: int, upstream: tuple[str, int]) -> None:
-        self.port = port
-        self.upstream = upstream
-        self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        ur, uw = await asyncio.open_connection(*self.upstream)
-        for src, dst in ((r, uw), (ur, w)):
-            t = asyncio.create_task(self._pipe(src, dst))
-            self._pipes.add(t)
-            t.add_done_callback(self._pipes.discard)
-
-    @staticmethod
-    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        try:
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            dst.close()
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        for t in list(self._pipes):
-            t.cancel()
-
-
 class Outage:
     """The target's database, reached through a URL that is unreachable until `end()`."""
 
     def __init__(self, target: Target, tmp_path: Path) -> None:
-        self._forwarder: TcpForwarder | None = None
+        self._forwarder: TcpRelay | None = None
         if target.backend == "sqlite":
             self._missing_dir = tmp_path / "not-yet"
             self.url = f"sqlite:///{self._missing_dir / 'ledger.db'}"
@@ -149,7 +110,7 @@ class Outage:
         assert PG_URL is not None
         pg = make_url(PG_URL)
         port = free_port()
-        self._forwarder = TcpForwarder(port, (pg.host or "127.0.0.1", pg.port or 5432))
+        self._forwarder = TcpRelay(pg.host or "127.0.0.1", pg.port or 5432, port)
         self.url = pg.set(port=port).render_as_string(hide_password=False)
 
     async def end(self) -> None:

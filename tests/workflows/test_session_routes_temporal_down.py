@@ -81,20 +81,30 @@ async def test_session_and_alert_routes_answer_503_with_retry_after_when_tempora
                 await env.shutdown()
 
 
+async def _deadline_exceeded(*a: object, **k: object) -> object:
+    from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
+    from temporalio.service import RPCError, RPCStatusCode
+
+    try:
+        raise RPCError("deadline exceeded", RPCStatusCode.DEADLINE_EXCEEDED, b"")
+    except RPCError as err:
+        raise WorkflowUpdateRPCTimeoutOrCancelledError() from err
+
+
 class _TimingOutClient:
-    """A Temporal server too slow to answer a turn's update: the SDK turns its DEADLINE_EXCEEDED
-    into WorkflowUpdateRPCTimeoutOrCancelledError (not an RPCError)."""
+    """A Temporal server too slow to answer a turn's update, and then the gateway's ask for
+    that update's outcome: the SDK turns its DEADLINE_EXCEEDED into
+    WorkflowUpdateRPCTimeoutOrCancelledError (not an RPCError)."""
 
     def get_workflow_handle_for(self, *a: object, **k: object) -> object:
-        class Handle:
-            async def execute_update(self, *a: object, **k: object) -> object:
-                from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
-                from temporalio.service import RPCError, RPCStatusCode
+        class UpdateHandle:
+            result = staticmethod(_deadline_exceeded)
 
-                try:
-                    raise RPCError("deadline exceeded", RPCStatusCode.DEADLINE_EXCEEDED, b"")
-                except RPCError as err:
-                    raise WorkflowUpdateRPCTimeoutOrCancelledError() from err
+        class Handle:
+            execute_update = staticmethod(_deadline_exceeded)
+
+            def get_update_handle_for(self, *a: object, **k: object) -> object:
+                return UpdateHandle()
 
         return Handle()
 
