@@ -89,10 +89,17 @@ def client_tool(headers: Mapping[str, str]) -> str | None:
 
 def client_session_id(headers: Mapping[str, str], names: Sequence[str]) -> str | None:
     """The first non-empty session id among the configured client headers (lower-case names)."""
+    return client_session_header(headers, names)[0]
+
+
+def client_session_header(
+    headers: Mapping[str, str], names: Sequence[str]
+) -> tuple[str | None, str | None]:
+    """(that session id, the header it came from), or (None, None)."""
     for name in names:
         value = headers.get(name)
         if value is not None:
             value = value.strip()
             if value:
-                return value
-    return None
+                return value, name
+    return None, None

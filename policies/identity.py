@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from policies.clients import client_session_id, client_tool
+from policies.clients import client_session_header, client_tool
 from policies.config.models import ApiKey, Settings
 from policies.refusals import Refusal
 
@@ -103,16 +103,12 @@ def _header_named(headers: Mapping[str, str], suffix: str) -> tuple[str | None, 
     return None, _IDENTITY_HEADERS["x-governor-" + suffix][1]
 
 
-def _header(headers: Mapping[str, str], suffix: str) -> str | None:
-    return _header_named(headers, suffix)[0]
-
-
 _MAX_META = 256
 
 
 def resolve_identity(key: ApiKey, headers: Mapping[str, str], settings: Settings) -> Identity:
     """Combine a key with the request's metadata headers (names lower-cased)."""
-    project = _header(headers, "project")
+    project, project_header = _header_named(headers, "project")
     for suffix, bound in (("user-id", key.user), ("team", key.team)):
         claimed, shown = _header_named(headers, suffix)
         if claimed is not None and claimed != bound:
@@ -127,8 +123,8 @@ def resolve_identity(key: ApiKey, headers: Mapping[str, str], settings: Settings
             raise Refusal(
                 403,
                 "identity_conflict",
-                f"this API key is bound to project {key.project!r}; it cannot be used "
-                f"for project {project!r}",
+                f"header {project_header} says {_short(project)} but this API key is bound to "
+                f"project {key.project!r}; drop the header or use a key for that project",
             )
         project = key.project
     if project is None:
@@ -140,26 +136,26 @@ def resolve_identity(key: ApiKey, headers: Mapping[str, str], settings: Settings
                 "so spend can be attributed; add it and retry",
             )
         project = key.default_project or settings.untagged_project
-    environment = _header(headers, "environment")
+    environment, environment_header = _header_named(headers, "environment")
     if key.environment is not None:
         environment = key.environment
-    session_id = _header(headers, "session-id")
+    session_id, session_header = _header_named(headers, "session-id")
     if session_id is None:
         # Coding agents send their own session id; it is the session, bound to this key.
-        session_id = client_session_id(headers, settings.client_session_headers)
-    workflow_tag = _header(headers, "workflow-tag")
-    cost_center = _header(headers, "cost-center")
-    for name, val in (
-        ("Project", project),
-        ("Session-ID", session_id),
-        ("Workflow-Tag", workflow_tag),
-        ("Cost-Center", cost_center),
-        ("Environment", environment),
+        session_id, client_header = client_session_header(headers, settings.client_session_headers)
+        session_header = client_header or session_header
+    workflow_tag, tag_header = _header_named(headers, "workflow-tag")
+    cost_center, cost_header = _header_named(headers, "cost-center")
+    for shown, val in (
+        (project_header, project),
+        (session_header, session_id),
+        (tag_header, workflow_tag),
+        (cost_header, cost_center),
+        (environment_header, environment),
     ):
         if val is not None and len(val) > _MAX_META:
-            raise Refusal(
-                400, "invalid_header", f"X-Governor-{name} is longer than {_MAX_META} characters"
-            )
+            # Named as the caller sent it (an X-TFY alias, a coding agent's own header).
+            raise Refusal(400, "invalid_header", f"{shown} is longer than {_MAX_META} characters")
     return Identity(
         key_id=key.id,
         user=key.user,

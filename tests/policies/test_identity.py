@@ -59,9 +59,12 @@ def test_headers_that_agree_with_the_key_are_accepted() -> None:
 
 @pytest.mark.parametrize("header", ["x-governor-project", "x-tfy-project"])
 def test_a_project_header_that_contradicts_a_bound_key_is_refused(header: str) -> None:
+    from policies.identity import header_display
+
     r = refusal(key(project="intern-sandbox"), {header: "platform-search"})
     assert (r.status, r.code) == (403, "identity_conflict")
     assert "intern-sandbox" in r.message
+    assert header_display(header) in r.message  # the header named as the caller sent it
 
 
 def test_a_bound_key_gets_its_project_with_or_without_the_header() -> None:
@@ -160,9 +163,21 @@ def test_require_project_header_is_satisfied_by_header_default_or_binding() -> N
     ],
 )
 def test_an_overlong_metadata_header_is_refused(header: str) -> None:
+    from policies.identity import header_display
+
     r = refusal(key(), {header: "x" * 257})
     assert (r.status, r.code) == (400, "invalid_header")
     assert "256" in r.message
+    # Named as the caller sent it: X-TFY-Session-ID, not its X-Governor-Session-ID alias.
+    assert header_display(header) in r.message
+    other = "X-TFY-" if header.startswith("x-governor-") else "X-Governor-"
+    assert other not in r.message
+
+
+def test_an_overlong_client_session_header_is_named_as_sent() -> None:
+    r = refusal(key(), {"x-claude-code-session-id": "x" * 257})
+    assert (r.status, r.code) == (400, "invalid_header")
+    assert "x-claude-code-session-id" in r.message and "X-Governor" not in r.message
 
 
 def test_a_header_of_exactly_the_maximum_length_is_accepted() -> None:
