@@ -104,7 +104,8 @@ class Metrics:
         self.kills = Counter("governor_session_kills_total", "Sessions killed", registry=r)
         self.auth_refusals = Counter(
             "governor_auth_refusals_total",
-            "Requests answered 401 or 403, by route and refusal code",
+            "Requests answered 401 or 403, or 400 for duplicated or contradicting identity "
+            "headers, by route and refusal code",
             ["route", "status", "code"],
             registry=r,
         )

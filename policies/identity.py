@@ -62,6 +62,10 @@ def header_display(name: str) -> str:
     return hit[1] if hit is not None else name
 
 
+# The 400s of `check_identity_headers`: logged and counted like a refused key (proxy.errors).
+HEADER_REFUSALS = frozenset({"duplicate_identity_header", "conflicting_identity_headers"})
+
+
 def _short(value: str) -> str:
     return repr(value if len(value) <= 64 else value[:61] + "...")
 

@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 from activities.wire.errors import Protocol, error_body
+from policies.identity import HEADER_REFUSALS
 from policies.refusals import Refusal
 from proxy.http import Send, respond
 
@@ -15,9 +16,10 @@ log = logging.getLogger("governor.auth")
 
 
 def note_refusal(gw: Any, r: Refusal, route: str, scope: Any) -> None:
-    """Every 401/403 leaves a log line and a count: status, code, route, client address; never
-    the key or a header value (codes are the gateway's own fixed strings)."""
-    if r.status not in (401, 403):
+    """Every 401/403, and every 400 for duplicated or contradicting identity headers, leaves a
+    log line and a count: status, code, route, client address; never the key or a header value
+    (codes are the gateway's own fixed strings)."""
+    if r.status not in (401, 403) and r.code not in HEADER_REFUSALS:
         return
     gw.metrics.child(gw.metrics.auth_refusals, route, str(r.status), r.code).inc()
     client = scope.get("client") or ("-", 0)

@@ -97,6 +97,35 @@ async def test_every_401_and_403_is_logged_without_secrets_and_counted(
         assert f"governor_auth_refusals_total{{{labels}}}" in text, labels
 
 
+async def test_identity_header_refusals_are_logged_and_counted_too(
+    proxy: InProcessProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A key contradicted by a header (403 identity_conflict), a header sent twice and a
+    Governor header contradicted by its X-TFY alias (400) leave a log line and a count, like
+    a refused key: before, the 400s left no trace at all."""
+    caplog.set_level(logging.WARNING, logger="governor.auth")
+    auth = ("Authorization", f"Bearer {DEV_KEY}")
+    sent = [
+        [auth, ("X-TFY-Team", "someone-else")],
+        [auth, ("X-Governor-Project", "a"), ("X-Governor-Project", "a")],
+        [auth, ("X-TFY-Project", "a"), ("X-Governor-Project", "b")],
+    ]
+    async with httpx.AsyncClient(base_url=proxy.base_url) as h:
+        statuses = [(await h.post("/v1/chat/completions", json=BODY, headers=headers)).status_code
+                    for headers in sent]  # fmt: skip
+        text = (await h.get("/metrics", headers={"Authorization": "Bearer gk-dev-metrics"})).text
+    assert statuses == [403, 400, 400]
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "governor.auth"]
+    for what in ("403 identity_conflict", "400 duplicate_identity_header",
+                 "400 conflicting_identity_headers"):  # fmt: skip
+        assert any(what in m and "llm" in m for m in lines), (what, lines)
+    assert not any(DEV_KEY in m for m in lines)
+    for labels in ('code="identity_conflict",route="llm",status="403"',
+                   'code="duplicate_identity_header",route="llm",status="400"',
+                   'code="conflicting_identity_headers",route="llm",status="400"'):  # fmt: skip
+        assert f"governor_auth_refusals_total{{{labels}}}" in text, labels
+
+
 async def test_prompt_hashes_are_keyed_with_the_deployment_salt(proxy: InProcessProxy) -> None:
     idem = uuid.uuid4().hex
     prompt = "yes"
