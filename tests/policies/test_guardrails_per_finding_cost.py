@@ -225,7 +225,7 @@ def test_numbers_checks_answer_as_before() -> None:
             value += rng.choice(("", " 1234", "-12", " 5555-4444"))
         assert pii._card(value) == _old_card(value), value
         for lo, hi in ((8, 15), (10, 11), (10, 17)):
-            phone = value + rng.choice(("", " .()", "  ", "--"))
+            phone = rng.choice(("", "+")) + value + rng.choice(("", " .()", "  ", "--"))
             assert pii._phone_digits_ok(phone, lo, hi) == _old_phone_digits_ok(phone, lo, hi)
         text = "".join(rng.choice("ab0129 XZ-") for _ in range(i % 60))
         for s in range(0, len(text) + 1, 7):
