@@ -56,6 +56,26 @@ def test_every_card_in_one_string_is_found() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [
+        ("v1.2345678901 4111 1111 1111 1111 x", "payment_card", "4111 1111 1111 1111"),
+        ("ref a12345678 415-555-0132 ok", "phone", "415-555-0132"),
+        ("build 7.41592794634 8.8.8.8 up", "ip_address", "8.8.8.8"),
+        ("id x1234567 078-05-1120 z", "us_ssn", "078-05-1120"),
+        ("tag _98765432 020 7946 0958", "phone", "020 7946 0958"),
+        ("ab0044 20 7946 0958 0044 20 7946 0958 x", "phone", "0044 20 7946 0958"),
+        ("ref a001-518-640-0854 001-518-640-0854", "phone", "001-518-640-0854"),
+    ],
+)
+def test_a_number_after_a_refused_glued_number_is_still_found(
+    text: str, kind: str, value: str
+) -> None:
+    """A number glued to a word or a sign on its left is refused; the number after it is its own
+    (it was skipped: the refused candidate ran over it and the scan went on from its end)."""
+    assert (kind, value) in _found(text)
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "HR12 001 0051 8630 0016 A",  # an invalid IBAN's groups are not a phone
