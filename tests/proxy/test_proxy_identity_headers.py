@@ -126,7 +126,9 @@ async def test_identity_header_refusals_are_logged_and_counted_too(
         assert f"governor_auth_refusals_total{{{labels}}}" in text, labels
 
 
-async def test_prompt_hashes_are_keyed_with_the_deployment_salt(proxy: InProcessProxy) -> None:
+async def test_prompt_and_completion_hashes_are_keyed_with_the_deployment_salt(
+    proxy: InProcessProxy,
+) -> None:
     idem = uuid.uuid4().hex
     prompt = "yes"
     async with httpx.AsyncClient(base_url=proxy.base_url) as h:
@@ -140,3 +142,7 @@ async def test_prompt_hashes_are_keyed_with_the_deployment_salt(proxy: InProcess
     salt = gateway_salt(proxy.gw)
     assert row.prompt_sha256 == hmac.new(salt, prompt.encode(), hashlib.sha256).hexdigest()
     assert row.prompt_sha256 != hashlib.sha256(prompt.encode()).hexdigest()
+    answer = r.json()["choices"][0]["message"]["content"].encode()
+    assert answer and row.completion_bytes == len(answer)
+    assert row.completion_sha256 == hmac.new(salt, answer, hashlib.sha256).hexdigest()
+    assert row.completion_sha256 != hashlib.sha256(answer).hexdigest()

@@ -7,14 +7,18 @@ import asyncio
 import re
 import statistics
 import time
+import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import aiohttp
 import pytest
 import pytest_asyncio
 
+from activities.gateway import hash_key
 from simulator.server import SimServer
-from tests.support.servers import InProcessProxy, make_config_dir
+from tests.support.servers import EXAMPLES, InProcessProxy, make_config_dir
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -101,3 +105,51 @@ async def test_scrapes_do_not_slow_the_calls_being_served(mp: InProcessProxy) ->
           f"({scrapes} scrapes)")
     assert scrapes >= 2
     assert busy < quiet * 5 + 0.05  # was 2.3 ms -> 1.6 s with two scrapers on 30k series
+
+
+@asynccontextmanager
+async def _proxy_with(tmp_path: Path, settings: str) -> AsyncIterator[InProcessProxy]:
+    """A proxy on the sample config, `settings` appended to its gateway-settings file."""
+    cfg = make_config_dir(tmp_path / "cfg")
+    (cfg / "gateway.yaml").write_text((EXAMPLES / "gateway.yaml").read_text() + settings)
+    async with SimServer(port=0) as sim:
+        p = await InProcessProxy(cfg, tmp_path / "data", sim.base_url).start()
+        try:
+            yield p
+        finally:
+            await p.stop()
+
+
+async def test_the_scrape_token_reads_metrics_and_the_allowlist_keeps_its_projects(
+    tmp_path: Path,
+) -> None:
+    """`metrics_token_hash`: the token (not a key) reads /metrics and nothing else; a wrong one
+    is 401. `metrics_label_allowlist`: a project it lists keeps its label, others are `other`."""
+    token = f"scrape-{uuid.uuid4().hex}"
+    settings = f"metrics_token_hash: '{hash_key(token)}'\nmetrics_label_allowlist: [p-listed]\n"
+    async with _proxy_with(tmp_path, settings) as p, aiohttp.ClientSession(
+        base_url=p.base_url
+    ) as h:
+        for project in ("p-listed", "p-unlisted"):
+            async with h.post("/v1/chat/completions", json=BODY,
+                              headers={**DEV, "x-governor-project": project}) as r:
+                assert r.status == 200
+        for headers, status in (({"authorization": f"Bearer {token}"}, 200),
+                                ({"authorization": f"Bearer {token}x"}, 401), ({}, 401),
+                                (DEV, 403)):  # fmt: skip
+            async with h.get("/metrics", headers=headers) as r:
+                assert r.status == status, headers
+                if status == 200:
+                    text = await r.text()
+        async with h.post("/v1/chat/completions", json=BODY,
+                          headers={"authorization": f"Bearer {token}"}) as r:
+            assert r.status == 401  # a scrape token is not an API key
+    projects = set(re.findall(r'^governor_tokens_total\{[^}]*project="([^"]*)"', text, re.M))
+    assert {"p-listed", "other"} <= projects and "p-unlisted" not in projects
+
+
+async def test_metrics_public_opens_the_scrape_to_anyone(tmp_path: Path) -> None:
+    async with _proxy_with(tmp_path, "metrics_public: true\n") as p, aiohttp.ClientSession(
+        base_url=p.base_url
+    ) as h, h.get("/metrics") as r:
+        assert r.status == 200 and "governor_" in await r.text()
