@@ -227,6 +227,45 @@ async def test_secret_split_across_anthropic_content_blocks_is_caught(
     ]
 
 
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+@pytest.mark.parametrize("mode", ["block", "mutate"])
+async def test_secret_split_across_content_parts_is_caught_on_a_streamed_call(
+    gp: InProcessProxy, mode: str, protocol: str
+) -> None:
+    """The same split secret on a streamed call, in both protocols: the input hooks read the
+    one normalised view whatever the answer's shape; refused before any stream, or the
+    provider only sees the redaction."""
+    idem = uuid.uuid4().hex
+    msgs: Any = [{"role": "user", "content": _split_parts(" [[sim:echo]]")}]
+    error = openai.BadRequestError if protocol == "openai" else anthropic.BadRequestError
+    if protocol == "openai":
+        client = oai(gp, f"request-input-{mode}", idem)
+
+        async def streamed() -> str:
+            stream = await client.chat.completions.create(
+                model="support-cheap", messages=msgs, stream=True)
+            return "".join([c.choices[0].delta.content or "" async for c in stream
+                            if c.choices])  # fmt: skip
+    else:
+        aclient = ant(gp, f"request-input-{mode}", idem)
+
+        async def streamed() -> str:
+            async with aclient.messages.stream(model="haiku", max_tokens=200,
+                                               messages=msgs) as stream:  # fmt: skip
+                return "".join([t async for t in stream.text_stream])
+
+    if mode == "block":
+        with pytest.raises(error, match="aws_access_key"):
+            await streamed()
+    else:
+        echoed = await streamed()
+        assert SPLIT[1] not in echoed and "[REDACTED:aws_access_key]" in echoed
+    ev = await events_of(gp, idem)
+    assert [(e.hook, e.type, e.action) for e in ev] == [
+        ("request-input", "aws_access_key", ACTION[mode])
+    ]
+
+
 # tool-output ------------------------------------------------------------------------------------
 
 
