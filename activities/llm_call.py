@@ -414,7 +414,8 @@ async def _upstream(gw: Gateway, req: CallRequest, vm: RoutingConfig, targets: l
     stop = req.stop
     if stop is None:
         return await gw.router.call(req.protocol, req.body, vm, targets, req.stream,
-                                    req.include_usage, gw.config.prices, req.beta, req.endpoint)
+                                    req.include_usage, gw.config.prices, req.beta, req.endpoint,
+                                    req.prompt_text)
     sid = req.ident.session_id
     stop.bind()
     if sid is not None:
@@ -428,7 +429,7 @@ async def _upstream(gw: Gateway, req: CallRequest, vm: RoutingConfig, targets: l
             try:
                 return await gw.router.call(req.protocol, req.body, vm, targets, req.stream,
                                             req.include_usage, gw.config.prices, req.beta,
-                                            req.endpoint)
+                                            req.endpoint, req.prompt_text)
             except asyncio.CancelledError:
                 if not stop.absorb():
                     raise

@@ -261,8 +261,12 @@ class Router:
         prices: Mapping[str, ModelPrice] | None = None,
         beta: str | None = None,
         endpoint: Endpoint = "chat",
+        prompt_text: str | None = None,
     ) -> UpstreamResult:
         """Try targets in order (with `vm.retries` retries each) until one answers.
+
+        `prompt_text`: the request's text as the call's normalised view has it, for the input
+        estimate of a stream or an answer without usage (None: taken from `body`).
 
         Between retries of a target: the provider's Retry-After if it sent one, else exponential
         backoff with jitter; a wait longer than `vm.retry_max_wait_ms` moves on to the next target.
@@ -293,7 +297,7 @@ class Router:
                 try:
                     limit = max_output_tokens(prices.get(t.model)) if prices else None
                     res = await self._once(caller, p, t, body, stream, include_usage, limit,
-                                           beta, endpoint)
+                                           beta, endpoint, prompt_text)
                 except UpstreamFailure as exc:
                     failures.append(exc)
                     attempts.append(Attempt(t.key, exc.code))
@@ -364,6 +368,7 @@ class Router:
         max_output: int | None = None,
         beta: str | None = None,
         endpoint: Endpoint = "chat",
+        prompt_text: str | None = None,
     ) -> UpstreamResult:
         assert self._session is not None
         if endpoint == "embeddings" and p.protocol != "openai":
@@ -414,7 +419,7 @@ class Router:
                         caller,
                         p.protocol,
                         include_usage=include_usage,
-                        estimate_input=_input_estimate(caller, body),
+                        estimate_input=_input_estimate(caller, body, prompt_text),
                     )
                     first = await _first_event(resp, relay, t)
         except TimeoutError:
@@ -473,7 +478,9 @@ class Router:
         estimated = usage.total_tokens == 0
         if estimated:
             # The provider reported no usage: the caller sees what Governor will charge.
-            usage = estimated_usage(_input_estimate(caller, body), text, usage.model_version)
+            usage = estimated_usage(
+                _input_estimate(caller, body, prompt_text), text, usage.model_version
+            )
             doc["usage"] = mark_estimated(
                 openai_usage_dict(usage) if p.protocol == "openai" else anthropic_usage_dict(usage)
             )
@@ -703,8 +710,10 @@ def _with_beta(beta: str | None, name: str) -> str:
     return beta if family in beta else f"{beta},{name}"
 
 
-def _input_estimate(caller: Protocol, body: dict[str, Any]) -> int:
-    return estimate_tokens(request_text(caller, body))
+def _input_estimate(caller: Protocol, body: dict[str, Any], prompt_text: str | None) -> int:
+    """The prompt's token estimate: from the call's normalised text when the caller has it (no
+    second walk of the body), else from `body`."""
+    return estimate_tokens(prompt_text if prompt_text is not None else request_text(caller, body))
 
 
 def _openai_text(doc: dict[str, Any]) -> str:

@@ -157,3 +157,28 @@ async def test_every_caller_sees_usage_marked_estimated_streaming_and_not(fp, si
     m = re.search(r'"input_tokens":(\d+).*"output_tokens":(\d+)', delta)
     assert '"estimated":true' in delta
     assert m is not None and (int(m.group(1)), int(m.group(2))) == charged(r.text)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_request_text_is_walked_once_per_call_even_when_usage_is_estimated(
+    fp, monkeypatch, stream
+):
+    """Issue 9: one normalised view of the request's text per call, read by every consumer.
+    The upstream estimate (a stream's input tokens, an answer without usage) walked the body
+    again."""
+    import policies.request_text as rt
+
+    walks: list[int] = []
+
+    class Counting(rt._Builder):
+        def __init__(self) -> None:
+            walks.append(1)
+            super().__init__()
+
+    monkeypatch.setattr(rt, "_Builder", Counting)
+    async with httpx.AsyncClient(timeout=10) as c:
+        r = await c.post(fp.base_url + "/v1/chat/completions",
+                         headers={"authorization": f"Bearer {DEV_KEY}"},
+                         json={"model": "f-no-usage", "messages": HI, "stream": stream})
+    assert r.status_code == 200 and ("usage=estimated" in r.text or not stream)
+    assert len(walks) == 1
