@@ -1,6 +1,8 @@
 """Guardrails cost: per KB of prompt in-process, and the proxy's added latency with the sample
 guardrails config on, side by side with it off, for a 4 KB prompt, in one run; and the cost per
-KB of adversarial texts (one worst case per detector family) against prose (target <= 2x).
+KB of hostile texts against prose (`tests/support/guardrail_texts.py`): floods, which find next
+to nothing (bar <= 2x prose), and texts made of findings, each of which must be reported and
+redacted (their cost above prose, per finding).
 
 Part 1 runs the request-input hook of `examples/config/guardrails.yaml` (secrets redact + PII
 flag) on 1/4/16 KB of ordinary prose. Part 2 runs two proxies on the same config (one plus the
@@ -20,9 +22,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support
 
 from guardrails_bench import _prompt, _timings
 from proxy_overhead import (
@@ -37,6 +41,14 @@ from proxy_overhead import (
 
 from policies.guardrails import evaluate, load_guardrails
 from policies.guardrails.engine import find_spans
+from tests.support.guardrail_texts import (
+    DISTINCT_FINDINGS,
+    FLOODS,
+    PROSE,
+    REPEATED_FINDINGS,
+    distinct,
+    fill,
+)
 
 SAMPLE = REPO / "examples" / "config" / "guardrails.yaml"
 SALT = b"bench"
@@ -60,35 +72,32 @@ def per_kb() -> list[tuple[str, str, str, str]]:
     return rows
 
 
-# One worst case per detector family: each made a backtracking or per-occurrence rescan before
-# the detectors were made linear (`sk-` alone held the event loop 5.4 s at 3.9 MB).
-ADVERSARIAL = (
-    "sk-", "eyJ", "ghp_", "github_pat_", "AKIAAAAAAAAAAAAAAAAA ", "-----BEGIN PRIVATE KEY-----",
-    "api_key=", "password=", "AccountKey=", "bearer ", "://a:", "01 ", "1", "12-", "+1 ", "a@b.",
-    "::", "x::0", "0:", "0::", "curl -u a:", "authorization: basic ", "Q~", "==", "glft-",
-    "key=", "ikey=", "token: ", "tokenizer: ", "token_id: ", "1Q~", "a==", "api_key: ",
-    "password: ",
-    "system ", "## system\n", " mode", "ignore all ", "you must ", "the user ", "aGVsbG8gd29ybGQ",
-    # Dense with real-looking findings: each occurrence is one (a per-finding cost, not a rescan).
-    "password=Hunter2024 ", "8.8.8.8 ", "4111 1111 1111 1111 ", "a@b.co ", "a@b.co,",
-    "4111111111111111 ", "+1 415 555 0132 ", "SSN: 078051123 ", "DE89 3704 0044 0532 0130 00 ",
-    "2001:4860:4860::8888 ", "Bearer abcdEFGH1234ijklMNOP5678 ", "@b.co",
-    # Base64 that decodes to prose (was quadratic: a cue looked up in the whole text per blob).
-    "aGVsbG8gd29ybGQgdGhpcyBpcyBhIHBsYWluIHRlc3Qgb2Ygd29yZHM= ",
-)  # fmt: skip
-
-
-def adversarial(size: int = 256 * 1024) -> tuple[float, list[tuple[str, float]]]:
-    """µs/KB of every detector on `size` of prose, and on each adversarial text (best of 3)."""
+def adversarial(size: int = 256 * 1024) -> tuple[float, list[tuple[str, str, float, int]]]:
+    """µs/KB of every detector on `size` of prose, and on each hostile text of
+    `tests/support/guardrail_texts.py` (best of 3 CPU times): rows of (kind, text's name, µs/KB,
+    findings), kind `flood` (finds next to nothing: bar 2x prose) or `findings` (one every few
+    bytes, each reported and redacted: bounded per finding)."""
     dets = frozenset({"secrets", "pii", "prompt_injection"})
 
     def cost(text: str) -> float:
-        best = min(_timings(lambda s: find_spans(s, dets), text, 3)[:1])
-        return best / (size / 1024)
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.thread_time_ns()
+            find_spans(text, dets)
+            best = min(best, time.thread_time_ns() - t0)
+        return best / 1000 / (size / 1024)
 
-    prose = cost(_prompt(size))
-    rows = [(u, cost((u * (size // len(u) + 1))[:size])) for u in ADVERSARIAL]
-    return prose, rows
+    prose_text = fill(PROSE, size)
+    find_spans(prose_text, dets)
+    texts = [("flood", repr(u), fill(u, size)) for u in FLOODS]
+    texts += [("findings", repr(u), fill(u, size)) for u in REPEATED_FINDINGS]
+    texts += [("findings", f"distinct {n}", distinct(n, size)) for n in DISTINCT_FINDINGS]
+    rows, prose = [], cost(prose_text)
+    for i, (kind, name, t) in enumerate(texts):
+        if i % 8 == 0:  # prose again between texts: its best is the one least disturbed
+            prose = min(prose, cost(prose_text))
+        rows.append((kind, name, cost(t), len(find_spans(t, dets))))
+    return min(prose, cost(prose_text)), rows
 
 
 def script_4kb(root: Path) -> Path:
@@ -151,9 +160,21 @@ def main() -> None:
     for r in per_kb():
         print(f"{r[0]:>7} {r[1]:>9} {r[2]:>9} {r[3]:>8}")
     prose, rows = adversarial()
-    print(f"\nAll detectors, 256 KB texts: prose {prose:.1f} µs/KB; adversarial (target <= 2x):")
-    for unit, c in sorted(rows, key=lambda r: -r[1]):
-        print(f"  {unit!r:<32} {c:>8.1f} µs/KB  {c / prose:>5.2f}x")
+    print(f"\nAll detectors, 256 KB texts, CPU per KB (best of 3): prose {prose:.1f} µs/KB")
+    print("Floods (next to no finding; bar <= 2x prose):")
+    floods = sorted((r for r in rows if r[0] == "flood"), key=lambda r: -r[2])
+    for _, name, c, n in floods:
+        print(f"  {name:<40} {c:>7.1f} µs/KB  {c / prose:>5.2f}x  findings {n}")
+    print("Texts made of findings (each reported and redacted), µs per finding above prose:")
+    found = sorted((r for r in rows if r[0] == "findings"), key=lambda r: -r[2])
+    for _, name, c, n in found:
+        per = (c - prose) * 256 / n
+        print(f"  {name:<40} {c:>7.1f} µs/KB  {c / prose:>5.2f}x  findings {n:>6}  {per:5.1f} µs")
+    worst = floods[0]
+    print(
+        f"worst flood {worst[1]} {worst[2] / prose:.2f}x prose (bar 2x); worst per finding "
+        f"{max((c - prose) * 256 / n for _, _, c, n in found):.1f} µs"
+    )
     if args.adversarial_only:
         return
     for tool in ("wrk", "nginx", "taskset"):

@@ -1,0 +1,115 @@
+"""The texts the guardrails' cost is judged on: prose, adversarial token floods, and texts made of
+findings. Shared by `tests/policies/test_guardrails_scan_cost.py` (bounds, 64 KB) and
+`benchmarks/guardrails_overhead.py` (figures, 256 KB), so both judge the same inputs.
+
+Two kinds, judged differently (README, "Guardrail cost"):
+- `FLOODS`: short tokens that start (or almost complete) a detector's pattern, repeated, runs of
+  numbers that start a shape and fail it, and base64 that decodes to prose. They find nothing or
+  next to nothing (at most one finding per 200 bytes): what they cost is the scanner's own work,
+  bounded at 2x prose per KB.
+- `REPEATED_FINDINGS` and `DISTINCT_FINDINGS`: every few bytes a real finding, each of which must be
+  reported and redacted. Their cost is the scan plus a bounded cost per finding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+PROSE = (Path(__file__).resolve().parents[1] / "policies" / "corpus" / "ordinary.txt").read_text(
+    encoding="utf-8"
+)
+
+FLOODS = (
+    "sk-", "eyJ", "ghp_", "github_pat_", "-----BEGIN PRIVATE KEY-----",
+    "api_key=", "password=", "AccountKey=", "bearer ", "://a:", "01 ", "1", "12-", "+1 ", "a@b.",
+    "::", "x::0", "0:", "0::", "curl -u a:", "authorization: basic ", "Q~", "==", "glft-",
+    "key=", "ikey=", "token: ", "tokenizer: ", "token_id: ", "1Q~", "a==", "api_key: ",
+    "password: ",
+    "system ", "## system\n", " mode", "ignore all ", "you must ", "the user ", "aGVsbG8gd29ybGQ",
+    # Runs of numbers that each start a shape and fail it (found by a search over random units):
+    # every alternative was tried at every digit (up to 3.9x prose before the left-boundary look).
+    "0044 ", "820858.2", "57.0704", "-056627 ", "5  73604", "..0000", "4 93",
+    # Base64 that decodes to prose: the text was searched for a cue once per blob (quadratic).
+    "aGVsbG8gd29ybGQgdGhpcyBpcyBhIHBsYWluIHRlc3Qgb2Ygd29yZHM= ",
+)  # fmt: skip
+
+# One finding per occurrence, the same one repeated.
+REPEATED_FINDINGS = (
+    "AKIAAAAAAAAAAAAAAAAA ", "password=Hunter2024 ", "8.8.8.8 ", "4111 1111 1111 1111 ",
+    "a@b.co ", "a@b.co,", "4111111111111111 ", "415-555-0132 ", "(415) 555-0132 ",
+    "+1 415 555 0132 ", "078-05-1120 ", "SSN: 078051123 ", "AB 12 34 56 C ",
+    "DE89 3704 0044 0532 0130 00 ", "2001:4860:4860::8888 ", "api_key=Zk3jQ9vLw2Xp ",
+    "AKIAIOSFODNN7ABCDEFQ ", "Bearer abcdEFGH1234ijklMNOP5678 ",
+    # A chain of overlapping mailboxes (`co@b.co`), one every 5 bytes, each settled against the
+    # next.
+    "@b.co",
+)  # fmt: skip
+
+
+def _luhn_completed(digits: str) -> str:
+    """`digits` and the check digit that makes it pass Luhn."""
+    total = sum(
+        (2 * int(d) - 9 * (int(d) > 4)) if i % 2 == 0 else int(d)
+        for i, d in enumerate(reversed(digits))
+    )
+    return digits + str(-total % 10)
+
+
+def _card(i: int, sep: str) -> str:
+    number = _luhn_completed("4" + f"{i * 7919 % 10**14:014d}")
+    return sep.join(number[k : k + 4] for k in range(0, 16, 4))
+
+
+def _token(i: int, n: int) -> str:
+    """A distinct token of `n` letters and digits that looks generated (entropy, mixed case)."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    x = (i + 1) * 2654435761
+    out = []
+    for _ in range(n):
+        x = (x * 6364136223846793005 + 1442695040888963407) % 2**64
+        out.append(alphabet[(x >> 32) % 62])
+    return "".join(out)
+
+
+# Distinct findings, one after another: a kept verdict does not help, so each pays its checks.
+DISTINCT_FINDINGS: dict[str, Callable[[int], str]] = {
+    "ipv4": lambda i: f"8.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255} ",
+    "email": lambda i: f"u{i}@b.co ",
+    "password": lambda i: f"password=Hunter{i:06d}x ",
+    "api_key": lambda i: f"api_key={_token(i, 24)} ",
+    "card": lambda i: _card(i, " ") + " ",
+    "card_dash": lambda i: _card(i, "-") + " ",
+    "card_bare": lambda i: _card(i, "") + " ",
+    "phone_nanp": lambda i: f"{200 + i % 700}-555-{i % 10000:04d} ",
+    "phone_e164": lambda i: f"+1 415 {555 + i % 400:03d} {i % 10000:04d} ",
+    "ssn": lambda i: f"{100 + i % 500:03d}-{10 + i % 89:02d}-{1000 + i % 9000:04d} ",
+    "openai_key": lambda i: f"sk-{_token(i, 48)} ",
+    "github_token": lambda i: f"ghp_{_token(i, 36)} ",
+    "bearer": lambda i: f"Bearer {_token(i, 32)} ",
+    "ipv6": lambda i: f"2001:4860:{i % 65536:x}::{i * 31 % 65536:x} ",
+    "aws_secret": lambda i: f"aws_secret_access_key = {_token(i, 40)}\n",
+}
+
+# The finding type each distinct text is made of.
+DISTINCT_TYPES = {
+    "ipv4": "ip_address", "email": "email", "password": "password", "card": "payment_card",
+    "card_dash": "payment_card", "card_bare": "payment_card", "phone_nanp": "phone",
+    "phone_e164": "phone", "ssn": "us_ssn", "api_key": "generic_secret",
+    "openai_key": "openai_api_key", "github_token": "github_token", "bearer": "bearer_token",
+    "ipv6": "ip_address", "aws_secret": "aws_secret_key",
+}  # fmt: skip
+
+
+def fill(unit: str, size: int) -> str:
+    """`unit` repeated to exactly `size` characters."""
+    return (unit * (size // len(unit) + 1))[:size]
+
+
+def distinct(name: str, size: int) -> str:
+    """`size` characters of distinct findings of the kind `name` (a `DISTINCT_FINDINGS` key)."""
+    make, parts, n, i = DISTINCT_FINDINGS[name], [], 0, 0
+    while n < size:
+        parts.append(make(i))
+        n, i = n + len(parts[-1]), i + 1
+    return "".join(parts)[:size]
