@@ -316,6 +316,32 @@ def test_ipv6_addresses_are_found_as_before() -> None:
     assert pii._ipv6(text) == _old_ipv6(text)
 
 
+def test_ipv6_values_parse_as_ipaddress_parses_them() -> None:
+    """`_ip6_global` parses with libc's inet_pton: on runs of hex, colons and dots (what reaches
+    it) it accepts and reads exactly what `ipaddress.IPv6Address` does."""
+    rng = random.Random(11)
+    edge = ("::ffff:1.2.3.04", "1:2:3:4:5:6:7::8", "1:2:3:4:5:6:7:8::", "::1:2:3:4:5:6:7:8",
+            "1::2::3", ":1::", "1::", "::", "::1.2.3.4", "1:2:3:4:5:6:1.2.3.4", "00000::",
+            "1:2:3:4:5:6:7:1.2.3.4", "::ffff:256.1.1.1", "::1.2.3", "::01.2.3.4", ":::",
+            "1.2.3.4::", "::ffff:1.2.3.4:1", "12345::", "1:2:3:4:5:6:7:")  # fmt: skip
+    values = list(edge) + [_v6_like(rng) for _ in range(50_000)]
+    values += ["".join(rng.choice("0123456789abcdefABCDEF:::..") for _ in range(rng.randint(1, 45)))
+               for _ in range(100_000)]  # fmt: skip
+    accepted = 0
+    for value in values:
+        try:
+            want = int(ipaddress.IPv6Address(value))
+        except ValueError:
+            want = None
+        if want is None:
+            assert not pii._ip6_global(value), value
+            continue
+        accepted += 1
+        if not value.lower().startswith("ffff:ffff:") and want >> 32 != 0xFFFF:
+            assert pii._ip6_global(value) == ipaddress.IPv6Address(want).is_global, value
+    assert accepted > 20_000
+
+
 def test_emails_are_found_as_before_without_the_look_back() -> None:
     old_regex = re.compile(pii._EMAIL_DOMAIN.pattern.replace("@(?<=[A-Za-z0-9._%+\\-]@)", "@"))
     assert old_regex.pattern != pii._EMAIL_DOMAIN.pattern
