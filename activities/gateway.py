@@ -193,6 +193,11 @@ class Gateway:
         # A database that is down does not stop the start: the replica serves from its
         # journal and last known state, and catches up when the database is back.
         store = await LedgerStore.open(ledger_url, require_reachable=False)
+        # The chain names rows by keys keyed under the deployment's salt (as prompt hashes and
+        # guardrail fingerprints), not their clear keys: an erased session's id leaves with it.
+        from activities.guardrails import fingerprint_salt
+
+        store.attach_chain_key(fingerprint_salt(Path(journal_dir).parent))
         # Small, frequent batches: the database work shares the core with request handling,
         # and a short burst every 20 ms delays requests less (p99) than a long one every
         # 100 ms. Rows are journaled (crash-safe) the moment they are recorded, so the

@@ -17,7 +17,8 @@ from typing import Any
 
 from sqlalchemy import and_, select
 
-from ledger.chain import TOMBSTONE, shape, tombstone_note
+from ledger.chain import KEYED, TOMBSTONE, shape, tombstone_note
+from ledger.models import LEDGER_CHAIN
 from ledger.store import LedgerStore
 
 MAX_KEYS = 10_000  # rows per call; larger deletions go in several calls (one transaction each)
@@ -104,3 +105,16 @@ async def tombstone_session(store: LedgerStore, session_id: str, reason: str, ac
             keys = [dict(zip(sh.key, r, strict=True)) for r in rows]
             total += await _tombstone_in(store, conn, sh, keys, note)
     return total
+
+
+async def newest_link_keyed(store: LedgerStore) -> bool:
+    """Whether the ledger's newest chain link names rows by keyed record keys
+    (`ledger.chain.ChainKey`): its writers hold the deployment's salt, so a tombstone written
+    without it would name the rows by keys no link of theirs has."""
+    c = LEDGER_CHAIN.c
+    q = select(c.record_key, c.members).order_by(c.id.desc()).limit(1)
+    async with store._connect(write=False) as conn:
+        got = (await conn.execute(q)).first()
+    if got is None:
+        return False
+    return str(got[0]).startswith(KEYED) or f'"{KEYED}' in (got[1] or "")

@@ -11,8 +11,10 @@ tombstone), so the alert still says which deleted session it was about without n
 
 Each changed row is re-linked in the tamper-evident chain (a `put` link with the row's new
 digest, noted with actor, reason and reference), so `governor audit verify` passes.
-What stays: the chain's own links keep the keys of the rows they cover (for a session's own
-rows, its id) and digests of their former content — never the content itself.
+What stays: the chain's own links keep digests of the rows' former content — never the
+content itself — and their record keys: keyed hashes under the deployment's salt
+(`ledger.chain.ChainKey`), so no link written by a salted store names the session; links written
+before keyed keys (or by a store given no salt) keep the clear key, a session's own rows its id.
 """
 
 from __future__ import annotations

@@ -21,6 +21,11 @@ on disk, dropped when verify ends), not an index on the chain:
 an index keyed by random record keys cost every call's write ~60 µs of the proxy's core and
 grew costlier with the ledger. Hashing runs in a worker thread, a batch at a time, so a proxy
 serving `GET /gateway/audit/verify` keeps answering calls while it runs.
+
+Record keys (`ledger.chain`): a row is looked up under its clear key and, given the
+deployment's salt, its keyed key; the later link of the two is its state. A keyed key cannot be
+turned back into the row's key, so the keyed keys of the rows present are collected while rows
+are compared, and a keyed key not among them is a row gone (named by that keyed key).
 """
 
 from __future__ import annotations
@@ -40,8 +45,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import table as sql_table
 
 from ledger.chain import (
+    KEYED,
     MEMBER_SLOTS,
     TOMBSTONE,
+    ChainKey,
     audited_tables,
     link_hash,
     parse_members,
@@ -135,8 +142,9 @@ def report_lines(doc: dict[str, Any]) -> list[str]:
     return out
 
 
-# A row's latest link: (digest as bytes, or None for a tombstone, chain id, seq).
-_Latest = tuple[bytes | None, str, int]
+# A row's latest link: (digest as bytes, or None for a tombstone, chain id, seq, `k`: its order
+# among every row's links, `_build_latest`).
+_Latest = tuple[bytes | None, str, int, int]
 
 
 def _digest_bytes(digest: str) -> bytes:
@@ -150,29 +158,44 @@ async def verify(
     store: LedgerStore,
     since: float | None = None,
     checkpoints: Sequence[Mapping[str, Any]] = (),
+    salt: bytes | None = None,
 ) -> VerifyReport:
     """Walk every chain in `store` and compare the audited tables' rows with it; and with each
     of `checkpoints` (`ledger.chain.read_checkpoint`: heads kept outside the database), the
-    link it names."""
+    link it names. `salt`: the deployment's, under which links name rows by keyed record keys
+    (`ledger.chain.ChainKey`; default: the key `store` writes with, if any); ValueError when
+    the chain has such links and there is no salt."""
     report = VerifyReport()
+    key = ChainKey(salt) if salt else store.chain_key
     await _check_checkpoints(store, checkpoints, report)
     walk = await _walk_chains(store, since, report)
     await _check_heads(store, since, report)
+    if key is None and walk.keyed:
+        raise ValueError("the ledger's chain names rows by keyed record keys: verify needs the "
+                         "deployment's salt (GOVERNOR_FINGERPRINT_SALT, or --data-dir holding "
+                         "fingerprint.salt)")  # fmt: skip
     audited = {t.name: t for t in audited_tables()}
     async with store._connect(write=False) as conn:
         await _build_latest(conn, store.dialect, since, walk.malformed)
         try:
-            for table in audited.values():
-                await _check_rows(conn, table, since, report)
             q = text(f"SELECT DISTINCT tbl FROM {_LATEST}")
-            tbls = (await conn.execute(q)).scalars().all()
-            for tbl in sorted(tbls):
-                await _check_gone(conn, tbl, audited.get(tbl), report)
+            tbls = sorted((await conn.execute(q)).scalars().all())
+            if key is not None:
+                await conn.execute(text(f"DROP TABLE IF EXISTS {_SEEN}"))
+                await conn.execute(text(f"CREATE TEMPORARY TABLE {_SEEN} "
+                                        "(tbl TEXT, record_key TEXT)"))  # fmt: skip
+            for table in audited.values():
+                await _check_rows(conn, table, since, report, key)
+            if key is not None:
+                await conn.execute(text(f"CREATE INDEX {_SEEN}_key ON {_SEEN} (tbl, record_key)"))
+            for tbl in tbls:
+                await _check_gone(conn, tbl, audited.get(tbl), report, key)
         finally:
             # A failed statement may have aborted the transaction (PostgreSQL): the temporary
-            # table then goes with its rollback, and the first error is the one to report.
+            # tables then go with its rollback, and the first error is the one to report.
             with contextlib.suppress(sa_exc.DBAPIError):
                 await conn.execute(text(f"DROP TABLE IF EXISTS {_LATEST}"))
+                await conn.execute(text(f"DROP TABLE IF EXISTS {_SEEN}"))
     await _check_states(store, since, report)
     await _check_session_totals(store, since, report, walk.call_tombstones)
     return report
@@ -281,28 +304,31 @@ async def _walk_chains(store: LedgerStore, since: float | None, report: VerifyRe
         async for part in result.mappings().partitions(_BATCH):
             links = [dict(m) for m in part]
             checked = await asyncio.to_thread(_check_links, links)
-            for link, (h, well_formed, call_tombstones) in zip(links, checked, strict=True):
+            for link, (h, well_formed, call_tombstones, keyed) in zip(links, checked,
+                                                                      strict=True):
                 walk.step(link, h, well_formed)
                 walk.call_tombstones += call_tombstones
+                walk.keyed = walk.keyed or keyed
     return walk
 
 
-def _check_links(links: list[dict[str, Any]]) -> list[tuple[str, bool, int]]:
-    """Each link's recomputed hash, whether its members (if any) are well formed, and how many
-    call rows it deleted under a tombstone."""
+def _check_links(links: list[dict[str, Any]]) -> list[tuple[str, bool, int, bool]]:
+    """Each link's recomputed hash, whether its members (if any) are well formed, how many
+    call rows it deleted under a tombstone, and whether it names a row by a keyed key."""
     out = []
     for x in links:
         h = link_hash(x["prev_hash"], x)
         members = x.get("members")
         if members is None:
-            out.append((h, True, int(x["tbl"] == CALLS.name and x["op"] == TOMBSTONE)))
+            out.append((h, True, int(x["tbl"] == CALLS.name and x["op"] == TOMBSTONE),
+                        str(x["record_key"]).startswith(KEYED)))
             continue
         got = parse_members(members)
         if got is None:
-            out.append((h, False, 0))
+            out.append((h, False, 0, False))
             continue
         n = sum(1 for m in got if m[0] == CALLS.name and m[2] == TOMBSTONE)
-        out.append((h, True, n))
+        out.append((h, True, n, any(m[1].startswith(KEYED) for m in got)))
     return out
 
 
@@ -314,6 +340,7 @@ class _ChainWalk:
     since: float | None
     prev: dict[str, Any] | None = None
     call_tombstones: int = 0  # call rows deleted under a tombstone, in the links walked
+    keyed: bool = False  # a link walked names a row by a keyed record key
     malformed: list[int] = field(default_factory=list)  # ids of links with unreadable members
 
     def _add(self, kind: str, key: str, cid: str, seq: int, what: str) -> None:
@@ -351,6 +378,12 @@ class _ChainWalk:
 # (a later member of the same link is a later state of its row).
 _LATEST = "governor_verify_latest"
 _LATEST_T = sql_table(_LATEST, column("tbl"), column("record_key"), column("k"))
+# The keyed record keys (`ledger.chain.ChainKey`) of the rows present, as `_check_rows` finds
+# them in `_LATEST`: a keyed key cannot be turned back into the row's key to look the row up,
+# so `_check_gone` names a keyed key gone when it is not here.
+_SEEN = "governor_verify_seen"
+_SEEN_T = sql_table(_SEEN, column("tbl"), column("record_key"))
+_IS_KEYED = _LATEST_T.c.record_key.like(KEYED + "%")
 
 # Every link's covered rows as (tbl, record_key, k): per-row links as they are, links with
 # members expanded by the database's own JSON functions. Malformed members (an edited link,
@@ -429,8 +462,15 @@ async def _latest_links(conn: Any, tbl: str, keys: Sequence[str]) -> dict[str, _
             if got is None or pos > len(got):
                 continue  # edited since the lookup was built
             op, digest = got[pos - 1][2], got[pos - 1][3]
-        out[key] = (None if op == TOMBSTONE else _digest_bytes(digest), link[1], int(link[2]))
+        out[key] = (None if op == TOMBSTONE else _digest_bytes(digest), link[1], int(link[2]), k)
     return out
+
+
+def _later(a: _Latest | None, b: _Latest | None) -> _Latest | None:
+    """Of a row's latest links under its clear and its keyed key, the later one."""
+    if a is None or (b is not None and b[3] > a[3]):
+        return b
+    return a
 
 
 async def _check_checkpoints(
@@ -497,24 +537,41 @@ def _keyset(table: Any, after: tuple[Any, ...] | None) -> Any:
     return q.order_by(*pk).limit(_BATCH)
 
 
-async def _check_rows(conn: Any, table: Any, since: float | None,
-                      report: VerifyReport) -> None:  # fmt: skip
-    """Every row of `table` against its latest link, a keyset page at a time."""
+async def _check_rows(conn: Any, table: Any, since: float | None, report: VerifyReport,
+                      key: ChainKey | None = None) -> None:  # fmt: skip
+    """Every row of `table` against its latest link, a keyset page at a time: the later of the
+    links under its clear key and (with `key`) under its keyed key. The keyed keys found go
+    into `_SEEN`."""
     sh = shape(table)
+    name = table.name
     tcol = next((n for n in _TIME_COLUMNS if n in table.c), None)
     pk = [c.name for c in table.primary_key.columns]
     after: tuple[Any, ...] | None = None
+
+    def keys_of(b: list[dict[str, Any]]) -> list[tuple[str, str | None, bytes]]:
+        out = []
+        for r in b:
+            clear = sh.record_key(r)
+            out.append((clear, key.key(name, clear) if key else None, bytes.fromhex(sh.digest(r))))
+        return out
+
     while True:
         rows = [dict(m) for m in (await conn.execute(_keyset(table, after))).mappings()]
         if not rows:
             return
         after = tuple(rows[-1][n] for n in pk)
-        keyed = await asyncio.to_thread(
-            lambda b: [(sh.record_key(r), bytes.fromhex(sh.digest(r))) for r in b], rows
-        )
-        latest = await _latest_links(conn, table.name, [k for k, _ in keyed])
-        for row, (key, digest) in zip(rows, keyed, strict=True):
-            _check_row(report, table.name, row, key, digest, tcol, since, latest.get(key))
+        keyed = await asyncio.to_thread(keys_of, rows)
+        wanted = [c for c, _, _ in keyed] + [k for _, k, _ in keyed if k is not None]
+        latest = await _latest_links(conn, name, wanted)
+        seen = []
+        for row, (clear, kk, digest) in zip(rows, keyed, strict=True):
+            lt = latest.get(clear)
+            if kk is not None and kk in latest:
+                seen.append({"tbl": name, "record_key": kk})
+                lt = _later(lt, latest[kk])
+            _check_row(report, name, row, clear, digest, tcol, since, lt)
+        if seen:
+            await conn.execute(_SEEN_T.insert(), seen)
 
 
 def _check_row(
@@ -535,7 +592,7 @@ def _check_row(
         report.add(Finding("inserted", tname, key, "", None, "row has no chain record"))
         return
     report.rows += 1
-    want, cid, seq = lt
+    want, cid, seq, _ = lt
     if want is None:
         what = "row is present after its tombstone"
         report.add(Finding("inserted", tname, key, cid, seq, what))
@@ -545,30 +602,65 @@ def _check_row(
 
 
 async def _check_gone(
-    conn: Any, tbl: str, table: Any | None, report: VerifyReport
+    conn: Any, tbl: str, table: Any | None, report: VerifyReport, key: ChainKey | None = None
 ) -> None:
     """Record keys of `tbl` in the chain (from the walked window on: `_build_latest`) whose row
     is gone: deleted under a tombstone (counted) or not (named). Keyset pages of record keys;
-    `table` None: a table this ledger no longer has (every key is gone)."""
+    `table` None: a table this ledger no longer has (every key is gone). Clear keys first (a
+    row is looked up by its key values); a gone row linked under both forms is decided by its
+    later link, once. Then (with `key`) keyed keys no present row had (`_SEEN`), named by the
+    keyed key: it cannot be turned back into the row's."""
     lt = _LATEST_T.c
     after = ""
     while True:
-        q = (select(lt.record_key).where(lt.tbl == tbl, lt.record_key > after)
+        q = (select(lt.record_key).where(lt.tbl == tbl, lt.record_key > after, ~_IS_KEYED)
              .order_by(lt.record_key).limit(_BATCH))  # fmt: skip
         keys = list((await conn.execute(q)).scalars().all())
         if not keys:
-            return
+            break
         after = keys[-1]
         present = set() if table is None else await _present(conn, table, keys)
         gone = [k for k in keys if k not in present]
         if not gone:
             continue
-        for key, (digest, cid, seq) in (await _latest_links(conn, tbl, gone)).items():
-            if digest is None:
-                report.tombstones += 1
-            else:
-                what = "chain records this row but it is gone, with no tombstone"
-                report.add(Finding("deleted", tbl, key, cid, seq, what))
+        twins = {c: key.key(tbl, c) for c in gone} if key is not None else {}
+        latest = await _latest_links(conn, tbl, gone + list(twins.values()))
+        superseded = []  # keyed twins whose row this clear key's later link decides
+        for clear in gone:
+            lt_clear, twin = latest.get(clear), latest.get(twins.get(clear, ""))
+            if lt_clear is None:
+                continue
+            if twin is not None:
+                if twin[3] > lt_clear[3]:
+                    continue  # decided by its keyed key, below
+                superseded.append(twins[clear])
+            _gone(report, tbl, clear, lt_clear)
+        if superseded:
+            await conn.execute(_LATEST_T.delete().where(lt.tbl == tbl,
+                                                        lt.record_key.in_(superseded)))
+    if key is None:
+        return
+    s = _SEEN_T.c
+    unseen = ~select(s.record_key).where(s.tbl == lt.tbl, s.record_key == lt.record_key).exists()
+    after = ""
+    while True:
+        q = (select(lt.record_key).where(lt.tbl == tbl, lt.record_key > after, _IS_KEYED, unseen)
+             .order_by(lt.record_key).limit(_BATCH))  # fmt: skip
+        keys = list((await conn.execute(q)).scalars().all())
+        if not keys:
+            return
+        after = keys[-1]
+        for k, got in (await _latest_links(conn, tbl, keys)).items():
+            _gone(report, tbl, k, got)
+
+
+def _gone(report: VerifyReport, tbl: str, key: str, latest: _Latest) -> None:
+    digest, cid, seq, _ = latest
+    if digest is None:
+        report.tombstones += 1
+    else:
+        what = "chain records this row but it is gone, with no tombstone"
+        report.add(Finding("deleted", tbl, key, cid, seq, what))
 
 
 async def _present(conn: Any, table: Any, keys: Sequence[str]) -> set[str]:
@@ -593,19 +685,22 @@ async def _present(conn: Any, table: Any, keys: Sequence[str]) -> set[str]:
     return {sh.record_key(r) for r in rows}
 
 
-async def _verify_url(url: str, schema: str | None, since: float | None) -> dict[str, Any]:
+async def _verify_url(url: str, schema: str | None, since: float | None,
+                      salt: bytes | None = None) -> dict[str, Any]:  # fmt: skip
     store = await LedgerStore.open(url, schema=schema)
     try:
-        return (await verify(store, since=since)).to_dict()
+        return (await verify(store, since=since, salt=salt)).to_dict()
     finally:
         await store.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m audit.verify [--since EPOCH] [--schema NAME]`: verify the ledger named by
-    `GOVERNOR_LEDGER_URL` and print the report as one JSON object. A proxy runs this as a child
+    `GOVERNOR_LEDGER_URL` (keyed record keys under `GOVERNOR_FINGERPRINT_SALT`) and print the
+    report as one JSON object. A proxy runs this as a child
     process for `GET /gateway/audit/verify`, so a long verify never holds its event loop.
     Exit 0 with a report (whatever it found); 2 when the ledger cannot be read."""
+    from activities.guardrails import SALT_ENV
     from ledger.errors import LedgerError
 
     ap = argparse.ArgumentParser(prog="python -m audit.verify")
@@ -617,7 +712,8 @@ def main(argv: list[str] | None = None) -> int:
         print("GOVERNOR_LEDGER_URL is not set", file=sys.stderr)
         return 2
     try:
-        doc = asyncio.run(_verify_url(url, args.schema, args.since))
+        salt = os.environb.get(SALT_ENV.encode()) or None
+        doc = asyncio.run(_verify_url(url, args.schema, args.since, salt))
     except (LedgerError, ValueError) as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -195,14 +195,14 @@ def parse_since(value: str | None) -> float | None:
 
 
 async def _verify_direct(
-    url: str, since: float | None, checkpoints: list[dict[str, Any]]
+    url: str, since: float | None, checkpoints: list[dict[str, Any]], salt: bytes | None = None
 ) -> dict[str, Any]:
     from audit.verify import verify
     from ledger.store import LedgerStore
 
     store = await LedgerStore.open(url)
     try:
-        return (await verify(store, since=since, checkpoints=checkpoints)).to_dict()
+        return (await verify(store, since=since, checkpoints=checkpoints, salt=salt)).to_dict()
     finally:
         await store.close()
 
@@ -258,8 +258,8 @@ def audit_verify(since: str | None, checkpoint_files: tuple[Path, ...], url: str
         from ledger.errors import LedgerError
 
         cps = _checkpoints(checkpoint_files, data_dir)
-        try:
-            doc = asyncio.run(_verify_direct(lurl, t, cps))
+        try:  # the salt the chain's record keys are keyed under: env, else the data dir's
+            doc = asyncio.run(_verify_direct(lurl, t, cps, _stored_salt(data_dir)))
         except (LedgerError, ValueError) as exc:
             _fail(str(exc))
     else:
@@ -353,6 +353,9 @@ class Direct:
             store = await LedgerStore.open(self.ledger_url)
         except (LedgerError, ValueError) as exc:
             _fail(f"ledger: {exc}")
+        salt = _stored_salt(self.data_dir)
+        if salt is not None:  # what this writes is chained as the gateway's writes are
+            store.attach_chain_key(salt)
         temporal = None
         if self.temporal_address:
             from governor.up import connect_temporal
@@ -550,6 +553,12 @@ def erase_cmd(session_id: str, reason: str, url: str, key: str | None, data_dir:
         actor = f"operator:{getpass.getuser()}"
 
         async def work(store: Any, archive: Any, _t: Any) -> dict[str, Any]:
+            from audit.chain import newest_link_keyed
+
+            if not store.chain_keyed and await newest_link_keyed(store):
+                _fail("the ledger's chain names rows by keyed record keys: erasing needs the "
+                      "deployment's salt (GOVERNOR_FINGERPRINT_SALT, or --data-dir holding "
+                      "fingerprint.salt), else its tombstones would not match", 2)
             return await erase_session(store, archive, session_id, reason=reason.strip(),
                                        actor=actor, cause="erasure", now=time.time())
 

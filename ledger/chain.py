@@ -9,6 +9,18 @@ transaction, ONE `ledger_chain` link (`ledger.models.ChainRecord`) covering all 
     hash    = SHA-256(prev_hash "\\n" canonical([chain_id, seq, ts, "*", "", "*", "", ""])
                       "\\n" members)
 
+Record keys come in two forms. A link written by a runtime that holds the deployment's salt
+(the HMAC salt of prompt hashes and guardrail fingerprints, `activities.guardrails`; every
+gateway does) names each row by a keyed hash of its key, never the key itself:
+
+    record_key = "k1:" + hex(HMAC-SHA256(salt, tbl "\n" canonical(key values)))[:32]
+
+so erasing a session (its rows tombstoned) leaves no link naming its id. Links written before
+(or by a store given no salt) hold the clear form, `canonical(key values)` (`["s-1"]`); a chain
+may mix both and a row may be linked in both, its latest link (highest id) being its state.
+`audit.verify` needs the salt to match rows with keyed links. Replicas sharing a ledger must
+share the salt (`GOVERNOR_FINGERPRINT_SALT`), as they must to agree on fingerprints.
+
 A transaction that touches a single row writes the link in per-row form instead (as every link
 was written before members existed; old ledgers hold only these): no `members`, the row's own
 fields in the link's columns:
@@ -40,6 +52,7 @@ The hashing runs on the caller's thread: the SQLite writer thread, or a worker t
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -78,6 +91,7 @@ MEMBERS = "*"
 MEMBER_SLOTS = 4096
 MAX_MEMBERS = MEMBER_SLOTS - 1
 MAX_NOTE = 2000  # characters of a tombstone's actor + reason JSON
+KEYED = "k1:"  # prefix of a keyed record key (`ChainKey`); a clear one is a JSON list
 
 # Audited tables and the columns that name a row. A table not named here (config versions,
 # outcomes …) is keyed by its primary key; add it here when a natural key is better.
@@ -143,6 +157,27 @@ class TableShape:
             if v is not None:
                 doc[name] = v if type(v) is kind else coerce(v)
         return hashlib.sha256(orjson.dumps(doc)).hexdigest()
+
+
+class ChainKey:
+    """Record keys keyed by the deployment's salt: `key(tbl, clear)` is `KEYED` + the first 32
+    hex of HMAC-SHA256(salt, tbl "\n" clear), for `clear` a `TableShape.record_key`."""
+
+    __slots__ = ("_base",)
+
+    def __init__(self, salt: bytes) -> None:
+        if not salt:
+            raise ValueError("a chain key needs a non-empty salt")
+        self._base = hmac.new(salt, digestmod=hashlib.sha256)
+
+    def key(self, tbl: str, clear: str) -> str:
+        h = self._base.copy()
+        h.update(f"{tbl}\n{clear}".encode())
+        return KEYED + h.hexdigest()[:32]
+
+
+def is_keyed(record_key: str) -> bool:
+    return record_key.startswith(KEYED)
 
 
 def _shape(table: Table) -> TableShape:
@@ -231,17 +266,20 @@ def links(
     head: Head,
     ts: float,
     items: Iterable[tuple[str, Mapping[str, Any] | None, str, str]],
+    key: ChainKey | None = None,
 ) -> list[dict[str, Any]]:
     """The links of one transaction, continuing `head` (which advances), for its
     `(table, row, op, note)` items (`put` items carry the row as it now is; `tombstone` items
     carry the row's key values): one link whose members are all of them (a link per
-    `MAX_MEMBERS`), or the per-row form for a single item."""
+    `MAX_MEMBERS`), or the per-row form for a single item. With `key`, rows are named by keyed
+    record keys; without, by their clear keys (the form before keyed keys)."""
     items = list(items)
     if len(items) <= 1:
-        return row_links(chain_id, head, ts, items)
+        return row_links(chain_id, head, ts, items, key)
     out: list[dict[str, Any]] = []
     for i in range(0, len(items), MAX_MEMBERS):
-        members = [_member(tbl, row, op, note) for tbl, row, op, note in items[i : i + MAX_MEMBERS]]
+        members = [_member(tbl, row, op, note, key)
+                   for tbl, row, op, note in items[i : i + MAX_MEMBERS]]
         text = orjson.dumps(members).decode()
         out.append(_link(chain_id, head, ts, MEMBERS, "", MEMBERS, "", "", text))
     return out
@@ -252,17 +290,21 @@ def row_links(
     head: Head,
     ts: float,
     items: Iterable[tuple[str, Mapping[str, Any] | None, str, str]],
+    key: ChainKey | None = None,
 ) -> list[dict[str, Any]]:
     """One per-row link for each item (a single-row transaction's form; before members, every
     transaction's)."""
-    return [_link(chain_id, head, ts, *_member(tbl, row, op, note), None)
+    return [_link(chain_id, head, ts, *_member(tbl, row, op, note, key), None)
             for tbl, row, op, note in items]  # fmt: skip
 
 
-def _member(tbl: str, row: Mapping[str, Any] | None, op: str, note: str) -> list[str]:
+def _member(tbl: str, row: Mapping[str, Any] | None, op: str, note: str,
+            key: ChainKey | None = None) -> list[str]:  # fmt: skip
     sh = shape(tbl)
     assert row is not None
-    return [sh.table.name, sh.record_key(row), op, sh.digest(row) if op == PUT else "", note]
+    name = sh.table.name
+    rk = sh.record_key(row) if key is None else key.key(name, sh.record_key(row))
+    return [name, rk, op, sh.digest(row) if op == PUT else "", note]
 
 
 def _link(chain_id: str, head: Head, ts: float, tbl: str, record_key: str, op: str,
@@ -286,10 +328,11 @@ def _link(chain_id: str, head: Head, ts: float, tbl: str, record_key: str, op: s
 
 
 def put_links(
-    chain_id: str, head: Head, ts: float, table: Table | str, rows: Iterable[Mapping[str, Any]]
+    chain_id: str, head: Head, ts: float, table: Table | str, rows: Iterable[Mapping[str, Any]],
+    key: ChainKey | None = None,
 ) -> list[dict[str, Any]]:
     name = table if isinstance(table, str) else table.name
-    return links(chain_id, head, ts, ((name, r, PUT, "") for r in rows))
+    return links(chain_id, head, ts, ((name, r, PUT, "") for r in rows), key)
 
 
 def tombstone_note(actor: str, reason: str) -> str:
@@ -369,14 +412,15 @@ SQLITE_HEAD_UPSERT = (
 )
 
 
-def sqlite_append(con: Any, chain_id: str, ts: float, items: list[tuple[Any, ...]]) -> int:
+def sqlite_append(con: Any, chain_id: str, ts: float, items: list[tuple[Any, ...]],
+                  key: ChainKey | None = None) -> int:  # fmt: skip
     """Append the links of `(table, row, op, note)` items (`links`) on a sqlite3 connection
     inside the caller's write transaction; returns how many links."""
     if not items:
         return 0
     got = con.execute(SQLITE_HEAD, (chain_id,)).fetchone()
     head = Head(int(got[0]), str(got[1])) if got else Head()
-    new = links(chain_id, head, ts, items)
+    new = links(chain_id, head, ts, items, key)
     con.executemany(SQLITE_INSERT_LINK, [tuple(n[c] for c in _LINK_COLS) for n in new])
     con.execute(SQLITE_HEAD_UPSERT, (chain_id, head.seq, head.hash, ts))
     return len(new)

@@ -84,11 +84,13 @@ class SQLiteBatchWriter:
         batch: Sequence[dict[str, Any]],
         chain_id: str | None = None,
         journal: Sequence[str] | None = None,
+        key: chain.ChainKey | None = None,
     ) -> int:
         """New calls and their sessions' totals in one IMMEDIATE transaction (so a second writer
         on the same file cannot slip the same call in between the read and the insert), with
         their chain links (`ledger.chain`) when `chain_id` is given: hashed here, on this
-        thread, in `journal` order (call ids as recorded) where given."""
+        thread, in `journal` order (call ids as recorded) where given; rows named by keyed record
+        keys with `key`."""
         con = self._connection()
         con.execute("BEGIN IMMEDIATE")
         try:
@@ -114,7 +116,7 @@ class SQLiteBatchWriter:
                         new = sorted(new, key=lambda r: pos.get(r["call_id"], -1))
                     items: list[tuple[Any, ...]] = [("calls", r, chain.PUT, "") for r in new]
                     items += [("sessions", s, chain.PUT, "") for s in _sessions(con, sessions)]
-                    chain.sqlite_append(con, chain_id, time.time(), items)
+                    chain.sqlite_append(con, chain_id, time.time(), items, key)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

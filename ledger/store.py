@@ -155,6 +155,7 @@ class LedgerStore:
         # The tamper-evident chain this store appends to (`ledger.chain`): a replica's stable
         # id once its writer attaches it, else a fresh one on the first audited write.
         self._chain_id: str | None = None
+        self._chain_key: chain.ChainKey | None = None  # keyed record keys (`attach_chain_key`)
         self._chain_lock = asyncio.Lock()  # one append at a time: seqs never collide
         # The items the open `_chained()` transaction has appended (None outside one).
         self._chain_pending: list[tuple[str, Mapping[str, Any], str, str]] | None = None
@@ -304,6 +305,21 @@ class LedgerStore:
             raise ValueError("a chain id must be 1-64 characters")
         self._chain_id = chain_id
 
+    def attach_chain_key(self, salt: bytes) -> None:
+        """Name the rows this store's links cover by keyed record keys under the deployment's
+        `salt` (`ledger.chain.ChainKey`), not by their clear keys."""
+        self._chain_key = chain.ChainKey(salt)
+
+    @property
+    def chain_key(self) -> chain.ChainKey | None:
+        """The key this store's links name rows by (None: clear keys)."""
+        return self._chain_key
+
+    @property
+    def chain_keyed(self) -> bool:
+        """Whether this store's links name rows by keyed record keys."""
+        return self._chain_key is not None
+
     @asynccontextmanager
     async def _chained(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction that may append chain links (`chain_append`): one at a time per
@@ -344,7 +360,7 @@ class LedgerStore:
         got = (await conn.execute(q)).first()
         head = chain.Head(int(got[0]), str(got[1])) if got else chain.Head()
         ts = time.time()
-        new = await asyncio.to_thread(chain.links, cid, head, ts, list(items))
+        new = await asyncio.to_thread(chain.links, cid, head, ts, list(items), self._chain_key)
         await conn.execute(LEDGER_CHAIN.insert(), new)
         up = self._insert(CHAIN_HEADS).values(chain_id=cid, seq=head.seq, hash=head.hash, ts=ts)
         ex = up.excluded
@@ -440,7 +456,7 @@ class LedgerStore:
         try:
             async with self._chain_lock:
                 return await loop.run_in_executor(
-                    fast.executor, fast.insert, batch, self._chain_id, journal
+                    fast.executor, fast.insert, batch, self._chain_id, journal, self._chain_key
                 )
         except sqlite3.OperationalError as e:
             raise self._unavailable(e) from e

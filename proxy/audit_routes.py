@@ -228,7 +228,11 @@ async def _verify_in_child(gw: Gateway, since: float | None) -> dict[str, Any]:
         args += ["--since", repr(since)]
     if gw.store.schema is not None:
         args += ["--schema", gw.store.schema]
-    env = {**os.environ, "GOVERNOR_LEDGER_URL": gw.store.secret_url()}
+    from activities.guardrails import SALT_ENV, gateway_salt
+
+    # the salt the chain's record keys are keyed under (`ledger.chain.ChainKey`)
+    env = {**os.environ, "GOVERNOR_LEDGER_URL": gw.store.secret_url(),
+           SALT_ENV: gateway_salt(gw).decode("utf-8", "surrogateescape")}
     proc = await asyncio.create_subprocess_exec(
         *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )

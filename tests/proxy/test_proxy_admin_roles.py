@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import pytest_asyncio
+from sqlalchemy import text
 
 from activities.gateway import hash_key
 from simulator.server import SimServer
@@ -135,6 +136,15 @@ async def test_an_auditor_verifies_the_ledger_over_http(role_proxy: InProcessPro
         assert r.status_code == 200, r.text
         doc = r.json()
         assert doc["ok"] is True and doc["links"] > 0 and doc["findings"] == [], doc
+    # the gateway's links name rows by keys keyed under its salt (the verify child has it)
+    async with role_proxy.gw.store._connect(write=False) as conn:
+        links = (await conn.execute(text(
+            "SELECT record_key, members FROM ledger_chain"))).all()  # fmt: skip
+    assert role_proxy.gw.store.chain_keyed and links
+    assert not any("rt-s" in f"{k}{m}" or str(k).startswith("[") or '"[\\"' in (m or "")
+                   for k, m in links)
+    async with httpx.AsyncClient(base_url=role_proxy.base_url, timeout=60) as c:
+        auth = {"Authorization": f"Bearer {secret('auditor')}"}
         r = await c.get("/gateway/audit/verify", params={"since": "-1"}, headers=auth)
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"
         r = await c.get("/gateway/audit/verify", params={"until": "1"}, headers=auth)
