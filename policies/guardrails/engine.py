@@ -16,7 +16,12 @@ from operator import itemgetter, le, not_, sub
 
 from policies.guardrails.injection import find_injection
 from policies.guardrails.pii import find_pii
-from policies.guardrails.secrets import find_secrets
+from policies.guardrails.secrets import (
+    LABELLED,
+    LABELLED_PRIORITY,
+    find_secrets,
+    rest_of_values,
+)
 from policies.guardrails.spans import Span, lowered
 
 DETECTORS = frozenset({"secrets", "pii", "prompt_injection"})
@@ -57,8 +62,34 @@ def find_spans(text: str, detectors: frozenset[str]) -> list[Span]:
     if "prompt_injection" in detectors:
         spans.extend(find_injection(text, low))
     if len(spans) > 1:
-        spans = _resolve_overlaps(spans)
+        kept = _resolve_overlaps(spans)
+        if len(kept) < len(spans) and "secrets" in detectors:
+            kept = _cut_labelled_values(text, low, spans, kept)
+        spans = kept
     return spans
+
+
+def _cut_labelled_values(text: str, low: str, spans: list[Span], kept: list[Span]) -> list[Span]:
+    """`kept` (`_resolve_overlaps` of `spans`, which it left sorted) with what a labelled value that
+    lost to a more specific hit inside it still holds: its stretches that no kept hit covers are
+    searched again (`rest_of_values`), so a second label there (`token=AKIA…&token=<secret>`) or
+    the rest of the value (`password=<email>:<secret>`) is still found. The stretches are outside
+    every kept hit, so only what they yield is settled again."""
+    if LABELLED_PRIORITY not in map(_PRIORITY, spans):
+        return kept
+    starts, ends = list(map(_START, kept)), list(map(_END, kept))
+    cut: list[tuple[Span, list[Span]]] = []
+    for s in itertools.compress(spans, map(LABELLED_PRIORITY.__eq__, map(_PRIORITY, spans))):
+        i = bisect.bisect_right(ends, s.start)  # the first kept hit that ends inside or after s
+        if s.type not in LABELLED or (i < len(kept) and kept[i] == s):
+            continue
+        hits = kept[i : bisect.bisect_left(starts, s.end, i)]  # those it lost to
+        if max(map(_PRIORITY, hits), default=0) > s.priority:  # else settled as before
+            cut.append((s, hits))
+    found = rest_of_values(text, low, cut) if cut else []
+    if not found:
+        return kept
+    return sorted(kept + _resolve_overlaps(found))
 
 
 def _resolve_overlaps(spans: list[Span]) -> list[Span]:

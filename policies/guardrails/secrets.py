@@ -17,6 +17,9 @@ is matched possessively (`{20,}+`) and its length checked in Python, so a failed
 backtracks through its run, and a candidate's run is consumed whole, so a text of `sk-sk-sk-…` or
 `eyJeyJ…` costs one pass, not one pass per occurrence. Labelled values and bearer tokens resume
 after the value they examined; private-key blocks find their END marker from one shared list.
+A labelled value that loses its overlap to a more specific hit inside it (`token=AKIA…&token=…`)
+is searched again beside the hit (`rest_of_values`), once per value, for the labels it held and
+the rest of the value.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import binascii
 import bisect
 import re
 from collections.abc import Callable, Iterator
+from itertools import repeat
+from operator import itemgetter, sub
 
 from policies.guardrails.checks import (
     DENSE_FINDINGS,
@@ -523,22 +528,30 @@ _Verdict = tuple[bool, tuple[int, int, str, int] | None]
 _LABEL_TAIL = 64
 
 
+def _label_start(low: str, i: int, ms: int, me: int) -> int:
+    """Where the label `low[ms:me]` (of `_ASSIGN[i]`) starts with its owner word (`api_` of
+    `api_key=`), or -1 if it labels no secret. Reads only `low[ms - 40 : me]`."""
+    # The owner word: the run of key characters before the label, up to 40.
+    owner = low[max(0, ms - 40) : ms]
+    owner = owner[len(owner.rstrip(_KEY_CHARS_STR)) :]
+    if i == 5 and not owner.rstrip("_-. ").endswith(_KEY_OWNERS):
+        return -1
+    word = _WORD.match(low, ms)
+    assert word is not None
+    if not _label_ok(owner + word.group(), word.group(), owner):
+        return -1
+    if low[me - 1] == ":" and "." in owner:
+        return -1  # a dotted coordinate (`io.jsonwebtoken:jjwt`), not an assignment
+    return ms - len(owner)
+
+
 def _assignment(text: str, low: str, i: int, ms: int, me: int, v: re.Match[str]) -> _Verdict:
     """Whether the value `v` after the label `low[ms:me]` (of `_ASSIGN[i]`) was examined (the
     scan resumes after it), and the finding (offsets from `me`, type, priority) if it is one.
     Reads only `low[ms - _LABEL_CONTEXT : me]` and the value."""
-    # The owner word: the run of key characters before the label, up to 40.
-    owner = low[max(0, ms - 40) : ms]
-    owner = owner[len(owner.rstrip(_KEY_CHARS_STR)) :]
-    k = ms - len(owner)
-    if i == 5 and not owner.rstrip("_-. ").endswith(_KEY_OWNERS):
+    k = _label_start(low, i, ms, me)
+    if k < 0:
         return False, None
-    word = _WORD.match(low, ms)
-    assert word is not None
-    if not _label_ok(owner + word.group(), word.group(), owner):
-        return False, None
-    if low[me - 1] == ":" and "." in owner:
-        return False, None  # a dotted coordinate (`io.jsonwebtoken:jjwt`), not an assignment
     g = v.lastindex or 4
     value = v.group(g).rstrip(".")
     start = v.start(g) - me
@@ -608,6 +621,124 @@ def _bearer(text: str, low: str) -> Iterator[Span]:
         pos = v.end() if v else m.end()
         if v and not placeholder(v.group()) and random_looking(v.group(), 3.0):
             yield _new(Span, (v.start(), v.end(), DETECTOR, "bearer_token", _GENERIC, True))
+
+
+# Labelled values: found after a label and judged by how they look, at the low priority that lets
+# a provider-specific hit inside one win the overlap. The engine hands what such hits leave of one
+# to `rest_of_values`.
+LABELLED = frozenset({"password", "generic_secret", "bearer_token"})
+LABELLED_PRIORITY = _GENERIC
+# Each label regex's literal start: a stretch is searched from these (a search from the stretch's
+# start would run on past its end to the next label of the text).
+_STEMS = ("pass", "pwd", "secret", "token", "cred", "key")
+_QUOTES = ('"', "'", "`")
+# How far past a stretch its label regexes read: a stem, a run-on of 33, a quote, an operator,
+# 64 blanks before an XML element's value and the 251 characters `_LONG_VALUE` looks at (a label
+# needing more, all blanks past the value's end, is not one).
+_REST_READS = 400
+# A parameter after a separator (`&region=`, `;x=`, `\nDEBUG=`: an escaped newline in JSON).
+_PARAM = re.compile(r"(?:[&?;,|]|\\[nrt])[A-Za-z_][A-Za-z0-9_.\-]*+=")
+_Found = tuple[int, int, str, int]  # a finding's offsets from its value's start, type, priority
+_START, _END = itemgetter(0), itemgetter(1)  # of a Span
+
+
+def rest_of_values(text: str, low: str, cut: list[tuple[Span, list[Span]]]) -> list[Span]:
+    """Secrets in each labelled value of `cut` beside the more specific hits it lost to (each
+    value's hits in text order, not overlapping): `token=AKIA…&token=<secret>`,
+    `password=<email>:<secret>`.
+
+    The label pass took every label inside the value as part of it; here each one labels what
+    follows it up to the next one (or the next hit), and the rest of the value beside a hit, up
+    to the first label or parameter, is judged as a value of the labelled value's type. What a
+    value holds is kept for this scan on the window it reads and where its hits are (a text
+    repeating one cut value pays for it once)."""
+    out: list[Span] = []
+    seen: dict[tuple[object, ...], list[_Found]] = {}
+    for value, hits in cut:
+        vs, ve, kind = value.start, value.end, value.type
+        stretches = []
+        pos = vs
+        for h in hits:
+            if h.start - pos >= 8:  # else no value of 8 characters fits, labelled or not
+                stretches.append((pos, h.start))
+            pos = h.end
+        if ve - pos >= 8:
+            stretches.append((pos, ve))
+        if not stretches:
+            continue
+        quoted = kind == "bearer_token" or text[vs - 1 : vs] in _QUOTES
+        w = max(0, vs - _LABEL_CONTEXT)
+        n = len(hits)
+        key = (
+            low[w : ve + _REST_READS], vs - w, text[vs:ve], kind, quoted,
+            tuple(map(sub, map(_START, hits), repeat(vs, n))),
+            tuple(map(sub, map(_END, hits), repeat(vs, n))),
+        )  # fmt: skip
+        found = seen.get(key)
+        if found is None:
+            dense = len(out) >= DENSE_FINDINGS
+            found = []
+            for a, b in stretches:
+                found += _rest_of_value(text, low, kind, quoted, a, b, vs, dense)
+            if len(seen) < MEMO_MAX:
+                seen[key] = found
+        for a, b, t, priority in found:
+            out.append(_new(Span, (vs + a, vs + b, DETECTOR, t, priority, True)))
+    return out
+
+
+def _rest_of_value(
+    text: str, low: str, kind: str, quoted: bool, start: int, end: int, origin: int, dense: bool
+) -> list[_Found]:
+    """What `text[start:end]`, a stretch of a cut value, holds (offsets from `origin`): the labels
+    there with their values, and the value's rest up to the first label or parameter
+    (`&region=…`, `\\nDEBUG=…` are values of their own, not this one's), judged as a value
+    unless it is a URL's scheme, host or user name beside its password. If `dense` (the text has
+    DENSE_FINDINGS of these), values of 8 characters or more are findings without their checks,
+    as in the label pass. Reads only `low[start - _LABEL_CONTEXT : end + _REST_READS]` and
+    `text[start:end]`."""
+    labels: list[tuple[int, int, int, int]] = []  # (start with the owner word, stem, end, regex)
+    endpos = end + _REST_READS
+    for i, (stem, regex) in enumerate(zip(_STEMS, _ASSIGN, strict=True)):
+        pos = start
+        while (p := low.find(stem, pos, end)) >= 0:
+            pos = p + 1
+            m = regex.match(low, p, endpos)
+            if m is not None and (k := _label_start(low, i, p, m.end())) >= 0:
+                labels.append((max(k, start), p, m.end(), i))
+    out: list[_Found] = []
+    stop = end
+    if labels:
+        labels.sort()
+        starts = [k for k, _, _, _ in labels]
+        stop = starts[0]
+        for _, p, me, i in labels:
+            # Its value: up to the next label that starts past this one's operator.
+            n = bisect.bisect_left(starts, me)
+            v = _VALUE.match(text, me, starts[n] if n < len(starts) else end)
+            if v is None:
+                continue
+            if dense and (i < 2 or not _AWS_SECRET_VALUE.fullmatch(v.group(v.lastindex or 4))):
+                g = v.lastindex or 4
+                if len(value := v.group(g).rstrip(".")) >= 8:
+                    a = v.start(g) - origin
+                    out.append((a, a + len(value), "password" if i < 2 else "generic_secret",
+                                _GENERIC))  # fmt: skip
+            elif (f := _assignment(text, low, i, p, me, v)[1]) is not None:
+                out.append((me - origin + f[0], me - origin + f[1], f[2], f[3]))
+    if stop - start >= 8:
+        param = _PARAM.search(text, start, stop)
+        if param is not None:
+            stop = param.start()
+        piece = text[start:stop]
+        value_kind = "password" if kind == "password" else "generic_secret"
+        if (
+            len(piece) >= 8
+            and "://" not in piece
+            and (dense or _value_ok(piece, quoted, value_kind))
+        ):
+            out.append((start - origin, stop - origin, kind, _GENERIC))
+    return out
 
 
 def find_secrets(text: str, low: str) -> list[Span]:

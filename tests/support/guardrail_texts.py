@@ -44,6 +44,11 @@ REPEATED_FINDINGS = (
     # A chain of overlapping mailboxes (`co@b.co`), one every 5 bytes, each settled against the
     # next.
     "@b.co",
+    # Labelled values cut by the specific hits inside them: each stretch beside the hits is
+    # searched again (labels of several kinds nested in one value; email and IPv4 hits too).
+    "token=AKIAIOSFODNN7ABCDEFG&", "api_key=AKIAIOSFODNN7ABCDEFG&token=",
+    "password=Xk9mQ2vL7pRt/AKIAIOSFODNN7ABCDEFG/", "token=8.8.8.8&", "password=u@mail.co&",
+    "Bearer " + "AKIAIOSFODNN7ABCDEFG." * 20 + " ",
 )  # fmt: skip
 
 
@@ -89,6 +94,9 @@ DISTINCT_FINDINGS: dict[str, Callable[[int], str]] = {
     "bearer": lambda i: f"Bearer {_token(i, 32)} ",
     "ipv6": lambda i: f"2001:4860:{i % 65536:x}::{i * 31 % 65536:x} ",
     "aws_secret": lambda i: f"aws_secret_access_key = {_token(i, 40)}\n",
+    # Labelled values cut by the specific hit inside them: a second label, the rest past an email.
+    "cut_token": lambda i: f"token=AKIA{_token(i, 16).upper()}&token={_token(i + 1, 24)} ",
+    "cut_password": lambda i: f"password=u{i}@mail.co:{_token(i, 12)} ",
 }
 
 # The finding type each distinct text is made of.
@@ -97,7 +105,8 @@ DISTINCT_TYPES = {
     "card_dash": "payment_card", "card_bare": "payment_card", "phone_nanp": "phone",
     "phone_e164": "phone", "ssn": "us_ssn", "api_key": "generic_secret",
     "openai_key": "openai_api_key", "github_token": "github_token", "bearer": "bearer_token",
-    "ipv6": "ip_address", "aws_secret": "aws_secret_key",
+    "ipv6": "ip_address", "aws_secret": "aws_secret_key", "cut_token": "generic_secret",
+    "cut_password": "password",
 }  # fmt: skip
 
 
