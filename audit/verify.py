@@ -377,6 +377,11 @@ class _ChainWalk:
 # `id * MEMBER_SLOTS` for a per-row link, `+ position + 1` for a member of a link with members
 # (a later member of the same link is a later state of its row).
 _LATEST = "governor_verify_latest"
+# The lookup's build reads the whole chain in one statement: ~9-13 s on PostgreSQL for 1.5M
+# calls (1.7M record keys; its index ~5 s more; a loaded 2-core VM), linear in the chain, so the
+# connection's 30 s command timeout would stop it at a few million calls. It runs under this
+# bound instead (the proxy stops a whole verify after 30 min).
+_BUILD_TIMEOUT_S = 1800.0
 _LATEST_T = sql_table(_LATEST, column("tbl"), column("record_key"), column("k"))
 # The keyed record keys (`ledger.chain.ChainKey`) of the rows present, as `_check_rows` finds
 # them in `_LATEST`: a keyed key cannot be turned back into the row's key to look the row up,
@@ -424,14 +429,31 @@ async def _build_latest(
         since=" AND ts >= :since" if since is not None else "",
         since_c=" AND c.ts >= :since" if since is not None else "",
     )
-    build = text(f"CREATE TEMPORARY TABLE {_LATEST} AS SELECT tbl, record_key, MAX(k) AS k "
-                 f"FROM ({expanded}) AS x WHERE tbl IS NOT NULL AND record_key IS NOT NULL "
-                 "GROUP BY tbl, record_key")  # fmt: skip
+    build = (f"CREATE TEMPORARY TABLE {_LATEST} AS SELECT tbl, record_key, MAX(k) AS k "
+             f"FROM ({expanded}) AS x WHERE tbl IS NOT NULL AND record_key IS NOT NULL "
+             "GROUP BY tbl, record_key")  # fmt: skip
     params: dict[str, Any] = {"bad": orjson.dumps(list(malformed)).decode()}
     if since is not None:
         params["since"] = since
-    await conn.execute(build, params)
-    await conn.execute(text(f"CREATE INDEX {_LATEST}_key ON {_LATEST} (tbl, record_key)"))
+    index = f"CREATE INDEX {_LATEST}_key ON {_LATEST} (tbl, record_key)"
+    if dialect == "postgresql":
+        await _execute_long(conn, build, params)
+        await _execute_long(conn, index, {})
+    else:  # SQLite: no command timeout
+        await conn.execute(text(build), params)
+        await conn.execute(text(index))
+
+
+async def _execute_long(conn: Any, sql: str, params: dict[str, Any]) -> None:
+    """One PostgreSQL statement (`:name` parameters) in `conn`'s transaction under
+    `_BUILD_TIMEOUT_S` instead of the connection's command timeout (`ledger.store`, 30 s):
+    SQLAlchemy has no per-statement timeout, so through the asyncpg connection itself."""
+    names = sorted(params, key=len, reverse=True)  # ":since" is never cut by a shorter name
+    for i, name in enumerate(names, 1):
+        sql = sql.replace(f":{name}", f"${i}")
+    raw = await conn.get_raw_connection()
+    await raw.driver_connection.execute(sql, *(params[n] for n in names),
+                                        timeout=_BUILD_TIMEOUT_S)
 
 
 async def _latest_links(conn: Any, tbl: str, keys: Sequence[str]) -> dict[str, _Latest]:

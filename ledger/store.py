@@ -138,6 +138,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+# Seconds a PostgreSQL statement may run before the client gives up on it (asyncpg's
+# command_timeout). `audit.verify` builds its latest-link lookup under a longer bound of its own.
+COMMAND_TIMEOUT_S = 30.0
+
+
 class LedgerStore:
     """Async access to the ledger tables. Create with `await LedgerStore.open(url)`."""
 
@@ -197,7 +202,7 @@ class LedgerStore:
                 kwargs["poolclass"] = StaticPool
             kwargs["connect_args"] = {"timeout": _BUSY_TIMEOUT_MS / 1000}
         else:
-            connect_args: dict[str, Any] = {"timeout": 5, "command_timeout": 30}
+            connect_args: dict[str, Any] = {"timeout": 5, "command_timeout": COMMAND_TIMEOUT_S}
             if schema is not None:
                 if not _SCHEMA_RE.match(schema):
                     raise ValueError(f"ledger schema {schema!r} is not a plain SQL identifier")
