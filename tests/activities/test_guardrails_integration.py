@@ -582,24 +582,35 @@ async def test_request_text_of_a_tool_turn_is_what_the_hash_covers() -> None:
 # client shares the loop (it encodes the 4 MB body there too), and a loaded CI core adds jitter.
 RESPONSIVE_S = 1.5
 
-ADVERSARIAL = ["sk-", "01 ", "eyJ", "api_key=", "-----BEGIN PRIVATE KEY-----"]
+# A worst case of each detector family (a backtracking `sk-` run held the loop 5.4 s before), a
+# flood of numbers that each fail a shape, and the costliest texts made of findings (repeated
+# IBANs, distinct labelled AWS secrets: the most CPU per KB of `tests/support/guardrail_texts.py`).
+ADVERSARIAL = ["sk-", "01 ", "eyJ", "api_key=", "-----BEGIN PRIVATE KEY-----", "820858.2",
+               "DE89 3704 0044 0532 0130 00 ", "distinct aws_secret"]  # fmt: skip
 
 
 @pytest.mark.parametrize("unit", ADVERSARIAL)
 async def test_proxy_stays_responsive_while_a_4mb_adversarial_body_is_scanned(
     gp: InProcessProxy, unit: str
 ) -> None:
-    """Each unit is a worst case of one detector family (a backtracking `sk-` run held the loop
-    5.4 s before). The scan runs off the event loop: /healthz keeps answering meanwhile."""
+    """The scan runs off the event loop: /healthz keeps answering meanwhile."""
     import asyncio
     import time
 
     import httpx
 
-    text = (unit * (3_900_000 // len(unit) + 1))[:3_900_000]
+    from tests.support.guardrail_texts import distinct, fill
+
+    if unit.startswith("distinct "):
+        text = distinct(unit.removeprefix("distinct "), 3_900_000)
+    else:
+        text = fill(unit, 3_900_000)
     body = {"model": "support-cheap", "max_tokens": 5,
             "messages": [{"role": "user", "content": text}]}  # fmt: skip
-    headers = {"Authorization": f"Bearer {KEY}", "X-Governor-Workflow-Tag": "request-input-flag",
+    # A user's daily token limit (`per-user-burst`, 5M) holds five 3.9 MB prompts: the rest are
+    # another user's.
+    key = KEY if ADVERSARIAL.index(unit) < 5 else "gk-dev-admin"
+    headers = {"Authorization": f"Bearer {key}", "X-Governor-Workflow-Tag": "request-input-flag",
                "X-Governor-Project": "gr-tests"}  # fmt: skip
     waits: list[float] = []
     async with httpx.AsyncClient(base_url=gp.base_url, timeout=60) as http:
