@@ -16,13 +16,20 @@ from activities.gateway import Gateway
 from proxy.admin import handle_admin, reload_config_off_loop
 from proxy.control_room import ControlRoom, handle_control_room
 from proxy.count_tokens_route import handle_count_tokens
-from proxy.http import Receive, Scope, Send, respond_json
+from proxy.http import Receive, Scope, Send, headers_too_large, respond_json
 from proxy.llm_routes import handle_llm
 from proxy.metrics_route import MetricsPage, serve_metrics
 from proxy.models_routes import handle_models
 from proxy.responses_routes import handle_embeddings, handle_responses
 
 log = logging.getLogger("governor.proxy")
+
+
+def _headers_too_large(gw: Gateway, scope: Scope) -> str | None:
+    """Why the request's headers exceed `max_headers` / `max_header_bytes`, or None."""
+    s = gw.config.settings
+    why = headers_too_large(scope, s.max_headers, s.max_header_bytes)
+    return None if why is None else f"{why}; send fewer or smaller headers"
 
 
 def tune_gc() -> None:
@@ -79,6 +86,10 @@ class ProxyApp:
                     await handle_count_tokens(gw, scope, receive, send)
                 elif method == "POST" and path == "/v1/embeddings":
                     await handle_embeddings(gw, scope, receive, send)
+                elif (too_large := _headers_too_large(gw, scope)) is not None:
+                    # The LLM routes above refuse this in their caller's protocol.
+                    await respond_json(send, 431, {"error": {
+                        "code": "headers_too_large", "message": too_large}})  # fmt: skip
                 elif path.startswith("/gateway/"):
                     await handle_admin(gw, scope, receive, send)
                 elif method == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):

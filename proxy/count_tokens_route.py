@@ -22,13 +22,26 @@ from policies.identity import check_identity_headers, resolve_identity
 from policies.refusals import Refusal
 from policies.routing import plan_route
 from proxy.errors import note_refusal, send_refusal
-from proxy.http import BodyTooLarge, Receive, Scope, Send, header_map, read_body, respond_json
+from proxy.http import (
+    BodyTooLarge,
+    Receive,
+    Scope,
+    Send,
+    header_map,
+    headers_too_large,
+    read_body,
+    respond_json,
+)
 from proxy.llm_routes import bearer, parse_json_body, validate_llm_body
 
 
 async def handle_count_tokens(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     headers = header_map(scope)
     try:
+        settings = gw.config.settings
+        too_large = headers_too_large(scope, settings.max_headers, settings.max_header_bytes)
+        if too_large is not None:
+            raise Refusal(431, "headers_too_large", f"{too_large}; send fewer or smaller headers")
         check_identity_headers(
             (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
         )

@@ -111,6 +111,30 @@ async def test_too_many_or_too_large_headers_are_431(
             assert r.status_code == 431 and _code(protocol, r) == "headers_too_large", r.text
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "key"),
+    [("GET", "/gateway/sessions", "gk-dev-admin"), ("GET", "/metrics", "gk-dev-metrics"),
+     ("GET", "/v1/models", "gk-dev-developer"), ("POST", "/v1/messages/count_tokens",
+     "gk-dev-developer"), ("GET", "/gateway/control-room/panels", "gk-dev-admin"),
+     ("GET", "/healthz", "gk-dev-developer")],
+)  # fmt: skip
+async def test_header_limits_apply_to_every_route_not_only_the_llm_calls(
+    lp: InProcessProxy, method: str, path: str, key: str
+) -> None:
+    """`max_headers` / `max_header_bytes` bound admin, metrics, models, count_tokens and
+    control-room requests too (before, only chat and messages checked them)."""
+    many = {"authorization": f"Bearer {key}", **{f"x-pad-{i}": "1" for i in range(150)}}
+    large = {"authorization": f"Bearer {key}", "x-pad": "a" * 40_000}
+    body = orjson.dumps({"model": "intent-fast", "messages": MSGS})
+    async with httpx.AsyncClient(base_url=lp.base_url) as h:
+        for headers in (many, large):
+            r = await h.request(method, path, headers=headers,
+                                content=body if method == "POST" else None)  # fmt: skip
+            assert r.status_code == 431, r.text
+            protocol = "anthropic" if path.startswith("/v1/messages") else "openai"
+            assert _code(protocol, r) == "headers_too_large", r.text
+
+
 @pytest.mark.parametrize(("path", "protocol"), ROUTES)
 async def test_idempotency_key_longer_than_255_characters_is_400(
     lp: InProcessProxy, path: str, protocol: str
