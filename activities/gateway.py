@@ -192,12 +192,17 @@ class Gateway:
     ) -> Gateway:
         # A database that is down does not stop the start: the replica serves from its
         # journal and last known state, and catches up when the database is back.
-        store = await LedgerStore.open(ledger_url, require_reachable=False)
         # The chain names rows by keys keyed under the deployment's salt (as prompt hashes and
         # guardrail fingerprints), not their clear keys: an erased session's id leaves with it.
-        from activities.guardrails import fingerprint_salt
+        # The ledger checks the salt is the one its other replicas use (`ledger.salt_check`):
+        # another salt refuses the start (SaltMismatch), or, with the database down, every
+        # write until it is fixed.
+        from activities.guardrails import fingerprint_salt, salt_source
 
-        store.attach_chain_key(fingerprint_salt(Path(journal_dir).parent))
+        data_dir = Path(journal_dir).parent
+        store = await LedgerStore.open(ledger_url, require_reachable=False,
+                                       salt=fingerprint_salt(data_dir),
+                                       salt_source=salt_source(data_dir))  # fmt: skip
         # Small, frequent batches: the database work shares the core with request handling,
         # and a short burst every 20 ms delays requests less (p99) than a long one every
         # 100 ms. Rows are journaled (crash-safe) the moment they are recorded, so the

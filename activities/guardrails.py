@@ -114,6 +114,11 @@ def fingerprint_salt(data_dir: Path) -> bytes:
     return salt
 
 
+def salt_source(data_dir: Path) -> str:
+    """Where `fingerprint_salt(data_dir)` comes from, for an error naming the setting to fix."""
+    return SALT_ENV if os.environ.get(SALT_ENV) else str(Path(data_dir) / SALT_FILE)
+
+
 def gateway_salt(gw: Gateway) -> bytes:
     """The deployment's HMAC salt, read once per gateway (it is on every call's path)."""
     salt = gw.fingerprint_salt

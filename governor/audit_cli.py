@@ -139,6 +139,15 @@ def _stored_salt(data_dir: Path | None) -> bytes | None:
         return None
 
 
+def _salt_source(data_dir: Path | None) -> str:
+    """Where `_stored_salt` read the salt: named by a salt-check refusal."""
+    from activities.guardrails import SALT_ENV, SALT_FILE
+
+    if os.environ.get(SALT_ENV) or data_dir is None:
+        return SALT_ENV
+    return str(data_dir / SALT_FILE)
+
+
 async def _direct_record(store: Any, archive: Any, temporal: Any, session_id: str,
                          salt: bytes | None = None, max_calls: int | None = None) -> Any:
     """The record from the ledger (its guardrail verdicts checked against the stored text when
@@ -195,13 +204,19 @@ def parse_since(value: str | None) -> float | None:
 
 
 async def _verify_direct(
-    url: str, since: float | None, checkpoints: list[dict[str, Any]], salt: bytes | None = None
+    url: str,
+    since: float | None,
+    checkpoints: list[dict[str, Any]],
+    salt: bytes | None = None,
+    source: str | None = None,
 ) -> dict[str, Any]:
     from audit.verify import verify
     from ledger.store import LedgerStore
 
     store = await LedgerStore.open(url)
     try:
+        if salt is not None:  # the replicas' salt (`ledger.salt_check`), else every row differs
+            await store.compare_salt(salt, source)
         return (await verify(store, since=since, checkpoints=checkpoints, salt=salt)).to_dict()
     finally:
         await store.close()
@@ -259,7 +274,9 @@ def audit_verify(since: str | None, checkpoint_files: tuple[Path, ...], url: str
 
         cps = _checkpoints(checkpoint_files, data_dir)
         try:  # the salt the chain's record keys are keyed under: env, else the data dir's
-            doc = asyncio.run(_verify_direct(lurl, t, cps, _stored_salt(data_dir)))
+            doc = asyncio.run(
+                _verify_direct(lurl, t, cps, _stored_salt(data_dir), _salt_source(data_dir))
+            )
         except (LedgerError, ValueError) as exc:
             _fail(str(exc))
     else:
@@ -274,6 +291,39 @@ def audit_verify(since: str | None, checkpoint_files: tuple[Path, ...], url: str
         for line in report_lines(doc):
             click.echo(line)
     sys.exit(0 if doc.get("ok") else 1)
+
+
+@audit.command("reset-salt-check")
+@_data_dir
+@_ledger
+def reset_salt_check(data_dir: Path | None, ledger: str | None) -> None:
+    """Forget the salt the ledger was first opened with (`ledger.salt_check`), to change the
+    deployment's salt on purpose: stop every replica, run this, start them with the new salt
+    (the first to start records it). Chain links keyed under the old salt need the old salt
+    to verify: verify (or export) before."""
+    from ledger.errors import LedgerError
+    from ledger.store import LedgerStore
+
+    lurl = ledger_url(data_dir, ledger)
+    if lurl is None:
+        _fail("reset-salt-check works on the ledger directly: add --ledger URL or --data-dir", 2)
+
+    async def run() -> bool:
+        store = await LedgerStore.open(lurl)
+        try:
+            return await store.reset_salt_check()
+        finally:
+            await store.close()
+
+    try:
+        had = asyncio.run(run())
+    except (LedgerError, ValueError) as exc:
+        _fail(f"ledger: {exc}")
+    click.echo(
+        "salt check reset: the next replica to start records its salt"
+        if had
+        else "salt check reset: none was recorded (the next replica to start records its salt)"
+    )
 
 
 # -- show, export, erase (the session archive) ----------------------------------------
@@ -356,6 +406,11 @@ class Direct:
         salt = _stored_salt(self.data_dir)
         if salt is not None:  # what this writes is chained as the gateway's writes are
             store.attach_chain_key(salt)
+            try:  # under the replicas' salt (`ledger.salt_check`), or not at all
+                await store.compare_salt(salt, _salt_source(self.data_dir))
+            except LedgerError as exc:
+                await store.close()
+                _fail(f"ledger: {exc}")
         temporal = None
         if self.temporal_address:
             from governor.up import connect_temporal

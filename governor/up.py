@@ -350,6 +350,7 @@ async def run_up(opts: UpOptions, ready: asyncio.Event | None = None) -> None:
     from activities.gateway import Gateway
     from activities.metrics import Metrics
     from governor.worker import build_worker
+    from ledger.salt_check import SaltMismatch
     from policies.config.yamlsource import ConfigErrors
     from proxy.app import ProxyApp
     from proxy.server import uvicorn_config
@@ -420,23 +421,18 @@ async def run_up(opts: UpOptions, ready: asyncio.Event | None = None) -> None:
                     ) from None
 
             metrics = Metrics()
-            wgw = await Gateway.open(
-                config,
-                opts.ledger_url,
-                opts.data_dir / "journal-worker",
-                path="workflow",
-                metrics=metrics,
-                config_dir=opts.config_dir,
-            )
+
+            async def open_gateway(journal: str, path: str) -> Gateway:
+                try:
+                    return await Gateway.open(config, opts.ledger_url, opts.data_dir / journal,
+                                              path=path, metrics=metrics,
+                                              config_dir=opts.config_dir)  # fmt: skip
+                except SaltMismatch as exc:  # one line naming the setting, no traceback
+                    raise UpError(f"ledger: {exc}") from None
+
+            wgw = await open_gateway("journal-worker", "workflow")
             stack.push_async_callback(wgw.close)
-            pgw = await Gateway.open(
-                config,
-                opts.ledger_url,
-                opts.data_dir / "journal-proxy",
-                path="proxy",
-                metrics=metrics,
-                config_dir=opts.config_dir,
-            )
+            pgw = await open_gateway("journal-proxy", "proxy")
             stack.push_async_callback(pgw.close)
             from activities.archive_session import attach_archive
 

@@ -111,7 +111,8 @@ _KEYS: dict[str, tuple[str, ...]] = {
     STATE_TRANSITIONS.name: ("transition_id",),
 }
 # Ledger tables that are working state, not audit records: shared limit leases and alert
-# counters, baselines (recomputed from calls), the archive job's progress, the chain itself.
+# counters, baselines (recomputed from calls), the archive job's progress, the chain itself,
+# the ledger's own facts (`ledger_meta`: the salt check).
 UNAUDITED = frozenset(
     {
         "limit_counters",
@@ -120,6 +121,7 @@ UNAUDITED = frozenset(
         "archived_sessions",
         "ledger_chain",
         "chain_heads",
+        "ledger_meta",
     }
 )
 

@@ -448,6 +448,18 @@ class StateTransitionRecord(SQLModel, table=True):
     ts: float
 
 
+class LedgerMetaRecord(SQLModel, table=True):
+    """Facts about the ledger itself, one row per `name`, written once by the first opener:
+    `salt_check` is HMAC-SHA256(the deployment's salt, a fixed label) in hex
+    (`ledger.salt_check`), so a replica opened with another salt is refused at start."""
+
+    __tablename__ = "ledger_meta"
+
+    name: str = Field(primary_key=True)
+    value: str
+    ts: float
+
+
 def _table(model: type[SQLModel]) -> Table:
     return model.__table__  # type: ignore[attr-defined,no-any-return]
 
@@ -472,6 +484,7 @@ CHAIN_HEADS = _table(ChainHeadRecord)
 OUTCOMES = _table(OutcomeRecord)
 CONFIG_VERSIONS = _table(ConfigVersionRecord)
 STATE_TRANSITIONS = _table(StateTransitionRecord)
+LEDGER_META = _table(LedgerMetaRecord)
 
 LEDGER_TABLES: tuple[Table, ...] = (
     CALLS,
@@ -494,4 +507,5 @@ LEDGER_TABLES: tuple[Table, ...] = (
     OUTCOMES,
     CONFIG_VERSIONS,
     STATE_TRANSITIONS,
+    LEDGER_META,
 )

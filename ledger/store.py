@@ -41,7 +41,7 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateIndex
 from sqlmodel import SQLModel
 
-from ledger import chain, transitions
+from ledger import chain, salt_check, transitions
 from ledger.call_rows import decision_record_text, normalize_call, session_deltas
 from ledger.errors import LedgerError, LedgerRefused, LedgerUnavailable
 from ledger.models import (
@@ -164,6 +164,8 @@ class LedgerStore:
         self._chain_lock = asyncio.Lock()  # one append at a time: seqs never collide
         # The items the open `_chained()` transaction has appended (None outside one).
         self._chain_pending: list[tuple[str, Mapping[str, Any], str, str]] | None = None
+        # The salt checked with the tables, and where it came from (`open`, `ledger.salt_check`).
+        self._salt_check: tuple[bytes, str | None] | None = None
 
     @property
     def dialect(self) -> str:
@@ -182,7 +184,13 @@ class LedgerStore:
 
     @classmethod
     async def open(
-        cls, url: str, *, schema: str | None = None, require_reachable: bool = True
+        cls,
+        url: str,
+        *,
+        schema: str | None = None,
+        require_reachable: bool = True,
+        salt: bytes | None = None,
+        salt_source: str | None = None,
     ) -> LedgerStore:
         """Connect and create missing tables.
 
@@ -190,6 +198,9 @@ class LedgerStore:
         With `require_reachable=False` a database that is down does not fail the open: tables
         are created on the first operation that reaches it (a proxy can start during an outage
         and let its writer catch up).
+        `salt`: the deployment's (`attach_chain_key`), checked against the ledger's salt check
+        with the tables (`ledger.salt_check`: recorded when absent); another salt raises
+        SaltMismatch naming `salt_source` (where it came from: the env variable or the file).
         """
         engine_url, dialect = _engine_url(url)
         display = engine_url.render_as_string(hide_password=True)
@@ -219,6 +230,9 @@ class LedgerStore:
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         store = cls(engine, dialect, display)
         store._schema = schema
+        if salt is not None:
+            store.attach_chain_key(salt)
+            store._salt_check = (salt, salt_source)
         if dialect == "sqlite" and engine_url.database and engine_url.database != ":memory:":
             store._fast = SQLiteBatchWriter(engine_url.database, _BUSY_TIMEOUT_MS, _CALL_COLUMNS)
         try:
@@ -294,8 +308,24 @@ class LedgerStore:
                     )
                     if self._schema is not None:
                         await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"'))
+                else:  # the write lock first: replicas opening an empty file together create once
+                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
                 await conn.run_sync(create)
+            if self._salt_check is not None:  # after the tables, so a refusal repeats
+                async with self._connect(write=True, ddl=True) as conn:
+                    await salt_check.check(conn, self._insert, *self._salt_check, record=True)
             self._ready = True
+
+    async def compare_salt(self, salt: bytes, source: str | None = None) -> None:
+        """SaltMismatch when the ledger's salt check was recorded under another salt; nothing
+        is recorded (a CLI's salt must not decide the replicas')."""
+        async with self._connect(write=False) as conn:
+            await salt_check.check(conn, self._insert, salt, source, record=False)
+
+    async def reset_salt_check(self) -> bool:
+        """Forget the ledger's salt check (`ledger.salt_check.reset`): whether there was one."""
+        async with self._connect(write=True) as conn:
+            return await salt_check.reset(conn)
 
     # -- the chain ----------------------------------------------------------------------------
 

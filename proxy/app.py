@@ -137,8 +137,10 @@ class ProxyApp:
                     self._install_sighup()
                     tune_gc()
                 except Exception as exc:
+                    # Said once, here: a message in the failure would be logged again by
+                    # uvicorn, before its own "Application startup failed".
                     log.error("proxy failed to start: %s", exc)
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    await send({"type": "lifespan.startup.failed", "message": ""})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,8 +46,13 @@ budgets:
 
 
 @pytest.fixture(scope="session")
-def wf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("workflows")
+def wf_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The package's data dir. Its gateways and proxies (some under data dirs of their own, in
+    this process or as children) share one ledger, so they share one salt, as a deployment's
+    replicas must (`ledger.salt_check`: another salt is refused at start)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GOVERNOR_FINGERPRINT_SALT", "workflow-tests-" + uuid.uuid4().hex)
+        yield tmp_path_factory.mktemp("workflows")
 
 
 @pytest.fixture(scope="session")
