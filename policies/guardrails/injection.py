@@ -250,6 +250,8 @@ _B64_MASK = bytes(
 _BLOB = b"x" * 32
 _NOT_LETTER_OR_SPACE = str.maketrans("", "", "abcdefghijklmnopqrstuvwxyz ")
 _B64_MAX = 16384
+# The base64 characters worth less than 32: the only ones that can lead a group of ASCII bytes.
+_B64_ASCII_LEAD = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef"
 # The text asks the model to read an encoded payload: "decode the following BASE64",
 # "Encoded: … Decoded:", "what does this mean?".
 _DECODE_CUE = re.compile(
@@ -292,6 +294,10 @@ def _decoded_kind(blob: str) -> str | None:
     base64, which models read and scanners do not. Binary, JSON and digests are neither."""
     if blob.islower() or blob.isupper():
         return None  # hex digests and the like: base64 of prose mixes cases
+    if blob[:_B64_MAX:4].encode().translate(None, _B64_ASCII_LEAD):
+        # A group led by a character worth 32 or more decodes to a byte of 0x80 or more: no
+        # ASCII text (a random token, most blobs), told without decoding it.
+        return None
     try:
         decoded = base64.b64decode(blob[:_B64_MAX] + "=" * (-len(blob[:_B64_MAX]) % 4))
         low = decoded.decode("ascii").lower()

@@ -379,3 +379,13 @@ def test_placeholders_and_base64_blobs_answer_as_before() -> None:
             raw = bytes(rng.randint(0, 255) for _ in range(rng.randint(20, 60)))
         blob = base64.b64encode(raw).decode()
         assert injection._decoded_kind(blob) == _old_decoded_kind(blob), blob
+    # What the blob scan hands over: runs of the base64 alphabet without padding, any length
+    # (random tokens, prose encodings cut anywhere).
+    b64 = string.ascii_letters + string.digits + "+/"
+    for i in range(20_000):
+        if i % 2:
+            blob = "".join(rng.choice(b64) for _ in range(rng.randint(32, 90)))
+        else:
+            raw = " ".join(rng.choice(words) for _ in range(rng.randint(4, 30))).encode()
+            blob = base64.b64encode(raw).decode().rstrip("=")[rng.randint(0, 3) :]
+        assert injection._decoded_kind(blob) == _old_decoded_kind(blob), blob
