@@ -132,6 +132,21 @@ def _unavailable(session_id: str, e: RPCError) -> Refusal:
                    f"({e.status.name}); retry soon", retry_after=WORKFLOW_RETRY_AFTER_S)
 
 
+# Runs walked back for a lost update's outcome: a run takes at least one turn before it
+# continues as new, so this many rollovers while one request was failing is far past real use.
+_MAX_RUNS_BACK = 8
+
+
+async def _continued_from(client: Client, workflow_id: str, run_id: str) -> str:
+    """The run `run_id` continued from ("" for a workflow's first run)."""
+    events = client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history_events(
+        page_size=1
+    )
+    async for ev in events:
+        return ev.workflow_execution_started_event_attributes.continued_execution_run_id
+    return ""
+
+
 class TemporalSessions:
     """The gateway's way into session workflows (`POST /gateway/sessions` and the per-session
     routes): start one with the identity and policy the gateway resolved, run its turns, close
@@ -197,7 +212,7 @@ class TemporalSessions:
         would tell the caller the turn was refused and record it a second time. Only an update
         the server never received is answered from the session's state (`_ended`)."""
         try:
-            return await h.get_update_handle_for(update, update_id).result()
+            return await self._outcome_in_runs(h, update, update_id)
         except WorkflowUpdateFailedError as e:
             raise _failed(e) from None
         except RPCError as e:
@@ -208,6 +223,34 @@ class TemporalSessions:
                 raise _unavailable(session_id, e.__cause__) from None
             raise
         raise await self._ended(session_id, lost) from None
+
+    async def _outcome_in_runs(
+        self, h: WorkflowHandle[Any, Any], update: Any, update_id: str
+    ) -> Any:
+        """The update's outcome from the run that took it. Asked for by workflow id alone, the
+        server looks in the session's latest run; a turn that was its run's last (the run
+        continued as new once the turn was answered) is in an earlier one. The runs are walked
+        back (each run's first event names the run it continued from), at most
+        `_MAX_RUNS_BACK`; NOT_FOUND (an RPCError) if none of them has it."""
+        try:
+            return await h.get_update_handle_for(update, update_id).result()
+        except RPCError as e:
+            if e.status != RPCStatusCode.NOT_FOUND:
+                raise
+            missing = e
+        run_id = (await h.describe()).run_id
+        for _ in range(_MAX_RUNS_BACK):
+            run_id = await _continued_from(self.client, h.id, run_id)
+            if not run_id:
+                break
+            try:
+                return await h.get_update_handle_for(
+                    update, update_id, workflow_run_id=run_id
+                ).result()
+            except RPCError as e:
+                if e.status != RPCStatusCode.NOT_FOUND:
+                    raise
+        raise missing
 
     async def _ended(self, session_id: str, e: RPCError) -> Refusal:
         """A call on a session whose workflow has completed: say why it ended."""

@@ -22,21 +22,23 @@ from temporalio.client import (
     Interceptor,
     OutboundInterceptor,
     StartWorkflowUpdateInput,
+    WorkflowExecutionStatus,
     WorkflowUpdateHandle,
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RetryConfig
-from wf_helpers import TASK_QUEUE, wait_for
+from wf_helpers import TASK_QUEUE, chat, new_identity, start_granted, wait_for
 
 from activities.gateway import Gateway
 from governor.sdk.client import GovernanceRefused, GovernorClient
+from policies.refusals import Refusal
 from simulator import SimServer
 from tests.support.servers import InProcessProxy
 from tests.support.tcp_relay import TcpRelay
 from tests.workflows.test_gateway_sessions import completed_within
 from workflows.session import SessionWorkflow
 from workflows.session_client import TemporalSessions, session_handle, workflow_kill_hook
-from workflows.session_models import ChatOutput
+from workflows.session_models import ChatOutput, SessionPolicy
 
 DEV_KEY = "gk-dev-developer"
 
@@ -196,3 +198,42 @@ async def test_a_turn_that_gets_its_session_loop_killed_is_one_row_and_its_answe
     assert out.status == "killed"
     assert out.governance.call_id == f"session-{sid}:2"
     assert [d.kind for d in out.decisions][-2:] == ["repeat_detected", "killed"]
+
+
+async def test_a_turn_whose_run_continued_as_new_is_answered_from_that_run(
+    client: Client, gateway: Gateway, relayed: _Relayed
+) -> None:
+    """The turn is its run's last (max_turns_per_run): the run it was accepted by continues as
+    new once it is answered, so its outcome is in that run, not in the session's current one.
+    Asked for by workflow id alone the server looks in the new run (which never saw it) and the
+    gateway answered 503 after waiting for a running session to end; the caller's retry then
+    paid for the turn again. It is answered from the run that took it."""
+    ident = new_identity(project="wf-race")
+    started = await start_granted(client, ident, SessionPolicy(max_turns_per_run=1), TASK_QUEUE)
+    first = client.get_workflow_handle(started.id, run_id=started.result_run_id)
+    sid = ident.session_id
+    wf = relayed.gw.session_workflows
+    assert isinstance(wf, TemporalSessions)
+    turn = asyncio.create_task(wf.chat(sid, chat("think [[sim:latency_ms=1500]]")))
+    h = session_handle(client, sid)
+
+    async def in_flight() -> bool:
+        return bool((await h.describe()).raw_description.pending_activities)
+
+    async def rolled_over() -> bool:
+        return (await first.describe()).status == WorkflowExecutionStatus.CONTINUED_AS_NEW
+
+    await wait_for(in_flight, "the turn's LLM activity to start")
+    relayed.relay.hold()
+    await wait_for(rolled_over, "the turn's run to continue as new")
+    await relayed.relay.refuse()
+    relayed.relay.cut()
+    try:
+        out = await asyncio.wait_for(turn, 30)
+    except Refusal as r:  # before: 503 workflow_unavailable
+        pytest.fail(f"refused: {r.status} {r.code} {r}")
+    assert out.governance.call_id == f"session-{sid}:1"
+    assert out.status == "open"
+    rows = await _rows(gateway, relayed, sid)
+    assert [(r.call_id, r.decision) for r in rows] == [(f"session-{sid}:1", "allowed")]
+    await h.signal(SessionWorkflow.close)
