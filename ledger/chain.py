@@ -13,7 +13,8 @@ Record keys come in two forms. A link written by a runtime that holds the deploy
 (the HMAC salt of prompt hashes and guardrail fingerprints, `activities.guardrails`; every
 gateway does) names each row by a keyed hash of its key, never the key itself:
 
-    record_key = "k1:" + hex(HMAC-SHA256(salt, tbl "\n" canonical(key values)))[:32]
+    record_key = "k1:" + hex(HMAC-SHA256(K, tbl "\n" canonical(key values)))[:32]
+    K          = HMAC-SHA256(CHAIN_KEY_LABEL, salt)   (not the salt: it keys caller-chosen text)
 
 so erasing a session (its rows tombstoned) leaves no link naming its id. Links written before
 (or by a store given no salt) hold the clear form, `canonical(key values)` (`["s-1"]`); a chain
@@ -161,16 +162,27 @@ class TableShape:
         return hashlib.sha256(orjson.dumps(doc)).hexdigest()
 
 
+# The record keys' own key is derived from the salt (HKDF-Extract with this label as its salt:
+# HMAC keyed by the label over the deployment's salt). The salt itself keys hashes of text a
+# caller chooses (prompt and completion hashes, request fingerprints, guardrail fingerprints:
+# HMAC(salt, text)), so keyed by it a record key would be the prompt hash of the prompt
+# `tbl "\n" clear`: anyone who can make a call and read hashes could confirm a guessed erased
+# session id. No hash the ledger keeps is keyed by the label.
+CHAIN_KEY_LABEL = b"governor chain record keys v1"
+
+
 class ChainKey:
-    """Record keys keyed by the deployment's salt: `key(tbl, clear)` is `KEYED` + the first 32
-    hex of HMAC-SHA256(salt, tbl "\n" clear), for `clear` a `TableShape.record_key`."""
+    """Record keys keyed by a key derived from the deployment's salt: `key(tbl, clear)` is
+    `KEYED` + the first 32 hex of HMAC-SHA256(HMAC-SHA256(CHAIN_KEY_LABEL, salt),
+    tbl "\n" clear), for `clear` a `TableShape.record_key`."""
 
     __slots__ = ("_base",)
 
     def __init__(self, salt: bytes) -> None:
         if not salt:
             raise ValueError("a chain key needs a non-empty salt")
-        self._base = hmac.new(salt, digestmod=hashlib.sha256)
+        derived = hmac.digest(CHAIN_KEY_LABEL, salt, hashlib.sha256)
+        self._base = hmac.new(derived, digestmod=hashlib.sha256)
 
     def key(self, tbl: str, clear: str) -> str:
         h = self._base.copy()

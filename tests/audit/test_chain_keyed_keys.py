@@ -203,3 +203,28 @@ async def test_the_cli_verifies_and_erases_a_keyed_ledger_with_the_deployments_s
         r = _cli("verify", "--ledger", t.url, "--data-dir", str(data))
         assert r.returncode == 0 and "ledger verified" in r.stdout, r.stdout + r.stderr
         await store.close()
+
+
+async def test_an_erased_sessions_keyed_keys_are_not_a_prompt_hash_anyone_can_ask_for(
+    target: Target, tmp_path: Path
+) -> None:
+    """Record keys are keyed under a key derived from the salt for them alone. Keyed under the
+    salt itself, `sessions\\n["sess-1"]` sent as a prompt got, as the row's prompt_sha256, the
+    erased session's record key: anyone who can make a call and read hashes could confirm a
+    guessed erased session id from the chain."""
+    from ledger.redaction import hash_text
+    from policies.request_text import request_view
+
+    store = await target.open()
+    store.attach_chain_key(SALT)
+    await populate(store, tmp_path / "j")
+    await erase_session(store, None, "sess-1", reason="erasure request #9", actor="dpo",
+                        cause="erasure", now=time.time())  # fmt: skip
+    whole = await chain_text(store)
+    assert keyed("sessions", '["sess-1"]') in whole  # its tombstone
+    for tbl, clear in (("sessions", '["sess-1"]'), ("calls", '["c1"]')):
+        body = {"model": "m", "messages": [{"role": "user", "content": f"{tbl}\n{clear}"}]}
+        prompt_sha, _ = hash_text(request_view("openai", body).text, SALT)
+        assert "k1:" + prompt_sha[:32] not in whole, tbl
+    assert (await verify(store, salt=SALT)).ok
+    await store.close()
