@@ -19,7 +19,8 @@ backtracks through its run, and a candidate's run is consumed whole, so a text o
 after the value they examined; private-key blocks find their END marker from one shared list.
 A labelled value that loses its overlap to a more specific hit inside it (`token=AKIA…&token=…`)
 is searched again beside the hit (`rest_of_values`), once per value, for the labels it held and
-the rest of the value.
+the rest of the value. A labelled value the checks refuse is no value: the labels of its kind
+inside it are examined in turn (`_labels_in_refused`), each once, the repeating window once.
 """
 
 from __future__ import annotations
@@ -102,9 +103,7 @@ _AZURE = (
 # A 64-byte storage account key is 86 base64 characters and `==`; reported when the text around it
 # names the storage account (`account_key`, `AZURE_STORAGE_KEY`, `-storagekey`).
 # Found from its `==` (one look back in C: a Python step per `==` made `====…` 2x prose).
-_B64_86_END = re.compile(
-    r"==(?<=[A-Za-z0-9+/]{86}==)(?<![A-Za-z0-9+/]{87}==)(?![A-Za-z0-9+/])"
-)
+_B64_86_END = re.compile(r"==(?<=[A-Za-z0-9+/]{86}==)(?<![A-Za-z0-9+/]{87}==)(?![A-Za-z0-9+/])")
 _B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 _AZURE_CONTEXT = ("account", "storage", "azure", "blob")
 # Azure AD (Entra) client secrets: three characters, a digit, `Q~`, then 31-34 more.
@@ -164,6 +163,8 @@ _RUN_ON = (
     r"(?:[_0-9][a-z0-9_]{0,31}+(?![a-z0-9_])" + _NOT_A_NAME
     + r"|(?:string|str|keys|key|value|s|e)?+(?![a-z0-9_]))"
 )  # fmt: skip
+
+
 # `key` itself must follow an owner word, with at most two separators between (`api__key`). Tried
 # only where the letter or separator before `key` can end one, then by that last letter: each
 # lookbehind costs a step at every `key`.
@@ -553,28 +554,129 @@ def _assignment(text: str, low: str, i: int, ms: int, me: int, v: re.Match[str])
     if k < 0:
         return False, None
     g = v.lastindex or 4
-    value = v.group(g).rstrip(".")
-    start = v.start(g) - me
+    return True, _judged(low, i, k, ms, v.group(g), v.start(g) - me, g < 4)
+
+
+def _judged(
+    low: str, i: int, k: int, ms: int, value: str, start: int, quoted: bool
+) -> tuple[int, int, str, int] | None:
+    """The finding (`start` and its end, type, priority) if `value` is one after the label at
+    `low[ms:]` (of `_ASSIGN[i]`, with its owner word from `k`). Reads only `low[k - 40 : ms]`."""
+    value = value.rstrip(".")
     kind = "password" if i < 2 else "generic_secret"
     near = low[max(0, k - 40) : ms]
     if i >= 2 and "aws" in near and _AWS_SECRET_VALUE.fullmatch(value):
         if random_looking(value, 4.0) and "EXAMPLE" not in value:
-            return True, (start, start + 40, "aws_secret_key", _SPECIFIC)
-        return True, None
-    if _value_ok(value, g < 4, kind):
-        return True, (start, start + len(value), kind, _GENERIC)
-    return True, None
+            return (start, start + 40, "aws_secret_key", _SPECIFIC)
+        return None
+    if _value_ok(value, quoted, kind):
+        return (start, start + len(value), kind, _GENERIC)
+    return None
+
+
+# Each label regex's literal start: a stretch of a cut value is searched from these (a search
+# from the stretch's start would run on past its end to the next label of the text), and a
+# refused value is searched for labels only if it holds its regex's.
+_STEMS = ("pass", "pwd", "secret", "token", "cred", "key")
+# How far past a stretch, or a refused value, its label regexes read: a stem, a run-on of 33, a
+# quote, an operator, 64 blanks before an XML element's value and the 251 characters
+# `_LONG_VALUE` looks at (a label needing more, all blanks past the value's end, is not one).
+_REST_READS = 400
+# A finding's offsets (from its value's start, or in the text), type and priority.
+_Found = tuple[int, int, str, int]
+
+
+def _labels_in_refused(
+    text: str,
+    low: str,
+    i: int,
+    ms: int,
+    me: int,
+    v: re.Match[str],
+    held: dict[object, tuple[tuple[_Found, ...], int]],
+) -> tuple[tuple[_Found, ...], int]:
+    """What the refused value `v` after the label `low[ms:me]` (of `_ASSIGN[i]`) holds in labels
+    of that regex, and where the scan resumes.
+
+    A label inside the value (its name and operator in it: `&token=`, not the name the value
+    is in `'token_hex', 'token_urlsafe'`) ends it: the value's head up to the label, or up to a
+    parameter before it (`&region=`), is judged as a value of its own, and the label labels
+    what follows it, examined as the label pass would from there. A value found ends the
+    search (the scan resumes after it: labels inside it are part of it); a refused one is
+    searched in turn; one holding no label ends it where it ends; a label from `v.end()` on
+    is left to the scan. Kept for this scan on the window it reads (a text repeating one refused
+    value, `token=token=…`, pays for it once). Reads only `low[ms - _LABEL_CONTEXT : stop]` and
+    `text[me:stop]`, `stop` being `_REST_READS` past `v` (a label or value needing more, all
+    blanks or a run-on, is cut there)."""
+    end = v.end()
+    stop = end + _REST_READS
+    w = max(0, ms - _LABEL_CONTEXT)
+    key = (i, ms - w, low[w:stop], text[me:stop])
+    got = held.get(key)
+    if got is not None:
+        found, resume = got
+        return tuple((a + ms, b + ms, t, p) for a, b, t, p in found), resume + ms
+    out: list[_Found] = []
+    k = _label_start(low, i, ms, me)
+    while True:
+        inner = _label_inside(text, low, i, me, v, stop)
+        if inner is None:
+            resume = v.end()
+            break
+        g = v.lastindex or 4
+        hs = v.start(g)
+        he = max(hs, inner[2])
+        param = _PARAM.search(text, hs, inner[1])  # `&password=` is one
+        if param is not None and param.start() < he:
+            he = param.start()
+        if he - hs >= 8 and (f := _judged(low, i, k, ms, text[hs:he], hs, g < 4)) is not None:
+            out.append(f)
+        ms, me, k, v = inner
+        if ms >= end:
+            resume = ms
+            break
+        g = v.lastindex or 4
+        if (f := _judged(low, i, k, ms, v.group(g), v.start(g), g < 4)) is not None:
+            out.append(f)
+            resume = v.end()
+            break
+    if len(held) < MEMO_MAX:
+        o = key[1] + w  # the first label's start
+        held[key] = (tuple((a - o, b - o, t, p) for a, b, t, p in out), resume - o)
+    return tuple(out), resume
+
+
+def _label_inside(
+    text: str, low: str, i: int, me: int, v: re.Match[str], stop: int
+) -> tuple[int, int, int, re.Match[str]] | None:
+    """The first label of `_ASSIGN[i]` inside the value `v` (after a label ending at `me`) that
+    labels a secret and has a value within `text[:stop]`: its start, end, start with its owner
+    word, and its value."""
+    regex = _ASSIGN[i]
+    end = v.end(v.lastindex or 4)
+    pos = me
+    while (m := regex.search(low, pos, stop)) is not None and m.start() < end:
+        ms, pos = m.span()
+        if pos > end:
+            continue  # the value is this label's name (`'token_hex', '…'`)
+        value = _VALUE.match(text, pos, stop)
+        if value is not None and (k := _label_start(low, i, ms, pos)) >= 0:
+            return ms, pos, k, value
+    return None
 
 
 def _assignments(text: str, low: str) -> Iterator[Span]:
     # Verdicts kept for this scan on the window they read (at most MEMO_MAX): a text repeating
-    # one labelled value pays for its label, placeholder, example and entropy checks once.
+    # one labelled value pays for its label, placeholder, example and entropy checks once; and
+    # what refused values hold (`_labels_in_refused`).
     seen: dict[tuple[int, int | None, str, str], _Verdict] = {}
+    held: dict[object, tuple[tuple[_Found, ...], int]] = {}
     # Found so far, by type: from DENSE_FINDINGS on, a value the label regex (which refuses the
     # labels and code references `_label_ok` and `_value_ok` would) took is one of that type.
     count = {"password": 0, "generic_secret": 0}
     for i, regex in enumerate(_ASSIGN):
         kind = "password" if i < 2 else "generic_secret"
+        stem = _STEMS[i]
         pos = 0
         while (m := regex.search(low, pos)) is not None:
             ms, me = m.span()
@@ -606,12 +708,23 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
                     if len(seen) < MEMO_MAX:
                         seen[key] = verdict
             examined, found = verdict
-            if examined:
-                pos = v.end()  # a label inside this value is part of it, not a new assignment
-            if found is not None:
-                if found[2] in count:
-                    count[found[2]] += 1
-                yield _new(Span, (me + found[0], me + found[1], DETECTOR, found[2], found[3], True))
+            if not examined:
+                continue
+            # A label inside a value found is part of it, not a new assignment; a refused value
+            # is none, so a label of this kind inside it (`token=<example>&token=…`) labels what
+            # follows it.
+            pos = v.end()
+            if found is None:
+                if low.find(stem, me, v.end(v.lastindex or 4)) >= 0:
+                    inner, pos = _labels_in_refused(text, low, i, ms, me, v, held)
+                    for a, b, t, priority in inner:
+                        if t in count:
+                            count[t] += 1
+                        yield _new(Span, (a, b, DETECTOR, t, priority, True))
+                continue
+            if found[2] in count:
+                count[found[2]] += 1
+            yield _new(Span, (me + found[0], me + found[1], DETECTOR, found[2], found[3], True))
 
 
 def _bearer(text: str, low: str) -> Iterator[Span]:
@@ -628,17 +741,9 @@ def _bearer(text: str, low: str) -> Iterator[Span]:
 # to `rest_of_values`.
 LABELLED = frozenset({"password", "generic_secret", "bearer_token"})
 LABELLED_PRIORITY = _GENERIC
-# Each label regex's literal start: a stretch is searched from these (a search from the stretch's
-# start would run on past its end to the next label of the text).
-_STEMS = ("pass", "pwd", "secret", "token", "cred", "key")
 _QUOTES = ('"', "'", "`")
-# How far past a stretch its label regexes read: a stem, a run-on of 33, a quote, an operator,
-# 64 blanks before an XML element's value and the 251 characters `_LONG_VALUE` looks at (a label
-# needing more, all blanks past the value's end, is not one).
-_REST_READS = 400
 # A parameter after a separator (`&region=`, `;x=`, `\nDEBUG=`: an escaped newline in JSON).
 _PARAM = re.compile(r"(?:[&?;,|]|\\[nrt])[A-Za-z_][A-Za-z0-9_.\-]*+=")
-_Found = tuple[int, int, str, int]  # a finding's offsets from its value's start, type, priority
 _START, _END = itemgetter(0), itemgetter(1)  # of a Span
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -143,39 +144,76 @@ def _old_emails(text: str) -> Iterator[Span]:
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-.")
 
 
+def _owner_start(low: str, i: int, m: re.Match[str]) -> int:
+    k = m.start()
+    while k > 0 and low[k - 1] in _KEY_CHARS and m.start() - k < 40:
+        k -= 1
+    owner = low[k : m.start()]
+    if i == 5 and not owner.rstrip("_-. ").endswith(secrets._KEY_OWNERS):
+        return -1
+    word = secrets._WORD.match(low, m.start())
+    assert word is not None
+    if not secrets._label_ok(owner + word.group(), word.group(), owner):
+        return -1
+    if low[m.end() - 1] == ":" and "." in owner:
+        return -1  # a dotted coordinate (`io.jsonwebtoken:jjwt`), not an assignment
+    return k
+
+
+def _old_value(
+    low: str, i: int, k: int, ms: int, value: str, start: int, quoted: bool
+) -> Span | None:
+    value = value.rstrip(".")
+    kind = "password" if i < 2 else "generic_secret"
+    near = low[max(0, k - 40) : ms]
+    if i >= 2 and "aws" in near and secrets._AWS_SECRET_VALUE.fullmatch(value):
+        if checks.random_looking(value, 4.0) and "EXAMPLE" not in value:
+            return Span(start, start + 40, "secrets", "aws_secret_key", secrets._SPECIFIC)
+        return None
+    if secrets._value_ok(value, quoted, kind):
+        return Span(start, start + len(value), secrets.DETECTOR, kind, secrets._GENERIC)
+    return None
+
+
 def _old_assignments(text: str, low: str) -> Iterator[Span]:
+    """The label pass done plainly: every label examined, no verdict kept, no dense bound."""
     for i, regex in enumerate(secrets._ASSIGN):
         pos = 0
         while (m := regex.search(low, pos)) is not None:
             pos = m.end()
-            k = m.start()
-            while k > 0 and low[k - 1] in _KEY_CHARS and m.start() - k < 40:
-                k -= 1
-            owner = low[k : m.start()]
-            if i == 5 and not owner.rstrip("_-. ").endswith(secrets._KEY_OWNERS):
+            k = _owner_start(low, i, m)
+            if k < 0:
                 continue
-            word = secrets._WORD.match(low, m.start())
-            assert word is not None
-            if not secrets._label_ok(owner + word.group(), word.group(), owner):
-                continue
-            if low[m.end() - 1] == ":" and "." in owner:
-                continue  # a dotted coordinate (`io.jsonwebtoken:jjwt`), not an assignment
             v = secrets._VALUE.match(text, m.end())
             if v is None:
                 continue
             pos = v.end()  # a label inside this value is part of it, not a new assignment
             g = v.lastindex or 4
-            value = v.group(g).rstrip(".")
-            kind = "password" if i < 2 else "generic_secret"
-            near = low[max(0, k - 40) : m.start()]
-            if i >= 2 and "aws" in near and secrets._AWS_SECRET_VALUE.fullmatch(value):
-                if checks.random_looking(value, 4.0) and "EXAMPLE" not in value:
-                    start = v.start(g)
-                    yield Span(start, start + 40, "secrets", "aws_secret_key", secrets._SPECIFIC)
+            found = _old_value(low, i, k, m.start(), v.group(g), v.start(g), g < 4)
+            if found is not None:
+                yield found
                 continue
-            if secrets._value_ok(value, g < 4, kind):
-                start = v.start(g)
-                yield Span(start, start + len(value), secrets.DETECTOR, kind, secrets._GENERIC)
+            # Unless it is refused: the scan goes on from the first label of its kind inside
+            # it (its operator too: a value may be a label's name), and its head up to that
+            # label (or a parameter before it) is judged alone.
+            n = m.end()
+            while (inner := regex.search(low, n)) is not None and inner.start() < v.end(g):
+                n = inner.end()
+                k2 = _owner_start(low, i, inner)
+                if inner.end() > v.end(g) or k2 < 0:
+                    continue
+                if secrets._VALUE.match(text, inner.end()) is None:
+                    continue
+                hs, he = v.start(g), max(v.start(g), k2)
+                param = secrets._PARAM.search(text, hs, inner.end())
+                if param is not None and param.start() < he:
+                    he = param.start()
+                if he - hs >= 8:
+                    head = _old_value(low, i, k, m.start(), text[hs:he], hs, g < 4)
+                    if head is not None:
+                        yield head
+                pos = inner.start()
+                break
 
 
 # What the texts are made of: findings and near-findings of each shape, and the contexts that

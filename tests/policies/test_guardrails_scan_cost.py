@@ -72,6 +72,8 @@ _DISTINCT_BOUND = {
     "github_token": 4.0, "bearer": 4.0, "ipv6": 6.0, "aws_secret": 6.0,
     # Each cut value pays a labelled value's checks once more (~4.8x; ~3.1x and ~2.4x uncut).
     "cut_token": 6.0, "cut_password": 6.0,
+    # Each pays three labelled values' checks: the refused one, its head, the second label's.
+    "refused_token": 6.0,
 }  # fmt: skip
 
 

@@ -26,6 +26,9 @@ FLOODS = (
     "::", "x::0", "0:", "0::", "curl -u a:", "authorization: basic ", "Q~", "==", "glft-",
     "key=", "ikey=", "token: ", "tokenizer: ", "token_id: ", "1Q~", "a==", "api_key: ",
     "password: ",
+    # Labels whose values the checks refuse, holding labels of their kind: each label in them is
+    # examined (the repeating window once).
+    "token=", "pwd=", "token=xxxxxxxx&token=xxxxxxxx ", "password=changeme&password=",
     "system ", "## system\n", " mode", "ignore all ", "you must ", "the user ", "aGVsbG8gd29ybGQ",
     # Runs of numbers that each start a shape and fail it (found by a search over random units):
     # every alternative was tried at every digit (up to 3.9x prose before the left-boundary look).
@@ -97,6 +100,8 @@ DISTINCT_FINDINGS: dict[str, Callable[[int], str]] = {
     # Labelled values cut by the specific hit inside them: a second label, the rest past an email.
     "cut_token": lambda i: f"token=AKIA{_token(i, 16).upper()}&token={_token(i + 1, 24)} ",
     "cut_password": lambda i: f"password=u{i}@mail.co:{_token(i, 12)} ",
+    # A refused value holding a second label: its head and the second label's value are judged.
+    "refused_token": lambda i: f"token=xxxxxxxx&token={_token(i, 24)} ",
 }
 
 # The finding type each distinct text is made of.
@@ -106,7 +111,7 @@ DISTINCT_TYPES = {
     "phone_e164": "phone", "ssn": "us_ssn", "api_key": "generic_secret",
     "openai_key": "openai_api_key", "github_token": "github_token", "bearer": "bearer_token",
     "ipv6": "ip_address", "aws_secret": "aws_secret_key", "cut_token": "generic_secret",
-    "cut_password": "password",
+    "cut_password": "password", "refused_token": "generic_secret",
 }  # fmt: skip
 
 
