@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -86,6 +87,9 @@ async def rig(tmp_path_factory: pytest.TempPathFactory,
     mp = pytest.MonkeyPatch()
     mp.setenv("GOVERNOR_ONCALL_WEBHOOK", hook.url("oncall"))
     mp.setenv("GOVERNOR_TEST_BUDGET_HOOK", hook.url("budget"))
+    # up and the second replica share a ledger, so they share the salt, as a deployment's
+    # replicas must (the second's data dir, `root`, is not up's: its own salt is refused)
+    mp.setenv("GOVERNOR_FINGERPRINT_SALT", "up-alerts-" + uuid.uuid4().hex)
     up = Up(root / "data")
     await asyncio.to_thread(up.start, "--config", str(cfg))
     replica = SubprocessProxy(cfg, root, f"http://127.0.0.1:{up.sim_port}",
