@@ -181,6 +181,10 @@ def _extension(text: str, e: int) -> int:
 
 
 def _in_code_groups(text: str, s: int) -> bool:
+    # Two cheap looks first (a text of phone numbers pays this per number): `_GROUPS_BEFORE`
+    # ends with a space, and what it finds is in the window `_MIXED_GROUP` searches here.
+    if not s or text[s - 1] != " " or not _MIXED_GROUP.search(text, max(0, s - 45), s):
+        return False
     m = _GROUPS_BEFORE.search(text, max(0, s - 45), s)
     if m is None:
         return False
@@ -233,6 +237,21 @@ def _phone_digits_ok(value: str, lo: int, hi: int) -> bool:
     # What is left once the separators are deleted (bytes: one C pass) is the digits.
     n = len(value.encode().translate(None, _PHONE_SEPARATORS))
     return lo <= n <= hi
+
+
+def _natl_head(value: str) -> int:
+    """Length of the longest run of first groups of `value` (a trunk-0 national number's groups:
+    ASCII digits, single spaces or dashes between them) that holds a phone's 10-11 digits, or 0."""
+    n = head = i = 0
+    for group in value.replace("-", " ").split(" "):
+        n += len(group)
+        if n > 11:
+            break
+        i += len(group)
+        if n >= 10:
+            head = i
+        i += 1
+    return head
 
 
 def _card(value: str) -> int:
@@ -351,10 +370,17 @@ def _numeric(text: str) -> list[Span]:
             add(_new(Span, (s, end, DETECTOR, "phone", 2, True)))
         elif kind == "natl" or (kind == "nanp" and value[0] == "0"):
             # The digit count first: it is the cheaper look, and refuses most runs of groups.
-            if not _phone_digits_ok(value, 10, 11) or _in_code_groups(text, s):
-                continue  # not a phone's count, or the digits of an IBAN's groups
+            if not _phone_digits_ok(value, 10, 11):
+                # The regex took every group it could: a phone may be the first ones alone
+                # (`020 7946 0958 24 hours`), and the scan goes on after it.
+                if not (k := _natl_head(value)):
+                    continue
+                e = s + k
+            if _in_code_groups(text, s):
+                continue  # the digits of an IBAN's groups
             if (end := _phone_end(text, e)) > 0:
                 add(_new(Span, (s, end, DETECTOR, "phone", 2, True)))
+                pos = end
     return out
 
 

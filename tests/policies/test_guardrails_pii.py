@@ -76,8 +76,33 @@ def test_a_number_after_a_refused_glued_number_is_still_found(
 
 
 @pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        # A trunk-0 phone followed by more digit groups: the groups regex took them all (up to
+        # five), the digit count refused the whole, and the phone and what followed went with it.
+        ("Call 020 7946 0958 24 hours", [("phone", "020 7946 0958")]),
+        ("020 7946 0958 4111 1111 1111 1111",
+         [("phone", "020 7946 0958"), ("payment_card", "4111 1111 1111 1111")]),
+        ("phones 020 7946 0958 020 7946 0959",
+         [("phone", "020 7946 0958"), ("phone", "020 7946 0959")]),
+        ("ring 0490 75 40 81 0490 75 40 82 now",
+         [("phone", "0490 75 40 81"), ("phone", "0490 75 40 82")]),
+        ("0044 0044 0044 0044 0044 415-555-0132", [("phone", "415-555-0132")]),
+    ],
+)  # fmt: skip
+def test_a_number_after_a_refused_longer_candidate_is_still_found(
+    text: str, want: list[tuple[str, str]]
+) -> None:
+    """A trunk-0 candidate refused for what it took (more digits than a phone's) no longer hides
+    the phone in its first groups, nor what follows that phone."""
+    assert _found(text) == want
+
+
+@pytest.mark.parametrize(
     "text",
     [
+        "0044 0044 0044 0044 0044",  # runs of groups that are no phone and no card stay quiet
+        "0123 4567 8901 2345 6789 0123",
         "HR12 001 0051 8630 0016 A",  # an invalid IBAN's groups are not a phone
         "DE89 A704 0044 0532 0130 00",
         "LV80 bANK 0000 4351 9500 1",  # mixed case

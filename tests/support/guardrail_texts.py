@@ -42,6 +42,9 @@ REPEATED_FINDINGS = (
     "AKIAAAAAAAAAAAAAAAAA ", "password=Hunter2024 ", "8.8.8.8 ", "4111 1111 1111 1111 ",
     "a@b.co ", "a@b.co,", "4111111111111111 ", "415-555-0132 ", "(415) 555-0132 ",
     "+1 415 555 0132 ", "078-05-1120 ", "SSN: 078051123 ", "AB 12 34 56 C ",
+    # Trunk-0 phones one space apart: each candidate takes the next phone's groups too and is
+    # cut back to its own (`_natl_head`).
+    "020 7946 0958 ",
     "DE89 3704 0044 0532 0130 00 ", "2001:4860:4860::8888 ", "api_key=Zk3jQ9vLw2Xp ",
     "AKIAIOSFODNN7ABCDEFQ ", "Bearer abcdEFGH1234ijklMNOP5678 ",
     # A chain of overlapping mailboxes (`co@b.co`), one every 5 bytes, each settled against the
