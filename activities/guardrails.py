@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets as _secrets
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,17 +102,41 @@ def fingerprint_salt(data_dir: Path) -> bytes:
     path = Path(data_dir) / SALT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
         salt = path.read_bytes().strip()
-    else:
-        salt = _secrets.token_hex(32).encode()
-        with os.fdopen(fd, "wb") as f:
-            f.write(salt)
+    except FileNotFoundError:
+        salt = _new_salt_file(path)
     if not salt:
         raise RuntimeError(f"fingerprint salt file {path} is empty; delete it to get a new one")
     _salts[key] = salt
     return salt
+
+
+def _new_salt_file(path: Path) -> bytes:
+    """Make `path` hold a new random salt (mode 0600) unless another process made it first;
+    the salt it holds. Written beside it and linked in, so the file appears whole or not at
+    all: a replica starting at the same moment never reads it empty (and is then refused)."""
+    salt = _secrets.token_hex(32).encode()
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(salt)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # fails if another process linked its salt first
+        except FileExistsError:
+            return path.read_bytes().strip()
+        except OSError:  # a filesystem without hard links: created in place, as before
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                return path.read_bytes().strip()
+            with os.fdopen(fd, "wb") as f:
+                f.write(salt)
+        return salt
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def salt_source(data_dir: Path) -> str:

@@ -213,3 +213,47 @@ async def test_a_replica_started_during_an_outage_is_checked_when_the_database_i
             await ok.close()
         finally:
             await outage.close()
+
+
+def test_replicas_making_a_data_dirs_salt_together_get_the_one_salt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two replicas (systemd's governor-proxy@a and @b on one --data-dir) starting together on
+    a data dir with no salt yet: the second to look found the file the first had just created
+    and not yet written, read it empty and refused to start ('delete it to get a new one': a
+    new salt the ledger's salt check then refuses, for the first replica too once it restarts).
+    The file now appears whole or not at all: both read the one salt."""
+    import threading
+
+    import activities.guardrails as guardrails
+
+    monkeypatch.delenv("GOVERNOR_FINGERPRINT_SALT", raising=False)
+    real = guardrails._secrets.token_hex
+    first_in, go_on = threading.Event(), threading.Event()
+
+    def slow_first(n: int | None = None) -> str:
+        if threading.current_thread().name == "replica-a":
+            first_in.set()  # the first replica is making its salt
+            assert go_on.wait(10)
+        return real(n)
+
+    monkeypatch.setattr(guardrails._secrets, "token_hex", slow_first)
+    got: dict[str, bytes | BaseException] = {}
+
+    def start(name: str) -> None:
+        try:
+            got[name] = guardrails.fingerprint_salt(tmp_path / "data")
+        except BaseException as exc:  # reported by the assertion below
+            got[name] = exc
+
+    a = threading.Thread(target=start, args=("a",), name="replica-a")
+    a.start()
+    assert first_in.wait(10)
+    guardrails._salts.clear()  # another process: nothing cached
+    start("b")  # before: RuntimeError('fingerprint salt file ... is empty; delete it ...')
+    go_on.set()
+    a.join(10)
+    assert isinstance(got["a"], bytes) and isinstance(got["b"], bytes), got
+    assert got["a"] == got["b"] == (tmp_path / "data" / "fingerprint.salt").read_bytes().strip()
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["fingerprint.salt"]
+    assert (tmp_path / "data" / "fingerprint.salt").stat().st_mode & 0o777 == 0o600
