@@ -153,6 +153,13 @@ def _print_config_errors(exc: BaseException) -> None:
     show_default=True,
     help="where the SIMULATED provider listens (started when providers point at it)",
 )
+@click.option(
+    "--ledger",
+    envvar="GOVERNOR_LEDGER_URL",
+    default=None,
+    help="ledger database URL (postgresql://… shared with other replicas); default: "
+    "--data-dir's ledger.db",
+)
 def up(
     data_dir: Path,
     config_dir: Path,
@@ -165,6 +172,7 @@ def up(
     temporal_port: int,
     ui_port: int,
     sim_url: str,
+    ledger: str | None,
 ) -> None:
     """Start everything on this machine: Temporal dev server, worker, proxy, simulator."""
     from governor.up import UpError, UpOptions
@@ -183,6 +191,7 @@ def up(
         temporal_port=temporal_port,
         ui_port=ui_port,
         sim_url=sim_url,
+        ledger=ledger or None,
     )
     code = 0
     try:

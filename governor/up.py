@@ -56,10 +56,11 @@ class UpOptions:
     task_queue: str = TASK_QUEUE
     baseline_every_seconds: float = 3600.0
     extra_env: dict[str, str] = field(default_factory=dict)
+    ledger: str | None = None  # --ledger / GOVERNOR_LEDGER_URL; None: the data dir's SQLite file
 
     @property
     def ledger_url(self) -> str:
-        return f"sqlite:///{self.data_dir.resolve() / 'ledger.db'}"
+        return self.ledger or f"sqlite:///{self.data_dir.resolve() / 'ledger.db'}"
 
 
 # Child process and ports ----------------------------------------------------------------------
