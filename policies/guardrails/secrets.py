@@ -491,13 +491,22 @@ def _value_ok(value: str, quoted: bool, kind: str) -> bool:
         # Checked first: most labelled values in ordinary code are these, and cheap to refuse.
         if "(" in value or "[" in value or "{" in value:
             return False
-        if _CODE_REF.fullmatch(value) and (
-            "." in value or ":" in value or not any(c.isdigit() for c in value)
-        ):
+        if _CODE_REF.fullmatch(value) and ("." in value or ":" in value or not _has_digit(value)):
             return False
     if placeholder(value) or example_value(value):
         return False
     return random_looking(value, 2.5 if kind == "password" else 3.0)
+
+
+_ASCII_DIGIT = re.compile(r"[0-9]")
+
+
+def _has_digit(value: str) -> bool:
+    """`any(c.isdigit() for c in value)`: in one C search for ASCII values (the digits
+    `str.isdigit` knows beyond ASCII, `²` or `٣`, are looked for only where a value has any)."""
+    if value.isascii():
+        return _ASCII_DIGIT.search(value) is not None
+    return any(c.isdigit() for c in value)
 
 
 _WORD = re.compile(r"[a-z0-9_]*+")
@@ -524,17 +533,37 @@ def _label_ok(label: str, word: str, owner: str) -> bool:
 # How far before its label an assignment's verdict looks: the owner word (`aws_secret_access_key`,
 # up to 40 characters) and 40 more for the context (`aws`) before it.
 _LABEL_CONTEXT = 80
-_Verdict = tuple[bool, tuple[int, int, str, int] | None]
 # Longer than a label and its operator without whitespace (stem, run-on of up to 32, quote, `:=`).
 _LABEL_TAIL = 64
 
 
-def _label_start(low: str, i: int, ms: int, me: int) -> int:
+# Label verdicts kept for one scan (`_label_start`), by regex, owner word and label.
+_Labels = dict[tuple[int, str, str], int]
+
+
+def _label_start(low: str, i: int, ms: int, me: int, labels: _Labels | None = None) -> int:
     """Where the label `low[ms:me]` (of `_ASSIGN[i]`) starts with its owner word (`api_` of
-    `api_key=`), or -1 if it labels no secret. Reads only `low[ms - 40 : me]`."""
+    `api_key=`), or -1 if it labels no secret. Reads only `low[ms - 40 : me]`. The verdict
+    depends on the owner word and the label alone (the label's word ends before its operator),
+    so it is kept in `labels` on them: a text of labels between distinct values pays for each
+    owner word and label once."""
     # The owner word: the run of key characters before the label, up to 40.
     owner = low[max(0, ms - 40) : ms]
     owner = owner[len(owner.rstrip(_KEY_CHARS_STR)) :]
+    if labels is None:
+        return _owned_label(low, i, ms, me, owner)
+    key = (i, owner, low[ms:me])
+    got = labels.get(key)
+    if got is None:
+        got = _owned_label(low, i, ms, me, owner)
+        got = got if got < 0 else ms - got
+        if len(labels) < MEMO_MAX:
+            labels[key] = got
+    return got if got < 0 else ms - got
+
+
+def _owned_label(low: str, i: int, ms: int, me: int, owner: str) -> int:
+    """`_label_start` given the owner word before `ms`."""
     if i == 5 and not owner.rstrip("_-. ").endswith(_KEY_OWNERS):
         return -1
     word = _WORD.match(low, ms)
@@ -546,7 +575,9 @@ def _label_start(low: str, i: int, ms: int, me: int) -> int:
     return ms - len(owner)
 
 
-def _assignment(text: str, low: str, i: int, ms: int, me: int, v: re.Match[str]) -> _Verdict:
+def _assignment(
+    text: str, low: str, i: int, ms: int, me: int, v: re.Match[str]
+) -> tuple[bool, _Found | None]:
     """Whether the value `v` after the label `low[ms:me]` (of `_ASSIGN[i]`) was examined (the
     scan resumes after it), and the finding (offsets from `me`, type, priority) if it is one.
     Reads only `low[ms - _LABEL_CONTEXT : me]` and the value."""
@@ -594,6 +625,7 @@ def _labels_in_refused(
     me: int,
     v: re.Match[str],
     held: dict[object, tuple[tuple[_Found, ...], int]],
+    labels: _Labels | None = None,
 ) -> tuple[tuple[_Found, ...], int]:
     """What the refused value `v` after the label `low[ms:me]` (of `_ASSIGN[i]`) holds in labels
     of that regex, and where the scan resumes.
@@ -617,9 +649,9 @@ def _labels_in_refused(
         found, resume = got
         return tuple((a + ms, b + ms, t, p) for a, b, t, p in found), resume + ms
     out: list[_Found] = []
-    k = _label_start(low, i, ms, me)
+    k = _label_start(low, i, ms, me, labels)
     while True:
-        inner = _label_inside(text, low, i, me, v, stop)
+        inner = _label_inside(text, low, i, me, v, stop, labels)
         if inner is None:
             resume = v.end()
             break
@@ -647,7 +679,13 @@ def _labels_in_refused(
 
 
 def _label_inside(
-    text: str, low: str, i: int, me: int, v: re.Match[str], stop: int
+    text: str,
+    low: str,
+    i: int,
+    me: int,
+    v: re.Match[str],
+    stop: int,
+    labels: _Labels | None = None,
 ) -> tuple[int, int, int, re.Match[str]] | None:
     """The first label of `_ASSIGN[i]` inside the value `v` (after a label ending at `me`) that
     labels a secret and has a value within `text[:stop]`: its start, end, start with its owner
@@ -660,17 +698,24 @@ def _label_inside(
         if pos > end:
             continue  # the value is this label's name (`'token_hex', '…'`)
         value = _VALUE.match(text, pos, stop)
-        if value is not None and (k := _label_start(low, i, ms, pos)) >= 0:
+        if value is not None and (k := _label_start(low, i, ms, pos, labels)) >= 0:
             return ms, pos, k, value
     return None
 
 
+# No verdict kept yet (`_assignments`).
+_UNSEEN: _Found = (0, 0, "", 0)
+
+
 def _assignments(text: str, low: str) -> Iterator[Span]:
-    # Verdicts kept for this scan on the window they read (at most MEMO_MAX): a text repeating
-    # one labelled value pays for its label, placeholder, example and entropy checks once; and
-    # what refused values hold (`_labels_in_refused`).
-    seen: dict[tuple[int, int | None, str, str], _Verdict] = {}
+    # Verdicts kept for this scan (at most MEMO_MAX each): a label's on its owner word and label
+    # (`_label_start`), a value's on its kind, quoting and text (what `_judged` reads, but for an
+    # AWS-shaped value, judged each time in its context), so a text repeating one labelled value
+    # pays for its label, placeholder, example and entropy checks once, and one of distinct values
+    # for each label once; and what refused values hold (`_labels_in_refused`).
+    judged: dict[tuple[bool, bool, str], _Found | None] = {}
     held: dict[object, tuple[tuple[_Found, ...], int]] = {}
+    labels: _Labels = {}
     # Found so far, by type: from DENSE_FINDINGS on, a value the label regex (which refuses the
     # labels and code references `_label_ok` and `_value_ok` would) took is one of that type.
     count = {"password": 0, "generic_secret": 0}
@@ -698,33 +743,36 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
                     # this one) can have its value after it; one further in has it inside.
                     pos = max(me, v.end() - _LABEL_TAIL)
                     continue
-            if ms < _LABEL_CONTEXT:
-                verdict = _assignment(text, low, i, ms, me, v)
-            else:
-                key = (i, v.lastindex, low[ms - _LABEL_CONTEXT : me], text[me : v.end()])
-                verdict = seen.get(key)  # type: ignore[assignment]
-                if verdict is None:
-                    verdict = _assignment(text, low, i, ms, me, v)
-                    if len(seen) < MEMO_MAX:
-                        seen[key] = verdict
-            examined, found = verdict
-            if not examined:
-                continue
+            k = _label_start(low, i, ms, me, labels)
+            if k < 0:
+                continue  # no label: the scan goes on inside its value
             # A label inside a value found is part of it, not a new assignment; a refused value
             # is none, so a label of this kind inside it (`token=<example>&token=…`) labels what
             # follows it.
             pos = v.end()
+            g = v.lastindex or 4
+            value = v.group(g)
+            key = (i < 2, g < 4, value)
+            found = judged.get(key, _UNSEEN)
+            if found is _UNSEEN:
+                found = _judged(low, i, k, ms, value, 0, g < 4)
+                # Kept unless the verdict read the label's context (an AWS-shaped value).
+                if len(judged) < MEMO_MAX and not (
+                    i >= 2 and _AWS_SECRET_VALUE.fullmatch(value.rstrip("."))
+                ):
+                    judged[key] = found
             if found is None:
-                if low.find(stem, me, v.end(v.lastindex or 4)) >= 0:
-                    inner, pos = _labels_in_refused(text, low, i, ms, me, v, held)
+                if low.find(stem, me, v.end(g)) >= 0:
+                    inner, pos = _labels_in_refused(text, low, i, ms, me, v, held, labels)
                     for a, b, t, priority in inner:
                         if t in count:
                             count[t] += 1
                         yield _new(Span, (a, b, DETECTOR, t, priority, True))
                 continue
+            vs = v.start(g)
             if found[2] in count:
                 count[found[2]] += 1
-            yield _new(Span, (me + found[0], me + found[1], DETECTOR, found[2], found[3], True))
+            yield _new(Span, (vs + found[0], vs + found[1], DETECTOR, found[2], found[3], True))
 
 
 def _bearer(text: str, low: str) -> Iterator[Span]:

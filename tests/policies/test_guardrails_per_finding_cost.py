@@ -14,7 +14,7 @@ import re
 import string
 from operator import itemgetter, le
 
-from policies.guardrails import checks, injection, pii
+from policies.guardrails import checks, injection, pii, secrets
 from policies.guardrails.engine import _resolve_overlaps
 from policies.guardrails.spans import Span
 
@@ -389,3 +389,60 @@ def test_placeholders_and_base64_blobs_answer_as_before() -> None:
             raw = " ".join(rng.choice(words) for _ in range(rng.randint(4, 30))).encode()
             blob = base64.b64encode(raw).decode().rstrip("=")[rng.randint(0, 3) :]
         assert injection._decoded_kind(blob) == _old_decoded_kind(blob), blob
+
+
+def _old_placeholder(value: str) -> bool:
+    low = value.lower()
+    if low in ("password", "passwd", "secret", "token", "pass", "pwd", "undefined", "true",
+               "false"):  # fmt: skip
+        return True
+    if low.startswith("$") or low.startswith("%") or low.startswith("@"):
+        return True
+    if not low or not (rest := low.replace(low[0], "")) or not rest.replace(rest[0], ""):
+        return True
+    if low.endswith("here"):
+        return True
+    if low.startswith("<") or ("<" in low and ">" in low) or checks._TEMPLATE.search(low):
+        return True
+    if low[0] in "/~.\\" or low[1:3] == ":\\":
+        m = checks._FILE_PATH.fullmatch(low)
+        if m is not None and "." in low.rsplit("/", 1)[-1].rsplit("\\", 1)[-1]:
+            return True
+    return checks._PLACEHOLDER_WORD.search(low) is not None
+
+
+def _old_value_ok(value: str, quoted: bool, kind: str) -> bool:
+    if len(value) < 8:
+        return False
+    if not quoted:
+        if "(" in value or "[" in value or "{" in value:
+            return False
+        if secrets._CODE_REF.fullmatch(value) and (
+            "." in value or ":" in value or not any(c.isdigit() for c in value)
+        ):
+            return False
+    if _old_placeholder(value) or checks.example_value(value):
+        return False
+    return checks.random_looking(value, 2.5 if kind == "password" else 3.0)
+
+
+def test_labelled_value_checks_answer_as_before() -> None:
+    """The placeholder word search tried first, and the digit test in one search for ASCII
+    values (issue 9: floods of distinct refused labelled values paid each check per value)."""
+    rng = random.Random(9)
+    pieces = ("xxxx", "changeme", "example", "EXAMPLE", "settings.key", "os.environ[", "get()",
+              "${A}", "{{ a }}", "<k>", "/etc/a.key", "here", "$", "%", "@", "token", ":", ".",
+              "\u00b2", "\u0663", "\u00e9", "\u03a3", "_", "-", "abcdefgh", "1234")  # fmt: skip
+    alphabets = (string.ascii_letters + string.digits, "ab1", "xX", string.printable)
+    for _ in range(40_000):
+        value = "".join(
+            rng.choice(pieces)
+            if rng.random() < 0.4
+            else "".join(rng.choices(rng.choice(alphabets), k=rng.randint(1, 10)))
+            for _ in range(rng.randint(1, 5))
+        )
+        assert checks.placeholder(value) == _old_placeholder(value), value
+        assert secrets._has_digit(value) == any(c.isdigit() for c in value), value
+        for quoted in (True, False):
+            for kind in ("password", "generic_secret"):
+                assert secrets._value_ok(value, quoted, kind) == _old_value_ok(value, quoted, kind)
