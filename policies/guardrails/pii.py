@@ -239,18 +239,27 @@ def _phone_digits_ok(value: str, lo: int, hi: int) -> bool:
     return lo <= n <= hi
 
 
-def _natl_head(value: str) -> int:
-    """Length of the longest run of first groups of `value` (a trunk-0 national number's groups:
-    ASCII digits, single spaces or dashes between them) that holds a phone's 10-11 digits, or 0."""
+# The phone regexes' separators, each made a space: a candidate's digit groups by one split.
+_SEPARATOR_SPACE = str.maketrans("().-+", "     ")
+
+
+def _groups_head(value: str, lo: int, hi: int, intl: bool = False) -> int:
+    """Length of the longest run of first digit groups of `value` (a phone candidate: ASCII
+    digits and separators) that holds `lo`-`hi` digits, or 0: the phone a candidate that took
+    the groups after it holds (`020 7946 0958 24 hours`). If `intl`, a later group led by `00`
+    (`0033`, `001`) starts the next number, not this one's."""
     n = head = i = 0
-    for group in value.replace("-", " ").split(" "):
-        n += len(group)
-        if n > 11:
-            break
-        i += len(group)
-        if n >= 10:
-            head = i
-        i += 1
+    for group in value.translate(_SEPARATOR_SPACE).split(" "):
+        if group:
+            if intl and n and group.startswith("00") and len(group) >= 3:
+                break
+            n += len(group)
+            if n > hi:
+                break
+            i += len(group)
+            if n >= lo:
+                head = i
+        i += 1  # the separator after it
     return head
 
 
@@ -373,7 +382,7 @@ def _numeric(text: str) -> list[Span]:
             if not _phone_digits_ok(value, 10, 11):
                 # The regex took every group it could: a phone may be the first ones alone
                 # (`020 7946 0958 24 hours`), and the scan goes on after it.
-                if not (k := _natl_head(value)):
+                if not (k := _groups_head(value, 10, 11)):
                     continue
                 e = s + k
             if _in_code_groups(text, s):
@@ -393,6 +402,15 @@ def _phones(text: str) -> list[Span]:
             s, e = m.span()
             if s and text[s - 1] in _ALNUM:
                 continue
+            value = m.group()
+            if not _phone_digits_ok(value, 8, 15):
+                # The regex took groups after the number (`+44 20 7946 0958 2024 1130`): the
+                # phone may be its first ones alone.
+                if not (k := _groups_head(value, 8, 15)) or not _phone_digits_ok(
+                    value := value[:k], 8, 15
+                ):
+                    continue
+                e = s + k
             # `_phone_end(text, e)`, inline where no extension can follow.
             if e < n and (
                 (c := text[e]) in _ALNUM
@@ -402,22 +420,27 @@ def _phones(text: str) -> list[Span]:
                     continue
             else:
                 end = e
-            value = m.group()
             if value.count(".") == 1:
                 continue  # a signed decimal, not a dotted phone number
-            if _phone_digits_ok(value, 8, 15):
-                add(_new(Span, (s, end, DETECTOR, "phone", 2, True)))
+            add(_new(Span, (s, end, DETECTOR, "phone", 2, True)))
     for m in _NANP_PAREN.finditer(text):
         s, e = m.span()
         if (s == 0 or text[s - 1] not in _ALNUM) and (end := _phone_end(text, e)) > 0:
             add(_new(Span, (s, end, DETECTOR, "phone", 2, True)))
-    for m in _INTL_00.finditer(text):
+    pos = 0
+    while (m := _INTL_00.search(text, pos)) is not None:
         s, e = m.span()
-        if (
-            _free_left(text, s)
-            and _phone_digits_ok(m.group(), 10, 17)
-            and not _in_code_groups(text, s)
-        ):
+        pos = e
+        value = m.group()
+        if not _phone_digits_ok(value, 10, 17):
+            # The groups after the number, maybe the next number (`0033 1 42 68 53 00 0033 …`):
+            # the phone may be the first ones alone, and the scan goes on after it.
+            if not (k := _groups_head(value, 10, 17, intl=True)) or not _phone_digits_ok(
+                value := value[:k], 10, 17
+            ):
+                continue
+            pos = e = s + k
+        if _free_left(text, s) and not _in_code_groups(text, s):
             if (end := _phone_end(text, e)) > 0:
                 add(_new(Span, (s, end, DETECTOR, "phone", 2, True)))
     return out

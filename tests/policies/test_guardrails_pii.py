@@ -88,12 +88,19 @@ def test_a_number_after_a_refused_glued_number_is_still_found(
         ("ring 0490 75 40 81 0490 75 40 82 now",
          [("phone", "0490 75 40 81"), ("phone", "0490 75 40 82")]),
         ("0044 0044 0044 0044 0044 415-555-0132", [("phone", "415-555-0132")]),
+        # The same for numbers dialled with `+` or `00`: the candidate took the groups after the
+        # number (up to 15 or 17 digits) and was refused whole.
+        ("Call +44 20 7946 0958 2024 1130 ok", [("phone", "+44 20 7946 0958")]),
+        ("fax +33 1 42 68 53 00 75008 Paris", [("phone", "+33 1 42 68 53 00")]),
+        ("dial 0044 20 7946 0958 2024 1130 x", [("phone", "0044 20 7946 0958")]),
+        ("call 0033 1 42 68 53 00 0033 1 42 68 53 01",
+         [("phone", "0033 1 42 68 53 00"), ("phone", "0033 1 42 68 53 01")]),
     ],
 )  # fmt: skip
 def test_a_number_after_a_refused_longer_candidate_is_still_found(
     text: str, want: list[tuple[str, str]]
 ) -> None:
-    """A trunk-0 candidate refused for what it took (more digits than a phone's) no longer hides
+    """A phone candidate refused for what it took (more digits than a phone's) no longer hides
     the phone in its first groups, nor what follows that phone."""
     assert _found(text) == want
 

@@ -39,6 +39,9 @@ _UNIT_BOUND["Bearer " + "AKIAIOSFODNN7ABCDEFG." * 20 + " "] = 4.0
 # Trunk-0 phones one space apart: each pays the IBAN-groups look (a space before it) and the cut
 # of its candidate back to its own groups (~3.0x; a newline apart ~1.6x).
 _UNIT_BOUND["020 7946 0958 "] = 4.0
+# Phones dialled with `00` one space apart: each is also tried as a national number and as a card
+# by the numeric pass, and cut back by both (~3.9x; found in pairs of 20 digits at 1.3x before).
+_UNIT_BOUND["001 518 640 0854 "] = 5.0
 
 
 def _fill(unit: str) -> str:

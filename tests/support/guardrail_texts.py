@@ -45,6 +45,8 @@ REPEATED_FINDINGS = (
     # Trunk-0 phones one space apart: each candidate takes the next phone's groups too and is
     # cut back to its own (`_natl_head`).
     "020 7946 0958 ",
+    # The same dialled with `00`, cut back before the next number's `00` group.
+    "001 518 640 0854 ",
     "DE89 3704 0044 0532 0130 00 ", "2001:4860:4860::8888 ", "api_key=Zk3jQ9vLw2Xp ",
     "AKIAIOSFODNN7ABCDEFQ ", "Bearer abcdEFGH1234ijklMNOP5678 ",
     # A chain of overlapping mailboxes (`co@b.co`), one every 5 bytes, each settled against the
