@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from activities.idempotency import IdempotencyRecords
+from activities.idempotency import IdempotencyRecords, TurnKeys
 from activities.idle_sweep import IdleSweeper
 from activities.loop_guard import LoopGuard, LoopVerdict
 from activities.metrics import Metrics
@@ -79,6 +79,7 @@ class Gateway:
     owners: SessionOwners = field(init=False)
     streams: StreamRegistry = field(default_factory=StreamRegistry)
     idempotency: IdempotencyRecords = field(default_factory=IdempotencyRecords)
+    turn_keys: TurnKeys = field(default_factory=TurnKeys)  # Idempotency-Key on session turns
     # Set where the runtime has a Temporal client (`governor up`): starts and reaches session
     # workflows for `POST /gateway/sessions` (a `proxy.sessions.SessionWorkflows`).
     session_workflows: Any = None
@@ -145,6 +146,7 @@ class Gateway:
         self.idempotency.configure(
             s.idempotency_ttl_seconds, s.idempotency_max_records, s.idempotency_max_response_bytes
         )
+        self.turn_keys.configure(s.idempotency_ttl_seconds, s.idempotency_max_records)
 
     def _bound_sessions(self) -> None:
         """Per-session memory bounded by count too (`max_sessions`, `max_killed_sessions`)."""

@@ -41,6 +41,21 @@ def idempotent_call_id(key_id: str, idempotency_key: str) -> str:
     return "idem-" + record_key(key_id, idempotency_key)[: IDEM_ID_CHARS - 5]
 
 
+def turn_update_id(key_id: str, session_id: str, idempotency_key: str, fingerprint: str) -> str:
+    """The Temporal update id of a workflow-session turn sent with an Idempotency-Key: the same
+    (API key, session, key, body) always names the same update, so the server answers a retry
+    with the turn that ran instead of running it again. Fixed length (the key is hashed); the
+    body's fingerprint is part of it, so another body under the same key never gets (or
+    attaches to) the first body's turn, even where `TurnKeys` does not know the key."""
+    return f"turn-{turn_key(key_id, session_id, idempotency_key)[:40]}-{fingerprint[:16]}"
+
+
+def turn_key(key_id: str, session_id: str, idempotency_key: str) -> str:
+    """`record_key` of a session turn's Idempotency-Key: scoped to the API key and the session
+    (the session id length-prefixed, so no two (session, key) pairs share a string)."""
+    return record_key(key_id, f"{len(session_id)}:{session_id}\0{idempotency_key}")
+
+
 def retry_call_id(call_id: str) -> str:
     """The call id of a retry after an attempt that was refused or cut short: the key's id plus
     a suffix, so the failed attempt's row never hides (dedupes away) the row of the retry."""
@@ -200,3 +215,66 @@ async def check_ledger(store: LedgerStore, slot: Slot) -> None:
     if rec.request_fingerprint != slot.fingerprint:
         raise key_reused()
     raise key_already_used()
+
+
+@dataclass(slots=True)
+class TurnKey:
+    fingerprint: str  # "" after a refusal the caller was given: the key is free again
+    expires: float
+    attempt: int = 0  # refusals given so far: a retry after one is a new update, so it runs
+
+
+@dataclass
+class TurnKeys:
+    """Idempotency-Key on workflow-session turns. The turn's answer is kept by the Temporal
+    server (an update id names one update per run; the gateway looks for it back through the
+    session's runs), so this keeps only what the update id cannot say: the body each key was
+    first used with, to refuse another body 422 as the LLM routes do, and how many refusals
+    the key was answered with (a refused turn keeps nothing, as on the LLM routes: its retry
+    is a new update). Bounded like `IdempotencyRecords` (records expire after `ttl`, at most
+    `max_records`, oldest first). A key this runtime does not know (a restart, another
+    replica) is not checked against another body: that body is a turn of its own (its update
+    id differs), never the first body's answer; the same body gets the turn that ran."""
+
+    ttl: float = RECORD_TTL_SECONDS
+    max_records: int = 10_000
+    records: dict[str, TurnKey] = field(default_factory=dict)
+
+    def configure(self, ttl: float, max_records: int) -> None:
+        self.ttl, self.max_records = ttl, max_records
+
+    def update_id(
+        self,
+        key_id: str,
+        session_id: str,
+        idempotency_key: str,
+        fingerprint: str,
+        now: float | None = None,
+    ) -> str:
+        """The update id of this keyed turn, or `Refusal` 422 for another body than the key's."""
+        now = time.time() if now is None else now
+        k = turn_key(key_id, session_id, idempotency_key)
+        rec = self.records.get(k)
+        if rec is not None and rec.expires <= now:
+            del self.records[k]
+            rec = None
+        if rec is None:
+            while self.records:  # insertion order is expiry order (one ttl)
+                oldest_key, oldest = next(iter(self.records.items()))
+                if oldest.expires > now and len(self.records) < self.max_records:
+                    break
+                del self.records[oldest_key]
+            rec = self.records[k] = TurnKey(fingerprint, now + self.ttl)
+        elif not rec.fingerprint:
+            rec.fingerprint = fingerprint
+        elif rec.fingerprint != fingerprint:
+            raise key_reused()
+        uid = turn_update_id(key_id, session_id, idempotency_key, fingerprint)
+        return f"{uid}-{rec.attempt}" if rec.attempt else uid
+
+    def refused(self, key_id: str, session_id: str, idempotency_key: str) -> None:
+        """The keyed turn was answered with a refusal: a retry with the key runs (any body)."""
+        k = turn_key(key_id, session_id, idempotency_key)
+        rec = self.records.get(k)
+        if rec is not None:
+            rec.fingerprint, rec.attempt = "", rec.attempt + 1

@@ -9,7 +9,9 @@ or its hash) and the policy; the session activities refuse any other identity or
 
 Per-session routes (owner, or an on-call/admin key): `POST /gateway/sessions/{id}/chat`,
 `/tool`, `/close`, `GET /gateway/sessions/{id}/status`. A call after the session ended gets why
-(`session_killed`, `session_closed`) from the completed workflow.
+(`session_killed`, `session_closed`) from the completed workflow. `chat` and `tool` honour
+`Idempotency-Key`: it names the turn's Temporal update (`activities.idempotency.TurnKeys`), so
+a retry of a turn that ran gets its answer instead of running it again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from activities.gateway import CLOSED, Gateway
+from activities.guardrails import gateway_salt
+from activities.idempotency import body_fingerprint
 from activities.llm_call import record_gate_refusal
 from activities.session_types import SessionIdentity, grant_digest
 from audit.decisions import record_workflow_gate
@@ -51,8 +55,12 @@ class SessionWorkflows(Protocol):
     """What the gateway needs from Temporal (`workflows.session_client.TemporalSessions`)."""
 
     async def start(self, identity: SessionIdentity, policy: SessionPolicy) -> str: ...
-    async def chat(self, session_id: str, inp: ChatInput) -> ChatOutput: ...
-    async def tool(self, session_id: str, inp: ToolInput) -> ToolOutput: ...
+    async def chat(
+        self, session_id: str, inp: ChatInput, update_id: str | None = None
+    ) -> ChatOutput: ...
+    async def tool(
+        self, session_id: str, inp: ToolInput, update_id: str | None = None
+    ) -> ToolOutput: ...
     async def close(self, session_id: str) -> None: ...
     async def status(self, session_id: str) -> SessionStatus: ...
 
@@ -97,12 +105,36 @@ def tightened(base: SessionPolicy, asked: Any) -> SessionPolicy:
         raise Refusal(400, "invalid_request", f"policy: {exc.errors()[0]['msg']}") from None
 
 
-async def _body(receive: Receive) -> dict[str, Any]:
+async def _raw_body(receive: Receive) -> bytes:
     try:
-        raw = await read_body(receive, _MAX_BODY, None)
+        return await read_body(receive, _MAX_BODY, None)
     except BodyTooLarge:
         raise Refusal(413, "request_too_large", f"body exceeds {_MAX_BODY} bytes") from None
+
+
+def _parsed(raw: bytes) -> dict[str, Any]:
     return parse_json_body(raw) if raw.strip() else {}
+
+
+async def _body(receive: Receive) -> dict[str, Any]:
+    return _parsed(await _raw_body(receive))
+
+
+def _turn_update_id(
+    gw: Gateway, key: ApiKey, session_id: str, headers: dict[str, str], raw: bytes
+) -> str | None:
+    """A turn's `Idempotency-Key` as its update id (`TurnKeys`: 422 for another body than the
+    key's, 400 for an invalid key, as on the LLM routes); None without the header."""
+    idem = headers.get("idempotency-key")
+    if idem is None:
+        return None
+    limit = gw.config.settings.max_idempotency_key_chars
+    if not 0 < len(idem) <= limit:
+        raise Refusal(
+            400, "invalid_idempotency_key", f"Idempotency-Key must be 1-{limit} characters"
+        )
+    fp = body_fingerprint(raw, gateway_salt(gw))
+    return gw.turn_keys.update_id(key.id, session_id, idem, fp)
 
 
 def _workflows(gw: Gateway) -> SessionWorkflows:
@@ -207,7 +239,8 @@ def _record_gate_refusal(gw: Gateway, key: ApiKey, session_id: str, inp: ChatInp
 async def session_op(
     gw: Gateway, op: str, session_id: str, scope: Scope, receive: Receive, send: Send
 ) -> None:
-    key: ApiKey = gw.authenticate(bearer(header_map(scope)))
+    headers = header_map(scope)
+    key: ApiKey = gw.authenticate(bearer(headers))
     if op == "status" and key.role == "auditor":  # reads any session, like on-call
         await gw.owners.require_owner(key.id, "oncall", session_id)
     else:
@@ -216,15 +249,22 @@ async def session_op(
     wf = _workflows(gw)
     out: Any
     try:
-        if op == "chat":
-            inp = ChatInput(**await _body(receive))
+        if op in ("chat", "tool"):
+            raw = await _raw_body(receive)
+            inp = (ChatInput if op == "chat" else ToolInput)(**_parsed(raw))
+            update_id = _turn_update_id(gw, key, session_id, headers, raw)
             try:
-                out = await wf.chat(session_id, inp)
-            except GateRefusal as r:  # refused by the workflow before its governed call
-                _record_gate_refusal(gw, key, session_id, inp, r)
+                if isinstance(inp, ChatInput):
+                    out = await wf.chat(session_id, inp, update_id)
+                else:
+                    out = await wf.tool(session_id, inp, update_id)
+            except Refusal as r:
+                if update_id is not None and r.code != "workflow_unavailable":
+                    # a refused turn keeps nothing, as on the LLM routes: a retry runs
+                    gw.turn_keys.refused(key.id, session_id, headers["idempotency-key"])
+                if isinstance(r, GateRefusal) and isinstance(inp, ChatInput):
+                    _record_gate_refusal(gw, key, session_id, inp, r)  # before its call
                 raise
-        elif op == "tool":
-            out = await wf.tool(session_id, ToolInput(**await _body(receive)))
         elif op == "close":
             await wf.close(session_id)
             out = None

@@ -132,6 +132,8 @@ def _unavailable(session_id: str, e: RPCError) -> Refusal:
                    f"({e.status.name}); retry soon", retry_after=WORKFLOW_RETRY_AFTER_S)
 
 
+_NOT_FOUND = object()  # no run of the session has the update
+
 # Runs walked back for a lost update's outcome: a run takes at least one turn before it
 # continues as new, so this many rollovers while one request was failing is far past real use.
 _MAX_RUNS_BACK = 8
@@ -163,11 +165,15 @@ class TemporalSessions:
             raise _unavailable(identity.session_id, e) from None
         return h.id
 
-    async def chat(self, session_id: str, inp: ChatInput) -> ChatOutput:
-        return await self._update(session_id, SessionWorkflow.chat, inp)
+    async def chat(
+        self, session_id: str, inp: ChatInput, update_id: str | None = None
+    ) -> ChatOutput:
+        return await self._update(session_id, SessionWorkflow.chat, inp, update_id)
 
-    async def tool(self, session_id: str, inp: ToolInput) -> ToolOutput:
-        return await self._update(session_id, SessionWorkflow.tool, inp)
+    async def tool(
+        self, session_id: str, inp: ToolInput, update_id: str | None = None
+    ) -> ToolOutput:
+        return await self._update(session_id, SessionWorkflow.tool, inp, update_id)
 
     async def close(self, session_id: str) -> None:
         try:
@@ -184,9 +190,20 @@ class TemporalSessions:
                 raise _unavailable(session_id, e) from None
             raise Refusal(404, "session_not_found", f"no session workflow {session_id!r}") from None
 
-    async def _update(self, session_id: str, update: Any, inp: Any) -> Any:
+    async def _update(
+        self, session_id: str, update: Any, inp: Any, update_id: str | None = None
+    ) -> Any:
+        """Run a turn as update `update_id` (a caller's Idempotency-Key made into one,
+        `activities.idempotency.TurnKeys`), else under a fresh id. The server dedupes an update
+        id within a run only: a keyed turn is first looked for in the session's runs (a retry
+        of one that ran, maybe in a run that has since continued as new, gets its outcome)."""
         h = session_handle(self.client, session_id)
-        update_id = str(uuid.uuid4())  # named, so its outcome can be asked for again
+        if update_id is None:
+            update_id = str(uuid.uuid4())  # named, so its outcome can be asked for again
+        else:
+            ran = await self._known_outcome(h, session_id, update, update_id)
+            if ran is not _NOT_FOUND:
+                return ran
         try:
             return await h.execute_update(update, inp, id=update_id)
         except WorkflowUpdateFailedError as e:
@@ -211,6 +228,16 @@ class TemporalSessions:
         answer, not the ended session's state: read as a refusal at the session's gate, it
         would tell the caller the turn was refused and record it a second time. Only an update
         the server never received is answered from the session's state (`_ended`)."""
+        ran = await self._known_outcome(h, session_id, update, update_id)
+        if ran is _NOT_FOUND:
+            raise await self._ended(session_id, lost) from None
+        return ran
+
+    async def _known_outcome(
+        self, h: WorkflowHandle[Any, Any], session_id: str, update: Any, update_id: str
+    ) -> Any:
+        """The outcome of update `update_id` in the session's runs (its refusal raised), or
+        `_NOT_FOUND` if none of them has it; 503 if the server does not answer."""
         try:
             return await self._outcome_in_runs(h, update, update_id)
         except WorkflowUpdateFailedError as e:
@@ -222,7 +249,7 @@ class TemporalSessions:
             if isinstance(e.__cause__, RPCError):
                 raise _unavailable(session_id, e.__cause__) from None
             raise
-        raise await self._ended(session_id, lost) from None
+        return _NOT_FOUND
 
     async def _outcome_in_runs(
         self, h: WorkflowHandle[Any, Any], update: Any, update_id: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from activities.idempotency import IdempotencyRecords, StoredResponse
+from activities.idempotency import IdempotencyRecords, StoredResponse, TurnKeys
 from policies.refusals import Refusal
 
 
@@ -46,3 +46,22 @@ def test_records_are_keyed_by_a_fixed_length_hash_never_the_key() -> None:
     rec.begin("k1", long_key, b"body", now=0.0)
     (stored,) = rec.records
     assert len(stored) == 64 and long_key not in stored
+
+
+def test_session_turn_keys_are_bounded_hashed_and_checked_against_the_body() -> None:
+    keys = TurnKeys(max_records=100)
+    first = keys.update_id("k1", "s1", "key-x", "a" * 64, now=0.0)
+    assert first == keys.update_id("k1", "s1", "key-x", "a" * 64, now=1.0)  # one update
+    assert len(first) == len("turn-") + 40 + 1 + 16 and "key-x" not in first
+    assert first != keys.update_id("k2", "s1", "key-x", "a" * 64, now=1.0)  # per API key
+    assert first != keys.update_id("k1", "s2", "key-x", "a" * 64, now=1.0)  # per session
+    with pytest.raises(Refusal) as other:
+        keys.update_id("k1", "s1", "key-x", "b" * 64, now=2.0)
+    assert (other.value.status, other.value.code) == (422, "idempotency_key_reused")
+    keys.refused("k1", "s1", "key-x")  # a refusal keeps nothing: the retry is a new update
+    retry = keys.update_id("k1", "s1", "key-x", "a" * 64, now=3.0)
+    assert retry not in (first, keys.update_id("k1", "s1", "key-y", "a" * 64, now=3.0))
+    for i in range(1_000):
+        keys.update_id("k1", "s1", f"key-{i}", "a" * 64, now=10.0 + i)
+    assert len(keys.records) == 100
+    assert all(len(k) == 64 for k in keys.records)
