@@ -50,6 +50,9 @@ class SessionRecord:
     # (workflow id, Temporal history JSON {"events": [...]}) per run, oldest first
     histories: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     guardrail_events: list[dict[str, Any]] = field(default_factory=list)  # recorded verdicts
+    # the session's events when `guardrail_events` holds only the first of them (the admin
+    # API sends at most `archive.max_export_calls`); None: all of them are here
+    guardrail_events_total: int | None = None
     # The deployment's fingerprint salt, when the replaying side holds it (direct mode): the
     # guardrail verdicts are then checked against the stored text (`audit.stored_text`)
     salt: bytes | None = None
@@ -84,6 +87,7 @@ class ReplayReport:
     # guardrail verdicts checked against the stored text (store_text), and those not checked
     guardrail_checked: int = 0
     guardrail_unchecked: int = 0
+    guardrail_events_total: int = 0  # the session's events; more than the verdicts: cut
 
     @property
     def ok(self) -> bool:
@@ -108,7 +112,12 @@ class ReplayReport:
             "guardrail_verdicts": self.guardrail_verdicts,
             "guardrail_checked": self.guardrail_checked,
             "guardrail_unchecked": self.guardrail_unchecked,
+            "guardrail_events_total": self.guardrail_events_total,
+            "guardrail_events_truncated": self._guardrail_cut(),
         }
+
+    def _guardrail_cut(self) -> bool:
+        return sum(self.guardrail_verdicts.values()) < self.guardrail_events_total
 
     def lines(self) -> list[str]:
         out = [f"session {self.session_id} (config: {self.config})",
@@ -121,6 +130,10 @@ class ReplayReport:
             out.append(f"guardrail verdicts: {parts} (recorded); {self.guardrail_checked} "
                        f"checked against the stored text, {self.guardrail_unchecked} not "
                        "(no stored text, tool-input, or a classifier's)")
+        if self._guardrail_cut():
+            out.append(f"guardrail verdicts counted on the first "
+                       f"{sum(self.guardrail_verdicts.values())} of the session's "
+                       f"{self.guardrail_events_total} events (archive.max_export_calls)")
         for d in self.divergences[:MAX_DIVERGENCES_SHOWN]:
             out.append("  DIVERGED " + d.text())
         for c, w in self.skipped:
@@ -166,6 +179,8 @@ def record_from_doc(doc: dict[str, Any]) -> SessionRecord:
         versions={v["version_id"]: v["body"] for v in doc.get("config_versions") or []},
         histories=histories_of(doc.get("histories") or []),
         guardrail_events=list(doc.get("guardrail_events") or []),
+        guardrail_events_total=(total if isinstance(total := doc.get("guardrail_events_total"),
+                                                    int) else None),
         text_checks=checks,
     )
 
@@ -550,6 +565,8 @@ async def replay(
     for e in record.guardrail_events:
         a = str(e.get("action") or "?")
         report.guardrail_verdicts[a] = report.guardrail_verdicts.get(a, 0) + 1
+    report.guardrail_events_total = max(record.guardrail_events_total or 0,
+                                        len(record.guardrail_events))
     checks = record.text_checks
     if checks is None and record.salt is not None:  # a bundle, with the salt at hand
         checks = await asyncio.to_thread(check_stored_text, record.calls,

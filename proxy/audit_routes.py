@@ -190,7 +190,11 @@ async def decisions_record(gw: Gateway, session_id: str) -> dict[str, Any]:
         "calls": rec.calls[:most],  # calls written since the COUNT stay out
         "config_versions": list(found.values()),
         "histories": [{"workflow_id": w, "history": h} for w, h in histories],
+        # A session can have more guardrail events than calls: at most `most` are sent, and
+        # the answer says so (the stored-text check below covers all of them).
         "guardrail_events": rec.guardrail_events[:most],
+        "guardrail_events_total": len(rec.guardrail_events),
+        "guardrail_events_truncated": len(rec.guardrail_events) > most,
         "guardrail_text_checks": text_checks_doc(rec.text_checks) if rec.text_checks else None,
     }
 

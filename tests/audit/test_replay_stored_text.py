@@ -128,3 +128,41 @@ async def test_a_redaction_that_did_not_hold_or_a_lost_finding_is_a_divergence(p
         assert len(allowed) == rep["guardrail_verdicts"]["allowed"]
         assert {(d["recorded"][1], d["replayed"]) for d in allowed} == {
             ("prompt_injection", "not found in the stored text")}
+
+
+async def test_decisions_route_says_when_it_cuts_the_guardrail_events(proxy):
+    """A session can have more guardrail events than calls (one call here has three or more);
+    the route sends at most `archive.max_export_calls` of them and says so, with the total,
+    and the replay's verdict counts say they are of the events sent."""
+    p = proxy
+    sid, _ = await _session(p)
+    gw_yaml = p.config_dir / "gateway.yaml"
+    base = gw_yaml.read_text()
+    url = f"http://127.0.0.1:{p.port}"
+    auditor = {"Authorization": f"Bearer {AUDITOR_KEY}"}
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+            full = (await c.get(f"/gateway/audit/sessions/{sid}/decisions", headers=auditor))
+            assert full.status_code == 200, full.text
+            total = len(full.json()["guardrail_events"])
+            assert total >= 3
+            assert full.json()["guardrail_events_total"] == total
+            assert full.json()["guardrail_events_truncated"] is False
+            gw_yaml.write_text(base + "archive:\n  max_export_calls: 2\n")
+            r = await c.post("/gateway/config/reload",
+                             headers={"Authorization": "Bearer gk-dev-admin"})
+            assert r.status_code == 200, r.text
+            cut = await c.get(f"/gateway/audit/sessions/{sid}/decisions", headers=auditor)
+        assert cut.status_code == 200, cut.text
+        doc = cut.json()
+        assert len(doc["guardrail_events"]) == 2  # before: cut to 2, nothing said
+        assert doc["guardrail_events_truncated"] is True
+        assert doc["guardrail_events_total"] == total
+        code, rep = await _replay(sid, "--url", url, "--key", AUDITOR_KEY)
+        assert code == 0, rep
+        assert sum(rep["guardrail_verdicts"].values()) == 2
+        assert rep["guardrail_events_total"] == total
+    finally:
+        gw_yaml.write_text(base)
+        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+            await c.post("/gateway/config/reload", headers={"Authorization": "Bearer gk-dev-admin"})
