@@ -28,21 +28,12 @@ from activities.idempotency import turn_update_id
 from simulator import SimServer
 from tests.support.servers import InProcessProxy
 from tests.support.tcp_relay import TcpRelay
+from tests.workflows.test_turn_refusal_race import _Relayed
 from workflows.session import SessionWorkflow
 from workflows.session_client import TemporalSessions, session_handle
 from workflows.session_models import SessionPolicy
 
 DEV = {"authorization": "Bearer gk-dev-developer"}
-
-
-class _Relayed:
-    def __init__(self, proxy: InProcessProxy, relay: TcpRelay) -> None:
-        self.proxy, self.relay = proxy, relay
-
-    @property
-    def gw(self) -> Gateway:
-        assert self.proxy.gw is not None
-        return self.proxy.gw
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +74,7 @@ def _turn(text: str) -> dict[str, Any]:
 async def test_a_retry_after_503_with_the_same_key_gets_the_turn_that_ran(
     client: Client, gateway: Gateway, relayed: _Relayed, sim: SimServer
 ) -> None:
-    async with httpx.AsyncClient(base_url=relayed.proxy.base_url, timeout=60) as h:
+    async with httpx.AsyncClient(base_url=relayed.url, timeout=60) as h:
         r = await h.post("/gateway/sessions", headers=DEV, json={"project": "wf-idem"})
         assert r.status_code == 200, r.text
         sid = r.json()["session_id"]
