@@ -35,7 +35,7 @@ from ledger.snapshot import Snapshot, load_snapshot, save_snapshot_off_loop
 from ledger.store import LedgerStore
 from ledger.writer import LedgerWriter
 from policies import breaker
-from policies.budgets import BudgetKey, budget_statuses
+from policies.budgets import BudgetKey, budget_dims, budget_statuses
 from policies.config.gateway import GatewayConfig
 from policies.config.models import ApiKey
 from policies.identity import Identity
@@ -459,7 +459,8 @@ class Gateway:
             base: dict[BudgetKey, float] = {}
         else:
             since, base = self._settled_until, dict(self._settled)
-        aggs = await self.store.aggregate_calls(since, int(SYNC_BUCKET))
+        # Grouped by what the budgets read only: never one aggregate per invented session id.
+        aggs = await self.store.aggregate_calls(since, int(SYNC_BUCKET), by=budget_dims(budgets))
         recent: dict[BudgetKey, float] = {}
         for a in aggs:
             ident = _ledger_identity(

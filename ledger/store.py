@@ -14,7 +14,7 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -109,6 +109,12 @@ class CallAggregate:
     tokens: int
     cost_usd: float
     key_id: str | None = None  # the API key's id (per-key limits are rebuilt from it)
+
+
+# What an aggregate's identity field holds when the query did not group by it.
+_BLANK: dict[str, str | None] = dict.fromkeys(
+    ("session_id", "workflow_tag", "environment", "cost_center", "key_id")
+)
 
 
 def _engine_url(url: str) -> tuple[URL, str]:
@@ -579,13 +585,21 @@ class LedgerStore:
         return [CallRecord(**m) for m in await self._fetch(q)]
 
     async def aggregate_calls(
-        self, since_ts: float, bucket_seconds: int, *, include_blocked: bool = False
+        self,
+        since_ts: float,
+        bucket_seconds: int,
+        *,
+        include_blocked: bool = False,
+        by: Collection[str] | None = None,
     ) -> list[CallAggregate]:
         """Requests, tokens and cost per identity, model and time bucket since `since_ts`.
 
         Buckets align to the epoch like `policies.windows.fixed_window`, so a live counter's
         window is a whole number of buckets. Blocked calls are left out by default: they
-        spent nothing, and the live counters never counted them either.
+        spent nothing, and the live counters never counted them either. `by`: group only by
+        these of `CallAggregate`'s identity and model fields (the others come back blank:
+        "" or None), so a reader that needs a few of them (the budget re-sync) gets one
+        aggregate per value it reads, not one per session a caller invented; None: all.
         """
         if bucket_seconds <= 0:
             raise ValueError(f"bucket_seconds must be positive, got {bucket_seconds}")
@@ -595,7 +609,7 @@ class LedgerStore:
             bucket = func.floor(c.ts / width) * width
         else:
             bucket = cast(c.ts / width, Integer) * width
-        dims = (
+        every = (
             c.user,
             c.team,
             c.project,
@@ -607,6 +621,8 @@ class LedgerStore:
             c.model,
             c.key_id,
         )
+        dims = every if by is None else tuple(d for d in every if d.name in by)
+        grouped = {d.name for d in dims}
         tokens = c.input_tokens + c.output_tokens + c.cache_read_tokens + c.cache_write_tokens
         inner = select(
             *dims, bucket.label("bucket_start"), tokens.label("tokens"), c.cost_usd
@@ -626,10 +642,14 @@ class LedgerStore:
             .order_by(sub.c.bucket_start)
         )
         out = []
+        names = [d.name for d in every]
         for m in await self._fetch(q):
+            fields: dict[str, Any] = {
+                n: m[n] if n in grouped else _BLANK.get(n, "") for n in names
+            }
             out.append(
                 CallAggregate(
-                    **{k: m[k] for k in (d.name for d in dims)},
+                    **fields,
                     bucket_start=float(m["bucket_start"]),
                     requests=int(m["requests"]),
                     tokens=int(m["tokens"] or 0),

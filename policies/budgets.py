@@ -58,6 +58,18 @@ def budget_statuses(
     return out
 
 
+def budget_dims(budgets: Sequence[Budget]) -> set[str]:
+    """The identity fields the budgets' scopes read (`policies.matching.matches`), by their
+    ledger names: a re-sync of spend from the ledger needs to group by these alone."""
+    out: set[str] = set()
+    for b in budgets:
+        out.update(b.scope.metadata)  # canonical names: project, team, user, session_id, …
+        out.update(k for k in b.scope.subjects if k in ("user", "team"))
+        if b.scope.keys:
+            out.add("key_id")
+    return out
+
+
 def crossed_alerts(budget: Budget, before: float, after: float) -> list[float]:
     """Alert thresholds (percent) this spend step crossed: each fires once per window."""
     c = budget.ceiling_usd

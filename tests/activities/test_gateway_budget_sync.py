@@ -91,3 +91,41 @@ async def test_a_lone_runtime_skips_the_scan_and_notices_a_second_writer(tmp_pat
                 await b.close()
         finally:
             await a.close()
+
+
+async def test_a_full_resync_reads_aggregates_by_budget_scope_not_by_session(tmp_path: Path):
+    """A new session id per call must not grow the full re-sync: its budgets read only the
+    project, so the ledger's calls come back one aggregate per project and bucket (before:
+    one per session, ~1.3 KB each, every 5 minutes over the whole budget window)."""
+    async with SimServer() as sim:
+        os.environ["GOVERNOR_SIM_URL"] = sim.base_url
+        cfg = load_config_dir(make_config_dir(tmp_path / "cfg", {"zz-shared.yaml": BUDGET}))
+        a = await Gateway.open(cfg, f"sqlite:///{tmp_path / 'ledger.db'}", tmp_path / "ja")
+        try:
+            key = next(k for k in a.config.keys_by_hash.values() if k.id == "dev-developer")
+            for i in range(60):
+                ident = resolve_identity(key, {"x-governor-session-id": f"churn-{i}",
+                                               "x-governor-project": "shared"}, a.config.settings)
+                body = {"model": "support-cheap", "max_tokens": 1,
+                        "messages": [{"role": "user", "content": "x"}]}
+                try:
+                    await governed_call(a, CallRequest("openai", body, ident, new_call_id(), 10))
+                except Refusal:
+                    pass  # past the tiny cap: refused calls spend nothing
+            await a.writer.flush()
+            live = {k: v for k, v in a.state.spend.items() if k[0] == "shared-cap"}
+            seen: list[int] = []
+            real = a.store.aggregate_calls
+
+            async def counting(*args, **kw):  # type: ignore[no-untyped-def]
+                out = await real(*args, **kw)
+                seen.append(len(out))
+                return out
+
+            a.store.aggregate_calls = counting  # type: ignore[method-assign]
+            await a.sync_spend(full=True)
+            assert seen and max(seen) <= 4, seen  # a bucket or two, whatever the sessions
+            resynced = {k: v for k, v in a.state.spend.items() if k[0] == "shared-cap"}
+            assert resynced == pytest.approx(live)
+        finally:
+            await a.close()

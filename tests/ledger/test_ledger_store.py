@@ -217,6 +217,24 @@ async def test_aggregates_sum_per_identity_model_and_bucket(store: LedgerStore) 
         await store.aggregate_calls(0, 0)
 
 
+async def test_aggregates_group_only_by_the_dimensions_asked_for(store: LedgerStore) -> None:
+    """The budget re-sync asks only for what its budgets' scopes read: calls of 200 sessions
+    (a caller inventing a session id per call) are one aggregate per project and bucket, not
+    one per session (the full re-sync held ~1.3 KB per distinct session)."""
+    base = 1_700_000_400.0
+    rows = [call_row(f"s{i}", ts=base + i % 5, session_id=f"sess-{i}") for i in range(200)]
+    rows.append(call_row("other", ts=base, project="zeta", session_id="sess-z"))
+    await store.insert_calls(rows)
+    aggs = await store.aggregate_calls(base - 60, 60, by={"project"})
+    by_project = {a.project: a for a in aggs}
+    assert len(aggs) == 2 and set(by_project) == {"atlas", "zeta"}
+    atlas = by_project["atlas"]
+    assert atlas.requests == 200 and atlas.session_id is None and atlas.user == ""
+    assert atlas.cost_usd == pytest.approx(sum(r["cost_usd"] for r in rows[:200]))
+    everything = await store.aggregate_calls(base - 60, 60)
+    assert len(everything) == 201  # by default: every dimension, as the rebuild needs
+
+
 async def test_unreachable_database_raises_ledger_unavailable(
     target: Target, tmp_path: Path
 ) -> None:

@@ -153,3 +153,16 @@ def test_successive_steps_fire_each_alert_exactly_once() -> None:
 def test_alerts_above_one_hundred_percent_are_allowed() -> None:
     b = budget(alerts=[{"at_pct": 150}])
     assert crossed_alerts(b, 140.0, 151.0) == [150]
+
+
+def test_budget_dims_are_the_identity_fields_the_scopes_read() -> None:
+    from policies.budgets import budget_dims
+
+    def b(**scope: object) -> Budget:
+        return Budget.model_validate({"id": "b", "scope": scope, "ceiling_usd": 1,
+                                      "window": "daily"})  # fmt: skip
+
+    assert budget_dims([]) == set()
+    scoped = [b(metadata={"X-TFY-Project": "p"}), b(subjects={"team": "t", "type": "user"}),
+              b(keys=["k1"]), b(metadata={"X-Governor-Session-ID": "s"})]  # fmt: skip
+    assert budget_dims(scoped) == {"project", "team", "key_id", "session_id"}
