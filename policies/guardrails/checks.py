@@ -224,6 +224,27 @@ def placeholder(value: str) -> bool:
     return False
 
 
+def placeholder_word(value: str) -> bool:
+    """Whether `value` holds one of the words that make it a placeholder (`xxxx`, `changeme`,
+    `example`, `your_`): `placeholder`'s cheapest refusal, on its own."""
+    return _PLACEHOLDER_WORD.search(value.lower()) is not None
+
+
+def placeholder_head(head: str) -> bool:
+    """Whether every value starting with `head` is a placeholder or an example (`placeholder`
+    or `example_value`): by the checks that hold of a value once they hold of its head (a
+    placeholder word, `<…>`, a leading `$`/`%`/`@`/`<`, `EXAMPLE`, an ascending run). Lower-
+    casing maps each character alone but for a final sigma, which no word here holds."""
+    low = head.lower()
+    return (
+        _PLACEHOLDER_WORD.search(low) is not None
+        or low.startswith(("$", "%", "@", "<"))
+        or ("<" in low and ">" in low)
+        or "EXAMPLE" in head
+        or _ascending_run(head, 8)
+    )
+
+
 def jwt_header_ok(header_b64: str) -> bool:
     """The first JWT part must decode to a JSON object naming its `alg`."""
     try:

@@ -40,6 +40,8 @@ from policies.guardrails.checks import (
     json_object_b64,
     jwt_header_ok,
     placeholder,
+    placeholder_head,
+    placeholder_word,
     random_looking,
 )
 from policies.guardrails.spans import WORD_CHARS, Span, boundary_before
@@ -203,6 +205,8 @@ _VALUE = re.compile(
     r"[brfu@]?(?:\"([^\"\s]{1,256})\"|'([^'\s]{1,256})'|`([^`\s]{1,256})`)"
     r"|([^\s\"'`,;)}\]<>]{1,256})"
 )
+# The run `_VALUE`'s unquoted alternative takes, with no bound.
+_RUN = re.compile(r"[^\s\"'`,;)}\]<>]*+")
 _CODE_REF = re.compile(r"[A-Za-z_$][\w$]*+(?:\.[A-Za-z_$][\w$]*+)*+(?:[\[(:].*)?")
 _BEARER = re.compile(r"bearer[ \t]+")
 _BEARER_VALUE = re.compile(r"[A-Za-z0-9\-._~+/]{20,2048}+=*+")
@@ -212,6 +216,7 @@ _GL_LENGTHS = {"glim": (25, 25), "glag": (50, 50), "gloa": (64, 64), "glso": (20
                "GR13": (20, 50), "_git": (32, 32)}  # fmt: skip
 _HEX = re.compile(r"[0-9a-f]+")
 _KEY_CHARS_STR = "abcdefghijklmnopqrstuvwxyz0123456789_-."
+_KEY_CHARS = frozenset(_KEY_CHARS_STR)
 
 _SPECIFIC = 3
 _GENERIC = 1
@@ -484,8 +489,8 @@ _FAMILIES: tuple[Callable[[str], Iterator[Span]], ...] = (
 
 
 def _value_ok(value: str, quoted: bool, kind: str) -> bool:
-    if len(value) < 8:
-        return False
+    if len(value) < 8 or placeholder_word(value):
+        return False  # (the word first: one C search refuses most placeholder values)
     if not quoted:
         # Unquoted values in code are expressions: `settings.api_key`, `get_token()`, `API_KEY`.
         # Checked first: most labelled values in ordinary code are these, and cheap to refuse.
@@ -595,8 +600,7 @@ def _judged(
     `low[ms:]` (of `_ASSIGN[i]`, with its owner word from `k`). Reads only `low[k - 40 : ms]`."""
     value = value.rstrip(".")
     kind = "password" if i < 2 else "generic_secret"
-    near = low[max(0, k - 40) : ms]
-    if i >= 2 and "aws" in near and _AWS_SECRET_VALUE.fullmatch(value):
+    if i >= 2 and _AWS_SECRET_VALUE.fullmatch(value) and "aws" in low[max(0, k - 40) : ms]:
         if random_looking(value, 4.0) and "EXAMPLE" not in value:
             return (start, start + 40, "aws_secret_key", _SPECIFIC)
         return None
@@ -615,6 +619,9 @@ _STEMS = ("pass", "pwd", "secret", "token", "cred", "key")
 _REST_READS = 400
 # A finding's offsets (from its value's start, or in the text), type and priority.
 _Found = tuple[int, int, str, int]
+# A labelled value: its start and end, where its match ends (past a closing quote), and
+# whether it is quoted.
+_Value = tuple[int, int, int, bool]
 
 
 def _labels_in_refused(
@@ -642,6 +649,11 @@ def _labels_in_refused(
     blanks or a run-on, is cut there)."""
     end = v.end()
     stop = end + _REST_READS
+    g = v.lastindex or 4
+    val: _Value = (v.start(g), v.end(g), end, g < 4)
+    inner = _label_inside(text, low, i, me, val, stop, labels)
+    if inner is None:
+        return (), end  # no label inside: the value ends where it ends
     w = max(0, ms - _LABEL_CONTEXT)
     key = (i, ms - w, low[w:stop], text[me:stop])
     got = held.get(key)
@@ -650,32 +662,51 @@ def _labels_in_refused(
         return tuple((a + ms, b + ms, t, p) for a, b, t, p in found), resume + ms
     out: list[_Found] = []
     k = _label_start(low, i, ms, me, labels)
-    while True:
-        inner = _label_inside(text, low, i, me, v, stop, labels)
-        if inner is None:
-            resume = v.end()
-            break
-        g = v.lastindex or 4
-        hs = v.start(g)
+    while inner is not None:
+        hs, _, _, quoted = val
         he = max(hs, inner[2])
         param = _PARAM.search(text, hs, inner[1])  # `&password=` is one
         if param is not None and param.start() < he:
             he = param.start()
-        if he - hs >= 8 and (f := _judged(low, i, k, ms, text[hs:he], hs, g < 4)) is not None:
+        if he - hs >= 8 and (f := _judged(low, i, k, ms, text[hs:he], hs, quoted)) is not None:
             out.append(f)
-        ms, me, k, v = inner
+        ms, me, k, val = inner
         if ms >= end:
             resume = ms
             break
-        g = v.lastindex or 4
-        if (f := _judged(low, i, k, ms, v.group(g), v.start(g), g < 4)) is not None:
+        vs, ve, vend, quoted = val
+        if not _refused_by_head(text, low, i, val) and (
+            f := _judged(low, i, k, ms, text[vs:ve], vs, quoted)
+        ):
             out.append(f)
-            resume = v.end()
+            resume = vend
             break
+        inner = _label_inside(text, low, i, me, val, stop, labels)
+    else:
+        resume = val[2]
     if len(held) < MEMO_MAX:
         o = key[1] + w  # the first label's start
         held[key] = (tuple((a - o, b - o, t, p) for a, b, t, p in out), resume - o)
     return tuple(out), resume
+
+
+def _refused_by_head(text: str, low: str, i: int, val: _Value) -> bool:
+    """Whether `_judged` refuses the value `val` (after a label of `_ASSIGN[i]`) on what its
+    head, up to the next stem of its regex inside it, holds: a code reference's bracket
+    (unquoted), a placeholder or an example (`placeholder_head`); never an AWS-shaped value
+    (judged on its context). A refused value holding labels of its kind is judged this way
+    first, so a run of such labels (`token=xxxxxxx0&token=xxxxxxx1&…`) judges each character
+    in one head, not in every value that runs over it (256 characters per label)."""
+    vs, ve, _, quoted = val
+    cut = low.find(_STEMS[i], vs + 1, ve)
+    if cut < 0:
+        return False
+    if i >= 2 and ve - vs >= 40 and _AWS_SECRET_VALUE.fullmatch(text[vs:ve].rstrip(".")):
+        return False
+    head = text[vs:cut]
+    if not quoted and ("(" in head or "[" in head or "{" in head):
+        return True
+    return placeholder_head(head)
 
 
 def _label_inside(
@@ -683,23 +714,40 @@ def _label_inside(
     low: str,
     i: int,
     me: int,
-    v: re.Match[str],
+    val: _Value,
     stop: int,
     labels: _Labels | None = None,
-) -> tuple[int, int, int, re.Match[str]] | None:
-    """The first label of `_ASSIGN[i]` inside the value `v` (after a label ending at `me`) that
-    labels a secret and has a value within `text[:stop]`: its start, end, start with its owner
-    word, and its value."""
+) -> tuple[int, int, int, _Value] | None:
+    """The first label of `_ASSIGN[i]` inside the value `val` (after a label ending at `me`)
+    that labels a secret and has a value within `text[:stop]`: its start, end, start with its
+    owner word, and its value (as `_VALUE.match(text, end, stop)` finds it)."""
     regex = _ASSIGN[i]
-    end = v.end(v.lastindex or 4)
+    stem = _STEMS[i]
+    end = val[1]
     pos = me
-    while (m := regex.search(low, pos, stop)) is not None and m.start() < end:
-        ms, pos = m.span()
+    # Each label starts with its regex's stem: tried at each stem in the value (a search would
+    # run on past the value to the next label of the text).
+    while (ms := low.find(stem, pos, end)) >= 0:
+        m = regex.match(low, ms, stop)
+        if m is None:
+            pos = ms + 1
+            continue
+        pos = m.end()
         if pos > end:
-            continue  # the value is this label's name (`'token_hex', '…'`)
+            return None  # the value is this label's name (`'token_hex', '…'`)
+        if (k := _label_start(low, i, ms, pos, labels)) < 0:
+            continue
+        if not val[3] and pos + 1 < end:
+            # Inside an unquoted value no quote can open one (the characters at `pos` and
+            # after are the value's): the unquoted run from `pos`, up to 256 characters, is
+            # this value's from `pos` on and what follows it; only that is read.
+            run = _RUN.match(text, end, min(pos + 256, stop))
+            assert run is not None
+            return ms, pos, k, (pos, run.end(), run.end(), False)
         value = _VALUE.match(text, pos, stop)
-        if value is not None and (k := _label_start(low, i, ms, pos, labels)) >= 0:
-            return ms, pos, k, value
+        if value is not None:
+            g = value.lastindex or 4
+            return ms, pos, k, (value.start(g), value.end(g), value.end(), g < 4)
     return None
 
 
@@ -743,7 +791,18 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
                     # this one) can have its value after it; one further in has it inside.
                     pos = max(me, v.end() - _LABEL_TAIL)
                     continue
-            k = _label_start(low, i, ms, me, labels)
+            # The label's verdict, looked up as `_label_start` does (most labels have no owner
+            # word: a blank or punctuation before them).
+            if ms and low[ms - 1] in _KEY_CHARS:
+                owner = low[ms - 40 if ms > 40 else 0 : ms]
+                owner = owner[len(owner.rstrip(_KEY_CHARS_STR)) :]
+            else:
+                owner = ""
+            k = labels.get((i, owner, low[ms:me]), -2)
+            if k == -2:
+                k = _label_start(low, i, ms, me, labels)
+            elif k >= 0:
+                k = ms - k
             if k < 0:
                 continue  # no label: the scan goes on inside its value
             # A label inside a value found is part of it, not a new assignment; a refused value

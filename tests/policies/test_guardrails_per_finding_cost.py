@@ -446,3 +446,57 @@ def test_labelled_value_checks_answer_as_before() -> None:
         for quoted in (True, False):
             for kind in ("password", "generic_secret"):
                 assert secrets._value_ok(value, quoted, kind) == _old_value_ok(value, quoted, kind)
+
+
+def test_a_placeholder_head_makes_every_value_after_it_a_placeholder() -> None:
+    """`placeholder_head` holds of a head only where `placeholder` or `example_value` holds of
+    every value starting with it (a refused value's labels are judged on their heads)."""
+    rng = random.Random(9)
+    pieces = ("xxxx", "changeme", "example", "EXAMPLE", "<k", ">", "$", "%", "@", "abcdefgh",
+              "\u03a3", "\u0130", "here", "token=", "&", "/", "a")  # fmt: skip
+    alphabets = (string.ascii_letters + string.digits, "xX&=", string.printable, "\u03a3\u03c3a")
+    held = 0
+    for _ in range(40_000):
+        head, tail = (
+            "".join(
+                rng.choice(pieces)
+                if rng.random() < 0.3
+                else "".join(rng.choices(rng.choice(alphabets), k=rng.randint(1, 6)))
+                for _ in range(rng.randint(1, 4))
+            )
+            for _ in range(2)
+        )
+        if checks.placeholder_head(head):
+            held += 1
+            value = head + tail
+            assert checks.placeholder(value) or checks.example_value(value), (head, tail)
+    assert held > 5_000
+
+
+def test_values_inside_unquoted_values_are_read_as_the_value_regex_reads_them() -> None:
+    """`_label_inside` takes a label's value inside an unquoted value from the run it is in
+    (reading only past that value's end): the same span as `_VALUE.match`."""
+    rng = random.Random(9)
+    units = ("token=xxxxxxx{}&", "token={}", "&token=", "/token=b{}", "x", '"', "'", " ", ";",
+             "token=", "b'", "r\"", "a1" * 40, "é²")  # fmt: skip
+    checked = 0
+    for _ in range(3_000):
+        text = "token=" + "".join(
+            rng.choice(units).format(rng.randint(0, 99)) for _ in range(rng.randint(1, 80))
+        )
+        low = text.lower()
+        v = secrets._VALUE.match(text, 6)
+        if v is None:
+            continue
+        g = v.lastindex or 4
+        val = (v.start(g), v.end(g), v.end(), g < 4)
+        stop = v.end() + secrets._REST_READS
+        me = 6
+        while (inner := secrets._label_inside(text, low, 3, me, val, stop)) is not None:
+            _, me, _, val = inner
+            want = secrets._VALUE.match(text, me, stop)
+            assert want is not None
+            g = want.lastindex or 4
+            assert val == (want.start(g), want.end(g), want.end(), g < 4), text
+            checked += 1
+    assert checked > 1_000
