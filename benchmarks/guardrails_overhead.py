@@ -43,10 +43,12 @@ from policies.guardrails import evaluate, load_guardrails
 from policies.guardrails.engine import find_spans
 from tests.support.guardrail_texts import (
     DISTINCT_FINDINGS,
+    DISTINCT_FLOODS,
     FLOODS,
     PROSE,
     REPEATED_FINDINGS,
     distinct,
+    distinct_flood,
     fill,
 )
 
@@ -90,6 +92,7 @@ def adversarial(size: int = 256 * 1024) -> tuple[float, list[tuple[str, str, flo
     prose_text = fill(PROSE, size)
     find_spans(prose_text, dets)
     texts = [("flood", repr(u), fill(u, size)) for u in FLOODS]
+    texts += [("flood", f"distinct {n}", distinct_flood(n, size)) for n in DISTINCT_FLOODS]
     texts += [("findings", repr(u), fill(u, size)) for u in REPEATED_FINDINGS]
     texts += [("findings", f"distinct {n}", distinct(n, size)) for n in DISTINCT_FINDINGS]
     rows, prose = [], cost(prose_text)

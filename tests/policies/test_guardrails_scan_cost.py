@@ -19,11 +19,13 @@ from policies.guardrails import DETECTORS
 from policies.guardrails.engine import find_spans
 from tests.support.guardrail_texts import (
     DISTINCT_FINDINGS,
+    DISTINCT_FLOODS,
     DISTINCT_TYPES,
     FLOODS,
     PROSE,
     REPEATED_FINDINGS,
     distinct,
+    distinct_flood,
     fill,
 )
 
@@ -67,6 +69,23 @@ def test_adversarial_text_costs_at_most_3x_prose_per_kb(unit: str) -> None:
     if ratio > bound:  # measured again before failing: one noisy moment is not a regression
         ratio = min(ratio, _best(text, 9) / _best(prose, 9))
     assert ratio <= bound, f"{unit!r}: {ratio:.1f}x prose"
+
+
+@pytest.mark.parametrize("name", sorted(DISTINCT_FLOODS))
+def test_floods_of_distinct_values_cost_at_most_3x_prose_per_kb(name: str) -> None:
+    """Labels whose distinct values the checks refuse: no kept verdict helps, and each label
+    inside a refused value is examined (6-8x prose when each was judged to the end of the run)."""
+    prose, text = _fill(PROSE), distinct_flood(name, _SIZE)
+    find_spans(prose, DETECTORS)
+    ratio = _best(text) / min(_best(prose), _best(prose))
+    if ratio > 3.0:
+        ratio = min(ratio, _best(text, 9) / _best(prose, 9))
+    assert ratio <= 3.0, f"{name}: {ratio:.1f}x prose"
+
+
+@pytest.mark.parametrize("name", sorted(DISTINCT_FLOODS))
+def test_floods_of_distinct_values_find_nothing(name: str) -> None:
+    assert find_spans(distinct_flood(name, _SIZE), DETECTORS) == []
 
 
 # Where a text of distinct findings is held above 3x: what it costs now (CPU time, 64 KB, on a

@@ -4,9 +4,9 @@ findings. Shared by `tests/policies/test_guardrails_scan_cost.py` (bounds, 64 KB
 
 Two kinds, judged differently (README, "Guardrail cost"):
 - `FLOODS`: short tokens that start (or almost complete) a detector's pattern, repeated, runs of
-  numbers that start a shape and fail it, and base64 that decodes to prose. They find nothing or
-  next to nothing (at most one finding per 200 bytes): what they cost is the scanner's own work,
-  bounded at 2x prose per KB.
+  numbers that start a shape and fail it, and base64 that decodes to prose; and `DISTINCT_FLOODS`,
+  labels with distinct values the checks refuse. They find nothing or next to nothing (at most one
+  finding per 200 bytes): what they cost is the scanner's own work, bounded at 2x prose per KB.
 - `REPEATED_FINDINGS` and `DISTINCT_FINDINGS`: every few bytes a real finding, each of which must be
   reported and redacted. Their cost is the scan plus a bounded cost per finding.
 """
@@ -120,15 +120,40 @@ DISTINCT_TYPES = {
 }  # fmt: skip
 
 
+# Floods of distinct values: labels whose values the checks refuse (a placeholder, a documentation
+# example, a code reference), each value distinct so no kept verdict helps. They find nothing and
+# are judged as floods. Plain, and nested: the `&` runs each value on over the next labels, so
+# every label inside a refused value is examined (3.3-4.2x and 6.2-8.0x prose before their
+# labels and heads were judged once each).
+DISTINCT_FLOODS: dict[str, Callable[[int], str]] = {
+    "token_xxxx": lambda i: f"token=xxxxxxx{i} ",
+    "password_changeme": lambda i: f"password=changeme{i} ",
+    "api_key_example": lambda i: f"api_key=example{i} ",
+    "api_key_code_ref": lambda i: f"api_key=settings.key{i} ",
+    "token_xxxx_nested": lambda i: f"token=xxxxxxx{i}&",
+    "password_changeme_nested": lambda i: f"password=changeme{i}&",
+    "api_key_example_nested": lambda i: f"api_key=example{i}&",
+}
+
+
 def fill(unit: str, size: int) -> str:
     """`unit` repeated to exactly `size` characters."""
     return (unit * (size // len(unit) + 1))[:size]
 
 
-def distinct(name: str, size: int) -> str:
-    """`size` characters of distinct findings of the kind `name` (a `DISTINCT_FINDINGS` key)."""
-    make, parts, n, i = DISTINCT_FINDINGS[name], [], 0, 0
+def _made(make: Callable[[int], str], size: int) -> str:
+    parts, n, i = [], 0, 0
     while n < size:
         parts.append(make(i))
         n, i = n + len(parts[-1]), i + 1
     return "".join(parts)[:size]
+
+
+def distinct(name: str, size: int) -> str:
+    """`size` characters of distinct findings of the kind `name` (a `DISTINCT_FINDINGS` key)."""
+    return _made(DISTINCT_FINDINGS[name], size)
+
+
+def distinct_flood(name: str, size: int) -> str:
+    """`size` characters of the flood of distinct values `name` (a `DISTINCT_FLOODS` key)."""
+    return _made(DISTINCT_FLOODS[name], size)
