@@ -179,7 +179,9 @@ def _any_word(words: tuple[str, ...]) -> re.Pattern[str]:
 
 
 # One search for all of them instead of one `in` per word (placeholder() runs on every candidate).
-_PLACEHOLDER_WORD = _any_word(_PLACEHOLDER_WORDS)
+# Searched in the lower-cased value; any hit makes it a placeholder (`placeholder`'s cheapest
+# refusal, which callers judging many values may try first).
+PLACEHOLDER_WORD = _PLACEHOLDER_WORD = _any_word(_PLACEHOLDER_WORDS)
 # A file path with an extension (`/etc/ssl/client.key`, `./certs/ca.pem`, `C:\\keys\\a.pfx`):
 # where a secret is kept, not the secret (base64 has slashes but no dots).
 _FILE_PATH = re.compile(r"(?:~|\.{1,2})?/(?:[\w.-]+/)+[\w.-]+|[a-z]:\\(?:[\w.-]+\\)+[\w.-]+")
@@ -222,12 +224,6 @@ def placeholder(value: str) -> bool:
         if m is not None and "." in low.rsplit("/", 1)[-1].rsplit("\\", 1)[-1]:
             return True  # a path to a file (with an extension), not its content
     return False
-
-
-def placeholder_word(value: str) -> bool:
-    """Whether `value` holds one of the words that make it a placeholder (`xxxx`, `changeme`,
-    `example`, `your_`): `placeholder`'s cheapest refusal, on its own."""
-    return _PLACEHOLDER_WORD.search(value.lower()) is not None
 
 
 def placeholder_head(head: str) -> bool:

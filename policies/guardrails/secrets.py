@@ -36,12 +36,12 @@ from operator import itemgetter, sub
 from policies.guardrails.checks import (
     DENSE_FINDINGS,
     MEMO_MAX,
+    PLACEHOLDER_WORD,
     example_value,
     json_object_b64,
     jwt_header_ok,
     placeholder,
     placeholder_head,
-    placeholder_word,
     random_looking,
 )
 from policies.guardrails.spans import WORD_CHARS, Span, boundary_before
@@ -489,7 +489,7 @@ _FAMILIES: tuple[Callable[[str], Iterator[Span]], ...] = (
 
 
 def _value_ok(value: str, quoted: bool, kind: str) -> bool:
-    if len(value) < 8 or placeholder_word(value):
+    if len(value) < 8 or PLACEHOLDER_WORD.search(value.lower()):
         return False  # (the word first: one C search refuses most placeholder values)
     if not quoted:
         # Unquoted values in code are expressions: `settings.api_key`, `get_token()`, `API_KEY`.
@@ -553,8 +553,11 @@ def _label_start(low: str, i: int, ms: int, me: int, labels: _Labels | None = No
     so it is kept in `labels` on them: a text of labels between distinct values pays for each
     owner word and label once."""
     # The owner word: the run of key characters before the label, up to 40.
-    owner = low[max(0, ms - 40) : ms]
-    owner = owner[len(owner.rstrip(_KEY_CHARS_STR)) :]
+    if ms and low[ms - 1] in _KEY_CHARS:
+        owner = low[max(0, ms - 40) : ms]
+        owner = owner[len(owner.rstrip(_KEY_CHARS_STR)) :]
+    else:
+        owner = ""  # (most labels: a blank or punctuation before them)
     if labels is None:
         return _owned_label(low, i, ms, me, owner)
     key = (i, owner, low[ms:me])
@@ -662,28 +665,76 @@ def _labels_in_refused(
         return tuple((a + ms, b + ms, t, p) for a, b, t, p in found), resume + ms
     out: list[_Found] = []
     k = _label_start(low, i, ms, me, labels)
-    while inner is not None:
-        hs, _, _, quoted = val
-        he = max(hs, inner[2])
-        param = _PARAM.search(text, hs, inner[1])  # `&password=` is one
-        if param is not None and param.start() < he:
-            he = param.start()
-        if he - hs >= 8 and (f := _judged(low, i, k, ms, text[hs:he], hs, quoted)) is not None:
-            out.append(f)
+    regex, stem = _ASSIGN[i], _STEMS[i]
+    run_end = -1  # where the unquoted run the values are in ends, once read
+    outer = True  # `val` is the refused value; the others are judged here
+    while True:
+        head = ""
+        hs = he = val[0]
+        if inner is not None:
+            # The value's head: up to the label inside it, or a parameter before that.
+            he = max(hs, inner[2])
+            param = _PARAM.search(text, hs, inner[1])  # `&password=` is one
+            if param is not None and param.start() < he:
+                he = param.start()
+            head = text[hs:he]
+        # A head that is a placeholder or an example makes the value one (it holds a label, so
+        # it is no AWS secret): refused without reading it on (`placeholder_head`; its word
+        # looked for in `low` first, where an ASCII word is one of the head's lower-cased).
+        refused = he - hs >= 8 and (
+            PLACEHOLDER_WORD.search(low, hs, he) is not None or placeholder_head(head)
+        )
+        if not outer and not refused:
+            vs, ve, vend, quoted = val
+            if not _refused_by_head(text, low, i, val) and (
+                f := _judged(low, i, k, ms, text[vs:ve], vs, quoted)
+            ):
+                out.append(f)
+                resume = vend
+                break
+        if inner is None:
+            resume = val[2]
+            break
+        # The head judged as a value of its own (unless refused above and not AWS-shaped).
+        if len(head) >= 8 and (
+            not refused or (i >= 2 and _AWS_SECRET_VALUE.fullmatch(head.rstrip(".")))
+        ):
+            if f := _judged(low, i, k, ms, head, val[0], val[3]):
+                out.append(f)
         ms, me, k, val = inner
         if ms >= end:
             resume = ms
             break
-        vs, ve, vend, quoted = val
-        if not _refused_by_head(text, low, i, val) and (
-            f := _judged(low, i, k, ms, text[vs:ve], vs, quoted)
+        outer = False
+        # `_label_inside`, done here where the next label is at the first stem in an unquoted
+        # value and its verdict is kept (a run of labels).
+        vs, ve, _, quoted = val
+        p = low.find(stem, me, ve)
+        n = -1  # the owner word's length, if the label's verdict is kept and it is one
+        if (
+            p >= 0
+            and not quoted
+            and labels is not None
+            and (m := regex.match(low, p, stop)) is not None
+            and (pe := m.end()) + 1 < ve
         ):
-            out.append(f)
-            resume = vend
-            break
-        inner = _label_inside(text, low, i, me, val, stop, labels)
-    else:
-        resume = val[2]
+            owner = ""
+            if low[p - 1] in _KEY_CHARS:
+                owner = low[max(0, p - 40) : p]
+                owner = owner[len(owner.rstrip(_KEY_CHARS_STR)) :]
+            n = labels.get((i, owner, low[p:pe]), -1)
+        if n >= 0:
+            # Its value is the unquoted run `val` is in (read once: every value from here on
+            # starts inside the one before), up to 256 characters.
+            if run_end < 0:
+                run = _RUN.match(text, ve, stop)
+                assert run is not None
+                run_end = run.end()
+            ve = min(pe + 256, run_end)
+            inner = (p, pe, p - n, (pe, ve, ve, False))
+        else:
+            inner = _label_inside(text, low, i, me, val, stop, labels)
+            run_end = -1  # its value may start another run (`…&token="…"`)
     if len(held) < MEMO_MAX:
         o = key[1] + w  # the first label's start
         held[key] = (tuple((a - o, b - o, t, p) for a, b, t, p in out), resume - o)
@@ -735,7 +786,12 @@ def _label_inside(
         pos = m.end()
         if pos > end:
             return None  # the value is this label's name (`'token_hex', '…'`)
-        if (k := _label_start(low, i, ms, pos, labels)) < 0:
+        if labels is not None and not (ms and low[ms - 1] in _KEY_CHARS):
+            n = labels.get((i, "", low[ms:pos]), -2)  # as in `_assignments`
+            k = _label_start(low, i, ms, pos, labels) if n == -2 else ms if n == 0 else -1
+        else:
+            k = _label_start(low, i, ms, pos, labels)
+        if k < 0:
             continue
         if not val[3] and pos + 1 < end:
             # Inside an unquoted value no quote can open one (the characters at `pos` and
@@ -791,18 +847,14 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
                     # this one) can have its value after it; one further in has it inside.
                     pos = max(me, v.end() - _LABEL_TAIL)
                     continue
-            # The label's verdict, looked up as `_label_start` does (most labels have no owner
-            # word: a blank or punctuation before them).
+            # The label's verdict, looked up here where it has no owner word (most labels: a
+            # blank or punctuation before them), as `_label_start` does.
             if ms and low[ms - 1] in _KEY_CHARS:
-                owner = low[ms - 40 if ms > 40 else 0 : ms]
-                owner = owner[len(owner.rstrip(_KEY_CHARS_STR)) :]
-            else:
-                owner = ""
-            k = labels.get((i, owner, low[ms:me]), -2)
-            if k == -2:
                 k = _label_start(low, i, ms, me, labels)
-            elif k >= 0:
-                k = ms - k
+            elif (n := labels.get((i, "", low[ms:me]), -2)) == -2:
+                k = _label_start(low, i, ms, me, labels)
+            else:
+                k = ms if n == 0 else -1  # (kept: the owner word's length, 0, or -1)
             if k < 0:
                 continue  # no label: the scan goes on inside its value
             # A label inside a value found is part of it, not a new assignment; a refused value
@@ -821,7 +873,12 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
                 ):
                     judged[key] = found
             if found is None:
-                if low.find(stem, me, v.end(g)) >= 0:
+                # Searched for labels of its kind (at a stem: the first one tried here, where
+                # most values hold none that is a label, `settings.key`).
+                if (p := low.find(stem, me, v.end(g))) >= 0 and (
+                    regex.match(low, p, pos + _REST_READS) is not None
+                    or low.find(stem, p + 1, v.end(g)) >= 0
+                ):
                     inner, pos = _labels_in_refused(text, low, i, ms, me, v, held, labels)
                     for a, b, t, priority in inner:
                         if t in count:
