@@ -37,6 +37,7 @@ from policies.guardrails.checks import (
     DENSE_FINDINGS,
     MEMO_MAX,
     PLACEHOLDER_WORD,
+    REFUSED_LABELS,
     example_value,
     json_object_b64,
     jwt_header_ok,
@@ -636,6 +637,7 @@ def _labels_in_refused(
     v: re.Match[str],
     held: dict[object, tuple[tuple[_Found, ...], int]],
     labels: _Labels | None = None,
+    tally: list[int] | None = None,
 ) -> tuple[tuple[_Found, ...], int]:
     """What the refused value `v` after the label `low[ms:me]` (of `_ASSIGN[i]`) holds in labels
     of that regex, and where the scan resumes.
@@ -646,7 +648,8 @@ def _labels_in_refused(
     what follows it, examined as the label pass would from there. A value found ends the
     search (the scan resumes after it: labels inside it are part of it); a refused one is
     searched in turn; one holding no label ends it where it ends; a label from `v.end()` on
-    is left to the scan. Kept for this scan on the window it reads (a text repeating one refused
+    is left to the scan. Each label examined counts one in `tally`. Kept for this scan on the
+    window it reads (a text repeating one refused
     value, `token=token=…`, pays for it once). Reads only `low[ms - _LABEL_CONTEXT : stop]` and
     `text[me:stop]`, `stop` being `_REST_READS` past `v` (a label or value needing more, all
     blanks or a run-on, is cut there)."""
@@ -669,6 +672,8 @@ def _labels_in_refused(
     run_end = -1  # where the unquoted run the values are in ends, once read
     outer = True  # `val` is the refused value; the others are judged here
     while True:
+        if tally is not None:
+            tally[0] += 1
         head = ""
         hs = he = val[0]
         if inner is not None:
@@ -820,11 +825,13 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
     judged: dict[tuple[bool, bool, str], _Found | None] = {}
     held: dict[object, tuple[tuple[_Found, ...], int]] = {}
     labels: _Labels = {}
+    tally = [0]  # labels examined inside refused values (REFUSED_LABELS)
     # Found so far, by type: from DENSE_FINDINGS on, a value the label regex (which refuses the
     # labels and code references `_label_ok` and `_value_ok` would) took is one of that type.
     count = {"password": 0, "generic_secret": 0}
     for i, regex in enumerate(_ASSIGN):
-        kind = "password" if i < 2 else "generic_secret"
+        pw = i < 2
+        kind = "password" if pw else "generic_secret"
         stem = _STEMS[i]
         pos = 0
         while (m := regex.search(low, pos)) is not None:
@@ -863,15 +870,20 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
             pos = v.end()
             g = v.lastindex or 4
             value = v.group(g)
-            key = (i < 2, g < 4, value)
+            key = (pw, g < 4, value)
             found = judged.get(key, _UNSEEN)
             if found is _UNSEEN:
-                found = _judged(low, i, k, ms, value, 0, g < 4)
-                # Kept unless the verdict read the label's context (an AWS-shaped value).
-                if len(judged) < MEMO_MAX and not (
-                    i >= 2 and _AWS_SECRET_VALUE.fullmatch(value.rstrip("."))
-                ):
-                    judged[key] = found
+                # `_judged`, done here but for an AWS-shaped value (judged on the label's
+                # context, so not kept).
+                stripped = value.rstrip(".")
+                if not pw and _AWS_SECRET_VALUE.fullmatch(stripped):
+                    found = _judged(low, i, k, ms, value, 0, g < 4)
+                else:
+                    found = None
+                    if _value_ok(stripped, g < 4, kind):
+                        found = (0, len(stripped), kind, _GENERIC)
+                    if len(judged) < MEMO_MAX:
+                        judged[key] = found
             if found is None:
                 # Searched for labels of its kind (at a stem: the first one tried here, where
                 # most values hold none that is a label, `settings.key`).
@@ -879,7 +891,22 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
                     regex.match(low, p, pos + _REST_READS) is not None
                     or low.find(stem, p + 1, v.end(g)) >= 0
                 ):
-                    inner, pos = _labels_in_refused(text, low, i, ms, me, v, held, labels)
+                    if tally[0] >= REFUSED_LABELS:
+                        # Reported without its checks up to its last label of this kind, where
+                        # the scan resumes (that label's value may run on past this one):
+                        # what the labels before held stays redacted (over-redaction), and
+                        # the spans do not overlap (an overlap drops one of them).
+                        vs = v.start(g)
+                        ve = vs + len(value.rstrip("."))
+                        q = v.end(g)
+                        while (q := low.rfind(stem, me, q)) >= 0:
+                            if regex.match(low, q, pos + _REST_READS) is not None:
+                                ve, pos = min(ve, q), q
+                                break
+                        if ve - vs >= 8:  # (not counted: DENSE_FINDINGS's spans overlap)
+                            yield _new(Span, (vs, ve, DETECTOR, kind, _GENERIC, True))
+                        continue
+                    inner, pos = _labels_in_refused(text, low, i, ms, me, v, held, labels, tally)
                     for a, b, t, priority in inner:
                         if t in count:
                             count[t] += 1

@@ -176,3 +176,32 @@ def test_findings_are_as_before_unless_a_refused_value_held_a_secret_label(seed:
         else:
             assert after == before, text
     assert changed > 50
+
+
+@pytest.mark.parametrize("sep", [" ", "", "\n"])
+def test_past_the_refused_labels_bound_what_refused_values_hold_stays_redacted(sep: str) -> None:
+    """More than REFUSED_LABELS labels inside refused values (a dump of placeholder chains with
+    secrets in it): past the bound a refused value holding labels of its kind is reported
+    without its checks up to its last label, where the scan resumes, so every secret the full
+    examination finds is still redacted; before it, nothing changes."""
+    parts, planted = [], []
+    for j in range(4000):
+        parts.append(f"token=xxxxxxx{j}&")
+        if j % 97 == 0:
+            planted.append(f"{R24[j % 7 :]}{j}")
+            parts.append(f"token={planted[-1]}&")
+        if j % 20 == 19:
+            parts.append(sep)
+    text = "".join(parts)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(secrets, "REFUSED_LABELS", 10**9)
+        full = find_spans(text, DETECTORS)
+    bounded = find_spans(text, DETECTORS)
+    for spans in (full, bounded):
+        covered = _covered(spans)
+        for p in planted:
+            at = text.index(f"={p}&") + 1
+            assert set(range(at, at + len(p))) <= covered, p
+    head = text.index("token=xxxxxxx1000&")  # within the first 1,024 labels
+    assert [s for s in bounded if s.end <= head] == [s for s in full if s.end <= head]
+    assert len(bounded) > len(full)  # the bound was reached

@@ -84,8 +84,15 @@ def test_floods_of_distinct_values_cost_at_most_3x_prose_per_kb(name: str) -> No
 
 
 @pytest.mark.parametrize("name", sorted(DISTINCT_FLOODS))
-def test_floods_of_distinct_values_find_nothing(name: str) -> None:
-    assert find_spans(distinct_flood(name, _SIZE), DETECTORS) == []
+def test_floods_of_distinct_values_find_next_to_nothing(name: str) -> None:
+    """The plain ones find nothing; the nested ones too until REFUSED_LABELS labels inside
+    refused values were examined, then each refused value holding labels is reported whole
+    (one per 256 bytes at most)."""
+    found = find_spans(distinct_flood(name, _SIZE), DETECTORS)
+    if name.endswith("_nested"):
+        assert len(found) <= _SIZE // 200
+    else:
+        assert found == []
 
 
 # Where a text of distinct findings is held above 3x: what it costs now (CPU time, 64 KB, on a
