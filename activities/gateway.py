@@ -149,9 +149,13 @@ class Gateway:
         self.turn_keys.configure(s.idempotency_ttl_seconds, s.idempotency_max_records)
 
     def _bound_sessions(self) -> None:
-        """Per-session memory bounded by count too (`max_sessions`, `max_killed_sessions`)."""
+        """Per-caller memory bounded by count too (`max_sessions`, `max_killed_sessions`,
+        `max_rate_counters`)."""
         s = self.config.settings
         self.sweeper.bind(self, s.max_sessions)
+        counts = self.state.rate_counts
+        counts.cap = s.max_rate_counters
+        counts.trim()
         killed = self.state.killed
         killed.cap = s.max_killed_sessions
         killed.on_forget = self.owners.forget  # its next call asks the ledger again
@@ -410,6 +414,7 @@ class Gateway:
         self.state.in_flight = old.in_flight
         self.state.reserved_rates = old.reserved_rates
         self.state.reserved_spend = old.reserved_spend
+        self.state.rate_counts.cap = self.config.settings.max_rate_counters
         self.state.rebuild(self.config, rows)
         self._bound_sessions()
         for k in await self.store.kills_after(0):  # the newest `max_killed_sessions` are kept

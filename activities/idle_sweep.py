@@ -6,9 +6,9 @@ Every call touches its session id here (O(1): an ordered dict keeps sessions in 
 a pass every `sweep_every` seconds pops sessions idle for longer than `session_idle_seconds`
 from the front and forgets what this runtime holds for them: live totals, the loop detector's
 track, an expired throttle, the cached owner (the ledger keeps it; a later call looks it up
-again). Kills are kept. The same pass drops rate-limit counters of windows that have ended, the
-other structure that grew with every new session under a session-scoped rule. The ledger is the
-durable truth throughout: nothing it holds is lost.
+again). Kills are kept. The same pass drops rate-limit counters of windows that have ended
+(their count is bounded apart, by `max_rate_counters`: `activities.rate_counters`). The ledger
+is the durable truth throughout: nothing it holds is lost.
 """
 
 from __future__ import annotations
@@ -79,10 +79,7 @@ class IdleSweeper:
     @staticmethod
     def _drop_ended_windows(gw: Gateway, now: float) -> None:
         lengths = {r.id: r.limit.seconds for r in gw.config.rate_limits}
-        counts = gw.state.rate_counts
-        ended = [k for k in counts if k[2] + lengths.get(k[0], 0.0) <= now]
-        for k in ended:
-            del counts[k]
+        gw.state.rate_counts.drop_ended(lengths, now)
 
     async def run(self, gw: Gateway) -> None:
         while True:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from activities import guardrails, tracing
+from activities import guardrails, rate_counters, tracing
 from activities.gateway import CLOSED, Gateway
 from activities.metrics import budget_scope_label
 from activities.router import Endpoint, UpstreamResult
@@ -198,6 +198,8 @@ async def _decide_leased(gw: Gateway, req: CallRequest, now: float, est_in: int,
     """Decide; with shared limits, a call the leases held cannot admit first leases more
     headroom (one statement for every short limit) and is decided again."""
     shared = gw.shared
+    if gw.state.rate_counts.forgotten:  # counters evicted: read back this call's first
+        await rate_counters.restore(gw, req.ident, req.body.get("model"), now)
     if shared is None:
         return _decide_once(gw, req, now, est_in, est_out, killed)
     try:
@@ -211,8 +213,11 @@ async def _decide_leased(gw: Gateway, req: CallRequest, now: float, est_in: int,
     asks = shared.asks(req.ident, req.body.get("model"), now, est_in, est_out,
                        st.rate_counts, st.spend)
     short = await shared.acquire(asks) if asks else []
+    now = time.time()
+    if gw.state.rate_counts.forgotten:
+        await rate_counters.restore(gw, req.ident, req.body.get("model"), now)
     try:
-        return _decide_once(gw, req, time.time(), est_in, est_out, killed)
+        return _decide_once(gw, req, now, est_in, est_out, killed)
     except Refusal as r:
         if short and r.code in _LEASE_CODES:  # say what the shared rows hold, not the lease
             r.message = f"{r.message} ({across_replicas(short)})"

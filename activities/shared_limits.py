@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,12 +76,14 @@ def rate_lease_key(key: RateKey, unit: str) -> str:
 class SharedLimits:
     def __init__(self, store: LedgerStore, config: GatewayConfig) -> None:
         self.store = store
-        self.leases: dict[str, Lease] = {}
+        # least recently used first (`take` and `asks` move a lease to the end)
+        self.leases: OrderedDict[str, Lease] = OrderedDict()
         self.outage_until = 0.0  # monotonic
         self._lock = asyncio.Lock()
         self._pending: dict[str, float] = {}  # deltas not yet pushed (a failed push retries)
         self._push_lock = asyncio.Lock()  # one push at a time: a delta is never pushed twice
         self.lease_round_trips = 0
+        self.max_leases = config.settings.max_rate_counters
         self.apply_config(config)
 
     def apply_config(self, config: GatewayConfig) -> None:
@@ -91,6 +94,7 @@ class SharedLimits:
         applied, a limit's use (spent + leased, all replicas) only grows while it is under the
         new ceiling. Leases of raised or unchanged ceilings are kept."""
         self.config = config
+        self.max_leases = config.settings.max_rate_counters
         self.rules: dict[str, RateLimitRule] = {r.id: r for r in config.rate_limits}
         self._unit_cache: dict[RateKey, list[tuple[str, str]]] = {}
         self.budget_ceiling = {b.id: b.ceiling_usd for b in config.budgets}
@@ -170,12 +174,17 @@ class SharedLimits:
         return units
 
     def _add(self, key: str, amount: float, now_mono: float | None = None) -> None:
-        lease = self.leases.get(key)
+        leases = self.leases
+        lease = leases.get(key)
         if lease is None:
-            lease = self.leases[key] = Lease()
+            # Dropped (idle, or for the bound) while calls held part of it: what they give
+            # back is counted in the row, so it admits nothing here until the row grants again
+            # (as after a lowered ceiling), and goes back when idle.
+            lease = leases[key] = Lease(stale=True)
         lease.avail += amount
         if now_mono is not None:
             lease.touched = now_mono
+            leases.move_to_end(key)
 
     def take(self, rate_keys: Sequence[RateKey], budget_keys: Sequence[BudgetKey],
              tokens: int, cost: float) -> None:
@@ -228,6 +237,7 @@ class SharedLimits:
             lim = rule.limit
             settled = rate_counts.get(key, (0, 0))
             for lk, unit in self._units(key):
+                self._keep(lk)
                 need = 1.0 if unit == "requests" else float(est_tokens)
                 ceiling = float((lim.requests if unit == "requests" else lim.tokens) or 0)
                 if self._avail(lk) < need:
@@ -239,6 +249,7 @@ class SharedLimits:
             need = max(cost, 1e-9)  # an unpriced call still needs the budget open
             for st in statuses:
                 lk = budget_lease_key(st.key)
+                self._keep(lk)
                 if self._avail(lk) < need:
                     end = calendar_window(now, st.budget.window)[1]
                     out.append(("budgets", LeaseAsk(lk, st.budget.ceiling_usd, st.spent, need,
@@ -271,17 +282,20 @@ class SharedLimits:
                     self.lease_round_trips += 1
                     grants = await take_leases(self.store, [a for _, a in todo],
                                                self.fraction, self.share)
+                    mono = time.monotonic()
                     for _, a in todo:
                         g = grants.get(a.key)
                         if g is not None:
                             lease = self.leases.setdefault(a.key, Lease())
                             lease.avail += g.granted
                             lease.ceiling, lease.expires_at = g.ceiling, a.expires_at
+                            lease.touched = mono  # not idle before the call takes from it
                             if g.granted > 0:
                                 lease.stale = False
                             if g.granted <= 0:
                                 refused.append(g)
                     todo = [(k, a) for k, a in todo if a.key not in grants]
+                    self._bound(grants)
                     if not todo:
                         break
             except Exception as exc:
@@ -311,15 +325,37 @@ class SharedLimits:
         self._pending[key] = self._pending.get(key, 0.0) - lease.avail
         lease.avail = 0.0
 
+    def _keep(self, key: str) -> None:
+        """A lease the call being decided reads: last in line for `_bound`."""
+        if key in self.leases:
+            self.leases.move_to_end(key)
+
+    def _bound(self, keep: Mapping[str, object]) -> None:
+        """At most `max_leases` leases (scope values come from callers): the least recently
+        used go back to their rows and are dropped; the next call of one leases again."""
+        leases = self.leases
+        extra = len(leases) - self.max_leases
+        if extra <= 0:
+            return
+        out: list[str] = []
+        for key in leases:
+            if len(out) == extra:
+                break
+            if key not in keep:
+                out.append(key)
+        for key in out:
+            self._hand_back(key, leases.pop(key))
+
     def collect(self, now: float) -> dict[str, float]:
-        """Deltas to push: debts (negative leases), idle leases, leases of ended windows."""
+        """Deltas to push: debts (negative leases), idle leases, leases of ended windows.
+        A lease left at 0 that is idle or ended is dropped (a later call leases again)."""
         mono = time.monotonic()
         for key, lease in list(self.leases.items()):
-            if lease.avail < 0 or (lease.avail > 0 and (
-                    mono - lease.touched > IDLE_RETURN_SECONDS
-                    or (lease.expires_at and lease.expires_at <= now))):
+            idle = mono - lease.touched > IDLE_RETURN_SECONDS
+            ended = bool(lease.expires_at and lease.expires_at <= now)
+            if lease.avail < 0 or (lease.avail > 0 and (idle or ended)):
                 self._hand_back(key, lease)
-            if lease.avail == 0 and lease.expires_at and lease.expires_at <= now:
+            if lease.avail == 0 and (idle or ended):
                 del self.leases[key]
         return self._pending
 

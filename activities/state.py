@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from activities.killed_sessions import KilledSessions
+from activities.rate_counters import RateCounters
 from policies.budgets import BudgetKey, BudgetStatus, budget_statuses, crossed_alerts
 from policies.config.gateway import GatewayConfig
 from policies.identity import Identity
@@ -56,7 +57,8 @@ class Reservation:
 
 @dataclass
 class GovernanceState:
-    rate_counts: dict[RateKey, list[int]] = field(default_factory=dict)  # settled [req, tok]
+    # settled [req, tok], at most `max_rate_counters` (an evicted one is read back on use)
+    rate_counts: RateCounters = field(default_factory=RateCounters)
     spend: dict[BudgetKey, float] = field(default_factory=dict)  # settled USD
     reserved_rates: dict[RateKey, list[int]] = field(default_factory=dict)  # in flight
     reserved_spend: dict[BudgetKey, float] = field(default_factory=dict)  # in flight
@@ -116,11 +118,7 @@ class GovernanceState:
                 if c[0] <= 0:
                     del rr[k]
             if keep_requests:
-                s = self.rate_counts.get(k)
-                if s is None:
-                    self.rate_counts[k] = [1, 0]
-                else:
-                    s[0] += 1
+                self.rate_counts.add(k, 1, 0)
         rs = self.reserved_spend
         for bk in res.budget_keys:
             left = rs.get(bk, 0.0) - res.cost
@@ -173,11 +171,7 @@ class GovernanceState:
                 self._charged.popitem(last=False)
         rc = self.rate_counts
         for k in rate_keys:
-            c = rc.get(k)
-            if c is None:
-                rc[k] = [0, tokens]
-            else:
-                c[1] += tokens
+            rc.add(k, 0, tokens)
         crossings: list[BudgetCrossing] = []
         for st in budgets:
             before = self.spend.get(st.key, 0.0)
@@ -201,9 +195,7 @@ class GovernanceState:
         cost) through the same key functions the live path uses."""
         for ident, vm, ts, requests, tokens, cost in rows:
             for _, key, _ in applicable_keys(config.rate_limits, ident, vm, ts):
-                c = self.rate_counts.setdefault(key, [0, 0])
-                c[0] += requests
-                c[1] += tokens
+                self.rate_counts.add(key, requests, tokens)
             for st in budget_statuses(config.budgets, ident, {}, ts):
                 self.spend[st.key] = self.spend.get(st.key, 0.0) + cost
             if ident.session_id:

@@ -591,6 +591,8 @@ class LedgerStore:
         *,
         include_blocked: bool = False,
         by: Collection[str] | None = None,
+        until_ts: float | None = None,
+        where: Mapping[str, str] | None = None,
     ) -> list[CallAggregate]:
         """Requests, tokens and cost per identity, model and time bucket since `since_ts`.
 
@@ -600,6 +602,8 @@ class LedgerStore:
         these of `CallAggregate`'s identity and model fields (the others come back blank:
         "" or None), so a reader that needs a few of them (the budget re-sync) gets one
         aggregate per value it reads, not one per session a caller invented; None: all.
+        `until_ts`: calls before it only; `where`: only calls whose fields have these values
+        (one rate counter read back: its window, its scope value).
         """
         if bucket_seconds <= 0:
             raise ValueError(f"bucket_seconds must be positive, got {bucket_seconds}")
@@ -627,6 +631,10 @@ class LedgerStore:
         inner = select(
             *dims, bucket.label("bucket_start"), tokens.label("tokens"), c.cost_usd
         ).where(c.ts >= since_ts)
+        if until_ts is not None:
+            inner = inner.where(c.ts < until_ts)
+        for name, value in (where or {}).items():
+            inner = inner.where(c[name] == value)
         if not include_blocked:
             inner = inner.where(c.decision != "blocked")
         sub = inner.subquery()

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from policies.config.models import Budget
 from policies.identity import Identity
-from policies.matching import matches
+from policies.matching import matches, selector_dims
 from policies.windows import calendar_window
 
 BudgetKey = tuple[str, float]
@@ -63,10 +63,7 @@ def budget_dims(budgets: Sequence[Budget]) -> set[str]:
     ledger names: a re-sync of spend from the ledger needs to group by these alone."""
     out: set[str] = set()
     for b in budgets:
-        out.update(b.scope.metadata)  # canonical names: project, team, user, session_id, …
-        out.update(k for k in b.scope.subjects if k in ("user", "team"))
-        if b.scope.keys:
-            out.add("key_id")
+        out |= selector_dims(b.scope)
     return out
 
 

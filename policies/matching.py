@@ -17,3 +17,13 @@ def matches(sel: MetadataMatch, ident: Identity) -> bool:
         if have != want:
             return False
     return True
+
+
+def selector_dims(sel: MetadataMatch) -> set[str]:
+    """The identity fields `matches(sel, …)` reads, by their ledger names (`project`,
+    `session_id`, `key_id` …): a reader of ledger aggregates needs to group by these alone."""
+    out: set[str] = set(sel.metadata)  # canonical names: project, team, user, session_id, …
+    out.update(k for k in sel.subjects if k in ("user", "team"))
+    if sel.keys:
+        out.add("key_id")
+    return out

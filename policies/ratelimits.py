@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from policies.config.models import RateLimitRule
 from policies.identity import Identity
-from policies.matching import matches
+from policies.matching import matches, selector_dims
 from policies.windows import fixed_window
 
 RateKey = tuple[str, str, float]
@@ -42,6 +42,23 @@ def scope_value(rule: RateLimitRule, ident: Identity, model: str) -> str | None:
     if s == "key":
         return ident.key_id or None
     return ident.get(s)
+
+
+# The ledger column each scope's value is read from (`global` reads every call).
+SCOPE_FIELDS = {
+    "session": "session_id", "user": "user", "team": "team", "project": "project",
+    "workflow_tag": "workflow_tag", "model": "virtual_model", "key": "key_id",
+}  # fmt: skip
+
+
+def rule_dims(rule: RateLimitRule) -> set[str]:
+    """The ledger fields a counter of `rule` is keyed and selected on: reading one counter
+    back from ledger aggregates needs to group by these alone."""
+    out = selector_dims(rule.when)
+    field = SCOPE_FIELDS.get(rule.scope)
+    if field is not None:
+        out.add(field)
+    return out
 
 
 def applicable_keys(

@@ -416,6 +416,10 @@ class Settings(_Strict):
     # session not known here is looked up there once).
     max_sessions: int = Field(default=100_000, ge=10)
     max_killed_sessions: int = Field(default=100_000, ge=10)
+    # At most this many rate-limit counters (rule, scope value, window) are held, the least
+    # recently used out first; one evicted while its window is live is read back from the
+    # ledger on its next use (one query), so a limit holds through an eviction.
+    max_rate_counters: int = Field(default=100_000, ge=10)
     idempotency_ttl_seconds: float = Field(default=24 * 3600, gt=0)
     idempotency_max_records: int = Field(default=10_000, ge=1)
     idempotency_max_response_bytes: int = Field(default=1024 * 1024, ge=1024)
