@@ -854,14 +854,16 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
                     # this one) can have its value after it; one further in has it inside.
                     pos = max(me, v.end() - _LABEL_TAIL)
                     continue
-            # The label's verdict, looked up here where it has no owner word (most labels: a
-            # blank or punctuation before them), as `_label_start` does.
+            # The label's verdict, looked up here as `_label_start` does (most labels have no
+            # owner word: a blank or punctuation before them).
+            owner = ""
             if ms and low[ms - 1] in _KEY_CHARS:
-                k = _label_start(low, i, ms, me, labels)
-            elif (n := labels.get((i, "", low[ms:me]), -2)) == -2:
+                owner = low[ms - 40 if ms > 40 else 0 : ms]
+                owner = owner[len(owner.rstrip(_KEY_CHARS_STR)) :]
+            if (n := labels.get((i, owner, low[ms:me]), -2)) == -2:
                 k = _label_start(low, i, ms, me, labels)
             else:
-                k = ms if n == 0 else -1  # (kept: the owner word's length, 0, or -1)
+                k = ms - n if n >= 0 else -1  # (kept: the owner word's length, or -1)
             if k < 0:
                 continue  # no label: the scan goes on inside its value
             # A label inside a value found is part of it, not a new assignment; a refused value
@@ -887,9 +889,15 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
             if found is None:
                 # Searched for labels of its kind (at a stem: the first one tried here, where
                 # most values hold none that is a label, `settings.key`).
-                if (p := low.find(stem, me, v.end(g))) >= 0 and (
-                    regex.match(low, p, pos + _REST_READS) is not None
-                    or low.find(stem, p + 1, v.end(g)) >= 0
+                # (Unquoted, a label's operator inside it is a `=` or `:`: blanks, `,` and `>`
+                # end such a value.)
+                if (
+                    (p := low.find(stem, me, v.end(g))) >= 0
+                    and (g < 4 or "=" in value or ":" in value)
+                    and (
+                        regex.match(low, p, pos + _REST_READS) is not None
+                        or low.find(stem, p + 1, v.end(g)) >= 0
+                    )
                 ):
                     if tally[0] >= REFUSED_LABELS:
                         # Reported without its checks up to its last label of this kind, where
