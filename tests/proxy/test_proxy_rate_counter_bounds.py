@@ -78,9 +78,10 @@ BODY = {"model": "support-cheap", "messages": [{"role": "user", "content": "hi"}
 
 
 async def call(
-    h: httpx.AsyncClient, p: InProcessProxy, sid: str, project: str = "rc-proj"
+    h: httpx.AsyncClient, p: InProcessProxy, sid: str, project: str = "rc-proj", text: str = "hi"
 ) -> httpx.Response:
-    return await h.post(p.base_url + "/v1/chat/completions", json=BODY, headers={
+    body = BODY if text == "hi" else {**BODY, "messages": [{"role": "user", "content": text}]}
+    return await h.post(p.base_url + "/v1/chat/completions", json=body, headers={
         "authorization": f"Bearer {DEV_KEY}", "x-governor-session-id": sid,
         "x-governor-project": project, "x-governor-workflow-tag": "t-rc"})  # fmt: skip
 
@@ -178,3 +179,33 @@ async def test_concurrent_calls_around_an_eviction_never_pass_the_limit(
     await gw.writer.flush()
     aggs = await gw.store.aggregate_calls(0, 3600)
     assert sum(a.requests for a in aggs if a.session_id == sid) == LIMIT
+
+
+async def test_a_counter_that_cannot_be_read_back_refuses_503_then_holds_once_it_can(
+    rproxy: InProcessProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the ledger cannot answer the read-back (fault injected into that read alone), an
+    evicted session's call is a clear 503, never decided on a counter restarted from 0."""
+    from ledger.errors import LedgerUnavailable
+
+    gw = rproxy.gw
+    assert gw is not None
+    run = uuid.uuid4().hex[:6]
+    sid = f"unread-{run}"
+    async with httpx.AsyncClient(timeout=30) as h:
+        for i in range(LIMIT):  # distinct prompts: not a repeat-signal loop
+            assert (await call(h, rproxy, sid, text=f"question {i}")).status_code == 200
+        await _churn(h, rproxy, run, 2 * MAX_COUNTERS)
+        assert not _keys_of(rproxy, sid)
+
+        async def unreachable(*args: object, **kwargs: object) -> None:
+            raise LedgerUnavailable("ledger down (injected)")
+
+        real = gw.store.aggregate_calls
+        monkeypatch.setattr(gw.store, "aggregate_calls", unreachable)
+        r = await call(h, rproxy, sid)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "ledger_unavailable"
+        monkeypatch.setattr(gw.store, "aggregate_calls", real)
+        r = await call(h, rproxy, sid)
+        assert r.status_code == 429, r.text
