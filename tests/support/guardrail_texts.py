@@ -133,6 +133,12 @@ DISTINCT_FLOODS: dict[str, Callable[[int], str]] = {
     "token_xxxx_nested": lambda i: f"token=xxxxxxx{i}&",
     "password_changeme_nested": lambda i: f"password=changeme{i}&",
     "api_key_example_nested": lambda i: f"api_key=example{i}&",
+    # Found by a randomised search over label/value templates: values refused only by their
+    # entropy (past the placeholder and example checks) cost the most per label.
+    "secret_low_entropy": lambda i: f"secret={i}-----,",
+    "api_key_after_hex": lambda i: (
+        "-----:" + format(i * 2654435761 % 2**32, "x")[: 2 + i % 7] + "}api_key="
+    ),
 }
 
 
