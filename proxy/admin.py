@@ -17,6 +17,7 @@ from ledger.errors import LedgerUnavailable
 from ledger.models import CLOSE_ACTOR
 from policies.config.yamlsource import ConfigErrors
 from policies.refusals import Refusal
+from proxy.admin_queries import accepted_query
 from proxy.errors import BUSY_RETRY_AFTER_S, note_refusal, retry_after_headers
 from proxy.http import BodyTooLarge, Receive, Scope, Send, read_body, respond_json
 from proxy.llm_routes import parse_json_body
@@ -26,6 +27,7 @@ from proxy.sessions import open_session, session_op
 log = logging.getLogger("governor.admin")
 _MAX_ADMIN_BODY = 64 * 1024
 _MAX_LIST = 1000
+QUERY = "governor.query"  # the scope key of the checked query parameters
 
 
 def _admin_error(r: Refusal) -> dict[str, Any]:
@@ -56,6 +58,9 @@ async def handle_admin(gw: Gateway, scope: Scope, receive: Receive, send: Send) 
 async def _dispatch(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     method, path = scope["method"], scope["path"]
     parts = [unquote(p) for p in path.strip("/").split("/")]
+    names = accepted_query(method, parts[1:])
+    if names is not None:  # the URL's shape before its key, like a 404 or a 431
+        scope[QUERY] = _query(scope, names)
     # /gateway/sessions/{id}/kill, /gateway/sessions/{id}, /gateway/sessions, /gateway/config/reload
     if len(parts) >= 2 and parts[1] == "audit":
         from proxy.audit_routes import handle_audit_routes
@@ -90,7 +95,7 @@ async def _dispatch(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> 
         await _show(gw, parts[2], send)
     elif len(parts) == 2 and parts[1] == "sessions" and method == "GET":
         require_role(gw, scope, SESSION_READERS, "reading sessions", "admin_required")
-        q = _query(scope, {"limit", "status", "project"})
+        q = route_query(scope)
         limit = q.get("limit", "100")
         ok = limit.isascii() and limit.isdigit() and len(limit) <= 6
         if not ok or not 0 < int(limit) <= _MAX_LIST:
@@ -110,21 +115,30 @@ async def _dispatch(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> 
         raise Refusal(404, "not_found", f"no admin route {method} {path}")
 
 
-def _query(scope: Scope, allowed: set[str]) -> dict[str, str]:
-    """A route's query parameters: known names only, each once, each at most 256 characters."""
+def route_query(scope: Scope) -> dict[str, str]:
+    """The route's query parameters, as the dispatcher checked them (`proxy.admin_queries`)."""
+    q: dict[str, str] = scope[QUERY]
+    return q
+
+
+def _query(scope: Scope, allowed: set[str] | frozenset[str]) -> dict[str, str]:
+    """A route's query parameters: known names only (`?x` and `?x=` name one too), each once,
+    each at most 256 characters; a known name with a blank value is as if not given."""
     raw = scope.get("query_string", b"")
     if len(raw) > 4096:
         raise Refusal(400, "invalid_request", "query string longer than 4096 bytes")
     try:
-        q = parse_qs(raw.decode("utf-8"), strict_parsing=False, errors="strict")
+        q = parse_qs(raw.decode("utf-8"), keep_blank_values=True, errors="strict")
     except (UnicodeDecodeError, ValueError):
         raise Refusal(400, "invalid_request", "query string is not valid UTF-8") from None
     out: dict[str, str] = {}
-    for name, values in q.items():
+    for name, given in q.items():
         if name not in allowed:
-            raise Refusal(
-                400, "invalid_request", f"unknown query parameter; use {', '.join(sorted(allowed))}"
-            )
+            use = f"use {', '.join(sorted(allowed))}" if allowed else "this route takes none"
+            raise Refusal(400, "invalid_request", f"unknown query parameter; {use}")
+        values = [v for v in given if v]
+        if not values:
+            continue
         if len(values) != 1 or len(values[0]) > 256:
             raise Refusal(400, "invalid_request", f"`{name}` must be given once, ≤ 256 characters")
         out[name] = values[0]

@@ -79,9 +79,9 @@ async def handle_alert_routes(gw: Gateway, parts: list[str], scope: Scope, recei
         await hub.refresh_silences()
         await respond_json(send, 200, {"silences": [s.model_dump() for s in hub.silences]})
     elif not rest and method == "GET":
-        from proxy.admin import _query
+        from proxy.admin import route_query
 
-        status = _query(scope, {"status"}).get("status")
+        status = route_query(scope).get("status")
         if status is not None and status not in ALERT_STATUSES:
             raise Refusal(400, "invalid_request",
                           f"`status` must be one of {', '.join(ALERT_STATUSES)}")

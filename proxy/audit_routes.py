@@ -100,9 +100,9 @@ async def handle_audit_routes(gw: Gateway, parts: list[str], scope: Scope, recei
         await respond(send, 200, await asyncio.to_thread(orjson.dumps, doc))
         return
     if parts[2:] == ["verify"] and method == "GET":
-        from proxy.admin import _query
+        from proxy.admin import route_query
 
-        await _verify(gw, _since(_query(scope, {"since"}).get("since")), send)
+        await _verify(gw, _since(route_query(scope).get("since")), send)
         return
     if len(parts) in (4, 5) and parts[2] == "sessions":
         sid = parts[3]
@@ -110,9 +110,9 @@ async def handle_audit_routes(gw: Gateway, parts: list[str], scope: Scope, recei
             raise Refusal(400, "invalid_request", f"session id must be 1-{MAX_ID} characters")
         tail = parts[4:]
         if not tail and method == "GET":
-            from proxy.admin import _query
+            from proxy.admin import route_query
 
-            q = _query(scope, {"offset", "limit"})
+            q = route_query(scope)
             offset = _count(q.get("offset"), "offset", 0, 10**9)
             limit = _count(q.get("limit"), "limit", DEFAULT_SHOW_LIMIT, MAX_SHOW_LIMIT)
             async with _building(gw):

@@ -211,6 +211,11 @@ _TITLES = {400: "Bad request", 401: "Not signed in", 403: "Not allowed", 404: "N
 async def _dispatch(gw: Gateway, cr: ControlRoom, scope: Scope, receive: Receive,
                     send: Send) -> None:
     method, path = scope["method"], scope["path"].rstrip("/") or "/"
+    routes = {BASE: ("GET",), f"{BASE}/login": ("GET", "POST"), f"{BASE}/logout": ("POST",),
+              f"{BASE}/kill": ("POST",)}
+    static = (f"{BASE}/style.css", f"{BASE}/favicon.svg")
+    if path != BASE and (path in routes or path in static or path.startswith(f"{BASE}/alerts/")):
+        _query(scope, frozenset())  # the page takes its filters (`_page`); no other any query
     if path == f"{BASE}/style.css" and method == "GET":
         await respond(send, 200, STYLESHEET.encode(), b"text/css; charset=utf-8",
                       SECURITY_HEADERS)
@@ -221,8 +226,6 @@ async def _dispatch(gw: Gateway, cr: ControlRoom, scope: Scope, receive: Receive
     if path.startswith(f"{BASE}/alerts/"):
         await _alert_route(gw, cr, scope, receive, send, path[len(f"{BASE}/alerts/"):])
         return
-    routes = {BASE: ("GET",), f"{BASE}/login": ("GET", "POST"), f"{BASE}/logout": ("POST",),
-              f"{BASE}/kill": ("POST",)}
     if path not in routes:
         raise Refusal(404, "not_found", "no such control-room page")
     if method not in routes[path]:

@@ -18,11 +18,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from activities.gateway import Gateway
-from controlroom.filters import ACCEPTED, FilterError, PageQuery, in_view, parse_page_query
+from controlroom.filters import FilterError, PageQuery, in_view, parse_page_query
 from controlroom.model import Filters
 from controlroom.panels import compute_panels
 from policies.refusals import Refusal
-from proxy.admin import _query
+from proxy.admin import route_query
 from proxy.errors import BUSY_RETRY_AFTER_S
 from proxy.http import Scope, Send, respond_json
 from proxy.outcome_routes import READ_ROLES
@@ -102,7 +102,7 @@ async def handle_control_room_routes(gw: Gateway, parts: list[str], scope: Scope
     if parts[2:] != ["panels"] or scope["method"] != "GET":
         raise Refusal(404, "not_found", f"no control-room route {scope['method']} {scope['path']}")
     require_role(gw, scope, READ_ROLES, "the control room")
-    query = parse_query(_query(scope, set(ACCEPTED)), time.time())
+    query = parse_query(route_query(scope), time.time())
     async with panel_slot(gw.store):
         panels = await query_panels(gw.store, query, gw.base_config or gw.config)
     await respond_json(send, 200, panels_document(query.filters, panels, query.view))

@@ -191,6 +191,115 @@ async def test_admin_session_list_accepts_a_limit_within_bounds(lp: InProcessPro
     assert r.status_code == 200 and isinstance(r.json()["sessions"], list)
 
 
+# Every admin route (method, path) of every family: sessions and their operations, config
+# reload, alerts, overrides, audit, control-room panels, outcomes (their webhooks too).
+ADMIN_ROUTES = [
+    ("GET", "/gateway/sessions"), ("POST", "/gateway/sessions"), ("GET", "/gateway/sessions/s1"),
+    ("PUT", "/gateway/sessions/s1/kill"), ("POST", "/gateway/sessions/s1/kill"),
+    ("POST", "/gateway/sessions/s1/chat"), ("POST", "/gateway/sessions/s1/tool"),
+    ("POST", "/gateway/sessions/s1/close"), ("GET", "/gateway/sessions/s1/status"),
+    ("POST", "/gateway/config/reload"),
+    ("GET", "/gateway/alerts"), ("POST", "/gateway/alerts/alertmanager"),
+    ("GET", "/gateway/alerts/silences"), ("POST", "/gateway/alerts/silences"),
+    ("GET", "/gateway/alerts/a1"), ("POST", "/gateway/alerts/a1/ack"),
+    ("POST", "/gateway/alerts/a1/approve"), ("POST", "/gateway/alerts/a1/resolve"),
+    ("GET", "/gateway/overrides"), ("DELETE", "/gateway/overrides"),
+    ("DELETE", "/gateway/overrides/7"),
+    ("GET", "/gateway/audit/verify"), ("GET", "/gateway/audit/sessions/s1"),
+    ("GET", "/gateway/audit/sessions/s1/decisions"), ("GET", "/gateway/audit/sessions/s1/export"),
+    ("POST", "/gateway/audit/sessions/s1/erase"),
+    ("GET", "/gateway/control-room/panels"),
+    ("POST", "/gateway/outcomes"), ("POST", "/gateway/outcomes/github"),
+    ("POST", "/gateway/outcomes/webhooks/jira"), ("GET", "/gateway/outcomes/e1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "path"), ADMIN_ROUTES)
+async def test_every_admin_route_refuses_an_unknown_query_parameter_with_400(
+    lp: InProcessProxy, method: str, path: str
+) -> None:
+    """Known parameters only, on every admin route: before, a route taking none ignored a query
+    string (`GET /gateway/overrides?x=1` answered 200). Nothing of the route ran: no body read,
+    nothing changed."""
+    async with httpx.AsyncClient(base_url=lp.base_url) as h:
+        r = await h.request(method, f"{path}?x=1", headers=ADMIN)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_request" and "unknown query parameter" in err["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/gateway/sessions?limit=5&status=open&project=p"),
+     ("GET", "/gateway/alerts?status=closed"),
+     ("GET", "/gateway/audit/verify?since=9999999999"),
+     ("GET", "/gateway/audit/sessions/no-such-session?offset=0&limit=5"),
+     ("GET", "/gateway/control-room/panels?since=1d&panel=1&view=all"),
+     ("GET", "/gateway/overrides"), ("GET", "/gateway/audit/sessions/no-such-session/export")],
+)  # fmt: skip
+async def test_admin_routes_still_take_their_known_parameters(
+    lp: InProcessProxy, method: str, path: str
+) -> None:
+    async with httpx.AsyncClient(base_url=lp.base_url) as h:
+        r = await h.request(method, path, headers=ADMIN)
+    assert r.status_code in (200, 404), r.text  # 404: the session named is not known
+    if r.status_code == 404:
+        assert r.json()["error"]["code"] == "session_not_found"
+
+
+@pytest.mark.parametrize("query", ["x", "x=", "x=1&x=2", "limit=5&x=1", "%FF=1"])
+async def test_an_unknown_name_with_no_or_a_blank_value_is_refused_too(
+    lp: InProcessProxy, query: str
+) -> None:
+    async with httpx.AsyncClient(base_url=lp.base_url) as h:
+        for path in ("/gateway/overrides", "/gateway/audit/sessions/s1"):
+            r = await h.get(f"{path}?{query}", headers=ADMIN)
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request", r.text
+        # a known name left blank is as if not given (the control room's form sends blanks)
+        r = await h.get("/gateway/control-room/panels?since=1d&team=&project=", headers=ADMIN)
+        assert r.status_code == 200, r.text
+
+
+async def test_an_unknown_admin_path_or_method_with_a_query_is_still_404_or_405(
+    lp: InProcessProxy,
+) -> None:
+    async with httpx.AsyncClient(base_url=lp.base_url) as h:
+        r = await h.get("/gateway/no/such/route?x=1", headers=ADMIN)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", r.text
+        r = await h.get("/gateway/sessions/s1/kill?x=1", headers=ADMIN)
+        assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+        # The URL's shape is checked before the key, like an unknown path.
+        r = await h.get("/gateway/overrides?x=1")
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"
+
+
+async def test_the_web_control_room_pages_refuse_a_query_they_do_not_take(
+    lp: InProcessProxy,
+) -> None:
+    async with httpx.AsyncClient(base_url=lp.base_url) as h:
+        for path in ("/control-room/login", "/control-room/style.css", "/control-room/alerts/a1"):
+            r = await h.get(f"{path}?x=1")
+            assert r.status_code == 400 and "text/html" in r.headers["content-type"], path
+        assert (await h.get("/control-room/login")).status_code == 200
+        assert (await h.get("/control-room/no-such-page?x=1")).status_code == 404
+
+
+async def test_protocol_routes_ignore_query_parameters_real_clients_send(
+    lp: InProcessProxy,
+) -> None:
+    """Not the admin rule: SDKs put parameters on these (the Anthropic SDK's `?beta=true`, its
+    models pagination, Azure-style `api-version`), and health checks and scrapers may add their
+    own. The gateway reads none of them, so none can change what it does."""
+    body = orjson.dumps({"model": "intent-fast", "max_tokens": 5, "messages": MSGS})
+    async with httpx.AsyncClient(base_url=lp.base_url) as h:
+        for path in ("/v1/chat/completions?api-version=2024-06-01", "/v1/messages?beta=true"):
+            r = await h.post(path, content=body, headers=DEV)
+            assert r.status_code == 200, (path, r.text)
+        assert (await h.get("/v1/models?limit=20&after_id=x", headers=DEV)).status_code == 200
+        assert (await h.get("/healthz?probe=1")).status_code == 200
+        assert (await h.get("/metrics?x=1", headers=ADMIN)).status_code == 200
+
+
 
 
 async def test_a_request_head_past_64_kib_is_431_before_it_is_buffered_whole(
