@@ -80,15 +80,15 @@ _SSN_LABEL = re.compile(
 )
 # The phone shapes below refuse a number glued on its left in the regex (as `_NUMERIC` does), so a
 # refused candidate never runs over the start of the number after it.
-_E164 = re.compile(r"(?<![A-Za-z0-9_])\+[1-9][0-9 ().\-]{6,22}[0-9]")
+_E164 = re.compile(r"\+(?<![A-Za-z0-9_]\+)[1-9][0-9 ().\-]{6,22}[0-9]")
 # The same numbers dialled with the `00` international prefix, with separators (`001-518-640-0854`).
-_INTL_00 = re.compile(r"(?<![A-Za-z0-9_.+\-])00[1-9][0-9]{0,3}[ \-][0-9 \-]{5,20}[0-9]")
+_INTL_00 = re.compile(r"0(?<![A-Za-z0-9_.+\-]0)0[1-9][0-9]{0,3}[ \-][0-9 \-]{5,20}[0-9]")
 # Groups before a number that make it the tail of an IBAN-like code (`DE89 A704 0044 …`): at
 # least one group mixes letters and digits.
 _GROUPS_BEFORE = re.compile(r"(?:[A-Za-z0-9]{1,4} ){1,8}$")
 # A group of `_GROUPS_BEFORE` that mixes letters and digits has a letter next to a digit.
 _MIXED_GROUP = re.compile(r"[A-Za-z][0-9]|[0-9][A-Za-z]")
-_NANP_PAREN = re.compile(r"(?<![A-Za-z0-9_])\([2-9][0-9]{2}\) ?[2-9][0-9]{2}[\-. ][0-9]{4}")
+_NANP_PAREN = re.compile(r"\((?<![A-Za-z0-9_]\()[2-9][0-9]{2}\) ?[2-9][0-9]{2}[\-. ][0-9]{4}")
 _NINO_1 = frozenset("ABCEGHJKLMNOPRSTWXYZ")
 _NINO_2 = frozenset("ABCEGHJKLMNPRSTWXYZ")
 # From an `@` with a local-part character before it (one with none is no mailbox: `@b.co@b.co…`
