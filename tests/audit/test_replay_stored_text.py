@@ -74,9 +74,11 @@ async def _session(p: InProcessProxy) -> tuple[str, str]:
     return sid, rows[0].call_id
 
 
-async def _replay(*args: str) -> tuple[int, dict[str, Any]]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("GOVERNOR_LEDGER_URL", "GOVERNOR_FINGERPRINT_SALT")}
+async def _replay(*args: str, salt: bool = True) -> tuple[int, dict[str, Any]]:
+    # The suite's salt (tests/conftest.py) is the proxy's; without it, the CLI has the salt of
+    # its --data-dir's file or none.
+    drop = {"GOVERNOR_LEDGER_URL"} | (set() if salt else {"GOVERNOR_FINGERPRINT_SALT"})
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "governor.cli", "audit", "replay", *args, "--json",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
@@ -100,7 +102,7 @@ async def test_stored_text_agrees_with_the_recorded_allow_and_redact_verdicts(pr
         assert rep["guardrail_checked"] == sum(v.values()) and rep["guardrail_unchecked"] == 0
     # without the salt (a plain ledger URL, no data dir holding it) nothing is checked
     code, rep = await _replay(sid, "--ledger", p.ledger_url, "--data-dir",
-                              str(p.data_dir / "elsewhere"))
+                              str(p.data_dir / "elsewhere"), salt=False)
     assert code == 0 and rep["guardrail_checked"] == 0
     assert rep["guardrail_unchecked"] == sum(rep["guardrail_verdicts"].values())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import sys
@@ -113,6 +114,14 @@ async def test_rows_of_a_killed_process_are_written_exactly_once_on_restart(
         str(jdir),
         str(n),
         stdout=asyncio.subprocess.PIPE,
+        # The repository's root too: ledger_testdb imports tests.support (a script's path holds
+        # only its own folder).
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                [str(HERE.parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
+        },
     )
     try:
         assert child.stdout is not None
