@@ -21,10 +21,11 @@ from activities.idle_sweep import IdleSweeper
 from activities.loop_guard import LoopGuard, LoopVerdict
 from activities.metrics import Metrics
 from activities.overrides import poll_overrides
+from activities.rate_counters import read_live
 from activities.router import Router
 from activities.session_owners import SessionOwners
 from activities.shared_limits import SharedLimits
-from activities.state import GovernanceState, OutputEstimates
+from activities.state import GovernanceState, OutputEstimates, SessionTotals
 from activities.stream_stop import StreamRegistry
 from audit.versions import AppliedVersions
 from ledger.errors import LedgerUnavailable
@@ -32,13 +33,14 @@ from ledger.journal import Journal
 from ledger.models import CLOSE_ACTOR, KillRecord
 from ledger.session_store import unsettled_streams
 from ledger.snapshot import Snapshot, load_snapshot, save_snapshot_off_loop
-from ledger.store import LedgerStore
+from ledger.store import CallAggregate, LedgerStore
 from ledger.writer import LedgerWriter
 from policies import breaker
 from policies.budgets import BudgetKey, budget_dims, budget_statuses
 from policies.config.gateway import GatewayConfig
-from policies.config.models import ApiKey
+from policies.config.models import ApiKey, Budget
 from policies.identity import Identity
+from policies.matching import selector_dims, selector_values
 from policies.overrides import Override, apply_overrides
 from policies.refusals import Refusal
 from policies.windows import calendar_window
@@ -57,6 +59,7 @@ FULL_SYNC_EVERY = 60  # syncs between full re-reads (5 min at the default interv
 # released after this long, so a leak cannot tighten a limit for good. Longer than any
 # per-target timeout (600 s) and than ordinary streams.
 STALE_RESERVATION_SECONDS = 1800.0
+REBUILD_DAYS = 32  # how far back a rebuild reads session totals
 
 
 _BREAKER_GAUGE = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
@@ -384,49 +387,74 @@ class Gateway:
     # Rebuild and kills ------------------------------------------------------------------------
 
     async def rebuild(self, now: float | None = None) -> None:
-        """Counters back from the ledger, so a restart loses no spend and no rate window."""
+        """Counters back from the ledger, so a restart loses no spend and no rate window.
+
+        Each consumer reads what it needs with its own query, so what this holds at its peak
+        is bounded by configuration, not by how many session ids callers sent in the last
+        `REBUILD_DAYS` days: spend of the budgets' current windows, one aggregate per UTC day
+        (and key of a `keys:` list) of the calls each scope matches (`_read_spend`; ended
+        windows are not read: the budget re-sync that follows at start drops them anyway);
+        rate counters of the live windows only, at most `max_rate_counters` aggregates per
+        query (`rate_counters.read_live`); session totals of the `max_sessions` sessions
+        active last, one row each (`LedgerStore.session_activity`)."""
         now = time.time() if now is None else now
-        since = now - 32 * 86400
-        aggs = await self.store.aggregate_calls(since, 60)
-        rows = [
-            (
-                _ledger_identity(
-                    a.user,
-                    a.team,
-                    a.project,
-                    a.session_id,
-                    a.workflow_tag,
-                    a.environment,
-                    a.cost_center,
-                    a.key_id,
-                ),
-                a.virtual_model or "",
-                a.bucket_start,
-                a.requests,
-                a.tokens,
-                a.cost_usd,
-            )
-            for a in aggs
-        ]
+        since = now - REBUILD_DAYS * 86400
+        config = self.config
+        settings = config.settings
+        spend_aggs = await self._read_spend(now)
+        counters, cut = await read_live(
+            self.store, config.rate_limits, now, settings.max_rate_counters
+        )
+        sessions = await self.store.session_activity(since, settings.max_sessions)
         old = self.state
         self.state = GovernanceState(shared=self.shared)
         # calls in flight (a rebuild after an outage) keep their reservations
         self.state.in_flight = old.in_flight
         self.state.reserved_rates = old.reserved_rates
         self.state.reserved_spend = old.reserved_spend
-        self.state.rate_counts.cap = self.config.settings.max_rate_counters
-        self.state.rebuild(self.config, rows)
+        self.state.rate_counts.cap = settings.max_rate_counters
+        self.state.rate_counts.load(counters, cut)
+        spend = self.state.spend
+        current = {b.id: calendar_window(now, b.window)[0] for b in config.budgets}
+        for group, aggs in spend_aggs:
+            for a in aggs:
+                ident = _ledger_identity(a.user, a.team, a.project, a.session_id,
+                                         a.workflow_tag, a.environment, a.cost_center,
+                                         a.key_id)  # fmt: skip
+                for st in budget_statuses(group, ident, {}, a.bucket_start):
+                    if st.key[1] >= current[st.key[0]]:  # a window that has not ended
+                        spend[st.key] = spend.get(st.key, 0.0) + a.cost_usd
+        totals = self.state.sessions
+        for s in sessions:
+            totals[s.session_id] = SessionTotals(s.calls, s.tokens, s.cost_usd)
         self._bound_sessions()
         for k in await self.store.kills_after(0):  # the newest `max_killed_sessions` are kept
             self.state.killed[k.session_id] = CLOSED if k.actor == CLOSE_ACTOR else k.reason
             self._last_kill_id = max(self._last_kill_id, k.id or 0)
-        # Sessions the ledger knows are tracked like live ones: forgotten when idle or when
-        # more than `max_sessions` are (oldest activity first).
-        live = self.sweeper.last_seen
-        for sid, ts in sorted(self.state.session_seen.items(), key=lambda kv: kv[1]):
-            if sid not in live:
-                self.sweeper.touch(sid, ts)
-        self.state.session_seen.clear()
+        # Sessions the ledger knows are tracked like live ones (with those tracked already,
+        # after an outage): forgotten when idle or when more than `max_sessions` are (oldest
+        # activity first).
+        self.sweeper.merge(self, ((s.session_id, s.last_ts) for s in sessions), now)
+
+    async def _read_spend(self, now: float) -> list[tuple[list[Budget], list[CallAggregate]]]:
+        """Spend of the budgets' current windows (and any later one) per scope and UTC day
+        (calendar windows start at UTC midnight): one query per distinct scope, from its
+        earliest current window's start, reading only the calls the scope matches (its
+        required values filtered on), so it returns at most a row per day and key of its
+        `keys:` list, whatever values callers sent."""
+        groups: dict[tuple[frozenset[str], tuple[tuple[str, str], ...]], list[Budget]] = {}
+        for b in self.config.budgets:
+            where = selector_values(b.scope)
+            if where is not None:
+                key = (frozenset(selector_dims(b.scope)), tuple(sorted(where.items())))
+                groups.setdefault(key, []).append(b)
+        out = []
+        for (dims, where_items), group in groups.items():
+            since = min(calendar_window(now, b.window)[0] for b in group)
+            aggs = await self.store.aggregate_calls(since, 86400, by=dims,
+                                                    where=dict(where_items))  # fmt: skip
+            out.append((group, aggs))
+        return out
 
     async def settle_cut_streams(self) -> int:
         """Streams this runtime had started when it last died get their call row now, as

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -45,6 +46,21 @@ class IdleSweeper:
             old, _ = seen.popitem(last=False)
             if self._gw is not None:
                 self._forget(self._gw, old, now)
+
+    def merge(self, gw: Gateway, seen: Iterable[tuple[str, float]], now: float) -> None:
+        """Track sessions the ledger knows (a rebuild: session id, last call) with those
+        tracked already, each at its latest activity, oldest first; beyond `max_sessions` the
+        least recently active are forgotten."""
+        at = dict(self.last_seen)
+        for sid, ts in seen:
+            if ts > at.get(sid, float("-inf")):
+                at[sid] = ts
+        order = sorted(at.items(), key=lambda kv: (kv[1], kv[0]))
+        cut = max(0, len(order) - self.max_sessions)
+        for sid, _ in order[:cut]:
+            self._forget(gw, sid, now)
+        self.last_seen.clear()
+        self.last_seen.update(order[cut:])
 
     def sweep(self, gw: Gateway, now: float) -> int:
         """Forget sessions idle since before `now - session_idle_seconds`; returns how many."""

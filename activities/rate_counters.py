@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ledger.errors import LedgerUnavailable
 from policies.config.models import RateLimitRule
+from policies.matching import selector_values
 from policies.ratelimits import SCOPE_FIELDS, RateKey, applicable_keys, rule_dims
 from policies.refusals import Refusal
+from policies.windows import fixed_window
 
 if TYPE_CHECKING:
     from activities.gateway import Gateway
+    from ledger.store import LedgerStore
     from policies.identity import Identity
 
 DEFAULT_CAP = 100_000
@@ -70,6 +73,16 @@ class RateCounters(OrderedDict[RateKey, list[int]]):
             w = (key[0], key[2])
             self.forgotten[w] = self.forgotten.get(w, 0) + 1
             self.evicted += 1
+
+    def load(self, counters: Sequence[tuple[RateKey, int, int]], cut: Iterable[WindowId]) -> None:
+        """Counters read from the ledger at start (`read_live`), least recently charged first:
+        the newest `cap` are held, the windows of the others and the `cut` windows (not read
+        whole) are marked evicted, so a counter of theirs not held is read back on use."""
+        for key, requests, tokens in counters:
+            self[key] = [requests, tokens]
+        for w in cut:
+            self.forgotten[w] = self.forgotten.get(w, 0) + 1
+        self.trim()
 
     def missing(self, keys: Sequence[RateKey]) -> list[RateKey]:
         """Of `keys`, the counters that were evicted (or may have been) and are not held."""
@@ -190,3 +203,57 @@ async def _count(gw: Gateway, rule: RateLimitRule, key: RateKey, end: float) -> 
 
 
 _TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+
+
+async def read_live(
+    store: LedgerStore, rules: Sequence[RateLimitRule], now: float, cap: int
+) -> tuple[list[tuple[RateKey, int, int]], set[WindowId]]:
+    """Every rule's counters of its live window from the ledger (a start-up rebuild), least
+    recently charged first, and the windows not read whole.
+
+    One aggregate query per distinct (window length, `rule_dims`) over the live window alone
+    (a window's length as its bucket, so one aggregate per counter and scope of the rules'
+    selectors), at most `cap` aggregates each, the most recently charged first: what this
+    holds is bounded by the rules and `max_rate_counters`, not by how many scope values
+    (sessions) callers sent. A query that returns `cap` aggregates may have left some out:
+    its windows are returned as cut, and of its rules only those whose counter is one
+    aggregate (no list of keys in `when:` but scope `key`) keep what was read."""
+    from activities.gateway import _ledger_identity
+
+    groups: dict[tuple[int, frozenset[str], tuple[tuple[str, str], ...]], list[RateLimitRule]]
+    groups = {}
+    for rule in rules:
+        where = selector_values(rule.when)
+        if where is not None:
+            key = (rule.limit.seconds, frozenset(rule_dims(rule)), tuple(sorted(where.items())))
+            groups.setdefault(key, []).append(rule)
+    totals: dict[RateKey, list[float]] = {}  # [requests, tokens, last call]
+    cut: set[WindowId] = set()
+    for (seconds, dims, where_items), group in groups.items():
+        start, _ = fixed_window(now, seconds)
+        aggs = await store.aggregate_calls(start, max(1, int(seconds)), by=dims,
+                                           where=dict(where_items), newest=cap)  # fmt: skip
+        if len(aggs) >= cap:
+            cut.update((r.id, start) for r in group)
+            group = [r for r in group if _one_aggregate_per_counter(r)]
+        for a in aggs:
+            ident = _ledger_identity(a.user, a.team, a.project, a.session_id, a.workflow_tag,
+                                     a.environment, a.cost_center, a.key_id)  # fmt: skip
+            last = a.last_ts or a.bucket_start
+            for _, k, _ in applicable_keys(group, ident, a.virtual_model or "", a.bucket_start):
+                t = totals.get(k)
+                if t is None:
+                    totals[k] = [a.requests, a.tokens, last]
+                else:
+                    t[0] += a.requests
+                    t[1] += a.tokens
+                    t[2] = max(t[2], last)
+    order = sorted(totals.items(), key=lambda kv: (kv[1][2], kv[0]))
+    return [(k, int(t[0]), int(t[1])) for k, t in order], cut
+
+
+def _one_aggregate_per_counter(rule: RateLimitRule) -> bool:
+    """Whether every aggregate grouped by `rule_dims(rule)` that the rule applies to is a
+    counter of its own: every field it groups by is the scope or fixed by an equality, except
+    a key id among several `keys` when the scope is not the key."""
+    return rule.scope == "key" or len(set(rule.when.keys)) <= 1

@@ -19,11 +19,9 @@ from typing import TYPE_CHECKING
 
 from activities.killed_sessions import KilledSessions
 from activities.rate_counters import RateCounters
-from policies.budgets import BudgetKey, BudgetStatus, budget_statuses, crossed_alerts
-from policies.config.gateway import GatewayConfig
-from policies.identity import Identity
+from policies.budgets import BudgetKey, BudgetStatus, crossed_alerts
 from policies.loops import p95
-from policies.ratelimits import RateKey, applicable_keys
+from policies.ratelimits import RateKey
 
 if TYPE_CHECKING:
     from activities.shared_limits import SharedLimits
@@ -65,8 +63,6 @@ class GovernanceState:
     sessions: dict[str, SessionTotals] = field(default_factory=dict)
     killed: KilledSessions = field(default_factory=KilledSessions)  # id -> reason
     in_flight: dict[int, Reservation] = field(default_factory=dict)
-    # Last call time per session found by `rebuild` (the gateway hands them to its sweeper).
-    session_seen: dict[str, float] = field(default_factory=dict)
     shared: SharedLimits | None = None  # leases of limits shared with other replicas
     _charged: OrderedDict[str, None] = field(default_factory=OrderedDict)
     _charged_cap: int = 100_000
@@ -187,24 +183,6 @@ class GovernanceState:
             s.tokens += tokens
             s.cost_usd += cost
         return crossings
-
-    def rebuild(
-        self, config: GatewayConfig, rows: Iterable[tuple[Identity, str, float, int, int, float]]
-    ) -> None:
-        """Replay ledger aggregates (identity, virtual model, bucket start, requests, tokens,
-        cost) through the same key functions the live path uses."""
-        for ident, vm, ts, requests, tokens, cost in rows:
-            for _, key, _ in applicable_keys(config.rate_limits, ident, vm, ts):
-                self.rate_counts.add(key, requests, tokens)
-            for st in budget_statuses(config.budgets, ident, {}, ts):
-                self.spend[st.key] = self.spend.get(st.key, 0.0) + cost
-            if ident.session_id:
-                seen = self.session_seen
-                seen[ident.session_id] = max(ts, seen.get(ident.session_id, ts))
-                s = self.sessions.setdefault(ident.session_id, SessionTotals())
-                s.calls += requests
-                s.tokens += tokens
-                s.cost_usd += cost
 
     def prune(self, now: float, horizon: float = 8 * 86400) -> None:
         """Forget windows that ended long ago (rate windows by start time)."""

@@ -109,6 +109,18 @@ class CallAggregate:
     tokens: int
     cost_usd: float
     key_id: str | None = None  # the API key's id (per-key limits are rebuilt from it)
+    last_ts: float | None = None  # its newest call's time (asked for with `newest=`)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionActivity:
+    """One session's calls, tokens and cost since a time, and its newest call's time."""
+
+    session_id: str
+    calls: int
+    tokens: int
+    cost_usd: float
+    last_ts: float
 
 
 # What an aggregate's identity field holds when the query did not group by it.
@@ -593,6 +605,7 @@ class LedgerStore:
         by: Collection[str] | None = None,
         until_ts: float | None = None,
         where: Mapping[str, str] | None = None,
+        newest: int | None = None,
     ) -> list[CallAggregate]:
         """Requests, tokens and cost per identity, model and time bucket since `since_ts`.
 
@@ -603,10 +616,14 @@ class LedgerStore:
         "" or None), so a reader that needs a few of them (the budget re-sync) gets one
         aggregate per value it reads, not one per session a caller invented; None: all.
         `until_ts`: calls before it only; `where`: only calls whose fields have these values
-        (one rate counter read back: its window, its scope value).
+        (one rate counter read back: its window, its scope value). `newest`: at most this
+        many aggregates, those with the newest last call (`last_ts`) first, so a reader's
+        memory is bounded by what it asks for, not by how many values callers sent.
         """
         if bucket_seconds <= 0:
             raise ValueError(f"bucket_seconds must be positive, got {bucket_seconds}")
+        if newest is not None and newest <= 0:
+            raise ValueError(f"newest must be positive, got {newest}")
         c = CALLS.c
         width = literal(bucket_seconds, BigInteger)
         if self._dialect == "postgresql":
@@ -629,7 +646,8 @@ class LedgerStore:
         grouped = {d.name for d in dims}
         tokens = c.input_tokens + c.output_tokens + c.cache_read_tokens + c.cache_write_tokens
         inner = select(
-            *dims, bucket.label("bucket_start"), tokens.label("tokens"), c.cost_usd
+            *dims, bucket.label("bucket_start"), tokens.label("tokens"), c.cost_usd,
+            *((c.ts,) if newest is not None else ()),
         ).where(c.ts >= since_ts)
         if until_ts is not None:
             inner = inner.where(c.ts < until_ts)
@@ -639,16 +657,18 @@ class LedgerStore:
             inner = inner.where(c.decision != "blocked")
         sub = inner.subquery()
         keys = [sub.c[d.name] for d in dims] + [sub.c.bucket_start]
-        q = (
-            select(
-                *keys,
-                func.count().label("requests"),
-                cast(func.sum(sub.c.tokens), BigInteger).label("tokens"),
-                func.sum(sub.c.cost_usd).label("cost_usd"),
-            )
-            .group_by(*keys)
-            .order_by(sub.c.bucket_start)
-        )
+        q = select(
+            *keys,
+            func.count().label("requests"),
+            cast(func.sum(sub.c.tokens), BigInteger).label("tokens"),
+            func.sum(sub.c.cost_usd).label("cost_usd"),
+        ).group_by(*keys)
+        if newest is None:
+            q = q.order_by(sub.c.bucket_start)
+        else:  # ties in a fixed order, so which aggregates make the cut does not vary
+            last = func.max(sub.c.ts).label("last_ts")
+            q = q.add_columns(last)
+            q = q.order_by(last.desc(), *(k.desc() for k in keys)).limit(newest)
         out = []
         names = [d.name for d in every]
         for m in await self._fetch(q):
@@ -662,9 +682,50 @@ class LedgerStore:
                     requests=int(m["requests"]),
                     tokens=int(m["tokens"] or 0),
                     cost_usd=float(m["cost_usd"] or 0.0),
+                    last_ts=float(m["last_ts"]) if newest is not None else None,
                 )
             )
         return out
+
+    async def session_activity(self, since_ts: float, limit: int) -> list[SessionActivity]:
+        """Per session, its calls since `since_ts` (blocked ones left out, as the live totals
+        never count them): how many, their tokens and cost, and its newest call's time; only
+        the `limit` sessions active last, newest first. One row per session returned, at most
+        `limit`, however many session ids callers invented (the grouping runs in the database).
+        """
+        if limit <= 0:
+            raise ValueError(f"limit must be positive, got {limit}")
+        c = CALLS.c
+        tokens = c.input_tokens + c.output_tokens + c.cache_read_tokens + c.cache_write_tokens
+        last = func.max(c.ts).label("last_ts")
+        q = (
+            select(
+                c.session_id,
+                func.count().label("calls"),
+                cast(func.sum(tokens), BigInteger).label("tokens"),
+                func.sum(c.cost_usd).label("cost_usd"),
+                last,
+            )
+            .where(
+                c.ts >= since_ts,
+                c.decision != "blocked",
+                c.session_id.is_not(None),
+                c.session_id != "",
+            )
+            .group_by(c.session_id)
+            .order_by(last.desc(), c.session_id.desc())
+            .limit(limit)
+        )
+        return [
+            SessionActivity(
+                session_id=m["session_id"],
+                calls=int(m["calls"]),
+                tokens=int(m["tokens"] or 0),
+                cost_usd=float(m["cost_usd"] or 0.0),
+                last_ts=float(m["last_ts"]),
+            )
+            for m in await self._fetch(q)
+        ]
 
     # -- sessions and kills -------------------------------------------------------------------
 

@@ -27,3 +27,21 @@ def selector_dims(sel: MetadataMatch) -> set[str]:
     if sel.keys:
         out.add("key_id")
     return out
+
+
+def selector_values(sel: MetadataMatch) -> dict[str, str] | None:
+    """The ledger values `matches(sel, …)` requires, by ledger name (equalities a ledger query
+    can filter on, so it reads only the calls the selector matches); None when it matches no
+    ledger row (two values required of one field). The rest (a list of several keys, the
+    subject's type or role) is left to `matches`."""
+    out: dict[str, str] = {}
+    pairs = [*sel.metadata.items(), *((k, v) for k, v in sel.subjects.items()
+                                      if k in ("user", "team"))]  # fmt: skip
+    if len(set(sel.keys)) == 1:
+        pairs.append(("key_id", sel.keys[0]))
+    for name, want in pairs:
+        if not want:
+            continue  # a ledger NULL reads as "" in `matches`, not in SQL: left to it
+        if out.setdefault(name, want) != want:
+            return None
+    return out

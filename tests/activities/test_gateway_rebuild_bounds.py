@@ -1,0 +1,312 @@
+"""The start-up rebuild reads each consumer's state with its own narrow query, so its peak
+memory is bounded by configuration (`max_sessions`, `max_rate_counters`, the budgets and rate
+rules), not by how many session ids callers sent in the last 32 days, and it rebuilds the same
+state the full read did (every budget's current window, every live rate window, every session
+within the bound).
+
+Real SQLite files and a real PostgreSQL schema. `_full_read` is the rebuild as it was before
+(one aggregate per identity, model and 60-s bucket of 32 days, replayed in Python): the oracle.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from activities.config_source import load_config_dir
+from activities.gateway import Gateway, _ledger_identity
+from ledger.journal import Journal
+from ledger.store import LedgerStore
+from ledger.writer import LedgerWriter
+from policies.budgets import budget_statuses
+from policies.ratelimits import applicable_keys
+from policies.windows import calendar_window
+from tests.ledger.ledger_testdb import BACKENDS, call_row, ledger_target
+from tests.support.servers import EXAMPLES, make_config_dir
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+NOW = 1_780_000_000.0 + 1234.5  # mid-window for every rule below
+DAY = 86400.0
+
+OVERLAY = {
+    "zz-rb-rules.yaml": """
+type: gateway-rate-limit-config
+name: rb-rules
+rules:
+  - {id: rb-session-1h, limit: {tokens: 1000000000, window: 1h}, scope: session}
+  - {id: rb-project-1m, limit: {requests: 1000000, window: 1m}, scope: project}
+  - id: rb-keys-project-10m
+    when: {keys: [dev-developer, dev-admin]}
+    limit: {requests: 1000000, window: 10m}
+    scope: project
+  - {id: rb-key-1d, limit: {requests: 1000000, window: 1d}, scope: key}
+  - {id: rb-model-1h, limit: {requests: 1000000, window: 1h}, scope: model}
+  - {id: rb-global-1w, limit: {requests: 100000000, window: 1w}}
+  - id: rb-team-triage-5m
+    when: {metadata: {X-Governor-Workflow-Tag: triage}}
+    limit: {requests: 1000000, window: 5m}
+    scope: team
+""",
+    "zz-rb-budgets.yaml": """
+type: gateway-budget-config
+name: rb-budgets
+budgets:
+  - {id: rb-team-weekly, scope: {subjects: {team: search}}, ceiling_usd: 1000000, window: weekly}
+  - {id: rb-intern-daily, scope: {keys: [dev-intern]}, ceiling_usd: 1000000, window: daily}
+  - {id: rb-all-monthly, ceiling_usd: 1000000, window: monthly}
+  - id: rb-prod-daily
+    scope: {metadata: {X-Governor-Environment: production}}
+    ceiling_usd: 1000000
+    window: daily
+""",
+}
+
+
+def _config(tmp_path: Path, max_sessions: int, max_counters: int) -> Any:
+    cfg = make_config_dir(tmp_path / "cfg", OVERLAY)
+    settings = (EXAMPLES / "gateway.yaml").read_text()
+    settings += f"max_sessions: {max_sessions}\nmax_rate_counters: {max_counters}\n"
+    (cfg / "gateway.yaml").write_text(settings)
+    return load_config_dir(cfg)
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LedgerStore]:
+    async with ledger_target(request.param, tmp_path) as t:
+        s = await t.open()
+        try:
+            yield s
+        finally:
+            await s.close()
+
+
+def _gateway(store: LedgerStore, config: Any, tmp_path: Path) -> Gateway:
+    """A runtime on `store` with no background tasks: only what `rebuild` touches."""
+    writer = LedgerWriter(store, Journal(tmp_path / "journal"))
+    return Gateway(config=config, store=store, writer=writer)
+
+
+async def _insert(store: LedgerStore, rows: list[dict[str, Any]]) -> None:
+    for i in range(0, len(rows), 2000):
+        await store.insert_calls(rows[i : i + 2000])
+
+
+class Reads:
+    """Counts the rows each store query hands back to the rebuild."""
+
+    def __init__(self, store: LedgerStore) -> None:
+        self.rows: list[tuple[str, int]] = []
+        for name in ("aggregate_calls", "session_activity"):
+            real = getattr(store, name)
+
+            async def counted(*a: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
+                out = await _real(*a, **kw)
+                self.rows.append((_name, len(out)))
+                return out
+
+            setattr(store, name, counted)
+
+    def of(self, name: str) -> list[int]:
+        return [n for q, n in self.rows if q == name]
+
+
+async def _full_read(gw: Gateway, now: float) -> dict[str, Any]:
+    """The rebuild before it read by consumer: every aggregate of 32 days (every identity
+    field, 60-s buckets) through the live key functions, nothing trimmed."""
+    aggs = await gw.store.aggregate_calls(now - 32 * DAY, 60)
+    cfg = gw.config
+    rates: dict[Any, list[int]] = {}
+    spend: dict[Any, float] = {}
+    sessions: dict[str, list[float]] = {}
+    seen: dict[str, float] = {}
+    for a in aggs:
+        ident = _ledger_identity(a.user, a.team, a.project, a.session_id, a.workflow_tag,
+                                 a.environment, a.cost_center, a.key_id)  # fmt: skip
+        ts = a.bucket_start
+        for _, key, _ in applicable_keys(cfg.rate_limits, ident, a.virtual_model or "", ts):
+            c = rates.setdefault(key, [0, 0])
+            c[0] += a.requests
+            c[1] += a.tokens
+        for st in budget_statuses(cfg.budgets, ident, {}, ts):
+            spend[st.key] = spend.get(st.key, 0.0) + a.cost_usd
+        if ident.session_id:
+            sid = ident.session_id
+            seen[sid] = max(ts, seen.get(sid, ts))
+            s = sessions.setdefault(sid, [0, 0, 0.0])
+            s[0] += a.requests
+            s[1] += a.tokens
+            s[2] += a.cost_usd
+    return {"rows": len(aggs), "rates": rates, "spend": spend, "sessions": sessions,
+            "seen": seen}  # fmt: skip
+
+
+def _live(gw: Gateway, rates: dict[Any, list[int]], now: float) -> dict[Any, list[int]]:
+    length = {r.id: r.limit.seconds for r in gw.config.rate_limits}
+    return {k: v for k, v in rates.items() if k[2] <= now < k[2] + length[k[0]]}
+
+
+def _mixed_ledger(n: int, seed: int = 7) -> list[dict[str, Any]]:
+    """Calls across sessions, projects, keys, models, users, teams and 40 days (some older
+    than the 32 days read), a third of them within the last hour, some blocked or sessionless."""
+    rnd = random.Random(seed)
+    rows = []
+    for i in range(n):
+        age = rnd.random() * 40 * DAY if i % 3 else rnd.random() * 3600
+        sid = rnd.choice([None, ""] + [f"sess-{j}" for j in range(80)])
+        rows.append(call_row(
+            f"mix-{i}", ts=NOW - age, session_id=sid,
+            key_id=rnd.choice(["dev-developer", "dev-admin", "dev-intern"]),
+            user=rnd.choice(["alice", "bob", "carol"]), team=rnd.choice(["search", "infra"]),
+            project=rnd.choice(["atlas", "platform-search", "intern-sandbox", "UNTAGGED"]),
+            workflow_tag=rnd.choice(["triage", "classify-intent", None]),
+            environment=rnd.choice(["production", "staging"]),
+            virtual_model=rnd.choice(["support-cheap", "intent-fast", "haiku"]),
+            model=rnd.choice(["gpt-4o-mini", "claude-haiku"]),
+            decision="blocked" if rnd.random() < 0.05 else "allowed",
+            input_tokens=rnd.randint(1, 500), output_tokens=rnd.randint(0, 300),
+            cache_read_tokens=rnd.randint(0, 5), cache_write_tokens=rnd.randint(0, 2),
+            cost_usd=round(rnd.random() / 100, 6),
+        ))  # fmt: skip
+    return rows
+
+
+async def test_the_rebuild_holds_what_the_full_read_held(store: LedgerStore, tmp_path: Path):
+    """Spend of every budget window, every live rate counter and every session's totals are
+    those of the full read; sessions are tracked oldest activity first, at their last call."""
+    await _insert(store, _mixed_ledger(3000))
+    gw = _gateway(store, _config(tmp_path, 100_000, 100_000), tmp_path)
+    old = await _full_read(gw, NOW)
+    reads = Reads(store)
+    await gw.rebuild(now=NOW)
+    st = gw.state
+
+    # every budget's current window (the ended ones it also summed are not read)
+    current = {b.id: calendar_window(NOW, b.window) for b in gw.config.budgets}
+    spend = {k: v for k, v in old["spend"].items() if k[1] == current[k[0]][0]}
+    assert set(st.spend) == set(spend) and len(spend) >= 6
+    for k, v in spend.items():
+        assert st.spend[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
+
+    live = _live(gw, old["rates"], NOW)
+    assert {r for r, _, _ in live} >= {r.id for r in gw.config.rate_limits if r.id[:3] == "rb-"}
+    assert dict(st.rate_counts) == live  # no counter of an ended window is held
+    assert not st.rate_counts.forgotten and st.rate_counts.evicted == 0
+
+    assert set(st.sessions) == set(old["sessions"]) and len(st.sessions) == 80
+    for sid, (calls, tokens, cost) in old["sessions"].items():
+        got = st.sessions[sid]
+        assert (got.calls, got.tokens) == (calls, tokens)
+        assert got.cost_usd == pytest.approx(cost, rel=1e-9, abs=1e-12)
+    seen = gw.sweeper.last_seen
+    assert list(seen) == sorted(seen, key=lambda s: (seen[s], s))  # oldest activity first
+    # at the last call itself (the full read knew only its 60-s bucket)
+    assert {s: t // 60 * 60 for s, t in seen.items()} == old["seen"]
+    assert reads.of("session_activity") == [80]  # one row per session
+
+
+N_SESSIONS = 20_000
+MAX_SESSIONS = 1_000
+MAX_COUNTERS = 500
+
+
+async def test_twenty_thousand_invented_sessions_read_at_most_the_bound(
+    store: LedgerStore, tmp_path: Path
+):
+    """One call per invented session id, 20,000 of them over 6 hours: the rebuild reads at most
+    `max_sessions` session rows and `max_rate_counters` aggregates per rate query, holds the
+    newest sessions (oldest first), and a live window read only in part is marked for
+    read-back, so its counters not held are read from the ledger on use, never from 0."""
+    step = 6 * 3600 / N_SESSIONS
+    rows = [call_row(f"b-{i}", ts=NOW - 6 * 3600 + i * step, session_id=f"inv-{i:05d}",
+                     input_tokens=10 + i % 7, output_tokens=1, cache_read_tokens=0,
+                     cache_write_tokens=0, cost_usd=0.001)
+            for i in range(N_SESSIONS)]  # fmt: skip
+    await _insert(store, rows)
+    gw = _gateway(store, _config(tmp_path, MAX_SESSIONS, MAX_COUNTERS), tmp_path)
+    old = await _full_read(gw, NOW)
+    assert old["rows"] >= N_SESSIONS  # the full read: a row per session (and minute)
+    reads = Reads(store)
+    await gw.rebuild(now=NOW)
+    st = gw.state
+
+    newest = [f"inv-{i:05d}" for i in range(N_SESSIONS - MAX_SESSIONS, N_SESSIONS)]
+    assert reads.of("session_activity") == [MAX_SESSIONS]
+    assert all(n <= MAX_COUNTERS for n in reads.of("aggregate_calls"))
+    assert sum(n for _, n in reads.rows) <= MAX_SESSIONS + MAX_COUNTERS * len(reads.rows)
+    assert list(gw.sweeper.last_seen) == newest  # oldest activity first
+    assert set(st.sessions) == set(newest)
+    for sid in newest:
+        calls, tokens, cost = old["sessions"][sid]
+        got = st.sessions[sid]
+        assert (got.calls, got.tokens) == (calls, tokens)
+        assert got.cost_usd == pytest.approx(cost)
+
+    counts = st.rate_counts
+    assert len(counts) <= MAX_COUNTERS
+    live = _live(gw, old["rates"], NOW)
+    for k, v in counts.items():
+        assert live[k] == v, k  # every counter held is whole
+    start = NOW // 3600 * 3600
+    per_session = [k for k in live if k[0] == "rb-session-1h"]
+    assert len(per_session) > MAX_COUNTERS  # the live hour holds more sessions than the bound
+    assert ("rb-session-1h", start) in counts.forgotten
+    out = [k for k in per_session if k not in counts]
+    assert out and counts.missing(out) == out  # read back on use
+    for sid in newest[-100:]:  # the most recently active are held
+        assert ("rb-session-1h", sid, start) in counts
+
+
+async def test_sessions_tracked_live_and_read_are_tracked_by_their_latest_activity(
+    store: LedgerStore, tmp_path: Path
+):
+    """A rebuild after an outage tracks the sessions it read with those tracked live, each at
+    its latest activity, oldest first: the `max_sessions` most recently active of both are
+    kept, and only `max_sessions` session rows are read."""
+    rows = [call_row(f"o-{i}", ts=NOW - 3600 + i, session_id=f"old-{i:03d}") for i in range(30)]
+    await _insert(store, rows)
+    gw = _gateway(store, _config(tmp_path, 10, 100), tmp_path)
+    gw.sweeper.touch("gone", NOW - 7200)  # idle before any the ledger holds: forgotten
+    for i in range(4):
+        gw.sweeper.touch(f"live-{i}", NOW - 10 + i)
+    gw.sweeper.touch("old-029", NOW - 5)  # also in the ledger: tracked at its live call
+    gw.sweeper.touch("old-001", NOW - 4)  # in the ledger, older there than the 10 read
+    reads = Reads(store)
+    await gw.rebuild(now=NOW)
+    assert reads.of("session_activity") == [10]
+    assert list(gw.sweeper.last_seen) == [
+        "old-025", "old-026", "old-027", "old-028",
+        "live-0", "live-1", "live-2", "live-3", "old-029", "old-001",
+    ]  # fmt: skip
+    assert gw.sweeper.last_seen["old-029"] == NOW - 5
+    assert gw.sweeper.last_seen["old-025"] == NOW - 3600 + 25
+    # the ledger's totals of the tracked sessions it read
+    assert sorted(gw.state.sessions) == [f"old-{i:03d}" for i in range(25, 30)]
+    assert gw.state.sessions["old-029"].calls == 1
+
+
+async def test_a_window_read_in_part_holds_no_counter_in_part(store: LedgerStore, tmp_path: Path):
+    """More counters in a live window than `max_rate_counters`: a query cut at the bound
+    marks its windows for read-back, and a rule whose counter spans several aggregates (a
+    list of keys, scoped by project) holds none of them, so none is held short."""
+    rows = [call_row(f"p-{i}-{k}", ts=NOW - 14 + i * 0.4, project=f"proj-{i:02d}", key_id=k)
+            for i in range(30) for k in ("dev-developer", "dev-admin")]  # fmt: skip
+    await _insert(store, rows)
+    gw = _gateway(store, _config(tmp_path, 100, 10), tmp_path)
+    old = await _full_read(gw, NOW)
+    reads = Reads(store)
+    await gw.rebuild(now=NOW)
+    counts = gw.state.rate_counts
+    assert all(n <= 10 for n in reads.of("aggregate_calls"))
+    live = _live(gw, old["rates"], NOW)
+    assert len(counts) == 10 and all(live[k] == v for k, v in counts.items())
+    assert not any(k[0] == "rb-keys-project-10m" for k in counts)
+    for rule, seconds in (("rb-keys-project-10m", 600), ("rb-project-1m", 60)):
+        start = NOW // seconds * seconds
+        assert (rule, start) in counts.forgotten
+        keys = [k for k in live if k[0] == rule]
+        assert len(keys) == 30 and counts.missing([k for k in keys if k not in counts])
