@@ -105,8 +105,13 @@ def _resolve_overlaps(spans: list[Span]) -> list[Span]:
     # group of one is kept, two overlapping hits keep the more specific one, and only larger
     # groups pay for the general settling (a text dense with findings has one group per few
     # bytes, most of one or two hits).
-    ends = list(itertools.accumulate(map(_END, spans), max))
-    glued = list(map(le, map(_START, itertools.islice(spans, 1, None)), ends))
+    starts, ends = list(map(_START, spans)), list(map(_END, spans))
+    # The furthest end so far is each hit's own where the ends never decrease (a text of
+    # findings, each maybe holding a shorter one that ends with it): `max` costs a call per hit.
+    reach = ends
+    if not all(map(le, ends, itertools.islice(ends, 1, None))):
+        reach = list(itertools.accumulate(ends, max))
+    glued = list(map(le, itertools.islice(starts, 1, None), reach))
     kept: list[Span] = []
     first = 0
     for last in itertools.chain(
@@ -114,11 +119,12 @@ def _resolve_overlaps(spans: list[Span]) -> list[Span]:
     ):
         if last == first:
             kept.append(spans[first])
-        elif last == first + 1 and (a := spans[first]).end > (b := spans[last]).start < b.end:
+        elif last == first + 1 and ends[first] > starts[last] < ends[last]:
             # Non-empty and overlapping: the more specific stays (`_specific`, for two hits in
             # text order: higher priority, then longer, then the first).
-            pa, pb = a.priority, b.priority
-            kept.append(a if pa > pb or (pa == pb and a.end - a.start >= b.end - b.start) else b)
+            a, b = spans[first], spans[last]
+            pa, pb = a[4], b[4]
+            kept.append(a if pa > pb or (pa == pb and a[1] - a[0] >= b[1] - b[0]) else b)
         else:
             kept.extend(_resolve_group(spans[first : last + 1]))
         first = last + 1
