@@ -126,7 +126,11 @@ def _resolve_overlaps(spans: list[Span]) -> list[Span]:
             pa, pb = a[4], b[4]
             kept.append(a if pa > pb or (pa == pb and a[1] - a[0] >= b[1] - b[0]) else b)
         else:
-            kept.extend(_resolve_group(spans[first : last + 1]))
+            kept.extend(
+                _resolve_group(
+                    spans[first : last + 1], starts[first : last + 1], ends[first : last + 1]
+                )
+            )
         first = last + 1
     return kept
 
@@ -136,25 +140,31 @@ def _specific(s: Span) -> tuple[int, int, int]:
     return (-s.priority, s.start - s.end, s.start)
 
 
-def _resolve_group(spans: list[Span]) -> list[Span]:
-    """`_resolve_overlaps` of hits that overlap each other (in text order)."""
+def _resolve_group(spans: list[Span], starts: list[int], ends: list[int]) -> list[Span]:
+    """`_resolve_overlaps` of hits that overlap each other (in text order), of these `starts` and
+    `ends`."""
     # Hits of one priority and one length (a chain: `a@b.co@b.co…`) are already in that order
     # (text order); others are sorted by `_specific`.
-    if (
-        len(set(map(_PRIORITY, spans))) > 1
-        or len(set(map(sub, map(_END, spans), map(_START, spans)))) > 1
-    ):
+    if len(set(map(_PRIORITY, spans))) > 1 or len(set(map(sub, ends, starts))) > 1:
         spans.sort(key=_specific)
-    if all(map(le, map(_START, spans), map(_START, itertools.islice(spans, 1, None)))):
-        # Settled in text order (a chain of hits of one priority and length: `a@b.co@b.co…`):
-        # each one can only collide with the last one kept.
-        kept = []
-        end = -1
-        for s in spans:
-            if not kept or end <= s.start:
-                kept.append(s)
-                end = s.end
-        return kept
+        starts = list(map(_START, spans))
+        if not all(map(le, starts, itertools.islice(starts, 1, None))):
+            return _resolve_sorted(spans)
+        ends = list(map(_END, spans))
+    # Settled in text order (a chain of hits of one priority and length: `a@b.co@b.co…`): each
+    # one can only collide with the last one kept.
+    kept: list[Span] = []
+    add = kept.append
+    end = -1
+    for s, start, s_end in zip(spans, starts, ends, strict=True):
+        if end <= start:
+            add(s)
+            end = s_end
+    return kept
+
+
+def _resolve_sorted(spans: list[Span]) -> list[Span]:
+    """`_resolve_overlaps` of hits that overlap each other, sorted by `_specific`."""
     # Kept spans never overlap, so sorted by start they are sorted by end too: one bisect finds
     # the only neighbours a candidate can collide with (O(n log n) for a text full of hits).
     starts: list[int] = []

@@ -92,13 +92,25 @@ _GROUPS_BEFORE = re.compile(r"(?:[A-Za-z0-9]{1,4} ){1,8}$")
 # What `_in_code_groups` reads before a number, and `_phone_end` after a candidate's end: a phone
 # candidate's verdict is a function of `text[s - _GROUPS_BACK : e + _PHONE_AFTER]` (its regex
 # match `text[s:e]` and that much either side), kept for the scan on it, so a text repeating one
-# number pays for its checks once. Kept for windows wholly inside the text, and looked up until
-# MEMO_MAX are kept: past that, a text of distinct numbers pays for their checks alone, not for
-# a window's key as well (the same for the other verdicts below that are kept on a window).
+# number pays for its checks once. Kept for windows wholly inside the text, at most MEMO_MAX;
+# and a memo that found nothing again in its first `_MEMO_TRIAL` windows is no longer used, so
+# a text of distinct numbers pays for their checks alone, not for keys as well (each verdict found
+# again gives it room up to MEMO_MAX). The same for the other verdicts kept on a window below.
 _GROUPS_BACK = 45  # `_GROUPS_BEFORE` takes at most 40 (and `_MIXED_GROUP` looks further)
 _PHONE_AFTER = 8
+_MEMO_TRIAL = 128
 # A group of `_GROUPS_BEFORE` that mixes letters and digits has a letter next to a digit.
 _MIXED_GROUP = re.compile(r"[A-Za-z][0-9]|[0-9][A-Za-z]")
+_LETTER = re.compile(r"[A-Za-z]")  # what `_MIXED_GROUP` needs, found by a fast scan
+# The first digit groups of a national candidate (`_NUMERIC`'s `natl`, or `nanp` led by a 0:
+# digits, single separators) that hold 10-11 digits, the most there are: the whole candidate if
+# it holds 10-11 (`_phone_digits_ok`: it has no doubled separator), else `_groups_head`'s cut,
+# in one match.
+_NATL_HEAD = re.compile(r"[0-9](?:[ .\-]?[0-9]){9,10}(?![0-9])")
+# `_groups_head(value, 10, 17, intl=True)` of a `00` candidate (`_INTL_00`: digits, runs of
+# separators), in one match: the first groups holding 10-17 digits, the most there are, before
+# any later group led by `00` and a digit.
+_INTL_HEAD = re.compile(r"[0-9](?:[0-9]|[ \-]+(?!00[0-9])[0-9]){9,16}(?![0-9])")
 _NANP_PAREN = re.compile(r"\((?<![A-Za-z0-9_]\()[2-9][0-9]{2}\) ?[2-9][0-9]{2}[\-. ][0-9]{4}")
 _NINO_1 = frozenset("ABCEGHJKLMNOPRSTWXYZ")
 _NINO_2 = frozenset("ABCEGHJKLMNPRSTWXYZ")
@@ -194,11 +206,18 @@ def _extension(text: str, e: int) -> int:
 def _in_code_groups(text: str, s: int) -> bool:
     """The groups before `text[s]` make it the tail of an IBAN-like code; judged on
     `text[s - 45 : s]` alone (`_GROUPS_BACK`)."""
-    # Two cheap looks first (a text of phone numbers pays this per number): `_GROUPS_BEFORE`
-    # ends with a space, and what it finds is in the window `_MIXED_GROUP` searches here.
-    if not s or text[s - 1] != " " or not _MIXED_GROUP.search(text, max(0, s - _GROUPS_BACK), s):
+    # Cheap looks first (a text of phone numbers pays this per number): `_GROUPS_BEFORE` ends
+    # with a space, and what it finds is in the window `_MIXED_GROUP` searches here, which needs
+    # a letter (found by a fast scan: `_MIXED_GROUP`, with no first character to scan for, costs
+    # ~1.3 µs over a window of digits), so its search starts just before the first letter.
+    if not s or text[s - 1] != " ":
         return False
-    m = _GROUPS_BEFORE.search(text, max(0, s - _GROUPS_BACK), s)
+    lo = max(0, s - _GROUPS_BACK)
+    if (letter := _LETTER.search(text, lo, s)) is None or not _MIXED_GROUP.search(
+        text, max(lo, letter.start() - 1), s
+    ):
+        return False
+    m = _GROUPS_BEFORE.search(text, lo, s)
     if m is None:
         return False
     return _MIXED_GROUP.search(m.group()) is not None
@@ -278,6 +297,8 @@ def _groups_head(value: str, lo: int, hi: int, intl: bool = False) -> int:
     return head
 
 
+# A card candidate that starts with four groups of four (one separator), then ends, or goes on
+# with the other separator or with a group of four digits or more.
 _CARD_4X4 = re.compile(r"[0-9]{4}([ \-])[0-9]{4}\1[0-9]{4}\1[0-9]{4}(?:$|(?!\1)[ \-]|\1[0-9]{4})")
 
 
@@ -288,7 +309,7 @@ def _card(value: str) -> int:
     # The common layout first: four groups of four, alone or before the other separator or a
     # group of four digits or more. Of the group prefixes below, only those four hold 13-19
     # digits, so the number is theirs or none.
-    if (m := _CARD_4X4.match(value)) is not None:
+    if len(value) >= 19 and value[4] in " -" and (m := _CARD_4X4.match(value)) is not None:
         digits = value[:19].replace(m.group(1), "")
         return 19 if card_brand_ok(digits) and luhn_ok(digits) else 0
     lead = value.lstrip("0123456789")
@@ -329,8 +350,10 @@ def _numeric(text: str) -> list[Span]:
     # `_iban_nino` reads of a candidate `text[s:e]`.
     seen_iban: dict[str, int] = {}
     seen_nino: dict[str, int] = {}
+    room_iban = room_nino = _MEMO_TRIAL  # windows each may still keep (`_MEMO_TRIAL`)
     # A national phone candidate's end less its start (-1: none), on its window (`_natl_end`).
     seen_natl: dict[str, int] = {}
+    room_natl = _MEMO_TRIAL
     n_text = len(text)
     ips = 0  # found so far: from DENSE_FINDINGS on, the regex and the boundaries decide
     pos = 0
@@ -361,20 +384,29 @@ def _numeric(text: str) -> list[Span]:
             continue
         if kind == "iban" or kind == "nino":
             s -= 3 if text[s - 1] == " " else 2
-            seen = seen_iban if kind == "iban" else seen_nino
-            if not s or e + 2 > n_text or len(seen) >= MEMO_MAX:
+            iban = kind == "iban"
+            if not s or e + 2 > n_text or (room_iban if iban else room_nino) <= 0:
                 out.extend(_iban_nino(text, kind, s, e))
                 continue
+            seen = seen_iban if iban else seen_nino
             key = text[s - 1 : e + 2]
-            n = seen.get(key, -2)
-            if n == -2:
+            if (n := seen.get(key, -2)) == -2:
                 n = -1
                 for span in _iban_nino(text, kind, s, e):
+                    add(span)
                     n = span.end - s
                 seen[key] = n
+                if iban:
+                    room_iban -= 1
+                else:
+                    room_nino -= 1
+                continue
+            if iban:
+                room_iban = MEMO_MAX - len(seen)
+            else:
+                room_nino = MEMO_MAX - len(seen)
             if n >= 0:
-                found = "iban" if kind == "iban" else "uk_nino"
-                add(_new(Span, (s, s + n, DETECTOR, found, 2, True)))
+                add(_new(Span, (s, s + n, DETECTOR, "iban" if iban else "uk_nino", 2, True)))
             continue
         if s and text[s - 1] in _LEFT_STOP:  # `_free_left`, inline
             continue
@@ -421,18 +453,18 @@ def _numeric(text: str) -> list[Span]:
                 end = e
             add(_new(Span, (s, end, DETECTOR, "phone", 2, True)))
         elif kind == "natl" or (kind == "nanp" and value[0] == "0"):
-            if s < _GROUPS_BACK or e + _PHONE_AFTER > n_text or len(seen_natl) >= MEMO_MAX:
-                end = _natl_end(text, s, e, value)
-            else:
+            if s >= _GROUPS_BACK and e + _PHONE_AFTER <= n_text and room_natl > 0:
                 key = text[s - _GROUPS_BACK : e + _PHONE_AFTER]
-                end = seen_natl.get(key, -2)
-                if end == -2:
+                if (end := seen_natl.get(key, -2)) == -2:
                     end = _natl_end(text, s, e, value)
+                    seen_natl[key] = end - s if end >= 0 else -1
+                    room_natl -= 1
+                else:
+                    room_natl = MEMO_MAX - len(seen_natl)
                     if end >= 0:
-                        end -= s
-                    seen_natl[key] = end
-                if end >= 0:
-                    end += s
+                        end += s
+            else:
+                end = _natl_end(text, s, e, value)
             if end >= 0:
                 add(_new(Span, (s, end, DETECTOR, "phone", 2, True)))
                 pos = end
@@ -442,13 +474,11 @@ def _numeric(text: str) -> list[Span]:
 def _natl_end(text: str, s: int, e: int, value: str) -> int:
     """End of the trunk-0 national phone that the numeric regex's candidate `value`
     (`text[s:e]`) starts, or -1; judged on `text[s - _GROUPS_BACK : e + _PHONE_AFTER]` alone."""
-    # The digit count first: it is the cheaper look, and refuses most runs of groups.
-    if not _phone_digits_ok(value, 10, 11):
-        # The regex took every group it could: a phone may be the first ones alone
-        # (`020 7946 0958 24 hours`), and the scan goes on after it.
-        if not (k := _groups_head(value, 10, 11)):
-            return -1
-        e = s + k
+    # The regex took every group it could: a phone may be the first ones alone (`020 7946 0958
+    # 24 hours`), and the scan goes on after it.
+    if (m := _NATL_HEAD.match(value)) is None:
+        return -1
+    e = s + m.end()
     if _in_code_groups(text, s):
         return -1  # the digits of an IBAN's groups
     return _phone_end(text, e)
@@ -462,15 +492,19 @@ def _phones(text: str) -> list[Span]:
         # An E.164 candidate's end less its start (-1: none) on `text[s - 1 : e + 8]`, all that
         # `_e164_end` reads, kept for this scan.
         seen_e164: dict[str, int] = {}
+        room = _MEMO_TRIAL
         for m in _E164.finditer(text):
             s, e = m.span()
-            if s and e + _PHONE_AFTER <= n and len(seen_e164) < MEMO_MAX:
+            if s and e + _PHONE_AFTER <= n and room > 0:
                 key = text[s - 1 : e + _PHONE_AFTER]
                 if (end := seen_e164.get(key, -2)) == -2:
                     end = _e164_end(text, s, e, m.group())
                     seen_e164[key] = end - s if end >= 0 else -1
-                elif end >= 0:
-                    end += s
+                    room -= 1
+                else:
+                    room = MEMO_MAX - len(seen_e164)
+                    if end >= 0:
+                        end += s
             else:
                 end = _e164_end(text, s, e, m.group())
             if end >= 0:
@@ -482,20 +516,22 @@ def _phones(text: str) -> list[Span]:
     # A `00` candidate's verdict on its window (`_intl`), kept for this scan: where the scan goes
     # on and the phone's end, less its start.
     seen: dict[str, tuple[int, int]] = {}
+    room = _MEMO_TRIAL
     pos = 0
     while (m := _INTL_00.search(text, pos)) is not None:
         s, e = m.span()
-        if s < _GROUPS_BACK or e + _PHONE_AFTER > n or len(seen) >= MEMO_MAX:
-            pos, end = _intl(text, s, e, m.group())
-        else:
+        if s >= _GROUPS_BACK and e + _PHONE_AFTER <= n and room > 0:
             key = text[s - _GROUPS_BACK : e + _PHONE_AFTER]
-            got = seen.get(key)
-            if got is None:
+            if (got := seen.get(key)) is None:
                 pos, end = _intl(text, s, e, m.group())
-                got = (pos - s, end - s if end >= 0 else -1)
-                seen[key] = got
-            pos = s + got[0]
-            end = s + got[1] if got[1] >= 0 else -1
+                seen[key] = (pos - s, end - s if end >= 0 else -1)
+                room -= 1
+            else:
+                room = MEMO_MAX - len(seen)
+                pos = s + got[0]
+                end = s + got[1] if got[1] >= 0 else -1
+        else:
+            pos, end = _intl(text, s, e, m.group())
         if end >= 0:
             add(_new(Span, (s, end, DETECTOR, "phone", 2, True)))
     return out
@@ -533,8 +569,8 @@ def _intl(text: str, s: int, e: int, value: str) -> tuple[int, int]:
     if not _phone_digits_ok(value, 10, 17):
         # The groups after the number, maybe the next number (`0033 1 42 68 53 00 0033 …`):
         # the phone may be the first ones alone, and the scan goes on after it.
-        if not (k := _groups_head(value, 10, 17, intl=True)) or not _phone_digits_ok(
-            value[:k], 10, 17
+        if (m := _INTL_HEAD.match(value)) is None or not _phone_digits_ok(
+            value[: (k := m.end())], 10, 17
         ):
             return e, -1
         e = s + k
