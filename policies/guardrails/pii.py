@@ -173,6 +173,24 @@ _NOT_GLOBAL_V6 = tuple(
          "2001:db8::/32", "2001:10::/28", "fc00::/7", "fe80::/10"),
     )
 )  # fmt: skip
+
+
+def _disjoint(nets: tuple[tuple[int, int], ...]) -> tuple[list[int], list[int]]:
+    """The first and last addresses of `(network >> shift, shift)` networks, as sorted disjoint
+    ranges (overlapping ones merged)."""
+    ranges: list[list[int]] = []
+    for lo, hi in sorted((net << shift, ((net + 1) << shift) - 1) for net, shift in nets):
+        if ranges and lo <= ranges[-1][1] + 1:
+            ranges[-1][1] = max(ranges[-1][1], hi)
+        else:
+            ranges.append([lo, hi])
+    return [r[0] for r in ranges], [r[1] for r in ranges]
+
+
+# The addresses of those networks as sorted ranges: an address is in one if it is in the last range
+# starting at or before it (one bisect; comparing it with every network cost a text of distinct
+# addresses ~1 µs each).
+_NOT_GLOBAL_V6_FIRST, _NOT_GLOBAL_V6_LAST = _disjoint(_NOT_GLOBAL_V6)
 # How far either side of an IPv4 address `_ip4` looks (`version `, `.in-addr.`, the boundaries).
 _IP_CONTEXT = 9
 
@@ -733,7 +751,8 @@ def _ip6_global(value: str) -> bool:
         return False  # a netmask
     if ip >> 32 == 0xFFFF:
         return ipaddress.IPv6Address(ip).is_global
-    return not any(ip >> shift == net for net, shift in _NOT_GLOBAL_V6)
+    i = bisect.bisect_right(_NOT_GLOBAL_V6_FIRST, ip) - 1
+    return i < 0 or ip > _NOT_GLOBAL_V6_LAST[i]
 
 
 def find_pii(text: str) -> list[Span]:
