@@ -205,27 +205,25 @@ def placeholder(value: str) -> bool:
     low = value.lower()
     # The word search first: it refuses most placeholders (`xxxx…`, `changeme…`, `example…`) in
     # one C step, and the answer is the same whichever of these is tried first.
-    if _PLACEHOLDER_WORD.search(low) is not None:
+    return _PLACEHOLDER_WORD.search(low) is not None or placeholder_shape(low)
+
+
+_PLACEHOLDER_VALUES = frozenset(
+    ("password", "passwd", "secret", "token", "pass", "pwd", "undefined", "true", "false")
+)
+
+
+def placeholder_shape(low: str, three: bool = False) -> bool:
+    """`placeholder` but for its word search, on the value lower-cased (`low`): every check is
+    a placeholder, so their order leaves the answer as it is. `three`: the caller knows `low`
+    has three distinct characters or more."""
+    if not low or low[0] in "$%@<" or low in _PLACEHOLDER_VALUES:
         return True
-    if low in (
-        "password",
-        "passwd",
-        "secret",
-        "token",
-        "pass",
-        "pwd",
-        "undefined",
-        "true",
-        "false",
-    ):
-        return True
-    if low.startswith("$") or low.startswith("%") or low.startswith("@"):
-        return True
-    if not low or not (rest := low.replace(low[0], "")) or not rest.replace(rest[0], ""):
+    if not three and (not (rest := low.replace(low[0], "")) or not rest.replace(rest[0], "")):
         return True  # at most two distinct characters
     if low.endswith("here"):
         return True  # `…AccessTokenHere`, `paste_key_here`
-    if low.startswith("<") or ("<" in low and ">" in low) or _TEMPLATE.search(low):
+    if ("<" in low and ">" in low) or (("$" in low or "{" in low) and _TEMPLATE.search(low)):
         return True  # `<your-key>`, `${DB_PASSWORD}`, `{{ secrets.token }}`
     if low[0] in "/~.\\" or low[1:3] == ":\\":
         m = _FILE_PATH.fullmatch(low)

@@ -38,12 +38,15 @@ from policies.guardrails.checks import (
     MEMO_MAX,
     PLACEHOLDER_WORD,
     REFUSED_LABELS,
+    entropy_at_least,
     example_value,
     json_object_b64,
     jwt_header_ok,
     placeholder,
     placeholder_head,
+    placeholder_shape,
     random_looking,
+    two_char_classes,
 )
 from policies.guardrails.spans import WORD_CHARS, Span, boundary_before
 
@@ -206,6 +209,11 @@ _VALUE = re.compile(
     r"[brfu@]?(?:\"([^\"\s]{1,256})\"|'([^'\s]{1,256})'|`([^`\s]{1,256})`)"
     r"|([^\s\"'`,;)}\]<>]{1,256})"
 )
+# The label regexes with `_VALUE` after them in a lookahead that always succeeds (the same
+# matches): one match gives the label and, in groups 1-4, its value as `_VALUE.match` finds it
+# in `text` (its classes hold no letter but the prefix's, so on `low` it is the same value but
+# where a quoted one's prefix is an upper-case `B`, `R`, `F` or `U` in `text`).
+_ASSIGN_VALUE = tuple(re.compile(r.pattern + "(?=" + _VALUE.pattern + "|)") for r in _ASSIGN)
 # The run `_VALUE`'s unquoted alternative takes, with no bound.
 _RUN = re.compile(r"[^\s\"'`,;)}\]<>]*+")
 _CODE_REF = re.compile(r"[A-Za-z_$][\w$]*+(?:\.[A-Za-z_$][\w$]*+)*+(?:[\[(:].*)?")
@@ -489,19 +497,32 @@ _FAMILIES: tuple[Callable[[str], Iterator[Span]], ...] = (
 )
 
 
-def _value_ok(value: str, quoted: bool, kind: str) -> bool:
-    if len(value) < 8 or PLACEHOLDER_WORD.search(value.lower()):
-        return False  # (the word first: one C search refuses most placeholder values)
+def _value_ok(value: str, quoted: bool, kind: str, counted: bool = False) -> bool:
+    """Whether `value` (after a label of the type `kind`) is reported: 8 characters or more, not
+    a placeholder, an example or (unquoted) a code reference, and random-looking. Every check
+    is a refusal, so their order leaves the answer as it is: the cheapest first. `counted`: the
+    caller found enough distinct characters in it."""
+    if len(value) < 8:
+        return False
+    pw = kind == "password"
+    low = value.lower()
+    if PLACEHOLDER_WORD.search(low):
+        return False  # (one C search refuses most placeholder values)
     if not quoted:
         # Unquoted values in code are expressions: `settings.api_key`, `get_token()`, `API_KEY`.
-        # Checked first: most labelled values in ordinary code are these, and cheap to refuse.
         if "(" in value or "[" in value or "{" in value:
             return False
         if _CODE_REF.fullmatch(value) and ("." in value or ":" in value or not _has_digit(value)):
             return False
-    if placeholder(value) or example_value(value):
+    # Entropy is at most log2 of the number of distinct characters: under 2 ** 2.5 (a password)
+    # or 2 ** 3, it is under the bar, whatever the other checks say.
+    if not counted and len(set(value)) < (6 if pw else 8):
         return False
-    return random_looking(value, 2.5 if kind == "password" else 3.0)
+    # (Lower-casing an ASCII value maps at most two of its characters to one: it keeps three of
+    # its six or more distinct ones, so it is not a placeholder of two.)
+    if placeholder_shape(low, value.isascii()) or example_value(value):
+        return False
+    return two_char_classes(value) and entropy_at_least(value, 2.5 if pw else 3.0)
 
 
 _ASCII_DIGIT = re.compile(r"[0-9]")
@@ -572,16 +593,37 @@ def _label_start(low: str, i: int, ms: int, me: int, labels: _Labels | None = No
 
 
 def _owned_label(low: str, i: int, ms: int, me: int, owner: str) -> int:
-    """`_label_start` given the owner word before `ms`."""
-    if i == 5 and not owner.rstrip("_-. ").endswith(_KEY_OWNERS):
+    """`_label_start` given the owner word before `ms`: `_label_ok` on the owner word and the
+    label's word, the word's part kept (`_WORDS_OK`), so a label after distinct owner words (a
+    value glued to the next label) pays only for the owner's."""
+    if owner:
+        bare = owner.rstrip("_-. ")
+        if i == 5 and not bare.endswith(_KEY_OWNERS):
+            return -1
+        if bare.endswith(_NOT_SECRET_OWNER):
+            return -1
+        if low[me - 1] == ":" and "." in owner:
+            return -1  # a dotted coordinate (`io.jsonwebtoken:jjwt`), not an assignment
+    elif i == 5:
+        return -1  # `key` needs an owner word
+    label = low[ms:me]
+    if (word := _WORDS_OK.get(label)) is None:
+        m = _WORD.match(label)
+        assert m is not None
+        word = m.group() if _label_ok(m.group(), m.group(), "") else ""
+        if len(_WORDS_OK) < _WORDS_OK_MAX:
+            _WORDS_OK[label] = word
+    # (The label, owner word and all, may not end like the name of something else: the word
+    # has 3 characters or more and the names 7 at most, so 4 of the owner's are enough.)
+    if not word or (owner[-4:] + word).endswith(_NOT_SECRET_SUFFIX):
         return -1
-    word = _WORD.match(low, ms)
-    assert word is not None
-    if not _label_ok(owner + word.group(), word.group(), owner):
-        return -1
-    if low[me - 1] == ":" and "." in owner:
-        return -1  # a dotted coordinate (`io.jsonwebtoken:jjwt`), not an assignment
     return ms - len(owner)
+
+
+# A label's word if `_label_ok` takes it with no owner word (else ""), by label and operator, for
+# any scan (it depends on them alone); at most this many kept.
+_WORDS_OK: dict[str, str] = {}
+_WORDS_OK_MAX = 4096
 
 
 def _assignment(
@@ -634,12 +676,12 @@ def _labels_in_refused(
     i: int,
     ms: int,
     me: int,
-    v: re.Match[str],
+    val: _Value,
     held: dict[object, tuple[tuple[_Found, ...], int]],
     labels: _Labels | None = None,
     tally: list[int] | None = None,
 ) -> tuple[tuple[_Found, ...], int]:
-    """What the refused value `v` after the label `low[ms:me]` (of `_ASSIGN[i]`) holds in labels
+    """What the refused value `val` after the label `low[ms:me]` (of `_ASSIGN[i]`) holds in labels
     of that regex, and where the scan resumes.
 
     A label inside the value (its name and operator in it: `&token=`, not the name the value
@@ -647,16 +689,14 @@ def _labels_in_refused(
     parameter before it (`&region=`), is judged as a value of its own, and the label labels
     what follows it, examined as the label pass would from there. A value found ends the
     search (the scan resumes after it: labels inside it are part of it); a refused one is
-    searched in turn; one holding no label ends it where it ends; a label from `v.end()` on
+    searched in turn; one holding no label ends it where it ends; a label from its end on
     is left to the scan. Each label examined counts one in `tally`. Kept for this scan on the
     window it reads (a text repeating one refused
     value, `token=token=…`, pays for it once). Reads only `low[ms - _LABEL_CONTEXT : stop]` and
-    `text[me:stop]`, `stop` being `_REST_READS` past `v` (a label or value needing more, all
+    `text[me:stop]`, `stop` being `_REST_READS` past `val` (a label or value needing more, all
     blanks or a run-on, is cut there)."""
-    end = v.end()
+    end = val[2]
     stop = end + _REST_READS
-    g = v.lastindex or 4
-    val: _Value = (v.start(g), v.end(g), end, g < 4)
     inner = _label_inside(text, low, i, me, val, stop, labels)
     if inner is None:
         return (), end  # no label inside: the value ends where it ends
@@ -822,46 +862,88 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
     # AWS-shaped value, judged each time in its context), so a text repeating one labelled value
     # pays for its label, placeholder, example and entropy checks once, and one of distinct values
     # for each label once; and what refused values hold (`_labels_in_refused`).
-    judged: dict[tuple[bool, bool, str], _Found | None] = {}
+    judged: dict[tuple[bool, bool], dict[str, _Found | None]] = {}
     held: dict[object, tuple[tuple[_Found, ...], int]] = {}
     labels: _Labels = {}
     tally = [0]  # labels examined inside refused values (REFUSED_LABELS)
     # Found so far, by type: from DENSE_FINDINGS on, a value the label regex (which refuses the
     # labels and code references `_label_ok` and `_value_ok` would) took is one of that type.
     count = {"password": 0, "generic_secret": 0}
-    for i, regex in enumerate(_ASSIGN):
+    find = low.find
+    for i, (regex, regex_value) in enumerate(zip(_ASSIGN, _ASSIGN_VALUE, strict=True)):
         pw = i < 2
         kind = "password" if pw else "generic_secret"
         stem = _STEMS[i]
+        reach = len(stem) - 1  # a stem starting before a value's end may run on past it
+        # Value verdicts, unquoted and quoted, of this type.
+        memos = (judged.setdefault((pw, False), {}), judged.setdefault((pw, True), {}))
+        search = regex_value.search
+        few = 6 if pw else 8  # (`_value_ok`)
         pos = 0
-        while (m := regex.search(low, pos)) is not None:
+        while (m := search(low, pos)) is not None:
             ms, me = m.span()
             pos = me
-            v = _VALUE.match(text, me)
-            if v is None:
+            # The value, as `_VALUE.match(text, me)` finds it (group `g`, `text[gs:ge]`).
+            if (g := m.lastindex) is None:
                 continue  # nothing to examine, whatever the label
-            if count[kind] >= DENSE_FINDINGS:
+            gs, ge = m.span(g)
+            if gs - me == 2 and text[me] not in "brfu@":
+                v = _VALUE.match(text, me)  # `B"…"`: no prefix in `text`
+                if v is None:
+                    continue
                 g = v.lastindex or 4
-                value = v.group(g).rstrip(".")
+                gs, ge = v.span(g)
+            quoted = g < 4
+            vend = ge + 1 if quoted else ge  # where the value's match ends (past its quote)
+            if count[kind] >= DENSE_FINDINGS:
+                value = text[gs:ge].rstrip(".")
                 # An AWS secret after an `aws` context is judged in full (its type is not this).
-                if i < 2 or not (
+                if pw or not (
                     "aws" in low[max(0, ms - _LABEL_CONTEXT) : ms]
                     and _AWS_SECRET_VALUE.fullmatch(value)
                 ):
-                    start = v.start(g)
-                    yield _new(Span, (start, start + len(value), DETECTOR, kind, _GENERIC, True))
+                    yield _new(Span, (gs, gs + len(value), DETECTOR, kind, _GENERIC, True))
                     # Resumed in this value's tail: a label there (the checks may have refused
                     # this one) can have its value after it; one further in has it inside.
-                    pos = max(me, v.end() - _LABEL_TAIL)
+                    pos = max(me, vend - _LABEL_TAIL)
                     continue
+            # The value's verdict first (`_judged`, done here but for an AWS-shaped value: judged
+            # on the label's context, so not kept): a refused value holding no label of this
+            # regex is resumed after whether its label labels a secret or not (the scan would go
+            # on inside it, where no match starts), so most labels' verdicts are never needed.
+            # The first stem of this regex starting inside the value (or its closing quote).
+            p = find(stem, me, vend + reach)
+            value = text[gs:ge]
+            if (found := (memo := memos[quoted]).get(value, _UNSEEN)) is _UNSEEN:
+                stripped = value.rstrip(".")
+                if not pw and len(stripped) == 40 and _AWS_SECRET_VALUE.fullmatch(stripped):
+                    found = _UNSEEN  # judged below, once its label is
+                else:
+                    # Its distinct characters counted first (one C call, the cheapest refusal
+                    # of `_value_ok`) where that is cheap, 64 characters at most, and where it
+                    # saves the most: with no stem inside (one holding a label of this regex is
+                    # most often a placeholder chain, refused by its word first).
+                    found = None
+                    counted = p < 0 and ge - gs <= 64
+                    if (not counted or len(set(stripped)) >= few) and _value_ok(
+                        stripped, quoted, kind, counted
+                    ):
+                        found = (0, len(stripped), kind, _GENERIC)
+                    if len(memo) < MEMO_MAX:
+                        memo[value] = found
+            if found is None and p < 0:
+                pos = vend
+                continue
             # The label's verdict, looked up here as `_label_start` does (most labels have no
             # owner word: a blank or punctuation before them).
             owner = ""
             if ms and low[ms - 1] in _KEY_CHARS:
                 owner = low[ms - 40 if ms > 40 else 0 : ms]
                 owner = owner[len(owner.rstrip(_KEY_CHARS_STR)) :]
-            if (n := labels.get((i, owner, low[ms:me]), -2)) == -2:
-                k = _label_start(low, i, ms, me, labels)
+            if (n := labels.get(lkey := (i, owner, low[ms:me]), -2)) == -2:
+                k = _owned_label(low, i, ms, me, owner)
+                if len(labels) < MEMO_MAX:
+                    labels[lkey] = k if k < 0 else ms - k
             else:
                 k = ms - n if n >= 0 else -1  # (kept: the owner word's length, or -1)
             if k < 0:
@@ -869,34 +951,20 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
             # A label inside a value found is part of it, not a new assignment; a refused value
             # is none, so a label of this kind inside it (`token=<example>&token=…`) labels what
             # follows it.
-            pos = v.end()
-            g = v.lastindex or 4
-            value = v.group(g)
-            key = (pw, g < 4, value)
-            found = judged.get(key, _UNSEEN)
+            pos = vend
             if found is _UNSEEN:
-                # `_judged`, done here but for an AWS-shaped value (judged on the label's
-                # context, so not kept).
-                stripped = value.rstrip(".")
-                if not pw and _AWS_SECRET_VALUE.fullmatch(stripped):
-                    found = _judged(low, i, k, ms, value, 0, g < 4)
-                else:
-                    found = None
-                    if _value_ok(stripped, g < 4, kind):
-                        found = (0, len(stripped), kind, _GENERIC)
-                    if len(judged) < MEMO_MAX:
-                        judged[key] = found
+                found = _judged(low, i, k, ms, value, 0, quoted)
             if found is None:
                 # Searched for labels of its kind (at a stem: the first one tried here, where
                 # most values hold none that is a label, `settings.key`).
                 # (Unquoted, a label's operator inside it is a `=` or `:`: blanks, `,` and `>`
                 # end such a value.)
                 if (
-                    (p := low.find(stem, me, v.end(g))) >= 0
-                    and (g < 4 or "=" in value or ":" in value)
+                    0 <= p <= ge - len(stem)  # (one inside the value: `find(stem, me, ge)`)
+                    and (quoted or "=" in value or ":" in value)
                     and (
                         regex.match(low, p, pos + _REST_READS) is not None
-                        or low.find(stem, p + 1, v.end(g)) >= 0
+                        or find(stem, p + 1, ge) >= 0
                     )
                 ):
                     if tally[0] >= REFUSED_LABELS:
@@ -904,9 +972,9 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
                         # the scan resumes (that label's value may run on past this one):
                         # what the labels before held stays redacted (over-redaction), and
                         # the spans do not overlap (an overlap drops one of them).
-                        vs = v.start(g)
+                        vs = gs
                         ve = vs + len(value.rstrip("."))
-                        q = v.end(g)
+                        q = ge
                         while (q := low.rfind(stem, me, q)) >= 0:
                             if regex.match(low, q, pos + _REST_READS) is not None:
                                 ve, pos = min(ve, q), q
@@ -914,16 +982,16 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
                         if ve - vs >= 8:  # (not counted: DENSE_FINDINGS's spans overlap)
                             yield _new(Span, (vs, ve, DETECTOR, kind, _GENERIC, True))
                         continue
-                    inner, pos = _labels_in_refused(text, low, i, ms, me, v, held, labels, tally)
+                    val = (gs, ge, vend, quoted)
+                    inner, pos = _labels_in_refused(text, low, i, ms, me, val, held, labels, tally)
                     for a, b, t, priority in inner:
                         if t in count:
                             count[t] += 1
                         yield _new(Span, (a, b, DETECTOR, t, priority, True))
                 continue
-            vs = v.start(g)
             if found[2] in count:
                 count[found[2]] += 1
-            yield _new(Span, (vs + found[0], vs + found[1], DETECTOR, found[2], found[3], True))
+            yield _new(Span, (gs + found[0], gs + found[1], DETECTOR, found[2], found[3], True))
 
 
 def _bearer(text: str, low: str) -> Iterator[Span]:

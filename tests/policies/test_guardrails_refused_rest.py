@@ -165,7 +165,7 @@ def test_findings_are_as_before_unless_a_refused_value_held_a_secret_label(seed:
             return got
 
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(secrets, "_labels_in_refused", lambda *a: ((), a[5].end()))
+            mp.setattr(secrets, "_labels_in_refused", lambda *a: ((), a[5][2]))
             before = find_spans(text, DETECTORS)
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(secrets, "_labels_in_refused", spy)

@@ -139,7 +139,24 @@ DISTINCT_FLOODS: dict[str, Callable[[int], str]] = {
     "api_key_after_hex": lambda i: (
         "-----:" + format(i * 2654435761 % 2**32, "x")[: 2 + i % 7] + "}api_key="
     ),
+    # Found by the same search once the entropy refusals above were cut to a count of distinct
+    # characters (session 7): values refused by their last checks, an ascending run (`example`)
+    # after a template-looking `$`, the entropy of a quoted value with 8 distinct characters, a
+    # leading `@`, an ascending run after a non-ASCII `K` (Kelvin sign: the checks' non-ASCII
+    # paths), and values glued to the next label, whose owner word is then distinct each time.
+    "secret_ascending_run": lambda i: f"Secret={_hex(i, 8)}abcdefgh$&)",
+    "cred_quoted_low_entropy": lambda i: (
+        "cred='" + "".join(chr(65 + (i >> (2 * k)) % 26) for k in range(4)) + "-----!ABCD'<"
+    ),
+    "api_key_at_sign": lambda i: f"api_key=>@${i}&",
+    "token_kelvin_ascending": lambda i: f"token='\u212aabcdefgh{i}{{'}}",
+    "pwd_glued_owner": lambda i: "pwd = {" + _hex(i, 2 + i % 7),
 }
+
+
+def _hex(i: int, n: int) -> str:
+    """Up to `n` hex digits, distinct for each `i` (a multiplicative hash)."""
+    return format(i * 2654435761 % 2**32, "x")[:n]
 
 
 def fill(unit: str, size: int) -> str:
