@@ -151,6 +151,11 @@ DISTINCT_FLOODS: dict[str, Callable[[int], str]] = {
     "api_key_at_sign": lambda i: f"api_key=>@${i}&",
     "token_kelvin_ascending": lambda i: f"token='\u212aabcdefgh{i}{{'}}",
     "pwd_glued_owner": lambda i: "pwd = {" + _hex(i, 2 + i % 7),
+    # The costliest the search found after that: a value with 8 distinct characters refused by
+    # its entropy alone, past every other check, and a password (6 distinct characters are
+    # enough to pass their count) refused by an ascending run, a label every 16 bytes.
+    "secret_entropy_eight_distinct": lambda i: f"x_secret=-----{_hex(i, 8)}#<",
+    "pwd_ascending_run": lambda i: f"pwd=abcdefgh{_hex(i, 4)};",
 }
 
 
