@@ -428,9 +428,17 @@ class Gateway:
         for s in sessions:
             totals[s.session_id] = SessionTotals(s.calls, s.tokens, s.cost_usd)
         self._bound_sessions()
-        for k in await self.store.kills_after(0):  # the newest `max_killed_sessions` are kept
-            self.state.killed[k.session_id] = CLOSED if k.actor == CLOSE_ACTOR else k.reason
-            self._last_kill_id = max(self._last_kill_id, k.id or 0)
+        # The newest `max_killed_sessions` kills (one row each, oldest first); when that many
+        # came back older ones may exist: marked forgotten, so a session this runtime does not
+        # know has its kill looked up in the ledger (`check_session`) before it is served.
+        killed = self.state.killed
+        kills = await self.store.newest_kills(killed.cap)
+        for k in kills:
+            killed[k.session_id] = CLOSED if k.actor == CLOSE_ACTOR else k.reason
+        if kills:
+            self._last_kill_id = max(self._last_kill_id, kills[-1].id or 0)
+        if len(kills) >= killed.cap:
+            killed.forgotten += 1
         # Sessions the ledger knows are tracked like live ones (with those tracked already,
         # after an outage): forgotten when idle or when more than `max_sessions` are (oldest
         # activity first).

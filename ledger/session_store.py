@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import exists, select
 
 from ledger.chain import PUT
-from ledger.models import CALLS, SESSION_OWNERS, STREAM_STARTS, SessionOwnerRecord
+from ledger.models import CALLS, KILLS, SESSION_OWNERS, STREAM_STARTS, SessionOwnerRecord
 from ledger.store import LedgerStore
 
 STREAM_START_KIND = "stream_start"  # `_kind` of a stream start travelling through the writer
@@ -58,9 +58,17 @@ async def session_owner(store: LedgerStore, session_id: str) -> SessionOwnerReco
 async def recent_owners(
     store: LedgerStore, since_ts: float, limit: int
 ) -> list[SessionOwnerRecord]:
-    """Owners claimed since `since_ts`, newest first (a replica's warm start)."""
+    """Owners claimed since `since_ts`, newest first (a replica's warm start), of sessions not
+    killed or closed: a cached owner skips `Gateway.check_session`'s ledger look-up of the
+    session's kill, so an ended session's owner is only learnt by a call that asked."""
     o = SESSION_OWNERS.c
-    q = select(SESSION_OWNERS).where(o.ts >= since_ts).order_by(o.ts.desc()).limit(limit)
+    ended = exists().where(KILLS.c.session_id == o.session_id)
+    q = (
+        select(SESSION_OWNERS)
+        .where(o.ts >= since_ts, ~ended)
+        .order_by(o.ts.desc())
+        .limit(limit)
+    )
     return [_owner(m) for m in await store._fetch(q)]
 
 

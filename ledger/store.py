@@ -821,6 +821,15 @@ class LedgerStore:
         q = select(KILLS).where(KILLS.c.id > last_id).order_by(KILLS.c.id)
         return [_kill_record(m) for m in await self._fetch(q)]
 
+    async def newest_kills(self, limit: int) -> list[KillRecord]:
+        """The `limit` kills with the highest ids, oldest first (a replica's start: it holds
+        at most `max_killed_sessions` of them; older ones are looked up on use, `kill_of`).
+        At most `limit` rows, however many sessions were killed or closed."""
+        if limit <= 0:
+            raise ValueError(f"limit must be positive, got {limit}")
+        q = select(KILLS).order_by(KILLS.c.id.desc()).limit(limit)
+        return [_kill_record(m) for m in reversed(await self._fetch(q))]
+
     async def kill_of(self, session_id: str) -> KillRecord | None:
         """The session's kill or close, if it has one (a session is ended once)."""
         rows = await self._fetch(select(KILLS).where(KILLS.c.session_id == session_id))

@@ -11,6 +11,7 @@ Real SQLite files and a real PostgreSQL schema. `_full_read` is the rebuild as i
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -310,3 +311,91 @@ async def test_a_window_read_in_part_holds_no_counter_in_part(store: LedgerStore
         assert (rule, start) in counts.forgotten
         keys = [k for k in live if k[0] == rule]
         assert len(keys) == 30 and counts.missing([k for k in keys if k not in counts])
+
+
+N_CLOSED = 5_000
+MAX_KILLED = 100
+
+
+async def _closed_sessions(store: LedgerStore, n: int, now: float) -> list[str]:
+    """`n` sessions claimed by a key within the last day and closed by their owner (a row each
+    in `session_owners` and `kills`, as `claim_session` and `record_close` write them), oldest
+    first; written in bulk (the chain is not what these tests read)."""
+    from ledger.models import CLOSE_ACTOR, CLOSE_REASON, KILLS, SESSION_OWNERS
+
+    sids = [f"closed-{i:05d}" for i in range(n)]
+    owners = [{"session_id": s, "key_id": "dev-developer", "user": "alice", "team": "search",
+               "ts": now - 3600 + i * 0.5, "grant_digest": ""} for i, s in enumerate(sids)]
+    kills = [{"session_id": s, "actor": CLOSE_ACTOR, "reason": CLOSE_REASON,
+              "ts": now - 3600 + i * 0.5 + 0.1} for i, s in enumerate(sids)]  # fmt: skip
+    async with store._connect(write=True) as conn:
+        for i in range(0, n, 1000):
+            await conn.execute(SESSION_OWNERS.insert(), owners[i : i + 1000])
+            await conn.execute(KILLS.insert(), kills[i : i + 1000])
+    return sids
+
+
+def _killed_config(tmp_path: Path, max_killed: int) -> Any:
+    cfg = make_config_dir(tmp_path / "cfg", OVERLAY)
+    settings = (EXAMPLES / "gateway.yaml").read_text()
+    settings += f"max_killed_sessions: {max_killed}\n"
+    (cfg / "gateway.yaml").write_text(settings)
+    return load_config_dir(cfg)
+
+
+def _dev_ident(gw: Gateway, sid: str) -> Any:
+    from policies.identity import resolve_identity
+
+    key = next(k for k in gw.config.keys_by_hash.values() if k.id == "dev-developer")
+    return resolve_identity(key, {"x-governor-session-id": sid}, gw.config.settings)
+
+
+async def test_start_reads_the_newest_kills_only_and_an_old_closed_session_stays_refused(
+    store: LedgerStore, tmp_path: Path
+):
+    """5,000 sessions closed by their owners, `max_killed_sessions` 100: the start reads the
+    100 newest kills (one query, at most 100 rows), the kill poll continues after the newest,
+    and a call naming the oldest closed session is still refused: its kill is looked up in
+    the ledger, though its owner was claimed within the day the start warms owners from."""
+    from activities.gateway import CLOSED
+
+    sids = await _closed_sessions(store, N_CLOSED, time.time())
+    gw = _gateway(store, _killed_config(tmp_path, MAX_KILLED), tmp_path)
+    read: list[int] = []
+    for name in ("kills_after", "newest_kills"):
+        real = getattr(store, name, None)
+        if real is None:
+            continue
+
+        async def counted(*a: Any, _real: Any = real, **kw: Any) -> Any:
+            out = await _real(*a, **kw)
+            read.append(len(out))
+            return out
+
+        setattr(store, name, counted)
+    await gw._load_from_ledger()
+    assert read and max(read) <= MAX_KILLED, read
+    assert list(gw.state.killed) == sids[-MAX_KILLED:]  # the newest, oldest first
+    newest = max(k.id for k in await LedgerStore.kills_after(store, 0))
+    assert gw._last_kill_id == newest
+    assert gw.state.killed.forgotten  # some were not read: unknown sessions are asked about
+    for sid in (sids[0], sids[N_CLOSED // 2], sids[-MAX_KILLED - 1]):
+        await gw.check_session(_dev_ident(gw, sid))
+        assert gw.state.killed.get(sid) == CLOSED, sid
+    await gw.check_session(_dev_ident(gw, "never-closed"))  # a new session: claimed, served
+    assert "never-closed" not in gw.state.killed
+
+
+async def test_the_kill_poll_after_a_bounded_start_reads_only_later_kills(
+    store: LedgerStore, tmp_path: Path
+):
+    """After a start that read the newest `max_killed_sessions` kills, a kill recorded later
+    reaches the runtime through the poll (kills after the newest read), and the poll reads
+    nothing older again."""
+    await _closed_sessions(store, 300, time.time())
+    gw = _gateway(store, _killed_config(tmp_path, MAX_KILLED), tmp_path)
+    await gw.rebuild()
+    before = gw._last_kill_id
+    await store.record_kill("late", "oncall", "runaway", time.time())
+    later = await store.kills_after(gw._last_kill_id)
+    assert [k.session_id for k in later] == ["late"] and later[0].id > before
