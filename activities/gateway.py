@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +33,10 @@ from ledger.journal import Journal
 from ledger.models import CLOSE_ACTOR, KillRecord
 from ledger.session_store import unsettled_streams
 from ledger.snapshot import Snapshot, load_snapshot, save_snapshot_off_loop
-from ledger.store import CallAggregate, LedgerStore
+from ledger.store import LedgerStore
 from ledger.writer import LedgerWriter
 from policies import breaker
-from policies.budgets import BudgetKey, budget_dims, budget_statuses
+from policies.budgets import BudgetKey, budget_statuses
 from policies.config.gateway import GatewayConfig
 from policies.config.models import ApiKey, Budget
 from policies.identity import Identity
@@ -105,6 +105,7 @@ class Gateway:
     sweeper: IdleSweeper = field(default_factory=IdleSweeper)
     _settled: dict[BudgetKey, float] = field(default_factory=dict)
     _settled_until: float | None = None
+    _settled_for: list[Budget] | None = None  # the budgets `_settled` was read for
     _writes_seen: tuple[int, int] | None = None
     # The applied config's version (`audit.versions`): hashed when a config is applied, copied
     # into every call row this runtime decides.
@@ -257,8 +258,7 @@ class Gateway:
 
     async def _load_from_ledger(self) -> None:
         await self.settle_cut_streams()
-        await self.rebuild()
-        await self.sync_spend(full=True)
+        await self.rebuild()  # budget spend too: a full re-sync (`_read_spend`)
         await self.owners.warm()
 
     def _load_last_known_state(self) -> None:
@@ -392,8 +392,8 @@ class Gateway:
         Each consumer reads what it needs with its own query, so what this holds at its peak
         is bounded by configuration, not by how many session ids callers sent in the last
         `REBUILD_DAYS` days: spend of the budgets' current windows, one aggregate per UTC day
-        (and key of a `keys:` list) of the calls each scope matches (`_read_spend`; ended
-        windows are not read: the budget re-sync that follows at start drops them anyway);
+        (and key of a `keys:` list) of the calls each scope matches (`_read_spend`, the full
+        budget re-sync; ended windows are not kept);
         rate counters of the live windows only, at most `max_rate_counters` aggregates per
         query (`rate_counters.read_live`); session totals of the `max_sessions` sessions
         active last, one row each (`LedgerStore.session_activity`)."""
@@ -401,7 +401,7 @@ class Gateway:
         since = now - REBUILD_DAYS * 86400
         config = self.config
         settings = config.settings
-        spend_aggs = await self._read_spend(now)
+        spend = await self._read_spend(now, full=True)
         counters, cut = await read_live(
             self.store, config.rate_limits, now, settings.max_rate_counters
         )
@@ -414,16 +414,8 @@ class Gateway:
         self.state.reserved_spend = old.reserved_spend
         self.state.rate_counts.cap = settings.max_rate_counters
         self.state.rate_counts.load(counters, cut)
-        spend = self.state.spend
-        current = {b.id: calendar_window(now, b.window)[0] for b in config.budgets}
-        for group, aggs in spend_aggs:
-            for a in aggs:
-                ident = _ledger_identity(a.user, a.team, a.project, a.session_id,
-                                         a.workflow_tag, a.environment, a.cost_center,
-                                         a.key_id)  # fmt: skip
-                for st in budget_statuses(group, ident, {}, a.bucket_start):
-                    if st.key[1] >= current[st.key[0]]:  # a window that has not ended
-                        spend[st.key] = spend.get(st.key, 0.0) + a.cost_usd
+        self.state.spend = spend
+        self.metrics.set_budgets(config.budgets, spend, now)
         totals = self.state.sessions
         for s in sessions:
             totals[s.session_id] = SessionTotals(s.calls, s.tokens, s.cost_usd)
@@ -444,26 +436,6 @@ class Gateway:
         # activity first).
         self.sweeper.merge(self, ((s.session_id, s.last_ts) for s in sessions), now)
 
-    async def _read_spend(self, now: float) -> list[tuple[list[Budget], list[CallAggregate]]]:
-        """Spend of the budgets' current windows (and any later one) per scope and UTC day
-        (calendar windows start at UTC midnight): one query per distinct scope, from its
-        earliest current window's start, reading only the calls the scope matches (its
-        required values filtered on), so it returns at most a row per day and key of its
-        `keys:` list, whatever values callers sent."""
-        groups: dict[tuple[frozenset[str], tuple[tuple[str, str], ...]], list[Budget]] = {}
-        for b in self.config.budgets:
-            where = selector_values(b.scope)
-            if where is not None:
-                key = (frozenset(selector_dims(b.scope)), tuple(sorted(where.items())))
-                groups.setdefault(key, []).append(b)
-        out = []
-        for (dims, where_items), group in groups.items():
-            since = min(calendar_window(now, b.window)[0] for b in group)
-            aggs = await self.store.aggregate_calls(since, 86400, by=dims,
-                                                    where=dict(where_items))  # fmt: skip
-            out.append((group, aggs))
-        return out
-
     async def settle_cut_streams(self) -> int:
         """Streams this runtime had started when it last died get their call row now, as
         `stream_interrupted` (their start record stays; the settling row is appended)."""
@@ -478,47 +450,54 @@ class Gateway:
 
     async def sync_spend(self, now: float | None = None, full: bool = False) -> None:
         """Budget spend of the current windows = the ledger (every replica's and worker's
-        flushed calls) + this runtime's rows not yet flushed.
+        flushed calls) + this runtime's rows not yet flushed (`_read_spend`).
 
         Incremental: calls older than `SYNC_SETTLE` seconds are folded once into a settled
         base; each sync reads only the calls since the last settle point (a few seconds of
         traffic), so its cost does not grow with the month. `full=True` re-reads the windows
         from their start (done at start and every `FULL_SYNC_EVERY` syncs, which also picks up
-        rows another replica flushed very late). Pending rows are read before the query, so a
-        row flushed meanwhile is counted twice until the next sync: an over-count, the safe
-        direction for a ceiling."""
+        rows another replica flushed very late)."""
         budgets = self.config.budgets
         if not budgets:
             return
         now = time.time() if now is None else now
         if not full and await self._only_writer():
             return  # nobody else wrote calls: the in-memory counters are already exact
+        self.state.spend = await self._read_spend(now, full)
+        self.metrics.set_budgets(budgets, self.state.spend, now)
+
+    async def _read_spend(self, now: float, full: bool) -> dict[BudgetKey, float]:
+        """Spend of the budgets' current windows from the ledger and the writer's pending rows.
+
+        Per distinct scope (`_spend_scopes`), the calls it matches, its required values
+        filtered in SQL: a full read is one aggregate per UTC day (calendar windows start at
+        UTC midnight) up to the settle point and per 10-s bucket after it, an incremental one
+        per 10-s bucket since the last settle point, one query; so at most a row per scope,
+        day (or bucket) and key of a `keys:` list, whatever values (projects, sessions, tags)
+        callers sent. The base is re-read whole when `full`, at first, and when the budgets
+        changed (a reload: the base held nothing of a budget added). Pending rows are read
+        before the queries, so a row flushed meanwhile is counted twice until the next sync:
+        an over-count, the safe direction for a ceiling. Ended windows are not kept."""
+        budgets = self.config.budgets
         pending = self.writer.pending_rows()
         cutoff = (now - SYNC_SETTLE) // SYNC_BUCKET * SYNC_BUCKET
-        if full or self._settled_until is None:
-            since = min(calendar_window(now, b.window)[0] for b in budgets)
-            base: dict[BudgetKey, float] = {}
-        else:
-            since, base = self._settled_until, dict(self._settled)
-        # Grouped by what the budgets read only: never one aggregate per invented session id.
-        aggs = await self.store.aggregate_calls(since, int(SYNC_BUCKET), by=budget_dims(budgets))
+        current = {b.id: calendar_window(now, b.window)[0] for b in budgets}
+        again = full or self._settled_until is None or self._settled_for != budgets
+        base: dict[BudgetKey, float] = {} if again else dict(self._settled)
         recent: dict[BudgetKey, float] = {}
-        for a in aggs:
-            ident = _ledger_identity(
-                a.user,
-                a.team,
-                a.project,
-                a.session_id,
-                a.workflow_tag,
-                a.environment,
-                a.cost_center,
-                a.key_id,
-            )
-            into = base if a.bucket_start < cutoff else recent
-            for st in budget_statuses(budgets, ident, {}, a.bucket_start):
-                into[st.key] = into.get(st.key, 0.0) + a.cost_usd
-        self._settled = {k: v for k, v in base.items() if k[1] >= since - 40 * 86400}
+        for (dims, where), group in _spend_scopes(budgets).items():
+            since = min(current[b.id] for b in group)
+            parts = (base, recent, cutoff)
+            if again:  # the windows from their start, a row per day; then the last seconds
+                if since < cutoff:
+                    await self._add_spend(parts, group, dims, where, since, cutoff, 86400, current)
+                since = max(since, cutoff)
+            else:  # since the settle point only: a few 10-s buckets, one query
+                since = max(since, self._settled_until or since)
+            await self._add_spend(parts, group, dims, where, since, None, SYNC_BUCKET, current)
+        self._settled = {k: v for k, v in base.items() if current.get(k[0], now + 1) <= k[1]}
         self._settled_until = cutoff
+        self._settled_for = budgets
         spend = dict(self._settled)
         for k, v in recent.items():
             spend[k] = spend.get(k, 0.0) + v
@@ -537,8 +516,32 @@ class Gateway:
             )
             for st in budget_statuses(budgets, ident, {}, r["ts"]):
                 spend[st.key] = spend.get(st.key, 0.0) + r["cost_usd"]
-        self.state.spend = spend
-        self.metrics.set_budgets(budgets, spend, now)
+        return spend
+
+    async def _add_spend(
+        self,
+        parts: tuple[dict[BudgetKey, float], dict[BudgetKey, float], float],
+        group: list[Budget],
+        dims: frozenset[str],
+        where: tuple[tuple[str, str], ...],
+        since: float,
+        until: float | None,
+        bucket: float,
+        current: dict[str, float],
+    ) -> None:
+        """Add the cost of the calls in [since, until) that `group`'s scope matches to the
+        windows (not ended) of its budgets: into the base (`parts[0]`) for buckets before the
+        settle point (`parts[2]`, a multiple of `SYNC_BUCKET`), else into the recent part."""
+        base, recent, cutoff = parts
+        aggs = await self.store.aggregate_calls(since, int(bucket), by=dims, where=dict(where),
+                                                until_ts=until)  # fmt: skip
+        for a in aggs:
+            ident = _ledger_identity(a.user, a.team, a.project, a.session_id, a.workflow_tag,
+                                     a.environment, a.cost_center, a.key_id)  # fmt: skip
+            into = base if a.bucket_start < cutoff else recent
+            for st in budget_statuses(group, ident, {}, a.bucket_start):
+                if st.key[1] >= current[st.key[0]]:  # a window that has not ended
+                    into[st.key] = into.get(st.key, 0.0) + a.cost_usd
 
     async def _only_writer(self) -> bool:
         """Did every call row added since the last check come from this runtime's writer?
@@ -655,6 +658,21 @@ class Gateway:
             except Exception as exc:
                 log.warning("kill hook failed for a session: %s", type(exc).__name__)
         return rec, created
+
+
+SpendScope = tuple[frozenset[str], tuple[tuple[str, str], ...]]
+
+
+def _spend_scopes(budgets: Sequence[Budget]) -> dict[SpendScope, list[Budget]]:
+    """Budgets by the scope they read: the ledger fields a scope groups by and the values it
+    requires (filtered in SQL); a scope that matches no ledger row is left out."""
+    out: dict[SpendScope, list[Budget]] = {}
+    for b in budgets:
+        where = selector_values(b.scope)
+        if where is not None:
+            key = (frozenset(selector_dims(b.scope)), tuple(sorted(where.items())))
+            out.setdefault(key, []).append(b)
+    return out
 
 
 def _ledger_identity(

@@ -399,3 +399,92 @@ async def test_the_kill_poll_after_a_bounded_start_reads_only_later_kills(
     await store.record_kill("late", "oncall", "runaway", time.time())
     later = await store.kills_after(gw._last_kill_id)
     assert [k.session_id for k in later] == ["late"] and later[0].id > before
+
+
+class _Rows:
+    """Counts the aggregates `aggregate_calls` hands back, per call."""
+
+    def __init__(self, store: LedgerStore) -> None:
+        self.seen: list[int] = []
+        real = store.aggregate_calls
+
+        async def counted(*a: Any, **kw: Any) -> Any:
+            out = await real(*a, **kw)
+            self.seen.append(len(out))
+            return out
+
+        store.aggregate_calls = counted  # type: ignore[method-assign]
+
+
+def _current_spend(gw: Gateway, spend: dict[Any, float], now: float) -> dict[Any, float]:
+    current = {b.id: calendar_window(now, b.window)[0] for b in gw.config.budgets}
+    return {k: v for k, v in spend.items() if k[0] in current and k[1] == current[k[0]]}
+
+
+async def test_a_full_budget_resync_reads_rows_by_scope_and_day_not_by_caller_values(
+    store: LedgerStore, tmp_path: Path
+):
+    """2,000 calls, each with a project, session and workflow tag of its own, over this month:
+    the full budget re-sync (at start and every `FULL_SYNC_EVERY` syncs) reads at most a row
+    per budget scope and UTC day (and key of a `keys:` list), not one per value callers sent
+    and 10-s bucket; the spend is the full read's, for every budget's current window, and an
+    incremental sync after it keeps it."""
+    month = calendar_window(NOW, "monthly")[0]
+    rnd = random.Random(3)
+    rows = [call_row(f"sp-{i}", ts=month + rnd.random() * (NOW - month),
+                     session_id=f"s-{i}", workflow_tag=f"w-{i}",
+                     project=rnd.choice([f"inv-{i}", "platform-search", "intern-sandbox",
+                                         "UNTAGGED"]),
+                     key_id=rnd.choice(["dev-developer", "dev-intern"]),
+                     team=rnd.choice(["search", "infra"]),
+                     environment=rnd.choice(["production", "staging"]),
+                     cost_usd=round(rnd.random() / 100, 6))
+            for i in range(2000)]  # fmt: skip
+    await _insert(store, rows)
+    gw = _gateway(store, _config(tmp_path, 100_000, 100_000), tmp_path)
+    want = _current_spend(gw, (await _full_read(gw, NOW))["spend"], NOW)
+    assert len(want) >= 6
+    reads = _Rows(store)
+    await gw.sync_spend(now=NOW, full=True)
+    days = int((NOW - month) // DAY) + 1
+    scopes = len({(b.scope.model_dump_json()) for b in gw.config.budgets})
+    assert sum(reads.seen) <= scopes * (days + 1), reads.seen  # 91 here; was 2,000
+    got = _current_spend(gw, gw.state.spend, NOW)
+    assert set(got) == set(want)
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
+    reads.seen.clear()
+    await gw.sync_spend(now=NOW + 30)  # incremental: the last seconds only, a query a scope
+    assert len(reads.seen) <= scopes and sum(reads.seen) <= 4 * scopes, reads.seen
+    got = _current_spend(gw, gw.state.spend, NOW)
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
+
+
+RELOADED = """
+type: gateway-budget-config
+name: rb-added
+budgets:
+  - {id: rb-added-daily, scope: {subjects: {team: infra}}, ceiling_usd: 1, window: daily}
+"""
+
+
+async def test_a_budget_added_by_a_reload_counts_the_spend_of_its_window_at_the_next_sync(
+    store: LedgerStore, tmp_path: Path
+):
+    """A reload adds a budget: the next (incremental) re-sync counts what its window already
+    spent, not only the calls after the last settle point (the base settled for the old
+    budgets held nothing of it: the budget read ~0 until the next full re-sync, 5 minutes
+    later, and its ceiling did not hold meanwhile)."""
+    day = calendar_window(NOW, "daily")[0]
+    rows = [call_row(f"ra-{i}", ts=day + i * 10.0, team="infra", cost_usd=0.1) for i in range(20)]
+    await _insert(store, rows)
+    gw = _gateway(store, _config(tmp_path, 100_000, 100_000), tmp_path)
+    await gw.sync_spend(now=NOW, full=True)
+    cfg = make_config_dir(tmp_path / "cfg2", {**OVERLAY, "zz-rb-added.yaml": RELOADED})
+    gw.apply_config(load_config_dir(cfg))
+    try:
+        await gw.sync_spend(now=NOW + 30)
+        assert gw.state.spend.get(("rb-added-daily", day)) == pytest.approx(2.0)
+    finally:
+        await gw.versions.close(store)  # the reload's config version, written in the background
