@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -403,7 +403,7 @@ class Gateway:
         settings = config.settings
         spend = await self._read_spend(now, full=True)
         counters, cut = await read_live(
-            self.store, config.rate_limits, now, settings.max_rate_counters
+            self.store, config.rate_limits, now, settings.max_rate_counters, config.keys_by_id
         )
         sessions = await self.store.session_activity(since, settings.max_sessions)
         old = self.state
@@ -513,6 +513,7 @@ class Gateway:
                 r["environment"],
                 r["cost_center"],
                 r.get("key_id"),
+                self.config.keys_by_id,
             )
             for st in budget_statuses(budgets, ident, {}, r["ts"]):
                 spend[st.key] = spend.get(st.key, 0.0) + r["cost_usd"]
@@ -537,7 +538,8 @@ class Gateway:
                                                 until_ts=until)  # fmt: skip
         for a in aggs:
             ident = _ledger_identity(a.user, a.team, a.project, a.session_id, a.workflow_tag,
-                                     a.environment, a.cost_center, a.key_id)  # fmt: skip
+                                     a.environment, a.cost_center, a.key_id,
+                                     self.config.keys_by_id)  # fmt: skip
             into = base if a.bucket_start < cutoff else recent
             for st in budget_statuses(group, ident, {}, a.bucket_start):
                 if st.key[1] >= current[st.key[0]]:  # a window that has not ended
@@ -684,14 +686,19 @@ def _ledger_identity(
     environment: str | None,
     cost_center: str | None,
     key_id: str | None = None,
+    keys: Mapping[str, ApiKey] | None = None,
 ) -> Identity:
-    """The identity a ledger row or aggregate stands for, for re-applying scopes to it."""
+    """The identity a ledger row or aggregate stands for, for re-applying scopes to it. The
+    ledger holds no subject type or role: with `keys` (`GatewayConfig.keys_by_id`) they are
+    those of the key that made the call, as the live decision saw them (a reader grouping by
+    `selector_dims` has `key_id` whenever a selector reads them)."""
+    key = keys.get(key_id) if keys is not None and key_id else None
     return Identity(
         key_id=key_id or "",
         user=user or "",
         team=team or "",
-        role="",
-        subject_type="user",
+        role=key.role if key is not None else "",
+        subject_type=key.subject_type if key is not None else "user",
         project=project or "",
         session_id=session_id,
         workflow_tag=workflow_tag,

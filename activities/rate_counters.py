@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ledger.errors import LedgerUnavailable
-from policies.config.models import RateLimitRule
+from policies.config.models import ApiKey, RateLimitRule
 from policies.matching import selector_values
 from policies.ratelimits import SCOPE_FIELDS, RateKey, applicable_keys, rule_dims
 from policies.refusals import Refusal
@@ -181,9 +181,10 @@ async def _count(gw: Gateway, rule: RateLimitRule, key: RateKey, end: float) -> 
         ) from None
     out = [0, 0]
     rules = [rule]
+    keys = gw.config.keys_by_id
     for a in aggs:
         ident = _ledger_identity(a.user, a.team, a.project, a.session_id, a.workflow_tag,
-                                 a.environment, a.cost_center, a.key_id)  # fmt: skip
+                                 a.environment, a.cost_center, a.key_id, keys)  # fmt: skip
         for _, k, _ in applicable_keys(rules, ident, a.virtual_model or "", a.bucket_start):
             if k == key:
                 out[0] += a.requests
@@ -194,7 +195,7 @@ async def _count(gw: Gateway, rule: RateLimitRule, key: RateKey, end: float) -> 
             continue
         ident = _ledger_identity(r["user"], r["team"], r["project"], r["session_id"],
                                  r["workflow_tag"], r["environment"], r["cost_center"],
-                                 r.get("key_id"))  # fmt: skip
+                                 r.get("key_id"), keys)  # fmt: skip
         for _, k, _ in applicable_keys(rules, ident, r.get("virtual_model") or "", ts):
             if k == key:
                 out[0] += 1
@@ -206,7 +207,11 @@ _TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_wr
 
 
 async def read_live(
-    store: LedgerStore, rules: Sequence[RateLimitRule], now: float, cap: int
+    store: LedgerStore,
+    rules: Sequence[RateLimitRule],
+    now: float,
+    cap: int,
+    keys: Mapping[str, ApiKey] | None = None,
 ) -> tuple[list[tuple[RateKey, int, int]], set[WindowId]]:
     """Every rule's counters of its live window from the ledger (a start-up rebuild), least
     recently charged first, and the windows not read whole.
@@ -238,7 +243,7 @@ async def read_live(
             group = [r for r in group if _one_aggregate_per_counter(r)]
         for a in aggs:
             ident = _ledger_identity(a.user, a.team, a.project, a.session_id, a.workflow_tag,
-                                     a.environment, a.cost_center, a.key_id)  # fmt: skip
+                                     a.environment, a.cost_center, a.key_id, keys)  # fmt: skip
             last = a.last_ts or a.bucket_start
             for _, k, _ in applicable_keys(group, ident, a.virtual_model or "", a.bucket_start):
                 t = totals.get(k)
@@ -254,6 +259,9 @@ async def read_live(
 
 def _one_aggregate_per_counter(rule: RateLimitRule) -> bool:
     """Whether every aggregate grouped by `rule_dims(rule)` that the rule applies to is a
-    counter of its own: every field it groups by is the scope or fixed by an equality, except
-    a key id among several `keys` when the scope is not the key."""
-    return rule.scope == "key" or len(set(rule.when.keys)) <= 1
+    counter of its own: every field it groups by is the scope or fixed by an equality (not
+    a key id among several `keys`, or read for the subject's type or role, unless the scope
+    is the key)."""
+    fixed = set(selector_values(rule.when) or ())
+    fixed.add(SCOPE_FIELDS.get(rule.scope, ""))
+    return rule_dims(rule) <= fixed

@@ -24,8 +24,8 @@ def selector_dims(sel: MetadataMatch) -> set[str]:
     `session_id`, `key_id` …): a reader of ledger aggregates needs to group by these alone."""
     out: set[str] = set(sel.metadata)  # canonical names: project, team, user, session_id, …
     out.update(k for k in sel.subjects if k in ("user", "team"))
-    if sel.keys:
-        out.add("key_id")
+    if sel.keys or "type" in sel.subjects or "role" in sel.subjects:
+        out.add("key_id")  # the ledger has no type or role: they are the calling key's
     return out
 
 
@@ -33,7 +33,7 @@ def selector_values(sel: MetadataMatch) -> dict[str, str] | None:
     """The ledger values `matches(sel, …)` requires, by ledger name (equalities a ledger query
     can filter on, so it reads only the calls the selector matches); None when it matches no
     ledger row (two values required of one field). The rest (a list of several keys, the
-    subject's type or role) is left to `matches`."""
+    subject's type or role, which are the calling key's) is left to `matches`."""
     out: dict[str, str] = {}
     pairs = [*sel.metadata.items(), *((k, v) for k, v in sel.subjects.items()
                                       if k in ("user", "team"))]  # fmt: skip

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -44,6 +45,12 @@ class GatewayConfig:
     budgets: tuple[Budget, ...] = ()
     extra: dict[str, tuple[BaseModel, ...]] = field(default_factory=dict)
     sources: tuple[str, ...] = ()
+
+    @cached_property
+    def keys_by_id(self) -> dict[str, ApiKey]:
+        """Keys by id: a ledger row names the key that made the call, and its subject type
+        and role (which the ledger does not hold) are the key's."""
+        return {k.id: k for k in self.keys_by_hash.values()}
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:

@@ -127,7 +127,8 @@ async def _full_read(gw: Gateway, now: float) -> dict[str, Any]:
     seen: dict[str, float] = {}
     for a in aggs:
         ident = _ledger_identity(a.user, a.team, a.project, a.session_id, a.workflow_tag,
-                                 a.environment, a.cost_center, a.key_id)  # fmt: skip
+                                 a.environment, a.cost_center, a.key_id,
+                                 cfg.keys_by_id)  # fmt: skip
         ts = a.bucket_start
         for _, key, _ in applicable_keys(cfg.rate_limits, ident, a.virtual_model or "", ts):
             c = rates.setdefault(key, [0, 0])
@@ -488,3 +489,57 @@ async def test_a_budget_added_by_a_reload_counts_the_spend_of_its_window_at_the_
         assert gw.state.spend.get(("rb-added-daily", day)) == pytest.approx(2.0)
     finally:
         await gw.versions.close(store)  # the reload's config version, written in the background
+
+
+SUBJECTS = """
+type: gateway-rate-limit-config
+name: rb-subjects
+rules:
+  - {id: rb-svc-user-1h, when: {subjects: {type: service}}, limit: {requests: 1000, window: 1h},
+     scope: user}
+  - {id: rb-people-user-1h, when: {subjects: {type: user}}, limit: {requests: 1000, window: 1h},
+     scope: user}
+  - {id: rb-admins-1h, when: {subjects: {role: admin}}, limit: {requests: 1000, window: 1h}}
+---
+type: gateway-budget-config
+name: rb-subject-budgets
+budgets:
+  - {id: rb-svc-daily, scope: {subjects: {type: service}}, ceiling_usd: 1, window: daily}
+  - {id: rb-admin-daily, scope: {subjects: {role: admin}}, ceiling_usd: 1, window: daily}
+"""
+
+
+async def test_subject_type_and_role_selectors_count_the_calls_they_governed(
+    store: LedgerStore, tmp_path: Path
+):
+    """A rule or budget scoped on `subjects: {type: …}` or `{role: …}` counts, after a
+    restart, the calls it counted live: the ledger has no type or role column, so they are
+    those of the key that made the call (`key_id`). Before, every ledger row read as a
+    `user` subject with no role: a service account's or an admin's spend and requests read
+    back as 0 (their ceilings did not hold after a restart), and a service's calls were
+    counted against `type: user` rules."""
+    from activities.rate_counters import _count
+
+    rows = [call_row(f"svc-{i}", ts=NOW - 60 + i, key_id="dev-service", user="svc_search",
+                     team="data-platform", cost_usd=0.1) for i in range(6)]
+    rows += [call_row(f"adm-{i}", ts=NOW - 60 + i, key_id="dev-admin", user="u_admin",
+                      team="platform", cost_usd=0.2) for i in range(3)]
+    rows += [call_row(f"dev-{i}", ts=NOW - 60 + i, key_id="dev-developer", user="u_dev",
+                      team="data-platform", cost_usd=0.05) for i in range(4)]  # fmt: skip
+    await _insert(store, rows)
+    cfg = make_config_dir(tmp_path / "cfg", {"zz-rb-subjects.yaml": SUBJECTS})
+    gw = _gateway(store, load_config_dir(cfg), tmp_path)
+    await gw.rebuild(now=NOW)
+    day, hour = calendar_window(NOW, "daily")[0], NOW // 3600 * 3600
+    assert gw.state.spend[("rb-svc-daily", day)] == pytest.approx(0.6)
+    assert gw.state.spend[("rb-admin-daily", day)] == pytest.approx(0.6)
+    counts = gw.state.rate_counts
+    assert counts.get(("rb-svc-user-1h", "svc_search", hour), [0])[0] == 6
+    assert ("rb-people-user-1h", "svc_search", hour) not in counts  # not a `user` subject
+    assert counts[("rb-people-user-1h", "u_dev", hour)][0] == 4
+    assert counts.get(("rb-admins-1h", "*", hour), [0])[0] == 3
+    # a counter read back on use (after an eviction) counts the same calls
+    rules = {r.id: r for r in gw.config.rate_limits}
+    got = await _count(gw, rules["rb-svc-user-1h"], ("rb-svc-user-1h", "svc_search", hour),
+                       hour + 3600)  # fmt: skip
+    assert got[0] == 6
