@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import functools
 import re
 from collections.abc import Callable, Iterator
 from itertools import repeat
@@ -594,7 +595,7 @@ def _label_start(low: str, i: int, ms: int, me: int, labels: _Labels | None = No
 
 def _owned_label(low: str, i: int, ms: int, me: int, owner: str) -> int:
     """`_label_start` given the owner word before `ms`: `_label_ok` on the owner word and the
-    label's word, the word's part kept (`_WORDS_OK`), so a label after distinct owner words (a
+    label's word, the word's part kept (`_label_word`), so a label after distinct owner words (a
     value glued to the next label) pays only for the owner's."""
     if owner:
         bare = owner.rstrip("_-. ")
@@ -606,13 +607,7 @@ def _owned_label(low: str, i: int, ms: int, me: int, owner: str) -> int:
             return -1  # a dotted coordinate (`io.jsonwebtoken:jjwt`), not an assignment
     elif i == 5:
         return -1  # `key` needs an owner word
-    label = low[ms:me]
-    if (word := _WORDS_OK.get(label)) is None:
-        m = _WORD.match(label)
-        assert m is not None
-        word = m.group() if _label_ok(m.group(), m.group(), "") else ""
-        if len(_WORDS_OK) < _WORDS_OK_MAX:
-            _WORDS_OK[label] = word
+    word = _label_word(low[ms:me])
     # (The label, owner word and all, may not end like the name of something else: the word
     # has 3 characters or more and the names 7 at most, so 4 of the owner's are enough.)
     if not word or (owner[-4:] + word).endswith(_NOT_SECRET_SUFFIX):
@@ -620,10 +615,13 @@ def _owned_label(low: str, i: int, ms: int, me: int, owner: str) -> int:
     return ms - len(owner)
 
 
-# A label's word if `_label_ok` takes it with no owner word (else ""), by label and operator, for
-# any scan (it depends on them alone); at most this many kept.
-_WORDS_OK: dict[str, str] = {}
-_WORDS_OK_MAX = 4096
+@functools.lru_cache(maxsize=4096)
+def _label_word(label: str) -> str:
+    """The word of `label` (a label regex's match: stem, run-on, operator) if `_label_ok` takes it
+    with no owner word, else "". A pure function of the label, so kept across scans (bounded)."""
+    m = _WORD.match(label)
+    assert m is not None
+    return m.group() if _label_ok(m.group(), m.group(), "") else ""
 
 
 def _assignment(
