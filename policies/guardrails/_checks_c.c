@@ -1,0 +1,537 @@
+/* The pure checks of policies/guardrails/checks.py in C (optional: checks.py falls back to its
+ * Python versions, which give the same answers, when this is not built).
+ *
+ * Every function takes any str (1-, 2- or 4-byte kind) and works on code points, as the Python
+ * does. Where the Python would decide with a regex or with `entropy()` (a sum within
+ * `_ENTROPY_MARGIN` of the threshold, or a value longer than `_XLOGX_MAX`), these return None and
+ * the caller asks the Python: a bool they return is the Python's answer.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* checks._XLOGX_MAX and checks._ENTROPY_MARGIN (the module checks they match at import). */
+#define XLOGX_MAX 4096
+#define ENTROPY_MARGIN 1e-9
+
+static double xlogx[XLOGX_MAX + 1];
+static PyObject *example_str; /* "EXAMPLE" */
+
+static int
+ready(PyObject *s)
+{
+    if (!PyUnicode_Check(s)) {
+        PyErr_SetString(PyExc_TypeError, "a str is required");
+        return -1;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(s) < 0)
+        return -1;
+#endif
+    return 0;
+}
+
+static int
+cmp_ucs4(const void *a, const void *b)
+{
+    Py_UCS4 x = *(const Py_UCS4 *)a, y = *(const Py_UCS4 *)b;
+    return (x > y) - (x < y);
+}
+
+/* The entropy verdict `entropy_at_least` reaches on its sum (1 at least, 0 under, -1 within the
+ * margin or too long: ask `entropy()`), and the number of distinct code points in *distinct
+ * (-1 when not counted). -2 on a memory error. */
+static int
+entropy_verdict(PyObject *s, double min_entropy, Py_ssize_t *distinct)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    double sum = 0.0;
+    Py_ssize_t d = 0;
+    *distinct = -1;
+    if (n == 0 || n > XLOGX_MAX)
+        return -1;
+    if (kind == PyUnicode_1BYTE_KIND) {
+        unsigned short counts[256];
+        memset(counts, 0, sizeof(counts));
+        const Py_UCS1 *p = (const Py_UCS1 *)data;
+        for (Py_ssize_t i = 0; i < n; i++)
+            counts[p[i]]++;
+        if (n < 128) { /* each distinct character at its first place, not all 256 counts */
+            for (Py_ssize_t i = 0; i < n; i++) {
+                if (counts[p[i]]) {
+                    sum += xlogx[counts[p[i]]];
+                    counts[p[i]] = 0;
+                    d++;
+                }
+            }
+        }
+        else {
+            for (int c = 0; c < 256; c++) {
+                if (counts[c]) {
+                    sum += xlogx[counts[c]];
+                    d++;
+                }
+            }
+        }
+    }
+    else {
+        Py_UCS4 *buf = PyMem_Malloc(sizeof(Py_UCS4) * (size_t)n);
+        if (buf == NULL) {
+            PyErr_NoMemory();
+            return -2;
+        }
+        for (Py_ssize_t i = 0; i < n; i++)
+            buf[i] = PyUnicode_READ(kind, data, i);
+        qsort(buf, (size_t)n, sizeof(Py_UCS4), cmp_ucs4);
+        Py_ssize_t i = 0;
+        while (i < n) {
+            Py_ssize_t j = i + 1;
+            while (j < n && buf[j] == buf[i])
+                j++;
+            sum += xlogx[j - i];
+            d++;
+            i = j;
+        }
+        PyMem_Free(buf);
+    }
+    *distinct = d;
+    double h = log2((double)n) - sum / (double)n;
+    if (fabs(h - min_entropy) < ENTROPY_MARGIN)
+        return -1;
+    return h >= min_entropy;
+}
+
+/* `char_classes(value) >= 2`: lower, upper and digit are ASCII; other is anything else. */
+static int
+two_classes(PyObject *s)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    int lower = 0, upper = 0, digit = 0, other = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c >= 'a' && c <= 'z')
+            lower = 1;
+        else if (c >= 'A' && c <= 'Z')
+            upper = 1;
+        else if (c >= '0' && c <= '9')
+            digit = 1;
+        else
+            other = 1;
+        if (lower + upper + digit + other >= 2)
+            return 1;
+    }
+    return 0;
+}
+
+/* `_ascending_run(value, n)` for n >= 2: n code points in a row, each the previous plus one. */
+static int
+run_of(PyObject *s, Py_ssize_t n)
+{
+    Py_ssize_t len = PyUnicode_GET_LENGTH(s);
+    if (len < n)
+        return 0;
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    Py_ssize_t run = 1;
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const Py_UCS1 *p = (const Py_UCS1 *)data;
+        for (Py_ssize_t i = 1; i < len; i++) {
+            run = (p[i] == p[i - 1] + 1) ? run + 1 : 1;
+            if (run >= n)
+                return 1;
+        }
+        return 0;
+    }
+    for (Py_ssize_t i = 1; i < len; i++) {
+        Py_UCS4 a = PyUnicode_READ(kind, data, i - 1), b = PyUnicode_READ(kind, data, i);
+        run = (b == a + 1) ? run + 1 : 1;
+        if (run >= n)
+            return 1;
+    }
+    return 0;
+}
+
+static PyObject *
+verdict(int v)
+{
+    if (v < 0)
+        Py_RETURN_NONE;
+    return PyBool_FromLong(v);
+}
+
+static PyObject *
+py_ascending_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "ascending_run(value, n)");
+        return NULL;
+    }
+    if (ready(args[0]) < 0)
+        return NULL;
+    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 2) {
+        PyErr_SetString(PyExc_ValueError, "ascending_run: n must be 2 or more");
+        return NULL;
+    }
+    return PyBool_FromLong(run_of(args[0], n));
+}
+
+static PyObject *
+py_two_char_classes(PyObject *self, PyObject *value)
+{
+    if (ready(value) < 0)
+        return NULL;
+    return PyBool_FromLong(two_classes(value));
+}
+
+static int
+entropy_args(PyObject *const *args, Py_ssize_t nargs, const char *name, double *t)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "%s(value, min_entropy)", name);
+        return -1;
+    }
+    if (ready(args[0]) < 0)
+        return -1;
+    *t = PyFloat_AsDouble(args[1]);
+    if (*t == -1.0 && PyErr_Occurred())
+        return -1;
+    return 0;
+}
+
+/* `entropy_at_least(value, min_entropy)`, or None: ask `entropy(value) >= min_entropy`. */
+static PyObject *
+py_entropy_at_least(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    double t;
+    Py_ssize_t d;
+    if (entropy_args(args, nargs, "entropy_at_least", &t) < 0)
+        return NULL;
+    int v = entropy_verdict(args[0], t, &d);
+    if (v == -2)
+        return NULL;
+    return verdict(v);
+}
+
+/* `random_looking(value, min_entropy)`, or None: ask the Python. */
+static PyObject *
+py_random_looking(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    double t;
+    Py_ssize_t d;
+    if (entropy_args(args, nargs, "random_looking", &t) < 0)
+        return NULL;
+    if (!two_classes(args[0]))
+        Py_RETURN_FALSE;
+    int v = entropy_verdict(args[0], t, &d);
+    if (v == -2)
+        return NULL;
+    return verdict(v);
+}
+
+static const char *const placeholder_values[] = {
+    "password", "passwd", "secret", "token", "pass", "pwd", "undefined", "true", "false", NULL,
+};
+
+/* `placeholder_shape(low, three)` but for its regexes: 1 a placeholder, 0 not, -1 only a regex
+ * (`_TEMPLATE`, `_FILE_PATH`) can tell. */
+static int
+shape(PyObject *low, int three)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(low);
+    int kind = PyUnicode_KIND(low);
+    const void *data = PyUnicode_DATA(low);
+    if (n == 0)
+        return 1;
+    Py_UCS4 first = PyUnicode_READ(kind, data, 0);
+    if (first == '$' || first == '%' || first == '@' || first == '<')
+        return 1;
+    if (n <= 9 && PyUnicode_IS_ASCII(low)) {
+        for (const char *const *w = placeholder_values; *w; w++) {
+            if (PyUnicode_CompareWithASCIIString(low, *w) == 0)
+                return 1;
+        }
+    }
+    if (!three) { /* at most two distinct characters */
+        Py_UCS4 second = first;
+        int two = 0, more = 0;
+        for (Py_ssize_t i = 1; i < n; i++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            if (c == first)
+                continue;
+            if (!two) {
+                second = c;
+                two = 1;
+            }
+            else if (c != second) {
+                more = 1;
+                break;
+            }
+        }
+        if (!more)
+            return 1;
+    }
+    if (n >= 4 && PyUnicode_READ(kind, data, n - 4) == 'h' &&
+        PyUnicode_READ(kind, data, n - 3) == 'e' && PyUnicode_READ(kind, data, n - 2) == 'r' &&
+        PyUnicode_READ(kind, data, n - 1) == 'e')
+        return 1;
+    int lt = 0, gt = 0, tmpl = 0;
+    Py_ssize_t last_sep = -1, last_dot = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c == '<')
+            lt = 1;
+        else if (c == '>')
+            gt = 1;
+        else if (c == '$' || c == '{')
+            tmpl = 1;
+        else if (c == '/' || c == '\\')
+            last_sep = i;
+        else if (c == '.')
+            last_dot = i;
+    }
+    if (lt && gt)
+        return 1;
+    int unknown = tmpl; /* `_TEMPLATE.search(low)` */
+    if (first == '/' || first == '~' || first == '.' || first == '\\' ||
+        (n >= 3 && PyUnicode_READ(kind, data, 1) == ':' && PyUnicode_READ(kind, data, 2) == '\\')) {
+        /* `_FILE_PATH.fullmatch(low)` matters only where the last part holds a `.` */
+        if (last_dot > last_sep)
+            unknown = 1;
+    }
+    return unknown ? -1 : 0;
+}
+
+/* checks._PLACEHOLDER_WORDS (checks.py uses this module only where they are the same). */
+static const char *const placeholder_words[] = {
+    "example", "placeholder", "your_", "your-", "yourpass", "changeme", "change_me", "change-me",
+    "redacted", "dummy", "sample", "xxxx", "****", "....", "####", "%(", "%s",
+    "secret_here", "token_here", "key_here", "replace", "insert", "todo", "fixme", "null", "none",
+    "not-a-real", "not_a_real", "not-real", "not_real", "fake-", "fake_", "-fake", "_fake",
+    "path/to/", NULL,
+};
+
+/* Whether an ASCII character starts one of the words (set at import). */
+static char word_head[128];
+
+/* `_PLACEHOLDER_WORD.search(low) is not None`: any of the words in `low`. */
+static int
+has_word(PyObject *low)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(low);
+    int kind = PyUnicode_KIND(low);
+    const void *data = PyUnicode_DATA(low);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c >= 128 || !word_head[c])
+            continue;
+        for (const char *const *w = placeholder_words; *w; w++) {
+            if ((Py_UCS4)(unsigned char)(*w)[0] != c)
+                continue;
+            Py_ssize_t k = 1;
+            while ((*w)[k] && i + k < n &&
+                   PyUnicode_READ(kind, data, i + k) == (Py_UCS4)(unsigned char)(*w)[k])
+                k++;
+            if ((*w)[k] == '\0')
+                return 1;
+        }
+    }
+    return 0;
+}
+
+static int
+ref_start(Py_UCS4 c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || c == '$';
+}
+
+static int
+ref_char(Py_UCS4 c)
+{ /* `[\w$]`: sre's word character for str patterns, or `$` */
+    return Py_UNICODE_ISALNUM(c) || c == '_' || c == '$';
+}
+
+/* secrets._CODE_REF's pattern (a test checks they are the same). */
+#define CODE_REF "[A-Za-z_$][\\w$]*+(?:\\.[A-Za-z_$][\\w$]*+)*+(?:[\\[(:].*)?"
+
+/* `secrets._CODE_REF.fullmatch(value) is not None`:
+ * `[A-Za-z_$][\w$]*+(?:\.[A-Za-z_$][\w$]*+)*+(?:[\[(:].*)?` */
+static int
+code_ref(PyObject *s)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    Py_ssize_t i = 0;
+    if (n == 0 || !ref_start(PyUnicode_READ(kind, data, 0)))
+        return 0;
+    i = 1;
+    for (;;) {
+        while (i < n && ref_char(PyUnicode_READ(kind, data, i)))
+            i++;
+        if (i + 1 < n && PyUnicode_READ(kind, data, i) == '.' &&
+            ref_start(PyUnicode_READ(kind, data, i + 1)))
+            i += 2;
+        else
+            break;
+    }
+    if (i == n)
+        return 1;
+    Py_UCS4 c = PyUnicode_READ(kind, data, i);
+    if (c != '[' && c != '(' && c != ':')
+        return 0;
+    for (i++; i < n; i++) { /* `.*` to the end: no line feed */
+        if (PyUnicode_READ(kind, data, i) == '\n')
+            return 0;
+    }
+    return 1;
+}
+
+/* `secrets._value_ok(value, quoted, kind, counted)`, `low` being `value`'s lower-cased text,
+ * `few` 0 where counted (else 6 for a password, 8 for a secret) and `min_entropy` its kind's: the same answer, or None where a regex (`_TEMPLATE`, `_FILE_PATH`)
+ * or `entropy` must decide. Every check is a refusal, so any refusal here is the answer. */
+static PyObject *
+py_value_ok(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "value_ok(value, low, quoted, few, min_entropy)");
+        return NULL;
+    }
+    PyObject *value = args[0], *low = args[1];
+    if (ready(value) < 0 || ready(low) < 0)
+        return NULL;
+    int quoted = PyObject_IsTrue(args[2]);
+    if (quoted < 0)
+        return NULL;
+    Py_ssize_t few = PyLong_AsSsize_t(args[3]);
+    if (few == -1 && PyErr_Occurred())
+        return NULL;
+    double t = PyFloat_AsDouble(args[4]);
+    if (t == -1.0 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(value);
+    if (n < 8)
+        Py_RETURN_FALSE;
+    if (n > XLOGX_MAX)
+        Py_RETURN_NONE; /* (not counted here) */
+    /* The counts first: the fewest steps, and what refuses most values of a flood. */
+    Py_ssize_t d;
+    int v = entropy_verdict(value, t, &d);
+    if (v == -2)
+        return NULL;
+    if ((d >= 0 && d < few) || v == 0)
+        Py_RETURN_FALSE;
+    if (has_word(low))
+        Py_RETURN_FALSE;
+    int kind = PyUnicode_KIND(value);
+    const void *data = PyUnicode_DATA(value);
+    if (!quoted) {
+        /* code, not a value: `get_token()`, `a[1]`, `{x}`, `settings.api_key`, `API_KEY` */
+        int dot = 0, digit = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            if (c == '(' || c == '[' || c == '{')
+                Py_RETURN_FALSE;
+            if (c == '.' || c == ':')
+                dot = 1;
+            else if (Py_UNICODE_ISDIGIT(c))
+                digit = 1;
+        }
+        if ((dot || !digit) && code_ref(value))
+            Py_RETURN_FALSE;
+    }
+    int sh = shape(low, PyUnicode_IS_ASCII(value));
+    if (sh == 1)
+        Py_RETURN_FALSE;
+    int has = PyUnicode_Contains(value, example_str);
+    if (has < 0)
+        return NULL;
+    if (has || run_of(value, 8))
+        Py_RETURN_FALSE;
+    if (!two_classes(value))
+        Py_RETURN_FALSE;
+    if (sh < 0 || v < 0 || d < 0)
+        Py_RETURN_NONE;
+    Py_RETURN_TRUE;
+}
+
+static PyMethodDef methods[] = {
+    {"ascending_run", (PyCFunction)(void (*)(void))py_ascending_run, METH_FASTCALL,
+     "ascending_run(value, n) -> bool: n (>= 2) consecutive code points in a row."},
+    {"two_char_classes", py_two_char_classes, METH_O,
+     "two_char_classes(value) -> bool: char_classes(value) >= 2."},
+    {"entropy_at_least", (PyCFunction)(void (*)(void))py_entropy_at_least, METH_FASTCALL,
+     "entropy_at_least(value, min_entropy) -> bool | None (None: ask entropy())."},
+    {"random_looking", (PyCFunction)(void (*)(void))py_random_looking, METH_FASTCALL,
+     "random_looking(value, min_entropy) -> bool | None (None: ask the Python)."},
+    {"value_ok", (PyCFunction)(void (*)(void))py_value_ok, METH_FASTCALL,
+     "value_ok(value, low, quoted, few, min_entropy) -> bool | None (None: ask the Python)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_checks_c", "C versions of the pure guardrail checks.", -1, methods,
+};
+
+/* A tuple of the NULL-ended `items`. */
+static PyObject *
+strings(const char *const *items)
+{
+    Py_ssize_t n = 0;
+    while (items[n])
+        n++;
+    PyObject *t = PyTuple_New(n);
+    for (Py_ssize_t i = 0; t != NULL && i < n; i++) {
+        PyObject *o = PyUnicode_FromString(items[i]);
+        if (o == NULL) {
+            Py_CLEAR(t);
+            break;
+        }
+        PyTuple_SET_ITEM(t, i, o);
+    }
+    return t;
+}
+
+PyMODINIT_FUNC
+PyInit__checks_c(void)
+{
+    for (int c = 1; c <= XLOGX_MAX; c++)
+        xlogx[c] = (double)c * log2((double)c);
+    xlogx[0] = 0.0;
+    for (const char *const *w = placeholder_words; *w; w++)
+        word_head[(unsigned char)(*w)[0] & 127] = 1;
+    if (example_str == NULL) {
+        example_str = PyUnicode_InternFromString("EXAMPLE");
+        if (example_str == NULL)
+            return NULL;
+    }
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    PyObject *words = strings(placeholder_words), *values = strings(placeholder_values);
+    PyObject *margin = PyFloat_FromDouble(ENTROPY_MARGIN);
+    int bad = words == NULL || values == NULL || margin == NULL;
+    if (bad || PyModule_AddIntConstant(m, "XLOGX_MAX", XLOGX_MAX) < 0 ||
+        PyModule_AddObjectRef(m, "ENTROPY_MARGIN", margin) < 0 ||
+        PyModule_AddObjectRef(m, "PLACEHOLDER_WORDS", words) < 0 ||
+        PyModule_AddObjectRef(m, "PLACEHOLDER_VALUES", values) < 0 ||
+        PyModule_AddStringConstant(m, "CODE_REF", CODE_REF) < 0) {
+        Py_XDECREF(words);
+        Py_XDECREF(values);
+        Py_XDECREF(margin);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_DECREF(words);
+    Py_DECREF(values);
+    Py_DECREF(margin);
+    return m;
+}

@@ -1,0 +1,368 @@
+"""The C checks (policies/guardrails/_checks_c.c) give the Python checks' answers on every str.
+
+The extension is optional (setup.py builds it where a compiler is found; checks.py falls back to
+its Python versions): these tests compare the two, function by function on random strings of
+every PyUnicode kind and near every threshold, and whole scans (`find_spans`) with and without
+it on the adversarial texts, the shared corpus and random labelled values.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import random
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from policies.guardrails import DETECTORS, checks, secrets
+from policies.guardrails.engine import find_spans
+from tests.support.guardrail_texts import DISTINCT_FLOODS, FLOODS, distinct_flood, fill
+
+try:
+    _C = importlib.import_module("policies.guardrails._checks_c")
+except ImportError:
+    _C = None
+
+needs_c = pytest.mark.skipif(
+    _C is None,
+    reason="policies/guardrails/_checks_c is not built (no compiler at install): "
+    "the Python checks run, and these compare the two",
+)
+
+
+def test_the_extension_is_built_in_ci() -> None:
+    """CI installs with a compiler: there the C checks must be built and used, or the tests above
+    would skip and the C path go untested."""
+    if not os.environ.get("CI") or shutil.which("gcc") is None:
+        pytest.skip("not CI, or no gcc: the extension is optional")
+    assert _C is not None, "CI has gcc but policies/guardrails/_checks_c was not built"
+    assert checks._C is _C, "built but not used: its constants differ from checks.py's"
+
+
+@needs_c
+def test_its_constants_are_the_python_ones() -> None:
+    assert checks._C is _C  # (checks.py drops a build whose constants differ)
+    assert _C.PLACEHOLDER_WORDS == checks._PLACEHOLDER_WORDS
+    assert frozenset(_C.PLACEHOLDER_VALUES) == checks._PLACEHOLDER_VALUES
+    assert _C.XLOGX_MAX == checks._XLOGX_MAX
+    assert _C.ENTROPY_MARGIN == checks._ENTROPY_MARGIN
+    assert _C.CODE_REF == secrets._CODE_REF.pattern
+
+
+@pytest.fixture
+def python_checks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The checks as they run where the extension is not built."""
+    monkeypatch.setattr(checks, "_C", None)
+    yield
+
+
+# Characters of each PyUnicode kind: ASCII (weighted: every key and token), Latin-1, two-byte
+# (the Kelvin sign `K` lower-cases to ASCII `k`, `İ` to two characters), four-byte.
+_ASCII = (
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    + "_-.:/\\$%@<>{}[]()=&#*~ \n'\""
+)
+_LATIN1 = "\xe9\xf1\xdf\xb5\xff\xc0\xe0\xb2\xbd\xa0"
+_TWO = "\u212a\u0130\u0663\u00b2\u4e00\u4e01\u0101\u03a3\u2460\uff11\u0100"
+_FOUR = "\U0001f600\U0001f601\U00010000\U0001d7ce\U00020000"
+_WORDS = ("example", "xxxx", "changeme", "here", "EXAMPLE", "none", "path/to/", "%s", "todo")
+
+
+def _random_value(rng: random.Random) -> str:
+    """A string made to reach every branch: any kind, near the entropy bars (8 characters each
+    twice is exactly 3 bits), ascending runs of 7 to 9 code points (across kinds too),
+    placeholder words, templates, paths and code references."""
+    shape = rng.random()
+    if shape < 0.15:  # exactly at an entropy bar (or a step from it)
+        k = rng.choice((4, 6, 8, 16, 5, 7, 9, 11, 12))
+        pool = rng.choice((_ASCII[:62], _ASCII, _ASCII + _TWO + _FOUR))
+        chars = rng.sample(pool, k)
+        reps = rng.choice((1, 2, 3, 4))
+        s = chars * reps
+        if rng.random() < 0.5:
+            s.append(rng.choice(chars))
+        rng.shuffle(s)
+        return "".join(s)
+    n = rng.choice((rng.randint(0, 16), rng.randint(0, 40), rng.randint(0, 300)))
+    r = rng.random()
+    if r < 0.6:
+        pool = _ASCII
+    elif r < 0.75:
+        pool = _ASCII + _LATIN1
+    elif r < 0.9:
+        pool = _ASCII + _LATIN1 + _TWO
+    else:
+        pool = _ASCII + _TWO + _FOUR
+    if rng.random() < 0.3:
+        pool = "".join(rng.sample(pool, rng.randint(1, 10)))  # few distinct characters
+    s = [rng.choice(pool) for _ in range(n)]
+    if rng.random() < 0.35:  # an ascending run of 7, 8 or 9 code points
+        base = rng.choice((ord("a"), ord("0"), ord("A"), 0x78, 0xF9, 0xFB, 0x2126, 0xFFFA, 0x1F5FA))
+        run = [chr(base + j) for j in range(rng.choice((7, 8, 9)))]
+        at = rng.randint(0, len(s))
+        s[at:at] = run
+    if rng.random() < 0.2:
+        at = rng.randint(0, len(s))
+        s[at:at] = rng.choice(_WORDS)
+    text = "".join(s)
+    t = rng.random()
+    if t < 0.05:
+        text = rng.choice(("$", "%", "@", "<", "/", "~", ".", "\\", "c:\\")) + text
+    elif t < 0.1:
+        text += rng.choice(("here", ".pem", "/a.key", ">", "${X}", "{{ a }}", "()", ":x"))
+    elif t < 0.15:
+        text = rng.choice(("settings.key", "a.b", "ñame.x", "get_token", "X", "a٣", "_$")) + text
+    return text
+
+
+@needs_c
+def test_c_checks_give_the_python_answers_on_random_strings() -> None:
+    rng = random.Random(9)
+    thresholds = (2.5, 3.0, 3.5, 4.0)
+    near = 0  # values whose entropy lands within the margin of a bar
+    for _ in range(200_000):
+        s = _random_value(rng)
+        assert _C.two_char_classes(s) == checks._two_char_classes_py(s), s
+        assert _C.two_char_classes(s) == (checks.char_classes(s) >= 2), s
+        n = rng.choice((2, 3, 7, 8, 9))
+        assert _C.ascending_run(s, n) == checks._ascending_run_py(s, n), (s, n)
+        t = rng.choice(thresholds)
+        if s and rng.random() < 0.2:
+            t = checks.entropy(s)  # on the bar itself
+        want = checks._entropy_at_least_py(s, t)
+        assert want == (checks.entropy(s) >= t), (s, t)
+        got = _C.entropy_at_least(s, t)
+        if got is None:
+            near += 1
+            assert not s or len(s) > 4096 or abs(checks.entropy(s) - t) < 2 * checks._ENTROPY_MARGIN
+        else:
+            assert got == want, (s, t)
+        assert checks.entropy_at_least(s, t) == want, (s, t)
+        assert checks.random_looking(s, t) == (
+            checks._two_char_classes_py(s) and checks._entropy_at_least_py(s, t)
+        ), (s, t)
+    assert near > 1000
+
+
+@needs_c
+def test_value_ok_in_c_gives_the_python_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(10)
+    undecided = 0
+    for _ in range(200_000):
+        s = _random_value(rng)
+        if len(s) < 8:
+            s += _random_value(rng) + "abcdefgh"[: rng.randint(0, 8)]
+        quoted, counted = rng.random() < 0.5, rng.random() < 0.3
+        kind = rng.choice(("password", "generic_secret"))
+        got = secrets._value_ok(s, quoted, kind, counted)
+        pw = kind == "password"
+        raw = _C.value_ok(
+            s, s.lower(), quoted, 0 if counted else 6 if pw else 8, 2.5 if pw else 3.0
+        )
+        undecided += raw is None
+        monkeypatch.setattr(checks, "_C", None)
+        want = secrets._value_ok(s, quoted, kind, counted)
+        monkeypatch.setattr(checks, "_C", _C)
+        assert got == want, (s, quoted, kind, counted)
+        assert raw is None or raw == want, (s, quoted, kind, counted)
+    assert undecided < 20_000  # (most are decided in C)
+
+
+@needs_c
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "a",
+        "ab",
+        "abcdefgh",
+        "abcdefg",
+        "abcdefgh1",
+        "12345678",
+        "1234567",
+        "xyz{|}~\x7f",
+        "\u212aabcdefgh12{",
+        "\xf9\xfa\xfb\xfc\xfd\xfe\xff\u0100",
+        "\uffff\U00010000",
+        "\U0001f600\U0001f601\U0001f602\U0001f603\U0001f604\U0001f605\U0001f606\U0001f607",
+        "ABCDEFGH",
+        "EXAMPLE",
+        "AKIAIOSFODNN7EXAMPLE",
+        "abcdabcd",
+        "aabbccddeeffgghh",
+        "aA1!",
+        "aA",
+        "a1",
+        "A1",
+        "a!",
+        "!!",
+        "é",
+        "éa",
+        "Éé",
+        "\u0130x",
+        "\u212a",
+        "k\u212a",
+        "٣",
+        "a٣",
+        "Aa٣",
+        "x" * 5000,
+        ("abcdefgh" * 600)[:4096],
+        ("abcdefgh" * 600)[:4097],
+        "pass",
+        "password",
+        "undefined",
+        "pwd",
+        "a\u0130aaaaaaaa",
+        "aaaaaaaab",
+        "ab" * 10,
+        "${DB_PASSWORD}",
+        "{{ secrets.token }}",
+        "$x",
+        "a$b1Xc9d",
+        "<your-key>",
+        "a<b>c1D9e",
+        "/etc/ssl/client.key",
+        "./certs/ca.pem",
+        "C:\\keys\\a.pfx",
+        "c:\\keys\\a",
+        "/a/b",
+        "~/x/y.z",
+        ".x1Y2z3W",
+        "\\a\\b.c",
+        "ApiKeyHere",
+        "hunter2024X",
+        "settings.key12",
+        "get_token()",
+        "a[1]Xy9Z",
+        "API_KEY",
+        "ñame.Xy91",
+        "a:Zb91x2Q",
+        "a.b\nc",
+        "_$1a2B3c4",
+        "a" * 7 + "\n" + "B1",
+        "Q" * 8,
+        "xyzXYZ09",
+        "mnopqrst",
+        "0123456789",
+        "9:;<=>?@AB",
+    ],
+)
+def test_edge_values(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for n in (2, 7, 8, 9):
+        assert _C.ascending_run(value, n) == checks._ascending_run_py(value, n)
+    assert _C.two_char_classes(value) == (checks.char_classes(value) >= 2)
+    for t in (0.0, 1.0, 2.5, 3.0, 3.5, 4.0, checks.entropy(value)):
+        assert checks.entropy_at_least(value, t) == (checks.entropy(value) >= t)
+        assert checks.random_looking(value, t) == (
+            checks.char_classes(value) >= 2 and checks.entropy(value) >= t
+        )
+    for quoted in (False, True):
+        for kind in ("password", "generic_secret"):
+            for counted in (False, True):
+                got = secrets._value_ok(value, quoted, kind, counted)
+                monkeypatch.setattr(checks, "_C", None)
+                want = secrets._value_ok(value, quoted, kind, counted)
+                monkeypatch.setattr(checks, "_C", _C)
+                assert got == want, (value, quoted, kind, counted)
+
+
+@needs_c
+def test_ascending_run_refuses_a_run_under_two() -> None:
+    with pytest.raises(ValueError):
+        _C.ascending_run("abc", 1)
+    with pytest.raises(TypeError):
+        _C.two_char_classes(b"abc")
+
+
+def _both(text: str, monkeypatch: pytest.MonkeyPatch) -> tuple[list, list]:
+    got = find_spans(text, DETECTORS)
+    monkeypatch.setattr(checks, "_C", None)
+    want = find_spans(text, DETECTORS)
+    monkeypatch.setattr(checks, "_C", _C)
+    return got, want
+
+
+@needs_c
+@pytest.mark.parametrize("name", sorted(DISTINCT_FLOODS))
+def test_scans_of_distinct_floods_are_the_same(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 256 KB: past DENSE_FINDINGS and REFUSED_LABELS, where the scan changes its way.
+    got, want = _both(distinct_flood(name, 256 * 1024), monkeypatch)
+    assert got == want
+
+
+@needs_c
+def test_scans_of_floods_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    for unit in FLOODS:
+        got, want = _both(fill(unit, 32 * 1024), monkeypatch)
+        assert got == want, unit
+
+
+_CORPUS = Path(
+    os.environ.get(
+        "GOVERNOR_GUARDRAIL_CORPUS",
+        Path(__file__).resolve().parents[2].parent / "shared" / "guardrail-corpus",
+    )
+)
+
+
+@needs_c
+@pytest.mark.skipif(not _CORPUS.is_dir(), reason=f"no shared guardrail corpus at {_CORPUS}")
+def test_scans_of_the_shared_corpus_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _CORPUS / "data"
+    texts = []
+    for name in ("secrets.jsonl", "secrets_trufflehog.jsonl", "pii.jsonl", "injection.jsonl"):
+        if (data / name).exists():
+            with open(data / name, encoding="utf-8") as f:
+                texts += [json.loads(line)["text"] for line in f if line.strip()]
+    for path in sorted((data / "ordinary").iterdir()):
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        texts += ["".join(lines[i : i + 50]) for i in range(0, len(lines), 50)]
+    assert len(texts) > 1000
+    differ = []
+    for text in texts:
+        got, want = _both(text, monkeypatch)
+        if got != want:
+            differ.append(text)
+    assert differ == []
+
+
+_LABELS = (
+    "password", "pwd", "passwd", "secret", "token", "api_key", "apiKey", "x_secret", "cred",
+    "credentials", "client_secret", "aws_secret_access_key", "auth_token", "Secret", "PASSWORD",
+    "my_token_2", "tokenizer", "secretKey", "public_key", "access_key",
+)  # fmt: skip
+_OPS = ("=", ": ", " = ", ":", "=>", '": "', "='", '="', " := ", '=\\"')
+
+
+@needs_c
+def test_scans_of_random_labelled_values_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(11)
+    differ = []
+    for _ in range(50_000):
+        parts = []
+        for _ in range(rng.randint(1, 4)):
+            op = rng.choice(_OPS)
+            value = _random_value(rng)
+            if rng.random() < 0.5:
+                value = value[:40]
+            close = op[-1] if op[-1] in "'\"" else rng.choice(("", " ", ";", "&", ",", "\n"))
+            parts.append(
+                rng.choice(("", " ", "\n", "aws ", "{")) + rng.choice(_LABELS) + op + value + close
+            )
+        text = "".join(parts)
+        got, want = _both(text, monkeypatch)
+        if got != want:
+            differ.append(text)
+    assert differ == []
+
+
+def test_entropy_margin_bounds_the_sums_error() -> None:
+    """`entropy_at_least` and the C trust their sums outside `_ENTROPY_MARGIN`: the sum of at
+    most `_XLOGX_MAX` terms `c * log2(c)` is off by at most ~n * log2(n) * n * 2**-53, / n."""
+    n = checks._XLOGX_MAX
+    assert n * math.log2(n) * 2.0**-52 < checks._ENTROPY_MARGIN / 10
