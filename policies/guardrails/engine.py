@@ -79,10 +79,13 @@ def _cut_labelled_values(text: str, low: str, spans: list[Span], kept: list[Span
         return kept
     starts, ends = list(map(_START, kept)), list(map(_END, kept))
     cut: list[tuple[Span, list[Span]]] = []
-    for s in itertools.compress(spans, map(LABELLED_PRIORITY.__eq__, map(_PRIORITY, spans))):
-        i = bisect.bisect_right(ends, s.start)  # the first kept hit that ends inside or after s
-        if s.type not in LABELLED or (i < len(kept) and kept[i] == s):
+    # Those kept left out in one C pass (a kept hit is the first kept one that ends after its
+    # start, where the bisect below finds it).
+    labelled = itertools.compress(spans, map(LABELLED_PRIORITY.__eq__, map(_PRIORITY, spans)))
+    for s in itertools.filterfalse(set(kept).__contains__, labelled):
+        if s.type not in LABELLED:
             continue
+        i = bisect.bisect_right(ends, s.start)  # the first kept hit that ends inside or after s
         hits = kept[i : bisect.bisect_left(starts, s.end, i)]  # those it lost to
         if max(map(_PRIORITY, hits), default=0) > s.priority:  # else settled as before
             cut.append((s, hits))

@@ -668,6 +668,8 @@ def _judged(
 # from the stretch's start would run on past its end to the next label of the text), and a
 # refused value is searched for labels only if it holds its regex's.
 _STEMS = ("pass", "pwd", "secret", "token", "cred", "key")
+# Finds each of `_STEMS` (and a few other words): where it finds nothing, none is there.
+_ANY_STEM = re.compile(r"[pstck](?:ass|wd|ecret|oken|red|ey)")
 # How far past a stretch, or a refused value, its label regexes read: a stem, a run-on of 33, a
 # quote, an operator, 64 blanks before an XML element's value and the 251 characters
 # `_LONG_VALUE` looks at (a label needing more, all blanks past the value's end, is not one).
@@ -689,6 +691,7 @@ def _labels_in_refused(
     held: dict[object, tuple[tuple[_Found, ...], int]],
     labels: _Labels | None = None,
     tally: list[int] | None = None,
+    first: re.Match[str] | None = None,
 ) -> tuple[tuple[_Found, ...], int]:
     """What the refused value `val` after the label `low[ms:me]` (of `_ASSIGN[i]`) holds in labels
     of that regex, and where the scan resumes.
@@ -703,18 +706,23 @@ def _labels_in_refused(
     window it reads (a text repeating one refused
     value, `token=token=…`, pays for it once). Reads only `low[ms - _LABEL_CONTEXT : stop]` and
     `text[me:stop]`, `stop` being `_REST_READS` past `val` (a label or value needing more, all
-    blanks or a run-on, is cut there)."""
+    blanks or a run-on, is cut there). `first`: the label regex's match at the first stem
+    inside the value, if the caller has it."""
     end = val[2]
     stop = end + _REST_READS
-    inner = _label_inside(text, low, i, me, val, stop, labels)
-    if inner is None:
-        return (), end  # no label inside: the value ends where it ends
+    # Looked up before the first label inside is: only a value holding one is kept, and the key
+    # holds all that finding it reads (a repeated window pays for neither).
     w = max(0, ms - _LABEL_CONTEXT)
     key = (i, ms - w, low[w:stop], text[me:stop])
     got = held.get(key)
     if got is not None:
         found, resume = got
+        if not found:
+            return (), resume + ms
         return tuple((a + ms, b + ms, t, p) for a, b, t, p in found), resume + ms
+    inner = _label_inside(text, low, i, me, val, stop, labels, first)
+    if inner is None:
+        return (), end  # no label inside: the value ends where it ends
     out: list[_Found] = []
     k = _label_start(low, i, ms, me, labels)
     regex, stem = _ASSIGN[i], _STEMS[i]
@@ -822,10 +830,12 @@ def _label_inside(
     val: _Value,
     stop: int,
     labels: _Labels | None = None,
+    first: re.Match[str] | None = None,
 ) -> tuple[int, int, int, _Value] | None:
     """The first label of `_ASSIGN[i]` inside the value `val` (after a label ending at `me`)
     that labels a secret and has a value within `text[:stop]`: its start, end, start with its
-    owner word, and its value (as `_VALUE.match(text, end, stop)` finds it)."""
+    owner word, and its value (as `_VALUE.match(text, end, stop)` finds it). `first`: the
+    regex's match at the first stem inside the value (up to `stop`), if the caller has it."""
     regex = _ASSIGN[i]
     stem = _STEMS[i]
     end = val[1]
@@ -833,7 +843,10 @@ def _label_inside(
     # Each label starts with its regex's stem: tried at each stem in the value (a search would
     # run on past the value to the next label of the text).
     while (ms := low.find(stem, pos, end)) >= 0:
-        m = regex.match(low, ms, stop)
+        if first is not None and first.start() == ms:
+            m = first
+        else:
+            m = regex.match(low, ms, stop)
         if m is None:
             pos = ms + 1
             continue
@@ -863,6 +876,8 @@ def _label_inside(
 
 # No verdict kept yet (`_assignments`).
 _UNSEEN: _Found = (0, 0, "", 0)
+# An AWS secret after an `aws` context (`_judged`).
+_AWS_SECRET_FOUND: _Found = (0, 40, "aws_secret_key", _SPECIFIC)
 
 
 def _assignments(text: str, low: str) -> Iterator[Span]:
@@ -973,7 +988,13 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
             # follows it.
             pos = vend
             if found is _UNSEEN:
-                found = _judged(low, i, k, ms, value, 0, quoted)
+                # `_judged` of the AWS-shaped `stripped` (not kept: judged on its context).
+                if "aws" in low[k - 40 if k > 40 else 0 : ms]:
+                    found = None
+                    if random_looking(stripped, 4.0) and "EXAMPLE" not in stripped:
+                        found = _AWS_SECRET_FOUND
+                else:
+                    found = _judged(low, i, k, ms, value, 0, quoted)
             if found is None:
                 # Searched for labels of its kind (at a stem: the first one tried here, where
                 # most values hold none that is a label, `settings.key`).
@@ -983,7 +1004,7 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
                     0 <= p <= ge - len(stem)  # (one inside the value: `find(stem, me, ge)`)
                     and (quoted or "=" in value or ":" in value)
                     and (
-                        regex.match(low, p, pos + _REST_READS) is not None
+                        (first := regex.match(low, p, pos + _REST_READS)) is not None
                         or find(stem, p + 1, ge) >= 0
                     )
                 ):
@@ -996,14 +1017,23 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
                         ve = vs + len(value.rstrip("."))
                         q = ge
                         while (q := low.rfind(stem, me, q)) >= 0:
-                            if regex.match(low, q, pos + _REST_READS) is not None:
+                            # (At `p`, the first stem inside, matched above.)
+                            if (
+                                first is not None
+                                if q == p
+                                else regex.match(low, q, pos + _REST_READS) is not None
+                            ):
                                 ve, pos = min(ve, q), q
                                 break
                         if ve - vs >= 8:  # (not counted: DENSE_FINDINGS's spans overlap)
                             yield _new(Span, (vs, ve, DETECTOR, kind, _GENERIC, True))
                         continue
+                    if first is not None and first.end() > ge:
+                        continue  # its first stem is no label inside it: the value's own name
                     val = (gs, ge, vend, quoted)
-                    inner, pos = _labels_in_refused(text, low, i, ms, me, val, held, labels, tally)
+                    inner, pos = _labels_in_refused(
+                        text, low, i, ms, me, val, held, labels, tally, first
+                    )
                     for a, b, t, priority in inner:
                         if t in count:
                             count[t] += 1
@@ -1043,9 +1073,15 @@ def rest_of_values(text: str, low: str, cut: list[tuple[Span, list[Span]]]) -> l
     follows it up to the next one (or the next hit), and the rest of the value beside a hit, up
     to the first label or parameter, is judged as a value of the labelled value's type. What a
     value holds is kept for this scan on the window it reads and where its hits are (a text
-    repeating one cut value pays for it once)."""
+    repeating one cut value pays for it once); that key is built only for a value whose text
+    comes again (a text of distinct cut values paid ~2 us each for keys never found again)."""
     out: list[Span] = []
     seen: dict[tuple[object, ...], list[_Found]] = {}
+    # A value's key is built only once its text comes again: till then what it held is kept on
+    # its text alone (in `seen` as soon as the text comes again; `stored`: len of both).
+    once: dict[str, tuple[Span, list[Span], list[_Found]]] = {}
+    twice: set[str] = set()
+    stored = 0
     for value, hits in cut:
         vs, ve, kind = value.start, value.end, value.type
         stretches = []
@@ -1059,24 +1095,42 @@ def rest_of_values(text: str, low: str, cut: list[tuple[Span, list[Span]]]) -> l
         if not stretches:
             continue
         quoted = kind == "bearer_token" or text[vs - 1 : vs] in _QUOTES
-        w = max(0, vs - _LABEL_CONTEXT)
-        n = len(hits)
-        key = (
-            low[w : ve + _REST_READS], vs - w, text[vs:ve], kind, quoted,
-            tuple(map(sub, map(_START, hits), repeat(vs, n))),
-            tuple(map(sub, map(_END, hits), repeat(vs, n))),
-        )  # fmt: skip
-        found = seen.get(key)
+        found = key = None
+        vtext = text[vs:ve]
+        if (first := once.pop(vtext, None)) is not None:
+            seen[_cut_key(text, low, first[0], first[1])] = first[2]
+            twice.add(vtext)
+        if vtext in twice:
+            key = _cut_key(text, low, value, hits)
+            found = seen.get(key)
         if found is None:
             dense = len(out) >= DENSE_FINDINGS
             found = []
             for a, b in stretches:
                 found += _rest_of_value(text, low, kind, quoted, a, b, vs, dense)
-            if len(seen) < MEMO_MAX:
-                seen[key] = found
+            if stored < MEMO_MAX:
+                stored += 1
+                if key is None:
+                    once[vtext] = (value, hits, found)
+                else:
+                    seen[key] = found
         for a, b, t, priority in found:
             out.append(_new(Span, (vs + a, vs + b, DETECTOR, t, priority, True)))
     return out
+
+
+def _cut_key(text: str, low: str, value: Span, hits: list[Span]) -> tuple[object, ...]:
+    """What `rest_of_values` reads of the cut `value` and its `hits`: the window, the value,
+    its type and quoting, and where its hits are."""
+    vs, ve, kind = value.start, value.end, value.type
+    quoted = kind == "bearer_token" or text[vs - 1 : vs] in _QUOTES
+    w = max(0, vs - _LABEL_CONTEXT)
+    n = len(hits)
+    return (
+        low[w : ve + _REST_READS], vs - w, text[vs:ve], kind, quoted,
+        tuple(map(sub, map(_START, hits), repeat(vs, n))),
+        tuple(map(sub, map(_END, hits), repeat(vs, n))),
+    )  # fmt: skip
 
 
 def _rest_of_value(
@@ -1091,13 +1145,15 @@ def _rest_of_value(
     `text[start:end]`."""
     labels: list[tuple[int, int, int, int]] = []  # (start with the owner word, stem, end, regex)
     endpos = end + _REST_READS
-    for i, (stem, regex) in enumerate(zip(_STEMS, _ASSIGN, strict=True)):
-        pos = start
-        while (p := low.find(stem, pos, end)) >= 0:
-            pos = p + 1
-            m = regex.match(low, p, endpos)
-            if m is not None and (k := _label_start(low, i, p, m.end())) >= 0:
-                labels.append((max(k, start), p, m.end(), i))
+    # Each stem looked for only if one of them is there (one C search; most stretches hold none).
+    if _ANY_STEM.search(low, start, end) is not None:
+        for i, (stem, regex) in enumerate(zip(_STEMS, _ASSIGN, strict=True)):
+            pos = start
+            while (p := low.find(stem, pos, end)) >= 0:
+                pos = p + 1
+                m = regex.match(low, p, endpos)
+                if m is not None and (k := _label_start(low, i, p, m.end())) >= 0:
+                    labels.append((max(k, start), p, m.end(), i))
     out: list[_Found] = []
     stop = end
     if labels:
@@ -1123,14 +1179,20 @@ def _rest_of_value(
         if param is not None:
             stop = param.start()
         piece = text[start:stop]
-        value_kind = "password" if kind == "password" else "generic_secret"
-        if (
-            len(piece) >= 8
-            and "://" not in piece
-            and (dense or _value_ok(piece, quoted, value_kind))
-        ):
+        if len(piece) >= 8 and "://" not in piece and (dense or _piece_ok(piece, quoted, kind)):
             out.append((start - origin, stop - origin, kind, _GENERIC))
     return out
+
+
+def _piece_ok(piece: str, quoted: bool, kind: str) -> bool:
+    """`_value_ok` of `piece` (8 characters or more) as a value of `kind`'s value type: in one C
+    call where built (its Python where that leaves it to a regex, or is not built)."""
+    pw = kind == "password"
+    if (c := _checks._C) is not None and (
+        ok := c.value_ok(piece, piece.lower(), quoted, 6 if pw else 8, 2.5 if pw else 3.0)
+    ) is not None:
+        return ok
+    return _value_ok(piece, quoted, "password" if pw else "generic_secret")
 
 
 def find_secrets(text: str, low: str) -> list[Span]:
