@@ -202,11 +202,21 @@ _LONG_VALUE = (
     r"(?=[brfu@]?(?:\"[^\"\s]{8}|'[^'\s]{8}|`[^`\s]{8}|[^\s\"'`,;)}\]<>]{8}))"
     r"(?!(?=[\w$.]{0,249}+(?![\w$.]))[A-Za-z_$][\w$]*+(?:\.[A-Za-z_$][\w$]*+)*+[\[(:])"
 )
+# The same, but for an undotted name then `:` and more (not `:` or `/`: `std::`, `https://`),
+# which may be an id and its secret (`AKIA…:…`, `admin:…`; `_value_ok`): taken by the label pass
+# alone (`_ASSIGN_VALUE`), which goes on as before where `_value_ok` refuses it. The labels inside
+# values (`_ASSIGN`) are as they were.
+_LONG_OR_ID_VALUE = (
+    r"(?=[brfu@]?(?:\"[^\"\s]{8}|'[^'\s]{8}|`[^`\s]{8}|[^\s\"'`,;)}\]<>]{8}))"
+    r"(?!(?=[\w$.]{0,249}+(?![\w$.]))[A-Za-z_$][\w$]*+"
+    r"(?:(?:\.[A-Za-z_$][\w$]*+)++[\[(:]|[\[(]|:(?![^\s\"'`,;)}\]<>:/])))"
+)
+_STEM_RES = (r"pass(?:word|wd)", "pwd", "secret", "token", r"cred(?:entials*+|s)?+",
+             "key" + _KEY_OWNED)  # fmt: skip
 _ASSIGN = tuple(
     re.compile(stem + _RUN_ON + "(?>" + _OP + ")" + _LONG_VALUE)  # the operator as matched alone
-    for stem in (r"pass(?:word|wd)", "pwd", "secret", "token", r"cred(?:entials*+|s)?+",
-                 "key" + _KEY_OWNED)
-)  # fmt: skip
+    for stem in _STEM_RES
+)
 _VALUE = re.compile(
     r"[brfu@]?(?:\"([^\"\s]{1,256})\"|'([^'\s]{1,256})'|`([^`\s]{1,256})`)"
     r"|([^\s\"'`,;)}\]<>]{1,256})"
@@ -215,10 +225,21 @@ _VALUE = re.compile(
 # matches): one match gives the label and, in groups 1-4, its value as `_VALUE.match` finds it
 # in `text` (its classes hold no letter but the prefix's, so on `low` it is the same value but
 # where a quoted one's prefix is an upper-case `B`, `R`, `F` or `U` in `text`).
-_ASSIGN_VALUE = tuple(re.compile(r.pattern + "(?=" + _VALUE.pattern + "|)") for r in _ASSIGN)
+_ASSIGN_VALUE = tuple(
+    re.compile(
+        stem + _RUN_ON + "(?>" + _OP + ")" + _LONG_OR_ID_VALUE + "(?=" + _VALUE.pattern + "|)"
+    )
+    for stem in _STEM_RES
+)
 # The run `_VALUE`'s unquoted alternative takes, with no bound.
 _RUN = re.compile(r"[^\s\"'`,;)}\]<>]*+")
 _CODE_REF = re.compile(r"[A-Za-z_$][\w$]*+(?:\.[A-Za-z_$][\w$]*+)*+(?:[\[(:].*)?")
+# An unquoted id and its secret (`AKIA…:…`, `admin:…`): an undotted name, `:`, and a rest led by
+# neither `:` nor `/` (`std::`, `https://`); judged as its rest, the secret (group 1).
+_ID_SECRET = re.compile(r"[A-Za-z_$][\w$]*+:([^:/].*)")
+# How such a value starts where `_LONG_OR_ID_VALUE` takes it (its name within 250 characters).
+_ID_HEAD = re.compile(r"[A-Za-z_$][\w$]{0,248}+:")
+_ANY_STEM = re.compile(r"pass|pwd|secret|token|cred|key")  # every label regex's literal start
 _BEARER = re.compile(r"bearer[ \t]+")
 _BEARER_VALUE = re.compile(r"[A-Za-z0-9\-._~+/]{20,2048}+=*+")
 _AWS_SECRET_VALUE = re.compile(r"[A-Za-z0-9/+]{40}")
@@ -508,6 +529,9 @@ def _value_ok(value: str, quoted: bool, kind: str, counted: bool = False) -> boo
         return False
     pw = kind == "password"
     low = value.lower()
+    if not quoted and ":" in value and (pair := _ID_SECRET.fullmatch(value)) is not None:
+        # An id and its secret: judged as the secret (but for a placeholder word in the id).
+        return PLACEHOLDER_WORD.search(low) is None and _value_ok(pair.group(1), quoted, kind)
     # With the C checks built (policies/guardrails/_checks_c.c), all of the checks below in one
     # call, with the same answer (this chain cost ~3.7 us per value, a flood of distinct labels
     # 3-4x prose per KB), or `None` where a regex (`_TEMPLATE`, `_FILE_PATH`) or `entropy` must
@@ -949,7 +973,12 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
                     if value_ok is not None:
                         # `_value_ok` in one C call, its distinct characters counted there
                         # (`None`: a regex or `entropy` decides, in `_value_ok`).
-                        ok = value_ok(stripped, stripped.lower(), quoted, few, bar)
+                        # (An unquoted value with a `:` may be an `id:secret`: `_value_ok`.)
+                        ok = (
+                            None
+                            if not quoted and ":" in stripped
+                            else value_ok(stripped, stripped.lower(), quoted, few, bar)
+                        )
                         if ok is None:
                             ok = _value_ok(stripped, quoted, kind)
                     else:
@@ -966,6 +995,15 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
                         found = (0, len(stripped), kind, _GENERIC)
                     if len(memo) < MEMO_MAX:
                         memo[value] = found
+            if (
+                not quoted
+                and _ID_HEAD.match(value) is not None
+                and (found is None or _ANY_STEM.search(low, gs, ge) is not None)
+            ):
+                # An `id:…` value refused, or holding a label's stem (`env:x-secret:`, where the
+                # label and what it labels are the scan's): no value, as the label regex said.
+                pos = ms + 1
+                continue
             if found is None and p < 0:
                 pos = vend
                 continue

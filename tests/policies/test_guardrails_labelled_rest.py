@@ -60,6 +60,12 @@ CASES = [
     # The rest of the value past the hit, with no second label: a value of the label's type.
     (f"token={AKIA}/{R80}", [("aws_access_key", AKIA), ("generic_secret", "/" + R80)]),
     (f"password={MAIL}:{R24}", [("email", MAIL), ("password", ":" + R24)]),
+    # An AWS key id and its secret as one unquoted `id:secret` value: no code reference.
+    (f"token: {AKIA}:{R80}", [("aws_access_key", AKIA), ("generic_secret", ":" + R80)]),
+    (f"password = {AKIA}:{R24}", [("aws_access_key", AKIA), ("password", ":" + R24)]),
+    (f"api-key: {AKIA}:{R80}", [("aws_access_key", AKIA), ("generic_secret", ":" + R80)]),
+    (f"api.key={AKIA}:{R80}", [("aws_access_key", AKIA), ("generic_secret", ":" + R80)]),
+    (f"secret: '{AKIA}:{R80}'", [("aws_access_key", AKIA), ("generic_secret", ":" + R80)]),
     (f"token=8.8.8.8:{R24}", [("ip_address", "8.8.8.8"), ("generic_secret", ":" + R24)]),
     (f"Authorization: Bearer {JWT}/{R80}", [("jwt", JWT), ("bearer_token", "/" + R80)]),
     (f"Authorization: Bearer {AKIA}.{R80}",

@@ -414,6 +414,13 @@ def _old_placeholder(value: str) -> bool:
 def _old_value_ok(value: str, quoted: bool, kind: str) -> bool:
     if len(value) < 8:
         return False
+    # An unquoted id and its secret (`admin:…`): judged as its secret (no code reference).
+    pair = re.fullmatch(r"[A-Za-z_$][\w$]*:([^:/].*)", value)
+    if not quoted and pair is not None:
+        low = value.lower()
+        return not checks._PLACEHOLDER_WORD.search(low) and _old_value_ok(
+            pair.group(1), quoted, kind
+        )
     if not quoted:
         if "(" in value or "[" in value or "{" in value:
             return False

@@ -86,6 +86,44 @@ def test_generic_assignment_in_code_contexts(text: str, value: str) -> None:
     assert [v for _, v in _found(text)] == [value]
 
 
+@pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [
+        # An unquoted `id:secret` pair is no code reference (`a.b:`, `next_label:`): an
+        # undotted name, a colon, and what follows judged as the value.
+        (f"password: admin:{R20}", "password", f"admin:{R20}"),
+        (f"api_key={R20[:6]}:{R32}", "generic_secret", f"{R20[:6]}:{R32}"),
+        (f"secret-key: svc_user:{R32}", "generic_secret", f"svc_user:{R32}"),
+        (f"api.key = svc:{R20}", "generic_secret", f"svc:{R20}"),
+        (f'token: "svc:{R32}"', "generic_secret", f"svc:{R32}"),
+    ],
+)
+def test_an_id_and_its_secret_after_a_label_is_a_secret(text: str, kind: str, value: str) -> None:
+    assert _found(text) == [(kind, value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "token: next_label:",
+        "if token: next_label: x",
+        'token = os.environ["GENERIC_TOKEN"]',
+        "token = settings.token",
+        "token = mytool.cli:main_v2",  # an entry point: a dotted name then `:`
+        "token: io.jsonwebtoken:jjwt-api-0.11.5",  # a dotted coordinate
+        "password: env:DB_PASSWORD",  # a reference: what follows is a name
+        "token: std::string_view",
+        "token: localhost:8080",  # what follows is too short to be a secret
+        "token: https://auth.internal/oauth2/v1/token",  # a URL's scheme, not an id
+        "token: self:next_token()",
+        "password: admin:changeme123",  # a placeholder after the id
+        "token: AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    ],
+)
+def test_code_references_and_names_after_a_colon_are_not_secrets(text: str) -> None:
+    assert _found(text) == []
+
+
 def test_a_secret_with_slashes_is_still_a_secret() -> None:
     value = "/3xKq9vB4n/W8pL3sT6Zf3D0L/XCM3EIMbgJpUNnk"  # base64 has slashes, paths have dots
     assert _found(f'client_secret = "{value}"') == [("generic_secret", value)]
