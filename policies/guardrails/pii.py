@@ -355,76 +355,6 @@ def _card(value: str) -> int:
     return 0
 
 
-# A group inside a run of digit groups (after a space or a dash) that may start a card: a first
-# group of four digits or more (the numeric regex's card) led by an issuer prefix that
-# `card_brand_ok` takes (34/36-39, 300-305, 3528-3589; 4; 51-55, 2221-2720; 6011, 62, 644-649,
-# 65). Searched for, in C, only inside a candidate the numeric pass refused. Group 1: the
-# separator of four groups of exactly four digits from there, the common layout.
-_CARD_GROUP = re.compile(
-    r"[ \-](?:4[0-9]{3}|5[1-5][0-9]{2}|2(?:22[1-9]|2[3-9][0-9]|[3-6][0-9]{2}|7[01][0-9]|720)"
-    r"|3(?:[46-9][0-9]{2}|0[0-5][0-9]|5(?:2[89]|[3-8][0-9]))|6(?:011|5[0-9]{2}|4[4-9][0-9]|2[0-9]{2}))"
-    r"(?:([ \-])[0-9]{4}\1[0-9]{4}\1[0-9]{4}(?![0-9]))?"
-)
-_CARD_RUN = re.compile(r"[0-9]{4}(?:[ \-]?[0-9]){9,18}+")  # the numeric regex's `card`
-# How far past a candidate's end `_card_inside` reads: a card run from a group before it (22
-# digits and their separators) and the boundary after it.
-_CARD_REACH = 45
-# The priority of a card found inside a refused candidate: the run was read as another number
-# first, so the card yields to any other hit it overlaps (a phone found by `_phones`, a labelled
-# value holding the run: the lowest priority); alone it is reported as any card.
-_INSIDE = 0
-# Where a search for such a group inside a candidate ending at `e` stops: past `e` by what its
-# match reads after a group starting before `e` (four groups of four and the character after).
-_CARD_LOOK = 20
-
-
-def _card_inside(
-    text: str, m: re.Match[str], e: int, seen_card: dict[str, int]
-) -> tuple[tuple[int, int], ...]:
-    """The cards (start, end) starting at later groups of a refused candidate ending at `e`,
-    maybe running on past it (`2024 2025 4111 1111 1111 1111`); `m` is the first such group's
-    `_CARD_GROUP` match. Only groups with an issuer prefix are tried (found in C; a text of
-    random groups has ~3 in 10), each as the numeric pass tries a card candidate (`_card`, its
-    verdict kept in `seen_card`, and the boundary on its right), but that four groups of four
-    alone (`_card` takes their 16 digits or none) fail on Luhn first. A group after a dash
-    counts: inside a run the dash is its separator, not a sign. Judged on
-    `text[start : e + _CARD_REACH]` alone, `start` being the candidate's."""
-    n_text = len(text)
-    cards = []
-    while True:
-        g = p = m.start() + 1
-        if (sep := m.group(1)) is None or luhn_ok(text[g : g + 19].replace(sep, "")):
-            run = _CARD_RUN.match(text, g)
-            if run is not None:
-                value = run.group()
-                n = seen_card.get(value, -1)
-                if n < 0:
-                    n = _card(value)
-                    if len(seen_card) < MEMO_MAX:
-                        seen_card[value] = n
-                # `_free_right(text, g + n)`, inline.
-                if n and (
-                    (j := g + n) >= n_text
-                    or not (
-                        (c := text[j]) in _ALNUM
-                        or (c in ".-/" and j + 1 < n_text and text[j + 1].isdigit())
-                    )
-                ):
-                    cards.append((g, j))
-                    p = j  # the next card starts after this one
-        m = _CARD_GROUP.search(text, p, e + _CARD_LOOK)  # type: ignore[assignment]
-        if m is None or m.start() + 1 >= e:
-            return tuple(cards)
-
-
-def _card_in(text: str, s: int, e: int, seen_card: dict[str, int]) -> tuple[tuple[int, int], ...]:
-    """`_card_inside` of the refused candidate `text[s:e]`, from its first group that may start a
-    card (none if none does)."""
-    if (m := _CARD_GROUP.search(text, s + 1, e + _CARD_LOOK)) is None or m.start() + 1 >= e:
-        return ()
-    return _card_inside(text, m, e, seen_card)
-
-
 def _numeric(text: str) -> list[Span]:
     out: list[Span] = []
     add = out.append
@@ -439,14 +369,9 @@ def _numeric(text: str) -> list[Span]:
     seen_iban: dict[str, int] = {}
     seen_nino: dict[str, int] = {}
     room_iban = room_nino = _MEMO_TRIAL  # windows each may still keep (`_MEMO_TRIAL`)
-    # A national phone candidate's end less its start (-1: none), on its window (`_natl_end`), and
-    # if none the cards inside it less its start (`_card_in`).
-    seen_natl: dict[str, tuple[int, tuple[tuple[int, int], ...]]] = {}
+    # A national phone candidate's end less its start (-1: none), on its window (`_natl_end`).
+    seen_natl: dict[str, int] = {}
     room_natl = _MEMO_TRIAL
-    # A refused candidate's cards inside (`_card_inside`) less its start, on its window.
-    seen_inside: dict[str, tuple[tuple[int, int], ...]] = {}
-    room_inside = _MEMO_TRIAL
-    card_group = _CARD_GROUP.search
     n_text = len(text)
     ips = 0  # found so far: from DENSE_FINDINGS on, the regex and the boundaries decide
     pos = 0
@@ -520,11 +445,9 @@ def _numeric(text: str) -> list[Span]:
             ):
                 add(_new(Span, (s, j, DETECTOR, "payment_card", 2, True)))
                 pos = j  # the rest of the run may hold the next card
-                continue
         elif kind == "ssn":
             if _free_right(text, e) and ssn_ok(value[:3], value[4:6], value[7:]):
                 add(_new(Span, (s, e, DETECTOR, "us_ssn", 2, True)))
-                continue
         elif kind == "ssn9":
             # The label search reads `text[s - 41 : s]` (`\b` looks one before its window),
             # its verdict kept for this scan.
@@ -536,64 +459,33 @@ def _numeric(text: str) -> list[Span]:
                     seen_label[key] = labelled
             if labelled and _free_right(text, e) and ssn_ok(value[:3], value[3:5], value[5:]):
                 add(_new(Span, (s, e, DETECTOR, "us_ssn", 2, True)))
-            continue  # nine bare digits: no group inside
         elif kind == "nanp" and value[0] in "23456789":
             # `_phone_end(text, e)`, inline where no extension can follow.
             if e < n_text and (
                 (c := text[e]) in _ALNUM
                 or (c in ".-/" and e + 1 < n_text and text[e + 1].isdigit())
             ):
-                end = _phone_end(text, e) if c in "xX" else -1
+                if c not in "xX" or (end := _phone_end(text, e)) < 0:
+                    continue
             else:
                 end = e
-            if end >= 0:
-                add(_new(Span, (s, end, DETECTOR, "phone", 2, True)))
-                continue
+            add(_new(Span, (s, end, DETECTOR, "phone", 2, True)))
         elif kind == "natl" or (kind == "nanp" and value[0] == "0"):
-            # Kept with the cards a refused candidate holds (below), on the window both read.
-            if s >= _GROUPS_BACK and e + _CARD_REACH <= n_text and room_natl > 0:
-                key = text[s - _GROUPS_BACK : e + _CARD_REACH]
-                if (got := seen_natl.get(key)) is None:
+            if s >= _GROUPS_BACK and e + _PHONE_AFTER <= n_text and room_natl > 0:
+                key = text[s - _GROUPS_BACK : e + _PHONE_AFTER]
+                if (end := seen_natl.get(key, -2)) == -2:
                     end = _natl_end(text, s, e, value)
-                    cards = () if end >= 0 else _card_in(text, s, e, seen_card)
-                    seen_natl[key] = (
-                        end - s if end >= 0 else -1,
-                        tuple((a - s, b - s) for a, b in cards),
-                    )
+                    seen_natl[key] = end - s if end >= 0 else -1
                     room_natl -= 1
                 else:
                     room_natl = MEMO_MAX - len(seen_natl)
-                    end = got[0] + s if got[0] >= 0 else -1
-                    cards = got[1] and tuple((a + s, b + s) for a, b in got[1])
+                    if end >= 0:
+                        end += s
             else:
                 end = _natl_end(text, s, e, value)
-                cards = () if end >= 0 else _card_in(text, s, e, seen_card)
             if end >= 0:
                 add(_new(Span, (s, end, DETECTOR, "phone", 2, True)))
                 pos = end
-            for a, b in cards:
-                add(_new(Span, (a, b, DETECTOR, "payment_card", _INSIDE, True)))
-            continue
-        # A candidate refused whole: it took the groups after its own (`2024 4111 1111 1111
-        # 1111` is 20 digits, no card), and the scan would go on after them. A card may start at
-        # one of its later groups (`_card_inside`).
-        if (g := card_group(text, s + 1, e + _CARD_LOOK)) is None or g.start() + 1 >= e:
-            continue  # (no such group starts before `e`)
-        if e + _CARD_REACH <= n_text and room_inside > 0:
-            key = text[s : e + _CARD_REACH]
-            if (got := seen_inside.get(key)) is None:
-                cards = _card_inside(text, g, e, seen_card)
-                seen_inside[key] = tuple((a - s, b - s) for a, b in cards)
-                room_inside -= 1
-            else:
-                room_inside = MEMO_MAX - len(seen_inside)
-                cards = got and tuple((a + s, b + s) for a, b in got)
-        else:
-            cards = _card_inside(text, g, e, seen_card)
-        # Reported beside what the scan finds from `e` on as before (a card running on past `e`
-        # yields to what overlaps it there: `_INSIDE`).
-        for a, b in cards:
-            add(_new(Span, (a, b, DETECTOR, "payment_card", _INSIDE, True)))
     return out
 
 

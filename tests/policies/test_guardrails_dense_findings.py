@@ -77,9 +77,6 @@ def _old_card(value: str) -> int:
     return 0
 
 
-_CARD_RUN = re.compile(r"[0-9]{4}(?:[ \-]?[0-9]){9,18}+")
-
-
 def _old_numeric(text: str) -> Iterator[Span]:
     pos = 0
     while (m := pii._NUMERIC.search(text, pos)) is not None:
@@ -120,17 +117,6 @@ def _old_numeric(text: str) -> Iterator[Span]:
             if n and pii._free_right(text, s + n):
                 yield Span(s, s + n, pii.DETECTOR, "payment_card")
                 pos = s + n  # the rest of the run may hold the next card
-                continue
-            # Refused: cards may start at its later groups (after a space or a dash), reported
-            # at the lowest priority beside what the scan finds from `e` on.
-            g = s + 1
-            while g < e:
-                if text[g - 1] in " -" and (run := _CARD_RUN.match(text, g)) is not None:
-                    n = _old_card(run.group())
-                    if n and pii._free_right(text, g + n):
-                        yield Span(g, g + n, pii.DETECTOR, "payment_card", 0)
-                        g += n
-                g += 1
 
 
 def _old_emails(text: str) -> Iterator[Span]:

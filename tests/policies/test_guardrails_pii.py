@@ -106,46 +106,6 @@ def test_a_number_after_a_refused_longer_candidate_is_still_found(
 
 
 @pytest.mark.parametrize(
-    ("text", "want"),
-    [
-        # A number the numeric pass refused took the card's groups with it (`2024 4111 …` is 20
-        # digits, no card), and the scan went on after them: the card at a later group is found.
-        ("ids 2024 4111 1111 1111 1111", [("payment_card", "4111 1111 1111 1111")]),
-        ("ids 2024-4111-1111-1111-1111", [("payment_card", "4111-1111-1111-1111")]),
-        ("ids 2024 4111111111111111 ok", [("payment_card", "4111111111111111")]),
-        ('{"ids": "2024 2025 5500 0000 0000 0004"}', [("payment_card", "5500 0000 0000 0004")]),
-        ("ids 2024 4111 1111 1111 1111 5500 0000 0000 0004",
-         [("payment_card", "4111 1111 1111 1111"), ("payment_card", "5500 0000 0000 0004")]),
-        ("ids 2024-11-30 3782 822463 10005", [("payment_card", "3782 822463 10005")]),
-        # ... after a refused trunk-0 phone, NANP number or SSN.
-        ("tel 0123 4111 1111 1111 1111", [("payment_card", "4111 1111 1111 1111")]),
-        ("tel 012-345-4111-1111-1111-1111", [("payment_card", "4111-1111-1111-1111")]),
-        ("call 212-555-4111-1111-1111-1111", [("payment_card", "4111-1111-1111-1111")]),
-        ("id 123-45-4111-1111-1111-1111", [("payment_card", "4111-1111-1111-1111")]),
-    ],
-)  # fmt: skip
-def test_a_card_inside_a_refused_run_of_digit_groups_is_found(
-    text: str, want: list[tuple[str, str]]
-) -> None:
-    assert _found(text) == want
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "ids 2024 4111 1111 1111 1112",  # no Luhn
-        "ids 2024-4111-1111-1111-1111-7",  # glued on its right: part of a longer number
-        "ids 2024 4111 1111 1111 1111x",
-        "ids 2024.4111.1111.1111.1111",  # dotted groups are no card (`4111.1111.…` neither)
-        "ids 2024 9111 1111 1111 1111",  # no issuer
-        "RS35 2600 0560 1001 6113 70",  # an IBAN-like code's groups are the code's
-    ],
-)
-def test_no_card_inside_a_refused_run_where_none_is(text: str) -> None:
-    assert _found(text) == []
-
-
-@pytest.mark.parametrize(
     "text",
     [
         "0044 0044 0044 0044 0044",  # runs of groups that are no phone and no card stay quiet
