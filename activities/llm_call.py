@@ -191,12 +191,20 @@ def _decide_once(gw: Gateway, req: CallRequest, now: float, est_in: int, est_out
 
 
 _LEASE_CODES = frozenset({"budget_exceeded", "rate_limited"})
+LEASE_ROUNDS = 4  # leases of one decision; each round after the first follows a lost lease
 
 
 async def _decide_leased(gw: Gateway, req: CallRequest, now: float, est_in: int, est_out: int,
                          killed: str | None) -> PreCall:
     """Decide; with shared limits, a call the leases held cannot admit first leases more
-    headroom (one statement for every short limit) and is decided again."""
+    headroom (one statement for every short limit) and is decided again.
+
+    Between the lease and that decision the call may read back counters evicted meanwhile
+    (an await), and calls of the same limits then admit themselves from what it leased (a
+    call waiting for the lease lock asks only for what is not covered already). Refused then
+    while every row granted what was asked, the call leases again (at most `LEASE_ROUNDS`
+    times): a call is refused on a shared limit when its row has no room, not when a sibling
+    spent the lease it took (the 12 calls of one session with 2 requests left admitted 1)."""
     shared = gw.shared
     if gw.state.rate_counts.forgotten:  # counters evicted: read back this call's first
         await rate_counters.restore(gw, req.ident, req.body.get("model"), now)
@@ -209,19 +217,22 @@ async def _decide_leased(gw: Gateway, req: CallRequest, now: float, est_in: int,
     except Refusal as r:
         if r.code not in _LEASE_CODES:
             raise
-    st = gw.state
-    asks = shared.asks(req.ident, req.body.get("model"), now, est_in, est_out,
-                       st.rate_counts, st.spend)
-    short = await shared.acquire(asks) if asks else []
-    now = time.time()
-    if gw.state.rate_counts.forgotten:
-        await rate_counters.restore(gw, req.ident, req.body.get("model"), now)
-    try:
-        return _decide_once(gw, req, now, est_in, est_out, killed)
-    except Refusal as r:
-        if short and r.code in _LEASE_CODES:  # say what the shared rows hold, not the lease
-            r.message = f"{r.message} ({across_replicas(short)})"
-        raise
+    for round_ in range(LEASE_ROUNDS):
+        st = gw.state
+        asks = shared.asks(req.ident, req.body.get("model"), now, est_in, est_out,
+                           st.rate_counts, st.spend)
+        short = await shared.acquire(asks) if asks else []
+        now = time.time()
+        if gw.state.rate_counts.forgotten:
+            await rate_counters.restore(gw, req.ident, req.body.get("model"), now)
+        try:
+            return _decide_once(gw, req, now, est_in, est_out, killed)
+        except Refusal as r:
+            if short and r.code in _LEASE_CODES:  # say what the shared rows hold, not the lease
+                r.message = f"{r.message} ({across_replicas(short)})"
+            if short or r.code not in _LEASE_CODES or round_ == LEASE_ROUNDS - 1:
+                raise
+    raise AssertionError("unreachable")  # the last round returns or raises
 
 
 async def _decide(

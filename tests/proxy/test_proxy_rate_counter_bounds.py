@@ -181,6 +181,46 @@ async def test_concurrent_calls_around_an_eviction_never_pass_the_limit(
     assert sum(a.requests for a in aggs if a.session_id == sid) == LIMIT
 
 
+@pytest.mark.parametrize(
+    "rproxy", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_a_call_whose_lease_a_sibling_spent_while_it_read_back_leases_again(
+    rproxy: InProcessProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shared limits: a call that leased headroom, then awaited the read-back of its counters
+    (evicted meanwhile by other sessions' calls), finds that sibling calls of its session
+    admitted themselves from that lease (a call waiting for the lease lock asks only for what
+    is not covered). It leases again: of 12 calls with 2 requests left, 2 are admitted (not 1,
+    a refusal while the limit had room), and never 3. The eviction is forced right after each
+    lease, where the concurrency test above meets it only by chance."""
+    gw = rproxy.gw
+    assert gw is not None and gw.shared is not None
+    sid = f"lease-lost-{uuid.uuid4().hex[:6]}"
+    counts = gw.state.rate_counts
+    async with httpx.AsyncClient(timeout=30) as h:
+        for _ in range(3):
+            assert (await call(h, rproxy, sid)).status_code == 200
+        real = gw.shared.acquire
+
+        async def acquire_then_evicted(asks: object) -> object:
+            out = await real(asks)  # type: ignore[arg-type]
+            for k in _keys_of(rproxy, sid):  # another session's call evicts them here
+                del counts[k]
+                w = (k[0], k[2])
+                counts.forgotten[w] = counts.forgotten.get(w, 0) + 1
+            return out
+
+        monkeypatch.setattr(gw.shared, "acquire", acquire_then_evicted)
+        rs = await asyncio.gather(*(call(h, rproxy, sid) for _ in range(12)))
+        codes = sorted(r.status_code for r in rs)
+        assert codes == [200] * (LIMIT - 3) + [429] * (12 - (LIMIT - 3)), codes
+        for r in rs:  # refused on the row's word: the limit is spent across replicas
+            assert r.status_code == 200 or "spent or held" in r.json()["error"]["message"]
+    await gw.writer.flush()
+    aggs = await gw.store.aggregate_calls(0, 3600)
+    assert sum(a.requests for a in aggs if a.session_id == sid) == LIMIT
+
+
 async def test_a_counter_that_cannot_be_read_back_refuses_503_then_holds_once_it_can(
     rproxy: InProcessProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
