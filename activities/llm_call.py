@@ -202,9 +202,11 @@ async def _decide_leased(gw: Gateway, req: CallRequest, now: float, est_in: int,
     Between the lease and that decision the call may read back counters evicted meanwhile
     (an await), and calls of the same limits then admit themselves from what it leased (a
     call waiting for the lease lock asks only for what is not covered already). Refused then
-    while every row granted what was asked, the call leases again (at most `LEASE_ROUNDS`
-    times): a call is refused on a shared limit when its row has no room, not when a sibling
-    spent the lease it took (the 12 calls of one session with 2 requests left admitted 1)."""
+    while every row granted what was asked (or queued, or sent to a fallback: a
+    `queue_then_429` rule whose lease reads spent refuses at once), the call leases again (at
+    most `LEASE_ROUNDS` times): a call is held back on a shared limit when its row has no room,
+    not when a sibling spent the lease it took (12 calls of a session with 2 requests left
+    admitted 1)."""
     shared = gw.shared
     if gw.state.rate_counts.forgotten:  # counters evicted: read back this call's first
         await rate_counters.restore(gw, req.ident, req.body.get("model"), now)
@@ -225,13 +227,17 @@ async def _decide_leased(gw: Gateway, req: CallRequest, now: float, est_in: int,
         now = time.time()
         if gw.state.rate_counts.forgotten:
             await rate_counters.restore(gw, req.ident, req.body.get("model"), now)
+        last = round_ == LEASE_ROUNDS - 1
         try:
-            return _decide_once(gw, req, now, est_in, est_out, killed)
+            pre = _decide_once(gw, req, now, est_in, est_out, killed)
         except Refusal as r:
             if short and r.code in _LEASE_CODES:  # say what the shared rows hold, not the lease
                 r.message = f"{r.message} ({across_replicas(short)})"
-            if short or r.code not in _LEASE_CODES or round_ == LEASE_ROUNDS - 1:
+            if short or r.code not in _LEASE_CODES or last:
                 raise
+            continue
+        if pre.action == "allow" or short or last:  # else queued or degraded on a lost lease
+            return pre
     raise AssertionError("unreachable")  # the last round returns or raises
 
 
