@@ -240,7 +240,9 @@ async def test_every_admin_route_refuses_an_unknown_query_parameter_with_400(
 async def test_admin_routes_still_take_their_known_parameters(
     lp: InProcessProxy, method: str, path: str
 ) -> None:
-    async with httpx.AsyncClient(base_url=lp.base_url) as h:
+    # (A verify runs in a child Python process: ~1 s here, over httpx's default 5 s on a loaded
+    # machine.)
+    async with httpx.AsyncClient(base_url=lp.base_url, timeout=60) as h:
         r = await h.request(method, path, headers=ADMIN)
     assert r.status_code in (200, 404), r.text  # 404: the session named is not known
     if r.status_code == 404:
