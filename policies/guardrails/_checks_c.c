@@ -463,6 +463,56 @@ py_value_ok(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_TRUE;
 }
 
+/* `card_brand_ok(value) and luhn_ok(value)` of a non-empty str of ASCII digits (every card
+ * candidate), or None for any other str: ask the Python (which reads `int()` of its prefixes and
+ * the UTF-8 bytes of the rest). */
+static PyObject *
+py_card_ok(PyObject *self, PyObject *value)
+{
+    if (ready(value) < 0)
+        return NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(value);
+    if (n == 0 || PyUnicode_KIND(value) != PyUnicode_1BYTE_KIND)
+        Py_RETURN_NONE;
+    const Py_UCS1 *d = PyUnicode_1BYTE_DATA(value);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (d[i] < '0' || d[i] > '9')
+            Py_RETURN_NONE;
+    /* `int(value[:k])` for k = 2, 3, 4 (of the digits there are). */
+    long p2 = 0, p3 = 0, p4 = 0;
+    for (Py_ssize_t i = 0; i < 4 && i < n; i++) {
+        p4 = p4 * 10 + (d[i] - '0');
+        if (i < 3)
+            p3 = p4;
+        if (i < 2)
+            p2 = p4;
+    }
+    int brand;
+    if (d[0] == '4')
+        brand = n == 13 || n == 16 || n == 19;
+    else if ((51 <= p2 && p2 <= 55) || (2221 <= p4 && p4 <= 2720))
+        brand = n == 16;
+    else if (p2 == 34 || p2 == 37)
+        brand = n == 15;
+    else if ((n >= 4 && memcmp(d, "6011", 4) == 0) || p2 == 65 || (644 <= p3 && p3 <= 649) ||
+             p2 == 62)
+        brand = 16 <= n && n <= 19;
+    else if (3528 <= p4 && p4 <= 3589)
+        brand = 16 <= n && n <= 19;
+    else if ((300 <= p3 && p3 <= 305) || p2 == 36 || p2 == 38 || p2 == 39)
+        brand = 14 <= n && n <= 19;
+    else
+        brand = 0;
+    if (!brand)
+        Py_RETURN_FALSE;
+    /* Luhn: from the right, every second digit doubled (its digit sum). */
+    static const int doubled[10] = {0, 2, 4, 6, 8, 1, 3, 5, 7, 9};
+    long total = 0;
+    for (Py_ssize_t i = n - 1, k = 0; i >= 0; i--, k++)
+        total += (k & 1) ? doubled[d[i] - '0'] : d[i] - '0';
+    return PyBool_FromLong(total % 10 == 0);
+}
+
 static PyMethodDef methods[] = {
     {"ascending_run", (PyCFunction)(void (*)(void))py_ascending_run, METH_FASTCALL,
      "ascending_run(value, n) -> bool: n (>= 2) consecutive code points in a row."},
@@ -474,6 +524,8 @@ static PyMethodDef methods[] = {
      "random_looking(value, min_entropy) -> bool | None (None: ask the Python)."},
     {"value_ok", (PyCFunction)(void (*)(void))py_value_ok, METH_FASTCALL,
      "value_ok(value, low, quoted, few, min_entropy) -> bool | None (None: ask the Python)."},
+    {"card_ok", py_card_ok, METH_O,
+     "card_ok(value) -> bool | None: card_brand_ok and luhn_ok of ASCII digits (None: ask)."},
     {NULL, NULL, 0, NULL},
 };
 

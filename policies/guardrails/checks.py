@@ -70,6 +70,14 @@ def card_brand_ok(digits: str) -> bool:
     return False
 
 
+def card_ok(digits: str) -> bool:
+    """`card_brand_ok(digits) and luhn_ok(digits)`: in C where built (~0.1 µs a card number
+    instead of ~1 µs; its own `None` for anything but ASCII digits, asked of the Python)."""
+    if _C is not None and (verdict := _C.card_ok(digits)) is not None:
+        return verdict
+    return card_brand_ok(digits) and luhn_ok(digits)
+
+
 # Registry lengths (ISO 13616, SWIFT IBAN registry) of every IBAN country; others are not IBANs.
 IBAN_LENGTHS = {
     "AD": 24, "AE": 23, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
@@ -246,6 +254,7 @@ if _C is not None and (
     or _C.PLACEHOLDER_WORDS != _PLACEHOLDER_WORDS
     or frozenset(_C.PLACEHOLDER_VALUES) != _PLACEHOLDER_VALUES
     or not hasattr(_C, "value_ok")
+    or not hasattr(_C, "card_ok")
 ):
     _C = None
 

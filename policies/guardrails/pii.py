@@ -30,7 +30,7 @@ from policies.guardrails.checks import (
     DENSE_FINDINGS,
     IBAN_LENGTHS,
     MEMO_MAX,
-    card_brand_ok,
+    card_ok,
     iban_ok,
     luhn_ok,
     ssn_ok,
@@ -329,17 +329,17 @@ def _card(value: str) -> int:
     # digits, so the number is theirs or none.
     if len(value) >= 19 and value[4] in " -" and (m := _CARD_4X4.match(value)) is not None:
         digits = value[:19].replace(m.group(1), "")
-        return 19 if card_brand_ok(digits) and luhn_ok(digits) else 0
+        return 19 if card_ok(digits) else 0
     lead = value.lstrip("0123456789")
     if not lead:  # digits only
         n = len(value)
-        return n if 13 <= n <= 19 and card_brand_ok(value) and luhn_ok(value) else 0
+        return n if 13 <= n <= 19 and card_ok(value) else 0
     i = len(value) - len(lead)  # the first separator
     sep = lead[0]
     # The number's own separator is its first; a different one starts the next number.
     cut = value.find("-" if sep == " " else " ", i)
     head = value[:cut] if cut >= 0 else value
-    if 13 <= i <= 19 and card_brand_ok(value[:i]) and luhn_ok(value[:i]):
+    if 13 <= i <= 19 and card_ok(value[:i]):
         return i  # an unseparated number followed by another
     # The first k groups (k >= 3, most first) whose digits are 13-19 long: the digits of the
     # first k of `head` (single separators between digit groups) are a prefix of all of them.
@@ -350,7 +350,7 @@ def _card(value: str) -> int:
         n = ends[k - 1]
         if n < 13:
             break
-        if card_brand_ok(number := digits[:n]) and luhn_ok(number):
+        if card_ok(digits[:n]):
             return n + k - 1  # with its k - 1 separators
     return 0
 

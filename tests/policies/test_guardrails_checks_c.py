@@ -274,6 +274,82 @@ def test_edge_values(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
                 assert got == want, (value, quoted, kind, counted)
 
 
+# Every issuer prefix `card_brand_ok` tells apart, a step either side of each range.
+_CARD_PREFIXES = (
+    "4", "50", "51", "55", "56", "2220", "2221", "2720", "2721", "34", "37", "35", "6011", "6010",
+    "65", "643", "644", "649", "650", "62", "3527", "3528", "3589", "3590", "299", "300", "305",
+    "306", "36", "38", "39", "0", "00", "1", "7", "8", "9",
+)  # fmt: skip
+
+
+def _luhn_completed(rng: random.Random, head: str, n: int) -> str:
+    """`head` and random digits to `n` long, the last one making the Luhn sum 0 mod 10."""
+    body = head + "".join(rng.choice("0123456789") for _ in range(n - len(head) - 1))
+    for last in "0123456789":
+        if checks.luhn_ok(body + last):
+            return body + last
+    raise AssertionError(body)
+
+
+def _card_value(rng: random.Random) -> str:
+    """A digit run near every card rule (prefix, length 0-22, Luhn valid or not), or any str."""
+    r = rng.random()
+    if r < 0.15:
+        return _random_value(rng)
+    if r < 0.25:  # digits of other kinds and ASCII digits mixed with other characters
+        n = rng.randint(0, 20)
+        pool = rng.choice(("0123456789 -", "0123456789\u0663\uff11\xb2", "0123456789_+ "))
+        return "".join(rng.choice(pool) for _ in range(n))
+    head = rng.choice(_CARD_PREFIXES)
+    n = rng.choice((rng.randint(0, 22), rng.randint(12, 20)))
+    if n <= len(head):
+        return head[:n]
+    if rng.random() < 0.6:
+        return _luhn_completed(rng, head, n)
+    return head + "".join(rng.choice("0123456789") for _ in range(n - len(head)))
+
+
+def _card_ok_py(value: str) -> bool | type[Exception]:
+    try:
+        return checks.card_brand_ok(value) and checks.luhn_ok(value)
+    except (IndexError, ValueError) as exc:  # not digits, or none
+        return type(exc)
+
+
+@needs_c
+def test_card_ok_in_c_gives_the_python_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(11)
+    decided = found = 0
+    for _ in range(300_000):
+        s = _card_value(rng)
+        want = _card_ok_py(s)
+        got = _C.card_ok(s)
+        if got is None:  # anything but ASCII digits: the Python decides
+            assert not (s.isascii() and s.isdigit()), s
+        else:
+            decided += 1
+            found += got
+            assert got == want, s
+        try:
+            assert checks.card_ok(s) == want, s
+        except (IndexError, ValueError) as exc:
+            assert type(exc) is want, s
+    assert decided > 200_000 and found > 15_000, (decided, found)  # (most decided, many cards)
+    odd = ("", "4", "\u0663", "4111\u0663111111111111", "\uff14111111111111111", "4_11" * 4)
+    for s in (*odd, "4111111111111111"):
+        monkeypatch.setattr(checks, "_C", None)
+        try:
+            want = checks.card_ok(s)
+        except (IndexError, ValueError) as exc:
+            want = type(exc)
+        monkeypatch.setattr(checks, "_C", _C)
+        assert _card_ok_py(s) == want, s
+        try:
+            assert checks.card_ok(s) == want, s
+        except (IndexError, ValueError) as exc:
+            assert type(exc) is want, s
+
+
 @needs_c
 def test_ascending_run_refuses_a_run_under_two() -> None:
     with pytest.raises(ValueError):
