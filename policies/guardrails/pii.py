@@ -32,7 +32,6 @@ from policies.guardrails.checks import (
     MEMO_MAX,
     card_ok,
     iban_ok,
-    luhn_ok,
     ssn_ok,
 )
 from policies.guardrails.spans import Span
