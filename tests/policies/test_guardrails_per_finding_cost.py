@@ -17,6 +17,7 @@ from operator import itemgetter, le
 from policies.guardrails import checks, injection, pii, secrets
 from policies.guardrails.engine import _resolve_overlaps
 from policies.guardrails.spans import Span
+from tests.support.guardrail_reference import placeholder_as_written
 
 _START, _END = itemgetter(0), itemgetter(1)
 
@@ -391,26 +392,6 @@ def test_placeholders_and_base64_blobs_answer_as_before() -> None:
         assert injection._decoded_kind(blob) == _old_decoded_kind(blob), blob
 
 
-def _old_placeholder(value: str) -> bool:
-    low = value.lower()
-    if low in ("password", "passwd", "secret", "token", "pass", "pwd", "undefined", "true",
-               "false"):  # fmt: skip
-        return True
-    if low.startswith("$") or low.startswith("%") or low.startswith("@"):
-        return True
-    if not low or not (rest := low.replace(low[0], "")) or not rest.replace(rest[0], ""):
-        return True
-    if low.endswith("here"):
-        return True
-    if low.startswith("<") or ("<" in low and ">" in low) or checks._TEMPLATE.search(low):
-        return True
-    if low[0] in "/~.\\" or low[1:3] == ":\\":
-        m = checks._FILE_PATH.fullmatch(low)
-        if m is not None and "." in low.rsplit("/", 1)[-1].rsplit("\\", 1)[-1]:
-            return True
-    return checks._PLACEHOLDER_WORD.search(low) is not None
-
-
 def _old_value_ok(value: str, quoted: bool, kind: str) -> bool:
     if len(value) < 8:
         return False
@@ -428,7 +409,7 @@ def _old_value_ok(value: str, quoted: bool, kind: str) -> bool:
             "." in value or ":" in value or not any(c.isdigit() for c in value)
         ):
             return False
-    if _old_placeholder(value) or checks.example_value(value):
+    if placeholder_as_written(value) or checks.example_value(value):
         return False
     return checks.random_looking(value, 2.5 if kind == "password" else 3.0)
 
@@ -448,7 +429,7 @@ def test_labelled_value_checks_answer_as_before() -> None:
             else "".join(rng.choices(rng.choice(alphabets), k=rng.randint(1, 10)))
             for _ in range(rng.randint(1, 5))
         )
-        assert checks.placeholder(value) == _old_placeholder(value), value
+        assert checks.placeholder(value) == placeholder_as_written(value), value
         assert secrets._has_digit(value) == any(c.isdigit() for c in value), value
         for quoted in (True, False):
             for kind in ("password", "generic_secret"):

@@ -24,6 +24,7 @@ from policies.guardrails.checks import (
 )
 from policies.guardrails.engine import find_spans
 from policies.guardrails.spans import lowered
+from tests.support.guardrail_reference import placeholder_as_written
 
 
 def _reference_value_ok(value: str, quoted: bool, kind: str) -> bool:
@@ -44,50 +45,6 @@ def _reference_value_ok(value: str, quoted: bool, kind: str) -> bool:
     if placeholder(value) or example_value(value):
         return False
     return random_looking(value, 2.5 if kind == "password" else 3.0)
-
-
-def _reference_placeholder(value: str) -> bool:
-    """`placeholder` as written before its word search was split from its shape checks."""
-    low = value.lower()
-    if PLACEHOLDER_WORD.search(low) is not None:
-        return True
-    if low in (
-        "password",
-        "passwd",
-        "secret",
-        "token",
-        "pass",
-        "pwd",
-        "undefined",
-        "true",
-        "false",
-    ):
-        return True
-    if low.startswith("$") or low.startswith("%") or low.startswith("@"):
-        return True
-    if not low or not (rest := low.replace(low[0], "")) or not rest.replace(rest[0], ""):
-        return True
-    if low.endswith("here"):
-        return True
-    if low.startswith("<") or ("<" in low and ">" in low) or secrets_template(low):
-        return True
-    if low[0] in "/~.\\" or low[1:3] == ":\\":
-        m = _file_path(low)
-        if m and "." in low.rsplit("/", 1)[-1].rsplit("\\", 1)[-1]:
-            return True
-    return False
-
-
-def secrets_template(low: str) -> bool:
-    from policies.guardrails.checks import _TEMPLATE
-
-    return _TEMPLATE.search(low) is not None
-
-
-def _file_path(low: str) -> bool:
-    from policies.guardrails.checks import _FILE_PATH
-
-    return _FILE_PATH.fullmatch(low) is not None
 
 
 # Values at the distinct-character bounds: 5, 6, 7, 8 and 9 distinct characters, spread evenly
@@ -160,7 +117,7 @@ def test_value_checks_answer_as_before_on_random_values(seed: int) -> None:
     rnd = random.Random(seed)
     for _ in range(20000):
         value = _random_value(rnd)
-        assert placeholder(value) is _reference_placeholder(value), value
+        assert placeholder(value) is placeholder_as_written(value), value
         for kind in ("password", "generic_secret"):
             for quoted in (False, True):
                 got = secrets._value_ok(value, quoted, kind)
