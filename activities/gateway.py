@@ -431,6 +431,12 @@ class Gateway:
             self._last_kill_id = max(self._last_kill_id, kills[-1].id or 0)
         if len(kills) >= killed.cap:
             killed.forgotten += 1
+            # A cached owner skips the kill look-up (`check_session`): after a rebuild that left
+            # kills unread (an outage rebuild, with closes on other replicas), the owners of
+            # sessions it does not hold killed are asked about again.
+            for sid in self.owners.snapshot():
+                if sid not in killed:
+                    self.owners.forget(sid)
         # Sessions the ledger knows are tracked like live ones (with those tracked already,
         # after an outage): forgotten when idle or when more than `max_sessions` are (oldest
         # activity first).

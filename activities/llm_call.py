@@ -227,7 +227,7 @@ async def _decide_leased(gw: Gateway, req: CallRequest, now: float, est_in: int,
         now = time.time()
         if gw.state.rate_counts.forgotten:
             await rate_counters.restore(gw, req.ident, req.body.get("model"), now)
-        last = round_ == LEASE_ROUNDS - 1
+        last = round_ == LEASE_ROUNDS - 1 or not asks  # nothing leased: no other answer
         try:
             pre = _decide_once(gw, req, now, est_in, est_out, killed)
         except Refusal as r:

@@ -387,6 +387,24 @@ async def test_start_reads_the_newest_kills_only_and_an_old_closed_session_stays
     assert "never-closed" not in gw.state.killed
 
 
+async def test_a_rebuild_that_reads_part_of_the_kills_asks_about_cached_owners_again(
+    store: LedgerStore, tmp_path: Path
+):
+    """After an outage rebuild that reads only the newest `max_killed_sessions` kills, a
+    session closed before them whose owner this runtime had cached is still refused: its
+    cached owner would otherwise skip the kill look-up."""
+    from activities.gateway import CLOSED
+
+    sids = await _closed_sessions(store, 300, time.time())
+    gw = _gateway(store, _killed_config(tmp_path, MAX_KILLED), tmp_path)
+    ident = _dev_ident(gw, sids[0])
+    gw.owners.remember(sids[0], ident.key_id)  # cached before the kills were made elsewhere
+    await gw.rebuild()
+    assert sids[0] not in gw.state.killed
+    await gw.check_session(ident)
+    assert gw.state.killed.get(sids[0]) == CLOSED
+
+
 async def test_the_kill_poll_after_a_bounded_start_reads_only_later_kills(
     store: LedgerStore, tmp_path: Path
 ):
