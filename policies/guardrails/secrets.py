@@ -239,7 +239,6 @@ _CODE_REF = re.compile(r"[A-Za-z_$][\w$]*+(?:\.[A-Za-z_$][\w$]*+)*+(?:[\[(:].*)?
 _ID_SECRET = re.compile(r"[A-Za-z_$][\w$]*+:([^:/].*)")
 # How such a value starts where `_LONG_OR_ID_VALUE` takes it (its name within 250 characters).
 _ID_HEAD = re.compile(r"[A-Za-z_$][\w$]{0,248}+:")
-_ANY_STEM = re.compile(r"pass|pwd|secret|token|cred|key")  # every label regex's literal start
 _BEARER = re.compile(r"bearer[ \t]+")
 _BEARER_VALUE = re.compile(r"[A-Za-z0-9\-._~+/]{20,2048}+=*+")
 _AWS_SECRET_VALUE = re.compile(r"[A-Za-z0-9/+]{40}")
@@ -1217,20 +1216,11 @@ def _rest_of_value(
         if param is not None:
             stop = param.start()
         piece = text[start:stop]
-        if len(piece) >= 8 and "://" not in piece and (dense or _piece_ok(piece, quoted, kind)):
+        value_kind = "password" if kind == "password" else "generic_secret"
+        ok = len(piece) >= 8 and "://" not in piece
+        if ok and (dense or _value_ok(piece, quoted, value_kind)):
             out.append((start - origin, stop - origin, kind, _GENERIC))
     return out
-
-
-def _piece_ok(piece: str, quoted: bool, kind: str) -> bool:
-    """`_value_ok` of `piece` (8 characters or more) as a value of `kind`'s value type: in one C
-    call where built (its Python where that leaves it to a regex, or is not built)."""
-    pw = kind == "password"
-    if (c := _checks._C) is not None and (
-        ok := c.value_ok(piece, piece.lower(), quoted, 6 if pw else 8, 2.5 if pw else 3.0)
-    ) is not None:
-        return ok
-    return _value_ok(piece, quoted, "password" if pw else "generic_secret")
 
 
 def find_secrets(text: str, low: str) -> list[Span]:

@@ -248,3 +248,26 @@ def test_past_the_dense_bound_what_cut_values_hold_is_still_covered(make) -> Non
     dense = find_spans(text, DETECTORS)
     assert len(checked) > 1500
     assert covered(checked) <= covered(dense)
+
+
+@pytest.mark.parametrize("c_checks", [True, False], ids=["c", "python"])
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("token=admin:Xq7Lp2Rz9Wm4Tk8B|a@b.com", "admin:Xq7Lp2Rz9Wm4Tk8B|"),
+        ("password=root:Xq7Lp2Rz9Wm4Tk8B|a@b.com", "root:Xq7Lp2Rz9Wm4Tk8B|"),
+    ],
+)
+def test_an_id_and_secret_beside_a_more_specific_hit_is_found_with_or_without_the_c_checks(
+    monkeypatch: pytest.MonkeyPatch, c_checks: bool, text: str, secret: str
+) -> None:
+    """The rest of a cut labelled value that is an unquoted `id:secret` is judged as its secret
+    whether the value checks run in C or in Python (the C took it for a code reference)."""
+    from policies.guardrails import checks
+
+    if c_checks and checks._C is None:
+        pytest.skip("the C value checks are not built")
+    if not c_checks:
+        monkeypatch.setattr(checks, "_C", None)
+    found = {text[s.start : s.end] for s in find_spans(text, DETECTORS) if s.type != "email"}
+    assert secret in found, found
