@@ -616,7 +616,8 @@ class LedgerStore:
         "" or None), so a reader that needs a few of them (the budget re-sync) gets one
         aggregate per value it reads, not one per session a caller invented; None: all.
         `until_ts`: calls before it only; `where`: only calls whose fields have these values
-        (one rate counter read back: its window, its scope value). `newest`: at most this
+        ("": empty or NULL), which every aggregate then carries, not grouped on (one rate
+        counter read back: its window, its scope value). `newest`: at most this
         many aggregates, those with the newest last call (`last_ts`) first, so a reader's
         memory is bounded by what it asks for, not by how many values callers sent.
         """
@@ -642,7 +643,10 @@ class LedgerStore:
             c.model,
             c.key_id,
         )
-        dims = every if by is None else tuple(d for d in every if d.name in by)
+        fixed = dict(where or {})
+        # A field fixed by `where` is one value in every aggregate: filtered, not grouped ("" and
+        # NULL are one value, as `policies.matching` reads a ledger NULL as "").
+        dims = tuple(d for d in every if (by is None or d.name in by) and d.name not in fixed)
         grouped = {d.name for d in dims}
         tokens = c.input_tokens + c.output_tokens + c.cache_read_tokens + c.cache_write_tokens
         inner = select(
@@ -651,8 +655,9 @@ class LedgerStore:
         ).where(c.ts >= since_ts)
         if until_ts is not None:
             inner = inner.where(c.ts < until_ts)
-        for name, value in (where or {}).items():
-            inner = inner.where(c[name] == value)
+        for name, value in fixed.items():
+            empty = or_(c[name].is_(None), c[name] == "")
+            inner = inner.where(c[name] == value if value else empty)
         if not include_blocked:
             inner = inner.where(c.decision != "blocked")
         sub = inner.subquery()
@@ -673,7 +678,7 @@ class LedgerStore:
         names = [d.name for d in every]
         for m in await self._fetch(q):
             fields: dict[str, Any] = {
-                n: m[n] if n in grouped else _BLANK.get(n, "") for n in names
+                n: m[n] if n in grouped else fixed.get(n, _BLANK.get(n, "")) for n in names
             }
             out.append(
                 CallAggregate(

@@ -39,9 +39,7 @@ def selector_values(sel: MetadataMatch) -> dict[str, str] | None:
                                       if k in ("user", "team"))]  # fmt: skip
     if len(set(sel.keys)) == 1:
         pairs.append(("key_id", sel.keys[0]))
-    for name, want in pairs:
-        if not want:
-            continue  # a ledger NULL reads as "" in `matches`, not in SQL: left to it
+    for name, want in pairs:  # "" too: the ledger reader takes it for "" or NULL, as `matches`
         if out.setdefault(name, want) != want:
             return None
     return out

@@ -480,6 +480,60 @@ async def test_a_full_budget_resync_reads_rows_by_scope_and_day_not_by_caller_va
         assert got[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
 
 
+UNTAGGED_SCOPE = {
+    "zz-rb-untagged.yaml": """
+type: gateway-budget-config
+name: rb-untagged
+budgets:
+  - {id: rb-untagged-daily, scope: {metadata: {X-Governor-Project: ""}}, ceiling_usd: 1000000,
+     window: daily}
+---
+type: gateway-rate-limit-config
+name: rb-untagged-rules
+rules:
+  - id: rb-untagged-user-1h
+    when: {metadata: {X-Governor-Project: ""}}
+    limit: {requests: 1000000, window: 1h}
+    scope: user
+""",
+}
+
+
+async def test_a_scope_that_requires_an_empty_value_reads_one_row_per_day_not_per_caller_value(
+    store: LedgerStore, tmp_path: Path
+):
+    """A budget and a rate rule for the calls whose project is empty (`X-Governor-Project: ""`),
+    2,000 calls today each with a project of its own, or an empty one: the re-sync and the
+    rebuild filter on the empty value in SQL and read a row per day (per user for the rule),
+    not one per project callers invented (~1,000 rows before: the empty value was left to
+    Python); spend and counters are the full read's."""
+    day = calendar_window(NOW, "daily")[0]
+    rnd = random.Random(5)
+    rows = [call_row(f"ut-{i}", ts=day + rnd.random() * (NOW - day), session_id=f"s-{i}",
+                     project=rnd.choice([f"inv-{i}", ""]),
+                     user=rnd.choice(["alice", "bob"]), cost_usd=round(rnd.random() / 100, 6))
+            for i in range(2000)]  # fmt: skip
+    await _insert(store, rows)
+    cfg = make_config_dir(tmp_path / "cfg", {**OVERLAY, **UNTAGGED_SCOPE})
+    gw = _gateway(store, load_config_dir(cfg), tmp_path)
+    old = await _full_read(gw, NOW)
+    want = _current_spend(gw, old["spend"], NOW)
+    untagged = sum(r["cost_usd"] for r in rows if not r["project"])
+    assert untagged > 1 and want[("rb-untagged-daily", day)] == pytest.approx(untagged, rel=1e-9)
+    reads = _Rows(store)
+    await gw.sync_spend(now=NOW, full=True)
+    assert max(reads.seen) <= 2 * 2, reads.seen  # was 986 (each invented project)
+    got = _current_spend(gw, gw.state.spend, NOW)
+    assert got[("rb-untagged-daily", day)] == pytest.approx(untagged, rel=1e-9, abs=1e-12)
+    reads.seen.clear()
+    await gw.rebuild(now=NOW)
+    live = _live(gw, old["rates"], NOW)
+    mine = {k: v for k, v in live.items() if k[0] == "rb-untagged-user-1h"}
+    assert len(mine) == 2  # one counter per user
+    assert {k: v for k, v in gw.state.rate_counts.items() if k[0] == "rb-untagged-user-1h"} == mine
+    assert max(reads.seen) < 2000, reads.seen
+
+
 RELOADED = """
 type: gateway-budget-config
 name: rb-added
