@@ -402,11 +402,17 @@ class Gateway:
         config = self.config
         settings = config.settings
         spend = await self._read_spend(now, full=True)
-        counters, cut = await read_live(
-            self.store, config.rate_limits, now, settings.max_rate_counters, config.keys_by_id
-        )
-        sessions = await self.store.session_activity(since, settings.max_sessions)
         old = self.state
+        captured = old.capture_spend()  # calls settling while the rest is read
+        try:
+            counters, cut = await read_live(
+                self.store, config.rate_limits, now, settings.max_rate_counters, config.keys_by_id
+            )
+            sessions = await self.store.session_activity(since, settings.max_sessions)
+        finally:
+            old.end_capture(captured)
+        for k, v in captured.items():
+            spend[k] = spend.get(k, 0.0) + v
         self.state = GovernanceState(shared=self.shared)
         # calls in flight (a rebuild after an outage) keep their reservations
         self.state.in_flight = old.in_flight
@@ -473,6 +479,20 @@ class Gateway:
         self.metrics.set_budgets(budgets, self.state.spend, now)
 
     async def _read_spend(self, now: float, full: bool) -> dict[BudgetKey, float]:
+        """`_read_ledger_spend`, plus what calls that settled meanwhile charged (they are in
+        neither its pending rows nor, if not flushed in time, the ledger: an over-count of at
+        most their cost until the next re-sync where they were flushed in time)."""
+        state = self.state
+        captured = state.capture_spend()
+        try:
+            spend = await self._read_ledger_spend(now, full)
+        finally:
+            state.end_capture(captured)
+        for k, v in captured.items():
+            spend[k] = spend.get(k, 0.0) + v
+        return spend
+
+    async def _read_ledger_spend(self, now: float, full: bool) -> dict[BudgetKey, float]:
         """Spend of the budgets' current windows from the ledger and the writer's pending rows.
 
         Per distinct scope (`_spend_scopes`), the calls it matches, its required values

@@ -66,6 +66,20 @@ class GovernanceState:
     shared: SharedLimits | None = None  # leases of limits shared with other replicas
     _charged: OrderedDict[str, None] = field(default_factory=OrderedDict)
     _charged_cap: int = 100_000
+    # Spend charged while a re-sync or rebuild reads the ledger (`capture_spend`).
+    _captures: list[dict[BudgetKey, float]] = field(default_factory=list)
+
+    def capture_spend(self) -> dict[BudgetKey, float]:
+        """From now on, also add the spend `charge` adds into the returned dict, until
+        `end_capture` of it: a reader of the ledger (budget re-sync, rebuild) adds it to what it
+        read, since a call settling meanwhile is in neither the pending rows it read first nor,
+        if not flushed in time, the ledger (its spend was lost until the next re-sync)."""
+        captured: dict[BudgetKey, float] = {}
+        self._captures.append(captured)
+        return captured
+
+    def end_capture(self, captured: dict[BudgetKey, float]) -> None:
+        self._captures[:] = [c for c in self._captures if c is not captured]
 
     def reserve(
         self,
@@ -173,6 +187,8 @@ class GovernanceState:
             before = self.spend.get(st.key, 0.0)
             after = before + cost
             self.spend[st.key] = after
+            for captured in self._captures:
+                captured[st.key] = captured.get(st.key, 0.0) + cost
             for pct in crossed_alerts(st.budget, before, after):
                 crossings.append(BudgetCrossing(st, pct, after))
         if session_id is not None:

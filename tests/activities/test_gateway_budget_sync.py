@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,73 @@ async def test_a_full_resync_reads_aggregates_by_budget_scope_not_by_session(tmp
             assert resynced == pytest.approx(live)
         finally:
             await a.close()
+
+
+def _spent(gw: Gateway) -> float:
+    return sum(v for k, v in gw.state.spend.items() if k[0] == "shared-cap")
+
+
+@pytest.mark.parametrize(
+    ("read", "query", "nth"),
+    [("sync", "aggregate_calls", 1), ("full sync", "aggregate_calls", 2),
+     ("rebuild", "session_activity", 1)],
+)  # fmt: skip
+async def test_a_call_that_settles_while_the_ledger_is_read_keeps_its_spend(
+    tmp_path: Path, read: str, query: str, nth: int
+):
+    """A call settles (charged, its row queued) after the last ledger query of a budget
+    re-sync or a rebuild: it is neither in the pending rows read before the queries nor in the
+    ledger, and the read's result replaced the counters it had moved, so its spend was lost
+    until the next re-sync (up to 5 s of a ceiling not holding). It is kept: the spend after
+    the read is that of every call made, over by at most that call's cost (where a query of
+    the same read found its row already flushed) until the next re-sync: the safe
+    direction."""
+    async with SimServer() as sim:
+        os.environ["GOVERNOR_SIM_URL"] = sim.base_url
+        big = BUDGET.replace("ceiling_usd: 0.0003", "ceiling_usd: 1000")
+        cfg_dir = make_config_dir(tmp_path / "cfg", {"zz-shared.yaml": big})
+        settings = cfg_dir / "gateway.yaml"  # no background re-sync: only the one read
+        settings.write_text(re.sub(r"(?m)^budget_sync_seconds:.*$", "budget_sync_seconds: 0",
+                                   settings.read_text()))  # fmt: skip
+        cfg = load_config_dir(cfg_dir)
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+        a = await Gateway.open(cfg, url, tmp_path / "ja")
+        b = await Gateway.open(cfg, url, tmp_path / "jb", path="workflow")  # a second writer
+        try:
+            for i in range(3):
+                await _call(a, i)
+                await _call(b, i)
+            await a.writer.flush()
+            await b.writer.flush()
+            await a.sync_spend(full=True)
+            real = getattr(a.store, query)
+            seen: list[int] = []
+            during: list[float] = []
+            me = asyncio.current_task()  # another task's read (a kill poll) is not the read
+
+            async def settle_meanwhile(*args: object, **kw: object) -> object:
+                out = await real(*args, **kw)
+                if asyncio.current_task() is me and not during:  # the read's, not the call's
+                    seen.append(1)
+                    if len(seen) == nth:
+                        before = _spent(a)
+                        during.append(0.0)
+                        await _call(a, 100)  # a call of this runtime settles mid-read
+                        during[0] = _spent(a) - before
+                return out
+
+            setattr(a.store, query, settle_meanwhile)
+            if read == "rebuild":
+                await a.rebuild()
+            else:
+                await a.sync_spend(full=read == "full sync")
+            setattr(a.store, query, real)
+            assert len(seen) == nth and during and during[0] > 0
+            got = _spent(a)
+            await a.writer.flush()
+            await a.sync_spend(full=True)
+            want = _spent(a)  # every call, read back from the ledger
+            assert want > 0 and want - 1e-12 <= got <= want + during[0] + 1e-12, (got, want)
+        finally:
+            await a.close()
+            await b.close()
