@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from policies.config.models import Budget
 from policies.identity import Identity
-from policies.matching import matches, selector_dims
+from policies.matching import matches
 from policies.windows import calendar_window
 
 BudgetKey = tuple[str, float]
@@ -55,15 +55,6 @@ def budget_statuses(
         start, end = calendar_window(now, b.window)
         key = (b.id, start)
         out.append(BudgetStatus(b, key, spend.get(key, 0.0), end, res.get(key, 0.0)))
-    return out
-
-
-def budget_dims(budgets: Sequence[Budget]) -> set[str]:
-    """The identity fields the budgets' scopes read (`policies.matching.matches`), by their
-    ledger names: a re-sync of spend from the ledger needs to group by these alone."""
-    out: set[str] = set()
-    for b in budgets:
-        out |= selector_dims(b.scope)
     return out
 
 

@@ -155,8 +155,11 @@ def test_alerts_above_one_hundred_percent_are_allowed() -> None:
     assert crossed_alerts(b, 140.0, 151.0) == [150]
 
 
-def test_budget_dims_are_the_identity_fields_the_scopes_read() -> None:
-    from policies.budgets import budget_dims
+def test_selector_dims_are_the_identity_fields_the_budget_scopes_read() -> None:
+    from policies.matching import selector_dims
+
+    def budget_dims(budgets: list[Budget]) -> set[str]:
+        return set().union(*(selector_dims(x.scope) for x in budgets))
 
     def b(**scope: object) -> Budget:
         return Budget.model_validate({"id": "b", "scope": scope, "ceiling_usd": 1,
