@@ -508,8 +508,14 @@ class LedgerStore:
             self._chain_id = chain.new_chain_id()
         try:
             async with self._chain_lock:
+                # a small batch at the lowest CPU priority, a backlog at normal (`sqlite_fast`)
                 return await loop.run_in_executor(
-                    fast.executor, fast.insert, batch, self._chain_id, journal, self._chain_key
+                    fast.executor_for(len(batch)),
+                    fast.insert,
+                    batch,
+                    self._chain_id,
+                    journal,
+                    self._chain_key,
                 )
         except sqlite3.OperationalError as e:
             raise self._unavailable(e) from e

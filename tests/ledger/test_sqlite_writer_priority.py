@@ -1,0 +1,91 @@
+"""The SQLite ledger writer's two threads: small batches at the lowest CPU priority (request
+handling preempts them), a backlog at normal priority (so a starved low-priority thread cannot
+let the unflushed rows grow without bound). Real store, real file, real threads."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from ledger_testdb import call_row
+
+from ledger import sqlite_fast
+from ledger.store import LedgerStore
+
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice: Linux")
+
+
+def _priority() -> tuple[int, int]:
+    tid = threading.get_native_id()
+    return tid, os.getpriority(os.PRIO_PROCESS, tid)
+
+
+@linux
+async def test_small_batches_run_at_nice_19_and_a_backlog_at_normal(tmp_path: Path) -> None:
+    store = await LedgerStore.open(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        fast = store._fast
+        assert fast is not None
+        small = fast.executor_for(sqlite_fast.URGENT_ROWS - 1)
+        big = fast.executor_for(sqlite_fast.URGENT_ROWS)
+        tid_small, nice_small = small.submit(_priority).result()
+        tid_big, nice_big = big.submit(_priority).result()
+        assert nice_small == 19
+        assert nice_big == os.getpriority(os.PRIO_PROCESS, 0)  # the process's own
+        assert tid_small != tid_big
+        # and the rows get written either way
+        assert await store.insert_calls([call_row("a"), call_row("b")]) == 2
+        rows = [call_row(f"c{i:04d}", ts=1.7e9 + i) for i in range(sqlite_fast.URGENT_ROWS)]
+        assert await store.insert_calls(rows) == sqlite_fast.URGENT_ROWS
+        sess = await store.get_session("sess-1")
+        assert sess is not None and sess.calls == sqlite_fast.URGENT_ROWS + 2
+    finally:
+        await store.close()
+
+
+async def test_a_backlog_is_written_while_the_idle_thread_gets_no_cpu(tmp_path: Path) -> None:
+    """The low-priority thread held (as a saturated core would starve it): a batch of
+    URGENT_ROWS rows still reaches the database, on the normal-priority thread."""
+    store = await LedgerStore.open(f"sqlite:///{tmp_path / 'ledger.db'}")
+    release = threading.Event()
+    try:
+        fast = store._fast
+        assert fast is not None
+        held = fast.executor.submit(release.wait, 30)
+        rows = [call_row(f"c{i:04d}", ts=1.7e9 + i) for i in range(sqlite_fast.URGENT_ROWS)]
+        assert await asyncio.wait_for(store.insert_calls(rows), 10) == sqlite_fast.URGENT_ROWS
+        assert not held.done()
+        release.set()
+        assert await asyncio.wait_for(store.insert_calls([call_row("late")]), 10) == 1
+    finally:
+        release.set()
+        await store.close()
+
+
+async def test_a_slow_low_priority_batch_sends_the_next_ones_to_normal_priority(
+    tmp_path: Path,
+) -> None:
+    """A low-priority batch that takes longer than STARVED (here: held up by another writer's
+    transaction, as a saturated core would hold it up) means the next batches run at normal
+    priority for URGENT_HOLD seconds, not on a thread that may get no CPU."""
+    path = tmp_path / "ledger.db"
+    store = await LedgerStore.open(f"sqlite:///{path}")
+    other = sqlite3.connect(path, isolation_level=None, timeout=10)
+    try:
+        fast = store._fast
+        assert fast is not None
+        assert await store.insert_calls([call_row("warm")]) == 1
+        assert fast.executor_for(1) is fast.executor
+        other.execute("BEGIN IMMEDIATE")
+        loop = asyncio.get_running_loop()
+        loop.call_later(sqlite_fast.STARVED * 3, other.execute, "COMMIT")
+        assert await asyncio.wait_for(store.insert_calls([call_row("slow")]), 10) == 1
+        assert fast.executor_for(1) is fast.urgent_executor
+    finally:
+        other.close()
+        await store.close()
