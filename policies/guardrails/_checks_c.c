@@ -513,6 +513,266 @@ py_card_ok(PyObject *self, PyObject *value)
     return PyBool_FromLong(total % 10 == 0);
 }
 
+/* ---- PII scanners (pii.py): a whole detector loop in one call, the same spans as its Python
+ * fallback (tests/policies/test_guardrails_pii_c.py compares them). Each takes the text and
+ * what a Span holds besides its offsets, and returns the list of Spans, built as
+ * `tuple.__new__(Span, (start, end, detector, type, priority, complete))` would. ---- */
+
+static int
+pii_alnum(Py_UCS4 c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+static int
+pii_alpha(Py_UCS4 c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+/* `[A-Za-z0-9\-]`: a domain label's character. */
+static int
+pii_dom(Py_UCS4 c)
+{
+    return pii_alnum(c) || c == '-';
+}
+
+/* pii._LOCAL: `[A-Za-z0-9._%+\-]`. */
+static int
+pii_local(Py_UCS4 c)
+{
+    return pii_alnum(c) || c == '.' || c == '_' || c == '%' || c == '+' || c == '-';
+}
+
+/* A Span of `type` (a tuple subclass) holding (s, e) and `rest` (the four other fields). */
+static PyObject *
+pii_span(PyTypeObject *type, Py_ssize_t s, Py_ssize_t e, PyObject *const *rest)
+{
+    PyObject *a = PyLong_FromSsize_t(s);
+    if (a == NULL)
+        return NULL;
+    PyObject *b = PyLong_FromSsize_t(e);
+    if (b == NULL) {
+        Py_DECREF(a);
+        return NULL;
+    }
+    PyObject *o = type->tp_alloc(type, 6);
+    if (o == NULL) {
+        Py_DECREF(a);
+        Py_DECREF(b);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(o, 0, a);
+    PyTuple_SET_ITEM(o, 1, b);
+    for (int i = 0; i < 4; i++) {
+        Py_INCREF(rest[i]);
+        PyTuple_SET_ITEM(o, 2 + i, rest[i]);
+    }
+    return o;
+}
+
+/* Append a Span to `out`: -1 on a memory error. */
+static int
+pii_add(PyObject *out, PyTypeObject *type, Py_ssize_t s, Py_ssize_t e, PyObject *const *rest)
+{
+    PyObject *o = pii_span(type, s, e, rest);
+    if (o == NULL)
+        return -1;
+    int r = PyList_Append(out, o);
+    Py_DECREF(o);
+    return r;
+}
+
+/* The arguments every scanner takes after the text: (Span, detector, type, priority, complete),
+ * Span a subclass of tuple. */
+static int
+pii_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, const char *usage)
+{
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "%s", usage);
+        return -1;
+    }
+    if (ready(args[0]) < 0)
+        return -1;
+    if (!PyType_Check(args[1]) || !PyType_IsSubtype((PyTypeObject *)args[1], &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "the span type must be a tuple subclass");
+        return -1;
+    }
+    return 0;
+}
+
+/* Whether `text[lo:hi]` (ASCII letters, digits, dashes and dots) ends with the ASCII `tail`,
+ * ignoring case (`tail` lower-case). */
+static int
+pii_ends_with(int kind, const void *data, Py_ssize_t lo, Py_ssize_t hi, const char *tail)
+{
+    Py_ssize_t k = (Py_ssize_t)strlen(tail);
+    if (hi - lo < k)
+        return 0;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, hi - k + i);
+        if (c >= 'A' && c <= 'Z')
+            c += 'a' - 'A';
+        if (c != (Py_UCS4)(unsigned char)tail[i])
+            return 0;
+    }
+    return 1;
+}
+
+static const char *const pii_reserved[] = {
+    "example.com", "example.net", "example.org", ".example", ".test", ".invalid", ".localhost",
+    ".local", NULL,
+};
+
+/* The end of `_EMAIL_DOMAIN`'s match at the `@` `text[at]`, or -1 where it has none. The regex
+ * can only take the run of `[A-Za-z0-9.\-]` after the `@`, cut at its dots into labels: its first
+ * label must be the whole first one (only a dot may follow it) and start and end with a letter or
+ * digit; each later label the repeated group takes is whole and non-empty (a dot must follow);
+ * the top-level domain is a whole label too (the look-ahead refuses a letter, digit or dash after
+ * it): 2-24 letters or `xn--` and 1-59 more. The group is greedy, so the last such label of the
+ * non-empty ones after the first. */
+static Py_ssize_t
+pii_domain_end(int kind, const void *data, Py_ssize_t n, Py_ssize_t at)
+{
+    Py_ssize_t i = at + 1, j = i;
+    while (j < n && pii_dom(PyUnicode_READ(kind, data, j)))
+        j++;
+    if (j == i || !pii_alnum(PyUnicode_READ(kind, data, i)) ||
+        !pii_alnum(PyUnicode_READ(kind, data, j - 1)))
+        return -1;
+    Py_ssize_t best = -1;
+    while (j < n && PyUnicode_READ(kind, data, j) == '.') {
+        Py_ssize_t a = j + 1, b = a;
+        int letters = 1;
+        while (b < n) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, b);
+            if (!pii_dom(c))
+                break;
+            if (!pii_alpha(c))
+                letters = 0;
+            b++;
+        }
+        if (b == a)
+            break;
+        Py_ssize_t len = b - a;
+        if ((letters && len >= 2 && len <= 24) ||
+            (len >= 5 && len <= 63 && PyUnicode_READ(kind, data, a) == 'x' &&
+             PyUnicode_READ(kind, data, a + 1) == 'n' && PyUnicode_READ(kind, data, a + 2) == '-' &&
+             PyUnicode_READ(kind, data, a + 3) == '-'))
+            best = b;
+        j = b;
+    }
+    return best;
+}
+
+/* `text.rfind(ch, lo, hi)` of one character. */
+static Py_ssize_t
+pii_rfind1(int kind, const void *data, Py_ssize_t lo, Py_ssize_t hi, Py_UCS4 ch)
+{
+    for (Py_ssize_t i = hi - 1; i >= lo; i--)
+        if (PyUnicode_READ(kind, data, i) == ch)
+            return i;
+    return -1;
+}
+
+/* `text.rfind("://", lo, hi)`. */
+static Py_ssize_t
+pii_rfind_url(int kind, const void *data, Py_ssize_t lo, Py_ssize_t hi)
+{
+    for (Py_ssize_t i = hi - 3; i >= lo; i--)
+        if (PyUnicode_READ(kind, data, i) == ':' && PyUnicode_READ(kind, data, i + 1) == '/' &&
+            PyUnicode_READ(kind, data, i + 2) == '/')
+            return i;
+    return -1;
+}
+
+/* `pii._emails_py(text)`: emails(text, Span, detector, type, priority, complete, dense). */
+static PyObject *
+py_pii_emails(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (pii_args(args, nargs, 7,
+                 "pii_emails(text, Span, detector, type, priority, complete, dense)") < 0)
+        return NULL;
+    Py_ssize_t dense = PyLong_AsSsize_t(args[6]);
+    if (dense == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *text = args[0];
+    PyTypeObject *type = (PyTypeObject *)args[1];
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    int urls = pii_rfind_url(kind, data, 0, n) >= 0;
+    Py_ssize_t space = -1, url = -1, done = 0, found = 0;
+    for (Py_ssize_t at = 1; at < n; at++) {
+        if (PyUnicode_READ(kind, data, at) != '@' || !pii_local(PyUnicode_READ(kind, data, at - 1)))
+            continue;
+        Py_ssize_t end = pii_domain_end(kind, data, n, at);
+        if (end < 0)
+            continue;
+        Py_ssize_t s = at - 1; /* the run of local characters before it, up to 64 */
+        while (s > 0 && at - s < 64 && pii_local(PyUnicode_READ(kind, data, s - 1)))
+            s--;
+        if (found >= dense) {
+            if (pii_add(out, type, s, end, args + 2) < 0)
+                goto error;
+            continue;
+        }
+        while (s < at) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, s);
+            if (c != '.' && c != '-' && c != '+')
+                break;
+            s++;
+        }
+        if (s == at)
+            continue;
+        if (at - s == 3 && PyUnicode_READ(kind, data, s) == 'g' &&
+            PyUnicode_READ(kind, data, s + 1) == 'i' && PyUnicode_READ(kind, data, s + 2) == 't')
+            continue;
+        /* A Message-ID: two dots or more, and digits besides. */
+        Py_ssize_t dots = 0, digits = 0;
+        for (Py_ssize_t i = s; i < at; i++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            if (c == '.')
+                dots++;
+            else if (c >= '0' && c <= '9')
+                digits++;
+        }
+        if (dots >= 2 && digits && dots + digits == at - s)
+            continue;
+        int reserved = 0;
+        for (const char *const *r = pii_reserved; *r && !reserved; r++)
+            reserved = pii_ends_with(kind, data, at + 1, end, *r);
+        if (reserved)
+            continue;
+        if (urls) {
+            if (s > done) {
+                Py_ssize_t a = pii_rfind1(kind, data, done, s, ' ');
+                Py_ssize_t b = pii_rfind1(kind, data, done, s, '\n');
+                if (a > space)
+                    space = a;
+                if (b > space)
+                    space = b;
+                Py_ssize_t u = pii_rfind_url(kind, data, done > 2 ? done - 2 : 0, s);
+                if (u > url)
+                    url = u;
+                done = s;
+            }
+            if (url > space)
+                continue;
+        }
+        found++;
+        if (pii_add(out, type, s, end, args + 2) < 0)
+            goto error;
+    }
+    return out;
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"ascending_run", (PyCFunction)(void (*)(void))py_ascending_run, METH_FASTCALL,
      "ascending_run(value, n) -> bool: n (>= 2) consecutive code points in a row."},
@@ -526,6 +786,8 @@ static PyMethodDef methods[] = {
      "value_ok(value, low, quoted, few, min_entropy) -> bool | None (None: ask the Python)."},
     {"card_ok", py_card_ok, METH_O,
      "card_ok(value) -> bool | None: card_brand_ok and luhn_ok of ASCII digits (None: ask)."},
+    {"pii_emails", (PyCFunction)(void (*)(void))py_pii_emails, METH_FASTCALL,
+     "pii_emails(text, Span, detector, type, priority, complete, dense) -> list of Spans."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -26,6 +26,7 @@ import re
 import socket
 from collections.abc import Iterator
 
+from policies.guardrails import checks
 from policies.guardrails.checks import (
     DENSE_FINDINGS,
     IBAN_LENGTHS,
@@ -661,6 +662,14 @@ def _local_len(rev: str, at: int) -> int:
 
 
 def _emails(text: str) -> list[Span]:
+    """The mailboxes in `text`: in C where built (`_emails_py`'s spans, in one call: a text of
+    mailboxes paid ~2 µs of Python per mailbox), else `_emails_py`."""
+    if _C is not None:
+        return _C.pii_emails(text, Span, DETECTOR, "email", 2, True, DENSE_FINDINGS)
+    return _emails_py(text)
+
+
+def _emails_py(text: str) -> list[Span]:
     out: list[Span] = []
     add = out.append
     rev, n = text[::-1], len(text)
@@ -752,6 +761,10 @@ def _ip6_global(value: str) -> bool:
         return ipaddress.IPv6Address(ip).is_global
     i = bisect.bisect_right(_NOT_GLOBAL_V6_FIRST, ip) - 1
     return i < 0 or ip > _NOT_GLOBAL_V6_LAST[i]
+
+
+# The C scanners (checks._C, where built and current: a build without them is not used here).
+_C = checks._C if hasattr(checks._C, "pii_emails") else None
 
 
 def find_pii(text: str) -> list[Span]:
