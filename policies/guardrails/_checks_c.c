@@ -773,6 +773,128 @@ error:
     return NULL;
 }
 
+/* A span's field `i` (start 0, end 1, priority 4) as an integer: -1 with an error set when it is
+ * none. */
+static int
+pii_field(PyObject *span, Py_ssize_t i, Py_ssize_t *v)
+{
+    if (!PyTuple_Check(span) || PyTuple_GET_SIZE(span) <= 4) {
+        PyErr_SetString(PyExc_TypeError, "settle: a span is a tuple of 5 fields or more");
+        return -1;
+    }
+    *v = PyLong_AsSsize_t(PyTuple_GET_ITEM(span, i));
+    if (*v == -1 && PyErr_Occurred())
+        return -1;
+    return 0;
+}
+
+/* `engine._resolve_overlaps` of `spans` once sorted and known to overlap: settle(spans,
+ * resolve_group). Groups of hits that touch no hit of another group are settled on their own, as
+ * there: one hit is kept, two overlapping ones keep the more specific, a chain of hits of one
+ * priority and one length keeps each that starts at or after the last kept one's end, and any
+ * other group is `resolve_group(group, starts, ends)`'s. */
+static PyObject *
+py_settle(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "settle(spans: list, resolve_group)");
+        return NULL;
+    }
+    PyObject *spans = args[0], *group = args[1];
+    Py_ssize_t n = PyList_GET_SIZE(spans);
+    Py_ssize_t *f = PyMem_Malloc(sizeof(Py_ssize_t) * 3 * (n ? n : 1));
+    if (f == NULL)
+        return PyErr_NoMemory();
+    PyObject *kept = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *s = PyList_GET_ITEM(spans, i);
+        if (pii_field(s, 0, f + 3 * i) < 0 || pii_field(s, 1, f + 3 * i + 1) < 0 ||
+            pii_field(s, 4, f + 3 * i + 2) < 0)
+            goto error;
+    }
+#define START(i) f[3 * (i)]
+#define END(i) f[3 * (i) + 1]
+#define PRIO(i) f[3 * (i) + 2]
+    kept = PyList_New(0);
+    if (kept == NULL)
+        goto error;
+    Py_ssize_t first = 0, reach = n ? END(0) : 0;
+    for (Py_ssize_t i = 1; i <= n; i++) {
+        if (i < n && START(i) <= reach) { /* glued to the group */
+            if (END(i) > reach)
+                reach = END(i);
+            continue;
+        }
+        Py_ssize_t last = i - 1;
+        if (i < n)
+            reach = END(i);
+        if (last == first) {
+            if (PyList_Append(kept, PyList_GET_ITEM(spans, first)) < 0)
+                goto error;
+        }
+        else if (last == first + 1 && END(first) > START(last) && START(last) < END(last)) {
+            Py_ssize_t pa = PRIO(first), pb = PRIO(last);
+            int a = pa > pb || (pa == pb && END(first) - START(first) >= END(last) - START(last));
+            if (PyList_Append(kept, PyList_GET_ITEM(spans, a ? first : last)) < 0)
+                goto error;
+        }
+        else {
+            int chain = last > first + 1;
+            for (Py_ssize_t k = first + 1; chain && k <= last; k++)
+                chain = PRIO(k) == PRIO(first) &&
+                        END(k) - START(k) == END(first) - START(first);
+            if (chain) {
+                Py_ssize_t end = -1;
+                for (Py_ssize_t k = first; k <= last; k++) {
+                    if (end <= START(k)) {
+                        if (PyList_Append(kept, PyList_GET_ITEM(spans, k)) < 0)
+                            goto error;
+                        end = END(k);
+                    }
+                }
+            }
+            else {
+                Py_ssize_t m = last - first + 1;
+                PyObject *g = PyList_GetSlice(spans, first, last + 1);
+                PyObject *st = PyList_New(m), *en = PyList_New(m);
+                PyObject *r = NULL;
+                if (g != NULL && st != NULL && en != NULL) {
+                    for (Py_ssize_t k = 0; k < m; k++) {
+                        PyObject *t = PyList_GET_ITEM(g, k);
+                        PyList_SET_ITEM(st, k, Py_NewRef(PyTuple_GET_ITEM(t, 0)));
+                        PyList_SET_ITEM(en, k, Py_NewRef(PyTuple_GET_ITEM(t, 1)));
+                    }
+                    PyObject *cargs[3] = {g, st, en};
+                    r = PyObject_Vectorcall(group, cargs, 3, NULL);
+                }
+                Py_XDECREF(g);
+                Py_XDECREF(st);
+                Py_XDECREF(en);
+                if (r == NULL)
+                    goto error;
+                Py_ssize_t len = PyList_Check(r) ? PyList_GET_SIZE(r) : -1;
+                int bad = len < 0 || PyList_SetSlice(kept, PyList_GET_SIZE(kept),
+                                                     PyList_GET_SIZE(kept), r) < 0;
+                if (len < 0)
+                    PyErr_SetString(PyExc_TypeError, "settle: resolve_group gave no list");
+                Py_DECREF(r);
+                if (bad)
+                    goto error;
+            }
+        }
+        first = i;
+    }
+#undef START
+#undef END
+#undef PRIO
+    PyMem_Free(f);
+    return kept;
+error:
+    PyMem_Free(f);
+    Py_XDECREF(kept);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"ascending_run", (PyCFunction)(void (*)(void))py_ascending_run, METH_FASTCALL,
      "ascending_run(value, n) -> bool: n (>= 2) consecutive code points in a row."},
@@ -788,6 +910,8 @@ static PyMethodDef methods[] = {
      "card_ok(value) -> bool | None: card_brand_ok and luhn_ok of ASCII digits (None: ask)."},
     {"pii_emails", (PyCFunction)(void (*)(void))py_pii_emails, METH_FASTCALL,
      "pii_emails(text, Span, detector, type, priority, complete, dense) -> list of Spans."},
+    {"settle", (PyCFunction)(void (*)(void))py_settle, METH_FASTCALL,
+     "settle(spans, resolve_group) -> the kept spans (engine._resolve_overlaps, sorted spans)."},
     {NULL, NULL, 0, NULL},
 };
 

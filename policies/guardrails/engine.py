@@ -14,6 +14,7 @@ import itertools
 from dataclasses import dataclass
 from operator import itemgetter, le, not_, sub
 
+from policies.guardrails import checks
 from policies.guardrails.injection import find_injection
 from policies.guardrails.pii import find_pii
 from policies.guardrails.secrets import (
@@ -24,6 +25,8 @@ from policies.guardrails.secrets import (
 )
 from policies.guardrails.spans import Span, lowered
 
+# `_resolve_overlaps`'s settling in C (checks._C, where built and current), else None.
+_settle = getattr(checks._C, "settle", None)
 DETECTORS = frozenset({"secrets", "pii", "prompt_injection"})
 _START, _END, _PRIORITY = itemgetter(0), itemgetter(1), itemgetter(4)  # of a Span
 
@@ -102,6 +105,14 @@ def _resolve_overlaps(spans: list[Span]) -> list[Span]:
     # Each end against the next start, in C (a text dense with findings has one per few bytes).
     if all(map(le, map(_END, spans), map(_START, itertools.islice(spans, 1, None)))):
         return spans
+    if _settle is not None:  # the rest in C (a chain of mailboxes paid ~0.3 µs a hit)
+        return _settle(spans, _resolve_group)
+    return _resolve_overlaps_py(spans)
+
+
+def _resolve_overlaps_py(spans: list[Span]) -> list[Span]:
+    """`_resolve_overlaps` of sorted spans that overlap, in Python (and where the C is not
+    built)."""
     # Each start against the furthest end before it, in C: where it is beyond, a new group of
     # hits begins that touch no hit of another group. Hits of different groups never decide
     # each other's fate, so each group is settled on its own (the same way as all at once): a

@@ -1,0 +1,99 @@
+"""The PII scanners and the overlap settling in C (policies/guardrails/_checks_c.c: `pii_emails`,
+`settle`) give their Python fallbacks' answers (`pii._emails_py`, `engine._resolve_overlaps_py`),
+on random text of every PyUnicode kind, the guardrail texts and random span lists; and a whole
+scan is the same with them and without them."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from policies.guardrails import DETECTORS, checks, engine, pii
+from policies.guardrails.spans import Span
+from tests.support.guardrail_texts import (
+    DISTINCT_FINDINGS,
+    FLOODS,
+    REPEATED_FINDINGS,
+    distinct,
+    fill,
+)
+
+needs_c = pytest.mark.skipif(
+    checks._C is None, reason="policies/guardrails/_checks_c is not built: the Python runs alone"
+)
+
+# Pieces that reach each branch of the mailbox scan: local parts cut by `.-+` and the 64 limit,
+# `git@`, Message-IDs, reserved domains and TLDs, `xn--` domains, dashes at a label's ends,
+# doubled dots, URLs with credentials, whitespace, and characters of every PyUnicode kind.
+_EMAIL_UNITS = (
+    "@", "a@b.co", "@b.co", ".", "..", "-", "+", "git@h.com", "x@Example.COM", "u@a.test",
+    "1.2.3@h.io", "12.34@h.io", " ", "\n", "://", "http://a:b@c.de", "a.b.c", "xn--p1ai",
+    "xn--", "Co", "b", "0", "_", "%", "\xe9", "\u212a", "\U0001f600", "@@", "a@b.c-",
+    "a@b-.co", "a@-b.co", "q" * 70, "u1@mail.co:", "a@b.localhost", "a@b.locals", "x@y.abcdefghijklmnopqrstuvwxyz",
+)  # fmt: skip
+
+
+def _random_text(rng: random.Random) -> str:
+    t = "".join(
+        rng.choice(_EMAIL_UNITS) if rng.random() < 0.7 else rng.choice("abc@.-0:/ x\xe9\u212a")
+        for _ in range(rng.randint(0, 60))
+    )
+    return t * rng.randint(1, 400) if rng.random() < 0.02 else t
+
+
+@needs_c
+def test_the_c_mailbox_scan_gives_the_python_spans() -> None:
+    rng = random.Random(11)
+    for _ in range(30_000):
+        text = _random_text(rng)
+        got, want = pii._emails(text), pii._emails_py(text)
+        assert got == want, text
+        assert all(type(s) is Span for s in got)
+    for unit in FLOODS + REPEATED_FINDINGS:
+        text = fill(unit, 20_000)
+        assert pii._emails(text) == pii._emails_py(text), unit
+    for name in DISTINCT_FINDINGS:
+        text = distinct(name, 20_000)
+        assert pii._emails(text) == pii._emails_py(text), name
+
+
+@needs_c
+def test_past_dense_findings_both_report_every_local_run() -> None:
+    # Past DENSE_FINDINGS mailboxes, the local run before each domain is reported unchecked.
+    text = "x@b.co " * 300 + "git@h.com +.-a@b.co u@example.com 1.2.3@b.co"
+    assert pii._emails(text) == pii._emails_py(text)
+    assert len(pii._emails(text)) == 304
+
+
+def _random_spans(rng: random.Random) -> list[Span]:
+    n, room = rng.randint(2, 30), rng.choice((5, 20, 60))
+    spans = []
+    for _ in range(n):
+        s = rng.randint(0, room)
+        e = s + rng.choice((0, 1, 2, 3, 5, 9, 9, 9, rng.randint(0, 15)))
+        det, typ = rng.choice(("pii", "secrets")), rng.choice(("email", "phone"))
+        spans.append(Span(s, e, det, typ, rng.choice((2, 2, 2, 1, 3))))
+    return sorted(spans)
+
+
+@needs_c
+def test_the_c_settling_gives_the_python_answer() -> None:
+    rng = random.Random(5)
+    for _ in range(50_000):
+        spans = _random_spans(rng)
+        got = engine._settle(list(spans), engine._resolve_group)  # type: ignore[misc]
+        assert got == engine._resolve_overlaps_py(list(spans)), spans
+
+
+@needs_c
+def test_a_scan_is_the_same_without_the_c_scanners(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = [fill(u, 8192) for u in REPEATED_FINDINGS] + [
+        distinct(n, 8192) for n in DISTINCT_FINDINGS
+    ]
+    rng = random.Random(3)
+    texts += [_random_text(rng) for _ in range(2000)]
+    with_c = [engine.find_spans(t, DETECTORS) for t in texts]
+    monkeypatch.setattr(pii, "_C", None)
+    monkeypatch.setattr(engine, "_settle", None)
+    assert [engine.find_spans(t, DETECTORS) for t in texts] == with_c
