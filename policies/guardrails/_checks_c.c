@@ -895,6 +895,203 @@ error:
     return NULL;
 }
 
+/* pii._ALNUM: `[A-Za-z0-9_]`. */
+static int
+pii_word(Py_UCS4 c)
+{
+    return pii_alnum(c) || c == '_';
+}
+
+/* `pii._phone_end(text, e)`: where a phone candidate ending at `e` really ends (after an
+ * extension `x` and 1-5 digits, `str.isdigit`), or -1 where a word character, or a `.`, `-` or
+ * `/` before a digit, is glued to it (`_free_right`). */
+static Py_ssize_t
+pii_phone_end(int kind, const void *data, Py_ssize_t n, Py_ssize_t e)
+{
+    if (e < n) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, e);
+        if (c == 'x' || c == 'X') {
+            Py_ssize_t k = e + 1;
+            while (k < n && k - e <= 6 && Py_UNICODE_ISDIGIT(PyUnicode_READ(kind, data, k)))
+                k++;
+            if (2 <= k - e && k - e <= 6)
+                e = k;
+        }
+    }
+    if (e >= n)
+        return e;
+    Py_UCS4 c = PyUnicode_READ(kind, data, e);
+    if (pii_word(c))
+        return -1;
+    if ((c == '.' || c == '-' || c == '/') && e + 1 < n &&
+        Py_UNICODE_ISDIGIT(PyUnicode_READ(kind, data, e + 1)))
+        return -1;
+    return e;
+}
+
+/* `pii._phone_digits_ok(text[s:e], lo, hi)` of a phone candidate (ASCII digits and separators):
+ * no doubled space, dot or dash, and `lo`-`hi` digits. */
+static int
+pii_digits_ok(int kind, const void *data, Py_ssize_t s, Py_ssize_t e, Py_ssize_t lo,
+              Py_ssize_t hi)
+{
+    Py_ssize_t d = 0;
+    for (Py_ssize_t i = s; i < e; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c >= '0' && c <= '9')
+            d++;
+        else if ((c == ' ' || c == '.' || c == '-') && i + 1 < e &&
+                 PyUnicode_READ(kind, data, i + 1) == c)
+            return 0;
+    }
+    return lo <= d && d <= hi;
+}
+
+/* `pii._groups_head(text[s:e], lo, hi)` (not `intl`): the length of the longest run of first
+ * digit groups (cut at each of ` ().-+`) holding `lo`-`hi` digits, or 0. */
+static Py_ssize_t
+pii_groups_head(int kind, const void *data, Py_ssize_t s, Py_ssize_t e, Py_ssize_t lo,
+                Py_ssize_t hi)
+{
+    Py_ssize_t n = 0, head = 0, i = 0, g = s;
+    for (;;) { /* each group: [g, k) */
+        Py_ssize_t k = g;
+        while (k < e) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, k);
+            if (c == ' ' || c == '(' || c == ')' || c == '.' || c == '-' || c == '+')
+                break;
+            k++;
+        }
+        Py_ssize_t len = k - g;
+        if (len) {
+            n += len;
+            if (n > hi)
+                break;
+            i += len;
+            if (n >= lo)
+                head = i;
+        }
+        i += 1;
+        if (k >= e)
+            break;
+        g = k + 1;
+    }
+    return head;
+}
+
+/* `pii._e164_end(text, s, e, text[s:e])`. */
+static Py_ssize_t
+pii_e164_end(int kind, const void *data, Py_ssize_t n, Py_ssize_t s, Py_ssize_t e)
+{
+    if (!pii_digits_ok(kind, data, s, e, 8, 15)) {
+        Py_ssize_t k = pii_groups_head(kind, data, s, e, 8, 15);
+        if (!k || !pii_digits_ok(kind, data, s, s + k, 8, 15))
+            return -1;
+        e = s + k;
+    }
+    Py_ssize_t dots = 0;
+    for (Py_ssize_t i = s; i < e; i++)
+        dots += PyUnicode_READ(kind, data, i) == '.';
+    if (dots == 1)
+        return -1; /* a signed decimal */
+    if (e < n) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, e);
+        if (pii_word(c) || ((c == '.' || c == '-' || c == '/') && e + 1 < n &&
+                            Py_UNICODE_ISDIGIT(PyUnicode_READ(kind, data, e + 1))))
+            return (c == 'x' || c == 'X') ? pii_phone_end(kind, data, n, e) : -1;
+    }
+    return e;
+}
+
+static int
+pii_phone_char(Py_UCS4 c)
+{ /* `[0-9 ().\-]` */
+    return (c >= '0' && c <= '9') || c == ' ' || c == '(' || c == ')' || c == '.' || c == '-';
+}
+
+static int
+pii_digit(Py_UCS4 c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* The E.164 and `(415) 555-0132` phones of `pii._phones_py`, in its order:
+ * pii_phones(text, Span, detector, type, priority, complete). */
+static PyObject *
+py_pii_phones(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (pii_args(args, nargs, 6, "pii_phones(text, Span, detector, type, priority, complete)") <
+        0)
+        return NULL;
+    PyObject *text = args[0];
+    PyTypeObject *type = (PyTypeObject *)args[1];
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    /* `_E164`: `\+(?<![A-Za-z0-9_]\+)[1-9][0-9 ().\-]{6,22}[0-9]`, its greedy repeat backed off
+     * to the last digit it can end on. No match holds a `+` but its first. */
+    for (Py_ssize_t s = 0; s + 9 <= n; s++) {
+        if (PyUnicode_READ(kind, data, s) != '+' ||
+            (s > 0 && pii_word(PyUnicode_READ(kind, data, s - 1))))
+            continue;
+        Py_UCS4 c = PyUnicode_READ(kind, data, s + 1);
+        if (c < '1' || c > '9')
+            continue;
+        Py_ssize_t j0 = s + 2, r = j0;
+        while (r < n && r - j0 < 23 && pii_phone_char(PyUnicode_READ(kind, data, r)))
+            r++;
+        Py_ssize_t e = -1; /* after the last digit at j0 + 6 .. j0 + 22 */
+        for (Py_ssize_t k = r - 1; k >= j0 + 6; k--) {
+            if (pii_digit(PyUnicode_READ(kind, data, k))) {
+                e = k + 1;
+                break;
+            }
+        }
+        if (e < 0)
+            continue;
+        Py_ssize_t end = pii_e164_end(kind, data, n, s, e);
+        if (end >= 0 && pii_add(out, type, s, end, args + 2) < 0)
+            goto error;
+    }
+    /* `_NANP_PAREN`: `\((?<![A-Za-z0-9_]\()[2-9][0-9]{2}\) ?[2-9][0-9]{2}[\-. ][0-9]{4}`. */
+    for (Py_ssize_t s = 0; s + 13 <= n; s++) {
+        if (PyUnicode_READ(kind, data, s) != '(' ||
+            (s > 0 && pii_word(PyUnicode_READ(kind, data, s - 1))))
+            continue;
+        Py_UCS4 c = PyUnicode_READ(kind, data, s + 1);
+        if (c < '2' || c > '9' || !pii_digit(PyUnicode_READ(kind, data, s + 2)) ||
+            !pii_digit(PyUnicode_READ(kind, data, s + 3)) || PyUnicode_READ(kind, data, s + 4) != ')')
+            continue;
+        Py_ssize_t j = s + 5;
+        if (PyUnicode_READ(kind, data, j) == ' ')
+            j++;
+        if (j + 8 > n)
+            continue;
+        c = PyUnicode_READ(kind, data, j);
+        Py_UCS4 sep = PyUnicode_READ(kind, data, j + 3);
+        if (c < '2' || c > '9' || !pii_digit(PyUnicode_READ(kind, data, j + 1)) ||
+            !pii_digit(PyUnicode_READ(kind, data, j + 2)) ||
+            (sep != '-' && sep != '.' && sep != ' '))
+            continue;
+        int ok = 1;
+        for (Py_ssize_t k = j + 4; k < j + 8 && ok; k++)
+            ok = pii_digit(PyUnicode_READ(kind, data, k));
+        if (!ok)
+            continue;
+        Py_ssize_t end = pii_phone_end(kind, data, n, j + 8);
+        if (end > 0 && pii_add(out, type, s, end, args + 2) < 0)
+            goto error;
+        s = j + 7; /* the search goes on after the match */
+    }
+    return out;
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"ascending_run", (PyCFunction)(void (*)(void))py_ascending_run, METH_FASTCALL,
      "ascending_run(value, n) -> bool: n (>= 2) consecutive code points in a row."},
@@ -912,6 +1109,8 @@ static PyMethodDef methods[] = {
      "pii_emails(text, Span, detector, type, priority, complete, dense) -> list of Spans."},
     {"settle", (PyCFunction)(void (*)(void))py_settle, METH_FASTCALL,
      "settle(spans, resolve_group) -> the kept spans (engine._resolve_overlaps, sorted spans)."},
+    {"pii_phones", (PyCFunction)(void (*)(void))py_pii_phones, METH_FASTCALL,
+     "pii_phones(text, Span, detector, type, priority, complete) -> E.164 and (NNN) phones."},
     {NULL, NULL, 0, NULL},
 };
 

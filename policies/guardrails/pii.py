@@ -503,6 +503,16 @@ def _natl_end(text: str, s: int, e: int, value: str) -> int:
 
 
 def _phones(text: str) -> list[Span]:
+    """The phones of `_phones_py`: its E.164 and `(415) 555-0132` loops in C where built (one
+    call: a text of phones paid ~2-3 µs of Python per phone), then the `00` ones."""
+    if _C is None:
+        return _phones_py(text)
+    out = _C.pii_phones(text, Span, DETECTOR, "phone", 2, True)
+    _intl_phones(text, out)
+    return out
+
+
+def _phones_py(text: str) -> list[Span]:
     out: list[Span] = []
     add = out.append
     n = len(text)
@@ -531,6 +541,14 @@ def _phones(text: str) -> list[Span]:
         s, e = m.span()
         if (s == 0 or text[s - 1] not in _ALNUM) and (end := _phone_end(text, e)) > 0:
             add(_new(Span, (s, end, DETECTOR, "phone", 2, True)))
+    _intl_phones(text, out)
+    return out
+
+
+def _intl_phones(text: str, out: list[Span]) -> None:
+    """The phones dialled with `00` (`_INTL_00`), added to `out`."""
+    add = out.append
+    n = len(text)
     # A `00` candidate's verdict on its window (`_intl`), kept for this scan: where the scan goes
     # on and the phone's end, less its start.
     seen: dict[str, tuple[int, int]] = {}
@@ -552,7 +570,6 @@ def _phones(text: str) -> list[Span]:
             pos, end = _intl(text, s, e, m.group())
         if end >= 0:
             add(_new(Span, (s, end, DETECTOR, "phone", 2, True)))
-    return out
 
 
 def _e164_end(text: str, s: int, e: int, value: str) -> int:
@@ -764,7 +781,7 @@ def _ip6_global(value: str) -> bool:
 
 
 # The C scanners (checks._C, where built and current: a build without them is not used here).
-_C = checks._C if hasattr(checks._C, "pii_emails") else None
+_C = checks._C if hasattr(checks._C, "pii_phones") else None
 
 
 def find_pii(text: str) -> list[Span]:

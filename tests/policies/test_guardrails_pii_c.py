@@ -1,5 +1,6 @@
 """The PII scanners and the overlap settling in C (policies/guardrails/_checks_c.c: `pii_emails`,
-`settle`) give their Python fallbacks' answers (`pii._emails_py`, `engine._resolve_overlaps_py`),
+`pii_phones`, `settle`) give their Python fallbacks' answers (`pii._emails_py`, `pii._phones_py`,
+`engine._resolve_overlaps_py`),
 on random text of every PyUnicode kind, the guardrail texts and random span lists; and a whole
 scan is the same with them and without them."""
 
@@ -64,6 +65,34 @@ def test_past_dense_findings_both_report_every_local_run() -> None:
     text = "x@b.co " * 300 + "git@h.com +.-a@b.co u@example.com 1.2.3@b.co"
     assert pii._emails(text) == pii._emails_py(text)
     assert len(pii._emails(text)) == 304
+
+
+# Pieces of phones: E.164 cut back to its first groups, a signed decimal, `(415)` with and
+# without its space, extensions (of `str.isdigit` digits too), doubled separators, glued words.
+_PHONE_UNITS = (
+    "+", "+1", "+44 ", "(", "(415)", "(415) ", "555-0132", "555.0132", "555 0132", "x45",
+    "X1234567", "x\u0663\u0663", "\u0663", "\xb2", "-", "--", "..", "  ", ".", "/", "/1", "a", "_",
+    "9", "0", "1", "12", "123", "1234", " ", "\n", "(0)", "+1 415 555 0132",
+    "+44 20 7946 0958 2024 1130", "\xe9", "\u212a", "\U0001f600", "+1.2", "+12.5",
+)  # fmt: skip
+
+
+@needs_c
+def test_the_c_phone_scan_gives_the_python_spans() -> None:
+    rng = random.Random(12)
+    for _ in range(30_000):
+        t = "".join(
+            rng.choice(_PHONE_UNITS) if rng.random() < 0.6 else rng.choice("0123456789 .-()+x")
+            for _ in range(rng.randint(0, 40))
+        )
+        t = t * rng.randint(1, 200) if rng.random() < 0.02 else t
+        assert pii._phones(t) == pii._phones_py(t), t
+    for unit in FLOODS + REPEATED_FINDINGS:
+        text = fill(unit, 20_000)
+        assert pii._phones(text) == pii._phones_py(text), unit
+    for name in DISTINCT_FINDINGS:
+        text = distinct(name, 20_000)
+        assert pii._phones(text) == pii._phones_py(text), name
 
 
 def _random_spans(rng: random.Random) -> list[Span]:
