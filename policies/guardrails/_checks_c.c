@@ -1092,6 +1092,159 @@ error:
     return NULL;
 }
 
+#ifndef _WIN32 /* (inet_pton: where it has no arpa/inet.h, pii.py runs its Python) */
+#include <arpa/inet.h>
+
+static int
+pii_hex(Py_UCS4 c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* `[0-9A-Fa-f]{1,4}+` at `i`: how many it takes (0: no match). */
+static Py_ssize_t
+pii_hex4(int kind, const void *data, Py_ssize_t n, Py_ssize_t i)
+{
+    Py_ssize_t k = 0;
+    while (k < 4 && i + k < n && pii_hex(PyUnicode_READ(kind, data, i + k)))
+        k++;
+    return k;
+}
+
+#define PII_AT(i) ((i) < n ? PyUnicode_READ(kind, data, (i)) : 0)
+
+/* Whether `pii._IPV6_AT` matches at the colon `text[p]`:
+ * `:(?:H:H:|(?<=[0-9A-Fa-f]:)(?::H:|H::[0-9A-Fa-f]))`, H `[0-9A-Fa-f]{1,4}+`. */
+static int
+pii_ipv6_at(int kind, const void *data, Py_ssize_t n, Py_ssize_t p)
+{
+    Py_ssize_t i = p + 1, k = pii_hex4(kind, data, n, i);
+    if (k && PII_AT(i + k) == ':') {
+        Py_ssize_t j = i + k + 1, h = pii_hex4(kind, data, n, j);
+        if (h && PII_AT(j + h) == ':')
+            return 1;
+    }
+    if (p == 0 || !pii_hex(PyUnicode_READ(kind, data, p - 1)))
+        return 0;
+    if (PII_AT(i) == ':') {
+        Py_ssize_t h = pii_hex4(kind, data, n, i + 1);
+        return h && PII_AT(i + 1 + h) == ':';
+    }
+    return k && PII_AT(i + k) == ':' && PII_AT(i + k + 1) == ':' && i + k + 2 < n &&
+           pii_hex(PyUnicode_READ(kind, data, i + k + 2));
+}
+
+static int
+pii_hexcolon(Py_UCS4 c)
+{
+    return pii_hex(c) || c == ':' || c == '.';
+}
+
+/* The IPv6 addresses of `pii._ipv6_py`: pii_ipv6(text, Span, detector, type, priority, complete,
+ * not_global, mapped_global). `not_global`: bytes of 32-byte records, the first and last address
+ * (16 bytes each, big-endian) of each range that is not global; `mapped_global(value)`:
+ * `_ip6_global` for an IPv4-mapped address (left to `ipaddress`). */
+static PyObject *
+py_pii_ipv6(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (pii_args(args, nargs, 8,
+                 "pii_ipv6(text, Span, detector, type, priority, complete, not_global, "
+                 "mapped_global)") < 0)
+        return NULL;
+    if (!PyBytes_Check(args[6]) || PyBytes_GET_SIZE(args[6]) % 32) {
+        PyErr_SetString(PyExc_TypeError, "pii_ipv6: not_global is bytes of 32-byte records");
+        return NULL;
+    }
+    const unsigned char *ranges = (const unsigned char *)PyBytes_AS_STRING(args[6]);
+    Py_ssize_t n_ranges = PyBytes_GET_SIZE(args[6]) / 32;
+    PyObject *text = args[0];
+    PyTypeObject *type = (PyTypeObject *)args[1];
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t p = 0;
+    while (p < n) {
+        if (PyUnicode_READ(kind, data, p) != ':' || !pii_ipv6_at(kind, data, n, p)) {
+            p++;
+            continue;
+        }
+        /* The run of hex, colons and dots around it (looking back at most 46). */
+        Py_ssize_t lo = p - 45 - 1 > 0 ? p - 45 - 1 : 0, s = p;
+        while (s > lo && pii_hexcolon(PyUnicode_READ(kind, data, s - 1)))
+            s--;
+        Py_ssize_t e = p;
+        while (e < n && pii_hexcolon(PyUnicode_READ(kind, data, e)))
+            e++;
+        p = e;
+        if ((s > 0 && pii_word(PyUnicode_READ(kind, data, s - 1))) ||
+            (e < n && pii_word(PyUnicode_READ(kind, data, e))))
+            continue;
+        Py_ssize_t v = e; /* `.rstrip(".")` */
+        while (v > s && PyUnicode_READ(kind, data, v - 1) == '.')
+            v--;
+        if (v - s > 45)
+            continue;
+        Py_ssize_t groups = 0;
+        for (Py_ssize_t i = s; i < v; i++) {
+            if (PyUnicode_READ(kind, data, i) != ':' &&
+                (i == s || PyUnicode_READ(kind, data, i - 1) == ':'))
+                groups++;
+        }
+        if (groups < 3)
+            continue;
+        char buf[48];
+        for (Py_ssize_t i = s; i < v; i++)
+            buf[i - s] = (char)PyUnicode_READ(kind, data, i);
+        buf[v - s] = '\0';
+        unsigned char ip[16];
+        if (inet_pton(AF_INET6, buf, ip) != 1)
+            continue;
+        int ff = v - s >= 10;
+        for (int i = 0; i < 10 && ff; i++) {
+            char c = buf[i];
+            if (c >= 'A' && c <= 'Z')
+                c += 'a' - 'A';
+            ff = c == "ffff:ffff:"[i];
+        }
+        if (ff)
+            continue; /* a netmask */
+        int ok;
+        static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(ip, mapped, 12) == 0) {
+            PyObject *value = PyUnicode_Substring(text, s, v);
+            if (value == NULL)
+                goto error;
+            PyObject *r = PyObject_CallOneArg(args[7], value);
+            Py_DECREF(value);
+            if (r == NULL)
+                goto error;
+            ok = PyObject_IsTrue(r);
+            Py_DECREF(r);
+            if (ok < 0)
+                goto error;
+        }
+        else {
+            ok = 1;
+            for (Py_ssize_t r = 0; r < n_ranges && ok; r++)
+                ok = !(memcmp(ranges + 32 * r, ip, 16) <= 0 &&
+                       memcmp(ip, ranges + 32 * r + 16, 16) <= 0);
+        }
+        if (ok && (e >= n || PyUnicode_READ(kind, data, e) != '/') &&
+            pii_add(out, type, s, v, args + 2) < 0)
+            goto error;
+    }
+    return out;
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
+#undef PII_AT
+#endif /* _WIN32 */
+
 static PyMethodDef methods[] = {
     {"ascending_run", (PyCFunction)(void (*)(void))py_ascending_run, METH_FASTCALL,
      "ascending_run(value, n) -> bool: n (>= 2) consecutive code points in a row."},
@@ -1111,6 +1264,11 @@ static PyMethodDef methods[] = {
      "settle(spans, resolve_group) -> the kept spans (engine._resolve_overlaps, sorted spans)."},
     {"pii_phones", (PyCFunction)(void (*)(void))py_pii_phones, METH_FASTCALL,
      "pii_phones(text, Span, detector, type, priority, complete) -> E.164 and (NNN) phones."},
+#ifndef _WIN32
+    {"pii_ipv6", (PyCFunction)(void (*)(void))py_pii_ipv6, METH_FASTCALL,
+     "pii_ipv6(text, Span, detector, type, priority, complete, not_global, mapped_global) -> "
+     "the global IPv6 addresses."},
+#endif
     {NULL, NULL, 0, NULL},
 };
 

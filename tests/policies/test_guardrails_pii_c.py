@@ -1,5 +1,6 @@
 """The PII scanners and the overlap settling in C (policies/guardrails/_checks_c.c: `pii_emails`,
-`pii_phones`, `settle`) give their Python fallbacks' answers (`pii._emails_py`, `pii._phones_py`,
+`pii_phones`, `pii_ipv6`, `settle`) give their Python fallbacks' answers (`pii._emails_py`,
+`pii._phones_py`, `pii._ipv6_py`,
 `engine._resolve_overlaps_py`),
 on random text of every PyUnicode kind, the guardrail texts and random span lists; and a whole
 scan is the same with them and without them."""
@@ -31,7 +32,8 @@ _EMAIL_UNITS = (
     "@", "a@b.co", "@b.co", ".", "..", "-", "+", "git@h.com", "x@Example.COM", "u@a.test",
     "1.2.3@h.io", "12.34@h.io", " ", "\n", "://", "http://a:b@c.de", "a.b.c", "xn--p1ai",
     "xn--", "Co", "b", "0", "_", "%", "\xe9", "\u212a", "\U0001f600", "@@", "a@b.c-",
-    "a@b-.co", "a@-b.co", "q" * 70, "u1@mail.co:", "a@b.localhost", "a@b.locals", "x@y.abcdefghijklmnopqrstuvwxyz",
+    "a@b-.co", "a@-b.co", "q" * 70, "u1@mail.co:", "a@b.localhost", "a@b.locals",
+    "x@y.abcdefghijklmnopqrstuvwxyz",
 )  # fmt: skip
 
 
@@ -95,6 +97,42 @@ def test_the_c_phone_scan_gives_the_python_spans() -> None:
         assert pii._phones(text) == pii._phones_py(text), name
 
 
+# Pieces of IPv6 text: global, documentation, loopback, IPv4-mapped (the `ipaddress` call-back),
+# netmasks, CIDR blocks, glued words, runs too long for an address, times and `std::`.
+_IPV6_UNITS = (
+    ":", "::", ":::", "2001:4860:4860::8888", "2001:db8::1", "::1", "0:0:0:0:0:ffff:8.8.8.8",
+    "::0:ffff:10.0.0.1", "::0:FFFF:0808:0808", "ffff:ffff::", "FFFF:ffff:0::", "fe80::1",
+    "1:2:3:4:5:6:7:8", "12345:", "abcd:", "a:b:c", "0:0:0", "/64", "/", "x", "g", ".", "..",
+    "1.2.3.4", " ", "\n", "\xe9", "\u212a", "\U0001f600", "_", "std::vector", "12:00:03", "a::b",
+    "a::b:c", "2001:4860:", "dead:beef::cafe", "ff:ff:ff:ff:ff:ff:ff:ff:ff",
+)  # fmt: skip
+
+
+@needs_c
+@pytest.mark.skipif(pii._IPV6_C is None, reason="built without inet_pton (Windows)")
+def test_the_c_ipv6_scan_gives_the_python_spans() -> None:
+    rng = random.Random(13)
+    found = 0
+    for _ in range(30_000):
+        t = "".join(
+            rng.choice(_IPV6_UNITS)
+            if rng.random() < 0.6
+            else rng.choice("0123456789abcdefABCDEF:. /xg")
+            for _ in range(rng.randint(0, 40))
+        )
+        t = t * rng.randint(1, 200) if rng.random() < 0.02 else t
+        got = pii._ipv6(t)
+        assert got == pii._ipv6_py(t), t
+        found += len(got)
+    assert found > 1000
+    for unit in FLOODS + REPEATED_FINDINGS:
+        text = fill(unit, 20_000)
+        assert pii._ipv6(text) == pii._ipv6_py(text), unit
+    for name in DISTINCT_FINDINGS:
+        text = distinct(name, 20_000)
+        assert pii._ipv6(text) == pii._ipv6_py(text), name
+
+
 def _random_spans(rng: random.Random) -> list[Span]:
     n, room = rng.randint(2, 30), rng.choice((5, 20, 60))
     spans = []
@@ -124,5 +162,6 @@ def test_a_scan_is_the_same_without_the_c_scanners(monkeypatch: pytest.MonkeyPat
     texts += [_random_text(rng) for _ in range(2000)]
     with_c = [engine.find_spans(t, DETECTORS) for t in texts]
     monkeypatch.setattr(pii, "_C", None)
+    monkeypatch.setattr(pii, "_IPV6_C", None)
     monkeypatch.setattr(engine, "_settle", None)
     assert [engine.find_spans(t, DETECTORS) for t in texts] == with_c
