@@ -1092,6 +1092,152 @@ error:
     return NULL;
 }
 
+static int
+pii_dash_space(Py_UCS4 c)
+{
+    return c == ' ' || c == '-';
+}
+
+/* `pii._INTL_HEAD.match(text[s:e])`'s end, an offset in the text, or -1:
+ * `[0-9](?:[0-9]|[ \-]+(?!00[0-9])[0-9]){9,16}(?![0-9])` on a `00` candidate (digits, spaces,
+ * dashes). Each step takes one digit (after a run of separators not before `00` and a digit),
+ * so one way only; the repeat backs off to the last step not followed by a digit. */
+static Py_ssize_t
+pii_intl_head(int kind, const void *data, Py_ssize_t s, Py_ssize_t e)
+{
+    Py_ssize_t ends[17], steps = 0, i = s + 1;
+    if (s >= e || !pii_digit(PyUnicode_READ(kind, data, s)))
+        return -1;
+    while (steps < 16 && i < e) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (pii_dash_space(c)) {
+            while (i < e && pii_dash_space(PyUnicode_READ(kind, data, i)))
+                i++;
+            if (i + 2 < e && PyUnicode_READ(kind, data, i) == '0' &&
+                PyUnicode_READ(kind, data, i + 1) == '0' &&
+                pii_digit(PyUnicode_READ(kind, data, i + 2)))
+                break;
+            if (i >= e || !pii_digit(PyUnicode_READ(kind, data, i)))
+                break;
+        }
+        else if (!pii_digit(c))
+            break;
+        i++;
+        ends[steps++] = i;
+    }
+    for (Py_ssize_t k = steps; k >= 9; k--) {
+        Py_ssize_t at = ends[k - 1];
+        if (at >= e || !pii_digit(PyUnicode_READ(kind, data, at)))
+            return at;
+    }
+    return -1;
+}
+
+/* The phones dialled with `00` of `pii._intl_phones`: pii_intl(text, Span, detector, type,
+ * priority, complete, in_code_groups), `in_code_groups(text, s)` asked only where a letter is in
+ * the 45 characters before a candidate led by a space (else it is False). */
+static PyObject *
+py_pii_intl(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (pii_args(args, nargs, 7,
+                 "pii_intl(text, Span, detector, type, priority, complete, in_code_groups)") < 0)
+        return NULL;
+    PyObject *text = args[0];
+    PyTypeObject *type = (PyTypeObject *)args[1];
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    /* `_INTL_00`: `0(?<![A-Za-z0-9_.+\-]0)0[1-9][0-9]{0,3}[ \-][0-9 \-]{5,20}[0-9]`, searched
+     * from where the last candidate's phone ended (maybe inside it). */
+    Py_ssize_t s = 0;
+    while (s + 10 <= n) {
+        if (PyUnicode_READ(kind, data, s) != '0' || PyUnicode_READ(kind, data, s + 1) != '0') {
+            s++;
+            continue;
+        }
+        if (s > 0) {
+            Py_UCS4 b = PyUnicode_READ(kind, data, s - 1);
+            if (pii_word(b) || b == '.' || b == '+' || b == '-') {
+                s++;
+                continue;
+            }
+        }
+        Py_UCS4 c = PyUnicode_READ(kind, data, s + 2);
+        if (c < '1' || c > '9') {
+            s++;
+            continue;
+        }
+        Py_ssize_t j = s + 3, d = 0;
+        while (d < 3 && j < n && pii_digit(PyUnicode_READ(kind, data, j))) {
+            j++;
+            d++;
+        }
+        if (j >= n || !pii_dash_space(PyUnicode_READ(kind, data, j))) {
+            s++;
+            continue;
+        }
+        Py_ssize_t j0 = j + 1, r = j0, e = -1;
+        while (r < n && r - j0 < 21) {
+            Py_UCS4 x = PyUnicode_READ(kind, data, r);
+            if (!pii_digit(x) && !pii_dash_space(x))
+                break;
+            r++;
+        }
+        for (Py_ssize_t k = r - 1; k >= j0 + 5; k--) {
+            if (pii_digit(PyUnicode_READ(kind, data, k))) {
+                e = k + 1;
+                break;
+            }
+        }
+        if (e < 0) {
+            s++;
+            continue;
+        }
+        /* `_intl(text, s, e, text[s:e])` */
+        Py_ssize_t end = -1;
+        if (!pii_digits_ok(kind, data, s, e, 10, 17)) {
+            Py_ssize_t k = pii_intl_head(kind, data, s, e);
+            if (k < 0 || !pii_digits_ok(kind, data, s, k, 10, 17)) {
+                s = e;
+                continue;
+            }
+            e = k;
+        }
+        int groups = 0; /* `_in_code_groups(text, s)` */
+        if (s > 0 && PyUnicode_READ(kind, data, s - 1) == ' ') {
+            Py_ssize_t lo = s - 45 > 0 ? s - 45 : 0;
+            for (Py_ssize_t i = lo; i < s && !groups; i++)
+                groups = pii_alpha(PyUnicode_READ(kind, data, i));
+            if (groups) {
+                PyObject *at = PyLong_FromSsize_t(s);
+                if (at == NULL)
+                    goto error;
+                PyObject *cargs[2] = {text, at};
+                PyObject *got = PyObject_Vectorcall(args[6], cargs, 2, NULL);
+                Py_DECREF(at);
+                if (got == NULL)
+                    goto error;
+                groups = PyObject_IsTrue(got);
+                Py_DECREF(got);
+                if (groups < 0)
+                    goto error;
+            }
+        }
+        if (!groups)
+            end = pii_phone_end(kind, data, n, e);
+        if (end >= 0 && pii_add(out, type, s, end, args + 2) < 0)
+            goto error;
+        s = e;
+    }
+    return out;
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
 #ifndef _WIN32 /* (inet_pton: where it has no arpa/inet.h, pii.py runs its Python) */
 #include <arpa/inet.h>
 
@@ -1264,6 +1410,8 @@ static PyMethodDef methods[] = {
      "settle(spans, resolve_group) -> the kept spans (engine._resolve_overlaps, sorted spans)."},
     {"pii_phones", (PyCFunction)(void (*)(void))py_pii_phones, METH_FASTCALL,
      "pii_phones(text, Span, detector, type, priority, complete) -> E.164 and (NNN) phones."},
+    {"pii_intl", (PyCFunction)(void (*)(void))py_pii_intl, METH_FASTCALL,
+     "pii_intl(text, Span, detector, type, priority, complete, in_code_groups) -> 00 phones."},
 #ifndef _WIN32
     {"pii_ipv6", (PyCFunction)(void (*)(void))py_pii_ipv6, METH_FASTCALL,
      "pii_ipv6(text, Span, detector, type, priority, complete, not_global, mapped_global) -> "

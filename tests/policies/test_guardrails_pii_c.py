@@ -1,5 +1,5 @@
 """The PII scanners and the overlap settling in C (policies/guardrails/_checks_c.c: `pii_emails`,
-`pii_phones`, `pii_ipv6`, `settle`) give their Python fallbacks' answers (`pii._emails_py`,
+`pii_phones`, `pii_intl`, `pii_ipv6`, `settle`) give their Python fallbacks' answers (`pii._emails_py`,
 `pii._phones_py`, `pii._ipv6_py`,
 `engine._resolve_overlaps_py`),
 on random text of every PyUnicode kind, the guardrail texts and random span lists; and a whole
@@ -76,6 +76,9 @@ _PHONE_UNITS = (
     "X1234567", "x\u0663\u0663", "\u0663", "\xb2", "-", "--", "..", "  ", ".", "/", "/1", "a", "_",
     "9", "0", "1", "12", "123", "1234", " ", "\n", "(0)", "+1 415 555 0132",
     "+44 20 7946 0958 2024 1130", "\xe9", "\u212a", "\U0001f600", "+1.2", "+12.5",
+    # `00` phones: cut back before the next `00` group, after IBAN-like groups (`DE89 AB12 `).
+    "00", "001 ", "0033 1 42 68 53 00", "001-518-640-0854", "0044 20 7946 0958", "00 ", "DE89 ",
+    "AB1 ", "ab ", "0049 30 12345678 0049 ", "4567",
 )  # fmt: skip
 
 
