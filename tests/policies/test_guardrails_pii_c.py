@@ -1,9 +1,8 @@
 """The PII scanners and the overlap settling in C (policies/guardrails/_checks_c.c: `pii_emails`,
-`pii_phones`, `pii_intl`, `pii_ipv6`, `settle`) give their Python fallbacks' answers (`pii._emails_py`,
-`pii._phones_py`, `pii._ipv6_py`,
-`engine._resolve_overlaps_py`),
-on random text of every PyUnicode kind, the guardrail texts and random span lists; and a whole
-scan is the same with them and without them."""
+`pii_phones`, `pii_intl`, `pii_ipv6`, `settle`) give their Python fallbacks' answers
+(`pii._emails_py`, `pii._phones_py`, `pii._ipv6_py`, `engine._resolve_overlaps_py`), on random
+text of every PyUnicode kind, the guardrail texts and random span lists; and a whole scan is the
+same with them and without them."""
 
 from __future__ import annotations
 
