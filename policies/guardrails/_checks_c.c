@@ -800,14 +800,19 @@ py_settle(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "settle(spans: list, resolve_group)");
         return NULL;
     }
-    PyObject *spans = args[0], *group = args[1];
-    Py_ssize_t n = PyList_GET_SIZE(spans);
+    /* A copy: the call-backs cannot change what is read here. */
+    PyObject *spans = PyList_AsTuple(args[0]), *group = args[1];
+    if (spans == NULL)
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(spans);
     Py_ssize_t *f = PyMem_Malloc(sizeof(Py_ssize_t) * 3 * (n ? n : 1));
-    if (f == NULL)
+    if (f == NULL) {
+        Py_DECREF(spans);
         return PyErr_NoMemory();
+    }
     PyObject *kept = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *s = PyList_GET_ITEM(spans, i);
+        PyObject *s = PyTuple_GET_ITEM(spans, i);
         if (pii_field(s, 0, f + 3 * i) < 0 || pii_field(s, 1, f + 3 * i + 1) < 0 ||
             pii_field(s, 4, f + 3 * i + 2) < 0)
             goto error;
@@ -829,13 +834,13 @@ py_settle(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (i < n)
             reach = END(i);
         if (last == first) {
-            if (PyList_Append(kept, PyList_GET_ITEM(spans, first)) < 0)
+            if (PyList_Append(kept, PyTuple_GET_ITEM(spans, first)) < 0)
                 goto error;
         }
         else if (last == first + 1 && END(first) > START(last) && START(last) < END(last)) {
             Py_ssize_t pa = PRIO(first), pb = PRIO(last);
             int a = pa > pb || (pa == pb && END(first) - START(first) >= END(last) - START(last));
-            if (PyList_Append(kept, PyList_GET_ITEM(spans, a ? first : last)) < 0)
+            if (PyList_Append(kept, PyTuple_GET_ITEM(spans, a ? first : last)) < 0)
                 goto error;
         }
         else {
@@ -847,7 +852,7 @@ py_settle(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 Py_ssize_t end = -1;
                 for (Py_ssize_t k = first; k <= last; k++) {
                     if (end <= START(k)) {
-                        if (PyList_Append(kept, PyList_GET_ITEM(spans, k)) < 0)
+                        if (PyList_Append(kept, PyTuple_GET_ITEM(spans, k)) < 0)
                             goto error;
                         end = END(k);
                     }
@@ -855,12 +860,13 @@ py_settle(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             }
             else {
                 Py_ssize_t m = last - first + 1;
-                PyObject *g = PyList_GetSlice(spans, first, last + 1);
+                PyObject *g = PyList_New(m);
                 PyObject *st = PyList_New(m), *en = PyList_New(m);
                 PyObject *r = NULL;
                 if (g != NULL && st != NULL && en != NULL) {
                     for (Py_ssize_t k = 0; k < m; k++) {
-                        PyObject *t = PyList_GET_ITEM(g, k);
+                        PyObject *t = PyTuple_GET_ITEM(spans, first + k);
+                        PyList_SET_ITEM(g, k, Py_NewRef(t));
                         PyList_SET_ITEM(st, k, Py_NewRef(PyTuple_GET_ITEM(t, 0)));
                         PyList_SET_ITEM(en, k, Py_NewRef(PyTuple_GET_ITEM(t, 1)));
                     }
@@ -888,9 +894,11 @@ py_settle(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 #undef END
 #undef PRIO
     PyMem_Free(f);
+    Py_DECREF(spans);
     return kept;
 error:
     PyMem_Free(f);
+    Py_DECREF(spans);
     Py_XDECREF(kept);
     return NULL;
 }
