@@ -544,6 +544,22 @@ pii_local(Py_UCS4 c)
     return pii_alnum(c) || c == '.' || c == '_' || c == '%' || c == '+' || c == '-';
 }
 
+/* The first index at or after `i` where `text[i] == ch` (an ASCII character), or `n`: memchr on
+ * 1-byte text (prose pays this per character where the regexes skipped to their first one). */
+static Py_ssize_t
+pii_next(int kind, const void *data, Py_ssize_t n, Py_ssize_t i, char ch)
+{
+    if (i >= n)
+        return n;
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const char *p = memchr((const char *)data + i, ch, (size_t)(n - i));
+        return p == NULL ? n : p - (const char *)data;
+    }
+    while (i < n && PyUnicode_READ(kind, data, i) != (Py_UCS4)ch)
+        i++;
+    return i;
+}
+
 /* A Span of `type` (a tuple subclass) holding (s, e) and `rest` (the four other fields). */
 static PyObject *
 pii_span(PyTypeObject *type, Py_ssize_t s, Py_ssize_t e, PyObject *const *rest)
@@ -706,8 +722,9 @@ py_pii_emails(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     int urls = pii_rfind_url(kind, data, 0, n) >= 0;
     Py_ssize_t space = -1, url = -1, done = 0, found = 0;
-    for (Py_ssize_t at = 1; at < n; at++) {
-        if (PyUnicode_READ(kind, data, at) != '@' || !pii_local(PyUnicode_READ(kind, data, at - 1)))
+    for (Py_ssize_t at = pii_next(kind, data, n, 1, '@'); at < n;
+         at = pii_next(kind, data, n, at + 1, '@')) {
+        if (!pii_local(PyUnicode_READ(kind, data, at - 1)))
             continue;
         Py_ssize_t end = pii_domain_end(kind, data, n, at);
         if (end < 0)
@@ -1041,9 +1058,9 @@ py_pii_phones(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     /* `_E164`: `\+(?<![A-Za-z0-9_]\+)[1-9][0-9 ().\-]{6,22}[0-9]`, its greedy repeat backed off
      * to the last digit it can end on. No match holds a `+` but its first. */
-    for (Py_ssize_t s = 0; s + 9 <= n; s++) {
-        if (PyUnicode_READ(kind, data, s) != '+' ||
-            (s > 0 && pii_word(PyUnicode_READ(kind, data, s - 1))))
+    for (Py_ssize_t s = pii_next(kind, data, n, 0, '+'); s + 9 <= n;
+         s = pii_next(kind, data, n, s + 1, '+')) {
+        if (s > 0 && pii_word(PyUnicode_READ(kind, data, s - 1)))
             continue;
         Py_UCS4 c = PyUnicode_READ(kind, data, s + 1);
         if (c < '1' || c > '9')
@@ -1065,9 +1082,9 @@ py_pii_phones(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto error;
     }
     /* `_NANP_PAREN`: `\((?<![A-Za-z0-9_]\()[2-9][0-9]{2}\) ?[2-9][0-9]{2}[\-. ][0-9]{4}`. */
-    for (Py_ssize_t s = 0; s + 13 <= n; s++) {
-        if (PyUnicode_READ(kind, data, s) != '(' ||
-            (s > 0 && pii_word(PyUnicode_READ(kind, data, s - 1))))
+    for (Py_ssize_t s = pii_next(kind, data, n, 0, '('); s + 13 <= n;
+         s = pii_next(kind, data, n, s + 1, '(')) {
+        if (s > 0 && pii_word(PyUnicode_READ(kind, data, s - 1)))
             continue;
         Py_UCS4 c = PyUnicode_READ(kind, data, s + 1);
         if (c < '2' || c > '9' || !pii_digit(PyUnicode_READ(kind, data, s + 2)) ||
@@ -1161,8 +1178,8 @@ py_pii_intl(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     /* `_INTL_00`: `0(?<![A-Za-z0-9_.+\-]0)0[1-9][0-9]{0,3}[ \-][0-9 \-]{5,20}[0-9]`, searched
      * from where the last candidate's phone ended (maybe inside it). */
     Py_ssize_t s = 0;
-    while (s + 10 <= n) {
-        if (PyUnicode_READ(kind, data, s) != '0' || PyUnicode_READ(kind, data, s + 1) != '0') {
+    while ((s = pii_next(kind, data, n, s, '0')) + 10 <= n) {
+        if (PyUnicode_READ(kind, data, s + 1) != '0') {
             s++;
             continue;
         }
@@ -1320,8 +1337,8 @@ py_pii_ipv6(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (out == NULL)
         return NULL;
     Py_ssize_t p = 0;
-    while (p < n) {
-        if (PyUnicode_READ(kind, data, p) != ':' || !pii_ipv6_at(kind, data, n, p)) {
+    while ((p = pii_next(kind, data, n, p, ':')) < n) {
+        if (!pii_ipv6_at(kind, data, n, p)) {
             p++;
             continue;
         }
