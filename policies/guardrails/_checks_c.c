@@ -165,6 +165,573 @@ verdict(int v)
     return PyBool_FromLong(v);
 }
 
+/* ---- The cut path of labelled values (issue C): engine._cut_labelled_values' choice of the
+ * labelled values that lost to a more specific hit inside them, and secrets.rest_of_values of
+ * them, in one call. A stretch holding a label's stem, and a value's checks before the dense
+ * mode, are asked of the Python (`rest_of_value`, `value_ok`): the rest is here. ---- */
+
+/* secrets._ANY_STEM and secrets._PARAM (secrets.py uses `cut_rest` only where they are these). */
+#define ANY_STEM "[pstck](?:ass|wd|ecret|oken|red|ey)"
+#define PARAM "(?:[&?;,|]|\\\\[nrt])[A-Za-z_][A-Za-z0-9_.\\-]*+="
+
+static PyObject *s_password, *s_generic_secret; /* "password", "generic_secret" */
+
+/* `_ANY_STEM.search(low, start, end) is not None`. */
+static int
+any_stem(int kind, const void *d, Py_ssize_t start, Py_ssize_t end)
+{
+    static const char *const tails[] = {"ass", "wd", "ecret", "oken", "red", "ey", NULL};
+    for (Py_ssize_t i = start; i + 3 <= end; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, d, i);
+        if (c != 'p' && c != 's' && c != 't' && c != 'c' && c != 'k')
+            continue;
+        for (const char *const *t = tails; *t; t++) {
+            Py_ssize_t k = 0;
+            while ((*t)[k] && i + 1 + k < end &&
+                   PyUnicode_READ(kind, d, i + 1 + k) == (Py_UCS4)(unsigned char)(*t)[k])
+                k++;
+            if ((*t)[k] == '\0')
+                return 1;
+        }
+    }
+    return 0;
+}
+
+static int
+ascii_letter(Py_UCS4 c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+/* Where `_PARAM.search(text, start, end)` starts, or -1. */
+static Py_ssize_t
+param_at(int kind, const void *d, Py_ssize_t start, Py_ssize_t end)
+{
+    for (Py_ssize_t i = start; i < end; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, d, i);
+        Py_ssize_t j;
+        if (c == '&' || c == '?' || c == ';' || c == ',' || c == '|')
+            j = i + 1;
+        else if (c == '\\' && i + 1 < end) {
+            Py_UCS4 e = PyUnicode_READ(kind, d, i + 1);
+            if (e != 'n' && e != 'r' && e != 't')
+                continue;
+            j = i + 2;
+        }
+        else
+            continue;
+        if (j >= end)
+            continue;
+        c = PyUnicode_READ(kind, d, j);
+        if (!ascii_letter(c) && c != '_')
+            continue;
+        for (j++; j < end; j++) {
+            c = PyUnicode_READ(kind, d, j);
+            if (!ascii_letter(c) && !(c >= '0' && c <= '9') && c != '_' && c != '.' && c != '-')
+                break;
+        }
+        if (j < end && c == '=')
+            return i;
+    }
+    return -1;
+}
+
+/* `"://" in text[start:end]`. */
+static int
+has_scheme(int kind, const void *d, Py_ssize_t start, Py_ssize_t end)
+{
+    for (Py_ssize_t i = start; i + 3 <= end; i++) {
+        if (PyUnicode_READ(kind, d, i) == ':' && PyUnicode_READ(kind, d, i + 1) == '/' &&
+            PyUnicode_READ(kind, d, i + 2) == '/')
+            return 1;
+    }
+    return 0;
+}
+
+/* `tuple.__new__(span_type, (start, end, detector, type, priority, True))`. */
+static PyObject *
+new_span(PyTypeObject *span_type, Py_ssize_t start, Py_ssize_t end, PyObject *detector,
+         PyObject *type, PyObject *priority)
+{
+    PyObject *s = span_type->tp_alloc(span_type, 6);
+    if (s == NULL)
+        return NULL;
+    PyObject *a = PyLong_FromSsize_t(start);
+    if (a == NULL) {
+        Py_DECREF(s);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(s, 0, a);
+    PyObject *b = PyLong_FromSsize_t(end);
+    if (b == NULL) {
+        Py_DECREF(s);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(s, 1, b);
+    Py_INCREF(detector);
+    PyTuple_SET_ITEM(s, 2, detector);
+    Py_INCREF(type);
+    PyTuple_SET_ITEM(s, 3, type);
+    Py_INCREF(priority);
+    PyTuple_SET_ITEM(s, 4, priority);
+    Py_INCREF(Py_True);
+    PyTuple_SET_ITEM(s, 5, Py_True);
+    return s;
+}
+
+/* An exact int's value in *out: 1, or 0 where it is no exact int or does not fit (the caller
+ * leaves such input to the Python), -1 on an error. */
+static int
+exact_ssize(PyObject *o, Py_ssize_t *out)
+{
+    if (!PyLong_CheckExact(o))
+        return 0;
+    *out = PyLong_AsSsize_t(o);
+    if (*out == -1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
+/* bisect.bisect_right(a[lo:hi], x) + lo and bisect.bisect_left, as the bisect module runs them. */
+static Py_ssize_t
+bisect_right_ss(const Py_ssize_t *a, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t x)
+{
+    while (lo < hi) {
+        Py_ssize_t mid = ((size_t)lo + hi) / 2;
+        if (x < a[mid])
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+static Py_ssize_t
+bisect_left_ss(const Py_ssize_t *a, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t x)
+{
+    while (lo < hi) {
+        Py_ssize_t mid = ((size_t)lo + hi) / 2;
+        if (a[mid] < x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* The labelled values `cut_rest` reads, and what it keeps for one call. */
+typedef struct {
+    PyObject *text, *low;
+    int tkind, lkind;
+    const void *tdata, *ldata;
+    Py_ssize_t n;
+    PyObject *kept;
+    const Py_ssize_t *kstart, *kend;
+    Py_ssize_t label_context, rest_reads;
+} cut_ctx;
+
+/* `quoted` of `rest_of_values` for the value at `vs` of the type `type`. */
+static int
+cut_quoted(const cut_ctx *c, Py_ssize_t vs, PyObject *type)
+{
+    if (PyUnicode_CompareWithASCIIString(type, "bearer_token") == 0)
+        return 1;
+    if (vs < 1)
+        return 0;
+    Py_UCS4 q = PyUnicode_READ(c->tkind, c->tdata, vs - 1);
+    return q == '"' || q == '\'' || q == '`';
+}
+
+/* `secrets._cut_key` of the value `text[vs:ve]` of the type `type` and its hits `kept[i:j]`: a
+ * tuple equal to another exactly where the Python's would be. */
+static PyObject *
+cut_key(const cut_ctx *c, Py_ssize_t vs, Py_ssize_t ve, PyObject *type, Py_ssize_t i,
+        Py_ssize_t j)
+{
+    Py_ssize_t w = vs > c->label_context ? vs - c->label_context : 0;
+    Py_ssize_t stop = ve > c->n - c->rest_reads ? c->n : ve + c->rest_reads;
+    PyObject *key = PyTuple_New(7);
+    if (key == NULL)
+        return NULL;
+    PyObject *starts = PyTuple_New(j - i), *ends = PyTuple_New(j - i);
+    if (starts == NULL || ends == NULL) {
+        Py_XDECREF(starts);
+        Py_XDECREF(ends);
+        Py_DECREF(key);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(key, 5, starts);
+    PyTuple_SET_ITEM(key, 6, ends);
+    for (Py_ssize_t h = i; h < j; h++) {
+        PyObject *a = PyLong_FromSsize_t(c->kstart[h] - vs);
+        if (a == NULL) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(starts, h - i, a);
+        PyObject *b = PyLong_FromSsize_t(c->kend[h] - vs);
+        if (b == NULL) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(ends, h - i, b);
+    }
+    PyObject *window = PyUnicode_Substring(c->low, w, stop);
+    if (window == NULL) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(key, 0, window);
+    PyObject *off = PyLong_FromSsize_t(vs - w);
+    if (off == NULL) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(key, 1, off);
+    PyObject *vtext = PyUnicode_Substring(c->text, vs, ve);
+    if (vtext == NULL) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(key, 2, vtext);
+    Py_INCREF(type);
+    PyTuple_SET_ITEM(key, 3, type);
+    PyObject *q = cut_quoted(c, vs, type) ? Py_True : Py_False;
+    Py_INCREF(q);
+    PyTuple_SET_ITEM(key, 4, q);
+    return key;
+}
+
+/* What `secrets._rest_of_value` finds in the stretch `text[a:b]` of a cut value of the type
+ * `type` starting at `vs`, appended to the list `found`: 0, or -1 on an error. A stretch holding
+ * a stem is asked of `rest_cb` (the Python); one holding none is judged here, its value's checks
+ * asked of `ok_cb` (`secrets._value_ok`) unless `dense`. */
+static int
+rest_of_stretch(const cut_ctx *c, PyObject *found, PyObject *type, int quoted, Py_ssize_t a,
+                Py_ssize_t b, Py_ssize_t vs, int dense, PyObject *rest_cb, PyObject *ok_cb,
+                PyObject *generic)
+{
+    if (any_stem(c->lkind, c->ldata, a, b)) {
+        PyObject *pa = PyLong_FromSsize_t(a), *pb = PyLong_FromSsize_t(b);
+        PyObject *pv = PyLong_FromSsize_t(vs);
+        PyObject *r = NULL;
+        if (pa != NULL && pb != NULL && pv != NULL) {
+            PyObject *argv[8] = {c->text, c->low, type, quoted ? Py_True : Py_False,
+                                 pa, pb, pv, dense ? Py_True : Py_False};
+            r = PyObject_Vectorcall(rest_cb, argv, 8, NULL);
+        }
+        Py_XDECREF(pa);
+        Py_XDECREF(pb);
+        Py_XDECREF(pv);
+        if (r == NULL)
+            return -1;
+        if (!PyList_Check(r)) {
+            Py_DECREF(r);
+            PyErr_SetString(PyExc_TypeError, "cut_rest: rest_of_value must return a list");
+            return -1;
+        }
+        Py_ssize_t at = PyList_GET_SIZE(found);
+        int e = PyList_SetSlice(found, at, at, r);
+        Py_DECREF(r);
+        return e;
+    }
+    Py_ssize_t stop = b;
+    if (stop - a < 8)
+        return 0;
+    Py_ssize_t p = param_at(c->tkind, c->tdata, a, stop);
+    if (p >= 0)
+        stop = p;
+    if (stop - a < 8 || has_scheme(c->tkind, c->tdata, a, stop))
+        return 0;
+    if (!dense) {
+        PyObject *piece = PyUnicode_Substring(c->text, a, stop);
+        if (piece == NULL)
+            return -1;
+        PyObject *argv[3] = {piece, quoted ? Py_True : Py_False,
+                             PyUnicode_CompareWithASCIIString(type, "password") == 0
+                                 ? s_password
+                                 : s_generic_secret};
+        PyObject *r = PyObject_Vectorcall(ok_cb, argv, 3, NULL);
+        Py_DECREF(piece);
+        if (r == NULL)
+            return -1;
+        int ok = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        if (ok <= 0)
+            return ok;
+    }
+    PyObject *fa = PyLong_FromSsize_t(a - vs), *fb = PyLong_FromSsize_t(stop - vs);
+    PyObject *f = (fa != NULL && fb != NULL) ? PyTuple_Pack(4, fa, fb, type, generic) : NULL;
+    Py_XDECREF(fa);
+    Py_XDECREF(fb);
+    if (f == NULL)
+        return -1;
+    int e = PyList_Append(found, f);
+    Py_DECREF(f);
+    return e;
+}
+
+/* cut_rest(text, low, spans, kept, labelled, span_type, detector, rest_of_value, value_ok,
+ *          (labelled_priority, dense_findings, memo_max, label_context, rest_reads))
+ * `rest_of_values(text, low, cut)` of the `cut` `engine._cut_labelled_values` chooses from `spans`
+ * (sorted) and `kept` (their `_resolve_overlaps`), in the same order with the same kept
+ * answers: a list of spans; or None for input it leaves to the Python (offsets that are not
+ * ints in the text, spans that are not tuples). */
+static PyObject *
+py_cut_rest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "cut_rest(text, low, spans, kept, labelled, span_type, "
+                                         "detector, rest_of_value, value_ok, limits)");
+        return NULL;
+    }
+    PyObject *text = args[0], *low = args[1], *spans = args[2], *kept = args[3];
+    PyObject *labelled = args[4], *span_type = args[5], *detector = args[6];
+    PyObject *rest_cb = args[7], *ok_cb = args[8], *limits = args[9];
+    if (ready(text) < 0 || ready(low) < 0)
+        return NULL;
+    if (!PyList_Check(spans) || !PyList_Check(kept) || !PyAnySet_Check(labelled) ||
+        !PyType_Check(span_type) ||
+        !PyType_IsSubtype((PyTypeObject *)span_type, &PyTuple_Type) || !PyTuple_Check(limits) ||
+        PyTuple_GET_SIZE(limits) != 5) {
+        PyErr_SetString(PyExc_TypeError, "cut_rest: bad arguments");
+        return NULL;
+    }
+    Py_ssize_t lim[5];
+    for (int k = 0; k < 5; k++) {
+        int r = exact_ssize(PyTuple_GET_ITEM(limits, k), &lim[k]);
+        if (r <= 0) {
+            if (r == 0)
+                PyErr_SetString(PyExc_TypeError, "cut_rest: limits are ints");
+            return NULL;
+        }
+    }
+    Py_ssize_t labelled_priority = lim[0], dense_findings = lim[1], memo_max = lim[2];
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    if (PyUnicode_GET_LENGTH(low) != n || lim[3] < 0 || lim[4] < 0)
+        Py_RETURN_NONE;
+    cut_ctx c = {text, low, PyUnicode_KIND(text), PyUnicode_KIND(low), PyUnicode_DATA(text),
+                 PyUnicode_DATA(low), n, kept, NULL, NULL, lim[3], lim[4]};
+    PyObject *result = NULL, *out = NULL, *seen = NULL, *once = NULL, *twice = NULL;
+    PyObject *kept_set = NULL;
+    /* `_GENERIC`, the priority of what `_rest_of_value` finds: `LABELLED_PRIORITY` */
+    PyObject *generic = PyTuple_GET_ITEM(limits, 0);
+    Py_ssize_t nk = PyList_GET_SIZE(kept);
+    Py_ssize_t *kstart = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(3 * nk + 1));
+    Py_ssize_t *stretch = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(2 * nk + 2));
+    if (kstart == NULL || stretch == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t *kend = kstart + nk, *kprio = kstart + 2 * nk;
+    c.kstart = kstart;
+    c.kend = kend;
+    int sorted = 1;
+    for (Py_ssize_t k = 0; k < nk; k++) {
+        PyObject *h = PyList_GET_ITEM(kept, k);
+        int r;
+        if (!PyTuple_Check(h) || PyTuple_GET_SIZE(h) < 5)
+            goto python;
+        if ((r = exact_ssize(PyTuple_GET_ITEM(h, 0), &kstart[k])) <= 0 ||
+            (r = exact_ssize(PyTuple_GET_ITEM(h, 1), &kend[k])) <= 0 ||
+            (r = exact_ssize(PyTuple_GET_ITEM(h, 4), &kprio[k])) <= 0) {
+            if (r < 0)
+                goto done;
+            goto python;
+        }
+        if (kstart[k] < 0 || kstart[k] > kend[k] || kend[k] > n)
+            goto python;
+        if (k && kstart[k] < kstart[k - 1])
+            sorted = 0;
+    }
+    if ((out = PyList_New(0)) == NULL || (seen = PyDict_New()) == NULL ||
+        (once = PyDict_New()) == NULL || (twice = PySet_New(NULL)) == NULL)
+        goto done;
+    Py_ssize_t stored = 0;
+    for (Py_ssize_t idx = 0; idx < PyList_GET_SIZE(spans); idx++) {
+        PyObject *s = PyList_GET_ITEM(spans, idx);
+        Py_ssize_t p, vs, ve;
+        int r;
+        if (!PyTuple_Check(s) || PyTuple_GET_SIZE(s) < 5)
+            goto python;
+        if ((r = exact_ssize(PyTuple_GET_ITEM(s, 4), &p)) <= 0) {
+            if (r < 0)
+                goto done;
+            goto python;
+        }
+        if (p != labelled_priority)
+            continue;
+        if ((r = exact_ssize(PyTuple_GET_ITEM(s, 0), &vs)) <= 0 ||
+            (r = exact_ssize(PyTuple_GET_ITEM(s, 1), &ve)) <= 0) {
+            if (r < 0)
+                goto done;
+            goto python;
+        }
+        /* `s in set(kept)` */
+        int in_kept = 0;
+        if (sorted) {
+            for (Py_ssize_t k = bisect_left_ss(kstart, 0, nk, vs); k < nk && kstart[k] == vs;
+                 k++) {
+                PyObject *h = PyList_GET_ITEM(kept, k);
+                in_kept = h == s ? 1 : PyObject_RichCompareBool(h, s, Py_EQ);
+                if (in_kept)
+                    break;
+            }
+        }
+        else {
+            if (kept_set == NULL && (kept_set = PySet_New(kept)) == NULL)
+                goto done;
+            in_kept = PySet_Contains(kept_set, s);
+        }
+        if (in_kept < 0)
+            goto done;
+        if (in_kept)
+            continue;
+        PyObject *type = PyTuple_GET_ITEM(s, 3);
+        if ((r = PySet_Contains(labelled, type)) <= 0) {
+            if (r < 0)
+                goto done;
+            continue;
+        }
+        Py_ssize_t i = bisect_right_ss(kend, 0, nk, vs);
+        Py_ssize_t j = bisect_left_ss(kstart, i, nk, ve);
+        Py_ssize_t top = j > i ? kprio[i] : 0; /* `max(…, default=0)` */
+        for (Py_ssize_t h = i + 1; h < j; h++)
+            top = kprio[h] > top ? kprio[h] : top;
+        if (top <= p)
+            continue;
+        /* rest_of_values of (s, kept[i:j]) */
+        if (!PyUnicode_CheckExact(type) || vs < 0 || vs > ve || ve > n)
+            goto python;
+        Py_ssize_t ns = 0, pos = vs;
+        for (Py_ssize_t h = i; h < j; h++) {
+            if (kstart[h] - pos >= 8) {
+                stretch[2 * ns] = pos;
+                stretch[2 * ns + 1] = kstart[h];
+                ns++;
+            }
+            pos = kend[h];
+        }
+        if (ve - pos >= 8) {
+            stretch[2 * ns] = pos;
+            stretch[2 * ns + 1] = ve;
+            ns++;
+        }
+        if (ns == 0)
+            continue;
+        int quoted = cut_quoted(&c, vs, type);
+        PyObject *vtext = PyUnicode_Substring(text, vs, ve);
+        PyObject *key = NULL, *found = NULL;
+        if (vtext == NULL)
+            goto done;
+        PyObject *first = PyDict_GetItemWithError(once, vtext);
+        if (first == NULL && PyErr_Occurred())
+            goto value_failed;
+        if (first != NULL) {
+            /* (vs, ve, type, i, j, found) of the first value of this text */
+            Py_INCREF(first);
+            Py_ssize_t f[4];
+            for (int k = 0; k < 4; k++)
+                f[k] = PyLong_AsSsize_t(PyTuple_GET_ITEM(first, k == 0 ? 0 : k == 1 ? 1 : k + 1));
+            PyObject *k1 = cut_key(&c, f[0], f[1], PyTuple_GET_ITEM(first, 2), f[2], f[3]);
+            int e = k1 == NULL || PyDict_SetItem(seen, k1, PyTuple_GET_ITEM(first, 5)) < 0 ||
+                    PyDict_DelItem(once, vtext) < 0 || PySet_Add(twice, vtext) < 0;
+            Py_XDECREF(k1);
+            Py_DECREF(first);
+            if (e)
+                goto value_failed;
+        }
+        if ((r = PySet_Contains(twice, vtext)) < 0)
+            goto value_failed;
+        if (r) {
+            if ((key = cut_key(&c, vs, ve, type, i, j)) == NULL)
+                goto value_failed;
+            found = PyDict_GetItemWithError(seen, key);
+            if (found == NULL && PyErr_Occurred())
+                goto value_failed;
+            Py_XINCREF(found);
+        }
+        if (found == NULL) {
+            int dense = PyList_GET_SIZE(out) >= dense_findings;
+            if ((found = PyList_New(0)) == NULL)
+                goto value_failed;
+            for (Py_ssize_t k = 0; k < ns; k++) {
+                if (rest_of_stretch(&c, found, type, quoted, stretch[2 * k], stretch[2 * k + 1],
+                                    vs, dense, rest_cb, ok_cb, generic) < 0)
+                    goto value_failed;
+            }
+            if (stored < memo_max) {
+                stored++;
+                if (key == NULL) {
+                    PyObject *entry = Py_BuildValue("(nnOnnO)", vs, ve, type, i, j, found);
+                    if (entry == NULL || PyDict_SetItem(once, vtext, entry) < 0) {
+                        Py_XDECREF(entry);
+                        goto value_failed;
+                    }
+                    Py_DECREF(entry);
+                }
+                else if (PyDict_SetItem(seen, key, found) < 0)
+                    goto value_failed;
+            }
+        }
+        if (!PyList_Check(found))
+            goto value_bad;
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(found); k++) {
+            PyObject *f = PyList_GET_ITEM(found, k);
+            Py_ssize_t a, b;
+            if (!PyTuple_Check(f) || PyTuple_GET_SIZE(f) != 4 ||
+                (r = exact_ssize(PyTuple_GET_ITEM(f, 0), &a)) == 0 ||
+                (r = exact_ssize(PyTuple_GET_ITEM(f, 1), &b)) == 0)
+                goto value_bad;
+            if (r < 0)
+                goto value_failed;
+            PyObject *span = new_span((PyTypeObject *)span_type, vs + a, vs + b, detector,
+                                      PyTuple_GET_ITEM(f, 2), PyTuple_GET_ITEM(f, 3));
+            if (span == NULL)
+                goto value_failed;
+            r = PyList_Append(out, span);
+            Py_DECREF(span);
+            if (r < 0)
+                goto value_failed;
+        }
+        Py_DECREF(vtext);
+        Py_XDECREF(key);
+        Py_DECREF(found);
+        continue;
+    value_bad:
+        Py_DECREF(vtext);
+        Py_XDECREF(key);
+        Py_XDECREF(found);
+        PyErr_SetString(PyExc_TypeError, "cut_rest: a finding is (start, end, type, priority)");
+        goto done;
+    value_failed:
+        Py_DECREF(vtext);
+        Py_XDECREF(key);
+        Py_XDECREF(found);
+        goto done;
+    }
+    result = out;
+    out = NULL;
+    goto done;
+python:
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyMem_Free(kstart);
+    PyMem_Free(stretch);
+    Py_XDECREF(out);
+    Py_XDECREF(seen);
+    Py_XDECREF(once);
+    Py_XDECREF(twice);
+    Py_XDECREF(kept_set);
+    return result;
+}
+/* ---- end of the cut path (issue C) ---- */
+
 static PyObject *
 py_ascending_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1417,6 +1984,9 @@ error:
 #endif /* _WIN32 */
 
 static PyMethodDef methods[] = {
+    {"cut_rest", (PyCFunction)(void (*)(void))py_cut_rest, METH_FASTCALL,
+     "cut_rest(text, low, spans, kept, labelled, span_type, detector, rest_of_value, value_ok, "
+     "limits) -> list | None: secrets.rest_of_values of what engine._cut_labelled_values cuts."},
     {"ascending_run", (PyCFunction)(void (*)(void))py_ascending_run, METH_FASTCALL,
      "ascending_run(value, n) -> bool: n (>= 2) consecutive code points in a row."},
     {"two_char_classes", py_two_char_classes, METH_O,
@@ -1481,6 +2051,12 @@ PyInit__checks_c(void)
         if (example_str == NULL)
             return NULL;
     }
+    if (s_password == NULL) {
+        s_password = PyUnicode_InternFromString("password");
+        s_generic_secret = PyUnicode_InternFromString("generic_secret");
+        if (s_password == NULL || s_generic_secret == NULL)
+            return NULL;
+    }
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
@@ -1491,7 +2067,9 @@ PyInit__checks_c(void)
         PyModule_AddObjectRef(m, "ENTROPY_MARGIN", margin) < 0 ||
         PyModule_AddObjectRef(m, "PLACEHOLDER_WORDS", words) < 0 ||
         PyModule_AddObjectRef(m, "PLACEHOLDER_VALUES", values) < 0 ||
-        PyModule_AddStringConstant(m, "CODE_REF", CODE_REF) < 0) {
+        PyModule_AddStringConstant(m, "CODE_REF", CODE_REF) < 0 ||
+        PyModule_AddStringConstant(m, "ANY_STEM", ANY_STEM) < 0 ||
+        PyModule_AddStringConstant(m, "PARAM", PARAM) < 0) {
         Py_XDECREF(words);
         Py_XDECREF(values);
         Py_XDECREF(margin);

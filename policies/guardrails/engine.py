@@ -20,6 +20,7 @@ from policies.guardrails.pii import find_pii
 from policies.guardrails.secrets import (
     LABELLED,
     LABELLED_PRIORITY,
+    cut_rest,
     find_secrets,
     rest_of_values,
 )
@@ -80,6 +81,18 @@ def _cut_labelled_values(text: str, low: str, spans: list[Span], kept: list[Span
     every kept hit, so only what they yield is settled again."""
     if LABELLED_PRIORITY not in map(_PRIORITY, spans):
         return kept
+    # The loop below and `rest_of_values` in one C call where built (the same spans).
+    found = cut_rest(text, low, spans, kept)
+    if found is None:
+        found = _rest_of_cut_values(text, low, spans, kept)
+    if not found:
+        return kept
+    return sorted(kept + _resolve_overlaps(found))
+
+
+def _rest_of_cut_values(text: str, low: str, spans: list[Span], kept: list[Span]) -> list[Span]:
+    """`rest_of_values` of the labelled values of `spans` that lost to a more specific hit of
+    `kept` inside them (`secrets.cut_rest` where the C checks are not built)."""
     starts, ends = list(map(_START, kept)), list(map(_END, kept))
     cut: list[tuple[Span, list[Span]]] = []
     # Those kept left out in one C pass (a kept hit is the first kept one that ends after its
@@ -92,10 +105,7 @@ def _cut_labelled_values(text: str, low: str, spans: list[Span], kept: list[Span
         hits = kept[i : bisect.bisect_left(starts, s.end, i)]  # those it lost to
         if max(map(_PRIORITY, hits), default=0) > s.priority:  # else settled as before
             cut.append((s, hits))
-    found = rest_of_values(text, low, cut) if cut else []
-    if not found:
-        return kept
-    return sorted(kept + _resolve_overlaps(found))
+    return rest_of_values(text, low, cut) if cut else []
 
 
 def _resolve_overlaps(spans: list[Span]) -> list[Span]:

@@ -1101,6 +1101,33 @@ _PARAM = re.compile(r"(?:[&?;,|]|\\[nrt])[A-Za-z_][A-Za-z0-9_.\-]*+=")
 _START, _END = itemgetter(0), itemgetter(1)  # of a Span
 
 
+# `cut_rest` in C (policies/guardrails/_checks_c.c) reads `_ANY_STEM` and `_PARAM` as written
+# there, the quotes of `_QUOTES`, and finds at `_GENERIC`, the priority of labelled values.
+_CUT_REST_C = (
+    _checks._C is not None
+    and getattr(_checks._C, "ANY_STEM", None) == _ANY_STEM.pattern
+    and getattr(_checks._C, "PARAM", None) == _PARAM.pattern
+    and _QUOTES == ('"', "'", "`")
+    and LABELLED_PRIORITY == _GENERIC
+)
+
+
+def cut_rest(text: str, low: str, spans: list[Span], kept: list[Span]) -> list[Span] | None:
+    """`rest_of_values` of the labelled values in `spans` (sorted) that lost to a more specific
+    hit of `kept` (their `_resolve_overlaps`) inside them, chosen as `engine._cut_labelled_values`
+    does, in one C call where the C checks are built (a text of cut values paid ~2-4 us a value
+    in Python: choosing it, its stretches, its key): the same spans in the same order. A stretch
+    holding a label's stem is still `_rest_of_value`'s, and a value's checks `_value_ok`'s (the
+    C calls them). None: not built, or input the C leaves to the Python."""
+    c = _checks._C
+    if c is None or not _CUT_REST_C:
+        return None
+    return c.cut_rest(
+        text, low, spans, kept, LABELLED, Span, DETECTOR, _rest_of_value, _value_ok,
+        (LABELLED_PRIORITY, DENSE_FINDINGS, MEMO_MAX, _LABEL_CONTEXT, _REST_READS),
+    )  # fmt: skip
+
+
 def rest_of_values(text: str, low: str, cut: list[tuple[Span, list[Span]]]) -> list[Span]:
     """Secrets in each labelled value of `cut` beside the more specific hits it lost to (each
     value's hits in text order, not overlapping): `token=AKIA…&token=<secret>`,

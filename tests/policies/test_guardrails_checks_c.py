@@ -19,9 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from policies.guardrails import DETECTORS, checks, secrets
+from policies.guardrails import DETECTORS, checks, engine, secrets
 from policies.guardrails.engine import find_spans
-from tests.support.guardrail_texts import DISTINCT_FLOODS, FLOODS, distinct_flood, fill
+from policies.guardrails.spans import Span, lowered
+from tests.support.guardrail_texts import (
+    DISTINCT_FINDINGS,
+    DISTINCT_FLOODS,
+    FLOODS,
+    REPEATED_FINDINGS,
+    distinct,
+    distinct_flood,
+    fill,
+)
 
 try:
     _C = importlib.import_module("policies.guardrails._checks_c")
@@ -52,6 +61,9 @@ def test_its_constants_are_the_python_ones() -> None:
     assert _C.XLOGX_MAX == checks._XLOGX_MAX
     assert _C.ENTROPY_MARGIN == checks._ENTROPY_MARGIN
     assert _C.CODE_REF == secrets._CODE_REF.pattern
+    assert _C.ANY_STEM == secrets._ANY_STEM.pattern
+    assert _C.PARAM == secrets._PARAM.pattern
+    assert secrets._CUT_REST_C
 
 
 @pytest.fixture
@@ -445,3 +457,83 @@ def test_entropy_margin_bounds_the_sums_error() -> None:
     most `_XLOGX_MAX` terms `c * log2(c)` is off by at most ~n * log2(n) * n * 2**-53, / n."""
     n = checks._XLOGX_MAX
     assert n * math.log2(n) * 2.0**-52 < checks._ENTROPY_MARGIN / 10
+
+
+# Labelled values cut by the specific hits inside them (`engine._cut_labelled_values`, C
+# `cut_rest`): labels, provider keys, mailboxes, addresses, parameters, quotes, schemes, stems, and
+# characters of every PyUnicode kind around them.
+_CUT_PIECES = (
+    "token=", "password=", "api_key=", "secret: ", "pwd=", "Bearer ", "aws_secret_access_key = ",
+    '"token": "', "'password': '", "&token=", "&password=", "?token=", ";secret=", "\\ntoken=",
+    "|pwd=", ",key=", "&region=", "://", "\\r", "\\x", "AKIAIOSFODNN7ABCDEFG",
+    "AKIAIOSFODNN7EXAMPLE",
+    "ghp_yTzAeKOmXRrvftva9AW7hipTgadDZFlRJmCG", "u1@mail.co", "jane.doe@fastmail.com", "8.8.8.8",
+    "xxxxxxxx", "changeme", "Hunter2024", "Zk3jQ9vLw2Xp", "GsbeKXgzg2sye9b2Rann76dE", "tokenize",
+    "passage", "ckey", "&", ":", "/", ".", " ", "\n", '"', "'", "`", "=", "_", "-",
+    "\u212a", "\xe9", "\U0001f600", "\u0130",
+)  # fmt: skip
+
+
+def _cut_text(rng: random.Random) -> str:
+    parts = []
+    for _ in range(rng.randint(1, 30)):
+        if rng.random() < 0.8:
+            parts.append(rng.choice(_CUT_PIECES))
+        else:
+            pool = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+            parts.append("".join(rng.choice(pool) for _ in range(rng.choice((4, 8, 12, 24)))))
+    return "".join(parts)
+
+
+def _cut_inputs(text: str) -> tuple[str, list[Span], list[Span]]:
+    """What `engine._cut_labelled_values` is given for `text`: its lower-cased copy, the spans
+    (sorted by `_resolve_overlaps`) and those kept."""
+    low = lowered(text)
+    spans = secrets.find_secrets(text, low) + engine.find_pii(text)
+    kept = engine._resolve_overlaps(spans)
+    return low, spans, kept
+
+
+@needs_c
+def test_cut_rest_in_c_gives_the_python_answer() -> None:
+    rng = random.Random(5)
+    cut = found = 0
+    for _ in range(30_000):
+        text = _cut_text(rng)
+        low, spans, kept = _cut_inputs(text)
+        want = engine._rest_of_cut_values(text, low, spans, kept)
+        got = secrets.cut_rest(text, low, spans, kept)
+        assert got == want, text
+        assert all(type(s) is Span for s in got)
+        cut += len(kept) < len(spans)
+        found += bool(got)
+    assert cut > 5000 and found > 1000, (cut, found)
+
+
+@needs_c
+@pytest.mark.parametrize("size", [2 * 1024, 64 * 1024])
+def test_cut_rest_of_texts_made_of_cut_values_is_the_python_answer(size: int) -> None:
+    # 64 KB: past DENSE_FINDINGS and MEMO_MAX, where the cut path changes its way.
+    texts = [fill(u, size) for u in REPEATED_FINDINGS]
+    texts += [distinct(n, size) for n in DISTINCT_FINDINGS]
+    rng = random.Random(size)
+    texts += ["".join(_cut_text(rng) for _ in range(size // 100)) for _ in range(3)]
+    for text in texts:
+        low, spans, kept = _cut_inputs(text)
+        assert secrets.cut_rest(text, low, spans, kept) == engine._rest_of_cut_values(
+            text, low, spans, kept
+        ), text[:80]
+
+
+@needs_c
+def test_cut_rest_leaves_odd_spans_to_the_python() -> None:
+    text = "token=AKIAIOSFODNN7ABCDEFG&token=GsbeKXgzg2sye9b2Rann76dE "
+    low, spans, kept = _cut_inputs(text)
+    assert secrets.cut_rest(text, low, spans, kept)  # (the second label's value)
+    odd = [s._replace(start=float(s.start)) for s in kept]  # type: ignore[arg-type]
+    assert secrets.cut_rest(text, low, spans, odd) is None
+    out_of_text = [s._replace(end=len(text) + 1) for s in kept]
+    assert secrets.cut_rest(text, low, spans, out_of_text) is None
+    assert secrets.cut_rest(text, low[:-1], spans, kept) is None  # (not the same length)
+    with pytest.raises(TypeError):
+        secrets.cut_rest(text, low, tuple(spans), kept)  # type: ignore[arg-type]
