@@ -730,7 +730,196 @@ done:
     Py_XDECREF(kept_set);
     return result;
 }
-/* ---- end of the cut path (issue C) ---- */
+/* secrets._AWS (secrets.py uses `aws_spans` only where it is this). */
+#define AWS                                                                                      \
+    "(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}(?![A-Za-z0-9])"                              \
+    "(?:[\\s\\\"',:;|=]{1,8}([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=]))?"
+
+static int
+upper_or_digit(Py_UCS4 c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+static int
+ascii_alnum(Py_UCS4 c)
+{
+    return ascii_letter(c) || (c >= '0' && c <= '9');
+}
+
+static int
+b64_char(Py_UCS4 c)
+{ /* `[A-Za-z0-9/+]` */
+    return ascii_alnum(c) || c == '/' || c == '+';
+}
+
+/* Where `_AWS.match(text, p)` ends (and its group 1 in *g, -1 if none), or -1. */
+static Py_ssize_t
+aws_match(int kind, const void *d, Py_ssize_t n, Py_ssize_t p, Py_ssize_t *g)
+{
+    *g = -1;
+    if (p + 20 > n || PyUnicode_READ(kind, d, p) != 'A')
+        return -1;
+    Py_UCS4 a = PyUnicode_READ(kind, d, p + 1), b = PyUnicode_READ(kind, d, p + 2),
+            c = PyUnicode_READ(kind, d, p + 3);
+    if (!((a == 'K' && b == 'I' && c == 'A') || (a == 'S' && b == 'I' && c == 'A') ||
+          (a == 'B' && b == 'I' && c == 'A') || (a == 'C' && b == 'C' && c == 'A') ||
+          (a == '3' && b == 'T' && upper_or_digit(c))))
+        return -1;
+    for (Py_ssize_t i = p + 4; i < p + 20; i++)
+        if (!upper_or_digit(PyUnicode_READ(kind, d, i)))
+            return -1;
+    Py_ssize_t q = p + 20;
+    if (q < n && ascii_alnum(PyUnicode_READ(kind, d, q)))
+        return -1;
+    /* `[\s"',:;|=]{1,8}`: its class and the value's share no character, so it takes the whole
+     * run of them, 1 to 8 long, or fails. */
+    Py_ssize_t r = 0;
+    while (r <= 8 && q + r < n) {
+        Py_UCS4 s = PyUnicode_READ(kind, d, q + r);
+        if (!(Py_UNICODE_ISSPACE(s) || s == '"' || s == '\'' || s == ',' || s == ':' ||
+              s == ';' || s == '|' || s == '='))
+            break;
+        r++;
+    }
+    if (r < 1 || r > 8 || q + r + 40 > n)
+        return q;
+    Py_ssize_t v = q + r;
+    for (Py_ssize_t i = v; i < v + 40; i++)
+        if (!b64_char(PyUnicode_READ(kind, d, i)))
+            return q;
+    if (v + 40 < n) {
+        Py_UCS4 e = PyUnicode_READ(kind, d, v + 40);
+        if (b64_char(e) || e == '=')
+            return q;
+    }
+    *g = v;
+    return v + 40;
+}
+
+/* `"EXAMPLE" in text[a:b]`. */
+static int
+has_example(int kind, const void *d, Py_ssize_t a, Py_ssize_t b)
+{
+    static const char ex[] = "EXAMPLE";
+    for (Py_ssize_t i = a; i + 7 <= b; i++) {
+        Py_ssize_t k = 0;
+        while (k < 7 && PyUnicode_READ(kind, d, i + k) == (Py_UCS4)ex[k])
+            k++;
+        if (k == 7)
+            return 1;
+    }
+    return 0;
+}
+
+/* aws_spans(text, span_type, detector, (access_type, secret_type, priority), random_looking)
+ * `list(secrets._aws(text))`: AWS key ids and the secret after one, in one pass. A secret's
+ * `random_looking(…, 4.0)` the C cannot decide (at the entropy bar) is asked of the Python. */
+static PyObject *
+py_aws_spans(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "aws_spans(text, span_type, detector, types, random_looking)");
+        return NULL;
+    }
+    PyObject *text = args[0], *span_type = args[1], *detector = args[2], *types = args[3];
+    PyObject *random_cb = args[4];
+    if (ready(text) < 0)
+        return NULL;
+    if (!PyType_Check(span_type) ||
+        !PyType_IsSubtype((PyTypeObject *)span_type, &PyTuple_Type) || !PyTuple_Check(types) ||
+        PyTuple_GET_SIZE(types) != 3) {
+        PyErr_SetString(PyExc_TypeError, "aws_spans: bad arguments");
+        return NULL;
+    }
+    PyObject *access = PyTuple_GET_ITEM(types, 0), *secret = PyTuple_GET_ITEM(types, 1);
+    PyObject *priority = PyTuple_GET_ITEM(types, 2);
+    int kind = PyUnicode_KIND(text);
+    const void *d = PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t p = 0;
+    while (p + 20 <= n) {
+        if (kind == PyUnicode_1BYTE_KIND) {
+            const Py_UCS1 *hit = memchr((const Py_UCS1 *)d + p, 'A', (size_t)(n - 20 - p + 1));
+            if (hit == NULL)
+                break;
+            p = hit - (const Py_UCS1 *)d;
+        }
+        else if (PyUnicode_READ(kind, d, p) != 'A') {
+            p++;
+            continue;
+        }
+        Py_ssize_t g, end = aws_match(kind, d, n, p, &g);
+        if (end < 0) {
+            p++;
+            continue;
+        }
+        Py_ssize_t start = p;
+        p = end;
+        if (start && (ascii_alnum(PyUnicode_READ(kind, d, start - 1)) ||
+                      PyUnicode_READ(kind, d, start - 1) == '_'))
+            continue;
+        if (has_example(kind, d, start, start + 20))
+            continue;
+        int all_x = 1, run = 1, ascending = 0;
+        for (Py_ssize_t i = start + 4; i < start + 20; i++)
+            all_x &= PyUnicode_READ(kind, d, i) == 'X';
+        for (Py_ssize_t i = start + 1; i < start + 20 && !ascending; i++) {
+            run = PyUnicode_READ(kind, d, i) == PyUnicode_READ(kind, d, i - 1) + 1 ? run + 1 : 1;
+            ascending = run >= 8;
+        }
+        if (all_x || ascending)
+            continue;
+        PyObject *span = new_span((PyTypeObject *)span_type, start, start + 20, detector, access,
+                                  priority);
+        if (span == NULL || PyList_Append(out, span) < 0) {
+            Py_XDECREF(span);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(span);
+        if (g < 0 || has_example(kind, d, g, g + 40))
+            continue;
+        PyObject *sk = PyUnicode_Substring(text, g, g + 40);
+        if (sk == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        int ok = 0;
+        if (two_classes(sk)) {
+            Py_ssize_t distinct;
+            ok = entropy_verdict(sk, 4.0, &distinct);
+            if (ok == -1) { /* at the bar: the Python's answer */
+                PyObject *r = PyObject_CallFunction(random_cb, "Od", sk, 4.0);
+                ok = r == NULL ? -2 : PyObject_IsTrue(r);
+                Py_XDECREF(r);
+                if (ok < 0)
+                    ok = -2;
+            }
+        }
+        Py_DECREF(sk);
+        if (ok == -2) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        if (!ok)
+            continue;
+        span = new_span((PyTypeObject *)span_type, g, g + 40, detector, secret, priority);
+        if (span == NULL || PyList_Append(out, span) < 0) {
+            Py_XDECREF(span);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(span);
+    }
+    return out;
+}
+
+/* ---- end of the cut path and AWS key ids (issue C) ---- */
 
 static PyObject *
 py_ascending_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -1984,6 +2173,8 @@ error:
 #endif /* _WIN32 */
 
 static PyMethodDef methods[] = {
+    {"aws_spans", (PyCFunction)(void (*)(void))py_aws_spans, METH_FASTCALL,
+     "aws_spans(text, span_type, detector, types, random_looking) -> list: secrets._aws(text)."},
     {"cut_rest", (PyCFunction)(void (*)(void))py_cut_rest, METH_FASTCALL,
      "cut_rest(text, low, spans, kept, labelled, span_type, detector, rest_of_value, value_ok, "
      "limits) -> list | None: secrets.rest_of_values of what engine._cut_labelled_values cuts."},
@@ -2069,7 +2260,8 @@ PyInit__checks_c(void)
         PyModule_AddObjectRef(m, "PLACEHOLDER_VALUES", values) < 0 ||
         PyModule_AddStringConstant(m, "CODE_REF", CODE_REF) < 0 ||
         PyModule_AddStringConstant(m, "ANY_STEM", ANY_STEM) < 0 ||
-        PyModule_AddStringConstant(m, "PARAM", PARAM) < 0) {
+        PyModule_AddStringConstant(m, "PARAM", PARAM) < 0 ||
+        PyModule_AddStringConstant(m, "AWS", AWS) < 0) {
         Py_XDECREF(words);
         Py_XDECREF(values);
         Py_XDECREF(margin);

@@ -30,7 +30,7 @@ import binascii
 import bisect
 import functools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import repeat
 from operator import itemgetter, sub
 
@@ -253,7 +253,21 @@ _SPECIFIC = 3
 _GENERIC = 1
 
 
-def _aws(text: str) -> Iterator[Span]:
+# `_aws` in C (policies/guardrails/_checks_c.c `aws_spans`), which reads `_AWS` as written there.
+_AWS_C = _checks._C is not None and getattr(_checks._C, "AWS", None) == _AWS.pattern
+_AWS_TYPES = ("aws_access_key", "aws_secret_key", _SPECIFIC)
+
+
+def _aws(text: str) -> Iterable[Span]:
+    """AWS key ids, and the secret after one: in one C pass where built (a text packed with ids
+    paid ~1.4 us an id in the loop below), else `_aws_py`."""
+    if (c := _checks._C) is not None and _AWS_C:
+        spans: list[Span] = c.aws_spans(text, Span, DETECTOR, _AWS_TYPES, random_looking)
+        return spans
+    return _aws_py(text)
+
+
+def _aws_py(text: str) -> Iterator[Span]:
     # The loop body runs once per key id found: a text packed with ids (≈ one per 21
     # characters) pays it 50 times per KB, so it is kept to inline checks.
     word = WORD_CHARS
@@ -501,7 +515,7 @@ def _pem(text: str) -> Iterator[Span]:
         yield held
 
 
-_FAMILIES: tuple[Callable[[str], Iterator[Span]], ...] = (
+_FAMILIES: tuple[Callable[[str], Iterable[Span]], ...] = (
     _aws,
     _simple(_GCP, "gcp_api_key"),
     _sk,

@@ -63,6 +63,8 @@ def test_its_constants_are_the_python_ones() -> None:
     assert _C.CODE_REF == secrets._CODE_REF.pattern
     assert _C.ANY_STEM == secrets._ANY_STEM.pattern
     assert _C.PARAM == secrets._PARAM.pattern
+    assert _C.AWS == secrets._AWS.pattern
+    assert secrets._AWS_C
     assert secrets._CUT_REST_C
 
 
@@ -537,3 +539,47 @@ def test_cut_rest_leaves_odd_spans_to_the_python() -> None:
     assert secrets.cut_rest(text, low[:-1], spans, kept) is None  # (not the same length)
     with pytest.raises(TypeError):
         secrets.cut_rest(text, low, tuple(spans), kept)  # type: ignore[arg-type]
+
+
+# AWS key ids and what may follow them (`secrets._aws`, C `aws_spans`): every prefix, ids glued
+# to word characters, documentation ids, separators of every kind (Unicode blanks are `\s`),
+# secrets of 39 to 41 characters, and characters of every PyUnicode kind.
+_AWS_PIECES = (
+    "AKIA", "ASIA", "ABIA", "ACCA", "A3T", "A3TZ", "A3T_", "AKI", "A", "IOSFODNN7ABCDEFG",
+    "IOSFODNN7EXAMPLE", "XXXXXXXXXXXXXXXX", "ABCDEFGHIJKLMNOP", "0123456789ABCDEF",
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCY9qTzLk2Wq",
+    "Zk3jQ9vLw2XpZk3jQ9vLw2XpZk3jQ9vLw2XpZk3j", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    " ", ":", "=", '"', "'", ",", ";", "|", "\t", "\n", "\u2003", "\x85", "\xa0", "        ",
+    "_", "/", "+", "x", "7", "\u212a", "\xe9", "\U0001f600",
+)  # fmt: skip
+
+
+@needs_c
+def test_aws_spans_in_c_gives_the_python_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(7)
+    ids = secrets_found = 0
+    heads = ("AKIA", "ASIA", "ABIA", "ACCA", "A3TZ", "A3T_", "AKI", "BKIA")
+    bodies = _AWS_PIECES[7:11]
+    values = _AWS_PIECES[14:18]
+    for _ in range(60_000):
+        parts = []
+        for _ in range(rng.randint(1, 5)):
+            if rng.random() < 0.3:
+                parts.append(rng.choice(_AWS_PIECES))
+                continue
+            value = rng.choice(values)
+            value = value[: rng.choice((39, 40, 40, 40))] + rng.choice(("", "", "=", "x", "/"))
+            seps = "".join(rng.choice(_AWS_PIECES[18:32]) for _ in range(rng.choice((0, 1, 1, 2))))
+            parts.append(rng.choice(heads) + rng.choice(bodies) + seps + value)
+        text = "".join(parts)
+        want = list(secrets._aws_py(text))
+        got = _C.aws_spans(text, Span, secrets.DETECTOR, secrets._AWS_TYPES, checks.random_looking)
+        assert got == want, text
+        assert list(secrets._aws(text)) == want
+        ids += sum(s.type == "aws_access_key" for s in got)
+        secrets_found += sum(s.type == "aws_secret_key" for s in got)
+    assert ids > 5000 and secrets_found > 200, (ids, secrets_found)
+    monkeypatch.setattr(checks, "_C", None)
+    assert list(secrets._aws("AKIAIOSFODNN7ABCDEFG")) == [
+        Span(0, 20, "secrets", "aws_access_key", 3, True)
+    ]
