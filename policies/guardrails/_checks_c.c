@@ -919,7 +919,140 @@ py_aws_spans(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
-/* ---- end of the cut path and AWS key ids (issue C) ---- */
+/* secrets._BEARER and secrets._BEARER_VALUE (secrets.py uses `bearer_spans` only where they are
+ * these). */
+#define BEARER "bearer[ \\t]+"
+#define BEARER_VALUE "[A-Za-z0-9\\-._~+/]{20,2048}+=*+"
+
+static int has_word(PyObject *low);
+static int shape(PyObject *low, int three);
+
+static int
+bearer_char(Py_UCS4 c)
+{ /* `[A-Za-z0-9\-._~+/]` */
+    return ascii_alnum(c) || c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/';
+}
+
+/* `not placeholder(value) and random_looking(value, 3.0)` of an ASCII `value`: 1, 0, -1 where
+ * only the Python can tell (a regex of `placeholder_shape`, the entropy at the bar), -2 on an
+ * error. */
+static int
+bearer_verdict(PyObject *value)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(value);
+    const Py_UCS1 *v = PyUnicode_1BYTE_DATA(value);
+    PyObject *low = PyUnicode_New(n, 127);
+    if (low == NULL)
+        return -2;
+    Py_UCS1 *l = PyUnicode_1BYTE_DATA(low);
+    for (Py_ssize_t i = 0; i < n; i++)
+        l[i] = (v[i] >= 'A' && v[i] <= 'Z') ? v[i] + 32 : v[i];
+    int word = has_word(low), sh = word ? 1 : shape(low, 0);
+    Py_DECREF(low);
+    if (sh == 1 || !two_classes(value))
+        return 0;
+    Py_ssize_t distinct;
+    int e = entropy_verdict(value, 3.0, &distinct);
+    if (e == -2 || e == 0)
+        return e;
+    return sh < 0 || e < 0 ? -1 : 1;
+}
+
+/* bearer_spans(text, low, span_type, detector, (type, priority), ok)
+ * `list(secrets._bearer(text, low))`: a bearer token after each `bearer` label, its verdict asked
+ * of `ok` (the Python's) where the C cannot tell; None where `low` is not `text`'s length. */
+static PyObject *
+py_bearer_spans(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "bearer_spans(text, low, span_type, detector, types, ok)");
+        return NULL;
+    }
+    PyObject *text = args[0], *low = args[1], *span_type = args[2], *detector = args[3];
+    PyObject *types = args[4], *ok_cb = args[5];
+    if (ready(text) < 0 || ready(low) < 0)
+        return NULL;
+    if (!PyType_Check(span_type) ||
+        !PyType_IsSubtype((PyTypeObject *)span_type, &PyTuple_Type) || !PyTuple_Check(types) ||
+        PyTuple_GET_SIZE(types) != 2) {
+        PyErr_SetString(PyExc_TypeError, "bearer_spans: bad arguments");
+        return NULL;
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    if (PyUnicode_GET_LENGTH(low) != n)
+        Py_RETURN_NONE;
+    PyObject *type = PyTuple_GET_ITEM(types, 0), *priority = PyTuple_GET_ITEM(types, 1);
+    int tk = PyUnicode_KIND(text), lk = PyUnicode_KIND(low);
+    const void *td = PyUnicode_DATA(text), *ld = PyUnicode_DATA(low);
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    static const char label[] = "bearer";
+    Py_ssize_t pos = 0;
+    while (pos + 7 <= n) {
+        /* `_BEARER.search(low, pos)` */
+        Py_ssize_t p = pos, me = -1;
+        for (; p + 7 <= n; p++) {
+            Py_ssize_t k = 0;
+            while (k < 6 && PyUnicode_READ(lk, ld, p + k) == (Py_UCS4)label[k])
+                k++;
+            if (k < 6)
+                continue;
+            Py_UCS4 c = PyUnicode_READ(lk, ld, p + 6);
+            if (c != ' ' && c != '\t')
+                continue;
+            for (me = p + 7; me < n; me++) {
+                c = PyUnicode_READ(lk, ld, me);
+                if (c != ' ' && c != '\t')
+                    break;
+            }
+            break;
+        }
+        if (me < 0)
+            break;
+        /* `_BEARER_VALUE.match(text, me)` */
+        Py_ssize_t ve = me;
+        while (ve < n && ve - me < 2048 && bearer_char(PyUnicode_READ(tk, td, ve)))
+            ve++;
+        if (ve - me < 20) {
+            pos = me;
+            continue;
+        }
+        while (ve < n && PyUnicode_READ(tk, td, ve) == '=')
+            ve++;
+        pos = ve;
+        PyObject *value = PyUnicode_Substring(text, me, ve);
+        if (value == NULL)
+            goto failed;
+        /* (ASCII, as its class is: a str of one byte a character) */
+        int ok = PyUnicode_KIND(value) == PyUnicode_1BYTE_KIND ? bearer_verdict(value) : -1;
+        if (ok == -1) {
+            PyObject *r = PyObject_CallOneArg(ok_cb, value);
+            ok = r == NULL ? -2 : PyObject_IsTrue(r);
+            Py_XDECREF(r);
+            if (ok < 0)
+                ok = -2;
+        }
+        Py_DECREF(value);
+        if (ok == -2)
+            goto failed;
+        if (!ok)
+            continue;
+        PyObject *span = new_span((PyTypeObject *)span_type, me, ve, detector, type, priority);
+        if (span == NULL || PyList_Append(out, span) < 0) {
+            Py_XDECREF(span);
+            goto failed;
+        }
+        Py_DECREF(span);
+    }
+    return out;
+failed:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* ---- end of the cut path, AWS key ids and bearer tokens (issue C) ---- */
 
 static PyObject *
 py_ascending_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -2173,6 +2306,8 @@ error:
 #endif /* _WIN32 */
 
 static PyMethodDef methods[] = {
+    {"bearer_spans", (PyCFunction)(void (*)(void))py_bearer_spans, METH_FASTCALL,
+     "bearer_spans(text, low, span_type, detector, types, ok) -> list | None: secrets._bearer."},
     {"aws_spans", (PyCFunction)(void (*)(void))py_aws_spans, METH_FASTCALL,
      "aws_spans(text, span_type, detector, types, random_looking) -> list: secrets._aws(text)."},
     {"cut_rest", (PyCFunction)(void (*)(void))py_cut_rest, METH_FASTCALL,
@@ -2261,7 +2396,9 @@ PyInit__checks_c(void)
         PyModule_AddStringConstant(m, "CODE_REF", CODE_REF) < 0 ||
         PyModule_AddStringConstant(m, "ANY_STEM", ANY_STEM) < 0 ||
         PyModule_AddStringConstant(m, "PARAM", PARAM) < 0 ||
-        PyModule_AddStringConstant(m, "AWS", AWS) < 0) {
+        PyModule_AddStringConstant(m, "AWS", AWS) < 0 ||
+        PyModule_AddStringConstant(m, "BEARER", BEARER) < 0 ||
+        PyModule_AddStringConstant(m, "BEARER_VALUE", BEARER_VALUE) < 0) {
         Py_XDECREF(words);
         Py_XDECREF(values);
         Py_XDECREF(margin);

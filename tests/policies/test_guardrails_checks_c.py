@@ -64,6 +64,9 @@ def test_its_constants_are_the_python_ones() -> None:
     assert _C.ANY_STEM == secrets._ANY_STEM.pattern
     assert _C.PARAM == secrets._PARAM.pattern
     assert _C.AWS == secrets._AWS.pattern
+    assert _C.BEARER == secrets._BEARER.pattern
+    assert _C.BEARER_VALUE == secrets._BEARER_VALUE.pattern
+    assert secrets._BEARER_C
     assert secrets._AWS_C
     assert secrets._CUT_REST_C
 
@@ -582,4 +585,45 @@ def test_aws_spans_in_c_gives_the_python_answer(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(checks, "_C", None)
     assert list(secrets._aws("AKIAIOSFODNN7ABCDEFG")) == [
         Span(0, 20, "secrets", "aws_access_key", 3, True)
+    ]
+
+
+# Bearer tokens (`secrets._bearer`, C `bearer_spans`): labels and blanks, values of 19 to 21 and
+# over 2048 characters, `=` runs, placeholders, paths, templates, low entropy, one class, and
+# characters of every PyUnicode kind (the Kelvin sign lower-cases to `k`).
+_BEARER_PIECES = (
+    "Bearer ", "bearer\t", "BEARER  ", "bearer", "Bearer\n", "bearerbearer ", " ",
+    "abcdEFGH1234ijklMNOP5678", "abcdEFGH1234ijklMNO", "abcdEFGH1234ijklMNOP", "Zk3jQ9vLw2Xp/+.~_-",
+    "xxxxxxxxxxxxxxxxxxxxxxxx", "ababababababababababab", "/etc/ssl/private/key.pem",
+    "./certs/aB3dE5gH7jK9mN1pQ.pem", "YOUR_TOKEN_HEREabcdefgh", "Zk3jQ9vLw2XpRt7Yu1Io2Pa3Sd", "==",
+    "=", "1234567890123456789012345", "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    "\u212a", "\xe9", "\U0001f600", "&", ",", "sk-", "ABCD" * 520,
+)  # fmt: skip
+
+
+@needs_c
+def test_bearer_spans_in_c_gives_the_python_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(3)
+    found = asked = 0
+    real = secrets._bearer_ok
+
+    def ok(value: str) -> bool:
+        nonlocal asked
+        asked += 1
+        return real(value)
+
+    for _ in range(40_000):
+        text = "".join(rng.choice(_BEARER_PIECES) for _ in range(rng.randint(1, 8)))
+        low = lowered(text)
+        want = list(secrets._bearer_py(text, low))
+        got = _C.bearer_spans(text, low, Span, secrets.DETECTOR, secrets._BEARER_TYPES, ok)
+        assert got == want, text
+        assert list(secrets._bearer(text, low)) == want
+        found += len(got)
+    assert found > 2000 and asked > 100, (found, asked)
+    assert _C.bearer_spans("Bearer x", "bearer", Span, "secrets", secrets._BEARER_TYPES, ok) is None
+    monkeypatch.setattr(checks, "_C", None)
+    text = "Bearer abcdEFGH1234ijklMNOP5678"
+    assert list(secrets._bearer(text, text.lower())) == [
+        Span(7, 31, "secrets", "bearer_token", 1, True)
     ]
