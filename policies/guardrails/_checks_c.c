@@ -1208,8 +1208,12 @@ static const char *const placeholder_words[] = {
     "path/to/", NULL,
 };
 
-/* Whether an ASCII character starts one of the words (set at import). */
+/* How many of the words an ASCII character starts (set at import). */
 static char word_head[128];
+/* The words by their first character, in their order (set at import): a character is compared
+ * with the words it can start, not with all of them (~1 us a 32-character value before). */
+#define WORDS_PER_HEAD 16
+static unsigned char words_of[128][WORDS_PER_HEAD];
 
 /* `_PLACEHOLDER_WORD.search(low) is not None`: any of the words in `low`. */
 static int
@@ -1222,9 +1226,8 @@ has_word(PyObject *low)
         Py_UCS4 c = PyUnicode_READ(kind, data, i);
         if (c >= 128 || !word_head[c])
             continue;
-        for (const char *const *w = placeholder_words; *w; w++) {
-            if ((Py_UCS4)(unsigned char)(*w)[0] != c)
-                continue;
+        for (int h = 0; h < word_head[c]; h++) {
+            const char *const *w = &placeholder_words[words_of[c][h]];
             Py_ssize_t k = 1;
             while ((*w)[k] && i + k < n &&
                    PyUnicode_READ(kind, data, i + k) == (Py_UCS4)(unsigned char)(*w)[k])
@@ -1331,7 +1334,7 @@ py_value_ok(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 Py_RETURN_FALSE;
             if (c == '.' || c == ':')
                 dot = 1;
-            else if (Py_UNICODE_ISDIGIT(c))
+            else if (c < 128 ? c >= '0' && c <= '9' : Py_UNICODE_ISDIGIT(c)) /* (ASCII: 0-9) */
                 digit = 1;
         }
         if ((dot || !digit) && code_ref(value))
@@ -2370,8 +2373,14 @@ PyInit__checks_c(void)
     for (int c = 1; c <= XLOGX_MAX; c++)
         xlogx[c] = (double)c * log2((double)c);
     xlogx[0] = 0.0;
-    for (const char *const *w = placeholder_words; *w; w++)
-        word_head[(unsigned char)(*w)[0] & 127] = 1;
+    for (const char *const *w = placeholder_words; *w; w++) {
+        unsigned char c = (unsigned char)(*w)[0] & 127;
+        if (word_head[c] >= WORDS_PER_HEAD) {
+            PyErr_SetString(PyExc_ImportError, "_checks_c: too many words of one first letter");
+            return NULL;
+        }
+        words_of[c][(int)word_head[c]++] = (unsigned char)(w - placeholder_words);
+    }
     if (example_str == NULL) {
         example_str = PyUnicode_InternFromString("EXAMPLE");
         if (example_str == NULL)
