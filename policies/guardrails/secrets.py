@@ -1249,7 +1249,8 @@ def _rest_of_value(
     DENSE_FINDINGS of these), values of 8 characters or more are findings without their checks,
     as in the label pass. Reads only `low[start - _LABEL_CONTEXT : end + _REST_READS]` and
     `text[start:end]`."""
-    labels: list[tuple[int, int, int, int]] = []  # (start with the owner word, stem, end, regex)
+    # (Start with the owner word in the stretch, stem, end, regex, start with the owner word.)
+    labels: list[tuple[int, int, int, int, int]] = []
     endpos = end + _REST_READS
     # Each stem looked for only if one of them is there (one C search; most stretches hold none).
     if _ANY_STEM.search(low, start, end) is not None:
@@ -1259,14 +1260,14 @@ def _rest_of_value(
                 pos = p + 1
                 m = regex.match(low, p, endpos)
                 if m is not None and (k := _label_start(low, i, p, m.end())) >= 0:
-                    labels.append((max(k, start), p, m.end(), i))
+                    labels.append((max(k, start), p, m.end(), i, k))
     out: list[_Found] = []
     stop = end
     if labels:
         labels.sort()
-        starts = [k for k, _, _, _ in labels]
+        starts = [s for s, _, _, _, _ in labels]
         stop = starts[0]
-        for _, p, me, i in labels:
+        for _, p, me, i, k in labels:
             # Its value: up to the next label that starts past this one's operator.
             n = bisect.bisect_left(starts, me)
             v = _VALUE.match(text, me, starts[n] if n < len(starts) else end)
@@ -1278,8 +1279,11 @@ def _rest_of_value(
                     a = v.start(g) - origin
                     out.append((a, a + len(value), "password" if i < 2 else "generic_secret",
                                 _GENERIC))  # fmt: skip
-            elif (f := _assignment(text, low, i, p, me, v)[1]) is not None:
-                out.append((me - origin + f[0], me - origin + f[1], f[2], f[3]))
+            else:
+                # `_assignment(text, low, i, p, me, v)[1]`, its label's start `k` known.
+                g = v.lastindex or 4
+                if (f := _judged(low, i, k, p, v.group(g), v.start(g) - me, g < 4)) is not None:
+                    out.append((me - origin + f[0], me - origin + f[1], f[2], f[3]))
     if stop - start >= 8:
         param = _PARAM.search(text, start, stop)
         if param is not None:
