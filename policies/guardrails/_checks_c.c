@@ -683,12 +683,14 @@ py_cut_rest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         for (Py_ssize_t k = 0; k < PyList_GET_SIZE(found); k++) {
             PyObject *f = PyList_GET_ITEM(found, k);
             Py_ssize_t a, b;
-            if (!PyTuple_Check(f) || PyTuple_GET_SIZE(f) != 4 ||
-                (r = exact_ssize(PyTuple_GET_ITEM(f, 0), &a)) == 0 ||
-                (r = exact_ssize(PyTuple_GET_ITEM(f, 1), &b)) == 0)
+            if (!PyTuple_Check(f) || PyTuple_GET_SIZE(f) != 4)
                 goto value_bad;
-            if (r < 0)
-                goto value_failed;
+            if ((r = exact_ssize(PyTuple_GET_ITEM(f, 0), &a)) <= 0 ||
+                (r = exact_ssize(PyTuple_GET_ITEM(f, 1), &b)) <= 0) {
+                if (r < 0)
+                    goto value_failed;
+                goto value_bad;
+            }
             PyObject *span = new_span((PyTypeObject *)span_type, vs + a, vs + b, detector,
                                       PyTuple_GET_ITEM(f, 2), PyTuple_GET_ITEM(f, 3));
             if (span == NULL)
