@@ -540,13 +540,22 @@ py_cut_rest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     if (PyUnicode_GET_LENGTH(low) != n || lim[3] < 0 || lim[4] < 0)
         Py_RETURN_NONE;
+    /* `spans` and `kept` as they are at the call, as the Python chooses every cut value before
+     * it calls `rest_of_value`/`value_ok`: the spans and hits read below are borrowed from these
+     * tuples, which a callback changing the lists cannot free (a callback clearing `spans` freed
+     * the span whose type was still to be read; one clearing `kept` left kept[k] a NULL read). */
+    PyObject *spans_t = PyList_AsTuple(spans), *kept_t = NULL;
+    if (spans_t == NULL || (kept_t = PyList_AsTuple(kept)) == NULL) {
+        Py_XDECREF(spans_t);
+        return NULL;
+    }
     cut_ctx c = {text, low, PyUnicode_KIND(text), PyUnicode_KIND(low), PyUnicode_DATA(text),
-                 PyUnicode_DATA(low), n, kept, NULL, NULL, lim[3], lim[4]};
+                 PyUnicode_DATA(low), n, kept_t, NULL, NULL, lim[3], lim[4]};
     PyObject *result = NULL, *out = NULL, *seen = NULL, *once = NULL, *twice = NULL;
     PyObject *kept_set = NULL;
     /* `_GENERIC`, the priority of what `_rest_of_value` finds: `LABELLED_PRIORITY` */
     PyObject *generic = PyTuple_GET_ITEM(limits, 0);
-    Py_ssize_t nk = PyList_GET_SIZE(kept);
+    Py_ssize_t nk = PyTuple_GET_SIZE(kept_t);
     Py_ssize_t *kstart = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(3 * nk + 1));
     Py_ssize_t *stretch = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(2 * nk + 2));
     if (kstart == NULL || stretch == NULL) {
@@ -558,7 +567,7 @@ py_cut_rest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     c.kend = kend;
     int sorted = 1;
     for (Py_ssize_t k = 0; k < nk; k++) {
-        PyObject *h = PyList_GET_ITEM(kept, k);
+        PyObject *h = PyTuple_GET_ITEM(kept_t, k);
         int r;
         if (!PyTuple_Check(h) || PyTuple_GET_SIZE(h) < 5)
             goto python;
@@ -578,8 +587,8 @@ py_cut_rest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         (once = PyDict_New()) == NULL || (twice = PySet_New(NULL)) == NULL)
         goto done;
     Py_ssize_t stored = 0;
-    for (Py_ssize_t idx = 0; idx < PyList_GET_SIZE(spans); idx++) {
-        PyObject *s = PyList_GET_ITEM(spans, idx);
+    for (Py_ssize_t idx = 0; idx < PyTuple_GET_SIZE(spans_t); idx++) {
+        PyObject *s = PyTuple_GET_ITEM(spans_t, idx);
         Py_ssize_t p, vs, ve;
         int r;
         if (!PyTuple_Check(s) || PyTuple_GET_SIZE(s) < 5)
@@ -602,14 +611,14 @@ py_cut_rest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (sorted) {
             for (Py_ssize_t k = bisect_left_ss(kstart, 0, nk, vs); k < nk && kstart[k] == vs;
                  k++) {
-                PyObject *h = PyList_GET_ITEM(kept, k);
+                PyObject *h = PyTuple_GET_ITEM(kept_t, k);
                 in_kept = h == s ? 1 : PyObject_RichCompareBool(h, s, Py_EQ);
                 if (in_kept)
                     break;
             }
         }
         else {
-            if (kept_set == NULL && (kept_set = PySet_New(kept)) == NULL)
+            if (kept_set == NULL && (kept_set = PySet_New(kept_t)) == NULL)
                 goto done;
             in_kept = PySet_Contains(kept_set, s);
         }
@@ -756,6 +765,8 @@ done:
     Py_XDECREF(once);
     Py_XDECREF(twice);
     Py_XDECREF(kept_set);
+    Py_DECREF(spans_t);
+    Py_DECREF(kept_t);
     return result;
 }
 /* secrets._AWS (secrets.py uses `aws_spans` only where it is this). */

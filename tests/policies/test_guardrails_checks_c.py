@@ -14,6 +14,8 @@ import math
 import os
 import random
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -542,6 +544,52 @@ def test_cut_rest_leaves_odd_spans_to_the_python() -> None:
     assert secrets.cut_rest(text, low[:-1], spans, kept) is None  # (not the same length)
     with pytest.raises(TypeError):
         secrets.cut_rest(text, low, tuple(spans), kept)  # type: ignore[arg-type]
+
+
+# A callback of `cut_rest` that changes `spans` or `kept` (the lists it was called with): the C
+# read a span's type after `rest_of_value` had run (a use after free once the list let go of it)
+# and `kept[k]` of a cleared list (a NULL read): the process died (SIGSEGV). Run in a child
+# process, so that a crash fails this test and not the whole run.
+_CUT_REST_MUTATED = """
+import sys
+from policies.guardrails import secrets
+from policies.guardrails._checks_c import cut_rest
+from policies.guardrails.spans import Span
+
+text = "token=abcd" + "A" * 20 + "xyzw012345"  # (the stretch [0, 10) holds a stem)
+answers = []
+for which in ("none", "spans", "kept"):
+    # A type only these spans hold (not interned), and a second value where a kept hit starts.
+    spans = [Span(0, 40, "secrets", "".join(["generic_", "secret"]), 1),
+             Span(10, 30, "secrets", "aws_access_key", 3),
+             Span(30, 40, "secrets", "".join(["generic_", "secret"]), 1)]
+    kept = [Span(10, 30, "secrets", "aws_access_key", 3), Span(30, 31, "secrets", "x", 3)]
+
+    def rest_of_value(*args):
+        {"none": [], "spans": spans, "kept": kept}[which].clear()
+        return []
+
+    got = cut_rest(text, text.lower(), spans, kept, secrets.LABELLED, Span, "secrets",
+                   rest_of_value, secrets._value_ok, (1, 256, 1024, 40, 48))
+    answers.append(repr(got))
+assert answers[0] == answers[1] == answers[2], answers
+print(answers[0])
+"""
+
+
+@needs_c
+def test_cut_rest_survives_a_callback_changing_its_lists() -> None:
+    root = Path(__file__).resolve().parents[2]
+    path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
+    run = subprocess.run(
+        [sys.executable, "-c", _CUT_REST_MUTATED],
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
+    assert "generic_secret" in run.stdout  # (the value at 30 is still judged)
 
 
 # AWS key ids and what may follow them (`secrets._aws`, C `aws_spans`): every prefix, ids glued
