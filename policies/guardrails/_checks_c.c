@@ -2340,6 +2340,276 @@ error:
 
 #undef PII_AT
 #endif /* _WIN32 */
+/* ---- The label pass of secrets._assignments: its common step in C (issue A). ---- */
+
+/* `[A-Za-z_$][\w$]{0,248}+:` matches at the start of `s` (sre's `\w` on a str: alphanumeric or
+ * `_`, Py_UNICODE_ISALNUM). */
+static int
+id_head(PyObject *s)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    if (n < 2)
+        return 0;
+    Py_UCS4 c = PyUnicode_READ(kind, data, 0);
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || c == '$'))
+        return 0;
+    Py_ssize_t i = 1;
+    while (i < n && i <= 248) {
+        c = PyUnicode_READ(kind, data, i);
+        if (!(Py_UNICODE_ISALNUM(c) || c == '_' || c == '$'))
+            break;
+        i++;
+    }
+    return i < n && PyUnicode_READ(kind, data, i) == ':';
+}
+
+/* The label verdict `secrets._assignments` keeps in `labels` for the label `low[ms:me]` of the
+ * regex `i`: where the label starts with its owner word (>= 0), -1 for no label, -2 if none is
+ * kept, -3 on an error. The key is (i, owner word, label), the owner word being the run of
+ * `_KEY_CHARS` just before `ms`, within 40 characters. */
+static Py_ssize_t
+label_kept(PyObject *labels, PyObject *i, PyObject *low, Py_ssize_t ms, Py_ssize_t me)
+{
+    int kind = PyUnicode_KIND(low);
+    const void *data = PyUnicode_DATA(low);
+    Py_ssize_t j = ms, lo = ms > 40 ? ms - 40 : 0;
+    while (j > lo) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, j - 1);
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+              c == '.'))
+            break;
+        j--;
+    }
+    PyObject *owner = PyUnicode_Substring(low, j, ms);
+    if (owner == NULL)
+        return -3;
+    PyObject *label = PyUnicode_Substring(low, ms, me);
+    if (label == NULL) {
+        Py_DECREF(owner);
+        return -3;
+    }
+    PyObject *key = PyTuple_Pack(3, i, owner, label);
+    Py_DECREF(owner);
+    Py_DECREF(label);
+    if (key == NULL)
+        return -3;
+    PyObject *n = PyDict_GetItemWithError(labels, key); /* borrowed */
+    Py_DECREF(key);
+    if (n == NULL)
+        return PyErr_Occurred() ? -3 : -2;
+    Py_ssize_t v = PyLong_AsSsize_t(n);
+    if (v == -1 && PyErr_Occurred())
+        return -3;
+    return v >= 0 ? ms - v : -1;
+}
+
+/* (start, end) of the match `m`'s group `g` (NULL: the whole match); -1 on an error. */
+static int
+match_span(PyObject *m, PyObject *g, Py_ssize_t *start, Py_ssize_t *end)
+{
+    static PyObject *span_str;
+    if (span_str == NULL && (span_str = PyUnicode_InternFromString("span")) == NULL)
+        return -1;
+    PyObject *t = g == NULL ? PyObject_CallMethodNoArgs(m, span_str)
+                            : PyObject_CallMethodOneArg(m, span_str, g);
+    if (t == NULL)
+        return -1;
+    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2) {
+        Py_DECREF(t);
+        PyErr_SetString(PyExc_TypeError, "span() must be a pair");
+        return -1;
+    }
+    *start = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, 0));
+    *end = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, 1));
+    Py_DECREF(t);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* `label_scan(search, text, low, pos, stem, reach, memo, memo_quoted, few, min_entropy, pw,
+ * memo_max)`: the next match of `search(low, pos)` that `secrets._assignments` must examine, or
+ * None at the end. The matches it passes over are those whose step there is a `continue` that
+ * needs nothing but the value's verdict: no value (lastindex None), or an unquoted or quoted
+ * value the checks refuse (`value_ok` False, kept in its memo as the Python keeps it), with no
+ * stem of this regex from the label's end to past the value, and not `B"…"` with no prefix in
+ * `text`; such a value is resumed after (`vend`), or past the label's start if it is an unquoted
+ * `id:` head. Anything else (a value found, an AWS-shaped or `id:secret` value, a verdict the C
+ * cannot give, a stem inside) is returned as the match, for the Python to examine in full: it
+ * reaches the same answers (its memo holds what this one stored). Not called once the kind's
+ * findings are DENSE_FINDINGS (the Python's dense branch). */
+static PyObject *
+py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    static PyObject *lastindex_str, *lower_str;
+    if (nargs != 14) {
+        PyErr_SetString(PyExc_TypeError,
+                        "label_scan(search, text, low, pos, stem, reach, memo, memo_quoted, "
+                        "few, min_entropy, pw, memo_max, i, labels)");
+        return NULL;
+    }
+    if (lastindex_str == NULL && (lastindex_str = PyUnicode_InternFromString("lastindex")) == NULL)
+        return NULL;
+    if (lower_str == NULL && (lower_str = PyUnicode_InternFromString("lower")) == NULL)
+        return NULL;
+    PyObject *search = args[0], *text = args[1], *low = args[2], *stem = args[4];
+    PyObject *memos[2] = {args[6], args[7]};
+    if (ready(text) < 0 || ready(low) < 0 || ready(stem) < 0)
+        return NULL;
+    PyObject *labels = args[13];
+    if (!PyDict_Check(memos[0]) || !PyDict_Check(memos[1]) || !PyDict_Check(labels)) {
+        PyErr_SetString(PyExc_TypeError, "label_scan: the memos and labels must be dicts");
+        return NULL;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[3]);
+    if (pos == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t reach = PyLong_AsSsize_t(args[5]);
+    if (reach == -1 && PyErr_Occurred())
+        return NULL;
+    int pw = PyObject_IsTrue(args[10]);
+    if (pw < 0)
+        return NULL;
+    Py_ssize_t memo_max = PyLong_AsSsize_t(args[11]);
+    if (memo_max == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t tn = PyUnicode_GET_LENGTH(text);
+    int tkind = PyUnicode_KIND(text);
+    const void *tdata = PyUnicode_DATA(text);
+    for (;;) {
+        PyObject *pos_obj = PyLong_FromSsize_t(pos);
+        if (pos_obj == NULL)
+            return NULL;
+        PyObject *call_args[2] = {low, pos_obj};
+        PyObject *m = PyObject_Vectorcall(search, call_args, 2, NULL);
+        Py_DECREF(pos_obj);
+        if (m == NULL || m == Py_None)
+            return m;
+        Py_ssize_t ms, me, gs, ge;
+        if (match_span(m, NULL, &ms, &me) < 0)
+            goto error;
+        PyObject *g = PyObject_GetAttr(m, lastindex_str);
+        if (g == NULL)
+            goto error;
+        if (g == Py_None) {
+            Py_DECREF(g);
+            Py_DECREF(m);
+            pos = me;
+            continue; /* nothing to examine */
+        }
+        long gi = PyLong_AsLong(g);
+        int r = gi == -1 && PyErr_Occurred() ? -1 : match_span(m, g, &gs, &ge);
+        Py_DECREF(g);
+        if (r < 0)
+            goto error;
+        if (gs < 0 || ge < gs || ge > tn || me < 0 || me > tn)
+            return m; /* (not from this text: the Python decides) */
+        if (gs - me == 2) {
+            Py_UCS4 c = me < tn ? PyUnicode_READ(tkind, tdata, me) : 0;
+            if (!(c == 'b' || c == 'r' || c == 'f' || c == 'u' || c == '@'))
+                return m; /* `B"…"`: the value is read from `text` */
+        }
+        int quoted = gi < 4;
+        Py_ssize_t vend = quoted ? ge + 1 : ge;
+        Py_ssize_t p = PyUnicode_Find(low, stem, me, vend + reach, 1);
+        if (p == -2)
+            goto error;
+        PyObject *value = PyUnicode_Substring(text, gs, ge);
+        if (value == NULL)
+            goto error;
+        PyObject *memo = memos[quoted];
+        PyObject *found = PyDict_GetItemWithError(memo, value); /* borrowed */
+        if (found == NULL) {
+            if (PyErr_Occurred())
+                goto error_value;
+            /* `stripped = value.rstrip(".")` */
+            Py_ssize_t sn = ge - gs;
+            int vkind = PyUnicode_KIND(value);
+            const void *vdata = PyUnicode_DATA(value);
+            while (sn > 0 && PyUnicode_READ(vkind, vdata, sn - 1) == '.')
+                sn--;
+            if (!pw && sn == 40) {
+                int aws = 1;
+                for (Py_ssize_t i = 0; i < 40 && aws; i++) {
+                    Py_UCS4 c = PyUnicode_READ(vkind, vdata, i);
+                    aws = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                          (c >= '0' && c <= '9') || c == '/' || c == '+';
+                }
+                if (aws)
+                    goto python; /* judged on its label's context */
+            }
+            if (!quoted) {
+                for (Py_ssize_t i = 0; i < sn; i++)
+                    if (PyUnicode_READ(vkind, vdata, i) == ':')
+                        goto python; /* may be an `id:secret` */
+            }
+            PyObject *stripped = PyUnicode_Substring(value, 0, sn);
+            if (stripped == NULL)
+                goto error_value;
+            PyObject *slow = PyObject_CallMethodNoArgs(stripped, lower_str);
+            if (slow == NULL) {
+                Py_DECREF(stripped);
+                goto error_value;
+            }
+            PyObject *ok_args[5] = {stripped, slow, quoted ? Py_True : Py_False, args[8], args[9]};
+            PyObject *ok = py_value_ok(self, ok_args, 5);
+            Py_DECREF(stripped);
+            Py_DECREF(slow);
+            if (ok == NULL)
+                goto error_value;
+            Py_DECREF(ok); /* (a singleton) */
+            if (ok != Py_False)
+                goto python; /* a finding, or the Python's checks decide */
+            if (PyDict_GET_SIZE(memo) < memo_max && PyDict_SetItem(memo, value, Py_None) < 0)
+                goto error_value;
+            found = Py_None;
+        }
+        if (found != Py_None)
+            goto python;
+        if (!quoted && id_head(value))
+            pos = ms + 1; /* an `id:` head refused: no value */
+        else if (p < 0)
+            pos = vend; /* refused, no stem inside: resumed after it */
+        else {
+            /* A stem inside: the label's kept verdict (none kept: the Python's), then, for a
+             * label, whether the value may hold a label of this regex (the Python's to find). */
+            Py_ssize_t k = label_kept(labels, args[12], low, ms, me);
+            if (k == -3)
+                goto error_value;
+            if (k == -2)
+                goto python;
+            if (k < 0)
+                pos = me; /* no label: the scan goes on inside its value */
+            else {
+                if (p <= ge - PyUnicode_GET_LENGTH(stem)) {
+                    if (quoted)
+                        goto python;
+                    int vkind = PyUnicode_KIND(value);
+                    const void *vdata = PyUnicode_DATA(value);
+                    for (Py_ssize_t i = 0, n = ge - gs; i < n; i++) {
+                        Py_UCS4 c = PyUnicode_READ(vkind, vdata, i);
+                        if (c == '=' || c == ':')
+                            goto python;
+                    }
+                }
+                pos = vend;
+            }
+        }
+        Py_DECREF(value);
+        Py_DECREF(m);
+        continue;
+    python:
+        Py_DECREF(value);
+        return m;
+    error_value:
+        Py_DECREF(value);
+    error:
+        Py_DECREF(m);
+        return NULL;
+    }
+}
+
+/* ---- end of the label pass block ---- */
 
 static PyMethodDef methods[] = {
     {"bearer_spans", (PyCFunction)(void (*)(void))py_bearer_spans, METH_FASTCALL,
@@ -2374,6 +2644,9 @@ static PyMethodDef methods[] = {
      "pii_ipv6(text, Span, detector, type, priority, complete, not_global, mapped_global) -> "
      "the global IPv6 addresses."},
 #endif
+    {"label_scan", (PyCFunction)(void (*)(void))py_label_scan, METH_FASTCALL,
+     "label_scan(search, text, low, pos, stem, reach, memo, memo_quoted, few, min_entropy, pw, "
+     "memo_max, i, labels) -> the next label match secrets._assignments must examine, or None."},
     {NULL, NULL, 0, NULL},
 };
 
