@@ -47,7 +47,9 @@ _new = tuple.__new__
 _NUMERIC = re.compile(
     # Every shape goes on after its first digit with a digit, a space, a dot or a dash: one look
     # refuses the last digit of each number in C before the alternatives are tried.
-    r"[0-9](?=[0-9 .\-])(?:"
+    # A digit after a digit starts none of them (each needs a letter, a space or no digit before
+    # its first digit): refused at once (`4 934 93…` tried the lookbehinds below at every digit).
+    r"[0-9](?<![0-9][0-9])(?=[0-9 .\-])(?:"
     r"(?P<iban>(?<=[A-Za-z][A-Za-z][0-9])[0-9](?:[ \-]?[A-Za-z0-9]{4}){2,7}"
     r"(?:[ \-]?[A-Za-z0-9]{1,4})?)"
     r"|(?P<nino>(?:(?<=[A-Za-z][A-Za-z][0-9])|(?<=[A-Za-z][A-Za-z] [0-9]))[0-9] ?[0-9]{2} ?[0-9]{2}"
@@ -60,7 +62,13 @@ _NUMERIC = re.compile(
     # A number glued to a word, a number or a sign on its left (`_LEFT_STOP`) is none of these
     # (checked below as well): refused before any look, so a text of such numbers
     # (`820858.2820858.2…`, no finding) no longer tries every alternative at every digit.
-    r"|(?<![A-Za-z0-9_.+\-][0-9])(?=[0-9 .\-]{6})(?=[0-9]{2}|[0-9]{0,2}\.)(?:"
+    # What each shape needs first, the second look: three digits (`card`, `ssn9`, `natl`), two and
+    # a separator and 2-3 digits and a separator and four digits (`ssn`, `nanp`), two after a 0
+    # and a separator and two (`natl`), or an IP's dot within three (`4 934 934…` failed `ssn`
+    # and `nanp` at every number).
+    r"|(?<![A-Za-z0-9_.+\-][0-9])(?=[0-9 .\-]{6})"
+    r"(?=[0-9]{3}|[0-9]{2}[\-. ][0-9]{2,3}[\-. ][0-9]{4}|(?<=0)[0-9]{2}[ \-][0-9]{2}"
+    r"|[0-9]{0,2}\.)(?:"
     r"(?P<ip>[0-9]{0,2}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3})"
     r"|(?P<ssn>[0-9]{2}(?P<s0>[\-. ])[0-9]{2}(?P=s0)[0-9]{4})"
     r"|(?P<nanp>[0-9]{2}(?P<s1>[\-. ])[2-9][0-9]{2}(?P=s1)[0-9]{4})"
