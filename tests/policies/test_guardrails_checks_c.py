@@ -675,3 +675,49 @@ def test_bearer_spans_in_c_gives_the_python_answer(monkeypatch: pytest.MonkeyPat
     assert list(secrets._bearer(text, text.lower())) == [
         Span(7, 31, "secrets", "bearer_token", 1, True)
     ]
+# What `_checks_c.label_scan` passes over or hands back: refused values (placeholders, examples,
+# code references, low entropy), `id:` heads, `B"…"` prefixes, AWS-shaped values, stems inside a
+# value (with and without a label's operator), kept label verdicts (`tokenizer`, `secret_name`),
+# in 1-, 2- and 4-byte strs, and enough labels to fill the memos (MEMO_MAX).
+_SCAN_VALUES = (
+    "xxxxxxx{i}", "example{i}", "settings.key{i}", "changeme{i}", "{i}-----", "abcdefgh{h}",
+    "admin:{h}Qx9z", "os.environ[x]", "a.b.c:{h}", "std::{h}x", "{h}key{h}", "{h}&token={h}",
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKE{d}", "Zk3jQ9vLw2Xp{h}", "\u212aabcdefgh{i}",
+    "\u00e9t\u00e9{h}zz9", "\u5bc6\u7801{h}Xy7", "\U0001f600{h}Ab3q", "{h}...", "token{h}",
+)  # fmt: skip
+_SCAN_OPS = ("=", ": ", '="', "='", '=B"', "=b'", "=`", "=@", ">\n  ", " == ", ":=")
+
+
+@needs_c
+def test_the_label_scan_in_c_gives_the_python_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(7)
+    differ = []
+    for n in range(3000):
+        parts = []
+        for _ in range(rng.randint(1, 40 if n % 100 else 1500)):
+            i = rng.randrange(10**6)
+            h = format(i * 2654435761 % 2**32, "x")[: rng.randint(1, 8)]
+            value = rng.choice(_SCAN_VALUES).format(i=i, h=h, d=i % 10)
+            op = rng.choice(_SCAN_OPS)
+            close = op[-1] if op[-1] in "'\"`" else rng.choice(("", " ", ";", "&", ",", "\n"))
+            label = rng.choice((*_LABELS, "secret_name", "aws_secret", "my.api-key"))
+            parts.append(rng.choice(("", " ", "aws ", "{", "x")) + label + op + value + close)
+        text = "".join(parts)
+        got, want = _both(text, monkeypatch)
+        if got != want:
+            differ.append(text)
+    assert differ == []
+
+
+@needs_c
+def test_the_label_scan_refuses_bad_arguments() -> None:
+    assert _C is not None
+    search = secrets._ASSIGN_VALUE[3].search
+    good = [search, "token=x", "token=x", 0, "token", 4, {}, {}, 8, 3.0, False, 1024, 3, {}]
+    assert _C.label_scan(*good) is None
+    with pytest.raises(TypeError):
+        _C.label_scan(*good[:-1])
+    with pytest.raises(TypeError):
+        _C.label_scan(*good[:6], [], *good[7:])
+    with pytest.raises(TypeError):
+        _C.label_scan(*good[:2], b"token=x", *good[3:])
