@@ -2514,6 +2514,25 @@ py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_ssize_t p = PyUnicode_Find(low, stem, me, vend + reach, 1);
         if (p == -2)
             goto error;
+        Py_ssize_t k = -2;
+        if (p >= 0) {
+            /* A stem inside: handed back at once where the Python examines it in full (the
+             * value may hold a label of this regex, or no verdict is kept for the label). */
+            if (p <= ge - PyUnicode_GET_LENGTH(stem)) {
+                if (quoted)
+                    return m;
+                for (Py_ssize_t i = gs; i < ge; i++) {
+                    Py_UCS4 c = PyUnicode_READ(tkind, tdata, i);
+                    if (c == '=' || c == ':')
+                        return m;
+                }
+            }
+            k = label_kept(labels, args[12], low, ms, me);
+            if (k == -3)
+                goto error;
+            if (k == -2)
+                return m;
+        }
         PyObject *value = PyUnicode_Substring(text, gs, ge);
         if (value == NULL)
             goto error;
@@ -2570,31 +2589,10 @@ py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             pos = ms + 1; /* an `id:` head refused: no value */
         else if (p < 0)
             pos = vend; /* refused, no stem inside: resumed after it */
-        else {
-            /* A stem inside: the label's kept verdict (none kept: the Python's), then, for a
-             * label, whether the value may hold a label of this regex (the Python's to find). */
-            Py_ssize_t k = label_kept(labels, args[12], low, ms, me);
-            if (k == -3)
-                goto error_value;
-            if (k == -2)
-                goto python;
-            if (k < 0)
-                pos = me; /* no label: the scan goes on inside its value */
-            else {
-                if (p <= ge - PyUnicode_GET_LENGTH(stem)) {
-                    if (quoted)
-                        goto python;
-                    int vkind = PyUnicode_KIND(value);
-                    const void *vdata = PyUnicode_DATA(value);
-                    for (Py_ssize_t i = 0, n = ge - gs; i < n; i++) {
-                        Py_UCS4 c = PyUnicode_READ(vkind, vdata, i);
-                        if (c == '=' || c == ':')
-                            goto python;
-                    }
-                }
-                pos = vend;
-            }
-        }
+        else if (k < 0)
+            pos = me; /* a stem inside, no label: the scan goes on inside its value */
+        else
+            pos = vend; /* a stem inside a label's value that holds no label of its regex */
         Py_DECREF(value);
         Py_DECREF(m);
         continue;
