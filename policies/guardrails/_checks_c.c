@@ -274,6 +274,30 @@ has_scheme(int kind, const void *d, Py_ssize_t start, Py_ssize_t end)
     return 0;
 }
 
+/* The deallocator of a class made by a class statement (`subtype_dealloc`), set at import. */
+static destructor class_dealloc;
+
+/* Whether `t` is a type the scanners can build a Span of with `t->tp_alloc(t, 6)`, as
+ * `tuple.__new__(t, …)` would: `tuple` or a class-statement subclass of it (`Span`), each class up
+ * to `tuple` deallocated as such. A struct sequence (`os.stat_result`, `sys.float_info`) is a
+ * tuple subclass too, but its deallocator reads `n_fields` items whatever the size: 6 of them
+ * were read past their end. 0 with a TypeError set where it is none. */
+static int
+span_type_ok(PyObject *t, const char *who)
+{
+    if (PyType_Check(t)) {
+        PyTypeObject *c = (PyTypeObject *)t;
+        while (c != NULL && c != &PyTuple_Type &&
+               (c->tp_flags & Py_TPFLAGS_HEAPTYPE) && c->tp_dealloc == class_dealloc)
+            c = c->tp_base;
+        if (c == &PyTuple_Type)
+            return 1;
+    }
+    PyErr_Format(PyExc_TypeError, "%s: the span type must be tuple or a class subclassing it",
+                 who);
+    return 0;
+}
+
 /* `tuple.__new__(span_type, (start, end, detector, type, priority, True))`. */
 static PyObject *
 new_span(PyTypeObject *span_type, Py_ssize_t start, Py_ssize_t end, PyObject *detector,
@@ -521,8 +545,7 @@ py_cut_rest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (ready(text) < 0 || ready(low) < 0)
         return NULL;
     if (!PyList_Check(spans) || !PyList_Check(kept) || !PyAnySet_Check(labelled) ||
-        !PyType_Check(span_type) ||
-        !PyType_IsSubtype((PyTypeObject *)span_type, &PyTuple_Type) || !PyTuple_Check(limits) ||
+        !span_type_ok(span_type, "cut_rest") || !PyTuple_Check(limits) ||
         PyTuple_GET_SIZE(limits) != 5) {
         PyErr_SetString(PyExc_TypeError, "cut_rest: bad arguments");
         return NULL;
@@ -866,9 +889,9 @@ py_aws_spans(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *random_cb = args[4];
     if (ready(text) < 0)
         return NULL;
-    if (!PyType_Check(span_type) ||
-        !PyType_IsSubtype((PyTypeObject *)span_type, &PyTuple_Type) || !PyTuple_Check(types) ||
-        PyTuple_GET_SIZE(types) != 3) {
+    if (!span_type_ok(span_type, "aws_spans"))
+        return NULL;
+    if (!PyTuple_Check(types) || PyTuple_GET_SIZE(types) != 3) {
         PyErr_SetString(PyExc_TypeError, "aws_spans: bad arguments");
         return NULL;
     }
@@ -1004,9 +1027,9 @@ py_bearer_spans(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *types = args[4], *ok_cb = args[5];
     if (ready(text) < 0 || ready(low) < 0)
         return NULL;
-    if (!PyType_Check(span_type) ||
-        !PyType_IsSubtype((PyTypeObject *)span_type, &PyTuple_Type) || !PyTuple_Check(types) ||
-        PyTuple_GET_SIZE(types) != 2) {
+    if (!span_type_ok(span_type, "bearer_spans"))
+        return NULL;
+    if (!PyTuple_Check(types) || PyTuple_GET_SIZE(types) != 2) {
         PyErr_SetString(PyExc_TypeError, "bearer_spans: bad arguments");
         return NULL;
     }
@@ -1535,10 +1558,8 @@ pii_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, const char *u
     }
     if (ready(args[0]) < 0)
         return -1;
-    if (!PyType_Check(args[1]) || !PyType_IsSubtype((PyTypeObject *)args[1], &PyTuple_Type)) {
-        PyErr_SetString(PyExc_TypeError, "the span type must be a tuple subclass");
+    if (!span_type_ok(args[1], usage))
         return -1;
-    }
     return 0;
 }
 
@@ -2502,7 +2523,8 @@ py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(g);
         if (r < 0)
             goto error;
-        if (gs < 0 || ge < gs || ge > tn || me < 0 || me > tn)
+        if (gs < 0 || ge < gs || ge > tn || ms < 0 || me < ms || me > tn ||
+            me > PyUnicode_GET_LENGTH(low))
             return m; /* (not from this text: the Python decides) */
         if (gs - me == 2) {
             Py_UCS4 c = me < tn ? PyUnicode_READ(tkind, tdata, me) : 0;
@@ -2695,6 +2717,13 @@ PyInit__checks_c(void)
         s_generic_secret = PyUnicode_InternFromString("generic_secret");
         if (s_password == NULL || s_generic_secret == NULL)
             return NULL;
+    }
+    if (class_dealloc == NULL) {
+        PyObject *probe = PyErr_NewException("_checks_c._probe", NULL, NULL);
+        if (probe == NULL)
+            return NULL;
+        class_dealloc = ((PyTypeObject *)probe)->tp_dealloc;
+        Py_DECREF(probe);
     }
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)

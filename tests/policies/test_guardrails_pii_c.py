@@ -6,7 +6,11 @@ same with them and without them."""
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -167,3 +171,87 @@ def test_a_scan_is_the_same_without_the_c_scanners(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(pii, "_IPV6_C", None)
     monkeypatch.setattr(engine, "_settle", None)
     assert [engine.find_spans(t, DETECTORS) for t in texts] == with_c
+
+
+def _run_child(code: str) -> subprocess.CompletedProcess[str]:
+    root = Path(__file__).resolve().parents[2]
+    path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+# A struct sequence is a tuple subclass whose deallocator reads `n_fields` items (19 for
+# os.stat_result) whatever the tuple's size: a Span built of one with `tp_alloc(type, 6)` was read
+# past its end when freed (a segfault). Every scanner taking a span type refuses it.
+_STRUCT_SEQUENCE_SPANS = """
+import gc, os, sys, time
+from policies.guardrails import checks, secrets
+from policies.guardrails import _checks_c as C
+refused = 0
+for typ in (os.stat_result, time.struct_time, type(sys.float_info)):
+    for call in (
+        lambda: C.pii_phones("+1 415 555 0132 " * 20, typ, "pii", "phone", 2, True),
+        lambda: C.pii_intl("0044 20 7946 0958 " * 20, typ, "pii", "phone", 2, True, len),
+        lambda: C.pii_emails("a@b.co " * 20, typ, "pii", "email", 2, True, 10),
+        lambda: C.aws_spans("AKIAIOSFODNN7ABCDEFG " * 20, typ, "secrets", ("a", "b", 3),
+                            checks.random_looking),
+        lambda: C.bearer_spans("Bearer Zk3jQ9vLw2XpQ7mN4bR8 ", "bearer zk3jq9vlw2xpq7mn4br8 ",
+                               typ, "secrets", ("bearer_token", 1), secrets._bearer_ok),
+    ):
+        try:
+            got = call()
+        except TypeError:
+            refused += 1
+        else:
+            del got
+        gc.collect()
+print(refused)
+"""
+
+
+@needs_c
+def test_a_struct_sequence_is_refused_as_the_span_type() -> None:
+    run = _run_child(_STRUCT_SEQUENCE_SPANS)
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
+    assert run.stdout.split() == ["15"]
+
+    # A class subclassing tuple (or Span) is still built.
+    class Sub(Span):
+        pass
+
+    got = checks._C.pii_phones("+1 415 555 0132", Sub, "pii", "phone", 2, True)  # type: ignore[union-attr]
+    assert got == [(0, 15, "pii", "phone", 2, True)] and type(got[0]) is Sub
+
+
+# `label_scan` read the owner word before the match's start without checking that start against
+# the text: a `search` giving a start past it read far outside the string (a segfault).
+_LABEL_SCAN_START_PAST = """
+from policies.guardrails import _checks_c as C
+
+class Match:
+    lastindex = 4
+    def span(self, g=None):
+        return (2**40, 6) if g is None else (6, 9)
+
+calls = []
+def search(low, pos):
+    calls.append(pos)
+    return Match() if len(calls) == 1 else None
+
+text = "token=abc token"
+got = C.label_scan(search, text, text, 0, "token", 10, {}, {}, 8, 3.0, False, 1024, 3, {})
+print(type(got).__name__)
+"""
+
+
+@needs_c
+@pytest.mark.skipif(not hasattr(checks._C, "label_scan"), reason="built without label_scan")
+def test_the_label_scan_hands_back_a_match_starting_past_the_text() -> None:
+    run = _run_child(_LABEL_SCAN_START_PAST)
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
+    assert run.stdout.split() == ["Match"]  # handed back for the Python to decide
