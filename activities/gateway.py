@@ -475,8 +475,12 @@ class Gateway:
         now = time.time() if now is None else now
         if not full and await self._only_writer():
             return  # nobody else wrote calls: the in-memory counters are already exact
-        self.state.spend = await self._read_spend(now, full)
-        self.metrics.set_budgets(budgets, self.state.spend, now)
+        state = self.state
+        spend = await self._read_spend(now, full)
+        if self.state is not state:
+            return  # a rebuild replaced the counters meanwhile: its read is the newer one
+        state.spend = spend
+        self.metrics.set_budgets(budgets, spend, now)
 
     async def _read_spend(self, now: float, full: bool) -> dict[BudgetKey, float]:
         """`_read_ledger_spend`, plus what calls that settled meanwhile charged (they are in

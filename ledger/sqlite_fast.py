@@ -108,6 +108,7 @@ class SQLiteBatchWriter:
         # a row's values in column order, in one C call (a generator per row cost ~8 us of it)
         self._params = operator.itemgetter(*self._columns)
         self._con: sqlite3.Connection | None = None
+        self._busy_lock = threading.Lock()
         self._urgent_until = 0.0  # monotonic time until which every batch runs at normal priority
         self.executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="ledger-sqlite-low", initializer=_lowest_priority
@@ -146,7 +147,11 @@ class SQLiteBatchWriter:
         keys with `key`."""
         started = time.monotonic()
         try:
-            return self._insert(batch, chain_id, journal, key)
+            # One batch at a time on the connection, whichever thread: a flush cancelled while
+            # its batch runs releases the store's lock, and the next batch may go to the other
+            # thread (a ROLLBACK of its failed BEGIN would undo the running batch).
+            with self._busy_lock:
+                return self._insert(batch, chain_id, journal, key)
         finally:
             done = time.monotonic()
             if done - started > STARVED and getattr(_low, "on", False):
@@ -190,9 +195,10 @@ class SQLiteBatchWriter:
 
     def close(self) -> None:
         def _close() -> None:
-            if self._con is not None:
-                self._con.close()
-                self._con = None
+            with self._busy_lock:
+                if self._con is not None:
+                    self._con.close()
+                    self._con = None
 
         self.executor.shutdown(wait=True)  # a batch still running there finishes first
         self.urgent_executor.submit(_close).result()

@@ -161,6 +161,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 COMMAND_TIMEOUT_S = 30.0
 
 
+# Fields whose ledger NULL a reader takes for "" (`activities.gateway._ledger_identity`), as a live
+# identity has them: `where` matches "" there on empty or NULL; elsewhere "" only.
+_NULL_READS_EMPTY = frozenset({"user", "team", "project", "key_id"})
+
+
 class LedgerStore:
     """Async access to the ledger tables. Create with `await LedgerStore.open(url)`."""
 
@@ -662,8 +667,10 @@ class LedgerStore:
         if until_ts is not None:
             inner = inner.where(c.ts < until_ts)
         for name, value in fixed.items():
-            empty = or_(c[name].is_(None), c[name] == "")
-            inner = inner.where(c[name] == value if value else empty)
+            if value or name not in _NULL_READS_EMPTY:
+                inner = inner.where(c[name] == value)
+            else:
+                inner = inner.where(or_(c[name].is_(None), c[name] == ""))
         if not include_blocked:
             inner = inner.where(c.decision != "blocked")
         sub = inner.subquery()
