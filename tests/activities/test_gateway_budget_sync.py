@@ -31,6 +31,9 @@ budgets:
 """
 
 
+SHARED = {"project": "shared"}  # the scope's query (the sample config has other budgets)
+
+
 async def _call(gw: Gateway, i: int) -> None:
     key = next(k for k in gw.config.keys_by_hash.values() if k.id == "dev-developer")
     ident = resolve_identity(key, {"x-governor-project": "shared"}, gw.config.settings)
@@ -198,6 +201,63 @@ async def test_a_call_that_settles_while_the_ledger_is_read_keeps_its_spend(
             await a.sync_spend(full=True)
             want = _spent(a)  # every call, read back from the ledger
             assert want > 0 and want - 1e-12 <= got <= want + during[0] + 1e-12, (got, want)
+        finally:
+            await a.close()
+            await b.close()
+
+
+async def test_a_rebuild_during_a_budget_re_sync_keeps_the_spend_charged_after_it(tmp_path: Path):
+    """A rebuild (after a ledger outage) runs while a budget re-sync awaits its ledger read.
+    The rebuild replaces the counters with its own, newer read; a call that settles after it
+    charges the new counters. The re-sync's result, read against the replaced counters, holds
+    neither: written over the rebuild's, it lost that call's spend until the next re-sync (a
+    ceiling not holding). It is dropped; the spend is every call's."""
+    async with SimServer() as sim:
+        os.environ["GOVERNOR_SIM_URL"] = sim.base_url
+        big = BUDGET.replace("ceiling_usd: 0.0003", "ceiling_usd: 1000")
+        cfg_dir = make_config_dir(tmp_path / "cfg", {"zz-shared.yaml": big})
+        settings = cfg_dir / "gateway.yaml"  # no background re-sync: only the reads below
+        settings.write_text(re.sub(r"(?m)^budget_sync_seconds:.*$", "budget_sync_seconds: 0",
+                                   settings.read_text()))  # fmt: skip
+        cfg = load_config_dir(cfg_dir)
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+        a = await Gateway.open(cfg, url, tmp_path / "ja")
+        b = await Gateway.open(cfg, url, tmp_path / "jb", path="workflow")  # a second writer
+        try:
+            for i in range(3):
+                await _call(a, i)
+                await _call(b, i)
+            await a.writer.flush()
+            await b.writer.flush()
+            await a.sync_spend(full=True)
+            real = a.store.aggregate_calls
+            me = asyncio.current_task()
+            after: list[float] = []
+
+            queries: list[int] = []
+
+            async def rebuild_meanwhile(*args: object, **kw: object) -> object:
+                out = await real(*args, **kw)
+                if asyncio.current_task() is me and not after and kw.get("where") == SHARED:
+                    queries.append(1)  # the re-sync's query of the budget's scope
+                    after.append(0.0)
+                    await a.rebuild()  # its own queries come back here with `after` set
+                    before = _spent(a)
+                    await _call(a, 100)  # settles on the rebuild's counters, row not flushed
+                    after[0] = _spent(a) - before
+                return out
+
+            await _call(b, 50)  # another writer's row: the incremental re-sync reads the ledger
+            await b.writer.flush()
+            a.store.aggregate_calls = rebuild_meanwhile  # type: ignore[method-assign]
+            await a.sync_spend()
+            a.store.aggregate_calls = real  # type: ignore[method-assign]
+            assert after and after[0] > 0 and queries == [1], queries
+            got = _spent(a)
+            await a.writer.flush()
+            await a.sync_spend(full=True)
+            want = _spent(a)  # every call, read back from the ledger
+            assert want > 0 and got == pytest.approx(want, rel=1e-9, abs=1e-12), (got, want)
         finally:
             await a.close()
             await b.close()
