@@ -2550,6 +2550,53 @@ match_span(PyObject *m, PyObject *g, Py_ssize_t *start, Py_ssize_t *end)
     return PyErr_Occurred() ? -1 : 0;
 }
 
+/* secrets._LABEL_CONTEXT and secrets._LABEL_TAIL, which `label_scan` reports spans with (the
+ * module's LABEL_SCAN_REPORTS: secrets.py asks it to only where they are these). */
+#define LABEL_CONTEXT 80
+#define LABEL_TAIL 64
+
+/* `"aws" in low[a:b]`. */
+static int
+has_aws(PyObject *low, Py_ssize_t a, Py_ssize_t b)
+{
+    int kind = PyUnicode_KIND(low);
+    const void *d = PyUnicode_DATA(low);
+    for (Py_ssize_t i = a; i + 3 <= b; i++)
+        if (PyUnicode_READ(kind, d, i) == 'a' && PyUnicode_READ(kind, d, i + 1) == 'w' &&
+            PyUnicode_READ(kind, d, i + 2) == 's')
+            return 1;
+    return 0;
+}
+
+/* Whether `text[gs:gs + 40]` is `secrets._AWS_SECRET_VALUE` (`[A-Za-z0-9/+]{40}`), `sn` (the
+ * value's length without its trailing dots) being 40. */
+static int
+aws_shaped(int kind, const void *d, Py_ssize_t gs, Py_ssize_t sn)
+{
+    if (sn != 40)
+        return 0;
+    for (Py_ssize_t i = gs; i < gs + 40; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, d, i);
+        if (!(ascii_alnum(c) || c == '/' || c == '+'))
+            return 0;
+    }
+    return 1;
+}
+
+/* Append `tuple.__new__(span_type, (start, end, detector, type, priority, True))` to `out`: -1
+ * on an error. */
+static int
+add_span(PyObject *out, PyObject *span_type, Py_ssize_t start, Py_ssize_t end,
+         PyObject *detector, PyObject *type, PyObject *priority)
+{
+    PyObject *span = new_span((PyTypeObject *)span_type, start, end, detector, type, priority);
+    if (span == NULL)
+        return -1;
+    int r = PyList_Append(out, span);
+    Py_DECREF(span);
+    return r;
+}
+
 /* `label_scan(search, text, low, pos, stem, reach, memo, memo_quoted, few, min_entropy, pw,
  * memo_max)`: the next match of `search(low, pos)` that `secrets._assignments` must examine, or
  * None at the end. The matches it passes over are those whose step there is a `continue` that
@@ -2559,17 +2606,45 @@ match_span(PyObject *m, PyObject *g, Py_ssize_t *start, Py_ssize_t *end)
  * `text`; such a value is resumed after (`vend`), or past the label's start if it is an unquoted
  * `id:` head. Anything else (a value found, an AWS-shaped or `id:secret` value, a verdict the C
  * cannot give, a stem inside) is returned as the match, for the Python to examine in full: it
- * reaches the same answers (its memo holds what this one stored). Not called once the kind's
- * findings are DENSE_FINDINGS (the Python's dense branch). */
+ * reaches the same answers (its memo holds what this one stored).
+ *
+ * With four more arguments, `out, span_type, detector, (kind, priority, aws_type, aws_priority,
+ * dense)`, it also reports, appending their Spans to `out` (the Python yields them, in order,
+ * before the match returned): an AWS-shaped value whose label verdict is kept, the label being
+ * one and `aws` in the 40 characters before its owner word, that is random-looking and holds no
+ * `EXAMPLE` (the Python's `_AWS_SECRET_FOUND`; any other such value is handed back), a kept
+ * label verdict of no label (passed over, as the Python's `continue`); and if `dense` (the
+ * kind's findings are DENSE_FINDINGS: the Python's dense branch) every value but an AWS-shaped
+ * one after an `aws` context (handed back), unchecked, the scan resumed in its tail. */
 static PyObject *
 py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     static PyObject *lastindex_str, *lower_str;
-    if (nargs != 14) {
+    if (nargs != 14 && nargs != 18) {
         PyErr_SetString(PyExc_TypeError,
                         "label_scan(search, text, low, pos, stem, reach, memo, memo_quoted, "
-                        "few, min_entropy, pw, memo_max, i, labels)");
+                        "few, min_entropy, pw, memo_max, i, labels[, out, span_type, detector, "
+                        "(kind, priority, aws_type, aws_priority, dense)])");
         return NULL;
+    }
+    /* What it reports itself, if asked (18 arguments). */
+    PyObject *out = NULL, *span_type = NULL, *detector = NULL, *kind_type = NULL;
+    PyObject *kind_prio = NULL, *aws_type = NULL, *aws_prio = NULL;
+    int dense = 0;
+    if (nargs == 18) {
+        out = args[14], span_type = args[15], detector = args[16];
+        PyObject *t = args[17];
+        if (!PyList_Check(out) || !PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 5) {
+            PyErr_SetString(PyExc_TypeError, "label_scan: out must be a list, the types a "
+                                             "tuple of 5");
+            return NULL;
+        }
+        if (!span_type_ok(span_type, "label_scan"))
+            return NULL;
+        kind_type = PyTuple_GET_ITEM(t, 0), kind_prio = PyTuple_GET_ITEM(t, 1);
+        aws_type = PyTuple_GET_ITEM(t, 2), aws_prio = PyTuple_GET_ITEM(t, 3);
+        if ((dense = PyObject_IsTrue(PyTuple_GET_ITEM(t, 4))) < 0)
+            return NULL;
     }
     if (lastindex_str == NULL && (lastindex_str = PyUnicode_InternFromString("lastindex")) == NULL)
         return NULL;
@@ -2635,6 +2710,23 @@ py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
         int quoted = gi < 4;
         Py_ssize_t vend = quoted ? ge + 1 : ge;
+        if (dense) {
+            /* The Python's dense branch: the value, without its trailing dots, unchecked (but
+             * an AWS secret after an `aws` context, judged in full: handed back). */
+            Py_ssize_t sn = ge - gs;
+            while (sn > 0 && PyUnicode_READ(tkind, tdata, gs + sn - 1) == '.')
+                sn--;
+            if (!pw && aws_shaped(tkind, tdata, gs, sn) &&
+                has_aws(low, ms > LABEL_CONTEXT ? ms - LABEL_CONTEXT : 0, ms))
+                return m;
+            if (add_span(out, span_type, gs, gs + sn, detector, kind_type, kind_prio) < 0)
+                goto error;
+            /* Resumed in this value's tail (`_LABEL_TAIL`): a label there can have its value
+             * after it. */
+            pos = vend - LABEL_TAIL > me ? vend - LABEL_TAIL : me;
+            Py_DECREF(m);
+            continue;
+        }
         Py_ssize_t p = PyUnicode_Find(low, stem, me, vend + reach, 1);
         if (p == -2)
             goto error;
@@ -2678,8 +2770,43 @@ py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                     aws = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
                           (c >= '0' && c <= '9') || c == '/' || c == '+';
                 }
-                if (aws)
+                if (aws && out == NULL)
                     goto python; /* judged on its label's context */
+                if (aws) {
+                    /* The Python's `_judged` of it, its label's verdict kept: no label (passed
+                     * over, the scan going on inside its value), or a label and an `aws`
+                     * context before its owner word, the value random-looking (else handed
+                     * back: refused, it may hold labels). */
+                    if (k == -2 && (k = label_kept(labels, args[12], low, ms, me)) == -3)
+                        goto error_value;
+                    if (k == -2)
+                        goto python;
+                    if (k == -1) {
+                        pos = me;
+                        Py_DECREF(value);
+                        Py_DECREF(m);
+                        continue;
+                    }
+                    if (!has_aws(low, k > 40 ? k - 40 : 0, ms) ||
+                        has_example(vkind, vdata, 0, 40))
+                        goto python;
+                    PyObject *sk = PyUnicode_Substring(value, 0, 40); /* `stripped` */
+                    if (sk == NULL)
+                        goto error_value;
+                    Py_ssize_t distinct;
+                    int ok = two_classes(sk) ? entropy_verdict(sk, 4.0, &distinct) : 0;
+                    Py_DECREF(sk);
+                    if (ok == -2)
+                        goto error_value;
+                    if (ok != 1)
+                        goto python; /* refused, or at the bar: the Python's */
+                    if (add_span(out, span_type, gs, gs + 40, detector, aws_type, aws_prio) < 0)
+                        goto error_value;
+                    pos = vend;
+                    Py_DECREF(value);
+                    Py_DECREF(m);
+                    continue;
+                }
             }
             if (!quoted) {
                 for (Py_ssize_t i = 0; i < sn; i++)
@@ -2832,7 +2959,8 @@ PyInit__checks_c(void)
         return NULL;
     PyObject *words = strings(placeholder_words), *values = strings(placeholder_values);
     PyObject *margin = PyFloat_FromDouble(ENTROPY_MARGIN);
-    int bad = words == NULL || values == NULL || margin == NULL;
+    PyObject *reports = Py_BuildValue("(ii)", LABEL_CONTEXT, LABEL_TAIL);
+    int bad = words == NULL || values == NULL || margin == NULL || reports == NULL;
     if (bad || PyModule_AddIntConstant(m, "XLOGX_MAX", XLOGX_MAX) < 0 ||
         PyModule_AddObjectRef(m, "ENTROPY_MARGIN", margin) < 0 ||
         PyModule_AddObjectRef(m, "PLACEHOLDER_WORDS", words) < 0 ||
@@ -2842,13 +2970,16 @@ PyInit__checks_c(void)
         PyModule_AddStringConstant(m, "PARAM", PARAM) < 0 ||
         PyModule_AddStringConstant(m, "AWS", AWS) < 0 ||
         PyModule_AddStringConstant(m, "BEARER", BEARER) < 0 ||
-        PyModule_AddStringConstant(m, "BEARER_VALUE", BEARER_VALUE) < 0) {
+        PyModule_AddStringConstant(m, "BEARER_VALUE", BEARER_VALUE) < 0 ||
+        PyModule_AddObjectRef(m, "LABEL_SCAN_REPORTS", reports) < 0) {
+        Py_XDECREF(reports);
         Py_XDECREF(words);
         Py_XDECREF(values);
         Py_XDECREF(margin);
         Py_DECREF(m);
         return NULL;
     }
+    Py_DECREF(reports);
     Py_DECREF(words);
     Py_DECREF(values);
     Py_DECREF(margin);

@@ -918,6 +918,13 @@ def _label_inside(
     return None
 
 
+# The C step of the label pass (`_checks_c.label_scan`) reports spans itself (AWS secrets after a
+# kept label, and each value past DENSE_FINDINGS) where built with that and where the reach it
+# reads them with is this module's (80 characters of context, resumed 64 before a value's end).
+_LABEL_SCAN_REPORTS = getattr(_checks._C, "LABEL_SCAN_REPORTS", None) == (
+    _LABEL_CONTEXT,
+    _LABEL_TAIL,
+)
 # No verdict kept yet (`_assignments`).
 _UNSEEN: _Found = (0, 0, "", 0)
 # An AWS secret after an `aws` context (`_judged`).
@@ -944,6 +951,10 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
     # labels and code references `_label_ok` and `_value_ok` would) took is one of that type.
     count = {"password": 0, "generic_secret": 0}
     find = low.find
+    # Spans the C step reports itself (`_LABEL_SCAN_REPORTS`), yielded before the match it
+    # hands back: AWS secrets after a kept label, and past DENSE_FINDINGS each value (a text
+    # of findings paid ~2 us of Python a value).
+    reported: list[Span] = []
     for i, (regex, regex_value) in enumerate(zip(_ASSIGN, _ASSIGN_VALUE, strict=True)):
         pw = i < 2
         kind = "password" if pw else "generic_secret"
@@ -954,13 +965,28 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
         search = regex_value.search
         few, bar = (6, 2.5) if pw else (8, 3.0)  # (`_value_ok`: distinct characters, entropy)
         pos = 0
-        while (
-            m := search(low, pos)
-            if scan is None or count[kind] >= DENSE_FINDINGS
-            else scan(
-                search, text, low, pos, stem, reach, *memos, few, bar, pw, MEMO_MAX, i, labels
-            )
-        ) is not None:
+        report = (kind, _GENERIC, "aws_secret_key", _SPECIFIC, False)
+        dense_report = (kind, _GENERIC, "aws_secret_key", _SPECIFIC, True)
+        while True:
+            if scan is None:
+                m = search(low, pos)
+            elif _LABEL_SCAN_REPORTS:
+                m = scan(
+                    search, text, low, pos, stem, reach, *memos, few, bar, pw, MEMO_MAX, i,
+                    labels, reported, Span, DETECTOR,
+                    dense_report if count[kind] >= DENSE_FINDINGS else report,
+                )  # fmt: skip
+                if reported:
+                    yield from reported
+                    reported.clear()
+            elif count[kind] >= DENSE_FINDINGS:
+                m = search(low, pos)
+            else:
+                m = scan(
+                    search, text, low, pos, stem, reach, *memos, few, bar, pw, MEMO_MAX, i, labels
+                )
+            if m is None:
+                break
             ms, me = m.span()
             pos = me
             # The value, as `_VALUE.match(text, me)` finds it (group `g`, `text[gs:ge]`).
