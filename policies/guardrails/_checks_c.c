@@ -2206,14 +2206,14 @@ pii_intl_head(int kind, const void *data, Py_ssize_t s, Py_ssize_t e)
     return -1;
 }
 
+static int pii_code_groups(int kind, const void *data, Py_ssize_t n, Py_ssize_t s);
+
 /* The phones dialled with `00` of `pii._intl_phones`: pii_intl(text, Span, detector, type,
- * priority, complete, in_code_groups), `in_code_groups(text, s)` asked only where a letter is in
- * the 45 characters before a candidate led by a space (else it is False). */
+ * priority, complete). */
 static PyObject *
 py_pii_intl(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (pii_args(args, nargs, 7,
-                 "pii_intl(text, Span, detector, type, priority, complete, in_code_groups)") < 0)
+    if (pii_args(args, nargs, 6, "pii_intl(text, Span, detector, type, priority, complete)") < 0)
         return NULL;
     PyObject *text = args[0];
     PyTypeObject *type = (PyTypeObject *)args[1];
@@ -2279,31 +2279,770 @@ py_pii_intl(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             }
             e = k;
         }
-        int groups = 0; /* `_in_code_groups(text, s)` */
-        if (s > 0 && PyUnicode_READ(kind, data, s - 1) == ' ') {
-            Py_ssize_t lo = s - 45 > 0 ? s - 45 : 0;
-            for (Py_ssize_t i = lo; i < s && !groups; i++)
-                groups = pii_alpha(PyUnicode_READ(kind, data, i));
-            if (groups) {
-                PyObject *at = PyLong_FromSsize_t(s);
-                if (at == NULL)
-                    goto error;
-                PyObject *cargs[2] = {text, at};
-                PyObject *got = PyObject_Vectorcall(args[6], cargs, 2, NULL);
-                Py_DECREF(at);
-                if (got == NULL)
-                    goto error;
-                groups = PyObject_IsTrue(got);
-                Py_DECREF(got);
-                if (groups < 0)
-                    goto error;
-            }
-        }
+        int groups = pii_code_groups(kind, data, n, s); /* `_in_code_groups(text, s)` */
         if (!groups)
             end = pii_phone_end(kind, data, n, e);
         if (end >= 0 && pii_add(out, type, s, end, args + 2) < 0)
             goto error;
         s = e;
+    }
+    return out;
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* ---- pii._numeric in C: the numeric regex (`_NUMERIC`, emulated here as written below: the
+ * module compares the two at import and runs the Python where they differ) and every check of
+ * its candidates, in one call: a text of numbers paid ~1-3 µs of Python per candidate. ---- */
+
+/* The patterns the code below emulates, as pii.py writes them. */
+#define NUMERIC                                                                                  \
+    "[0-9](?<![0-9][0-9])(?=[0-9 .\\-])(?:(?P<iban>(?<=[A-Za-z][A-Za-z][0-9])[0-9](?:[ \\-]?"    \
+    "[A-Za-z0-9]{4}){2,7}(?:[ \\-]?[A-Za-z0-9]{1,4})?)|(?P<nino>(?:(?<=[A-Za-z][A-Za-z][0-9])|" \
+    "(?<=[A-Za-z][A-Za-z] [0-9]))[0-9] ?[0-9]{2} ?[0-9]{2} ?[A-Da-d])|(?<![A-Za-z0-9_.+\\-]"     \
+    "[0-9])(?=[0-9 .\\-]{6})(?=[0-9]{3}|[0-9]{2}[\\-. ][0-9]{2,3}[\\-. ][0-9]{4}|(?<=0)[0-9]{2}" \
+    "[ \\-][0-9]{2}|[0-9]{0,2}\\.)(?:(?P<ip>[0-9]{0,2}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3})|" \
+    "(?P<ssn>[0-9]{2}(?P<s0>[\\-. ])[0-9]{2}(?P=s0)[0-9]{4})|(?P<nanp>[0-9]{2}(?P<s1>[\\-. ])"   \
+    "[2-9][0-9]{2}(?P=s1)[0-9]{4})|(?P<natl>(?<=0)[0-9]{2,4}+(?:[ \\-][0-9]{2,7}+){1,4}+)|"      \
+    "(?P<card>[0-9]{3}(?:[ \\-]?[0-9]){9,18}+)|(?P<ssn9>[0-9]{8}(?![0-9]))))"
+#define GROUPS_BEFORE "(?:[A-Za-z0-9]{1,4} ){1,8}$"
+#define MIXED_GROUP "[A-Za-z][0-9]|[0-9][A-Za-z]"
+#define NATL_HEAD "[0-9](?:[ .\\-]?[0-9]){9,10}(?![0-9])"
+#define CARD_4X4                                                                                 \
+    "[0-9]{4}([ \\-])[0-9]{4}\\1[0-9]{4}\\1[0-9]{4}(?:$|(?!\\1)[ \\-]|\\1[0-9]{4})"
+
+/* `text[i]`, or 0 past its end (every look below reads through this). */
+static inline Py_UCS4
+num_at(int kind, const void *data, Py_ssize_t n, Py_ssize_t i)
+{
+    return (i >= 0 && i < n) ? PyUnicode_READ(kind, data, i) : 0;
+}
+
+/* pii._LEFT_STOP: `[A-Za-z0-9_.+\-]`. */
+static int
+num_left_stop(Py_UCS4 c)
+{
+    return pii_word(c) || c == '.' || c == '+' || c == '-';
+}
+
+/* `pii._free_right(text, j)`. */
+static int
+num_free_right(int kind, const void *data, Py_ssize_t n, Py_ssize_t j)
+{
+    if (j >= n)
+        return 1;
+    Py_UCS4 c = PyUnicode_READ(kind, data, j);
+    if (pii_word(c))
+        return 0;
+    if ((c == '.' || c == '-' || c == '/') && j + 1 < n &&
+        Py_UNICODE_ISDIGIT(PyUnicode_READ(kind, data, j + 1)))
+        return 0;
+    return 1;
+}
+
+/* Digits in a row from `i`, at most `cap`. */
+static Py_ssize_t
+num_digits(int kind, const void *data, Py_ssize_t n, Py_ssize_t i, Py_ssize_t cap)
+{
+    Py_ssize_t k = 0;
+    while (k < cap && pii_digit(num_at(kind, data, n, i + k)))
+        k++;
+    return k;
+}
+
+/* `pii._in_code_groups(text, s)`: `_GROUPS_BEFORE` searched in `text[s - 45 : s]` (its leftmost
+ * start: 1-8 groups of 1-4 ASCII letters or digits, each before one space, up to `s`) holds a
+ * letter next to a digit (`_MIXED_GROUP`). The cheap looks of the Python are implied by it. */
+static int
+pii_code_groups(int kind, const void *data, Py_ssize_t n, Py_ssize_t s)
+{
+    if (s <= 0 || s > n || PyUnicode_READ(kind, data, s - 1) != ' ')
+        return 0;
+    Py_ssize_t lo = s - 45 > 0 ? s - 45 : 0;
+    Py_ssize_t end = s - 1, p = -1; /* end: the space after the group looked at */
+    for (int groups = 0; groups < 8; groups++) {
+        Py_ssize_t len = 0;
+        while (len < 5 && end - len - 1 >= lo &&
+               pii_alnum(PyUnicode_READ(kind, data, end - len - 1)))
+            len++;
+        if (len == 0)
+            break;
+        if (len == 5) { /* a longer run: the match starts at its last four */
+            p = end - 4;
+            break;
+        }
+        p = end - len;
+        if (p - 1 < lo || PyUnicode_READ(kind, data, p - 1) != ' ')
+            break;
+        end = p - 1;
+    }
+    if (p < 0)
+        return 0;
+    for (Py_ssize_t i = p; i + 1 < s; i++) {
+        Py_UCS4 a = PyUnicode_READ(kind, data, i), b = PyUnicode_READ(kind, data, i + 1);
+        if ((pii_alpha(a) && pii_digit(b)) || (pii_digit(a) && pii_alpha(b)))
+            return 1;
+    }
+    return 0;
+}
+
+/* in_code_groups(text, s) -> bool: pii._in_code_groups. */
+static PyObject *
+py_in_code_groups(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t s;
+    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyLong_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "in_code_groups(text: str, s: int)");
+        return NULL;
+    }
+    if (ready(args[0]) < 0)
+        return NULL;
+    s = PyLong_AsSsize_t(args[1]);
+    if (s == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(args[0]);
+    if (s < 0 || s > n) {
+        PyErr_SetString(PyExc_ValueError, "in_code_groups: s outside the text");
+        return NULL;
+    }
+    return PyBool_FromLong(
+        pii_code_groups(PyUnicode_KIND(args[0]), PyUnicode_DATA(args[0]), n, s));
+}
+
+/* `checks.card_ok` of ASCII digits `d[0:n]`: issuer prefix and length, then Luhn. */
+static int
+num_card_ok(const char *d, Py_ssize_t n)
+{
+    if (n <= 0)
+        return 0;
+    long p2 = 0, p3 = 0, p4 = 0;
+    for (Py_ssize_t i = 0; i < 4 && i < n; i++) {
+        p4 = p4 * 10 + (d[i] - '0');
+        if (i < 3)
+            p3 = p4;
+        if (i < 2)
+            p2 = p4;
+    }
+    int brand;
+    if (d[0] == '4')
+        brand = n == 13 || n == 16 || n == 19;
+    else if ((51 <= p2 && p2 <= 55) || (2221 <= p4 && p4 <= 2720))
+        brand = n == 16;
+    else if (p2 == 34 || p2 == 37)
+        brand = n == 15;
+    else if ((n >= 4 && memcmp(d, "6011", 4) == 0) || p2 == 65 || (644 <= p3 && p3 <= 649) ||
+             p2 == 62)
+        brand = 16 <= n && n <= 19;
+    else if (3528 <= p4 && p4 <= 3589)
+        brand = 16 <= n && n <= 19;
+    else if ((300 <= p3 && p3 <= 305) || p2 == 36 || p2 == 38 || p2 == 39)
+        brand = 14 <= n && n <= 19;
+    else
+        brand = 0;
+    if (!brand)
+        return 0;
+    static const int doubled[10] = {0, 2, 4, 6, 8, 1, 3, 5, 7, 9};
+    long total = 0;
+    for (Py_ssize_t i = n - 1, k = 0; i >= 0; i--, k++)
+        total += (k & 1) ? doubled[d[i] - '0'] : d[i] - '0';
+    return total % 10 == 0;
+}
+
+/* `pii._card(text[s:e])` (a `card` candidate: ASCII digits, single spaces and dashes, each
+ * before a digit; a digit first and last; at most 4 + 2 * 18 characters): the length of the
+ * card number at its start, or 0. */
+static Py_ssize_t
+num_card(int kind, const void *data, Py_ssize_t s, Py_ssize_t e)
+{
+    char v[48];
+    Py_ssize_t len = e - s;
+    if (len <= 0 || len > 40)
+        return 0;
+    for (Py_ssize_t i = 0; i < len; i++)
+        v[i] = (char)PyUnicode_READ(kind, data, s + i);
+    /* Four groups of four, one separator, then the end, the other separator, or the same one
+     * before four digits (`_CARD_4X4`). */
+    if (len >= 19 && (v[4] == ' ' || v[4] == '-')) {
+        char sep = v[4];
+        int ok = 1;
+        for (int i = 0; i < 19 && ok; i++)
+            ok = (i % 5 == 4) ? v[i] == sep : (v[i] >= '0' && v[i] <= '9');
+        if (ok) {
+            if (len == 19)
+                ok = 1;
+            else if ((v[19] == ' ' || v[19] == '-') && v[19] != sep)
+                ok = 1;
+            else if (v[19] == sep && len >= 24) {
+                for (int i = 20; i < 24 && ok; i++)
+                    ok = v[i] >= '0' && v[i] <= '9';
+            }
+            else
+                ok = 0;
+        }
+        if (ok) {
+            char d[16];
+            for (int i = 0, k = 0; i < 19; i++)
+                if (v[i] != sep)
+                    d[k++] = v[i];
+            return num_card_ok(d, 16) ? 19 : 0;
+        }
+    }
+    Py_ssize_t i = 0;
+    while (i < len && v[i] >= '0' && v[i] <= '9')
+        i++;
+    if (i == len)
+        return (13 <= len && len <= 19 && num_card_ok(v, len)) ? len : 0;
+    char sep = v[i], other = sep == ' ' ? '-' : ' ';
+    Py_ssize_t head = len;
+    for (Py_ssize_t k = i; k < len; k++)
+        if (v[k] == other) {
+            head = k;
+            break;
+        }
+    if (13 <= i && i <= 19 && num_card_ok(v, i))
+        return i;
+    /* The groups of `v[:head]` cut at `sep`: the first k (k >= 3, most first) whose digits are
+     * 13-19 long. */
+    char d[48];
+    Py_ssize_t ends[48], groups = 0, nd = 0, g = 0;
+    for (Py_ssize_t k = 0; k <= head; k++) {
+        if (k == head || v[k] == sep) {
+            nd += k - g;
+            ends[groups++] = nd;
+            g = k + 1;
+        }
+        else
+            d[nd + (k - g)] = v[k];
+    }
+    Py_ssize_t top = 0; /* bisect_right(ends, 19) */
+    while (top < groups && ends[top] <= 19)
+        top++;
+    for (Py_ssize_t k = groups < top ? groups : top; k > 2; k--) {
+        Py_ssize_t m = ends[k - 1];
+        if (m < 13)
+            break;
+        if (num_card_ok(d, m))
+            return m + k - 1;
+    }
+    return 0;
+}
+
+/* `checks.ssn_ok` of the 3, 2 and 4 digits at `a`, `g` and `r`. */
+static int
+num_ssn_ok(int kind, const void *data, Py_ssize_t a, Py_ssize_t g, Py_ssize_t r)
+{
+#define D(i) PyUnicode_READ(kind, data, (i))
+    if (D(a) == '9')
+        return 0;
+    if (D(a) == '0' && D(a + 1) == '0' && D(a + 2) == '0')
+        return 0;
+    if (D(a) == '6' && D(a + 1) == '6' && D(a + 2) == '6')
+        return 0;
+    if (D(g) == '0' && D(g + 1) == '0')
+        return 0;
+    if (D(r) == '0' && D(r + 1) == '0' && D(r + 2) == '0' && D(r + 3) == '0')
+        return 0;
+#undef D
+    return 1;
+}
+
+/* ASCII case-insensitive `text[i:i+len(low)] == low` (`low` lower-case ASCII). */
+static int
+num_is(int kind, const void *data, Py_ssize_t n, Py_ssize_t i, const char *low)
+{
+    for (; *low; low++, i++) {
+        Py_UCS4 c = num_at(kind, data, n, i);
+        if (c >= 'A' && c <= 'Z')
+            c += 'a' - 'A';
+        if (i < 0 || i >= n || c != (Py_UCS4)(unsigned char)*low)
+            return 0;
+    }
+    return 1;
+}
+
+/* `pii._ip4(text, s, e)` of an `ip` candidate `text[s:e]` (four dot-separated runs of 1-3 ASCII
+ * digits); `ranges`: the first and last address of each not-global network, 4 bytes each. */
+static int
+num_ip4(int kind, const void *data, Py_ssize_t n, Py_ssize_t s, Py_ssize_t e,
+        const unsigned char *ranges, Py_ssize_t n_ranges)
+{
+    if ((s > 0 && num_left_stop(PyUnicode_READ(kind, data, s - 1))) ||
+        !num_free_right(kind, data, n, e))
+        return 0;
+    unsigned long ip = 0;
+    Py_ssize_t i = s;
+    for (int o = 0; o < 4; o++) {
+        Py_ssize_t k = num_digits(kind, data, n, i, 3);
+        if (k == 0 || (k > 1 && PyUnicode_READ(kind, data, i) == '0'))
+            return 0;
+        unsigned long v = 0;
+        for (Py_ssize_t j = i; j < i + k; j++)
+            v = v * 10 + (PyUnicode_READ(kind, data, j) - '0');
+        if (v > 255)
+            return 0;
+        ip = ip << 8 | v;
+        i += k + 1;
+    }
+    for (Py_ssize_t r = 0; r < n_ranges; r++) {
+        const unsigned char *b = ranges + 8 * r;
+        unsigned long lo = (unsigned long)b[0] << 24 | b[1] << 16 | b[2] << 8 | b[3];
+        unsigned long hi = (unsigned long)b[4] << 24 | b[5] << 16 | b[6] << 8 | b[7];
+        if (lo <= ip && ip <= hi)
+            return 0;
+    }
+    if (num_is(kind, data, n, e, ".in-addr."))
+        return 0; /* a reverse-DNS label */
+    /* `text[s - 9 : s]` lower-cased ends with `v`, or with `version` before whitespace (only
+     * ASCII letters lower-case to these, one each). */
+    Py_ssize_t lo = s - 9 > 0 ? s - 9 : 0, j = s;
+    if (j > lo && (PyUnicode_READ(kind, data, j - 1) | 0x20) == 'v')
+        return 0;
+    while (j > lo && Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, j - 1)))
+        j--;
+    if (j - lo >= 7 && num_is(kind, data, n, j - 7, "version"))
+        return 0;
+    return 1;
+}
+
+/* `pii._iban_nino(text, kind, s, e)` of an `iban` candidate: the IBAN's end, or -1. `lengths`:
+ * `checks.IBAN_LENGTHS` as 26 x 26 bytes (0: no IBAN country). */
+static Py_ssize_t
+num_iban(int kind, const void *data, Py_ssize_t n, Py_ssize_t s, Py_ssize_t e,
+         const unsigned char *lengths)
+{
+    if (s > 0 && pii_word(PyUnicode_READ(kind, data, s - 1)))
+        return -1;
+    Py_UCS4 a = PyUnicode_READ(kind, data, s) & ~0x20u, b = PyUnicode_READ(kind, data, s + 1) & ~0x20u;
+    if (a < 'A' || a > 'Z' || b < 'A' || b > 'Z')
+        return -1;
+    Py_ssize_t want = lengths[(a - 'A') * 26 + (b - 'A')];
+    Py_UCS4 c2 = PyUnicode_READ(kind, data, s + 2);
+    if (want == 0 || c2 == ' ' || c2 == '-')
+        return -1;
+    int upper = 0, lower = 0;
+    Py_ssize_t chars = 0, end = -1;
+    for (Py_ssize_t i = s; i < e; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c == ' ' || c == '-')
+            continue;
+        upper |= c >= 'A' && c <= 'Z';
+        lower |= c >= 'a' && c <= 'z';
+        if (++chars == want)
+            end = i + 1;
+    }
+    if (upper && lower)
+        return -1; /* mixed case */
+    if (end < 0 || !num_free_right(kind, data, n, end))
+        return -1;
+    /* mod 97 of the characters after the first four, then those four (`A` 10 ... `Z` 35). */
+    long r = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        Py_ssize_t k = 0;
+        for (Py_ssize_t i = s; i < end; i++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            if (c == ' ' || c == '-')
+                continue;
+            k++;
+            if ((pass == 0) == (k <= 4))
+                continue;
+            if (c >= '0' && c <= '9')
+                r = (r * 10 + (long)(c - '0')) % 97;
+            else
+                r = (r * 100 + (long)((c & ~0x20u) - 'A' + 10)) % 97;
+        }
+    }
+    return r == 1 ? end : -1;
+}
+
+/* `pii._iban_nino(text, "nino", s, e)`: whether `text[s:e]` is a UK NINO. */
+static int
+num_nino(int kind, const void *data, Py_ssize_t n, Py_ssize_t s, Py_ssize_t e)
+{
+    if (s > 0 && pii_word(PyUnicode_READ(kind, data, s - 1)))
+        return 0;
+    if (!num_free_right(kind, data, n, e))
+        return 0;
+    char a = (char)(PyUnicode_READ(kind, data, s) & ~0x20u);
+    char b = (char)(PyUnicode_READ(kind, data, s + 1) & ~0x20u);
+    static const char *const bad[] = {"BG", "GB", "NK", "KN", "TN", "NT", "ZZ", NULL};
+    for (const char *const *x = bad; *x; x++)
+        if ((*x)[0] == a && (*x)[1] == b)
+            return 0;
+    if (!strchr("ABCEGHJKLMNOPRSTWXYZ", a) || !strchr("ABCEGHJKLMNPRSTWXYZ", b))
+        return 0;
+    Py_ssize_t spaces = 0, first = -1;
+    for (Py_ssize_t i = s; i < e; i++)
+        if (PyUnicode_READ(kind, data, i) == ' ') {
+            if (first < 0)
+                first = i - s;
+            spaces++;
+        }
+    if (spaces != 0 && spaces != 4 && first != 2)
+        return 0;
+    if (spaces == 1 && first != 2)
+        return 0;
+    return 1;
+}
+
+/* `pii._NATL_HEAD.match(text[s:e])`'s end (an offset in the text), or -1. */
+static Py_ssize_t
+num_natl_head(int kind, const void *data, Py_ssize_t s, Py_ssize_t e)
+{
+    Py_ssize_t ends[10], steps = 0, i = s + 1;
+    if (s >= e || !pii_digit(PyUnicode_READ(kind, data, s)))
+        return -1;
+    while (steps < 10 && i < e) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c == ' ' || c == '.' || c == '-') {
+            if (i + 1 >= e || !pii_digit(PyUnicode_READ(kind, data, i + 1)))
+                break;
+            i += 2;
+        }
+        else if (pii_digit(c))
+            i++;
+        else
+            break;
+        ends[steps++] = i;
+    }
+    for (Py_ssize_t k = steps; k >= 9; k--) {
+        Py_ssize_t at = ends[k - 1];
+        if (at >= e || !pii_digit(PyUnicode_READ(kind, data, at)))
+            return at;
+    }
+    return -1;
+}
+
+enum { NUM_NONE, NUM_IBAN, NUM_NINO, NUM_IP, NUM_SSN, NUM_NANP, NUM_NATL, NUM_CARD, NUM_SSN9 };
+
+static int
+num_sep(Py_UCS4 c)
+{ /* `[\-. ]` */
+    return c == '-' || c == '.' || c == ' ';
+}
+
+/* `_NUMERIC.match(text, p)`: the alternative that matched (its group's name) and its end in *e,
+ * or NUM_NONE. `text[p]` is an ASCII digit. */
+static int
+num_match(int kind, const void *data, Py_ssize_t n, Py_ssize_t p, Py_ssize_t *e)
+{
+#define A(i) num_at(kind, data, n, (i))
+#define DG(i) pii_digit(A(i))
+    Py_UCS4 c1 = A(p + 1);
+    if ((p > 0 && pii_digit(A(p - 1))) || !(pii_digit(c1) || c1 == ' ' || c1 == '.' || c1 == '-'))
+        return NUM_NONE;
+    if (p >= 2 && pii_alpha(A(p - 2)) && pii_alpha(A(p - 1)) && DG(p + 1)) { /* iban */
+        Py_ssize_t i = p + 2, reps = 0;
+        while (reps < 7) {
+            Py_ssize_t j = i + (A(i) == ' ' || A(i) == '-');
+            Py_ssize_t k = 0;
+            while (k < 4 && pii_alnum(A(j + k)))
+                k++;
+            if (k < 4)
+                break;
+            i = j + 4;
+            reps++;
+        }
+        if (reps >= 2) {
+            Py_ssize_t j = i + (A(i) == ' ' || A(i) == '-'), k = 0;
+            while (k < 4 && pii_alnum(A(j + k)))
+                k++;
+            *e = k ? j + k : i;
+            return NUM_IBAN;
+        }
+    }
+    if ((p >= 2 && pii_alpha(A(p - 2)) && pii_alpha(A(p - 1))) ||
+        (p >= 3 && pii_alpha(A(p - 3)) && pii_alpha(A(p - 2)) && A(p - 1) == ' ')) { /* nino */
+        Py_ssize_t i = p + 1;
+        int ok = DG(i);
+        i++;
+        for (int g = 0; g < 2 && ok; g++) {
+            i += A(i) == ' ';
+            ok = DG(i) && DG(i + 1);
+            i += 2;
+        }
+        if (ok) {
+            i += A(i) == ' ';
+            Py_UCS4 c = A(i) | 0x20;
+            if (c >= 'a' && c <= 'd') {
+                *e = i + 1;
+                return NUM_NINO;
+            }
+        }
+    }
+    if (p > 0 && num_left_stop(A(p - 1)))
+        return NUM_NONE;
+    for (Py_ssize_t i = p + 1; i < p + 7; i++) {
+        Py_UCS4 c = A(i);
+        if (!(pii_digit(c) || c == ' ' || c == '.' || c == '-'))
+            return NUM_NONE;
+    }
+    Py_ssize_t run = num_digits(kind, data, n, p + 1, 4); /* digits after the first, up to 4 */
+    int look = run >= 3;
+    if (!look && run >= 2 && num_sep(A(p + 3)) && DG(p + 4) && DG(p + 5)) {
+        Py_ssize_t q = DG(p + 6) ? p + 7 : p + 6;
+        look = num_sep(A(q)) && num_digits(kind, data, n, q + 1, 4) == 4;
+        if (!look && q == p + 7) /* [0-9]{2,3} backing off to 2 */
+            look = num_sep(A(p + 6)) && num_digits(kind, data, n, p + 7, 4) == 4;
+    }
+    if (!look && A(p) == '0' && run >= 2 && (A(p + 3) == ' ' || A(p + 3) == '-') && DG(p + 4) &&
+        DG(p + 5))
+        look = 1;
+    if (!look && run <= 2 && A(p + 1 + run) == '.')
+        look = 1;
+    if (!look)
+        return NUM_NONE;
+    /* ip */
+    if (run <= 2 && A(p + 1 + run) == '.') {
+        Py_ssize_t i = p + 2 + run;
+        int ok = 1;
+        for (int o = 0; o < 2 && ok; o++) {
+            Py_ssize_t k = num_digits(kind, data, n, i, 4);
+            ok = k >= 1 && k <= 3 && A(i + k) == '.';
+            i += k + 1;
+        }
+        if (ok) {
+            Py_ssize_t k = num_digits(kind, data, n, i, 3);
+            if (k >= 1) {
+                *e = i + k;
+                return NUM_IP;
+            }
+        }
+    }
+    if (run >= 2 && num_sep(A(p + 3))) {
+        Py_UCS4 sep = A(p + 3);
+        /* ssn */
+        if (DG(p + 4) && DG(p + 5) && A(p + 6) == sep &&
+            num_digits(kind, data, n, p + 7, 4) == 4) {
+            *e = p + 11;
+            return NUM_SSN;
+        }
+        /* nanp */
+        Py_UCS4 c = A(p + 4);
+        if (c >= '2' && c <= '9' && DG(p + 5) && DG(p + 6) && A(p + 7) == sep &&
+            num_digits(kind, data, n, p + 8, 4) == 4) {
+            *e = p + 12;
+            return NUM_NANP;
+        }
+    }
+    if (A(p) == '0' && run >= 2) { /* natl */
+        Py_ssize_t i = p + 1 + (run < 4 ? run : 4), reps = 0;
+        while (reps < 4 && (A(i) == ' ' || A(i) == '-')) {
+            Py_ssize_t k = num_digits(kind, data, n, i + 1, 7);
+            if (k < 2)
+                break;
+            i += 1 + k;
+            reps++;
+        }
+        if (reps >= 1) {
+            *e = i;
+            return NUM_NATL;
+        }
+    }
+    if (run >= 3) { /* card */
+        Py_ssize_t i = p + 4, reps = 0;
+        while (reps < 18) {
+            Py_UCS4 c = A(i);
+            if ((c == ' ' || c == '-') && DG(i + 1))
+                i += 2;
+            else if (pii_digit(c))
+                i++;
+            else
+                break;
+            reps++;
+        }
+        if (reps >= 9) {
+            *e = i;
+            return NUM_CARD;
+        }
+        /* ssn9 */
+        if (num_digits(kind, data, n, p + 1, 9) == 8) {
+            *e = p + 9;
+            return NUM_SSN9;
+        }
+    }
+    return NUM_NONE;
+#undef A
+#undef DG
+}
+
+/* Whether the text before `s` may hold `pii._SSN_LABEL`'s match (its end: the label's last
+ * character, then up to 12 of `[^0-9a-z\n]`, at `s` or before a newline there): 0 where it surely
+ * does not (every character looked at is ASCII, and none that could end the label is there). */
+static int
+num_label_maybe(int kind, const void *data, Py_ssize_t n, Py_ssize_t s)
+{
+    for (int nl = 0; nl < 2; nl++) {
+        Py_ssize_t q = s;
+        if (nl) {
+            if (s < 1 || PyUnicode_READ(kind, data, s - 1) != '\n')
+                break;
+            q = s - 1;
+        }
+        for (int k = 0; k <= 12 && q > 0; k++, q--) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, q - 1);
+            if (c >= 128 || (c < 128 && strchr("nNyYrRoOmMsSfF#", (int)c) && c != 0))
+                return 1;
+            if (pii_alnum(c) || c == '\n')
+                break;
+        }
+    }
+    return 0;
+}
+
+/* pii_numeric(text, Span, detector, types, priority, complete, dense, not_global_v4,
+ * iban_lengths, ssn_label) -> list of Spans: `pii._numeric_py(text)`. `types`: the Span types of
+ * (ip, iban, nino, card, ssn, phone); `not_global_v4`: 8-byte records (first and last address);
+ * `iban_lengths`: 676 bytes; `ssn_label(text, s)`: the label search, asked where
+ * `num_label_maybe` cannot say no, and kept for a window `text[s - 41 : s]` like the last. */
+static PyObject *
+py_pii_numeric(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    static const char usage[] =
+        "pii_numeric(text, Span, detector, types, priority, complete, dense, not_global_v4, "
+        "iban_lengths, ssn_label)";
+    if (pii_args(args, nargs, 10, usage) < 0)
+        return NULL;
+    if (!PyTuple_CheckExact(args[3]) || PyTuple_GET_SIZE(args[3]) != 6 ||
+        !PyLong_CheckExact(args[6]) || !PyBytes_Check(args[7]) ||
+        PyBytes_GET_SIZE(args[7]) % 8 || !PyBytes_Check(args[8]) ||
+        PyBytes_GET_SIZE(args[8]) != 676 || !PyCallable_Check(args[9])) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return NULL;
+    }
+    Py_ssize_t dense = PyLong_AsSsize_t(args[6]);
+    if (dense == -1 && PyErr_Occurred())
+        return NULL;
+    const unsigned char *v4 = (const unsigned char *)PyBytes_AS_STRING(args[7]);
+    Py_ssize_t n_v4 = PyBytes_GET_SIZE(args[7]) / 8;
+    const unsigned char *lengths = (const unsigned char *)PyBytes_AS_STRING(args[8]);
+    PyObject *text = args[0];
+    PyTypeObject *type = (PyTypeObject *)args[1];
+    /* (detector, type, priority, complete) of each type, for pii_add. */
+    PyObject *rest[6][4];
+    for (int t = 0; t < 6; t++) {
+        rest[t][0] = args[2];
+        rest[t][1] = PyTuple_GET_ITEM(args[3], t);
+        rest[t][2] = args[4];
+        rest[t][3] = args[5];
+    }
+    enum { T_IP, T_IBAN, T_NINO, T_CARD, T_SSN, T_PHONE };
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t ips = 0, label_at = -1, label_len = 0; /* the last window asked of ssn_label */
+    int label_verdict = 0;
+    Py_ssize_t pos = 0;
+    while (pos < n) {
+        /* The next digit that no digit precedes, before one of `[0-9 .\-]`. */
+        Py_ssize_t p = pos;
+        if (kind == PyUnicode_1BYTE_KIND) {
+            const Py_UCS1 *d = (const Py_UCS1 *)data;
+            while (p < n && (d[p] < '0' || d[p] > '9'))
+                p++;
+        }
+        else
+            while (p < n && !pii_digit(PyUnicode_READ(kind, data, p)))
+                p++;
+        if (p >= n)
+            break;
+        Py_ssize_t e = 0;
+        int what = num_match(kind, data, n, p, &e);
+        if (what == NUM_NONE) {
+            pos = p + 1;
+            continue;
+        }
+        pos = e;
+        Py_ssize_t s = p, end = -1;
+        int t = -1;
+        switch (what) {
+        case NUM_IP:
+            if (ips >= dense) {
+                if (!(s > 0 && num_left_stop(PyUnicode_READ(kind, data, s - 1))) &&
+                    num_free_right(kind, data, n, e))
+                    end = e;
+            }
+            else if (num_ip4(kind, data, n, s, e, v4, n_v4)) {
+                ips++;
+                end = e;
+            }
+            t = T_IP;
+            break;
+        case NUM_IBAN:
+            s -= 2;
+            end = num_iban(kind, data, n, s, e, lengths);
+            t = T_IBAN;
+            break;
+        case NUM_NINO:
+            s -= PyUnicode_READ(kind, data, s - 1) == ' ' ? 3 : 2;
+            end = num_nino(kind, data, n, s, e) ? e : -1;
+            t = T_NINO;
+            break;
+        case NUM_CARD: {
+            Py_ssize_t k = num_card(kind, data, s, e);
+            if (k && num_free_right(kind, data, n, s + k)) {
+                end = pos = s + k;
+            }
+            t = T_CARD;
+            break;
+        }
+        case NUM_SSN:
+            if (num_free_right(kind, data, n, e) && num_ssn_ok(kind, data, s, s + 4, s + 7))
+                end = e;
+            t = T_SSN;
+            break;
+        case NUM_SSN9: {
+            t = T_SSN;
+            if (!num_free_right(kind, data, n, e) || !num_ssn_ok(kind, data, s, s + 3, s + 5) ||
+                !num_label_maybe(kind, data, n, s))
+                break;
+            Py_ssize_t w = s - 41 > 0 ? s - 41 : 0;
+            if (label_at < 0 || label_len != s - w ||
+                memcmp((const char *)data + label_at * kind, (const char *)data + w * kind,
+                       (size_t)((s - w) * kind)) != 0) {
+                PyObject *at = PyLong_FromSsize_t(s);
+                if (at == NULL)
+                    goto error;
+                PyObject *cargs[2] = {text, at};
+                PyObject *got = PyObject_Vectorcall(args[9], cargs, 2, NULL);
+                Py_DECREF(at);
+                if (got == NULL)
+                    goto error;
+                label_verdict = PyObject_IsTrue(got);
+                Py_DECREF(got);
+                if (label_verdict < 0)
+                    goto error;
+                label_at = w;
+                label_len = s - w;
+            }
+            if (label_verdict)
+                end = e;
+            break;
+        }
+        case NUM_NANP:
+            if (PyUnicode_READ(kind, data, s) != '0') {
+                if (PyUnicode_READ(kind, data, s) != '1')
+                    end = pii_phone_end(kind, data, n, e);
+                t = T_PHONE;
+                break;
+            }
+            /* fall through: led by a 0, a national number */
+        case NUM_NATL: {
+            t = T_PHONE;
+            Py_ssize_t h = num_natl_head(kind, data, s, e);
+            if (h < 0 || pii_code_groups(kind, data, n, s))
+                break;
+            end = pii_phone_end(kind, data, n, h);
+            if (end >= 0)
+                pos = end;
+            break;
+        }
+        }
+        if (end >= 0 && t >= 0 && pii_add(out, type, s, end, rest[t]) < 0)
+            goto error;
     }
     return out;
 error:
@@ -2887,7 +3626,12 @@ static PyMethodDef methods[] = {
     {"pii_phones", (PyCFunction)(void (*)(void))py_pii_phones, METH_FASTCALL,
      "pii_phones(text, Span, detector, type, priority, complete) -> E.164 and (NNN) phones."},
     {"pii_intl", (PyCFunction)(void (*)(void))py_pii_intl, METH_FASTCALL,
-     "pii_intl(text, Span, detector, type, priority, complete, in_code_groups) -> 00 phones."},
+     "pii_intl(text, Span, detector, type, priority, complete) -> 00 phones."},
+    {"pii_numeric", (PyCFunction)(void (*)(void))py_pii_numeric, METH_FASTCALL,
+     "pii_numeric(text, Span, detector, types, priority, complete, dense, not_global_v4, "
+     "iban_lengths, ssn_label) -> the spans of pii._numeric_py."},
+    {"in_code_groups", (PyCFunction)(void (*)(void))py_in_code_groups, METH_FASTCALL,
+     "in_code_groups(text, s) -> bool: pii._in_code_groups."},
 #ifndef _WIN32
     {"pii_ipv6", (PyCFunction)(void (*)(void))py_pii_ipv6, METH_FASTCALL,
      "pii_ipv6(text, Span, detector, type, priority, complete, not_global, mapped_global) -> "
@@ -2971,6 +3715,11 @@ PyInit__checks_c(void)
         PyModule_AddStringConstant(m, "AWS", AWS) < 0 ||
         PyModule_AddStringConstant(m, "BEARER", BEARER) < 0 ||
         PyModule_AddStringConstant(m, "BEARER_VALUE", BEARER_VALUE) < 0 ||
+        PyModule_AddStringConstant(m, "NUMERIC", NUMERIC) < 0 ||
+        PyModule_AddStringConstant(m, "GROUPS_BEFORE", GROUPS_BEFORE) < 0 ||
+        PyModule_AddStringConstant(m, "MIXED_GROUP", MIXED_GROUP) < 0 ||
+        PyModule_AddStringConstant(m, "NATL_HEAD", NATL_HEAD) < 0 ||
+        PyModule_AddStringConstant(m, "CARD_4X4", CARD_4X4) < 0 ||
         PyModule_AddObjectRef(m, "LABEL_SCAN_REPORTS", reports) < 0) {
         Py_XDECREF(reports);
         Py_XDECREF(words);

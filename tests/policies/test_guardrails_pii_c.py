@@ -1,8 +1,9 @@
 """The PII scanners and the overlap settling in C (policies/guardrails/_checks_c.c: `pii_emails`,
-`pii_phones`, `pii_intl`, `pii_ipv6`, `settle`) give their Python fallbacks' answers
-(`pii._emails_py`, `pii._phones_py`, `pii._ipv6_py`, `engine._resolve_overlaps_py`), on random
-text of every PyUnicode kind, the guardrail texts and random span lists; and a whole scan is the
-same with them and without them."""
+`pii_phones`, `pii_intl`, `pii_ipv6`, `pii_numeric`, `in_code_groups`, `settle`) give their Python
+fallbacks' answers (`pii._emails_py`, `pii._phones_py`, `pii._ipv6_py`, `pii._numeric_py`,
+`pii._in_code_groups`, `engine._resolve_overlaps_py`), on random text of every PyUnicode kind,
+the guardrail texts and random span lists; and a whole scan is the same with them and without
+them."""
 
 from __future__ import annotations
 
@@ -133,6 +134,96 @@ def test_the_c_ipv6_scan_gives_the_python_spans() -> None:
     _same_on_bench_texts(pii._ipv6, pii._ipv6_py)
 
 
+# Pieces of numbers: IBANs (mixed case, too short, unknown country), NINOs (bad prefixes, spaces),
+# public, private, reserved and malformed IPv4 addresses before and after `v`, `version` and
+# `.in-addr.`, cards of every layout (cut back to their first groups), SSNs with every separator
+# and never-issued range, nine bare digits after every SSN label (and a newline), NANP and trunk-0
+# phones with extensions, `00` phones after IBAN-like groups, and characters of every PyUnicode
+# kind (`\u0130` and `\u212a` lower-case to ASCII letters, `\u017f` matches `s` ignoring case).
+_NUMERIC_UNITS = (
+    "DE89 3704 0044 0532 0130 00", "DE89", "GB82 WEST 1234 5698 7654 32", "gb82 west",
+    "Gb82 WEST 1234", "XX89 3704 0044", "AB 12 34 56 C", "AB123456C", "QQ 12 34 56 A",
+    "GB 12 34 56 A", "AB 123456C", "8.8.8.8", "10.0.0.1", "1.2.3.4", "v", "version ", "VERSION\t",
+    ".in-addr.", "IN-ADDR.", "4111 1111 1111 1111", "4111-1111-1111-1111", "4111111111111111",
+    "5500 0000 0000 0004", "378282246310005", "4012 8888 8888 1881 4012-8888-8888-1881",
+    "078-05-1120", "078.05.1120", "078 05 1120", "SSN: ", "ssn#", "SS #", "social security number ",
+    "Social  Security no", "is ", "was ", "of ", "078051123", "415-555-0132", "415.555.0132",
+    "020 7946 0958", "0490 75 40 81", "0688 872 49 99", "01 01 01", "x123", "X45", "0044 ",
+    "AB1 ", " ", "  ", "-", ".", "/", "\n", "_", "+", "0", "00", "1", "12", "123", "1234", "12345",
+    "a", "Z",
+    "\xe9", "\u212a", "\u0130", "\u017f", "\U0001f600", "\u0663", "\xa0", "ab ", "9", "666", "000",
+    "900-12-3456", "123-00-4567", "255", "256", "01", "08.8.8.8", "192.168.1.1", "100.64.0.1",
+    "2221 0000 0000 0009", "6011 0000 0000 0004", "3530111333300000", "12.34", "#",
+)  # fmt: skip
+
+
+_NUMERIC_CHARS = "0123456789 .-/xXaAsSnN#\n_+"
+
+
+def _numeric_text(rng: random.Random) -> str:
+    t = "".join(
+        rng.choice(_NUMERIC_UNITS) if rng.random() < 0.5 else rng.choice(_NUMERIC_CHARS)
+        for _ in range(rng.randint(0, 40))
+    )
+    return t * rng.randint(1, 300) if rng.random() < 0.03 else t
+
+
+@needs_c
+def test_the_c_numeric_scan_gives_the_python_spans() -> None:
+    rng = random.Random(14)
+    found: dict[str, int] = {}
+    for _ in range(30_000):
+        text = _numeric_text(rng)
+        got = pii._numeric(text)
+        assert got == pii._numeric_py(text), text
+        assert all(type(s) is Span for s in got)
+        for s in got:
+            found[s.type] = found.get(s.type, 0) + 1
+    # Every type is found, past DENSE_FINDINGS addresses in one text too.
+    assert min(found.values()) > 1000 and len(found) == 6, found
+    _same_on_bench_texts(pii._numeric, pii._numeric_py)
+    text = "8.8.8.8 10.0.0.1 v1.2.3.4 " * 300
+    assert pii._numeric(text) == pii._numeric_py(text)
+
+
+@needs_c
+def test_the_c_code_groups_look_gives_the_python_answer() -> None:
+    rng = random.Random(15)
+    units = ("DE89 ", "AB12 ", "ab ", "1234 ", "12345 ", "A ", "1 ", " ", "-", "x", "\xe9")
+    units += ("\u212a", "\U0001f600")
+    for _ in range(20_000):
+        text = "".join(rng.choice(units) for _ in range(rng.randint(0, 20)))
+        for s in range(len(text) + 1):
+            assert checks._C.in_code_groups(text, s) == pii._in_code_groups(text, s), (text, s)  # type: ignore[union-attr]
+    with pytest.raises(ValueError):
+        checks._C.in_code_groups("ab ", 4)  # type: ignore[union-attr]
+    with pytest.raises(TypeError):
+        checks._C.in_code_groups(b"ab ", 1)  # type: ignore[union-attr]
+
+
+@needs_c
+def test_the_c_numeric_scan_refuses_wrong_arguments() -> None:
+    c = checks._C
+    good = ["8.8.8.8", Span, "pii", pii._NUMERIC_TYPES, 2, True, 256, pii._NOT_GLOBAL_V4_BYTES,
+            pii._IBAN_TABLE, pii._ssn_labelled]  # fmt: skip
+    assert c.pii_numeric(*good) == [(0, 7, "pii", "ip_address", 2, True)]  # type: ignore[union-attr]
+    for i, bad in ((0, b"8.8.8.8"), (1, list), (3, ("a",) * 5), (3, ["a"] * 6), (6, 2.5),
+                   (7, b"1234567"), (8, b"x" * 675), (9, None)):  # fmt: skip
+        args = list(good)
+        args[i] = bad
+        with pytest.raises(TypeError):
+            c.pii_numeric(*args)  # type: ignore[union-attr]
+    with pytest.raises(TypeError):
+        c.pii_numeric(*good[:9])  # type: ignore[union-attr]
+
+    # An error raised by the label look is passed on, the list built so far dropped.
+    def boom(text: str, s: int) -> bool:
+        raise RuntimeError("label")
+
+    with pytest.raises(RuntimeError):
+        c.pii_numeric("SSN: 078051123", *good[1:9], boom)  # type: ignore[union-attr]
+
+
 def _random_spans(rng: random.Random) -> list[Span]:
     n, room = rng.randint(2, 30), rng.choice((5, 20, 60))
     spans = []
@@ -184,13 +275,16 @@ def _run_child(code: str) -> subprocess.CompletedProcess[str]:
 # past its end when freed (a segfault). Every scanner taking a span type refuses it.
 _STRUCT_SEQUENCE_SPANS = """
 import gc, os, sys, time
-from policies.guardrails import checks, secrets
+from policies.guardrails import checks, pii, secrets
 from policies.guardrails import _checks_c as C
 refused = 0
 for typ in (os.stat_result, time.struct_time, type(sys.float_info)):
     for call in (
         lambda: C.pii_phones("+1 415 555 0132 " * 20, typ, "pii", "phone", 2, True),
-        lambda: C.pii_intl("0044 20 7946 0958 " * 20, typ, "pii", "phone", 2, True, len),
+        lambda: C.pii_intl("0044 20 7946 0958 " * 20, typ, "pii", "phone", 2, True),
+        lambda: C.pii_numeric("8.8.8.8 4111 1111 1111 1111 " * 20, typ, "pii", pii._NUMERIC_TYPES,
+                              2, True, 256, pii._NOT_GLOBAL_V4_BYTES, pii._IBAN_TABLE,
+                              pii._ssn_labelled),
         lambda: C.pii_emails("a@b.co " * 20, typ, "pii", "email", 2, True, 10),
         lambda: C.aws_spans("AKIAIOSFODNN7ABCDEFG " * 20, typ, "secrets", ("a", "b", 3),
                             checks.random_looking),
@@ -212,7 +306,7 @@ print(refused)
 def test_a_struct_sequence_is_refused_as_the_span_type() -> None:
     run = _run_child(_STRUCT_SEQUENCE_SPANS)
     assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
-    assert run.stdout.split() == ["15"]
+    assert run.stdout.split() == ["18"]
 
     # A class subclassing tuple (or Span) is still built.
     class Sub(Span):

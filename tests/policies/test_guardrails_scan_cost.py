@@ -60,13 +60,19 @@ _PYTHON_UNIT_BOUND |= dict.fromkeys(
     ("a@b.co ", "a@b.co,", "(415) 555-0132 ", "+1 415 555 0132 ", "2001:4860:4860::8888 "),
     _DEFAULT_BOUND,
 )
-# Trunk-0 phones one space apart: each pays the IBAN-groups look (a space before it) and the cut
-# of its candidate back to its own groups (~4.9x at 256 KB against prose at its speed; a newline
-# apart ~2.4x).
-_UNIT_BOUND["020 7946 0958 "] = 6.0
+# The texts of numbers, since their pass moved to C (`_checks_c.pii_numeric`, and the IBAN-groups
+# look of `pii_intl`): ~0.55-0.75x prose at 64 KB (1.8-2.3x at 256 KB before).
+_NUMERIC_UNITS = ("DE89 3704 0044 0532 0130 00 ", "020 7946 0958 ", "8.8.8.8 ", "SSN: 078051123 ",
+                  "078-05-1120 ", "4111 1111 1111 1111 ")  # fmt: skip
+_UNIT_BOUND |= dict.fromkeys(_NUMERIC_UNITS, 1.5)
+_PYTHON_UNIT_BOUND |= dict.fromkeys(_NUMERIC_UNITS, _DEFAULT_BOUND)
+# In Python, trunk-0 phones one space apart: each pays the IBAN-groups look (a space before it)
+# and the cut of its candidate back to its own groups (~4.9x at 256 KB against prose at its speed;
+# a newline apart ~2.4x).
+_PYTHON_UNIT_BOUND["020 7946 0958 "] = 6.0
 # Repeated IBANs: each pays its mod-97 check and a phone candidate refused by the IBAN-groups look
-# (~4.4x).
-_UNIT_BOUND["DE89 3704 0044 0532 0130 00 "] = 6.5
+# (~4.4x in Python).
+_PYTHON_UNIT_BOUND["DE89 3704 0044 0532 0130 00 "] = 6.5
 # Phones dialled with `00` one space apart: each is also tried as a national number and as a card
 # by the numeric pass, and cut back by both (~5.9x in Python; ~1.45x since the `00` loop is C).
 _UNIT_BOUND["001 518 640 0854 "] = 2.5
@@ -151,7 +157,8 @@ def test_floods_of_distinct_values_find_next_to_nothing(name: str) -> None:
 # microseconds of Python per finding (a labelled AWS secret found by two labels and its entropy,
 # card Luhn and issuer checks, the NANP number inside an E.164 phone).
 _DISTINCT_BOUND = {
-    "card": 5.0, "card_dash": 5.0, "card_bare": 4.5,  # (3.2x, 3.0x, 2.6x)
+    # Since the numeric pass moved to C (`_checks_c.pii_numeric`): ~0.6-0.7x.
+    "card": 1.5, "card_dash": 1.5, "card_bare": 1.5, "ssn": 1.5, "ipv4": 1.5, "phone_nanp": 1.5,
     "github_token": 4.5,  # (2.9x)
     "aws_secret": 6.5,  # (4.0x)
     # Below the default since their scans moved to C (2.8x, ~2x and ~3x in Python).
@@ -166,6 +173,10 @@ _DISTINCT_BOUND = {
 # paying a labelled value's checks once more (~2.5x and ~2.2x with the C `cut_rest` and
 # `aws_spans`, ~4.5x in Python).
 _PYTHON_DISTINCT_BOUND = {"bearer": 4.5, "cut_token": 7.0, "cut_password": 7.0}
+# The numeric pass in Python: cards pay their Luhn and issuer checks (3.2x, 3.0x, 2.6x), the others
+# the default.
+_PYTHON_DISTINCT_BOUND |= {"card": 5.0, "card_dash": 5.0, "card_bare": 4.5}
+_PYTHON_DISTINCT_BOUND |= dict.fromkeys(("ssn", "ipv4", "phone_nanp"), _DEFAULT_BOUND)
 # And the PII scans moved to C: IPv6 (~2.8x in Python), mailboxes and E.164 phones (default).
 _PYTHON_DISTINCT_BOUND |= {"ipv6": 5.0, "email": _DEFAULT_BOUND, "phone_e164": _DEFAULT_BOUND}
 
