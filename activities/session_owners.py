@@ -11,6 +11,10 @@ so two replicas claiming the same new id at once agree on one owner; the loser's
 refused. Only while the ledger is unreachable does a replica bind a new session provisionally
 in memory; when the ledger returns the claim is written, and if another replica recorded a
 different owner first, that owner wins here too from then on. The window is the outage.
+Provisional claims are bounded by the owner cache's cap (`OWNER_CACHE`): past it a new session
+is refused 503 `ledger_unavailable` until the ledger is back (a claim is never made and then
+dropped, which would hand the session to whichever key asked next); a provisional claim is
+never evicted from memory before it is written.
 """
 
 from __future__ import annotations
@@ -54,7 +58,11 @@ class SessionOwners:
 
     def owner(self, session_id: str) -> str | None:
         """The owner this runtime knows (None: not known here)."""
-        return self._known.get(session_id)
+        owner = self._known.get(session_id)
+        if owner is None:
+            p = self._provisional.get(session_id)
+            owner = None if p is None else p.key_id
+        return owner
 
     def remember(self, session_id: str, key_id: str) -> None:
         known = self._known
@@ -66,8 +74,9 @@ class SessionOwners:
             known.popitem(last=False)
 
     def forget(self, session_id: str) -> None:
-        """Drop an idle session's cached owner (the ledger keeps it; a claim made while the
-        ledger was down is kept until it is written)."""
+        """Drop an idle session's cached owner and grant (the ledger keeps both; a claim made
+        while the ledger was down is kept until it is written)."""
+        self._grants.pop(session_id, None)
         if session_id not in self._provisional:
             self._known.pop(session_id, None)
 
@@ -85,7 +94,7 @@ class SessionOwners:
         sid = ident.session_id
         if sid is None or ident.role in ("admin", "oncall"):
             return
-        owner = self._known.get(sid)
+        owner = self.owner(sid)
         if owner is None:
             owner = await self._claim(ident, grant)
         if owner != ident.key_id:
@@ -99,6 +108,14 @@ class SessionOwners:
                 self._store, sid, ident.key_id, ident.user, ident.team, time.time(), grant
             )
         except LedgerUnavailable:
+            if len(self._provisional) >= self._cap:
+                raise Refusal(
+                    503, "ledger_unavailable",
+                    f"session {sid!r} is new and the ledger, which records its owner, is "
+                    f"unreachable; {self._cap} sessions are already bound in memory until it "
+                    "returns; retry shortly",
+                    retry_after=1,
+                ) from None
             log.warning("ledger unreachable: session owner bound provisionally in memory")
             self._provisional[sid] = ident
             self.remember(sid, ident.key_id)
