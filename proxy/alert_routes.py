@@ -250,7 +250,7 @@ async def _overrides(gw: Gateway, key: ApiKey, parts: list[str], method: str,
                           f"key {key.id!r} has role {key.role!r}; clearing overrides needs admin")
         oid: int | None = None
         if len(parts) == 3:
-            if not parts[2].isdigit():
+            if not (parts[2].isascii() and parts[2].isdigit() and len(parts[2]) <= 18):
                 raise Refusal(400, "invalid_request", "override id must be a number")
             oid = int(parts[2])
         n = await clear_overrides(gw.store, actor=key.user, ts=time.time(), override_id=oid)

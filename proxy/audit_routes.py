@@ -267,7 +267,9 @@ _building_now: dict[int, int] = {}  # id(gateway) -> builds running
 def _count(raw: str | None, name: str, default: int, most: int) -> int:
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) > most:
+    # ASCII digits only: `str.isdigit()` is true of `²` (which `int()` refuses) and of other
+    # scripts' digits; the length check keeps `int()` off a 256-digit value.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(most)) or int(raw) > most:
         raise Refusal(400, "invalid_request", f"`{name}` must be an integer 0-{most}")
     return int(raw)
 
