@@ -33,11 +33,14 @@ from policies.config.models import METADATA_FIELDS
 from policies.guardrails import GuardrailEvent, GuardrailsConfig, HookResult, StreamGuard, evaluate
 from policies.guardrails.classifiers import NOT_FINDINGS, OUTPUT_HOOKS, ClassifierSpec
 from policies.guardrails.config import GuardrailRule
+from policies.guardrails.stream import StreamVerdict
 from policies.refusals import Refusal
 from policies.request_text import Path as BodyPath
 from policies.request_text import (
+    Piece,
     RequestText,
     Segment,
+    anthropic_output_view,
     redacted_pieces,
     request_view,
     with_texts,
@@ -406,12 +409,11 @@ def _response_texts(protocol: Protocol, doc: Any) -> dict[str, list[str]]:
                     out["tool-input"].append(fn["arguments"])
         return out
     content = doc.get("content")
+    out["request-output"] = [seg.text for seg in anthropic_output_view(content)]
     for block in content if isinstance(content, list) else ():
         if not isinstance(block, dict):
             continue
-        if block.get("type") == "text" and isinstance(block.get("text"), str):
-            out["request-output"].append(block["text"])
-        elif block.get("type") in ("tool_use", "server_tool_use"):
+        if block.get("type") in ("tool_use", "server_tool_use"):
             out["tool-input"].append(_json_text(block.get("input") or {}))
     return out
 
@@ -441,16 +443,22 @@ def _openai_response(g: CallGuard, doc: dict[str, Any]) -> bool:
 def _anthropic_response(g: CallGuard, doc: dict[str, Any]) -> bool:
     changed = False
     content = doc.get("content")
+    if g.active("request-output"):  # adjacent text blocks are read, and scanned, as one text
+        for seg in anthropic_output_view(content):
+            res = g.check("request-output", seg.text)
+            if res.redactions:
+                found = ((f.start, f.end, f.type) for f in res.redactions)
+                for path, text in redacted_pieces(seg, found).items():
+                    node: Any = doc
+                    for key in path[:-1]:
+                        node = node[key]
+                    node[path[-1]] = text
+                    changed = True
     for block in content if isinstance(content, list) else ():
         if not isinstance(block, dict):
             continue
         btype = block.get("type")
-        if btype == "text":
-            t = _text(g, "request-output", block.get("text"))
-            if t is not _SAME:
-                block["text"] = t
-                changed = True
-        elif btype in ("tool_use", "server_tool_use") and g.active("tool-input"):
+        if btype in ("tool_use", "server_tool_use") and g.active("tool-input"):
             a = _arguments(g, orjson.dumps(block.get("input") or {}).decode())
             if a is not _SAME:
                 block["input"] = orjson.loads(a)
@@ -653,28 +661,50 @@ class _OpenAIRewriter(_Rewriter):
 
 
 class _AnthropicRewriter(_Rewriter):
+    """Adjacent text blocks are one text to the guard (one `StreamGuard` per run of them), as
+    in a non-streamed answer (`anthropic_output_view`): a secret split over two blocks is
+    caught. Each released piece of the run's text goes back to the block it came from (a
+    redaction over two blocks: its marker where it starts), so block boundaries do not move;
+    a text block's stop, and what follows it, wait until all of its text is released (at the
+    latest when the run ends: a block that is not text, or the message's end)."""
+
     def __init__(self, g: CallGuard, text_on: bool, tools_on: bool) -> None:
         super().__init__(g, text_on, tools_on)
-        self.text_guards: dict[int, StreamGuard] = {}
         self.tools: dict[int, list[Any]] = {}  # index -> [start doc, [partial json]]
+        self.run: StreamGuard | None = None  # the guard of the current run of text blocks
+        self.blocks: list[list[int]] = []  # [index, first char, end (-1: open)] in the run
+        self.fed = 0  # characters of the run's text fed to its guard
+        self.released = 0  # ... and released by it
+        # Events held behind a text block's stop until that block's text is all released:
+        # ("text", index, text) | ("stop", index, sse) | ("raw", -1, sse)
+        self.queue: list[tuple[str, int, Any]] = []
 
     def event(self, name: str | None, data: bytes) -> None:
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError:
-            self.out.append(encode_sse(data, name))
+            self._put("raw", -1, encode_sse(data, name))
             return
         kind = doc.get("type", name) if isinstance(doc, dict) else None
         idx = doc.get("index") if isinstance(doc, dict) else None
+        in_run = isinstance(idx, int) and any(b[0] == idx for b in self.blocks)
         if kind == "content_block_start" and isinstance(idx, int):
             block = doc.get("content_block") or {}
             btype = block.get("type")
             if btype == "text" and self.text_on:
-                guard = self.text_guards[idx] = self.g.stream_guard("request-output")
-                if block.get("text"):
-                    block["text"] = self.feed(guard, block["text"], final=False)
+                if self.run is None:
+                    self.run = self.g.stream_guard("request-output")
+                self.blocks.append([idx, self.fed, -1])
+                first = block.get("text")
+                if first:
+                    block["text"] = ""
                     data = orjson.dumps(doc)
-            elif btype in ("tool_use", "server_tool_use") and self.tools_on:
+                self._put("raw", -1, encode_sse(data, name))
+                if isinstance(first, str) and first:
+                    self._feed_run(first, final=False)
+                return
+            self._end_run()
+            if btype in ("tool_use", "server_tool_use") and self.tools_on:
                 start = block.get("input")
                 self.tools[idx] = [doc, [orjson.dumps(start).decode()] if start else []]
                 return
@@ -685,29 +715,95 @@ class _AnthropicRewriter(_Rewriter):
                 if isinstance(part, str):
                     self.tools[idx][1].append(part)
                 return
-            tg = self.text_guards.get(idx)
-            if tg is not None and delta.get("type") == "text_delta":
-                out = self.feed(tg, delta.get("text") or "", final=False)
-                if not out:
-                    return
-                delta["text"] = out
-                data = orjson.dumps(doc)
+            if in_run and delta.get("type") == "text_delta":
+                text = delta.get("text")
+                if isinstance(text, str) and text:
+                    self._feed_run(text, final=False)
+                return
         elif kind == "content_block_stop" and isinstance(idx, int):
-            ending = self.text_guards.pop(idx, None)
-            if ending is not None:
-                tail = self.feed(ending, "", final=True)
-                if tail:
-                    self._text_delta(idx, tail)
+            if in_run:
+                for b in self.blocks:
+                    if b[0] == idx and b[2] < 0:
+                        b[2] = self.fed
+                self._put("stop", idx, encode_sse(data, name))
+                self._drain()
+                return
             tool = self.tools.pop(idx, None)
             if tool is not None:
                 self._emit_tool(idx, tool)
         elif kind == "message_delta" or kind == "message_stop":
-            for i in list(self.text_guards):
-                guard = self.text_guards.pop(i)
-                tail = self.feed(guard, "", final=True)
-                if tail:
-                    self._text_delta(i, tail)
-        self.out.append(encode_sse(data, name))
+            self._end_run()
+        self._put("raw", -1, encode_sse(data, name))
+
+    def _feed_run(self, text: str, final: bool) -> None:
+        """Feed the run's guard; hand what it releases back to the blocks it came from."""
+        guard = self.run
+        if guard is None:
+            return
+        self.fed += len(text)
+        verdicts: list[StreamVerdict] = []
+        if text:
+            verdicts.append(guard.feed(text))
+        if final and not guard.blocked:
+            verdicts.append(guard.finish())
+        events = [e for v in verdicts for e in v.events]
+        blocking = next((v.blocking_event for v in verdicts if v.blocking_event), None)
+        if events:
+            self.g.record(events)
+        if blocking is not None:
+            raise blocked_refusal(blocking)
+        for v in verdicts:
+            if v.raw:
+                self._release(v.raw, v.spans)
+        self._drain()
+
+    def _release(self, raw: str, spans: tuple[tuple[int, int, str], ...]) -> None:
+        lo = self.released
+        hi = lo + len(raw)
+        pieces = []
+        for idx, first, end in self.blocks:
+            a, b = max(first, lo), min(hi if end < 0 else end, hi)
+            if a < b:
+                pieces.append(Piece((idx,), a - lo, b - lo))
+        new = redacted_pieces(Segment("request-output", raw, tuple(pieces)), spans)
+        for p in pieces:
+            text = new.get(p.path, raw[p.start : p.end])
+            if text:
+                self._put("text", int(p.path[0]), text)
+        self.released = hi
+        self.blocks = [b for b in self.blocks if b[2] < 0 or b[2] > hi]
+
+    def _end_run(self) -> None:
+        """The run of text blocks ended: its guard's held text is scanned as complete."""
+        if self.run is not None:
+            self._feed_run("", final=True)
+            self.run, self.blocks = None, []
+        self._drain()
+
+    def _put(self, kind: str, idx: int, item: Any) -> None:
+        """Queue an event; a block's text goes before that block's stop if it is queued."""
+        q = self.queue
+        if kind == "text":
+            at = next((i for i, e in enumerate(q) if e[0] == "stop" and e[1] == idx), len(q))
+            q.insert(at, (kind, idx, item))
+        else:
+            q.append((kind, idx, item))
+        if kind != "stop":
+            self._drain()
+
+    def _drain(self) -> None:
+        """Send queued events up to the first text block stop whose text is not all out."""
+        q = self.queue
+        n = 0
+        for kind, idx, item in q:
+            if kind == "stop" and any(b[0] == idx for b in self.blocks):
+                break
+            if kind == "text":
+                self._text_delta(idx, item)
+            else:
+                self.out.append(item)
+            n += 1
+        del q[:n]
 
     def _text_delta(self, idx: int, text: str) -> None:
         ev = {

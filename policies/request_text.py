@@ -30,6 +30,7 @@ Path = tuple[str | int, ...]
 
 INPUT = "request-input"
 TOOL_OUTPUT = "tool-output"
+OUTPUT = "request-output"
 
 _OPENAI_ROLE_HOOK = {
     "system": INPUT,
@@ -177,6 +178,18 @@ def request_view(protocol: Protocol, body: dict[str, Any]) -> RequestText:
                     b.cut()
     b.cut()
     return RequestText(tuple(b.segments), last)
+
+
+def anthropic_output_view(content: object) -> list[Segment]:
+    """The answer's text of an Anthropic response (`content`, its list of blocks): each run of
+    adjacent text blocks one `request-output` segment, joined as the caller reads them (a
+    secret split over two blocks is one secret), its pieces at `("content", i, "text")`. A
+    tool call, thinking or any other block between two text blocks separates them."""
+    if not isinstance(content, list):
+        return []  # not an answer's shape: nothing to scan
+    b = _Builder()
+    _content(b, OUTPUT, content, ("content",), True)
+    return [s for s in b.segments if s.hook == OUTPUT and s.text]
 
 
 def redacted_pieces(segment: Segment, spans: Iterable[tuple[int, int, str]]) -> dict[Path, str]:

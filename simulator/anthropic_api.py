@@ -322,7 +322,7 @@ async def _serve_messages(request: web.Request, state: SimState) -> web.StreamRe
         return await send_events(request, events, fault)
     content: list[dict[str, Any]]
     if reply.tool_name is None:
-        content = [{"type": "text", "text": reply.text}]
+        content = [{"type": "text", "text": text} for text in reply.blocks]
     else:
         content = [
             {
@@ -400,6 +400,22 @@ def _text_delta_events(
     )
 
 
+def _add_block(events: list[bytes], index: int, block: dict[str, Any], pieces: list[bytes]) -> None:
+    events.append(
+        _event(
+            b"content_block_start",
+            {"type": "content_block_start", "index": index, "content_block": block},
+        )
+    )
+    if not index:
+        events.append(_PING)
+    events.extend(pieces)
+    if index:
+        events.append(_event(b"content_block_stop", {"type": "content_block_stop", "index": index}))
+    else:
+        events.append(_BLOCK_STOP)
+
+
 def _stream_events(
     state: SimState,
     message_id: str,
@@ -428,10 +444,13 @@ def _stream_events(
         )
     ]
     if reply.tool_name is None:
-        block: dict[str, Any] = {"type": "text", "text": ""}
-        pieces = list(_text_delta_events(
-            reply.text, state.config.stream_chunk_words, reply.chunk_chars
-        ))
+        for i, text in enumerate(reply.blocks):
+            pieces = list(_text_delta_events(
+                text, state.config.stream_chunk_words, reply.chunk_chars
+            ))  # fmt: skip
+            if i:  # a scripted later text block (`BLOCK_BREAK`): its own index
+                pieces = [p.replace(b'"index":0', b'"index":%d' % i, 1) for p in pieces]
+            _add_block(events, i, {"type": "text", "text": ""}, pieces)
     else:
         block = {"type": "tool_use", "id": tool_id, "name": reply.tool_name, "input": {}}
         pieces = [
@@ -440,15 +459,7 @@ def _stream_events(
             + b"}\n\n"
             for piece in split_fixed(reply.arguments, 16)
         ]
-    events.append(
-        _event(
-            b"content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": block},
-        )
-    )
-    events.append(_PING)
-    events.extend(pieces)
-    events.append(_BLOCK_STOP)
+        _add_block(events, 0, block, pieces)
     events.append(
         _event(
             b"message_delta",

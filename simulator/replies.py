@@ -198,7 +198,9 @@ def _value_for(schema: Any, digest: bytes, counter: list[int], root: dict[str, A
 class Reply:
     """What the simulated model answers, independent of wire protocol."""
 
-    __slots__ = ("arguments", "chunk_chars", "finish", "output_tokens", "text", "tool_name")
+    __slots__ = (
+        "arguments", "blocks", "chunk_chars", "finish", "output_tokens", "text", "tool_name"
+    )
 
     def __init__(
         self,
@@ -208,8 +210,11 @@ class Reply:
         tool_name: str | None = None,
         arguments: str = "",
         chunk_chars: int = 0,
+        blocks: tuple[str, ...] | None = None,
     ) -> None:
         self.text = text
+        # Anthropic text blocks the text is sent in (one unless scripted: `BLOCK_BREAK`)
+        self.blocks = blocks if blocks is not None else (text,)
         self.chunk_chars = chunk_chars  # stream in pieces of this many characters, not words
         self.output_tokens = output_tokens
         # "stop", "length" or "tool"; each protocol maps it to its own stop reason.
@@ -248,9 +253,18 @@ def scripted_tool_reply(name: str, arguments: dict[str, Any], factor: float) -> 
                  text)
 
 
+# In a scripted reply, where the Anthropic answer starts a new text block (as the real API does
+# around citations); the OpenAI answer is the parts joined.
+BLOCK_BREAK = "\x1f"
+
+
 def scripted_reply(text: str, factor: float, chunk_chars: int) -> Reply:
-    """The reply a `reply` fault scripts, counted like any reply."""
-    return Reply(text, max(1, count_tokens(text, factor)), "stop", chunk_chars=chunk_chars)
+    """The reply a `reply` fault scripts, counted like any reply; `BLOCK_BREAK` in `text`
+    splits the Anthropic answer into several text blocks."""
+    blocks = tuple(text.split(BLOCK_BREAK))
+    text = "".join(blocks)
+    tokens = max(1, count_tokens(text, factor))
+    return Reply(text, tokens, "stop", chunk_chars=chunk_chars, blocks=blocks)
 
 
 def split_fixed(text: str, size: int) -> list[str]:

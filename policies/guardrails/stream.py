@@ -29,6 +29,12 @@ class StreamVerdict:
     text: str  # what may be sent to the client now (may be empty)
     events: list[GuardrailEvent] = field(default_factory=list)  # new since the last verdict
     blocking_event: GuardrailEvent | None = None
+    # The model's text `text` was made of (the characters released by this verdict) and the
+    # redactions applied to it, `(start, end, type)` in `raw`, in order, non-overlapping: a
+    # caller that sends one stream's text in several parts (Anthropic text blocks) writes each
+    # redaction back part by part (`policies.request_text.redacted_pieces`).
+    raw: str = ""
+    spans: tuple[tuple[int, int, str], ...] = ()
 
 
 class StreamGuard:
@@ -55,7 +61,7 @@ class StreamGuard:
         if self._blocking is not None:
             return StreamVerdict("blocked", "", [], self._blocking)
         if not self._rules:
-            return StreamVerdict("allowed", delta)
+            return StreamVerdict("allowed", delta, raw=delta)
         self._buf += delta
         if len(self._buf) < self._next_scan:
             return StreamVerdict(self._action, "")
@@ -100,7 +106,12 @@ class StreamGuard:
             for f, e in pairs
             if e.action == "redacted"
         ]
-        out = redact(window[base:cut], redacted)
+        raw = window[base:cut]
+        out = redact(raw, redacted)
+        spans: list[tuple[int, int, str]] = []
+        for f in sorted(redacted, key=lambda f: f.start):
+            if not spans or f.start >= spans[-1][1]:  # as `redact` applies them
+                spans.append((f.start, f.end, f.type))
         self._ctx = window[max(0, cut - CONTEXT) : cut]
         self._buf = window[cut:]
         if cut == base:
@@ -112,7 +123,7 @@ class StreamGuard:
             self._next_scan = min(max(n + STEP, 2 * n), MAX_HOLD + 1)
         else:
             self._next_scan = HOLD + STEP
-        return StreamVerdict(self._action, out, events)
+        return StreamVerdict(self._action, out, events, raw=raw, spans=tuple(spans))
 
 
 def _complete(f: Finding, window: str) -> bool:

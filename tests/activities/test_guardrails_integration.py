@@ -419,6 +419,71 @@ async def test_anthropic_stream_block_ends_with_an_error_event(gp: InProcessProx
                 pass
 
 
+PROSE_A = "The deploy runbook says to rotate the key before Friday. " * 5
+PROSE_B = " and then restart the workers one by one, watching the queue depth." * 4
+# An Anthropic answer in two text blocks (as around citations; the simulator's BLOCK_BREAK),
+# the secret split between them: the caller reads the blocks joined.
+TWO_BLOCKS = (PROSE_A + SPLIT[0], SPLIT[1] + PROSE_B)
+
+
+@pytest.mark.parametrize("mode", ["mutate", "block", "flag"])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_secret_split_across_anthropic_answer_text_blocks_is_caught(
+    gp: InProcessProxy, mode: str, stream: bool
+) -> None:
+    """Adjacent text blocks of an answer are scanned as one text, streamed or not; a
+    redaction puts its marker in the block where the secret starts and the rest of each block
+    stays in its own block (streamed: each block's text in its own deltas, in order)."""
+    idem = uuid.uuid4().hex
+    client = ant(gp, f"request-output-{mode}", idem)
+    reply = "\x1f".join(TWO_BLOCKS)
+    req: Any = {"model": "haiku", "max_tokens": 400,
+                "messages": [{"role": "user", "content": say(reply)}]}  # fmt: skip
+    if mode == "block":
+        with pytest.raises(anthropic.APIStatusError, match="aws_access_key"):
+            if stream:
+                async with client.messages.stream(**req) as s:
+                    async for _ in s.text_stream:
+                        pass
+            else:
+                await client.messages.create(**req)
+    else:
+        if stream:
+            order: list[tuple[str, int]] = []
+            async with client.messages.stream(**req) as s:
+                async for ev in s:
+                    if ev.type in ("content_block_start", "content_block_stop"):
+                        order.append((ev.type, ev.index))
+                out = await s.get_final_message()
+            assert order == [("content_block_start", 0), ("content_block_stop", 0),
+                             ("content_block_start", 1), ("content_block_stop", 1)]  # fmt: skip
+        else:
+            out = await client.messages.create(**req)
+        blocks = [b.text for b in out.content if b.type == "text"]
+        if mode == "mutate":
+            assert blocks == [PROSE_A + "[REDACTED:aws_access_key]", PROSE_B]
+        else:
+            assert blocks == list(TWO_BLOCKS)
+    ev = await events_of(gp, idem)
+    assert [(e.hook, e.type, e.action) for e in ev] == [
+        ("request-output", "aws_access_key", ACTION[mode])
+    ]
+
+
+async def test_answer_text_blocks_without_a_secret_reach_the_caller_unchanged(
+    gp: InProcessProxy,
+) -> None:
+    """Three streamed text blocks, nothing found: each block's text whole, in its block."""
+    idem = uuid.uuid4().hex
+    parts = (PROSE_A, PROSE_B, "Done.")
+    req: Any = {"model": "haiku", "max_tokens": 400,
+                "messages": [{"role": "user", "content": say("\x1f".join(parts))}]}  # fmt: skip
+    async with ant(gp, "request-output-mutate", idem).messages.stream(**req) as s:
+        out = await s.get_final_message()
+    assert [b.text for b in out.content if b.type == "text"] == list(parts)
+    assert await events_of(gp, idem) == []
+
+
 # tool-input -------------------------------------------------------------------------------------
 
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from policies.guardrails import DETECTORS, scan
-from policies.request_text import redacted_pieces, request_view, with_texts
+from policies.request_text import (
+    anthropic_output_view,
+    redacted_pieces,
+    request_view,
+    with_texts,
+)
 
 AWS = "AKIAZ7Q3M4N5P6R2T8VW"
 
@@ -60,3 +65,18 @@ def test_malformed_shapes_are_skipped() -> None:
     assert request_view("openai", {"messages": "nope"}).segments == ()
     body: Any = {"messages": [None, {"role": 5, "content": [3, {"type": "text", "text": 4}]}]}
     assert request_view("anthropic", body).text == ""
+
+
+def test_an_anthropic_answer_joins_adjacent_text_blocks_and_a_tool_call_separates_them() -> None:
+    content: Any = [
+        *_parts("a", "b"), {"type": "thinking", "thinking": "hm", "signature": "s"},
+        *_parts("c"), {"type": "tool_use", "id": "t", "name": "f", "input": {"x": "AKIA"}},
+        *_parts("d", "e"), None, "f",
+    ]  # fmt: skip
+    segs = anthropic_output_view(content)
+    assert [(s.hook, s.text) for s in segs] == [
+        ("request-output", "ab"), ("request-output", "c"), ("request-output", "de"),
+        ("request-output", "f"),
+    ]  # fmt: skip
+    assert [p.path for p in segs[2].pieces] == [("content", 5, "text"), ("content", 6, "text")]
+    assert anthropic_output_view("not a list") == [] and anthropic_output_view(None) == []
