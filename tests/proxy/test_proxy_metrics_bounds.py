@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import statistics
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import pytest_asyncio
+from prometheus_client.registry import Collector
 
 from activities.gateway import hash_key
 from simulator.server import SimServer
@@ -105,6 +107,54 @@ async def test_scrapes_do_not_slow_the_calls_being_served(mp: InProcessProxy) ->
           f"({scrapes} scrapes)")
     assert scrapes >= 2
     assert busy < quiet * 5 + 0.05  # was 2.3 ms -> 1.6 s with two scrapers on 30k series
+
+
+async def test_a_render_runs_off_the_event_loop_and_concurrent_scrapers_share_it(
+    mp: InProcessProxy,
+) -> None:
+    """A collector that blocks until released stands for a render that takes long: while it
+    blocks, the proxy (same event loop as this test) still answers, the render ran on another
+    thread, and four scrapers that came meanwhile got the one render's page."""
+    loop_thread = threading.get_ident()
+    entered, release = threading.Event(), threading.Event()
+    ran_on: list[int] = []
+
+    class SlowCollector(Collector):
+        def collect(self):  # type: ignore[no-untyped-def]
+            ran_on.append(threading.get_ident())
+            entered.set()
+            release.wait(5)  # on the event loop, this would hold every caller for 5 s
+            return iter(())
+
+    assert mp.gw is not None
+    registry = mp.gw.metrics.registry
+    probe = SlowCollector()
+    registry.register(probe)
+    try:
+        async with aiohttp.ClientSession(base_url=mp.base_url) as h:
+
+            async def scrape() -> int:
+                async with h.get("/metrics", headers=SCRAPER) as r:
+                    await r.read()
+                    return r.status
+
+            scrapes = [asyncio.create_task(scrape())]
+            assert await asyncio.to_thread(entered.wait, 5)
+            scrapes += [asyncio.create_task(scrape()) for _ in range(3)]
+            async with h.get("/healthz") as r:
+                assert r.status == 200
+            t0 = time.perf_counter()
+            async with h.post("/v1/chat/completions", json=BODY, headers=DEV) as r:
+                assert r.status == 200
+            served_in = time.perf_counter() - t0
+            release.set()
+            assert await asyncio.gather(*scrapes) == [200] * 4
+    finally:
+        release.set()
+        registry.unregister(probe)
+    assert ran_on and loop_thread not in ran_on
+    assert len(ran_on) == 1, ran_on  # one render for the four scrapers
+    assert served_in < 4  # served while the render was still blocked (it waits up to 5 s)
 
 
 @asynccontextmanager
