@@ -3227,23 +3227,197 @@ id_head(PyObject *s)
     return i < n && PyUnicode_READ(kind, data, i) == ':';
 }
 
-/* The label verdict `secrets._assignments` keeps in `labels` for the label `low[ms:me]` of the
- * regex `i`: where the label starts with its owner word (>= 0), -1 for no label, -2 if none is
- * kept, -3 on an error. The key is (i, owner word, label), the owner word being the run of
- * `_KEY_CHARS` just before `ms`, within 40 characters. */
+/* `d[key] = v`; -1 on an error. */
+static int
+dict_set_ssize(PyObject *d, PyObject *key, Py_ssize_t v)
+{
+    PyObject *o = PyLong_FromSsize_t(v);
+    if (o == NULL)
+        return -1;
+    int r = PyDict_SetItem(d, key, o);
+    Py_DECREF(o);
+    return r;
+}
+
+/* `secrets._ID_SECRET.fullmatch(s[:n]) is not None`: `[A-Za-z_$][\w$]*+:([^:/].*)` (sre's `\w` on
+ * a str: alphanumeric or `_`; `.`: anything but a newline). */
+static int
+id_secret(PyObject *s, Py_ssize_t n)
+{
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    if (n < 3)
+        return 0;
+    Py_UCS4 c = PyUnicode_READ(kind, data, 0);
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || c == '$'))
+        return 0;
+    Py_ssize_t i = 1;
+    while (i < n) {
+        c = PyUnicode_READ(kind, data, i);
+        if (!(Py_UNICODE_ISALNUM(c) || c == '_' || c == '$'))
+            break;
+        i++;
+    }
+    if (i + 1 >= n || PyUnicode_READ(kind, data, i) != ':')
+        return 0;
+    c = PyUnicode_READ(kind, data, i + 1);
+    if (c == ':' || c == '/')
+        return 0;
+    for (Py_ssize_t j = i + 2; j < n; j++)
+        if (PyUnicode_READ(kind, data, j) == '\n')
+            return 0;
+    return 1;
+}
+
+/* The label rules of secrets.py that `owned_label` and the label pass's extended step read
+ * (secrets.py uses them in C only where `LABEL_RULES` equals its own): `_STEMS`, `_KEY_OWNERS`,
+ * `_NOT_SECRET_OWNER`, `_NOT_SECRET_SUFFIX`, `_CONTINUATIONS`, `_ID_SECRET`, `_KEY_CHARS_STR`,
+ * `_REST_READS`, `_LABEL_CONTEXT`; `_label_ok`'s stems are `label_ok_stems`. */
+static const char *const label_stems[] = {"pass", "pwd", "secret", "token", "cred", "key", NULL};
+static const char *const key_owners[] = {"api", "access", "auth", "private", "secret", "client",
+                                         "master", "signing", "encryption", "subscription",
+                                         "license", "account", NULL};
+static const char *const not_secret_owners[] = {"public", "csrf", "xsrf", "publishable", NULL};
+static const char *const not_secret_suffixes[] = {
+    "id", "ids", "name", "names", "file", "url", "uri", "path", "type", "len", "length", "count",
+    "size", "ttl", "expiry", "expires", "header", "prefix", "ref", "env", "var", NULL};
+static const char *const continuations[] = {"", "s", "e", "string", "str", "key", "keys",
+                                            "value", NULL};
+static const char *const label_ok_stems[] = {"password", "passwd", "pwd", "secret", "token",
+                                             "cred", "key", NULL};
+#define ID_SECRET "[A-Za-z_$][\\w$]*+:([^:/].*)"
+#define KEY_CHARS "abcdefghijklmnopqrstuvwxyz0123456789_-."
+#define REST_READS 400
+#define KEY_LABEL 5 /* the index of `key` in label_stems: it needs an owner word */
+
+static int
+key_char(Py_UCS4 c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
+}
+
+/* `s[:n].endswith(w)` for one of the NULL-ended `words`. */
+static int
+ends_with_any(const char *s, Py_ssize_t n, const char *const *words)
+{
+    for (const char *const *w = words; *w; w++) {
+        Py_ssize_t k = (Py_ssize_t)strlen(*w);
+        if (k <= n && memcmp(s + n - k, *w, (size_t)k) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* `s[:n] in words`. */
+static int
+is_any(const char *s, Py_ssize_t n, const char *const *words)
+{
+    for (const char *const *w = words; *w; w++)
+        if ((Py_ssize_t)strlen(*w) == n && memcmp(s, *w, (size_t)n) == 0)
+            return 1;
+    return 0;
+}
+
+/* `secrets._label_ok(word, word, "")` of the ASCII `word[:n]` ([a-z0-9_] only). */
+static int
+label_ok(const char *word, Py_ssize_t n)
+{
+    for (const char *const *st = label_ok_stems; *st; st++) {
+        Py_ssize_t k = (Py_ssize_t)strlen(*st);
+        if (k > n || memcmp(word, *st, (size_t)k) != 0)
+            continue;
+        const char *rest = word + k;
+        Py_ssize_t rn = n - k;
+        if (strcmp(*st, "cred") == 0) {
+            if (rn >= 1 && rest[0] == 's') { /* `rest.split("s", 1)[1]` */
+                rest++;
+                rn--;
+            } else if (rn >= 6 && memcmp(rest, "ential", 6) == 0) { /* `rest[6:].lstrip("s")` */
+                rest += 6;
+                rn -= 6;
+                while (rn > 0 && rest[0] == 's') {
+                    rest++;
+                    rn--;
+                }
+            }
+        }
+        if (!(is_any(rest, rn, continuations) ||
+              (rn > 0 && (rest[0] == '_' || (rest[0] >= '0' && rest[0] <= '9')))))
+            return 0;
+        break;
+    }
+    return !ends_with_any(word, n, not_secret_suffixes);
+}
+
+/* `secrets._owned_label(low, i, ms, me, owner)`, `owner` being the ASCII `owner[:on]` (the run of
+ * `_KEY_CHARS` before `ms`, at most 40): where the label starts with its owner word, or -1; -3
+ * on a memory error. Needs 0 <= ms < me <= len(low). */
 static Py_ssize_t
-label_kept(PyObject *labels, PyObject *i, PyObject *low, Py_ssize_t ms, Py_ssize_t me)
+owned_label(int kind, const void *data, long i, Py_ssize_t ms, Py_ssize_t me, const char *owner,
+            Py_ssize_t on)
+{
+    if (on > 0) {
+        Py_ssize_t bn = on; /* `bare = owner.rstrip("_-. ")` */
+        while (bn > 0 && (owner[bn - 1] == '_' || owner[bn - 1] == '-' ||
+                          owner[bn - 1] == '.' || owner[bn - 1] == ' '))
+            bn--;
+        if (i == KEY_LABEL && !ends_with_any(owner, bn, key_owners))
+            return -1;
+        if (ends_with_any(owner, bn, not_secret_owners))
+            return -1;
+        if (PyUnicode_READ(kind, data, me - 1) == ':' && memchr(owner, '.', (size_t)on) != NULL)
+            return -1; /* a dotted coordinate (`io.jsonwebtoken:jjwt`) */
+    } else if (i == KEY_LABEL) {
+        return -1;
+    }
+    /* The label's word (`_WORD.match(label)`, `_label_word`): "" is refused. */
+    Py_ssize_t w = 0;
+    while (ms + w < me) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, ms + w);
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+            break;
+        w++;
+    }
+    if (w == 0)
+        return -1;
+    char stack[128];
+    char *word = w <= (Py_ssize_t)sizeof(stack) ? stack : PyMem_Malloc((size_t)w);
+    if (word == NULL) {
+        PyErr_NoMemory();
+        return -3;
+    }
+    for (Py_ssize_t j = 0; j < w; j++)
+        word[j] = (char)PyUnicode_READ(kind, data, ms + j);
+    int ok = label_ok(word, w);
+    if (ok && w < 7) {
+        /* `(owner[-4:] + word).endswith(_NOT_SECRET_SUFFIX)`: the names have 7 characters at
+         * most, so from 7 on `word` alone decides (label_ok read its end). */
+        char tail[12];
+        Py_ssize_t o4 = on < 4 ? on : 4;
+        memcpy(tail, owner + on - o4, (size_t)o4);
+        memcpy(tail + o4, word, (size_t)w);
+        ok = !ends_with_any(tail, o4 + w, not_secret_suffixes);
+    }
+    if (word != stack)
+        PyMem_Free(word);
+    return ok ? ms - on : -1;
+}
+
+/* The label verdict `secrets._assignments` keeps in `labels` for the label `low[ms:me]` of the
+ * regex `i` (`iobj`): where the label starts with its owner word (>= 0), -1 for no label, -2 if
+ * none is kept and not `compute`, -3 on an error. The key is (i, owner word, label), the owner
+ * word being the run of `_KEY_CHARS` just before `ms`, within 40 characters. With `compute`, a
+ * verdict not kept is found (`owned_label`) and kept as the Python keeps it (while `labels`
+ * holds fewer than `memo_max`). Needs 0 <= ms <= me <= len(low). */
+static Py_ssize_t
+label_verdict(PyObject *labels, PyObject *iobj, long i, PyObject *low, Py_ssize_t ms,
+              Py_ssize_t me, int compute, Py_ssize_t memo_max)
 {
     int kind = PyUnicode_KIND(low);
     const void *data = PyUnicode_DATA(low);
     Py_ssize_t j = ms, lo = ms > 40 ? ms - 40 : 0;
-    while (j > lo) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, j - 1);
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
-              c == '.'))
-            break;
+    while (j > lo && key_char(PyUnicode_READ(kind, data, j - 1)))
         j--;
-    }
     PyObject *owner = PyUnicode_Substring(low, j, ms);
     if (owner == NULL)
         return -3;
@@ -3252,15 +3426,30 @@ label_kept(PyObject *labels, PyObject *i, PyObject *low, Py_ssize_t ms, Py_ssize
         Py_DECREF(owner);
         return -3;
     }
-    PyObject *key = PyTuple_Pack(3, i, owner, label);
+    PyObject *key = PyTuple_Pack(3, iobj, owner, label);
     Py_DECREF(owner);
     Py_DECREF(label);
     if (key == NULL)
         return -3;
     PyObject *n = PyDict_GetItemWithError(labels, key); /* borrowed */
+    if (n == NULL) {
+        if (PyErr_Occurred() || !compute) {
+            Py_DECREF(key);
+            return PyErr_Occurred() ? -3 : -2;
+        }
+        char ob[40];
+        for (Py_ssize_t x = j; x < ms; x++)
+            ob[x - j] = (char)PyUnicode_READ(kind, data, x); /* (key characters: ASCII) */
+        Py_ssize_t k = me > ms ? owned_label(kind, data, i, ms, me, ob, ms - j) : -1;
+        if (k == -3 || (PyDict_GET_SIZE(labels) < memo_max &&
+                        dict_set_ssize(labels, key, k < 0 ? k : ms - k) < 0)) {
+            Py_DECREF(key);
+            return -3;
+        }
+        Py_DECREF(key);
+        return k;
+    }
     Py_DECREF(key);
-    if (n == NULL)
-        return PyErr_Occurred() ? -3 : -2;
     Py_ssize_t v = PyLong_AsSsize_t(n);
     if (v == -1 && PyErr_Occurred())
         return -3;
@@ -3354,23 +3543,34 @@ add_span(PyObject *out, PyObject *span_type, Py_ssize_t start, Py_ssize_t end,
  * `EXAMPLE` (the Python's `_AWS_SECRET_FOUND`; any other such value is handed back), a kept
  * label verdict of no label (passed over, as the Python's `continue`); and if `dense` (the
  * kind's findings are DENSE_FINDINGS: the Python's dense branch) every value but an AWS-shaped
- * one after an `aws` context (handed back), unchecked, the scan resumed in its tail. */
+ * one after an `aws` context (handed back), unchecked, the scan resumed in its tail.
+ *
+ * With four more (22 arguments: `_ASSIGN[i].match`, `_assignments`'s `held` and `tally`, and
+ * REFUSED_LABELS; given where secrets.py's label rules are `LABEL_RULES`), it also passes over
+ * (a distinct owner word, a value glued to the next label, paid ~1 us of Python a label): a label
+ * whose verdict is not kept (found here, `owned_label`, and kept as the Python keeps it); an
+ * unquoted value with a `:` that is no `id:secret` (`_ID_SECRET`); and a refused value holding
+ * a stem of this regex with an operator's `=` or `:` (or quoted), where the Python's step ends
+ * in a `continue` (no label at the stem inside, or one whose value ends past this one) or finds
+ * in `held` that the value holds no finding (`_labels_in_refused`'s kept answer), resumed where
+ * the Python resumes. */
 static PyObject *
 py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    static PyObject *lastindex_str, *lower_str;
-    if (nargs != 14 && nargs != 18) {
+    static PyObject *lastindex_str, *lower_str, *end_str;
+    if (nargs != 14 && nargs != 18 && nargs != 22) {
         PyErr_SetString(PyExc_TypeError,
                         "label_scan(search, text, low, pos, stem, reach, memo, memo_quoted, "
                         "few, min_entropy, pw, memo_max, i, labels[, out, span_type, detector, "
-                        "(kind, priority, aws_type, aws_priority, dense)])");
+                        "(kind, priority, aws_type, aws_priority, dense)[, match, held, tally, "
+                        "refused_labels]])");
         return NULL;
     }
     /* What it reports itself, if asked (18 arguments). */
     PyObject *out = NULL, *span_type = NULL, *detector = NULL, *kind_type = NULL;
     PyObject *kind_prio = NULL, *aws_type = NULL, *aws_prio = NULL;
     int dense = 0;
-    if (nargs == 18) {
+    if (nargs >= 18) {
         out = args[14], span_type = args[15], detector = args[16];
         PyObject *t = args[17];
         if (!PyList_Check(out) || !PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 5) {
@@ -3389,6 +3589,26 @@ py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     if (lower_str == NULL && (lower_str = PyUnicode_InternFromString("lower")) == NULL)
         return NULL;
+    if (end_str == NULL && (end_str = PyUnicode_InternFromString("end")) == NULL)
+        return NULL;
+    /* What it passes over besides, if asked (22 arguments). */
+    int ext = nargs == 22;
+    PyObject *match = NULL, *held = NULL, *tally = NULL;
+    Py_ssize_t refused_labels = 0;
+    long li = -1;
+    if (ext) {
+        match = args[18], held = args[19], tally = args[20];
+        if (!PyDict_Check(held) || !PyList_Check(tally)) {
+            PyErr_SetString(PyExc_TypeError, "label_scan: held must be a dict, tally a list");
+            return NULL;
+        }
+        refused_labels = PyLong_AsSsize_t(args[21]);
+        if (refused_labels == -1 && PyErr_Occurred())
+            return NULL;
+        li = PyLong_AsLong(args[12]);
+        if (li == -1 && PyErr_Occurred())
+            return NULL;
+    }
     PyObject *search = args[0], *text = args[1], *low = args[2], *stem = args[4];
     PyObject *memos[2] = {args[6], args[7]};
     if (ready(text) < 0 || ready(low) < 0 || ready(stem) < 0)
@@ -3413,6 +3633,7 @@ py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t tn = PyUnicode_GET_LENGTH(text);
     int tkind = PyUnicode_KIND(text);
     const void *tdata = PyUnicode_DATA(text);
+    Py_ssize_t stem_len = PyUnicode_GET_LENGTH(stem);
     for (;;) {
         PyObject *pos_obj = PyLong_FromSsize_t(pos);
         if (pos_obj == NULL)
@@ -3469,20 +3690,22 @@ py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_ssize_t p = PyUnicode_Find(low, stem, me, vend + reach, 1);
         if (p == -2)
             goto error;
-        Py_ssize_t k = -2;
-        if (p >= 0) {
-            /* A stem inside: handed back at once where the Python examines it in full (the
-             * value may hold a label of this regex, or no verdict is kept for the label). */
-            if (p <= ge - PyUnicode_GET_LENGTH(stem)) {
-                if (quoted)
-                    return m;
-                for (Py_ssize_t i = gs; i < ge; i++) {
-                    Py_UCS4 c = PyUnicode_READ(tkind, tdata, i);
-                    if (c == '=' || c == ':')
-                        return m;
-                }
+        /* A stem inside the value that may start a label of this regex: `0 <= p <= ge -
+         * len(stem)` and the value quoted or holding an operator's `=` or `:`. */
+        int inside = 0;
+        if (p >= 0 && p <= ge - stem_len) {
+            inside = quoted;
+            for (Py_ssize_t i = gs; i < ge && !inside; i++) {
+                Py_UCS4 c = PyUnicode_READ(tkind, tdata, i);
+                inside = c == '=' || c == ':';
             }
-            k = label_kept(labels, args[12], low, ms, me);
+            if (inside && !ext)
+                return m; /* examined in full by the Python */
+        }
+        Py_ssize_t k = -2;
+        if (p >= 0 && !ext) {
+            /* (Without `ext`, a label whose verdict is not kept is handed back at once.) */
+            k = label_verdict(labels, args[12], li, low, ms, me, 0, memo_max);
             if (k == -3)
                 goto error;
             if (k == -2)
@@ -3516,7 +3739,8 @@ py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                      * over, the scan going on inside its value), or a label and an `aws`
                      * context before its owner word, the value random-looking (else handed
                      * back: refused, it may hold labels). */
-                    if (k == -2 && (k = label_kept(labels, args[12], low, ms, me)) == -3)
+                    if (k == -2 && (k = label_verdict(labels, args[12], li, low, ms, me, ext,
+                                                      memo_max)) == -3)
                         goto error_value;
                     if (k == -2)
                         goto python;
@@ -3548,9 +3772,13 @@ py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 }
             }
             if (!quoted) {
-                for (Py_ssize_t i = 0; i < sn; i++)
-                    if (PyUnicode_READ(vkind, vdata, i) == ':')
-                        goto python; /* may be an `id:secret` */
+                /* An unquoted value with a `:` may be an `id:secret` (`_value_ok` judges its
+                 * secret): with `ext`, only one that is (`_ID_SECRET`) is the Python's. */
+                int colon = 0;
+                for (Py_ssize_t i = 0; i < sn && !colon; i++)
+                    colon = PyUnicode_READ(vkind, vdata, i) == ':';
+                if (colon && (!ext || id_secret(value, sn)))
+                    goto python;
             }
             PyObject *stripped = PyUnicode_Substring(value, 0, sn);
             if (stripped == NULL)
@@ -3575,14 +3803,110 @@ py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
         if (found != Py_None)
             goto python;
-        if (!quoted && id_head(value))
+        if (!quoted && id_head(value)) {
             pos = ms + 1; /* an `id:` head refused: no value */
-        else if (p < 0)
+            goto next;
+        }
+        if (p < 0) {
             pos = vend; /* refused, no stem inside: resumed after it */
-        else if (k < 0)
+            goto next;
+        }
+        if (ext) {
+            k = label_verdict(labels, args[12], li, low, ms, me, 1, memo_max);
+            if (k == -3)
+                goto error_value;
+        }
+        if (k < 0) {
             pos = me; /* a stem inside, no label: the scan goes on inside its value */
-        else
-            pos = vend; /* a stem inside a label's value that holds no label of its regex */
+            goto next;
+        }
+        pos = vend; /* a stem inside a label's value */
+        if (!inside)
+            goto next; /* (that holds no label of its regex) */
+        {
+            /* `_assignments`'s step at a refused value holding a stem of its regex: the label
+             * regex at that stem (`first`), or another stem inside; REFUSED_LABELS; a label whose
+             * value ends past this one; `_labels_in_refused`'s kept answer. */
+            PyObject *pa = PyLong_FromSsize_t(p);
+            PyObject *pb = PyLong_FromSsize_t(vend + REST_READS);
+            if (pa == NULL || pb == NULL) {
+                Py_XDECREF(pa);
+                Py_XDECREF(pb);
+                goto error_value;
+            }
+            PyObject *margs[3] = {low, pa, pb};
+            PyObject *first = PyObject_Vectorcall(match, margs, 3, NULL);
+            Py_DECREF(pa);
+            Py_DECREF(pb);
+            if (first == NULL)
+                goto error_value;
+            if (first == Py_None) {
+                Py_DECREF(first);
+                Py_ssize_t q = PyUnicode_Find(low, stem, p + 1, ge, 1);
+                if (q == -2)
+                    goto error_value;
+                if (q < 0)
+                    goto next; /* no label inside */
+                first = NULL;
+            }
+            PyObject *t0 = PyList_GET_SIZE(tally) > 0 ? PyList_GET_ITEM(tally, 0) : NULL;
+            Py_ssize_t t = t0 != NULL && PyLong_CheckExact(t0) ? PyLong_AsSsize_t(t0) : -1;
+            if (t == -1 && PyErr_Occurred()) {
+                Py_XDECREF(first);
+                if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+                    goto error_value;
+                PyErr_Clear();
+                goto python; /* (a tally past any Py_ssize_t: the Python compares it) */
+            }
+            if (t < 0 || t >= refused_labels) {
+                Py_XDECREF(first);
+                goto python; /* reported whole, or a tally the C does not read */
+            }
+            if (first != NULL) {
+                PyObject *e = PyObject_CallMethodNoArgs(first, end_str);
+                Py_DECREF(first);
+                if (e == NULL)
+                    goto error_value;
+                Py_ssize_t fe = PyLong_AsSsize_t(e);
+                Py_DECREF(e);
+                if (fe == -1 && PyErr_Occurred())
+                    goto error_value;
+                if (fe > ge)
+                    goto next; /* its first stem is no label inside it: the value's own name */
+            }
+            /* `_labels_in_refused`'s key: (i, ms - w, low[w:stop], text[me:stop]). */
+            Py_ssize_t w = ms > LABEL_CONTEXT ? ms - LABEL_CONTEXT : 0;
+            Py_ssize_t stop = vend + REST_READS;
+            PyObject *off = PyLong_FromSsize_t(ms - w);
+            PyObject *win = PyUnicode_Substring(low, w, stop);
+            PyObject *after = PyUnicode_Substring(text, me, stop);
+            PyObject *key = off && win && after ? PyTuple_Pack(4, args[12], off, win, after)
+                                                : NULL;
+            Py_XDECREF(off);
+            Py_XDECREF(win);
+            Py_XDECREF(after);
+            if (key == NULL)
+                goto error_value;
+            PyObject *got = PyDict_GetItemWithError(held, key); /* borrowed */
+            Py_DECREF(key);
+            if (got == NULL) {
+                if (PyErr_Occurred())
+                    goto error_value;
+                goto python; /* not kept: the Python finds it */
+            }
+            if (!PyTuple_Check(got) || PyTuple_GET_SIZE(got) != 2 ||
+                !PyTuple_Check(PyTuple_GET_ITEM(got, 0)) ||
+                PyTuple_GET_SIZE(PyTuple_GET_ITEM(got, 0)) != 0 ||
+                !PyLong_CheckExact(PyTuple_GET_ITEM(got, 1)))
+                goto python; /* findings to report (or not a kept answer) */
+            Py_ssize_t resume = PyLong_AsSsize_t(PyTuple_GET_ITEM(got, 1));
+            if (resume == -1 && PyErr_Occurred())
+                goto error_value;
+            if (resume > PY_SSIZE_T_MAX - ms || resume + ms < 0)
+                goto python;
+            pos = resume + ms; /* it holds nothing to report */
+        }
+    next:
         Py_DECREF(value);
         Py_DECREF(m);
         continue;
@@ -3595,6 +3919,50 @@ py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(m);
         return NULL;
     }
+}
+
+/* `owned_label(low, i, ms, me, owner)`: `secrets._owned_label` (for the tests comparing the two;
+ * `owner` is the run of `_KEY_CHARS` before `ms`, up to 40, as its callers give it). */
+static PyObject *
+py_owned_label(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "owned_label(low, i, ms, me, owner)");
+        return NULL;
+    }
+    PyObject *low = args[0], *owner = args[4];
+    if (ready(low) < 0 || ready(owner) < 0)
+        return NULL;
+    long i = PyLong_AsLong(args[1]);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t ms = PyLong_AsSsize_t(args[2]);
+    if (ms == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t me = PyLong_AsSsize_t(args[3]);
+    if (me == -1 && PyErr_Occurred())
+        return NULL;
+    if (!(0 <= ms && ms < me && me <= PyUnicode_GET_LENGTH(low))) {
+        PyErr_SetString(PyExc_ValueError, "owned_label: needs 0 <= ms < me <= len(low)");
+        return NULL;
+    }
+    Py_ssize_t on = PyUnicode_GET_LENGTH(owner);
+    int okind = PyUnicode_KIND(owner);
+    const void *odata = PyUnicode_DATA(owner);
+    int lkind = PyUnicode_KIND(low);
+    const void *ldata = PyUnicode_DATA(low);
+    char ob[40];
+    for (Py_ssize_t x = 0; x < on; x++) {
+        Py_UCS4 c = PyUnicode_READ(okind, odata, x);
+        if (x >= 40 || on > ms || !key_char(c) || PyUnicode_READ(lkind, ldata, ms - on + x) != c) {
+            PyErr_SetString(PyExc_ValueError, "owned_label: the owner word is up to 40 of "
+                                              "secrets._KEY_CHARS, the text's just before ms");
+            return NULL;
+        }
+        ob[x] = (char)c;
+    }
+    Py_ssize_t k = owned_label(lkind, ldata, i, ms, me, ob, on);
+    return k == -3 ? NULL : PyLong_FromSsize_t(k);
 }
 
 /* ---- end of the label pass block ---- */
@@ -3639,7 +4007,10 @@ static PyMethodDef methods[] = {
 #endif
     {"label_scan", (PyCFunction)(void (*)(void))py_label_scan, METH_FASTCALL,
      "label_scan(search, text, low, pos, stem, reach, memo, memo_quoted, few, min_entropy, pw, "
-     "memo_max, i, labels) -> the next label match secrets._assignments must examine, or None."},
+     "memo_max, i, labels[, out, span_type, detector, types[, match, held, tally, "
+     "refused_labels]]) -> the next label match secrets._assignments must examine, or None."},
+    {"owned_label", (PyCFunction)(void (*)(void))py_owned_label, METH_FASTCALL,
+     "owned_label(low, i, ms, me, owner) -> int: secrets._owned_label."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -3664,6 +4035,41 @@ strings(const char *const *items)
         PyTuple_SET_ITEM(t, i, o);
     }
     return t;
+}
+
+/* The module's LABEL_RULES (see `label_stems`). */
+static int
+add_label_rules(PyObject *m)
+{
+    const char *const *lists[] = {label_stems, key_owners, not_secret_owners, not_secret_suffixes,
+                                  continuations, label_ok_stems};
+    PyObject *rules = PyTuple_New(10);
+    if (rules == NULL)
+        return -1;
+    for (int j = 0; j < 6; j++) {
+        PyObject *t = strings(lists[j]);
+        if (t == NULL) {
+            Py_DECREF(rules);
+            return -1;
+        }
+        PyTuple_SET_ITEM(rules, j, t);
+    }
+    PyObject *more[4] = {PyUnicode_FromString(ID_SECRET), PyUnicode_FromString(KEY_CHARS),
+                         PyLong_FromLong(REST_READS), PyLong_FromLong(LABEL_CONTEXT)};
+    int bad = 0;
+    for (int j = 0; j < 4; j++) {
+        if (more[j] == NULL)
+            bad = 1;
+        else
+            PyTuple_SET_ITEM(rules, 6 + j, more[j]);
+    }
+    if (bad) {
+        Py_DECREF(rules); /* (its NULL items are skipped) */
+        return -1;
+    }
+    int r = PyModule_AddObjectRef(m, "LABEL_RULES", rules);
+    Py_DECREF(rules);
+    return r;
 }
 
 PyMODINIT_FUNC
@@ -3720,7 +4126,7 @@ PyInit__checks_c(void)
         PyModule_AddStringConstant(m, "MIXED_GROUP", MIXED_GROUP) < 0 ||
         PyModule_AddStringConstant(m, "NATL_HEAD", NATL_HEAD) < 0 ||
         PyModule_AddStringConstant(m, "CARD_4X4", CARD_4X4) < 0 ||
-        PyModule_AddObjectRef(m, "LABEL_SCAN_REPORTS", reports) < 0) {
+        PyModule_AddObjectRef(m, "LABEL_SCAN_REPORTS", reports) < 0 || add_label_rules(m) < 0) {
         Py_XDECREF(reports);
         Py_XDECREF(words);
         Py_XDECREF(values);

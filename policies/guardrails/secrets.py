@@ -595,12 +595,13 @@ def _has_digit(value: str) -> bool:
 _WORD = re.compile(r"[a-z0-9_]*+")
 _NOT_SECRET_OWNER = ("public", "csrf", "xsrf", "publishable")
 _CONTINUATIONS = ("", "s", "e", "string", "str", "key", "keys", "value")
+_LABEL_OK_STEMS = ("password", "passwd", "pwd", "secret", "token", "cred", "key")
 
 
 def _label_ok(label: str, word: str, owner: str) -> bool:
     """`word` is the matched label with its run-on (`secret_key_2`, `tokenizer`): it may run on
     only with `_`/digits (`api_token_123`) or a short suffix (`secretKey`, `mySecretString`)."""
-    for stem in ("password", "passwd", "pwd", "secret", "token", "cred", "key"):
+    for stem in _LABEL_OK_STEMS:
         if word.startswith(stem):
             rest = word[len(stem) :]
             if stem == "cred" and rest.startswith(("ential", "s")):
@@ -927,6 +928,17 @@ _LABEL_SCAN_REPORTS = getattr(_checks._C, "LABEL_SCAN_REPORTS", None) == (
 )
 # No verdict kept yet (`_assignments`).
 _UNSEEN: _Found = (0, 0, "", 0)
+# `_checks_c.label_scan` given `_ASSIGN[i].match`, `held`, `tally` and REFUSED_LABELS (after its
+# reports' arguments) also passes over a label whose verdict is not kept (`_owned_label` in C),
+# an unquoted value with a `:` that is no `id:secret`, and a refused value holding a stem of its regex whose step here ends in a
+# `continue` or in `_labels_in_refused`'s kept answer of no finding (a distinct owner word, a
+# value glued to the next label, a repeated refused value holding labels: ~1 us of Python a label,
+# 2.0-2.4x prose per KB): where the C reads these rules as written here.
+_LABEL_RULES = (
+    _STEMS, _KEY_OWNERS, _NOT_SECRET_OWNER, _NOT_SECRET_SUFFIX, _CONTINUATIONS, _LABEL_OK_STEMS,
+    _ID_SECRET.pattern, _KEY_CHARS_STR, _REST_READS, _LABEL_CONTEXT,
+)  # fmt: skip
+_LABEL_SCAN_C = _LABEL_SCAN_REPORTS and getattr(_checks._C, "LABEL_RULES", None) == _LABEL_RULES
 # An AWS secret after an `aws` context (`_judged`).
 _AWS_SECRET_FOUND: _Found = (0, 40, "aws_secret_key", _SPECIFIC)
 
@@ -967,6 +979,8 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
         pos = 0
         report = (kind, _GENERIC, "aws_secret_key", _SPECIFIC, False)
         dense_report = (kind, _GENERIC, "aws_secret_key", _SPECIFIC, True)
+        # (With the reports, `label_scan`'s last four arguments where it reads `_LABEL_RULES`.)
+        more = (regex.match, held, tally, REFUSED_LABELS) if _LABEL_SCAN_C else ()
         while True:
             if scan is None:
                 m = search(low, pos)
@@ -974,7 +988,7 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
                 m = scan(
                     search, text, low, pos, stem, reach, *memos, few, bar, pw, MEMO_MAX, i,
                     labels, reported, Span, DETECTOR,
-                    dense_report if count[kind] >= DENSE_FINDINGS else report,
+                    dense_report if count[kind] >= DENSE_FINDINGS else report, *more,
                 )  # fmt: skip
                 if reported:
                     yield from reported
