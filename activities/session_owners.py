@@ -110,7 +110,8 @@ class SessionOwners:
         except LedgerUnavailable:
             if len(self._provisional) >= self._cap:
                 raise Refusal(
-                    503, "ledger_unavailable",
+                    503,
+                    "ledger_unavailable",
                     f"session {sid!r} is new and the ledger, which records its owner, is "
                     f"unreachable; {self._cap} sessions are already bound in memory until it "
                     "returns; retry shortly",

@@ -57,13 +57,21 @@ async def test_idle_sweep_forgets_every_per_session_structure(tmp_path: Path):
                 ident = resolve_identity(key, {"x-governor-session-id": sid}, cfg.settings)
                 await gw.owners.claim_grant(ident, "g-" + sid)  # POST /gateway/sessions
                 await gw.check_session(ident)  # the owner check, as the LLM routes make it
-                body = {"model": "support-cheap", "max_tokens": 5,
-                        "messages": [{"role": "user", "content": f"hello {sid}"}]}
+                body = {
+                    "model": "support-cheap",
+                    "max_tokens": 5,
+                    "messages": [{"role": "user", "content": f"hello {sid}"}],
+                }
                 await governed_call(gw, CallRequest("openai", body, ident, new_call_id(), 100))
             held = {name: ids & set(d) for name, d in _per_session(gw).items()}
             # The calls reached what the sweep must clear (else the test proves nothing).
-            for name in ("state.sessions", "loop_guard.sessions", "owners._known",
-                         "owners._grants", "sweeper.last_seen"):
+            for name in (
+                "state.sessions",
+                "loop_guard.sessions",
+                "owners._known",
+                "owners._grants",
+                "sweeper.last_seen",
+            ):
                 assert held[name] == ids, name
 
             assert gw.sweeper.sweep(gw, time.time() + 2) == SESSIONS

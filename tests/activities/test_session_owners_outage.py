@@ -22,8 +22,15 @@ CAP = 20
 
 
 def ident(key: str, sid: str) -> Identity:
-    return Identity(key_id=key, user=key, team="t", role="developer", subject_type="user",
-                    project="p", session_id=sid)
+    return Identity(
+        key_id=key,
+        user=key,
+        team="t",
+        role="developer",
+        subject_type="user",
+        project="p",
+        session_id=sid,
+    )
 
 
 async def test_provisional_owners_stay_under_the_cap_and_keep_their_owner(tmp_path):
@@ -35,8 +42,9 @@ async def test_provisional_owners_stay_under_the_cap_and_keep_their_owner(tmp_pa
             owners = SessionOwners(store, cap=CAP)
             await owners.check(ident("k-a", "before"))  # claimed in the ledger
             await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                "WHERE datname = $1", name)
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+            )
 
             admitted, refused = [], []
             for i in range(2 * CAP):  # a new session id per call, all during the outage

@@ -105,7 +105,7 @@ def test_a_directory_without_yaml_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_a_non_utf8_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_bytes(b"type: gateway-settings\nname: \xff\xfe\n")
-    with pytest.raises(ConfigErrors, match="cannot read"):
+    with pytest.raises(ConfigErrors, match=r"bad\.yaml:2: not UTF-8"):
         load_config_dir(tmp_path, env={})
 
 
@@ -144,3 +144,35 @@ def test_a_variable_in_a_commented_out_line_is_not_required(tmp_path: Path) -> N
     text = PROVIDERS.replace("${KEY_VAR}", "K") + "    # base_url: ${OLD_UPSTREAM}\n"
     write(tmp_path, "providers.yaml", text)
     assert load_config_dir(tmp_path, env={}).providers["openai"].api_key_env == "K"
+
+
+def test_invalid_utf8_is_refused_with_file_and_line(tmp_path: Path) -> None:
+    """Before: `x.yaml: cannot read: 'utf-8' codec can't decode byte 0xff in position 29`."""
+    (tmp_path / "x.yaml").write_bytes(b"type: gateway-settings\nname: \xff\xfe\nx: 1\n")
+    with pytest.raises(ConfigErrors) as e:
+        load_config_dir(tmp_path, env={})
+    (err,) = e.value.errors
+    assert err.file == str(tmp_path / "x.yaml") and err.line == 2, err
+    assert f"{tmp_path / 'x.yaml'}:2" in str(e.value)
+    assert "UTF-8" in str(err)
+
+
+def test_a_file_over_the_size_limit_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    """A 200 MB (sparse) file is refused after reading 1 MiB + 1 byte: before, it was read and
+    decoded whole (a 60 MB file took `governor config check` to 160 MB RSS)."""
+    import resource
+    import time
+
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as f:
+        f.write(b"type: gateway-settings\n")
+        f.truncate(200 * 1024 * 1024)  # NULs, no disk blocks
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.process_time()
+    with pytest.raises(ConfigErrors) as e:
+        load_config_dir(tmp_path, env={})
+    cpu = time.process_time() - t0
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    assert grown_mb < 20 and cpu < 1.0, (grown_mb, cpu)
+    (err,) = e.value.errors
+    assert err.file == str(big) and err.line == 2 and "1048576 bytes" in str(err), err

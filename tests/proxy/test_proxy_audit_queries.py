@@ -69,7 +69,9 @@ async def test_audit_show_takes_the_bounds_themselves(ap: InProcessProxy) -> Non
         for query in ("offset=0&limit=0", "offset=1000000000&limit=5000", "limit=1"):
             r = await h.get(f"/gateway/audit/sessions/no-such?{query}", headers=AUDITOR)
             assert r.status_code == 404 and r.json()["error"]["code"] == "session_not_found", (
-                query, r.text)
+                query,
+                r.text,
+            )
 
 
 @pytest.mark.parametrize("oid", ["%C2%B2", "%D9%A3", "9" * 19, "9" * 5000, "-1"])
@@ -77,8 +79,9 @@ async def test_clearing_an_override_by_a_bad_id_is_400(ap: InProcessProxy, oid: 
     """The override id is a path segment: `²` made `int()` raise and 5,000 digits passed
     `isdigit()` into `int()` past its digit limit (both a 500); 19 digits overflow a bigint."""
     async with httpx.AsyncClient(base_url=ap.base_url, timeout=30) as h:
-        r = await h.delete(f"/gateway/overrides/{oid}",
-                           headers={"authorization": "Bearer gk-dev-admin"})
+        r = await h.delete(
+            f"/gateway/overrides/{oid}", headers={"authorization": "Bearer gk-dev-admin"}
+        )
     assert r.status_code in (400, 431), r.text
     if r.status_code == 400:
         assert r.json()["error"]["code"] == "invalid_request"
