@@ -82,7 +82,7 @@ async def _dispatch(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> 
         if method not in ("PUT", "POST"):
             raise Refusal(405, "method_not_allowed", "use PUT /gateway/sessions/{id}/kill")
         actor = require_admin(gw, scope)
-        await _kill(gw, parts[2], actor, receive, send)
+        await _kill(gw, parts[2], actor, scope, receive, send)
     elif len(parts) == 2 and parts[1] == "sessions" and method == "POST":
         await open_session(gw, scope, receive, send)
     elif len(parts) == 4 and parts[1] == "sessions" and parts[3] in _SESSION_OPS:
@@ -145,9 +145,10 @@ def _query(scope: Scope, allowed: set[str] | frozenset[str]) -> dict[str, str]:
     return out
 
 
-async def _kill(gw: Gateway, session_id: str, actor: str, receive: Receive, send: Send) -> None:
+async def _kill(gw: Gateway, session_id: str, actor: str, scope: Scope, receive: Receive,
+                send: Send) -> None:
     try:
-        raw = await read_body(receive, _MAX_ADMIN_BODY, None)
+        raw = await read_body(scope, receive, _MAX_ADMIN_BODY)
     except BodyTooLarge:
         raise Refusal(413, "request_too_large", "kill body is too large") from None
     reason = "(no reason given)"

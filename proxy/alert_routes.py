@@ -48,9 +48,9 @@ def _hub(gw: Gateway) -> Any:
     return gw.alerts
 
 
-async def _body(receive: Receive, limit: int) -> dict[str, Any]:
+async def _body(scope: Scope, receive: Receive, limit: int) -> dict[str, Any]:
     try:
-        raw = await read_body(receive, limit, None)
+        raw = await read_body(scope, receive, limit)
     except BodyTooLarge:
         raise Refusal(413, "request_too_large", f"body is larger than {limit} bytes") from None
     if not raw.strip():
@@ -70,10 +70,11 @@ async def handle_alert_routes(gw: Gateway, parts: list[str], scope: Scope, recei
         return
     rest = parts[2:]
     if rest == ["alertmanager"] and method == "POST":
-        await respond_json(send, 200, await _alertmanager(gw, await _body(receive,
+        await respond_json(send, 200, await _alertmanager(gw, await _body(scope, receive,
                                                                            MAX_WEBHOOK_BODY)))
     elif rest == ["silences"] and method == "POST":
-        await respond_json(send, 200, await _silence(gw, key, await _body(receive, 64 * 1024)))
+        doc = await _body(scope, receive, 64 * 1024)
+        await respond_json(send, 200, await _silence(gw, key, doc))
     elif rest == ["silences"] and method == "GET":
         hub = _hub(gw)
         await hub.refresh_silences()
@@ -90,7 +91,7 @@ async def handle_alert_routes(gw: Gateway, parts: list[str], scope: Scope, recei
     elif len(rest) == 1 and method == "GET":
         await respond_json(send, 200, await _show(gw, rest[0]))
     elif len(rest) == 2 and rest[1] in ("ack", "approve", "resolve") and method == "POST":
-        doc = await _body(receive, 64 * 1024)
+        doc = await _body(scope, receive, 64 * 1024)
         await respond_json(send, 200, await _person(gw, rest[0], rest[1], key, doc))
     else:
         raise Refusal(404, "not_found", f"no alerts route {method} {scope['path']}")

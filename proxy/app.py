@@ -16,7 +16,15 @@ from activities.gateway import Gateway
 from proxy.admin import handle_admin, reload_config_off_loop
 from proxy.control_room import ControlRoom, handle_control_room
 from proxy.count_tokens_route import handle_count_tokens
-from proxy.http import Receive, Scope, Send, headers_too_large, respond_json
+from proxy.http import (
+    BODY_TIMEOUT,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    headers_too_large,
+    respond_json,
+)
 from proxy.llm_routes import handle_llm
 from proxy.metrics_route import MetricsPage, serve_metrics
 from proxy.models_routes import handle_models
@@ -75,6 +83,8 @@ class ProxyApp:
                 return
             path = scope["path"]
             method = scope["method"]
+            # Every route's `read_body` is bounded by it (one setting, no route can forget it).
+            scope[BODY_TIMEOUT] = gw.config.settings.body_timeout_seconds
             try:
                 if method == "POST" and path == "/v1/chat/completions":
                     await handle_llm(gw, "openai", scope, receive, send)
@@ -106,6 +116,10 @@ class ProxyApp:
                         404,
                         {"error": {"code": "not_found", "message": f"no route {method} {path}"}},
                     )
+            except ClientGone:
+                # The client closed its connection mid-body: not an error of ours, and no one
+                # to answer.
+                log.debug("client left mid-body on %s %s", method, path)
             except Exception:
                 # Never a traceback to the caller; the log keeps the type, not the payload.
                 log.exception("unhandled error on %s %s", method, path)

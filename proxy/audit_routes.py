@@ -127,7 +127,7 @@ async def handle_audit_routes(gw: Gateway, parts: list[str], scope: Scope, recei
             from proxy.roles import ADMINS, require_role
 
             key = require_role(gw, scope, ADMINS, "erasing a session", "admin_required")
-            await _erase(gw, sid, key, receive, send)
+            await _erase(gw, sid, key, scope, receive, send)
             return
     raise Refusal(404, "not_found", f"no audit route {method} {scope['path']}")
 
@@ -342,11 +342,12 @@ async def _export(gw: Gateway, sid: str, send: Send) -> None:
         body.close()
 
 
-async def _erase(gw: Gateway, sid: str, key: ApiKey, receive: Receive, send: Send) -> None:
+async def _erase(gw: Gateway, sid: str, key: ApiKey, scope: Scope, receive: Receive,
+                 send: Send) -> None:
     from activities.archive_session import erase_session
 
     try:
-        raw = await read_body(receive, _MAX_BODY, None)
+        raw = await read_body(scope, receive, _MAX_BODY)
     except BodyTooLarge:
         raise Refusal(413, "request_too_large", "erase body is too large") from None
     doc = parse_json_body(raw) if raw.strip() else {}

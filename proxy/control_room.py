@@ -52,7 +52,6 @@ from proxy.alert_routes import _workflow_status as runbook_status
 from proxy.control_room_routes import panel_slot, query_panels
 from proxy.errors import BUSY_RETRY_AFTER_S, note_refusal, retry_after_headers
 from proxy.http import (
-    BodyTimeout,
     BodyTooLarge,
     Receive,
     Scope,
@@ -162,18 +161,17 @@ def same_origin(headers: dict[str, str]) -> bool:
     return u.scheme in ("http", "https") and u.netloc == host
 
 
-async def _form(receive: Receive, headers: dict[str, str], allowed: set[str]) -> dict[str, str]:
+async def _form(scope: Scope, receive: Receive, headers: dict[str, str],
+                allowed: set[str]) -> dict[str, str]:
     ctype = headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
         raise Refusal(415, "unsupported_media_type", "send the form as "
                       "application/x-www-form-urlencoded")
     try:
-        raw = await read_body(receive, MAX_FORM_BYTES, headers.get("content-length"), 10.0)
+        raw = await read_body(scope, receive, MAX_FORM_BYTES, headers.get("content-length"))
     except BodyTooLarge:
         raise Refusal(413, "request_too_large",
                       f"form body larger than {MAX_FORM_BYTES} bytes") from None
-    except BodyTimeout:
-        raise Refusal(408, "request_timeout", "the form body did not arrive in time") from None
     try:
         q = parse_qs(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=16)
     except (UnicodeDecodeError, ValueError):
@@ -246,7 +244,7 @@ async def _dispatch(gw: Gateway, cr: ControlRoom, scope: Scope, receive: Receive
             return
         await _page(gw, cr, scope, send, *who)
         return
-    key, claims, form = await _signed_form(gw, cr, receive, headers,
+    key, claims, form = await _signed_form(gw, cr, scope, receive, headers,
                                            {"csrf", "session_id", "reason", "confirm"})
     if path == f"{BASE}/logout":
         cr.revoke(claims, time.time())
@@ -262,7 +260,8 @@ def _require_same_origin(headers: dict[str, str]) -> None:
                       "pages (Origin does not match the host)")
 
 
-async def _signed_form(gw: Gateway, cr: ControlRoom, receive: Receive, headers: dict[str, str],
+async def _signed_form(gw: Gateway, cr: ControlRoom, scope: Scope, receive: Receive,
+                       headers: dict[str, str],
                        fields: set[str]) -> tuple[ApiKey, auth.Claims, dict[str, str]]:
     """A POST's key, session and form fields, once it is same-origin, signed in and carries
     its session's CSRF token (each a 403 otherwise)."""
@@ -270,7 +269,7 @@ async def _signed_form(gw: Gateway, cr: ControlRoom, receive: Receive, headers: 
     who = _signed_in(gw, cr, headers, time.time())
     if who is None:
         raise Refusal(403, "not_signed_in", "sign in to the control room first")
-    form = await _form(receive, headers, fields)
+    form = await _form(scope, receive, headers, fields)
     if not auth.csrf_ok(cr.secret(gw), who[1].nonce, form.get("csrf")):
         raise Refusal(403, "csrf_failed",
                       "the form's CSRF token is missing or wrong; reload the page and retry")
@@ -299,7 +298,7 @@ def _viewer(gw: Gateway, cr: ControlRoom, key: ApiKey, claims: auth.Claims) -> V
 
 async def _login(gw: Gateway, cr: ControlRoom, scope: Scope, receive: Receive, send: Send,
                  headers: dict[str, str]) -> None:
-    form = await _form(receive, headers, {"api_key"})
+    form = await _form(scope, receive, headers, {"api_key"})
     secret = form.get("api_key", "").strip()
     try:
         if len(secret) > 512:  # longer than any key: unknown, and not worth hashing
@@ -390,7 +389,7 @@ async def _alert_route(gw: Gateway, cr: ControlRoom, scope: Scope, receive: Rece
     alert_key, _, what = rest.rpartition("/")
     if what not in ALERT_ACTIONS or not alert_key:
         raise Refusal(404, "not_found", "alert actions are ack, approve and resolve")
-    key, claims, form = await _signed_form(gw, cr, receive, headers, {"csrf", "comment"})
+    key, claims, form = await _signed_form(gw, cr, scope, receive, headers, {"csrf", "comment"})
     _check_alert(key, alert_key)
     await runbook_update(gw, alert_key, what, key, {"comment": form.get("comment", "")[:1000]})
     await _html(send, 200, message_page(

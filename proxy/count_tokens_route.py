@@ -52,7 +52,7 @@ async def handle_count_tokens(gw: Gateway, scope: Scope, receive: Receive, send:
         resolve_identity(key, headers, gw.config.settings)  # identity conflicts still refused
         limit = gw.config.settings.max_body_bytes
         try:
-            raw = await read_body(receive, limit, headers.get("content-length"))
+            raw = await read_body(scope, receive, limit, headers.get("content-length"))
         except BodyTooLarge:
             raise Refusal(413, "request_too_large",
                           f"request body exceeds {limit} bytes; send less context") from None
@@ -86,5 +86,3 @@ async def handle_count_tokens(gw: Gateway, scope: Scope, receive: Receive, send:
     except Refusal as r:
         note_refusal(gw, r, "count_tokens", scope)
         await send_refusal(send, "anthropic", r)
-    except ConnectionResetError:
-        return

@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from policies.refusals import Refusal
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -61,8 +63,18 @@ class BodyTooLarge(Exception):
     pass
 
 
-class BodyTimeout(Exception):
-    """The client did not send its whole body within the body timeout."""
+class BodyTimeout(Refusal):
+    """The client did not send its whole body within the body timeout: a 408 `request_timeout`,
+    which every route answers in its caller's shape like any other refusal."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, "request_timeout", f"the request body did not arrive within "
+                         f"{seconds:g} s; send it in one go")
+
+
+class ClientGone(ConnectionResetError):
+    """The client closed its connection before its whole body arrived: not an error of ours
+    (the app logs it at debug level and answers nothing; there is no one to answer)."""
 
 
 def headers_too_large(scope: Scope, max_count: int, max_bytes: int) -> str | None:
@@ -98,26 +110,31 @@ def header_map(scope: Scope) -> dict[str, str]:
 # Scope key a server sets (to True) once the request's whole body has arrived
 # (`proxy.server.BoundedHttpTools`): reading it then cannot wait, so it needs no timer.
 BODY_COMPLETE = "governor.body_complete"
+# Scope key of the body timeout in seconds: the app sets it on every request from the
+# gateway's `body_timeout_seconds`, so every route's `read_body` is bounded by it.
+BODY_TIMEOUT = "governor.body_timeout"
+DEFAULT_BODY_TIMEOUT_S = 30.0  # `body_timeout_seconds`' default, for a scope without the key
 
 
-async def read_body(
-    receive: Receive, limit: int, declared: str | None, within: float | None = None,
-    complete: bool = False,
-) -> bytes:
-    """The whole request body: `BodyTooLarge` past `limit` bytes, `BodyTimeout` when it has not
-    all arrived `within` seconds after the first read (a slow or stalled client). `complete`:
-    the server already holds all of it (no timer is armed)."""
+async def read_body(scope: Scope, receive: Receive, limit: int, declared: str | None = None
+                    ) -> bytes:  # fmt: skip
+    """The whole request body, on every route: `BodyTooLarge` past `limit` bytes (or when
+    `declared`, the Content-Length, says so), `BodyTimeout` (a 408 refusal) when it has not all
+    arrived within the scope's body timeout of the first read (a slow or stalled client),
+    `ClientGone` when the client left before it had. No timer when the server already holds
+    all of it."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
-    if complete or within is None:
+    if scope.get(BODY_COMPLETE, False):
         return await _collect(receive, limit)
+    within = scope.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)
     # One deadline for the whole body (a timer, not a task per chunk as wait_for makes).
     deadline = asyncio.get_running_loop().time() + within
     try:
         async with asyncio.timeout_at(deadline):
             return await _collect(receive, limit)
     except TimeoutError:
-        raise BodyTimeout from None
+        raise BodyTimeout(within) from None
 
 
 async def _collect(receive: Receive, limit: int) -> bytes:
@@ -126,7 +143,7 @@ async def _collect(receive: Receive, limit: int) -> bytes:
     while True:
         msg = await receive()
         if msg["type"] == "http.disconnect":
-            raise ConnectionResetError("client disconnected")
+            raise ClientGone("the client left before its whole body arrived")
         part = msg.get("body", b"")
         if part:
             size += len(part)

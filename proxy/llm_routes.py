@@ -25,10 +25,8 @@ from policies.identity import IDENTITY_HEADER_NAMES, check_identity_headers, res
 from policies.refusals import Refusal
 from proxy.errors import note_refusal, send_refusal
 from proxy.http import (
-    BODY_COMPLETE,
     JSON,
     SSE,
-    BodyTimeout,
     BodyTooLarge,
     Receive,
     Scope,
@@ -162,19 +160,8 @@ async def _handle_llm(
                     await gw.check_session(ident)
             try:
                 raw = await read_body(
-                    receive,
-                    settings.max_body_bytes,
-                    headers.get("content-length"),
-                    settings.body_timeout_seconds,
-                    scope.get(BODY_COMPLETE, False),
+                    scope, receive, settings.max_body_bytes, headers.get("content-length")
                 )
-            except BodyTimeout:
-                raise Refusal(
-                    408,
-                    "request_timeout",
-                    f"the request body did not arrive within {settings.body_timeout_seconds:g} s; "
-                    "send it in one go",
-                ) from None
             except BodyTooLarge:
                 raise Refusal(
                     413,

@@ -33,7 +33,6 @@ from controlroom.outcomes import (
 )
 from policies.refusals import Refusal
 from proxy.http import (
-    BodyTimeout,
     BodyTooLarge,
     Receive,
     Scope,
@@ -46,18 +45,14 @@ from proxy.roles import require_role
 
 READ_ROLES = frozenset({"admin", "oncall", "auditor", "viewer"})
 WRITE_ROLES = frozenset({"admin", "service"})
-BODY_TIMEOUT_S = 30.0  # a body not in by then is a 408 (a trickled body holds no slot longer)
 
 
 async def _raw(receive: Receive, scope: Scope, limit: int) -> bytes:
     declared = header_map(scope).get("content-length")
     try:
-        return await read_body(receive, limit, declared, within=BODY_TIMEOUT_S)
+        return await read_body(scope, receive, limit, declared)
     except BodyTooLarge:
         raise Refusal(413, "request_too_large", f"body is larger than {limit} bytes") from None
-    except BodyTimeout:
-        raise Refusal(408, "request_timeout",
-                      f"the body did not arrive within {BODY_TIMEOUT_S:g} s") from None
 
 
 async def _store(gw: Gateway, o: Outcome, actor: str) -> dict[str, Any]:

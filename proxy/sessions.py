@@ -105,9 +105,9 @@ def tightened(base: SessionPolicy, asked: Any) -> SessionPolicy:
         raise Refusal(400, "invalid_request", f"policy: {exc.errors()[0]['msg']}") from None
 
 
-async def _raw_body(receive: Receive) -> bytes:
+async def _raw_body(scope: Scope, receive: Receive) -> bytes:
     try:
-        return await read_body(receive, _MAX_BODY, None)
+        return await read_body(scope, receive, _MAX_BODY)
     except BodyTooLarge:
         raise Refusal(413, "request_too_large", f"body exceeds {_MAX_BODY} bytes") from None
 
@@ -116,8 +116,8 @@ def _parsed(raw: bytes) -> dict[str, Any]:
     return parse_json_body(raw) if raw.strip() else {}
 
 
-async def _body(receive: Receive) -> dict[str, Any]:
-    return _parsed(await _raw_body(receive))
+async def _body(scope: Scope, receive: Receive) -> dict[str, Any]:
+    return _parsed(await _raw_body(scope, receive))
 
 
 def _turn_update_id(
@@ -160,7 +160,7 @@ async def open_session(gw: Gateway, scope: Scope, receive: Receive, send: Send) 
     request_headers = header_map(scope)
     key = gw.authenticate(bearer(request_headers))
     _refuse_non_calling(key)
-    doc = await _body(receive)
+    doc = await _body(scope, receive)
     headers: dict[str, str] = {}
     for name in _META:
         v = doc.get(name)
@@ -250,7 +250,7 @@ async def session_op(
     out: Any
     try:
         if op in ("chat", "tool"):
-            raw = await _raw_body(receive)
+            raw = await _raw_body(scope, receive)
             inp = (ChatInput if op == "chat" else ToolInput)(**_parsed(raw))
             update_id = _turn_update_id(gw, key, session_id, headers, raw)
             try:

@@ -322,11 +322,13 @@ async def test_an_outcome_body_that_does_not_arrive_in_time_is_a_408_not_a_500(
         proxy: InProcessProxy, monkeypatch: pytest.MonkeyPatch) -> None:
     """A client that declares a body and then stalls gets a 408 naming the timeout (real
     socket, the body timeout shortened for the test)."""
+    import dataclasses
     from urllib.parse import urlsplit
 
-    import proxy.outcome_routes as routes
-
-    monkeypatch.setattr(routes, "BODY_TIMEOUT_S", 0.3)
+    assert proxy.gw is not None
+    cfg = proxy.gw.config
+    settings = cfg.settings.model_copy(update={"body_timeout_seconds": 0.3})
+    monkeypatch.setattr(proxy.gw, "config", dataclasses.replace(cfg, settings=settings))
     u = urlsplit(proxy.base_url)
     reader, writer = await asyncio.open_connection(u.hostname, u.port)
     try:

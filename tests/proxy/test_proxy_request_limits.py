@@ -7,6 +7,7 @@ or a connection held open. The proxy here runs the sample config with a 1 s body
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -77,25 +78,125 @@ async def test_model_that_is_not_a_string_is_400(lp: InProcessProxy) -> None:
             assert r.status_code == 400 and "`model` must be a string" in r.text
 
 
-@pytest.mark.parametrize(("path", "protocol"), ROUTES)
+# Every POST/PUT route that reads a body, with a key that gets it that far, and the shape of its
+# refusals: "openai" / "anthropic" error JSON on /v1/*, the admin JSON error on /gateway/*, an
+# HTML page on the control room's forms.
+DEV_KEY, ADMIN_KEY = "Bearer gk-dev-developer", "Bearer gk-dev-admin"
+BODY_ROUTES = [
+    ("POST", "/v1/chat/completions", DEV_KEY, "openai"),
+    ("POST", "/v1/messages", DEV_KEY, "anthropic"),
+    ("POST", "/v1/responses", DEV_KEY, "openai"),
+    ("POST", "/v1/embeddings", DEV_KEY, "openai"),
+    ("POST", "/v1/messages/count_tokens", DEV_KEY, "anthropic"),
+    ("POST", "/gateway/sessions", DEV_KEY, "admin"),
+    ("PUT", "/gateway/sessions/s1/kill", ADMIN_KEY, "admin"),
+    ("POST", "/gateway/sessions/s1/kill", ADMIN_KEY, "admin"),
+    ("POST", "/gateway/alerts/alertmanager", ADMIN_KEY, "admin"),
+    ("POST", "/gateway/alerts/silences", ADMIN_KEY, "admin"),
+    ("POST", "/gateway/alerts/a1/ack", ADMIN_KEY, "admin"),
+    ("POST", "/gateway/alerts/a1/approve", ADMIN_KEY, "admin"),
+    ("POST", "/gateway/alerts/a1/resolve", ADMIN_KEY, "admin"),
+    ("POST", "/gateway/audit/sessions/s1/erase", ADMIN_KEY, "admin"),
+    ("POST", "/gateway/outcomes", ADMIN_KEY, "admin"),
+    ("POST", "/control-room/login", "", "html"),
+]
+# The POST routes of ADMIN_ROUTES that answer before any body here: session chat/tool need
+# Temporal (503 first), close and config reload read none, the outcome webhooks are not
+# configured (404 first). They read it, when they do, through the same `read_body`.
+ANSWERED_BEFORE_THE_BODY = {
+    ("POST", "/gateway/sessions/s1/chat"), ("POST", "/gateway/sessions/s1/tool"),
+    ("POST", "/gateway/sessions/s1/close"), ("POST", "/gateway/config/reload"),
+    ("POST", "/gateway/outcomes/github"), ("POST", "/gateway/outcomes/webhooks/jira"),
+}  # fmt: skip
+
+
+def _head(method: str, path: str, key: str, length: int) -> bytes:
+    form = path.startswith("/control-room/")
+    ctype = "application/x-www-form-urlencoded" if form else "application/json"
+    lines = [f"{method} {path} HTTP/1.1", "Host: x", f"Content-Type: {ctype}",
+             f"Content-Length: {length}"]  # fmt: skip
+    if key:
+        lines.append(f"Authorization: {key}")
+    if form:
+        lines.append("Origin: http://x")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines if ln)}
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return int(status_line.split()[1]), headers, body
+
+
+def _assert_shape(shape: str, status: int, headers: dict[str, str], body: bytes,
+                  code: str) -> None:  # fmt: skip
+    if shape == "html":
+        assert headers["content-type"].startswith("text/html"), (headers, body)
+        return
+    doc = orjson.loads(body)
+    if shape == "anthropic":
+        assert doc["type"] == "error" and doc["error"]["code"] == code, doc
+        assert doc["error"]["message"].startswith(f"[{code}]"), doc
+    elif shape == "openai":
+        assert set(doc) == {"error"} and doc["error"]["code"] == code, doc
+        assert doc["error"]["message"].startswith(f"[{code}]") and "param" in doc["error"], doc
+    else:  # the admin API's own error JSON
+        assert doc == {"error": {"code": code, "message": doc["error"]["message"]}}, doc
+
+
+async def test_the_body_routes_cover_every_post_and_put_admin_route() -> None:
+    posted = {(m, p) for m, p in ADMIN_ROUTES if m in ("POST", "PUT")}
+    tested = {(m, p) for m, p, _, _ in BODY_ROUTES if p.startswith("/gateway/")}
+    assert posted == tested | ANSWERED_BEFORE_THE_BODY
+
+
+@pytest.mark.parametrize(("method", "path", "key", "shape"), BODY_ROUTES)
 async def test_a_body_that_never_finishes_is_408_within_the_body_timeout(
-    lp: InProcessProxy, path: str, protocol: str
+    lp: InProcessProxy, method: str, path: str, key: str, shape: str
 ) -> None:
+    """On every route that reads a body (before, count_tokens and the admin routes passed no
+    timeout: a body declared 100 bytes and sent 1 held its request past 100 s)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", lp.port)
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer gk-dev-developer\r\n"
-        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
-    )
     started = time.perf_counter()
-    writer.write(head.encode())
+    writer.write(_head(method, path, key, 100) + b"{")
     await writer.drain()
-    data = await asyncio.wait_for(reader.read(65536), 10)
+    try:
+        status, headers, body = await asyncio.wait_for(_read_response(reader), 10)
+    finally:
+        writer.close()
     took = time.perf_counter() - started
-    writer.close()
-    status, _, rest = data.partition(b"\r\n")
-    assert status.startswith(b"HTTP/1.1 408"), data
-    assert b"request_timeout" in rest
+    assert status == 408, (status, body)
+    _assert_shape(shape, status, headers, body, "request_timeout")
     assert 0.9 <= took < 5  # the configured 1 s, not the 90 s it used to take
+
+
+@pytest.mark.parametrize(("method", "path", "key", "shape"), BODY_ROUTES)
+async def test_a_client_gone_mid_body_leaves_no_traceback_and_no_error(
+    lp: InProcessProxy, caplog: pytest.LogCaptureFixture, method: str, path: str, key: str,
+    shape: str,
+) -> None:
+    """A client that closes its connection half-way through the body is not an error of ours
+    (before, the admin routes logged `unhandled error` with a ConnectionResetError traceback)."""
+    uv = logging.getLogger("uvicorn.error")  # uvicorn's loggers do not propagate to the root
+    uv.addHandler(caplog.handler)
+    caplog.set_level(logging.DEBUG)
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", lp.port)
+        writer.write(_head(method, path, key, 100) + b'{"model": ')
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the route is waiting on the rest of the body
+        writer.close()
+        await writer.wait_closed()
+        await asyncio.sleep(0.3)  # the proxy sees the close
+        async with httpx.AsyncClient(base_url=lp.base_url) as h:  # and still serves
+            assert (await h.get("/healthz")).status_code == 200
+    finally:
+        uv.removeHandler(caplog.handler)
+    bad = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert not bad, [(r.name, r.getMessage(), r.exc_info) for r in bad]
+    assert "Traceback" not in caplog.text and "unhandled error" not in caplog.text
 
 
 @pytest.mark.parametrize(("path", "protocol"), ROUTES)
