@@ -54,11 +54,18 @@ class Lease:
 
 
 _KEYS: dict[tuple[object, ...], str] = {}  # lease key strings, made once per limit-window
+# Caches of strings a call would otherwise format again, cleared whole when full: a miss costs
+# one f-string. An entry can hold a caller's scope value (a 256-character session id: ~1 KB a
+# unit-cache entry with its lease key string), so together they hold at most ~20 MB (with the
+# bounds of 200,000 and 100,000 they had: ~100 MB and more).
+MAX_LEASE_KEYS = 20_000
+MAX_UNIT_CACHE = 20_000
 
 
 def _intern(k: tuple[object, ...], s: str) -> str:
-    """Keep `s` as the lease key string of `k` (at most 200,000 kept, then all are dropped)."""
-    if len(_KEYS) > 200_000:
+    """Keep `s` as the lease key string of `k` (at most `MAX_LEASE_KEYS` kept, then all are
+    dropped)."""
+    if len(_KEYS) >= MAX_LEASE_KEYS:
         _KEYS.clear()
     _KEYS[k] = s
     return s
@@ -168,7 +175,7 @@ class SharedLimits:
                 units.append((rate_lease_key(key, "req"), "requests"))
             if rule is not None and rule.limit.tokens is not None:
                 units.append((rate_lease_key(key, "tok"), "tokens"))
-            if len(self._unit_cache) > 100_000:
+            if len(self._unit_cache) >= MAX_UNIT_CACHE:
                 self._unit_cache.clear()
             self._unit_cache[key] = units
         return units
