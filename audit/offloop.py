@@ -69,7 +69,7 @@ async def calls_within(store: LedgerStore, session_id: str, max_calls: int) -> i
 
 def _in_thread(src: Source, work: Callable[[LedgerStore | None], Awaitable[T]]) -> T:
     async def main() -> T:
-        store = await LedgerStore.open(src.ledger_url, schema=src.schema) if (
+        store = await LedgerStore.open(src.ledger_url, schema=src.schema, reader=True) if (
             src.ledger_url
         ) else None
         try:

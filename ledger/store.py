@@ -214,8 +214,14 @@ class LedgerStore:
         require_reachable: bool = True,
         salt: bytes | None = None,
         salt_source: str | None = None,
+        reader: bool = False,
     ) -> LedgerStore:
         """Connect and create missing tables.
+
+        `reader=True`: a second connection that only reads tables a runtime's store created
+        (an audit show, export or replay built in a worker thread): no DDL and no batch writer.
+        Creating tables takes SQLite's write lock first, so such a reader waited behind the
+        ledger writer's batches, up to the busy timeout, and its route answered 503.
 
         `schema` (PostgreSQL only) keeps the tables in their own schema, created if absent.
         With `require_reachable=False` a database that is down does not fail the open: tables
@@ -256,6 +262,9 @@ class LedgerStore:
         if salt is not None:
             store.attach_chain_key(salt)
             store._salt_check = (salt, salt_source)
+        if reader:
+            store._ready = True
+            return store
         if dialect == "sqlite" and engine_url.database and engine_url.database != ":memory:":
             store._fast = SQLiteBatchWriter(engine_url.database, _BUSY_TIMEOUT_MS, _CALL_COLUMNS)
         try:
