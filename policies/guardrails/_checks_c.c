@@ -3525,6 +3525,240 @@ add_span(PyObject *out, PyObject *span_type, Py_ssize_t start, Py_ssize_t end,
     return r;
 }
 
+/* secrets._LONG_OR_ID_VALUE and secrets._VALUE, which `label_scan` reads a label's value with
+ * where asked to (secrets.py asks only where they are these, as written here). */
+static const char LONG_OR_ID_VALUE[] =
+    "(?=[brfu@]?(?:\\\"[^\\\"\\s]{8}|'[^'\\s]{8}|`[^`\\s]{8}|[^\\s\\\"'`,;)}\\]<>]{8}))(?!(?=[\\w$.]{0,249}+(?![\\w$.]))[A-Za-z_$][\\w$]*+(?:(?:\\.[A-Za-z_$][\\w$]*+)++[\\[(:]|[\\[(]|:(?![^\\s\\\"'`,;)}\\]<>:/])))";
+static const char VALUE_RE[] =
+    "[brfu@]?(?:\\\"([^\\\"\\s]{1,256})\\\"|'([^'\\s]{1,256})'|`([^`\\s]{1,256})`)|([^\\s\\\"'`,;)}\\]<>]{1,256})";
+
+#define LREAD(i) PyUnicode_READ(kind, d, (i))
+
+/* `[^\s"'`,;)}\]<>]` (`\s` of a str pattern: `str.isspace`). */
+static int
+unquoted_char(Py_UCS4 c)
+{
+    if (c < 128 && c > ' ')
+        return !(c == '"' || c == '\'' || c == '`' || c == ',' || c == ';' || c == ')' ||
+                 c == '}' || c == ']' || c == '<' || c == '>');
+    return !(Py_UNICODE_ISSPACE(c) || c == '"' || c == '\'' || c == '`' || c == ',' ||
+             c == ';' || c == ')' || c == '}' || c == ']' || c == '<' || c == '>');
+}
+
+/* `[\w$]` (`\w` of a str pattern: `str.isalnum` or `_`). */
+static int
+name_char(Py_UCS4 c)
+{
+    if (c < 128)
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '_' || c == '$';
+    return Py_UNICODE_ISALNUM(c);
+}
+
+/* `[A-Za-z_$]`. */
+static int
+name_start(Py_UCS4 c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || c == '$';
+}
+
+/* `"[^"\s]{8}|'[^'\s]{8}|`[^`\s]{8}|[^\s"'`,;)}\]<>]{8}` matches at `q` of `low[:n]`. */
+static int
+eight_at(int kind, const void *d, Py_ssize_t n, Py_ssize_t q)
+{
+    if (q >= n)
+        return 0;
+    Py_UCS4 c = LREAD(q);
+    if (c == '"' || c == '\'' || c == '`') {
+        if (n - q < 9)
+            return 0;
+        for (Py_ssize_t i = q + 1; i <= q + 8; i++)
+            if (LREAD(i) == c || Py_UNICODE_ISSPACE(LREAD(i)))
+                return 0;
+        return 1; /* (a quote fails the unquoted alternative) */
+    }
+    if (n - q < 8)
+        return 0;
+    for (Py_ssize_t i = q; i < q + 8; i++)
+        if (!unquoted_char(LREAD(i)))
+            return 0;
+    return 1;
+}
+
+/* `secrets._LONG_OR_ID_VALUE` matches at `e` of `low` (a zero-width test). */
+static int
+long_or_id_value(PyObject *low, Py_ssize_t e)
+{
+    int kind = PyUnicode_KIND(low);
+    const void *d = PyUnicode_DATA(low);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(low);
+    if (e < 0 || e >= n)
+        return 0;
+    /* (?=[brfu@]?(?:…{8})): with the prefix first, then without. */
+    Py_UCS4 c = LREAD(e);
+    int prefix = c == 'b' || c == 'r' || c == 'f' || c == 'u' || c == '@';
+    if (!((prefix && eight_at(kind, d, n, e + 1)) || eight_at(kind, d, n, e)))
+        return 0;
+    /* (?!…): a code reference within 250 characters refuses it. Its run of `[\w$.]` from `e`
+     * is 249 characters at most ((?=[\w$.]{0,249}+(?![\w$.]))), … */
+    Py_ssize_t k = e;
+    while (k < n && k - e < 250 && (name_char(LREAD(k)) || LREAD(k) == '.'))
+        k++;
+    if (k - e >= 250)
+        return 1;
+    /* … a name ([A-Za-z_$][\w$]*+) … */
+    if (!name_start(c))
+        return 1;
+    Py_ssize_t q = e + 1;
+    while (q < n && name_char(LREAD(q)))
+        q++;
+    /* … and dotted names then `[`, `(` or `:` ((?:\.[A-Za-z_$][\w$]*+)++[\[(:]), … */
+    Py_ssize_t j = q;
+    int dotted = 0;
+    while (j + 1 < n && LREAD(j) == '.' && name_start(LREAD(j + 1))) {
+        j += 2;
+        while (j < n && name_char(LREAD(j)))
+            j++;
+        dotted = 1;
+    }
+    if (dotted && j < n && (LREAD(j) == '[' || LREAD(j) == '(' || LREAD(j) == ':'))
+        return 0;
+    if (q >= n)
+        return 1;
+    /* … or `[` or `(` ([\[(]), or `:` and no more of a value (:(?![^\s"'`,;)}\]<>:/])). */
+    Py_UCS4 x = LREAD(q);
+    if (x == '[' || x == '(')
+        return 0;
+    if (x == ':' && (q + 1 >= n || !unquoted_char(LREAD(q + 1)) || LREAD(q + 1) == ':' ||
+                     LREAD(q + 1) == '/'))
+        return 0;
+    return 1;
+}
+
+/* `"…"`, `'…'` or `` `…` `` at `q` (`"([^"\s]{1,256})"` …): its group (1-3) and its span, or 0. */
+static int
+quoted_at(int kind, const void *d, Py_ssize_t n, Py_ssize_t q, Py_ssize_t *gs, Py_ssize_t *ge)
+{
+    if (q >= n)
+        return 0;
+    Py_UCS4 c = LREAD(q);
+    int g = c == '"' ? 1 : c == '\'' ? 2 : c == '`' ? 3 : 0;
+    if (!g)
+        return 0;
+    Py_ssize_t r = 0;
+    while (q + 1 + r < n && r < 256 && LREAD(q + 1 + r) != c &&
+           !Py_UNICODE_ISSPACE(LREAD(q + 1 + r)))
+        r++;
+    if (r < 1 || q + 1 + r >= n || LREAD(q + 1 + r) != c)
+        return 0;
+    *gs = q + 1;
+    *ge = q + 1 + r;
+    return g;
+}
+
+/* `secrets._VALUE.match(low, e)`: its `lastindex` (1-4) and that group's span, or 0 for none. */
+static int
+value_at(PyObject *low, Py_ssize_t e, Py_ssize_t *gs, Py_ssize_t *ge)
+{
+    int kind = PyUnicode_KIND(low);
+    const void *d = PyUnicode_DATA(low);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(low);
+    if (e < 0 || e >= n)
+        return 0;
+    Py_UCS4 c = LREAD(e);
+    int g = 0;
+    if (c == 'b' || c == 'r' || c == 'f' || c == 'u' || c == '@')
+        g = quoted_at(kind, d, n, e + 1, gs, ge);
+    if (!g)
+        g = quoted_at(kind, d, n, e, gs, ge);
+    if (g)
+        return g;
+    Py_ssize_t r = 0;
+    while (e + r < n && r < 256 && unquoted_char(LREAD(e + r)))
+        r++;
+    if (r < 1)
+        return 0;
+    *gs = e;
+    *ge = e + r;
+    return 4;
+}
+
+#undef LREAD
+
+/* `regex(low, at)`'s result (a search or match call). */
+static PyObject *
+call_at(PyObject *regex, PyObject *low, Py_ssize_t at)
+{
+    PyObject *at_obj = PyLong_FromSsize_t(at);
+    if (at_obj == NULL)
+        return NULL;
+    PyObject *call_args[2] = {low, at_obj};
+    PyObject *m = PyObject_Vectorcall(regex, call_args, 2, NULL);
+    Py_DECREF(at_obj);
+    return m;
+}
+
+/* The match `label_scan` hands back: `m`, or where it read the label's value itself (`m` NULL)
+ * the full regex's match at `ms` (`full_match`), which is the one `full_search` finds (ends at
+ * `me`; else, never expected, what `full_search` finds from `ms`). */
+static PyObject *
+handed(PyObject *m, PyObject *full_search, PyObject *full_match, PyObject *low, Py_ssize_t ms,
+       Py_ssize_t me)
+{
+    if (m != NULL)
+        return m;
+    m = call_at(full_match, low, ms);
+    if (m == NULL || m == Py_None) {
+        Py_XDECREF(m);
+        return m == NULL ? NULL : call_at(full_search, low, ms);
+    }
+    Py_ssize_t a, b;
+    if (match_span(m, NULL, &a, &b) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (a == ms && b == me)
+        return m;
+    Py_DECREF(m);
+    return call_at(full_search, low, ms);
+}
+
+/* The last label verdict `label_scan` looked up (the owner word from `j`, the label `ms:me`)
+ * and what `label_verdict` gave (as the owner word's length, or -1, -2): in one call the dict is
+ * not changed, so a run of one label (a text of distinct values after it) builds and hashes its
+ * key once. */
+typedef struct {
+    Py_ssize_t j, ms, me, v;
+    int valid;
+} label_cache;
+
+/* `label_verdict`, the verdict of the label read last kept in `cache`. Needs 0 <= ms <= me <=
+ * len(low). */
+static Py_ssize_t
+label_verdict_cached(label_cache *cache, PyObject *labels, PyObject *iobj, long i, PyObject *low,
+                     Py_ssize_t ms, Py_ssize_t me, int compute, Py_ssize_t memo_max)
+{
+    int kind = PyUnicode_KIND(low);
+    const char *data = PyUnicode_DATA(low);
+    Py_ssize_t j = ms, lo = ms > 40 ? ms - 40 : 0;
+    while (j > lo) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, j - 1);
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+              c == '.'))
+            break;
+        j--;
+    }
+    if (cache->valid && ms - j == cache->ms - cache->j && me - ms == cache->me - cache->ms &&
+        memcmp(data + j * kind, data + cache->j * kind, (size_t)((me - j) * kind)) == 0)
+        return cache->v >= 0 ? ms - cache->v : cache->v;
+    Py_ssize_t k = label_verdict(labels, iobj, i, low, ms, me, compute, memo_max);
+    if (k >= -1) { /* (a verdict: not "none kept", which `compute` may change) */
+        cache->j = j, cache->ms = ms, cache->me = me, cache->v = k >= 0 ? ms - k : k;
+        cache->valid = 1;
+    }
+    return k;
+}
+
 /* `label_scan(search, text, low, pos, stem, reach, memo, memo_quoted, few, min_entropy, pw,
  * memo_max)`: the next match of `search(low, pos)` that `secrets._assignments` must examine, or
  * None at the end. The matches it passes over are those whose step there is a `continue` that
@@ -3553,18 +3787,39 @@ add_span(PyObject *out, PyObject *span_type, Py_ssize_t start, Py_ssize_t end,
  * a stem of this regex with an operator's `=` or `:` (or quoted), where the Python's step ends
  * in a `continue` (no label at the stem inside, or one whose value ends past this one) or finds
  * in `held` that the value holds no finding (`_labels_in_refused`'s kept answer), resumed where
- * the Python resumes. */
+ * the Python resumes.
+ *
+ * With a last `full` (19 or 23 arguments: the full label regex's `search` and `match`, `search`
+ * being its head's, the label and operator alone, and the full regex that head then
+ * `_LONG_OR_ID_VALUE` and `(?=_VALUE|)`), it reads each value itself: the head matches at one
+ * place only (its parts are possessive, atomic or exclusive alternatives), so the full regex
+ * matches there where the value's lookaheads hold (`long_or_id_value`), with `_VALUE`'s groups
+ * (`value_at`); where they do not, the full regex searches on from past the head's start. What
+ * it hands back is the full regex's match. */
 static PyObject *
 py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     static PyObject *lastindex_str, *lower_str, *end_str;
-    if (nargs != 14 && nargs != 18 && nargs != 22) {
+    if (nargs != 14 && nargs != 18 && nargs != 19 && nargs != 22 && nargs != 23) {
         PyErr_SetString(PyExc_TypeError,
                         "label_scan(search, text, low, pos, stem, reach, memo, memo_quoted, "
                         "few, min_entropy, pw, memo_max, i, labels[, out, span_type, detector, "
                         "(kind, priority, aws_type, aws_priority, dense)[, match, held, tally, "
-                        "refused_labels]])");
+                        "refused_labels][, full]])");
         return NULL;
+    }
+    /* `full` (the last of 19 or 23): (search, match) of the full label regex, `search` being
+     * its head's. */
+    PyObject *full_search = NULL, *full_match = NULL;
+    if ((nargs == 19 || nargs == 23) && args[nargs - 1] != Py_None) {
+        PyObject *t = args[nargs - 1];
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2 ||
+            !PyCallable_Check(PyTuple_GET_ITEM(t, 0)) ||
+            !PyCallable_Check(PyTuple_GET_ITEM(t, 1))) {
+            PyErr_SetString(PyExc_TypeError, "label_scan: full must be (search, match)");
+            return NULL;
+        }
+        full_search = PyTuple_GET_ITEM(t, 0), full_match = PyTuple_GET_ITEM(t, 1);
     }
     /* What it reports itself, if asked (18 arguments). */
     PyObject *out = NULL, *span_type = NULL, *detector = NULL, *kind_type = NULL;
@@ -3592,7 +3847,7 @@ py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (end_str == NULL && (end_str = PyUnicode_InternFromString("end")) == NULL)
         return NULL;
     /* What it passes over besides, if asked (22 arguments). */
-    int ext = nargs == 22;
+    int ext = nargs >= 22;
     PyObject *match = NULL, *held = NULL, *tally = NULL;
     Py_ssize_t refused_labels = 0;
     long li = -1;
@@ -3634,39 +3889,64 @@ py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     int tkind = PyUnicode_KIND(text);
     const void *tdata = PyUnicode_DATA(text);
     Py_ssize_t stem_len = PyUnicode_GET_LENGTH(stem);
+    label_cache cache = {0, 0, 0, 0, 0};
     for (;;) {
-        PyObject *pos_obj = PyLong_FromSsize_t(pos);
-        if (pos_obj == NULL)
-            return NULL;
-        PyObject *call_args[2] = {low, pos_obj};
-        PyObject *m = PyObject_Vectorcall(search, call_args, 2, NULL);
-        Py_DECREF(pos_obj);
+        PyObject *m = call_at(search, low, pos);
         if (m == NULL || m == Py_None)
             return m;
-        Py_ssize_t ms, me, gs, ge;
+        Py_ssize_t ms, me, gs = 0, ge = 0;
+        long gi = 0;
         if (match_span(m, NULL, &ms, &me) < 0)
             goto error;
-        PyObject *g = PyObject_GetAttr(m, lastindex_str);
-        if (g == NULL)
-            goto error;
-        if (g == Py_None) {
-            Py_DECREF(g);
-            Py_DECREF(m);
-            pos = me;
-            continue; /* nothing to examine */
+        if (full_search != NULL) {
+            /* The label regex's head matched: its value read here where it has one the full
+             * regex takes (`_LONG_OR_ID_VALUE`, then `_VALUE`'s groups), its match made only if
+             * handed back (the value's lookaheads in the regex cost ~1 us a label); else the
+             * full regex searched from past its start (a flood of labels with no value: one
+             * search). */
+            int odd = !(ms >= pos && me >= ms && me <= tn && me <= PyUnicode_GET_LENGTH(low));
+            if (!odd && long_or_id_value(low, me)) {
+                Py_XDECREF(m);
+                m = NULL;
+                gi = value_at(low, me, &gs, &ge);
+                if (gi == 0) {
+                    pos = me;
+                    continue; /* nothing to examine */
+                }
+            }
+            else {
+                Py_XDECREF(m);
+                m = call_at(full_search, low, odd ? pos : ms + 1);
+                if (m == NULL || m == Py_None)
+                    return m;
+                if (match_span(m, NULL, &ms, &me) < 0)
+                    goto error;
+            }
         }
-        long gi = PyLong_AsLong(g);
-        int r = gi == -1 && PyErr_Occurred() ? -1 : match_span(m, g, &gs, &ge);
-        Py_DECREF(g);
-        if (r < 0)
-            goto error;
+        if (m != NULL) {
+            PyObject *g = PyObject_GetAttr(m, lastindex_str);
+            if (g == NULL)
+                goto error;
+            if (g == Py_None) {
+                Py_DECREF(g);
+                Py_XDECREF(m);
+                pos = me;
+                continue; /* nothing to examine */
+            }
+            gi = PyLong_AsLong(g);
+            int r = gi == -1 && PyErr_Occurred() ? -1 : match_span(m, g, &gs, &ge);
+            Py_DECREF(g);
+            if (r < 0)
+                goto error;
+        }
         if (gs < 0 || ge < gs || ge > tn || ms < 0 || me < ms || me > tn ||
             me > PyUnicode_GET_LENGTH(low))
-            return m; /* (not from this text: the Python decides) */
+            return handed(m, full_search, full_match, low, ms, me); /* (the Python decides) */
         if (gs - me == 2) {
             Py_UCS4 c = me < tn ? PyUnicode_READ(tkind, tdata, me) : 0;
             if (!(c == 'b' || c == 'r' || c == 'f' || c == 'u' || c == '@'))
-                return m; /* `B"…"`: the value is read from `text` */
+                /* `B"…"`: the value is read from `text` */
+                return handed(m, full_search, full_match, low, ms, me);
         }
         int quoted = gi < 4;
         Py_ssize_t vend = quoted ? ge + 1 : ge;
@@ -3678,13 +3958,13 @@ py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 sn--;
             if (!pw && aws_shaped(tkind, tdata, gs, sn) &&
                 has_aws(low, ms > LABEL_CONTEXT ? ms - LABEL_CONTEXT : 0, ms))
-                return m;
+                return handed(m, full_search, full_match, low, ms, me);
             if (add_span(out, span_type, gs, gs + sn, detector, kind_type, kind_prio) < 0)
                 goto error;
             /* Resumed in this value's tail (`_LABEL_TAIL`): a label there can have its value
              * after it. */
             pos = vend - LABEL_TAIL > me ? vend - LABEL_TAIL : me;
-            Py_DECREF(m);
+            Py_XDECREF(m);
             continue;
         }
         Py_ssize_t p = PyUnicode_Find(low, stem, me, vend + reach, 1);
@@ -3699,17 +3979,59 @@ py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 Py_UCS4 c = PyUnicode_READ(tkind, tdata, i);
                 inside = c == '=' || c == ':';
             }
-            if (inside && !ext)
-                return m; /* examined in full by the Python */
+            if (inside && !ext) /* examined in full by the Python */
+                return handed(m, full_search, full_match, low, ms, me);
         }
         Py_ssize_t k = -2;
         if (p >= 0 && !ext) {
             /* (Without `ext`, a label whose verdict is not kept is handed back at once.) */
-            k = label_verdict(labels, args[12], li, low, ms, me, 0, memo_max);
+            k = label_verdict_cached(&cache, labels, args[12], li, low, ms, me, 0, memo_max);
             if (k == -3)
                 goto error;
             if (k == -2)
-                return m;
+                return handed(m, full_search, full_match, low, ms, me);
+        }
+        if (out != NULL && !pw) {
+            Py_ssize_t sn = ge - gs;
+            while (sn > 0 && PyUnicode_READ(tkind, tdata, gs + sn - 1) == '.')
+                sn--;
+            if (aws_shaped(tkind, tdata, gs, sn)) {
+                /* An AWS-shaped value (no verdict of one is kept in the memos: judged on its
+                 * label's context): the Python's `_judged` of it where its label's verdict is
+                 * kept (or, with `ext`, found): no label (passed over, the scan going on inside
+                 * its value), or a label and an `aws` context before its owner word, the value
+                 * random-looking (else handed back: refused, it may hold labels). */
+                if (k == -2)
+                    k = label_verdict_cached(&cache, labels, args[12], li, low, ms, me, ext,
+                                             memo_max);
+                if (k == -3)
+                    goto error;
+                if (k == -2)
+                    return handed(m, full_search, full_match, low, ms, me);
+                if (k == -1) {
+                    pos = me;
+                    Py_XDECREF(m);
+                    continue;
+                }
+                if (!has_aws(low, k > 40 ? k - 40 : 0, ms) ||
+                    has_example(tkind, tdata, gs, gs + 40))
+                    return handed(m, full_search, full_match, low, ms, me);
+                PyObject *sk = PyUnicode_Substring(text, gs, gs + 40); /* `stripped` */
+                if (sk == NULL)
+                    goto error;
+                Py_ssize_t distinct;
+                int ok = two_classes(sk) ? entropy_verdict(sk, 4.0, &distinct) : 0;
+                Py_DECREF(sk);
+                if (ok == -2)
+                    goto error;
+                if (ok != 1) /* refused, or at the bar: the Python's */
+                    return handed(m, full_search, full_match, low, ms, me);
+                if (add_span(out, span_type, gs, gs + 40, detector, aws_type, aws_prio) < 0)
+                    goto error;
+                pos = vend;
+                Py_XDECREF(m);
+                continue;
+            }
         }
         PyObject *value = PyUnicode_Substring(text, gs, ge);
         if (value == NULL)
@@ -3732,44 +4054,8 @@ py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                     aws = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
                           (c >= '0' && c <= '9') || c == '/' || c == '+';
                 }
-                if (aws && out == NULL)
-                    goto python; /* judged on its label's context */
-                if (aws) {
-                    /* The Python's `_judged` of it, its label's verdict kept: no label (passed
-                     * over, the scan going on inside its value), or a label and an `aws`
-                     * context before its owner word, the value random-looking (else handed
-                     * back: refused, it may hold labels). */
-                    if (k == -2 && (k = label_verdict(labels, args[12], li, low, ms, me, ext,
-                                                      memo_max)) == -3)
-                        goto error_value;
-                    if (k == -2)
-                        goto python;
-                    if (k == -1) {
-                        pos = me;
-                        Py_DECREF(value);
-                        Py_DECREF(m);
-                        continue;
-                    }
-                    if (!has_aws(low, k > 40 ? k - 40 : 0, ms) ||
-                        has_example(vkind, vdata, 0, 40))
-                        goto python;
-                    PyObject *sk = PyUnicode_Substring(value, 0, 40); /* `stripped` */
-                    if (sk == NULL)
-                        goto error_value;
-                    Py_ssize_t distinct;
-                    int ok = two_classes(sk) ? entropy_verdict(sk, 4.0, &distinct) : 0;
-                    Py_DECREF(sk);
-                    if (ok == -2)
-                        goto error_value;
-                    if (ok != 1)
-                        goto python; /* refused, or at the bar: the Python's */
-                    if (add_span(out, span_type, gs, gs + 40, detector, aws_type, aws_prio) < 0)
-                        goto error_value;
-                    pos = vend;
-                    Py_DECREF(value);
-                    Py_DECREF(m);
-                    continue;
-                }
+                if (aws)
+                    goto python; /* judged on its label's context (reported above) */
             }
             if (!quoted) {
                 /* An unquoted value with a `:` may be an `id:secret` (`_value_ok` judges its
@@ -3812,7 +4098,7 @@ py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto next;
         }
         if (ext) {
-            k = label_verdict(labels, args[12], li, low, ms, me, 1, memo_max);
+            k = label_verdict_cached(&cache, labels, args[12], li, low, ms, me, 1, memo_max);
             if (k == -3)
                 goto error_value;
         }
@@ -3908,15 +4194,15 @@ py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
     next:
         Py_DECREF(value);
-        Py_DECREF(m);
+        Py_XDECREF(m);
         continue;
     python:
         Py_DECREF(value);
-        return m;
+        return handed(m, full_search, full_match, low, ms, me);
     error_value:
         Py_DECREF(value);
     error:
-        Py_DECREF(m);
+        Py_XDECREF(m);
         return NULL;
     }
 }
@@ -4126,7 +4412,9 @@ PyInit__checks_c(void)
         PyModule_AddStringConstant(m, "MIXED_GROUP", MIXED_GROUP) < 0 ||
         PyModule_AddStringConstant(m, "NATL_HEAD", NATL_HEAD) < 0 ||
         PyModule_AddStringConstant(m, "CARD_4X4", CARD_4X4) < 0 ||
-        PyModule_AddObjectRef(m, "LABEL_SCAN_REPORTS", reports) < 0 || add_label_rules(m) < 0) {
+        PyModule_AddObjectRef(m, "LABEL_SCAN_REPORTS", reports) < 0 ||
+        PyModule_AddStringConstant(m, "LONG_OR_ID_VALUE", LONG_OR_ID_VALUE) < 0 ||
+        PyModule_AddStringConstant(m, "VALUE", VALUE_RE) < 0 || add_label_rules(m) < 0) {
         Py_XDECREF(reports);
         Py_XDECREF(words);
         Py_XDECREF(values);

@@ -231,6 +231,10 @@ _ASSIGN_VALUE = tuple(
     )
     for stem in _STEM_RES
 )
+# The label regexes' heads, the label and its operator (`_ASSIGN_VALUE` without its value's
+# lookaheads): the C step of the label pass (`_LABEL_SCAN_VALUES`) searches with these and reads
+# the value there itself.
+_ASSIGN_HEAD = tuple(re.compile(stem + _RUN_ON + "(?>" + _OP + ")") for stem in _STEM_RES)
 # The run `_VALUE`'s unquoted alternative takes, with no bound.
 _RUN = re.compile(r"[^\s\"'`,;)}\]<>]*+")
 _CODE_REF = re.compile(r"[A-Za-z_$][\w$]*+(?:\.[A-Za-z_$][\w$]*+)*+(?:[\[(:].*)?")
@@ -926,6 +930,14 @@ _LABEL_SCAN_REPORTS = getattr(_checks._C, "LABEL_SCAN_REPORTS", None) == (
     _LABEL_CONTEXT,
     _LABEL_TAIL,
 )
+# It also reads each label's value itself (`_LONG_OR_ID_VALUE` and `_VALUE`, as written there),
+# searching with the label regexes' heads (`_ASSIGN_HEAD`): the value's lookaheads cost the regex
+# ~1 us a label (a text of labelled findings: aws_secret 1.9x prose per KB).
+_LABEL_SCAN_VALUES = (
+    _LABEL_SCAN_REPORTS
+    and getattr(_checks._C, "LONG_OR_ID_VALUE", None) == _LONG_OR_ID_VALUE
+    and getattr(_checks._C, "VALUE", None) == _VALUE.pattern
+)
 # No verdict kept yet (`_assignments`).
 _UNSEEN: _Found = (0, 0, "", 0)
 # `_checks_c.label_scan` given `_ASSIGN[i].match`, `held`, `tally` and REFUSED_LABELS (after its
@@ -967,7 +979,9 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
     # hands back: AWS secrets after a kept label, and past DENSE_FINDINGS each value (a text
     # of findings paid ~2 us of Python a value).
     reported: list[Span] = []
-    for i, (regex, regex_value) in enumerate(zip(_ASSIGN, _ASSIGN_VALUE, strict=True)):
+    for i, (regex, regex_value, head) in enumerate(
+        zip(_ASSIGN, _ASSIGN_VALUE, _ASSIGN_HEAD, strict=True)
+    ):
         pw = i < 2
         kind = "password" if pw else "generic_secret"
         stem = _STEMS[i]
@@ -981,12 +995,16 @@ def _assignments(text: str, low: str) -> Iterator[Span]:
         dense_report = (kind, _GENERIC, "aws_secret_key", _SPECIFIC, True)
         # (With the reports, `label_scan`'s last four arguments where it reads `_LABEL_RULES`.)
         more = (regex.match, held, tally, REFUSED_LABELS) if _LABEL_SCAN_C else ()
+        # The C step's search, and after `more` the full regex's where it reads values itself.
+        scan_search = search
+        if _LABEL_SCAN_VALUES:
+            scan_search, more = head.search, (*more, (search, regex_value.match))
         while True:
             if scan is None:
                 m = search(low, pos)
             elif _LABEL_SCAN_REPORTS:
                 m = scan(
-                    search, text, low, pos, stem, reach, *memos, few, bar, pw, MEMO_MAX, i,
+                    scan_search, text, low, pos, stem, reach, *memos, few, bar, pw, MEMO_MAX, i,
                     labels, reported, Span, DETECTOR,
                     dense_report if count[kind] >= DENSE_FINDINGS else report, *more,
                 )  # fmt: skip

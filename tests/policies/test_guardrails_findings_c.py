@@ -14,8 +14,11 @@ from policies.guardrails import DETECTORS, checks, engine, secrets
 from policies.guardrails.spans import Span, lowered
 from tests.support.guardrail_texts import (
     DISTINCT_FINDINGS,
+    DISTINCT_FLOODS,
+    FLOODS,
     REPEATED_FINDINGS,
     distinct,
+    distinct_flood,
     fill,
 )
 
@@ -225,3 +228,150 @@ def test_the_label_scan_refuses_bad_report_arguments() -> None:
             C.label_scan(*good[:i], bad, *good[i + 1 :])
     with pytest.raises(TypeError):
         C.label_scan(*good[:-1])
+
+
+# Values after a label as the label regex's lookaheads judge them (`_LONG_OR_ID_VALUE`, `_VALUE`),
+# which the C step reads itself: code references (dotted names then `[`, `(` or `:`, a name then
+# `:` and what may follow it), `id:secret`, `std::`, `https://`, runs of name characters around
+# the 250 the regex looks at, values of 7, 8 and 256+ characters, quotes closed and not,
+# prefixes, blanks of every kind, `$`, and characters of every PyUnicode kind.
+_VALUE_PIECES = (
+    "settings.key", "os.environ[", "get_token(", "a.b.c:", "a.b.c", "admin:", "std::", "x:/",
+    "https://", "id:", ":", "::", ".", "..", "$", "$x", "_", "[", "(", "]", ")", "{", "}", ",",
+    ";", "<", ">", '"', "'", "`", "b", "B", "r", "f", "u", "@", "=", "&", "/", "+", " ", "\t",
+    "\n", "\u2003", "\x85", "\x1c", "\xa0", "\u0663", "\xb2", "\xe9", "\u212a", "\u5bc6",
+    "\U0001f600", "Zk3jQ9vLw2Xp", "hunter2024", "abcdefgh", "xxxxxxxx", "1234567", "EXAMPLE",
+    "a" * 240, "b" * 250, "c" * 255, "d9" * 130, "token", "secret", "key",
+)  # fmt: skip
+_VALUE_LABELS = (
+    "password", "pwd", "secret", "token", "cred", "credentials", "api_key", "aws_secret_key",
+    "client_secret", "secretKey", "x_token_2", "tokenizer", "secret_name",
+)  # fmt: skip
+_VALUE_OPS = ("=", ": ", " = ", ":=", "=>", '="', "='", "=`", '=B"', "=b'", "=@", ">\n  ", " == ")
+
+
+def _value_text(rng: random.Random, units: int, found: int = 0) -> str:
+    """`units` labelled values of `_VALUE_PIECES`, after `found` findings of each type (past
+    DENSE_FINDINGS, every value read is reported: what is read shows)."""
+    parts = [f"password={_tok(rng, 16)} secret={_tok(rng, 24)} " for _ in range(found)]
+    for _ in range(units):
+        value = "".join(rng.choice(_VALUE_PIECES) for _ in range(rng.choice((0, 1, 1, 2, 3, 5))))
+        head = rng.choice(("", " ", "\n", "aws ", "{", "x.", "my_"))
+        parts.append(head + rng.choice(_VALUE_LABELS) + rng.choice(_VALUE_OPS) + value)
+    return "".join(parts)
+
+
+def _assignments_values(text: str, monkeypatch: pytest.MonkeyPatch) -> tuple[list, list]:
+    """`_assignments` with the C step reading values itself, and with the full regex reading
+    them."""
+    low = lowered(text)
+    got = list(secrets._assignments(text, low))
+    monkeypatch.setattr(secrets, "_LABEL_SCAN_VALUES", False)
+    want = list(secrets._assignments(text, low))
+    monkeypatch.undo()
+    return got, want
+
+
+@needs_c
+def test_the_label_scan_reads_values_as_the_label_regexes_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert secrets._LABEL_SCAN_VALUES
+    rng = random.Random(93)
+    found = 0
+    for n in range(6000):
+        text = _value_text(rng, rng.randint(1, 12) if n % 50 else 200, 0 if n % 50 else 400)
+        got, want = _assignments_values(text, monkeypatch)
+        assert got == want, text
+        found += len(got)
+    assert found > 5000, found
+    for _ in range(300):  # and against the Python alone
+        text = _value_text(rng, rng.randint(1, 40))
+        got, before, python = _assignments_both(text, monkeypatch)
+        assert got == before == python, text
+
+
+@needs_c
+def test_the_label_scan_reads_values_of_the_floods_as_the_regexes_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    texts = [fill(u, 16 * 1024) for u in FLOODS]
+    texts += [distinct_flood(n, 16 * 1024) for n in DISTINCT_FLOODS]
+    for text in texts:
+        got, want = _assignments_values(text, monkeypatch)
+        assert got == want, text[:60]
+
+
+@needs_c
+def test_the_label_scan_hands_back_the_full_regexes_match() -> None:
+    # The value read in C; what is handed back (a value found) is the full regex's match, with
+    # its groups.
+    C = checks._C
+    text = "x secret = 'Zk3jQ9vLw2XpQ7mN' "
+    low = text.lower()
+    full = secrets._ASSIGN_VALUE[2]
+    args = _scan_args(text, {}, [], False)
+    args[0] = secrets._ASSIGN_HEAD[2].search
+    m = C.label_scan(*args, (full.search, full.match))
+    want = full.search(low)
+    assert m is not None and want is not None
+    assert (m.span(), m.lastindex, m.span(m.lastindex)) == (want.span(), 2, (12, 28))
+    # A label whose value the full regex refuses (a code reference): searched on by it.
+    text = "secret = settings.key(x) secret: Zk3jQ9vLw2XpQ7mN "
+    args = _scan_args(text, {}, [], False)
+    args[0] = secrets._ASSIGN_HEAD[2].search
+    m = C.label_scan(*args, (full.search, full.match))
+    assert m is not None and m.span() == full.search(text.lower()).span() == (25, 33)
+    with pytest.raises(TypeError):
+        C.label_scan(*args, (full.search,))
+    with pytest.raises(TypeError):
+        C.label_scan(*args, (full.search, 3))
+
+
+@needs_c
+def test_the_label_scan_reads_values_at_the_regexes_bounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A code reference is looked for in the first 250 characters of name characters and dots;
+    # a value has 8 characters or more; a quoted one 256 at most.
+    rng = random.Random(94)
+
+    def tok(n: int) -> str:  # (letters and digits: one run of name characters)
+        return "".join(rng.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+                       for _ in range(n))  # fmt: skip
+
+    texts = []
+    for n in (*range(5, 11), *range(240, 262)):
+        cases = []
+        for head in ("", "$", "_", "1", "b", "@", "\xe9", "A"):
+            for tail in ("(", "[", ":", ":x", ":/", "::", ": ", ".b(", ".b[", ".b:", ".b", ".1(",
+                         "", " ", "x.", ".", ".$(", "\u0663("):  # fmt: skip
+                cases.append(f"secret = {head}{tok(n)}{tail} ")
+                cases.append(f"secret = {head}{'a.' * (n // 2)}{tail}\n")
+        for q in ('"', "'", "`"):
+            t = tok(n)
+            for body in (t, t[: n // 2] + " " + t[n // 2 :], t[:-1] + q):
+                for pre in ("", "b", "B", "@", "u", "x"):
+                    cases.append(f"token: {pre}{q}{body}{q}{q} ")
+                    cases.append(f"token: {pre}{q}{body}")
+        texts += cases[-3:]  # (the last ones alone: the text's end)
+        if n < 11:  # a quote opened at the text's end
+            texts += [f"secret = {pre}{q}{tok(n)}" for pre in ("", "b", "@") for q in "\"'`"]
+        texts.append("".join(cases))
+    # Past DENSE_FINDINGS too, where every value read is reported unchecked.
+    dense = "".join(f"password={tok(16)} secret={tok(24)} " for _ in range(400))
+    texts += [dense + t for t in texts]
+    for text in texts:
+        got, want = _assignments_values(text, monkeypatch)
+        assert got == want, text
+        got, before, python = _assignments_both(text, monkeypatch)
+        assert got == before == python, text
+
+
+def test_the_label_regexes_are_their_heads_then_the_values_lookaheads() -> None:
+    # What the C step's reading of values rests on: each full label regex is its head, then
+    # `_LONG_OR_ID_VALUE`, then `_VALUE` in a lookahead that always succeeds.
+    for head, full in zip(secrets._ASSIGN_HEAD, secrets._ASSIGN_VALUE, strict=True):
+        assert full.pattern == (
+            head.pattern + secrets._LONG_OR_ID_VALUE + "(?=" + secrets._VALUE.pattern + "|)"
+        )
