@@ -91,6 +91,8 @@ MEMBERS = "*"
 # link's members must number fewer than MEMBER_SLOTS.
 MEMBER_SLOTS = 4096
 MAX_MEMBERS = MEMBER_SLOTS - 1
+# Members hashed between two calls of `links`' `pause` (~10-20 us each: ~0.2 ms of GIL at most).
+PAUSE_EVERY = 16
 MAX_NOTE = 2000  # characters of a tombstone's actor + reason JSON
 KEYED = "k1:"  # prefix of a keyed record key (`ChainKey`); a clear one is a JSON list
 
@@ -281,19 +283,29 @@ def links(
     ts: float,
     items: Iterable[tuple[str, Mapping[str, Any] | None, str, str]],
     key: ChainKey | None = None,
+    pause: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
     """The links of one transaction, continuing `head` (which advances), for its
     `(table, row, op, note)` items (`put` items carry the row as it now is; `tombstone` items
     carry the row's key values): one link whose members are all of them (a link per
     `MAX_MEMBERS`), or the per-row form for a single item. With `key`, rows are named by keyed
-    record keys; without, by their clear keys (the form before keyed keys)."""
+    record keys; without, by their clear keys (the form before keyed keys). `pause()`, where
+    given, is called after every PAUSE_EVERY members hashed (a writer thread lets the event
+    loop have the GIL there); it changes nothing in the links."""
     items = list(items)
     if len(items) <= 1:
         return row_links(chain_id, head, ts, items, key)
     out: list[dict[str, Any]] = []
     for i in range(0, len(items), MAX_MEMBERS):
-        members = [_member(tbl, row, op, note, key)
-                   for tbl, row, op, note in items[i : i + MAX_MEMBERS]]
+        part = items[i : i + MAX_MEMBERS]
+        if pause is None:
+            members = [_member(tbl, row, op, note, key) for tbl, row, op, note in part]
+        else:
+            members = []
+            for n, (tbl, row, op, note) in enumerate(part, 1):
+                members.append(_member(tbl, row, op, note, key))
+                if n % PAUSE_EVERY == 0:
+                    pause()
         text = orjson.dumps(members).decode()
         out.append(_link(chain_id, head, ts, MEMBERS, "", MEMBERS, "", "", text))
     return out
@@ -427,14 +439,15 @@ SQLITE_HEAD_UPSERT = (
 
 
 def sqlite_append(con: Any, chain_id: str, ts: float, items: list[tuple[Any, ...]],
-                  key: ChainKey | None = None) -> int:  # fmt: skip
-    """Append the links of `(table, row, op, note)` items (`links`) on a sqlite3 connection
-    inside the caller's write transaction; returns how many links."""
+                  key: ChainKey | None = None,
+                  pause: Callable[[], None] | None = None) -> int:  # fmt: skip
+    """Append the links of `(table, row, op, note)` items (`links`, `pause` as there) on a
+    sqlite3 connection inside the caller's write transaction; returns how many links."""
     if not items:
         return 0
     got = con.execute(SQLITE_HEAD, (chain_id,)).fetchone()
     head = Head(int(got[0]), str(got[1])) if got else Head()
-    new = links(chain_id, head, ts, items, key)
+    new = links(chain_id, head, ts, items, key, pause)
     con.executemany(SQLITE_INSERT_LINK, [tuple(n[c] for c in _LINK_COLS) for n in new])
     con.execute(SQLITE_HEAD_UPSERT, (chain_id, head.seq, head.hash, ts))
     return len(new)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 from pathlib import Path
@@ -267,7 +268,32 @@ def uvicorn_config(app: ProxyApp, host: str, port: int) -> uvicorn.Config:
     )
 
 
+M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
+# malloc arenas of the proxy process: the main thread's, and one its helper threads share.
+MALLOC_ARENAS = 2
+
+
+def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas (`mallopt(M_ARENA_MAX)`) before any thread starts; True if set.
+
+    glibc gives each thread that allocates its own arena, up to 8 per core. The proxy runs ~10
+    threads (SQLite and aiosqlite connection threads, the two ledger writer threads, libuv's
+    resolver pool) and each arena keeps its own partly-used pages: ~5 MB of the proxy's peak
+    RSS under the benchmark's load. These threads allocate little, and mostly one at a time
+    (the GIL), so sharing one arena costs no measurable contention. An operator's own
+    MALLOC_ARENA_MAX is left as set; elsewhere than glibc (no `mallopt`), nothing changes."""
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return bool(mallopt(M_ARENA_MAX, arenas))
+
+
 def run(config_dir: Path, ledger_url: str, journal_dir: Path, host: str, port: int) -> None:
+    cap_malloc_arenas()  # first: before any thread (tracing, ledger, uvloop) allocates
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     configure_tracing("governor-proxy")
     app = make_app(config_dir, ledger_url, journal_dir)

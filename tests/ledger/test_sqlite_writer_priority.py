@@ -9,6 +9,7 @@ import os
 import sqlite3
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,49 @@ async def test_a_slow_low_priority_batch_sends_the_next_ones_to_normal_priority(
     finally:
         other.close()
         await store.close()
+
+
+async def test_a_batchs_python_work_hands_the_gil_over_every_few_rows(tmp_path: Path) -> None:
+    """Nice 19 lets a request preempt the writer on the CPU, not take the GIL from it: the
+    event loop waited for the writer's Python (decision records, chain hashing) up to the 5 ms
+    switch interval. Seen from the writer's thread (its profile hook), a batch's per-row
+    Python calls come at most PAUSE_EVERY in a row between two releases of the GIL
+    (`time.sleep`), in the serialising loop and in the chain's hashing both."""
+    store = await LedgerStore.open(f"sqlite:///{tmp_path / 'ledger.db'}")
+    events: list[str] = []
+    per_row = {"decision_record_text", "_member"}
+
+    def hook(frame, event, arg):  # type: ignore[no-untyped-def]
+        if event == "call" and frame.f_code.co_name in per_row:
+            events.append(frame.f_code.co_name)
+        elif event == "c_call" and arg is time.sleep:
+            events.append("release")
+
+    try:
+        fast = store._fast
+        assert fast is not None
+        fast.executor.submit(sys.setprofile, hook).result()
+        n = sqlite_fast.URGENT_ROWS - 1  # a small batch: the nice-19 thread
+        rows = [call_row(f"c{i:04d}", ts=1.7e9 + i) for i in range(n)]
+        assert await store.insert_calls(rows) == n
+        fast.executor.submit(sys.setprofile, None).result()
+        assert events.count("decision_record_text") == n
+        assert events.count("_member") >= n  # every call row (and its session) hashed
+        longest = run = 0
+        for e in events:
+            run = 0 if e == "release" else run + 1
+            longest = max(longest, run)
+        assert longest <= sqlite_fast.PAUSE_EVERY
+    finally:
+        await store.close()
+
+
+def test_pausing_changes_no_link() -> None:
+    from ledger import chain
+
+    items = [("calls", call_row(f"c{i:03d}", ts=1.7e9 + i), chain.PUT, "") for i in range(40)]
+    pauses: list[int] = []
+    plain = chain.links("cid", chain.Head(), 1.7e9, items)
+    paced = chain.links("cid", chain.Head(), 1.7e9, items, pause=lambda: pauses.append(1))
+    assert paced == plain
+    assert len(pauses) == 40 // chain.PAUSE_EVERY
