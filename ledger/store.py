@@ -145,6 +145,10 @@ def _engine_url(url: str) -> tuple[URL, str]:
     )
 
 
+# Page cache of each pooled SQLite connection, KiB (SQLite's default: 2000 per connection).
+SQLITE_READ_CACHE_KIB = 256
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # WAL: readers (kill pollers, the control room) never block the writer. synchronous=NORMAL
     # in WAL survives a process crash; only an OS crash can lose the last commits, and those
@@ -153,6 +157,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute(f"PRAGMA cache_size=-{SQLITE_READ_CACHE_KIB}")
     cur.close()
 
 
