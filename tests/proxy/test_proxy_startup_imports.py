@@ -56,3 +56,21 @@ def test_the_proxy_serves_without_importing_temporal_obstore_or_cryptography(tmp
         m for m in modules if m.split(".")[0] in {"temporalio", "obstore", "cryptography", "grpc"}
     )
     assert heavy == []
+
+
+def test_the_proxy_serves_without_importing_its_admin_api_or_control_room(tmp_path: Path):
+    """The admin API and the control room are imported on their first request (`proxy.app`):
+    ~45 modules a replica that only proxies calls never needs in memory."""
+    cfg = make_config_dir(tmp_path / "config")
+    out = tmp_path / "modules.json"
+    port = free_port()
+    env = {"GOVERNOR_SIM_URL": "http://127.0.0.1:9", "PATH": "/usr/bin:/bin"}
+    cmd = [sys.executable, "-c", _PROBE, str(out), "proxy", "--config", str(cfg),
+           "--port", str(port), "--data-dir", str(tmp_path / "data")]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=90)
+    assert out.exists(), done.stderr[-2000:]
+    modules = set(json.loads(out.read_text()))
+    assert "proxy.app" in modules and "proxy.llm_routes" in modules  # it did start
+    lazy = {"proxy.admin", "proxy.control_room", "proxy.control_room_routes", "proxy.sessions",
+            "proxy.alert_routes", "proxy.audit_routes", "controlroom.page"}  # fmt: skip
+    assert sorted(lazy & modules) == []
