@@ -24,7 +24,8 @@ chain: ~1-2 ms a batch of 150 rows) waited for the writer's next release, up to 
 interval. Most requests overlapping a batch were the slowest 1% at one connection (p99 ~2.7-5
 ms against a p50 of 0.3). So the batch's Python loops hand the GIL over every `PAUSE_EVERY`
 rows (`_yield_gil`): a waiting event loop gets it within ~0.2 ms; sqlite3 releases it itself
-while SQLite works.
+while SQLite works. Only on the low-priority thread: a backlog batch (normal priority) runs
+straight through, since on a saturated core each hand-over could cost it a switch interval.
 """
 
 from __future__ import annotations
@@ -89,6 +90,10 @@ def _yield_gil() -> None:
     """Release the GIL for a moment: a thread waiting for it (the event loop) takes it now
     instead of at the end of the switch interval (5 ms). `time.sleep(0)` releases it."""
     time.sleep(0)
+
+
+def _no_pause() -> None:
+    """A backlog batch's pause: none."""
 
 
 def _lowest_priority() -> None:
@@ -180,6 +185,8 @@ class SQLiteBatchWriter:
         key: chain.ChainKey | None,
     ) -> int:
         con = self._connection()
+        # the GIL handed over every PAUSE_EVERY rows on the low-priority thread (docstring)
+        pause = _yield_gil if getattr(_low, "on", False) else _no_pause
         con.execute("BEGIN IMMEDIATE")
         try:
             ids = [r["call_id"] for r in batch]
@@ -194,9 +201,9 @@ class SQLiteBatchWriter:
                 for n, r in enumerate(new, 1):
                     decision_record_text(r)
                     if n % PAUSE_EVERY == 0:
-                        _yield_gil()
+                        pause()
                 con.executemany(self._insert_sql, list(map(self._params, new)))
-                _yield_gil()
+                pause()
                 sessions = session_deltas(new)
                 con.executemany(_SESSION_UPSERT, list(map(_session_params, sessions)))
                 if chain_id is not None:
@@ -205,7 +212,7 @@ class SQLiteBatchWriter:
                         new = sorted(new, key=lambda r: pos.get(r["call_id"], -1))
                     items: list[tuple[Any, ...]] = [("calls", r, chain.PUT, "") for r in new]
                     items += [("sessions", s, chain.PUT, "") for s in _sessions(con, sessions)]
-                    chain.sqlite_append(con, chain_id, time.time(), items, key, _yield_gil)
+                    chain.sqlite_append(con, chain_id, time.time(), items, key, pause)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

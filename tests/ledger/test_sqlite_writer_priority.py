@@ -156,3 +156,26 @@ async def test_pooled_sqlite_connections_keep_a_small_page_cache(tmp_path: Path)
         assert await store.insert_calls([call_row("a")]) == 1  # writes unaffected
     finally:
         await store.close()
+
+
+async def test_a_backlog_batch_runs_straight_through(tmp_path: Path) -> None:
+    """On the normal-priority thread (a backlog, a saturated core) a batch does not hand the
+    GIL over row by row: there each hand-over could cost it a whole switch interval."""
+    store = await LedgerStore.open(f"sqlite:///{tmp_path / 'ledger.db'}")
+    releases: list[int] = []
+
+    def hook(frame, event, arg):  # type: ignore[no-untyped-def]
+        if event == "c_call" and arg is time.sleep:
+            releases.append(1)
+
+    try:
+        fast = store._fast
+        assert fast is not None
+        fast.urgent_executor.submit(sys.setprofile, hook).result()
+        n = sqlite_fast.URGENT_ROWS
+        rows = [call_row(f"c{i:04d}", ts=1.7e9 + i) for i in range(n)]
+        assert await store.insert_calls(rows) == n
+        fast.urgent_executor.submit(sys.setprofile, None).result()
+        assert releases == []
+    finally:
+        await store.close()
