@@ -317,11 +317,19 @@ def row_links(
     ts: float,
     items: Iterable[tuple[str, Mapping[str, Any] | None, str, str]],
     key: ChainKey | None = None,
+    pause: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One per-row link for each item (a single-row transaction's form; before members, every
-    transaction's)."""
-    return [_link(chain_id, head, ts, *_member(tbl, row, op, note, key), None)
-            for tbl, row, op, note in items]  # fmt: skip
+    transaction's); `pause` as in `links`."""
+    if pause is None:
+        return [_link(chain_id, head, ts, *_member(tbl, row, op, note, key), None)
+                for tbl, row, op, note in items]  # fmt: skip
+    out = []
+    for n, (tbl, row, op, note) in enumerate(items, 1):
+        out.append(_link(chain_id, head, ts, *_member(tbl, row, op, note, key), None))
+        if n % PAUSE_EVERY == 0:
+            pause()
+    return out
 
 
 def _member(tbl: str, row: Mapping[str, Any] | None, op: str, note: str,

@@ -136,6 +136,11 @@ def test_pausing_changes_no_link() -> None:
     paced = chain.links("cid", chain.Head(), 1.7e9, items, pause=lambda: pauses.append(1))
     assert paced == plain
     assert len(pauses) == 40 // chain.PAUSE_EVERY
+    pauses.clear()  # the per-row form (a single item's, and the older ledgers') alike
+    plain = chain.row_links("cid", chain.Head(), 1.7e9, items)
+    paced = chain.row_links("cid", chain.Head(), 1.7e9, items, pause=lambda: pauses.append(1))
+    assert paced == plain
+    assert len(pauses) == 40 // chain.PAUSE_EVERY
 
 
 async def test_pooled_sqlite_connections_keep_a_small_page_cache(tmp_path: Path) -> None:
