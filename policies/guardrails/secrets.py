@@ -942,10 +942,11 @@ _LABEL_SCAN_VALUES = (
 _UNSEEN: _Found = (0, 0, "", 0)
 # `_checks_c.label_scan` given `_ASSIGN[i].match`, `held`, `tally` and REFUSED_LABELS (after its
 # reports' arguments) also passes over a label whose verdict is not kept (`_owned_label` in C),
-# an unquoted value with a `:` that is no `id:secret`, and a refused value holding a stem of its regex whose step here ends in a
-# `continue` or in `_labels_in_refused`'s kept answer of no finding (a distinct owner word, a
-# value glued to the next label, a repeated refused value holding labels: ~1 us of Python a label,
-# 2.0-2.4x prose per KB): where the C reads these rules as written here.
+# an unquoted value with a `:` that is no `id:secret`, and a refused value holding a stem of its
+# regex whose step here ends in a `continue` or in `_labels_in_refused`'s kept answer of no
+# finding (a distinct owner word, a value glued to the next label, a repeated refused value
+# holding labels: ~1 us of Python a label, 2.0-2.4x prose per KB): where the C reads these
+# rules as written here.
 _LABEL_RULES = (
     _STEMS, _KEY_OWNERS, _NOT_SECRET_OWNER, _NOT_SECRET_SUFFIX, _CONTINUATIONS, _LABEL_OK_STEMS,
     _ID_SECRET.pattern, _KEY_CHARS_STR, _REST_READS, _LABEL_CONTEXT,
