@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from activities.gateway import Gateway
+from policies.config.models import Settings
 from proxy.count_tokens_route import handle_count_tokens
 from proxy.http import (
+    BODY_BUDGET,
     BODY_TIMEOUT,
+    BodyBudget,
     ClientGone,
     Receive,
     Scope,
@@ -75,6 +78,10 @@ class ProxyApp:
         self.gw = gateway
         self._opener = opener
         self.metrics_page = MetricsPage()
+        # Request bodies being received, across all connections (`max_body_bytes_in_flight`;
+        # each request sets the limit in force, so a reload changes it).
+        settings = gateway.config.settings if gateway is not None else Settings()
+        self.body_budget = BodyBudget(settings.max_body_bytes_in_flight)
         self._control_room: ControlRoom | None = None
         self._owns = gateway is None
 
@@ -97,8 +104,13 @@ class ProxyApp:
                 return
             path = scope["path"]
             method = scope["method"]
-            # Every route's `read_body` is bounded by it (one setting, no route can forget it).
-            scope[BODY_TIMEOUT] = gw.config.settings.body_timeout_seconds
+            # Every route's `read_body` is bounded by these (one setting each, no route can
+            # forget them); a reload's new budget applies from the next request on.
+            settings = gw.config.settings
+            scope[BODY_TIMEOUT] = settings.body_timeout_seconds
+            budget = self.body_budget
+            budget.limit = settings.max_body_bytes_in_flight
+            scope[BODY_BUDGET] = budget
             try:
                 if method == "POST" and path == "/v1/chat/completions":
                     await handle_llm(gw, "openai", scope, receive, send)

@@ -116,25 +116,99 @@ BODY_TIMEOUT = "governor.body_timeout"
 DEFAULT_BODY_TIMEOUT_S = 30.0  # `body_timeout_seconds`' default, for a scope without the key
 
 
+# Scope key of the process's `BodyBudget`: the app sets it on every request, so every route's
+# `read_body` counts the body it buffers against `max_body_bytes_in_flight`.
+BODY_BUDGET = "governor.body_budget"
+
+
+class BodyBudget:
+    """Bytes of request bodies this process is buffering while they arrive, across all
+    connections: at most `limit` (`max_body_bytes_in_flight`). A body reserves its declared
+    length before its first read and any bytes past it as they arrive, each a check and an add
+    in one synchronous step (no other request runs in between), and gives all of it back when
+    its read ends, however it ends: whole, too large, timed out, client gone, refused."""
+
+    __slots__ = ("held", "limit", "peak")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self.peak = 0  # the most ever held (tests, and what an operator may want to see)
+
+    def take(self, n: int) -> bool:
+        held = self.held + n
+        if held > self.limit:
+            return False
+        self.held = held
+        if held > self.peak:
+            self.peak = held
+        return True
+
+    def give(self, n: int) -> None:
+        self.held -= n
+
+
+class BodyBudgetFull(Refusal):
+    """Taking this body would pass `max_body_bytes_in_flight`: 503 `gateway_busy` with
+    Retry-After 1, answered by every route in its caller's shape like any other refusal."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(503, "gateway_busy", f"the gateway is already receiving {limit} bytes "
+                         "of request bodies (max_body_bytes_in_flight); retry shortly",
+                         retry_after=1)  # fmt: skip
+
+
 async def read_body(scope: Scope, receive: Receive, limit: int, declared: str | None = None
                     ) -> bytes:  # fmt: skip
     """The whole request body, on every route: `BodyTooLarge` past `limit` bytes (or when
     `declared`, the Content-Length, says so), `BodyTimeout` (a 408 refusal) when it has not all
     arrived within the scope's body timeout of the first read (a slow or stalled client),
-    `ClientGone` when the client left before it had. No timer when the server already holds
-    all of it."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    `ClientGone` when the client left before it had, `BodyBudgetFull` (a 503 refusal) when the
+    bytes it needs would pass the scope's `BodyBudget`. No timer and no budget when the server
+    already holds all of it (it arrived in one go: nothing is waited for)."""
+    known = declared is not None and declared.isdigit()
+    if known and int(declared) > limit:  # type: ignore[arg-type]
         raise BodyTooLarge
     if scope.get(BODY_COMPLETE, False):
         return await _collect(receive, limit)
     within = scope.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)
     # One deadline for the whole body (a timer, not a task per chunk as wait_for makes).
     deadline = asyncio.get_running_loop().time() + within
+    budget: BodyBudget | None = scope.get(BODY_BUDGET)
+    if budget is None:
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await _collect(receive, limit)
+        except TimeoutError:
+            raise BodyTimeout(within) from None
+    reserved = int(declared) if known else 0  # type: ignore[arg-type]
+    if not budget.take(reserved):
+        raise BodyBudgetFull(budget.limit)
+    chunks: list[bytes] = []
+    size = 0
     try:
         async with asyncio.timeout_at(deadline):
-            return await _collect(receive, limit)
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    raise ClientGone("the client left before its whole body arrived")
+                part = msg.get("body", b"")
+                if part:
+                    size += len(part)
+                    if size > limit:
+                        raise BodyTooLarge
+                    if size > reserved:  # no or a short Content-Length: reserve as it comes
+                        if not budget.take(size - reserved):
+                            raise BodyBudgetFull(budget.limit)
+                        reserved = size
+                    chunks.append(part)
+                if not msg.get("more_body", False):
+                    break
     except TimeoutError:
         raise BodyTimeout(within) from None
+    finally:
+        budget.give(reserved)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _collect(receive: Receive, limit: int) -> bytes:

@@ -407,6 +407,10 @@ class Settings(_Strict):
     max_headers: int = Field(default=100, ge=10)
     max_header_bytes: int = Field(default=32 * 1024, ge=1024)
     max_idempotency_key_chars: int = Field(default=255, ge=16, le=1024)
+    # Bytes of request bodies the process buffers at once while they arrive, across all
+    # connections (a body that would pass it: 503 `gateway_busy`, Retry-After 1). At least
+    # `max_body_bytes`, so the largest body allowed can always be received on its own.
+    max_body_bytes_in_flight: int = Field(default=256 * 1024 * 1024, gt=0)
     # Per-caller memory: a session's in-memory state is forgotten after this long without a call
     # (the ledger keeps everything); Idempotency-Key records are kept this long, at most this
     # many, and an answer larger than `idempotency_max_response_bytes` is not kept at all.
@@ -463,6 +467,15 @@ class Settings(_Strict):
             if not h or not all(c.isalnum() or c in "-_" for c in h):
                 raise ValueError(f"{h!r} is not an HTTP header name")
         return out
+
+    @model_validator(mode="after")
+    def _body_budget_holds_a_body(self) -> Settings:
+        if self.max_body_bytes_in_flight < self.max_body_bytes:
+            raise ValueError(
+                f"max_body_bytes_in_flight ({self.max_body_bytes_in_flight}) must be at least "
+                f"max_body_bytes ({self.max_body_bytes}): no body that large could be received"
+            )
+        return self
 
 
 KINDS: dict[str, type[BaseModel]] = {

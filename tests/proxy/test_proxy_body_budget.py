@@ -1,0 +1,238 @@
+"""`max_body_bytes_in_flight`: the bytes of request bodies the proxy buffers at once, across all
+connections, are bounded by configuration, not by how many connections callers open.
+
+Real proxy on loopback, raw sockets. The proxy here takes bodies of at most 64 KiB and buffers
+at most 20 of them (1,280 KiB) at once; a body past that is 503 `gateway_busy` with
+Retry-After in its caller's shape, and every way a body's read ends gives its bytes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import orjson
+import pytest
+import pytest_asyncio
+from pydantic import ValidationError
+
+from policies.config.models import Settings
+from proxy.http import BodyBudget
+from simulator.server import SimServer
+from tests.support.servers import EXAMPLES, InProcessProxy, make_config_dir
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+BODY_LIMIT = 64 * 1024
+HELD = 20
+BUDGET = HELD * BODY_LIMIT
+BODY_TIMEOUT_S = 5
+DEV_KEY, ADMIN_KEY = "Bearer gk-dev-developer", "Bearer gk-dev-admin"
+CALL = orjson.dumps({"model": "intent-fast", "max_tokens": 5,
+                     "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+BODY = CALL + b" " * (BODY_LIMIT - len(CALL))  # a valid call of exactly 64 KiB
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def bp(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[InProcessProxy]:
+    cfg = make_config_dir(tmp_path_factory.mktemp("budget-config"))
+    text = (EXAMPLES / "gateway.yaml").read_text()
+    text = re.sub(r"(?m)^max_body_bytes: .*$", f"max_body_bytes: {BODY_LIMIT}", text)
+    text = re.sub(r"(?m)^max_body_bytes_in_flight: .*$", f"max_body_bytes_in_flight: {BUDGET}",
+                  text)  # fmt: skip
+    (cfg / "gateway.yaml").write_text(text + f"body_timeout_seconds: {BODY_TIMEOUT_S}\n")
+    async with SimServer(port=0) as sim:
+        p = InProcessProxy(cfg, tmp_path_factory.mktemp("budget-data"), sim.base_url)
+        await p.start()
+        try:
+            yield p
+        finally:
+            await p.stop()
+
+
+def _budget(p: InProcessProxy) -> BodyBudget:
+    assert p._server is not None
+    budget: BodyBudget = p._server.config.app.body_budget
+    assert budget.limit == BUDGET
+    return budget
+
+
+async def _until(cond, what: str, within: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    """Poll `cond()` (generous bound: this machine is shared; nothing here is a timing claim)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    while not cond():
+        assert loop.time() < end, f"not within {within} s: {what}"
+        await asyncio.sleep(0.02)
+
+
+def _head(method: str, path: str, key: str, length: int | None) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: x", "Content-Type: application/json",
+             f"Authorization: {key}"]  # fmt: skip
+    lines.append(f"Content-Length: {length}" if length is not None
+                 else "Transfer-Encoding: chunked")  # fmt: skip
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines if ln)}
+    if headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while (size := int((await reader.readline()).strip(), 16)) > 0:
+            body += await reader.readexactly(size + 2)
+        return int(status_line.split()[1]), headers, body
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return int(status_line.split()[1]), headers, body
+
+
+def _assert_busy(shape: str, status: int, headers: dict[str, str], body: bytes) -> None:
+    assert status == 503, (status, body)
+    assert headers["retry-after"] == "1", headers
+    if shape != "admin":  # the protocol routes' own headers
+        assert headers["x-governor-error-code"] == "gateway_busy"
+        assert "x-should-retry" not in headers  # a retry can help: the SDKs retry a 503
+    doc = orjson.loads(body)
+    if shape == "anthropic":
+        assert doc["type"] == "error" and doc["error"]["type"] == "overloaded_error", doc
+        assert doc["error"]["message"].startswith("[gateway_busy]"), doc
+    elif shape == "openai":
+        assert set(doc) == {"error"} and doc["error"]["code"] == "gateway_busy", doc
+        assert doc["error"]["message"].startswith("[gateway_busy]") and "param" in doc["error"]
+    else:  # the admin API's own error JSON
+        assert doc == {"error": {"code": "gateway_busy", "message": doc["error"]["message"]}}
+    assert "max_body_bytes_in_flight" in body.decode()
+
+
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def _start_body(
+    port: int, path: str = "/v1/chat/completions", key: str = DEV_KEY,
+    length: int | None = BODY_LIMIT, first: bytes = BODY[:100],
+) -> Conn:  # fmt: skip
+    """A connection that sent a request head and the start of its body (all of it: chunked)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_head("POST", path, key, length) + first)
+    await writer.drain()
+    return reader, writer
+
+
+async def _hold(p: InProcessProxy, n: int, length: int = BODY_LIMIT) -> list[Conn]:
+    """`n` connections each half-way through a body of `length` bytes, their reads waiting."""
+    budget = _budget(p)
+    before = budget.held
+    conns = [await _start_body(p.port, length=length) for _ in range(n)]
+    await _until(lambda: budget.held == before + n * length, "the held bodies reserved")
+    return conns
+
+
+async def _close(conns: list[Conn]) -> None:
+    for _, w in conns:
+        w.close()
+    for _, w in conns:
+        try:
+            await w.wait_closed()
+        except ConnectionError:
+            pass
+
+
+async def test_fifty_slow_bodies_hold_at_most_the_budget_and_every_end_gives_it_back(
+    bp: InProcessProxy,
+) -> None:
+    """50 connections each start a 64 KiB body and stall: 20 are held (the budget), 30 are
+    answered 503 at once; then 10 of the held finish (200), 5 leave mid-body and 5 time out
+    (408), and all 1,280 KiB are given back: 20 full calls at once are all served again.
+    Before, all 50 were held (up to `max_body_bytes` each, however many connections)."""
+    budget = _budget(bp)
+    assert budget.held == 0
+    conns = [await _start_body(bp.port) for _ in range(50)]
+    reads = [asyncio.ensure_future(_read_response(r)) for r, _ in conns]
+    await _until(lambda: sum(t.done() for t in reads) >= 50 - HELD, "the 30 refusals")
+    await asyncio.sleep(0.3)  # no more answers come: the held bodies are waited for
+    refused = [i for i, t in enumerate(reads) if t.done()]
+    held = [i for i, t in enumerate(reads) if not t.done()]
+    assert len(refused) == 50 - HELD and len(held) == HELD
+    for i in refused:
+        _assert_busy("openai", *reads[i].result())
+    assert budget.held == BUDGET and budget.peak <= BUDGET
+
+    finish, leave, stall = held[:10], held[10:15], held[15:]
+    for i in finish:
+        conns[i][1].write(BODY[100:])
+    for i in leave:
+        conns[i][1].write(BODY[100:5000])
+        await conns[i][1].drain()
+        conns[i][1].close()
+    for i in finish:
+        status, _, body = await asyncio.wait_for(reads[i], 60)
+        assert status == 200, body
+    for i in stall:
+        status, _, body = await asyncio.wait_for(reads[i], 60)  # the 5 s body timeout
+        assert status == 408 and b"request_timeout" in body, body
+    await _until(lambda: budget.held == 0, "every reservation given back")
+    assert budget.peak <= BUDGET
+    await _close([conns[i] for i in refused + finish + stall])
+
+    async with httpx.AsyncClient(base_url=bp.base_url, timeout=60) as h:
+        rs = await asyncio.gather(*(
+            h.post("/v1/chat/completions", content=BODY,
+                   headers={"authorization": DEV_KEY, "content-type": "application/json"})
+            for _ in range(HELD)))  # fmt: skip
+    assert [r.status_code for r in rs] == [200] * HELD, [r.text for r in rs if r.status_code != 200]
+    assert budget.held == 0 and budget.peak <= BUDGET
+
+
+@pytest.mark.parametrize(
+    ("path", "key", "shape"),
+    [("/v1/chat/completions", DEV_KEY, "openai"), ("/v1/messages", DEV_KEY, "anthropic"),
+     ("/v1/responses", DEV_KEY, "openai"), ("/v1/embeddings", DEV_KEY, "openai"),
+     ("/v1/messages/count_tokens", DEV_KEY, "anthropic"),
+     ("/gateway/sessions", DEV_KEY, "admin"), ("/gateway/outcomes", ADMIN_KEY, "admin")],
+)  # fmt: skip
+async def test_a_body_past_the_budget_is_503_in_its_callers_shape_on_every_route(
+    bp: InProcessProxy, path: str, key: str, shape: str
+) -> None:
+    budget = _budget(bp)
+    holders = await _hold(bp, HELD)
+    try:
+        r, w = await _start_body(bp.port, path, key, 100, b"{")
+        try:
+            _assert_busy(shape, *await asyncio.wait_for(_read_response(r), 20))
+        finally:
+            await _close([(r, w)])
+    finally:
+        await _close(holders)
+    await _until(lambda: budget.held == 0, "the holders' reservations given back")
+
+
+async def test_a_chunked_body_is_counted_as_it_arrives(bp: InProcessProxy) -> None:
+    """No Content-Length to reserve up front: each chunk is reserved as it comes, and the one
+    that would pass the budget is refused (before, a chunked body was not counted at all)."""
+    budget = _budget(bp)
+    holders = await _hold(bp, HELD, 65_000)  # 10,720 bytes of the budget left
+    try:
+        r, w = await _start_body(bp.port, length=None, first=b"")
+        try:
+            chunk = BODY[:8000]
+            w.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+            await w.drain()
+            await _until(lambda: budget.held == HELD * 65_000 + 8000, "the first chunk reserved")
+            w.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")  # 16,000 > 10,720
+            await w.drain()
+            _assert_busy("openai", *await asyncio.wait_for(_read_response(r), 20))
+        finally:
+            await _close([(r, w)])
+    finally:
+        await _close(holders)
+    await _until(lambda: budget.held == 0, "every reservation given back")
+    assert budget.peak <= BUDGET
+
+
+async def test_the_budget_must_hold_the_largest_body() -> None:
+    with pytest.raises(ValidationError, match="max_body_bytes_in_flight"):
+        Settings(max_body_bytes=8 * 1024 * 1024, max_body_bytes_in_flight=4 * 1024 * 1024)
+    assert Settings().max_body_bytes_in_flight == 256 * 1024 * 1024
