@@ -36,6 +36,10 @@ def budget_scope_label(b: Budget) -> str:
     return label
 
 MAX_UNLISTED_VERSIONS = 100
+# Refusal codes are Governor's own fixed strings, plus the error type or code an upstream
+# answered a request with (`invalid_request_error`, `context_length_exceeded`, ...): a label
+# value the upstream chooses, so only the first this many distinct codes get a series.
+MAX_REFUSAL_CODES = 200
 
 LATENCY_BUCKETS = (
     0.0002,
@@ -102,6 +106,14 @@ class Metrics:
             "governor_refusals_total", "Refused calls by code", ["code"], registry=r
         )
         self.kills = Counter("governor_session_kills_total", "Sessions killed", registry=r)
+        self.http_refusals = Counter(
+            "governor_http_refusals_total",
+            "Requests the proxy answered with a refusal (4xx/5xx in the caller's protocol: "
+            "auth, headers, body size or timeout, capacity such as gateway_busy, governance), "
+            "by route, status and refusal code",
+            ["route", "status", "code"],
+            registry=r,
+        )
         self.auth_refusals = Counter(
             "governor_auth_refusals_total",
             "Requests answered 401 or 403, or 400 for duplicated or contradicting identity "
@@ -188,6 +200,7 @@ class Metrics:
         self._projects: frozenset[str] | None = None  # None: not bound to a config yet
         self._models: frozenset[str] = frozenset()
         self._unlisted: set[str] = set()
+        self._codes: set[str] = set()
 
     def bound_to(self, config: GatewayConfig) -> None:
         """The label values callers may put on a series: those `config` names."""
@@ -224,6 +237,16 @@ class Metrics:
             return value
         if len(self._unlisted) < MAX_UNLISTED_VERSIONS:
             self._unlisted.add(value)
+            return value
+        return "other"
+
+    def code(self, value: str) -> str:
+        """A refusal code: one of the first `MAX_REFUSAL_CODES` distinct codes seen, else
+        `other` (an upstream's error code is a value it chooses)."""
+        if value in self._codes:
+            return value
+        if len(self._codes) < MAX_REFUSAL_CODES:
+            self._codes.add(value)
             return value
         return "other"
 

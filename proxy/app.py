@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 
 from activities.gateway import Gateway
 from policies.config.models import Settings
+from policies.refusals import Refusal
 from proxy.count_tokens_route import handle_count_tokens
+from proxy.errors import note_refusal
 from proxy.http import (
     BODY_BUDGET,
     BODY_TIMEOUT,
@@ -124,6 +126,7 @@ class ProxyApp:
                     await handle_embeddings(gw, scope, receive, send)
                 elif (too_large := _headers_too_large(gw, scope)) is not None:
                     # The LLM routes above refuse this in their caller's protocol.
+                    note_refusal(gw, Refusal(431, "headers_too_large", too_large), "other", scope)
                     await respond_json(send, 431, {"error": {
                         "code": "headers_too_large", "message": too_large}})  # fmt: skip
                 elif path.startswith("/gateway/"):

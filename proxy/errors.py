@@ -16,12 +16,16 @@ log = logging.getLogger("governor.auth")
 
 
 def note_refusal(gw: Any, r: Refusal, route: str, scope: Any) -> None:
-    """Every 401/403, and every 400 for duplicated or contradicting identity headers, leaves a
-    log line and a count: status, code, route, client address; never the key or a header value
-    (codes are the gateway's own fixed strings)."""
+    """Every refusal a route answers is counted (`governor_http_refusals_total`: route, status,
+    code), so a 503 `gateway_busy` or a 408 body timeout shows on a dashboard as a 401 does.
+    Every 401/403, and every 400 for duplicated or contradicting identity headers, also leaves
+    a log line and an auth count: status, code, route, client address; never the key or a
+    header value."""
+    code = gw.metrics.code(r.code)
+    gw.metrics.child(gw.metrics.http_refusals, route, str(r.status), code).inc()
     if r.status not in (401, 403) and r.code not in HEADER_REFUSALS:
         return
-    gw.metrics.child(gw.metrics.auth_refusals, route, str(r.status), r.code).inc()
+    gw.metrics.child(gw.metrics.auth_refusals, route, str(r.status), code).inc()
     client = scope.get("client") or ("-", 0)
     log.warning(
         "refused %d %s on %s %s from %s", r.status, r.code, scope.get("method", "-"), route,

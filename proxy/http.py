@@ -166,7 +166,8 @@ async def read_body(scope: Scope, receive: Receive, limit: int, declared: str | 
     `ClientGone` when the client left before it had, `BodyBudgetFull` (a 503 refusal) when the
     bytes it needs would pass the scope's `BodyBudget`. No timer and no budget when the server
     already holds all of it (it arrived in one go: nothing is waited for)."""
-    known = declared is not None and declared.isdigit()
+    # ASCII digits only: str.isdigit() also takes "²" and other scripts' digits
+    known = declared is not None and declared.isascii() and declared.isdigit()
     if known and int(declared) > limit:  # type: ignore[arg-type]
         raise BodyTooLarge
     if scope.get(BODY_COMPLETE, False):

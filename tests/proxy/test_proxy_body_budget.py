@@ -186,6 +186,50 @@ async def test_fifty_slow_bodies_hold_at_most_the_budget_and_every_end_gives_it_
     assert budget.held == 0 and budget.peak <= BUDGET
 
 
+async def _refusals(p: InProcessProxy) -> dict[tuple[str, str, str], float]:
+    """`governor_http_refusals_total` as a scraper reads it: (route, status, code) -> count."""
+    async with httpx.AsyncClient(base_url=p.base_url, timeout=60) as h:
+        r = await h.get("/metrics", headers={"authorization": "Bearer gk-dev-metrics"})
+    assert r.status_code == 200, r.text
+    out: dict[tuple[str, str, str], float] = {}
+    for m in re.finditer(r'(?m)^governor_http_refusals_total\{code="([^"]*)",route="([^"]*)",'
+                         r'status="([^"]*)"\} (\S+)$', r.text):  # fmt: skip
+        out[(m[2], m[3], m[1])] = float(m[4])
+    return out
+
+
+async def test_busy_and_timed_out_bodies_are_counted_by_route_status_and_code(
+    bp: InProcessProxy,
+) -> None:
+    """An operator sees the gateway refusing bodies (to scale out, or to find a slow client):
+    each 503 `gateway_busy` and 408 `request_timeout` is one more on its series (before, only
+    401/403 and identity-header refusals were counted anywhere)."""
+    before = await _refusals(bp)
+    holders = await _hold(bp, HELD)
+    try:
+        extra = [await _start_body(bp.port) for _ in range(3)]
+        for r, _ in extra:
+            _assert_busy("openai", *await asyncio.wait_for(_read_response(r), 20))
+        await _close(extra)
+        admin = [await _start_body(bp.port, "/gateway/sessions", DEV_KEY, 100, b"{")]
+        _assert_busy("admin", *await asyncio.wait_for(_read_response(admin[0][0]), 20))
+        await _close(admin)
+    finally:
+        await _close(holders)
+    r, w = await _start_body(bp.port, length=200, first=b"{")  # a stalled body: 408
+    status, _, body = await asyncio.wait_for(_read_response(r), 60)
+    assert status == 408, body
+    await _close([(r, w)])
+    after = await _refusals(bp)
+
+    def added(*labels: str) -> float:
+        return after.get(labels, 0) - before.get(labels, 0)
+
+    assert added("llm", "503", "gateway_busy") == 3, after
+    assert added("admin", "503", "gateway_busy") == 1, after
+    assert added("llm", "408", "request_timeout") == 1, after
+
+
 @pytest.mark.parametrize(
     ("path", "key", "shape"),
     [("/v1/chat/completions", DEV_KEY, "openai"), ("/v1/messages", DEV_KEY, "anthropic"),
