@@ -134,8 +134,31 @@ class BoundedHttpTools(HttpToolsProtocol):
     # measurable throughput.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        gw = getattr(self.app, "gw", None)
+        if gw is not None and len(self.connections) > gw.config.settings.max_connections:
+            self._refuse_connection(gw)
+            return
         self._head_started = self.loop.time()
         self._arm_head_timer(self.HEAD_TIMEOUT_SECONDS)
+
+    # How long a refused connection is kept half-closed for its client to read the 503: closing
+    # at once, with the client's request unread, would send a reset that can discard the answer.
+    REFUSED_LINGER_SECONDS = 1.0
+    _refused = False
+
+    def _refuse_connection(self, gw: Any) -> None:
+        """One connection past `max_connections`: 503 `gateway_busy` at once (the protocol is
+        not known yet: OpenAI's error shape, which the Anthropic SDKs read too), nothing of the
+        request read or buffered, closed within `REFUSED_LINGER_SECONDS`."""
+        self._refused = True
+        limit = gw.config.settings.max_connections
+        gw.metrics.child(gw.metrics.http_refusals, "connection", "503", "gateway_busy").inc()
+        msg = f"the gateway already has {limit} open connections (max_connections); retry shortly"
+        self.transport.write(_refusal_bytes(503, b"Service Unavailable", "openai", "gateway_busy",
+                                            msg, b"retry-after: 1\r\n"))  # fmt: skip
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(self.REFUSED_LINGER_SECONDS, self.transport.close)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
@@ -189,6 +212,8 @@ class BoundedHttpTools(HttpToolsProtocol):
             cycle.scope[BODY_COMPLETE] = True  # type: ignore[literal-required]
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # a refused connection's request is never read
         in_head, heads = self._in_head, self._heads
         if in_head and self._head_started is None:
             self._head_started = self.loop.time()  # the first byte of the next head
@@ -210,13 +235,20 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._disarm_head_timer()
         url = getattr(self, "url", b"") or b""
         protocol = "anthropic" if url.startswith(b"/v1/messages") else "openai"
-        body = error_body(protocol, status, code, msg)
-        self.transport.write(
-            b"HTTP/1.1 " + str(status).encode() + b" " + reason + b"\r\n"
-            b"content-type: application/json\r\ncontent-length: " + str(len(body)).encode()
-            + b"\r\nconnection: close\r\n\r\n" + body
-        )
+        self.transport.write(_refusal_bytes(status, reason, protocol, code, msg))
         self.transport.close()
+
+
+def _refusal_bytes(status: int, reason: bytes, protocol: str, code: str, msg: str,
+                   extra: bytes = b"") -> bytes:  # fmt: skip
+    """A whole `connection: close` response carrying the refusal in `protocol`'s error shape;
+    `extra`: more header lines, each ending in CRLF."""
+    body = error_body(protocol, status, code, msg)
+    return (
+        b"HTTP/1.1 " + str(status).encode() + b" " + reason + b"\r\n"
+        b"content-type: application/json\r\ncontent-length: " + str(len(body)).encode()
+        + b"\r\nconnection: close\r\n" + extra + b"\r\n" + body
+    )
 
 
 async def attach_workflows(gw: Gateway) -> None:

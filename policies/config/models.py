@@ -411,6 +411,11 @@ class Settings(_Strict):
     # connections (a body that would pass it: 503 `gateway_busy`, Retry-After 1). At least
     # `max_body_bytes`, so the largest body allowed can always be received on its own.
     max_body_bytes_in_flight: int = Field(default=256 * 1024 * 1024, gt=0)
+    # Open client connections per proxy process; one past it is answered 503 `gateway_busy`
+    # (Retry-After 1) and closed before any of its request is read. Each open connection may
+    # hold a request head (64 KiB) and ~64 KiB of unread body, so this bounds what connections
+    # themselves can pin (~1.3 GB at the default), whatever callers open.
+    max_connections: int = Field(default=10_000, ge=1)
     # Per-caller memory: a session's in-memory state is forgotten after this long without a call
     # (the ledger keeps everything); Idempotency-Key records are kept this long, at most this
     # many, and an answer larger than `idempotency_max_response_bytes` is not kept at all.
