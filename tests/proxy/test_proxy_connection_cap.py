@@ -30,7 +30,9 @@ CALL = {"model": "intent-fast", "max_tokens": 5, "messages": [{"role": "user", "
 async def cp(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[InProcessProxy]:
     cfg = make_config_dir(tmp_path_factory.mktemp("conn-config"))
     text = (EXAMPLES / "gateway.yaml").read_text()
-    (cfg / "gateway.yaml").write_text(text + f"max_connections: {CAP}\n")
+    text, n = re.subn(r"(?m)^max_connections: .*$", f"max_connections: {CAP}", text)
+    assert n == 1
+    (cfg / "gateway.yaml").write_text(text)
     async with SimServer(port=0) as sim:
         p = InProcessProxy(cfg, tmp_path_factory.mktemp("conn-data"), sim.base_url)
         await p.start()
