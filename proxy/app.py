@@ -23,6 +23,7 @@ from proxy.count_tokens_route import handle_count_tokens
 from proxy.errors import note_refusal
 from proxy.http import (
     BODY_BUDGET,
+    BODY_HELD,
     BODY_TIMEOUT,
     BodyBudget,
     ClientGone,
@@ -104,8 +105,6 @@ class ProxyApp:
                 await respond_json(send, 503, {"error": {"message": "starting up"}},
                                    ((b"retry-after", b"1"),))
                 return
-            path = scope["path"]
-            method = scope["method"]
             # Every route's `read_body` is bounded by these (one setting each, no route can
             # forget them); a reload's new budget applies from the next request on.
             settings = gw.config.settings
@@ -114,65 +113,75 @@ class ProxyApp:
             budget.limit = settings.max_body_bytes_in_flight
             scope[BODY_BUDGET] = budget
             try:
-                if method == "POST" and path == "/v1/chat/completions":
-                    await handle_llm(gw, "openai", scope, receive, send)
-                elif method == "POST" and path == "/v1/messages":
-                    await handle_llm(gw, "anthropic", scope, receive, send)
-                elif method == "POST" and path == "/v1/responses":
-                    await handle_responses(gw, scope, receive, send)
-                elif method == "POST" and path == "/v1/messages/count_tokens":
-                    await handle_count_tokens(gw, scope, receive, send)
-                elif method == "POST" and path == "/v1/embeddings":
-                    await handle_embeddings(gw, scope, receive, send)
-                elif (too_large := _headers_too_large(gw, scope)) is not None:
-                    # The LLM routes above refuse this in their caller's protocol.
-                    note_refusal(gw, Refusal(431, "headers_too_large", too_large), "other", scope)
-                    await respond_json(send, 431, {"error": {
-                        "code": "headers_too_large", "message": too_large}})  # fmt: skip
-                elif path.startswith("/gateway/"):
-                    from proxy.admin import handle_admin
-
-                    await handle_admin(gw, scope, receive, send)
-                elif method == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):
-                    await handle_models(gw, scope, send)
-                elif path == "/control-room" or path.startswith("/control-room/"):
-                    from proxy.control_room import handle_control_room
-
-                    await handle_control_room(gw, self.control_room, scope, receive, send)
-                elif path == "/metrics":
-                    await serve_metrics(gw, self.metrics_page, scope, send)
-                elif path in ("/healthz", "/"):
-                    await respond_json(send, 200, {"status": "ok", "service": "governor-proxy"})
-                else:
-                    await respond_json(
-                        send,
-                        404,
-                        {"error": {"code": "not_found", "message": f"no route {method} {path}"}},
-                    )
-            except ClientGone:
-                # The client closed its connection mid-body: not an error of ours, and no one
-                # to answer.
-                log.debug("client left mid-body on %s %s", method, path)
-            except Exception:
-                # Never a traceback to the caller; the log keeps the type, not the payload.
-                log.exception("unhandled error on %s %s", method, path)
-                try:
-                    await respond_json(
-                        send,
-                        500,
-                        {
-                            "error": {
-                                "type": "api_error",
-                                "code": "internal_error",
-                                "message": "the gateway hit an internal error; the call was not "
-                                "forwarded and nothing was charged",
-                            }
-                        },
-                    )
-                except Exception:
-                    pass
+                await self._route(gw, scope, receive, send)
+            finally:
+                held = scope.get(BODY_HELD, 0)
+                if held:  # the request's bodies, held until its answer ended
+                    budget.give(held)
         elif t == "lifespan":
             await self._lifespan(receive, send)
+
+    async def _route(self, gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        method = scope["method"]
+        try:
+            if method == "POST" and path == "/v1/chat/completions":
+                await handle_llm(gw, "openai", scope, receive, send)
+            elif method == "POST" and path == "/v1/messages":
+                await handle_llm(gw, "anthropic", scope, receive, send)
+            elif method == "POST" and path == "/v1/responses":
+                await handle_responses(gw, scope, receive, send)
+            elif method == "POST" and path == "/v1/messages/count_tokens":
+                await handle_count_tokens(gw, scope, receive, send)
+            elif method == "POST" and path == "/v1/embeddings":
+                await handle_embeddings(gw, scope, receive, send)
+            elif (too_large := _headers_too_large(gw, scope)) is not None:
+                # The LLM routes above refuse this in their caller's protocol.
+                note_refusal(gw, Refusal(431, "headers_too_large", too_large), "other", scope)
+                await respond_json(send, 431, {"error": {
+                    "code": "headers_too_large", "message": too_large}})  # fmt: skip
+            elif path.startswith("/gateway/"):
+                from proxy.admin import handle_admin
+
+                await handle_admin(gw, scope, receive, send)
+            elif method == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):
+                await handle_models(gw, scope, send)
+            elif path == "/control-room" or path.startswith("/control-room/"):
+                from proxy.control_room import handle_control_room
+
+                await handle_control_room(gw, self.control_room, scope, receive, send)
+            elif path == "/metrics":
+                await serve_metrics(gw, self.metrics_page, scope, send)
+            elif path in ("/healthz", "/"):
+                await respond_json(send, 200, {"status": "ok", "service": "governor-proxy"})
+            else:
+                await respond_json(
+                    send,
+                    404,
+                    {"error": {"code": "not_found", "message": f"no route {method} {path}"}},
+                )
+        except ClientGone:
+            # The client closed its connection mid-body: not an error of ours, and no one
+            # to answer.
+            log.debug("client left mid-body on %s %s", method, path)
+        except Exception:
+            # Never a traceback to the caller; the log keeps the type, not the payload.
+            log.exception("unhandled error on %s %s", method, path)
+            try:
+                await respond_json(
+                    send,
+                    500,
+                    {
+                        "error": {
+                            "type": "api_error",
+                            "code": "internal_error",
+                            "message": "the gateway hit an internal error; the call was not "
+                            "forwarded and nothing was charged",
+                        }
+                    },
+                )
+            except Exception:
+                pass
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -119,14 +119,18 @@ DEFAULT_BODY_TIMEOUT_S = 30.0  # `body_timeout_seconds`' default, for a scope wi
 # Scope key of the process's `BodyBudget`: the app sets it on every request, so every route's
 # `read_body` counts the body it buffers against `max_body_bytes_in_flight`.
 BODY_BUDGET = "governor.body_budget"
+# Scope key of the bytes this request's bodies keep reserved in the budget once read: the app
+# gives them back when the request ends (its answer sent, a stream included).
+BODY_HELD = "governor.body_held"
 
 
 class BodyBudget:
-    """Bytes of request bodies this process is buffering while they arrive, across all
-    connections: at most `limit` (`max_body_bytes_in_flight`). A body reserves its declared
-    length before its first read and any bytes past it as they arrive, each a check and an add
-    in one synchronous step (no other request runs in between), and gives all of it back when
-    its read ends, however it ends: whole, too large, timed out, client gone, refused."""
+    """Bytes of request bodies this process holds, across all connections: at most `limit`
+    (`max_body_bytes_in_flight`). A body reserves its declared length before its first read and
+    any bytes past it as they arrive, each a check and an add in one synchronous step (no other
+    request runs in between). A read that fails (too large, timed out, client gone, refused)
+    gives all of it back at once; a body read whole stays reserved until its request ends
+    (`BODY_HELD`: the call holds its body, and what was parsed from it, until then)."""
 
     __slots__ = ("held", "limit", "peak")
 
@@ -164,18 +168,24 @@ async def read_body(scope: Scope, receive: Receive, limit: int, declared: str | 
     `declared`, the Content-Length, says so), `BodyTimeout` (a 408 refusal) when it has not all
     arrived within the scope's body timeout of the first read (a slow or stalled client),
     `ClientGone` when the client left before it had, `BodyBudgetFull` (a 503 refusal) when the
-    bytes it needs would pass the scope's `BodyBudget`. No timer and no budget when the server
-    already holds all of it (it arrived in one go: nothing is waited for)."""
+    bytes it needs would pass the scope's `BodyBudget`; a body read whole stays counted in the
+    budget until the request ends (`BODY_HELD`). No timer when the server already holds all of
+    it (it arrived in one go: nothing is waited for)."""
     # ASCII digits only: str.isdigit() also takes "²" and other scripts' digits
     known = declared is not None and declared.isascii() and declared.isdigit()
     if known and int(declared) > limit:  # type: ignore[arg-type]
         raise BodyTooLarge
+    budget: BodyBudget | None = scope.get(BODY_BUDGET)
     if scope.get(BODY_COMPLETE, False):
-        return await _collect(receive, limit)
+        body = await _collect(receive, limit)
+        if budget is not None:
+            if not budget.take(len(body)):
+                raise BodyBudgetFull(budget.limit)
+            scope[BODY_HELD] = scope.get(BODY_HELD, 0) + len(body)
+        return body
     within = scope.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)
     # One deadline for the whole body (a timer, not a task per chunk as wait_for makes).
     deadline = asyncio.get_running_loop().time() + within
-    budget: BodyBudget | None = scope.get(BODY_BUDGET)
     if budget is None:
         try:
             async with asyncio.timeout_at(deadline):
@@ -206,9 +216,13 @@ async def read_body(scope: Scope, receive: Receive, limit: int, declared: str | 
                 if not msg.get("more_body", False):
                     break
     except TimeoutError:
-        raise BodyTimeout(within) from None
-    finally:
         budget.give(reserved)
+        raise BodyTimeout(within) from None
+    except BaseException:
+        budget.give(reserved)
+        raise
+    budget.give(reserved - size)  # a Content-Length above what came (none here: the parser's)
+    scope[BODY_HELD] = scope.get(BODY_HELD, 0) + size
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

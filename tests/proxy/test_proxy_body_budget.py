@@ -33,6 +33,9 @@ DEV_KEY, ADMIN_KEY = "Bearer gk-dev-developer", "Bearer gk-dev-admin"
 CALL = orjson.dumps({"model": "intent-fast", "max_tokens": 5,
                      "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
 BODY = CALL + b" " * (BODY_LIMIT - len(CALL))  # a valid call of exactly 64 KiB
+STREAM_CALL = orjson.dumps({"model": "intent-fast", "max_tokens": 5, "stream": True,
+                            "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+STREAM_BODY = STREAM_CALL + b" " * (BODY_LIMIT - len(STREAM_CALL))
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -45,6 +48,7 @@ async def bp(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[InProces
     (cfg / "gateway.yaml").write_text(text + f"body_timeout_seconds: {BODY_TIMEOUT_S}\n")
     async with SimServer(port=0) as sim:
         p = InProcessProxy(cfg, tmp_path_factory.mktemp("budget-data"), sim.base_url)
+        p.sim = sim  # type: ignore[attr-defined]  # the tests below slow its answers
         await p.start()
         try:
             yield p
@@ -280,3 +284,35 @@ async def test_the_budget_must_hold_the_largest_body() -> None:
     with pytest.raises(ValidationError, match="max_body_bytes_in_flight"):
         Settings(max_body_bytes=8 * 1024 * 1024, max_body_bytes_in_flight=4 * 1024 * 1024)
     assert Settings().max_body_bytes_in_flight == 256 * 1024 * 1024
+
+
+async def test_a_body_read_whole_stays_counted_until_its_call_has_answered(
+    bp: InProcessProxy,
+) -> None:
+    """A call holds its body (and what was parsed from it) until its answer ends, so that is
+    what the budget counts: 10 calls and 10 streams of 64 KiB waiting on a slow provider hold
+    the whole budget, a 21st call is 503 `gateway_busy` at once, and once they are answered
+    every byte is given back. Before, a body left the budget when its read ended, and calls
+    waiting upstream held bodies no setting bounded."""
+    budget = _budget(bp)
+    assert budget.held == 0
+    bp.sim.add_fault(count=HELD, first_byte_ms=2000)  # type: ignore[attr-defined]
+    headers = {"authorization": DEV_KEY, "content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=bp.base_url, timeout=60) as h:
+
+        async def call(body: bytes) -> tuple[int, bytes]:
+            async with h.stream("POST", "/v1/chat/completions", content=body,
+                                headers=headers) as r:  # fmt: skip
+                return r.status_code, await r.aread()
+
+        calls = [asyncio.ensure_future(call(BODY if i % 2 else STREAM_BODY))
+                 for i in range(HELD)]  # fmt: skip
+        await _until(lambda: budget.held == BUDGET, "the 20 bodies held while their calls wait")
+        assert not any(c.done() for c in calls)
+        r = await h.post("/v1/chat/completions", content=BODY, headers=headers)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "gateway_busy", r.text
+        done = await asyncio.gather(*calls)
+    assert [s for s, _ in done] == [200] * HELD, done
+    assert sum(b"data: [DONE]" in body for _, body in done) == HELD // 2
+    await _until(lambda: budget.held == 0, "every body given back once answered")
+    assert budget.peak <= BUDGET
