@@ -666,13 +666,21 @@ class _AnthropicRewriter(_Rewriter):
     caught. Each released piece of the run's text goes back to the block it came from (a
     redaction over two blocks: its marker where it starts), so block boundaries do not move;
     a text block's stop, and what follows it, wait until all of its text is released (at the
-    latest when the run ends: a block that is not text, or the message's end)."""
+    latest when the run ends: a block that is not text, or the message's end). Each delta's
+    characters are kept as its block's, wherever the run's other blocks are: blocks that
+    interleave, or a delta after its block's stop (the API sends neither), lose or repeat no
+    text."""
 
     def __init__(self, g: CallGuard, text_on: bool, tools_on: bool) -> None:
         super().__init__(g, text_on, tools_on)
         self.tools: dict[int, list[Any]] = {}  # index -> [start doc, [partial json]]
         self.run: StreamGuard | None = None  # the guard of the current run of text blocks
-        self.blocks: list[list[int]] = []  # [index, first char, end (-1: open)] in the run
+        # The run's text not yet released, by the block it came from, in text order:
+        # [index, first char, end] (a block's deltas in a row are one).
+        self.parts: list[list[int]] = []
+        # The text blocks of the run, each with where its text fed so far ends (its stop waits
+        # until the guard has released that far).
+        self.blocks: dict[int, int] = {}
         self.fed = 0  # characters of the run's text fed to its guard
         self.released = 0  # ... and released by it
         # Events held behind a text block's stop until that block's text is all released:
@@ -687,21 +695,21 @@ class _AnthropicRewriter(_Rewriter):
             return
         kind = doc.get("type", name) if isinstance(doc, dict) else None
         idx = doc.get("index") if isinstance(doc, dict) else None
-        in_run = isinstance(idx, int) and any(b[0] == idx for b in self.blocks)
+        in_run = isinstance(idx, int) and idx in self.blocks
         if kind == "content_block_start" and isinstance(idx, int):
             block = doc.get("content_block") or {}
             btype = block.get("type")
             if btype == "text" and self.text_on:
                 if self.run is None:
                     self.run = self.g.stream_guard("request-output")
-                self.blocks.append([idx, self.fed, -1])
+                self.blocks.setdefault(idx, self.fed)
                 first = block.get("text")
                 if first:
                     block["text"] = ""
                     data = orjson.dumps(doc)
                 self._put("raw", -1, encode_sse(data, name))
                 if isinstance(first, str) and first:
-                    self._feed_run(first, final=False)
+                    self._feed_run(idx, first, final=False)
                 return
             self._end_run()
             if btype in ("tool_use", "server_tool_use") and self.tools_on:
@@ -718,13 +726,10 @@ class _AnthropicRewriter(_Rewriter):
             if in_run and delta.get("type") == "text_delta":
                 text = delta.get("text")
                 if isinstance(text, str) and text:
-                    self._feed_run(text, final=False)
+                    self._feed_run(idx, text, final=False)
                 return
         elif kind == "content_block_stop" and isinstance(idx, int):
             if in_run:
-                for b in self.blocks:
-                    if b[0] == idx and b[2] < 0:
-                        b[2] = self.fed
                 self._put("stop", idx, encode_sse(data, name))
                 self._drain()
                 return
@@ -735,12 +740,20 @@ class _AnthropicRewriter(_Rewriter):
             self._end_run()
         self._put("raw", -1, encode_sse(data, name))
 
-    def _feed_run(self, text: str, final: bool) -> None:
-        """Feed the run's guard; hand what it releases back to the blocks it came from."""
+    def _feed_run(self, idx: int, text: str, final: bool) -> None:
+        """Feed the run's guard (`text`: block `idx`'s); hand what it releases back to the
+        blocks it came from."""
         guard = self.run
         if guard is None:
             return
-        self.fed += len(text)
+        if text:
+            parts = self.parts
+            if parts and parts[-1][0] == idx and parts[-1][2] == self.fed:
+                parts[-1][2] += len(text)
+            else:
+                parts.append([idx, self.fed, self.fed + len(text)])
+            self.fed += len(text)
+            self.blocks[idx] = self.fed
         verdicts: list[StreamVerdict] = []
         if text:
             verdicts.append(guard.feed(text))
@@ -760,24 +773,26 @@ class _AnthropicRewriter(_Rewriter):
     def _release(self, raw: str, spans: tuple[tuple[int, int, str], ...]) -> None:
         lo = self.released
         hi = lo + len(raw)
-        pieces = []
-        for idx, first, end in self.blocks:
-            a, b = max(first, lo), min(hi if end < 0 else end, hi)
-            if a < b:
-                pieces.append(Piece((idx,), a - lo, b - lo))
+        pieces: list[Piece] = []
+        owners: list[int] = []
+        for idx, first, end in self.parts:
+            a, b = max(first, lo), min(end, hi)
+            if a < b:  # (a path of its own: a block may have several parts in `raw`)
+                pieces.append(Piece((len(pieces),), a - lo, b - lo))
+                owners.append(idx)
         new = redacted_pieces(Segment("request-output", raw, tuple(pieces)), spans)
-        for p in pieces:
+        for p, idx in zip(pieces, owners, strict=True):
             text = new.get(p.path, raw[p.start : p.end])
             if text:
-                self._put("text", int(p.path[0]), text)
+                self._put("text", idx, text)
         self.released = hi
-        self.blocks = [b for b in self.blocks if b[2] < 0 or b[2] > hi]
+        self.parts = [p for p in self.parts if p[2] > hi]
 
     def _end_run(self) -> None:
         """The run of text blocks ended: its guard's held text is scanned as complete."""
         if self.run is not None:
-            self._feed_run("", final=True)
-            self.run, self.blocks = None, []
+            self._feed_run(-1, "", final=True)
+            self.run, self.parts, self.blocks = None, [], {}
         self._drain()
 
     def _put(self, kind: str, idx: int, item: Any) -> None:
@@ -796,7 +811,7 @@ class _AnthropicRewriter(_Rewriter):
         q = self.queue
         n = 0
         for kind, idx, item in q:
-            if kind == "stop" and any(b[0] == idx for b in self.blocks):
+            if kind == "stop" and self.blocks.get(idx, -1) > self.released:
                 break
             if kind == "text":
                 self._text_delta(idx, item)
