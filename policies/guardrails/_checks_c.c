@@ -13,6 +13,16 @@
 #include <string.h>
 
 /* checks._XLOGX_MAX and checks._ENTROPY_MARGIN (the module checks they match at import). */
+/* A `case` that falls through to the next on purpose (-Wimplicit-fallthrough). */
+#if defined(__has_attribute)
+#if __has_attribute(fallthrough)
+#define FALLTHROUGH __attribute__((fallthrough))
+#endif
+#endif
+#ifndef FALLTHROUGH
+#define FALLTHROUGH ((void)0)
+#endif
+
 #define XLOGX_MAX 4096
 #define ENTROPY_MARGIN 1e-9
 
@@ -532,7 +542,7 @@ rest_of_stretch(const cut_ctx *c, PyObject *found, PyObject *type, int quoted, P
  * answers: a list of spans; or None for input it leaves to the Python (offsets that are not
  * ints in the text, spans that are not tuples). */
 static PyObject *
-py_cut_rest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+py_cut_rest(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 10) {
         PyErr_SetString(PyExc_TypeError, "cut_rest(text, low, spans, kept, labelled, span_type, "
@@ -878,7 +888,7 @@ has_example(int kind, const void *d, Py_ssize_t a, Py_ssize_t b)
  * `list(secrets._aws(text))`: AWS key ids and the secret after one, in one pass. A secret's
  * `random_looking(…, 4.0)` the C cannot decide (at the entropy bar) is asked of the Python. */
 static PyObject *
-py_aws_spans(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+py_aws_spans(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 5) {
         PyErr_SetString(PyExc_TypeError,
@@ -1016,7 +1026,7 @@ bearer_verdict(PyObject *value)
  * `list(secrets._bearer(text, low))`: a bearer token after each `bearer` label, its verdict asked
  * of `ok` (the Python's) where the C cannot tell; None where `low` is not `text`'s length. */
 static PyObject *
-py_bearer_spans(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+py_bearer_spans(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 6) {
         PyErr_SetString(PyExc_TypeError,
@@ -1111,7 +1121,7 @@ failed:
 /* ---- end of the cut path, AWS key ids and bearer tokens (issue C) ---- */
 
 static PyObject *
-py_ascending_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+py_ascending_run(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "ascending_run(value, n)");
@@ -1130,7 +1140,7 @@ py_ascending_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
-py_two_char_classes(PyObject *self, PyObject *value)
+py_two_char_classes(PyObject *Py_UNUSED(self), PyObject *value)
 {
     if (ready(value) < 0)
         return NULL;
@@ -1154,7 +1164,7 @@ entropy_args(PyObject *const *args, Py_ssize_t nargs, const char *name, double *
 
 /* `entropy_at_least(value, min_entropy)`, or None: ask `entropy(value) >= min_entropy`. */
 static PyObject *
-py_entropy_at_least(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+py_entropy_at_least(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
     double t;
     Py_ssize_t d;
@@ -1168,7 +1178,7 @@ py_entropy_at_least(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 /* `random_looking(value, min_entropy)`, or None: ask the Python. */
 static PyObject *
-py_random_looking(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+py_random_looking(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
     double t;
     Py_ssize_t d;
@@ -1347,7 +1357,7 @@ code_ref(PyObject *s)
  * `few` 0 where counted (else 6 for a password, 8 for a secret) and `min_entropy` its kind's: the same answer, or None where a regex (`_TEMPLATE`, `_FILE_PATH`)
  * or `entropy` must decide. Every check is a refusal, so any refusal here is the answer. */
 static PyObject *
-py_value_ok(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+py_value_ok(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 5) {
         PyErr_SetString(PyExc_TypeError, "value_ok(value, low, quoted, few, min_entropy)");
@@ -1415,7 +1425,7 @@ py_value_ok(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
  * candidate), or None for any other str: ask the Python (which reads `int()` of its prefixes and
  * the UTF-8 bytes of the rest). */
 static PyObject *
-py_card_ok(PyObject *self, PyObject *value)
+py_card_ok(PyObject *Py_UNUSED(self), PyObject *value)
 {
     if (ready(value) < 0)
         return NULL;
@@ -1650,7 +1660,7 @@ pii_rfind_url(int kind, const void *data, Py_ssize_t lo, Py_ssize_t hi)
 
 /* `pii._emails_py(text)`: emails(text, Span, detector, type, priority, complete, dense). */
 static PyObject *
-py_pii_emails(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+py_pii_emails(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
     if (pii_args(args, nargs, 7,
                  "pii_emails(text, Span, detector, type, priority, complete, dense)") < 0)
@@ -1850,7 +1860,7 @@ settle_group(const Py_ssize_t *f, Py_ssize_t first, Py_ssize_t last, Py_ssize_t 
  * priority and one length keeps each that starts at or after the last kept one's end, and any
  * other group is `resolve_group(group, starts, ends)`'s. */
 static PyObject *
-py_settle(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+py_settle(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2 || !PyList_Check(args[0])) {
         PyErr_SetString(PyExc_TypeError, "settle(spans: list, resolve_group)");
@@ -2091,7 +2101,7 @@ pii_digit(Py_UCS4 c)
 /* The E.164 and `(415) 555-0132` phones of `pii._phones_py`, in its order:
  * pii_phones(text, Span, detector, type, priority, complete). */
 static PyObject *
-py_pii_phones(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+py_pii_phones(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
     if (pii_args(args, nargs, 6, "pii_phones(text, Span, detector, type, priority, complete)") <
         0)
@@ -2211,7 +2221,7 @@ static int pii_code_groups(int kind, const void *data, Py_ssize_t n, Py_ssize_t 
 /* The phones dialled with `00` of `pii._intl_phones`: pii_intl(text, Span, detector, type,
  * priority, complete). */
 static PyObject *
-py_pii_intl(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+py_pii_intl(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
     if (pii_args(args, nargs, 6, "pii_intl(text, Span, detector, type, priority, complete)") < 0)
         return NULL;
@@ -2389,7 +2399,7 @@ pii_code_groups(int kind, const void *data, Py_ssize_t n, Py_ssize_t s)
 
 /* in_code_groups(text, s) -> bool: pii._in_code_groups. */
 static PyObject *
-py_in_code_groups(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+py_in_code_groups(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t s;
     if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyLong_CheckExact(args[1])) {
@@ -2870,7 +2880,7 @@ num_match(int kind, const void *data, Py_ssize_t n, Py_ssize_t p, Py_ssize_t *e)
  * character, then up to 12 of `[^0-9a-z\n]`, at `s` or before a newline there): 0 where it surely
  * does not (every character looked at is ASCII, and none that could end the label is there). */
 static int
-num_label_maybe(int kind, const void *data, Py_ssize_t n, Py_ssize_t s)
+num_label_maybe(int kind, const void *data, Py_ssize_t s)
 {
     for (int nl = 0; nl < 2; nl++) {
         Py_ssize_t q = s;
@@ -2896,7 +2906,7 @@ num_label_maybe(int kind, const void *data, Py_ssize_t n, Py_ssize_t s)
  * `iban_lengths`: 676 bytes; `ssn_label(text, s)`: the label search, asked where
  * `num_label_maybe` cannot say no, and kept for a window `text[s - 41 : s]` like the last. */
 static PyObject *
-py_pii_numeric(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+py_pii_numeric(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
     static const char usage[] =
         "pii_numeric(text, Span, detector, types, priority, complete, dense, not_global_v4, "
@@ -2997,7 +3007,7 @@ py_pii_numeric(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         case NUM_SSN9: {
             t = T_SSN;
             if (!num_free_right(kind, data, n, e) || !num_ssn_ok(kind, data, s, s + 3, s + 5) ||
-                !num_label_maybe(kind, data, n, s))
+                !num_label_maybe(kind, data, s))
                 break;
             Py_ssize_t w = s - 41 > 0 ? s - 41 : 0;
             if (label_at < 0 || label_len != s - w ||
@@ -3029,7 +3039,8 @@ py_pii_numeric(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 t = T_PHONE;
                 break;
             }
-            /* fall through: led by a 0, a national number */
+            /* Led by a 0: a national number. */
+            FALLTHROUGH;
         case NUM_NATL: {
             t = T_PHONE;
             Py_ssize_t h = num_natl_head(kind, data, s, e);
@@ -3103,7 +3114,7 @@ pii_hexcolon(Py_UCS4 c)
  * (16 bytes each, big-endian) of each range that is not global; `mapped_global(value)`:
  * `_ip6_global` for an IPv4-mapped address (left to `ipaddress`). */
 static PyObject *
-py_pii_ipv6(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+py_pii_ipv6(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
     if (pii_args(args, nargs, 8,
                  "pii_ipv6(text, Span, detector, type, priority, complete, not_global, "
@@ -4210,7 +4221,7 @@ py_label_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 /* `owned_label(low, i, ms, me, owner)`: `secrets._owned_label` (for the tests comparing the two;
  * `owner` is the run of `_KEY_CHARS` before `ms`, up to 40, as its callers give it). */
 static PyObject *
-py_owned_label(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+py_owned_label(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 5) {
         PyErr_SetString(PyExc_TypeError, "owned_label(low, i, ms, me, owner)");
@@ -4302,6 +4313,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_checks_c", "C versions of the pure guardrail checks.", -1, methods,
+    NULL, NULL, NULL, NULL,
 };
 
 /* A tuple of the NULL-ended `items`. */
