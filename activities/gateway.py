@@ -164,15 +164,19 @@ class Gateway:
         killed.cap = s.max_killed_sessions
         killed.on_forget = self.owners.forget  # its next call asks the ledger again
 
-    async def check_session(self, ident: Identity) -> None:
+    async def check_session(self, ident: Identity) -> str | None:
         """The session's owner (`SessionOwners.check`) and, when this runtime has dropped kills
         for its bound and does not know the session, its kill from the ledger: one round trip
-        per session per runtime (with the owner's), so a killed session stays refused."""
+        per session per runtime (with the owner's), so a killed session stays refused.
+        Returns the session's kill reason (or CLOSED) when it is known to have ended: the
+        caller keeps it for the call's decision (`CallRequest.ended`), since newer kills may
+        push it out of the bounded kill list before the call is decided."""
         sid = ident.session_id
         if sid is None:
-            return
+            return None
         killed = self.state.killed
-        if killed.forgotten and sid not in killed and self.owners.owner(sid) is None:
+        ended = killed.get(sid)
+        if killed.forgotten and ended is None and self.owners.owner(sid) is None:
             # Asked before the owner is cached: a lookup that fails leaves the session unknown,
             # so its next call asks again (a cached owner would skip the check for good).
             try:
@@ -186,7 +190,9 @@ class Gateway:
                 ) from None
             if rec is not None:
                 self.mark_ended(rec)
+                ended = killed.get(sid)
         await self.owners.check(ident)
+        return ended
 
     @classmethod
     async def open(

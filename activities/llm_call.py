@@ -67,6 +67,9 @@ class CallRequest:
     # (`audit.decisions`), set by the decision and copied into the call row.
     config_version: str | None = None
     record: dict[str, Any] | None = None
+    # The session's kill reason (or CLOSED) as `Gateway.check_session` found it: a session
+    # ended stays ended, so this holds even if the in-memory kill list drops it meanwhile.
+    ended: str | None = None
 
 
 @dataclass(slots=True)
@@ -247,7 +250,7 @@ async def _decide(
     """Decide and reserve in one synchronous step (queued calls re-decide after each wait)."""
     ident = req.ident
     sid = ident.session_id
-    killed = gw.state.killed.get(sid) if sid is not None else None
+    killed = gw.state.killed.get(sid, req.ended) if sid is not None else None
     if killed == CLOSED or (sid is not None and gw.loop_guard.throttled and killed is None):
         closed = killed == CLOSED
         wait = 0.0 if closed else gw.loop_guard.throttled_for(sid, now)  # type: ignore[arg-type]

@@ -156,8 +156,7 @@ async def _handle_llm(
                 ident = resolve_identity(key, headers, gw.config.settings)
                 if ident.session_id is not None and sp.is_recording():
                     sp.set_attribute("gen_ai.conversation.id", ident.session_id)  # never a metric
-                if ident.session_id is not None:
-                    await gw.check_session(ident)
+                ended = await gw.check_session(ident) if ident.session_id is not None else None
             try:
                 raw = await read_body(
                     scope, receive, settings.max_body_bytes, headers.get("content-length")
@@ -205,7 +204,8 @@ async def _handle_llm(
             req = CallRequest(protocol, body, ident, call_id, len(raw), stream, include_usage,
                               replayable=slot is not None, beta=beta,
                               fingerprint=slot.fingerprint if slot is not None else None,
-                              endpoint=shape.endpoint if shape is not None else "chat")
+                              endpoint=shape.endpoint if shape is not None else "chat",
+                              ended=ended)
             # The body is read: the next message is the client leaving, which ends the call
             # (its wait on the provider, or its stream).
             req.stop = stop = StreamStop()
