@@ -24,8 +24,14 @@ chain: ~1-2 ms a batch of 150 rows) waited for the writer's next release, up to 
 interval. Most requests overlapping a batch were the slowest 1% at one connection (p99 ~2.7-5
 ms against a p50 of 0.3). So the batch's Python loops hand the GIL over every `PAUSE_EVERY`
 rows (`_yield_gil`): a waiting event loop gets it within ~0.2 ms; sqlite3 releases it itself
-while SQLite works. Only on the low-priority thread: a backlog batch (normal priority) runs
-straight through, since on a saturated core each hand-over could cost it a switch interval.
+while SQLite works. On both threads: one connection in a closed loop (each request sent when
+the last is answered) keeps the core as busy as a saturated proxy, so the nice-19 thread
+starved, its batches grew to 100-300 rows and went to the normal-priority thread, and run
+straight through there (as they once were, lest each hand-over cost a switch interval) they
+were the slowest 1% of that connection's requests (`benchmarks/proxy_overhead.py`, p99 @1
+connection: 2.6-3.3 ms straight through, ~1.8-1.9 ms handing over; 0.8 ms with no database
+writes at all). The event loop releases the GIL at every callback, so a hand-over costs the
+writer far less than a switch interval: the backlog still drains (0 rows left after load).
 """
 
 from __future__ import annotations
@@ -90,10 +96,6 @@ def _yield_gil() -> None:
     """Release the GIL for a moment: a thread waiting for it (the event loop) takes it now
     instead of at the end of the switch interval (5 ms). `time.sleep(0)` releases it."""
     time.sleep(0)
-
-
-def _no_pause() -> None:
-    """A backlog batch's pause: none."""
 
 
 def _lowest_priority() -> None:
@@ -185,8 +187,8 @@ class SQLiteBatchWriter:
         key: chain.ChainKey | None,
     ) -> int:
         con = self._connection()
-        # the GIL handed over every PAUSE_EVERY rows on the low-priority thread (docstring)
-        pause = _yield_gil if getattr(_low, "on", False) else _no_pause
+        # The GIL handed over every PAUSE_EVERY rows, on either thread (docstring).
+        pause = _yield_gil
         con.execute("BEGIN IMMEDIATE")
         try:
             ids = [r["call_id"] for r in batch]
