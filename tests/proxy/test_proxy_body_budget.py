@@ -22,6 +22,7 @@ from policies.config.models import Settings
 from proxy.http import BodyBudget
 from simulator.server import SimServer
 from tests.support.servers import EXAMPLES, InProcessProxy, make_config_dir
+from tests.support.wait import close_connections, until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -61,15 +62,6 @@ def _budget(p: InProcessProxy) -> BodyBudget:
     budget: BodyBudget = p._server.config.app.body_budget
     assert budget.limit == BUDGET
     return budget
-
-
-async def _until(cond, what: str, within: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    """Poll `cond()` (generous bound: this machine is shared; nothing here is a timing claim)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while not cond():
-        assert loop.time() < end, f"not within {within} s: {what}"
-        await asyncio.sleep(0.02)
 
 
 def _head(method: str, path: str, key: str, length: int | None) -> bytes:
@@ -130,18 +122,8 @@ async def _hold(p: InProcessProxy, n: int, length: int = BODY_LIMIT) -> list[Con
     budget = _budget(p)
     before = budget.held
     conns = [await _start_body(p.port, length=length) for _ in range(n)]
-    await _until(lambda: budget.held == before + n * length, "the held bodies reserved")
+    await until(lambda: budget.held == before + n * length, "the held bodies reserved")
     return conns
-
-
-async def _close(conns: list[Conn]) -> None:
-    for _, w in conns:
-        w.close()
-    for _, w in conns:
-        try:
-            await w.wait_closed()
-        except ConnectionError:
-            pass
 
 
 async def test_fifty_slow_bodies_hold_at_most_the_budget_and_every_end_gives_it_back(
@@ -155,7 +137,7 @@ async def test_fifty_slow_bodies_hold_at_most_the_budget_and_every_end_gives_it_
     assert budget.held == 0
     conns = [await _start_body(bp.port) for _ in range(50)]
     reads = [asyncio.ensure_future(_read_response(r)) for r, _ in conns]
-    await _until(lambda: sum(t.done() for t in reads) >= 50 - HELD, "the 30 refusals")
+    await until(lambda: sum(t.done() for t in reads) >= 50 - HELD, "the 30 refusals")
     await asyncio.sleep(0.3)  # no more answers come: the held bodies are waited for
     refused = [i for i, t in enumerate(reads) if t.done()]
     held = [i for i, t in enumerate(reads) if not t.done()]
@@ -177,9 +159,9 @@ async def test_fifty_slow_bodies_hold_at_most_the_budget_and_every_end_gives_it_
     for i in stall:
         status, _, body = await asyncio.wait_for(reads[i], 60)  # the 5 s body timeout
         assert status == 408 and b"request_timeout" in body, body
-    await _until(lambda: budget.held == 0, "every reservation given back")
+    await until(lambda: budget.held == 0, "every reservation given back")
     assert budget.peak <= BUDGET
-    await _close([conns[i] for i in refused + finish + stall])
+    await close_connections([conns[i] for i in refused + finish + stall])
 
     async with httpx.AsyncClient(base_url=bp.base_url, timeout=60) as h:
         rs = await asyncio.gather(*(
@@ -214,16 +196,16 @@ async def test_busy_and_timed_out_bodies_are_counted_by_route_status_and_code(
         extra = [await _start_body(bp.port) for _ in range(3)]
         for r, _ in extra:
             _assert_busy("openai", *await asyncio.wait_for(_read_response(r), 20))
-        await _close(extra)
+        await close_connections(extra)
         admin = [await _start_body(bp.port, "/gateway/sessions", DEV_KEY, 100, b"{")]
         _assert_busy("admin", *await asyncio.wait_for(_read_response(admin[0][0]), 20))
-        await _close(admin)
+        await close_connections(admin)
     finally:
-        await _close(holders)
+        await close_connections(holders)
     r, w = await _start_body(bp.port, length=200, first=b"{")  # a stalled body: 408
     status, _, body = await asyncio.wait_for(_read_response(r), 60)
     assert status == 408, body
-    await _close([(r, w)])
+    await close_connections([(r, w)])
     after = await _refusals(bp)
 
     def added(*labels: str) -> float:
@@ -251,10 +233,10 @@ async def test_a_body_past_the_budget_is_503_in_its_callers_shape_on_every_route
         try:
             _assert_busy(shape, *await asyncio.wait_for(_read_response(r), 20))
         finally:
-            await _close([(r, w)])
+            await close_connections([(r, w)])
     finally:
-        await _close(holders)
-    await _until(lambda: budget.held == 0, "the holders' reservations given back")
+        await close_connections(holders)
+    await until(lambda: budget.held == 0, "the holders' reservations given back")
 
 
 async def test_a_chunked_body_is_counted_as_it_arrives(bp: InProcessProxy) -> None:
@@ -268,15 +250,15 @@ async def test_a_chunked_body_is_counted_as_it_arrives(bp: InProcessProxy) -> No
             chunk = BODY[:8000]
             w.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
             await w.drain()
-            await _until(lambda: budget.held == HELD * 65_000 + 8000, "the first chunk reserved")
+            await until(lambda: budget.held == HELD * 65_000 + 8000, "the first chunk reserved")
             w.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")  # 16,000 > 10,720
             await w.drain()
             _assert_busy("openai", *await asyncio.wait_for(_read_response(r), 20))
         finally:
-            await _close([(r, w)])
+            await close_connections([(r, w)])
     finally:
-        await _close(holders)
-    await _until(lambda: budget.held == 0, "every reservation given back")
+        await close_connections(holders)
+    await until(lambda: budget.held == 0, "every reservation given back")
     assert budget.peak <= BUDGET
 
 
@@ -307,12 +289,12 @@ async def test_a_body_read_whole_stays_counted_until_its_call_has_answered(
 
         calls = [asyncio.ensure_future(call(BODY if i % 2 else STREAM_BODY))
                  for i in range(HELD)]  # fmt: skip
-        await _until(lambda: budget.held == BUDGET, "the 20 bodies held while their calls wait")
+        await until(lambda: budget.held == BUDGET, "the 20 bodies held while their calls wait")
         assert not any(c.done() for c in calls)
         r = await h.post("/v1/chat/completions", content=BODY, headers=headers)
         assert r.status_code == 503 and r.json()["error"]["code"] == "gateway_busy", r.text
         done = await asyncio.gather(*calls)
     assert [s for s, _ in done] == [200] * HELD, done
     assert sum(b"data: [DONE]" in body for _, body in done) == HELD // 2
-    await _until(lambda: budget.held == 0, "every body given back once answered")
+    await until(lambda: budget.held == 0, "every body given back once answered")
     assert budget.peak <= BUDGET

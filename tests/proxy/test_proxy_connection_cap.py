@@ -18,6 +18,7 @@ import pytest_asyncio
 
 from simulator.server import SimServer
 from tests.support.servers import EXAMPLES, InProcessProxy, make_config_dir
+from tests.support.wait import close_connections, until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -49,27 +50,9 @@ async def _open(p: InProcessProxy, n: int) -> list[Conn]:
     return [await asyncio.open_connection("127.0.0.1", p.port) for _ in range(n)]
 
 
-async def _close(conns: list[Conn]) -> None:
-    for _, w in conns:
-        w.close()
-    for _, w in conns:
-        try:
-            await w.wait_closed()
-        except ConnectionError:
-            pass
-
-
 def _open_connections(p: InProcessProxy) -> int:
     assert p._server is not None
     return len(p._server.server_state.connections)
-
-
-async def _until(cond, what: str, within: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while not cond():
-        assert loop.time() < end, f"not within {within} s: {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_a_connection_past_the_cap_is_503_at_once_and_a_freed_slot_serves(
@@ -79,9 +62,9 @@ async def test_a_connection_past_the_cap_is_503_at_once_and_a_freed_slot_serves(
     with Retry-After, then EOF (none waits for a head timeout); the proxy never holds more than
     20 of its own plus the 5 refused for at most their linger; with one held connection closed,
     a new connection's call is served (200)."""
-    await _until(lambda: _open_connections(cp) == 0, "no connection left from before")
+    await until(lambda: _open_connections(cp) == 0, "no connection left from before")
     held = await _open(cp, CAP)
-    await _until(lambda: _open_connections(cp) == CAP, "the 20 connections accepted")
+    await until(lambda: _open_connections(cp) == CAP, "the 20 connections accepted")
     try:
         body = orjson.dumps(CALL)
         request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
@@ -99,12 +82,12 @@ async def test_a_connection_past_the_cap_is_503_at_once_and_a_freed_slot_serves(
             doc = orjson.loads(payload)
             assert doc["error"]["code"] == "gateway_busy", doc
             assert "max_connections" in doc["error"]["message"]
-        await _close(extra)
-        await _until(lambda: _open_connections(cp) == CAP, "the refused connections gone")
+        await close_connections(extra)
+        await until(lambda: _open_connections(cp) == CAP, "the refused connections gone")
     finally:
-        await _close(held[:1])
+        await close_connections(held[:1])
     try:
-        await _until(lambda: _open_connections(cp) < CAP, "a slot freed")
+        await until(lambda: _open_connections(cp) < CAP, "a slot freed")
         async with httpx.AsyncClient(base_url=cp.base_url, timeout=30) as h:
             r = await h.post("/v1/chat/completions", json=CALL,
                              headers={"authorization": DEV_KEY})  # fmt: skip
@@ -114,7 +97,7 @@ async def test_a_connection_past_the_cap_is_503_at_once_and_a_freed_slot_serves(
                 'status="503"} 5.0')  # fmt: skip
         assert line in m.text, [ln for ln in m.text.splitlines() if "http_refusals" in ln]
     finally:
-        await _close(held[1:])
+        await close_connections(held[1:])
 
 
 async def test_the_default_cap_is_ten_thousand() -> None:
