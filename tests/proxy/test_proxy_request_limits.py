@@ -405,17 +405,29 @@ async def test_protocol_routes_ignore_query_parameters_real_clients_send(
 
 
 
+def _head_refusals(p: InProcessProxy, status: str, code: str) -> float:
+    """`governor_http_refusals_total{route="head"}`: refusals of a request head, which the
+    server answers before any route runs."""
+    assert p.gw is not None
+    labels = {"route": "head", "status": status, "code": code}
+    return p.gw.metrics.registry.get_sample_value("governor_http_refusals_total", labels) or 0.0
+
+
 async def test_a_request_head_past_64_kib_is_431_before_it_is_buffered_whole(
     lp: InProcessProxy,
 ) -> None:
+    """The server's own bound, for a head that has not ended (one that ended within a read is
+    the route's 431, by `max_header_bytes`)."""
+    before = _head_refusals(lp, "431", "headers_too_large")
     reader, writer = await asyncio.open_connection("127.0.0.1", lp.port)
-    writer.write(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 100_000 + b"\r\n\r\n")
+    writer.write(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 100_000)
     await writer.drain()
     data = await asyncio.wait_for(reader.read(65536), 10)
     writer.close()
     assert data.startswith(b"HTTP/1.1 431 ")
     doc = orjson.loads(data.partition(b"\r\n\r\n")[2])
     assert doc["type"] == "error" and "headers_too_large" in doc["error"]["message"]
+    assert _head_refusals(lp, "431", "headers_too_large") == before + 1  # counted like any other
 
 
 async def test_unknown_api_keys_are_never_cached(lp: InProcessProxy) -> None:
@@ -438,6 +450,7 @@ async def test_a_head_that_never_finishes_is_408_within_the_head_timeout(
     from proxy.server import BoundedHttpTools
 
     monkeypatch.setattr(BoundedHttpTools, "HEAD_TIMEOUT_SECONDS", 1.0)
+    before = _head_refusals(lp, "408", "request_timeout")
     reader, writer = await asyncio.open_connection("127.0.0.1", lp.port)
     started = time.perf_counter()
     writer.write(sent)
@@ -447,6 +460,7 @@ async def test_a_head_that_never_finishes_is_408_within_the_head_timeout(
     writer.close()
     assert data.startswith(b"HTTP/1.1 408 "), data
     assert b"request_timeout" in data and 0.9 <= took < 5
+    assert _head_refusals(lp, "408", "request_timeout") == before + 1
 
 
 @pytest.mark.parametrize(
