@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -41,11 +42,19 @@ _pool: ProcessPoolExecutor | None = None
 _queued = 0  # scans queued or running (under _lock: Temporal activities may run on threads)
 
 
+def _worker_start() -> None:
+    """In the worker: Ctrl-C reaches the whole process group, and the worker is the parent's
+    to stop (`shutdown`); a KeyboardInterrupt there printed a traceback on every stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _executor() -> ProcessPoolExecutor:
     global _pool
     with _lock:
         if _pool is None:
-            _pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            _pool = ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start
+            )
         return _pool
 
 
@@ -90,6 +99,7 @@ async def evaluate_off_loop(
 
 
 def shutdown() -> None:
+    """Stop the worker, if one was started (the proxy's shutdown; a later scan starts anew)."""
     global _pool
     with _lock:
         pool, _pool = _pool, None

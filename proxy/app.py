@@ -202,6 +202,9 @@ class ProxyApp:
             elif msg["type"] == "lifespan.shutdown":
                 if self._owns and self.gw is not None:
                     await self.gw.close()
+                    from activities import scan_pool
+
+                    scan_pool.shutdown()  # its worker process, if a large scan started one
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

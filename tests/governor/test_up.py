@@ -87,8 +87,10 @@ class Up:
         env = {k: v for k, v in self.env().items() if k != "TEMPORAL_ADDRESS"}
         self._offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as out:
+            # its own process group, so `stop` can send SIGINT as Ctrl-C does: to every process
             self.proc = subprocess.Popen(
-                args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+                args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         end = time.monotonic() + 120
         while "READY" not in self._read():
@@ -109,7 +111,7 @@ class Up:
         if p is None:
             return 0
         if p.poll() is None:
-            p.send_signal(signal.SIGINT)
+            os.killpg(p.pid, signal.SIGINT)  # Ctrl-C: the whole group, children included
         try:
             return p.wait(60)
         except subprocess.TimeoutExpired:
@@ -359,9 +361,22 @@ async def test_sigint_stops_everything_and_a_second_up_resumes_open_sessions(up:
     await gc.chat([{"role": "user", "content": "before the restart"}], model="support-cheap")
     dev = _pids_with("start-dev", str(up.data_dir))
     assert len(dev) == 1
+    # A text large enough for the guardrail scan's worker process (`scan_pool`), which Ctrl-C
+    # reaches too: it printed a KeyboardInterrupt traceback, then leaked semaphores were
+    # reported at exit.
+    big = {"model": "support-cheap", "max_tokens": 5,
+           "messages": [{"role": "user", "content": "lorem ipsum " * 8000}]}  # fmt: skip
+    async with httpx.AsyncClient(base_url=up.url, timeout=60) as h:
+        r = await h.post("/v1/chat/completions", json=big,
+                         headers={"authorization": "Bearer gk-dev-service"})  # fmt: skip
+    assert r.status_code in (200, 400), r.text
+    assert _pids_with("multiprocessing.spawn"), "no scan worker was started"
 
     assert up.stop() == 0
-    assert "stopped." in up._read()
+    out = up._read()
+    assert "stopped." in out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
+    assert "leaked semaphore" not in out, out[-3000:]
     assert _pids_with("start-dev", str(up.data_dir)) == []
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", up.port), timeout=5).close()
