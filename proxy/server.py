@@ -54,9 +54,7 @@ class _Cycle(RequestResponseCycle):
     """uvicorn's request cycle (0.54, pinned), its response head checked for invalid header
     names and values in one regex pass over all names and one over all values, not two passes
     per header: a governed answer carries about fifteen headers, and the per-header checks were
-    a measurable part of a call. Same checks, same errors. One addition: a response that starts
-    before its request's body was all received closes the connection after it (uvicorn kept it
-    open and read the rest of the body to discard it). Everything else is uvicorn's."""
+    a measurable part of a call. Same checks, same errors; everything else is uvicorn's."""
 
     async def send(self, message: Any) -> None:
         if (
@@ -69,11 +67,6 @@ class _Cycle(RequestResponseCycle):
             return
         self.response_started = True
         self.waiting_for_100_continue = False
-        if self.more_body:
-            # Answered before its body was all received (408 body timeout, 413, 503
-            # gateway_busy, a refusal before the read): close after this response rather than
-            # keep reading and discarding the rest of a body nobody will use.
-            self.keep_alive = False
         status_code = message["status"]
         headers = self.default_headers + list(message.get("headers", []))
         if self.access_log:

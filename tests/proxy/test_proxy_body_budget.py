@@ -88,9 +88,6 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, s
 def _assert_busy(shape: str, status: int, headers: dict[str, str], body: bytes) -> None:
     assert status == 503, (status, body)
     assert headers["retry-after"] == "1", headers
-    # answered before its body was all received: the connection closes rather than read and
-    # discard the rest of a body no one will use
-    assert headers.get("connection") == "close", headers
     if shape != "admin":  # the protocol routes' own headers
         assert headers["x-governor-error-code"] == "gateway_busy"
         assert "x-should-retry" not in headers  # a retry can help: the SDKs retry a 503
@@ -160,10 +157,8 @@ async def test_fifty_slow_bodies_hold_at_most_the_budget_and_every_end_gives_it_
         status, _, body = await asyncio.wait_for(reads[i], 60)
         assert status == 200, body
     for i in stall:
-        status, headers, body = await asyncio.wait_for(reads[i], 60)  # the 5 s body timeout
+        status, _, body = await asyncio.wait_for(reads[i], 60)  # the 5 s body timeout
         assert status == 408 and b"request_timeout" in body, body
-        assert headers.get("connection") == "close", headers
-        assert await asyncio.wait_for(conns[i][0].read(), 10) == b""  # closed: EOF, at once
     await until(lambda: budget.held == 0, "every reservation given back")
     assert budget.peak <= BUDGET
     await close_connections([conns[i] for i in refused + finish + stall])
