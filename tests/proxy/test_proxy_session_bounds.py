@@ -107,8 +107,8 @@ async def test_kills_past_max_killed_sessions_still_refuse_their_sessions(
         assert "runaway" in r.json()["error"]["message"]
         r = await call(h, proxy, closed)
         assert r.status_code == 409 and r.json()["error"]["code"] == "session_closed"
-        # Known here again: the next call is refused without asking the ledger.
-        assert first in gw.state.killed
+        # And the next call too (from memory, or from the ledger again if newer kills, such as
+        # the kill poll replaying this test's 60, pushed it out meanwhile: which one is a race).
         r = await call(h, proxy, first)
         assert r.status_code == 403
 
