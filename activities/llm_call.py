@@ -703,7 +703,7 @@ _ERROR_STATUS = {guardrails.GUARDRAIL_BLOCKED: 400, KILLED: 403, CLIENT_CLOSED: 
 def _record_refusal(
     gw: Gateway, req: CallRequest, gov: Governance, r: Refusal, now: float, started: float
 ) -> None:
-    gw.metrics.child(gw.metrics.refusals, gw.metrics.code(r.code)).inc()
+    gw.metrics.child(gw.metrics.refusals, gw.metrics.code(r.code, r.upstream)).inc()
     gw.metrics.child(
         gw.metrics.requests,
         gw.metrics.model(gov.virtual_model) if r.code != "model_not_found" else "(unknown)",
@@ -728,7 +728,7 @@ def record_gate_refusal(gw: Gateway, ident: Identity, call_id: str, model: objec
     """The row of a call refused outside `governed_call`, by a session workflow's gate
     (`policies.gates.workflow_gate`): blocked, with its decision record, on the workflow path."""
     vm = model if isinstance(model, str) else ""
-    gw.metrics.child(gw.metrics.refusals, gw.metrics.code(r.code)).inc()
+    gw.metrics.child(gw.metrics.refusals, gw.metrics.code(r.code, r.upstream)).inc()
     gw.metrics.child(gw.metrics.requests, gw.metrics.model(vm), "blocked", str(r.status)).inc()
     gw.writer.record_call({
         "call_id": call_id, "ts": now, "path": "workflow", "key_id": ident.key_id,

@@ -40,6 +40,7 @@ MAX_UNLISTED_VERSIONS = 100
 # answered a request with (`invalid_request_error`, `context_length_exceeded`, ...): a label
 # value the upstream chooses, so only the first this many distinct codes get a series.
 MAX_REFUSAL_CODES = 200
+MAX_CODE_CHARS = 64
 
 LATENCY_BUCKETS = (
     0.0002,
@@ -240,9 +241,13 @@ class Metrics:
             return value
         return "other"
 
-    def code(self, value: str) -> str:
-        """A refusal code: one of the first `MAX_REFUSAL_CODES` distinct codes seen, else
-        `other` (an upstream's error code is a value it chooses)."""
+    def code(self, value: str, upstream: bool = False) -> str:
+        """A refusal code as a label: Governor's own codes as they are; one an upstream chose
+        (`Refusal.upstream`), cut to `MAX_CODE_CHARS`, while it is one of the first
+        `MAX_REFUSAL_CODES` distinct such codes, else `other`."""
+        if not upstream:
+            return value
+        value = value[:MAX_CODE_CHARS]
         if value in self._codes:
             return value
         if len(self._codes) < MAX_REFUSAL_CODES:

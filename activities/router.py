@@ -303,7 +303,7 @@ class Router:
                     attempts.append(Attempt(t.key, exc.code))
                     if exc.action == "fatal":
                         # The request itself is wrong: another target would refuse it too.
-                        raise Refusal(exc.status, exc.code, exc.message) from None
+                        raise Refusal(exc.status, exc.code, exc.message, upstream=True) from None
                     if exc.code == "upstream_rate_limited":
                         self._rate_limited(vm, t)
                     else:

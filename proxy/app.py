@@ -201,10 +201,12 @@ class ProxyApp:
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 if self._owns and self.gw is not None:
-                    await self.gw.close()
                     from activities import scan_pool
 
-                    scan_pool.shutdown()  # its worker process, if a large scan started one
+                    try:
+                        await self.gw.close()
+                    finally:
+                        scan_pool.shutdown()  # its worker process, if a large scan started one
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

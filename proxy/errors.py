@@ -21,7 +21,7 @@ def note_refusal(gw: Any, r: Refusal, route: str, scope: Any) -> None:
     Every 401/403, and every 400 for duplicated or contradicting identity headers, also leaves
     a log line and an auth count: status, code, route, client address; never the key or a
     header value."""
-    code = gw.metrics.code(r.code)
+    code = gw.metrics.code(r.code, r.upstream)
     gw.metrics.child(gw.metrics.http_refusals, route, str(r.status), code).inc()
     if r.status not in (401, 403) and r.code not in HEADER_REFUSALS:
         return

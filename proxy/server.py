@@ -151,6 +151,9 @@ class BoundedHttpTools(HttpToolsProtocol):
         not known yet: OpenAI's error shape, which the Anthropic SDKs read too), nothing of the
         request read or buffered, closed within `REFUSED_LINGER_SECONDS`."""
         self._refused = True
+        # Not one of the connections served: out of the count at once, so a slot freed while
+        # refused ones linger is free (uvicorn's connection_lost discards it again: harmless).
+        self.connections.discard(self)
         limit = gw.config.settings.max_connections
         gw.metrics.child(gw.metrics.http_refusals, "connection", "503", "gateway_busy").inc()
         msg = f"the gateway already has {limit} open connections (max_connections); retry shortly"
